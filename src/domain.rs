@@ -1,0 +1,203 @@
+//! The vocabulary every other module speaks: canonical statuses, priority tiers, and the small
+//! value types that are validated once at the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The canonical status of a shipment (DESIGN.md, "Canonical status"). Every provider maps its own
+/// vocabulary onto this enum; the database stores the snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    InfoReceived,
+    PickedUp,
+    InTransit,
+    OutForDelivery,
+    AvailableForPickup,
+    FailedAttempt,
+    Exception,
+    Returned,
+    Delivered,
+    Expired,
+}
+
+impl Status {
+    pub const ALL: [Status; 11] = [
+        Status::Pending,
+        Status::InfoReceived,
+        Status::PickedUp,
+        Status::InTransit,
+        Status::OutForDelivery,
+        Status::AvailableForPickup,
+        Status::FailedAttempt,
+        Status::Exception,
+        Status::Returned,
+        Status::Delivered,
+        Status::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InfoReceived => "info_received",
+            Status::PickedUp => "picked_up",
+            Status::InTransit => "in_transit",
+            Status::OutForDelivery => "out_for_delivery",
+            Status::AvailableForPickup => "available_for_pickup",
+            Status::FailedAttempt => "failed_attempt",
+            Status::Exception => "exception",
+            Status::Returned => "returned",
+            Status::Delivered => "delivered",
+            Status::Expired => "expired",
+        }
+    }
+
+    /// A terminal status ends polling: nothing the carrier says afterwards is awaited.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Returned | Status::Delivered | Status::Expired)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown status {0:?}: expected one of pending, info_received, picked_up, in_transit, out_for_delivery, available_for_pickup, failed_attempt, exception, returned, delivered, expired")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// The priority tier of a shipment; it sets how often the shipment is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    High,
+    Normal,
+    Low,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::High, Tier::Normal, Tier::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::High => "high",
+            Tier::Normal => "normal",
+            Tier::Low => "low",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown tier {0:?}: expected high, normal or low")]
+pub struct UnknownTier(pub String);
+
+impl FromStr for Tier {
+    type Err = UnknownTier;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tier::ALL
+            .into_iter()
+            .find(|tier| tier.as_str() == s)
+            .ok_or_else(|| UnknownTier(s.to_owned()))
+    }
+}
+
+/// Masks a phone number or an email address for logs and tables: `138****5678`, `z***@shop.example`.
+pub fn mask_contact(value: &str) -> String {
+    if let Some((local, domain)) = value.split_once('@') {
+        let first: String = local.chars().take(1).collect();
+        return format!("{first}***@{domain}");
+    }
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() <= 7 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+/// A secret from the configuration. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(\"***\")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>().unwrap(), status);
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert!("shipped".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn only_returned_delivered_expired_are_terminal() {
+        let terminal: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(terminal, [Status::Returned, Status::Delivered, Status::Expired]);
+    }
+
+    #[test]
+    fn tier_parse_names_the_bad_value() {
+        assert_eq!("low".parse::<Tier>().unwrap(), Tier::Low);
+        let err = "urgent".parse::<Tier>().unwrap_err().to_string();
+        assert!(err.contains("urgent") && err.contains("high, normal or low"), "{err}");
+    }
+
+    #[test]
+    fn contacts_are_masked() {
+        assert_eq!(mask_contact("13812345678"), "138****5678");
+        assert_eq!(mask_contact("+8613812345678"), "+86****5678");
+        assert_eq!(mask_contact("zhang@shop.example"), "z***@shop.example");
+        assert_eq!(mask_contact("12345"), "*****");
+    }
+
+    #[test]
+    fn secrets_do_not_leak_through_debug() {
+        let secret = Secret::new("hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}

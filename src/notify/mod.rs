@@ -1,0 +1,81 @@
+//! Notifications: how a status change becomes an outbox row, and how a row is delivered.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub mod webhook;
+
+/// The ways a notification can travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Webhook,
+    Email,
+    Sms,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Webhook => "webhook",
+            ChannelKind::Email => "email",
+            ChannelKind::Sms => "sms",
+        }
+    }
+}
+
+impl fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChannelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "webhook" => Ok(ChannelKind::Webhook),
+            "email" => Ok(ChannelKind::Email),
+            "sms" => Ok(ChannelKind::Sms),
+            other => Err(format!("unknown channel {other:?}: expected webhook, email or sms")),
+        }
+    }
+}
+
+/// One delivery attempt's input: the notification's stable id and the body queued with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Stable across retries (`webhook-id`).
+    pub public_id: String,
+    /// The JSON document built when the change was recorded; every attempt sends it unchanged.
+    pub payload: String,
+}
+
+/// Why a delivery attempt failed, classified by what the sender should do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth another attempt (timeouts, connection errors, 5xx, 408, 429).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        /// The receiver's `Retry-After`, when it gave one.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (other 4xx, invalid recipient): the row goes dead at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A delivery channel. One channel per file; each implements this trait.
+#[async_trait]
+pub trait Channel: Send + Sync {
+    fn kind(&self) -> ChannelKind;
+
+    /// Makes one delivery attempt.
+    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError>;
+}

@@ -1,0 +1,1 @@
+//! Webhook channel, signed per Standard Webhooks.

@@ -1,0 +1,1 @@
+//! The simulated carrier of `shipwatch demo` and the pipeline tests.

@@ -1,0 +1,1 @@
+//! Taobao TOP `taobao.logistics.trace.search`.
