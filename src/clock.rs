@@ -1,0 +1,84 @@
+//! Wall-clock time, injected so that schedules can be tested without sleeping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+
+/// Milliseconds since the Unix epoch, UTC: the unit of every time column in the database.
+pub type Millis = i64;
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Millis;
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The real wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that moves only when told to, for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start: Millis) -> Self {
+        ManualClock(AtomicI64::new(start))
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+
+    pub fn set(&self, to: Millis) {
+        self.0.store(to, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A database time shown to people and scripts: RFC 3339 in Asia/Shanghai.
+pub fn to_rfc3339(ms: Millis) -> String {
+    to_shanghai(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+pub fn to_shanghai(ms: Millis) -> DateTime<FixedOffset> {
+    crate::providers::shanghai()
+        .timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(|| crate::providers::shanghai().timestamp_nanos(0))
+}
+
+pub fn millis(duration: std::time::Duration) -> Millis {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_shanghai() {
+        assert_eq!(to_rfc3339(0), "1970-01-01T08:00:00+08:00");
+        assert_eq!(to_rfc3339(1_451_620_800_000), "2016-01-01T12:00:00+08:00");
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new(1_000);
+        assert_eq!(clock.now(), 1_000);
+        clock.advance(std::time::Duration::from_secs(2));
+        assert_eq!(clock.now(), 3_000);
+    }
+}
