@@ -7,6 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod payload;
+pub mod sender;
 pub mod webhook;
 
 /// The ways a notification can travel.

@@ -1,0 +1,792 @@
+//! The TOML configuration: parsed once into typed settings, with every secret resolved, so that
+//! the rest of the program never sees a raw string where a duration or a secret belongs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{Secret, Status, Tier};
+use crate::notify::ChannelKind;
+use crate::notify::webhook::{WebhookConfig, WebhookSecret};
+use crate::providers::taobao::{self, SignMethod, TaobaoConfig};
+
+/// Where the config is looked for when `--config` is not given.
+pub const ENV_CONFIG: &str = "SHIPWATCH_CONFIG";
+pub const DEFAULT_PATHS: [&str; 2] = ["./shipwatch.toml", "/etc/shipwatch/shipwatch.toml"];
+pub const DEFAULT_DATABASE: &str = "/var/lib/shipwatch/shipwatch.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+/// A duration written as `30s`, `2m`, `1h`, `30d` or `500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 30s, 2m, 1h or 30d"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A call quota such as `500/min`: at most `calls` calls per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub calls: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// The spacing between two calls that keeps to the quota.
+    pub fn interval(&self) -> Duration {
+        self.per / self.calls
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.calls, humantime::format_duration(self.per))
+    }
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hint = || format!("rate_limit {s:?} is not a quota; write it like 500/min, 10/s or 1000/1h");
+        let (calls, per) = s.split_once('/').ok_or_else(hint)?;
+        let calls: u32 = calls.trim().parse().map_err(|_| hint())?;
+        if calls == 0 {
+            return Err(format!("rate_limit {s:?} allows no calls at all; give at least 1"));
+        }
+        let per = match per.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            other => humantime::parse_duration(other).map_err(|_| hint())?,
+        };
+        if per.is_zero() {
+            return Err(hint());
+        }
+        Ok(RateLimit { calls, per })
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How hard SQLite works to keep the last commits through a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// Poll interval per tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiers {
+    pub high: Duration,
+    pub normal: Duration,
+    pub low: Duration,
+}
+
+impl Default for Tiers {
+    fn default() -> Self {
+        Tiers {
+            high: Duration::from_secs(120),
+            normal: Duration::from_secs(600),
+            low: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Tiers {
+    pub fn interval(&self, tier: Tier) -> Duration {
+        match tier {
+            Tier::High => self.high,
+            Tier::Normal => self.normal,
+            Tier::Low => self.low,
+        }
+    }
+}
+
+/// How the dispatcher behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Polling {
+    /// How often the database is looked at for due shipments (and rows inserted from outside).
+    pub scan_interval: Duration,
+    /// Polls in flight at once, over all providers.
+    pub concurrency: usize,
+    /// Longest wait for one upstream answer.
+    pub timeout: Duration,
+    /// Spread of each next poll around the tier interval, as a fraction (0.1 = ±10%).
+    pub jitter: f64,
+    /// How long a claimed shipment is held before another dispatcher may take it.
+    pub lease: Duration,
+    /// How long a provider whose credentials or configuration upstream rejected stays paused.
+    pub auth_pause: Duration,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Polling {
+            scan_interval: Duration::from_secs(1),
+            concurrency: 16,
+            timeout: Duration::from_secs(30),
+            jitter: 0.1,
+            lease: Duration::from_secs(300),
+            auth_pause: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How the sender delivers notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Attempts in total, the first one included.
+    pub attempts: u32,
+    /// Delay before the first retry; it doubles each time, with jitter.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Longest wait for one receiver answer.
+    pub timeout: Duration,
+    /// How long a claimed notification is held; a sender that dies frees it when this runs out.
+    pub lease: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            attempts: 3,
+            backoff: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(15 * 60),
+            timeout: Duration::from_secs(15),
+            lease: Duration::from_secs(60),
+            concurrency: 16,
+        }
+    }
+}
+
+/// One configured upstream.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub rate_limit: Option<RateLimit>,
+    pub adapter: AdapterSettings,
+}
+
+#[derive(Debug, Clone)]
+pub enum AdapterSettings {
+    Taobao(TaobaoConfig),
+    Simulator,
+}
+
+impl AdapterSettings {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AdapterSettings::Taobao(_) => "taobao",
+            AdapterSettings::Simulator => "simulator",
+        }
+    }
+}
+
+/// A channel together with the statuses that trigger it.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings<T> {
+    pub settings: T,
+    pub triggers: Vec<Status>,
+}
+
+#[derive(Default)]
+pub struct Channels {
+    pub webhook: Option<ChannelSettings<WebhookConfig>>,
+}
+
+impl fmt::Debug for Channels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channels")
+            .field("webhook", &self.webhook.as_ref().map(|w| &w.settings.url))
+            .finish()
+    }
+}
+
+impl Channels {
+    /// Each enabled channel with its triggers, as the outbox needs them.
+    pub fn rules(&self) -> Vec<(ChannelKind, Vec<Status>)> {
+        let mut rules = Vec::new();
+        if let Some(webhook) = &self.webhook {
+            rules.push((ChannelKind::Webhook, webhook.triggers.clone()));
+        }
+        rules
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from, if any (the demo builds its config in code).
+    pub source: Option<PathBuf>,
+    pub database: PathBuf,
+    pub synchronous: Synchronous,
+    pub tiers: Tiers,
+    pub polling: Polling,
+    pub delivery: Delivery,
+    pub providers: BTreeMap<String, ProviderSettings>,
+    pub channels: Channels,
+}
+
+// ---- raw shapes, as written in the file -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: Option<PathBuf>,
+    synchronous: Option<Synchronous>,
+    #[serde(default)]
+    tiers: RawTiers,
+    #[serde(default)]
+    polling: RawPolling,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    channels: RawChannels,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTiers {
+    high: Option<HumanDuration>,
+    normal: Option<HumanDuration>,
+    low: Option<HumanDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolling {
+    scan_interval: Option<HumanDuration>,
+    concurrency: Option<usize>,
+    timeout: Option<HumanDuration>,
+    jitter: Option<f64>,
+    lease: Option<HumanDuration>,
+    auth_pause: Option<HumanDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    attempts: Option<u32>,
+    backoff: Option<HumanDuration>,
+    backoff_max: Option<HumanDuration>,
+    timeout: Option<HumanDuration>,
+    lease: Option<HumanDuration>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: String,
+    rate_limit: Option<RateLimit>,
+    endpoint: Option<String>,
+    app_key: Option<String>,
+    app_secret: Option<String>,
+    app_secret_file: Option<PathBuf>,
+    session: Option<String>,
+    session_file: Option<PathBuf>,
+    sign_method: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChannels {
+    webhook: Option<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    #[serde(default = "yes")]
+    enabled: bool,
+    url: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    statuses: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+// ---- loading ----------------------------------------------------------------------------------
+
+/// Finds the config file: `--config`, else `$SHIPWATCH_CONFIG`, else `./shipwatch.toml`, else
+/// `/etc/shipwatch/shipwatch.toml`. `None` when no file exists at any default place.
+pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_owned());
+    }
+    if let Some(path) = std::env::var_os(ENV_CONFIG).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    DEFAULT_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, Some(path), base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } | ConfigError::Invalid(message) => {
+                ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// Parses a config text. Relative `*_file` paths are taken from `base` (the config's folder).
+    pub fn parse(text: &str, source: Option<&Path>, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.map(Path::to_owned).unwrap_or_default(),
+            message: one_line(&e.to_string()),
+        })?;
+        let secrets = SecretResolver::from_env(base);
+
+        let defaults = Tiers::default();
+        let tiers = Tiers {
+            high: raw.tiers.high.map_or(defaults.high, |d| d.0),
+            normal: raw.tiers.normal.map_or(defaults.normal, |d| d.0),
+            low: raw.tiers.low.map_or(defaults.low, |d| d.0),
+        };
+        for tier in Tier::ALL {
+            if tiers.interval(tier) < Duration::from_secs(1) {
+                return Err(invalid(format!(
+                    "[tiers] {tier} = {:?} is too short; the shortest interval is 1s",
+                    humantime::format_duration(tiers.interval(tier)).to_string()
+                )));
+            }
+        }
+
+        let d = Polling::default();
+        let polling = Polling {
+            scan_interval: raw.polling.scan_interval.map_or(d.scan_interval, |v| v.0),
+            concurrency: raw.polling.concurrency.unwrap_or(d.concurrency),
+            timeout: raw.polling.timeout.map_or(d.timeout, |v| v.0),
+            jitter: raw.polling.jitter.unwrap_or(d.jitter),
+            lease: raw.polling.lease.map_or(d.lease, |v| v.0),
+            auth_pause: raw.polling.auth_pause.map_or(d.auth_pause, |v| v.0),
+        };
+        if polling.concurrency == 0 {
+            return Err(invalid("[polling] concurrency must be at least 1"));
+        }
+        if !(0.0..=0.5).contains(&polling.jitter) {
+            return Err(invalid(
+                "[polling] jitter must be between 0 and 0.5 (a fraction of the interval)",
+            ));
+        }
+        if polling.scan_interval.is_zero() {
+            return Err(invalid("[polling] scan_interval must be longer than 0s"));
+        }
+
+        let d = Delivery::default();
+        let delivery = Delivery {
+            attempts: raw.delivery.attempts.unwrap_or(d.attempts),
+            backoff: raw.delivery.backoff.map_or(d.backoff, |v| v.0),
+            backoff_max: raw.delivery.backoff_max.map_or(d.backoff_max, |v| v.0),
+            timeout: raw.delivery.timeout.map_or(d.timeout, |v| v.0),
+            lease: raw.delivery.lease.map_or(d.lease, |v| v.0),
+            concurrency: raw.delivery.concurrency.unwrap_or(d.concurrency),
+        };
+        if !(1..=20).contains(&delivery.attempts) {
+            return Err(invalid("[delivery] attempts must be between 1 and 20"));
+        }
+        if delivery.concurrency == 0 {
+            return Err(invalid("[delivery] concurrency must be at least 1"));
+        }
+        if delivery.lease <= delivery.timeout {
+            return Err(invalid(format!(
+                "[delivery] lease ({}) must be longer than timeout ({}), or a slow delivery would be sent twice",
+                humantime::format_duration(delivery.lease),
+                humantime::format_duration(delivery.timeout)
+            )));
+        }
+
+        let mut providers = BTreeMap::new();
+        for (name, raw) in raw.providers {
+            providers.insert(name.clone(), resolve_provider(&name, raw, &secrets)?);
+        }
+
+        let mut channels = Channels::default();
+        if let Some(raw) = raw.channels.webhook.filter(|w| w.enabled) {
+            channels.webhook = Some(resolve_webhook(raw, &secrets)?);
+        }
+
+        Ok(Config {
+            source: source.map(Path::to_owned),
+            database: raw
+                .database
+                .map(|p| if p.is_relative() { base.join(p) } else { p })
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE)),
+            synchronous: raw.synchronous.unwrap_or_default(),
+            tiers,
+            polling,
+            delivery,
+            providers,
+            channels,
+        })
+    }
+}
+
+fn resolve_provider(
+    name: &str,
+    raw: RawProvider,
+    secrets: &SecretResolver,
+) -> Result<ProviderSettings, ConfigError> {
+    let section = format!("[providers.{name}]");
+    let adapter = match raw.kind.as_str() {
+        "taobao" => {
+            let app_key = raw
+                .app_key
+                .filter(|k| !k.trim().is_empty())
+                .ok_or_else(|| invalid(format!("{section} needs app_key")))?;
+            let app_secret = secrets.resolve(
+                &section,
+                name,
+                "app_secret",
+                raw.app_secret,
+                raw.app_secret_file,
+            )?;
+            let session =
+                secrets.resolve(&section, name, "session", raw.session, raw.session_file)?;
+            let sign_method = match raw.sign_method {
+                None => SignMethod::default(),
+                Some(m) => m
+                    .parse()
+                    .map_err(|e| invalid(format!("{section} sign_method: {e}")))?,
+            };
+            let endpoint = raw
+                .endpoint
+                .unwrap_or_else(|| taobao::DEFAULT_ENDPOINT.to_owned());
+            check_url(&section, "endpoint", &endpoint)?;
+            AdapterSettings::Taobao(TaobaoConfig {
+                endpoint,
+                app_key,
+                app_secret,
+                session,
+                sign_method,
+            })
+        }
+        "simulator" => AdapterSettings::Simulator,
+        other => {
+            return Err(invalid(format!(
+                "{section} kind = {other:?} is not a provider kind; expected taobao or simulator"
+            )));
+        }
+    };
+    Ok(ProviderSettings {
+        rate_limit: raw.rate_limit,
+        adapter,
+    })
+}
+
+fn resolve_webhook(
+    raw: RawWebhook,
+    secrets: &SecretResolver,
+) -> Result<ChannelSettings<WebhookConfig>, ConfigError> {
+    let section = "[channels.webhook]";
+    check_url(section, "url", &raw.url)?;
+    let secret = secrets.resolve(section, "webhook", "secret", raw.secret, raw.secret_file)?;
+    let secret = WebhookSecret::parse(secret.expose())
+        .map_err(|e| invalid(format!("{section} secret: {e}")))?;
+    Ok(ChannelSettings {
+        settings: WebhookConfig {
+            url: raw.url,
+            secret,
+        },
+        triggers: parse_triggers(section, raw.statuses)?,
+    })
+}
+
+/// A channel's trigger list; every status when not given.
+fn parse_triggers(section: &str, statuses: Option<Vec<String>>) -> Result<Vec<Status>, ConfigError> {
+    match statuses {
+        None => Ok(Status::ALL
+            .into_iter()
+            .filter(|s| *s != Status::Pending)
+            .collect()),
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                s.parse::<Status>()
+                    .map_err(|e| invalid(format!("{section} statuses: {e}")))
+            })
+            .collect(),
+    }
+}
+
+fn check_url(section: &str, key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(invalid(format!(
+            "{section} {key} = {url:?} is not an http(s) URL"
+        ))),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Finds a secret inline, in a `*_file`, or among systemd credentials.
+struct SecretResolver {
+    base: PathBuf,
+    credentials: Option<PathBuf>,
+}
+
+impl SecretResolver {
+    fn from_env(base: &Path) -> Self {
+        SecretResolver {
+            base: base.to_owned(),
+            credentials: std::env::var_os("CREDENTIALS_DIRECTORY")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+
+    /// `key` inline wins; then `key_file` (relative paths are looked up in
+    /// `$CREDENTIALS_DIRECTORY` first, then beside the config); then a credential named
+    /// `{name}.{key}` (systemd `LoadCredential=taobao.app_secret:…`).
+    fn resolve(
+        &self,
+        section: &str,
+        name: &str,
+        key: &str,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Secret, ConfigError> {
+        if inline.is_some() && file.is_some() {
+            return Err(invalid(format!(
+                "{section} gives both {key} and {key}_file; keep one"
+            )));
+        }
+        if let Some(value) = inline {
+            if value.is_empty() {
+                return Err(invalid(format!("{section} {key} is empty")));
+            }
+            return Ok(Secret::new(value));
+        }
+        if let Some(file) = file {
+            let path = if file.is_absolute() {
+                file
+            } else {
+                match &self.credentials {
+                    Some(dir) if dir.join(&file).is_file() => dir.join(&file),
+                    _ => self.base.join(&file),
+                }
+            };
+            return read_secret(section, &format!("{key}_file"), &path);
+        }
+        if let Some(dir) = &self.credentials {
+            let path = dir.join(format!("{name}.{key}"));
+            if path.is_file() {
+                return read_secret(section, "credential", &path);
+            }
+        }
+        Err(invalid(format!(
+            "{section} needs {key} (inline, as {key}_file, or as the systemd credential {name}.{key})"
+        )))
+    }
+}
+
+fn read_secret(section: &str, what: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(format!(
+            "{section} {what}: cannot read {}: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(invalid(format!(
+            "{section} {what}: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(value))
+}
+
+/// `No such file or directory` without the `(os error 2)` tail.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, None, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn durations_and_quotas_parse() {
+        assert_eq!(
+            "30s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            "30d".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert!("soon".parse::<HumanDuration>().is_err());
+        let q: RateLimit = "500/min".parse().unwrap();
+        assert_eq!((q.calls, q.per), (500, Duration::from_secs(60)));
+        assert_eq!(q.interval(), Duration::from_millis(120));
+        let q: RateLimit = "10/s".parse().unwrap();
+        assert_eq!(q.interval(), Duration::from_millis(100));
+        let q: RateLimit = "100/5m".parse().unwrap();
+        assert_eq!(q.per, Duration::from_secs(300));
+        assert!("0/min".parse::<RateLimit>().is_err());
+        assert!("fast".parse::<RateLimit>().is_err());
+    }
+
+    #[test]
+    fn an_empty_config_takes_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.tiers, Tiers::default());
+        assert_eq!(config.tiers.high, Duration::from_secs(120));
+        assert_eq!(config.delivery.attempts, 3);
+        assert_eq!(config.delivery.backoff, Duration::from_secs(30));
+        assert_eq!(config.delivery.backoff_max, Duration::from_secs(900));
+        assert_eq!(config.delivery.timeout, Duration::from_secs(15));
+        assert_eq!(config.delivery.lease, Duration::from_secs(60));
+        assert_eq!(config.database, PathBuf::from(DEFAULT_DATABASE));
+        assert!(config.providers.is_empty());
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let config = parse(
+            r#"
+            database = "/tmp/x.db"
+            [tiers]
+            high = "1s"
+            normal = "10m"
+            low = "1h"
+            [providers.taobao]
+            kind = "taobao"
+            endpoint = "http://127.0.0.1:9/router/rest"
+            app_key = "12345678"
+            app_secret = "helloworld"
+            session = "test"
+            sign_method = "md5"
+            rate_limit = "500/min"
+            [channels.webhook]
+            url = "https://shop.example/hooks"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            statuses = ["delivered"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.tiers.high, Duration::from_secs(1));
+        let taobao = &config.providers["taobao"];
+        assert_eq!(taobao.rate_limit.unwrap().calls, 500);
+        match &taobao.adapter {
+            AdapterSettings::Taobao(t) => {
+                assert_eq!(t.app_secret.expose(), "helloworld");
+                assert_eq!(t.sign_method, SignMethod::Md5);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            config.channels.rules(),
+            vec![(ChannelKind::Webhook, vec![Status::Delivered])]
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err("[tiers]\nhigh = \"500ms\"").contains("shortest interval is 1s"));
+        assert!(err("[tiers]\nhigh = \"often\"").contains("not a duration"));
+        assert!(err("[providers.x]\nkind = \"dhl\"").contains("not a provider kind"));
+        assert!(err("[providers.t]\nkind = \"taobao\"").contains("needs app_key"));
+        assert!(err("colour = \"blue\"").contains("colour"));
+        let missing = err(
+            "[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret_file = \"/nonexistent/taobao.secret\"\nsession = \"s\"",
+        );
+        assert!(
+            missing.contains("/nonexistent/taobao.secret")
+                && missing.contains("No such file or directory"),
+            "{missing}"
+        );
+        assert!(!missing.contains('\n'));
+    }
+
+    #[test]
+    fn secrets_come_from_files_beside_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tb.secret"), "s3cret\n").unwrap();
+        let config = Config::parse(
+            "[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret_file = \"tb.secret\"\nsession = \"s\"",
+            None,
+            dir.path(),
+        )
+        .unwrap();
+        match &config.providers["t"].adapter {
+            AdapterSettings::Taobao(t) => assert_eq!(t.app_secret.expose(), "s3cret"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+}

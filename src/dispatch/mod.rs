@@ -1,0 +1,420 @@
+//! The dispatcher: finds due shipments, polls each through its provider's token bucket, and
+//! records what came back.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::clock::{Millis, SharedClock, millis, to_rfc3339};
+use crate::config::{Polling, RateLimit, Tiers};
+use crate::domain::{Status, Tier};
+use crate::events::{Events, PipelineEvent};
+use crate::notify::ChannelKind;
+use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
+use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
+
+pub mod limiter;
+
+use limiter::Limiter;
+
+/// A configured provider with its quota and its pause.
+pub struct ProviderRuntime {
+    pub name: String,
+    pub adapter: Arc<dyn Provider>,
+    limiter: Limiter,
+    paused_until: Mutex<Option<Millis>>,
+}
+
+impl ProviderRuntime {
+    pub fn new(name: &str, adapter: Arc<dyn Provider>, rate_limit: Option<RateLimit>) -> Self {
+        ProviderRuntime {
+            name: name.to_owned(),
+            adapter,
+            limiter: Limiter::new(rate_limit),
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    fn pause_until(&self, until: Millis) {
+        let mut paused = self.paused_until.lock().expect("pause lock");
+        *paused = Some(paused.map_or(until, |p| p.max(until)));
+    }
+
+    fn is_paused(&self, now: Millis) -> bool {
+        self.paused_until
+            .lock()
+            .expect("pause lock")
+            .is_some_and(|until| until > now)
+    }
+}
+
+/// What a poll led to, for `poll` and for tests.
+#[derive(Debug)]
+pub enum PollOutcome {
+    Recorded(Recorded),
+    Failed(ProviderError),
+    /// The provider is paused; the shipment was given back untouched.
+    Skipped,
+}
+
+pub struct Dispatcher {
+    db: Db,
+    clock: SharedClock,
+    tiers: Tiers,
+    polling: Polling,
+    providers: BTreeMap<String, Arc<ProviderRuntime>>,
+    channels: Vec<(ChannelKind, Vec<Status>)>,
+    events: Events,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    /// Cut in-flight polls short (after the shutdown grace period).
+    abort: CancellationToken,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        tiers: Tiers,
+        polling: Polling,
+        providers: BTreeMap<String, Arc<ProviderRuntime>>,
+        channels: Vec<(ChannelKind, Vec<Status>)>,
+        events: Events,
+    ) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            db,
+            clock,
+            tiers,
+            slots: Arc::new(Semaphore::new(polling.concurrency)),
+            polling,
+            providers,
+            channels,
+            events,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+        })
+    }
+
+    /// Restores the provider bans recorded before a restart.
+    pub async fn load_bans(&self) -> Result<(), StorageError> {
+        for (name, until) in self.db.provider_bans(self.clock.now()).await? {
+            if let Some(provider) = self.providers.get(&name) {
+                provider.pause_until(until);
+                warn!(provider = %name, until = %to_rfc3339(until), "provider still banned by upstream; no calls until then");
+            }
+        }
+        Ok(())
+    }
+
+    fn paused(&self, now: Millis) -> Vec<String> {
+        self.providers
+            .values()
+            .filter(|p| p.is_paused(now))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// When a shipment of `tier` polled at `now` is next due: the tier interval ± jitter.
+    pub fn next_poll_at(&self, now: Millis, tier: Tier) -> Millis {
+        let interval = self.tiers.interval(tier).as_secs_f64();
+        let jitter = self.polling.jitter;
+        let factor = if jitter > 0.0 {
+            1.0 + rand::rng().random_range(-jitter..=jitter)
+        } else {
+            1.0
+        };
+        now + (interval * factor * 1000.0) as Millis
+    }
+
+    /// One round: claims as many due shipments as there are free poll slots and starts a poll
+    /// for each. Returns how many it claimed; the polls go on in the background.
+    pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let paused = self.paused(now);
+        let lease_until = now + millis(self.polling.lease);
+        let rows = self
+            .db
+            .claim_due_shipments(now, lease_until, &paused, free)
+            .await?;
+        let claimed = rows.len();
+        for row in rows {
+            let Some(provider) = self.providers.get(&row.provider).cloned() else {
+                let reason = self.unknown_provider(&row.provider);
+                warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
+                self.db.mark_invalid(row.id, &reason, now).await?;
+                self.events.emit(PipelineEvent::ShipmentInvalid {
+                    order_id: row.order_id,
+                    reason,
+                });
+                continue;
+            };
+            let permit = self
+                .slots
+                .clone()
+                .try_acquire_owned()
+                .expect("only this loop takes slots");
+            let me = self.clone();
+            self.tracker.spawn(async move {
+                me.poll_in_background(&provider, row).await;
+                drop(permit);
+            });
+        }
+        Ok(claimed)
+    }
+
+    fn unknown_provider(&self, name: &str) -> String {
+        let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+        format!(
+            "unknown provider {name:?}: configured providers are {}; fix the row or add [providers.{name}] to the config",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )
+    }
+
+    async fn poll_in_background(&self, provider: &ProviderRuntime, row: ShipmentRow) {
+        let released = tokio::select! {
+            biased;
+            _ = self.abort.cancelled() => true,
+            outcome = self.poll(provider, &row) => {
+                if let Err(e) = outcome {
+                    error!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, error = %e, "could not record poll");
+                }
+                false
+            }
+        };
+        if released {
+            // Shutdown cut the poll short: give the shipment back as it was.
+            if let Err(e) = self.db.release_shipment(row.id, row.next_poll_at).await {
+                error!(order_id = %row.order_id, error = %e, "could not release shipment");
+            }
+        }
+    }
+
+    /// Polls one shipment now, through its provider's token bucket, and records the result.
+    pub async fn poll(
+        &self,
+        provider: &ProviderRuntime,
+        row: &ShipmentRow,
+    ) -> Result<PollOutcome, StorageError> {
+        provider.limiter.acquire().await;
+        if provider.is_paused(self.clock.now()) {
+            self.db.release_shipment(row.id, row.next_poll_at).await?;
+            return Ok(PollOutcome::Skipped);
+        }
+        let request = TrackRequest {
+            order_id: row.order_id.clone(),
+            tracking_no: row.tracking_no.clone(),
+            carrier: row.carrier.clone(),
+            phone: row.phone.clone(),
+        };
+        let result = match tokio::time::timeout(
+            self.polling.timeout,
+            provider.adapter.fetch(&request),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Transient(format!(
+                "no answer within {}",
+                humantime::format_duration(self.polling.timeout)
+            ))),
+        };
+        self.apply(provider, row, result).await
+    }
+
+    /// Records what a poll of `row` returned, as the daemon does after every poll.
+    pub async fn apply(
+        &self,
+        provider: &ProviderRuntime,
+        row: &ShipmentRow,
+        result: Result<Trace, ProviderError>,
+    ) -> Result<PollOutcome, StorageError> {
+        let now = self.clock.now();
+        let tier = row.tier();
+        let trace = match result {
+            Ok(trace) => trace,
+            Err(error) => {
+                self.failed(provider, row, &error, now).await?;
+                return Ok(PollOutcome::Failed(error));
+            }
+        };
+        let recorded = self
+            .db
+            .record_poll(
+                row.id,
+                PollRecord {
+                    now,
+                    trace: &trace,
+                    next_poll_at: self.next_poll_at(now, tier),
+                    channels: &self.channels,
+                },
+            )
+            .await?;
+        match recorded.change {
+            Some((from, to)) => {
+                info!(
+                    order_id = %row.order_id, provider = %row.provider, tier = %tier,
+                    from = %from, to = %to, raw_status = %trace.raw_status,
+                    notifications = recorded.queued.len(), "status changed"
+                );
+                self.events.emit(PipelineEvent::StatusChanged {
+                    order_id: row.order_id.clone(),
+                    provider: row.provider.clone(),
+                    tier,
+                    from,
+                    to,
+                    raw_status: trace.raw_status.clone(),
+                });
+            }
+            None => debug!(
+                order_id = %row.order_id, provider = %row.provider, tier = %tier,
+                status = %trace.status, new_events = recorded.new_events, "polled"
+            ),
+        }
+        Ok(PollOutcome::Recorded(recorded))
+    }
+
+    async fn failed(
+        &self,
+        provider: &ProviderRuntime,
+        row: &ShipmentRow,
+        error: &ProviderError,
+        now: Millis,
+    ) -> Result<(), StorageError> {
+        let tier = row.tier();
+        let (order_id, name) = (&row.order_id, &provider.name);
+        match error {
+            ProviderError::RateLimited { retry_after, .. } => {
+                let until = now + millis(*retry_after);
+                provider.pause_until(until);
+                self.db
+                    .ban_provider(name, until, &error.to_string(), now)
+                    .await?;
+                self.db.release_shipment(row.id, row.next_poll_at).await?;
+                warn!(provider = %name, until = %to_rfc3339(until), %error, "provider paused: upstream rate limit");
+                self.events.emit(PipelineEvent::ProviderPaused {
+                    provider: name.clone(),
+                    until,
+                    reason: error.to_string(),
+                });
+            }
+            ProviderError::AuthExpired(_) | ProviderError::Config(_) => {
+                let until = now + millis(self.polling.auth_pause);
+                provider.pause_until(until);
+                self.db.release_shipment(row.id, row.next_poll_at).await?;
+                error!(
+                    provider = %name, until = %to_rfc3339(until), %error,
+                    "PROVIDER STOPPED: upstream rejected our credentials or configuration; fix [providers.{name}] and restart"
+                );
+                self.events.emit(PipelineEvent::ProviderPaused {
+                    provider: name.clone(),
+                    until,
+                    reason: error.to_string(),
+                });
+            }
+            ProviderError::Transient(_) => {
+                let next = self.next_poll_at(now, tier);
+                self.db
+                    .record_poll_error(row.id, &error.to_string(), now, next)
+                    .await?;
+                warn!(%order_id, provider = %name, %tier, %error, "poll failed; will retry");
+                self.events.emit(PipelineEvent::PollFailed {
+                    order_id: order_id.clone(),
+                    provider: name.clone(),
+                    error: error.to_string(),
+                });
+            }
+            ProviderError::NotFound(_) => {
+                // Nothing to see yet: ask again no sooner than the slowest tier.
+                let next = self
+                    .next_poll_at(now, tier)
+                    .max(self.next_poll_at(now, Tier::Low));
+                self.db
+                    .record_poll_error(row.id, &error.to_string(), now, next)
+                    .await?;
+                debug!(%order_id, provider = %name, %tier, %error, "no trace yet");
+            }
+            ProviderError::Permanent(_) => {
+                self.db.mark_invalid(row.id, &error.to_string(), now).await?;
+                warn!(%order_id, provider = %name, %tier, %error, "shipment invalid; polling stopped");
+                self.events.emit(PipelineEvent::ShipmentInvalid {
+                    order_id: order_id.clone(),
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims and polls until `stop` fires, then lets in-flight polls finish within `grace`
+    /// and gives back whatever is still unfinished after that.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+        if let Err(e) = self.load_bans().await {
+            error!(error = %e, "could not read provider bans");
+        }
+        while !stop.is_cancelled() {
+            let wait = match self.step().await {
+                Ok(_) if self.slots.available_permits() == 0 => None,
+                Ok(_) => Some(self.idle_wait().await),
+                Err(e) => {
+                    error!(error = %e, "dispatcher could not claim shipments");
+                    Some(self.polling.scan_interval)
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                // Every slot busy: go on as soon as one frees.
+                _ = self.slots.acquire(), if wait.is_none() => {}
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            }
+        }
+        self.drain(grace).await;
+    }
+
+    /// How long to sleep when nothing more is due now: until the next due shipment, at most one
+    /// scan interval (rows inserted by other programs are found at the next scan).
+    async fn idle_wait(&self) -> Duration {
+        let now = self.clock.now();
+        match self.db.next_due_at(&self.paused(now)).await {
+            Ok(Some(at)) if at > now => {
+                Duration::from_millis((at - now) as u64).min(self.polling.scan_interval)
+            }
+            Ok(Some(_)) => Duration::from_millis(10).min(self.polling.scan_interval),
+            _ => self.polling.scan_interval,
+        }
+    }
+
+    /// Waits for in-flight polls, at most `grace`; the rest are cut short and released.
+    pub async fn drain(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = self.tracker.len(),
+                "polls still running after the shutdown grace; releasing them"
+            );
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<ProviderRuntime>> {
+        self.providers.get(name)
+    }
+}

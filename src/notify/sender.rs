@@ -1,0 +1,237 @@
+//! The sender: claims due notifications with a lease, makes one delivery attempt each, and
+//! records the outcome: sent, retried later with backoff, or dead.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use super::{Channel, ChannelKind, DeliveryError, Outgoing};
+use crate::clock::{SharedClock, millis};
+use crate::config::Delivery;
+use crate::events::{Events, PipelineEvent};
+use crate::storage::{ClaimedNotification, Db, StorageError};
+
+pub struct Sender {
+    db: Db,
+    clock: SharedClock,
+    delivery: Delivery,
+    channels: BTreeMap<ChannelKind, Arc<dyn Channel>>,
+    events: Events,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    abort: CancellationToken,
+    /// How often the outbox is looked at when nothing is due sooner.
+    scan_interval: Duration,
+}
+
+impl Sender {
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        delivery: Delivery,
+        channels: Vec<Arc<dyn Channel>>,
+        events: Events,
+        scan_interval: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Sender {
+            db,
+            clock,
+            slots: Arc::new(Semaphore::new(delivery.concurrency)),
+            delivery,
+            channels: channels.into_iter().map(|c| (c.kind(), c)).collect(),
+            events,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            scan_interval,
+        })
+    }
+
+    fn kinds(&self) -> Vec<ChannelKind> {
+        self.channels.keys().copied().collect()
+    }
+
+    /// The delay before attempt `attempts + 1`, after `attempts` failed ones: `backoff` doubling
+    /// up to `backoff_max`, with jitter, and never sooner than the receiver's `Retry-After`.
+    pub fn retry_delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.delivery.backoff)
+            .with_max_delay(self.delivery.backoff_max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempts.saturating_sub(1) as usize)
+            .unwrap_or(self.delivery.backoff_max)
+            .min(self.delivery.backoff_max);
+        backoff.max(retry_after.unwrap_or_default())
+    }
+
+    /// One round: claims as many due notifications as there are free delivery slots and starts
+    /// an attempt for each. Returns how many it claimed.
+    pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
+        let free = self.slots.available_permits();
+        if free == 0 || self.channels.is_empty() {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let claimed = self
+            .db
+            .claim_notifications(
+                now,
+                now + millis(self.delivery.lease),
+                &self.kinds(),
+                self.delivery.attempts,
+                free,
+            )
+            .await?;
+        let count = claimed.len();
+        for notification in claimed {
+            let permit = self
+                .slots
+                .clone()
+                .try_acquire_owned()
+                .expect("only this loop takes slots");
+            let me = self.clone();
+            self.tracker.spawn(async move {
+                me.deliver_in_background(notification).await;
+                drop(permit);
+            });
+        }
+        Ok(count)
+    }
+
+    async fn deliver_in_background(&self, notification: ClaimedNotification) {
+        let outcome = tokio::select! {
+            biased;
+            _ = self.abort.cancelled() => None,
+            outcome = self.deliver(&notification) => Some(outcome),
+        };
+        let result = match outcome {
+            Some(outcome) => outcome,
+            // Shutdown cut the attempt short: free the row for the next start at once.
+            None => self.db.release_notification(notification.id).await,
+        };
+        if let Err(e) = result {
+            error!(order_id = %notification.order_id, notification = %notification.public_id, error = %e, "could not record delivery");
+        }
+    }
+
+    /// Makes one attempt for a claimed notification and records the outcome.
+    pub async fn deliver(&self, n: &ClaimedNotification) -> Result<(), StorageError> {
+        let Ok(kind) = n.channel.parse::<ChannelKind>() else {
+            return self
+                .db
+                .notification_failed(n.id, &format!("unknown channel {:?}", n.channel), None)
+                .await;
+        };
+        let Some(channel) = self.channels.get(&kind) else {
+            // Claims only cover configured channels; a channel removed since is retried later.
+            return self.db.release_notification(n.id).await;
+        };
+        let message = Outgoing {
+            public_id: n.public_id.clone(),
+            payload: n.payload.clone(),
+        };
+        let result = channel.deliver(&message).await;
+        let now = self.clock.now();
+        let attempt = n.attempts;
+        match result {
+            Ok(()) => {
+                self.db.notification_sent(n.id, now).await?;
+                info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
+                self.events.emit(PipelineEvent::Delivered {
+                    order_id: n.order_id.clone(),
+                    channel: kind,
+                    status: n.status.clone(),
+                    attempt,
+                    notification: n.public_id.clone(),
+                });
+            }
+            Err(error) => {
+                let (retry_in, message) = match &error {
+                    DeliveryError::Transient {
+                        message,
+                        retry_after,
+                    } if attempt < i64::from(self.delivery.attempts) => (
+                        Some(self.retry_delay(attempt as u32, *retry_after)),
+                        message.clone(),
+                    ),
+                    DeliveryError::Transient { message, .. } => (
+                        None,
+                        format!("gave up after {attempt} attempts: {message}"),
+                    ),
+                    DeliveryError::Permanent(message) => (None, message.clone()),
+                };
+                self.db
+                    .notification_failed(n.id, &message, retry_in.map(|d| now + millis(d)))
+                    .await?;
+                match retry_in {
+                    Some(delay) => warn!(order_id = %n.order_id, channel = %kind, attempt, error = %message, retry_in = %humantime::format_duration(delay), "delivery failed; will retry"),
+                    None => error!(order_id = %n.order_id, channel = %kind, attempt, error = %message, "delivery failed for good; see `shipwatch outbox --state dead`"),
+                }
+                self.events.emit(PipelineEvent::DeliveryFailed {
+                    order_id: n.order_id.clone(),
+                    channel: kind,
+                    status: n.status.clone(),
+                    attempt,
+                    error: message,
+                    retry_in,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers until `stop` fires, then lets in-flight attempts finish within `grace` and
+    /// releases whatever is still unfinished after that.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+        while !stop.is_cancelled() {
+            let wait = match self.step().await {
+                Ok(_) if self.slots.available_permits() == 0 => None,
+                Ok(_) => Some(self.idle_wait().await),
+                Err(e) => {
+                    error!(error = %e, "sender could not claim notifications");
+                    Some(self.scan_interval)
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.slots.acquire(), if wait.is_none() => {}
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            }
+        }
+        self.drain(grace).await;
+    }
+
+    async fn idle_wait(&self) -> Duration {
+        let now = self.clock.now();
+        match self.db.next_notification_at(&self.kinds()).await {
+            Ok(Some(at)) if at > now => {
+                Duration::from_millis((at - now) as u64).min(self.scan_interval)
+            }
+            Ok(Some(_)) => Duration::from_millis(10).min(self.scan_interval),
+            _ => self.scan_interval,
+        }
+    }
+
+    pub async fn drain(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = self.tracker.len(),
+                "deliveries still running after the shutdown grace; releasing them"
+            );
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}

@@ -1,0 +1,887 @@
+//! All SQL lives here. The rest of the program calls named operations, each one short
+//! transaction; nothing holds a transaction across network I/O.
+//!
+//! SQLite allows one writer at a time, and the admin CLI and outside tools write the same file while
+//! the daemon runs. So: WAL, a busy timeout, one write connection per process, and every
+//! transaction that reads before it writes starts with `BEGIN IMMEDIATE`, which takes the write
+//! lock up front (a deferred transaction that upgrades fails at once with "database is locked"
+//! when another process wrote in between, whatever the busy timeout).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Serialize;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, Transaction};
+use tracing::instrument;
+
+use crate::clock::{Millis, to_rfc3339};
+use crate::config::Synchronous;
+use crate::domain::{Status, Tier};
+use crate::notify::ChannelKind;
+use crate::providers::{Trace, TraceEvent};
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("cannot bring database {path} up to date: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("order {0} is already tracked")]
+    Duplicate(String),
+    #[error("no shipment with order id {0}")]
+    NoSuchOrder(String),
+    #[error("database refused the row: {0}")]
+    Rejected(String),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A shipment row as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct ShipmentRow {
+    pub id: i64,
+    pub order_id: String,
+    pub provider: String,
+    pub tracking_no: Option<String>,
+    pub carrier: Option<String>,
+    pub tier: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub status: String,
+    pub raw_status: Option<String>,
+    pub active: bool,
+    pub error: Option<String>,
+    pub transitions: i64,
+    pub next_poll_at: Millis,
+    pub last_polled_at: Option<Millis>,
+    pub last_event_at: Option<Millis>,
+    pub status_changed_at: Option<Millis>,
+    pub created_at: Millis,
+}
+
+impl ShipmentRow {
+    /// The canonical status; a value written by hand that is not one reads as pending.
+    pub fn status(&self) -> Status {
+        Status::from_str(&self.status).unwrap_or(Status::Pending)
+    }
+
+    pub fn tier(&self) -> Tier {
+        Tier::from_str(&self.tier).unwrap_or(Tier::Normal)
+    }
+}
+
+/// The stable JSON shape of a shipment for `list --json` and `show --json`.
+#[derive(Debug, Serialize)]
+pub struct ShipmentView {
+    pub order_id: String,
+    pub tracking_no: Option<String>,
+    pub carrier: Option<String>,
+    pub provider: String,
+    pub tier: String,
+    pub status: String,
+    pub raw_status: Option<String>,
+    pub active: bool,
+    pub error: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub next_poll_at: Option<String>,
+    pub last_polled_at: Option<String>,
+    pub last_event_at: Option<String>,
+    pub status_changed_at: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&ShipmentRow> for ShipmentView {
+    fn from(row: &ShipmentRow) -> Self {
+        ShipmentView {
+            order_id: row.order_id.clone(),
+            tracking_no: row.tracking_no.clone(),
+            carrier: row.carrier.clone(),
+            provider: row.provider.clone(),
+            tier: row.tier.clone(),
+            status: row.status.clone(),
+            raw_status: row.raw_status.clone(),
+            active: row.active,
+            error: row.error.clone(),
+            phone: row.phone.as_deref().map(crate::domain::mask_contact),
+            email: row.email.as_deref().map(crate::domain::mask_contact),
+            next_poll_at: row.active.then(|| to_rfc3339(row.next_poll_at)),
+            last_polled_at: row.last_polled_at.map(to_rfc3339),
+            last_event_at: row.last_event_at.map(to_rfc3339),
+            status_changed_at: row.status_changed_at.map(to_rfc3339),
+            created_at: to_rfc3339(row.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct EventRow {
+    #[serde(skip)]
+    pub id: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub time: Millis,
+    pub description: String,
+    pub location: Option<String>,
+    pub raw_code: Option<String>,
+}
+
+fn ser_time<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&to_rfc3339(*ms))
+}
+
+/// A notification row joined with its order id, for `outbox` and `show`.
+#[derive(Debug, Clone, FromRow)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub public_id: String,
+    pub order_id: String,
+    pub channel: String,
+    pub previous_status: String,
+    pub status: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub lease_until: Option<Millis>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub sent_at: Option<Millis>,
+}
+
+/// The stable JSON shape of an outbox row.
+#[derive(Debug, Serialize)]
+pub struct NotificationView {
+    pub id: i64,
+    pub webhook_id: String,
+    pub order_id: String,
+    pub channel: String,
+    pub previous_status: String,
+    pub status: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+impl From<&NotificationRow> for NotificationView {
+    fn from(row: &NotificationRow) -> Self {
+        NotificationView {
+            id: row.id,
+            webhook_id: row.public_id.clone(),
+            order_id: row.order_id.clone(),
+            channel: row.channel.clone(),
+            previous_status: row.previous_status.clone(),
+            status: row.status.clone(),
+            state: row.state.clone(),
+            attempts: row.attempts,
+            next_attempt_at: (row.state == "pending").then(|| to_rfc3339(row.next_attempt_at)),
+            last_error: row.last_error.clone(),
+            created_at: to_rfc3339(row.created_at),
+            sent_at: row.sent_at.map(to_rfc3339),
+        }
+    }
+}
+
+/// A notification claimed for one delivery attempt.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedNotification {
+    pub id: i64,
+    pub public_id: String,
+    pub order_id: String,
+    pub channel: String,
+    pub status: String,
+    pub payload: String,
+    /// Attempts made so far, this one included.
+    pub attempts: i64,
+}
+
+/// A shipment to add.
+#[derive(Debug, Clone)]
+pub struct NewShipment {
+    pub order_id: String,
+    pub provider: String,
+    pub tracking_no: Option<String>,
+    pub carrier: Option<String>,
+    pub tier: Tier,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+/// What one successful poll is to record.
+#[derive(Debug, Clone)]
+pub struct PollRecord<'a> {
+    pub now: Millis,
+    pub trace: &'a Trace,
+    /// `None` when the new status is terminal: polling stops.
+    pub next_poll_at: Millis,
+    /// Each enabled channel and the statuses that trigger it.
+    pub channels: &'a [(ChannelKind, Vec<Status>)],
+}
+
+/// What a recorded poll changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// `(previous, new)` when the status changed.
+    pub change: Option<(Status, Status)>,
+    pub new_events: u64,
+    /// Outbox rows queued: channel and public id.
+    pub queued: Vec<(ChannelKind, String)>,
+    /// False when the shipment was removed or deactivated while the poll was in flight.
+    pub applied: bool,
+}
+
+/// The daemon's handle on the database.
+#[derive(Clone)]
+pub struct Db {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, phone, email, \
+     status, raw_status, active, error, transitions, next_poll_at, last_polled_at, last_event_at, \
+     status_changed_at, created_at";
+
+impl Db {
+    /// Opens (creating it if needed) and migrates the database.
+    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Db> {
+        let shown = path.display().to_string();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                return Err(StorageError::Open {
+                    path: shown,
+                    source: sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("folder {} does not exist", parent.display()),
+                    )),
+                });
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let open_err = |source| StorageError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations")
+            .run(&write)
+            .await
+            .map_err(|source| StorageError::Migrate {
+                path: shown.clone(),
+                source,
+            })?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        Ok(Db { write, read })
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    // ---- shipments: admin ---------------------------------------------------------------------
+
+    #[instrument(skip_all, fields(order_id = %new.order_id))]
+    pub async fn add_shipment(&self, new: &NewShipment, now: Millis) -> Result<ShipmentRow> {
+        let result = sqlx::query_as::<_, ShipmentRow>(&format!(
+            "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
+             next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SHIPMENT_COLUMNS}"
+        ))
+        .bind(&new.order_id)
+        .bind(&new.provider)
+        .bind(&new.tracking_no)
+        .bind(&new.carrier)
+        .bind(new.tier.as_str())
+        .bind(&new.phone)
+        .bind(&new.email)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.write)
+        .await;
+        match result {
+            Ok(row) => Ok(row),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StorageError::Duplicate(new.order_id.clone()))
+            }
+            Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
+                Err(StorageError::Rejected(e.message().to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    #[instrument(skip_all)]
+    pub async fn list_shipments(
+        &self,
+        status: Option<Status>,
+        tier: Option<Tier>,
+    ) -> Result<Vec<ShipmentRow>> {
+        Ok(sqlx::query_as::<_, ShipmentRow>(&format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) ORDER BY id"
+        ))
+        .bind(status.map(Status::as_str))
+        .bind(tier.map(Tier::as_str))
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    #[instrument(skip_all)]
+    pub async fn shipment(&self, order_id: &str) -> Result<ShipmentRow> {
+        sqlx::query_as::<_, ShipmentRow>(&format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?"
+        ))
+        .bind(order_id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))
+    }
+
+    /// The event history of a shipment, oldest first.
+    #[instrument(skip_all)]
+    pub async fn events(&self, shipment_id: i64) -> Result<Vec<EventRow>> {
+        Ok(sqlx::query_as::<_, EventRow>(
+            "SELECT id, time, description, location, raw_code FROM events \
+             WHERE shipment_id = ? ORDER BY time, id",
+        )
+        .bind(shipment_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Removes a shipment with its history and its notifications.
+    #[instrument(skip_all)]
+    pub async fn remove_shipment(&self, order_id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM shipments WHERE order_id = ?")
+            .bind(order_id)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NoSuchOrder(order_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Moves a shipment to another tier; its next poll comes no later than `next_poll_at`.
+    #[instrument(skip_all)]
+    pub async fn set_tier(&self, order_id: &str, tier: Tier, next_poll_at: Millis) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE shipments SET tier = ?, next_poll_at = min(next_poll_at, ?) WHERE order_id = ?",
+        )
+        .bind(tier.as_str())
+        .bind(next_poll_at)
+        .bind(order_id)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NoSuchOrder(order_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    // ---- shipments: the dispatcher ------------------------------------------------------------
+
+    /// Claims up to `limit` due shipments, oldest `next_poll_at` first, skipping the providers in
+    /// `paused`. A claimed shipment's `next_poll_at` moves to `lease_until`, so no other dispatcher
+    /// takes it while its poll is in flight; a dispatcher that dies frees it when that time comes.
+    /// Returns each row as it was before the claim.
+    #[instrument(skip_all)]
+    pub async fn claim_due_shipments(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        paused: &[String],
+        limit: usize,
+    ) -> Result<Vec<ShipmentRow>> {
+        let paused = serde_json::to_string(paused).expect("a list of strings serialises");
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query_as::<_, ShipmentRow>(&format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments \
+             WHERE active = 1 AND next_poll_at <= ? \
+               AND provider NOT IN (SELECT value FROM json_each(?)) \
+             ORDER BY next_poll_at LIMIT ?"
+        ))
+        .bind(now)
+        .bind(&paused)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !rows.is_empty() {
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            sqlx::query(
+                "UPDATE shipments SET next_poll_at = ? \
+                 WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(lease_until)
+            .bind(serde_json::to_string(&ids).expect("ids serialise"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// The earliest `next_poll_at` among active shipments of providers not paused.
+    pub async fn next_due_at(&self, paused: &[String]) -> Result<Option<Millis>> {
+        let paused = serde_json::to_string(paused).expect("a list of strings serialises");
+        Ok(sqlx::query_scalar::<_, Option<Millis>>(
+            "SELECT min(next_poll_at) FROM shipments WHERE active = 1 \
+             AND provider NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(paused)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// Gives a claimed shipment back untouched, due at `next_poll_at`.
+    pub async fn release_shipment(&self, id: i64, next_poll_at: Millis) -> Result<()> {
+        sqlx::query("UPDATE shipments SET next_poll_at = ? WHERE id = ? AND active = 1")
+            .bind(next_poll_at)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops polling a shipment and says why (unknown provider, a request that can never work).
+    #[instrument(skip_all, fields(id))]
+    pub async fn mark_invalid(&self, id: i64, reason: &str, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE shipments SET active = 0, error = ?, last_polled_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a poll that failed but may work later.
+    pub async fn record_poll_error(
+        &self,
+        id: i64,
+        error: &str,
+        now: Millis,
+        next_poll_at: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE shipments SET error = ?, last_polled_at = ?, next_poll_at = ? \
+             WHERE id = ? AND active = 1",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(next_poll_at)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a successful poll in one transaction: new events, and when the status changed, the
+    /// new status, its timestamps and one outbox row per channel that the new status triggers.
+    /// A poll that saw nothing new writes only the poll time and the next poll time.
+    #[instrument(skip_all, fields(id = shipment_id))]
+    pub async fn record_poll(&self, shipment_id: i64, poll: PollRecord<'_>) -> Result<Recorded> {
+        let mut tx = self.begin_write().await?;
+        // Read inside the write transaction: the CLI or another tool may have changed the row
+        // while the poll was in flight.
+        let Some(current) = sqlx::query_as::<_, ShipmentRow>(&format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = ?"
+        ))
+        .bind(shipment_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .filter(|row| row.active) else {
+            return Ok(Recorded {
+                change: None,
+                new_events: 0,
+                queued: Vec::new(),
+                applied: false,
+            });
+        };
+
+        let mut new_events = 0;
+        for event in &poll.trace.events {
+            new_events += insert_event(&mut tx, shipment_id, event).await?;
+        }
+        let newest = poll.trace.events.iter().max_by_key(|e| e.time);
+        let newest_at = newest.map(|e| e.time.timestamp_millis());
+
+        let previous = current.status();
+        let status = poll.trace.status;
+        let mut queued = Vec::new();
+        if status != previous {
+            let transition = current.transitions + 1;
+            sqlx::query(
+                "UPDATE shipments SET status = ?, raw_status = ?, transitions = ?, active = ?, \
+                 error = NULL, status_changed_at = ?, last_polled_at = ?, next_poll_at = ?, \
+                 last_event_at = coalesce(?, last_event_at), \
+                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
+                 WHERE id = ?",
+            )
+            .bind(status.as_str())
+            .bind(&poll.trace.raw_status)
+            .bind(transition)
+            .bind(!status.is_terminal())
+            .bind(poll.now)
+            .bind(poll.now)
+            .bind(poll.next_poll_at)
+            .bind(newest_at)
+            .bind(&poll.trace.tracking_no)
+            .bind(&poll.trace.carrier)
+            .bind(shipment_id)
+            .execute(&mut *tx)
+            .await?;
+            for (channel, triggers) in poll.channels {
+                if !triggers.contains(&status) {
+                    continue;
+                }
+                let public_id = new_public_id();
+                let payload = crate::notify::payload::status_changed(
+                    &public_id,
+                    poll.now,
+                    &current,
+                    poll.trace,
+                    previous,
+                    newest,
+                );
+                let inserted = sqlx::query(
+                    "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+                     previous_status, status, payload, next_attempt_at, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (shipment_id, transition, channel) DO NOTHING",
+                )
+                .bind(&public_id)
+                .bind(shipment_id)
+                .bind(transition)
+                .bind(channel.as_str())
+                .bind(previous.as_str())
+                .bind(status.as_str())
+                .bind(&payload)
+                .bind(poll.now)
+                .bind(poll.now)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 1 {
+                    queued.push((*channel, public_id));
+                }
+            }
+        } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status)
+        {
+            sqlx::query(
+                "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
+                 next_poll_at = ?, last_event_at = coalesce(?, last_event_at), \
+                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
+                 WHERE id = ?",
+            )
+            .bind(&poll.trace.raw_status)
+            .bind(poll.now)
+            .bind(poll.next_poll_at)
+            .bind(newest_at)
+            .bind(&poll.trace.tracking_no)
+            .bind(&poll.trace.carrier)
+            .bind(shipment_id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL WHERE id = ?",
+            )
+            .bind(poll.now)
+            .bind(poll.next_poll_at)
+            .bind(shipment_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Recorded {
+            change: (status != previous).then_some((previous, status)),
+            new_events,
+            queued,
+            applied: true,
+        })
+    }
+
+    // ---- providers ----------------------------------------------------------------------------
+
+    /// Pauses a provider until `until`; the pause survives restarts.
+    pub async fn ban_provider(
+        &self,
+        provider: &str,
+        until: Millis,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO provider_state (provider, banned_until, reason, updated_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (provider) DO UPDATE SET \
+             banned_until = max(coalesce(banned_until, 0), excluded.banned_until), \
+             reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(provider)
+        .bind(until)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Providers banned beyond `now`, with the time each ban ends.
+    pub async fn provider_bans(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
+        Ok(sqlx::query_as::<_, (String, Millis)>(
+            "SELECT provider, banned_until FROM provider_state WHERE banned_until > ?",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    // ---- the outbox ---------------------------------------------------------------------------
+
+    /// Claims up to `limit` due notifications of the given channels for one attempt each. The
+    /// attempt is counted at claim time, so a sender that dies mid-attempt has used it up; rows
+    /// whose lease ran out after their last allowed attempt go dead instead.
+    #[instrument(skip_all)]
+    pub async fn claim_notifications(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        channels: &[ChannelKind],
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<Vec<ClaimedNotification>> {
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        let channels = serde_json::to_string(&channels).expect("a list of strings serialises");
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE notifications SET state = 'dead', lease_until = NULL, \
+             last_error = 'no answer within the lease on the last attempt' || \
+                 coalesce(' (before that: ' || last_error || ')', '') \
+             WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until <= ? \
+               AND attempts >= ?",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query_as::<_, ClaimedNotification>(
+            "UPDATE notifications SET attempts = attempts + 1, lease_until = ?1 \
+             WHERE id IN (SELECT id FROM notifications \
+                 WHERE state = 'pending' AND next_attempt_at <= ?2 \
+                   AND (lease_until IS NULL OR lease_until <= ?2) \
+                   AND channel IN (SELECT value FROM json_each(?3)) \
+                 ORDER BY next_attempt_at, id LIMIT ?4) \
+             RETURNING id, public_id, channel, status, payload, attempts, \
+                 (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(&channels)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// The earliest time a pending notification of these channels becomes due.
+    pub async fn next_notification_at(&self, channels: &[ChannelKind]) -> Result<Option<Millis>> {
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        Ok(sqlx::query_scalar::<_, Option<Millis>>(
+            "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM notifications \
+             WHERE state = 'pending' AND channel IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&channels).expect("a list of strings serialises"))
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    pub async fn notification_sent(&self, id: i64, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or dead when that is `None`.
+    pub async fn notification_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+    ) -> Result<()> {
+        match retry_at {
+            Some(at) => sqlx::query(
+                "UPDATE notifications SET lease_until = NULL, last_error = ?, next_attempt_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(error)
+            .bind(at)
+            .bind(id),
+            None => sqlx::query(
+                "UPDATE notifications SET state = 'dead', lease_until = NULL, last_error = ? \
+                 WHERE id = ?",
+            )
+            .bind(error)
+            .bind(id),
+        }
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives back a claimed notification whose attempt was cut short by shutdown.
+    pub async fn release_notification(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET lease_until = NULL WHERE id = ? AND state = 'pending'",
+        )
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    pub async fn list_notifications(
+        &self,
+        state: Option<&str>,
+        shipment_id: Option<i64>,
+    ) -> Result<Vec<NotificationRow>> {
+        Ok(sqlx::query_as::<_, NotificationRow>(
+            "SELECT n.id, n.public_id, s.order_id, n.channel, n.previous_status, n.status, \
+                    n.state, n.attempts, n.next_attempt_at, n.lease_until, n.last_error, \
+                    n.created_at, n.sent_at \
+             FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
+             WHERE (?1 IS NULL OR n.state = ?1) AND (?2 IS NULL OR n.shipment_id = ?2) \
+             ORDER BY n.id",
+        )
+        .bind(state)
+        .bind(shipment_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Requeues the given notifications (or every dead one) with a fresh set of attempts.
+    /// Returns the ids requeued; rows already sent or being delivered are left alone.
+    #[instrument(skip_all)]
+    pub async fn requeue(&self, ids: Option<&[i64]>, now: Millis) -> Result<Vec<i64>> {
+        let ids = ids.map(|ids| serde_json::to_string(ids).expect("ids serialise"));
+        Ok(sqlx::query_scalar::<_, i64>(
+            "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
+                 lease_until = NULL \
+             WHERE (?2 IS NULL AND state = 'dead') \
+                OR (?2 IS NOT NULL AND id IN (SELECT value FROM json_each(?2)) \
+                    AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))) \
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(ids)
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    /// Counts for the demo's summary and for tests: shipments per status, notifications per state.
+    pub async fn counts(&self) -> Result<Counts> {
+        let statuses = sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, count(*) FROM shipments GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let states = sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, count(*) FROM notifications GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let active = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shipments WHERE active = 1")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(Counts {
+            statuses,
+            states,
+            active,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub statuses: Vec<(String, i64)>,
+    pub states: Vec<(String, i64)>,
+    pub active: i64,
+}
+
+impl Counts {
+    pub fn state(&self, state: &str) -> i64 {
+        self.states
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'static, Sqlite>,
+    shipment_id: i64,
+    event: &TraceEvent,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO events (shipment_id, time, description, location, raw_code) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (shipment_id, time, description) DO NOTHING",
+    )
+    .bind(shipment_id)
+    .bind(event.time.timestamp_millis())
+    .bind(&event.description)
+    .bind(&event.location)
+    .bind(&event.raw_code)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// A notification id in the style of Standard Webhooks (`msg_` and random characters): unique
+/// across databases, so receivers can deduplicate on it.
+fn new_public_id() -> String {
+    let suffix: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    format!("msg_{suffix}")
+}
