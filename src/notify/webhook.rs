@@ -235,9 +235,11 @@ impl Channel for Webhook {
 
         let retry_after = retry_after(response.headers(), Utc::now());
         let excerpt = body_excerpt(response).await;
-        let answered = match excerpt.is_empty() {
-            true => format!("{url} answered {status}", url = self.config.url),
-            false => format!("{url} answered {status}: {excerpt}", url = self.config.url),
+        let url = &self.config.url;
+        let answered = if excerpt.is_empty() {
+            format!("{url} answered {status}")
+        } else {
+            format!("{url} answered {status}: {excerpt}")
         };
         Err(classify(status, answered, retry_after))
     }
