@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub mod payload;
+pub mod receiver;
 pub mod sender;
 pub mod webhook;
 

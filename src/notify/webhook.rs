@@ -1,29 +1,760 @@
 //! Webhook channel, signed per Standard Webhooks.
-// Placeholder until the channel lands; same public surface.
+//!
+//! Every attempt POSTs the queued payload unchanged with three headers: `webhook-id` (the
+//! notification's stable id, so a receiver can drop duplicates across retries),
+//! `webhook-timestamp` (unix seconds, so it can refuse replays) and `webhook-signature`
+//! (`v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`).
+
+use std::fmt;
 use std::time::Duration;
-#[derive(Clone)]
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
+use sha2::Sha256;
+
+use super::{Channel, ChannelKind, DeliveryError, Outgoing};
+
+type HmacSha256 = Hmac<Sha256>;
+
+const SECRET_PREFIX: &str = "whsec_";
+
+/// How much of a refusing receiver's body ends up in the dead row's reason: enough to read its
+/// error message, not enough to bloat the database with an HTML error page.
+const BODY_EXCERPT_CHARS: usize = 200;
+
+/// The key shared with the receiver. Parsed once from the config so that signing cannot fail.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret(Vec<u8>);
+
+/// Why a configured webhook secret is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("webhook secret is empty")]
+    Empty,
+    #[error("webhook secret starts with `whsec_` but the rest is not valid base64: {0}")]
+    InvalidBase64(base64::DecodeError),
+}
+
 impl WebhookSecret {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Ok(Self(s.as_bytes().to_vec()))
+    /// `whsec_<base64>` is the Standard Webhooks form; anything else is taken as the raw key,
+    /// which is what receivers that only document "a shared secret" expect.
+    pub fn parse(secret: &str) -> Result<WebhookSecret, SecretError> {
+        let key = match secret.strip_prefix(SECRET_PREFIX) {
+            Some(encoded) => BASE64.decode(encoded).map_err(SecretError::InvalidBase64)?,
+            None => secret.as_bytes().to_vec(),
+        };
+        if key.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(WebhookSecret(key))
+    }
+
+    fn mac(&self, id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
     }
 }
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// The `webhook-signature` value for one attempt.
+pub fn sign(secret: &WebhookSecret, id: &str, timestamp: i64, body: &str) -> String {
+    let tag = secret
+        .mac(id, &timestamp.to_string(), body.as_bytes())
+        .finalize()
+        .into_bytes();
+    format!("v1,{}", BASE64.encode(tag))
+}
+
+/// Why a received webhook was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("webhook-timestamp {0:?} is not unix seconds")]
+    InvalidTimestamp(String),
+    #[error(
+        "webhook-timestamp is {skew_secs}s away from now, more than the {tolerance_secs}s allowed"
+    )]
+    OutsideTolerance { skew_secs: i64, tolerance_secs: i64 },
+    #[error("no v1 signature in webhook-signature matches")]
+    NoMatchingSignature,
+}
+
+/// Checks a received webhook the way a receiver should: the timestamp within `tolerance_secs`
+/// of `now_unix` (against replays), then any `v1` entry of the space-separated signature list
+/// (senders list several while rotating secrets).
+pub fn verify(
+    secret: &WebhookSecret,
+    id: &str,
+    timestamp: &str,
+    signature_header: &str,
+    body: &[u8],
+    now_unix: i64,
+    tolerance_secs: i64,
+) -> Result<(), VerifyError> {
+    let sent_at: i64 = timestamp
+        .parse()
+        .map_err(|_| VerifyError::InvalidTimestamp(timestamp.to_owned()))?;
+    let skew_secs = now_unix.saturating_sub(sent_at).saturating_abs();
+    if skew_secs > tolerance_secs {
+        return Err(VerifyError::OutsideTolerance {
+            skew_secs,
+            tolerance_secs,
+        });
+    }
+
+    let mac = secret.mac(id, timestamp, body);
+    let matches = signature_header
+        .split(' ')
+        .filter_map(|entry| entry.split_once(','))
+        .filter(|(version, _)| *version == "v1")
+        .filter_map(|(_, encoded)| BASE64.decode(encoded).ok())
+        .any(|tag| mac.clone().verify_slice(&tag).is_ok());
+    if matches {
+        Ok(())
+    } else {
+        Err(VerifyError::NoMatchingSignature)
+    }
+}
+
+/// Where webhooks go and the key they are signed with.
+#[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub url: String,
     pub secret: WebhookSecret,
 }
-pub struct Webhook;
+
+/// The webhook [`Channel`].
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    config: WebhookConfig,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
 impl Webhook {
-    pub fn new(_c: WebhookConfig, _h: reqwest::Client, _t: Duration) -> Self {
-        Webhook
+    /// `http` should be built with `redirect(reqwest::redirect::Policy::none())` (see
+    /// [`Webhook::http_client`]): a redirect means the configured URL is wrong, and following it
+    /// would hand the signed payload to whatever host the redirect names.
+    pub fn new(config: WebhookConfig, http: reqwest::Client, timeout: Duration) -> Webhook {
+        Webhook {
+            config,
+            http,
+            timeout,
+        }
+    }
+
+    /// A client suited to webhooks: redirects are not followed.
+    pub fn http_client() -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    }
+
+    fn send_error(&self, error: reqwest::Error) -> DeliveryError {
+        let url = &self.config.url;
+        if error.is_builder() {
+            return DeliveryError::Permanent(format!(
+                "webhook url {url} is unusable: {}",
+                error_chain(&error)
+            ));
+        }
+        let message = if error.is_timeout() {
+            format!(
+                "timed out after {} waiting for {url}",
+                format_duration(self.timeout)
+            )
+        } else if is_connection_refused(&error) {
+            format!("connection refused to {url}")
+        } else if error.is_connect() {
+            format!("could not connect to {url}: {}", error_chain(&error))
+        } else {
+            format!("request to {url} failed: {}", error_chain(&error))
+        };
+        DeliveryError::Transient {
+            message,
+            retry_after: None,
+        }
     }
 }
-#[async_trait::async_trait]
-impl super::Channel for Webhook {
-    fn kind(&self) -> super::ChannelKind {
-        super::ChannelKind::Webhook
+
+#[async_trait]
+impl Channel for Webhook {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Webhook
     }
-    async fn deliver(&self, _m: &super::Outgoing) -> Result<(), super::DeliveryError> {
-        unimplemented!()
+
+    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+        let timestamp = Utc::now().timestamp();
+        let signature = sign(
+            &self.config.secret,
+            &message.public_id,
+            timestamp,
+            &message.payload,
+        );
+        let response = self
+            .http
+            .post(&self.config.url)
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, concat!("shipwatch/", env!("CARGO_PKG_VERSION")))
+            .header("webhook-id", &message.public_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(message.payload.clone())
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+
+        let status = response.status();
+        if status.is_success() {
+            // A client that follows redirects lands here with the final answer; the configured
+            // URL is still wrong and the payload went somewhere nobody configured.
+            if reqwest::Url::parse(&self.config.url).ok().as_ref() != Some(response.url()) {
+                return Err(DeliveryError::Permanent(format!(
+                    "webhook url {} redirected to {}; configure the final URL",
+                    self.config.url,
+                    response.url()
+                )));
+            }
+            return Ok(());
+        }
+
+        let retry_after = retry_after(response.headers(), Utc::now());
+        let excerpt = body_excerpt(response).await;
+        let url = &self.config.url;
+        let answered = if excerpt.is_empty() {
+            format!("{url} answered {status}")
+        } else {
+            format!("{url} answered {status}: {excerpt}")
+        };
+        Err(classify(status, answered, retry_after))
+    }
+}
+
+fn classify(status: StatusCode, answered: String, retry_after: Option<Duration>) -> DeliveryError {
+    let retryable = status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS;
+    if retryable {
+        DeliveryError::Transient {
+            message: answered,
+            retry_after,
+        }
+    } else if status.is_redirection() {
+        DeliveryError::Permanent(format!(
+            "{answered} (a redirect: the webhook url is misconfigured, configure the final URL)"
+        ))
+    } else {
+        DeliveryError::Permanent(answered)
+    }
+}
+
+/// `Retry-After` is either delta-seconds or an HTTP-date; a date in the past means "now".
+fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is valid RFC 2822.
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        at.with_timezone(&Utc)
+            .signed_duration_since(now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+async fn body_excerpt(response: reqwest::Response) -> String {
+    let body = response.text().await.unwrap_or_default();
+    let body = body.trim();
+    match body.char_indices().nth(BODY_EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &body[..cut]),
+        None => body.to_owned(),
+    }
+}
+
+fn is_connection_refused(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// reqwest's top-level message is generic ("error sending request"); the cause is further down.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Redirect, Response};
+    use axum::routing::{any, post};
+
+    use super::*;
+
+    const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SPEC_TIMESTAMP: i64 = 1614265330;
+    const SPEC_BODY: &str = r#"{"test": 2432232314}"#;
+    const SPEC_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn spec_secret() -> WebhookSecret {
+        WebhookSecret::parse(SPEC_SECRET).unwrap()
+    }
+
+    fn verify_spec(id: &str, timestamp: &str, header: &str, body: &str) -> Result<(), VerifyError> {
+        verify(
+            &spec_secret(),
+            id,
+            timestamp,
+            header,
+            body.as_bytes(),
+            SPEC_TIMESTAMP + 10,
+            300,
+        )
+    }
+
+    #[test]
+    fn signs_the_spec_vector() {
+        assert_eq!(
+            sign(&spec_secret(), SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY),
+            SPEC_SIGNATURE
+        );
+    }
+
+    #[test]
+    fn secret_forms() {
+        let raw = WebhookSecret::parse("plain-shared-secret").unwrap();
+        assert_eq!(raw.0, b"plain-shared-secret");
+        assert_eq!(WebhookSecret::parse(""), Err(SecretError::Empty));
+        assert_eq!(WebhookSecret::parse("whsec_"), Err(SecretError::Empty));
+        let bad = WebhookSecret::parse("whsec_not*base64").unwrap_err();
+        assert!(bad.to_string().contains("not valid base64"), "{bad}");
+        assert_eq!(format!("{:?}", spec_secret()), "WebhookSecret(<redacted>)");
+    }
+
+    #[test]
+    fn verifies_the_spec_vector() {
+        let ts = SPEC_TIMESTAMP.to_string();
+        assert_eq!(verify_spec(SPEC_ID, &ts, SPEC_SIGNATURE, SPEC_BODY), Ok(()));
+    }
+
+    #[test]
+    fn tampering_fails_verification() {
+        let ts = SPEC_TIMESTAMP.to_string();
+        let no_match = Err(VerifyError::NoMatchingSignature);
+        assert_eq!(
+            verify_spec(SPEC_ID, &ts, SPEC_SIGNATURE, r#"{"test": 2432232315}"#),
+            no_match
+        );
+        assert_eq!(
+            verify_spec("msg_other", &ts, SPEC_SIGNATURE, SPEC_BODY),
+            no_match
+        );
+        let shifted = (SPEC_TIMESTAMP + 1).to_string();
+        assert_eq!(
+            verify_spec(SPEC_ID, &shifted, SPEC_SIGNATURE, SPEC_BODY),
+            no_match
+        );
+        let other = WebhookSecret::parse("another secret").unwrap();
+        let forged = sign(&other, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY);
+        assert_eq!(verify_spec(SPEC_ID, &ts, &forged, SPEC_BODY), no_match);
+        let wrong_version = SPEC_SIGNATURE.replacen("v1,", "v2,", 1);
+        assert_eq!(
+            verify_spec(SPEC_ID, &ts, &wrong_version, SPEC_BODY),
+            no_match
+        );
+    }
+
+    #[test]
+    fn stale_or_future_timestamps_fail() {
+        let ts = SPEC_TIMESTAMP.to_string();
+        let verify_at = |now| {
+            verify(
+                &spec_secret(),
+                SPEC_ID,
+                &ts,
+                SPEC_SIGNATURE,
+                SPEC_BODY.as_bytes(),
+                now,
+                300,
+            )
+        };
+        assert_eq!(verify_at(SPEC_TIMESTAMP + 300), Ok(()));
+        assert_eq!(
+            verify_at(SPEC_TIMESTAMP + 301),
+            Err(VerifyError::OutsideTolerance {
+                skew_secs: 301,
+                tolerance_secs: 300
+            })
+        );
+        assert!(matches!(
+            verify_at(SPEC_TIMESTAMP - 3600),
+            Err(VerifyError::OutsideTolerance { .. })
+        ));
+        assert_eq!(
+            verify_spec(SPEC_ID, "yesterday", SPEC_SIGNATURE, SPEC_BODY),
+            Err(VerifyError::InvalidTimestamp("yesterday".into()))
+        );
+    }
+
+    #[test]
+    fn any_of_several_signatures_passes() {
+        let ts = SPEC_TIMESTAMP.to_string();
+        let old = sign(
+            &WebhookSecret::parse("rotated out").unwrap(),
+            SPEC_ID,
+            SPEC_TIMESTAMP,
+            SPEC_BODY,
+        );
+        for header in [
+            format!("{old} {SPEC_SIGNATURE}"),
+            format!("{SPEC_SIGNATURE} {old}"),
+            format!("v2,abc v1,!!notbase64 {SPEC_SIGNATURE}"),
+        ] {
+            assert_eq!(
+                verify_spec(SPEC_ID, &ts, &header, SPEC_BODY),
+                Ok(()),
+                "{header}"
+            );
+        }
+        assert_eq!(
+            verify_spec(SPEC_ID, &ts, &format!("{old} v1,AAAA"), SPEC_BODY),
+            Err(VerifyError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let header = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            retry_after(&headers, now)
+        };
+        assert_eq!(header("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            header("Wed, 21 Oct 2015 07:30:00 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            header("Wed, 21 Oct 2015 07:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(header("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    /// Serves `router` on a fresh loopback port and returns its base URL.
+    async fn serve(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}/hook")
+    }
+
+    fn webhook(url: String, timeout: Duration) -> Webhook {
+        let config = WebhookConfig {
+            url,
+            secret: spec_secret(),
+        };
+        Webhook::new(config, Webhook::http_client().unwrap(), timeout)
+    }
+
+    fn outgoing() -> Outgoing {
+        Outgoing {
+            public_id: "ntf_0001".into(),
+            payload: r#"{"type":"shipment.status_changed","id":"ntf_0001"}"#.into(),
+        }
+    }
+
+    /// One attempt against a server that always gives `response`.
+    async fn deliver_against(response: Response) -> Result<(), DeliveryError> {
+        let response = Arc::new(Mutex::new(Some(response)));
+        let router = Router::new().route(
+            "/hook",
+            post(move || {
+                let response = response.clone();
+                async move { response.lock().unwrap().take().unwrap() }
+            }),
+        );
+        let url = serve(router).await;
+        webhook(url, Duration::from_secs(5))
+            .deliver(&outgoing())
+            .await
+    }
+
+    fn transient(result: Result<(), DeliveryError>) -> (String, Option<Duration>) {
+        match result {
+            Err(DeliveryError::Transient {
+                message,
+                retry_after,
+            }) => (message, retry_after),
+            other => panic!("expected a transient failure, got {other:?}"),
+        }
+    }
+
+    fn permanent(result: Result<(), DeliveryError>) -> String {
+        match result {
+            Err(DeliveryError::Permanent(message)) => message,
+            other => panic!("expected a permanent failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn success_statuses_deliver() {
+        assert_eq!(
+            deliver_against(StatusCode::OK.into_response()).await,
+            Ok(())
+        );
+        assert_eq!(
+            deliver_against(StatusCode::NO_CONTENT.into_response()).await,
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_permanent_with_the_body() {
+        let reason = permanent(
+            deliver_against((StatusCode::BAD_REQUEST, "unknown event type").into_response()).await,
+        );
+        assert!(reason.contains("400 Bad Request"), "{reason}");
+        assert!(reason.contains("unknown event type"), "{reason}");
+
+        let long_page = "x".repeat(5000);
+        let reason =
+            permanent(deliver_against((StatusCode::GONE, long_page).into_response()).await);
+        assert!(reason.contains("410 Gone"), "{reason}");
+        assert!(
+            reason.len() < 400,
+            "body excerpt not cut: {} bytes",
+            reason.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn retryable_statuses_are_transient() {
+        let (message, retry_after) =
+            transient(deliver_against(StatusCode::REQUEST_TIMEOUT.into_response()).await);
+        assert!(message.contains("408"), "{message}");
+        assert_eq!(retry_after, None);
+
+        let (message, retry_after) = transient(
+            deliver_against(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(RETRY_AFTER, "7")],
+                    "slow down",
+                )
+                    .into_response(),
+            )
+            .await,
+        );
+        assert!(
+            message.contains("429") && message.contains("slow down"),
+            "{message}"
+        );
+        assert_eq!(retry_after, Some(Duration::from_secs(7)));
+
+        let (message, _) =
+            transient(deliver_against(StatusCode::INTERNAL_SERVER_ERROR.into_response()).await);
+        assert!(message.contains("500"), "{message}");
+
+        let in_two_minutes = (Utc::now() + chrono::Duration::seconds(120))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let (message, retry_after) = transient(
+            deliver_against(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(RETRY_AFTER, in_two_minutes)],
+                )
+                    .into_response(),
+            )
+            .await,
+        );
+        assert!(message.contains("503"), "{message}");
+        let retry_after = retry_after.expect("HTTP-date Retry-After parsed");
+        assert!(
+            (Duration::from_secs(115)..=Duration::from_secs(120)).contains(&retry_after),
+            "{retry_after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn redirects_are_permanent_and_not_followed() {
+        let reached_target = Arc::new(Mutex::new(false));
+        let flag = reached_target.clone();
+        let router = Router::new()
+            .route("/hook", post(|| async { Redirect::permanent("/moved") }))
+            .route(
+                "/moved",
+                any(move || async move {
+                    *flag.lock().unwrap() = true;
+                }),
+            );
+        let url = serve(router).await;
+        let reason = permanent(
+            webhook(url, Duration::from_secs(5))
+                .deliver(&outgoing())
+                .await,
+        );
+        assert!(
+            reason.contains("308") && reason.contains("redirect"),
+            "{reason}"
+        );
+        assert!(!*reached_target.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_follows_redirects_still_reports_them() {
+        let router = Router::new()
+            .route("/hook", post(|| async { Redirect::temporary("/moved") }))
+            .route("/moved", any(|| async { StatusCode::OK }));
+        let url = serve(router).await;
+        let config = WebhookConfig {
+            url,
+            secret: spec_secret(),
+        };
+        let following = Webhook::new(config, reqwest::Client::new(), Duration::from_secs(5));
+        let reason = permanent(following.deliver(&outgoing()).await);
+        assert!(
+            reason.contains("redirected to") && reason.contains("/moved"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_transient() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        drop(listener);
+        let (message, retry_after) = transient(
+            webhook(url.clone(), Duration::from_secs(5))
+                .deliver(&outgoing())
+                .await,
+        );
+        assert_eq!(message, format!("connection refused to {url}"));
+        assert_eq!(retry_after, None);
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_times_out() {
+        let router = Router::new().route(
+            "/hook",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                StatusCode::OK
+            }),
+        );
+        let url = serve(router).await;
+        let started = std::time::Instant::now();
+        let (message, _) = transient(
+            webhook(url, Duration::from_millis(200))
+                .deliver(&outgoing())
+                .await,
+        );
+        assert!(message.starts_with("timed out after 200ms"), "{message}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn the_receiver_gets_signed_headers_and_the_exact_body() {
+        let seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+        let sink = seen.clone();
+        let router = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| async move {
+                sink.lock().unwrap().push((headers, body));
+                StatusCode::NO_CONTENT
+            }),
+        );
+        let url = serve(router).await;
+        let channel = webhook(url, Duration::from_secs(5));
+        assert_eq!(channel.kind(), ChannelKind::Webhook);
+        let message = outgoing();
+        channel.deliver(&message).await.unwrap();
+        channel.deliver(&message).await.unwrap();
+
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for (headers, body) in seen.iter() {
+            let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+            assert_eq!(body.as_ref(), message.payload.as_bytes());
+            assert_eq!(header("content-type"), "application/json");
+            assert_eq!(
+                header("user-agent"),
+                format!("shipwatch/{}", env!("CARGO_PKG_VERSION"))
+            );
+            assert_eq!(header("webhook-id"), message.public_id);
+            let timestamp = header("webhook-timestamp");
+            let sent_at: i64 = timestamp.parse().unwrap();
+            assert!((Utc::now().timestamp() - sent_at).abs() <= 5);
+            let signature = header("webhook-signature");
+            assert_eq!(
+                signature,
+                sign(
+                    &spec_secret(),
+                    &message.public_id,
+                    sent_at,
+                    &message.payload
+                )
+            );
+            assert_eq!(
+                verify(
+                    &spec_secret(),
+                    &header("webhook-id"),
+                    &timestamp,
+                    &signature,
+                    body,
+                    Utc::now().timestamp(),
+                    300,
+                ),
+                Ok(())
+            );
+        }
     }
 }
