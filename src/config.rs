@@ -81,11 +81,14 @@ impl FromStr for RateLimit {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hint = || format!("rate_limit {s:?} is not a quota; write it like 500/min, 10/s or 1000/1h");
+        let hint =
+            || format!("rate_limit {s:?} is not a quota; write it like 500/min, 10/s or 1000/1h");
         let (calls, per) = s.split_once('/').ok_or_else(hint)?;
         let calls: u32 = calls.trim().parse().map_err(|_| hint())?;
         if calls == 0 {
-            return Err(format!("rate_limit {s:?} allows no calls at all; give at least 1"));
+            return Err(format!(
+                "rate_limit {s:?} allows no calls at all; give at least 1"
+            ));
         }
         let per = match per.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
@@ -553,7 +556,10 @@ fn resolve_webhook(
 }
 
 /// A channel's trigger list; every status when not given.
-fn parse_triggers(section: &str, statuses: Option<Vec<String>>) -> Result<Vec<Status>, ConfigError> {
+fn parse_triggers(
+    section: &str,
+    statuses: Option<Vec<String>>,
+) -> Result<Vec<Status>, ConfigError> {
     match statuses {
         None => Ok(Status::ALL
             .into_iter()

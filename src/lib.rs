@@ -1,6 +1,14 @@
 //! shipwatch: polls logistics trace APIs for every shipped order, remembers each parcel's status
 //! in SQLite, and tells buyers and shops when it changes.
 
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod dispatch;
 pub mod domain;
+pub mod events;
 pub mod notify;
 pub mod providers;
+pub mod storage;

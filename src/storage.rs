@@ -17,7 +17,7 @@ use serde::Serialize;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::clock::{Millis, to_rfc3339};
@@ -316,10 +316,10 @@ impl Db {
 
     #[instrument(skip_all, fields(order_id = %new.order_id))]
     pub async fn add_shipment(&self, new: &NewShipment, now: Millis) -> Result<ShipmentRow> {
-        let result = sqlx::query_as::<_, ShipmentRow>(&format!(
+        let result = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
              next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SHIPMENT_COLUMNS}"
-        ))
+        )))
         .bind(&new.order_id)
         .bind(&new.provider)
         .bind(&new.tracking_no)
@@ -349,10 +349,10 @@ impl Db {
         status: Option<Status>,
         tier: Option<Tier>,
     ) -> Result<Vec<ShipmentRow>> {
-        Ok(sqlx::query_as::<_, ShipmentRow>(&format!(
+        Ok(sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) ORDER BY id"
-        ))
+        )))
         .bind(status.map(Status::as_str))
         .bind(tier.map(Tier::as_str))
         .fetch_all(&self.read)
@@ -361,9 +361,9 @@ impl Db {
 
     #[instrument(skip_all)]
     pub async fn shipment(&self, order_id: &str) -> Result<ShipmentRow> {
-        sqlx::query_as::<_, ShipmentRow>(&format!(
+        sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?"
-        ))
+        )))
         .bind(order_id)
         .fetch_optional(&self.read)
         .await?
@@ -428,12 +428,12 @@ impl Db {
     ) -> Result<Vec<ShipmentRow>> {
         let paused = serde_json::to_string(paused).expect("a list of strings serialises");
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query_as::<_, ShipmentRow>(&format!(
+        let rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
              WHERE active = 1 AND next_poll_at <= ? \
                AND provider NOT IN (SELECT value FROM json_each(?)) \
              ORDER BY next_poll_at LIMIT ?"
-        ))
+        )))
         .bind(now)
         .bind(&paused)
         .bind(limit as i64)
@@ -517,9 +517,9 @@ impl Db {
         let mut tx = self.begin_write().await?;
         // Read inside the write transaction: the CLI or another tool may have changed the row
         // while the poll was in flight.
-        let Some(current) = sqlx::query_as::<_, ShipmentRow>(&format!(
+        let Some(current) = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = ?"
-        ))
+        )))
         .bind(shipment_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -570,12 +570,7 @@ impl Db {
                 }
                 let public_id = new_public_id();
                 let payload = crate::notify::payload::status_changed(
-                    &public_id,
-                    poll.now,
-                    &current,
-                    poll.trace,
-                    previous,
-                    newest,
+                    &public_id, poll.now, &current, poll.trace, previous, newest,
                 );
                 let inserted = sqlx::query(
                     "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
@@ -598,8 +593,7 @@ impl Db {
                     queued.push((*channel, public_id));
                 }
             }
-        } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status)
-        {
+        } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status) {
             sqlx::query(
                 "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
                  next_poll_at = ?, last_event_at = coalesce(?, last_event_at), \
@@ -829,9 +823,10 @@ impl Db {
         )
         .fetch_all(&self.read)
         .await?;
-        let active = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shipments WHERE active = 1")
-            .fetch_one(&self.read)
-            .await?;
+        let active =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shipments WHERE active = 1")
+                .fetch_one(&self.read)
+                .await?;
         Ok(Counts {
             statuses,
             states,

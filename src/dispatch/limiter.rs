@@ -71,7 +71,10 @@ mod tests {
                 .iter()
                 .take_while(|u| **u - *t < Duration::from_secs(60))
                 .count();
-            assert!(in_window <= 600, "{in_window} calls within a minute from {t:?}");
+            assert!(
+                in_window <= 600,
+                "{in_window} calls within a minute from {t:?}"
+            );
         }
     }
 

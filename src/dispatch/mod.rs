@@ -349,7 +349,9 @@ impl Dispatcher {
                 debug!(%order_id, provider = %name, %tier, %error, "no trace yet");
             }
             ProviderError::Permanent(_) => {
-                self.db.mark_invalid(row.id, &error.to_string(), now).await?;
+                self.db
+                    .mark_invalid(row.id, &error.to_string(), now)
+                    .await?;
                 warn!(%order_id, provider = %name, %tier, %error, "shipment invalid; polling stopped");
                 self.events.emit(PipelineEvent::ShipmentInvalid {
                     order_id: order_id.clone(),

@@ -13,7 +13,7 @@ pub mod sender;
 pub mod webhook;
 
 /// The ways a notification can travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
     Webhook,
@@ -45,7 +45,9 @@ impl FromStr for ChannelKind {
             "webhook" => Ok(ChannelKind::Webhook),
             "email" => Ok(ChannelKind::Email),
             "sms" => Ok(ChannelKind::Sms),
-            other => Err(format!("unknown channel {other:?}: expected webhook, email or sms")),
+            other => Err(format!(
+                "unknown channel {other:?}: expected webhook, email or sms"
+            )),
         }
     }
 }

@@ -162,18 +162,21 @@ impl Sender {
                         Some(self.retry_delay(attempt as u32, *retry_after)),
                         message.clone(),
                     ),
-                    DeliveryError::Transient { message, .. } => (
-                        None,
-                        format!("gave up after {attempt} attempts: {message}"),
-                    ),
+                    DeliveryError::Transient { message, .. } => {
+                        (None, format!("gave up after {attempt} attempts: {message}"))
+                    }
                     DeliveryError::Permanent(message) => (None, message.clone()),
                 };
                 self.db
                     .notification_failed(n.id, &message, retry_in.map(|d| now + millis(d)))
                     .await?;
                 match retry_in {
-                    Some(delay) => warn!(order_id = %n.order_id, channel = %kind, attempt, error = %message, retry_in = %humantime::format_duration(delay), "delivery failed; will retry"),
-                    None => error!(order_id = %n.order_id, channel = %kind, attempt, error = %message, "delivery failed for good; see `shipwatch outbox --state dead`"),
+                    Some(delay) => {
+                        warn!(order_id = %n.order_id, channel = %kind, attempt, error = %message, retry_in = %humantime::format_duration(delay), "delivery failed; will retry")
+                    }
+                    None => {
+                        error!(order_id = %n.order_id, channel = %kind, attempt, error = %message, "delivery failed for good; see `shipwatch outbox --state dead`")
+                    }
                 }
                 self.events.emit(PipelineEvent::DeliveryFailed {
                     order_id: n.order_id.clone(),

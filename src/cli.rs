@@ -1,0 +1,604 @@
+//! The `shipwatch` command line: the daemon, the demo, and the admin commands.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock, to_rfc3339};
+use crate::config::{self, Config};
+use crate::daemon::{Daemon, shutdown_signal};
+use crate::domain::{Status, Tier, mask_contact};
+use crate::events::Events;
+use crate::storage::{Db, NewShipment, NotificationView, ShipmentRow, ShipmentView};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shipwatch",
+    version,
+    about = "Tracks parcels on Taobao/Tmall and Chinese carriers, and tells shops and buyers when their status changes"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Config file [default: $SHIPWATCH_CONFIG, ./shipwatch.toml, /etc/shipwatch/shipwatch.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database file (overrides `database` in the config)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: poll due shipments and deliver notifications until SIGTERM or Ctrl-C
+    Run,
+    /// Run the whole pipeline on a simulated carrier, on loopback, with no config or credentials
+    Demo(crate::demo::DemoArgs),
+    /// Track an order
+    Add(AddArgs),
+    /// List tracked shipments
+    List {
+        #[arg(long)]
+        status: Option<Status>,
+        #[arg(long)]
+        tier: Option<Tier>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one shipment with its event history and notifications
+    Show {
+        order_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop tracking an order and forget its history
+    Remove { order_id: String },
+    /// Move an order to another priority tier
+    SetTier { order_id: String, tier: Tier },
+    /// List notifications in the outbox
+    Outbox {
+        #[arg(long)]
+        state: Option<OutboxState>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requeue notifications (by id, or every dead one) with a fresh set of attempts
+    Retry {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        ids: Vec<i64>,
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Check the config (secrets included) and say what it sets up
+    CheckConfig,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    pub order_id: String,
+    #[arg(long)]
+    pub tracking_no: Option<String>,
+    #[arg(long)]
+    pub carrier: Option<String>,
+    /// Provider name as configured under [providers.NAME] [default: the only one configured]
+    #[arg(long)]
+    pub provider: Option<String>,
+    #[arg(long, default_value = "normal")]
+    pub tier: Tier,
+    #[arg(long)]
+    pub phone: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Sent,
+    Dead,
+}
+
+impl OutboxState {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Dead => "dead",
+        }
+    }
+}
+
+/// Runs the command line; the error, if any, is for `main` to print as one line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let Cli { global, command } = cli;
+    init_logging(&global, matches!(command, Command::Run));
+    match command {
+        Command::Run => run_daemon(&global).await,
+        Command::Demo(args) => crate::demo::run(args, global.db.clone()).await,
+        Command::CheckConfig => check_config(&global).await,
+        Command::Add(args) => add(&global, args).await,
+        Command::List { status, tier, json } => list(&global, status, tier, json).await,
+        Command::Show { order_id, json } => show(&global, &order_id, json).await,
+        Command::Remove { order_id } => {
+            let (db, _) = open(&global).await?;
+            db.remove_shipment(&order_id).await?;
+            println!("removed order {order_id}");
+            Ok(())
+        }
+        Command::SetTier { order_id, tier } => {
+            let (db, config) = open(&global).await?;
+            let tiers = config.as_ref().map(|c| c.tiers).unwrap_or_default();
+            let next = SystemClock.now() + crate::clock::millis(tiers.interval(tier));
+            db.set_tier(&order_id, tier, next).await?;
+            println!("order {order_id} is now tier {tier}");
+            Ok(())
+        }
+        Command::Outbox { state, json } => outbox(&global, state, json).await,
+        Command::Retry { ids, dead } => retry(&global, ids, dead).await,
+    }
+}
+
+fn init_logging(global: &Global, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if daemon { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match global.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    let _ = result;
+}
+
+/// The config, required: for `run` and `check-config`.
+fn require_config(global: &Global) -> Result<Config> {
+    let path = config::locate(global.config.as_deref()).ok_or_else(|| {
+        anyhow!(
+            "no config file found: give --config FILE, set {}, or create ./shipwatch.toml (see deploy/shipwatch.example.toml)",
+            config::ENV_CONFIG
+        )
+    })?;
+    Ok(Config::load(&path)?)
+}
+
+/// The config when there is one; admin commands also work with only `--db`.
+fn optional_config(global: &Global) -> Result<Option<Config>> {
+    match config::locate(global.config.as_deref()) {
+        Some(path) => Ok(Some(Config::load(&path)?)),
+        None => Ok(None),
+    }
+}
+
+fn database_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
+    global
+        .db
+        .clone()
+        .or_else(|| config.map(|c| c.database.clone()))
+        .ok_or_else(|| {
+            anyhow!(
+                "no database: give --db FILE, or a config file with `database = ...` (--config FILE or {})",
+                config::ENV_CONFIG
+            )
+        })
+}
+
+async fn open(global: &Global) -> Result<(Db, Option<Config>)> {
+    let config = optional_config(global)?;
+    let path = database_path(global, config.as_ref())?;
+    let sync = config.as_ref().map(|c| c.synchronous).unwrap_or_default();
+    let db = Db::open(&path, sync).await?;
+    Ok((db, config))
+}
+
+async fn run_daemon(global: &Global) -> Result<()> {
+    let mut config = require_config(global)?;
+    if let Some(db) = &global.db {
+        config.database = db.clone();
+    }
+    if config.providers.is_empty() {
+        bail!(
+            "the config defines no providers: add a [providers.NAME] section (see deploy/shipwatch.example.toml)"
+        );
+    }
+    let db = Db::open(&config.database, config.synchronous).await?;
+    let daemon = Daemon::new(
+        &config,
+        db.clone(),
+        Arc::new(SystemClock),
+        Events::default(),
+    )?;
+    tracing::info!(
+        database = %config.database.display(),
+        providers = ?config.providers.keys().collect::<Vec<_>>(),
+        channels = ?config.channels.rules().iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        "shipwatch started"
+    );
+    daemon.run(shutdown_signal()).await;
+    db.close().await;
+    Ok(())
+}
+
+async fn check_config(global: &Global) -> Result<()> {
+    let config = require_config(global)?;
+    let source = config
+        .source
+        .as_deref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    println!("config {source} is valid");
+    let database = global.db.as_deref().unwrap_or(&config.database);
+    println!("  database  {}", database.display());
+    println!(
+        "  tiers     high {}, normal {}, low {}",
+        humantime::format_duration(config.tiers.high),
+        humantime::format_duration(config.tiers.normal),
+        humantime::format_duration(config.tiers.low)
+    );
+    if config.providers.is_empty() {
+        println!("  providers none (add a [providers.NAME] section before `run`)");
+    }
+    for (name, provider) in &config.providers {
+        let quota = provider
+            .rate_limit
+            .map_or("no rate limit".to_owned(), |r| format!("rate limit {r}"));
+        println!("  provider  {name} ({}, {quota})", provider.adapter.kind());
+    }
+    let rules = config.channels.rules();
+    if rules.is_empty() {
+        println!("  channels  none: status changes are recorded but nobody is told");
+    }
+    for (channel, triggers) in rules {
+        let triggers: Vec<&str> = triggers.iter().map(|s| s.as_str()).collect();
+        println!("  channel   {channel} on {}", triggers.join(", "));
+    }
+    println!(
+        "  delivery  {} attempts, backoff {} doubling to {}, timeout {}",
+        config.delivery.attempts,
+        humantime::format_duration(config.delivery.backoff),
+        humantime::format_duration(config.delivery.backoff_max),
+        humantime::format_duration(config.delivery.timeout)
+    );
+    Ok(())
+}
+
+async fn add(global: &Global, args: AddArgs) -> Result<()> {
+    let (db, config) = open(global).await?;
+    let order_id = args.order_id.trim().to_owned();
+    if order_id.is_empty() {
+        bail!("the order id is empty");
+    }
+    let provider = match (&args.provider, &config) {
+        (Some(name), Some(config)) if !config.providers.contains_key(name) => bail!(
+            "unknown provider {name:?}: configured providers are {}",
+            names(config)
+        ),
+        (Some(name), _) => name.clone(),
+        (None, Some(config)) if config.providers.len() == 1 => {
+            config.providers.keys().next().expect("one").clone()
+        }
+        (None, Some(config)) => bail!(
+            "which provider? give --provider (configured: {})",
+            names(config)
+        ),
+        (None, None) => bail!("which provider? give --provider NAME"),
+    };
+    if let Some(phone) = &args.phone {
+        let digits = phone.strip_prefix('+').unwrap_or(phone);
+        if digits.len() < 7 || !digits.chars().all(|c| c.is_ascii_digit()) {
+            bail!("phone {phone:?} is not a phone number: digits only, optionally starting with +");
+        }
+    }
+    if let Some(email) = &args.email {
+        if !email.contains('@') || email.contains(char::is_whitespace) {
+            bail!("email {email:?} is not an email address");
+        }
+    }
+    let new = NewShipment {
+        order_id: order_id.clone(),
+        provider: provider.clone(),
+        tracking_no: args.tracking_no.filter(|s| !s.is_empty()),
+        carrier: args.carrier.filter(|s| !s.is_empty()),
+        tier: args.tier,
+        phone: args.phone,
+        email: args.email,
+    };
+    db.add_shipment(&new, SystemClock.now()).await?;
+    println!(
+        "tracking order {order_id} on {provider}, tier {}",
+        args.tier
+    );
+    Ok(())
+}
+
+fn names(config: &Config) -> String {
+    if config.providers.is_empty() {
+        return "none".to_owned();
+    }
+    config
+        .providers
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn list(
+    global: &Global,
+    status: Option<Status>,
+    tier: Option<Tier>,
+    json: bool,
+) -> Result<()> {
+    let (db, _) = open(global).await?;
+    let rows = db.list_shipments(status, tier).await?;
+    if json {
+        let views: Vec<ShipmentView> = rows.iter().map(ShipmentView::from).collect();
+        return print_json(&views);
+    }
+    if rows.is_empty() {
+        println!("no shipments");
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows.iter().map(shipment_line).collect();
+    print_table(
+        &[
+            "ORDER",
+            "PROVIDER",
+            "TIER",
+            "STATUS",
+            "RAW STATUS",
+            "NEXT POLL",
+            "NOTE",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+fn shipment_line(row: &ShipmentRow) -> Vec<String> {
+    let next = if row.active {
+        to_rfc3339(row.next_poll_at)
+    } else {
+        "-".to_owned()
+    };
+    let note = match (&row.error, row.active) {
+        (Some(e), false) => format!("INVALID: {e}"),
+        (Some(e), true) => format!("last poll failed: {e}"),
+        (None, _) => String::new(),
+    };
+    vec![
+        row.order_id.clone(),
+        row.provider.clone(),
+        row.tier.clone(),
+        row.status.clone(),
+        row.raw_status.clone().unwrap_or_default(),
+        next,
+        note,
+    ]
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(display_width(cell));
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(widths[i] - display_width(cell) + 2));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Columns a cell takes in a terminal: CJK characters are two wide.
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| if (c as u32) >= 0x1100 { 2 } else { 1 })
+        .sum()
+}
+
+#[derive(Serialize)]
+struct ShowView<'a> {
+    shipment: ShipmentView,
+    events: &'a [crate::storage::EventRow],
+    notifications: Vec<NotificationView>,
+}
+
+async fn show(global: &Global, order_id: &str, json: bool) -> Result<()> {
+    let (db, _) = open(global).await?;
+    let row = db.shipment(order_id).await?;
+    let events = db.events(row.id).await?;
+    let notifications = db.list_notifications(None, Some(row.id)).await?;
+    if json {
+        return print_json(&ShowView {
+            shipment: ShipmentView::from(&row),
+            events: &events,
+            notifications: notifications.iter().map(NotificationView::from).collect(),
+        });
+    }
+    let field = |name: &str, value: Option<String>| {
+        println!("{name:<18}{}", value.unwrap_or_else(|| "-".to_owned()));
+    };
+    field("order", Some(row.order_id.clone()));
+    field("provider", Some(row.provider.clone()));
+    field("tier", Some(row.tier.clone()));
+    field(
+        "status",
+        Some(match &row.raw_status {
+            Some(raw) => format!("{} ({raw})", row.status),
+            None => row.status.clone(),
+        }),
+    );
+    field("tracking no", row.tracking_no.clone());
+    field("carrier", row.carrier.clone());
+    field("phone", row.phone.as_deref().map(mask_contact));
+    field("email", row.email.as_deref().map(mask_contact));
+    field(
+        "polling",
+        Some(match (&row.error, row.active) {
+            (Some(e), false) => format!("stopped: INVALID: {e}"),
+            (None, false) => "stopped (final status)".to_owned(),
+            (_, true) => format!("next at {}", to_rfc3339(row.next_poll_at)),
+        }),
+    );
+    if let (Some(e), true) = (&row.error, row.active) {
+        field("last poll failed", Some(e.clone()));
+    }
+    field("last polled", row.last_polled_at.map(to_rfc3339));
+    field("status changed", row.status_changed_at.map(to_rfc3339));
+    println!();
+    if events.is_empty() {
+        println!("no events yet");
+    } else {
+        println!("events:");
+        for e in &events {
+            let location = e
+                .location
+                .as_deref()
+                .map_or(String::new(), |l| format!(" [{l}]"));
+            println!("  {}  {}{location}", to_rfc3339(e.time), e.description);
+        }
+    }
+    println!();
+    if notifications.is_empty() {
+        println!("no notifications");
+    } else {
+        println!("notifications:");
+        let table: Vec<Vec<String>> = notifications.iter().map(notification_line).collect();
+        print_table(
+            &["ID", "CHANNEL", "CHANGE", "STATE", "ATTEMPTS", "LAST ERROR"],
+            &table,
+        );
+    }
+    Ok(())
+}
+
+fn notification_line(n: &crate::storage::NotificationRow) -> Vec<String> {
+    vec![
+        n.id.to_string(),
+        n.channel.clone(),
+        format!("{} → {}", n.previous_status, n.status),
+        n.state.clone(),
+        n.attempts.to_string(),
+        n.last_error.clone().unwrap_or_default(),
+    ]
+}
+
+async fn outbox(global: &Global, state: Option<OutboxState>, json: bool) -> Result<()> {
+    let (db, _) = open(global).await?;
+    let rows = db
+        .list_notifications(state.map(OutboxState::as_str), None)
+        .await?;
+    if json {
+        let views: Vec<NotificationView> = rows.iter().map(NotificationView::from).collect();
+        return print_json(&views);
+    }
+    if rows.is_empty() {
+        println!("no notifications");
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|n| {
+            let mut line = notification_line(n);
+            line.insert(1, n.order_id.clone());
+            line
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "ORDER",
+            "CHANNEL",
+            "CHANGE",
+            "STATE",
+            "ATTEMPTS",
+            "LAST ERROR",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+async fn retry(global: &Global, ids: Vec<i64>, dead: bool) -> Result<()> {
+    let (db, _) = open(global).await?;
+    let now = SystemClock.now();
+    let requeued = if dead {
+        db.requeue(None, now).await?
+    } else {
+        db.requeue(Some(&ids), now).await?
+    };
+    println!("requeued {} notification(s)", requeued.len());
+    let skipped: Vec<String> = ids
+        .iter()
+        .filter(|id| !requeued.contains(id))
+        .map(i64::to_string)
+        .collect();
+    if !skipped.is_empty() {
+        bail!(
+            "not requeued (unknown, already sent, or being delivered): {}",
+            skipped.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The program's entry point: parses the arguments, runs, and turns an error into one line.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut line = chain.join(": ");
+            line.retain(|c| c != '\n');
+            eprintln!("error: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

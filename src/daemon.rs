@@ -1,0 +1,135 @@
+//! The daemon: the dispatcher and the sender side by side, from a config, until told to stop.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::clock::SharedClock;
+use crate::config::{AdapterSettings, Config};
+use crate::dispatch::{Dispatcher, ProviderRuntime};
+use crate::events::Events;
+use crate::notify::Channel;
+use crate::notify::sender::Sender;
+use crate::notify::webhook::Webhook;
+use crate::providers::Provider;
+use crate::providers::simulator::Simulator;
+use crate::providers::taobao::Taobao;
+use crate::storage::Db;
+
+/// How long in-flight polls and deliveries get to finish on shutdown before they are released.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The HTTP client for upstream APIs.
+pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("shipwatch/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// One adapter per configured provider, each with its token bucket.
+pub fn build_providers(
+    config: &Config,
+    http: &reqwest::Client,
+) -> BTreeMap<String, Arc<ProviderRuntime>> {
+    config
+        .providers
+        .iter()
+        .map(|(name, settings)| {
+            let adapter: Arc<dyn Provider> = match &settings.adapter {
+                AdapterSettings::Taobao(taobao) => {
+                    Arc::new(Taobao::new(taobao.clone(), http.clone()))
+                }
+                AdapterSettings::Simulator => Arc::new(Simulator::new()),
+            };
+            let runtime = ProviderRuntime::new(name, adapter, settings.rate_limit);
+            (name.clone(), Arc::new(runtime))
+        })
+        .collect()
+}
+
+/// One delivery channel per enabled `[channels.*]` section.
+pub fn build_channels(config: &Config) -> reqwest::Result<Vec<Arc<dyn Channel>>> {
+    let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+    if let Some(webhook) = &config.channels.webhook {
+        channels.push(Arc::new(Webhook::new(
+            webhook.settings.clone(),
+            Webhook::http_client()?,
+            config.delivery.timeout,
+        )));
+    }
+    Ok(channels)
+}
+
+pub struct Daemon {
+    pub dispatcher: Arc<Dispatcher>,
+    pub sender: Arc<Sender>,
+    pub grace: Duration,
+}
+
+impl Daemon {
+    pub fn new(
+        config: &Config,
+        db: Db,
+        clock: SharedClock,
+        events: Events,
+    ) -> anyhow::Result<Daemon> {
+        let http = upstream_client()?;
+        let dispatcher = Dispatcher::new(
+            db.clone(),
+            clock.clone(),
+            config.tiers,
+            config.polling,
+            build_providers(config, &http),
+            config.channels.rules(),
+            events.clone(),
+        );
+        let sender = Sender::new(
+            db,
+            clock,
+            config.delivery,
+            build_channels(config)?,
+            events,
+            config.polling.scan_interval,
+        );
+        Ok(Daemon {
+            dispatcher,
+            sender,
+            grace: SHUTDOWN_GRACE,
+        })
+    }
+
+    /// Runs until `shutdown` completes; then stops claiming work, lets in-flight polls and
+    /// deliveries finish within the grace period, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let stop = CancellationToken::new();
+        let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone(), self.grace));
+        let sender = tokio::spawn(self.sender.run(stop.clone(), self.grace));
+        shutdown.await;
+        info!("shutting down: no new work; waiting for polls and deliveries in flight");
+        stop.cancel();
+        let _ = tokio::join!(dispatcher, sender);
+        info!("stopped");
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
