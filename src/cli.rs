@@ -310,10 +310,10 @@ async fn add(global: &Global, args: AddArgs) -> Result<()> {
             bail!("phone {phone:?} is not a phone number: digits only, optionally starting with +");
         }
     }
-    if let Some(email) = &args.email {
-        if !email.contains('@') || email.contains(char::is_whitespace) {
-            bail!("email {email:?} is not an email address");
-        }
+    if let Some(email) = &args.email
+        && (!email.contains('@') || email.contains(char::is_whitespace))
+    {
+        bail!("email {email:?} is not an email address");
     }
     let new = NewShipment {
         order_id: order_id.clone(),

@@ -213,10 +213,11 @@ async fn watch_until_done(db: Db, done: CancellationToken, limit: Duration) {
             println!("\ntime is up ({})", humantime::format_duration(limit));
             break;
         }
-        if let Ok(counts) = db.counts().await {
-            if counts.active == 0 && counts.state("pending") == 0 {
-                break;
-            }
+        if let Ok(counts) = db.counts().await
+            && counts.active == 0
+            && counts.state("pending") == 0
+        {
+            break;
         }
     }
     done.cancel();

@@ -257,16 +257,16 @@ impl Db {
     /// Opens (creating it if needed) and migrates the database.
     pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Db> {
         let shown = path.display().to_string();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.exists() {
-                return Err(StorageError::Open {
-                    path: shown,
-                    source: sqlx::Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("folder {} does not exist", parent.display()),
-                    )),
-                });
-            }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            return Err(StorageError::Open {
+                path: shown,
+                source: sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("folder {} does not exist", parent.display()),
+                )),
+            });
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
