@@ -68,7 +68,9 @@ impl fmt::Display for Status {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown status {0:?}: expected one of pending, info_received, picked_up, in_transit, out_for_delivery, available_for_pickup, failed_attempt, exception, returned, delivered, expired")]
+#[error(
+    "unknown status {0:?}: expected one of pending, info_received, picked_up, in_transit, out_for_delivery, available_for_pickup, failed_attempt, exception, returned, delivered, expired"
+)]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for Status {
@@ -175,15 +177,24 @@ mod tests {
 
     #[test]
     fn only_returned_delivered_expired_are_terminal() {
-        let terminal: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, [Status::Returned, Status::Delivered, Status::Expired]);
+        let terminal: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [Status::Returned, Status::Delivered, Status::Expired]
+        );
     }
 
     #[test]
     fn tier_parse_names_the_bad_value() {
         assert_eq!("low".parse::<Tier>().unwrap(), Tier::Low);
         let err = "urgent".parse::<Tier>().unwrap_err().to_string();
-        assert!(err.contains("urgent") && err.contains("high, normal or low"), "{err}");
+        assert!(
+            err.contains("urgent") && err.contains("high, normal or low"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ impl FromStr for ChannelKind {
             "webhook" => Ok(ChannelKind::Webhook),
             "email" => Ok(ChannelKind::Email),
             "sms" => Ok(ChannelKind::Sms),
-            other => Err(format!("unknown channel {other:?}: expected webhook, email or sms")),
+            other => Err(format!(
+                "unknown channel {other:?}: expected webhook, email or sms"
+            )),
         }
     }
 }
