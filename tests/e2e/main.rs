@@ -1,0 +1,3 @@
+//! End-to-end tests: real components against fake upstreams on loopback.
+
+mod support;
