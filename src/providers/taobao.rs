@@ -1,50 +1,1359 @@
 //! Taobao TOP `taobao.logistics.trace.search`.
-// Placeholder until the adapter lands; same public surface.
-use crate::domain::Secret;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Deserializer};
+use sha2::Sha256;
+
+use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, shanghai};
+use crate::domain::{Secret, Status};
+
 pub const DEFAULT_ENDPOINT: &str = "https://eco.taobao.com/router/rest";
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+const METHOD: &str = "taobao.logistics.trace.search";
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+/// Used when a ban or a 429 does not say how long it lasts.
+const DEFAULT_BAN: Duration = Duration::from_secs(60);
+/// How much of a garbled body goes into an error message: enough to recognise it, never a page.
+const SNIPPET_CHARS: usize = 80;
+
+/// How a TOP request is signed (`sign_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum SignMethod {
     Md5,
     Hmac,
     #[default]
     HmacSha256,
 }
+
 impl SignMethod {
+    pub const ALL: [SignMethod; 3] = [SignMethod::Md5, SignMethod::Hmac, SignMethod::HmacSha256];
+
+    /// The name TOP expects in the `sign_method` parameter.
     pub fn as_str(self) -> &'static str {
-        "hmac-sha256"
-    }
-}
-impl std::str::FromStr for SignMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "md5" => Ok(Self::Md5),
-            "hmac" => Ok(Self::Hmac),
-            "hmac-sha256" => Ok(Self::HmacSha256),
-            _ => Err(format!("bad sign method {s}")),
+        match self {
+            SignMethod::Md5 => "md5",
+            SignMethod::Hmac => "hmac",
+            SignMethod::HmacSha256 => "hmac-sha256",
         }
     }
 }
+
+impl fmt::Display for SignMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sign_method {0:?}: expected md5, hmac or hmac-sha256")]
+pub struct UnknownSignMethod(pub String);
+
+impl FromStr for SignMethod {
+    type Err = UnknownSignMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SignMethod::ALL
+            .into_iter()
+            .find(|method| method.as_str() == s)
+            .ok_or_else(|| UnknownSignMethod(s.to_owned()))
+    }
+}
+
+// Routing serde through FromStr keeps config errors worded the same as CLI errors.
+impl TryFrom<String> for SignMethod {
+    type Error = UnknownSignMethod;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+/// Signs TOP request parameters: every pair but `sign`, sorted by key in byte order, pairs with an
+/// empty key or value left out, concatenated as `key+value`, digested, uppercase hex.
+pub fn sign(params: &[(&str, &str)], secret: &str, method: SignMethod) -> String {
+    let mut pairs: Vec<&(&str, &str)> = params
+        .iter()
+        .filter(|(key, value)| *key != "sign" && !key.is_empty() && !value.is_empty())
+        .collect();
+    // Stable, so duplicate keys (which TOP never sends) at least sign deterministically.
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut text = String::new();
+    for (key, value) in pairs {
+        text.push_str(key);
+        text.push_str(value);
+    }
+    let digest = match method {
+        SignMethod::Md5 => {
+            let mut hasher = Md5::new();
+            hasher.update(secret.as_bytes());
+            hasher.update(text.as_bytes());
+            hasher.update(secret.as_bytes());
+            hasher.finalize().to_vec()
+        }
+        SignMethod::Hmac => {
+            let mut mac = Hmac::<Md5>::new_from_slice(secret.as_bytes())
+                .expect("HMAC accepts keys of any length");
+            mac.update(text.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        SignMethod::HmacSha256 => {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                .expect("HMAC accepts keys of any length");
+            mac.update(text.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+    };
+    hex::encode_upper(digest)
+}
+
+/// Everything the adapter needs to call TOP on behalf of one shop.
 #[derive(Debug, Clone)]
 pub struct TaobaoConfig {
     pub endpoint: String,
     pub app_key: String,
     pub app_secret: Secret,
+    /// The shop's authorisation (`sessionKey`); it expires and must then be renewed.
     pub session: Secret,
     pub sign_method: SignMethod,
 }
-pub struct Taobao;
+
+/// The `taobao.logistics.trace.search` adapter.
+pub struct Taobao {
+    config: TaobaoConfig,
+    http: reqwest::Client,
+}
+
 impl Taobao {
-    pub fn new(_c: TaobaoConfig, _h: reqwest::Client) -> Self {
-        Taobao
+    /// `http` should carry a request timeout: the adapter adds none of its own, so that one
+    /// client-wide setting governs every provider.
+    pub fn new(config: TaobaoConfig, http: reqwest::Client) -> Self {
+        Taobao { config, http }
+    }
+
+    fn form(&self, tid: u64, timestamp: &str) -> Vec<(&'static str, String)> {
+        let mut params: Vec<(&'static str, String)> = vec![
+            ("method", METHOD.to_owned()),
+            ("app_key", self.config.app_key.clone()),
+            ("session", self.config.session.expose().to_owned()),
+            ("timestamp", timestamp.to_owned()),
+            ("v", "2.0".to_owned()),
+            ("format", "json".to_owned()),
+            ("sign_method", self.config.sign_method.as_str().to_owned()),
+            ("tid", tid.to_string()),
+        ];
+        let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let signature = sign(
+            &borrowed,
+            self.config.app_secret.expose(),
+            self.config.sign_method,
+        );
+        params.push(("sign", signature));
+        params
     }
 }
-#[async_trait::async_trait]
-impl super::Provider for Taobao {
+
+impl fmt::Debug for Taobao {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Taobao")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Provider for Taobao {
     fn kind(&self) -> &'static str {
         "taobao"
     }
-    async fn fetch(&self, _r: &super::TrackRequest) -> Result<super::Trace, super::ProviderError> {
-        unimplemented!()
+
+    async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
+        let tid = parse_tid(&request.order_id)?;
+        // TOP checks the timestamp against its own clock in China, whatever our zone is.
+        let timestamp = Utc::now()
+            .with_timezone(&shanghai())
+            .format(TIMESTAMP_FORMAT)
+            .to_string();
+        let response = self
+            .http
+            .post(&self.config.endpoint)
+            .form(&self.form(tid, &timestamp))
+            .send()
+            .await
+            .map_err(|err| transport_error(&err))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| transport_error(&err))?;
+        let body = String::from_utf8_lossy(&body);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(ProviderError::RateLimited {
+                retry_after: retry_after.map_or(DEFAULT_BAN, Duration::from_secs),
+                message: format!("HTTP 429 from TOP: {}", snippet(&body)),
+            });
+        }
+        if !status.is_success() {
+            return Err(ProviderError::Transient(format!(
+                "HTTP {} from TOP: {}",
+                status.as_u16(),
+                snippet(&body)
+            )));
+        }
+        let found = parse_response(&body)?;
+        if let Some(answered) = found.tid
+            && answered != tid
+        {
+            // Serving another order's trace would notify the wrong buyer; better to retry.
+            return Err(ProviderError::Transient(format!(
+                "TOP answered for tid {answered} when asked for tid {tid}"
+            )));
+        }
+        Ok(found.trace)
+    }
+}
+
+fn parse_tid(order_id: &str) -> Result<u64, ProviderError> {
+    order_id.trim().parse::<u64>().map_err(|_| {
+        ProviderError::Permanent(format!(
+            "the taobao provider needs the numeric order id (tid), got {order_id:?}"
+        ))
+    })
+}
+
+fn transport_error(err: &reqwest::Error) -> ProviderError {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    ProviderError::Transient(format!("TOP {what}: {err}"))
+}
+
+/// The start of a body, on one line, for error messages.
+fn snippet(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.is_empty() {
+        return "empty body".to_owned();
+    }
+    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
+    if cut.len() < flat.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire format
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    logistics_trace_search_response: Option<SearchResponse>,
+    error_response: Option<TopError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchResponse {
+    #[serde(default, deserialize_with = "lenient_string")]
+    out_sid: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    company_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_tid")]
+    tid: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    status: Option<String>,
+    trace_list: Option<TraceList>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TraceList {
+    transit_step_info: Option<OneOrMany<Step>>,
+}
+
+/// TOP's XML heritage shows through in JSON: a one-element list sometimes arrives as an object.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => vec![item],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Step {
+    #[serde(default, deserialize_with = "lenient_string")]
+    status_time: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    status_desc: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    action: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TopError {
+    #[serde(default, deserialize_with = "lenient_code")]
+    code: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    msg: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    sub_code: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    sub_msg: Option<String>,
+}
+
+/// A scalar TOP sends sometimes as a string and sometimes as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Unsigned(u64),
+    Signed(i64),
+    Text(String),
+    /// Anything else (a bool, a list) is dropped rather than failing the whole answer.
+    #[allow(dead_code, reason = "only matched, never read")]
+    Other(serde::de::IgnoredAny),
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Text(text)) => Some(text).filter(|t| !t.trim().is_empty()),
+        Some(Scalar::Unsigned(n)) => Some(n.to_string()),
+        Some(Scalar::Signed(n)) => Some(n.to_string()),
+        Some(Scalar::Other(_)) | None => None,
+    })
+}
+
+// Integers stay integers here: a tid above 2^53 would silently change if it went through f64.
+fn lenient_tid<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Unsigned(n)) => Some(n),
+        Some(Scalar::Text(text)) => text.trim().parse().ok(),
+        Some(Scalar::Signed(_) | Scalar::Other(_)) | None => None,
+    })
+}
+
+fn lenient_code<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Unsigned(n)) => i64::try_from(n).ok(),
+        Some(Scalar::Signed(n)) => Some(n),
+        Some(Scalar::Text(text)) => text.trim().parse().ok(),
+        Some(Scalar::Other(_)) | None => None,
+    })
+}
+
+/// A successful answer, before the adapter checks it is about the order it asked for.
+#[derive(Debug)]
+struct Found {
+    tid: Option<u64>,
+    trace: Trace,
+}
+
+fn parse_response(body: &str) -> Result<Found, ProviderError> {
+    if body.trim().is_empty() {
+        return Err(ProviderError::Transient("empty body from TOP".to_owned()));
+    }
+    let envelope: Envelope = serde_json::from_str(body).map_err(|err| {
+        ProviderError::Transient(format!(
+            "unreadable answer from TOP ({err}): {}",
+            snippet(body)
+        ))
+    })?;
+    if let Some(error) = envelope.error_response {
+        return Err(classify(&error));
+    }
+    let Some(found) = envelope.logistics_trace_search_response else {
+        return Err(ProviderError::Transient(format!(
+            "TOP answered neither a trace nor an error: {}",
+            snippet(body)
+        )));
+    };
+    let steps = found
+        .trace_list
+        .and_then(|list| list.transit_step_info)
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default();
+    let events = events_oldest_first(steps);
+    let raw_status = found.status.unwrap_or_default();
+    let status = canonical_status(&raw_status, events.last());
+    Ok(Found {
+        tid: found.tid,
+        trace: Trace {
+            status,
+            raw_status,
+            events,
+            carrier: found.company_name,
+            tracking_no: found.out_sid,
+        },
+    })
+}
+
+fn events_oldest_first(steps: Vec<Step>) -> Vec<TraceEvent> {
+    let mut events: Vec<TraceEvent> = steps
+        .into_iter()
+        .filter_map(|step| {
+            let raw_time = step.status_time.unwrap_or_default();
+            let Some(time) = parse_time(&raw_time) else {
+                // One bad timestamp must not hide the rest of the journey, nor fail every poll.
+                tracing::warn!(status_time = %raw_time, "skipping TOP trace step with an unreadable time");
+                return None;
+            };
+            Some(TraceEvent {
+                time,
+                description: step.status_desc.unwrap_or_default(),
+                location: None,
+                raw_code: step.action,
+            })
+        })
+        .collect();
+    // TOP lists oldest first; should it ever flip, turning the list over keeps equal-time
+    // steps in their real order before the stable sort.
+    if events.len() > 1 && events[0].time > events[events.len() - 1].time {
+        events.reverse();
+    }
+    events.sort_by_key(|event| event.time);
+    events
+}
+
+fn parse_time(raw: &str) -> Option<DateTime<FixedOffset>> {
+    let raw = raw.trim();
+    let naive = NaiveDateTime::parse_from_str(raw, TIMESTAMP_FORMAT)
+        .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M"))
+        .ok()?;
+    naive.and_local_timezone(shanghai()).single()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+fn classify(error: &TopError) -> ProviderError {
+    let message = describe(error);
+    let sub_code = error.sub_code.as_deref().unwrap_or("");
+    match error.code {
+        Some(7 | 8) => ProviderError::RateLimited {
+            retry_after: [error.sub_msg.as_deref(), error.msg.as_deref()]
+                .into_iter()
+                .flatten()
+                .find_map(ban_seconds)
+                .map_or(DEFAULT_BAN, Duration::from_secs),
+            message,
+        },
+        Some(26 | 27) => ProviderError::AuthExpired(message),
+        Some(11 | 25 | 28 | 29) => ProviderError::Config(message),
+        Some(40 | 41) => ProviderError::Permanent(message),
+        // The sub_code is the finer verdict: code 15 wraps both platform faults (isp.*) and
+        // business refusals (isv.*), and the latter will fail again on every retry.
+        _ if sub_code.starts_with("isp.") => ProviderError::Transient(message),
+        _ if sub_code.starts_with("isv.") => ProviderError::Permanent(message),
+        _ => ProviderError::Transient(message),
+    }
+}
+
+fn describe(error: &TopError) -> String {
+    let mut text = match error.code {
+        Some(code) => format!("TOP error {code}"),
+        None => "TOP error".to_owned(),
+    };
+    if let Some(msg) = &error.msg {
+        text.push(' ');
+        text.push_str(msg);
+    }
+    let details: Vec<&str> = [error.sub_code.as_deref(), error.sub_msg.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !details.is_empty() {
+        text.push_str(&format!(" ({})", details.join(": ")));
+    }
+    text
+}
+
+/// Reads N from `This ban will last for N more seconds`.
+fn ban_seconds(text: &str) -> Option<u64> {
+    let (_, rest) = text.split_once("last for")?;
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    // A zero-second ban would have us call straight back into the limit.
+    digits.parse::<u64>().ok().map(|n| n.max(1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical status
+
+/// What TOP's own `status` says on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusRule {
+    /// The order-level status settles it, whatever the scans say.
+    Decisive(Status),
+    /// The order-level status lags behind the scans: the newest scan refines it, and this is
+    /// what remains when there is no scan or the scan says less.
+    Refine(Status),
+}
+
+const TOP_STATUSES: &[(&str, StatusRule)] = &[
+    (
+        "等候发送给物流公司",
+        StatusRule::Refine(Status::InfoReceived),
+    ),
+    (
+        "已提交给物流公司,等待物流公司接单",
+        StatusRule::Refine(Status::InfoReceived),
+    ),
+    (
+        "已经确认消息接收，等待物流公司接单",
+        StatusRule::Refine(Status::InfoReceived),
+    ),
+    ("物流公司已接单", StatusRule::Refine(Status::InfoReceived)),
+    ("物流公司揽收成功", StatusRule::Refine(Status::PickedUp)),
+    ("物流公司不接单", StatusRule::Decisive(Status::Exception)),
+    ("物流公司揽收失败", StatusRule::Decisive(Status::Exception)),
+    ("签收失败", StatusRule::Decisive(Status::FailedAttempt)),
+    ("对方已签收", StatusRule::Decisive(Status::Delivered)),
+    // A refused parcel is a problem to act on, not yet a return: the carrier decides that later.
+    ("对方拒绝签收", StatusRule::Decisive(Status::Exception)),
+];
+
+const ACTIONS: &[(&str, Status)] = &[
+    ("GOT", Status::PickedUp),
+    ("ACCEPT", Status::PickedUp),
+    ("ARRIVAL", Status::InTransit),
+    ("ARRIVE", Status::InTransit),
+    ("DEPARTURE", Status::InTransit),
+    ("SENT_CITY", Status::InTransit),
+    // Into the delivering station, not yet onto a courier nor into a locker.
+    ("TMS_STATION_IN", Status::InTransit),
+    ("SENT_SCAN", Status::OutForDelivery),
+    ("TMS_DELIVERING", Status::OutForDelivery),
+    // Into a Cainiao station or locker, waiting for the buyer.
+    ("STA_INBOUND", Status::AvailableForPickup),
+    ("SIGNED", Status::Delivered),
+    ("TMS_SIGN", Status::Delivered),
+    ("STA_SIGN", Status::Delivered),
+    ("FAILED", Status::FailedAttempt),
+    ("TMS_FAILED", Status::FailedAttempt),
+];
+
+/// Keywords of a step's text, tried in order, first match wins. The order carries meaning:
+/// failures and refusals before 签收 (签收失败, 拒绝签收), pickup failures before 揽收, lockers
+/// before 签收 (a station "signing" for the buyer is not delivery, and a false `delivered` would
+/// stop polling for good), 待揽收 before 揽收.
+const KEYWORDS: &[(&str, Status)] = &[
+    ("签收失败", Status::FailedAttempt),
+    ("派件异常", Status::FailedAttempt),
+    ("派送失败", Status::FailedAttempt),
+    ("投递失败", Status::FailedAttempt),
+    ("拒绝签收", Status::Exception),
+    ("拒收", Status::Exception),
+    ("拒签", Status::Exception),
+    ("退签", Status::Returned),
+    ("退回", Status::Returned),
+    ("疑难", Status::Exception),
+    ("问题件", Status::Exception),
+    ("揽收失败", Status::Exception),
+    ("不接单", Status::Exception),
+    ("驿站", Status::AvailableForPickup),
+    ("快递柜", Status::AvailableForPickup),
+    ("投柜", Status::AvailableForPickup),
+    ("自提", Status::AvailableForPickup),
+    ("签收", Status::Delivered),
+    ("代签", Status::Delivered),
+    ("妥投", Status::Delivered),
+    ("派件", Status::OutForDelivery),
+    ("派送", Status::OutForDelivery),
+    ("待揽收", Status::InfoReceived),
+    ("已下单", Status::InfoReceived),
+    ("揽收", Status::PickedUp),
+    ("揽件", Status::PickedUp),
+    ("已收件", Status::PickedUp),
+    ("到达", Status::InTransit),
+    ("发往", Status::InTransit),
+    ("发出", Status::InTransit),
+    ("转运", Status::InTransit),
+    ("中转", Status::InTransit),
+    ("在途", Status::InTransit),
+    ("运输中", Status::InTransit),
+];
+
+fn top_status_rule(raw: &str) -> Option<StatusRule> {
+    let raw = raw.trim();
+    TOP_STATUSES
+        .iter()
+        .find(|(name, _)| *name == raw)
+        .map(|(_, rule)| *rule)
+}
+
+fn action_status(action: &str) -> Option<Status> {
+    let action = action.trim();
+    ACTIONS
+        .iter()
+        .find(|(code, _)| code.eq_ignore_ascii_case(action))
+        .map(|(_, status)| *status)
+}
+
+fn keyword_status(text: &str) -> Option<Status> {
+    KEYWORDS
+        .iter()
+        .find(|(keyword, _)| text.contains(keyword))
+        .map(|(_, status)| *status)
+}
+
+/// What the newest scan says: its action if known, else its text.
+fn event_status(event: &TraceEvent) -> Option<Status> {
+    let action = event.raw_code.as_deref().unwrap_or("").trim();
+    if let Some(status) = action_status(action) {
+        return Some(status);
+    }
+    if !action.is_empty() {
+        note_unmapped("action", action);
+    }
+    keyword_status(&event.description)
+}
+
+/// The canonical status of an order from TOP's `status` and the newest scan.
+fn canonical_status(raw_status: &str, newest: Option<&TraceEvent>) -> Status {
+    let rule = top_status_rule(raw_status);
+    if rule.is_none() && !raw_status.trim().is_empty() {
+        note_unmapped("status", raw_status.trim());
+    }
+    let base = match rule {
+        Some(StatusRule::Decisive(status)) => return status,
+        Some(StatusRule::Refine(status)) => Some(status),
+        None => None,
+    };
+    let Some(newest) = newest else {
+        return base.unwrap_or(Status::Pending);
+    };
+    match event_status(newest) {
+        // A scan that says "ordered" never pulls back what TOP itself already knows.
+        Some(Status::InfoReceived | Status::Pending) => base.unwrap_or(Status::InfoReceived),
+        Some(status) => status,
+        None => {
+            if newest
+                .raw_code
+                .as_deref()
+                .is_none_or(|a| a.trim().is_empty())
+            {
+                note_unmapped("status_desc", &newest.description);
+            }
+            // There are scans, so the parcel is moving; anything stronger would be a guess.
+            Status::InTransit
+        }
+    }
+}
+
+/// Bounds the memory of what was already reported: free-text descriptions are endless.
+const UNMAPPED_MEMORY: usize = 1024;
+
+static UNMAPPED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// True the first time a raw value is seen in this process.
+fn first_sighting(key: String) -> bool {
+    let mut seen = UNMAPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
+        return false;
+    }
+    seen.insert(key)
+}
+
+/// Logs an unmapped raw value once, so operators can extend the tables without drowning in logs.
+fn note_unmapped(field: &'static str, raw: &str) {
+    if first_sighting(format!("{field}\u{0}{raw}")) {
+        tracing::warn!(provider = "taobao", field, raw = %raw, "unmapped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE_PARAMS: [(&str, &str); 7] = [
+        ("app_key", "12345678"),
+        ("format", "json"),
+        ("method", "taobao.logistics.trace.search"),
+        ("session", "test"),
+        ("tid", "1234567890123456789"),
+        ("timestamp", "2016-01-01 12:00:00"),
+        ("v", "2.0"),
+    ];
+
+    fn with_method(method: SignMethod) -> Vec<(&'static str, &'static str)> {
+        let mut params = TRACE_PARAMS.to_vec();
+        params.push(("sign_method", method.as_str()));
+        params
+    }
+
+    #[test]
+    fn md5_vector_from_the_platform_docs() {
+        let params = [
+            ("app_key", "12345678"),
+            ("fields", "num_iid,title,nick,price,num"),
+            ("format", "json"),
+            ("method", "taobao.item.seller.get"),
+            ("num_iid", "11223344"),
+            ("session", "test"),
+            ("sign_method", "md5"),
+            ("timestamp", "2016-01-01 12:00:00"),
+            ("v", "2.0"),
+        ];
+        assert_eq!(
+            sign(&params, "helloworld", SignMethod::Md5),
+            "66987CB115214E59E6EC978214934FB8"
+        );
+    }
+
+    #[test]
+    fn hmac_sha256_vector() {
+        let params = with_method(SignMethod::HmacSha256);
+        assert_eq!(
+            sign(&params, "helloworld", SignMethod::HmacSha256),
+            "2B67FC79B6AB2D6CE18E38A75995A2B1995D78994AB258C57E16897304966D6C"
+        );
+    }
+
+    #[test]
+    fn hmac_md5_vector() {
+        let params = with_method(SignMethod::Hmac);
+        assert_eq!(
+            sign(&params, "helloworld", SignMethod::Hmac),
+            "D54CB27172A9295719B4B736D956FF64"
+        );
+    }
+
+    #[test]
+    fn order_sign_and_empty_pairs_do_not_change_the_signature() {
+        let params = with_method(SignMethod::HmacSha256);
+        let expected = sign(&params, "helloworld", SignMethod::HmacSha256);
+        let mut shuffled: Vec<_> = params.iter().rev().copied().collect();
+        shuffled.push(("sign", "WHATEVER"));
+        shuffled.push(("is_split", ""));
+        shuffled.push(("", "orphan"));
+        assert_eq!(
+            sign(&shuffled, "helloworld", SignMethod::HmacSha256),
+            expected
+        );
+    }
+
+    #[test]
+    fn sign_method_names_round_trip() {
+        for method in SignMethod::ALL {
+            assert_eq!(method.as_str().parse::<SignMethod>().unwrap(), method);
+            let json = format!("\"{}\"", method.as_str());
+            assert_eq!(serde_json::from_str::<SignMethod>(&json).unwrap(), method);
+        }
+        assert_eq!(SignMethod::default(), SignMethod::HmacSha256);
+    }
+
+    #[test]
+    fn unknown_sign_method_names_the_value_and_the_choices() {
+        let err = "sha1".parse::<SignMethod>().unwrap_err().to_string();
+        assert!(err.contains("\"sha1\""), "{err}");
+        assert!(err.contains("md5, hmac or hmac-sha256"), "{err}");
+        let err = serde_json::from_str::<SignMethod>("\"HMAC\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"HMAC\"") && err.contains("hmac-sha256"),
+            "{err}"
+        );
+    }
+
+    // ----- canonical status -------------------------------------------------------------------
+
+    fn event(time: &str, desc: &str, action: Option<&str>) -> TraceEvent {
+        TraceEvent {
+            time: parse_time(time).unwrap(),
+            description: desc.to_owned(),
+            location: None,
+            raw_code: action.map(str::to_owned),
+        }
+    }
+
+    fn scan(desc: &str, action: Option<&str>) -> TraceEvent {
+        event("2026-11-20 08:00:00", desc, action)
+    }
+
+    #[test]
+    fn every_top_status_row() {
+        use Status::*;
+        let expected = [
+            ("等候发送给物流公司", InfoReceived, false),
+            ("已提交给物流公司,等待物流公司接单", InfoReceived, false),
+            ("已经确认消息接收，等待物流公司接单", InfoReceived, false),
+            ("物流公司已接单", InfoReceived, false),
+            ("物流公司揽收成功", PickedUp, false),
+            ("物流公司不接单", Exception, true),
+            ("物流公司揽收失败", Exception, true),
+            ("签收失败", FailedAttempt, true),
+            ("对方已签收", Delivered, true),
+            ("对方拒绝签收", Exception, true),
+        ];
+        assert_eq!(expected.len(), TOP_STATUSES.len());
+        for (name, status, decisive) in expected {
+            let rule = if decisive {
+                StatusRule::Decisive(status)
+            } else {
+                StatusRule::Refine(status)
+            };
+            assert_eq!(top_status_rule(name), Some(rule), "{name}");
+            assert_eq!(canonical_status(name, None), status, "{name} without scans");
+        }
+    }
+
+    #[test]
+    fn every_action_row() {
+        use Status::*;
+        let expected = [
+            ("GOT", PickedUp),
+            ("ACCEPT", PickedUp),
+            ("ARRIVAL", InTransit),
+            ("ARRIVE", InTransit),
+            ("DEPARTURE", InTransit),
+            ("SENT_CITY", InTransit),
+            ("TMS_STATION_IN", InTransit),
+            ("SENT_SCAN", OutForDelivery),
+            ("TMS_DELIVERING", OutForDelivery),
+            ("STA_INBOUND", AvailableForPickup),
+            ("SIGNED", Delivered),
+            ("TMS_SIGN", Delivered),
+            ("STA_SIGN", Delivered),
+            ("FAILED", FailedAttempt),
+            ("TMS_FAILED", FailedAttempt),
+        ];
+        assert_eq!(expected.len(), ACTIONS.len());
+        for (action, status) in expected {
+            assert_eq!(action_status(action), Some(status), "{action}");
+            let newest = scan("", Some(action));
+            assert_eq!(
+                canonical_status("物流公司揽收成功", Some(&newest)),
+                status,
+                "{action}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_keyword_row() {
+        use Status::*;
+        let expected = [
+            ("签收失败", FailedAttempt),
+            ("派件异常", FailedAttempt),
+            ("派送失败", FailedAttempt),
+            ("投递失败", FailedAttempt),
+            ("拒绝签收", Exception),
+            ("拒收", Exception),
+            ("拒签", Exception),
+            ("退签", Returned),
+            ("退回", Returned),
+            ("疑难", Exception),
+            ("问题件", Exception),
+            ("揽收失败", Exception),
+            ("不接单", Exception),
+            ("驿站", AvailableForPickup),
+            ("快递柜", AvailableForPickup),
+            ("投柜", AvailableForPickup),
+            ("自提", AvailableForPickup),
+            ("签收", Delivered),
+            ("代签", Delivered),
+            ("妥投", Delivered),
+            ("派件", OutForDelivery),
+            ("派送", OutForDelivery),
+            ("待揽收", InfoReceived),
+            ("已下单", InfoReceived),
+            ("揽收", PickedUp),
+            ("揽件", PickedUp),
+            ("已收件", PickedUp),
+            ("到达", InTransit),
+            ("发往", InTransit),
+            ("发出", InTransit),
+            ("转运", InTransit),
+            ("中转", InTransit),
+            ("在途", InTransit),
+            ("运输中", InTransit),
+        ];
+        assert_eq!(expected.len(), KEYWORDS.len());
+        for (index, (keyword, status)) in expected.into_iter().enumerate() {
+            assert_eq!(keyword_status(keyword), Some(status), "{keyword}");
+            // No row may be shadowed by an earlier, shorter one.
+            let first = KEYWORDS.iter().position(|(k, _)| keyword.contains(k));
+            assert_eq!(first, Some(index), "{keyword} is shadowed");
+        }
+    }
+
+    #[test]
+    fn keyword_order_resolves_overlapping_texts() {
+        use Status::*;
+        let cases = [
+            ("【上海市】快件签收失败，收件人不在", FailedAttempt),
+            ("客户拒绝签收，快件待处理", Exception),
+            ("快件已退回，发往【杭州转运中心】", Returned),
+            (
+                "您的快件已由菜鸟驿站代收，请凭取件码取件",
+                AvailableForPickup,
+            ),
+            ("快件已签收，签收人：本人", Delivered),
+            ("快递员揽收失败", Exception),
+            ("商家已下单，等待揽收", InfoReceived),
+            ("【杭州市】中通快递 已揽收", PickedUp),
+            ("快件已到达【上海转运中心】", InTransit),
+            ("【上海市】快递员正在派件", OutForDelivery),
+            ("快件已存入快递柜", AvailableForPickup),
+        ];
+        for (text, status) in cases {
+            assert_eq!(keyword_status(text), Some(status), "{text}");
+        }
+        assert_eq!(keyword_status("系统消息"), None);
+    }
+
+    #[test]
+    fn decisive_top_status_beats_the_newest_scan() {
+        let got = scan("已揽收", Some("GOT"));
+        assert_eq!(
+            canonical_status("对方已签收", Some(&got)),
+            Status::Delivered
+        );
+        let signed = scan("已签收", Some("SIGNED"));
+        assert_eq!(
+            canonical_status("签收失败", Some(&signed)),
+            Status::FailedAttempt
+        );
+        assert_eq!(
+            canonical_status("对方拒绝签收", Some(&signed)),
+            Status::Exception
+        );
+    }
+
+    #[test]
+    fn lagging_top_status_is_refined_by_the_newest_scan() {
+        let delivering = scan("派件中", Some("TMS_DELIVERING"));
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&delivering)),
+            Status::OutForDelivery
+        );
+        let signed = scan("已签收", Some("SIGNED"));
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&signed)),
+            Status::Delivered
+        );
+        let got = scan("已揽收", Some("GOT"));
+        assert_eq!(
+            canonical_status("物流公司已接单", Some(&got)),
+            Status::PickedUp
+        );
+        // A scan that only says "ordered" must not pull back what TOP already reports.
+        let ordered = scan("商家已下单", None);
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&ordered)),
+            Status::PickedUp
+        );
+        assert_eq!(canonical_status("", Some(&ordered)), Status::InfoReceived);
+    }
+
+    #[test]
+    fn action_beats_text_and_text_covers_unknown_actions() {
+        let scan_with_action = scan("快件已签收", Some("SENT_SCAN"));
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&scan_with_action)),
+            Status::OutForDelivery
+        );
+        let lowercase = scan("", Some("tms_sign"));
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&lowercase)),
+            Status::Delivered
+        );
+        let unknown_action = scan("快件已到达【北京分拨中心】", Some("TEST_UNKNOWN_ACTION"));
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&unknown_action)),
+            Status::InTransit
+        );
+        let no_action = scan("快件已存入快递柜", None);
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&no_action)),
+            Status::AvailableForPickup
+        );
+    }
+
+    #[test]
+    fn unknown_values_fall_back_to_safe_statuses() {
+        assert_eq!(
+            canonical_status("TEST_UNKNOWN_STATUS", None),
+            Status::Pending
+        );
+        assert_eq!(canonical_status("", None), Status::Pending);
+        let mystery = scan("系统处理中", Some("TEST_MYSTERY"));
+        assert_eq!(
+            canonical_status("物流公司揽收成功", Some(&mystery)),
+            Status::InTransit
+        );
+        assert_eq!(
+            canonical_status("TEST_UNKNOWN_STATUS", Some(&mystery)),
+            Status::InTransit
+        );
+        let signed = scan("", Some("SIGNED"));
+        assert_eq!(
+            canonical_status("TEST_UNKNOWN_STATUS", Some(&signed)),
+            Status::Delivered
+        );
+    }
+
+    #[test]
+    fn unmapped_values_are_reported_once() {
+        let key = "test\u{0}reported-once".to_owned();
+        assert!(first_sighting(key.clone()));
+        assert!(!first_sighting(key.clone()));
+        assert!(!first_sighting(key));
+    }
+
+    // ----- parsing ----------------------------------------------------------------------------
+
+    const FULL: &str = r#"{"logistics_trace_search_response":{
+        "out_sid":"ZT75312345678","company_name":"中通速递","tid":1234567890123456789,
+        "status":"物流公司揽收成功",
+        "trace_list":{"transit_step_info":[
+            {"status_time":"2026-11-20 08:00:01","status_desc":"【杭州市】中通快递 已揽收","action":"GOT"},
+            {"status_time":"2026-11-20 09:30:00","status_desc":"快件已到达【杭州转运中心】","action":"ARRIVAL"},
+            {"status_time":"2026-11-21 07:10:00","status_desc":"【上海市】快递员正在派件","action":"TMS_DELIVERING"}
+        ]},
+        "request_id":"abc123"}}"#;
+
+    #[test]
+    fn full_success_response() {
+        let found = parse_response(FULL).unwrap();
+        assert_eq!(found.tid, Some(1_234_567_890_123_456_789));
+        let trace = found.trace;
+        assert_eq!(trace.status, Status::OutForDelivery);
+        assert_eq!(trace.raw_status, "物流公司揽收成功");
+        assert_eq!(trace.carrier.as_deref(), Some("中通速递"));
+        assert_eq!(trace.tracking_no.as_deref(), Some("ZT75312345678"));
+        assert_eq!(trace.events.len(), 3);
+        let first = &trace.events[0];
+        assert_eq!(first.time.to_rfc3339(), "2026-11-20T08:00:01+08:00");
+        assert_eq!(first.description, "【杭州市】中通快递 已揽收");
+        assert_eq!(first.raw_code.as_deref(), Some("GOT"));
+        assert_eq!(first.location, None);
+        assert_eq!(trace.events[2].raw_code.as_deref(), Some("TMS_DELIVERING"));
+    }
+
+    #[test]
+    fn tid_as_string_and_maximum_u64_stay_exact() {
+        let body = r#"{"logistics_trace_search_response":{"tid":"18446744073709551615","status":"物流公司已接单"}}"#;
+        assert_eq!(parse_response(body).unwrap().tid, Some(u64::MAX));
+        let body = r#"{"logistics_trace_search_response":{"tid":9007199254740993,"status":"物流公司已接单"}}"#;
+        assert_eq!(
+            parse_response(body).unwrap().tid,
+            Some(9_007_199_254_740_993)
+        );
+    }
+
+    #[test]
+    fn response_without_trace_list() {
+        let body = r#"{"logistics_trace_search_response":{"out_sid":"","company_name":"中通速递","tid":42,"status":"物流公司已接单","request_id":"x"}}"#;
+        let found = parse_response(body).unwrap();
+        assert_eq!(found.trace.status, Status::InfoReceived);
+        assert!(found.trace.events.is_empty());
+        assert_eq!(found.trace.tracking_no, None);
+        let body = r#"{"logistics_trace_search_response":{"tid":42,"status":"物流公司揽收成功","trace_list":{}}}"#;
+        let found = parse_response(body).unwrap();
+        assert_eq!(found.trace.status, Status::PickedUp);
+        assert!(found.trace.events.is_empty());
+        let body = r#"{"logistics_trace_search_response":{}}"#;
+        assert_eq!(parse_response(body).unwrap().trace.status, Status::Pending);
+    }
+
+    #[test]
+    fn events_come_out_oldest_first_whatever_the_order_in() {
+        let body = r#"{"logistics_trace_search_response":{"tid":1,"status":"物流公司揽收成功",
+            "trace_list":{"transit_step_info":[
+                {"status_time":"2026-11-21 07:10:00","status_desc":"派件","action":"SENT_SCAN"},
+                {"status_time":"2026-11-20 09:30:00","status_desc":"到达b","action":"ARRIVAL"},
+                {"status_time":"2026-11-20 09:30:00","status_desc":"到达a","action":"ARRIVAL"},
+                {"status_time":"2026-11-20 08:00:01","status_desc":"揽收","action":"GOT"}
+            ]}}}"#;
+        let trace = parse_response(body).unwrap().trace;
+        let descs: Vec<&str> = trace
+            .events
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect();
+        assert_eq!(descs, ["揽收", "到达a", "到达b", "派件"]);
+        assert_eq!(trace.status, Status::OutForDelivery);
+    }
+
+    #[test]
+    fn a_single_step_object_and_a_bad_time_are_tolerated() {
+        let body = r#"{"logistics_trace_search_response":{"tid":1,"status":"物流公司揽收成功",
+            "trace_list":{"transit_step_info":{"status_time":"2026-11-20 08:00:01","status_desc":"已揽收","action":"GOT"}}}}"#;
+        assert_eq!(parse_response(body).unwrap().trace.events.len(), 1);
+        let body = r#"{"logistics_trace_search_response":{"tid":1,"status":"物流公司揽收成功",
+            "trace_list":{"transit_step_info":[
+                {"status_time":"yesterday","status_desc":"?","action":"SIGNED"},
+                {"status_time":"2026-11-20 08:00","status_desc":"已揽收","action":"GOT"}]}}}"#;
+        let trace = parse_response(body).unwrap().trace;
+        assert_eq!(trace.events.len(), 1);
+        assert_eq!(trace.status, Status::PickedUp);
+    }
+
+    // ----- errors -----------------------------------------------------------------------------
+
+    fn top_error(code: i64, sub_code: Option<&str>, sub_msg: Option<&str>) -> ProviderError {
+        let mut error = serde_json::json!({"code": code, "msg": "Some message", "request_id": "r"});
+        if let Some(sub_code) = sub_code {
+            error["sub_code"] = sub_code.into();
+        }
+        if let Some(sub_msg) = sub_msg {
+            error["sub_msg"] = sub_msg.into();
+        }
+        let body = serde_json::json!({ "error_response": error }).to_string();
+        parse_response(&body).unwrap_err()
+    }
+
+    #[test]
+    fn the_documented_ban_is_rate_limited_for_its_seconds() {
+        let body = r#"{"error_response":{"code":7,"msg":"App Call Limited","sub_code":"accesscontrol.limited-by-app-access-count","sub_msg":"This ban will last for 31062 more seconds","request_id":"3vh1qb3wpo1k"}}"#;
+        match parse_response(body).unwrap_err() {
+            ProviderError::RateLimited {
+                retry_after,
+                message,
+            } => {
+                assert_eq!(retry_after, Duration::from_secs(31062));
+                assert!(
+                    message.starts_with("TOP error 7 App Call Limited ("),
+                    "{message}"
+                );
+                assert!(message.contains("31062"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_codes_are_classified() {
+        let ban = Some("This ban will last for 9 more seconds");
+        let limited = |retry: u64| ProviderError::RateLimited {
+            retry_after: Duration::from_secs(retry),
+            message: String::new(),
+        };
+        let cases: [(i64, Option<&str>, Option<&str>, ProviderError); 18] = [
+            (7, None, ban, limited(9)),
+            (8, None, ban, limited(9)),
+            (7, None, None, limited(60)),
+            (27, None, None, ProviderError::AuthExpired(String::new())),
+            (26, None, None, ProviderError::AuthExpired(String::new())),
+            (11, None, None, ProviderError::Config(String::new())),
+            (25, None, None, ProviderError::Config(String::new())),
+            (28, None, None, ProviderError::Config(String::new())),
+            (29, None, None, ProviderError::Config(String::new())),
+            (40, None, None, ProviderError::Permanent(String::new())),
+            (41, None, None, ProviderError::Permanent(String::new())),
+            (15, None, None, ProviderError::Transient(String::new())),
+            (
+                15,
+                Some("isp.remote-service-timeout"),
+                None,
+                ProviderError::Transient(String::new()),
+            ),
+            (
+                15,
+                Some("isv.invalid-parameter:tid"),
+                None,
+                ProviderError::Permanent(String::new()),
+            ),
+            (
+                99,
+                Some("isp.top-remote-unknown-error"),
+                None,
+                ProviderError::Transient(String::new()),
+            ),
+            (
+                99,
+                Some("isv.trade-not-exist"),
+                None,
+                ProviderError::Permanent(String::new()),
+            ),
+            (10, None, None, ProviderError::Transient(String::new())),
+            (
+                27,
+                Some("isv.whatever"),
+                None,
+                ProviderError::AuthExpired(String::new()),
+            ),
+        ];
+        for (code, sub_code, sub_msg, expected) in cases {
+            let got = top_error(code, sub_code, sub_msg);
+            assert_eq!(
+                std::mem::discriminant(&got),
+                std::mem::discriminant(&expected),
+                "code {code} {sub_code:?}: {got:?}"
+            );
+            if let (
+                ProviderError::RateLimited { retry_after, .. },
+                ProviderError::RateLimited {
+                    retry_after: want, ..
+                },
+            ) = (&got, &expected)
+            {
+                assert_eq!(retry_after, want, "code {code}");
+            }
+            assert!(
+                got.to_string()
+                    .contains(&format!("TOP error {code} Some message")),
+                "{got}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_messages_say_what_it_was() {
+        let body = r#"{"error_response":{"code":25,"msg":"Invalid signature","sub_code":"isv.invalid-signature","sub_msg":"check the secret"}}"#;
+        let err = parse_response(body).unwrap_err();
+        assert_eq!(
+            err,
+            ProviderError::Config(
+                "TOP error 25 Invalid signature (isv.invalid-signature: check the secret)"
+                    .to_owned()
+            )
+        );
+        let body = r#"{"error_response":{"code":"27","msg":"Invalid session"}}"#;
+        assert_eq!(
+            parse_response(body).unwrap_err(),
+            ProviderError::AuthExpired("TOP error 27 Invalid session".to_owned())
+        );
+    }
+
+    #[test]
+    fn ban_seconds_are_read_from_the_text() {
+        assert_eq!(
+            ban_seconds("This ban will last for 31062 more seconds"),
+            Some(31062)
+        );
+        assert_eq!(
+            ban_seconds("This ban will last for 1 more seconds"),
+            Some(1)
+        );
+        assert_eq!(
+            ban_seconds("This ban will last for 0 more seconds"),
+            Some(1)
+        );
+        assert_eq!(ban_seconds("This ban will last for  more seconds"), None);
+        assert_eq!(ban_seconds("App Call Limited"), None);
+        assert_eq!(ban_seconds(""), None);
+    }
+
+    #[test]
+    fn garbage_bodies_are_transient_and_described() {
+        let long_html = format!("<html><body>{}</body></html>", "访问受限 ".repeat(100));
+        let bodies = [
+            "",
+            "   \n",
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>",
+            long_html.as_str(),
+            r#"{"logistics_trace_search_response":{"tid":"#,
+            "null",
+            "[]",
+            "42",
+            r#"{"something_else":{"code":1}}"#,
+            "\u{feff}{}",
+        ];
+        for body in bodies {
+            match parse_response(body) {
+                Err(ProviderError::Transient(message)) => {
+                    assert!(message.chars().count() < 300, "{message}");
+                    if body.contains("502") {
+                        assert!(message.contains("502 Bad Gateway"), "{message}");
+                    }
+                }
+                other => panic!("{body:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_response("").unwrap_err(),
+            ProviderError::Transient("empty body from TOP".to_owned())
+        );
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        let text = snippet(&format!("<html>\n  {}\n</html>", "x".repeat(500)));
+        assert!(!text.contains('\n'));
+        assert!(text.chars().count() <= SNIPPET_CHARS + 3, "{text}");
+        assert_eq!(snippet(" \n "), "empty body");
+    }
+
+    // ----- request ----------------------------------------------------------------------------
+
+    #[test]
+    fn order_ids_must_be_numeric_tids() {
+        assert_eq!(
+            parse_tid("1234567890123456789").unwrap(),
+            1_234_567_890_123_456_789
+        );
+        assert_eq!(parse_tid(" 42 ").unwrap(), 42);
+        for bad in ["E2026-001", "", "-5", "12.5", "99999999999999999999"] {
+            match parse_tid(bad) {
+                Err(ProviderError::Permanent(message)) => {
+                    assert!(message.contains("numeric order id (tid)"), "{message}")
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_form_carries_every_system_parameter_and_a_valid_signature() {
+        let taobao = Taobao::new(
+            TaobaoConfig {
+                endpoint: DEFAULT_ENDPOINT.to_owned(),
+                app_key: "12345678".to_owned(),
+                app_secret: Secret::new("helloworld"),
+                session: Secret::new("test"),
+                sign_method: SignMethod::HmacSha256,
+            },
+            reqwest::Client::new(),
+        );
+        let form = taobao.form(1_234_567_890_123_456_789, "2016-01-01 12:00:00");
+        let get = |key: &str| {
+            form.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+                .unwrap()
+        };
+        assert_eq!(get("method"), "taobao.logistics.trace.search");
+        assert_eq!(get("v"), "2.0");
+        assert_eq!(get("format"), "json");
+        assert_eq!(get("sign_method"), "hmac-sha256");
+        assert_eq!(get("tid"), "1234567890123456789");
+        // The DESIGN.md vector, reached through the adapter's own form.
+        assert_eq!(
+            get("sign"),
+            "2B67FC79B6AB2D6CE18E38A75995A2B1995D78994AB258C57E16897304966D6C"
+        );
+        assert_eq!(taobao.kind(), "taobao");
+        let debug = format!("{taobao:?}");
+        assert!(!debug.contains("helloworld"), "{debug}");
     }
 }

@@ -1,0 +1,4 @@
+//! End-to-end tests: real components against fake upstreams on loopback.
+
+mod support;
+mod taobao_adapter;

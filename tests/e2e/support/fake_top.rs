@@ -1,0 +1,605 @@
+//! A fake Taobao TOP gateway on loopback. It speaks the TOP wire format and checks every request
+//! the way the real gateway does, with its own signature code, so that a signing bug in the
+//! adapter cannot hide behind the same bug in the fake.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use chrono::{FixedOffset, NaiveDateTime, Utc};
+use md5::Md5;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+pub const METHOD: &str = "taobao.logistics.trace.search";
+/// The skew the real gateway tolerates between its clock and the request's `timestamp`.
+const MAX_SKEW_SECS: i64 = 10 * 60;
+const COMPANY: &str = "中通快递";
+
+/// One request that reached the gateway.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub tid: Option<u64>,
+    pub at: Instant,
+    /// The script step served (0-based), when a step was served.
+    pub step: Option<usize>,
+    /// `trace` (a script or journey step), `ban`, `too_many_requests`, `html`, `malformed_json`,
+    /// `empty`, `http`, `stall`, `rejected` (failed verification) or `unknown_tid`.
+    pub answered: &'static str,
+    pub sign_method: Option<String>,
+}
+
+/// A failure the gateway serves instead of its normal answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Code 7 App Call Limited, `This ban will last for N more seconds`.
+    Ban { seconds: u64 },
+    /// HTTP 429 with `Retry-After: N`.
+    TooManyRequests { retry_after: u64 },
+    /// An HTML page with HTTP 200, as an anti-crawler wall answers.
+    Html,
+    /// HTTP 200 with a truncated JSON document.
+    MalformedJson,
+    /// HTTP 200 with no body at all.
+    Empty,
+    /// This HTTP status with a short text body.
+    Http(u16),
+    /// Holds the request this long, then answers 504: for client timeouts.
+    Stall { millis: u64 },
+}
+
+impl Fault {
+    fn label(&self) -> &'static str {
+        match self {
+            Fault::Ban { .. } => "ban",
+            Fault::TooManyRequests { .. } => "too_many_requests",
+            Fault::Html => "html",
+            Fault::MalformedJson => "malformed_json",
+            Fault::Empty => "empty",
+            Fault::Http(_) => "http",
+            Fault::Stall { .. } => "stall",
+        }
+    }
+}
+
+struct Script {
+    bodies: Vec<String>,
+    /// Steps served so far (faults and rejections do not count).
+    served: usize,
+    final_served: bool,
+}
+
+struct Inner {
+    app_key: String,
+    app_secret: String,
+    session: String,
+    scripts: HashMap<u64, Script>,
+    faults: VecDeque<Fault>,
+    calls: Vec<Call>,
+    rejections: Vec<String>,
+    /// Per tid: requests that arrived once the final step had been served.
+    after_final: HashMap<u64, usize>,
+}
+
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Inner>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread must not take every later assertion down with it.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct FakeTop {
+    /// `http://127.0.0.1:PORT/router/rest`
+    pub url: String,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeTop {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeTop {
+    pub async fn start(app_key: &str, app_secret: &str, session: &str) -> FakeTop {
+        let shared = Shared(Arc::new(Mutex::new(Inner {
+            app_key: app_key.to_owned(),
+            app_secret: app_secret.to_owned(),
+            session: session.to_owned(),
+            scripts: HashMap::new(),
+            faults: VecDeque::new(),
+            calls: Vec::new(),
+            rejections: Vec::new(),
+            after_final: HashMap::new(),
+        })));
+        let app = Router::new()
+            .route("/router/rest", any(handle))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let port = listener.local_addr().expect("local addr").port();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake TOP serves");
+        });
+        FakeTop {
+            url: format!("http://127.0.0.1:{port}/router/rest"),
+            shared,
+            server,
+        }
+    }
+
+    /// Each poll of `tid` serves the next step of the standard journey, staying on the last:
+    /// info_received → picked_up → in_transit → out_for_delivery → delivered.
+    pub fn journey(&self, tid: u64) {
+        self.script(tid, journey_bodies(tid));
+    }
+
+    /// Each poll of `tid` serves the next body, staying on the last.
+    pub fn script(&self, tid: u64, bodies: Vec<String>) {
+        assert!(!bodies.is_empty(), "a script needs at least one body");
+        let mut inner = self.shared.lock();
+        inner.scripts.insert(
+            tid,
+            Script {
+                bodies,
+                served: 0,
+                final_served: false,
+            },
+        );
+        inner.after_final.remove(&tid);
+    }
+
+    /// The next `n` verified calls (any tid) get this fault instead of their answer; a faulted
+    /// call does not advance any script.
+    pub fn fault(&self, fault: Fault, n: usize) {
+        let mut inner = self.shared.lock();
+        inner.faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// Every request for `tid` that reached the gateway, whatever it was answered.
+    pub fn polls_of(&self, tid: u64) -> usize {
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|call| call.tid == Some(tid))
+            .count()
+    }
+
+    /// Requests for `tid` that arrived after it had already been served its final step.
+    pub fn polls_after_final(&self, tid: u64) -> usize {
+        self.shared
+            .lock()
+            .after_final
+            .get(&tid)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests refused by verification (signature, session, app key, timestamp, method…).
+    pub fn signature_failures(&self) -> usize {
+        self.shared.lock().rejections.len()
+    }
+
+    /// Why each refused request was refused, for assertion messages.
+    pub fn rejections(&self) -> Vec<String> {
+        self.shared.lock().rejections.clone()
+    }
+}
+
+/// The five bodies of the standard journey of `tid`, each step's trace holding all before it.
+pub fn journey_bodies(tid: u64) -> Vec<String> {
+    let steps: [(&str, &str, &str); 5] = [
+        ("2026-11-20 08:00:01", "【杭州市】中通快递 已揽收", "GOT"),
+        (
+            "2026-11-20 08:00:02",
+            "快件已到达【杭州转运中心】",
+            "ARRIVAL",
+        ),
+        (
+            "2026-11-20 08:00:03",
+            "快件已从【杭州转运中心】发出，发往【上海】",
+            "DEPARTURE",
+        ),
+        (
+            "2026-11-20 08:00:04",
+            "【上海市】快递员正在派件",
+            "TMS_DELIVERING",
+        ),
+        (
+            "2026-11-20 08:00:05",
+            "【上海市】快件已签收，签收人：本人",
+            "SIGNED",
+        ),
+    ];
+    vec![
+        trace_response(tid, "物流公司已接单", &[]),
+        trace_response(tid, "物流公司揽收成功", &steps[..1]),
+        trace_response(tid, "物流公司揽收成功", &steps[..3]),
+        trace_response(tid, "物流公司揽收成功", &steps[..4]),
+        trace_response(tid, "对方已签收", &steps[..5]),
+    ]
+}
+
+/// A `logistics_trace_search_response`; `steps` are `(status_time, status_desc, action)`, oldest
+/// first. With no steps, `trace_list` is left out, as TOP does before the first scan.
+pub fn trace_response(tid: u64, status: &str, steps: &[(&str, &str, &str)]) -> String {
+    let mut body = json!({
+        "out_sid": format!("ZT{tid}"),
+        "company_name": COMPANY,
+        "tid": tid,
+        "status": status,
+        "request_id": format!("fake{tid}"),
+    });
+    if !steps.is_empty() {
+        let steps: Vec<_> = steps
+            .iter()
+            .map(|(time, desc, action)| {
+                let mut step = json!({ "status_time": time, "status_desc": desc });
+                if !action.is_empty() {
+                    step["action"] = json!(action);
+                }
+                step
+            })
+            .collect();
+        body["trace_list"] = json!({ "transit_step_info": steps });
+    }
+    json!({ "logistics_trace_search_response": body }).to_string()
+}
+
+/// An `error_response`; an empty `sub_code` or `sub_msg` is left out.
+pub fn error_response(code: i64, msg: &str, sub_code: &str, sub_msg: &str) -> String {
+    let mut body = json!({ "code": code, "msg": msg, "request_id": "fakeerror" });
+    if !sub_code.is_empty() {
+        body["sub_code"] = json!(sub_code);
+    }
+    if !sub_msg.is_empty() {
+        body["sub_msg"] = json!(sub_msg);
+    }
+    json!({ "error_response": body }).to_string()
+}
+
+pub fn ban_response(seconds: u64) -> String {
+    error_response(
+        7,
+        "App Call Limited",
+        "accesscontrol.limited-by-app-access-count",
+        &format!("This ban will last for {seconds} more seconds"),
+    )
+}
+
+fn json_reply(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    response
+}
+
+async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    // TOP reads system parameters from the query string and the form alike.
+    let mut params = parse_form(query.as_deref().unwrap_or(""));
+    params.extend(parse_form(&String::from_utf8_lossy(&body)));
+    let tid = params.get("tid").and_then(|tid| tid.parse::<u64>().ok());
+    let sign_method = params.get("sign_method").cloned();
+
+    let (fault, reply) = {
+        let mut inner = shared.lock();
+        let already_final = tid
+            .and_then(|tid| inner.scripts.get(&tid))
+            .is_some_and(|script| script.final_served);
+        let (fault, reply, answered, step) = if let Some((code, msg, why)) = verify(&inner, &params)
+        {
+            inner.rejections.push(why);
+            (
+                None,
+                Some(error_response(code, msg, "", "")),
+                "rejected",
+                None,
+            )
+        } else if let Some(fault) = inner.faults.pop_front() {
+            let label = fault.label();
+            (Some(fault), None, label, None)
+        } else {
+            match tid.and_then(|tid| inner.scripts.get_mut(&tid)) {
+                Some(script) => {
+                    let last = script.bodies.len() - 1;
+                    let step = script.served.min(last);
+                    script.served += 1;
+                    script.final_served |= step == last;
+                    (None, Some(script.bodies[step].clone()), "trace", Some(step))
+                }
+                None => {
+                    let body = error_response(
+                        15,
+                        "Remote service error",
+                        "isv.trade-not-exist",
+                        "交易不存在",
+                    );
+                    (None, Some(body), "unknown_tid", None)
+                }
+            }
+        };
+        if let Some(tid) = tid
+            && already_final
+        {
+            *inner.after_final.entry(tid).or_default() += 1;
+        }
+        inner.calls.push(Call {
+            tid,
+            at: Instant::now(),
+            step,
+            answered,
+            sign_method,
+        });
+        (fault, reply)
+    };
+
+    if let Some(body) = reply {
+        return json_reply(StatusCode::OK, body);
+    }
+    match fault.expect("either a reply or a fault") {
+        Fault::Ban { seconds } => json_reply(StatusCode::OK, ban_response(seconds)),
+        Fault::TooManyRequests { retry_after } => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&retry_after.to_string()).expect("digits are a header value"),
+            );
+            response
+        }
+        Fault::Html => {
+            let page = "<!DOCTYPE html><html><head><title>访问受限</title></head>\
+                        <body><h1>亲，访问受限了</h1></body></html>";
+            let mut response = (StatusCode::OK, page).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html;charset=UTF-8"),
+            );
+            response
+        }
+        Fault::MalformedJson => json_reply(
+            StatusCode::OK,
+            r#"{"logistics_trace_search_response":{"tid":12,"status":"物流"#.to_owned(),
+        ),
+        Fault::Empty => json_reply(StatusCode::OK, String::new()),
+        Fault::Http(code) => {
+            let status = StatusCode::from_u16(code).expect("a valid HTTP status");
+            (status, format!("fake TOP answered {code}")).into_response()
+        }
+        Fault::Stall { millis } => {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            (StatusCode::GATEWAY_TIMEOUT, "stalled").into_response()
+        }
+    }
+}
+
+/// Checks a request as the real gateway does; `Some((code, msg, reason))` refuses it.
+fn verify(inner: &Inner, params: &BTreeMap<String, String>) -> Option<(i64, &'static str, String)> {
+    let get = |key: &str| params.get(key).map(String::as_str).unwrap_or("");
+    if get("app_key").is_empty() {
+        return Some((28, "Missing App Key", "no app_key".to_owned()));
+    }
+    if get("app_key") != inner.app_key {
+        return Some((
+            29,
+            "Invalid App Key",
+            format!("app_key {:?}", get("app_key")),
+        ));
+    }
+    if get("method").is_empty() {
+        return Some((21, "Missing Method", "no method".to_owned()));
+    }
+    if get("method") != METHOD {
+        return Some((22, "Invalid Method", format!("method {:?}", get("method"))));
+    }
+    if get("v") != "2.0" {
+        return Some((34, "Unsupported Version", format!("v {:?}", get("v"))));
+    }
+    if get("format") != "json" {
+        return Some((23, "Invalid Format", format!("format {:?}", get("format"))));
+    }
+    if let Err(why) = check_timestamp(get("timestamp")) {
+        return Some((31, "Invalid Timestamp", why));
+    }
+    let Some(expected) = expected_sign(params, &inner.app_secret) else {
+        return Some((
+            25,
+            "Invalid signature",
+            format!("sign_method {:?}", get("sign_method")),
+        ));
+    };
+    if get("sign").is_empty() {
+        return Some((24, "Missing Signature", "no sign".to_owned()));
+    }
+    if get("sign") != expected {
+        return Some((
+            25,
+            "Invalid signature",
+            format!("sign {} expected {expected}", get("sign")),
+        ));
+    }
+    if get("session").is_empty() {
+        return Some((26, "Missing Session", "no session".to_owned()));
+    }
+    if get("session") != inner.session {
+        return Some((27, "Invalid session", "wrong session".to_owned()));
+    }
+    if get("tid").parse::<u64>().is_err() {
+        return Some((41, "Invalid Arguments", format!("tid {:?}", get("tid"))));
+    }
+    None
+}
+
+fn check_timestamp(raw: &str) -> Result<(), String> {
+    let naive = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S")
+        .map_err(|err| format!("timestamp {raw:?}: {err}"))?;
+    let gmt8 = FixedOffset::east_opt(8 * 3600).expect("+08:00");
+    let sent = naive
+        .and_local_timezone(gmt8)
+        .single()
+        .ok_or_else(|| format!("timestamp {raw:?} is ambiguous"))?;
+    let skew = (Utc::now().timestamp() - sent.timestamp()).abs();
+    if skew > MAX_SKEW_SECS {
+        return Err(format!("timestamp {raw:?} is {skew}s off GMT+8 now"));
+    }
+    Ok(())
+}
+
+/// The signature the gateway expects, or None for an unknown `sign_method`.
+fn expected_sign(params: &BTreeMap<String, String>, secret: &str) -> Option<String> {
+    // BTreeMap<String, _> iterates in byte order of the keys, which is TOP's order.
+    let text: String = params
+        .iter()
+        .filter(|(key, value)| key.as_str() != "sign" && !key.is_empty() && !value.is_empty())
+        .map(|(key, value)| format!("{key}{value}"))
+        .collect();
+    let method = params.get("sign_method").map(String::as_str);
+    let digest = match method {
+        Some("md5") => Md5::digest(format!("{secret}{text}{secret}")).to_vec(),
+        Some("hmac") => hmac::<Md5>(secret.as_bytes(), text.as_bytes()),
+        Some("hmac-sha256") => hmac::<Sha256>(secret.as_bytes(), text.as_bytes()),
+        _ => return None,
+    };
+    Some(digest.iter().map(|byte| format!("{byte:02X}")).collect())
+}
+
+/// RFC 2104, spelled out rather than borrowed, so the fake shares no HMAC code with the adapter.
+/// Both MD5 and SHA-256 use 64-byte blocks.
+fn hmac<D: Digest>(key: &[u8], message: &[u8]) -> Vec<u8> {
+    const BLOCK: usize = 64;
+    let mut block_key = if key.len() > BLOCK {
+        D::digest(key).to_vec()
+    } else {
+        key.to_vec()
+    };
+    block_key.resize(BLOCK, 0);
+    let pad = |byte: u8| block_key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+    let mut inner = D::new();
+    inner.update(pad(0x36));
+    inner.update(message);
+    let inner = inner.finalize();
+    let mut outer = D::new();
+    outer.update(pad(0x5c));
+    outer.update(inner);
+    outer.finalize().to_vec()
+}
+
+/// `application/x-www-form-urlencoded`, later keys winning.
+fn parse_form(text: &str) -> BTreeMap<String, String> {
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn trace_params(method: &str) -> BTreeMap<String, String> {
+        params(&[
+            ("app_key", "12345678"),
+            ("format", "json"),
+            ("method", METHOD),
+            ("session", "test"),
+            ("sign_method", method),
+            ("tid", "1234567890123456789"),
+            ("timestamp", "2016-01-01 12:00:00"),
+            ("v", "2.0"),
+        ])
+    }
+
+    #[test]
+    fn the_fake_signs_the_design_vectors() {
+        let md5 = params(&[
+            ("app_key", "12345678"),
+            ("fields", "num_iid,title,nick,price,num"),
+            ("format", "json"),
+            ("method", "taobao.item.seller.get"),
+            ("num_iid", "11223344"),
+            ("session", "test"),
+            ("sign_method", "md5"),
+            ("timestamp", "2016-01-01 12:00:00"),
+            ("v", "2.0"),
+        ]);
+        assert_eq!(
+            expected_sign(&md5, "helloworld").unwrap(),
+            "66987CB115214E59E6EC978214934FB8"
+        );
+        assert_eq!(
+            expected_sign(&trace_params("hmac-sha256"), "helloworld").unwrap(),
+            "2B67FC79B6AB2D6CE18E38A75995A2B1995D78994AB258C57E16897304966D6C"
+        );
+        assert_eq!(
+            expected_sign(&trace_params("hmac"), "helloworld").unwrap(),
+            "D54CB27172A9295719B4B736D956FF64"
+        );
+        assert_eq!(expected_sign(&trace_params("sha1"), "helloworld"), None);
+    }
+
+    #[test]
+    fn forms_are_decoded() {
+        let form =
+            parse_form("timestamp=2026-11-20+08%3A00%3A01&status=%E7%AD%BE%E6%94%B6&x=%zz&e=");
+        assert_eq!(form["timestamp"], "2026-11-20 08:00:01");
+        assert_eq!(form["status"], "签收");
+        assert_eq!(form["x"], "%zz");
+        assert_eq!(form["e"], "");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+}

@@ -1,0 +1,4 @@
+//! Fakes shared by the end-to-end tests; each test uses only part of them.
+#![allow(dead_code)]
+
+pub mod fake_top;
