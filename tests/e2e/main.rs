@@ -1,4 +1,5 @@
 //! End-to-end tests: real components against fake upstreams on loopback.
 
+mod journey;
 mod support;
 mod taobao_adapter;

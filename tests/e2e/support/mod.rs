@@ -1,4 +1,5 @@
 //! Fakes shared by the end-to-end tests; each test uses only part of them.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod fake_top;
