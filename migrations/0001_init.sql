@@ -26,6 +26,8 @@ CREATE TABLE shipments (
     error             TEXT,
     -- Number of status changes seen so far; with the channel it keys the outbox.
     transitions       INTEGER NOT NULL DEFAULT 0,
+    -- Set while a poll of the shipment is in flight; a daemon that dies leaves it to expire.
+    claimed_until     INTEGER,
     next_poll_at      INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
     last_polled_at    INTEGER,
     last_event_at     INTEGER,

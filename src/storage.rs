@@ -7,7 +7,7 @@
 //! lock up front (a deferred transaction that upgrades fails at once with "database is locked"
 //! when another process wrote in between, whatever the busy timeout).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -303,6 +303,29 @@ impl Db {
         Ok(Db { write, read })
     }
 
+    /// Takes the lock that makes this process the only daemon on the database at `path`; it is
+    /// held until the returned file is dropped. Admin commands do not take it.
+    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, String> {
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "another shipwatch daemon is already running on {} (it holds {})",
+                path.display(),
+                lock_path.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("cannot lock {}: {e}", lock_path.display()))
+            }
+        }
+    }
+
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
@@ -415,61 +438,74 @@ impl Db {
     // ---- shipments: the dispatcher ------------------------------------------------------------
 
     /// Claims up to `limit` due shipments, oldest `next_poll_at` first, skipping the providers in
-    /// `paused`. A claimed shipment's `next_poll_at` moves to `lease_until`, so no other dispatcher
-    /// takes it while its poll is in flight; a dispatcher that dies frees it when that time comes.
-    /// Returns each row as it was before the claim.
+    /// `paused` and shipments already claimed. A claim holds until the poll is recorded or
+    /// released, or until `claimed_until`, when a dispatcher that died lets it go.
     #[instrument(skip_all)]
     pub async fn claim_due_shipments(
         &self,
         now: Millis,
-        lease_until: Millis,
+        claimed_until: Millis,
         paused: &[String],
         limit: usize,
     ) -> Result<Vec<ShipmentRow>> {
         let paused = serde_json::to_string(paused).expect("a list of strings serialises");
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
-            "SELECT {SHIPMENT_COLUMNS} FROM shipments \
-             WHERE active = 1 AND next_poll_at <= ? \
-               AND provider NOT IN (SELECT value FROM json_each(?)) \
-             ORDER BY next_poll_at LIMIT ?"
+        let mut rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+            "UPDATE shipments SET claimed_until = ?1 WHERE id IN ( \
+                 SELECT id FROM shipments \
+                 WHERE active = 1 AND next_poll_at <= ?2 \
+                   AND (claimed_until IS NULL OR claimed_until <= ?2) \
+                   AND provider NOT IN (SELECT value FROM json_each(?3)) \
+                 ORDER BY next_poll_at LIMIT ?4) \
+             RETURNING {SHIPMENT_COLUMNS}"
         )))
+        .bind(claimed_until)
         .bind(now)
         .bind(&paused)
         .bind(limit as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.write)
         .await?;
-        if !rows.is_empty() {
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            sqlx::query(
-                "UPDATE shipments SET next_poll_at = ? \
-                 WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(lease_until)
-            .bind(serde_json::to_string(&ids).expect("ids serialise"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        // RETURNING keeps no order; the backlog drains oldest first.
+        rows.sort_by_key(|row| row.next_poll_at);
         Ok(rows)
     }
 
-    /// The earliest `next_poll_at` among active shipments of providers not paused.
-    pub async fn next_due_at(&self, paused: &[String]) -> Result<Option<Millis>> {
+    /// Frees every claim: at daemon start, when no poll can be in flight (the daemon holds the
+    /// database's daemon lock), so shipments claimed by a daemon that died are due again at once
+    /// instead of when their claims expire. Leases on notifications are ended likewise; their
+    /// attempts stay counted.
+    pub async fn release_all_claims(&self, now: Millis) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE shipments SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE notifications SET lease_until = ? WHERE state = 'pending' AND lease_until > ?",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The earliest time an unclaimed active shipment of a provider not paused is due.
+    pub async fn next_due_at(&self, paused: &[String], now: Millis) -> Result<Option<Millis>> {
         let paused = serde_json::to_string(paused).expect("a list of strings serialises");
         Ok(sqlx::query_scalar::<_, Option<Millis>>(
             "SELECT min(next_poll_at) FROM shipments WHERE active = 1 \
+             AND (claimed_until IS NULL OR claimed_until <= ?) \
              AND provider NOT IN (SELECT value FROM json_each(?))",
         )
+        .bind(now)
         .bind(paused)
         .fetch_one(&self.read)
         .await?)
     }
 
-    /// Gives a claimed shipment back untouched, due at `next_poll_at`.
-    pub async fn release_shipment(&self, id: i64, next_poll_at: Millis) -> Result<()> {
-        sqlx::query("UPDATE shipments SET next_poll_at = ? WHERE id = ? AND active = 1")
-            .bind(next_poll_at)
+    /// Gives a claimed shipment back untouched.
+    pub async fn release_shipment(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE shipments SET claimed_until = NULL WHERE id = ?")
             .bind(id)
             .execute(&self.write)
             .await?;
@@ -479,12 +515,15 @@ impl Db {
     /// Stops polling a shipment and says why (unknown provider, a request that can never work).
     #[instrument(skip_all, fields(id))]
     pub async fn mark_invalid(&self, id: i64, reason: &str, now: Millis) -> Result<()> {
-        sqlx::query("UPDATE shipments SET active = 0, error = ?, last_polled_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(now)
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE shipments SET active = 0, error = ?, last_polled_at = ?, claimed_until = NULL \
+             WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
@@ -497,8 +536,8 @@ impl Db {
         next_poll_at: Millis,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE shipments SET error = ?, last_polled_at = ?, next_poll_at = ? \
-             WHERE id = ? AND active = 1",
+            "UPDATE shipments SET error = ?, last_polled_at = ?, next_poll_at = ?, \
+             claimed_until = NULL WHERE id = ? AND active = 1",
         )
         .bind(error)
         .bind(now)
@@ -524,6 +563,7 @@ impl Db {
         .fetch_optional(&mut *tx)
         .await?
         .filter(|row| row.active) else {
+            tx.commit().await?;
             return Ok(Recorded {
                 change: None,
                 new_events: 0,
@@ -547,6 +587,7 @@ impl Db {
             sqlx::query(
                 "UPDATE shipments SET status = ?, raw_status = ?, transitions = ?, active = ?, \
                  error = NULL, status_changed_at = ?, last_polled_at = ?, next_poll_at = ?, \
+                 claimed_until = NULL, \
                  last_event_at = coalesce(?, last_event_at), \
                  tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
                  WHERE id = ?",
@@ -596,7 +637,7 @@ impl Db {
         } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status) {
             sqlx::query(
                 "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
-                 next_poll_at = ?, last_event_at = coalesce(?, last_event_at), \
+                 next_poll_at = ?, claimed_until = NULL, last_event_at = coalesce(?, last_event_at), \
                  tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
                  WHERE id = ?",
             )
@@ -611,7 +652,8 @@ impl Db {
             .await?;
         } else {
             sqlx::query(
-                "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL WHERE id = ?",
+                "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
+                 claimed_until = NULL WHERE id = ?",
             )
             .bind(poll.now)
             .bind(poll.next_poll_at)

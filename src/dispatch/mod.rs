@@ -142,10 +142,10 @@ impl Dispatcher {
         }
         let now = self.clock.now();
         let paused = self.paused(now);
-        let lease_until = now + millis(self.polling.lease);
+        let claimed_until = now + millis(self.polling.lease);
         let rows = self
             .db
-            .claim_due_shipments(now, lease_until, &paused, free)
+            .claim_due_shipments(now, claimed_until, &paused, free)
             .await?;
         let claimed = rows.len();
         for row in rows {
@@ -198,7 +198,7 @@ impl Dispatcher {
         };
         if released {
             // Shutdown cut the poll short: give the shipment back as it was.
-            if let Err(e) = self.db.release_shipment(row.id, row.next_poll_at).await {
+            if let Err(e) = self.db.release_shipment(row.id).await {
                 error!(order_id = %row.order_id, error = %e, "could not release shipment");
             }
         }
@@ -212,7 +212,7 @@ impl Dispatcher {
     ) -> Result<PollOutcome, StorageError> {
         provider.limiter.acquire().await;
         if provider.is_paused(self.clock.now()) {
-            self.db.release_shipment(row.id, row.next_poll_at).await?;
+            self.db.release_shipment(row.id).await?;
             return Ok(PollOutcome::Skipped);
         }
         let request = TrackRequest {
@@ -304,7 +304,7 @@ impl Dispatcher {
                 self.db
                     .ban_provider(name, until, &error.to_string(), now)
                     .await?;
-                self.db.release_shipment(row.id, row.next_poll_at).await?;
+                self.db.release_shipment(row.id).await?;
                 warn!(provider = %name, until = %to_rfc3339(until), %error, "provider paused: upstream rate limit");
                 self.events.emit(PipelineEvent::ProviderPaused {
                     provider: name.clone(),
@@ -315,7 +315,7 @@ impl Dispatcher {
             ProviderError::AuthExpired(_) | ProviderError::Config(_) => {
                 let until = now + millis(self.polling.auth_pause);
                 provider.pause_until(until);
-                self.db.release_shipment(row.id, row.next_poll_at).await?;
+                self.db.release_shipment(row.id).await?;
                 error!(
                     provider = %name, until = %to_rfc3339(until), %error,
                     "PROVIDER STOPPED: upstream rejected our credentials or configuration; fix [providers.{name}] and restart"
@@ -391,7 +391,7 @@ impl Dispatcher {
     /// scan interval (rows inserted by other programs are found at the next scan).
     async fn idle_wait(&self) -> Duration {
         let now = self.clock.now();
-        match self.db.next_due_at(&self.paused(now)).await {
+        match self.db.next_due_at(&self.paused(now), now).await {
             Ok(Some(at)) if at > now => {
                 Duration::from_millis((at - now) as u64).min(self.polling.scan_interval)
             }
