@@ -224,6 +224,9 @@ async fn run_daemon(global: &Global) -> Result<()> {
         );
     }
     let db = Db::open(&config.database, config.synchronous).await?;
+    let _lock = Db::lock_for_daemon(&config.database).map_err(|e| anyhow!(e))?;
+    // No other daemon runs on this database: claims left by one that died can go at once.
+    db.release_all_claims(SystemClock.now()).await?;
     let daemon = Daemon::new(
         &config,
         db.clone(),
