@@ -187,7 +187,7 @@ fn require_config(global: &Global) -> Result<Config> {
 /// The config when there is one; admin commands also work with only `--db`.
 fn optional_config(global: &Global) -> Result<Option<Config>> {
     match config::locate(global.config.as_deref()) {
-        Some(path) => Ok(Some(Config::load(&path)?)),
+        Some(path) => Ok(Some(Config::load_without_secrets(&path)?)),
         None => Ok(None),
     }
 }

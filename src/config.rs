@@ -376,12 +376,23 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Secrets::Required)
+    }
+
+    /// Loads a config for the admin commands, which need the database and the provider names
+    /// but no secrets: an operator's shell has no `$CREDENTIALS_DIRECTORY`, and a missing secret
+    /// must not stop `list` from working.
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Secrets::Skipped)
+    }
+
+    fn load_with(path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, Some(path), base).map_err(|e| match e {
+        Config::parse_with(&text, Some(path), base, secrets).map_err(|e| match e {
             ConfigError::Parse { message, .. } | ConfigError::Invalid(message) => {
                 ConfigError::Parse {
                     path: path.to_owned(),
@@ -394,11 +405,20 @@ impl Config {
 
     /// Parses a config text. Relative `*_file` paths are taken from `base` (the config's folder).
     pub fn parse(text: &str, source: Option<&Path>, base: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, source, base, Secrets::Required)
+    }
+
+    fn parse_with(
+        text: &str,
+        source: Option<&Path>,
+        base: &Path,
+        secrets: Secrets,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: source.map(Path::to_owned).unwrap_or_default(),
             message: one_line(&e.to_string()),
         })?;
-        let secrets = SecretResolver::from_env(base);
+        let secrets = SecretResolver::from_env(base, secrets);
 
         let defaults = Tiers::default();
         let tiers = Tiers {
@@ -588,15 +608,24 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Required,
+    /// Secrets that cannot be read are replaced by a placeholder.
+    Skipped,
+}
+
 /// Finds a secret inline, in a `*_file`, or among systemd credentials.
 struct SecretResolver {
     base: PathBuf,
     credentials: Option<PathBuf>,
+    mode: Secrets,
 }
 
 impl SecretResolver {
-    fn from_env(base: &Path) -> Self {
+    fn from_env(base: &Path, mode: Secrets) -> Self {
         SecretResolver {
+            mode,
             base: base.to_owned(),
             credentials: std::env::var_os("CREDENTIALS_DIRECTORY")
                 .filter(|p| !p.is_empty())
@@ -608,6 +637,20 @@ impl SecretResolver {
     /// `$CREDENTIALS_DIRECTORY` first, then beside the config); then a credential named
     /// `{name}.{key}` (systemd `LoadCredential=taobao.app_secret:…`).
     fn resolve(
+        &self,
+        section: &str,
+        name: &str,
+        key: &str,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Secret, ConfigError> {
+        match self.find(section, name, key, inline, file) {
+            Err(_) if self.mode == Secrets::Skipped => Ok(Secret::new("(not loaded)")),
+            found => found,
+        }
+    }
+
+    fn find(
         &self,
         section: &str,
         name: &str,
@@ -777,6 +820,21 @@ mod tests {
             "{missing}"
         );
         assert!(!missing.contains('\n'));
+    }
+
+    #[test]
+    fn admin_commands_load_a_config_whose_secrets_are_out_of_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shipwatch.toml");
+        std::fs::write(
+            &path,
+            "database = \"x.db\"\n[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret_file = \"missing.secret\"\nsession = \"s\"",
+        )
+        .unwrap();
+        assert!(Config::load(&path).unwrap_err().to_string().contains("missing.secret"));
+        let config = Config::load_without_secrets(&path).unwrap();
+        assert!(config.providers.contains_key("t"));
+        assert_eq!(config.database, dir.path().join("x.db"));
     }
 
     #[test]

@@ -63,7 +63,11 @@ pub async fn run(args: DemoArgs, db_path: Option<PathBuf>) -> Result<()> {
     let started = Instant::now();
     let scratch = tempfile::tempdir().context("cannot create a temporary folder")?;
     let keep_db = db_path.is_some();
-    let db_path = db_path.unwrap_or_else(|| scratch.path().join("demo.db"));
+    let db_path = match db_path {
+        Some(path) => std::path::absolute(&path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?,
+        None => scratch.path().join("demo.db"),
+    };
 
     let secret = generate_secret();
     let receiver = Receiver::start(
