@@ -173,6 +173,15 @@ impl Dispatcher {
         Ok(claimed)
     }
 
+    /// One round, waited for: claims what is due, polls it, and returns once every poll is
+    /// recorded. Lets tests drive the dispatcher step by step.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, StorageError> {
+        let claimed = self.step().await?;
+        let all = u32::try_from(self.polling.concurrency).unwrap_or(u32::MAX);
+        drop(self.slots.acquire_many(all).await.expect("never closed"));
+        Ok(claimed)
+    }
+
     fn unknown_provider(&self, name: &str) -> String {
         let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
         format!(

@@ -106,6 +106,15 @@ impl Sender {
         Ok(count)
     }
 
+    /// One round, waited for: claims what is due, makes one attempt each, and returns once every
+    /// outcome is recorded.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, StorageError> {
+        let claimed = self.step().await?;
+        let all = u32::try_from(self.delivery.concurrency).unwrap_or(u32::MAX);
+        drop(self.slots.acquire_many(all).await.expect("never closed"));
+        Ok(claimed)
+    }
+
     async fn deliver_in_background(&self, notification: ClaimedNotification) {
         let outcome = tokio::select! {
             biased;
