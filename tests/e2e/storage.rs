@@ -1,0 +1,335 @@
+//! The database under the rules the daemon relies on: deduplicated history, one notification per
+//! change and channel, leases that count, and many writers without "database is locked".
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+use shipwatch::config::Synchronous;
+use shipwatch::domain::{Status, Tier};
+use shipwatch::notify::ChannelKind;
+use shipwatch::providers::{Trace, TraceEvent, shanghai};
+use shipwatch::storage::{Db, NewShipment, PollRecord};
+
+const T0: i64 = 1_800_000_000_000;
+
+fn trace(status: Status, events: usize) -> Trace {
+    Trace {
+        status,
+        raw_status: "物流公司揽收成功".to_owned(),
+        events: (0..events)
+            .map(|i| TraceEvent {
+                time: shanghai()
+                    .with_ymd_and_hms(2026, 11, 20, 8, i as u32, 0)
+                    .unwrap(),
+                description: format!("scan {i}"),
+                location: Some("杭州市".to_owned()),
+                raw_code: Some("ARRIVE".to_owned()),
+            })
+            .collect(),
+        carrier: Some("中通速递".to_owned()),
+        tracking_no: Some("ZT123".to_owned()),
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> Db {
+    Db::open(&dir.path().join("s.db"), Synchronous::Normal)
+        .await
+        .unwrap()
+}
+
+async fn add(db: &Db, order_id: &str) -> i64 {
+    db.add_shipment(
+        &NewShipment {
+            order_id: order_id.to_owned(),
+            provider: "taobao".to_owned(),
+            tracking_no: None,
+            carrier: None,
+            tier: Tier::High,
+            phone: None,
+            email: None,
+        },
+        T0,
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+const WEBHOOK: &[(ChannelKind, Vec<Status>)] = &[];
+
+fn channels() -> Vec<(ChannelKind, Vec<Status>)> {
+    vec![(ChannelKind::Webhook, Status::ALL.to_vec())]
+}
+
+#[tokio::test]
+async fn reading_the_same_trace_again_writes_only_the_poll_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let id = add(&db, "1").await;
+    let channels = channels();
+    let t = trace(Status::InTransit, 3);
+    let first = db
+        .record_poll(
+            id,
+            PollRecord {
+                now: T0,
+                trace: &t,
+                next_poll_at: T0 + 1,
+                channels: &channels,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.change, Some((Status::Pending, Status::InTransit)));
+    assert_eq!(first.new_events, 3);
+    assert_eq!(first.queued.len(), 1);
+
+    let again = db
+        .record_poll(
+            id,
+            PollRecord {
+                now: T0 + 5,
+                trace: &t,
+                next_poll_at: T0 + 9,
+                channels: &channels,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.change, None);
+    assert_eq!(again.new_events, 0);
+    assert!(again.queued.is_empty());
+
+    let row = db.shipment("1").await.unwrap();
+    assert_eq!(row.last_polled_at, Some(T0 + 5));
+    assert_eq!(row.next_poll_at, T0 + 9);
+    assert_eq!(row.status_changed_at, Some(T0));
+    assert_eq!(row.transitions, 1);
+    assert_eq!(row.tracking_no.as_deref(), Some("ZT123"));
+    assert_eq!(db.events(id).await.unwrap().len(), 3);
+    assert_eq!(
+        db.list_notifications(None, Some(id)).await.unwrap().len(),
+        1
+    );
+
+    // A longer trace adds only the new scan.
+    let longer = trace(Status::InTransit, 4);
+    let more = db
+        .record_poll(
+            id,
+            PollRecord {
+                now: T0 + 10,
+                trace: &longer,
+                next_poll_at: T0 + 11,
+                channels: &channels,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((more.change, more.new_events), (None, 1));
+    assert_eq!(db.events(id).await.unwrap().len(), 4);
+    // No channel configured: the change is recorded, nothing is queued.
+    let delivered = trace(Status::Delivered, 4);
+    let last = db
+        .record_poll(
+            id,
+            PollRecord {
+                now: T0 + 20,
+                trace: &delivered,
+                next_poll_at: T0 + 21,
+                channels: WEBHOOK,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(last.queued.is_empty());
+    assert!(
+        !db.shipment("1").await.unwrap().active,
+        "delivered stops polling"
+    );
+}
+
+#[tokio::test]
+async fn the_same_change_recorded_by_two_processes_at_once_is_queued_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = open(&dir).await;
+    let admin = open(&dir).await;
+    let id = add(&daemon, "1").await;
+    let channels = channels();
+    let t = trace(Status::PickedUp, 1);
+    let (a, b) = tokio::join!(
+        daemon.record_poll(
+            id,
+            PollRecord {
+                now: T0,
+                trace: &t,
+                next_poll_at: T0,
+                channels: &channels
+            }
+        ),
+        admin.record_poll(
+            id,
+            PollRecord {
+                now: T0,
+                trace: &t,
+                next_poll_at: T0,
+                channels: &channels
+            }
+        ),
+    );
+    let changes = [a.unwrap(), b.unwrap()]
+        .iter()
+        .filter(|r| r.change.is_some())
+        .count();
+    assert_eq!(changes, 1);
+    assert_eq!(
+        daemon
+            .list_notifications(None, Some(id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(daemon.shipment("1").await.unwrap().transitions, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_writers_in_two_processes_never_see_database_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Arc::new(open(&dir).await);
+    let admin = Arc::new(open(&dir).await);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let admin = admin.clone();
+        tasks.push(tokio::spawn(async move {
+            add(&admin, &format!("a{i}")).await;
+        }));
+        let daemon = daemon.clone();
+        tasks.push(tokio::spawn(async move {
+            let claimed = daemon
+                .claim_due_shipments(T0 + 1, T0 + 60_000, &[], 5)
+                .await
+                .unwrap();
+            let channels = channels();
+            let t = trace(Status::InTransit, 2);
+            for row in claimed {
+                daemon
+                    .record_poll(
+                        row.id,
+                        PollRecord {
+                            now: T0 + 1,
+                            trace: &t,
+                            next_poll_at: T0 + 120_000,
+                            channels: &channels,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+            daemon
+                .claim_notifications(T0 + 1, T0 + 60_000, &[ChannelKind::Webhook], 3, 5)
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.expect("no writer failed");
+    }
+    assert_eq!(admin.list_shipments(None, None).await.unwrap().len(), 200);
+}
+
+#[tokio::test]
+async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let id = add(&db, "1").await;
+    let channels = channels();
+    let t = trace(Status::PickedUp, 1);
+    db.record_poll(
+        id,
+        PollRecord {
+            now: T0,
+            trace: &t,
+            next_poll_at: T0,
+            channels: &channels,
+        },
+    )
+    .await
+    .unwrap();
+    let webhook = [ChannelKind::Webhook];
+    let lease = 60_000;
+
+    // A sender claims it and dies; nobody else may take it until the lease runs out.
+    let claimed = db
+        .claim_notifications(T0, T0 + lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].attempts, 1);
+    assert!(
+        db.claim_notifications(T0 + 30_000, T0 + 30_000 + lease, &webhook, 3, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = db
+        .claim_notifications(T0 + lease, T0 + 2 * lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempts, 2, "the lost attempt counted");
+    assert_eq!(again[0].public_id, claimed[0].public_id);
+    let third = db
+        .claim_notifications(T0 + 2 * lease, T0 + 3 * lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(third[0].attempts, 3);
+
+    // The third lease runs out too: no fourth attempt, the row is dead and says why.
+    assert!(
+        db.claim_notifications(T0 + 3 * lease, T0 + 4 * lease, &webhook, 3, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = db.list_notifications(Some("dead"), None).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("lease"));
+
+    // `retry` gives it a fresh set of attempts.
+    assert_eq!(
+        db.requeue(None, T0 + 5 * lease).await.unwrap(),
+        vec![dead[0].id]
+    );
+    let retried = db
+        .claim_notifications(T0 + 5 * lease, T0 + 6 * lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(retried[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn the_table_refuses_structural_mistakes_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let bad_tier = NewShipment {
+        order_id: "1".to_owned(),
+        provider: "taobao".to_owned(),
+        tracking_no: None,
+        carrier: None,
+        tier: Tier::High,
+        phone: None,
+        email: None,
+    };
+    db.add_shipment(&bad_tier, T0).await.unwrap();
+    let duplicate = db
+        .add_shipment(&bad_tier, T0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(duplicate, "order 1 is already tracked");
+    let blank = NewShipment {
+        order_id: "  ".to_owned(),
+        ..bad_tier
+    };
+    let err = db.add_shipment(&blank, T0).await.unwrap_err().to_string();
+    assert!(err.contains("order_id must not be empty"), "{err}");
+}
