@@ -17,6 +17,22 @@ use crate::config::Delivery;
 use crate::events::{Events, PipelineEvent};
 use crate::storage::{ClaimedNotification, Db, StorageError};
 
+/// The delay before attempt `attempts + 1`, after `attempts` failed ones: `backoff` doubling up
+/// to `backoff_max`, with jitter, and never sooner than the receiver's `Retry-After`.
+pub fn retry_delay(delivery: &Delivery, attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(delivery.backoff)
+        .with_max_delay(delivery.backoff_max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.saturating_sub(1) as usize)
+        .unwrap_or(delivery.backoff_max)
+        .min(delivery.backoff_max);
+    backoff.max(retry_after.unwrap_or_default())
+}
+
 pub struct Sender {
     db: Db,
     clock: SharedClock,
@@ -54,22 +70,6 @@ impl Sender {
 
     fn kinds(&self) -> Vec<ChannelKind> {
         self.channels.keys().copied().collect()
-    }
-
-    /// The delay before attempt `attempts + 1`, after `attempts` failed ones: `backoff` doubling
-    /// up to `backoff_max`, with jitter, and never sooner than the receiver's `Retry-After`.
-    pub fn retry_delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.delivery.backoff)
-            .with_max_delay(self.delivery.backoff_max)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(attempts.saturating_sub(1) as usize)
-            .unwrap_or(self.delivery.backoff_max)
-            .min(self.delivery.backoff_max);
-        backoff.max(retry_after.unwrap_or_default())
     }
 
     /// One round: claims as many due notifications as there are free delivery slots and starts
@@ -168,7 +168,7 @@ impl Sender {
                         message,
                         retry_after,
                     } if attempt < i64::from(self.delivery.attempts) => (
-                        Some(self.retry_delay(attempt as u32, *retry_after)),
+                        Some(retry_delay(&self.delivery, attempt as u32, *retry_after)),
                         message.clone(),
                     ),
                     DeliveryError::Transient { message, .. } => {
@@ -245,5 +245,35 @@ impl Sender {
             self.abort.cancel();
             self.tracker.wait().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
+        let delivery = Delivery::default(); // 30s doubling, at most 15m
+        let secs = |attempts| retry_delay(&delivery, attempts, None).as_secs_f64();
+        for _ in 0..100 {
+            // Jitter adds up to the delay itself on top of it.
+            assert!((30.0..=60.0).contains(&secs(1)), "{}", secs(1));
+            assert!((60.0..=120.0).contains(&secs(2)), "{}", secs(2));
+            assert!((120.0..=240.0).contains(&secs(3)), "{}", secs(3));
+            assert_eq!(secs(10), 900.0);
+        }
+        let spread: std::collections::HashSet<u128> = (0..20)
+            .map(|_| retry_delay(&delivery, 1, None).as_millis())
+            .collect();
+        assert!(spread.len() > 1, "jitter spreads retries");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_when_longer() {
+        let delivery = Delivery::default();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(retry_delay(&delivery, 1, Some(hour)), hour);
+        assert!(retry_delay(&delivery, 1, Some(Duration::from_secs(1))) >= delivery.backoff);
     }
 }
