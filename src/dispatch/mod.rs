@@ -1,7 +1,7 @@
 //! The dispatcher: finds due shipments, polls each through its provider's token bucket, and
 //! records what came back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,6 +72,9 @@ pub struct Dispatcher {
     channels: Vec<(ChannelKind, Vec<Status>)>,
     events: Events,
     slots: Arc<Semaphore>,
+    /// Shipments whose poll is under way. A poll that waits long for its provider's quota may
+    /// outlive its claim; the shipment is then claimed again but must not be polled twice.
+    in_flight: Mutex<HashSet<i64>>,
     tracker: TaskTracker,
     /// Cut in-flight polls short (after the shutdown grace period).
     abort: CancellationToken,
@@ -97,6 +100,7 @@ impl Dispatcher {
             providers,
             channels,
             events,
+            in_flight: Mutex::new(HashSet::new()),
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
         })
@@ -159,6 +163,9 @@ impl Dispatcher {
                 });
                 continue;
             };
+            if !self.in_flight.lock().expect("in-flight lock").insert(row.id) {
+                continue;
+            }
             let permit = self
                 .slots
                 .clone()
@@ -166,7 +173,9 @@ impl Dispatcher {
                 .expect("only this loop takes slots");
             let me = self.clone();
             self.tracker.spawn(async move {
+                let id = row.id;
                 me.poll_in_background(&provider, row).await;
+                me.in_flight.lock().expect("in-flight lock").remove(&id);
                 drop(permit);
             });
         }
