@@ -196,6 +196,13 @@ secret = "{secret}"
             .map_err(|e| e.to_string())
     }
 
+    /// Rewrites the config file, for settings `Options` has no knob for (a `[polling]` key, a
+    /// provider's `rate_limit`). Takes effect for commands and daemons started afterwards.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("config readable");
+        std::fs::write(&self.config, edit(text)).expect("config writable");
+    }
+
     /// Polls `condition` every 100 ms until it holds; panics with `what` after `limit`.
     pub async fn wait_until(
         &self,
@@ -231,6 +238,25 @@ impl Daemon {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         self.child.wait().expect("daemon exits")
+    }
+
+    /// Waits at most `limit` for the daemon to exit on its own; `None` if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log(&self) -> String {

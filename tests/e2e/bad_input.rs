@@ -1,0 +1,245 @@
+//! Mistakes from outside — a bad row, a bad answer from upstream, a broken config, a bad admin
+//! command — are refused or reported clearly, and never take the daemon down.
+
+use std::process::Output;
+use std::time::Duration;
+
+use crate::support::app::{Options, TestApp};
+use crate::support::fake_top::{self, Fault};
+
+fn tid(i: u64) -> u64 {
+    7_300_000_000_000_000_000 + i
+}
+
+/// Asserts the command failed with exactly one line on stderr, and returns that line.
+fn one_line_error(what: &str, out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{what} must fail; stderr: {stderr:?}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{what}: exactly one line on stderr, got {stderr:?}"
+    );
+    stderr.trim_end().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_structural_mistakes() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["list"]);
+
+    let error = app
+        .sql("INSERT INTO shipments (order_id, provider, tier) VALUES ('1', 'taobao', 'urgent')")
+        .await
+        .expect_err("an unknown tier is refused");
+    assert!(error.contains("tier"), "{error}");
+
+    let error = app
+        .sql("INSERT INTO shipments (order_id, provider) VALUES ('', 'taobao')")
+        .await
+        .expect_err("an empty order id is refused");
+    assert!(error.contains("order_id"), "{error}");
+    let error = app
+        .sql("INSERT INTO shipments (order_id, provider) VALUES ('   ', 'taobao')")
+        .await
+        .expect_err("a blank order id is refused");
+    assert!(error.contains("order_id"), "{error}");
+
+    assert!(app.shipments().is_empty(), "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_for_an_unknown_provider_is_flagged_and_the_rest_carry_on() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["list"]);
+    let mut daemon = app.spawn_daemon();
+
+    app.sql(
+        "INSERT INTO shipments (order_id, provider, tracking_no, carrier) \
+         VALUES ('DHL-1', 'dhl', '1234567890', 'DHL')",
+    )
+    .await
+    .expect("the database cannot judge provider names; the daemon does");
+    for i in 0..3 {
+        app.top.journey(tid(i));
+        app.sql(&format!(
+            "INSERT INTO shipments (order_id, provider, tier) VALUES ('{}', 'taobao', 'high')",
+            tid(i)
+        ))
+        .await
+        .unwrap();
+    }
+
+    app.wait_until(
+        "the dhl row is flagged and the others delivered",
+        Duration::from_secs(30),
+        || {
+            app.shipments().iter().all(|s| {
+                if s["provider"] == "dhl" {
+                    s["active"] == false
+                } else {
+                    s["status"] == "delivered"
+                }
+            })
+        },
+    )
+    .await;
+
+    let list = app.shipments();
+    let dhl = list.iter().find(|s| s["order_id"] == "DHL-1").unwrap();
+    assert_eq!(dhl["active"], false);
+    assert_eq!(dhl["status"], "pending");
+    let error = dhl["error"]
+        .as_str()
+        .expect("the row says why it is not polled");
+    assert!(error.contains("dhl"), "{error}");
+    assert!(error.contains("unknown provider"), "{error}");
+    assert_eq!(list.len(), 4);
+    for shipment in list.iter().filter(|s| s["provider"] == "taobao") {
+        assert!(shipment["error"].is_null(), "{shipment}");
+    }
+    // The human table says so too.
+    let table = app.cli_ok(&["list"]);
+    assert!(table.contains("INVALID"), "{table}");
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_gateway_is_reported_and_polling_goes_on() {
+    // A 3s tier keeps each poll error on show for a few seconds, long enough to see in `list`.
+    let app = TestApp::with(Options {
+        tiers: ("1s", "3s", "3s"),
+        ..Options::default()
+    })
+    .await;
+    let order = tid(10);
+    let id = order.to_string();
+    app.top.script(
+        order,
+        vec![
+            fake_top::trace_response(order, "物流公司已接单", &[]),
+            fake_top::trace_response(
+                order,
+                "对方已签收",
+                &[(
+                    "2026-11-20 08:00:05",
+                    "【上海市】快件已签收，签收人：本人",
+                    "SIGNED",
+                )],
+            ),
+        ],
+    );
+    app.top.fault(Fault::Html, 1);
+    app.top.fault(Fault::MalformedJson, 1);
+    app.top.fault(Fault::Empty, 1);
+    app.cli_ok(&["add", &id, "--tier", "normal"]);
+    let mut daemon = app.spawn_daemon();
+
+    let mut errors_seen: Vec<String> = Vec::new();
+    app.wait_until("the shipment is delivered", Duration::from_secs(30), || {
+        let s = app.shipment(&id)["shipment"].clone();
+        if let Some(error) = s["error"].as_str() {
+            assert_eq!(s["active"], true, "a poll error does not stop polling: {s}");
+            if errors_seen.last().map(String::as_str) != Some(error) {
+                errors_seen.push(error.to_owned());
+            }
+        }
+        s["status"] == "delivered"
+    })
+    .await;
+
+    let answered: Vec<&str> = app.top.calls().iter().map(|c| c.answered).collect();
+    assert_eq!(
+        &answered[..3],
+        ["html", "malformed_json", "empty"],
+        "{answered:?}"
+    );
+    assert!(
+        !errors_seen.is_empty(),
+        "the poll error never showed in `show --json`"
+    );
+    let log = daemon.log();
+    assert!(
+        log.matches("poll failed").count() >= 3,
+        "each bad answer is logged:\n{log}"
+    );
+    assert!(log.contains("empty body"), "{log}");
+    let shipment = app.shipment(&id)["shipment"].clone();
+    assert!(
+        shipment["error"].is_null(),
+        "a good poll clears the error: {shipment}"
+    );
+    app.wait_until(
+        "both changes are announced",
+        Duration::from_secs(20),
+        || app.outbox(Some("sent")).len() == 2,
+    )
+    .await;
+    assert!(daemon.is_running(), "{log}");
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_file_is_named_in_one_line() {
+    let app = TestApp::start().await;
+    let secret = app.dir.path().join("taobao.secret");
+    std::fs::remove_file(&secret).unwrap();
+    let shown = secret.display().to_string();
+
+    let line = one_line_error("check-config", &app.cli(&["check-config"]));
+    assert!(line.contains(&shown), "{line}");
+
+    let mut daemon = app.spawn_daemon();
+    let status = daemon
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("`run` with a broken config exits at once instead of running");
+    assert!(!status.success());
+    let log = daemon.log();
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "exactly one line on stderr: {log:?}"
+    );
+    assert!(log.contains(&shown), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_refuses_a_duplicate_and_an_unknown_provider_in_one_line() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["add", "42"]);
+
+    let line = one_line_error("a duplicate add", &app.cli(&["add", "42"]));
+    assert!(line.contains("42"), "{line}");
+    assert!(line.contains("already"), "{line}");
+
+    let line = one_line_error(
+        "add --provider dhl",
+        &app.cli(&["add", "43", "--provider", "dhl"]),
+    );
+    assert!(line.contains("dhl"), "{line}");
+    assert!(line.contains("taobao"), "names the configured ones: {line}");
+
+    let list = app.shipments();
+    assert_eq!(list.len(), 1, "neither mistake stored a row: {list:?}");
+}
+
+// DESIGN.md promises one clear line on stderr for every error; argument errors are printed by
+// clap's `Cli::parse()` (src/cli.rs), which adds a blank line and a `--help` hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: clap argument errors print three lines on stderr, not one (src/cli.rs Cli::parse)"]
+async fn add_refuses_an_unknown_tier_in_one_line() {
+    let app = TestApp::start().await;
+    let line = one_line_error(
+        "add --tier urgent",
+        &app.cli(&["add", "44", "--tier", "urgent"]),
+    );
+    assert!(line.contains("urgent"), "{line}");
+    assert!(line.contains("high"), "names the tiers there are: {line}");
+    app.cli_ok(&["list"]);
+    assert!(app.shipments().is_empty());
+}

@@ -1,0 +1,177 @@
+//! TOP's code 7 "App Call Limited" ban, as the gateway sees it: once told to back off for N
+//! seconds, shipwatch sends nothing for N seconds, across a restart or a crash too, and then
+//! carries on where it left off.
+
+use std::time::{Duration, Instant};
+
+use crate::support::app::TestApp;
+use crate::support::fake_top::{Call, Fault};
+
+const BAN_SECS: u64 = 5;
+/// The ban is counted from the daemon's reading of the answer, which comes after the gateway's
+/// timestamp of the call; the slack only covers clock granularity.
+const AT_LEAST: Duration = Duration::from_millis(4_900);
+
+fn tid(i: u64) -> u64 {
+    7_200_000_000_000_000_000 + i
+}
+
+const SHIPMENTS: u64 = 4;
+
+#[derive(Clone, Copy)]
+enum Restart {
+    None,
+    Sigterm,
+    Sigkill,
+}
+
+/// Tracks a few journeys with a ban as the gateway's first answer.
+///
+/// One poll at a time (`[polling] concurrency = 1`): with several polls in flight, those already
+/// sent when the ban answer comes back reach the gateway after it, and nothing on the gateway's
+/// side tells them apart from a call made in spite of the ban. One at a time, every call after
+/// the ban was made after shipwatch knew of it.
+async fn banned_app() -> TestApp {
+    let app = TestApp::start().await;
+    app.edit_config(|text| text.replacen("[polling]\n", "[polling]\nconcurrency = 1\n", 1));
+    for i in 0..SHIPMENTS {
+        app.top.journey(tid(i));
+        app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);
+    }
+    app.top.fault(Fault::Ban { seconds: BAN_SECS }, 1);
+    app
+}
+
+fn ban_call(app: &TestApp) -> Option<Call> {
+    app.top.calls().into_iter().find(|c| c.answered == "ban")
+}
+
+async fn ban_scenario(restart: Restart) {
+    let app = banned_app().await;
+    let mut daemon = app.spawn_daemon();
+
+    app.wait_until(
+        "the gateway has answered with a ban",
+        Duration::from_secs(20),
+        || ban_call(&app).is_some(),
+    )
+    .await;
+    let banned_at = ban_call(&app).unwrap().at;
+
+    let mut daemon = match restart {
+        Restart::None => daemon,
+        Restart::Sigterm | Restart::Sigkill => {
+            // Well inside the ban: the new daemon can only know of it from the database.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Restart::Sigterm = restart {
+                assert!(daemon.terminate().success(), "{}", daemon.log());
+            } else {
+                daemon.kill9();
+            }
+            assert!(
+                Instant::now() < banned_at + Duration::from_secs(BAN_SECS - 1),
+                "the machine is too slow for this test to restart inside the ban"
+            );
+            app.spawn_daemon()
+        }
+    };
+
+    app.wait_until(
+        "every shipment is delivered after the ban",
+        Duration::from_secs(45),
+        || app.shipments().iter().all(|s| s["status"] == "delivered"),
+    )
+    .await;
+
+    let calls = app.top.calls();
+    let ban = calls.iter().position(|c| c.answered == "ban").unwrap();
+    assert_eq!(
+        calls.iter().filter(|c| c.answered == "ban").count(),
+        1,
+        "one ban served"
+    );
+    let after = &calls[ban + 1..];
+    let first = after.first().expect("polling resumed after the ban");
+    let quiet = first.at - calls[ban].at;
+    assert!(
+        quiet >= AT_LEAST,
+        "a call reached the gateway {quiet:?} after a {BAN_SECS}s ban: {:?}",
+        &calls[ban..]
+    );
+    assert!(
+        after.iter().all(|c| c.answered == "trace"),
+        "only normal answers after the ban: {after:?}"
+    );
+    assert_eq!(
+        app.top.signature_failures(),
+        0,
+        "{:?}",
+        app.top.rejections()
+    );
+
+    // Polling resumed for everyone: each change of each journey announced.
+    app.wait_until(
+        "every change is delivered to the webhook",
+        Duration::from_secs(20),
+        || app.outbox(Some("sent")).len() == 5 * SHIPMENTS as usize,
+    )
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_silences_every_call_until_it_ends() {
+    ban_scenario(Restart::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_outlives_a_restart() {
+    ban_scenario(Restart::Sigterm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_outlives_a_crash() {
+    ban_scenario(Restart::Sigkill).await;
+}
+
+/// With the default number of polls in flight, a few calls sent together with the banned one
+/// may land just after it; after that the gateway hears nothing until the ban is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_silences_concurrent_polling_too() {
+    let app = TestApp::start().await;
+    for i in 0..SHIPMENTS {
+        app.top.journey(tid(i));
+        app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);
+    }
+    app.top.fault(Fault::Ban { seconds: BAN_SECS }, 1);
+    let mut daemon = app.spawn_daemon();
+
+    app.wait_until(
+        "every shipment is delivered after the ban",
+        Duration::from_secs(45),
+        || app.shipments().iter().all(|s| s["status"] == "delivered"),
+    )
+    .await;
+
+    let calls = app.top.calls();
+    let ban = calls.iter().position(|c| c.answered == "ban").unwrap();
+    let banned_at = calls[ban].at;
+    // Calls that were already on their way: at most one per other shipment, within moments.
+    let in_flight: Vec<&Call> = calls[ban + 1..]
+        .iter()
+        .filter(|c| c.at - banned_at < Duration::from_secs(1))
+        .collect();
+    assert!(in_flight.len() < SHIPMENTS as usize, "{in_flight:?}");
+    let early: Vec<&Call> = calls[ban + 1..]
+        .iter()
+        .filter(|c| {
+            let since = c.at - banned_at;
+            since >= Duration::from_secs(1) && since < AT_LEAST
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "calls reached the gateway during the {BAN_SECS}s ban: {early:?}"
+    );
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
