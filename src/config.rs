@@ -831,7 +831,12 @@ mod tests {
             "database = \"x.db\"\n[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret_file = \"missing.secret\"\nsession = \"s\"",
         )
         .unwrap();
-        assert!(Config::load(&path).unwrap_err().to_string().contains("missing.secret"));
+        assert!(
+            Config::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("missing.secret")
+        );
         let config = Config::load_without_secrets(&path).unwrap();
         assert!(config.providers.contains_key("t"));
         assert_eq!(config.database, dir.path().join("x.db"));

@@ -163,7 +163,12 @@ impl Dispatcher {
                 });
                 continue;
             };
-            if !self.in_flight.lock().expect("in-flight lock").insert(row.id) {
+            if !self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .insert(row.id)
+            {
                 continue;
             }
             let permit = self

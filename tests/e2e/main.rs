@@ -1,8 +1,11 @@
 //! End-to-end tests: real components against fake upstreams on loopback.
 
 mod bad_input;
+mod crash;
 mod journey;
 mod rate_limit;
 mod retries;
+mod schedule;
+mod storage;
 mod support;
 mod taobao_adapter;
