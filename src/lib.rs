@@ -12,3 +12,4 @@ pub mod events;
 pub mod notify;
 pub mod providers;
 pub mod storage;
+pub mod workers;

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{Millis, SharedClock, millis, to_rfc3339};
@@ -18,6 +16,7 @@ use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelKind;
 use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
 use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
+use crate::workers::Workers;
 
 pub mod limiter;
 
@@ -71,13 +70,10 @@ pub struct Dispatcher {
     providers: BTreeMap<String, Arc<ProviderRuntime>>,
     channels: Vec<(ChannelKind, Vec<Status>)>,
     events: Events,
-    slots: Arc<Semaphore>,
+    workers: Workers,
     /// Shipments whose poll is under way. A poll that waits long for its provider's quota may
     /// outlive its claim; the shipment is then claimed again but must not be polled twice.
     in_flight: Mutex<HashSet<i64>>,
-    tracker: TaskTracker,
-    /// Cut in-flight polls short (after the shutdown grace period).
-    abort: CancellationToken,
 }
 
 impl Dispatcher {
@@ -95,14 +91,12 @@ impl Dispatcher {
             db,
             clock,
             tiers,
-            slots: Arc::new(Semaphore::new(polling.concurrency)),
+            workers: Workers::new(polling.concurrency),
             polling,
             providers,
             channels,
             events,
             in_flight: Mutex::new(HashSet::new()),
-            tracker: TaskTracker::new(),
-            abort: CancellationToken::new(),
         })
     }
 
@@ -140,7 +134,7 @@ impl Dispatcher {
     /// One round: claims as many due shipments as there are free poll slots and starts a poll
     /// for each. Returns how many it claimed; the polls go on in the background.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
-        let free = self.slots.available_permits();
+        let free = self.workers.free();
         if free == 0 {
             return Ok(0);
         }
@@ -171,17 +165,11 @@ impl Dispatcher {
             {
                 continue;
             }
-            let permit = self
-                .slots
-                .clone()
-                .try_acquire_owned()
-                .expect("only this loop takes slots");
             let me = self.clone();
-            self.tracker.spawn(async move {
+            self.workers.spawn(async move {
                 let id = row.id;
                 me.poll_in_background(&provider, row).await;
                 me.in_flight.lock().expect("in-flight lock").remove(&id);
-                drop(permit);
             });
         }
         Ok(claimed)
@@ -191,8 +179,7 @@ impl Dispatcher {
     /// recorded. Lets tests drive the dispatcher step by step.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, StorageError> {
         let claimed = self.step().await?;
-        let all = u32::try_from(self.polling.concurrency).unwrap_or(u32::MAX);
-        drop(self.slots.acquire_many(all).await.expect("never closed"));
+        self.workers.idle().await;
         Ok(claimed)
     }
 
@@ -211,7 +198,7 @@ impl Dispatcher {
     async fn poll_in_background(&self, provider: &ProviderRuntime, row: ShipmentRow) {
         let released = tokio::select! {
             biased;
-            _ = self.abort.cancelled() => true,
+            _ = self.workers.aborted() => true,
             outcome = self.poll(provider, &row) => {
                 if let Err(e) = outcome {
                     error!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, error = %e, "could not record poll");
@@ -391,23 +378,19 @@ impl Dispatcher {
         if let Err(e) = self.load_bans().await {
             error!(error = %e, "could not read provider bans");
         }
-        while !stop.is_cancelled() {
-            let wait = match self.step().await {
-                Ok(_) if self.slots.available_permits() == 0 => None,
-                Ok(_) => Some(self.idle_wait().await),
-                Err(e) => {
-                    error!(error = %e, "dispatcher could not claim shipments");
-                    Some(self.polling.scan_interval)
+        let me = &self;
+        self.workers
+            .feed(&stop, || async move {
+                match me.step().await {
+                    Ok(_) => me.idle_wait().await,
+                    Err(e) => {
+                        error!(error = %e, "dispatcher could not claim shipments");
+                        me.polling.scan_interval
+                    }
                 }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                // Every slot busy: go on as soon as one frees.
-                _ = self.slots.acquire(), if wait.is_none() => {}
-                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
-            }
-        }
-        self.drain(grace).await;
+            })
+            .await;
+        self.workers.drain(grace, "polls").await;
     }
 
     /// How long to sleep when nothing more is due now: until the next due shipment, at most one
@@ -420,22 +403,6 @@ impl Dispatcher {
             }
             Ok(Some(_)) => Duration::from_millis(10).min(self.polling.scan_interval),
             _ => self.polling.scan_interval,
-        }
-    }
-
-    /// Waits for in-flight polls, at most `grace`; the rest are cut short and released.
-    pub async fn drain(&self, grace: Duration) {
-        self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                in_flight = self.tracker.len(),
-                "polls still running after the shutdown grace; releasing them"
-            );
-            self.abort.cancel();
-            self.tracker.wait().await;
         }
     }
 

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::{Channel, ChannelKind, DeliveryError, Outgoing};
@@ -16,6 +14,7 @@ use crate::clock::{SharedClock, millis};
 use crate::config::Delivery;
 use crate::events::{Events, PipelineEvent};
 use crate::storage::{ClaimedNotification, Db, StorageError};
+use crate::workers::Workers;
 
 /// The delay before attempt `attempts + 1`, after `attempts` failed ones: `backoff` doubling up
 /// to `backoff_max`, with jitter, and never sooner than the receiver's `Retry-After`.
@@ -39,9 +38,7 @@ pub struct Sender {
     delivery: Delivery,
     channels: BTreeMap<ChannelKind, Arc<dyn Channel>>,
     events: Events,
-    slots: Arc<Semaphore>,
-    tracker: TaskTracker,
-    abort: CancellationToken,
+    workers: Workers,
     /// How often the outbox is looked at when nothing is due sooner.
     scan_interval: Duration,
 }
@@ -58,12 +55,10 @@ impl Sender {
         Arc::new(Sender {
             db,
             clock,
-            slots: Arc::new(Semaphore::new(delivery.concurrency)),
+            workers: Workers::new(delivery.concurrency),
             delivery,
             channels: channels.into_iter().map(|c| (c.kind(), c)).collect(),
             events,
-            tracker: TaskTracker::new(),
-            abort: CancellationToken::new(),
             scan_interval,
         })
     }
@@ -75,7 +70,7 @@ impl Sender {
     /// One round: claims as many due notifications as there are free delivery slots and starts
     /// an attempt for each. Returns how many it claimed.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
-        let free = self.slots.available_permits();
+        let free = self.workers.free();
         if free == 0 || self.channels.is_empty() {
             return Ok(0);
         }
@@ -92,16 +87,9 @@ impl Sender {
             .await?;
         let count = claimed.len();
         for notification in claimed {
-            let permit = self
-                .slots
-                .clone()
-                .try_acquire_owned()
-                .expect("only this loop takes slots");
             let me = self.clone();
-            self.tracker.spawn(async move {
-                me.deliver_in_background(notification).await;
-                drop(permit);
-            });
+            self.workers
+                .spawn(async move { me.deliver_in_background(notification).await });
         }
         Ok(count)
     }
@@ -110,15 +98,14 @@ impl Sender {
     /// outcome is recorded.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, StorageError> {
         let claimed = self.step().await?;
-        let all = u32::try_from(self.delivery.concurrency).unwrap_or(u32::MAX);
-        drop(self.slots.acquire_many(all).await.expect("never closed"));
+        self.workers.idle().await;
         Ok(claimed)
     }
 
     async fn deliver_in_background(&self, notification: ClaimedNotification) {
         let outcome = tokio::select! {
             biased;
-            _ = self.abort.cancelled() => None,
+            _ = self.workers.aborted() => None,
             outcome = self.deliver(&notification) => Some(outcome),
         };
         let result = match outcome {
@@ -203,22 +190,19 @@ impl Sender {
     /// Delivers until `stop` fires, then lets in-flight attempts finish within `grace` and
     /// releases whatever is still unfinished after that.
     pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
-        while !stop.is_cancelled() {
-            let wait = match self.step().await {
-                Ok(_) if self.slots.available_permits() == 0 => None,
-                Ok(_) => Some(self.idle_wait().await),
-                Err(e) => {
-                    error!(error = %e, "sender could not claim notifications");
-                    Some(self.scan_interval)
+        let me = &self;
+        self.workers
+            .feed(&stop, || async move {
+                match me.step().await {
+                    Ok(_) => me.idle_wait().await,
+                    Err(e) => {
+                        error!(error = %e, "sender could not claim notifications");
+                        me.scan_interval
+                    }
                 }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = self.slots.acquire(), if wait.is_none() => {}
-                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
-            }
-        }
-        self.drain(grace).await;
+            })
+            .await;
+        self.workers.drain(grace, "deliveries").await;
     }
 
     async fn idle_wait(&self) -> Duration {
@@ -229,21 +213,6 @@ impl Sender {
             }
             Ok(Some(_)) => Duration::from_millis(10).min(self.scan_interval),
             _ => self.scan_interval,
-        }
-    }
-
-    pub async fn drain(&self, grace: Duration) {
-        self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                in_flight = self.tracker.len(),
-                "deliveries still running after the shutdown grace; releasing them"
-            );
-            self.abort.cancel();
-            self.tracker.wait().await;
         }
     }
 }

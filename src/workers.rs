@@ -1,0 +1,139 @@
+//! What the dispatcher and the sender share: a bounded set of background tasks, the loop that
+//! feeds it, and the drain on shutdown (tasks that outlast the grace period are told to give
+//! their work back).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+pub struct Workers {
+    size: usize,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    abort: CancellationToken,
+}
+
+impl Workers {
+    pub fn new(size: usize) -> Self {
+        Workers {
+            size,
+            slots: Arc::new(Semaphore::new(size)),
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Slots free for new tasks.
+    pub fn free(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// Starts a task in a free slot. Only the one loop that checked [`Workers::free`] spawns.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .expect("the feeding loop counted the free slots");
+        self.tracker.spawn(async move {
+            task.await;
+            drop(permit);
+        });
+    }
+
+    /// Fires when a task must give up its work: the shutdown grace is over.
+    pub fn aborted(&self) -> WaitForCancellationFuture<'_> {
+        self.abort.cancelled()
+    }
+
+    /// Waits until no task is running.
+    pub async fn idle(&self) {
+        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
+        drop(self.slots.acquire_many(all).await.expect("never closed"));
+    }
+
+    /// Runs `round` until `stop` fires. `round` starts what work there is and says how long to
+    /// sleep if slots are still free; when every slot is busy the next round comes as soon as
+    /// one frees.
+    pub async fn feed<F>(&self, stop: &CancellationToken, mut round: impl FnMut() -> F)
+    where
+        F: Future<Output = Duration>,
+    {
+        while !stop.is_cancelled() {
+            let wait = round().await;
+            let full = self.free() == 0;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.slots.acquire(), if full => {}
+                _ = tokio::time::sleep(wait), if !full => {}
+            }
+        }
+    }
+
+    /// Lets running tasks finish within `grace`; after that they are aborted (and give their
+    /// work back) and waited for.
+    pub async fn drain(&self, grace: Duration, what: &str) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = self.tracker.len(),
+                "{what} still running after the shutdown grace; releasing them"
+            );
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_within_the_grace_then_aborts_the_rest() {
+        let workers = Arc::new(Workers::new(4));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new(AtomicUsize::new(0));
+        for secs in [1, 2, 60, 120] {
+            let (w, finished, released) = (workers.clone(), finished.clone(), released.clone());
+            workers.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(secs)) => finished.fetch_add(1, Ordering::SeqCst),
+                    _ = w.aborted() => released.fetch_add(1, Ordering::SeqCst),
+                };
+            });
+        }
+        assert_eq!(workers.free(), 0);
+        let start = tokio::time::Instant::now();
+        workers.drain(Duration::from_secs(10), "tasks").await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+        assert_eq!(released.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn feed_rounds_until_stopped() {
+        let workers = Workers::new(1);
+        let stop = CancellationToken::new();
+        let rounds = AtomicUsize::new(0);
+        let (rounds_ref, stopper) = (&rounds, &stop);
+        workers
+            .feed(&stop, || async move {
+                if rounds_ref.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
+                    stopper.cancel();
+                }
+                Duration::from_secs(1)
+            })
+            .await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 5);
+    }
+}
