@@ -130,7 +130,13 @@ impl OutboxState {
 /// Runs the command line; the error, if any, is for `main` to print as one line.
 pub async fn run(cli: Cli) -> Result<()> {
     let Cli { global, command } = cli;
-    init_logging(&global, matches!(command, Command::Run));
+    let default_level = match command {
+        Command::Run => "info",
+        // The demo's printout tells the story; logs would only repeat it.
+        Command::Demo(_) => "error",
+        _ => "warn",
+    };
+    init_logging(&global, default_level);
     match command {
         Command::Run => run_daemon(&global).await,
         Command::Demo(args) => crate::demo::run(args, global.db.clone()).await,
@@ -157,9 +163,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn init_logging(global: &Global, daemon: bool) {
+fn init_logging(global: &Global, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let default = if daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -29,7 +29,9 @@ pub fn retry_delay(delivery: &Delivery, attempts: u32, retry_after: Option<Durat
         .nth(attempts.saturating_sub(1) as usize)
         .unwrap_or(delivery.backoff_max)
         .min(delivery.backoff_max);
-    backoff.max(retry_after.unwrap_or_default())
+    let delay = backoff.max(retry_after.unwrap_or_default());
+    // Whole milliseconds: finer is noise in logs and in the database.
+    Duration::from_millis(delay.as_millis() as u64)
 }
 
 pub struct Sender {
