@@ -45,6 +45,9 @@ pub struct Trace {
     pub events: Vec<TraceEvent>,
     pub carrier: Option<String>,
     pub tracking_no: Option<String>,
+    /// Raw codes or texts no mapping table knew (`action=XYZ`), so that operators can see and
+    /// count them; the status above is then the nearest safe one.
+    pub unmapped: Vec<String>,
 }
 
 /// Why a poll did not produce a trace, classified by what the daemon should do next.
@@ -79,6 +82,110 @@ pub trait Provider: Send + Sync {
     /// The adapter kind as written in the config (`taobao`, `simulator`, …).
     fn kind(&self) -> &'static str;
 
+    /// Says what a shipment lacks for this provider (a numeric order id, a tracking number…),
+    /// in one line that tells how to fix it. Checked when a shipment is added or picked up.
+    fn check(&self, _request: &TrackRequest) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The shortest interval at which upstream lets one shipment be asked about, whatever its
+    /// tier (Kuaidi100 locks a waybill queried more often than every 30 minutes).
+    fn min_interval(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Asks upstream for the current trace of one shipment.
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError>;
+}
+
+/// The largest response body an adapter reads: a gateway that sends more is broken, and must not
+/// cost the daemon its memory.
+pub const MAX_BODY: usize = 8 << 20;
+
+/// Reads a response body of at most `limit` bytes.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ProviderError::Transient(format!(
+            "response body of {} bytes is over the {limit}-byte limit",
+            response.content_length().unwrap_or_default()
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Transient(format!("reading the response: {e}")))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ProviderError::Transient(format!(
+                "response body over the {limit}-byte limit"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads a carrier's local time: `yyyy-MM-dd HH:mm:ss` (or without seconds) in Asia/Shanghai,
+/// or epoch milliseconds.
+pub fn parse_local_time(raw: &str) -> Option<DateTime<FixedOffset>> {
+    use chrono::{NaiveDateTime, TimeZone};
+    let raw = raw.trim();
+    if !raw.is_empty() && raw.len() >= 12 && raw.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = raw.parse().ok()?;
+        return shanghai().timestamp_millis_opt(ms).single();
+    }
+    let naive = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M"))
+        .ok()?;
+    naive.and_local_timezone(shanghai()).single()
+}
+
+/// Orders events oldest first, whichever way upstream listed them. Events with the same time
+/// keep their listed order, oldest first.
+pub fn oldest_first(mut events: Vec<TraceEvent>) -> Vec<TraceEvent> {
+    if events.len() > 1 && events[0].time > events[events.len() - 1].time {
+        events.reverse();
+    }
+    events.sort_by_key(|event| event.time);
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_times_are_exact_instants() {
+        let t = parse_local_time("2016-01-01 12:00:00").unwrap();
+        assert_eq!(t.timestamp(), 1_451_620_800);
+        assert_eq!(t.offset(), &shanghai());
+        assert_eq!(parse_local_time("2016-01-01 12:00").unwrap(), t);
+        assert_eq!(parse_local_time("1451620800000").unwrap(), t);
+        assert_eq!(parse_local_time("yesterday"), None);
+        assert_eq!(parse_local_time(""), None);
+    }
+
+    #[test]
+    fn events_come_out_oldest_first_either_way() {
+        let event = |s: &str, d: &str| TraceEvent {
+            time: parse_local_time(s).unwrap(),
+            description: d.to_owned(),
+            location: None,
+            raw_code: None,
+        };
+        let oldest = vec![
+            event("2026-11-20 08:00:00", "a"),
+            event("2026-11-20 09:00:00", "b"),
+            event("2026-11-20 09:00:00", "c"),
+            event("2026-11-20 10:00:00", "d"),
+        ];
+        let mut newest = oldest.clone();
+        newest.reverse();
+        assert_eq!(oldest_first(newest), oldest);
+        assert_eq!(oldest_first(oldest.clone()), oldest);
+    }
 }

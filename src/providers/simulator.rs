@@ -217,6 +217,7 @@ impl Provider for Simulator {
                 .tracking_no
                 .clone()
                 .or_else(|| Some(format!("SIM{}", request.order_id))),
+            unmapped: Vec::new(),
         })
     }
 }

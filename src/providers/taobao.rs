@@ -175,6 +175,13 @@ impl Provider for Taobao {
         "taobao"
     }
 
+    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+        parse_tid(&request.order_id).map(drop).map_err(|e| match e {
+            ProviderError::Permanent(message) => message,
+            other => other.to_string(),
+        })
+    }
+
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
         let tid = parse_tid(&request.order_id)?;
         // TOP checks the timestamp against its own clock in China, whatever our zone is.
@@ -195,10 +202,7 @@ impl Provider for Taobao {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u64>().ok());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| transport_error(&err))?;
+        let body = super::read_body(response, super::MAX_BODY).await?;
         let body = String::from_utf8_lossy(&body);
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(ProviderError::RateLimited {
@@ -396,7 +400,7 @@ fn parse_response(body: &str) -> Result<Found, ProviderError> {
         .unwrap_or_default();
     let events = events_oldest_first(steps);
     let raw_status = found.status.unwrap_or_default();
-    let status = canonical_status(&raw_status, events.last());
+    let (status, unmapped) = map_status(&raw_status, events.last());
     Ok(Found {
         tid: found.tid,
         trace: Trace {
@@ -405,6 +409,7 @@ fn parse_response(body: &str) -> Result<Found, ProviderError> {
             events,
             carrier: found.company_name,
             tracking_no: found.out_sid,
+            unmapped,
         },
     })
 }
@@ -622,22 +627,42 @@ fn keyword_status(text: &str) -> Option<Status> {
 }
 
 /// What the newest scan says: its action if known, else its text.
-fn event_status(event: &TraceEvent) -> Option<Status> {
+fn event_status(event: &TraceEvent, unmapped: &mut Vec<String>) -> Option<Status> {
     let action = event.raw_code.as_deref().unwrap_or("").trim();
     if let Some(status) = action_status(action) {
         return Some(status);
     }
     if !action.is_empty() {
-        note_unmapped("action", action);
+        unmapped.push(format!("action={action}"));
     }
     keyword_status(&event.description)
 }
 
 /// The canonical status of an order from TOP's `status` and the newest scan.
+#[cfg(test)]
 fn canonical_status(raw_status: &str, newest: Option<&TraceEvent>) -> Status {
+    map_status(raw_status, newest).0
+}
+
+/// The canonical status of an order from TOP's `status` and the newest scan, with the raw values
+/// no table knew (`status=…`, `action=…`, `status_desc=…`), each logged once per process.
+fn map_status(raw_status: &str, newest: Option<&TraceEvent>) -> (Status, Vec<String>) {
+    let mut unmapped = Vec::new();
+    let status = status_from(raw_status, newest, &mut unmapped);
+    for value in &unmapped {
+        note_unmapped(value);
+    }
+    (status, unmapped)
+}
+
+fn status_from(
+    raw_status: &str,
+    newest: Option<&TraceEvent>,
+    unmapped: &mut Vec<String>,
+) -> Status {
     let rule = top_status_rule(raw_status);
     if rule.is_none() && !raw_status.trim().is_empty() {
-        note_unmapped("status", raw_status.trim());
+        unmapped.push(format!("status={}", raw_status.trim()));
     }
     let base = match rule {
         Some(StatusRule::Decisive(status)) => return status,
@@ -647,7 +672,7 @@ fn canonical_status(raw_status: &str, newest: Option<&TraceEvent>) -> Status {
     let Some(newest) = newest else {
         return base.unwrap_or(Status::Pending);
     };
-    match event_status(newest) {
+    match event_status(newest, unmapped) {
         // A scan that says "ordered" never pulls back what TOP itself already knows.
         Some(Status::InfoReceived | Status::Pending) => base.unwrap_or(Status::InfoReceived),
         Some(status) => status,
@@ -657,7 +682,7 @@ fn canonical_status(raw_status: &str, newest: Option<&TraceEvent>) -> Status {
                 .as_deref()
                 .is_none_or(|a| a.trim().is_empty())
             {
-                note_unmapped("status_desc", &newest.description);
+                unmapped.push(format!("status_desc={}", newest.description));
             }
             // There are scans, so the parcel is moving; anything stronger would be a guess.
             Status::InTransit
@@ -682,9 +707,9 @@ fn first_sighting(key: String) -> bool {
 }
 
 /// Logs an unmapped raw value once, so operators can extend the tables without drowning in logs.
-fn note_unmapped(field: &'static str, raw: &str) {
-    if first_sighting(format!("{field}\u{0}{raw}")) {
-        tracing::warn!(provider = "taobao", field, raw = %raw, "unmapped");
+fn note_unmapped(value: &str) {
+    if first_sighting(value.to_owned()) {
+        tracing::warn!(provider = "taobao", raw = %value, "unmapped");
     }
 }
 

@@ -60,6 +60,7 @@ impl Provider for Counting {
             events: Vec::new(),
             carrier: None,
             tracking_no: None,
+            unmapped: Vec::new(),
         })
     }
 }

@@ -28,6 +28,7 @@ fn trace(status: Status, events: usize) -> Trace {
             .collect(),
         carrier: Some("中通速递".to_owned()),
         tracking_no: Some("ZT123".to_owned()),
+        unmapped: Vec::new(),
     }
 }
 
