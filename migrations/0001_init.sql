@@ -75,10 +75,23 @@ CREATE TABLE notifications (
 
 CREATE INDEX notifications_due ON notifications (next_attempt_at) WHERE state = 'pending';
 
--- What the daemon knows about each upstream provider; a ban survives restarts.
+-- What the daemon knows about each upstream provider. A rate-limit ban survives restarts; a
+-- pause for rejected credentials or configuration is kept for `stats` and lifted by a restart.
 CREATE TABLE provider_state (
     provider     TEXT PRIMARY KEY,
     banned_until INTEGER,
     reason       TEXT,
-    updated_at   INTEGER NOT NULL
+    updated_at   INTEGER NOT NULL,
+    paused_until INTEGER,
+    pause_reason TEXT
+);
+
+-- Provider codes and texts that no mapping table knew, for operators to extend the tables.
+CREATE TABLE unmapped (
+    provider   TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    count      INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (provider, value)
 );

@@ -232,6 +232,8 @@ async fn run_daemon(global: &Global) -> Result<()> {
     let _lock = Db::lock_for_daemon(&config.database).map_err(|e| anyhow!(e))?;
     // No other daemon runs on this database: claims left by one that died can go at once.
     db.release_all_claims(SystemClock.now()).await?;
+    // A restart is how an operator says the credentials or the config are fixed.
+    db.clear_provider_pauses().await?;
     let daemon = Daemon::new(
         &config,
         db.clone(),

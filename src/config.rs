@@ -207,10 +207,30 @@ impl Default for Delivery {
     }
 }
 
+/// The one HTTP client all providers share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http {
+    pub connect_timeout: Duration,
+    /// The whole request, answer included.
+    pub timeout: Duration,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
 /// One configured upstream.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub rate_limit: Option<RateLimit>,
+    /// The shortest interval between two polls of one shipment; `None` takes the provider's
+    /// own floor (30m for kuaidi100, none for the others).
+    pub min_interval: Option<Duration>,
     pub adapter: AdapterSettings,
 }
 
@@ -269,6 +289,7 @@ pub struct Config {
     pub tiers: Tiers,
     pub polling: Polling,
     pub delivery: Delivery,
+    pub http: Http,
     pub providers: BTreeMap<String, ProviderSettings>,
     pub channels: Channels,
 }
@@ -286,6 +307,8 @@ struct RawConfig {
     polling: RawPolling,
     #[serde(default)]
     delivery: RawDelivery,
+    #[serde(default)]
+    http: RawHttp,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
@@ -322,11 +345,19 @@ struct RawDelivery {
     concurrency: Option<usize>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    connect_timeout: Option<HumanDuration>,
+    timeout: Option<HumanDuration>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     kind: String,
     rate_limit: Option<RateLimit>,
+    min_interval: Option<HumanDuration>,
     endpoint: Option<String>,
     app_key: Option<String>,
     app_secret: Option<String>,
@@ -479,6 +510,15 @@ impl Config {
             )));
         }
 
+        let d = Http::default();
+        let http = Http {
+            connect_timeout: raw.http.connect_timeout.map_or(d.connect_timeout, |v| v.0),
+            timeout: raw.http.timeout.map_or(d.timeout, |v| v.0),
+        };
+        if http.timeout.is_zero() || http.connect_timeout.is_zero() {
+            return Err(invalid("[http] timeouts must be longer than 0s"));
+        }
+
         let mut providers = BTreeMap::new();
         for (name, raw) in raw.providers {
             providers.insert(name.clone(), resolve_provider(&name, raw, &secrets)?);
@@ -499,6 +539,7 @@ impl Config {
             tiers,
             polling,
             delivery,
+            http,
             providers,
             channels,
         })
@@ -553,6 +594,7 @@ fn resolve_provider(
     };
     Ok(ProviderSettings {
         rate_limit: raw.rate_limit,
+        min_interval: raw.min_interval.map(|d| d.0),
         adapter,
     })
 }
@@ -760,6 +802,8 @@ mod tests {
         assert_eq!(config.delivery.timeout, Duration::from_secs(15));
         assert_eq!(config.delivery.lease, Duration::from_secs(60));
         assert_eq!(config.database, PathBuf::from(DEFAULT_DATABASE));
+        assert_eq!(config.http.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.http.timeout, Duration::from_secs(15));
         assert!(config.providers.is_empty());
     }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::clock::SharedClock;
-use crate::config::{AdapterSettings, Config};
+use crate::config::{AdapterSettings, Config, Http};
 use crate::dispatch::{Dispatcher, ProviderRuntime};
 use crate::events::Events;
 use crate::notify::Channel;
@@ -23,11 +23,12 @@ use crate::storage::Db;
 /// How long in-flight polls and deliveries get to finish on shutdown before they are released.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// The HTTP client for upstream APIs.
-pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
+/// The one HTTP client all upstream APIs share (its connection pool included).
+pub fn upstream_client(http: &Http) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("shipwatch/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(http.connect_timeout)
+        .timeout(http.timeout)
         .build()
 }
 
@@ -46,7 +47,11 @@ pub fn build_providers(
                 }
                 AdapterSettings::Simulator => Arc::new(Simulator::new()),
             };
-            let runtime = ProviderRuntime::new(name, adapter, settings.rate_limit);
+            let min_interval = settings
+                .min_interval
+                .unwrap_or_else(|| adapter.min_interval());
+            let runtime = ProviderRuntime::new(name, adapter, settings.rate_limit)
+                .with_min_interval(min_interval);
             (name.clone(), Arc::new(runtime))
         })
         .collect()
@@ -78,7 +83,7 @@ impl Daemon {
         clock: SharedClock,
         events: Events,
     ) -> anyhow::Result<Daemon> {
-        let http = upstream_client()?;
+        let http = upstream_client(&config.http)?;
         let dispatcher = Dispatcher::new(
             db.clone(),
             clock.clone(),

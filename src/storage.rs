@@ -366,6 +366,46 @@ impl Db {
         }
     }
 
+    /// Adds many shipments in one transaction: all of them, or none. On a duplicate order id
+    /// the error gives the index of the row at fault.
+    #[instrument(skip_all, fields(rows = rows.len()))]
+    pub async fn import_shipments(
+        &self,
+        rows: &[NewShipment],
+        now: Millis,
+    ) -> Result<usize, (usize, StorageError)> {
+        let mut tx = self.begin_write().await.map_err(|e| (0, e))?;
+        for (i, new) in rows.iter().enumerate() {
+            let done = sqlx::query(
+                "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
+                 email, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.order_id)
+            .bind(&new.provider)
+            .bind(&new.tracking_no)
+            .bind(&new.carrier)
+            .bind(new.tier.as_str())
+            .bind(&new.phone)
+            .bind(&new.email)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match done {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err((i, StorageError::Duplicate(new.order_id.clone())));
+                }
+                Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
+                    return Err((i, StorageError::Rejected(e.message().to_owned())));
+                }
+                Err(e) => return Err((i, e.into())),
+            }
+        }
+        tx.commit().await.map_err(|e| (rows.len(), e.into()))?;
+        Ok(rows.len())
+    }
+
     #[instrument(skip_all)]
     pub async fn list_shipments(
         &self,
@@ -661,6 +701,19 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
+        for value in &poll.trace.unmapped {
+            sqlx::query(
+                "INSERT INTO unmapped (provider, value, count, first_seen, last_seen) \
+                 VALUES (?, ?, 1, ?, ?) ON CONFLICT (provider, value) DO UPDATE SET \
+                 count = count + 1, last_seen = excluded.last_seen",
+            )
+            .bind(&current.provider)
+            .bind(value)
+            .bind(poll.now)
+            .bind(poll.now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Recorded {
             change: (status != previous).then_some((previous, status)),
@@ -703,6 +756,85 @@ impl Db {
         .bind(now)
         .fetch_all(&self.read)
         .await?)
+    }
+
+    /// Records that a provider was stopped because upstream rejected its credentials or its
+    /// configuration, for `stats` and `check-config`. A restart lifts it.
+    pub async fn pause_provider(
+        &self,
+        provider: &str,
+        until: Millis,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO provider_state (provider, paused_until, pause_reason, updated_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (provider) DO UPDATE SET \
+             paused_until = excluded.paused_until, pause_reason = excluded.pause_reason, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(provider)
+        .bind(until)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Lifts every credentials or configuration pause: at daemon start, with the config as it
+    /// is now.
+    pub async fn clear_provider_pauses(&self) -> Result<()> {
+        sqlx::query("UPDATE provider_state SET paused_until = NULL, pause_reason = NULL")
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Every provider that is banned or paused beyond `now`.
+    pub async fn provider_states(&self, now: Millis) -> Result<Vec<ProviderState>> {
+        Ok(sqlx::query_as::<_, ProviderState>(
+            "SELECT provider, \
+                 CASE WHEN banned_until > ?1 THEN banned_until END AS banned_until, \
+                 CASE WHEN banned_until > ?1 THEN reason END AS ban_reason, \
+                 CASE WHEN paused_until > ?1 THEN paused_until END AS paused_until, \
+                 CASE WHEN paused_until > ?1 THEN pause_reason END AS pause_reason \
+             FROM provider_state WHERE banned_until > ?1 OR paused_until > ?1 ORDER BY provider",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Provider values no mapping table knew, most frequent first.
+    pub async fn unmapped(&self) -> Result<Vec<UnmappedRow>> {
+        Ok(sqlx::query_as::<_, UnmappedRow>(
+            "SELECT provider, value, count, first_seen, last_seen FROM unmapped \
+             ORDER BY count DESC, provider, value",
+        )
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Shipments per provider, tier, status and activity, and notifications per channel and
+    /// state: what `stats` shows.
+    pub async fn stats(&self) -> Result<Stats> {
+        let shipments = sqlx::query_as::<_, ShipmentCount>(
+            "SELECT provider, tier, status, active, count(*) AS count FROM shipments \
+             GROUP BY provider, tier, status, active ORDER BY provider, tier, status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let notifications = sqlx::query_as::<_, NotificationCount>(
+            "SELECT channel, state, count(*) AS count FROM notifications \
+             GROUP BY channel, state ORDER BY channel, state",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(Stats {
+            shipments,
+            notifications,
+        })
     }
 
     // ---- the outbox ---------------------------------------------------------------------------
@@ -874,6 +1006,57 @@ impl Db {
             states,
             active,
         })
+    }
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct ProviderState {
+    pub provider: String,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub banned_until: Option<Millis>,
+    pub ban_reason: Option<String>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub paused_until: Option<Millis>,
+    pub pause_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct UnmappedRow {
+    pub provider: String,
+    pub value: String,
+    pub count: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub first_seen: Millis,
+    #[serde(serialize_with = "ser_time")]
+    pub last_seen: Millis,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct ShipmentCount {
+    pub provider: String,
+    pub tier: String,
+    pub status: String,
+    pub active: bool,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct NotificationCount {
+    pub channel: String,
+    pub state: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub shipments: Vec<ShipmentCount>,
+    pub notifications: Vec<NotificationCount>,
+}
+
+fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&to_rfc3339(*ms)),
+        None => s.serialize_none(),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct ProviderRuntime {
     pub name: String,
     pub adapter: Arc<dyn Provider>,
     limiter: Limiter,
+    /// No shipment of this provider is polled more often than this, whatever its tier.
+    min_interval: Duration,
     paused_until: Mutex<Option<Millis>>,
 }
 
@@ -34,15 +36,25 @@ impl ProviderRuntime {
     pub fn new(name: &str, adapter: Arc<dyn Provider>, rate_limit: Option<RateLimit>) -> Self {
         ProviderRuntime {
             name: name.to_owned(),
+            min_interval: adapter.min_interval(),
             adapter,
             limiter: Limiter::new(rate_limit),
             paused_until: Mutex::new(None),
         }
     }
 
-    fn pause_until(&self, until: Millis) {
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
+        self.min_interval = min_interval;
+        self
+    }
+
+    /// Pauses the provider until `until`; true when it was not paused already (so that a pause
+    /// is reported once, not once per poll that was in flight).
+    fn pause_until(&self, until: Millis, now: Millis) -> bool {
         let mut paused = self.paused_until.lock().expect("pause lock");
+        let was_paused = paused.is_some_and(|p| p > now);
         *paused = Some(paused.map_or(until, |p| p.max(until)));
+        !was_paused
     }
 
     fn is_paused(&self, now: Millis) -> bool {
@@ -104,7 +116,7 @@ impl Dispatcher {
     pub async fn load_bans(&self) -> Result<(), StorageError> {
         for (name, until) in self.db.provider_bans(self.clock.now()).await? {
             if let Some(provider) = self.providers.get(&name) {
-                provider.pause_until(until);
+                provider.pause_until(until, self.clock.now());
                 warn!(provider = %name, until = %to_rfc3339(until), "provider still banned by upstream; no calls until then");
             }
         }
@@ -129,6 +141,13 @@ impl Dispatcher {
             1.0
         };
         now + (interval * factor * 1000.0) as Millis
+    }
+
+    /// When a shipment of `provider` is next due: its tier's interval ± jitter, and never sooner
+    /// than the provider's floor.
+    fn next_poll_for(&self, provider: &ProviderRuntime, now: Millis, tier: Tier) -> Millis {
+        self.next_poll_at(now, tier)
+            .max(now + millis(provider.min_interval))
     }
 
     /// One round: claims as many due shipments as there are free poll slots and starts a poll
@@ -157,6 +176,15 @@ impl Dispatcher {
                 });
                 continue;
             };
+            if let Err(reason) = provider.adapter.check(&track_request(&row)) {
+                warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
+                self.db.mark_invalid(row.id, &reason, now).await?;
+                self.events.emit(PipelineEvent::ShipmentInvalid {
+                    order_id: row.order_id,
+                    reason,
+                });
+                continue;
+            }
             if !self
                 .in_flight
                 .lock()
@@ -225,12 +253,7 @@ impl Dispatcher {
             self.db.release_shipment(row.id).await?;
             return Ok(PollOutcome::Skipped);
         }
-        let request = TrackRequest {
-            order_id: row.order_id.clone(),
-            tracking_no: row.tracking_no.clone(),
-            carrier: row.carrier.clone(),
-            phone: row.phone.clone(),
-        };
+        let request = track_request(row);
         let result = match tokio::time::timeout(
             self.polling.timeout,
             provider.adapter.fetch(&request),
@@ -269,7 +292,7 @@ impl Dispatcher {
                 PollRecord {
                     now,
                     trace: &trace,
-                    next_poll_at: self.next_poll_at(now, tier),
+                    next_poll_at: self.next_poll_for(provider, now, tier),
                     channels: &self.channels,
                 },
             )
@@ -310,34 +333,41 @@ impl Dispatcher {
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
                 let until = now + millis(*retry_after);
-                provider.pause_until(until);
+                let first = provider.pause_until(until, now);
                 self.db
                     .ban_provider(name, until, &error.to_string(), now)
                     .await?;
                 self.db.release_shipment(row.id).await?;
-                warn!(provider = %name, until = %to_rfc3339(until), %error, "provider paused: upstream rate limit");
-                self.events.emit(PipelineEvent::ProviderPaused {
-                    provider: name.clone(),
-                    until,
-                    reason: error.to_string(),
-                });
+                if first {
+                    warn!(provider = %name, until = %to_rfc3339(until), %error, "provider paused: upstream rate limit");
+                    self.events.emit(PipelineEvent::ProviderPaused {
+                        provider: name.clone(),
+                        until,
+                        reason: error.to_string(),
+                    });
+                }
             }
             ProviderError::AuthExpired(_) | ProviderError::Config(_) => {
                 let until = now + millis(self.polling.auth_pause);
-                provider.pause_until(until);
                 self.db.release_shipment(row.id).await?;
-                error!(
-                    provider = %name, until = %to_rfc3339(until), %error,
-                    "PROVIDER STOPPED: upstream rejected our credentials or configuration; fix [providers.{name}] and restart"
-                );
-                self.events.emit(PipelineEvent::ProviderPaused {
-                    provider: name.clone(),
-                    until,
-                    reason: error.to_string(),
-                });
+                // One loud line per pause, not one per poll that was in flight.
+                if provider.pause_until(until, now) {
+                    self.db
+                        .pause_provider(name, until, &error.to_string(), now)
+                        .await?;
+                    error!(
+                        provider = %name, until = %to_rfc3339(until), %error,
+                        "PROVIDER STOPPED: upstream rejected our credentials or configuration; fix [providers.{name}] and restart"
+                    );
+                    self.events.emit(PipelineEvent::ProviderPaused {
+                        provider: name.clone(),
+                        until,
+                        reason: error.to_string(),
+                    });
+                }
             }
             ProviderError::Transient(_) => {
-                let next = self.next_poll_at(now, tier);
+                let next = self.next_poll_for(provider, now, tier);
                 self.db
                     .record_poll_error(row.id, &error.to_string(), now, next)
                     .await?;
@@ -351,7 +381,7 @@ impl Dispatcher {
             ProviderError::NotFound(_) => {
                 // Nothing to see yet: ask again no sooner than the slowest tier.
                 let next = self
-                    .next_poll_at(now, tier)
+                    .next_poll_for(provider, now, tier)
                     .max(self.next_poll_at(now, Tier::Low));
                 self.db
                     .record_poll_error(row.id, &error.to_string(), now, next)
@@ -408,5 +438,15 @@ impl Dispatcher {
 
     pub fn provider(&self, name: &str) -> Option<&Arc<ProviderRuntime>> {
         self.providers.get(name)
+    }
+}
+
+/// What an adapter needs to know about a shipment.
+pub fn track_request(row: &ShipmentRow) -> TrackRequest {
+    TrackRequest {
+        order_id: row.order_id.clone(),
+        tracking_no: row.tracking_no.clone(),
+        carrier: row.carrier.clone(),
+        phone: row.phone.clone(),
     }
 }
