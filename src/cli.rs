@@ -13,7 +13,8 @@ use crate::config::{self, Config};
 use crate::daemon::{Daemon, shutdown_signal};
 use crate::domain::{Status, Tier, mask_contact};
 use crate::events::Events;
-use crate::storage::{Db, NewShipment, NotificationView, ShipmentRow, ShipmentView};
+use crate::intake::{Fields, Intake};
+use crate::storage::{Db, NotificationView, ShipmentRow, ShipmentView};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +68,23 @@ pub enum Command {
     /// Show one shipment with its event history and notifications
     Show {
         order_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the shipments of a CSV file whose header row names shipments columns, all or none
+    Import {
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+    },
+    /// Poll one order now and print what its provider says; record it only with --apply
+    Poll {
+        order_id: String,
+        /// Record the result as the daemon would, notifications included
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Counts of shipments and notifications, provider pauses, and unmapped provider codes
+    Stats {
         #[arg(long)]
         json: bool,
     },
@@ -144,6 +162,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Add(args) => add(&global, args).await,
         Command::List { status, tier, json } => list(&global, status, tier, json).await,
         Command::Show { order_id, json } => show(&global, &order_id, json).await,
+        Command::Import { file } => import(&global, &file).await,
+        Command::Poll { order_id, apply } => poll(&global, &order_id, apply).await,
+        Command::Stats { json } => stats(&global, json).await,
         Command::Remove { order_id } => {
             let (db, _) = open(&global).await?;
             db.remove_shipment(&order_id).await?;
@@ -290,56 +311,57 @@ async fn check_config(global: &Global) -> Result<()> {
         humantime::format_duration(config.delivery.backoff_max),
         humantime::format_duration(config.delivery.timeout)
     );
+    // What the daemon found out about the providers, if it has run on this database.
+    if database.exists() {
+        let db = Db::open(database, config.synchronous).await?;
+        for state in db.provider_states(SystemClock.now()).await? {
+            print_provider_state(&state);
+        }
+    }
     Ok(())
 }
 
 async fn add(global: &Global, args: AddArgs) -> Result<()> {
     let (db, config) = open(global).await?;
-    let order_id = args.order_id.trim().to_owned();
-    if order_id.is_empty() {
-        bail!("the order id is empty");
-    }
-    let provider = match (&args.provider, &config) {
-        (Some(name), Some(config)) if !config.providers.contains_key(name) => bail!(
-            "unknown provider {name:?}: configured providers are {}",
-            names(config)
-        ),
-        (Some(name), _) => name.clone(),
-        (None, Some(config)) if config.providers.len() == 1 => {
-            config.providers.keys().next().expect("one").clone()
-        }
-        (None, Some(config)) => bail!(
-            "which provider? give --provider (configured: {})",
-            names(config)
-        ),
-        (None, None) => bail!("which provider? give --provider NAME"),
-    };
-    if let Some(phone) = &args.phone {
-        let digits = phone.strip_prefix('+').unwrap_or(phone);
-        if digits.len() < 7 || !digits.chars().all(|c| c.is_ascii_digit()) {
-            bail!("phone {phone:?} is not a phone number: digits only, optionally starting with +");
-        }
-    }
-    if let Some(email) = &args.email
-        && (!email.contains('@') || email.contains(char::is_whitespace))
-    {
-        bail!("email {email:?} is not an email address");
-    }
-    let new = NewShipment {
-        order_id: order_id.clone(),
-        provider: provider.clone(),
-        tracking_no: args.tracking_no.filter(|s| !s.is_empty()),
-        carrier: args.carrier.filter(|s| !s.is_empty()),
-        tier: args.tier,
-        phone: args.phone,
-        email: args.email,
-    };
+    let intake = Intake::new(config.as_ref())?;
+    let new = intake
+        .shipment(Fields {
+            order_id: args.order_id,
+            provider: args.provider,
+            tracking_no: args.tracking_no,
+            carrier: args.carrier,
+            tier: Some(args.tier.to_string()),
+            phone: args.phone,
+            email: args.email,
+        })
+        .map_err(|reason| anyhow!(reason))?;
     db.add_shipment(&new, SystemClock.now()).await?;
     println!(
-        "tracking order {order_id} on {provider}, tier {}",
-        args.tier
+        "tracking order {} on {}, tier {}",
+        new.order_id, new.provider, new.tier
     );
     Ok(())
+}
+
+async fn import(global: &Global, file: &std::path::Path) -> Result<()> {
+    let (db, config) = open(global).await?;
+    let intake = Intake::new(config.as_ref())?;
+    let (lines, rows): (Vec<u64>, Vec<_>) = intake
+        .read_csv(file)
+        .map_err(|reason| anyhow!(reason))?
+        .into_iter()
+        .unzip();
+    match db.import_shipments(&rows, SystemClock.now()).await {
+        Ok(n) => {
+            println!("imported {n} shipments from {}", file.display());
+            Ok(())
+        }
+        Err((i, e)) => bail!(
+            "{} line {}: {e}; nothing was imported",
+            file.display(),
+            lines.get(i).copied().unwrap_or_default()
+        ),
+    }
 }
 
 fn names(config: &Config) -> String {
@@ -626,4 +648,190 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn print_provider_state(state: &crate::storage::ProviderState) {
+    if let (Some(until), Some(reason)) = (state.paused_until, &state.pause_reason) {
+        println!(
+            "  STOPPED   {} until {} or a restart: {reason}",
+            state.provider,
+            to_rfc3339(until)
+        );
+    }
+    if let (Some(until), Some(reason)) = (state.banned_until, &state.ban_reason) {
+        println!(
+            "  BANNED    {} by upstream until {}: {reason}",
+            state.provider,
+            to_rfc3339(until)
+        );
+    }
+}
+
+async fn poll(global: &Global, order_id: &str, apply: bool) -> Result<()> {
+    let mut config = require_config(global)?;
+    if let Some(db) = &global.db {
+        config.database = db.clone();
+    }
+    let db = Db::open(&config.database, config.synchronous).await?;
+    let row = db.shipment(order_id).await?;
+    let daemon = Daemon::new(
+        &config,
+        db.clone(),
+        Arc::new(SystemClock),
+        Events::default(),
+    )?;
+    let dispatcher = daemon.dispatcher;
+    let provider = dispatcher.provider(&row.provider).cloned().ok_or_else(|| {
+        anyhow!(
+            "order {order_id} is on provider {:?}, which the config does not define (configured: {})",
+            row.provider,
+            names(&config)
+        )
+    })?;
+    let request = crate::dispatch::track_request(&row);
+    provider
+        .adapter
+        .check(&request)
+        .map_err(|reason| anyhow!("order {order_id}: {reason}"))?;
+    println!(
+        "order {} on {} ({}), tier {}, stored status {}",
+        row.order_id,
+        row.provider,
+        provider.adapter.kind(),
+        row.tier,
+        row.status
+    );
+    let result = provider.adapter.fetch(&request).await;
+    match &result {
+        Ok(trace) => {
+            println!("status    {} (raw: {})", trace.status, trace.raw_status);
+            if let Some(carrier) = &trace.carrier {
+                println!("carrier   {carrier}");
+            }
+            if let Some(tracking_no) = &trace.tracking_no {
+                println!("waybill   {tracking_no}");
+            }
+            println!("events    {} (oldest first)", trace.events.len());
+            for e in &trace.events {
+                let location = e
+                    .location
+                    .as_deref()
+                    .map_or(String::new(), |l| format!(" [{l}]"));
+                let code = e
+                    .raw_code
+                    .as_deref()
+                    .map_or(String::new(), |c| format!("  ({c})"));
+                println!(
+                    "  {}  {}{location}{code}",
+                    e.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                    e.description
+                );
+            }
+            for value in &trace.unmapped {
+                println!("unmapped  {value}");
+            }
+        }
+        Err(e) => println!("failed    {e}"),
+    }
+    if !apply {
+        println!("nothing recorded (give --apply to record this poll as the daemon would)");
+        return match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(anyhow!("poll of order {order_id} failed: {e}")),
+        };
+    }
+    let failed = result.as_ref().err().map(ToString::to_string);
+    let outcome = dispatcher.apply(&provider, &row, result).await?;
+    match outcome {
+        crate::dispatch::PollOutcome::Recorded(recorded) => match recorded.change {
+            Some((from, to)) => println!(
+                "recorded: {from} → {to}, {} new events, {} notifications queued",
+                recorded.new_events,
+                recorded.queued.len()
+            ),
+            None => println!(
+                "recorded: no status change, {} new events",
+                recorded.new_events
+            ),
+        },
+        _ => println!("recorded the failure as the daemon would"),
+    }
+    match failed {
+        None => Ok(()),
+        Some(e) => Err(anyhow!("poll of order {order_id} failed: {e}")),
+    }
+}
+
+#[derive(Serialize)]
+struct StatsView {
+    shipments: Vec<crate::storage::ShipmentCount>,
+    notifications: Vec<crate::storage::NotificationCount>,
+    providers: Vec<crate::storage::ProviderState>,
+    unmapped: Vec<crate::storage::UnmappedRow>,
+}
+
+async fn stats(global: &Global, json: bool) -> Result<()> {
+    let (db, _) = open(global).await?;
+    let stats = db.stats().await?;
+    let view = StatsView {
+        shipments: stats.shipments,
+        notifications: stats.notifications,
+        providers: db.provider_states(SystemClock.now()).await?,
+        unmapped: db.unmapped().await?,
+    };
+    if json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &view)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let total: i64 = view.shipments.iter().map(|c| c.count).sum();
+    let active: i64 = view
+        .shipments
+        .iter()
+        .filter(|c| c.active)
+        .map(|c| c.count)
+        .sum();
+    println!("shipments      {total} ({active} polled)");
+    let by = |label: &str, key: &dyn Fn(&crate::storage::ShipmentCount) -> String| {
+        let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+        for c in &view.shipments {
+            *counts.entry(key(c)).or_default() += c.count;
+        }
+        let line: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!("  {label:<12} {}", line.join(", "));
+    };
+    by("by status", &|c| c.status.clone());
+    by("by tier", &|c| c.tier.clone());
+    by("by provider", &|c| c.provider.clone());
+    let line: Vec<String> = view
+        .notifications
+        .iter()
+        .map(|c| format!("{} {} {}", c.count, c.channel, c.state))
+        .collect();
+    println!(
+        "notifications  {}",
+        if line.is_empty() {
+            "none".to_owned()
+        } else {
+            line.join(", ")
+        }
+    );
+    if view.providers.is_empty() {
+        println!("providers      none paused or banned");
+    }
+    for state in &view.providers {
+        print_provider_state(state);
+    }
+    if view.unmapped.is_empty() {
+        println!("unmapped       none");
+    } else {
+        println!(
+            "unmapped       (provider values no table maps yet; the nearest safe status was used)"
+        );
+        for u in view.unmapped.iter().take(20) {
+            println!("  {:>6}  {}  {}", u.count, u.provider, u.value);
+        }
+    }
+    Ok(())
 }

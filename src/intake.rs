@@ -1,0 +1,320 @@
+//! Where shipments come from: `add` and `import` check a new shipment here, against the config
+//! and what its provider needs, before the database sees it. (Rows inserted with SQL are checked
+//! by the dispatcher when it picks them up.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::domain::Tier;
+use crate::providers::{Provider, TrackRequest};
+use crate::storage::NewShipment;
+
+/// The columns of the `shipments` table a shop may fill in.
+pub const COLUMNS: [&str; 7] = [
+    "order_id",
+    "provider",
+    "tracking_no",
+    "carrier",
+    "tier",
+    "phone",
+    "email",
+];
+
+/// A shipment as given by a person or a file, before it is checked.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    pub order_id: String,
+    pub provider: Option<String>,
+    pub tracking_no: Option<String>,
+    pub carrier: Option<String>,
+    pub tier: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+/// Checks new shipments against the configured providers.
+pub struct Intake {
+    /// `None` when there is no config: provider names cannot be checked then.
+    providers: Option<BTreeMap<String, Arc<dyn Provider>>>,
+}
+
+impl Intake {
+    pub fn new(config: Option<&Config>) -> anyhow::Result<Intake> {
+        let providers = match config {
+            None => None,
+            Some(config) => {
+                let http = crate::daemon::upstream_client(&config.http)?;
+                Some(
+                    crate::daemon::build_providers(config, &http)
+                        .into_iter()
+                        .map(|(name, runtime)| (name, runtime.adapter.clone()))
+                        .collect(),
+                )
+            }
+        };
+        Ok(Intake { providers })
+    }
+
+    fn known(&self) -> String {
+        match &self.providers {
+            Some(p) if !p.is_empty() => p.keys().cloned().collect::<Vec<_>>().join(", "),
+            _ => "none".to_owned(),
+        }
+    }
+
+    /// A checked shipment, or one line saying what is wrong and how to fix it.
+    pub fn shipment(&self, fields: Fields) -> Result<NewShipment, String> {
+        let order_id = fields.order_id.trim().to_owned();
+        if order_id.is_empty() {
+            return Err("the order id is empty".to_owned());
+        }
+        let provider = match (non_empty(fields.provider), &self.providers) {
+            (Some(name), Some(providers)) if !providers.contains_key(&name) => {
+                return Err(format!(
+                    "unknown provider {name:?}: configured providers are {}",
+                    self.known()
+                ));
+            }
+            (Some(name), _) => name,
+            (None, Some(providers)) if providers.len() == 1 => {
+                providers.keys().next().expect("one").clone()
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "which provider? give one (configured: {})",
+                    self.known()
+                ));
+            }
+            (None, None) => return Err("which provider? give one".to_owned()),
+        };
+        let tier = match non_empty(fields.tier) {
+            None => Tier::Normal,
+            Some(tier) => tier.parse::<Tier>().map_err(|e| e.to_string())?,
+        };
+        let phone = non_empty(fields.phone);
+        if let Some(phone) = &phone {
+            let digits = phone.strip_prefix('+').unwrap_or(phone);
+            if digits.len() < 7 || !digits.chars().all(|c| c.is_ascii_digit()) {
+                return Err(format!(
+                    "phone {phone:?} is not a phone number: digits only, optionally starting with +"
+                ));
+            }
+        }
+        let email = non_empty(fields.email);
+        if let Some(email) = &email
+            && (!email.contains('@') || email.contains(char::is_whitespace))
+        {
+            return Err(format!("email {email:?} is not an email address"));
+        }
+        let new = NewShipment {
+            order_id,
+            provider,
+            tracking_no: non_empty(fields.tracking_no),
+            carrier: non_empty(fields.carrier),
+            tier,
+            phone,
+            email,
+        };
+        if let Some(adapter) = self.providers.as_ref().and_then(|p| p.get(&new.provider)) {
+            adapter.check(&TrackRequest {
+                order_id: new.order_id.clone(),
+                tracking_no: new.tracking_no.clone(),
+                carrier: new.carrier.clone(),
+                phone: new.phone.clone(),
+            })?;
+        }
+        Ok(new)
+    }
+
+    /// Reads and checks a CSV file whose header row names `shipments` columns. Every row must
+    /// be good: the first bad one is reported with its line and, where it can be told, its column.
+    /// Each shipment comes with the line it was read from.
+    pub fn read_csv(&self, path: &Path) -> Result<Vec<(u64, NewShipment)>, String> {
+        let shown = path.display();
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .map_err(|e| format!("cannot read {shown}: {}", csv_reason(&e)))?;
+        let headers = reader
+            .headers()
+            .map_err(|e| format!("{shown}: {}", csv_reason(&e)))?
+            .clone();
+        let mut index = HashMap::new();
+        for (i, name) in headers.iter().enumerate() {
+            if !COLUMNS.contains(&name) {
+                return Err(format!(
+                    "{shown}: unknown column {name:?} in the header; the columns are {}",
+                    COLUMNS.join(", ")
+                ));
+            }
+            if index.insert(name.to_owned(), i).is_some() {
+                return Err(format!(
+                    "{shown}: column {name:?} appears twice in the header"
+                ));
+            }
+        }
+        if !index.contains_key("order_id") {
+            return Err(format!("{shown}: the header has no order_id column"));
+        }
+        let mut rows = Vec::new();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| format!("{shown}: {}", csv_reason(&e)))?;
+            let line = record.position().map_or(0, |p| p.line());
+            let get = |column: &str| {
+                index
+                    .get(column)
+                    .and_then(|&i| record.get(i))
+                    .map(str::to_owned)
+            };
+            let fields = Fields {
+                order_id: get("order_id").unwrap_or_default(),
+                provider: get("provider"),
+                tracking_no: get("tracking_no"),
+                carrier: get("carrier"),
+                tier: get("tier"),
+                phone: get("phone"),
+                email: get("email"),
+            };
+            let new = self.shipment(fields.clone()).map_err(|reason| {
+                match column_of(&reason, &fields) {
+                    Some(column) => format!("{shown} line {line}, column {column}: {reason}"),
+                    None => format!("{shown} line {line}: {reason}"),
+                }
+            })?;
+            if let Some(first) = seen.insert(new.order_id.clone(), line) {
+                return Err(format!(
+                    "{shown} line {line}, column order_id: order {} is already on line {first}",
+                    new.order_id
+                ));
+            }
+            rows.push((line, new));
+        }
+        Ok(rows)
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The column a check's message is about, told by the value it names.
+fn column_of(reason: &str, fields: &Fields) -> Option<&'static str> {
+    if reason.starts_with("the order id") {
+        return Some("order_id");
+    }
+    let named = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .is_some_and(|v| !v.is_empty() && reason.contains(&format!("{v:?}")))
+    };
+    if reason.starts_with("unknown provider") || reason.starts_with("which provider") {
+        Some("provider")
+    } else if reason.starts_with("unknown tier") || named(&fields.tier) {
+        Some("tier")
+    } else if reason.starts_with("phone") {
+        Some("phone")
+    } else if reason.starts_with("email") {
+        Some("email")
+    } else if reason.contains(&format!("{:?}", fields.order_id.trim())) {
+        Some("order_id")
+    } else {
+        None
+    }
+}
+
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => crate::config::io_reason(io),
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => format!(
+            "line {}: {len} fields where the header has {expected_len}",
+            pos.as_ref().map_or(0, |p| p.line())
+        ),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intake() -> Intake {
+        let config = Config::parse(
+            "[providers.taobao]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret = \"s\"\nsession = \"s\"",
+            None,
+            Path::new("."),
+        )
+        .unwrap();
+        Intake::new(Some(&config)).unwrap()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_good_file_reads_whole() {
+        let file = write("order_id,tier,phone\n123,high,13812345678\n124,,\n");
+        let rows = intake().read_csv(file.path()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, 2);
+        assert_eq!(rows[0].1.provider, "taobao");
+        assert_eq!(rows[0].1.tier, Tier::High);
+        assert_eq!(rows[1].1.tier, Tier::Normal);
+        assert_eq!(rows[1].1.phone, None);
+    }
+
+    #[test]
+    fn a_bad_line_is_named_with_its_column() {
+        let mut text = "order_id,provider,tier\n".to_owned();
+        for i in 0..5 {
+            text.push_str(&format!("10{i},taobao,high\n"));
+        }
+        text.push_str("106,taobao,urgent\n");
+        let err = intake().read_csv(write(&text).path()).unwrap_err();
+        assert!(
+            err.contains("line 7, column tier: unknown tier \"urgent\""),
+            "{err}"
+        );
+
+        let err = intake()
+            .read_csv(write("order_id,provider\nabc,taobao\n").path())
+            .unwrap_err();
+        assert!(err.contains("line 2, column order_id"), "{err}");
+        assert!(err.contains("numeric"), "{err}");
+
+        let err = intake()
+            .read_csv(write("order_id,provider\n1,dhl\n").path())
+            .unwrap_err();
+        assert!(
+            err.contains("line 2, column provider: unknown provider \"dhl\""),
+            "{err}"
+        );
+
+        let err = intake()
+            .read_csv(write("order_id\n1\n2\n1\n").path())
+            .unwrap_err();
+        assert!(
+            err.contains("line 4, column order_id: order 1 is already on line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_column_is_refused() {
+        let err = intake()
+            .read_csv(write("order_id,colour\n1,red\n").path())
+            .unwrap_err();
+        assert!(err.contains("unknown column \"colour\""), "{err}");
+        assert!(!err.contains('\n'));
+    }
+}
