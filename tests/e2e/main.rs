@@ -3,6 +3,7 @@
 mod bad_input;
 mod crash;
 mod journey;
+mod operations;
 mod rate_limit;
 mod retries;
 mod schedule;
