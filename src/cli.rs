@@ -267,9 +267,50 @@ async fn run_daemon(global: &Global) -> Result<()> {
         channels = ?config.channels.rules().iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
         "shipwatch started"
     );
+    let reloader = tokio::spawn(reload_on_hangup(global.clone(), daemon.dispatcher.clone()));
     daemon.run(shutdown_signal()).await;
+    reloader.abort();
     db.close().await;
     Ok(())
+}
+
+/// SIGHUP (`systemctl reload shipwatch`) re-reads the config and swaps in its providers, with
+/// their credentials: a renewed session takes effect without a restart. A config that does not
+/// load is reported and the running one kept.
+async fn reload_on_hangup(global: Global, dispatcher: Arc<crate::dispatch::Dispatcher>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let loaded = require_config(&global).and_then(|config| {
+                let http = crate::daemon::upstream_client(&config.http)?;
+                Ok(crate::daemon::build_providers(&config, &http))
+            });
+            match loaded {
+                Ok(providers) => {
+                    let names: Vec<String> = providers.keys().cloned().collect();
+                    match dispatcher.replace_providers(providers).await {
+                        Ok(()) => tracing::info!(
+                            providers = ?names,
+                            "config reloaded: providers and credentials renewed (other settings take effect at restart)"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "config reload failed"),
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %format!("{e:#}"),
+                    "config reload failed; keeping the running config"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (global, dispatcher);
+    }
 }
 
 async fn check_config(global: &Global) -> Result<()> {
@@ -681,7 +722,7 @@ async fn poll(global: &Global, order_id: &str, apply: bool) -> Result<()> {
         Events::default(),
     )?;
     let dispatcher = daemon.dispatcher;
-    let provider = dispatcher.provider(&row.provider).cloned().ok_or_else(|| {
+    let provider = dispatcher.provider(&row.provider).ok_or_else(|| {
         anyhow!(
             "order {order_id} is on provider {:?}, which the config does not define (configured: {})",
             row.provider,

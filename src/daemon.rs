@@ -1,6 +1,5 @@
 //! The daemon: the dispatcher and the sender side by side, from a config, until told to stop.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use tracing::info;
 
 use crate::clock::SharedClock;
 use crate::config::{AdapterSettings, Config, Http};
-use crate::dispatch::{Dispatcher, ProviderRuntime};
+use crate::dispatch::{Dispatcher, ProviderRuntime, Providers};
 use crate::events::Events;
 use crate::notify::Channel;
 use crate::notify::sender::Sender;
@@ -33,10 +32,7 @@ pub fn upstream_client(http: &Http) -> reqwest::Result<reqwest::Client> {
 }
 
 /// One adapter per configured provider, each with its token bucket.
-pub fn build_providers(
-    config: &Config,
-    http: &reqwest::Client,
-) -> BTreeMap<String, Arc<ProviderRuntime>> {
+pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
     config
         .providers
         .iter()

@@ -2,7 +2,7 @@
 //! records what came back.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -19,6 +19,9 @@ use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
 
 pub mod limiter;
+
+/// The configured providers by name.
+pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
 
 use limiter::Limiter;
 
@@ -79,7 +82,8 @@ pub struct Dispatcher {
     clock: SharedClock,
     tiers: Tiers,
     polling: Polling,
-    providers: BTreeMap<String, Arc<ProviderRuntime>>,
+    /// Replaced whole when the config is reloaded.
+    providers: RwLock<Arc<Providers>>,
     channels: Vec<(ChannelKind, Vec<Status>)>,
     events: Events,
     workers: Workers,
@@ -105,17 +109,31 @@ impl Dispatcher {
             tiers,
             workers: Workers::new(polling.concurrency),
             polling,
-            providers,
+            providers: RwLock::new(Arc::new(providers)),
             channels,
             events,
             in_flight: Mutex::new(HashSet::new()),
         })
     }
 
+    fn providers(&self) -> Arc<Providers> {
+        self.providers.read().expect("providers lock").clone()
+    }
+
+    /// Swaps in the providers of a reloaded config: new credentials take effect, and pauses for
+    /// rejected credentials or configuration are lifted. Upstream bans stay: they are restored
+    /// from the database. Polls in flight finish with the providers they started with.
+    pub async fn replace_providers(&self, providers: Providers) -> Result<(), StorageError> {
+        *self.providers.write().expect("providers lock") = Arc::new(providers);
+        self.db.clear_provider_pauses().await?;
+        self.load_bans().await
+    }
+
     /// Restores the provider bans recorded before a restart.
     pub async fn load_bans(&self) -> Result<(), StorageError> {
+        let providers = self.providers();
         for (name, until) in self.db.provider_bans(self.clock.now()).await? {
-            if let Some(provider) = self.providers.get(&name) {
+            if let Some(provider) = providers.get(&name) {
                 provider.pause_until(until, self.clock.now());
                 warn!(provider = %name, until = %to_rfc3339(until), "provider still banned by upstream; no calls until then");
             }
@@ -124,7 +142,7 @@ impl Dispatcher {
     }
 
     fn paused(&self, now: Millis) -> Vec<String> {
-        self.providers
+        self.providers()
             .values()
             .filter(|p| p.is_paused(now))
             .map(|p| p.name.clone())
@@ -165,8 +183,9 @@ impl Dispatcher {
             .claim_due_shipments(now, claimed_until, &paused, free)
             .await?;
         let claimed = rows.len();
+        let providers = self.providers();
         for row in rows {
-            let Some(provider) = self.providers.get(&row.provider).cloned() else {
+            let Some(provider) = providers.get(&row.provider).cloned() else {
                 let reason = self.unknown_provider(&row.provider);
                 warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
                 self.db.mark_invalid(row.id, &reason, now).await?;
@@ -212,7 +231,8 @@ impl Dispatcher {
     }
 
     fn unknown_provider(&self, name: &str) -> String {
-        let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+        let providers = self.providers();
+        let known: Vec<&str> = providers.keys().map(String::as_str).collect();
         format!(
             "unknown provider {name:?}: configured providers are {}; fix the row or add [providers.{name}] to the config",
             if known.is_empty() {
@@ -436,8 +456,8 @@ impl Dispatcher {
         }
     }
 
-    pub fn provider(&self, name: &str) -> Option<&Arc<ProviderRuntime>> {
-        self.providers.get(name)
+    pub fn provider(&self, name: &str) -> Option<Arc<ProviderRuntime>> {
+        self.providers().get(name).cloned()
     }
 }
 

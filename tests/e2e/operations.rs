@@ -221,3 +221,47 @@ async fn an_unmapped_code_moves_the_parcel_on_and_is_counted() {
     assert!(daemon.log().contains("unmapped"));
     assert!(daemon.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_session_takes_effect_on_reload_without_a_restart() {
+    let app = TestApp::start().await;
+    app.edit_config(|text| {
+        text.replace(&format!("session = \"{SESSION}\""), "session = \"expired\"")
+    });
+    let tid = 8_300_000_000_000_000_001u64;
+    app.top.journey(tid);
+    app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the provider is stopped", Duration::from_secs(30), || {
+        daemon.log().contains("PROVIDER STOPPED")
+    })
+    .await;
+
+    // A config that does not load is refused, and the daemon keeps running.
+    let good = std::fs::read_to_string(&app.config).unwrap();
+    std::fs::write(&app.config, "[tiers]\nhigh = \"often\"\n").unwrap();
+    daemon.signal("HUP");
+    app.wait_until(
+        "the bad reload is reported",
+        Duration::from_secs(30),
+        || daemon.log().contains("config reload failed"),
+    )
+    .await;
+    assert!(daemon.is_running());
+
+    std::fs::write(
+        &app.config,
+        good.replace("session = \"expired\"", &format!("session = \"{SESSION}\"")),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    app.wait_until(
+        "the parcel is delivered after the reload",
+        Duration::from_secs(60),
+        || app.shipments()[0]["status"] == "delivered",
+    )
+    .await;
+    assert!(daemon.log().contains("config reloaded"));
+    assert!(!app.cli_ok(&["stats"]).contains("STOPPED"));
+    assert!(daemon.terminate().success());
+}

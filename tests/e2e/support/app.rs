@@ -233,6 +233,14 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal by name (`HUP`, `TERM`…) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
