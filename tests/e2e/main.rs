@@ -3,6 +3,7 @@
 mod bad_input;
 mod crash;
 mod journey;
+mod kuaidi100_adapter;
 mod rate_limit;
 mod retries;
 mod schedule;
