@@ -3,6 +3,7 @@
 mod bad_input;
 mod crash;
 mod journey;
+mod kuaidi100_adapter;
 mod operations;
 mod rate_limit;
 mod retries;

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_kuaidi100;
 pub mod fake_top;

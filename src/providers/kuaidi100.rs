@@ -1,0 +1,1035 @@
+//! Kuaidi100 real-time query (`poll/query.do`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest};
+use crate::domain::{Secret, Status};
+
+pub const DEFAULT_ENDPOINT: &str = "https://poll.kuaidi100.com/poll/query.do";
+/// Kuaidi100 locks a waybill that is queried more often than this.
+const MIN_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// Asks for the sub-states (101, 1002, 501, 204…) rather than the eight coarse ones.
+const RESULT_V2: &str = "4";
+/// Carriers that refuse to answer without the recipient's (or sender's) phone.
+const PHONE_CARRIERS: [&str; 3] = ["shunfeng", "shunfengkuaiyun", "zhongtong"];
+/// How many trailing digits of the phone are sent: all these carriers check, and no more should
+/// leave the daemon than they need.
+const PHONE_DIGITS: usize = 4;
+/// Used when a 429 does not say how long to stay away.
+const DEFAULT_BAN: Duration = Duration::from_secs(60);
+/// How much of a garbled body goes into an error message: enough to recognise it, never a page.
+const SNIPPET_CHARS: usize = 80;
+
+/// Signs a query: uppercase hex MD5 of `param + key + customer`, over the exact `param` sent.
+pub fn sign(param: &str, key: &str, customer: &str) -> String {
+    let mut hasher = Md5::new();
+    hasher.update(param.as_bytes());
+    hasher.update(key.as_bytes());
+    hasher.update(customer.as_bytes());
+    hex::encode_upper(hasher.finalize())
+}
+
+/// Everything the adapter needs to call Kuaidi100 for one enterprise account.
+#[derive(Debug, Clone)]
+pub struct Kuaidi100Config {
+    pub endpoint: String,
+    /// The account's `customer` id.
+    pub customer: String,
+    /// The authorisation key that signs every query.
+    pub key: Secret,
+}
+
+/// The real-time query adapter.
+pub struct Kuaidi100 {
+    config: Kuaidi100Config,
+    http: reqwest::Client,
+}
+
+/// The `param` JSON. Field order is wire order: the signature covers the serialised text.
+#[derive(Debug, Serialize)]
+struct Param<'a> {
+    com: &'a str,
+    num: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    resultv2: &'a str,
+}
+
+/// A shipment reduced to what Kuaidi100 is asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Query {
+    com: String,
+    num: String,
+    phone: Option<String>,
+}
+
+impl Query {
+    fn param(&self) -> String {
+        let param = Param {
+            com: &self.com,
+            num: &self.num,
+            phone: self.phone.as_deref(),
+            resultv2: RESULT_V2,
+        };
+        serde_json::to_string(&param).expect("a struct of strings serialises")
+    }
+}
+
+impl Kuaidi100 {
+    /// `http` should carry a request timeout: the adapter adds none of its own, so that one
+    /// client-wide setting governs every provider.
+    pub fn new(config: Kuaidi100Config, http: reqwest::Client) -> Self {
+        Kuaidi100 { config, http }
+    }
+
+    fn form(&self, query: &Query) -> Vec<(&'static str, String)> {
+        let param = query.param();
+        let signature = sign(&param, self.config.key.expose(), &self.config.customer);
+        vec![
+            ("customer", self.config.customer.clone()),
+            ("param", param),
+            ("sign", signature),
+        ]
+    }
+}
+
+impl fmt::Debug for Kuaidi100 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kuaidi100")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Provider for Kuaidi100 {
+    fn kind(&self) -> &'static str {
+        "kuaidi100"
+    }
+
+    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+        to_query(request).map(drop)
+    }
+
+    fn min_interval(&self) -> Duration {
+        MIN_INTERVAL
+    }
+
+    async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
+        let query = to_query(request).map_err(ProviderError::Permanent)?;
+        let response = self
+            .http
+            .post(&self.config.endpoint)
+            .form(&self.form(&query))
+            .send()
+            .await
+            .map_err(|err| transport_error(&err))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        let body = super::read_body(response, super::MAX_BODY).await?;
+        let body = String::from_utf8_lossy(&body);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(ProviderError::RateLimited {
+                retry_after: retry_after.map_or(DEFAULT_BAN, Duration::from_secs),
+                message: format!("HTTP 429 from Kuaidi100: {}", snippet(&body)),
+            });
+        }
+        if !status.is_success() {
+            return Err(ProviderError::Transient(format!(
+                "HTTP {} from Kuaidi100: {}",
+                status.as_u16(),
+                snippet(&body)
+            )));
+        }
+        let trace = parse_response(&body)?;
+        if let Some(answered) = &trace.tracking_no
+            && !same_number(answered, &query.num)
+        {
+            // Serving another parcel's trace would notify the wrong buyer; better to retry.
+            return Err(ProviderError::Transient(format!(
+                "Kuaidi100 answered for {answered} when asked for {}",
+                query.num
+            )));
+        }
+        Ok(trace)
+    }
+}
+
+fn same_number(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// What the shipment must carry: the carrier's Kuaidi100 code, the tracking number and, for the
+/// carriers that insist, a phone. Every missing piece is named in one line.
+fn to_query(request: &TrackRequest) -> Result<Query, String> {
+    let carrier = request.carrier.as_deref().map(str::trim).unwrap_or("");
+    let num = request.tracking_no.as_deref().map(str::trim).unwrap_or("");
+    // Kuaidi100 codes are lowercase; a shop that typed `ZhongTong` still means zhongtong.
+    let com = carrier.to_ascii_lowercase();
+    let phone = request.phone.as_deref().and_then(last_digits);
+
+    let mut missing = Vec::new();
+    if com.is_empty() {
+        missing.push("the carrier code (--carrier, e.g. yuantong)".to_owned());
+    } else if !com.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        missing.push(format!(
+            "the carrier's Kuaidi100 code such as yuantong or zhongtong, not {carrier:?} (--carrier)"
+        ));
+    }
+    if num.is_empty() {
+        missing.push("the tracking number (--tracking-no)".to_owned());
+    }
+    if PHONE_CARRIERS.contains(&com.as_str()) && phone.is_none() {
+        missing.push(format!(
+            "the recipient's phone for {com} (--phone; only its last {PHONE_DIGITS} digits are sent)"
+        ));
+    }
+    if !missing.is_empty() {
+        return Err(format!("kuaidi100 needs {}", join_and(&missing)));
+    }
+    Ok(Query {
+        com,
+        num: num.to_owned(),
+        phone,
+    })
+}
+
+/// The phone's last digits, or None when it has too few to be checked against.
+fn last_digits(phone: &str) -> Option<String> {
+    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
+    (digits.len() >= PHONE_DIGITS).then(|| digits[digits.len() - PHONE_DIGITS..].iter().collect())
+}
+
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn transport_error(err: &reqwest::Error) -> ProviderError {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    ProviderError::Transient(format!("Kuaidi100 {what}: {err}"))
+}
+
+/// The start of a body, on one line, for error messages.
+fn snippet(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.is_empty() {
+        return "empty body".to_owned();
+    }
+    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
+    if cut.len() < flat.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire format
+
+/// A success and an error share one shape: a success has `status` 200 and the trace, an error
+/// `result: false` and a `returnCode`.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    #[serde(default, deserialize_with = "lenient_string")]
+    message: Option<String>,
+    #[serde(default, rename = "returnCode", deserialize_with = "lenient_string")]
+    return_code: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    state: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    nu: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    com: Option<String>,
+    #[serde(default)]
+    data: Option<Vec<Entry>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    #[serde(default, deserialize_with = "lenient_string")]
+    time: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    ftime: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    context: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    location: Option<String>,
+    #[serde(default, rename = "areaName", deserialize_with = "lenient_string")]
+    area_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    status: Option<String>,
+    #[serde(default, rename = "statusCode", deserialize_with = "lenient_string")]
+    status_code: Option<String>,
+}
+
+/// Codes arrive as strings or numbers, depending on the endpoint and its age.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Unsigned(u64),
+    Signed(i64),
+    Text(String),
+    /// Anything else (a bool, a list) is dropped rather than failing the whole answer.
+    #[allow(dead_code, reason = "only matched, never read")]
+    Other(serde::de::IgnoredAny),
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Text(text)) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+        Some(Scalar::Unsigned(n)) => Some(n.to_string()),
+        Some(Scalar::Signed(n)) => Some(n.to_string()),
+        Some(Scalar::Other(_)) | None => None,
+    })
+}
+
+fn parse_response(body: &str) -> Result<Trace, ProviderError> {
+    if body.trim().is_empty() {
+        return Err(ProviderError::Transient(
+            "empty body from Kuaidi100".to_owned(),
+        ));
+    }
+    let answer: Answer = serde_json::from_str(body).map_err(|err| {
+        ProviderError::Transient(format!(
+            "unreadable answer from Kuaidi100 ({err}): {}",
+            snippet(body)
+        ))
+    })?;
+    if let Some(code) = answer.return_code.as_deref()
+        && code != "200"
+    {
+        return Err(classify(code, answer.message.as_deref()));
+    }
+    let ok = match answer.status.as_deref() {
+        Some(status) => status == "200",
+        None => answer.message.as_deref() == Some("ok"),
+    };
+    if !ok {
+        return Err(ProviderError::Transient(format!(
+            "Kuaidi100 answered neither a trace nor an error: {}",
+            snippet(body)
+        )));
+    }
+    let events = super::oldest_first(
+        answer
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(event)
+            .collect(),
+    );
+    let raw_status = answer.state.unwrap_or_default();
+    let (status, unmapped) = map_state(&raw_status, !events.is_empty());
+    Ok(Trace {
+        status,
+        raw_status,
+        events,
+        carrier: answer.com,
+        tracking_no: answer.nu,
+        unmapped,
+    })
+}
+
+fn event(entry: Entry) -> Option<TraceEvent> {
+    let time = [entry.ftime.as_deref(), entry.time.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(super::parse_local_time);
+    let Some(time) = time else {
+        // One bad timestamp must not hide the rest of the journey, nor fail every poll.
+        tracing::warn!(
+            ftime = entry.ftime.as_deref().unwrap_or(""),
+            time = entry.time.as_deref().unwrap_or(""),
+            "skipping Kuaidi100 trace entry with an unreadable time"
+        );
+        return None;
+    };
+    Some(TraceEvent {
+        time,
+        description: entry.context.unwrap_or_default(),
+        location: entry.location.or(entry.area_name),
+        // The code is the stable vocabulary; the text is its label and may be reworded.
+        raw_code: entry.status_code.or(entry.status),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+fn classify(code: &str, message: Option<&str>) -> ProviderError {
+    let text = match message {
+        Some(message) => format!("Kuaidi100 returnCode {code} {message}"),
+        None => format!("Kuaidi100 returnCode {code}"),
+    };
+    match code {
+        // Carriers often publish a waybill hours after it is printed: ask again later.
+        "500" => ProviderError::NotFound(text),
+        "400" => ProviderError::Permanent(format!(
+            "{text}: check the carrier code (--carrier, e.g. yuantong) and the tracking number"
+        )),
+        "408" => ProviderError::Permanent(format!(
+            "{text}: the carrier needs the recipient's phone (--phone; its last {PHONE_DIGITS} digits are sent)"
+        )),
+        "503" => ProviderError::Config(format!(
+            "{text}: the signature was refused; check the kuaidi100 key and customer"
+        )),
+        "601" => ProviderError::AuthExpired(format!(
+            "{text}: the kuaidi100 key has expired or run out of queries"
+        )),
+        // 501 and 502 are Kuaidi100's own server faults; anything new is treated the same
+        // rather than dropping a shipment over a code nobody has seen yet.
+        _ => ProviderError::Transient(text),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical status
+
+/// Every `state` Kuaidi100 documents with `resultv2=4`: the coarse states and their sub-states.
+const STATES: &[(&str, Status)] = &[
+    // 揽收
+    ("1", Status::PickedUp),
+    ("101", Status::InfoReceived), // 已下单
+    ("102", Status::InfoReceived), // 待揽收
+    ("103", Status::PickedUp),     // 已揽收
+    // 在途
+    ("0", Status::InTransit),
+    ("1001", Status::InTransit), // 到达派件城市
+    ("1002", Status::InTransit), // 干线
+    ("1003", Status::InTransit), // 转递: readdressed, still moving
+    // 派件
+    ("5", Status::OutForDelivery),
+    ("501", Status::AvailableForPickup), // 投柜或驿站
+    // 签收
+    ("3", Status::Delivered),
+    ("301", Status::Delivered), // 本人签收
+    ("302", Status::Delivered), // 派件异常后签收
+    ("303", Status::Delivered), // 代签
+    // 投柜或站签收: the carrier closes the waybill here; no later scan will report the buyer
+    // collecting it, so waiting for one would only poll until expiry.
+    ("304", Status::Delivered),
+    // 退回 (on its way back) and 退签 (back, signed by the sender): both are returns.
+    ("6", Status::Returned),
+    ("4", Status::Returned),
+    // 已销单: the waybill was cancelled. Not a parcel back with the sender, and a false terminal
+    // status would stop polling for good, so the shop is told of a problem instead.
+    ("401", Status::Exception),
+    // 拒签: refused, not yet returned; the carrier decides that next, as 6 or 4.
+    ("14", Status::Exception),
+    // 转投: handed to another carrier, still moving.
+    ("7", Status::InTransit),
+    // 疑难
+    ("2", Status::Exception),
+    ("201", Status::Exception),     // 超时未签收
+    ("202", Status::Exception),     // 超时未更新
+    ("203", Status::Exception),     // 拒收
+    ("204", Status::FailedAttempt), // 派件异常
+    // 柜或驿站超时未取: still in the locker and the remedy is to collect it; `exception` would
+    // tell the buyer something went wrong with the parcel.
+    ("205", Status::AvailableForPickup),
+    ("206", Status::FailedAttempt), // 无法联系
+    ("207", Status::Exception),     // 超区
+    ("208", Status::Exception),     // 滞留
+    ("209", Status::Exception),     // 破损
+    ("210", Status::Exception),     // 销单
+    // 清关
+    ("8", Status::InTransit),
+    ("10", Status::InTransit), // 待清关
+    ("11", Status::InTransit), // 清关中
+    ("12", Status::InTransit), // 已清关
+    ("13", Status::Exception), // 清关异常
+];
+
+fn state_status(state: &str) -> Option<Status> {
+    let state = state.trim();
+    STATES
+        .iter()
+        .find(|(code, _)| *code == state)
+        .map(|(_, status)| *status)
+}
+
+/// The canonical status of a `state`, with the raw value no table knew (`state=…`), logged once
+/// per process. An unknown state falls back on what the events alone can tell.
+fn map_state(state: &str, has_events: bool) -> (Status, Vec<String>) {
+    let state = state.trim();
+    if let Some(status) = state_status(state) {
+        return (status, Vec::new());
+    }
+    let mut unmapped = Vec::new();
+    if !state.is_empty() {
+        let value = format!("state={state}");
+        note_unmapped(&value);
+        unmapped.push(value);
+    }
+    // There are scans, so the parcel is moving; anything stronger would be a guess.
+    let status = if has_events {
+        Status::InTransit
+    } else {
+        Status::Pending
+    };
+    (status, unmapped)
+}
+
+/// Bounds the memory of what was already reported.
+const UNMAPPED_MEMORY: usize = 1024;
+
+static UNMAPPED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// True the first time a raw value is seen in this process.
+fn first_sighting(key: String) -> bool {
+    let mut seen = UNMAPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
+        return false;
+    }
+    seen.insert(key)
+}
+
+/// Logs an unmapped raw value once, so operators can extend the table without drowning in logs.
+fn note_unmapped(value: &str) {
+    if first_sighting(value.to_owned()) {
+        tracing::warn!(provider = "kuaidi100", raw = %value, "unmapped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Kuaidi100Config {
+        Kuaidi100Config {
+            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            customer: "TESTCUSTOMER".to_owned(),
+            key: Secret::new("testkey"),
+        }
+    }
+
+    fn adapter() -> Kuaidi100 {
+        Kuaidi100::new(config(), reqwest::Client::new())
+    }
+
+    fn request(carrier: Option<&str>, num: Option<&str>, phone: Option<&str>) -> TrackRequest {
+        TrackRequest {
+            order_id: "E20261120-0001".to_owned(),
+            tracking_no: num.map(str::to_owned),
+            carrier: carrier.map(str::to_owned),
+            phone: phone.map(str::to_owned),
+        }
+    }
+
+    // ----- request ----------------------------------------------------------------------------
+
+    #[test]
+    fn design_vector() {
+        assert_eq!(
+            sign(
+                r#"{"com":"yuantong","num":"YT1234567890","resultv2":"4"}"#,
+                "testkey",
+                "TESTCUSTOMER"
+            ),
+            "FA7EB816944CA58C4AD495F4A3B7F50D"
+        );
+    }
+
+    #[test]
+    fn the_param_is_compact_json_in_wire_order() {
+        let query = to_query(&request(Some("yuantong"), Some("YT1234567890"), None)).unwrap();
+        assert_eq!(
+            query.param(),
+            r#"{"com":"yuantong","num":"YT1234567890","resultv2":"4"}"#
+        );
+        let query = query_of("zhongtong", "ZT75312345678", "13800138000");
+        assert_eq!(
+            query.param(),
+            r#"{"com":"zhongtong","num":"ZT75312345678","phone":"8000","resultv2":"4"}"#
+        );
+    }
+
+    fn query_of(carrier: &str, num: &str, phone: &str) -> Query {
+        to_query(&request(Some(carrier), Some(num), Some(phone))).unwrap()
+    }
+
+    #[test]
+    fn the_form_signs_the_param_it_sends() {
+        let kuaidi100 = adapter();
+        let form = kuaidi100
+            .form(&to_query(&request(Some("yuantong"), Some("YT1234567890"), None)).unwrap());
+        let keys: Vec<&str> = form.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["customer", "param", "sign"]);
+        assert_eq!(form[0].1, "TESTCUSTOMER");
+        assert_eq!(
+            form[1].1,
+            r#"{"com":"yuantong","num":"YT1234567890","resultv2":"4"}"#
+        );
+        // The DESIGN.md vector, reached through the adapter's own form.
+        assert_eq!(form[2].1, "FA7EB816944CA58C4AD495F4A3B7F50D");
+        let phoned = kuaidi100.form(&query_of("shunfeng", "SF1234567890", "+86 138-0013-8000"));
+        assert_eq!(phoned[2].1, sign(&phoned[1].1, "testkey", "TESTCUSTOMER"));
+    }
+
+    #[test]
+    fn kind_interval_and_debug() {
+        let kuaidi100 = adapter();
+        assert_eq!(kuaidi100.kind(), "kuaidi100");
+        assert_eq!(kuaidi100.min_interval(), Duration::from_secs(1800));
+        let debug = format!("{kuaidi100:?}");
+        assert!(!debug.contains("testkey"), "{debug}");
+        assert!(debug.contains("TESTCUSTOMER"), "{debug}");
+    }
+
+    #[test]
+    fn only_the_last_four_digits_of_a_phone_are_sent() {
+        assert_eq!(last_digits("13800138000").as_deref(), Some("8000"));
+        assert_eq!(last_digits("+86 138-0013-8123").as_deref(), Some("8123"));
+        assert_eq!(last_digits("0571-8888 6666").as_deref(), Some("6666"));
+        assert_eq!(last_digits("1234").as_deref(), Some("1234"));
+        assert_eq!(last_digits("123"), None);
+        assert_eq!(last_digits(""), None);
+        // Carriers that do not need it still get only the digits they could check.
+        let query = query_of("yuantong", "YT1", "13800138000");
+        assert_eq!(query.phone.as_deref(), Some("8000"));
+        let query = to_query(&request(Some("yuantong"), Some("YT1"), Some("12"))).unwrap();
+        assert_eq!(query.phone, None);
+    }
+
+    #[test]
+    fn carrier_codes_are_trimmed_and_lowercased() {
+        let query = to_query(&request(Some(" YuanTong "), Some(" YT1 "), None)).unwrap();
+        assert_eq!(query.com, "yuantong");
+        assert_eq!(query.num, "YT1");
+    }
+
+    #[test]
+    fn check_names_every_missing_piece_in_one_line() {
+        let kuaidi100 = adapter();
+        let cases = [
+            (
+                request(None, None, None),
+                "kuaidi100 needs the carrier code (--carrier, e.g. yuantong) and the tracking number (--tracking-no)",
+            ),
+            (
+                request(Some(""), Some("YT1"), None),
+                "kuaidi100 needs the carrier code (--carrier, e.g. yuantong)",
+            ),
+            (
+                request(Some("yuantong"), Some("  "), None),
+                "kuaidi100 needs the tracking number (--tracking-no)",
+            ),
+            (
+                request(Some("shunfeng"), Some("SF1"), None),
+                "kuaidi100 needs the recipient's phone for shunfeng (--phone; only its last 4 digits are sent)",
+            ),
+            (
+                request(Some("shunfengkuaiyun"), Some("SF1"), Some("12")),
+                "kuaidi100 needs the recipient's phone for shunfengkuaiyun (--phone; only its last 4 digits are sent)",
+            ),
+            (
+                request(Some("ZhongTong"), None, None),
+                "kuaidi100 needs the tracking number (--tracking-no) and the recipient's phone for zhongtong (--phone; only its last 4 digits are sent)",
+            ),
+            (
+                request(Some("圆通"), None, None),
+                "kuaidi100 needs the carrier's Kuaidi100 code such as yuantong or zhongtong, not \"圆通\" (--carrier) and the tracking number (--tracking-no)",
+            ),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                kuaidi100.check(&request),
+                Err(expected.to_owned()),
+                "{request:?}"
+            );
+            assert!(!expected.contains('\n'));
+        }
+        for ok in [
+            request(Some("yuantong"), Some("YT1234567890"), None),
+            request(Some("zhongtong"), Some("ZT1"), Some("13800138000")),
+            request(Some("shunfeng"), Some("SF1"), Some("8000")),
+        ] {
+            assert_eq!(kuaidi100.check(&ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_refuses_what_check_refuses_without_a_request() {
+        // An endpoint nothing listens on: reaching it would be a Transient error, not Permanent.
+        let kuaidi100 = Kuaidi100::new(
+            Kuaidi100Config {
+                endpoint: "http://127.0.0.1:9/poll/query.do".to_owned(),
+                ..config()
+            },
+            reqwest::Client::new(),
+        );
+        let bad = request(Some("zhongtong"), Some("ZT1"), None);
+        let expected = kuaidi100.check(&bad).unwrap_err();
+        assert_eq!(
+            kuaidi100.fetch(&bad).await.unwrap_err(),
+            ProviderError::Permanent(expected)
+        );
+    }
+
+    // ----- canonical status -------------------------------------------------------------------
+
+    #[test]
+    fn every_state_row() {
+        use Status::*;
+        let expected = [
+            ("1", PickedUp),
+            ("101", InfoReceived),
+            ("102", InfoReceived),
+            ("103", PickedUp),
+            ("0", InTransit),
+            ("1001", InTransit),
+            ("1002", InTransit),
+            ("1003", InTransit),
+            ("5", OutForDelivery),
+            ("501", AvailableForPickup),
+            ("3", Delivered),
+            ("301", Delivered),
+            ("302", Delivered),
+            ("303", Delivered),
+            ("304", Delivered),
+            ("6", Returned),
+            ("4", Returned),
+            ("401", Exception),
+            ("14", Exception),
+            ("7", InTransit),
+            ("2", Exception),
+            ("201", Exception),
+            ("202", Exception),
+            ("203", Exception),
+            ("204", FailedAttempt),
+            ("205", AvailableForPickup),
+            ("206", FailedAttempt),
+            ("207", Exception),
+            ("208", Exception),
+            ("209", Exception),
+            ("210", Exception),
+            ("8", InTransit),
+            ("10", InTransit),
+            ("11", InTransit),
+            ("12", InTransit),
+            ("13", Exception),
+        ];
+        assert_eq!(expected.len(), STATES.len());
+        for (state, status) in expected {
+            assert_eq!(state_status(state), Some(status), "{state}");
+            // The state settles it, with or without events.
+            assert_eq!(map_state(state, false), (status, Vec::new()), "{state}");
+            assert_eq!(map_state(state, true), (status, Vec::new()), "{state}");
+        }
+        let mut codes: Vec<&str> = STATES.iter().map(|(code, _)| *code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), STATES.len(), "a state is listed twice");
+    }
+
+    #[test]
+    fn only_delivered_and_returned_states_end_polling() {
+        let terminal: Vec<&str> = STATES
+            .iter()
+            .filter(|(_, status)| status.is_terminal())
+            .map(|(code, _)| *code)
+            .collect();
+        assert_eq!(terminal, ["3", "301", "302", "303", "304", "6", "4"]);
+    }
+
+    #[test]
+    fn unknown_states_fall_back_to_safe_statuses() {
+        assert_eq!(
+            map_state("999", true),
+            (Status::InTransit, vec!["state=999".to_owned()])
+        );
+        assert_eq!(
+            map_state(" 305 ", false),
+            (Status::Pending, vec!["state=305".to_owned()])
+        );
+        assert_eq!(map_state("", true), (Status::InTransit, Vec::new()));
+        assert_eq!(map_state("", false), (Status::Pending, Vec::new()));
+    }
+
+    #[test]
+    fn unmapped_values_are_reported_once() {
+        let key = "test\u{0}reported-once".to_owned();
+        assert!(first_sighting(key.clone()));
+        assert!(!first_sighting(key.clone()));
+        assert!(!first_sighting(key));
+    }
+
+    // ----- parsing ----------------------------------------------------------------------------
+
+    const FULL: &str = r#"{"message":"ok","nu":"YT1234567890","ischeck":"1","condition":"F00",
+        "com":"yuantong","status":"200","state":"3","data":[
+        {"time":"2026-11-21 10:05:00","ftime":"2026-11-21 10:05:00","context":"【上海市】快件已签收，签收人：本人","location":"","areaName":"上海,上海市","status":"签收","statusCode":"3"},
+        {"time":"2026-11-21 07:10:00","ftime":"2026-11-21 07:10:00","context":"【上海市】快递员正在派件","location":"上海市浦东新区","areaName":null,"status":"派件"},
+        {"time":"2026-11-20 09:30:00","ftime":"2026-11-20 09:30:00","context":"快件已到达【杭州转运中心】","areaCode":"CN330100000000","areaName":"浙江,杭州市","status":"在途","statusCode":"0"},
+        {"time":"2026-11-20 08:00:01","ftime":"2026-11-20 08:00:01","context":"【杭州市】圆通快递 已揽收","status":"揽收","statusCode":"1"}
+    ]}"#;
+
+    #[test]
+    fn full_success_response() {
+        let trace = parse_response(FULL).unwrap();
+        assert_eq!(trace.status, Status::Delivered);
+        assert_eq!(trace.raw_status, "3");
+        assert_eq!(trace.carrier.as_deref(), Some("yuantong"));
+        assert_eq!(trace.tracking_no.as_deref(), Some("YT1234567890"));
+        assert!(trace.unmapped.is_empty());
+        assert_eq!(trace.events.len(), 4);
+        let first = &trace.events[0];
+        assert_eq!(first.time.to_rfc3339(), "2026-11-20T08:00:01+08:00");
+        assert_eq!(first.description, "【杭州市】圆通快递 已揽收");
+        assert_eq!(first.raw_code.as_deref(), Some("1"));
+        assert_eq!(first.location, None);
+        assert_eq!(trace.events[1].location.as_deref(), Some("浙江,杭州市"));
+        // A location wins over the area; a missing code leaves the status text.
+        assert_eq!(trace.events[2].location.as_deref(), Some("上海市浦东新区"));
+        assert_eq!(trace.events[2].raw_code.as_deref(), Some("派件"));
+        let last = &trace.events[3];
+        assert_eq!(last.location.as_deref(), Some("上海,上海市"));
+        assert_eq!(last.raw_code.as_deref(), Some("3"));
+        assert_eq!(last.time.to_rfc3339(), "2026-11-21T10:05:00+08:00");
+    }
+
+    #[test]
+    fn numbers_where_strings_are_expected_are_read_alike() {
+        let body = r#"{"message":"ok","nu":"YT1","com":"yuantong","status":200,"state":301,
+            "data":[{"time":1763596801000,"context":"已签收","statusCode":301}]}"#;
+        let trace = parse_response(body).unwrap();
+        assert_eq!(trace.status, Status::Delivered);
+        assert_eq!(trace.raw_status, "301");
+        assert_eq!(trace.events[0].raw_code.as_deref(), Some("301"));
+        let body = r#"{"result":false,"returnCode":500,"message":"查询无结果，请隔段时间再查"}"#;
+        assert!(matches!(
+            parse_response(body).unwrap_err(),
+            ProviderError::NotFound(_)
+        ));
+    }
+
+    fn entry(time: &str, context: &str, code: &str) -> serde_json::Value {
+        serde_json::json!({"time": time, "ftime": time, "context": context, "status": "在途", "statusCode": code})
+    }
+
+    fn body(state: &str, entries: &[serde_json::Value]) -> String {
+        serde_json::json!({
+            "message": "ok", "nu": "YT1", "ischeck": "0", "com": "yuantong",
+            "status": "200", "state": state, "data": entries,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn newest_first_and_oldest_first_give_the_same_history() {
+        let oldest = [
+            entry("2026-11-20 08:00:01", "揽收", "1"),
+            entry("2026-11-20 09:30:00", "到达a", "0"),
+            entry("2026-11-20 09:30:00", "到达b", "0"),
+            entry("2026-11-21 07:10:00", "派件", "5"),
+        ];
+        let mut newest = oldest.clone();
+        newest.reverse();
+        let from_newest = parse_response(&body("5", &newest)).unwrap();
+        let from_oldest = parse_response(&body("5", &oldest)).unwrap();
+        assert_eq!(from_newest, from_oldest);
+        let descs: Vec<&str> = from_newest
+            .events
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect();
+        assert_eq!(descs, ["揽收", "到达a", "到达b", "派件"]);
+    }
+
+    #[test]
+    fn a_long_history_is_read_whole_and_in_order() {
+        use chrono::Duration as Span;
+        let start = super::super::parse_local_time("2026-11-01 00:00:00").unwrap();
+        let newest_first: Vec<serde_json::Value> = (0..500)
+            .rev()
+            .map(|i| {
+                let time = (start + Span::minutes(i))
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string();
+                entry(&time, &format!("scan {i}"), "0")
+            })
+            .collect();
+        let trace = parse_response(&body("0", &newest_first)).unwrap();
+        assert_eq!(trace.events.len(), 500);
+        assert!(trace.events.windows(2).all(|w| w[0].time < w[1].time));
+        assert_eq!(trace.events[0].description, "scan 0");
+        assert_eq!(trace.events[499].description, "scan 499");
+        assert_eq!(trace.status, Status::InTransit);
+    }
+
+    #[test]
+    fn times_fall_back_and_bad_ones_are_skipped() {
+        let body = r#"{"message":"ok","status":"200","state":"0","data":[
+            {"time":"2026-11-20 09:30:00","ftime":"","context":"b"},
+            {"time":"yesterday","ftime":"soon","context":"?"},
+            {"time":"2026-11-20 08:00","context":"a"}]}"#;
+        let trace = parse_response(body).unwrap();
+        let descs: Vec<&str> = trace
+            .events
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect();
+        assert_eq!(descs, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_unknown_state_is_carried_in_the_trace() {
+        let trace =
+            parse_response(&body("9999", &[entry("2026-11-20 08:00:01", "?", "9999")])).unwrap();
+        assert_eq!(trace.status, Status::InTransit);
+        assert_eq!(trace.raw_status, "9999");
+        assert_eq!(trace.unmapped, ["state=9999"]);
+        let trace = parse_response(&body("9999", &[])).unwrap();
+        assert_eq!(trace.status, Status::Pending);
+    }
+
+    #[test]
+    fn a_trace_without_data_or_state() {
+        let trace =
+            parse_response(r#"{"message":"ok","status":"200","state":"101","data":[]}"#).unwrap();
+        assert_eq!(trace.status, Status::InfoReceived);
+        assert!(trace.events.is_empty());
+        let trace = parse_response(r#"{"message":"ok","status":"200","data":null}"#).unwrap();
+        assert_eq!(trace.status, Status::Pending);
+        assert_eq!(trace.raw_status, "");
+        assert!(trace.unmapped.is_empty());
+        // Without a `status` field, `message: ok` alone says it is an answer.
+        let trace = parse_response(r#"{"message":"ok","state":"1002"}"#).unwrap();
+        assert_eq!(trace.status, Status::InTransit);
+    }
+
+    // ----- errors -----------------------------------------------------------------------------
+
+    fn error_body(code: &str, message: &str) -> String {
+        serde_json::json!({"result": false, "returnCode": code, "message": message}).to_string()
+    }
+
+    #[test]
+    fn the_documented_no_result_answer_is_not_found() {
+        let body = r#"{"result":false,"returnCode":"500","message":"查询无结果，请隔段时间再查"}"#;
+        assert_eq!(
+            parse_response(body).unwrap_err(),
+            ProviderError::NotFound(
+                "Kuaidi100 returnCode 500 查询无结果，请隔段时间再查".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn return_codes_are_classified() {
+        let cases = [
+            ("500", ProviderError::NotFound(String::new()), ""),
+            (
+                "400",
+                ProviderError::Permanent(String::new()),
+                "check the carrier code",
+            ),
+            (
+                "408",
+                ProviderError::Permanent(String::new()),
+                "recipient's phone",
+            ),
+            ("501", ProviderError::Transient(String::new()), ""),
+            ("502", ProviderError::Transient(String::new()), ""),
+            (
+                "503",
+                ProviderError::Config(String::new()),
+                "check the kuaidi100 key and customer",
+            ),
+            ("601", ProviderError::AuthExpired(String::new()), "expired"),
+            ("600", ProviderError::Transient(String::new()), ""),
+            ("999", ProviderError::Transient(String::new()), ""),
+        ];
+        for (code, expected, hint) in cases {
+            let got = parse_response(&error_body(code, "Some message")).unwrap_err();
+            assert_eq!(
+                std::mem::discriminant(&got),
+                std::mem::discriminant(&expected),
+                "returnCode {code}: {got:?}"
+            );
+            let text = got.to_string();
+            assert!(
+                text.contains(&format!("Kuaidi100 returnCode {code} Some message")),
+                "{text}"
+            );
+            assert!(text.contains(hint), "{text}");
+        }
+        let bare = parse_response(r#"{"result":false,"returnCode":"503"}"#).unwrap_err();
+        assert!(
+            matches!(&bare, ProviderError::Config(m) if m.starts_with("Kuaidi100 returnCode 503:")),
+            "{bare:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_bodies_are_transient_and_described() {
+        let long_html = format!("<html><body>{}</body></html>", "系统繁忙 ".repeat(100));
+        let bodies = [
+            "",
+            "   \n",
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>",
+            long_html.as_str(),
+            r#"{"message":"ok","status":"200","data":[{"#,
+            "null",
+            "[]",
+            "42",
+            "{}",
+            r#"{"result":false,"message":"?"}"#,
+            r#"{"message":"error","status":"0"}"#,
+            r#"{"message":"ok","status":"200","data":{"a":1}}"#,
+        ];
+        for body in bodies {
+            match parse_response(body) {
+                Err(ProviderError::Transient(message)) => {
+                    assert!(message.chars().count() < 300, "{message}");
+                    if body.contains("502") {
+                        assert!(message.contains("502 Bad Gateway"), "{message}");
+                    }
+                }
+                other => panic!("{body:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_response("").unwrap_err(),
+            ProviderError::Transient("empty body from Kuaidi100".to_owned())
+        );
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        let text = snippet(&format!("<html>\n  {}\n</html>", "x".repeat(500)));
+        assert!(!text.contains('\n'));
+        assert!(text.chars().count() <= SNIPPET_CHARS + 3, "{text}");
+        assert_eq!(snippet(" \n "), "empty body");
+    }
+
+    #[test]
+    fn tracking_numbers_compare_loosely() {
+        assert!(same_number("YT1234567890", " yt1234567890 "));
+        assert!(!same_number("YT1234567890", "YT1234567891"));
+    }
+}
