@@ -12,7 +12,11 @@ use serde::Deserialize;
 use crate::domain::{Secret, Status, Tier};
 use crate::notify::ChannelKind;
 use crate::notify::webhook::{WebhookConfig, WebhookSecret};
+use crate::providers::kuaidi100::{self, Kuaidi100Config};
 use crate::providers::taobao::{self, SignMethod, TaobaoConfig};
+
+/// The provider kinds a `[providers.NAME]` section may name.
+pub const PROVIDER_KINDS: [&str; 3] = ["taobao", "kuaidi100", "simulator"];
 
 /// Where the config is looked for when `--config` is not given.
 pub const ENV_CONFIG: &str = "SHIPWATCH_CONFIG";
@@ -237,6 +241,7 @@ pub struct ProviderSettings {
 #[derive(Debug, Clone)]
 pub enum AdapterSettings {
     Taobao(TaobaoConfig),
+    Kuaidi100(Kuaidi100Config),
     Simulator,
 }
 
@@ -244,6 +249,7 @@ impl AdapterSettings {
     pub fn kind(&self) -> &'static str {
         match self {
             AdapterSettings::Taobao(_) => "taobao",
+            AdapterSettings::Kuaidi100(_) => "kuaidi100",
             AdapterSettings::Simulator => "simulator",
         }
     }
@@ -365,6 +371,9 @@ struct RawProvider {
     session: Option<String>,
     session_file: Option<PathBuf>,
     sign_method: Option<String>,
+    customer: Option<String>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -585,10 +594,27 @@ fn resolve_provider(
                 sign_method,
             })
         }
+        "kuaidi100" => {
+            let customer = raw
+                .customer
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| invalid(format!("{section} needs customer")))?;
+            let key = secrets.resolve(&section, name, "key", raw.key, raw.key_file)?;
+            let endpoint = raw
+                .endpoint
+                .unwrap_or_else(|| kuaidi100::DEFAULT_ENDPOINT.to_owned());
+            check_url(&section, "endpoint", &endpoint)?;
+            AdapterSettings::Kuaidi100(Kuaidi100Config {
+                endpoint,
+                customer,
+                key,
+            })
+        }
         "simulator" => AdapterSettings::Simulator,
         other => {
             return Err(invalid(format!(
-                "{section} kind = {other:?} is not a provider kind; expected taobao or simulator"
+                "{section} kind = {other:?} is not a provider kind; expected {}",
+                PROVIDER_KINDS.join(", ")
             )));
         }
     };
@@ -845,6 +871,26 @@ mod tests {
             config.channels.rules(),
             vec![(ChannelKind::Webhook, vec![Status::Delivered])]
         );
+    }
+
+    #[test]
+    fn a_kuaidi100_provider_parses_with_its_own_fields() {
+        let config = parse(
+            "[providers.kd]\nkind = \"kuaidi100\"\ncustomer = \"C1\"\nkey = \"k\"\nmin_interval = \"1s\"",
+        )
+        .unwrap();
+        let kd = &config.providers["kd"];
+        assert_eq!(kd.min_interval, Some(Duration::from_secs(1)));
+        match &kd.adapter {
+            AdapterSettings::Kuaidi100(k) => {
+                assert_eq!(k.customer, "C1");
+                assert_eq!(k.key.expose(), "k");
+                assert_eq!(k.endpoint, kuaidi100::DEFAULT_ENDPOINT);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse("[providers.kd]\nkind = \"kuaidi100\"\nkey = \"k\"").unwrap_err();
+        assert!(err.to_string().contains("needs customer"), "{err}");
     }
 
     #[test]

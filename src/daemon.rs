@@ -15,6 +15,7 @@ use crate::notify::Channel;
 use crate::notify::sender::Sender;
 use crate::notify::webhook::Webhook;
 use crate::providers::Provider;
+use crate::providers::kuaidi100::Kuaidi100;
 use crate::providers::simulator::Simulator;
 use crate::providers::taobao::Taobao;
 use crate::storage::Db;
@@ -40,6 +41,9 @@ pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
             let adapter: Arc<dyn Provider> = match &settings.adapter {
                 AdapterSettings::Taobao(taobao) => {
                     Arc::new(Taobao::new(taobao.clone(), http.clone()))
+                }
+                AdapterSettings::Kuaidi100(kuaidi100) => {
+                    Arc::new(Kuaidi100::new(kuaidi100.clone(), http.clone()))
                 }
                 AdapterSettings::Simulator => Arc::new(Simulator::new()),
             };

@@ -291,3 +291,40 @@ async fn jitter_spreads_the_next_polls() {
     );
     assert!(max - min > 60_000, "actually spread: {min}..{max}");
 }
+
+#[tokio::test]
+async fn a_provider_floor_holds_whatever_the_tier() {
+    let h = Harness::new().await;
+    let provider = Arc::new(Counting::default());
+    let mut providers = BTreeMap::new();
+    // Kuaidi100 locks a waybill asked about more often than every 30 minutes.
+    providers.insert(
+        "kd".to_owned(),
+        Arc::new(
+            ProviderRuntime::new("kd", provider.clone(), None)
+                .with_min_interval(Duration::from_secs(30 * 60)),
+        ),
+    );
+    let dispatcher = Dispatcher::new(
+        h.db.clone(),
+        h.clock.clone(),
+        Tiers::default(),
+        Polling {
+            jitter: 0.0,
+            ..Polling::default()
+        },
+        providers,
+        Vec::new(),
+        Events::default(),
+    );
+    h.add("high", "kd", Tier::High).await;
+    for _ in 0..120 {
+        dispatcher.run_once().await.unwrap();
+        h.clock.advance(MINUTE);
+    }
+    assert_eq!(
+        provider.calls("high"),
+        4,
+        "at 0, 30, 60 and 90 minutes, not every 2"
+    );
+}
