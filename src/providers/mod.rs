@@ -8,6 +8,7 @@ use chrono::{DateTime, FixedOffset};
 
 use crate::domain::Status;
 
+pub mod alibaba1688;
 pub mod kuaidi100;
 pub mod simulator;
 pub mod taobao;

@@ -1,5 +1,6 @@
 //! End-to-end tests: real components against fake upstreams on loopback.
 
+mod alibaba1688_adapter;
 mod bad_input;
 mod crash;
 mod journey;

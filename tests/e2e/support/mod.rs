@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_1688;
 pub mod fake_kuaidi100;
 pub mod fake_top;

@@ -1,0 +1,1400 @@
+//! 1688 `alibaba.trade.getLogisticsTraceInfo.buyerView`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, FixedOffset, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Deserializer};
+use sha1::Sha1;
+
+use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, oldest_first};
+use crate::domain::{Secret, Status};
+
+pub const DEFAULT_ENDPOINT: &str = "https://gw.open.1688.com/openapi";
+const API_PATH: &str =
+    "param2/1/com.alibaba.logistics/alibaba.trade.getLogisticsTraceInfo.buyerView";
+/// Used when a frequency limit or a 429 does not say how long it lasts.
+const DEFAULT_BAN: Duration = Duration::from_secs(60);
+/// How much of a garbled body goes into an error message: enough to recognise it, never a page.
+const SNIPPET_CHARS: usize = 80;
+
+/// Signs a 1688 request: `url_path` (no leading slash) followed by every parameter but
+/// `_aop_signature` as `key+value`, those strings sorted, HMAC-SHA1 with the app secret,
+/// uppercase hex.
+pub fn sign(url_path: &str, params: &[(&str, &str)], secret: &str) -> String {
+    // The gateway sorts the joined `key+value` strings, not the keys: the two orders differ only
+    // when one key is a prefix of another (`a`, `ab`), and then only this one verifies.
+    let mut pairs: Vec<String> = params
+        .iter()
+        .filter(|(key, _)| *key != "_aop_signature")
+        .map(|(key, value)| format!("{key}{value}"))
+        .collect();
+    pairs.sort();
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    mac.update(url_path.as_bytes());
+    for pair in &pairs {
+        mac.update(pair.as_bytes());
+    }
+    hex::encode_upper(mac.finalize().into_bytes())
+}
+
+/// Everything the adapter needs to call the 1688 gateway on behalf of one buyer account.
+#[derive(Debug, Clone)]
+pub struct Alibaba1688Config {
+    /// The gateway base, up to and including `/openapi`.
+    pub endpoint: String,
+    pub app_key: String,
+    pub app_secret: Secret,
+    /// The buyer's authorisation; it expires and must then be renewed.
+    pub access_token: Secret,
+}
+
+/// The `alibaba.trade.getLogisticsTraceInfo.buyerView` adapter.
+pub struct Alibaba1688 {
+    config: Alibaba1688Config,
+    http: reqwest::Client,
+}
+
+impl Alibaba1688 {
+    /// `http` should carry a request timeout: the adapter adds none of its own, so that one
+    /// client-wide setting governs every provider.
+    pub fn new(config: Alibaba1688Config, http: reqwest::Client) -> Self {
+        Alibaba1688 { config, http }
+    }
+
+    /// The path the signature covers; the app key is part of it.
+    fn url_path(&self) -> String {
+        format!("{API_PATH}/{}", self.config.app_key)
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/{}",
+            self.config.endpoint.trim_end_matches('/'),
+            self.url_path()
+        )
+    }
+
+    fn form(&self, order_id: u64, timestamp_ms: i64) -> Vec<(&'static str, String)> {
+        let mut params: Vec<(&'static str, String)> = vec![
+            ("orderId", order_id.to_string()),
+            ("webSite", "1688".to_owned()),
+            ("access_token", self.config.access_token.expose().to_owned()),
+            ("_aop_timestamp", timestamp_ms.to_string()),
+        ];
+        let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let signature = sign(&self.url_path(), &borrowed, self.config.app_secret.expose());
+        params.push(("_aop_signature", signature));
+        params
+    }
+}
+
+impl fmt::Debug for Alibaba1688 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Alibaba1688")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Provider for Alibaba1688 {
+    fn kind(&self) -> &'static str {
+        "alibaba1688"
+    }
+
+    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+        parse_order_id(&request.order_id)
+            .map(drop)
+            .map_err(|e| match e {
+                ProviderError::Permanent(message) => message,
+                other => other.to_string(),
+            })
+    }
+
+    async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
+        let order_id = parse_order_id(&request.order_id)?;
+        let response = self
+            .http
+            .post(self.url())
+            .form(&self.form(order_id, Utc::now().timestamp_millis()))
+            .send()
+            .await
+            .map_err(|err| transport_error(&err))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        let body = super::read_body(response, super::MAX_BODY).await?;
+        let found = interpret(status, retry_after, &String::from_utf8_lossy(&body))?;
+        if let Some(answered) = found.order_ids.iter().find(|id| **id != order_id) {
+            // Serving another order's trace would notify the wrong buyer; better to retry.
+            return Err(ProviderError::Transient(format!(
+                "1688 answered for order {answered} when asked for order {order_id}"
+            )));
+        }
+        Ok(found.trace)
+    }
+}
+
+fn parse_order_id(order_id: &str) -> Result<u64, ProviderError> {
+    order_id.trim().parse::<u64>().map_err(|_| {
+        ProviderError::Permanent(format!(
+            "the alibaba1688 provider needs the numeric 1688 order id, got {order_id:?}"
+        ))
+    })
+}
+
+fn transport_error(err: &reqwest::Error) -> ProviderError {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    ProviderError::Transient(format!("1688 gateway {what}: {err}"))
+}
+
+/// The start of a body, on one line, for error messages.
+fn snippet(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.is_empty() {
+        return "empty body".to_owned();
+    }
+    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
+    if cut.len() < flat.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire format
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    #[serde(default, deserialize_with = "lenient_bool")]
+    success: Option<bool>,
+    #[serde(default, rename = "logisticsTrace")]
+    logistics_trace: Option<Vec<Parcel>>,
+    /// A business refusal, beside `success: false`.
+    #[serde(default, rename = "errorCode", deserialize_with = "lenient_string")]
+    error_code: Option<String>,
+    #[serde(default, rename = "errorMessage", deserialize_with = "lenient_string")]
+    error_message: Option<String>,
+    /// A gateway refusal (`gw.*`), before the API was reached.
+    #[serde(default, rename = "error_code", deserialize_with = "lenient_string")]
+    gateway_code: Option<String>,
+    #[serde(default, rename = "error_message", deserialize_with = "lenient_string")]
+    gateway_message: Option<String>,
+}
+
+/// One waybill of the order; a split order has several.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Parcel {
+    #[serde(default, deserialize_with = "lenient_order_id")]
+    order_id: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    logistics_bill_no: Option<String>,
+    #[serde(default)]
+    logistics_steps: Option<Vec<Step>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Step {
+    #[serde(default, deserialize_with = "lenient_string")]
+    accept_time: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    remark: Option<String>,
+}
+
+/// A scalar the gateway sends sometimes as a string and sometimes as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Text(String),
+    /// Anything else (a float, a list) is dropped rather than failing the whole answer.
+    #[allow(dead_code, reason = "only matched, never read")]
+    Other(serde::de::IgnoredAny),
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Text(text)) => Some(text).filter(|t| !t.trim().is_empty()),
+        Some(Scalar::Unsigned(n)) => Some(n.to_string()),
+        Some(Scalar::Signed(n)) => Some(n.to_string()),
+        Some(Scalar::Bool(_) | Scalar::Other(_)) | None => None,
+    })
+}
+
+// Integers stay integers here: an order id above 2^53 would silently change if it went through
+// f64, and the adapter would then refuse the answer as being about another order.
+fn lenient_order_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Unsigned(n)) => Some(n),
+        Some(Scalar::Text(text)) => text.trim().parse().ok(),
+        Some(Scalar::Bool(_) | Scalar::Signed(_) | Scalar::Other(_)) | None => None,
+    })
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(de: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Bool(flag)) => Some(flag),
+        Some(Scalar::Text(text)) => match text.trim() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        Some(_) | None => None,
+    })
+}
+
+/// A successful answer, before the adapter checks it is about the order it asked for.
+#[derive(Debug)]
+struct Found {
+    /// Every order id the answer names, one per waybill that names one.
+    order_ids: Vec<u64>,
+    trace: Trace,
+}
+
+/// Reads an answer whatever its HTTP status: the gateway's own error body says more than the
+/// status does (it refuses a bad signature and an expired token alike with a 4xx).
+fn interpret(
+    http_status: u16,
+    retry_after: Option<u64>,
+    body: &str,
+) -> Result<Found, ProviderError> {
+    if http_status == 429 {
+        return Err(ProviderError::RateLimited {
+            retry_after: retry_after
+                .or_else(|| seconds_in(body))
+                .map_or(DEFAULT_BAN, |s| Duration::from_secs(s.max(1))),
+            message: format!("HTTP 429 from the 1688 gateway: {}", snippet(body)),
+        });
+    }
+    if (200..300).contains(&http_status) {
+        return parse_response(body);
+    }
+    if let Ok(answer) = serde_json::from_str::<Answer>(body)
+        && let Some(error) = refusal(&answer)
+    {
+        return Err(error);
+    }
+    let message = format!(
+        "HTTP {http_status} from the 1688 gateway: {}",
+        snippet(body)
+    );
+    Err(if http_status == 401 {
+        ProviderError::AuthExpired(message)
+    } else {
+        ProviderError::Transient(message)
+    })
+}
+
+fn parse_response(body: &str) -> Result<Found, ProviderError> {
+    if body.trim().is_empty() {
+        return Err(ProviderError::Transient(
+            "empty body from the 1688 gateway".to_owned(),
+        ));
+    }
+    let answer: Answer = serde_json::from_str(body).map_err(|err| {
+        ProviderError::Transient(format!(
+            "unreadable answer from the 1688 gateway ({err}): {}",
+            snippet(body)
+        ))
+    })?;
+    if let Some(error) = refusal(&answer) {
+        return Err(error);
+    }
+    if answer.success != Some(true) && answer.logistics_trace.is_none() {
+        return Err(ProviderError::Transient(format!(
+            "the 1688 gateway answered neither a trace nor an error: {}",
+            snippet(body)
+        )));
+    }
+    let parcels = answer.logistics_trace.unwrap_or_default();
+    let order_ids = parcels.iter().filter_map(|p| p.order_id).collect();
+    let tracking_no = parcels.iter().find_map(|p| p.logistics_bill_no.clone());
+    let journeys: Vec<Vec<TraceEvent>> = parcels
+        .into_iter()
+        .map(|parcel| parcel_events(parcel.logistics_steps.unwrap_or_default()))
+        .collect();
+    let decision = map_status(&journeys);
+    Ok(Found {
+        order_ids,
+        trace: Trace {
+            status: decision.status,
+            raw_status: decision.raw_status,
+            events: merge(journeys),
+            carrier: None,
+            tracking_no,
+            unmapped: decision.unmapped,
+        },
+    })
+}
+
+fn parcel_events(steps: Vec<Step>) -> Vec<TraceEvent> {
+    let events = steps
+        .into_iter()
+        .filter_map(|step| {
+            let raw_time = step.accept_time.unwrap_or_default();
+            let Some(time) = super::parse_local_time(&raw_time) else {
+                // One bad timestamp must not hide the rest of the journey, nor fail every poll.
+                tracing::warn!(accept_time = %raw_time, "skipping 1688 trace step with an unreadable time");
+                return None;
+            };
+            Some(TraceEvent {
+                time,
+                description: step.remark.unwrap_or_default(),
+                location: None,
+                raw_code: None,
+            })
+        })
+        .collect();
+    oldest_first(events)
+}
+
+/// One history for the order: the waybills' steps side by side in time, a step that several
+/// waybills repeat (the seller's shipping note) kept once.
+fn merge(journeys: Vec<Vec<TraceEvent>>) -> Vec<TraceEvent> {
+    let mut seen: HashSet<(DateTime<FixedOffset>, String)> = HashSet::new();
+    let mut events: Vec<TraceEvent> = journeys
+        .into_iter()
+        .flatten()
+        .filter(|event| seen.insert((event.time, event.description.clone())))
+        .collect();
+    // Stable: each waybill is already in order, and equal times keep waybill order.
+    events.sort_by_key(|event| event.time);
+    events
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// The error an answer carries, if it is one.
+fn refusal(answer: &Answer) -> Option<ProviderError> {
+    if let Some(code) = &answer.gateway_code {
+        return Some(classify_gateway(code, answer.gateway_message.as_deref()));
+    }
+    if answer.success == Some(false) {
+        return Some(classify_business(
+            answer.error_code.as_deref(),
+            answer.error_message.as_deref(),
+        ));
+    }
+    None
+}
+
+/// What the daemon should do about a gateway code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    RateLimited,
+    AuthExpired,
+    Config,
+    NotFound,
+    Permanent,
+}
+
+/// Gateway codes seen in the wild, matched ignoring case.
+const GATEWAY_CODES: &[(&str, Class)] = &[
+    ("gw.QosAppFrequencyLimit", Class::RateLimited),
+    ("gw.QosApiFrequencyLimit", Class::RateLimited),
+    ("gw.SignatureInvalid", Class::Config),
+    ("gw.IsvSignatureInvalid", Class::Config),
+    ("gw.AppKeyMissing", Class::Config),
+    ("gw.AppKeyNotExist", Class::Config),
+    ("gw.APIACLDecline", Class::Config),
+    ("gw.InvalidAccessToken", Class::AuthExpired),
+    ("gw.AccessTokenExpired", Class::AuthExpired),
+    ("gw.accessTokenInvalid", Class::AuthExpired),
+];
+
+/// Words of an unknown gateway code, tried in order: the gateway has more codes than any list,
+/// and these name the few families the daemon must not retry blindly.
+const GATEWAY_WORDS: &[(&str, Class)] = &[
+    ("token", Class::AuthExpired),
+    ("frequency", Class::RateLimited),
+    ("signature", Class::Config),
+    ("appkey", Class::Config),
+    ("acl", Class::Config),
+];
+
+/// Texts of a business refusal (`success: false`), tried in order against its code and message.
+/// "No trace yet" is normal right after the seller ships; an order that does not exist, or is
+/// not this buyer's, will fail the same way on every poll.
+const BUSINESS_TEXTS: &[(&str, Class)] = &[
+    ("token", Class::AuthExpired),
+    ("没有物流跟踪信息", Class::NotFound),
+    ("没有物流信息", Class::NotFound),
+    ("暂无物流", Class::NotFound),
+    ("订单不存在", Class::Permanent),
+    ("不存在该订单", Class::Permanent),
+    ("不属于", Class::Permanent),
+    ("不是该订单", Class::Permanent),
+    ("无权", Class::Permanent),
+    ("order not exist", Class::Permanent),
+    ("order does not exist", Class::Permanent),
+    ("not belong", Class::Permanent),
+];
+
+fn gateway_class(code: &str) -> Option<Class> {
+    let code = code.trim();
+    if let Some((_, class)) = GATEWAY_CODES
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(code))
+    {
+        return Some(*class);
+    }
+    let lower = code.to_ascii_lowercase();
+    GATEWAY_WORDS
+        .iter()
+        .find(|(word, _)| lower.contains(word))
+        .map(|(_, class)| *class)
+}
+
+fn business_class(code: &str, message: &str) -> Option<Class> {
+    let text = format!("{code} {message}").to_lowercase();
+    BUSINESS_TEXTS
+        .iter()
+        .find(|(needle, _)| text.contains(needle))
+        .map(|(_, class)| *class)
+}
+
+fn classify_gateway(code: &str, message: Option<&str>) -> ProviderError {
+    let text = describe("1688 gateway error", Some(code), message);
+    // An unknown gateway code is the gateway's trouble until proven otherwise.
+    to_error(gateway_class(code), text, message)
+}
+
+fn classify_business(code: Option<&str>, message: Option<&str>) -> ProviderError {
+    let text = describe("1688 error", code, message);
+    // Anything unrecognised may be a passing fault on 1688's side; retrying costs one call.
+    let class = business_class(code.unwrap_or(""), message.unwrap_or(""));
+    to_error(class, text, message)
+}
+
+fn to_error(class: Option<Class>, text: String, message: Option<&str>) -> ProviderError {
+    match class {
+        Some(Class::RateLimited) => ProviderError::RateLimited {
+            retry_after: message
+                .and_then(seconds_in)
+                .map_or(DEFAULT_BAN, Duration::from_secs),
+            message: text,
+        },
+        Some(Class::AuthExpired) => ProviderError::AuthExpired(text),
+        Some(Class::Config) => ProviderError::Config(text),
+        Some(Class::NotFound) => ProviderError::NotFound(text),
+        Some(Class::Permanent) => ProviderError::Permanent(text),
+        None => ProviderError::Transient(text),
+    }
+}
+
+fn describe(what: &str, code: Option<&str>, message: Option<&str>) -> String {
+    let mut text = what.to_owned();
+    if let Some(code) = code {
+        text.push(' ');
+        text.push_str(code.trim());
+    }
+    if let Some(message) = message {
+        text.push_str(": ");
+        text.push_str(message.trim());
+    }
+    text
+}
+
+/// Reads the first number of seconds a text mentions (`retry after 30 seconds`, `30s`,
+/// `30秒后重试`); a zero becomes one, which would otherwise call straight back into the limit.
+fn seconds_in(text: &str) -> Option<u64> {
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        let from_digits = &rest[start..];
+        let end = from_digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(from_digits.len());
+        let (digits, after) = from_digits.split_at(end);
+        let unit = after.trim_start().to_ascii_lowercase();
+        let is_seconds = unit.starts_with("second")
+            || unit.starts_with("sec")
+            || unit.starts_with('秒')
+            || (unit.starts_with('s') && !unit[1..].starts_with(|c: char| c.is_alphabetic()));
+        if is_seconds {
+            return digits.parse::<u64>().ok().map(|n| n.max(1));
+        }
+        rest = after;
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical status
+
+/// Keywords of a step's remark, tried in order, first match wins. 1688 steps carry no code, so
+/// the order carries all the meaning:
+/// - failures, refusals and returns come before 签收 and 派件, which they contain (签收失败,
+///   拒绝签收, 派件异常) or accompany (退回件已签收);
+/// - pickup points come before 签收 and 代收: a station "signing" for the buyer is not delivery,
+///   and a false `delivered` would stop polling for good;
+/// - a courier announcing a signature (待签收, 准备签收) is still out for delivery;
+/// - 待揽收 and 揽收失败 come before 揽收.
+const KEYWORDS: &[(&str, Status)] = &[
+    ("签收失败", Status::FailedAttempt),
+    ("未签收", Status::FailedAttempt),
+    ("派件异常", Status::FailedAttempt),
+    ("派送异常", Status::FailedAttempt),
+    ("派送失败", Status::FailedAttempt),
+    ("投递失败", Status::FailedAttempt),
+    ("拒绝签收", Status::Exception),
+    ("拒收", Status::Exception),
+    ("拒签", Status::Exception),
+    ("退签", Status::Returned),
+    ("退回", Status::Returned),
+    ("疑难", Status::Exception),
+    ("问题件", Status::Exception),
+    ("揽收失败", Status::Exception),
+    ("揽件失败", Status::Exception),
+    ("不接单", Status::Exception),
+    ("异常", Status::Exception),
+    ("驿站", Status::AvailableForPickup),
+    ("代收点", Status::AvailableForPickup),
+    ("快递柜", Status::AvailableForPickup),
+    ("智能柜", Status::AvailableForPickup),
+    ("丰巢", Status::AvailableForPickup),
+    ("投柜", Status::AvailableForPickup),
+    ("自提", Status::AvailableForPickup),
+    ("取件码", Status::AvailableForPickup),
+    ("待签收", Status::OutForDelivery),
+    ("准备签收", Status::OutForDelivery),
+    ("签收", Status::Delivered),
+    ("代签", Status::Delivered),
+    // A doorman or a relative taking it in; stations and lockers were matched above.
+    ("代收", Status::Delivered),
+    ("妥投", Status::Delivered),
+    ("派件", Status::OutForDelivery),
+    ("派送", Status::OutForDelivery),
+    ("待揽收", Status::InfoReceived),
+    ("待揽件", Status::InfoReceived),
+    ("已下单", Status::InfoReceived),
+    ("已接单", Status::InfoReceived),
+    ("揽收", Status::PickedUp),
+    ("揽件", Status::PickedUp),
+    ("已收件", Status::PickedUp),
+    ("已发货", Status::PickedUp),
+    ("已出库", Status::PickedUp),
+    ("到达", Status::InTransit),
+    ("发往", Status::InTransit),
+    ("发出", Status::InTransit),
+    ("离开", Status::InTransit),
+    ("转运", Status::InTransit),
+    ("中转", Status::InTransit),
+    ("在途", Status::InTransit),
+    ("运输中", Status::InTransit),
+];
+
+fn keyword_status(text: &str) -> Option<Status> {
+    KEYWORDS
+        .iter()
+        .find(|(keyword, _)| text.contains(keyword))
+        .map(|(_, status)| *status)
+}
+
+/// Where one waybill stands.
+struct Standing<'a> {
+    status: Status,
+    /// The remark that decided it.
+    remark: &'a str,
+    /// When the waybill last moved, whatever its newest step says.
+    latest: DateTime<FixedOffset>,
+}
+
+/// A waybill's status is that of its newest step that maps: carriers append courtesy notes
+/// after 签收 ("感谢使用…"), and those must not pull a delivered parcel back into transit. With
+/// no step that maps, the parcel is at least moving. `None` when it has no steps at all.
+fn standing<'a>(events: &'a [TraceEvent], unmapped: &mut Vec<String>) -> Option<Standing<'a>> {
+    let newest = events.last()?;
+    if keyword_status(&newest.description).is_none() {
+        unmapped.push(format!("remark={}", newest.description));
+    }
+    let mapped = events
+        .iter()
+        .rev()
+        .find_map(|event| keyword_status(&event.description).map(|s| (s, event)));
+    Some(match mapped {
+        Some((status, event)) => Standing {
+            status,
+            remark: &event.description,
+            latest: newest.time,
+        },
+        None => Standing {
+            status: Status::InTransit,
+            remark: &newest.description,
+            latest: newest.time,
+        },
+    })
+}
+
+/// The order's canonical status, the remark beside it, and the remarks no keyword knew.
+struct Decision {
+    status: Status,
+    raw_status: String,
+    unmapped: Vec<String>,
+}
+
+/// The order's status from its waybills' journeys (each oldest first). A split order is only
+/// done when every parcel is: one delivered parcel must not stop the polling of another still
+/// on its way, so the freshest news of an unfinished parcel wins over any finished one.
+fn map_status(journeys: &[Vec<TraceEvent>]) -> Decision {
+    let mut unmapped = Vec::new();
+    let standings: Vec<Standing<'_>> = journeys
+        .iter()
+        .filter_map(|events| standing(events, &mut unmapped))
+        .collect();
+    for value in &unmapped {
+        note_unmapped(value);
+    }
+    let unfinished = standings.iter().filter(|s| !s.status.is_terminal());
+    let freshest = |a: &&Standing<'_>, b: &&Standing<'_>| a.latest.cmp(&b.latest);
+    // max_by keeps the last of equals; reversing keeps the first listed waybill instead.
+    let chosen = unfinished
+        .rev()
+        .max_by(freshest)
+        .or_else(|| standings.iter().rev().max_by(freshest));
+    match chosen {
+        Some(standing) => Decision {
+            status: standing.status,
+            raw_status: standing.remark.to_owned(),
+            unmapped,
+        },
+        // Shipped but not yet scanned: not even the carrier's order is known.
+        None => Decision {
+            status: Status::Pending,
+            raw_status: String::new(),
+            unmapped,
+        },
+    }
+}
+
+/// Bounds the memory of what was already reported: free-text remarks are endless.
+const UNMAPPED_MEMORY: usize = 1024;
+
+static UNMAPPED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// True the first time a raw value is seen in this process.
+fn first_sighting(key: String) -> bool {
+    let mut seen = UNMAPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
+        return false;
+    }
+    seen.insert(key)
+}
+
+/// Logs an unmapped remark once, so operators can extend the table without drowning in logs.
+fn note_unmapped(value: &str) {
+    if first_sighting(value.to_owned()) {
+        tracing::warn!(provider = "alibaba1688", raw = %value, "unmapped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ----- signing ----------------------------------------------------------------------------
+
+    #[test]
+    fn signature_vector_from_the_design() {
+        assert_eq!(
+            sign(
+                "param2/1/system/currentTime/1000000",
+                &[("a", "1"), ("b", "2")],
+                "test123"
+            ),
+            "33E54F4F7B989E3E0E912D3FBD2F1A03CA7CCE88"
+        );
+    }
+
+    #[test]
+    fn order_and_the_signature_itself_do_not_change_the_signature() {
+        let path = "param2/1/system/currentTime/1000000";
+        let expected = sign(path, &[("a", "1"), ("b", "2")], "test123");
+        let shuffled = [("_aop_signature", "WHATEVER"), ("b", "2"), ("a", "1")];
+        assert_eq!(sign(path, &shuffled, "test123"), expected);
+        assert_ne!(sign(path, &[("a", "1"), ("b", "3")], "test123"), expected);
+        assert_ne!(sign(path, &[("a", "1"), ("b", "2")], "test124"), expected);
+    }
+
+    #[test]
+    fn joined_pairs_are_sorted_not_keys() {
+        // By key, `a` would come before `ab`; as joined strings, `ab1` sorts before `az`.
+        let path = "p";
+        let secret = "s";
+        let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(b"pab1az");
+        let expected = hex::encode_upper(mac.finalize().into_bytes());
+        assert_eq!(sign(path, &[("a", "z"), ("ab", "1")], secret), expected);
+    }
+
+    fn adapter(endpoint: &str) -> Alibaba1688 {
+        Alibaba1688::new(
+            Alibaba1688Config {
+                endpoint: endpoint.to_owned(),
+                app_key: "1000000".to_owned(),
+                app_secret: Secret::new("test123"),
+                access_token: Secret::new("buyer-token"),
+            },
+            reqwest::Client::new(),
+        )
+    }
+
+    #[test]
+    fn the_form_carries_every_parameter_and_a_valid_signature() {
+        let a1688 = adapter(DEFAULT_ENDPOINT);
+        let form = a1688.form(18_446_744_073_709_551_615, 1_764_000_000_000);
+        let get = |key: &str| {
+            form.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+                .unwrap()
+        };
+        assert_eq!(get("orderId"), "18446744073709551615");
+        assert_eq!(get("webSite"), "1688");
+        assert_eq!(get("access_token"), "buyer-token");
+        assert_eq!(get("_aop_timestamp"), "1764000000000");
+        let path =
+            "param2/1/com.alibaba.logistics/alibaba.trade.getLogisticsTraceInfo.buyerView/1000000";
+        let unsigned: Vec<(&str, &str)> = form
+            .iter()
+            .filter(|(k, _)| *k != "_aop_signature")
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        assert_eq!(get("_aop_signature"), sign(path, &unsigned, "test123"));
+        assert_eq!(
+            a1688.url(),
+            format!("https://gw.open.1688.com/openapi/{path}")
+        );
+        assert_eq!(
+            adapter("http://127.0.0.1:9/openapi/").url(),
+            format!("http://127.0.0.1:9/openapi/{path}")
+        );
+        assert_eq!(a1688.kind(), "alibaba1688");
+        let debug = format!("{a1688:?}");
+        assert!(
+            !debug.contains("test123") && !debug.contains("buyer-token"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn order_ids_must_be_numeric() {
+        assert_eq!(
+            parse_order_id("1234567890123456789").unwrap(),
+            1_234_567_890_123_456_789
+        );
+        assert_eq!(parse_order_id(" 42 ").unwrap(), 42);
+        let a1688 = adapter(DEFAULT_ENDPOINT);
+        for bad in ["E2026-001", "", "-5", "12.5", "99999999999999999999"] {
+            match parse_order_id(bad) {
+                Err(ProviderError::Permanent(message)) => {
+                    assert!(message.contains("numeric 1688 order id"), "{message}")
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+            let request = TrackRequest {
+                order_id: bad.to_owned(),
+                tracking_no: None,
+                carrier: None,
+                phone: None,
+            };
+            let message = a1688.check(&request).unwrap_err();
+            assert!(
+                message.starts_with("the alibaba1688 provider needs the numeric 1688 order id")
+            );
+            assert!(!message.contains('\n'));
+        }
+    }
+
+    // ----- canonical status -------------------------------------------------------------------
+
+    fn event(time: &str, remark: &str) -> TraceEvent {
+        TraceEvent {
+            time: super::super::parse_local_time(time).unwrap(),
+            description: remark.to_owned(),
+            location: None,
+            raw_code: None,
+        }
+    }
+
+    fn status_of(remarks: &[&str]) -> Status {
+        let events: Vec<TraceEvent> = remarks
+            .iter()
+            .enumerate()
+            .map(|(i, r)| event(&format!("2026-11-20 08:00:{i:02}"), r))
+            .collect();
+        map_status(&[events]).status
+    }
+
+    #[test]
+    fn every_keyword_row() {
+        use Status::*;
+        let expected = [
+            ("签收失败", FailedAttempt),
+            ("未签收", FailedAttempt),
+            ("派件异常", FailedAttempt),
+            ("派送异常", FailedAttempt),
+            ("派送失败", FailedAttempt),
+            ("投递失败", FailedAttempt),
+            ("拒绝签收", Exception),
+            ("拒收", Exception),
+            ("拒签", Exception),
+            ("退签", Returned),
+            ("退回", Returned),
+            ("疑难", Exception),
+            ("问题件", Exception),
+            ("揽收失败", Exception),
+            ("揽件失败", Exception),
+            ("不接单", Exception),
+            ("异常", Exception),
+            ("驿站", AvailableForPickup),
+            ("代收点", AvailableForPickup),
+            ("快递柜", AvailableForPickup),
+            ("智能柜", AvailableForPickup),
+            ("丰巢", AvailableForPickup),
+            ("投柜", AvailableForPickup),
+            ("自提", AvailableForPickup),
+            ("取件码", AvailableForPickup),
+            ("待签收", OutForDelivery),
+            ("准备签收", OutForDelivery),
+            ("签收", Delivered),
+            ("代签", Delivered),
+            ("代收", Delivered),
+            ("妥投", Delivered),
+            ("派件", OutForDelivery),
+            ("派送", OutForDelivery),
+            ("待揽收", InfoReceived),
+            ("待揽件", InfoReceived),
+            ("已下单", InfoReceived),
+            ("已接单", InfoReceived),
+            ("揽收", PickedUp),
+            ("揽件", PickedUp),
+            ("已收件", PickedUp),
+            ("已发货", PickedUp),
+            ("已出库", PickedUp),
+            ("到达", InTransit),
+            ("发往", InTransit),
+            ("发出", InTransit),
+            ("离开", InTransit),
+            ("转运", InTransit),
+            ("中转", InTransit),
+            ("在途", InTransit),
+            ("运输中", InTransit),
+        ];
+        assert_eq!(expected.len(), KEYWORDS.len());
+        for (index, (keyword, status)) in expected.into_iter().enumerate() {
+            assert_eq!(KEYWORDS[index].0, keyword, "row {index}");
+            assert_eq!(keyword_status(keyword), Some(status), "{keyword}");
+            assert_eq!(status_of(&[keyword]), status, "{keyword} as a trace");
+            // No row may be shadowed by an earlier, shorter one.
+            let first = KEYWORDS.iter().position(|(k, _)| keyword.contains(k));
+            assert_eq!(first, Some(index), "{keyword} is shadowed");
+        }
+    }
+
+    #[test]
+    fn real_looking_remarks() {
+        use Status::*;
+        let cases = [
+            ("商家已下单，等待快递员揽收", InfoReceived),
+            ("您的包裹已打包完成，等待揽收", InfoReceived),
+            ("卖家已发货", PickedUp),
+            ("您的订单已出库", PickedUp),
+            ("【杭州市】韵达快递 已揽收", PickedUp),
+            ("【杭州市】圆通速递 已揽件，发往【杭州转运中心】", PickedUp),
+            ("快递员揽收失败，原因：联系不上寄件人", Exception),
+            ("【上海转运中心】已发出 下一站【北京】", InTransit),
+            ("快件已到达【北京顺义分拨中心】", InTransit),
+            (
+                "快件离开【北京顺义分拨中心】，发往【北京朝阳营业部】",
+                InTransit,
+            ),
+            (
+                "【北京市】快递员 张师傅（138****5678）正在派件",
+                OutForDelivery,
+            ),
+            (
+                "【北京市】正在为您派送，请保持电话畅通，准备签收",
+                OutForDelivery,
+            ),
+            (
+                "【杭州市】快件已被 菜鸟驿站 代收，请凭取件码取件",
+                AvailableForPickup,
+            ),
+            (
+                "【杭州市】快件已存放至丰巢智能柜，请及时取件",
+                AvailableForPickup,
+            ),
+            ("快件已放入代收点【XX便利店】", AvailableForPickup),
+            ("您的快件已签收，签收人：本人", Delivered),
+            ("快件已由【门卫】代收，感谢使用", Delivered),
+            ("【北京市】快件已妥投", Delivered),
+            ("【北京市】快件签收失败，收件人不在", FailedAttempt),
+            ("客户不在家，未签收，明日再派", FailedAttempt),
+            ("派件异常：地址不详", FailedAttempt),
+            ("客户拒绝签收，快件待处理", Exception),
+            ("收件人拒收", Exception),
+            ("快件已退回，发往【杭州转运中心】", Returned),
+            ("退回件已签收", Returned),
+            ("疑难件：地址不详，待联系", Exception),
+            ("快件在【上海转运中心】异常滞留", Exception),
+        ];
+        for (text, status) in cases {
+            assert_eq!(keyword_status(text), Some(status), "{text}");
+        }
+        assert_eq!(keyword_status("系统消息"), None);
+        assert_eq!(keyword_status(""), None);
+    }
+
+    #[test]
+    fn the_newest_step_that_maps_decides() {
+        assert_eq!(
+            status_of(&["已揽收", "到达【杭州】", "正在派件"]),
+            Status::OutForDelivery
+        );
+        // A courtesy note after signing keeps the parcel delivered.
+        assert_eq!(
+            status_of(&["已揽收", "您的快件已签收", "感谢使用，期待再次为您服务"]),
+            Status::Delivered
+        );
+        // Only what the table does not know is a guess: moving, since there are steps.
+        assert_eq!(status_of(&["系统处理中"]), Status::InTransit);
+        assert_eq!(map_status(&[]).status, Status::Pending);
+        assert_eq!(map_status(&[vec![]]).status, Status::Pending);
+    }
+
+    #[test]
+    fn an_unknown_newest_remark_is_reported() {
+        let events = vec![
+            event("2026-11-20 08:00:00", "已揽收"),
+            event("2026-11-20 09:00:00", "TEST 系统处理中 a"),
+        ];
+        let decision = map_status(&[events]);
+        assert_eq!(decision.status, Status::PickedUp);
+        assert_eq!(decision.raw_status, "已揽收");
+        assert_eq!(decision.unmapped, ["remark=TEST 系统处理中 a"]);
+        let events = vec![event("2026-11-20 08:00:00", "TEST 系统处理中 b")];
+        let decision = map_status(&[events]);
+        assert_eq!(decision.status, Status::InTransit);
+        assert_eq!(decision.raw_status, "TEST 系统处理中 b");
+        assert_eq!(decision.unmapped, ["remark=TEST 系统处理中 b"]);
+        let events = vec![event("2026-11-20 08:00:00", "已揽收")];
+        assert!(map_status(&[events]).unmapped.is_empty());
+    }
+
+    #[test]
+    fn a_split_order_is_done_only_when_every_parcel_is() {
+        let delivered = vec![
+            event("2026-11-20 08:00:00", "已揽收"),
+            event("2026-11-21 10:00:00", "您的快件已签收"),
+        ];
+        let moving = vec![
+            event("2026-11-20 09:00:00", "已揽收"),
+            event("2026-11-21 08:00:00", "快件已到达【上海转运中心】"),
+        ];
+        let decision = map_status(&[delivered.clone(), moving.clone()]);
+        assert_eq!(decision.status, Status::InTransit);
+        assert_eq!(decision.raw_status, "快件已到达【上海转运中心】");
+        assert_eq!(
+            map_status(&[moving, delivered.clone()]).status,
+            Status::InTransit
+        );
+        let returned = vec![event("2026-11-21 09:00:00", "快件已退回")];
+        assert_eq!(
+            map_status(&[returned.clone(), delivered.clone()]).status,
+            Status::Delivered
+        );
+        assert_eq!(
+            map_status(&[delivered.clone(), returned]).status,
+            Status::Delivered
+        );
+        // A waybill not scanned yet holds nothing back.
+        assert_eq!(map_status(&[vec![], delivered]).status, Status::Delivered);
+    }
+
+    #[test]
+    fn unmapped_values_are_reported_once() {
+        let key = "test\u{0}reported-once".to_owned();
+        assert!(first_sighting(key.clone()));
+        assert!(!first_sighting(key.clone()));
+        assert!(!first_sighting(key));
+    }
+
+    // ----- parsing ----------------------------------------------------------------------------
+
+    const FULL: &str = r#"{"success":true,"logisticsTrace":[{
+        "logisticsId":"BX1234567890","orderId":1234567890123456789,
+        "logisticsBillNo":"YT7531234567890",
+        "logisticsSteps":[
+            {"acceptTime":"2026-11-20 08:00:01","remark":"【杭州市】圆通速递 已揽收"},
+            {"acceptTime":"2026-11-20 09:30:00","remark":"快件已到达【杭州转运中心】"},
+            {"acceptTime":"2026-11-21 07:10:00","remark":"【上海市】快递员正在派件"}
+        ]}]}"#;
+
+    #[test]
+    fn full_success_response() {
+        let found = parse_response(FULL).unwrap();
+        assert_eq!(found.order_ids, [1_234_567_890_123_456_789]);
+        let trace = found.trace;
+        assert_eq!(trace.status, Status::OutForDelivery);
+        assert_eq!(trace.raw_status, "【上海市】快递员正在派件");
+        assert_eq!(trace.tracking_no.as_deref(), Some("YT7531234567890"));
+        assert_eq!(trace.carrier, None);
+        assert_eq!(trace.events.len(), 3);
+        let first = &trace.events[0];
+        assert_eq!(first.time.to_rfc3339(), "2026-11-20T08:00:01+08:00");
+        assert_eq!(first.description, "【杭州市】圆通速递 已揽收");
+        assert_eq!(first.raw_code, None);
+        assert_eq!(first.location, None);
+        assert!(trace.unmapped.is_empty());
+    }
+
+    #[test]
+    fn big_order_ids_stay_exact() {
+        for (raw, id) in [
+            ("18446744073709551615", u64::MAX),
+            ("\"18446744073709551615\"", u64::MAX),
+            ("9007199254740993", 9_007_199_254_740_993),
+        ] {
+            let body = format!(r#"{{"success":true,"logisticsTrace":[{{"orderId":{raw}}}]}}"#);
+            assert_eq!(parse_response(&body).unwrap().order_ids, [id], "{raw}");
+        }
+        // Too big for any order id: dropped rather than rounded into another order's id.
+        let body = r#"{"success":true,"logisticsTrace":[{"orderId":18446744073709551616}]}"#;
+        assert!(parse_response(body).unwrap().order_ids.is_empty());
+    }
+
+    fn steps_json(steps: &[(String, String)]) -> String {
+        let steps: Vec<_> = steps
+            .iter()
+            .map(|(time, remark)| serde_json::json!({"acceptTime": time, "remark": remark}))
+            .collect();
+        serde_json::json!({"success": true, "logisticsTrace": [{
+            "orderId": 1, "logisticsBillNo": "SF1", "logisticsSteps": steps}]})
+        .to_string()
+    }
+
+    #[test]
+    fn newest_first_and_oldest_first_give_the_same_events() {
+        let oldest: Vec<(String, String)> = [
+            ("2026-11-20 08:00:01", "已揽收"),
+            ("2026-11-20 09:30:00", "到达a"),
+            ("2026-11-20 09:30:00", "到达b"),
+            ("2026-11-21 07:10:00", "正在派件"),
+        ]
+        .iter()
+        .map(|(t, r)| ((*t).to_owned(), (*r).to_owned()))
+        .collect();
+        let mut newest = oldest.clone();
+        newest.reverse();
+        let a = parse_response(&steps_json(&oldest)).unwrap().trace;
+        let b = parse_response(&steps_json(&newest)).unwrap().trace;
+        assert_eq!(a, b);
+        let remarks: Vec<&str> = a.events.iter().map(|e| e.description.as_str()).collect();
+        assert_eq!(remarks, ["已揽收", "到达a", "到达b", "正在派件"]);
+        assert_eq!(a.status, Status::OutForDelivery);
+    }
+
+    #[test]
+    fn a_500_step_trace_parses() {
+        let start = super::super::parse_local_time("2026-11-01 00:00:00").unwrap();
+        let mut steps: Vec<(String, String)> = (0..500)
+            .map(|i| {
+                let time = start + chrono::Duration::minutes(i);
+                (
+                    time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    format!("快件已到达【第{i}站】"),
+                )
+            })
+            .collect();
+        steps.last_mut().unwrap().1 = "您的快件已签收，签收人：本人".to_owned();
+        steps.reverse();
+        let trace = parse_response(&steps_json(&steps)).unwrap().trace;
+        assert_eq!(trace.events.len(), 500);
+        assert!(trace.events.windows(2).all(|w| w[0].time < w[1].time));
+        assert_eq!(trace.events[0].description, "快件已到达【第0站】");
+        assert_eq!(trace.status, Status::Delivered);
+    }
+
+    #[test]
+    fn split_parcels_are_merged_and_deduplicated() {
+        let body = r#"{"success":true,"logisticsTrace":[
+            {"orderId":7,"logisticsBillNo":"SF001","logisticsSteps":[
+                {"acceptTime":"2026-11-21 10:00:00","remark":"您的快件已签收"},
+                {"acceptTime":"2026-11-20 08:00:00","remark":"卖家已发货"}]},
+            {"orderId":"7","logisticsBillNo":"SF002","logisticsSteps":[
+                {"acceptTime":"2026-11-20 08:00:00","remark":"卖家已发货"},
+                {"acceptTime":"2026-11-20 12:00:00","remark":"快件已到达【上海转运中心】"}]}
+        ]}"#;
+        let found = parse_response(body).unwrap();
+        assert_eq!(found.order_ids, [7, 7]);
+        let trace = found.trace;
+        assert_eq!(trace.tracking_no.as_deref(), Some("SF001"));
+        let remarks: Vec<&str> = trace
+            .events
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect();
+        assert_eq!(
+            remarks,
+            ["卖家已发货", "快件已到达【上海转运中心】", "您的快件已签收"]
+        );
+        assert_eq!(trace.status, Status::InTransit);
+        // The first waybill without a number defers to the next one that has it.
+        let body = r#"{"success":true,"logisticsTrace":[{"logisticsBillNo":""},{"logisticsBillNo":"SF2"}]}"#;
+        let trace = parse_response(body).unwrap().trace;
+        assert_eq!(trace.tracking_no.as_deref(), Some("SF2"));
+    }
+
+    #[test]
+    fn empty_traces_are_pending() {
+        for body in [
+            r#"{"success":true,"logisticsTrace":[]}"#,
+            r#"{"success":true}"#,
+            r#"{"success":"true","logisticsTrace":[{"orderId":1,"logisticsSteps":[]}]}"#,
+            r#"{"logisticsTrace":[{"orderId":1}]}"#,
+        ] {
+            let trace = parse_response(body).unwrap().trace;
+            assert_eq!(trace.status, Status::Pending, "{body}");
+            assert!(trace.events.is_empty());
+            assert_eq!(trace.raw_status, "");
+        }
+    }
+
+    #[test]
+    fn epoch_milliseconds_and_bad_times_are_tolerated() {
+        let body = r#"{"success":true,"logisticsTrace":[{"logisticsSteps":[
+            {"acceptTime":1763596801000,"remark":"已揽收"},
+            {"acceptTime":"yesterday","remark":"您的快件已签收"},
+            {"remark":"您的快件已签收"}]}]}"#;
+        let trace = parse_response(body).unwrap().trace;
+        assert_eq!(trace.events.len(), 1);
+        assert_eq!(
+            trace.events[0].time.to_rfc3339(),
+            "2025-11-20T08:00:01+08:00"
+        );
+        assert_eq!(trace.status, Status::PickedUp);
+    }
+
+    // ----- errors -----------------------------------------------------------------------------
+
+    fn kind(err: &ProviderError) -> std::mem::Discriminant<ProviderError> {
+        std::mem::discriminant(err)
+    }
+
+    fn limited(seconds: u64) -> ProviderError {
+        ProviderError::RateLimited {
+            retry_after: Duration::from_secs(seconds),
+            message: String::new(),
+        }
+    }
+
+    fn assert_class(got: &ProviderError, want: &ProviderError, what: &str) {
+        assert_eq!(kind(got), kind(want), "{what}: {got:?}");
+        if let (
+            ProviderError::RateLimited { retry_after, .. },
+            ProviderError::RateLimited {
+                retry_after: want, ..
+            },
+        ) = (got, want)
+        {
+            assert_eq!(retry_after, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn gateway_errors_are_classified() {
+        let config = ProviderError::Config(String::new());
+        let auth = ProviderError::AuthExpired(String::new());
+        let transient = ProviderError::Transient(String::new());
+        let cases = [
+            (
+                "gw.QosAppFrequencyLimit",
+                "App call exceeds limited frequency",
+                limited(60),
+            ),
+            (
+                "gw.QosAppFrequencyLimit",
+                "retry after 30 seconds",
+                limited(30),
+            ),
+            ("gw.QosApiFrequencyLimit", "请 5秒后重试", limited(5)),
+            (
+                "gw.SignatureInvalid",
+                "Request signature is invalid",
+                config.clone(),
+            ),
+            ("gw.IsvSignatureInvalid", "", config.clone()),
+            ("gw.AppKeyMissing", "", config.clone()),
+            ("gw.AppKeyNotExist", "", config.clone()),
+            ("gw.APIACLDecline", "", config.clone()),
+            ("gw.InvalidAccessToken", "", auth.clone()),
+            ("gw.AccessTokenExpired", "", auth.clone()),
+            ("gw.accessTokenInvalid", "", auth.clone()),
+            ("gw.AccessTokenMissing", "", auth.clone()),
+            ("gw.SomethingNew", "", transient.clone()),
+            ("gw.InternalError", "", transient),
+        ];
+        for (code, message, want) in cases {
+            let body =
+                serde_json::json!({"error_code": code, "error_message": message}).to_string();
+            let got = parse_response(&body).unwrap_err();
+            assert_class(&got, &want, code);
+            assert!(
+                got.to_string()
+                    .contains(&format!("1688 gateway error {code}")),
+                "{got}"
+            );
+        }
+    }
+
+    #[test]
+    fn business_errors_are_classified() {
+        let cases = [
+            (
+                "该订单没有物流跟踪信息",
+                ProviderError::NotFound(String::new()),
+            ),
+            ("订单没有物流信息", ProviderError::NotFound(String::new())),
+            ("该订单不存在", ProviderError::Permanent(String::new())),
+            (
+                "该订单不属于当前买家",
+                ProviderError::Permanent(String::new()),
+            ),
+            (
+                "Order does not exist",
+                ProviderError::Permanent(String::new()),
+            ),
+            (
+                "access_token is expired",
+                ProviderError::AuthExpired(String::new()),
+            ),
+            (
+                "系统繁忙，请稍后再试",
+                ProviderError::Transient(String::new()),
+            ),
+            ("", ProviderError::Transient(String::new())),
+        ];
+        for (message, want) in cases {
+            let body =
+                serde_json::json!({"success": false, "errorCode": "500", "errorMessage": message})
+                    .to_string();
+            assert_class(&parse_response(&body).unwrap_err(), &want, message);
+        }
+        let body = r#"{"success":false,"errorCode":"500","errorMessage":"该订单没有物流跟踪信息"}"#;
+        assert_eq!(
+            parse_response(body).unwrap_err(),
+            ProviderError::NotFound("1688 error 500: 该订单没有物流跟踪信息".to_owned())
+        );
+        let body = r#"{"success":false}"#;
+        assert_eq!(
+            parse_response(body).unwrap_err(),
+            ProviderError::Transient("1688 error".to_owned())
+        );
+    }
+
+    #[test]
+    fn http_statuses_are_classified_but_the_body_has_the_last_word() {
+        let signature = r#"{"error_code":"gw.SignatureInvalid","error_message":"Request signature is invalid"}"#;
+        let token = r#"{"error_code":"gw.AccessTokenExpired","error_message":"expired"}"#;
+        let html = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>";
+        let cases = [
+            (401, None, signature, ProviderError::Config(String::new())),
+            (400, None, signature, ProviderError::Config(String::new())),
+            (401, None, token, ProviderError::AuthExpired(String::new())),
+            (401, None, "", ProviderError::AuthExpired(String::new())),
+            (401, None, html, ProviderError::AuthExpired(String::new())),
+            (429, Some(17), "", limited(17)),
+            (429, None, "", limited(60)),
+            (429, None, "slow down for 12 seconds", limited(12)),
+            (429, Some(0), "", limited(1)),
+            (500, None, "", ProviderError::Transient(String::new())),
+            (502, None, html, ProviderError::Transient(String::new())),
+            (503, None, "{}", ProviderError::Transient(String::new())),
+            (
+                404,
+                None,
+                "not found",
+                ProviderError::Transient(String::new()),
+            ),
+        ];
+        for (status, retry, body, want) in cases {
+            let got = interpret(status, retry, body).unwrap_err();
+            assert_class(&got, &want, &format!("HTTP {status} {body:?}"));
+            assert!(got.to_string().chars().count() < 300, "{got}");
+        }
+        assert!(interpret(200, None, FULL).is_ok());
+    }
+
+    #[test]
+    fn seconds_are_read_from_the_text() {
+        assert_eq!(seconds_in("retry after 30 seconds"), Some(30));
+        assert_eq!(seconds_in("banned for 45s"), Some(45));
+        assert_eq!(seconds_in("请 120 秒后重试"), Some(120));
+        assert_eq!(seconds_in("limit 100 calls, wait 0 sec"), Some(1));
+        assert_eq!(seconds_in("App call exceeds limited frequency"), None);
+        assert_eq!(seconds_in("100 calls"), None);
+        assert_eq!(seconds_in("12 sheep"), None);
+        assert_eq!(seconds_in(""), None);
+    }
+
+    #[test]
+    fn garbage_bodies_are_transient_and_described() {
+        let long_html = format!("<html><body>{}</body></html>", "访问受限 ".repeat(100));
+        let bodies = [
+            "",
+            "   \n",
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head></html>",
+            long_html.as_str(),
+            r#"{"success":true,"logisticsTrace":[{"orderId":"#,
+            "null",
+            "42",
+            r#"{"something_else":{"code":1}}"#,
+            "{}",
+        ];
+        for body in bodies {
+            match parse_response(body) {
+                Err(ProviderError::Transient(message)) => {
+                    assert!(message.chars().count() < 300, "{message}");
+                    if body.contains("502") {
+                        assert!(message.contains("502 Bad Gateway"), "{message}");
+                    }
+                }
+                other => panic!("{body:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_response("").unwrap_err(),
+            ProviderError::Transient("empty body from the 1688 gateway".to_owned())
+        );
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        let text = snippet(&format!("<html>\n  {}\n</html>", "x".repeat(500)));
+        assert!(!text.contains('\n'));
+        assert!(text.chars().count() <= SNIPPET_CHARS + 3, "{text}");
+        assert_eq!(snippet(" \n "), "empty body");
+    }
+}
