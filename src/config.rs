@@ -12,11 +12,12 @@ use serde::Deserialize;
 use crate::domain::{Secret, Status, Tier};
 use crate::notify::ChannelKind;
 use crate::notify::webhook::{WebhookConfig, WebhookSecret};
+use crate::providers::alibaba1688::{self, Alibaba1688Config};
 use crate::providers::kuaidi100::{self, Kuaidi100Config};
 use crate::providers::taobao::{self, SignMethod, TaobaoConfig};
 
 /// The provider kinds a `[providers.NAME]` section may name.
-pub const PROVIDER_KINDS: [&str; 3] = ["taobao", "kuaidi100", "simulator"];
+pub const PROVIDER_KINDS: [&str; 4] = ["taobao", "alibaba1688", "kuaidi100", "simulator"];
 
 /// Where the config is looked for when `--config` is not given.
 pub const ENV_CONFIG: &str = "SHIPWATCH_CONFIG";
@@ -241,6 +242,7 @@ pub struct ProviderSettings {
 #[derive(Debug, Clone)]
 pub enum AdapterSettings {
     Taobao(TaobaoConfig),
+    Alibaba1688(Alibaba1688Config),
     Kuaidi100(Kuaidi100Config),
     Simulator,
 }
@@ -249,6 +251,7 @@ impl AdapterSettings {
     pub fn kind(&self) -> &'static str {
         match self {
             AdapterSettings::Taobao(_) => "taobao",
+            AdapterSettings::Alibaba1688(_) => "alibaba1688",
             AdapterSettings::Kuaidi100(_) => "kuaidi100",
             AdapterSettings::Simulator => "simulator",
         }
@@ -374,6 +377,8 @@ struct RawProvider {
     customer: Option<String>,
     key: Option<String>,
     key_file: Option<PathBuf>,
+    access_token: Option<String>,
+    access_token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -592,6 +597,36 @@ fn resolve_provider(
                 app_secret,
                 session,
                 sign_method,
+            })
+        }
+        "alibaba1688" => {
+            let app_key = raw
+                .app_key
+                .filter(|k| !k.trim().is_empty())
+                .ok_or_else(|| invalid(format!("{section} needs app_key")))?;
+            let app_secret = secrets.resolve(
+                &section,
+                name,
+                "app_secret",
+                raw.app_secret,
+                raw.app_secret_file,
+            )?;
+            let access_token = secrets.resolve(
+                &section,
+                name,
+                "access_token",
+                raw.access_token,
+                raw.access_token_file,
+            )?;
+            let endpoint = raw
+                .endpoint
+                .unwrap_or_else(|| alibaba1688::DEFAULT_ENDPOINT.to_owned());
+            check_url(&section, "endpoint", &endpoint)?;
+            AdapterSettings::Alibaba1688(Alibaba1688Config {
+                endpoint,
+                app_key,
+                app_secret,
+                access_token,
             })
         }
         "kuaidi100" => {
@@ -874,7 +909,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kuaidi100_provider_parses_with_its_own_fields() {
+    fn kuaidi100_and_1688_providers_parse_with_their_own_fields() {
         let config = parse(
             "[providers.kd]\nkind = \"kuaidi100\"\ncustomer = \"C1\"\nkey = \"k\"\nmin_interval = \"1s\"",
         )
@@ -886,6 +921,18 @@ mod tests {
                 assert_eq!(k.customer, "C1");
                 assert_eq!(k.key.expose(), "k");
                 assert_eq!(k.endpoint, kuaidi100::DEFAULT_ENDPOINT);
+            }
+            other => panic!("{other:?}"),
+        }
+        let config = parse(
+            "[providers.a]\nkind = \"alibaba1688\"\napp_key = \"1000000\"\napp_secret = \"test123\"\naccess_token = \"t\"",
+        )
+        .unwrap();
+        match &config.providers["a"].adapter {
+            AdapterSettings::Alibaba1688(a) => {
+                assert_eq!(a.app_key, "1000000");
+                assert_eq!(a.access_token.expose(), "t");
+                assert_eq!(a.endpoint, alibaba1688::DEFAULT_ENDPOINT);
             }
             other => panic!("{other:?}"),
         }

@@ -15,6 +15,7 @@ use crate::notify::Channel;
 use crate::notify::sender::Sender;
 use crate::notify::webhook::Webhook;
 use crate::providers::Provider;
+use crate::providers::alibaba1688::Alibaba1688;
 use crate::providers::kuaidi100::Kuaidi100;
 use crate::providers::simulator::Simulator;
 use crate::providers::taobao::Taobao;
@@ -41,6 +42,9 @@ pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
             let adapter: Arc<dyn Provider> = match &settings.adapter {
                 AdapterSettings::Taobao(taobao) => {
                     Arc::new(Taobao::new(taobao.clone(), http.clone()))
+                }
+                AdapterSettings::Alibaba1688(alibaba) => {
+                    Arc::new(Alibaba1688::new(alibaba.clone(), http.clone()))
                 }
                 AdapterSettings::Kuaidi100(kuaidi100) => {
                     Arc::new(Kuaidi100::new(kuaidi100.clone(), http.clone()))
