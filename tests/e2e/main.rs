@@ -12,3 +12,4 @@ mod schedule;
 mod storage;
 mod support;
 mod taobao_adapter;
+mod three_providers;
