@@ -160,6 +160,40 @@ pub fn oldest_first(mut events: Vec<TraceEvent>) -> Vec<TraceEvent> {
 mod tests {
     use super::*;
 
+    /// A gateway that streams 50 MB: the read stops at the limit instead of taking it all in.
+    #[tokio::test]
+    async fn an_oversized_body_is_an_error_not_a_memory_hog() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    // No length given: the body runs until the connection closes.
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                        .await;
+                    let chunk = vec![b'x'; 1 << 20];
+                    for _ in 0..50 {
+                        if socket.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let response = reqwest::get(&url).await.unwrap();
+        let err = read_body(response, MAX_BODY).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Transient(m) if m.contains("limit")),
+            "{err}"
+        );
+        let whole = reqwest::get(&url).await.unwrap();
+        assert_eq!(read_body(whole, 100 << 20).await.unwrap().len(), 50 << 20);
+    }
+
     #[test]
     fn local_times_are_exact_instants() {
         let t = parse_local_time("2016-01-01 12:00:00").unwrap();
