@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer};
 use sha1::Sha1;
 
-use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, oldest_first};
+use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, oldest_first, snippet};
 use crate::domain::{Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://gw.open.1688.com/openapi";
@@ -19,9 +19,6 @@ const API_PATH: &str =
     "param2/1/com.alibaba.logistics/alibaba.trade.getLogisticsTraceInfo.buyerView";
 /// Used when a frequency limit or a 429 does not say how long it lasts.
 const DEFAULT_BAN: Duration = Duration::from_secs(60);
-/// How much of a garbled body goes into an error message: enough to recognise it, never a page.
-const SNIPPET_CHARS: usize = 80;
-
 /// Signs a 1688 request: `url_path` (no leading slash) followed by every parameter but
 /// `_aop_signature` as `key+value`, those strings sorted, HMAC-SHA1 with the app secret,
 /// uppercase hex.
@@ -125,13 +122,9 @@ impl Provider for Alibaba1688 {
             .form(&self.form(order_id, Utc::now().timestamp_millis()))
             .send()
             .await
-            .map_err(|err| transport_error(&err))?;
+            .map_err(|err| super::transport_error("1688 gateway", &err))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<u64>().ok());
+        let retry_after = super::retry_after_secs(&response);
         let body = super::read_body(response, super::MAX_BODY).await?;
         let found = interpret(status, retry_after, &String::from_utf8_lossy(&body))?;
         if let Some(answered) = found.order_ids.iter().find(|id| **id != order_id) {
@@ -150,30 +143,6 @@ fn parse_order_id(order_id: &str) -> Result<u64, ProviderError> {
             "the alibaba1688 provider needs the numeric 1688 order id, got {order_id:?}"
         ))
     })
-}
-
-fn transport_error(err: &reqwest::Error) -> ProviderError {
-    let what = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    ProviderError::Transient(format!("1688 gateway {what}: {err}"))
-}
-
-/// The start of a body, on one line, for error messages.
-fn snippet(body: &str) -> String {
-    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.is_empty() {
-        return "empty body".to_owned();
-    }
-    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
-    if cut.len() < flat.len() {
-        cut.push('…');
-    }
-    format!("{cut:?}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1388,13 +1357,5 @@ mod tests {
             parse_response("").unwrap_err(),
             ProviderError::Transient("empty body from the 1688 gateway".to_owned())
         );
-    }
-
-    #[test]
-    fn snippets_are_short_and_on_one_line() {
-        let text = snippet(&format!("<html>\n  {}\n</html>", "x".repeat(500)));
-        assert!(!text.contains('\n'));
-        assert!(text.chars().count() <= SNIPPET_CHARS + 3, "{text}");
-        assert_eq!(snippet(" \n "), "empty body");
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest};
+use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, snippet};
 use crate::domain::{Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://poll.kuaidi100.com/poll/query.do";
@@ -24,9 +24,6 @@ const PHONE_CARRIERS: [&str; 3] = ["shunfeng", "shunfengkuaiyun", "zhongtong"];
 const PHONE_DIGITS: usize = 4;
 /// Used when a 429 does not say how long to stay away.
 const DEFAULT_BAN: Duration = Duration::from_secs(60);
-/// How much of a garbled body goes into an error message: enough to recognise it, never a page.
-const SNIPPET_CHARS: usize = 80;
-
 /// Signs a query: uppercase hex MD5 of `param + key + customer`, over the exact `param` sent.
 pub fn sign(param: &str, key: &str, customer: &str) -> String {
     let mut hasher = Md5::new();
@@ -130,13 +127,9 @@ impl Provider for Kuaidi100 {
             .form(&self.form(&query))
             .send()
             .await
-            .map_err(|err| transport_error(&err))?;
+            .map_err(|err| super::transport_error("Kuaidi100", &err))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<u64>().ok());
+        let retry_after = super::retry_after_secs(&response);
         let body = super::read_body(response, super::MAX_BODY).await?;
         let body = String::from_utf8_lossy(&body);
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -217,30 +210,6 @@ fn join_and(items: &[String]) -> String {
         [one] => one.clone(),
         [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
-}
-
-fn transport_error(err: &reqwest::Error) -> ProviderError {
-    let what = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    ProviderError::Transient(format!("Kuaidi100 {what}: {err}"))
-}
-
-/// The start of a body, on one line, for error messages.
-fn snippet(body: &str) -> String {
-    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.is_empty() {
-        return "empty body".to_owned();
-    }
-    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
-    if cut.len() < flat.len() {
-        cut.push('…');
-    }
-    format!("{cut:?}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1017,14 +986,6 @@ mod tests {
             parse_response("").unwrap_err(),
             ProviderError::Transient("empty body from Kuaidi100".to_owned())
         );
-    }
-
-    #[test]
-    fn snippets_are_short_and_on_one_line() {
-        let text = snippet(&format!("<html>\n  {}\n</html>", "x".repeat(500)));
-        assert!(!text.contains('\n'));
-        assert!(text.chars().count() <= SNIPPET_CHARS + 3, "{text}");
-        assert_eq!(snippet(" \n "), "empty body");
     }
 
     #[test]

@@ -100,6 +100,43 @@ pub trait Provider: Send + Sync {
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError>;
 }
 
+/// How much of an unexpected body an error message quotes.
+pub const SNIPPET_CHARS: usize = 80;
+
+/// The start of a body, on one line, for error messages.
+pub fn snippet(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.is_empty() {
+        return "empty body".to_owned();
+    }
+    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
+    if cut.len() < flat.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
+/// A request that got no answer: worth another try at the next poll.
+pub fn transport_error(upstream: &str, err: &reqwest::Error) -> ProviderError {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    ProviderError::Transient(format!("{upstream} {what}: {err}"))
+}
+
+/// A `Retry-After` given in seconds.
+pub fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+}
+
 /// The largest response body an adapter reads: a gateway that sends more is broken, and must not
 /// cost the daemon its memory.
 pub const MAX_BODY: usize = 8 << 20;
@@ -192,6 +229,14 @@ mod tests {
         );
         let whole = reqwest::get(&url).await.unwrap();
         assert_eq!(read_body(whole, 100 << 20).await.unwrap().len(), 50 << 20);
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        let text = snippet(&format!("<html>\n  {}\n</html>", "x".repeat(500)));
+        assert!(!text.contains('\n'));
+        assert!(text.chars().count() <= SNIPPET_CHARS + 3, "{text}");
+        assert_eq!(snippet(" \n "), "empty body");
     }
 
     #[test]

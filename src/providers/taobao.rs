@@ -13,7 +13,7 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer};
 use sha2::Sha256;
 
-use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, shanghai};
+use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, shanghai, snippet};
 use crate::domain::{Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://eco.taobao.com/router/rest";
@@ -21,9 +21,6 @@ const METHOD: &str = "taobao.logistics.trace.search";
 const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 /// Used when a ban or a 429 does not say how long it lasts.
 const DEFAULT_BAN: Duration = Duration::from_secs(60);
-/// How much of a garbled body goes into an error message: enough to recognise it, never a page.
-const SNIPPET_CHARS: usize = 80;
-
 /// How a TOP request is signed (`sign_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(try_from = "String")]
@@ -195,13 +192,9 @@ impl Provider for Taobao {
             .form(&self.form(tid, &timestamp))
             .send()
             .await
-            .map_err(|err| transport_error(&err))?;
+            .map_err(|err| super::transport_error("TOP", &err))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<u64>().ok());
+        let retry_after = super::retry_after_secs(&response);
         let body = super::read_body(response, super::MAX_BODY).await?;
         let body = String::from_utf8_lossy(&body);
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -236,30 +229,6 @@ fn parse_tid(order_id: &str) -> Result<u64, ProviderError> {
             "the taobao provider needs the numeric order id (tid), got {order_id:?}"
         ))
     })
-}
-
-fn transport_error(err: &reqwest::Error) -> ProviderError {
-    let what = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    ProviderError::Transient(format!("TOP {what}: {err}"))
-}
-
-/// The start of a body, on one line, for error messages.
-fn snippet(body: &str) -> String {
-    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.is_empty() {
-        return "empty body".to_owned();
-    }
-    let mut cut: String = flat.chars().take(SNIPPET_CHARS).collect();
-    if cut.len() < flat.len() {
-        cut.push('…');
-    }
-    format!("{cut:?}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1319,14 +1288,6 @@ mod tests {
             parse_response("").unwrap_err(),
             ProviderError::Transient("empty body from TOP".to_owned())
         );
-    }
-
-    #[test]
-    fn snippets_are_short_and_on_one_line() {
-        let text = snippet(&format!("<html>\n  {}\n</html>", "x".repeat(500)));
-        assert!(!text.contains('\n'));
-        assert!(text.chars().count() <= SNIPPET_CHARS + 3, "{text}");
-        assert_eq!(snippet(" \n "), "empty body");
     }
 
     // ----- request ----------------------------------------------------------------------------
