@@ -62,7 +62,11 @@ CREATE TABLE notifications (
     previous_status TEXT    NOT NULL,
     status          TEXT    NOT NULL,
     payload         TEXT    NOT NULL,
-    state           TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'dead')),
+    -- The buyer's email address or phone number, for the channels that reach a person.
+    recipient       TEXT,
+    -- skipped: the shipment has no address for this channel; nothing was sent, nothing failed.
+    state           TEXT    NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'sent', 'dead', 'skipped')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     -- Set while a sender holds the row; a lease that expires means the sender died mid-attempt.

@@ -203,6 +203,7 @@ pub struct ClaimedNotification {
     pub channel: String,
     pub status: String,
     pub payload: String,
+    pub recipient: Option<String>,
     /// Attempts made so far, this one included.
     pub attempts: i64,
 }
@@ -872,7 +873,7 @@ impl Db {
                    AND (lease_until IS NULL OR lease_until <= ?2) \
                    AND channel IN (SELECT value FROM json_each(?3)) \
                  ORDER BY next_attempt_at, id LIMIT ?4) \
-             RETURNING id, public_id, channel, status, payload, attempts, \
+             RETURNING id, public_id, channel, status, payload, recipient, attempts, \
                  (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
         )
         .bind(lease_until)

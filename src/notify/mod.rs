@@ -57,8 +57,33 @@ impl FromStr for ChannelKind {
 pub struct Outgoing {
     /// Stable across retries (`webhook-id`).
     pub public_id: String,
-    /// The JSON document built when the change was recorded; every attempt sends it unchanged.
+    /// What the channel sends, built when the change was recorded; every attempt sends it
+    /// unchanged. For a webhook, the JSON body; for email an [`EmailMessage`], for SMS an
+    /// [`SmsMessage`], as JSON.
     pub payload: String,
+    /// The buyer's email address or phone number, for the channels that reach a person.
+    pub recipient: Option<String>,
+}
+
+/// A rendered email, as queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailMessage {
+    pub subject: String,
+    /// Plain text.
+    pub body: String,
+}
+
+/// A rendered SMS, as queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsMessage {
+    /// The whole text, for gateways that take text.
+    pub text: String,
+    /// Placeholder values by name (`order_id`, `tracking_no`, `carrier`, `status`, `event`,
+    /// `event_time`), for vendors whose registered templates take parameters (Aliyun's
+    /// `TemplateParam`).
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The vendor's registered template for this status (Aliyun's `TemplateCode`), if set.
+    pub template_code: Option<String>,
 }
 
 /// Why a delivery attempt failed, classified by what the sender should do next.

@@ -247,6 +247,7 @@ mod tests {
         Outgoing {
             public_id: id.into(),
             payload: format!(r#"{{"type":"shipment.status_changed","id":"{id}"}}"#),
+            recipient: None,
         }
     }
 

@@ -135,6 +135,7 @@ impl Sender {
         let message = Outgoing {
             public_id: n.public_id.clone(),
             payload: n.payload.clone(),
+            recipient: n.recipient.clone(),
         };
         let result = channel.deliver(&message).await;
         let now = self.clock.now();

@@ -508,6 +508,7 @@ mod tests {
         Outgoing {
             public_id: "ntf_0001".into(),
             payload: r#"{"type":"shipment.status_changed","id":"ntf_0001"}"#.into(),
+            recipient: None,
         }
     }
 
