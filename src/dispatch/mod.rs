@@ -377,7 +377,7 @@ impl Dispatcher {
                         .await?;
                     error!(
                         provider = %name, until = %to_rfc3339(until), %error,
-                        "PROVIDER STOPPED: upstream rejected our credentials or configuration; fix [providers.{name}] and restart"
+                        "PROVIDER STOPPED: upstream rejected our credentials or configuration; fix [providers.{name}], then reload or restart"
                     );
                     self.events.emit(PipelineEvent::ProviderPaused {
                         provider: name.clone(),
