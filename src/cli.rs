@@ -264,7 +264,7 @@ async fn run_daemon(global: &Global) -> Result<()> {
     tracing::info!(
         database = %config.database.display(),
         providers = ?config.providers.keys().collect::<Vec<_>>(),
-        channels = ?config.channels.rules().iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        channels = ?config.channels.rules().iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
         "shipwatch started"
     );
     let reloader = tokio::spawn(reload_on_hangup(global.clone(), daemon.dispatcher.clone()));
@@ -341,9 +341,16 @@ async fn check_config(global: &Global) -> Result<()> {
     if rules.is_empty() {
         println!("  channels  none: status changes are recorded but nobody is told");
     }
-    for (channel, triggers) in rules {
-        let triggers: Vec<&str> = triggers.iter().map(|s| s.as_str()).collect();
-        println!("  channel   {channel} on {}", triggers.join(", "));
+    for rule in rules {
+        let triggers: Vec<&str> = rule.triggers.iter().map(|s| s.as_str()).collect();
+        let quiet = rule
+            .quiet_hours
+            .map_or(String::new(), |q| format!(", quiet hours {q}"));
+        println!(
+            "  channel   {} on {}{quiet}",
+            rule.kind,
+            triggers.join(", ")
+        );
     }
     println!(
         "  delivery  {} attempts, backoff {} doubling to {}, timeout {}",

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Secret, Status, Tier};
-use crate::notify::ChannelKind;
 use crate::notify::webhook::{WebhookConfig, WebhookSecret};
+use crate::notify::{ChannelKind, ChannelRule};
 use crate::providers::alibaba1688::{self, Alibaba1688Config};
 use crate::providers::kuaidi100::{self, Kuaidi100Config};
 use crate::providers::taobao::{self, SignMethod, TaobaoConfig};
@@ -279,11 +279,14 @@ impl fmt::Debug for Channels {
 }
 
 impl Channels {
-    /// Each enabled channel with its triggers, as the outbox needs them.
-    pub fn rules(&self) -> Vec<(ChannelKind, Vec<Status>)> {
+    /// Each enabled channel with its triggers and texts, as the outbox needs them.
+    pub fn rules(&self) -> Vec<ChannelRule> {
         let mut rules = Vec::new();
         if let Some(webhook) = &self.webhook {
-            rules.push((ChannelKind::Webhook, webhook.triggers.clone()));
+            rules.push(ChannelRule::new(
+                ChannelKind::Webhook,
+                webhook.triggers.clone(),
+            ));
         }
         rules
     }
@@ -902,10 +905,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            config.channels.rules(),
-            vec![(ChannelKind::Webhook, vec![Status::Delivered])]
-        );
+        let rules = config.channels.rules();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].kind, ChannelKind::Webhook);
+        assert_eq!(rules[0].triggers, vec![Status::Delivered]);
     }
 
     #[test]

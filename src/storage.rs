@@ -23,7 +23,8 @@ use tracing::instrument;
 use crate::clock::{Millis, to_rfc3339};
 use crate::config::Synchronous;
 use crate::domain::{Status, Tier};
-use crate::notify::ChannelKind;
+use crate::notify::payload::Queued;
+use crate::notify::{ChannelKind, ChannelRule};
 use crate::providers::{Trace, TraceEvent};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -227,8 +228,8 @@ pub struct PollRecord<'a> {
     pub trace: &'a Trace,
     /// `None` when the new status is terminal: polling stops.
     pub next_poll_at: Millis,
-    /// Each enabled channel and the statuses that trigger it.
-    pub channels: &'a [(ChannelKind, Vec<Status>)],
+    /// Each enabled channel, with the statuses that trigger it and its texts.
+    pub channels: &'a [ChannelRule],
 }
 
 /// What a recorded poll changed.
@@ -646,33 +647,45 @@ impl Db {
             .bind(shipment_id)
             .execute(&mut *tx)
             .await?;
-            for (channel, triggers) in poll.channels {
-                if !triggers.contains(&status) {
+            for rule in poll.channels {
+                if !rule.triggers.contains(&status) {
                     continue;
                 }
                 let public_id = new_public_id();
-                let payload = crate::notify::payload::status_changed(
-                    &public_id, poll.now, &current, poll.trace, previous, newest,
+                let message = crate::notify::payload::for_channel(
+                    rule, &public_id, poll.now, &current, poll.trace, previous, newest,
                 );
+                let (payload, recipient, state, note) = match message {
+                    Queued::Send { payload, recipient } => (payload, recipient, "pending", None),
+                    Queued::Skip(reason) => (String::new(), None, "skipped", Some(reason)),
+                };
+                // Quiet hours hold a message back; waiting is not an attempt.
+                let due = rule
+                    .quiet_hours
+                    .map_or(poll.now, |quiet| quiet.next_allowed(poll.now));
                 let inserted = sqlx::query(
                     "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
-                     previous_status, status, payload, next_attempt_at, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     previous_status, status, payload, recipient, state, last_error, \
+                     next_attempt_at, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                      ON CONFLICT (shipment_id, transition, channel) DO NOTHING",
                 )
                 .bind(&public_id)
                 .bind(shipment_id)
                 .bind(transition)
-                .bind(channel.as_str())
+                .bind(rule.kind.as_str())
                 .bind(previous.as_str())
                 .bind(status.as_str())
                 .bind(&payload)
-                .bind(poll.now)
+                .bind(&recipient)
+                .bind(state)
+                .bind(note)
+                .bind(due)
                 .bind(poll.now)
                 .execute(&mut *tx)
                 .await?;
-                if inserted.rows_affected() == 1 {
-                    queued.push((*channel, public_id));
+                if inserted.rows_affected() == 1 && state == "pending" {
+                    queued.push((rule.kind, public_id));
                 }
             }
         } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status) {

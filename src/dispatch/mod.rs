@@ -11,9 +11,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::{Millis, SharedClock, millis, to_rfc3339};
 use crate::config::{Polling, RateLimit, Tiers};
-use crate::domain::{Status, Tier};
+use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
-use crate::notify::ChannelKind;
+use crate::notify::ChannelRule;
 use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
 use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
@@ -84,7 +84,7 @@ pub struct Dispatcher {
     polling: Polling,
     /// Replaced whole when the config is reloaded.
     providers: RwLock<Arc<Providers>>,
-    channels: Vec<(ChannelKind, Vec<Status>)>,
+    channels: Vec<ChannelRule>,
     events: Events,
     workers: Workers,
     /// Shipments whose poll is under way. A poll that waits long for its provider's quota may
@@ -100,7 +100,7 @@ impl Dispatcher {
         tiers: Tiers,
         polling: Polling,
         providers: BTreeMap<String, Arc<ProviderRuntime>>,
-        channels: Vec<(ChannelKind, Vec<Status>)>,
+        channels: Vec<ChannelRule>,
         events: Events,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod payload;
 pub mod receiver;
 pub mod sender;
+pub mod template;
 pub mod webhook;
 
 /// The ways a notification can travel.
@@ -50,6 +51,39 @@ impl FromStr for ChannelKind {
             )),
         }
     }
+}
+
+/// An enabled channel as the outbox sees it: which statuses it announces and in what words.
+#[derive(Debug, Clone)]
+pub struct ChannelRule {
+    pub kind: ChannelKind,
+    pub triggers: Vec<crate::domain::Status>,
+    /// Messages due inside these hours wait until they end (SMS).
+    pub quiet_hours: Option<template::QuietHours>,
+    /// Texts per status that the config overrides; the rest take the defaults.
+    pub texts: Texts,
+}
+
+impl ChannelRule {
+    pub fn new(kind: ChannelKind, triggers: Vec<crate::domain::Status>) -> Self {
+        ChannelRule {
+            kind,
+            triggers,
+            quiet_hours: None,
+            texts: Texts::default(),
+        }
+    }
+}
+
+/// Texts per status, as overridden in the config.
+#[derive(Debug, Clone, Default)]
+pub struct Texts {
+    pub subject: std::collections::HashMap<crate::domain::Status, template::Template>,
+    pub body: std::collections::HashMap<crate::domain::Status, template::Template>,
+    pub sms: std::collections::HashMap<crate::domain::Status, template::Template>,
+    pub template_code: std::collections::HashMap<crate::domain::Status, String>,
+    /// The vendor template used for statuses without one of their own (Aliyun `TemplateCode`).
+    pub default_template_code: Option<String>,
 }
 
 /// One delivery attempt's input: the notification's stable id and the body queued with it.

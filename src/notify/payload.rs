@@ -5,6 +5,8 @@ use serde::Serialize;
 
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::Status;
+use crate::notify::template::{self, Values};
+use crate::notify::{ChannelKind, ChannelRule, EmailMessage, SmsMessage};
 use crate::providers::{Trace, TraceEvent};
 use crate::storage::ShipmentRow;
 
@@ -72,4 +74,116 @@ pub fn status_changed(
         },
     };
     serde_json::to_string(&envelope).expect("the payload is plain data")
+}
+
+/// What one channel queues for a change: the body to send and to whom, or why nothing can be
+/// sent (the shipment has no address for this channel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queued {
+    Send {
+        payload: String,
+        recipient: Option<String>,
+    },
+    Skip(&'static str),
+}
+
+/// The notification `rule` queues for one transition of `shipment`.
+pub fn for_channel(
+    rule: &ChannelRule,
+    id: &str,
+    now: Millis,
+    shipment: &ShipmentRow,
+    trace: &Trace,
+    previous: Status,
+    newest: Option<&TraceEvent>,
+) -> Queued {
+    let status = trace.status;
+    match rule.kind {
+        ChannelKind::Webhook => Queued::Send {
+            payload: status_changed(id, now, shipment, trace, previous, newest),
+            recipient: None,
+        },
+        ChannelKind::Email => {
+            let Some(email) = shipment.email.clone().filter(|e| !e.trim().is_empty()) else {
+                return Queued::Skip("no email address");
+            };
+            let values = values(shipment, trace, newest);
+            let subject = rule
+                .texts
+                .subject
+                .get(&status)
+                .cloned()
+                .unwrap_or_else(|| template::default_email_subject(status));
+            let body = rule
+                .texts
+                .body
+                .get(&status)
+                .cloned()
+                .unwrap_or_else(|| template::default_email_body(status));
+            let message = EmailMessage {
+                subject: subject.render(&values),
+                body: body.render(&values),
+            };
+            Queued::Send {
+                payload: serde_json::to_string(&message).expect("plain data"),
+                recipient: Some(email),
+            }
+        }
+        ChannelKind::Sms => {
+            let Some(phone) = shipment.phone.clone().filter(|p| !p.trim().is_empty()) else {
+                return Queued::Skip("no phone number");
+            };
+            let values = values(shipment, trace, newest);
+            let text = rule
+                .texts
+                .sms
+                .get(&status)
+                .cloned()
+                .unwrap_or_else(|| template::default_sms(status));
+            let message = SmsMessage {
+                text: text.render(&values),
+                template_code: rule
+                    .texts
+                    .template_code
+                    .get(&status)
+                    .cloned()
+                    .or_else(|| rule.texts.default_template_code.clone()),
+                params: values,
+            };
+            Queued::Send {
+                payload: serde_json::to_string(&message).expect("plain data"),
+                recipient: Some(phone),
+            }
+        }
+    }
+}
+
+/// The placeholder values of a change, times in Asia/Shanghai.
+pub fn values(shipment: &ShipmentRow, trace: &Trace, newest: Option<&TraceEvent>) -> Values {
+    let mut values = Values::new();
+    let mut put = |name: &str, value: Option<&str>| {
+        values.insert(name.to_owned(), value.unwrap_or("").to_owned());
+    };
+    put("order_id", Some(&shipment.order_id));
+    put(
+        "tracking_no",
+        shipment
+            .tracking_no
+            .as_deref()
+            .or(trace.tracking_no.as_deref()),
+    );
+    put(
+        "carrier",
+        shipment.carrier.as_deref().or(trace.carrier.as_deref()),
+    );
+    put("status", Some(template::status_text(trace.status)));
+    put("event", newest.map(|e| e.description.as_str()));
+    let time = newest.map(|e| {
+        e.time
+            .with_timezone(&crate::providers::shanghai())
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    });
+    put("event_time", time.as_deref());
+    values
 }

@@ -11,7 +11,7 @@ use shipwatch::config::{Polling, Synchronous, Tiers};
 use shipwatch::dispatch::{Dispatcher, ProviderRuntime};
 use shipwatch::domain::{Status, Tier};
 use shipwatch::events::Events;
-use shipwatch::notify::ChannelKind;
+use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::simulator::Simulator;
 use shipwatch::providers::{Provider, ProviderError, Trace, TrackRequest};
 use shipwatch::storage::{Db, NewShipment};
@@ -99,7 +99,7 @@ impl Harness {
                 ..Polling::default()
             },
             providers,
-            vec![(ChannelKind::Webhook, Status::ALL.to_vec())],
+            vec![ChannelRule::new(ChannelKind::Webhook, Status::ALL.to_vec())],
             Events::default(),
         )
     }

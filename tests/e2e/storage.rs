@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::TimeZone;
 use shipwatch::config::Synchronous;
 use shipwatch::domain::{Status, Tier};
-use shipwatch::notify::ChannelKind;
+use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
 use shipwatch::storage::{Db, NewShipment, PollRecord};
 
@@ -56,10 +56,10 @@ async fn add(db: &Db, order_id: &str) -> i64 {
     .id
 }
 
-const WEBHOOK: &[(ChannelKind, Vec<Status>)] = &[];
+const WEBHOOK: &[ChannelRule] = &[];
 
-fn channels() -> Vec<(ChannelKind, Vec<Status>)> {
-    vec![(ChannelKind::Webhook, Status::ALL.to_vec())]
+fn channels() -> Vec<ChannelRule> {
+    vec![ChannelRule::new(ChannelKind::Webhook, Status::ALL.to_vec())]
 }
 
 #[tokio::test]
