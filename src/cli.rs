@@ -70,6 +70,9 @@ pub enum Command {
         order_id: String,
         #[arg(long)]
         json: bool,
+        /// Print the phone number and email address whole (they are masked otherwise)
+        #[arg(long)]
+        reveal: bool,
     },
     /// Add the shipments of a CSV file whose header row names shipments columns, all or none
     Import {
@@ -161,7 +164,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig => check_config(&global).await,
         Command::Add(args) => add(&global, args).await,
         Command::List { status, tier, json } => list(&global, status, tier, json).await,
-        Command::Show { order_id, json } => show(&global, &order_id, json).await,
+        Command::Show {
+            order_id,
+            json,
+            reveal,
+        } => show(&global, &order_id, json, reveal).await,
         Command::Import { file } => import(&global, &file).await,
         Command::Poll { order_id, apply } => poll(&global, &order_id, apply).await,
         Command::Stats { json } => stats(&global, json).await,
@@ -522,14 +529,19 @@ struct ShowView<'a> {
     notifications: Vec<NotificationView>,
 }
 
-async fn show(global: &Global, order_id: &str, json: bool) -> Result<()> {
+async fn show(global: &Global, order_id: &str, json: bool, reveal: bool) -> Result<()> {
     let (db, _) = open(global).await?;
     let row = db.shipment(order_id).await?;
     let events = db.events(row.id).await?;
     let notifications = db.list_notifications(None, Some(row.id)).await?;
     if json {
+        let mut shipment = ShipmentView::from(&row);
+        if reveal {
+            shipment.phone = row.phone.clone();
+            shipment.email = row.email.clone();
+        }
         return print_json(&ShowView {
-            shipment: ShipmentView::from(&row),
+            shipment,
             events: &events,
             notifications: notifications.iter().map(NotificationView::from).collect(),
         });
@@ -549,8 +561,17 @@ async fn show(global: &Global, order_id: &str, json: bool) -> Result<()> {
     );
     field("tracking no", row.tracking_no.clone());
     field("carrier", row.carrier.clone());
-    field("phone", row.phone.as_deref().map(mask_contact));
-    field("email", row.email.as_deref().map(mask_contact));
+    let contact = |value: &Option<String>| {
+        value.as_deref().map(|v| {
+            if reveal {
+                v.to_owned()
+            } else {
+                mask_contact(v)
+            }
+        })
+    };
+    field("phone", contact(&row.phone));
+    field("email", contact(&row.email));
     field(
         "polling",
         Some(match (&row.error, row.active) {

@@ -102,6 +102,7 @@ impl Daemon {
             clock,
             config.delivery,
             build_channels(config)?,
+            &config.channels.rules(),
             events,
             config.polling.scan_interval,
         );

@@ -141,6 +141,29 @@ pub fn mask_contact(value: &str) -> String {
     format!("{head}****{tail}")
 }
 
+/// A mainland China mobile number, normalised to its 11 digits: `+86`, spaces and dashes are
+/// accepted on input; the rest is refused with a message saying what a good one looks like.
+pub fn mainland_mobile(input: &str) -> Result<String, String> {
+    let digits: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    let digits = digits
+        .strip_prefix("+86")
+        .or_else(|| digits.strip_prefix("0086"))
+        .unwrap_or(&digits);
+    let bytes = digits.as_bytes();
+    let valid = bytes.len() == 11
+        && bytes[0] == b'1'
+        && (b'3'..=b'9').contains(&bytes[1])
+        && bytes.iter().all(u8::is_ascii_digit);
+    if valid {
+        Ok(digits.to_owned())
+    } else {
+        Err(format!(
+            "phone {:?} is not a mainland mobile number (11 digits starting with 13-19, optionally +86)",
+            mask_contact(input)
+        ))
+    }
+}
+
 /// A secret from the configuration. Its `Debug` and `Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -203,6 +226,22 @@ mod tests {
         assert_eq!(mask_contact("+8613812345678"), "+86****5678");
         assert_eq!(mask_contact("zhang@shop.example"), "z***@shop.example");
         assert_eq!(mask_contact("12345"), "*****");
+    }
+
+    #[test]
+    fn mainland_mobiles_are_normalised_or_refused() {
+        assert_eq!(mainland_mobile("13812345678").unwrap(), "13812345678");
+        assert_eq!(mainland_mobile("+86 138-1234-5678").unwrap(), "13812345678");
+        assert_eq!(mainland_mobile("008613812345678").unwrap(), "13812345678");
+        for bad in ["12345", "12812345678", "1381234567x", "+1 415 555 0100", ""] {
+            let err = mainland_mobile(bad).unwrap_err();
+            assert!(err.contains("mainland mobile"), "{err}");
+        }
+        assert!(
+            !mainland_mobile("19912345678123")
+                .unwrap_err()
+                .contains("19912345678123")
+        );
     }
 
     #[test]

@@ -93,20 +93,14 @@ impl Intake {
             None => Tier::Normal,
             Some(tier) => tier.parse::<Tier>().map_err(|e| e.to_string())?,
         };
-        let phone = non_empty(fields.phone);
-        if let Some(phone) = &phone {
-            let digits = phone.strip_prefix('+').unwrap_or(phone);
-            if digits.len() < 7 || !digits.chars().all(|c| c.is_ascii_digit()) {
-                return Err(format!(
-                    "phone {phone:?} is not a phone number: digits only, optionally starting with +"
-                ));
-            }
-        }
+        let phone = non_empty(fields.phone)
+            .map(|p| crate::domain::mainland_mobile(&p))
+            .transpose()?;
         let email = non_empty(fields.email);
-        if let Some(email) = &email
-            && (!email.contains('@') || email.contains(char::is_whitespace))
-        {
-            return Err(format!("email {email:?} is not an email address"));
+        if let Some(email) = &email {
+            email.parse::<lettre::Address>().map_err(|_| {
+                format!("email {email:?} is not an email address (like name@example.com)")
+            })?;
         }
         let new = NewShipment {
             order_id,
@@ -263,13 +257,14 @@ mod tests {
 
     #[test]
     fn a_good_file_reads_whole() {
-        let file = write("order_id,tier,phone\n123,high,13812345678\n124,,\n");
+        let file = write("order_id,tier,phone\n123,high,+86 138-1234-5678\n124,,\n");
         let rows = intake().read_csv(file.path()).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, 2);
         assert_eq!(rows[0].1.provider, "taobao");
         assert_eq!(rows[0].1.tier, Tier::High);
         assert_eq!(rows[1].1.tier, Tier::Normal);
+        assert_eq!(rows[0].1.phone.as_deref(), Some("13812345678"));
         assert_eq!(rows[1].1.phone, None);
     }
 
@@ -307,6 +302,18 @@ mod tests {
             err.contains("line 4, column order_id: order 1 is already on line 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn phones_and_emails_are_checked() {
+        let err = intake()
+            .read_csv(write("order_id,phone\n1,12345\n").path())
+            .unwrap_err();
+        assert!(err.contains("line 2, column phone"), "{err}");
+        let err = intake()
+            .read_csv(write("order_id,email\n1,not-an-address\n").path())
+            .unwrap_err();
+        assert!(err.contains("line 2, column email"), "{err}");
     }
 
     #[test]

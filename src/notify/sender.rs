@@ -1,7 +1,7 @@
 //! The sender: claims due notifications with a lease, makes one delivery attempt each, and
 //! records the outcome: sent, retried later with backoff, or dead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Channel, ChannelKind, DeliveryError, Outgoing};
+use super::template::QuietHours;
+use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
 use crate::clock::{SharedClock, millis};
 use crate::config::Delivery;
 use crate::events::{Events, PipelineEvent};
@@ -43,6 +44,8 @@ pub struct Sender {
     workers: Workers,
     /// How often the outbox is looked at when nothing is due sooner.
     scan_interval: Duration,
+    /// Retries of these channels wait for the end of their quiet hours.
+    quiet_hours: HashMap<ChannelKind, QuietHours>,
 }
 
 impl Sender {
@@ -51,6 +54,7 @@ impl Sender {
         clock: SharedClock,
         delivery: Delivery,
         channels: Vec<Arc<dyn Channel>>,
+        rules: &[ChannelRule],
         events: Events,
         scan_interval: Duration,
     ) -> Arc<Self> {
@@ -62,6 +66,10 @@ impl Sender {
             channels: channels.into_iter().map(|c| (c.kind(), c)).collect(),
             events,
             scan_interval,
+            quiet_hours: rules
+                .iter()
+                .filter_map(|r| r.quiet_hours.map(|q| (r.kind, q)))
+                .collect(),
         })
     }
 
@@ -166,8 +174,14 @@ impl Sender {
                     }
                     DeliveryError::Permanent(message) => (None, message.clone()),
                 };
+                let retry_at = retry_in.map(|d| {
+                    let at = now + millis(d);
+                    self.quiet_hours
+                        .get(&kind)
+                        .map_or(at, |quiet| quiet.next_allowed(at))
+                });
                 self.db
-                    .notification_failed(n.id, &message, retry_in.map(|d| now + millis(d)))
+                    .notification_failed(n.id, &message, retry_at)
                     .await?;
                 match retry_in {
                     Some(delay) => {
