@@ -6,6 +6,7 @@ mod crash;
 mod journey;
 mod kuaidi100_adapter;
 mod operations;
+mod quiet_hours;
 mod rate_limit;
 mod retries;
 mod schedule;

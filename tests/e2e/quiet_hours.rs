@@ -1,0 +1,241 @@
+//! Quiet hours on an injected clock: an SMS due at night waits for the morning, an email goes at
+//! once, and waiting costs no attempt.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::TimeZone;
+use shipwatch::clock::{Clock, ManualClock, Millis};
+use shipwatch::config::{Delivery, Synchronous};
+use shipwatch::domain::{Status, Tier};
+use shipwatch::events::Events;
+use shipwatch::notify::sender::Sender;
+use shipwatch::notify::template::QuietHours;
+use shipwatch::notify::{
+    Channel, ChannelKind, ChannelRule, DeliveryError, EmailMessage, Outgoing, SmsMessage,
+};
+use shipwatch::providers::Trace;
+use shipwatch::storage::{Db, NewShipment, PollRecord};
+
+/// A channel that writes down what it was given, at what time.
+struct Recording {
+    kind: ChannelKind,
+    clock: Arc<ManualClock>,
+    sent: Mutex<Vec<(Millis, Outgoing)>>,
+    fail_first: Mutex<bool>,
+}
+
+#[async_trait]
+impl Channel for Recording {
+    fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+        let mut fail = self.fail_first.lock().unwrap();
+        if *fail {
+            *fail = false;
+            return Err(DeliveryError::Transient {
+                message: "gateway busy".to_owned(),
+                retry_after: None,
+            });
+        }
+        self.sent
+            .lock()
+            .unwrap()
+            .push((self.clock.now(), message.clone()));
+        Ok(())
+    }
+}
+
+fn shanghai(d: u32, h: u32, m: u32) -> Millis {
+    chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 11, d, h, m, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn an_sms_due_at_night_waits_for_the_morning_and_an_email_goes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("q.db"), Synchronous::Normal)
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(shanghai(28, 22, 30)));
+    let shipment = db
+        .add_shipment(
+            &NewShipment {
+                order_id: "123".to_owned(),
+                provider: "taobao".to_owned(),
+                tracking_no: Some("ZT1".to_owned()),
+                carrier: Some("中通".to_owned()),
+                tier: Tier::High,
+                phone: Some("13812345678".to_owned()),
+                email: Some("buyer@shop.example".to_owned()),
+            },
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    let mut sms = ChannelRule::new(ChannelKind::Sms, vec![Status::Delivered]);
+    sms.quiet_hours = Some(QuietHours::default_for_sms());
+    let rules = vec![
+        sms,
+        ChannelRule::new(ChannelKind::Email, vec![Status::Delivered]),
+    ];
+    let trace = Trace {
+        status: Status::Delivered,
+        raw_status: "对方已签收".to_owned(),
+        events: Vec::new(),
+        carrier: None,
+        tracking_no: None,
+        unmapped: Vec::new(),
+    };
+    db.record_poll(
+        shipment.id,
+        PollRecord {
+            now: clock.now(),
+            trace: &trace,
+            next_poll_at: clock.now(),
+            channels: &rules,
+        },
+    )
+    .await
+    .unwrap();
+
+    let recording = |kind| {
+        Arc::new(Recording {
+            kind,
+            clock: clock.clone(),
+            sent: Mutex::default(),
+            fail_first: Mutex::new(false),
+        })
+    };
+    let (sms_channel, email_channel) = (recording(ChannelKind::Sms), recording(ChannelKind::Email));
+    let sender = Sender::new(
+        db.clone(),
+        clock.clone(),
+        Delivery::default(),
+        vec![sms_channel.clone(), email_channel.clone()],
+        &rules,
+        Events::default(),
+        std::time::Duration::from_secs(1),
+    );
+
+    assert_eq!(
+        sender.run_once().await.unwrap(),
+        1,
+        "only the email at 22:30"
+    );
+    let emails = email_channel.sent.lock().unwrap().clone();
+    assert_eq!(emails.len(), 1);
+    let email: EmailMessage = serde_json::from_str(&emails[0].1.payload).unwrap();
+    assert_eq!(email.subject, "订单123:已签收");
+    assert!(
+        email.body.starts_with("包裹已签收,感谢您的信任。"),
+        "{}",
+        email.body
+    );
+    assert_eq!(emails[0].1.recipient.as_deref(), Some("buyer@shop.example"));
+
+    clock.set(shanghai(29, 7, 59));
+    assert_eq!(sender.run_once().await.unwrap(), 0, "still quiet at 07:59");
+    clock.set(shanghai(29, 8, 0));
+    assert_eq!(sender.run_once().await.unwrap(), 1);
+    let sms = sms_channel.sent.lock().unwrap().clone();
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0].0, shanghai(29, 8, 0));
+    let message: SmsMessage = serde_json::from_str(&sms[0].1.payload).unwrap();
+    assert_eq!(message.text, "订单123:包裹已签收,感谢您的信任。");
+    assert_eq!(message.params["tracking_no"], "ZT1");
+    assert_eq!(sms[0].1.recipient.as_deref(), Some("13812345678"));
+
+    let outbox = db
+        .list_notifications(None, Some(shipment.id))
+        .await
+        .unwrap();
+    assert!(
+        outbox.iter().all(|n| n.state == "sent" && n.attempts == 1),
+        "waiting is not an attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_that_would_fall_at_night_waits_too_and_a_missing_address_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("q.db"), Synchronous::Normal)
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(shanghai(28, 20, 59) + 45_000));
+    let shipment = db
+        .add_shipment(
+            &NewShipment {
+                order_id: "124".to_owned(),
+                provider: "taobao".to_owned(),
+                tracking_no: None,
+                carrier: None,
+                tier: Tier::High,
+                phone: Some("13812345678".to_owned()),
+                email: None,
+            },
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    let mut sms = ChannelRule::new(ChannelKind::Sms, vec![Status::PickedUp]);
+    sms.quiet_hours = Some(QuietHours::default_for_sms());
+    let rules = vec![
+        sms,
+        ChannelRule::new(ChannelKind::Email, vec![Status::PickedUp]),
+    ];
+    let trace = Trace {
+        status: Status::PickedUp,
+        raw_status: "物流公司揽收成功".to_owned(),
+        events: Vec::new(),
+        carrier: None,
+        tracking_no: None,
+        unmapped: Vec::new(),
+    };
+    db.record_poll(
+        shipment.id,
+        PollRecord {
+            now: clock.now(),
+            trace: &trace,
+            next_poll_at: clock.now(),
+            channels: &rules,
+        },
+    )
+    .await
+    .unwrap();
+    let channel = Arc::new(Recording {
+        kind: ChannelKind::Sms,
+        clock: clock.clone(),
+        sent: Mutex::default(),
+        fail_first: Mutex::new(true),
+    });
+    let sender = Sender::new(
+        db.clone(),
+        clock.clone(),
+        Delivery::default(),
+        vec![channel.clone()],
+        &rules,
+        Events::default(),
+        std::time::Duration::from_secs(1),
+    );
+    // 20:59:45: the first attempt fails; its 30s+ backoff lands after 21:00, so it waits for 08:00.
+    assert_eq!(sender.run_once().await.unwrap(), 1);
+    let pending = db.list_notifications(Some("pending"), None).await.unwrap();
+    assert_eq!(pending[0].next_attempt_at, shanghai(29, 8, 0));
+
+    // No email address: recorded as skipped, never sent, never a failure.
+    let skipped = db.list_notifications(Some("skipped"), None).await.unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].channel, "email");
+    assert_eq!(skipped[0].last_error.as_deref(), Some("no email address"));
+    assert!(
+        db.list_notifications(Some("dead"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
