@@ -1,0 +1,932 @@
+//! Email channel: one plain-text message per notification, over SMTP.
+//!
+//! The server is named by one URL, so that the TLS mode is part of what the operator writes down
+//! rather than a separate switch that can disagree with the port:
+//!
+//! | URL                                    | TLS                          | default port |
+//! | -------------------------------------- | ---------------------------- | ------------ |
+//! | `smtp://relay.local`                   | none (a trusted local relay) | 25           |
+//! | `smtp://smtp.example:587?tls=starttls` | STARTTLS, required           | 587          |
+//! | `smtps://user@smtp.example`            | implicit TLS                 | 465          |
+//!
+//! The password never goes in the URL (URLs end up in logs and process listings); it comes from
+//! the configuration's `password` / `password_file`.
+//!
+//! Failures are classified for the outbox: SMTP 4xx replies, connection errors and timeouts are
+//! transient; 5xx replies and unusable addresses are permanent. A TLS mode that does not match
+//! the port is the most common setup mistake and lettre reports it as an opaque handshake or
+//! timeout error, so the message names the likely fix instead (see [`Email::deliver`]).
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, Error as SmtpError};
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{Channel, ChannelKind, DeliveryError, EmailMessage, Outgoing};
+use crate::domain::{Secret, mask_contact};
+
+const SMTP_PORT: u16 = 25;
+const SUBMISSION_PORT: u16 = 587;
+const SUBMISSIONS_PORT: u16 = 465;
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// No TLS at all: only for a relay on the same host or a trusted network.
+    Plain,
+    /// Plain connect, then `STARTTLS`; a server that does not offer it is an error, never a
+    /// silent downgrade.
+    StartTls,
+    /// TLS from the first byte (`smtps`, usually port 465).
+    ImplicitTls,
+}
+
+/// A parsed `smtp_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpEndpoint {
+    pub security: Security,
+    pub host: String,
+    pub port: u16,
+    /// The login, when the URL carries one (`smtps://user@host`).
+    pub username: Option<String>,
+}
+
+impl SmtpEndpoint {
+    /// The URL for this host and port in another mode: what a hint tells the operator to write.
+    fn url_as(&self, security: Security) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match security {
+            Security::Plain => format!("smtp://{host}:{}", self.port),
+            Security::StartTls => format!("smtp://{host}:{}?tls=starttls", self.port),
+            Security::ImplicitTls => format!("smtps://{host}:{}", self.port),
+        }
+    }
+}
+
+/// Shown in every error message; the username is left out because it is often an address.
+impl fmt::Display for SmtpEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url_as(self.security))
+    }
+}
+
+/// Parses `smtp://host[:port]`, `smtp://host[:port]?tls=starttls` or `smtps://host[:port]`, each
+/// optionally with `user@` before the host (percent-encode an `@` inside the user as `%40`).
+pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
+    const FORMS: &str = "smtp://host:port, smtp://host:587?tls=starttls or smtps://host:465";
+    let url = url.trim();
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("smtp url {url:?} has no scheme: expected {FORMS}"))?;
+    let implicit_tls = match scheme.to_ascii_lowercase().as_str() {
+        "smtp" => false,
+        "smtps" => true,
+        other => {
+            return Err(format!(
+                "smtp url scheme {other:?} is not supported: expected {FORMS}"
+            ));
+        }
+    };
+    let (authority, query) = match rest.split_once('?') {
+        Some((authority, query)) => (authority, Some(query)),
+        None => (rest, None),
+    };
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    if authority.contains('/') || authority.contains('#') {
+        return Err(format!(
+            "smtp url {url:?} has a path: expected only user, host and port ({FORMS})"
+        ));
+    }
+
+    // The host cannot contain `@`, so the last one ends the user part.
+    let (username, host_port) = match authority.rsplit_once('@') {
+        Some((user, host_port)) => {
+            if user.contains(':') {
+                return Err(
+                    "smtp url carries a password: set it with `password` or `password_file` \
+                     instead, so that it never shows up where the URL is logged"
+                        .to_owned(),
+                );
+            }
+            let user = percent_decode(user)
+                .ok_or_else(|| format!("smtp url user {user:?} has a broken %-escape"))?;
+            if user.is_empty() {
+                return Err(format!("smtp url {url:?} has an empty user before `@`"));
+            }
+            (Some(user), host_port)
+        }
+        None => (None, authority),
+    };
+    let (host, port) = split_host_port(host_port)
+        .map_err(|why| format!("smtp url {url:?}: {why} (expected {FORMS})"))?;
+
+    let mut starttls = false;
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value.to_ascii_lowercase().as_str()) {
+            ("tls", _) if implicit_tls => {
+                return Err(format!(
+                    "smtp url {url:?}: smtps:// already means TLS from the first byte; drop \
+                     ?{pair}, or use smtp://host:587?tls=starttls for STARTTLS"
+                ));
+            }
+            // `required` is lettre's spelling for the same thing; people copy its examples.
+            ("tls", "starttls" | "required") => starttls = true,
+            ("tls", "opportunistic") => {
+                return Err(format!(
+                    "smtp url {url:?}: tls=opportunistic is not supported because it silently \
+                     falls back to plain text; use tls=starttls"
+                ));
+            }
+            ("tls", other) => {
+                return Err(format!(
+                    "smtp url {url:?}: unknown tls mode {other:?}: the only one is tls=starttls \
+                     (use smtps:// for implicit TLS, no parameter for plain)"
+                ));
+            }
+            (other, _) => {
+                return Err(format!(
+                    "smtp url {url:?}: unknown parameter {other:?}: the only one is tls=starttls"
+                ));
+            }
+        }
+    }
+
+    let security = match (implicit_tls, starttls) {
+        (true, _) => Security::ImplicitTls,
+        (false, true) => Security::StartTls,
+        (false, false) => Security::Plain,
+    };
+    let port = port.unwrap_or(match security {
+        Security::Plain => SMTP_PORT,
+        Security::StartTls => SUBMISSION_PORT,
+        Security::ImplicitTls => SUBMISSIONS_PORT,
+    });
+    Ok(SmtpEndpoint {
+        security,
+        host,
+        port,
+        username,
+    })
+}
+
+fn split_host_port(host_port: &str) -> Result<(String, Option<u16>), String> {
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or("an IPv6 host is missing its closing `]`")?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("unexpected {after:?} after the IPv6 host")),
+            },
+        }
+    } else {
+        match host_port.split_once(':') {
+            Some((_, port)) if port.contains(':') => {
+                return Err("an IPv6 host must be written in brackets: [::1]:25".to_owned());
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".to_owned());
+    }
+    let port = match port {
+        None => None,
+        Some(port) => match port.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(format!("port {port:?} is not a port number")),
+            Ok(port) => Some(port),
+        },
+    };
+    Ok((host.to_owned(), port))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Where and as whom emails are sent.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// See [`parse_smtp_url`].
+    pub smtp_url: String,
+    /// The login; may also be given in the URL (both at once must agree).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The sender mailbox, `Shop <noreply@shop.example>` or a bare address.
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// Bounds a whole attempt: connect, greeting, and the mail transaction.
+    pub timeout: Duration,
+}
+
+/// The email [`Channel`].
+pub struct Email {
+    endpoint: SmtpEndpoint,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    timeout: Duration,
+    builder: AsyncSmtpTransportBuilder,
+    /// Built on first use: lettre's pool spawns its idle reaper on the Tokio runtime, and
+    /// building lazily lets the channel be constructed (and its config checked) outside one.
+    /// Replaced after a timeout, see [`Email::discard_pool`].
+    transport: Mutex<Option<AsyncSmtpTransport<Tokio1Executor>>>,
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The builder holds the credentials; keep it out.
+        f.debug_struct("Email")
+            .field("endpoint", &self.endpoint.to_string())
+            .field("from", &self.from.to_string())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Email {
+    /// Checks the configuration and prepares a pooled transport; nothing is sent and no
+    /// connection is opened (see [`Email::test_connection`] for that).
+    pub fn new(config: EmailConfig) -> Result<Email, String> {
+        let endpoint = parse_smtp_url(&config.smtp_url)?;
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|e| format!("email from {:?} is not a valid mailbox: {e}", config.from))?;
+        let reply_to = config
+            .reply_to
+            .as_deref()
+            .map(|reply_to| {
+                reply_to
+                    .parse::<Mailbox>()
+                    .map_err(|e| format!("email reply_to {reply_to:?} is not a valid mailbox: {e}"))
+            })
+            .transpose()?;
+        if config.timeout.is_zero() {
+            return Err("email timeout must be more than zero".to_owned());
+        }
+
+        let username = match (&endpoint.username, config.username) {
+            (Some(in_url), Some(configured)) if *in_url != configured => {
+                return Err(format!(
+                    "smtp user is {in_url:?} in smtp_url but {configured:?} in username; keep one"
+                ));
+            }
+            (in_url, configured) => configured.or_else(|| in_url.clone()),
+        };
+        let credentials = match (username, config.password) {
+            (Some(user), Some(password)) => {
+                Some(Credentials::new(user, password.expose().to_owned()))
+            }
+            (Some(user), None) => {
+                return Err(format!(
+                    "smtp user {user:?} has no password: set `password` or `password_file`"
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "smtp password is set but no user: add `username` or user@ in smtp_url"
+                        .to_owned(),
+                );
+            }
+            (None, None) => None,
+        };
+
+        let tls = match endpoint.security {
+            Security::Plain => Tls::None,
+            Security::StartTls => Tls::Required(tls_parameters(&endpoint.host)?),
+            Security::ImplicitTls => Tls::Wrapper(tls_parameters(&endpoint.host)?),
+        };
+        if endpoint.security == Security::Plain && credentials.is_some() {
+            tracing::warn!(
+                smtp = %endpoint,
+                "smtp credentials will cross the network unencrypted; plain smtp:// is meant for a local relay"
+            );
+        }
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&endpoint.host)
+            .port(endpoint.port)
+            .tls(tls)
+            .timeout(Some(config.timeout));
+        if let Some(credentials) = credentials {
+            builder = builder.credentials(credentials);
+        }
+
+        Ok(Email {
+            endpoint,
+            from,
+            reply_to,
+            timeout: config.timeout,
+            builder,
+            transport: Mutex::new(None),
+        })
+    }
+
+    /// Where this channel sends, for logs and the operator.
+    pub fn endpoint(&self) -> &SmtpEndpoint {
+        &self.endpoint
+    }
+
+    /// Connects (with TLS and login as configured) and checks that the server answers `NOOP`:
+    /// what an operator runs after editing the config. The error carries the same hints as a
+    /// failed delivery.
+    pub async fn test_connection(&self) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.transport().test_connection()).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(format!(
+                "{} accepted the connection but did not answer NOOP",
+                self.endpoint
+            )),
+            Ok(Err(error)) => Err(self.classify(&error, None).to_string()),
+            Err(_) => {
+                self.discard_pool();
+                Err(self.timed_out(None).to_string())
+            }
+        }
+    }
+
+    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        let mut slot = self
+            .transport
+            .lock()
+            .expect("email transport lock poisoned");
+        slot.get_or_insert_with(|| self.builder.clone().build())
+            .clone()
+    }
+
+    /// lettre bounds only the TCP connect; the attempt as a whole is bounded here by dropping the
+    /// future. A connection abandoned mid-transaction would go back to the pool with a reply
+    /// still in flight and answer the next message's commands out of step, so the whole pool is
+    /// let go (its connections are closed once the abandoned one is handed back).
+    fn discard_pool(&self) {
+        *self
+            .transport
+            .lock()
+            .expect("email transport lock poisoned") = None;
+    }
+
+    /// `<{public_id}@{sender domain}>`: every attempt of one notification carries the same id,
+    /// so a receiving server or mail client can drop a duplicate left by an attempt whose
+    /// acceptance was lost on the way back.
+    fn message_id(&self, public_id: &str) -> String {
+        let local: String = public_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let local = local.trim_matches('.');
+        format!("<{local}@{}>", self.from.email.domain())
+    }
+
+    fn build_message(
+        &self,
+        to: Address,
+        public_id: &str,
+        email: EmailMessage,
+    ) -> Result<Message, DeliveryError> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to))
+            .subject(email.subject)
+            .message_id(Some(self.message_id(public_id)))
+            .header(ContentType::TEXT_PLAIN);
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        builder
+            .body(email.body)
+            .map_err(|e| DeliveryError::Permanent(format!("could not build the email: {e}")))
+    }
+
+    fn timed_out(&self, recipient: Option<&str>) -> DeliveryError {
+        let endpoint = &self.endpoint;
+        let mut message = format!(
+            "timed out after {} waiting for {endpoint}{}",
+            format_duration(self.timeout),
+            sending_to(recipient)
+        );
+        // A port that expects TLS from the first byte waits silently for our handshake while we
+        // wait for its greeting: from here it looks exactly like a slow server.
+        if endpoint.security != Security::ImplicitTls {
+            message.push_str(&format!(
+                "; if that port expects TLS from the first byte (465 usually does), use {}",
+                endpoint.url_as(Security::ImplicitTls)
+            ));
+        }
+        DeliveryError::Transient {
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// Sorts a lettre error into what the outbox should do, in one line an operator can act on.
+    /// `recipient` is already masked.
+    fn classify(&self, error: &SmtpError, recipient: Option<&str>) -> DeliveryError {
+        let endpoint = &self.endpoint;
+        let to = sending_to(recipient);
+        let transient = |message: String| DeliveryError::Transient {
+            message,
+            retry_after: None,
+        };
+
+        if let Some(code) = error.status() {
+            // Servers like to echo the rejected address back; the reason ends up in the database
+            // and the logs, so every address in it is masked.
+            let reply = reply_text(error);
+            let answered = if reply.is_empty() {
+                format!("{endpoint} answered {code}{to}")
+            } else {
+                format!("{endpoint} answered {code} {reply}{to}")
+            };
+            return if error.is_transient() {
+                transient(answered)
+            } else if endpoint.security == Security::Plain
+                && reply.to_ascii_lowercase().contains("starttls")
+            {
+                DeliveryError::Permanent(format!(
+                    "{answered}; the server wants TLS first: try {}",
+                    endpoint.url_as(Security::StartTls)
+                ))
+            } else {
+                DeliveryError::Permanent(answered)
+            };
+        }
+
+        let chain = error_chain(error);
+        if endpoint.security == Security::ImplicitTls && looks_like_plain_text_reply(&chain) {
+            // Retrying cannot help until the configuration changes, and the hint is worth more in
+            // the dead row now than after three backoffs; `shipwatch retry` requeues once fixed.
+            return DeliveryError::Permanent(format!(
+                "TLS handshake with {endpoint} failed{to}: looks like the server does not speak \
+                 TLS on this port (it answered in plain text): try {} (plain) or {} \
+                 ({chain})",
+                endpoint.url_as(Security::Plain),
+                endpoint.url_as(Security::StartTls),
+            ));
+        }
+        if endpoint.security == Security::StartTls && chain.contains("STARTTLS is not supported") {
+            return DeliveryError::Permanent(format!(
+                "{endpoint} does not offer STARTTLS on this port{to}: use {} if the server takes \
+                 TLS from the first byte, or {} (plain) only for a trusted local relay",
+                SmtpEndpoint {
+                    port: SUBMISSIONS_PORT,
+                    ..endpoint.clone()
+                }
+                .url_as(Security::ImplicitTls),
+                endpoint.url_as(Security::Plain),
+            ));
+        }
+        if error.is_client() {
+            // lettre's client errors are refusals on our side (no shared AUTH mechanism, a
+            // non-ASCII address the server cannot take): the same message would fail again.
+            return DeliveryError::Permanent(format!(
+                "cannot send through {endpoint}{to}: {chain}"
+            ));
+        }
+        if error.is_timeout() {
+            return transient(format!(
+                "timed out after {} connecting to {endpoint}{to}",
+                format_duration(self.timeout)
+            ));
+        }
+        if is_connection_refused(error) {
+            return transient(format!("connection refused by {endpoint}{to}"));
+        }
+        transient(format!("sending through {endpoint} failed{to}: {chain}"))
+    }
+}
+
+fn tls_parameters(host: &str) -> Result<TlsParameters, String> {
+    TlsParameters::new(host.to_owned()).map_err(|e| format!("cannot set up TLS for {host}: {e}"))
+}
+
+/// The tail of an error message naming the (masked) recipient, when there is one.
+fn sending_to(recipient: Option<&str>) -> String {
+    recipient
+        .map(|r| format!(" (sending to {r})"))
+        .unwrap_or_default()
+}
+
+/// rustls reads the plain-text greeting `220 …` as a TLS record of an unknown content type.
+fn looks_like_plain_text_reply(chain: &str) -> bool {
+    chain.contains("InvalidContentType") || chain.contains("corrupt message")
+}
+
+/// The text of a negative reply (lettre keeps it as the error's source), addresses masked.
+fn reply_text(error: &SmtpError) -> String {
+    std::error::Error::source(error)
+        .map(|text| mask_addresses(&text.to_string()))
+        .unwrap_or_default()
+}
+
+/// Masks every `local@domain` token in a server's reply.
+fn mask_addresses(text: &str) -> String {
+    let is_delimiter = |c: char| c.is_whitespace() || "<>()[],;:\"'".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        match token.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+                out.push_str(&mask_contact(token));
+            }
+            _ => out.push_str(token),
+        }
+        token.clear();
+    };
+    for c in text.chars() {
+        if is_delimiter(c) {
+            flush(&mut token, &mut out);
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
+fn is_connection_refused(error: &SmtpError) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// lettre's top-level messages are generic ("Connection error"); the cause is further down.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // lettre's Display already appends its direct source; do not say it twice.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+#[async_trait]
+impl Channel for Email {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Email
+    }
+
+    /// One attempt. Classification:
+    /// - SMTP 4xx (421, 450, 451, 452 …), connection errors, timeouts → transient;
+    /// - SMTP 5xx (550, 553, 554 …), an unusable recipient address, a payload that is not an
+    ///   [`EmailMessage`] → permanent, with the server's reply (addresses masked);
+    /// - `smtps://` to a port that answers in plain text → permanent, with a hint naming
+    ///   `smtp://` and `?tls=starttls`: a configuration mistake no retry can fix;
+    /// - `?tls=starttls` to a server that does not offer STARTTLS → permanent, with a hint;
+    /// - `smtp://` to a port that expects implicit TLS → a timeout (the server waits for a
+    ///   handshake, we wait for a greeting), so transient, with a hint naming `smtps://`.
+    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+        let email: EmailMessage = serde_json::from_str(&message.payload).map_err(|e| {
+            DeliveryError::Permanent(format!("queued email payload is unreadable: {e}"))
+        })?;
+        let Some(recipient) = message.recipient.as_deref() else {
+            return Err(DeliveryError::Permanent(
+                "no email address for this notification".to_owned(),
+            ));
+        };
+        let masked = mask_contact(recipient.trim());
+        let to: Address = recipient.trim().parse().map_err(|e| {
+            DeliveryError::Permanent(format!("invalid email address {masked}: {e}"))
+        })?;
+        let mail = self.build_message(to, &message.public_id, email)?;
+
+        match tokio::time::timeout(self.timeout, self.transport().send(mail)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(self.classify(&error, Some(&masked))),
+            Err(_) => {
+                self.discard_pool();
+                Err(self.timed_out(Some(&masked)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(url: &str) -> SmtpEndpoint {
+        parse_smtp_url(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    fn config(url: &str) -> EmailConfig {
+        EmailConfig {
+            smtp_url: url.to_owned(),
+            username: None,
+            password: None,
+            from: "Shop <noreply@shop.example>".to_owned(),
+            reply_to: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn url_forms_and_default_ports() {
+        let plain = endpoint("smtp://relay.local");
+        assert_eq!(plain.security, Security::Plain);
+        assert_eq!((plain.host.as_str(), plain.port), ("relay.local", 25));
+        assert_eq!(plain.username, None);
+
+        let starttls = endpoint("smtp://smtp.example?tls=starttls");
+        assert_eq!(starttls.security, Security::StartTls);
+        assert_eq!(starttls.port, 587);
+        assert_eq!(endpoint("smtp://smtp.example:2587?tls=required").port, 2587);
+
+        let implicit = endpoint("smtps://smtp.example");
+        assert_eq!(implicit.security, Security::ImplicitTls);
+        assert_eq!(implicit.port, 465);
+
+        let with_user = endpoint("smtps://noreply%40shop.example@smtp.example:1465/");
+        assert_eq!(with_user.username.as_deref(), Some("noreply@shop.example"));
+        assert_eq!(
+            (with_user.host.as_str(), with_user.port),
+            ("smtp.example", 1465)
+        );
+        assert_eq!(
+            endpoint("SMTPS://a@b@smtp.example").username.as_deref(),
+            Some("a@b")
+        );
+
+        let v6 = endpoint("smtp://[::1]:2525");
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 2525));
+        assert_eq!(v6.to_string(), "smtp://[::1]:2525");
+    }
+
+    #[test]
+    fn display_leaves_the_user_out() {
+        assert_eq!(
+            endpoint("smtps://someone@smtp.example").to_string(),
+            "smtps://smtp.example:465"
+        );
+        assert_eq!(
+            endpoint("smtp://smtp.example?tls=starttls").to_string(),
+            "smtp://smtp.example:587?tls=starttls"
+        );
+    }
+
+    #[test]
+    fn url_mistakes_are_one_clear_line() {
+        let cases = [
+            ("relay.local:25", "has no scheme"),
+            ("http://relay.local", "scheme \"http\" is not supported"),
+            ("smtps://user:hunter2@smtp.example", "carries a password"),
+            (
+                "smtp://smtp.example?tls=opportunistic",
+                "falls back to plain text",
+            ),
+            ("smtp://smtp.example?tls=yes", "unknown tls mode \"yes\""),
+            ("smtps://smtp.example?tls=starttls", "already means TLS"),
+            (
+                "smtp://smtp.example?timeout=5",
+                "unknown parameter \"timeout\"",
+            ),
+            ("smtp://smtp.example:smtp", "not a port number"),
+            ("smtp://smtp.example:0", "not a port number"),
+            ("smtp://:25", "no host"),
+            ("smtp://::1:25", "in brackets"),
+            ("smtp://smtp.example/ehlo-name", "has a path"),
+            ("smtp://@smtp.example", "empty user"),
+        ];
+        for (url, expected) in cases {
+            let error = parse_smtp_url(url).unwrap_err();
+            assert!(error.contains(expected), "{url}: {error}");
+            assert!(!error.contains('\n'), "{url}: {error}");
+            assert!(!error.contains("hunter2"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn config_debug_hides_the_password() {
+        let mut config = config("smtps://smtp.example");
+        config.username = Some("noreply@shop.example".into());
+        config.password = Some(Secret::new("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let email = Email::new(config).unwrap();
+        let shown = format!("{email:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("smtps://smtp.example:465"), "{shown}");
+    }
+
+    #[test]
+    fn config_is_checked_up_front() {
+        let mut bad_from = config("smtp://relay.local");
+        bad_from.from = "not an address".into();
+        assert!(Email::new(bad_from).unwrap_err().contains("email from"));
+
+        let mut bad_reply_to = config("smtp://relay.local");
+        bad_reply_to.reply_to = Some("@nowhere".into());
+        assert!(Email::new(bad_reply_to).unwrap_err().contains("reply_to"));
+
+        let mut user_without_password = config("smtps://someone@smtp.example");
+        user_without_password.password = None;
+        assert!(
+            Email::new(user_without_password)
+                .unwrap_err()
+                .contains("no password")
+        );
+
+        let mut password_without_user = config("smtps://smtp.example");
+        password_without_user.password = Some(Secret::new("hunter2"));
+        let error = Email::new(password_without_user).unwrap_err();
+        assert!(
+            error.contains("no user") && !error.contains("hunter2"),
+            "{error}"
+        );
+
+        let mut two_users = config("smtps://someone@smtp.example");
+        two_users.username = Some("someone-else".into());
+        two_users.password = Some(Secret::new("hunter2"));
+        assert!(Email::new(two_users).unwrap_err().contains("keep one"));
+
+        let mut zero_timeout = config("smtp://relay.local");
+        zero_timeout.timeout = Duration::ZERO;
+        assert!(Email::new(zero_timeout).unwrap_err().contains("timeout"));
+
+        assert!(Email::new(config("smtp://relay.local")).is_ok());
+    }
+
+    #[test]
+    fn message_id_is_stable_and_well_formed() {
+        let email = Email::new(config("smtp://relay.local")).unwrap();
+        assert_eq!(
+            email.message_id("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            "<msg_p5jXN8AQM9LWM0D4loKWxJek@shop.example>"
+        );
+        assert_eq!(email.message_id("a b<c>@d"), "<a-b-c--d@shop.example>");
+    }
+
+    #[test]
+    fn addresses_in_replies_are_masked() {
+        assert_eq!(
+            mask_addresses("5.1.1 <zhang@buyer.example>: Recipient address rejected"),
+            "5.1.1 <z***@buyer.example>: Recipient address rejected"
+        );
+        assert_eq!(
+            mask_addresses("mailbox Zhang@Buyer.Example unavailable"),
+            "mailbox Z***@Buyer.Example unavailable"
+        );
+        assert_eq!(mask_addresses("4.3.0 try later"), "4.3.0 try later");
+        assert_eq!(mask_addresses("user@ or @host"), "user@ or @host");
+    }
+
+    fn outgoing(recipient: Option<&str>) -> Outgoing {
+        Outgoing {
+            public_id: "msg_0001".into(),
+            payload: serde_json::to_string(&EmailMessage {
+                subject: "包裹已签收".into(),
+                body: "包裹已签收,感谢您的信任。".into(),
+            })
+            .unwrap(),
+            recipient: recipient.map(str::to_owned),
+        }
+    }
+
+    fn permanent(result: Result<(), DeliveryError>) -> String {
+        match result {
+            Err(DeliveryError::Permanent(message)) => message,
+            other => panic!("expected a permanent failure, got {other:?}"),
+        }
+    }
+
+    fn transient(result: Result<(), DeliveryError>) -> String {
+        match result {
+            Err(DeliveryError::Transient {
+                message,
+                retry_after: None,
+            }) => message,
+            other => panic!("expected a transient failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unusable_messages_are_permanent_without_a_connection() {
+        // Nothing listens on the discard port of a documentation address: any attempt to connect
+        // would show up as a transient error instead.
+        let email = Email::new(config("smtp://192.0.2.1:9")).unwrap();
+        assert_eq!(email.kind(), ChannelKind::Email);
+
+        let reason = permanent(email.deliver(&outgoing(None)).await);
+        assert_eq!(reason, "no email address for this notification");
+
+        let reason = permanent(
+            email
+                .deliver(&outgoing(Some("zhang.at.buyer.example")))
+                .await,
+        );
+        assert!(reason.starts_with("invalid email address"), "{reason}");
+        let reason = permanent(email.deliver(&outgoing(Some("zhang@@buyer.example"))).await);
+        assert!(
+            reason.contains("z***@") && !reason.contains("zhang"),
+            "{reason}"
+        );
+
+        let mut not_an_email = outgoing(Some("zhang@buyer.example"));
+        not_an_email.payload = r#"{"type":"shipment.status_changed"}"#.into();
+        let reason = permanent(email.deliver(&not_an_email).await);
+        assert!(reason.contains("payload is unreadable"), "{reason}");
+    }
+
+    /// A port that accepts connections and never says a word, as an implicit-TLS port does to a
+    /// client that waits for a plain-text greeting.
+    async fn silent_port() -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn plain_smtp_to_a_tls_port_times_out_with_a_hint() {
+        let (port, server) = silent_port().await;
+        let mut config = config(&format!("smtp://127.0.0.1:{port}"));
+        config.timeout = Duration::from_millis(300);
+        let email = Email::new(config).unwrap();
+        let message = transient(email.deliver(&outgoing(Some("zhang@buyer.example"))).await);
+        assert!(message.starts_with("timed out after 300ms"), "{message}");
+        assert!(
+            message.contains(&format!("use smtps://127.0.0.1:{port}")),
+            "{message}"
+        );
+        assert!(message.contains("z***@buyer.example") && !message.contains("zhang"));
+
+        let error = email.test_connection().await.unwrap_err();
+        assert!(error.contains("use smtps://"), "{error}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_transient() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let email = Email::new(config(&format!("smtp://127.0.0.1:{port}"))).unwrap();
+        let message = transient(email.deliver(&outgoing(Some("zhang@buyer.example"))).await);
+        assert_eq!(
+            message,
+            format!(
+                "connection refused by smtp://127.0.0.1:{port} (sending to z***@buyer.example)"
+            )
+        );
+    }
+}
