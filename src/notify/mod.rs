@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod payload;
 pub mod receiver;
 pub mod sender;
+pub mod sms_aliyun;
 pub mod webhook;
 
 /// The ways a notification can travel.
