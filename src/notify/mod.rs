@@ -11,6 +11,7 @@ pub mod payload;
 pub mod receiver;
 pub mod sender;
 pub mod sms_aliyun;
+pub mod sms_http;
 pub mod webhook;
 
 /// The ways a notification can travel.
