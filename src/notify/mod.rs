@@ -11,6 +11,8 @@ pub mod email;
 pub mod payload;
 pub mod receiver;
 pub mod sender;
+pub mod sms_aliyun;
+pub mod sms_http;
 pub mod template;
 pub mod webhook;
 

@@ -1,0 +1,472 @@
+//! SMS through any vendor with an HTTP API: a configured URL, method, headers and body template.
+//!
+//! The body template names values in braces: `{phone}` (the recipient as queued), `{text}` (the
+//! whole SMS) and the message's parameters (`{order_id}`, `{tracking_no}`, `{carrier}`,
+//! `{status}`, `{event}`, `{event_time}`). As in Rust's `format!`, a literal brace is written
+//! twice, so a JSON body looks like `{{"to":"{phone}","content":"{text}"}}`.
+//!
+//! Values are escaped for the body they land in. A template that starts with `{` or `[` (after
+//! leading whitespace) is taken as JSON: values are inserted JSON-escaped, without quotes, so the
+//! template puts them inside its own string literals. Any other template is taken as a form
+//! (`application/x-www-form-urlencoded`): values are form-encoded, so `to={phone}&msg={text}`
+//! works. The `Content-Type` follows unless a configured header sets one.
+//!
+//! Vendors disagree on how they report errors in a body, so only the HTTP status decides: 2xx is
+//! sent; 408, 429 and 5xx are retried (honouring `Retry-After`); anything else is dead with the
+//! status and the start of the body.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+
+use super::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
+use crate::domain::{Secret, mask_contact};
+
+/// Every name a body template may use. Names a message does not carry render as empty.
+pub const PLACEHOLDERS: [&str; 8] = [
+    "phone",
+    "text",
+    "order_id",
+    "tracking_no",
+    "carrier",
+    "status",
+    "event",
+    "event_time",
+];
+
+/// How much of a refusing gateway's body ends up in the dead row's reason.
+const BODY_EXCERPT_CHARS: usize = 200;
+
+/// The gateway and what to send it.
+#[derive(Debug, Clone)]
+pub struct HttpSmsConfig {
+    /// May carry an API key in its query; error messages show only scheme, host and path.
+    pub url: String,
+    pub method: reqwest::Method,
+    /// Sent as configured; values are secrets because they usually hold tokens.
+    pub headers: Vec<(String, Secret)>,
+    /// The body template (see the module documentation).
+    pub body: String,
+    pub timeout: Duration,
+}
+
+impl Default for HttpSmsConfig {
+    fn default() -> Self {
+        HttpSmsConfig {
+            url: String::new(),
+            method: reqwest::Method::POST,
+            headers: Vec::new(),
+            body: String::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Whether a template is a JSON body, which decides how values are escaped.
+pub fn is_json_template(template: &str) -> bool {
+    matches!(template.trim_start().chars().next(), Some('{' | '['))
+}
+
+enum Piece<'a> {
+    Literal(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Splits a template into literals and placeholders; `{{` and `}}` are literal braces.
+fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    let mut offset = 0;
+    while let Some(at) = rest.find(['{', '}']) {
+        if at > 0 {
+            pieces.push(Piece::Literal(&rest[..at]));
+        }
+        let brace = &rest[at..at + 1];
+        if rest[at + 1..].starts_with(brace) {
+            pieces.push(Piece::Literal(brace));
+            rest = &rest[at + 2..];
+            offset += at + 2;
+            continue;
+        }
+        if brace == "}" {
+            return Err(format!(
+                "unmatched `}}` at byte {} of the SMS body template (write `}}}}` for a literal brace)",
+                offset + at
+            ));
+        }
+        let Some(len) = rest[at + 1..].find('}') else {
+            return Err(format!(
+                "unclosed `{{` at byte {} of the SMS body template (write `{{{{` for a literal brace)",
+                offset + at
+            ));
+        };
+        let name = &rest[at + 1..at + 1 + len];
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "`{{{name}}}` at byte {} of the SMS body template is not a placeholder \
+                 (write `{{{{` and `}}}}` for literal braces)",
+                offset + at
+            ));
+        }
+        pieces.push(Piece::Placeholder(name));
+        rest = &rest[at + len + 2..];
+        offset += at + len + 2;
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Literal(rest));
+    }
+    Ok(pieces)
+}
+
+/// The placeholder names a template uses, each once, in order of first use; for checking a
+/// template against [`PLACEHOLDERS`] when the config is loaded. A malformed template yields the
+/// names before the fault; [`render`] reports the fault itself.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = template;
+    while let Some(at) = rest.find(['{', '}']) {
+        let brace = &rest[at..at + 1];
+        if rest[at + 1..].starts_with(brace) {
+            rest = &rest[at + 2..];
+            continue;
+        }
+        if brace == "}" {
+            break;
+        }
+        let Some(len) = rest[at + 1..].find('}') else {
+            break;
+        };
+        let name = &rest[at + 1..at + 1 + len];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            break;
+        }
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+        rest = &rest[at + len + 2..];
+    }
+    names
+}
+
+/// Fills a template with `values`, escaped for the body kind (see the module documentation).
+/// Fails on a placeholder that has no value, naming it, and on stray braces.
+pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String, String> {
+    let json = is_json_template(template);
+    let mut out = String::with_capacity(template.len());
+    for piece in parse(template)? {
+        match piece {
+            Piece::Literal(text) => out.push_str(text),
+            Piece::Placeholder(name) => {
+                let Some(value) = values.get(name) else {
+                    let known: Vec<&str> = values.keys().copied().collect();
+                    return Err(format!(
+                        "unknown placeholder {{{name}}} in the SMS body template; known: {}",
+                        known.join(", ")
+                    ));
+                };
+                if json {
+                    out.push_str(&json_escape(value));
+                } else {
+                    out.push_str(&form_encode(value));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The inside of a JSON string literal holding `value`.
+fn json_escape(value: &str) -> String {
+    let quoted = serde_json::to_string(value).expect("a string serialises");
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// `application/x-www-form-urlencoded`: alphanumerics and `*-._` kept, space as `+`, the rest
+/// percent-encoded in UTF-8.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b' ' => out.push('+'),
+            b if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') => {
+                out.push(b as char)
+            }
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The HTTP SMS gateway [`Channel`].
+#[derive(Debug, Clone)]
+pub struct HttpSms {
+    config: HttpSmsConfig,
+    http: reqwest::Client,
+}
+
+impl HttpSms {
+    /// `http` should not follow redirects (see [`HttpSms::http_client`]): a redirect means the URL
+    /// is wrong, and following it would hand the phone number and tokens to another host.
+    pub fn new(config: HttpSmsConfig, http: reqwest::Client) -> HttpSms {
+        HttpSms { config, http }
+    }
+
+    pub fn http_client() -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    }
+
+    /// The URL without query or credentials, for messages: gateways often take a key in the query.
+    fn shown_url(&self) -> String {
+        match reqwest::Url::parse(&self.config.url) {
+            Ok(url) => {
+                format!(
+                    "{}://{}{}",
+                    url.scheme(),
+                    url.host_str().unwrap_or(""),
+                    url.port().map(|p| format!(":{p}")).unwrap_or_default()
+                ) + url.path()
+            }
+            Err(_) => "the configured SMS gateway url".to_owned(),
+        }
+    }
+
+    fn headers(&self) -> Result<HeaderMap, DeliveryError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                DeliveryError::Permanent(format!("SMS gateway header name {name:?} is invalid"))
+            })?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+                DeliveryError::Permanent(format!("SMS gateway header {name} has an invalid value"))
+            })?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        if !headers.contains_key(CONTENT_TYPE) {
+            let kind = if is_json_template(&self.config.body) {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+        }
+        if !headers.contains_key(USER_AGENT) {
+            headers.insert(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("shipwatch/", env!("CARGO_PKG_VERSION"))),
+            );
+        }
+        Ok(headers)
+    }
+
+    fn send_error(&self, error: &reqwest::Error) -> DeliveryError {
+        let url = self.shown_url();
+        if error.is_builder() {
+            return DeliveryError::Permanent(format!("SMS gateway url {url} is unusable"));
+        }
+        let what = if error.is_timeout() {
+            format!("timed out after {:?}", self.config.timeout)
+        } else if error.is_connect() {
+            "could not connect".to_owned()
+        } else {
+            "request failed".to_owned()
+        };
+        DeliveryError::Transient {
+            message: format!("SMS gateway {url}: {what}"),
+            retry_after: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for HttpSms {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Sms
+    }
+
+    async fn deliver(&self, outgoing: &Outgoing) -> Result<(), DeliveryError> {
+        let phone = outgoing
+            .recipient
+            .as_deref()
+            .map(str::trim)
+            .filter(|phone| !phone.is_empty())
+            .ok_or_else(|| DeliveryError::Permanent("SMS without a phone number".into()))?;
+        let message: SmsMessage = serde_json::from_str(&outgoing.payload).map_err(|e| {
+            DeliveryError::Permanent(format!("queued SMS payload is not an SmsMessage: {e}"))
+        })?;
+
+        let mut values: BTreeMap<&str, String> = PLACEHOLDERS
+            .iter()
+            .map(|name| (*name, String::new()))
+            .collect();
+        for (name, value) in &message.params {
+            values.insert(name.as_str(), value.clone());
+        }
+        values.insert("phone", phone.to_owned());
+        values.insert("text", message.text.clone());
+        let body = render(&self.config.body, &values).map_err(DeliveryError::Permanent)?;
+
+        let response = self
+            .http
+            .request(self.config.method.clone(), &self.config.url)
+            .timeout(self.config.timeout)
+            .headers(self.headers()?)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.send_error(&e))?;
+
+        let status = response.status();
+        if status.is_success() {
+            tracing::debug!(to = %mask_contact(phone), %status, "SMS accepted by the gateway");
+            return Ok(());
+        }
+        let retry_after = retry_after(response.headers(), Utc::now());
+        let excerpt = excerpt(&response.text().await.unwrap_or_default());
+        let excerpt = excerpt.replace(phone, &mask_contact(phone));
+        let answered = format!(
+            "SMS gateway {} answered {status} for {}: {excerpt}",
+            self.shown_url(),
+            mask_contact(phone)
+        );
+        let retryable = status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS;
+        Err(if retryable {
+            DeliveryError::Transient {
+                message: answered,
+                retry_after,
+            }
+        } else {
+            DeliveryError::Permanent(answered)
+        })
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date; a date in the past means "now".
+fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn excerpt(body: &str) -> String {
+    let body = body.trim();
+    if body.is_empty() {
+        return "empty body".to_owned();
+    }
+    match body.char_indices().nth(BODY_EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &body[..cut]),
+        None => body.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
+        pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn json_templates_get_json_escaped_values() {
+        let template = r#"{{"to":"{phone}","content":"{text}"}}"#;
+        let text = "包裹已签收,\"前台\"代收\n谢谢\\ \u{1}";
+        let body = render(
+            template,
+            &values(&[("phone", "+8613812345678"), ("text", text)]),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            r#"{"to":"+8613812345678","content":"包裹已签收,\"前台\"代收\n谢谢\\ \u0001"}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["content"], text);
+
+        let array = render(
+            " [{{\"id\":\"{order_id}\"}}]",
+            &values(&[("order_id", "E\"1")]),
+        );
+        assert_eq!(array.unwrap(), r#" [{"id":"E\"1"}]"#);
+    }
+
+    #[test]
+    fn other_templates_get_form_encoded_values() {
+        let body = render(
+            "to={phone}&msg={text}",
+            &values(&[("phone", "+86 138"), ("text", "已签收 a&b=c*~")]),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            "to=%2B86+138&msg=%E5%B7%B2%E7%AD%BE%E6%94%B6+a%26b%3Dc*%7E"
+        );
+    }
+
+    #[test]
+    fn doubled_braces_are_literal() {
+        let body = render("{{literal}} {{{text}}}", &values(&[("text", "x")])).unwrap();
+        assert_eq!(body, "{literal} {x}");
+        assert_eq!(placeholders("{{literal}} {{{text}}}"), ["text"]);
+    }
+
+    #[test]
+    fn unknown_placeholders_are_named() {
+        let err = render(
+            r#"{{"to":"{phone}","x":"{tracking_number}"}}"#,
+            &values(&[("phone", "1")]),
+        )
+        .unwrap_err();
+        assert!(err.contains("{tracking_number}"), "{err}");
+        assert!(err.contains("known: phone"), "{err}");
+    }
+
+    #[test]
+    fn stray_braces_are_errors() {
+        for (template, hint) in [
+            (r#"{"to":"{phone}"}"#, "not a placeholder"),
+            ("text {phone", "unclosed `{`"),
+            ("text } more", "unmatched `}`"),
+            ("{}", "not a placeholder"),
+        ] {
+            let err = render(template, &values(&[("phone", "1")])).unwrap_err();
+            assert!(err.contains(hint), "{template}: {err}");
+        }
+    }
+
+    #[test]
+    fn placeholders_lists_each_name_once_in_order() {
+        assert_eq!(
+            placeholders(r#"{{"a":"{text}","b":"{phone}","c":"{text}","d":"{event_time}"}}"#),
+            ["text", "phone", "event_time"]
+        );
+        assert!(placeholders("no placeholders").is_empty());
+        for name in placeholders("{phone} {text} {order_id}") {
+            assert!(PLACEHOLDERS.contains(&name.as_str()));
+        }
+    }
+
+    #[test]
+    fn json_detection_looks_at_the_first_character() {
+        assert!(is_json_template("  {{\"a\":1}}"));
+        assert!(is_json_template("\n[1]"));
+        assert!(!is_json_template("to={phone}"));
+        assert!(!is_json_template(""));
+    }
+}
