@@ -9,6 +9,7 @@ mod operations;
 mod rate_limit;
 mod retries;
 mod schedule;
+mod sms_channels;
 mod storage;
 mod support;
 mod taobao_adapter;
