@@ -211,12 +211,18 @@ pub fn normalize_phone(recipient: &str) -> Option<String> {
     Some(number.to_owned())
 }
 
-/// Replaces every form of the number in `text` by its mask: Aliyun's messages may echo it.
-fn redact(text: &str, recipient: &str, phone: &str) -> String {
+/// Replaces the number in `text` by its mask, as queued and as sent (vendors echo it in their
+/// error messages, in either form).
+pub(crate) fn redact(text: &str, recipient: &str) -> String {
+    let phone = normalize_phone(recipient);
+    let mask = mask_contact(phone.as_deref().unwrap_or(recipient.trim()));
     let mut out = text.to_owned();
-    for form in [recipient.trim(), phone] {
+    for form in [Some(recipient.trim()), phone.as_deref()]
+        .into_iter()
+        .flatten()
+    {
         if !form.is_empty() {
-            out = out.replace(form, &mask_contact(phone));
+            out = out.replace(form, &mask);
         }
     }
     out
@@ -433,7 +439,7 @@ impl Channel for AliyunSms {
             .map_err(|e| self.send_error(&e))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        let redacted = |text: &str| redact(text, recipient, &phone);
+        let redacted = |text: &str| redact(text, recipient);
 
         if status.is_server_error() {
             return Err(DeliveryError::Transient {
@@ -709,7 +715,7 @@ mod tests {
     #[test]
     fn redaction_covers_every_form_of_the_number() {
         let text = "invalid mobile +86 138 1234 5678 / 13812345678";
-        let out = redact(text, "+86 138 1234 5678", "13812345678");
+        let out = redact(text, "+86 138 1234 5678");
         assert_eq!(out, "invalid mobile 138****5678 / 138****5678");
     }
 }

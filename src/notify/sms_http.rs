@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
+use super::sms_aliyun::redact;
 use super::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
 use crate::domain::{Secret, mask_contact};
 
@@ -330,12 +331,12 @@ impl Channel for HttpSms {
         }
         let retry_after = retry_after(response.headers(), Utc::now());
         let excerpt = excerpt(&response.text().await.unwrap_or_default());
-        let excerpt = excerpt.replace(phone, &mask_contact(phone));
         let answered = format!(
             "SMS gateway {} answered {status} for {}: {excerpt}",
             self.shown_url(),
             mask_contact(phone)
         );
+        let answered = redact(&answered, phone);
         let retryable = status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS;

@@ -10,6 +10,7 @@ mod quiet_hours;
 mod rate_limit;
 mod retries;
 mod schedule;
+mod sms_channels;
 mod storage;
 mod support;
 mod taobao_adapter;

@@ -3,5 +3,6 @@
 
 pub mod app;
 pub mod fake_1688;
+pub mod fake_aliyun_sms;
 pub mod fake_kuaidi100;
 pub mod fake_top;

@@ -1,0 +1,526 @@
+//! The SMS channels over HTTP: the Aliyun channel against the fake Aliyun endpoint, and the
+//! generic gateway channel against a loopback receiver.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::any;
+use shipwatch::domain::Secret;
+use shipwatch::notify::sms_aliyun::{self, AliyunSms, AliyunSmsConfig};
+use shipwatch::notify::sms_http::{HttpSms, HttpSmsConfig};
+use shipwatch::notify::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
+
+use crate::support::fake_aliyun_sms::FakeAliyunSms;
+
+const KEY_ID: &str = "LTAI5tFakeKeyForTests";
+const KEY_SECRET: &str = "fake/secret*with~odd chars";
+const SIGN_NAME: &str = "船运通知";
+const PHONE: &str = "+8613812345678";
+const MAINLAND: &str = "13812345678";
+
+async fn fake() -> FakeAliyunSms {
+    FakeAliyunSms::start(KEY_ID, KEY_SECRET, SIGN_NAME).await
+}
+
+fn aliyun(fake: &FakeAliyunSms, secret: &str) -> AliyunSms {
+    AliyunSms::new(
+        AliyunSmsConfig {
+            endpoint: fake.url.clone(),
+            access_key_id: KEY_ID.to_owned(),
+            access_key_secret: Secret::new(secret),
+            sign_name: SIGN_NAME.to_owned(),
+            template_code: Some("SMS_100000001".to_owned()),
+            timeout: Duration::from_secs(5),
+        },
+        AliyunSms::http_client().unwrap(),
+    )
+}
+
+fn message(template_code: Option<&str>) -> SmsMessage {
+    let params: BTreeMap<String, String> = [
+        ("order_id", "E20240501-0001"),
+        ("tracking_no", "YT7512345678901"),
+        ("carrier", "圆通"),
+        ("status", "delivered"),
+        ("event", "您的快件已签收,签收人:\"前台\"\n感谢使用"),
+        ("event_time", "2024-05-01 16:00:00"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    SmsMessage {
+        text: "【船运通知】包裹已签收,感谢您的信任。".to_owned(),
+        params,
+        template_code: template_code.map(str::to_owned),
+    }
+}
+
+fn outgoing(message: &SmsMessage) -> Outgoing {
+    Outgoing {
+        public_id: "ntf_sms_0001".to_owned(),
+        payload: serde_json::to_string(message).unwrap(),
+        recipient: Some(PHONE.to_owned()),
+    }
+}
+
+fn transient(result: Result<(), DeliveryError>) -> (String, Option<Duration>) {
+    match result {
+        Err(DeliveryError::Transient {
+            message,
+            retry_after,
+        }) => (message, retry_after),
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+}
+
+fn permanent(result: Result<(), DeliveryError>) -> String {
+    match result {
+        Err(DeliveryError::Permanent(message)) => message,
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}
+
+fn assert_no_phone(text: &str) {
+    assert!(
+        !text.contains(MAINLAND) && !text.contains(PHONE),
+        "full phone number in {text:?}"
+    );
+}
+
+/// Log lines written while the guard lives, on this thread (tokio tests run on one).
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let buffer: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (Logs(buffer), guard)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn aliyun_ok_sends_the_signed_request_with_the_right_params() {
+    let (logs, _guard) = Logs::capture();
+    let fake = fake().await;
+    let channel = aliyun(&fake, KEY_SECRET);
+    assert_eq!(channel.kind(), ChannelKind::Sms);
+
+    let with_own_template = message(Some("SMS_200000002"));
+    channel
+        .deliver(&outgoing(&with_own_template))
+        .await
+        .unwrap();
+    // The second attempt needs a fresh nonce, or the fake refuses it as a replay.
+    channel.deliver(&outgoing(&message(None))).await.unwrap();
+
+    assert_eq!(fake.signature_failures(), 0);
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2);
+    for call in &calls {
+        assert_eq!(call.code, "OK");
+        assert_eq!(call.param("Action"), Some("SendSms"));
+        assert_eq!(call.param("Version"), Some("2017-05-25"));
+        assert_eq!(call.param("PhoneNumbers"), Some(MAINLAND));
+        assert_eq!(call.param("SignName"), Some(SIGN_NAME));
+        assert_eq!(call.param("AccessKeyId"), Some(KEY_ID));
+        let params = call.template_param().unwrap();
+        assert_eq!(params["order_id"], "E20240501-0001");
+        assert_eq!(params["carrier"], "圆通");
+        assert_eq!(params["event"], "您的快件已签收,签收人:\"前台\"\n感谢使用");
+    }
+    assert_eq!(calls[0].param("TemplateCode"), Some("SMS_200000002"));
+    assert_eq!(calls[1].param("TemplateCode"), Some("SMS_100000001"));
+    assert_ne!(
+        calls[0].param("SignatureNonce"),
+        calls[1].param("SignatureNonce")
+    );
+    let logs = logs.text();
+    assert!(logs.contains("SMS accepted by Aliyun"), "{logs}");
+    assert_no_phone(&logs);
+}
+
+#[tokio::test]
+async fn aliyun_rate_limit_is_transient_with_a_delay() {
+    let fake = fake().await;
+    fake.reply("isv.BUSINESS_LIMIT_CONTROL", 1);
+    let channel = aliyun(&fake, KEY_SECRET);
+    let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    assert!(text.contains("isv.BUSINESS_LIMIT_CONTROL"), "{text}");
+    assert_eq!(retry_after, Some(Duration::from_secs(60)));
+    assert_no_phone(&text);
+    // A rate limit concerns one number: the channel keeps going.
+    channel.deliver(&outgoing(&message(None))).await.unwrap();
+    assert_eq!(fake.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn aliyun_rejected_number_is_permanent_and_masked() {
+    let fake = fake().await;
+    fake.reply("isv.MOBILE_NUMBER_ILLEGAL", 1);
+    let channel = aliyun(&fake, KEY_SECRET);
+    let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
+    assert!(reason.contains("isv.MOBILE_NUMBER_ILLEGAL"), "{reason}");
+    // The fake echoed the number in its Message; the reason carries only the mask.
+    assert!(reason.contains("138****5678"), "{reason}");
+    assert_no_phone(&reason);
+
+    // A number that is not one is refused before any request.
+    let mut bad = outgoing(&message(None));
+    bad.recipient = Some("138-abc-5678".to_owned());
+    let reason = permanent(channel.deliver(&bad).await);
+    assert!(reason.contains("not a phone number"), "{reason}");
+    assert_eq!(fake.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn aliyun_without_a_template_is_permanent() {
+    let fake = fake().await;
+    let mut config = AliyunSmsConfig {
+        endpoint: fake.url.clone(),
+        access_key_id: KEY_ID.to_owned(),
+        access_key_secret: Secret::new(KEY_SECRET),
+        sign_name: SIGN_NAME.to_owned(),
+        template_code: None,
+        timeout: Duration::from_secs(5),
+    };
+    let channel = AliyunSms::new(config.clone(), AliyunSms::http_client().unwrap());
+    let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
+    assert!(reason.contains("template_code"), "{reason}");
+    assert!(fake.calls().is_empty());
+
+    config.template_code = Some("SMS_100000001".to_owned());
+    config.sign_name = "别的签名".to_owned();
+    let channel = AliyunSms::new(config, AliyunSms::http_client().unwrap());
+    let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
+    assert!(reason.contains("isv.SMS_SIGNATURE_ILLEGAL"), "{reason}");
+}
+
+#[tokio::test]
+async fn aliyun_out_of_credit_stops_the_channel_and_alerts_once() {
+    let (logs, _guard) = Logs::capture();
+    let fake = fake().await;
+    fake.reply("isv.AMOUNT_NOT_ENOUGH", 1);
+    let channel = aliyun(&fake, KEY_SECRET);
+
+    let (first, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    assert!(first.contains("isv.AMOUNT_NOT_ENOUGH"), "{first}");
+    assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
+    assert!(channel.paused_for().is_some());
+
+    // While stopped, attempts fail at once without reaching Aliyun.
+    for _ in 0..3 {
+        let (again, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+        assert_eq!(again, first);
+        let left = retry_after.unwrap();
+        assert!(
+            left <= sms_aliyun::PAUSE && left > sms_aliyun::PAUSE - Duration::from_secs(60),
+            "{left:?}"
+        );
+    }
+    assert_eq!(fake.calls().len(), 1);
+
+    let logs = logs.text();
+    assert_eq!(logs.matches("SMS CHANNEL STOPPED").count(), 1, "{logs}");
+    assert!(logs.contains("ERROR"), "{logs}");
+    assert!(
+        logs.contains("[channels.sms]") || logs.contains("top up"),
+        "{logs}"
+    );
+    assert_no_phone(&logs);
+}
+
+#[tokio::test]
+async fn aliyun_resumes_after_the_pause() {
+    let (logs, _guard) = Logs::capture();
+    let fake = fake().await;
+    fake.reply("isv.AMOUNT_NOT_ENOUGH", 2);
+    let channel = aliyun(&fake, KEY_SECRET).with_pause(Duration::from_millis(200));
+
+    transient(channel.deliver(&outgoing(&message(None))).await);
+    transient(channel.deliver(&outgoing(&message(None))).await);
+    assert_eq!(fake.calls().len(), 1);
+
+    // Still out of credit after the pause: one more request, one more alert.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    transient(channel.deliver(&outgoing(&message(None))).await);
+    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(logs.text().matches("SMS CHANNEL STOPPED").count(), 2);
+
+    // Topped up: the next attempt after the pause goes through.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    channel.deliver(&outgoing(&message(None))).await.unwrap();
+    assert!(channel.paused_for().is_none());
+    assert_eq!(fake.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn aliyun_wrong_secret_stops_the_channel() {
+    let (logs, _guard) = Logs::capture();
+    let fake = fake().await;
+    let channel = aliyun(&fake, "not the secret");
+
+    let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+    assert!(text.contains("access_key_secret"), "{text}");
+    assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
+    assert_eq!(fake.signature_failures(), 1);
+
+    transient(channel.deliver(&outgoing(&message(None))).await);
+    assert_eq!(fake.calls().len(), 1);
+    assert_eq!(fake.signature_failures(), 1);
+    let logs = logs.text();
+    assert_eq!(logs.matches("SMS CHANNEL STOPPED").count(), 1, "{logs}");
+    assert!(!logs.contains("not the secret"), "{logs}");
+}
+
+#[tokio::test]
+async fn aliyun_unknown_key_id_stops_the_channel() {
+    let fake = fake().await;
+    let channel = AliyunSms::new(
+        AliyunSmsConfig {
+            endpoint: fake.url.clone(),
+            access_key_id: "LTAI_unknown".to_owned(),
+            access_key_secret: Secret::new(KEY_SECRET),
+            sign_name: SIGN_NAME.to_owned(),
+            template_code: Some("SMS_100000001".to_owned()),
+            timeout: Duration::from_secs(5),
+        },
+        AliyunSms::http_client().unwrap(),
+    );
+    let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    assert!(text.contains("InvalidAccessKeyId.NotFound"), "{text}");
+    assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
+}
+
+#[tokio::test]
+async fn aliyun_unreachable_is_transient_without_the_number() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    let channel = AliyunSms::new(
+        AliyunSmsConfig {
+            endpoint,
+            access_key_id: KEY_ID.to_owned(),
+            access_key_secret: Secret::new(KEY_SECRET),
+            sign_name: SIGN_NAME.to_owned(),
+            template_code: Some("SMS_100000001".to_owned()),
+            timeout: Duration::from_secs(5),
+        },
+        AliyunSms::http_client().unwrap(),
+    );
+    let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    assert!(text.contains("could not connect"), "{text}");
+    assert_eq!(retry_after, None);
+    assert_no_phone(&text);
+    assert!(channel.paused_for().is_none());
+}
+
+/// The fake itself refuses replays and stale requests, so the tests above prove the channel
+/// sends fresh ones.
+#[tokio::test]
+async fn the_fake_refuses_reused_nonces_and_stale_timestamps() {
+    let fake = fake().await;
+    let http = reqwest::Client::new();
+    let send = |timestamp: String, nonce: &'static str| {
+        let params: BTreeMap<String, String> = [
+            ("Action", "SendSms"),
+            ("Version", "2017-05-25"),
+            ("Format", "JSON"),
+            ("AccessKeyId", KEY_ID),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("SignatureNonce", nonce),
+            ("Timestamp", timestamp.as_str()),
+            ("RegionId", "cn-hangzhou"),
+            ("PhoneNumbers", MAINLAND),
+            ("SignName", SIGN_NAME),
+            ("TemplateCode", "SMS_100000001"),
+            ("TemplateParam", r#"{"order_id":"E1"}"#),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let url = format!(
+            "{}?{}&Signature={}",
+            fake.url,
+            sms_aliyun::canonical_query(&params),
+            sms_aliyun::percent_encode(&sms_aliyun::sign(&params, KEY_SECRET))
+        );
+        let http = http.clone();
+        async move {
+            let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            body["Code"].as_str().unwrap().to_owned()
+        }
+    };
+    let now = chrono::Utc::now();
+    let stamp = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    assert_eq!(send(stamp(now), "nonce-a").await, "OK");
+    assert_eq!(send(stamp(now), "nonce-a").await, "SignatureNonceUsed");
+    assert_eq!(
+        send(stamp(now - chrono::Duration::minutes(20)), "nonce-b").await,
+        "InvalidTimeStamp.Expired"
+    );
+    assert_eq!(fake.signature_failures(), 0);
+}
+
+/// What the gateway receiver saw.
+#[derive(Debug, Clone)]
+struct Received {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A receiver that records every request and answers with `status` (and `Retry-After: 30` when
+/// the status is 503) and a body that echoes the number, as some vendors do.
+async fn gateway(status: StatusCode) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let sink = seen.clone();
+    let router = Router::new().route(
+        "/sms/send",
+        any(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+                sink.lock().unwrap().push(Received {
+                    method,
+                    uri,
+                    headers,
+                    body,
+                });
+                let mut response =
+                    (status, format!("{{\"error\":\"rejected {MAINLAND}\"}}")).into_response();
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", "30".parse().unwrap());
+                }
+                response
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (
+        format!("http://{addr}/sms/send?apikey=sk-in-the-query"),
+        seen,
+    )
+}
+
+fn http_sms(url: String) -> HttpSms {
+    HttpSms::new(
+        HttpSmsConfig {
+            url,
+            headers: vec![
+                (
+                    "Authorization".to_owned(),
+                    Secret::new("Bearer gw-token-123"),
+                ),
+                ("X-Tenant".to_owned(), Secret::new("shop-7")),
+            ],
+            body: r#"{{"to":"{phone}","content":"{text}","vars":{{"order":"{order_id}","event":"{event}"}}}}"#
+                .to_owned(),
+            timeout: Duration::from_secs(5),
+            ..HttpSmsConfig::default()
+        },
+        HttpSms::http_client().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn gateway_gets_the_rendered_json_body_and_headers() {
+    let (url, seen) = gateway(StatusCode::OK).await;
+    let channel = http_sms(url);
+    assert_eq!(channel.kind(), ChannelKind::Sms);
+    let sms = message(None);
+    channel.deliver(&outgoing(&sms)).await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let received = &seen[0];
+    assert_eq!(received.method, Method::POST);
+    assert_eq!(received.uri.query(), Some("apikey=sk-in-the-query"));
+    let header = |name: &str| received.headers[name].to_str().unwrap().to_owned();
+    assert_eq!(header("authorization"), "Bearer gw-token-123");
+    assert_eq!(header("x-tenant"), "shop-7");
+    assert_eq!(header("content-type"), "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "to": PHONE,
+            "content": sms.text,
+            "vars": {"order": "E20240501-0001", "event": sms.params["event"]},
+        })
+    );
+}
+
+#[tokio::test]
+async fn gateway_5xx_is_transient_with_retry_after() {
+    let (url, _) = gateway(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let (text, retry_after) = transient(http_sms(url).deliver(&outgoing(&message(None))).await);
+    assert!(text.contains("500"), "{text}");
+    assert_eq!(retry_after, None);
+    assert_no_phone(&text);
+    assert!(!text.contains("sk-in-the-query"), "{text}");
+
+    let (url, _) = gateway(StatusCode::SERVICE_UNAVAILABLE).await;
+    let (text, retry_after) = transient(http_sms(url).deliver(&outgoing(&message(None))).await);
+    assert!(text.contains("503"), "{text}");
+    assert_eq!(retry_after, Some(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn gateway_4xx_is_permanent_with_the_body_masked() {
+    let (url, seen) = gateway(StatusCode::BAD_REQUEST).await;
+    let reason = permanent(http_sms(url).deliver(&outgoing(&message(None))).await);
+    assert!(reason.contains("400 Bad Request"), "{reason}");
+    assert!(reason.contains("rejected 138****5678"), "{reason}");
+    assert_no_phone(&reason);
+    assert!(!reason.contains("sk-in-the-query"), "{reason}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn gateway_with_a_bad_template_is_permanent_before_sending() {
+    let (url, seen) = gateway(StatusCode::OK).await;
+    let channel = HttpSms::new(
+        HttpSmsConfig {
+            url,
+            body: r#"{{"to":"{phone}","x":"{parcel}"}}"#.to_owned(),
+            ..HttpSmsConfig::default()
+        },
+        HttpSms::http_client().unwrap(),
+    );
+    let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
+    assert!(reason.contains("{parcel}"), "{reason}");
+    assert!(seen.lock().unwrap().is_empty());
+}
