@@ -10,8 +10,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Secret, Status, Tier};
+use crate::notify::email::EmailConfig;
+use crate::notify::sms_aliyun::AliyunSmsConfig;
+use crate::notify::sms_http::HttpSmsConfig;
+use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
 use crate::notify::webhook::{WebhookConfig, WebhookSecret};
-use crate::notify::{ChannelKind, ChannelRule};
+use crate::notify::{ChannelKind, ChannelRule, Texts};
 use crate::providers::alibaba1688::{self, Alibaba1688Config};
 use crate::providers::kuaidi100::{self, Kuaidi100Config};
 use crate::providers::taobao::{self, SignMethod, TaobaoConfig};
@@ -263,17 +267,41 @@ impl AdapterSettings {
 pub struct ChannelSettings<T> {
     pub settings: T,
     pub triggers: Vec<Status>,
+    pub quiet_hours: Option<QuietHours>,
+    pub texts: Texts,
+}
+
+impl<T> ChannelSettings<T> {
+    fn rule(&self, kind: ChannelKind) -> ChannelRule {
+        ChannelRule {
+            kind,
+            triggers: self.triggers.clone(),
+            quiet_hours: self.quiet_hours,
+            texts: self.texts.clone(),
+        }
+    }
+}
+
+/// The SMS vendor.
+#[derive(Debug, Clone)]
+pub enum SmsSettings {
+    Aliyun(AliyunSmsConfig),
+    Http(HttpSmsConfig),
 }
 
 #[derive(Default)]
 pub struct Channels {
     pub webhook: Option<ChannelSettings<WebhookConfig>>,
+    pub email: Option<ChannelSettings<EmailConfig>>,
+    pub sms: Option<ChannelSettings<SmsSettings>>,
 }
 
 impl fmt::Debug for Channels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channels")
             .field("webhook", &self.webhook.as_ref().map(|w| &w.settings.url))
+            .field("email", &self.email.as_ref().map(|e| &e.settings.smtp_url))
+            .field("sms", &self.sms.is_some())
             .finish()
     }
 }
@@ -283,10 +311,13 @@ impl Channels {
     pub fn rules(&self) -> Vec<ChannelRule> {
         let mut rules = Vec::new();
         if let Some(webhook) = &self.webhook {
-            rules.push(ChannelRule::new(
-                ChannelKind::Webhook,
-                webhook.triggers.clone(),
-            ));
+            rules.push(webhook.rule(ChannelKind::Webhook));
+        }
+        if let Some(email) = &self.email {
+            rules.push(email.rule(ChannelKind::Email));
+        }
+        if let Some(sms) = &self.sms {
+            rules.push(sms.rule(ChannelKind::Sms));
         }
         rules
     }
@@ -388,6 +419,61 @@ struct RawProvider {
 #[serde(deny_unknown_fields)]
 struct RawChannels {
     webhook: Option<RawWebhook>,
+    email: Option<RawEmail>,
+    sms: Option<RawSms>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    #[serde(default = "yes")]
+    enabled: bool,
+    smtp_url: String,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    from: String,
+    reply_to: Option<String>,
+    statuses: Option<Vec<String>>,
+    #[serde(default)]
+    templates: BTreeMap<String, RawTexts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSms {
+    #[serde(default = "yes")]
+    enabled: bool,
+    kind: String,
+    statuses: Option<Vec<String>>,
+    /// `21:00-08:00` by default; `off` for none.
+    quiet_hours: Option<String>,
+    timezone: Option<String>,
+    #[serde(default)]
+    templates: BTreeMap<String, RawTexts>,
+    // aliyun
+    endpoint: Option<String>,
+    access_key_id: Option<String>,
+    access_key_secret: Option<String>,
+    access_key_secret_file: Option<PathBuf>,
+    sign_name: Option<String>,
+    template_code: Option<String>,
+    // http
+    url: Option<String>,
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    body: Option<String>,
+}
+
+/// Texts for one status.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTexts {
+    subject: Option<String>,
+    body: Option<String>,
+    text: Option<String>,
+    template_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -545,6 +631,12 @@ impl Config {
         if let Some(raw) = raw.channels.webhook.filter(|w| w.enabled) {
             channels.webhook = Some(resolve_webhook(raw, &secrets)?);
         }
+        if let Some(raw) = raw.channels.email.filter(|e| e.enabled) {
+            channels.email = Some(resolve_email(raw, &secrets, delivery.timeout)?);
+        }
+        if let Some(raw) = raw.channels.sms.filter(|s| s.enabled) {
+            channels.sms = Some(resolve_sms(raw, &secrets, delivery.timeout)?);
+        }
 
         Ok(Config {
             source: source.map(Path::to_owned),
@@ -677,20 +769,216 @@ fn resolve_webhook(
             url: raw.url,
             secret,
         },
-        triggers: parse_triggers(section, raw.statuses)?,
+        triggers: parse_triggers(section, raw.statuses, None)?,
+        quiet_hours: None,
+        texts: Texts::default(),
     })
 }
 
-/// A channel's trigger list; every status when not given.
+fn resolve_email(
+    raw: RawEmail,
+    secrets: &SecretResolver,
+    timeout: Duration,
+) -> Result<ChannelSettings<EmailConfig>, ConfigError> {
+    let section = "[channels.email]";
+    let password = match (&raw.password, &raw.password_file) {
+        (None, None) => None,
+        _ => Some(secrets.resolve(
+            section,
+            "email",
+            "password",
+            raw.password,
+            raw.password_file,
+        )?),
+    };
+    let settings = EmailConfig {
+        smtp_url: raw.smtp_url,
+        username: raw.username,
+        password,
+        from: raw.from,
+        reply_to: raw.reply_to,
+        timeout,
+    };
+    // Building the channel checks the URL and the mailboxes, without connecting.
+    crate::notify::email::Email::new(settings.clone())
+        .map_err(|e| invalid(format!("{section} {e}")))?;
+    Ok(ChannelSettings {
+        settings,
+        triggers: parse_triggers(section, raw.statuses, None)?,
+        quiet_hours: None,
+        texts: parse_texts("channels.email", raw.templates, &["subject", "body"])?,
+    })
+}
+
+fn resolve_sms(
+    raw: RawSms,
+    secrets: &SecretResolver,
+    timeout: Duration,
+) -> Result<ChannelSettings<SmsSettings>, ConfigError> {
+    let section = "[channels.sms]";
+    let settings = match raw.kind.as_str() {
+        "aliyun" => {
+            let access_key_id = raw
+                .access_key_id
+                .filter(|k| !k.trim().is_empty())
+                .ok_or_else(|| invalid(format!("{section} needs access_key_id")))?;
+            let access_key_secret = secrets.resolve(
+                section,
+                "sms",
+                "access_key_secret",
+                raw.access_key_secret,
+                raw.access_key_secret_file,
+            )?;
+            let sign_name = raw
+                .sign_name
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{section} needs sign_name (the registered SMS signature)"
+                    ))
+                })?;
+            let endpoint = raw
+                .endpoint
+                .unwrap_or_else(|| crate::notify::sms_aliyun::DEFAULT_ENDPOINT.to_owned());
+            check_url(section, "endpoint", &endpoint)?;
+            SmsSettings::Aliyun(AliyunSmsConfig {
+                endpoint,
+                access_key_id,
+                access_key_secret,
+                sign_name,
+                template_code: raw.template_code.clone(),
+                timeout,
+            })
+        }
+        "http" => {
+            let url = raw
+                .url
+                .ok_or_else(|| invalid(format!("{section} kind = \"http\" needs url")))?;
+            check_url(section, "url", &url)?;
+            let body = raw.body.ok_or_else(|| {
+                invalid(format!("{section} kind = \"http\" needs body (a template)"))
+            })?;
+            // Rendering once with every known name checks the syntax and the names now.
+            let sample: BTreeMap<&str, String> = crate::notify::sms_http::PLACEHOLDERS
+                .iter()
+                .map(|name| (*name, String::new()))
+                .collect();
+            crate::notify::sms_http::render(&body, &sample)
+                .map_err(|e| invalid(format!("{section} body = {body:?}: {e}")))?;
+            let method = match raw.method.as_deref() {
+                None => reqwest::Method::POST,
+                Some(m) => m.to_ascii_uppercase().parse().map_err(|_| {
+                    invalid(format!("{section} method {m:?} is not an HTTP method"))
+                })?,
+            };
+            SmsSettings::Http(HttpSmsConfig {
+                url,
+                method,
+                headers: raw
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k, Secret::new(v)))
+                    .collect(),
+                body,
+                timeout,
+            })
+        }
+        other => {
+            return Err(invalid(format!(
+                "{section} kind = {other:?} is not an SMS vendor; expected aliyun or http"
+            )));
+        }
+    };
+    let quiet_hours = match raw.quiet_hours.as_deref() {
+        Some("off" | "") => None,
+        window => Some(
+            QuietHours::parse(
+                window.unwrap_or("21:00-08:00"),
+                raw.timezone.as_deref().unwrap_or("Asia/Shanghai"),
+            )
+            .map_err(|e| invalid(format!("{section} {e}")))?,
+        ),
+    };
+    let mut texts = parse_texts("channels.sms", raw.templates, &["text", "template_code"])?;
+    texts.default_template_code = raw.template_code;
+    Ok(ChannelSettings {
+        settings,
+        triggers: parse_triggers(
+            section,
+            raw.statuses,
+            Some(&[
+                Status::PickedUp,
+                Status::OutForDelivery,
+                Status::Delivered,
+                Status::Exception,
+            ]),
+        )?,
+        quiet_hours,
+        texts,
+    })
+}
+
+/// `[channels.X.templates.STATUS]` tables: every text checked for unknown placeholders now, so
+/// that a typo is a config error, not a blank in a customer's message.
+fn parse_texts(
+    section: &str,
+    raw: BTreeMap<String, RawTexts>,
+    allowed: &[&str],
+) -> Result<Texts, ConfigError> {
+    let mut texts = Texts::default();
+    for (status_name, raw) in raw {
+        let table = format!("[{section}.templates.{status_name}]");
+        let status: Status = status_name
+            .parse()
+            .map_err(|e| invalid(format!("{table}: {e}")))?;
+        let given = [
+            ("subject", raw.subject.is_some()),
+            ("body", raw.body.is_some()),
+            ("text", raw.text.is_some()),
+            ("template_code", raw.template_code.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(k, g)| *g && !allowed.contains(k)) {
+            return Err(invalid(format!(
+                "{table} {key} does not apply here; use {}",
+                allowed.join(" or ")
+            )));
+        }
+        let template = |key: &str, text: Option<String>| -> Result<Option<Template>, ConfigError> {
+            text.map(|text| {
+                Template::parse(&text, &PLACEHOLDERS)
+                    .map_err(|e| invalid(format!("{table} {key} = {text:?}: {e}")))
+            })
+            .transpose()
+        };
+        if let Some(t) = template("subject", raw.subject)? {
+            texts.subject.insert(status, t);
+        }
+        if let Some(t) = template("body", raw.body)? {
+            texts.body.insert(status, t);
+        }
+        if let Some(t) = template("text", raw.text)? {
+            texts.sms.insert(status, t);
+        }
+        if let Some(code) = raw.template_code {
+            texts.template_code.insert(status, code);
+        }
+    }
+    Ok(texts)
+}
+
+/// A channel's trigger list; when not given, `default`, or every change.
 fn parse_triggers(
     section: &str,
     statuses: Option<Vec<String>>,
+    default: Option<&[Status]>,
 ) -> Result<Vec<Status>, ConfigError> {
     match statuses {
-        None => Ok(Status::ALL
-            .into_iter()
-            .filter(|s| *s != Status::Pending)
-            .collect()),
+        None => Ok(default.map(<[Status]>::to_vec).unwrap_or_else(|| {
+            Status::ALL
+                .into_iter()
+                .filter(|s| *s != Status::Pending)
+                .collect()
+        })),
         Some(list) => list
             .iter()
             .map(|s| {
@@ -941,6 +1229,82 @@ mod tests {
         }
         let err = parse("[providers.kd]\nkind = \"kuaidi100\"\nkey = \"k\"").unwrap_err();
         assert!(err.to_string().contains("needs customer"), "{err}");
+    }
+
+    #[test]
+    fn email_and_sms_channels_parse_with_their_texts_and_quiet_hours() {
+        let config = parse(
+            r#"
+            [channels.email]
+            smtp_url = "smtp://127.0.0.1:2525"
+            from = "Shop <noreply@shop.example>"
+            [channels.email.templates.delivered]
+            subject = "订单{order_id}已签收"
+            [channels.sms]
+            kind = "aliyun"
+            access_key_id = "id"
+            access_key_secret = "secret"
+            sign_name = "小店"
+            template_code = "SMS_1"
+            [channels.sms.templates.delivered]
+            text = "{carrier}:订单{order_id}已签收"
+            template_code = "SMS_2"
+            "#,
+        )
+        .unwrap();
+        let rules = config.channels.rules();
+        let kinds: Vec<ChannelKind> = rules.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [ChannelKind::Email, ChannelKind::Sms]);
+        let sms = &rules[1];
+        assert_eq!(
+            sms.triggers,
+            [
+                Status::PickedUp,
+                Status::OutForDelivery,
+                Status::Delivered,
+                Status::Exception
+            ]
+        );
+        assert_eq!(
+            sms.quiet_hours.unwrap().to_string(),
+            "21:00-08:00 Asia/Shanghai"
+        );
+        assert_eq!(sms.texts.template_code[&Status::Delivered], "SMS_2");
+        assert_eq!(sms.texts.default_template_code.as_deref(), Some("SMS_1"));
+        assert_eq!(rules[0].triggers.len(), Status::ALL.len() - 1);
+        assert!(rules[0].quiet_hours.is_none());
+
+        let http = parse(
+            "[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/send\"\nbody = '{{\"to\":\"{phone}\",\"text\":\"{text}\"}}'\nquiet_hours = \"off\"",
+        )
+        .unwrap();
+        assert!(http.channels.rules()[0].quiet_hours.is_none());
+    }
+
+    #[test]
+    fn a_template_with_an_unknown_placeholder_is_refused_by_name() {
+        let err = parse(
+            "[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"i\"\naccess_key_secret = \"s\"\nsign_name = \"n\"\n[channels.sms.templates.delivered]\ntext = \"订单{order} 已签收\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("[channels.sms.templates.delivered] text"),
+            "{err}"
+        );
+        assert!(err.contains("{order}"), "{err}");
+        let err = parse(
+            "[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/\"\nbody = \"to={phone}&msg={message}\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("{message}"), "{err}");
+        let err = parse(
+            "[channels.email]\nsmtp_url = \"smtp://h:25\"\nfrom = \"a@b.example\"\n[channels.email.templates.shipped]\nsubject = \"x\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shipped"), "{err}");
     }
 
     #[test]

@@ -8,11 +8,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::clock::SharedClock;
-use crate::config::{AdapterSettings, Config, Http};
+use crate::config::{AdapterSettings, Config, Http, SmsSettings};
 use crate::dispatch::{Dispatcher, ProviderRuntime, Providers};
 use crate::events::Events;
 use crate::notify::Channel;
+use crate::notify::email::Email;
 use crate::notify::sender::Sender;
+use crate::notify::sms_aliyun::AliyunSms;
+use crate::notify::sms_http::HttpSms;
 use crate::notify::webhook::Webhook;
 use crate::providers::Provider;
 use crate::providers::alibaba1688::Alibaba1688;
@@ -62,7 +65,7 @@ pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
 }
 
 /// One delivery channel per enabled `[channels.*]` section.
-pub fn build_channels(config: &Config) -> reqwest::Result<Vec<Arc<dyn Channel>>> {
+pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
     let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
     if let Some(webhook) = &config.channels.webhook {
         channels.push(Arc::new(Webhook::new(
@@ -70,6 +73,21 @@ pub fn build_channels(config: &Config) -> reqwest::Result<Vec<Arc<dyn Channel>>>
             Webhook::http_client()?,
             config.delivery.timeout,
         )));
+    }
+    if let Some(email) = &config.channels.email {
+        let email = Email::new(email.settings.clone())
+            .map_err(|e| anyhow::anyhow!("[channels.email] {e}"))?;
+        channels.push(Arc::new(email));
+    }
+    if let Some(sms) = &config.channels.sms {
+        channels.push(match &sms.settings {
+            SmsSettings::Aliyun(aliyun) => {
+                Arc::new(AliyunSms::new(aliyun.clone(), AliyunSms::http_client()?))
+            }
+            SmsSettings::Http(http) => {
+                Arc::new(HttpSms::new(http.clone(), HttpSms::http_client()?))
+            }
+        });
     }
     Ok(channels)
 }

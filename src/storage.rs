@@ -949,6 +949,21 @@ impl Db {
         Ok(())
     }
 
+    /// Puts a claimed notification back to wait until `at` without counting the attempt: its
+    /// channel could not send anything (stopped for lack of credit or credentials).
+    pub async fn notification_postponed(&self, id: i64, reason: &str, at: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET attempts = max(attempts - 1, 0), lease_until = NULL, \
+             last_error = ?, next_attempt_at = ? WHERE id = ? AND state = 'pending'",
+        )
+        .bind(reason)
+        .bind(at)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     /// Gives back a claimed notification whose attempt was cut short by shutdown.
     pub async fn release_notification(&self, id: i64) -> Result<()> {
         sqlx::query(

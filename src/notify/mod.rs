@@ -136,6 +136,13 @@ pub enum DeliveryError {
     /// Retrying cannot help (other 4xx, invalid recipient): the row goes dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// The channel itself cannot send for a while (out of credit, credentials refused) and has
+    /// raised the alarm: the message waits that long, and the attempt does not count.
+    #[error("{message}")]
+    Paused {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 /// A delivery channel. One channel per file; each implements this trait.

@@ -160,6 +160,23 @@ impl Sender {
                     notification: n.public_id.clone(),
                 });
             }
+            Err(DeliveryError::Paused {
+                message,
+                retry_after,
+            }) => {
+                // The channel raised the alarm itself; the message only waits.
+                self.db
+                    .notification_postponed(n.id, &message, now + millis(retry_after))
+                    .await?;
+                self.events.emit(PipelineEvent::DeliveryFailed {
+                    order_id: n.order_id.clone(),
+                    channel: kind,
+                    status: n.status.clone(),
+                    attempt,
+                    error: message,
+                    retry_in: Some(retry_after),
+                });
+            }
             Err(error) => {
                 let (retry_in, message) = match &error {
                     DeliveryError::Transient {
@@ -173,6 +190,7 @@ impl Sender {
                         (None, format!("gave up after {attempt} attempts: {message}"))
                     }
                     DeliveryError::Permanent(message) => (None, message.clone()),
+                    DeliveryError::Paused { .. } => unreachable!("handled above"),
                 };
                 let retry_at = retry_in.map(|d| {
                     let at = now + millis(d);

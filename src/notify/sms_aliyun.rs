@@ -300,9 +300,9 @@ impl AliyunSms {
         let paused = self.lock();
         let pause = paused.as_ref()?;
         let left = pause.until.checked_duration_since(Instant::now())?;
-        Some(DeliveryError::Transient {
+        Some(DeliveryError::Paused {
             message: pause.message.clone(),
-            retry_after: Some(left),
+            retry_after: left,
         })
     }
 
@@ -314,9 +314,9 @@ impl AliyunSms {
         if let Some(pause) = paused.as_ref()
             && pause.until > now
         {
-            return DeliveryError::Transient {
+            return DeliveryError::Paused {
                 message: pause.message.clone(),
-                retry_after: Some(pause.until - now),
+                retry_after: pause.until - now,
             };
         }
         let minutes = self.pause.as_secs().div_ceil(60);
@@ -332,9 +332,9 @@ impl AliyunSms {
             until: now + self.pause,
             message: message.clone(),
         });
-        DeliveryError::Transient {
+        DeliveryError::Paused {
             message,
-            retry_after: Some(self.pause),
+            retry_after: self.pause,
         }
     }
 

@@ -68,6 +68,17 @@ fn outgoing(message: &SmsMessage) -> Outgoing {
     }
 }
 
+/// A stopped channel: the message waits, and the attempt does not count.
+fn paused(result: Result<(), DeliveryError>) -> (String, Option<Duration>) {
+    match result {
+        Err(DeliveryError::Paused {
+            message,
+            retry_after,
+        }) => (message, Some(retry_after)),
+        other => panic!("expected the channel to pause, got {other:?}"),
+    }
+}
+
 fn transient(result: Result<(), DeliveryError>) -> (String, Option<Duration>) {
     match result {
         Err(DeliveryError::Transient {
@@ -230,14 +241,14 @@ async fn aliyun_out_of_credit_stops_the_channel_and_alerts_once() {
     fake.reply("isv.AMOUNT_NOT_ENOUGH", 1);
     let channel = aliyun(&fake, KEY_SECRET);
 
-    let (first, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    let (first, retry_after) = paused(channel.deliver(&outgoing(&message(None))).await);
     assert!(first.contains("isv.AMOUNT_NOT_ENOUGH"), "{first}");
     assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
     assert!(channel.paused_for().is_some());
 
     // While stopped, attempts fail at once without reaching Aliyun.
     for _ in 0..3 {
-        let (again, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+        let (again, retry_after) = paused(channel.deliver(&outgoing(&message(None))).await);
         assert_eq!(again, first);
         let left = retry_after.unwrap();
         assert!(
@@ -287,7 +298,7 @@ async fn aliyun_wrong_secret_stops_the_channel() {
     let fake = fake().await;
     let channel = aliyun(&fake, "not the secret");
 
-    let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    let (text, retry_after) = paused(channel.deliver(&outgoing(&message(None))).await);
     assert!(text.contains("SignatureDoesNotMatch"), "{text}");
     assert!(text.contains("access_key_secret"), "{text}");
     assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
@@ -315,7 +326,7 @@ async fn aliyun_unknown_key_id_stops_the_channel() {
         },
         AliyunSms::http_client().unwrap(),
     );
-    let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
+    let (text, retry_after) = paused(channel.deliver(&outgoing(&message(None))).await);
     assert!(text.contains("InvalidAccessKeyId.NotFound"), "{text}");
     assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
 }
