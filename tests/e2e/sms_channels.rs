@@ -275,13 +275,13 @@ async fn aliyun_resumes_after_the_pause() {
     fake.reply("isv.AMOUNT_NOT_ENOUGH", 2);
     let channel = aliyun(&fake, KEY_SECRET).with_pause(Duration::from_millis(200));
 
-    transient(channel.deliver(&outgoing(&message(None))).await);
-    transient(channel.deliver(&outgoing(&message(None))).await);
+    paused(channel.deliver(&outgoing(&message(None))).await);
+    paused(channel.deliver(&outgoing(&message(None))).await);
     assert_eq!(fake.calls().len(), 1);
 
     // Still out of credit after the pause: one more request, one more alert.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    transient(channel.deliver(&outgoing(&message(None))).await);
+    paused(channel.deliver(&outgoing(&message(None))).await);
     assert_eq!(fake.calls().len(), 2);
     assert_eq!(logs.text().matches("SMS CHANNEL STOPPED").count(), 2);
 
@@ -304,7 +304,7 @@ async fn aliyun_wrong_secret_stops_the_channel() {
     assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
     assert_eq!(fake.signature_failures(), 1);
 
-    transient(channel.deliver(&outgoing(&message(None))).await);
+    paused(channel.deliver(&outgoing(&message(None))).await);
     assert_eq!(fake.calls().len(), 1);
     assert_eq!(fake.signature_failures(), 1);
     let logs = logs.text();
