@@ -5,3 +5,4 @@ pub mod app;
 pub mod fake_1688;
 pub mod fake_kuaidi100;
 pub mod fake_top;
+pub mod smtp_sink;
