@@ -486,19 +486,19 @@ impl Email {
             };
         }
 
-        let chain = error_chain(error);
-        if endpoint.security == Security::ImplicitTls && looks_like_plain_text_reply(&chain) {
+        let cause = root_cause(error);
+        if endpoint.security == Security::ImplicitTls && looks_like_plain_text_reply(&cause) {
             // Retrying cannot help until the configuration changes, and the hint is worth more in
             // the dead row now than after three backoffs; `shipwatch retry` requeues once fixed.
             return DeliveryError::Permanent(format!(
                 "TLS handshake with {endpoint} failed{to}: looks like the server does not speak \
                  TLS on this port (it answered in plain text): try {} (plain) or {} \
-                 ({chain})",
+                 ({cause})",
                 endpoint.url_as(Security::Plain),
                 endpoint.url_as(Security::StartTls),
             ));
         }
-        if endpoint.security == Security::StartTls && chain.contains("STARTTLS is not supported") {
+        if endpoint.security == Security::StartTls && cause.contains("STARTTLS is not supported") {
             return DeliveryError::Permanent(format!(
                 "{endpoint} does not offer STARTTLS on this port{to}: use {} if the server takes \
                  TLS from the first byte, or {} (plain) only for a trusted local relay",
@@ -514,7 +514,7 @@ impl Email {
             // lettre's client errors are refusals on our side (no shared AUTH mechanism, a
             // non-ASCII address the server cannot take): the same message would fail again.
             return DeliveryError::Permanent(format!(
-                "cannot send through {endpoint}{to}: {chain}"
+                "cannot send through {endpoint}{to}: {cause}"
             ));
         }
         if error.is_timeout() {
@@ -526,7 +526,7 @@ impl Email {
         if is_connection_refused(error) {
             return transient(format!("connection refused by {endpoint}{to}"));
         }
-        transient(format!("sending through {endpoint} failed{to}: {chain}"))
+        transient(format!("sending through {endpoint} failed{to}: {cause}"))
     }
 }
 
@@ -542,8 +542,8 @@ fn sending_to(recipient: Option<&str>) -> String {
 }
 
 /// rustls reads the plain-text greeting `220 …` as a TLS record of an unknown content type.
-fn looks_like_plain_text_reply(chain: &str) -> bool {
-    chain.contains("InvalidContentType") || chain.contains("corrupt message")
+fn looks_like_plain_text_reply(cause: &str) -> bool {
+    cause.contains("InvalidContentType") || cause.contains("corrupt message")
 }
 
 /// The text of a negative reply (lettre keeps it as the error's source), addresses masked.
@@ -592,20 +592,14 @@ fn is_connection_refused(error: &SmtpError) -> bool {
     false
 }
 
-/// lettre's top-level messages are generic ("Connection error"); the cause is further down.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // lettre's Display already appends its direct source; do not say it twice.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+/// lettre's own messages are generic ("Connection error") and sometimes nested twice; the
+/// innermost cause is the one that says what happened.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
     }
-    text
+    cause.to_string()
 }
 
 fn format_duration(duration: Duration) -> String {

@@ -3,6 +3,7 @@
 mod alibaba1688_adapter;
 mod bad_input;
 mod crash;
+mod email_channel;
 mod journey;
 mod kuaidi100_adapter;
 mod operations;

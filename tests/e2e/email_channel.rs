@@ -1,0 +1,256 @@
+//! The email channel against a real SMTP conversation: what the buyer's mailbox receives, and
+//! what the outbox is told when the server refuses, stalls, or speaks another TLS mode.
+
+use std::time::Duration;
+
+use shipwatch::notify::email::{Email, EmailConfig};
+use shipwatch::notify::{Channel, DeliveryError, EmailMessage, Outgoing};
+
+use crate::support::smtp_sink::{Reply, SilentPort, SmtpSink};
+
+const BUYER: &str = "zhang.wei@buyer.example";
+const MASKED_BUYER: &str = "z***@buyer.example";
+const SUBJECT: &str = "包裹已签收";
+const BODY: &str = "包裹已签收,感谢您的信任。订单 123";
+
+fn channel(smtp_url: String, timeout: Duration) -> Email {
+    Email::new(EmailConfig {
+        smtp_url,
+        username: None,
+        password: None,
+        from: "小店发货通知 <noreply@shop.example>".into(),
+        reply_to: Some("service@shop.example".into()),
+        timeout,
+    })
+    .unwrap()
+}
+
+fn outgoing(public_id: &str) -> Outgoing {
+    Outgoing {
+        public_id: public_id.into(),
+        payload: serde_json::to_string(&EmailMessage {
+            subject: SUBJECT.into(),
+            body: BODY.into(),
+        })
+        .unwrap(),
+        recipient: Some(BUYER.into()),
+    }
+}
+
+fn transient(result: Result<(), DeliveryError>) -> String {
+    match result {
+        Err(DeliveryError::Transient {
+            message,
+            retry_after: None,
+        }) => message,
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+}
+
+fn permanent(result: Result<(), DeliveryError>) -> String {
+    match result {
+        Err(DeliveryError::Permanent(message)) => message,
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}
+
+fn assert_masked(message: &str) {
+    assert!(message.contains(MASKED_BUYER), "{message}");
+    assert!(
+        !message.to_lowercase().contains(BUYER),
+        "full address leaked: {message}"
+    );
+}
+
+#[tokio::test]
+async fn email_arrives_with_recipient_subject_and_body_intact() {
+    let sink = SmtpSink::start().await;
+    let email = channel(sink.url(), Duration::from_secs(5));
+    email.test_connection().await.unwrap();
+    email.deliver(&outgoing("msg_0001")).await.unwrap();
+
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    assert_eq!(message.from, "noreply@shop.example");
+    assert_eq!(message.to, [BUYER]);
+    assert_eq!(message.subject().as_deref(), Some(SUBJECT));
+    assert_eq!(message.body_text(), BODY);
+    assert_eq!(
+        message.message_id().as_deref(),
+        Some("<msg_0001@shop.example>")
+    );
+    assert_eq!(
+        message.header("Reply-To").as_deref(),
+        Some("service@shop.example")
+    );
+    let content_type = message.header("Content-Type").unwrap();
+    assert!(
+        content_type.starts_with("text/plain") && content_type.contains("utf-8"),
+        "{content_type}"
+    );
+    // Every byte on the wire is ASCII, so the mail goes through relays without 8BITMIME.
+    assert!(message.data.is_ascii());
+}
+
+#[tokio::test]
+async fn email_451_is_transient_and_the_retry_carries_the_same_message_id() {
+    let sink = SmtpSink::start().await;
+    sink.set_script(vec![Reply::data(451, "4.3.0 try later")]);
+    let email = channel(sink.url(), Duration::from_secs(5));
+    let message = outgoing("msg_0002");
+
+    let reason = transient(email.deliver(&message).await);
+    assert!(
+        reason.contains("451") && reason.contains("4.3.0 try later"),
+        "{reason}"
+    );
+    assert_masked(&reason);
+    assert!(sink.messages().is_empty());
+
+    email.deliver(&message).await.unwrap();
+    let attempts = sink.attempts();
+    assert_eq!(
+        attempts.iter().map(|a| a.code).collect::<Vec<_>>(),
+        [Some(451), Some(250)]
+    );
+    assert_eq!(attempts[0].message_id(), attempts[1].message_id());
+    assert_eq!(
+        attempts[1].message_id().as_deref(),
+        Some("<msg_0002@shop.example>")
+    );
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn email_550_is_permanent_and_the_echoed_address_is_masked() {
+    let sink = SmtpSink::start().await;
+    sink.set_script(vec![Reply::rcpt(
+        550,
+        format!("5.1.1 <{BUYER}>: no such mailbox"),
+    )]);
+    let email = channel(sink.url(), Duration::from_secs(5));
+
+    let reason = permanent(email.deliver(&outgoing("msg_0003")).await);
+    assert!(
+        reason.contains("550") && reason.contains("no such mailbox"),
+        "{reason}"
+    );
+    assert_masked(&reason);
+    assert!(
+        sink.attempts().is_empty(),
+        "a refused RCPT never reaches DATA"
+    );
+}
+
+#[tokio::test]
+async fn email_replies_are_sorted_by_their_class() {
+    let cases = [
+        (Reply::rcpt(450, "4.2.1 mailbox busy"), true),
+        (Reply::rcpt(452, "4.5.3 too many recipients"), true),
+        (Reply::data(421, "4.4.5 shutting down"), true),
+        (Reply::rcpt(553, "5.1.3 bad address syntax"), false),
+        (Reply::data(554, "5.7.1 rejected as spam"), false),
+    ];
+    let sink = SmtpSink::start().await;
+    sink.set_script(cases.iter().map(|(reply, _)| reply.clone()).collect());
+    let email = channel(sink.url(), Duration::from_secs(5));
+    for (reply, retryable) in cases {
+        let result = email.deliver(&outgoing("msg_0004")).await;
+        let (Reply::Rcpt(code, text) | Reply::Data(code, text)) = reply else {
+            unreachable!()
+        };
+        let reason = if retryable {
+            transient(result)
+        } else {
+            permanent(result)
+        };
+        assert!(
+            reason.contains(&format!("{code} {text}")),
+            "{code}: {reason}"
+        );
+    }
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
+async fn email_smtps_to_a_plain_port_names_the_fix() {
+    let sink = SmtpSink::start().await;
+    let email = channel(
+        format!("smtps://127.0.0.1:{}", sink.port),
+        Duration::from_secs(5),
+    );
+
+    let reason = permanent(email.deliver(&outgoing("msg_0005")).await);
+    assert!(
+        reason.contains("does not speak TLS on this port"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("try smtp://127.0.0.1:{} (plain)", sink.port)),
+        "{reason}"
+    );
+    assert!(reason.contains("?tls=starttls"), "{reason}");
+    assert_masked(&reason);
+
+    let error = email.test_connection().await.unwrap_err();
+    assert!(error.contains("does not speak TLS"), "{error}");
+    assert!(sink.attempts().is_empty());
+}
+
+#[tokio::test]
+async fn email_starttls_to_a_server_without_it_names_the_fix() {
+    let sink = SmtpSink::start().await;
+    let email = channel(
+        format!("smtp://127.0.0.1:{}?tls=starttls", sink.port),
+        Duration::from_secs(5),
+    );
+    let reason = permanent(email.deliver(&outgoing("msg_0006")).await);
+    assert!(reason.contains("does not offer STARTTLS"), "{reason}");
+    assert!(reason.contains("smtps://127.0.0.1:465"), "{reason}");
+    assert!(sink.attempts().is_empty());
+}
+
+#[tokio::test]
+async fn email_plain_smtp_to_a_tls_port_times_out_with_a_hint() {
+    let port = SilentPort::start().await;
+    let email = channel(
+        format!("smtp://127.0.0.1:{}", port.port),
+        Duration::from_millis(300),
+    );
+    let reason = transient(email.deliver(&outgoing("msg_0007")).await);
+    assert!(reason.starts_with("timed out after 300ms"), "{reason}");
+    assert!(
+        reason.contains(&format!("use smtps://127.0.0.1:{}", port.port)),
+        "{reason}"
+    );
+    assert_masked(&reason);
+}
+
+#[tokio::test]
+async fn email_a_stalled_server_times_out_and_the_next_attempt_starts_afresh() {
+    let sink = SmtpSink::start().await;
+    sink.set_script(vec![Reply::Stall]);
+    let email = channel(sink.url(), Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let reason = transient(email.deliver(&outgoing("msg_0008")).await);
+    assert!(reason.starts_with("timed out after 500ms"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // The stalled connection still owes an answer; reusing it would pair this attempt's
+    // commands with the old replies.
+    email.deliver(&outgoing("msg_0008")).await.unwrap();
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(sink.connections(), 2);
+}
+
+#[tokio::test]
+async fn email_a_closed_port_is_transient() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let email = channel(format!("smtp://127.0.0.1:{port}"), Duration::from_secs(5));
+    let reason = transient(email.deliver(&outgoing("msg_0009")).await);
+    assert!(reason.contains("connection refused"), "{reason}");
+    assert_masked(&reason);
+}
