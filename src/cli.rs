@@ -136,6 +136,8 @@ pub enum OutboxState {
     Pending,
     Sent,
     Dead,
+    /// Not sent because the shipment has no address for the channel.
+    Skipped,
 }
 
 impl OutboxState {
@@ -144,6 +146,7 @@ impl OutboxState {
             OutboxState::Pending => "pending",
             OutboxState::Sent => "sent",
             OutboxState::Dead => "dead",
+            OutboxState::Skipped => "skipped",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod alibaba1688_adapter;
 mod bad_input;
+mod buyer_channels;
 mod crash;
 mod email_channel;
 mod journey;

@@ -1,0 +1,168 @@
+//! The buyer hears about the parcel: the real binary, one shipment with a phone and an email,
+//! an SMTP sink, a fake Aliyun SMS gateway and the webhook receiver. Each change goes to each
+//! channel whose trigger list holds it, exactly once, and no log line shows the buyer's number
+//! or address.
+
+use std::time::Duration;
+
+use crate::support::app::{Options, TestApp};
+use crate::support::fake_aliyun_sms::FakeAliyunSms;
+use crate::support::smtp_sink::SmtpSink;
+
+const PHONE: &str = "13912345678";
+const EMAIL: &str = "buyer.zhang@shop.example";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_change_reaches_sms_email_and_webhook_by_their_trigger_lists() {
+    let sink = SmtpSink::start().await;
+    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
+    let app = TestApp::with(Options {
+        extra: format!(
+            r#"
+[channels.email]
+smtp_url = "{smtp}"
+from = "小店 <noreply@shop.example>"
+
+[channels.email.templates.delivered]
+subject = "订单{{order_id}}已签收"
+
+[channels.sms]
+kind = "aliyun"
+endpoint = "{aliyun}"
+access_key_id = "LTAI-test"
+access_key_secret = "aliyun-secret"
+sign_name = "小店"
+template_code = "SMS_100000001"
+# The test may run at any hour; quiet hours have their own test on an injected clock.
+quiet_hours = "off"
+"#,
+            smtp = sink.url(),
+            aliyun = aliyun.url,
+        ),
+        ..Options::default()
+    })
+    .await;
+    let tid = 9_400_000_000_000_000_001u64;
+    app.top.journey(tid);
+    app.cli_ok(&[
+        "add",
+        &tid.to_string(),
+        "--tier",
+        "high",
+        "--phone",
+        PHONE,
+        "--email",
+        EMAIL,
+    ]);
+
+    let mut daemon = app.spawn_daemon();
+    app.wait_until(
+        "the parcel is delivered and every message sent",
+        Duration::from_secs(60),
+        || app.shipments()[0]["status"] == "delivered" && app.outbox(Some("pending")).is_empty(),
+    )
+    .await;
+    assert!(daemon.terminate().success());
+
+    // Webhook and email on every change; SMS on picked_up, out_for_delivery and delivered.
+    let statuses = |channel: &str| -> Vec<String> {
+        app.outbox(Some("sent"))
+            .iter()
+            .filter(|n| n["channel"] == channel)
+            .map(|n| n["status"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = [
+        "info_received",
+        "picked_up",
+        "in_transit",
+        "out_for_delivery",
+        "delivered",
+    ];
+    assert_eq!(statuses("webhook"), all);
+    assert_eq!(statuses("email"), all);
+    assert_eq!(
+        statuses("sms"),
+        ["picked_up", "out_for_delivery", "delivered"]
+    );
+    assert!(app.outbox(Some("dead")).is_empty());
+
+    // What arrived: 5 webhooks, 5 emails, 3 SMS, each once.
+    assert_eq!(app.receiver.deliveries().len(), 5);
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 5);
+    assert!(mails.iter().all(|m| m.to == [EMAIL.to_owned()]));
+    let last = mails.last().unwrap();
+    assert_eq!(
+        last.subject().as_deref(),
+        Some(format!("订单{tid}已签收").as_str())
+    );
+    let body = last.body_text();
+    assert!(body.starts_with("包裹已签收,感谢您的信任。"), "{body}");
+    assert!(body.contains(&format!("订单号:{tid}")), "{body}");
+    let first = &mails[0];
+    assert_eq!(
+        first.subject().as_deref(),
+        Some(format!("订单{tid}:已下单").as_str())
+    );
+
+    let sms = aliyun.calls();
+    assert_eq!(sms.len(), 3, "{sms:#?}");
+    assert_eq!(aliyun.signature_failures(), 0);
+    assert!(sms.iter().all(|c| c.param("PhoneNumbers") == Some(PHONE)));
+    assert!(sms.iter().all(|c| c.param("SignName") == Some("小店")));
+    let params: serde_json::Value =
+        serde_json::from_str(sms[2].param("TemplateParam").unwrap()).unwrap();
+    assert_eq!(params["order_id"], tid.to_string());
+    assert_eq!(params["status"], "已签收");
+
+    // Privacy: the daemon's log and the CLI's tables never show the buyer's contact whole.
+    let log = daemon.log();
+    assert!(!log.contains(PHONE) && !log.contains(EMAIL), "{log}");
+    let list = app.cli_ok(&["list"]);
+    let show = app.cli_ok(&["show", &tid.to_string()]);
+    for text in [&list, &show] {
+        assert!(!text.contains(PHONE) && !text.contains(EMAIL), "{text}");
+    }
+    assert!(show.contains("139****5678"), "{show}");
+    let revealed = app.cli_ok(&["show", &tid.to_string(), "--reveal"]);
+    assert!(revealed.contains(PHONE) && revealed.contains(EMAIL));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shipment_without_a_phone_skips_sms_and_a_bad_phone_is_refused() {
+    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
+    let app = TestApp::with(Options {
+        extra: format!(
+            "[channels.sms]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"LTAI-test\"\naccess_key_secret = \"aliyun-secret\"\nsign_name = \"小店\"\ntemplate_code = \"SMS_1\"\nquiet_hours = \"off\"\n",
+            aliyun.url
+        ),
+        ..Options::default()
+    })
+    .await;
+    let out = app.cli(&["add", "9400000000000000002", "--phone", "12345"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a mainland mobile number"), "{stderr}");
+
+    let tid = 9_400_000_000_000_000_003u64;
+    app.top.journey(tid);
+    app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the parcel is delivered", Duration::from_secs(60), || {
+        app.shipments()[0]["status"] == "delivered" && app.outbox(Some("pending")).is_empty()
+    })
+    .await;
+    assert!(daemon.terminate().success());
+    let skipped = app.outbox(Some("skipped"));
+    assert_eq!(skipped.len(), 3, "picked_up, out_for_delivery, delivered");
+    assert!(
+        skipped
+            .iter()
+            .all(|n| n["channel"] == "sms" && n["last_error"] == "no phone number")
+    );
+    assert!(aliyun.calls().is_empty());
+    assert!(app.outbox(Some("dead")).is_empty());
+    let show = app.cli_ok(&["show", &tid.to_string()]);
+    assert!(show.contains("skipped"), "{show}");
+}
