@@ -166,3 +166,50 @@ async fn a_shipment_without_a_phone_skips_sms_and_a_bad_phone_is_refused() {
     let show = app.cli_ok(&["show", &tid.to_string()]);
     assert!(show.contains("skipped"), "{show}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_notify_sends_one_sample_through_each_channel() {
+    let sink = SmtpSink::start().await;
+    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
+    let app = TestApp::with(Options {
+        extra: format!(
+            "[channels.email]\nsmtp_url = \"{}\"\nfrom = \"noreply@shop.example\"\n[channels.sms]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"LTAI-test\"\naccess_key_secret = \"aliyun-secret\"\nsign_name = \"小店\"\ntemplate_code = \"SMS_1\"\n",
+            sink.url(),
+            aliyun.url
+        ),
+        ..Options::default()
+    })
+    .await;
+
+    let out = app.cli_ok(&["test-notify", "--channel", "email", "--to", EMAIL]);
+    assert!(out.contains("accepted"), "{out}");
+    assert!(!out.contains(EMAIL), "the address is masked: {out}");
+    let mails = sink.messages();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].subject().as_deref(), Some("订单TEST-0001:已签收"));
+
+    // Quiet hours hold the daemon's SMS, not an operator's test.
+    let out = app.cli_ok(&["test-notify", "--channel", "sms", "--to", PHONE]);
+    assert!(out.contains("accepted"), "{out}");
+    assert_eq!(aliyun.calls().len(), 1);
+    assert_eq!(aliyun.calls()[0].param("PhoneNumbers"), Some(PHONE));
+
+    let out = app.cli_ok(&["test-notify", "--channel", "webhook"]);
+    assert!(out.contains("accepted"), "{out}");
+    let deliveries = app.receiver.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert!(deliveries[0].verified);
+    assert_eq!(deliveries[0].body["data"]["order_id"], "TEST-0001");
+
+    let bad = app.cli(&["test-notify", "--channel", "sms", "--to", "12345"]);
+    assert!(!bad.status.success());
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+    aliyun.reply("isv.MOBILE_NUMBER_ILLEGAL", 1);
+    let refused = app.cli(&["test-notify", "--channel", "sms", "--to", "13800000000"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refused for good") && !stderr.contains("13800000000"),
+        "{stderr}"
+    );
+}
