@@ -247,8 +247,8 @@ pub struct Recorded {
 /// The daemon's handle on the database.
 #[derive(Clone)]
 pub struct Db {
-    write: SqlitePool,
-    read: SqlitePool,
+    pub(crate) write: SqlitePool,
+    pub(crate) read: SqlitePool,
 }
 
 const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, phone, email, \
@@ -333,7 +333,7 @@ impl Db {
         self.write.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
 
