@@ -216,9 +216,12 @@ fn init_logging(global: &Global, default: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let result = match global.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
+    // journald stamps every line itself and sets JOURNAL_STREAM for the services it captures.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let result = match (global.log_format, journald) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, false) => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };

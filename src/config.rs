@@ -329,6 +329,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub database: PathBuf,
     pub synchronous: Synchronous,
+    /// How long in-flight polls and deliveries get to finish on SIGTERM before they are released.
+    pub shutdown_timeout: Duration,
     pub tiers: Tiers,
     pub polling: Polling,
     pub delivery: Delivery,
@@ -344,6 +346,7 @@ pub struct Config {
 struct RawConfig {
     database: Option<PathBuf>,
     synchronous: Option<Synchronous>,
+    shutdown_timeout: Option<HumanDuration>,
     #[serde(default)]
     tiers: RawTiers,
     #[serde(default)]
@@ -645,6 +648,9 @@ impl Config {
                 .map(|p| if p.is_relative() { base.join(p) } else { p })
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE)),
             synchronous: raw.synchronous.unwrap_or_default(),
+            shutdown_timeout: raw
+                .shutdown_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
             tiers,
             polling,
             delivery,

@@ -24,9 +24,6 @@ use crate::providers::simulator::Simulator;
 use crate::providers::taobao::Taobao;
 use crate::storage::Db;
 
-/// How long in-flight polls and deliveries get to finish on shutdown before they are released.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// The one HTTP client all upstream APIs share (its connection pool included).
 pub fn upstream_client(http: &Http) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -127,7 +124,7 @@ impl Daemon {
         Ok(Daemon {
             dispatcher,
             sender,
-            grace: SHUTDOWN_GRACE,
+            grace: config.shutdown_timeout,
         })
     }
 
