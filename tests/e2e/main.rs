@@ -3,6 +3,7 @@
 mod alibaba1688_adapter;
 mod bad_input;
 mod buyer_channels;
+mod catch_up;
 mod crash;
 mod email_channel;
 mod journey;
