@@ -732,7 +732,13 @@ pub fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            // Errors often repeat their source in their own text; say each part once.
+            let mut chain: Vec<String> = Vec::new();
+            for part in e.chain().map(|c| c.to_string()) {
+                if !chain.iter().any(|said| said.contains(&part)) {
+                    chain.push(part);
+                }
+            }
             let mut line = chain.join(": ");
             line.retain(|c| c != '\n');
             eprintln!("error: {line}");
@@ -856,6 +862,8 @@ async fn poll(global: &Global, order_id: &str, apply: bool) -> Result<()> {
 #[derive(Serialize)]
 struct StatsView {
     shipments: Vec<crate::storage::ShipmentCount>,
+    due_now: i64,
+    lag_seconds: i64,
     notifications: Vec<crate::storage::NotificationCount>,
     providers: Vec<crate::storage::ProviderState>,
     unmapped: Vec<crate::storage::UnmappedRow>,
@@ -863,9 +871,11 @@ struct StatsView {
 
 async fn stats(global: &Global, json: bool) -> Result<()> {
     let (db, _) = open(global).await?;
-    let stats = db.stats().await?;
+    let stats = db.stats(SystemClock.now()).await?;
     let view = StatsView {
         shipments: stats.shipments,
+        due_now: stats.due_now,
+        lag_seconds: stats.lag_seconds,
         notifications: stats.notifications,
         providers: db.provider_states(SystemClock.now()).await?,
         unmapped: db.unmapped().await?,
@@ -883,7 +893,11 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
         .filter(|c| c.active)
         .map(|c| c.count)
         .sum();
-    println!("shipments      {total} ({active} polled)");
+    println!("shipments      {total} ({active} still polled)");
+    println!(
+        "  due now      {} (the most overdue is {}s late)",
+        view.due_now, view.lag_seconds
+    );
     let by = |label: &str, key: &dyn Fn(&crate::storage::ShipmentCount) -> String| {
         let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
         for c in &view.shipments {

@@ -832,7 +832,7 @@ impl Db {
 
     /// Shipments per provider, tier, status and activity, and notifications per channel and
     /// state: what `stats` shows.
-    pub async fn stats(&self) -> Result<Stats> {
+    pub async fn stats(&self, now: Millis) -> Result<Stats> {
         let shipments = sqlx::query_as::<_, ShipmentCount>(
             "SELECT provider, tier, status, active, count(*) AS count FROM shipments \
              GROUP BY provider, tier, status, active ORDER BY provider, tier, status",
@@ -845,9 +845,18 @@ impl Db {
         )
         .fetch_all(&self.read)
         .await?;
+        let (due_now, oldest_due) = sqlx::query_as::<_, (i64, Option<Millis>)>(
+            "SELECT count(*), min(next_poll_at) FROM shipments \
+             WHERE active = 1 AND next_poll_at <= ? AND claimed_until IS NULL",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
         Ok(Stats {
             shipments,
             notifications,
+            due_now,
+            lag_seconds: oldest_due.map_or(0, |at| (now - at).max(0) / 1000),
         })
     }
 
@@ -1080,6 +1089,10 @@ pub struct NotificationCount {
 pub struct Stats {
     pub shipments: Vec<ShipmentCount>,
     pub notifications: Vec<NotificationCount>,
+    /// Shipments whose poll is due and not under way.
+    pub due_now: i64,
+    /// How late the most overdue of them is.
+    pub lag_seconds: i64,
 }
 
 fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
