@@ -787,15 +787,18 @@ fn resolve_email(
     timeout: Duration,
 ) -> Result<ChannelSettings<EmailConfig>, ConfigError> {
     let section = "[channels.email]";
-    let password = match (&raw.password, &raw.password_file) {
-        (None, None) => None,
-        _ => Some(secrets.resolve(
-            section,
-            "email",
-            "password",
-            raw.password,
-            raw.password_file,
-        )?),
+    let named = raw.password.is_some() || raw.password_file.is_some();
+    // Without a password key, a systemd credential `email.password` may still hold one.
+    let password = match secrets.resolve(
+        section,
+        "email",
+        "password",
+        raw.password,
+        raw.password_file,
+    ) {
+        Ok(password) => Some(password),
+        Err(_) if !named => None,
+        Err(e) => return Err(e),
     };
     let settings = EmailConfig {
         smtp_url: raw.smtp_url,
@@ -907,18 +910,33 @@ fn resolve_sms(
     };
     let mut texts = parse_texts("channels.sms", raw.templates, &["text", "template_code"])?;
     texts.default_template_code = raw.template_code;
+    let triggers = parse_triggers(
+        section,
+        raw.statuses,
+        Some(&[
+            Status::PickedUp,
+            Status::OutForDelivery,
+            Status::Delivered,
+            Status::Exception,
+        ]),
+    )?;
+    // Aliyun sends only registered templates: a status without one could never be sent.
+    if matches!(settings, SmsSettings::Aliyun(_)) && texts.default_template_code.is_none() {
+        let missing: Vec<&str> = triggers
+            .iter()
+            .filter(|s| !texts.template_code.contains_key(s))
+            .map(|s| s.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(invalid(format!(
+                "{section} needs template_code (the Aliyun template registered for these messages), or one per status under [channels.sms.templates.STATUS]; missing for {}",
+                missing.join(", ")
+            )));
+        }
+    }
     Ok(ChannelSettings {
         settings,
-        triggers: parse_triggers(
-            section,
-            raw.statuses,
-            Some(&[
-                Status::PickedUp,
-                Status::OutForDelivery,
-                Status::Delivered,
-                Status::Exception,
-            ]),
-        )?,
+        triggers,
         quiet_hours,
         texts,
     })
@@ -1285,6 +1303,21 @@ mod tests {
         )
         .unwrap();
         assert!(http.channels.rules()[0].quiet_hours.is_none());
+    }
+
+    #[test]
+    fn aliyun_sms_needs_a_registered_template_for_every_status_it_sends() {
+        let base = "[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"i\"\naccess_key_secret = \"s\"\nsign_name = \"n\"\nstatuses = [\"delivered\", \"picked_up\"]\n";
+        let err = parse(base).unwrap_err().to_string();
+        assert!(
+            err.contains("needs template_code") && err.contains("delivered, picked_up"),
+            "{err}"
+        );
+        let one = format!("{base}[channels.sms.templates.delivered]\ntemplate_code = \"SMS_1\"\n");
+        let err = parse(&one).unwrap_err().to_string();
+        assert!(err.contains("missing for picked_up"), "{err}");
+        let both = format!("{one}[channels.sms.templates.picked_up]\ntemplate_code = \"SMS_2\"\n");
+        parse(&both).unwrap();
     }
 
     #[test]
