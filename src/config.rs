@@ -1385,6 +1385,15 @@ mod tests {
         assert_eq!(config.database, dir.path().join("x.db"));
     }
 
+    /// The example shipped for operators is read by the real loader, so it cannot drift from it.
+    #[test]
+    fn the_example_config_in_deploy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/shipwatch.example.toml");
+        let config = Config::load_without_secrets(&path).unwrap();
+        assert!(!config.providers.is_empty());
+        assert!(config.channels.webhook.is_some());
+    }
+
     #[test]
     fn secrets_come_from_files_beside_the_config() {
         let dir = tempfile::tempdir().unwrap();
