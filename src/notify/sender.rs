@@ -160,37 +160,37 @@ impl Sender {
                     notification: n.public_id.clone(),
                 });
             }
-            Err(DeliveryError::Paused {
-                message,
-                retry_after,
-            }) => {
-                // The channel raised the alarm itself; the message only waits.
-                self.db
-                    .notification_postponed(n.id, &message, now + millis(retry_after))
-                    .await?;
-                self.events.emit(PipelineEvent::DeliveryFailed {
-                    order_id: n.order_id.clone(),
-                    channel: kind,
-                    status: n.status.clone(),
-                    attempt,
-                    error: message,
-                    retry_in: Some(retry_after),
-                });
-            }
             Err(error) => {
-                let (retry_in, message) = match &error {
+                let (retry_in, message) = match error {
+                    DeliveryError::Paused {
+                        message,
+                        retry_after,
+                    } => {
+                        // The channel raised the alarm itself; the message only waits.
+                        self.db
+                            .notification_postponed(n.id, &message, now + millis(retry_after))
+                            .await?;
+                        self.events.emit(PipelineEvent::DeliveryFailed {
+                            order_id: n.order_id.clone(),
+                            channel: kind,
+                            status: n.status.clone(),
+                            attempt,
+                            error: message,
+                            retry_in: Some(retry_after),
+                        });
+                        return Ok(());
+                    }
                     DeliveryError::Transient {
                         message,
                         retry_after,
                     } if attempt < i64::from(self.delivery.attempts) => (
-                        Some(retry_delay(&self.delivery, attempt as u32, *retry_after)),
-                        message.clone(),
+                        Some(retry_delay(&self.delivery, attempt as u32, retry_after)),
+                        message,
                     ),
                     DeliveryError::Transient { message, .. } => {
                         (None, format!("gave up after {attempt} attempts: {message}"))
                     }
-                    DeliveryError::Permanent(message) => (None, message.clone()),
-                    DeliveryError::Paused { .. } => unreachable!("handled above"),
+                    DeliveryError::Permanent(message) => (None, message),
                 };
                 let retry_at = retry_in.map(|d| {
                     let at = now + millis(d);
