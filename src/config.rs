@@ -788,7 +788,9 @@ fn resolve_email(
 ) -> Result<ChannelSettings<EmailConfig>, ConfigError> {
     let section = "[channels.email]";
     let named = raw.password.is_some() || raw.password_file.is_some();
-    // Without a password key, a systemd credential `email.password` may still hold one.
+    let has_user = raw.username.is_some() || raw.smtp_url.contains('@');
+    // Without a password key, a login may still take its password from the systemd credential
+    // `email.password`; without a login there is nothing to look for.
     let password = match secrets.resolve(
         section,
         "email",
@@ -796,7 +798,8 @@ fn resolve_email(
         raw.password,
         raw.password_file,
     ) {
-        Ok(password) => Some(password),
+        Ok(password) if named || has_user => Some(password),
+        Ok(_) => None,
         Err(_) if !named => None,
         Err(e) => return Err(e),
     };
