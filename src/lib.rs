@@ -12,5 +12,6 @@ pub mod events;
 pub mod intake;
 pub mod notify;
 pub mod providers;
+pub mod service;
 pub mod storage;
 pub mod workers;
