@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
+pub mod health;
 pub mod intake;
 pub mod notify;
 pub mod providers;
