@@ -323,3 +323,41 @@ fn count(event: &PipelineEvent) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::ChannelKind;
+
+    fn failed(retry_in: Option<Duration>) -> PipelineEvent {
+        PipelineEvent::DeliveryFailed {
+            order_id: "1".to_owned(),
+            channel: ChannelKind::Email,
+            status: "delivered".to_owned(),
+            attempt: 2,
+            error: "mailbox full".to_owned(),
+            retry_in,
+        }
+    }
+
+    #[test]
+    fn a_failure_with_no_retry_counts_as_dead() {
+        // A recorder of the test's own: the global one is shared with every other test.
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            count(&failed(Some(Duration::from_secs(60))));
+            count(&failed(None));
+            count(&failed(None));
+        });
+        let page = handle.render();
+        assert!(
+            page.contains(r#"shipwatch_notifications_total{channel="email",result="failed"} 1"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"shipwatch_notifications_total{channel="email",result="dead"} 2"#),
+            "{page}"
+        );
+    }
+}
