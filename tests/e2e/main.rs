@@ -13,6 +13,7 @@ mod quiet_hours;
 mod rate_limit;
 mod retries;
 mod schedule;
+mod service;
 mod sms_channels;
 mod storage;
 mod support;

@@ -1,0 +1,363 @@
+//! `/healthz` for load balancers and uptime checks, `/metrics` for Prometheus.
+//!
+//! Gauges are read from the database at scrape time, so they are right even for rows other
+//! programs wrote; counters come from the pipeline's events, so they count what this process did
+//! since it started (Prometheus handles the resets).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use crate::clock::{Millis, SharedClock, SystemClock};
+use crate::domain::{Status, Tier};
+use crate::events::{Events, PipelineEvent};
+use crate::service::Heartbeat;
+use crate::storage::Db;
+
+/// Where the endpoint listens; meant for a `[health]` section of the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub listen: SocketAddr,
+}
+
+/// A database that does not answer this fast counts as down: a probe must not hang.
+const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const OUTBOX_STATES: [&str; 4] = ["pending", "sent", "dead", "skipped"];
+
+/// The process's Prometheus recorder, installed on first use. The `metrics` facade takes one
+/// global recorder per process, so the daemon and every test share this one.
+pub fn install_recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = match PrometheusBuilder::new().install_recorder() {
+                Ok(handle) => handle,
+                Err(e) => {
+                    // Someone else's recorder got there first: serve an empty page rather than
+                    // stop the daemon over metrics.
+                    warn!(error = %e, "cannot install the metrics recorder; /metrics will be empty");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!("shipwatch_outbox", "Notifications in the outbox by state");
+    describe_gauge!("shipwatch_shipments", "Shipments by tier and status");
+    describe_gauge!(
+        "shipwatch_poll_lag_seconds",
+        "How long the most overdue active shipment has been waiting for its poll"
+    );
+    describe_gauge!(
+        "shipwatch_provider_paused",
+        "1 while a provider is paused (upstream ban or rejected credentials)"
+    );
+    describe_gauge!(
+        "shipwatch_database_up",
+        "0 when the last scrape could not read the database"
+    );
+    describe_counter!(
+        "shipwatch_status_changes_total",
+        "Status changes by new status"
+    );
+    describe_counter!(
+        "shipwatch_polls_failed_total",
+        "Polls that failed and will be retried"
+    );
+    describe_counter!(
+        "shipwatch_notifications_total",
+        "Delivery attempts by channel and result (sent, failed: will retry, dead: given up)"
+    );
+    describe_counter!(
+        "shipwatch_provider_pauses_total",
+        "Times a provider was paused"
+    );
+    describe_counter!(
+        "shipwatch_shipments_invalid_total",
+        "Shipments whose polling stopped as invalid"
+    );
+}
+
+#[derive(Clone)]
+struct Probe {
+    db: Db,
+    heartbeat: Heartbeat,
+    max_heartbeat_age: Duration,
+    metrics: PrometheusHandle,
+    clock: SharedClock,
+}
+
+/// Serves `/healthz` and `/metrics` on `listen` until `stop` fires. Returns the bound address
+/// (port 0 picks a free one) and the server task. Poll lag is measured on the system clock.
+pub async fn serve(
+    listen: SocketAddr,
+    db: Db,
+    heartbeat: Heartbeat,
+    max_heartbeat_age: Duration,
+    handle: PrometheusHandle,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let clock: SharedClock = std::sync::Arc::new(SystemClock);
+    serve_with_clock(
+        listen,
+        db,
+        heartbeat,
+        max_heartbeat_age,
+        handle,
+        clock,
+        stop,
+    )
+    .await
+}
+
+/// [`serve`] with the daemon's clock, which the shipments' due times are written in.
+pub async fn serve_with_clock(
+    listen: SocketAddr,
+    db: Db,
+    heartbeat: Heartbeat,
+    max_heartbeat_age: Duration,
+    handle: PrometheusHandle,
+    clock: SharedClock,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_page))
+        .with_state(Probe {
+            db,
+            heartbeat,
+            max_heartbeat_age,
+            metrics: handle,
+            clock,
+        });
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!(error = %e, "health endpoint stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn healthz(State(probe): State<Probe>) -> Response {
+    match probe.check().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unhealthy", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+impl Probe {
+    async fn check(&self) -> Result<(), String> {
+        let answered = tokio::time::timeout(
+            DB_PROBE_TIMEOUT,
+            sqlx::query("SELECT 1").execute(&self.db.read),
+        )
+        .await;
+        match answered {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("database: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "database: no answer within {}",
+                    humantime::format_duration(DB_PROBE_TIMEOUT)
+                ));
+            }
+        }
+        match self.heartbeat.age() {
+            None => Err("dispatcher: no round completed yet".to_owned()),
+            Some(age) if age > self.max_heartbeat_age => Err(format!(
+                "dispatcher: last round completed {} ago (limit {})",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(self.max_heartbeat_age)
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+async fn metrics_page(State(probe): State<Probe>) -> Response {
+    // Gauges are global: two scrapes refreshing at once must not interleave their values.
+    static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = SCRAPE.lock().await;
+    match refresh_gauges(&probe.db, probe.clock.now()).await {
+        Ok(()) => gauge!("shipwatch_database_up").set(1.0),
+        Err(e) => {
+            warn!(error = %e, "metrics: cannot read the database; gauges are stale");
+            gauge!("shipwatch_database_up").set(0.0);
+        }
+    }
+    probe.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        probe.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Sets every database gauge. Label sets that have no rows are set to 0, not left at their last
+/// value, so that a drained outbox reads as empty.
+async fn refresh_gauges(db: &Db, now: Millis) -> Result<(), sqlx::Error> {
+    let outbox = sqlx::query_as::<_, (String, i64)>(
+        "SELECT state, count(*) FROM notifications GROUP BY state",
+    )
+    .fetch_all(&db.read)
+    .await?;
+    let shipments = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT tier, status, count(*) FROM shipments GROUP BY tier, status",
+    )
+    .fetch_all(&db.read)
+    .await?;
+    let oldest_due = sqlx::query_scalar::<_, Option<Millis>>(
+        "SELECT min(next_poll_at) FROM shipments WHERE active = 1 AND next_poll_at <= ?",
+    )
+    .bind(now)
+    .fetch_one(&db.read)
+    .await?;
+    // Rows stay after a pause ends, so a provider that was paused once reads 0 afterwards.
+    let providers = sqlx::query_as::<_, (String, bool)>(
+        "SELECT provider, coalesce(banned_until > ?1, 0) OR coalesce(paused_until > ?1, 0) \
+         FROM provider_state",
+    )
+    .bind(now)
+    .fetch_all(&db.read)
+    .await?;
+
+    for state in OUTBOX_STATES {
+        let n = outbox.iter().find(|(s, _)| s == state).map_or(0, |r| r.1);
+        gauge!("shipwatch_outbox", "state" => state).set(n as f64);
+    }
+    for tier in Tier::ALL {
+        for status in Status::ALL {
+            let n = shipments
+                .iter()
+                .find(|(t, s, _)| t == tier.as_str() && s == status.as_str())
+                .map_or(0, |r| r.2);
+            gauge!("shipwatch_shipments", "tier" => tier.as_str(), "status" => status.as_str())
+                .set(n as f64);
+        }
+    }
+    let lag = oldest_due.map_or(0, |due| now - due).max(0);
+    gauge!("shipwatch_poll_lag_seconds").set(lag as f64 / 1000.0);
+    for (provider, paused) in providers {
+        gauge!("shipwatch_provider_paused", "provider" => provider)
+            .set(f64::from(u8::from(paused)));
+    }
+    Ok(())
+}
+
+/// Counts the pipeline's events into the Prometheus counters until `events` is dropped.
+/// Subscribes before returning, so every event emitted after the call is counted.
+pub fn record_events(events: &Events) -> JoinHandle<()> {
+    let mut receiver = events.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) => count(&event),
+                Err(RecvError::Lagged(missed)) => {
+                    warn!(
+                        missed,
+                        "metrics fell behind the pipeline; some events were not counted"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+fn count(event: &PipelineEvent) {
+    match event {
+        PipelineEvent::StatusChanged { to, .. } => {
+            counter!("shipwatch_status_changes_total", "status" => to.as_str()).increment(1);
+        }
+        PipelineEvent::PollFailed { provider, .. } => {
+            counter!("shipwatch_polls_failed_total", "provider" => provider.clone()).increment(1);
+        }
+        PipelineEvent::ShipmentInvalid { .. } => {
+            counter!("shipwatch_shipments_invalid_total").increment(1);
+        }
+        PipelineEvent::ProviderPaused { provider, .. } => {
+            counter!("shipwatch_provider_pauses_total", "provider" => provider.clone())
+                .increment(1);
+        }
+        PipelineEvent::Delivered { channel, .. } => {
+            counter!("shipwatch_notifications_total", "channel" => channel.as_str(), "result" => "sent")
+                .increment(1);
+        }
+        PipelineEvent::DeliveryFailed {
+            channel, retry_in, ..
+        } => {
+            let result = if retry_in.is_some() { "failed" } else { "dead" };
+            counter!("shipwatch_notifications_total", "channel" => channel.as_str(), "result" => result)
+                .increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::ChannelKind;
+
+    fn failed(retry_in: Option<Duration>) -> PipelineEvent {
+        PipelineEvent::DeliveryFailed {
+            order_id: "1".to_owned(),
+            channel: ChannelKind::Email,
+            status: "delivered".to_owned(),
+            attempt: 2,
+            error: "mailbox full".to_owned(),
+            retry_in,
+        }
+    }
+
+    #[test]
+    fn a_failure_with_no_retry_counts_as_dead() {
+        // A recorder of the test's own: the global one is shared with every other test.
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            count(&failed(Some(Duration::from_secs(60))));
+            count(&failed(None));
+            count(&failed(None));
+        });
+        let page = handle.render();
+        assert!(
+            page.contains(r#"shipwatch_notifications_total{channel="email",result="failed"} 1"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"shipwatch_notifications_total{channel="email",result="dead"} 2"#),
+            "{page}"
+        );
+    }
+}
