@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod events;
 pub mod intake;
+pub mod maintenance;
 pub mod notify;
 pub mod providers;
 pub mod storage;
