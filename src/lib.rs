@@ -11,6 +11,7 @@ pub mod domain;
 pub mod events;
 pub mod health;
 pub mod intake;
+pub mod maintenance;
 pub mod notify;
 pub mod providers;
 pub mod service;

@@ -251,7 +251,7 @@ pub struct Db {
     pub(crate) read: SqlitePool,
 }
 
-const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, phone, email, \
+pub(crate) const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, phone, email, \
      status, raw_status, active, error, transitions, next_poll_at, last_polled_at, last_event_at, \
      status_changed_at, created_at";
 
@@ -647,47 +647,19 @@ impl Db {
             .bind(shipment_id)
             .execute(&mut *tx)
             .await?;
-            for rule in poll.channels {
-                if !rule.triggers.contains(&status) {
-                    continue;
-                }
-                let public_id = new_public_id();
-                let message = crate::notify::payload::for_channel(
-                    rule, &public_id, poll.now, &current, poll.trace, previous, newest,
-                );
-                let (payload, recipient, state, note) = match message {
-                    Queued::Send { payload, recipient } => (payload, recipient, "pending", None),
-                    Queued::Skip(reason) => (String::new(), None, "skipped", Some(reason)),
-                };
-                // Quiet hours hold a message back; waiting is not an attempt.
-                let due = rule
-                    .quiet_hours
-                    .map_or(poll.now, |quiet| quiet.next_allowed(poll.now));
-                let inserted = sqlx::query(
-                    "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
-                     previous_status, status, payload, recipient, state, last_error, \
-                     next_attempt_at, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     ON CONFLICT (shipment_id, transition, channel) DO NOTHING",
-                )
-                .bind(&public_id)
-                .bind(shipment_id)
-                .bind(transition)
-                .bind(rule.kind.as_str())
-                .bind(previous.as_str())
-                .bind(status.as_str())
-                .bind(&payload)
-                .bind(&recipient)
-                .bind(state)
-                .bind(note)
-                .bind(due)
-                .bind(poll.now)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 1 && state == "pending" {
-                    queued.push((rule.kind, public_id));
-                }
-            }
+            queued = queue_notifications(
+                &mut tx,
+                &Change {
+                    shipment: &current,
+                    transition,
+                    previous,
+                    trace: poll.trace,
+                    newest,
+                    now: poll.now,
+                },
+                poll.channels,
+            )
+            .await?;
         } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status) {
             sqlx::query(
                 "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
@@ -1137,9 +1109,81 @@ async fn insert_event(
     .rows_affected())
 }
 
+/// One status change of a shipment, as the outbox rows announcing it need it.
+pub(crate) struct Change<'a> {
+    /// The row as it was before the change.
+    pub shipment: &'a ShipmentRow,
+    /// The shipment's transition count after the change: with the channel it keys the row.
+    pub transition: i64,
+    pub previous: Status,
+    pub trace: &'a Trace,
+    pub newest: Option<&'a TraceEvent>,
+    pub now: Millis,
+}
+
+/// Queues one outbox row per channel that the new status triggers, inside the transaction that
+/// records the change. Polls and maintenance jobs (expiry, missing carrier information) share it,
+/// so every change is announced the same way and never twice. Returns the rows to be sent.
+pub(crate) async fn queue_notifications(
+    tx: &mut Transaction<'static, Sqlite>,
+    change: &Change<'_>,
+    channels: &[ChannelRule],
+) -> Result<Vec<(ChannelKind, String)>> {
+    let status = change.trace.status;
+    let mut queued = Vec::new();
+    for rule in channels {
+        if !rule.triggers.contains(&status) {
+            continue;
+        }
+        let public_id = new_public_id();
+        let message = crate::notify::payload::for_channel(
+            rule,
+            &public_id,
+            change.now,
+            change.shipment,
+            change.trace,
+            change.previous,
+            change.newest,
+        );
+        let (payload, recipient, state, note) = match message {
+            Queued::Send { payload, recipient } => (payload, recipient, "pending", None),
+            Queued::Skip(reason) => (String::new(), None, "skipped", Some(reason)),
+        };
+        // Quiet hours hold a message back; waiting is not an attempt.
+        let due = rule
+            .quiet_hours
+            .map_or(change.now, |quiet| quiet.next_allowed(change.now));
+        let inserted = sqlx::query(
+            "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+             previous_status, status, payload, recipient, state, last_error, \
+             next_attempt_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (shipment_id, kind, transition, channel) DO NOTHING",
+        )
+        .bind(&public_id)
+        .bind(change.shipment.id)
+        .bind(change.transition)
+        .bind(rule.kind.as_str())
+        .bind(change.previous.as_str())
+        .bind(status.as_str())
+        .bind(&payload)
+        .bind(&recipient)
+        .bind(state)
+        .bind(note)
+        .bind(due)
+        .bind(change.now)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 1 && state == "pending" {
+            queued.push((rule.kind, public_id));
+        }
+    }
+    Ok(queued)
+}
+
 /// A notification id in the style of Standard Webhooks (`msg_` and random characters): unique
 /// across databases, so receivers can deduplicate on it.
-fn new_public_id() -> String {
+pub(crate) fn new_public_id() -> String {
     let suffix: String = rand::rng()
         .sample_iter(Alphanumeric)
         .take(24)

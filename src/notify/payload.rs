@@ -11,6 +11,7 @@ use crate::providers::{Trace, TraceEvent};
 use crate::storage::ShipmentRow;
 
 pub const STATUS_CHANGED: &str = "shipment.status_changed";
+pub const STUCK: &str = "shipment.stuck";
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -71,6 +72,47 @@ pub fn status_changed(
                 description: &e.description,
                 location: e.location.as_deref(),
             }),
+        },
+    };
+    serde_json::to_string(&envelope).expect("the payload is plain data")
+}
+
+#[derive(Serialize)]
+struct StuckEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: &'a str,
+    timestamp: String,
+    data: StuckData<'a>,
+}
+
+#[derive(Serialize)]
+struct StuckData<'a> {
+    order_id: &'a str,
+    tracking_no: Option<&'a str>,
+    carrier: Option<&'a str>,
+    provider: &'a str,
+    tier: &'a str,
+    status: &'a str,
+    last_event_at: String,
+    stalled_for_hours: i64,
+}
+
+/// The `shipment.stuck` body: a moving parcel has had no news since `quiet_since`.
+pub fn stuck(id: &str, now: Millis, shipment: &ShipmentRow, quiet_since: Millis) -> String {
+    let envelope = StuckEnvelope {
+        kind: STUCK,
+        id,
+        timestamp: to_rfc3339(now),
+        data: StuckData {
+            order_id: &shipment.order_id,
+            tracking_no: shipment.tracking_no.as_deref(),
+            carrier: shipment.carrier.as_deref(),
+            provider: &shipment.provider,
+            tier: &shipment.tier,
+            status: &shipment.status,
+            last_event_at: to_rfc3339(quiet_since),
+            stalled_for_hours: (now - quiet_since) / 3_600_000,
         },
     };
     serde_json::to_string(&envelope).expect("the payload is plain data")

@@ -8,6 +8,7 @@ mod crash;
 mod email_channel;
 mod journey;
 mod kuaidi100_adapter;
+mod maintenance;
 mod operations;
 mod quiet_hours;
 mod rate_limit;

@@ -1,0 +1,392 @@
+//! Maintenance jobs against a real database file, with time passed in explicitly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shipwatch::clock::ManualClock;
+use shipwatch::config::Synchronous;
+use shipwatch::domain::{Status, Tier};
+use shipwatch::events::Events;
+use shipwatch::maintenance::{self, Maintenance, MaintenanceConfig, Schedules};
+use shipwatch::notify::{ChannelKind, ChannelRule};
+use shipwatch::storage::{Db, NewShipment};
+use sqlx::SqlitePool;
+
+const T0: i64 = 1_800_000_000_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+struct Fixture {
+    db: Db,
+    /// A second connection, as an outside tool would have, to set up rows and read them back.
+    sql: SqlitePool,
+    dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let db = Db::open(&path, Synchronous::Normal).await.unwrap();
+    let sql = SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    Fixture { db, sql, dir }
+}
+
+fn webhook() -> Vec<ChannelRule> {
+    vec![ChannelRule::new(ChannelKind::Webhook, Status::ALL.to_vec())]
+}
+
+impl Fixture {
+    async fn add(&self, order_id: &str, created_at: i64) -> i64 {
+        self.db
+            .add_shipment(
+                &NewShipment {
+                    order_id: order_id.to_owned(),
+                    provider: "taobao".to_owned(),
+                    tracking_no: Some("ZT123".to_owned()),
+                    carrier: Some("中通速递".to_owned()),
+                    tier: Tier::Normal,
+                    phone: None,
+                    email: None,
+                },
+                created_at,
+            )
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn set(&self, id: i64, status: &str, active: bool, last_event_at: Option<i64>) {
+        sqlx::query(
+            "UPDATE shipments SET status = ?, active = ?, last_event_at = ?, transitions = 1, \
+             status_changed_at = coalesce(?, status_changed_at) WHERE id = ?",
+        )
+        .bind(status)
+        .bind(active)
+        .bind(last_event_at)
+        .bind(last_event_at)
+        .bind(id)
+        .execute(&self.sql)
+        .await
+        .unwrap();
+    }
+
+    async fn notifications(&self, id: i64) -> Vec<(String, String, String, String)> {
+        sqlx::query_as(
+            "SELECT kind, channel, status, state FROM notifications WHERE shipment_id = ? \
+             ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.sql)
+        .await
+        .unwrap()
+    }
+
+    async fn payloads(&self, id: i64) -> Vec<serde_json::Value> {
+        sqlx::query_scalar::<_, String>(
+            "SELECT payload FROM notifications WHERE shipment_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.sql)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect()
+    }
+}
+
+fn row(kind: &str, status: &str, state: &str) -> (String, String, String, String) {
+    (
+        kind.to_owned(),
+        "webhook".to_owned(),
+        status.to_owned(),
+        state.to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_shipment_with_no_news_for_a_month_expires_once_and_is_announced() {
+    let f = fixture().await;
+    let now = T0 + 40 * DAY;
+    let quiet = f.add("quiet", T0).await;
+    f.set(quiet, "in_transit", true, Some(now - 31 * DAY)).await;
+    let delivered = f.add("delivered", T0).await;
+    f.set(delivered, "delivered", false, Some(now - 35 * DAY))
+        .await;
+    let fresh = f.add("fresh", T0).await;
+    f.set(fresh, "in_transit", true, Some(now - 2 * DAY)).await;
+    let expire_after = Duration::from_secs(30 * 86_400);
+
+    assert_eq!(
+        maintenance::expire(&f.db, now, expire_after, &webhook())
+            .await
+            .unwrap(),
+        1
+    );
+    let row_after = f.db.shipment("quiet").await.unwrap();
+    assert_eq!(row_after.status(), Status::Expired);
+    assert!(!row_after.active);
+    assert_eq!(row_after.transitions, 2);
+    assert_eq!(row_after.status_changed_at, Some(now));
+    assert_eq!(
+        f.notifications(quiet).await,
+        [row("status_changed", "expired", "pending")]
+    );
+    let payload = &f.payloads(quiet).await[0];
+    assert_eq!(payload["type"], "shipment.status_changed");
+    assert_eq!(payload["data"]["previous_status"], "in_transit");
+    assert_eq!(payload["data"]["raw_status"], "no update for 30 days");
+
+    assert_eq!(
+        maintenance::expire(&f.db, now + DAY, expire_after, &webhook())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(f.notifications(quiet).await.len(), 1);
+    assert_eq!(
+        f.db.shipment("delivered").await.unwrap().status(),
+        Status::Delivered
+    );
+    assert_eq!(
+        f.db.shipment("fresh").await.unwrap().status(),
+        Status::InTransit
+    );
+    assert!(f.notifications(delivered).await.is_empty());
+    assert!(f.notifications(fresh).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_shipment_the_carrier_never_saw_becomes_an_exception_and_stays_polled() {
+    let f = fixture().await;
+    let now = T0 + 4 * DAY;
+    let old = f.add("old", T0).await;
+    let young = f.add("young", now - 2 * DAY).await;
+    let after = Duration::from_secs(3 * 86_400);
+
+    assert_eq!(
+        maintenance::no_info(&f.db, now, after, &webhook())
+            .await
+            .unwrap(),
+        1
+    );
+    let flagged = f.db.shipment("old").await.unwrap();
+    assert_eq!(flagged.status(), Status::Exception);
+    assert!(flagged.active, "the carrier may still scan it");
+    assert_eq!(
+        flagged.error.as_deref(),
+        Some("no carrier information after 3 days")
+    );
+    assert_eq!(
+        flagged.raw_status.as_deref(),
+        Some("no carrier information after 3 days")
+    );
+    assert_eq!(
+        f.notifications(old).await,
+        [row("status_changed", "exception", "pending")]
+    );
+    assert_eq!(
+        f.db.shipment("young").await.unwrap().status(),
+        Status::Pending
+    );
+    assert!(f.notifications(young).await.is_empty());
+    assert_eq!(
+        maintenance::no_info(&f.db, now + DAY, after, &webhook())
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_parcel_is_reported_once_per_stall() {
+    let f = fixture().await;
+    let now = T0 + 10 * DAY;
+    let id = f.add("stalled", T0).await;
+    f.set(id, "in_transit", true, Some(now - 80 * HOUR)).await;
+    let moving = f.add("moving", T0).await;
+    f.set(moving, "in_transit", true, Some(now - 5 * HOUR))
+        .await;
+    let after = Duration::from_secs(72 * 3_600);
+
+    assert_eq!(
+        maintenance::stuck(&f.db, now, after, &webhook())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.notifications(id).await,
+        [row("stuck", "in_transit", "pending")]
+    );
+    let payload = &f.payloads(id).await[0];
+    assert_eq!(payload["type"], "shipment.stuck");
+    assert_eq!(payload["data"]["order_id"], "stalled");
+    assert_eq!(payload["data"]["status"], "in_transit");
+    assert_eq!(payload["data"]["stalled_for_hours"], 80);
+    assert!(payload["id"].as_str().unwrap().starts_with("msg_"));
+    assert!(f.notifications(moving).await.is_empty());
+
+    // The same stall is not reported again.
+    assert_eq!(
+        maintenance::stuck(&f.db, now + HOUR, after, &webhook())
+            .await
+            .unwrap(),
+        0
+    );
+    // News, then a new stall: a new report (the other parcel keeps moving meanwhile).
+    f.set(id, "in_transit", true, Some(now + 2 * HOUR)).await;
+    f.set(moving, "in_transit", true, Some(now + 70 * HOUR))
+        .await;
+    assert_eq!(
+        maintenance::stuck(&f.db, now + 3 * HOUR, after, &webhook())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        maintenance::stuck(&f.db, now + 80 * HOUR, after, &webhook())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.notifications(id).await,
+        [
+            row("stuck", "in_transit", "pending"),
+            row("stuck", "in_transit", "pending")
+        ]
+    );
+    // Without a webhook there is nobody to tell.
+    assert_eq!(
+        maintenance::stuck(&f.db, now + 400 * HOUR, after, &[])
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn pruning_removes_old_delivered_history_and_keeps_what_needs_attention() {
+    let f = fixture().await;
+    let now = T0 + 200 * DAY;
+    let done = f.add("done", T0).await;
+    f.set(done, "delivered", false, Some(T0 + DAY)).await;
+    let live = f.add("live", T0).await;
+    f.set(live, "in_transit", true, Some(T0 + DAY)).await;
+    for (id, n) in [(done, 0), (live, 0), (done, 1)] {
+        sqlx::query("INSERT INTO events (shipment_id, time, description) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(T0 + n * HOUR)
+            .bind(format!("scan {n}"))
+            .execute(&f.sql)
+            .await
+            .unwrap();
+    }
+    for (transition, state, sent_at) in [
+        (1, "sent", Some(T0 + DAY)),
+        (2, "skipped", None),
+        (3, "dead", None),
+        (4, "pending", None),
+        (5, "sent", Some(now - DAY)),
+    ] {
+        sqlx::query(
+            "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+             previous_status, status, payload, state, next_attempt_at, created_at, sent_at) \
+             VALUES (?, ?, ?, 'webhook', 'pending', 'in_transit', '{}', ?, ?, ?, ?)",
+        )
+        .bind(format!("msg_{transition}"))
+        .bind(live)
+        .bind(transition)
+        .bind(state)
+        .bind(T0)
+        .bind(sent_at.unwrap_or(T0))
+        .bind(sent_at)
+        .execute(&f.sql)
+        .await
+        .unwrap();
+    }
+
+    let pruned = maintenance::prune(&f.db, now, Duration::from_secs(90 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!((pruned.notifications, pruned.events), (2, 2));
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM notifications ORDER BY transition")
+            .fetch_all(&f.sql)
+            .await
+            .unwrap();
+    assert_eq!(states, ["dead", "pending", "sent"]);
+    assert!(f.db.events(done).await.unwrap().is_empty());
+    assert_eq!(f.db.events(live).await.unwrap().len(), 1);
+    // The shipment itself stays: it belongs to the shop.
+    assert_eq!(
+        f.db.shipment("done").await.unwrap().status(),
+        Status::Delivered
+    );
+}
+
+#[tokio::test]
+async fn checkpoint_empties_the_wal() {
+    let f = fixture().await;
+    f.add("a", T0).await;
+    let done = maintenance::checkpoint(&f.db).await.unwrap();
+    assert!(done.busy || done.wal_frames >= 0);
+    let size = std::fs::metadata(f.dir.path().join("s.db-wal"))
+        .unwrap()
+        .len();
+    // Another connection (ours) may hold a read snapshot, so only check it did not grow.
+    assert!(size < 1 << 20);
+}
+
+#[tokio::test]
+async fn the_scheduler_starts_with_a_valid_config_and_stops_promptly() {
+    let f = fixture().await;
+    let mut config = MaintenanceConfig {
+        schedules: Schedules {
+            expire: "* * * * * *".to_owned(),
+            stuck: "* * * * * *".to_owned(),
+            prune: "* * * * * *".to_owned(),
+            checkpoint: "* * * * * *".to_owned(),
+        },
+        ..MaintenanceConfig::default()
+    };
+    let quiet = f.add("quiet", T0).await;
+    f.set(quiet, "in_transit", true, Some(T0)).await;
+    let clock = Arc::new(ManualClock::new(T0 + 40 * DAY));
+    let events = Events::default();
+    let mut heard = events.subscribe();
+    let jobs = Maintenance::start(f.db.clone(), clock, config.clone(), webhook(), events)
+        .await
+        .unwrap();
+    // Within a couple of seconds the every-second expiry job has run on the injected time.
+    let change = tokio::time::timeout(Duration::from_secs(3), heard.recv())
+        .await
+        .expect("the expiry job ran")
+        .unwrap();
+    assert!(matches!(
+        change,
+        shipwatch::events::PipelineEvent::StatusChanged {
+            to: Status::Expired,
+            ..
+        }
+    ));
+    let begun = std::time::Instant::now();
+    assert!(jobs.shutdown(Duration::from_secs(5)).await);
+    assert!(begun.elapsed() < Duration::from_secs(5));
+
+    config.schedules.stuck = "0 */10 * * *".to_owned();
+    let err = Maintenance::start(
+        f.db.clone(),
+        Arc::new(ManualClock::new(T0)),
+        config,
+        webhook(),
+        Events::default(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.contains("schedule stuck"), "{err}");
+}
