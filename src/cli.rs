@@ -297,9 +297,10 @@ async fn run_daemon(global: &Global) -> Result<()> {
         "shipwatch started"
     );
     let reloader = tokio::spawn(reload_on_hangup(global.clone(), daemon.dispatcher.clone()));
-    daemon.run(shutdown_signal()).await;
+    let outcome = daemon.run(shutdown_signal()).await;
     reloader.abort();
     db.close().await;
+    outcome?;
     Ok(())
 }
 

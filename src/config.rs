@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Secret, Status, Tier};
+use crate::maintenance::{MaintenanceConfig, Schedules};
 use crate::notify::email::EmailConfig;
 use crate::notify::sms_aliyun::AliyunSmsConfig;
 use crate::notify::sms_http::HttpSmsConfig;
@@ -222,6 +223,8 @@ pub struct Http {
     pub connect_timeout: Duration,
     /// The whole request, answer included.
     pub timeout: Duration,
+    /// Where `/healthz` and `/metrics` are served; not at all when `None`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Http {
@@ -229,6 +232,7 @@ impl Default for Http {
         Http {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
+            listen: None,
         }
     }
 }
@@ -335,6 +339,7 @@ pub struct Config {
     pub polling: Polling,
     pub delivery: Delivery,
     pub http: Http,
+    pub maintenance: MaintenanceConfig,
     pub providers: BTreeMap<String, ProviderSettings>,
     pub channels: Channels,
 }
@@ -355,6 +360,8 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    maintenance: RawMaintenance,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
@@ -396,6 +403,28 @@ struct RawDelivery {
 struct RawHttp {
     connect_timeout: Option<HumanDuration>,
     timeout: Option<HumanDuration>,
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    timezone: Option<String>,
+    expire_after: Option<HumanDuration>,
+    no_info_after: Option<HumanDuration>,
+    stuck_after: Option<HumanDuration>,
+    retain: Option<HumanDuration>,
+    #[serde(default)]
+    schedules: RawSchedules,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSchedules {
+    expire: Option<String>,
+    stuck: Option<String>,
+    prune: Option<String>,
+    checkpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -620,7 +649,19 @@ impl Config {
         let http = Http {
             connect_timeout: raw.http.connect_timeout.map_or(d.connect_timeout, |v| v.0),
             timeout: raw.http.timeout.map_or(d.timeout, |v| v.0),
+            listen: raw
+                .http
+                .listen
+                .map(|l| {
+                    l.parse().map_err(|_| {
+                        invalid(format!(
+                            "[http] listen = {l:?} is not an address and port such as 127.0.0.1:9464"
+                        ))
+                    })
+                })
+                .transpose()?,
         };
+        let maintenance = resolve_maintenance(raw.maintenance)?;
         if http.timeout.is_zero() || http.connect_timeout.is_zero() {
             return Err(invalid("[http] timeouts must be longer than 0s"));
         }
@@ -655,6 +696,7 @@ impl Config {
             polling,
             delivery,
             http,
+            maintenance,
             providers,
             channels,
         })
@@ -991,6 +1033,34 @@ fn parse_texts(
         }
     }
     Ok(texts)
+}
+
+fn resolve_maintenance(raw: RawMaintenance) -> Result<MaintenanceConfig, ConfigError> {
+    let d = MaintenanceConfig::default();
+    let config = MaintenanceConfig {
+        timezone: match raw.timezone {
+            None => d.timezone,
+            Some(zone) => zone.parse().map_err(|_| {
+                invalid(format!(
+                    "[maintenance] timezone {zone:?} is not a time zone name such as Asia/Shanghai"
+                ))
+            })?,
+        },
+        expire_after: raw.expire_after.map_or(d.expire_after, |v| v.0),
+        no_info_after: raw.no_info_after.map_or(d.no_info_after, |v| v.0),
+        stuck_after: raw.stuck_after.map_or(d.stuck_after, |v| v.0),
+        retain: raw.retain.map_or(d.retain, |v| v.0),
+        schedules: Schedules {
+            expire: raw.schedules.expire.unwrap_or(d.schedules.expire),
+            stuck: raw.schedules.stuck.unwrap_or(d.schedules.stuck),
+            prune: raw.schedules.prune.unwrap_or(d.schedules.prune),
+            checkpoint: raw.schedules.checkpoint.unwrap_or(d.schedules.checkpoint),
+        },
+    };
+    config
+        .validate()
+        .map_err(|e| invalid(format!("[maintenance] {e}")))?;
+    Ok(config)
 }
 
 /// A channel's trigger list; when not given, `default`, or every change.

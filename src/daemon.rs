@@ -1,6 +1,7 @@
 //! The daemon: the dispatcher and the sender side by side, from a config, until told to stop.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use crate::clock::SharedClock;
 use crate::config::{AdapterSettings, Config, Http, SmsSettings};
 use crate::dispatch::{Dispatcher, ProviderRuntime, Providers};
 use crate::events::Events;
+use crate::maintenance::{Maintenance, MaintenanceConfig};
 use crate::notify::Channel;
+use crate::notify::ChannelRule;
 use crate::notify::email::Email;
 use crate::notify::sender::Sender;
 use crate::notify::sms_aliyun::AliyunSms;
@@ -22,6 +25,7 @@ use crate::providers::alibaba1688::Alibaba1688;
 use crate::providers::kuaidi100::Kuaidi100;
 use crate::providers::simulator::Simulator;
 use crate::providers::taobao::Taobao;
+use crate::service::Supervisor;
 use crate::storage::Db;
 
 /// The one HTTP client all upstream APIs share (its connection pool included).
@@ -93,6 +97,15 @@ pub struct Daemon {
     pub dispatcher: Arc<Dispatcher>,
     pub sender: Arc<Sender>,
     pub grace: Duration,
+    db: Db,
+    clock: SharedClock,
+    events: Events,
+    rules: Vec<ChannelRule>,
+    maintenance: MaintenanceConfig,
+    /// Where `/healthz` and `/metrics` are served, if anywhere.
+    listen: Option<SocketAddr>,
+    /// How stale the dispatcher's heartbeat may grow before `/healthz` says unhealthy.
+    max_heartbeat_age: Duration,
 }
 
 impl Daemon {
@@ -103,42 +116,139 @@ impl Daemon {
         events: Events,
     ) -> anyhow::Result<Daemon> {
         let http = upstream_client(&config.http)?;
+        let rules = config.channels.rules();
         let dispatcher = Dispatcher::new(
             db.clone(),
             clock.clone(),
             config.tiers,
             config.polling,
             build_providers(config, &http),
-            config.channels.rules(),
+            rules.clone(),
             events.clone(),
         );
         let sender = Sender::new(
-            db,
-            clock,
+            db.clone(),
+            clock.clone(),
             config.delivery,
             build_channels(config)?,
-            &config.channels.rules(),
-            events,
+            &rules,
+            events.clone(),
             config.polling.scan_interval,
         );
         Ok(Daemon {
             dispatcher,
             sender,
             grace: config.shutdown_timeout,
+            db,
+            clock,
+            events,
+            rules,
+            maintenance: config.maintenance.clone(),
+            listen: config.http.listen,
+            // A round ends at the latest when a poll times out and frees its slot.
+            max_heartbeat_age: (config.polling.timeout + config.polling.scan_interval) * 2,
         })
     }
 
-    /// Runs until `shutdown` completes; then stops claiming work, lets in-flight polls and
-    /// deliveries finish within the grace period, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Runs until `shutdown` completes; then stops claiming work, lets in-flight polls,
+    /// deliveries and maintenance runs finish within the grace period, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
+        let supervisor = Supervisor::from_env();
+        let heartbeat = self.dispatcher.heartbeat();
+        let maintenance = Maintenance::start(
+            self.db.clone(),
+            self.clock.clone(),
+            self.maintenance.clone(),
+            self.rules.clone(),
+            self.events.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(listen) = self.listen {
+            let metrics = crate::health::install_recorder();
+            crate::health::record_events(&self.events);
+            let (bound, _) = crate::health::serve_with_clock(
+                listen,
+                self.db.clone(),
+                heartbeat.clone(),
+                self.max_heartbeat_age,
+                metrics,
+                self.clock.clone(),
+                stop.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve /healthz and /metrics on {listen}: {e}"))?;
+            info!(listen = %bound, "serving /healthz and /metrics");
+        }
         let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone(), self.grace));
         let sender = tokio::spawn(self.sender.run(stop.clone(), self.grace));
+        supervisor.ready(&summary(&self.db, &self.clock).await);
+        let watchdog = tokio::spawn(supervisor.clone().run_watchdog(heartbeat, stop.clone()));
+        let status = tokio::spawn(report_status(
+            supervisor.clone(),
+            self.db.clone(),
+            self.clock.clone(),
+            stop.clone(),
+        ));
         shutdown.await;
         info!("shutting down: no new work; waiting for polls and deliveries in flight");
+        supervisor.stopping();
         stop.cancel();
-        let _ = tokio::join!(dispatcher, sender);
+        let (maintenance_done, _) = tokio::join!(maintenance.shutdown(self.grace), async {
+            let _ = tokio::join!(dispatcher, sender, watchdog, status);
+        });
+        if !maintenance_done {
+            tracing::warn!(
+                "a maintenance job was cut short by the shutdown; it runs again on schedule"
+            );
+        }
         info!("stopped");
+        Ok(())
+    }
+}
+
+/// A one-line summary for systemd's STATUS=.
+async fn summary(db: &Db, clock: &SharedClock) -> String {
+    match db.stats(clock.now()).await {
+        Ok(stats) => {
+            let active: i64 = stats
+                .shipments
+                .iter()
+                .filter(|c| c.active)
+                .map(|c| c.count)
+                .sum();
+            let pending: i64 = stats
+                .notifications
+                .iter()
+                .filter(|c| c.state == "pending")
+                .map(|c| c.count)
+                .sum();
+            format!(
+                "tracking {active} shipments, {} due, lag {}s, {pending} notifications pending",
+                stats.due_now, stats.lag_seconds
+            )
+        }
+        Err(e) => format!("database unreadable: {e}"),
+    }
+}
+
+async fn report_status(
+    supervisor: Supervisor,
+    db: Db,
+    clock: SharedClock,
+    stop: CancellationToken,
+) {
+    if !supervisor.is_enabled() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                supervisor.status(&summary(&db, &clock).await);
+            }
+        }
     }
 }
 

@@ -147,7 +147,7 @@ pub async fn run(args: DemoArgs, db_path: Option<PathBuf>) -> Result<()> {
                 _ = shutdown_signal() => println!("\ninterrupted"),
             }
         })
-        .await;
+        .await?;
     watcher.abort();
     first_retry_shown.abort();
     let _ = first_retry_shown.await;

@@ -138,8 +138,12 @@ impl Supervisor {
         #[cfg(unix)]
         if let Some(addr) = &self.socket {
             let message: String = states.iter().map(|s| format!("{s}\n")).collect();
-            let sent = std::os::unix::net::UnixDatagram::unbound()
-                .and_then(|socket| socket.send_to_addr(message.as_bytes(), addr));
+            // Never block the runtime on a manager that is not reading: a full socket buffer
+            // drops this message (the next one follows soon) instead of stalling the daemon.
+            let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                socket.send_to_addr(message.as_bytes(), addr)
+            });
             match sent {
                 Ok(_) => debug!(message = message.trim_end(), "told systemd"),
                 // Supervision is a courtesy to the service manager; the work goes on without it.

@@ -15,6 +15,7 @@ use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
+use crate::service::Heartbeat;
 use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
 
@@ -90,6 +91,9 @@ pub struct Dispatcher {
     /// Shipments whose poll is under way. A poll that waits long for its provider's quota may
     /// outlive its claim; the shipment is then claimed again but must not be polled twice.
     in_flight: Mutex<HashSet<i64>>,
+    /// Beats once per completed round; systemd's watchdog and `/healthz` watch it, so a wedged
+    /// dispatcher gets noticed.
+    heartbeat: Heartbeat,
 }
 
 impl Dispatcher {
@@ -113,6 +117,7 @@ impl Dispatcher {
             channels,
             events,
             in_flight: Mutex::new(HashSet::new()),
+            heartbeat: Heartbeat::new(),
         })
     }
 
@@ -432,7 +437,10 @@ impl Dispatcher {
         self.workers
             .feed(&stop, || async move {
                 match me.step().await {
-                    Ok(_) => me.idle_wait().await,
+                    Ok(_) => {
+                        me.heartbeat.beat();
+                        me.idle_wait().await
+                    }
                     Err(e) => {
                         error!(error = %e, "dispatcher could not claim shipments");
                         me.polling.scan_interval
@@ -454,6 +462,10 @@ impl Dispatcher {
             Ok(Some(_)) => Duration::from_millis(10).min(self.polling.scan_interval),
             _ => self.polling.scan_interval,
         }
+    }
+
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     pub fn provider(&self, name: &str) -> Option<Arc<ProviderRuntime>> {

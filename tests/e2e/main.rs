@@ -17,6 +17,7 @@ mod schedule;
 mod service;
 mod sms_channels;
 mod storage;
+mod supervised;
 mod support;
 mod taobao_adapter;
 mod three_providers;

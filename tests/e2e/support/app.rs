@@ -163,6 +163,11 @@ secret = "{secret}"
 
     /// Starts `shipwatch run`; its log goes to `daemon-N.log` in the test folder.
     pub fn spawn_daemon(&self) -> Daemon {
+        self.spawn_daemon_with_env(&[])
+    }
+
+    /// Starts `shipwatch run` with extra environment variables (systemd's, say).
+    pub fn spawn_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let n = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter(|e| {
@@ -176,6 +181,7 @@ secret = "{secret}"
         let log = self.dir.path().join(format!("daemon-{n}.log"));
         let child = self
             .command(&["run"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

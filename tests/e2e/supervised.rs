@@ -1,0 +1,112 @@
+//! The real binary under a stand-in for systemd: readiness after migrations, watchdog pings
+//! while the dispatcher works, STOPPING=1 on SIGTERM, and the health and metrics endpoint.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UnixDatagram;
+
+use crate::support::app::{Options, TestApp};
+
+/// Reads the notify socket as systemd would, keeping every message.
+fn listen(socket: UnixDatagram) -> Arc<Mutex<Vec<String>>> {
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let kept = messages.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf).await {
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    messages
+}
+
+fn count(messages: &Mutex<Vec<String>>, needle: &str) -> usize {
+    messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.contains(needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_and_stopping_and_health_answers() {
+    let app = TestApp::with(Options {
+        extra: "[http]\nlisten = \"127.0.0.1:0\"\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let tid = 9_500_000_000_000_000_001u64;
+    app.top.journey(tid);
+    let socket_path = app.dir.path().join("notify.sock");
+    let messages = listen(UnixDatagram::bind(&socket_path).unwrap());
+    let mut daemon = app.spawn_daemon_with_env(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+
+    app.wait_until("READY=1 arrives", Duration::from_secs(30), || {
+        count(&messages, "READY=1") == 1
+    })
+    .await;
+    let ready = messages.lock().unwrap()[0].clone();
+    assert!(ready.contains("READY=1"), "READY=1 comes first: {ready}");
+    assert!(ready.contains("STATUS=tracking 0 shipments"), "{ready}");
+    // Ready means migrated: the public table takes rows at once.
+    app.sql(&format!(
+        "INSERT INTO shipments (order_id, provider, tier) VALUES ('{tid}', 'taobao', 'high')"
+    ))
+    .await
+    .unwrap();
+    app.wait_until(
+        "the watchdog is fed regularly",
+        Duration::from_secs(10),
+        || count(&messages, "WATCHDOG=1") >= 5,
+    )
+    .await;
+
+    let log = daemon.log();
+    let listen = log
+        .lines()
+        .find(|l| l.contains("serving /healthz and /metrics"))
+        .and_then(|l| l.split("listen=").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap().to_owned())
+        .expect("the daemon says where it listens");
+    let health = reqwest::get(format!("http://{listen}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    app.wait_until("the parcel is delivered", Duration::from_secs(30), || {
+        app.shipments()[0]["status"] == "delivered"
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shipwatch_shipments{")
+                && l.contains("status=\"delivered\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shipwatch_status_changes_total") && l.contains("delivered")),
+        "{metrics}"
+    );
+
+    assert!(daemon.terminate().success());
+    app.wait_until("STOPPING=1 arrives", Duration::from_secs(5), || {
+        count(&messages, "STOPPING=1") == 1
+    })
+    .await;
+}
