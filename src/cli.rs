@@ -212,7 +212,9 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 fn init_logging(global: &Global, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The scheduler library narrates its own start at info; only its warnings matter here.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},tokio_cron_scheduler=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -639,7 +641,11 @@ fn notification_line(n: &crate::storage::NotificationRow) -> Vec<String> {
     vec![
         n.id.to_string(),
         n.channel.clone(),
-        format!("{} → {}", n.previous_status, n.status),
+        if n.kind == "stuck" {
+            format!("stuck in {}", n.status)
+        } else {
+            format!("{} → {}", n.previous_status, n.status)
+        },
         n.state.clone(),
         n.attempts.to_string(),
         n.last_error.clone().unwrap_or_default(),

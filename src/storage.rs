@@ -147,6 +147,8 @@ pub struct NotificationRow {
     pub id: i64,
     pub public_id: String,
     pub order_id: String,
+    /// `status_changed` or `stuck`.
+    pub kind: String,
     pub channel: String,
     pub previous_status: String,
     pub status: String,
@@ -165,6 +167,8 @@ pub struct NotificationView {
     pub id: i64,
     pub webhook_id: String,
     pub order_id: String,
+    /// `status_changed` or `stuck`.
+    pub kind: String,
     pub channel: String,
     pub previous_status: String,
     pub status: String,
@@ -182,6 +186,7 @@ impl From<&NotificationRow> for NotificationView {
             id: row.id,
             webhook_id: row.public_id.clone(),
             order_id: row.order_id.clone(),
+            kind: row.kind.clone(),
             channel: row.channel.clone(),
             previous_status: row.previous_status.clone(),
             status: row.status.clone(),
@@ -963,7 +968,7 @@ impl Db {
         shipment_id: Option<i64>,
     ) -> Result<Vec<NotificationRow>> {
         Ok(sqlx::query_as::<_, NotificationRow>(
-            "SELECT n.id, n.public_id, s.order_id, n.channel, n.previous_status, n.status, \
+            "SELECT n.id, n.public_id, s.order_id, n.kind, n.channel, n.previous_status, n.status, \
                     n.state, n.attempts, n.next_attempt_at, n.lease_until, n.last_error, \
                     n.created_at, n.sent_at \
              FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
