@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -631,7 +630,7 @@ fn map_status(journeys: &[Vec<TraceEvent>]) -> Decision {
         .filter_map(|events| standing(events, &mut unmapped))
         .collect();
     for value in &unmapped {
-        note_unmapped(value);
+        super::note_unmapped("alibaba1688", value);
     }
     let unfinished = standings.iter().filter(|s| !s.status.is_terminal());
     let freshest = |a: &&Standing<'_>, b: &&Standing<'_>| a.latest.cmp(&b.latest);
@@ -652,29 +651,6 @@ fn map_status(journeys: &[Vec<TraceEvent>]) -> Decision {
             raw_status: String::new(),
             unmapped,
         },
-    }
-}
-
-/// Bounds the memory of what was already reported: free-text remarks are endless.
-const UNMAPPED_MEMORY: usize = 1024;
-
-static UNMAPPED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-
-/// True the first time a raw value is seen in this process.
-fn first_sighting(key: String) -> bool {
-    let mut seen = UNMAPPED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
-        return false;
-    }
-    seen.insert(key)
-}
-
-/// Logs an unmapped remark once, so operators can extend the table without drowning in logs.
-fn note_unmapped(value: &str) {
-    if first_sighting(value.to_owned()) {
-        tracing::warn!(provider = "alibaba1688", raw = %value, "unmapped");
     }
 }
 
@@ -1000,14 +976,6 @@ mod tests {
         );
         // A waybill not scanned yet holds nothing back.
         assert_eq!(map_status(&[vec![], delivered]).status, Status::Delivered);
-    }
-
-    #[test]
-    fn unmapped_values_are_reported_once() {
-        let key = "test\u{0}reported-once".to_owned();
-        assert!(first_sighting(key.clone()));
-        assert!(!first_sighting(key.clone()));
-        assert!(!first_sighting(key));
     }
 
     // ----- parsing ----------------------------------------------------------------------------

@@ -1,8 +1,6 @@
 //! Kuaidi100 real-time query (`poll/query.do`).
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -449,7 +447,7 @@ fn map_state(state: &str, has_events: bool) -> (Status, Vec<String>) {
     let mut unmapped = Vec::new();
     if !state.is_empty() {
         let value = format!("state={state}");
-        note_unmapped(&value);
+        super::note_unmapped("kuaidi100", &value);
         unmapped.push(value);
     }
     // There are scans, so the parcel is moving; anything stronger would be a guess.
@@ -459,29 +457,6 @@ fn map_state(state: &str, has_events: bool) -> (Status, Vec<String>) {
         Status::Pending
     };
     (status, unmapped)
-}
-
-/// Bounds the memory of what was already reported.
-const UNMAPPED_MEMORY: usize = 1024;
-
-static UNMAPPED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-
-/// True the first time a raw value is seen in this process.
-fn first_sighting(key: String) -> bool {
-    let mut seen = UNMAPPED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
-        return false;
-    }
-    seen.insert(key)
-}
-
-/// Logs an unmapped raw value once, so operators can extend the table without drowning in logs.
-fn note_unmapped(value: &str) {
-    if first_sighting(value.to_owned()) {
-        tracing::warn!(provider = "kuaidi100", raw = %value, "unmapped");
-    }
 }
 
 #[cfg(test)]
@@ -737,14 +712,6 @@ mod tests {
         );
         assert_eq!(map_state("", true), (Status::InTransit, Vec::new()));
         assert_eq!(map_state("", false), (Status::Pending, Vec::new()));
-    }
-
-    #[test]
-    fn unmapped_values_are_reported_once() {
-        let key = "test\u{0}reported-once".to_owned();
-        assert!(first_sighting(key.clone()));
-        assert!(!first_sighting(key.clone()));
-        assert!(!first_sighting(key));
     }
 
     // ----- parsing ----------------------------------------------------------------------------

@@ -100,6 +100,32 @@ pub trait Provider: Send + Sync {
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError>;
 }
 
+/// Bounds the memory of unmapped values already reported: free-text descriptions are endless.
+const UNMAPPED_MEMORY: usize = 4096;
+
+static UNMAPPED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// True the first time this process sees `value` from `provider`.
+fn first_sighting(provider: &str, value: &str) -> bool {
+    let mut seen = UNMAPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let key = format!("{provider}\u{0}{value}");
+    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
+        return false;
+    }
+    seen.insert(key)
+}
+
+/// Logs a value no mapping table knew, once per process, so that operators can extend the
+/// tables without drowning in logs. (`stats` counts every sighting.)
+pub fn note_unmapped(provider: &'static str, value: &str) {
+    if first_sighting(provider, value) {
+        tracing::warn!(provider, raw = %value, "unmapped");
+    }
+}
+
 /// How much of an unexpected body an error message quotes.
 pub const SNIPPET_CHARS: usize = 80;
 
@@ -229,6 +255,13 @@ mod tests {
         );
         let whole = reqwest::get(&url).await.unwrap();
         assert_eq!(read_body(whole, 100 << 20).await.unwrap().len(), 50 << 20);
+    }
+
+    #[test]
+    fn unmapped_values_are_reported_once_per_provider() {
+        assert!(first_sighting("test", "reported-once"));
+        assert!(!first_sighting("test", "reported-once"));
+        assert!(first_sighting("other", "reported-once"));
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! Taobao TOP `taobao.logistics.trace.search`.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -619,7 +617,7 @@ fn map_status(raw_status: &str, newest: Option<&TraceEvent>) -> (Status, Vec<Str
     let mut unmapped = Vec::new();
     let status = status_from(raw_status, newest, &mut unmapped);
     for value in &unmapped {
-        note_unmapped(value);
+        super::note_unmapped("taobao", value);
     }
     (status, unmapped)
 }
@@ -656,29 +654,6 @@ fn status_from(
             // There are scans, so the parcel is moving; anything stronger would be a guess.
             Status::InTransit
         }
-    }
-}
-
-/// Bounds the memory of what was already reported: free-text descriptions are endless.
-const UNMAPPED_MEMORY: usize = 1024;
-
-static UNMAPPED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-
-/// True the first time a raw value is seen in this process.
-fn first_sighting(key: String) -> bool {
-    let mut seen = UNMAPPED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
-        return false;
-    }
-    seen.insert(key)
-}
-
-/// Logs an unmapped raw value once, so operators can extend the tables without drowning in logs.
-fn note_unmapped(value: &str) {
-    if first_sighting(value.to_owned()) {
-        tracing::warn!(provider = "taobao", raw = %value, "unmapped");
     }
 }
 
@@ -1013,14 +988,6 @@ mod tests {
             canonical_status("TEST_UNKNOWN_STATUS", Some(&signed)),
             Status::Delivered
         );
-    }
-
-    #[test]
-    fn unmapped_values_are_reported_once() {
-        let key = "test\u{0}reported-once".to_owned();
-        assert!(first_sighting(key.clone()));
-        assert!(!first_sighting(key.clone()));
-        assert!(!first_sighting(key));
     }
 
     // ----- parsing ----------------------------------------------------------------------------
