@@ -877,7 +877,7 @@ struct StatsView {
 }
 
 async fn stats(global: &Global, json: bool) -> Result<()> {
-    let (db, _) = open(global).await?;
+    let (db, config) = open(global).await?;
     let stats = db.stats(SystemClock.now()).await?;
     let view = StatsView {
         shipments: stats.shipments,
@@ -929,6 +929,40 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
             line.join(", ")
         }
     );
+    if let Some(config) = &config {
+        for (name, provider) in &config.providers {
+            let quota = provider.rate_limit.map_or("no rate limit".to_owned(), |r| {
+                format!(
+                    "{:.0} calls/min allowed",
+                    f64::from(r.calls) * 60.0 / r.per.as_secs_f64()
+                )
+            });
+            let state = view
+                .providers
+                .iter()
+                .find(|s| &s.provider == name)
+                .map_or("ok", |s| {
+                    if s.paused_until.is_some() {
+                        "STOPPED"
+                    } else {
+                        "BANNED"
+                    }
+                });
+            println!(
+                "provider       {name} ({}): {state}, {quota}",
+                provider.adapter.kind()
+            );
+        }
+        for rule in config.channels.rules() {
+            println!(
+                "channel        {}: on {} statuses{}",
+                rule.kind,
+                rule.triggers.len(),
+                rule.quiet_hours
+                    .map_or(String::new(), |q| format!(", quiet hours {q}"))
+            );
+        }
+    }
     if view.providers.is_empty() {
         println!("providers      none paused or banned");
     }

@@ -273,7 +273,12 @@ impl Dispatcher {
         provider: &ProviderRuntime,
         row: &ShipmentRow,
     ) -> Result<PollOutcome, StorageError> {
+        // Time spent waiting for the quota: its sum per provider shows how far behind the quota
+        // keeps the daemon.
+        let waited = tokio::time::Instant::now();
         provider.limiter.acquire().await;
+        metrics::histogram!("shipwatch_rate_limit_wait_seconds", "provider" => provider.name.clone())
+            .record(waited.elapsed().as_secs_f64());
         if provider.is_paused(self.clock.now()) {
             self.db.release_shipment(row.id).await?;
             return Ok(PollOutcome::Skipped);
@@ -303,6 +308,17 @@ impl Dispatcher {
     ) -> Result<PollOutcome, StorageError> {
         let now = self.clock.now();
         let tier = row.tier();
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ProviderError::Transient(_)) => "transient",
+            Err(ProviderError::RateLimited { .. }) => "rate_limited",
+            Err(ProviderError::AuthExpired(_)) => "auth_expired",
+            Err(ProviderError::Config(_)) => "config",
+            Err(ProviderError::NotFound(_)) => "not_found",
+            Err(ProviderError::Permanent(_)) => "permanent",
+        };
+        metrics::counter!("shipwatch_polls_total", "provider" => provider.name.clone(), "result" => outcome)
+            .increment(1);
         let trace = match result {
             Ok(trace) => trace,
             Err(error) => {

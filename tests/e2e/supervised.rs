@@ -103,6 +103,22 @@ async fn systemd_hears_ready_watchdog_and_stopping_and_health_answers() {
             .any(|l| l.starts_with("shipwatch_status_changes_total") && l.contains("delivered")),
         "{metrics}"
     );
+    // Five successful polls took the parcel to delivered.
+    let ok_polls = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("shipwatch_polls_total{")
+                && l.contains("provider=\"taobao\"")
+                && l.contains("result=\"ok\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(ok_polls >= 5.0, "{metrics}");
+    assert!(
+        metrics.contains("shipwatch_rate_limit_wait_seconds_count{provider=\"taobao\"}"),
+        "{metrics}"
+    );
 
     assert!(daemon.terminate().success());
     app.wait_until("STOPPING=1 arrives", Duration::from_secs(5), || {
