@@ -10,14 +10,15 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer};
 use sha1::Sha1;
 
-use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, oldest_first, snippet};
+use super::{
+    DEFAULT_BAN, Provider, ProviderError, Trace, TraceEvent, TrackRequest, oldest_first, snippet,
+};
 use crate::domain::{Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://gw.open.1688.com/openapi";
 const API_PATH: &str =
     "param2/1/com.alibaba.logistics/alibaba.trade.getLogisticsTraceInfo.buyerView";
-/// Used when a frequency limit or a 429 does not say how long it lasts.
-const DEFAULT_BAN: Duration = Duration::from_secs(60);
+
 /// Signs a 1688 request: `url_path` (no leading slash) followed by every parameter but
 /// `_aop_signature` as `key+value`, those strings sorted, HMAC-SHA1 with the app secret,
 /// uppercase hex.

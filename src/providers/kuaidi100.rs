@@ -20,8 +20,6 @@ const PHONE_CARRIERS: [&str; 3] = ["shunfeng", "shunfengkuaiyun", "zhongtong"];
 /// How many trailing digits of the phone are sent: all these carriers check, and no more should
 /// leave the daemon than they need.
 const PHONE_DIGITS: usize = 4;
-/// Used when a 429 does not say how long to stay away.
-const DEFAULT_BAN: Duration = Duration::from_secs(60);
 /// Signs a query: uppercase hex MD5 of `param + key + customer`, over the exact `param` sent.
 pub fn sign(param: &str, key: &str, customer: &str) -> String {
     let mut hasher = Md5::new();
@@ -130,18 +128,8 @@ impl Provider for Kuaidi100 {
         let retry_after = super::retry_after_secs(&response);
         let body = super::read_body(response, super::MAX_BODY).await?;
         let body = String::from_utf8_lossy(&body);
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(ProviderError::RateLimited {
-                retry_after: retry_after.map_or(DEFAULT_BAN, Duration::from_secs),
-                message: format!("HTTP 429 from Kuaidi100: {}", snippet(&body)),
-            });
-        }
-        if !status.is_success() {
-            return Err(ProviderError::Transient(format!(
-                "HTTP {} from Kuaidi100: {}",
-                status.as_u16(),
-                snippet(&body)
-            )));
+        if let Some(failure) = super::http_failure("Kuaidi100", status, retry_after, &body) {
+            return Err(failure);
         }
         let trace = parse_response(&body)?;
         if let Some(answered) = &trace.tracking_no

@@ -154,6 +154,32 @@ pub fn transport_error(upstream: &str, err: &reqwest::Error) -> ProviderError {
     ProviderError::Transient(format!("{upstream} {what}: {err}"))
 }
 
+/// How long a provider is paused when upstream says "too many" without saying for how long.
+pub const DEFAULT_BAN: Duration = Duration::from_secs(60);
+
+/// The classification of an HTTP status that is not a success: 429 pauses the provider (for
+/// `Retry-After` seconds when given), anything else is worth another try later.
+pub fn http_failure(
+    upstream: &str,
+    status: reqwest::StatusCode,
+    retry_after: Option<u64>,
+    body: &str,
+) -> Option<ProviderError> {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Some(ProviderError::RateLimited {
+            retry_after: retry_after.map_or(DEFAULT_BAN, Duration::from_secs),
+            message: format!("HTTP 429 from {upstream}: {}", snippet(body)),
+        });
+    }
+    (!status.is_success()).then(|| {
+        ProviderError::Transient(format!(
+            "HTTP {} from {upstream}: {}",
+            status.as_u16(),
+            snippet(body)
+        ))
+    })
+}
+
 /// A `Retry-After` given in seconds.
 pub fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
     response

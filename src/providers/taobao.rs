@@ -11,14 +11,15 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer};
 use sha2::Sha256;
 
-use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, shanghai, snippet};
+use super::{
+    DEFAULT_BAN, Provider, ProviderError, Trace, TraceEvent, TrackRequest, shanghai, snippet,
+};
 use crate::domain::{Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://eco.taobao.com/router/rest";
 const METHOD: &str = "taobao.logistics.trace.search";
 const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
-/// Used when a ban or a 429 does not say how long it lasts.
-const DEFAULT_BAN: Duration = Duration::from_secs(60);
+
 /// How a TOP request is signed (`sign_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(try_from = "String")]
@@ -195,18 +196,8 @@ impl Provider for Taobao {
         let retry_after = super::retry_after_secs(&response);
         let body = super::read_body(response, super::MAX_BODY).await?;
         let body = String::from_utf8_lossy(&body);
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(ProviderError::RateLimited {
-                retry_after: retry_after.map_or(DEFAULT_BAN, Duration::from_secs),
-                message: format!("HTTP 429 from TOP: {}", snippet(&body)),
-            });
-        }
-        if !status.is_success() {
-            return Err(ProviderError::Transient(format!(
-                "HTTP {} from TOP: {}",
-                status.as_u16(),
-                snippet(&body)
-            )));
+        if let Some(failure) = super::http_failure("TOP", status, retry_after, &body) {
+            return Err(failure);
         }
         let found = parse_response(&body)?;
         if let Some(answered) = found.tid
