@@ -711,10 +711,7 @@ fn resolve_provider(
     let section = format!("[providers.{name}]");
     let adapter = match raw.kind.as_str() {
         "taobao" => {
-            let app_key = raw
-                .app_key
-                .filter(|k| !k.trim().is_empty())
-                .ok_or_else(|| invalid(format!("{section} needs app_key")))?;
+            let app_key = required(&section, "app_key", raw.app_key)?;
             let app_secret = secrets.resolve(
                 &section,
                 name,
@@ -730,10 +727,7 @@ fn resolve_provider(
                     .parse()
                     .map_err(|e| invalid(format!("{section} sign_method: {e}")))?,
             };
-            let endpoint = raw
-                .endpoint
-                .unwrap_or_else(|| taobao::DEFAULT_ENDPOINT.to_owned());
-            check_url(&section, "endpoint", &endpoint)?;
+            let endpoint = endpoint(&section, raw.endpoint, taobao::DEFAULT_ENDPOINT)?;
             AdapterSettings::Taobao(TaobaoConfig {
                 endpoint,
                 app_key,
@@ -743,10 +737,7 @@ fn resolve_provider(
             })
         }
         "alibaba1688" => {
-            let app_key = raw
-                .app_key
-                .filter(|k| !k.trim().is_empty())
-                .ok_or_else(|| invalid(format!("{section} needs app_key")))?;
+            let app_key = required(&section, "app_key", raw.app_key)?;
             let app_secret = secrets.resolve(
                 &section,
                 name,
@@ -761,10 +752,7 @@ fn resolve_provider(
                 raw.access_token,
                 raw.access_token_file,
             )?;
-            let endpoint = raw
-                .endpoint
-                .unwrap_or_else(|| alibaba1688::DEFAULT_ENDPOINT.to_owned());
-            check_url(&section, "endpoint", &endpoint)?;
+            let endpoint = endpoint(&section, raw.endpoint, alibaba1688::DEFAULT_ENDPOINT)?;
             AdapterSettings::Alibaba1688(Alibaba1688Config {
                 endpoint,
                 app_key,
@@ -773,15 +761,9 @@ fn resolve_provider(
             })
         }
         "kuaidi100" => {
-            let customer = raw
-                .customer
-                .filter(|c| !c.trim().is_empty())
-                .ok_or_else(|| invalid(format!("{section} needs customer")))?;
+            let customer = required(&section, "customer", raw.customer)?;
             let key = secrets.resolve(&section, name, "key", raw.key, raw.key_file)?;
-            let endpoint = raw
-                .endpoint
-                .unwrap_or_else(|| kuaidi100::DEFAULT_ENDPOINT.to_owned());
-            check_url(&section, "endpoint", &endpoint)?;
+            let endpoint = endpoint(&section, raw.endpoint, kuaidi100::DEFAULT_ENDPOINT)?;
             AdapterSettings::Kuaidi100(Kuaidi100Config {
                 endpoint,
                 customer,
@@ -872,10 +854,7 @@ fn resolve_sms(
     let section = "[channels.sms]";
     let settings = match raw.kind.as_str() {
         "aliyun" => {
-            let access_key_id = raw
-                .access_key_id
-                .filter(|k| !k.trim().is_empty())
-                .ok_or_else(|| invalid(format!("{section} needs access_key_id")))?;
+            let access_key_id = required(section, "access_key_id", raw.access_key_id)?;
             let access_key_secret = secrets.resolve(
                 section,
                 "sms",
@@ -891,10 +870,11 @@ fn resolve_sms(
                         "{section} needs sign_name (the registered SMS signature)"
                     ))
                 })?;
-            let endpoint = raw
-                .endpoint
-                .unwrap_or_else(|| crate::notify::sms_aliyun::DEFAULT_ENDPOINT.to_owned());
-            check_url(section, "endpoint", &endpoint)?;
+            let endpoint = endpoint(
+                section,
+                raw.endpoint,
+                crate::notify::sms_aliyun::DEFAULT_ENDPOINT,
+            )?;
             SmsSettings::Aliyun(AliyunSmsConfig {
                 endpoint,
                 access_key_id,
@@ -1084,6 +1064,20 @@ fn parse_triggers(
             })
             .collect(),
     }
+}
+
+/// A key that must be given and not blank.
+fn required(section: &str, key: &str, value: Option<String>) -> Result<String, ConfigError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| invalid(format!("{section} needs {key}")))
+}
+
+/// The upstream's URL: as given, else the provider's default.
+fn endpoint(section: &str, given: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let url = given.unwrap_or_else(|| default.to_owned());
+    check_url(section, "endpoint", &url)?;
+    Ok(url)
 }
 
 fn check_url(section: &str, key: &str, url: &str) -> Result<(), ConfigError> {

@@ -20,6 +20,7 @@ const PHONE_CARRIERS: [&str; 3] = ["shunfeng", "shunfengkuaiyun", "zhongtong"];
 /// How many trailing digits of the phone are sent: all these carriers check, and no more should
 /// leave the daemon than they need.
 const PHONE_DIGITS: usize = 4;
+
 /// Signs a query: uppercase hex MD5 of `param + key + customer`, over the exact `param` sent.
 pub fn sign(param: &str, key: &str, customer: &str) -> String {
     let mut hasher = Md5::new();
