@@ -871,20 +871,27 @@ struct StatsView {
     shipments: Vec<crate::storage::ShipmentCount>,
     due_now: i64,
     lag_seconds: i64,
+    /// Polls in the last hour by provider and result (the daemon writes them every 10 s).
+    polls_last_hour: Vec<crate::storage::PollCount>,
     notifications: Vec<crate::storage::NotificationCount>,
     providers: Vec<crate::storage::ProviderState>,
+    /// Channels that stopped themselves (SMS out of credit, credentials refused).
+    channels: Vec<crate::storage::ChannelState>,
     unmapped: Vec<crate::storage::UnmappedRow>,
 }
 
 async fn stats(global: &Global, json: bool) -> Result<()> {
     let (db, config) = open(global).await?;
-    let stats = db.stats(SystemClock.now()).await?;
+    let now = SystemClock.now();
+    let stats = db.stats(now).await?;
     let view = StatsView {
         shipments: stats.shipments,
         due_now: stats.due_now,
         lag_seconds: stats.lag_seconds,
+        polls_last_hour: db.polls_last_hour(now).await?,
         notifications: stats.notifications,
-        providers: db.provider_states(SystemClock.now()).await?,
+        providers: db.provider_states(now).await?,
+        channels: db.channel_states(now).await?,
         unmapped: db.unmapped().await?,
     };
     if json {
@@ -916,6 +923,21 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
     by("by status", &|c| c.status.clone());
     by("by tier", &|c| c.tier.clone());
     by("by provider", &|c| c.provider.clone());
+    if view.polls_last_hour.is_empty() {
+        println!("polls          none in the last hour");
+    } else {
+        println!("polls          in the last hour:");
+        let mut by_provider: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for c in &view.polls_last_hour {
+            by_provider
+                .entry(&c.provider)
+                .or_default()
+                .push(format!("{} {}", c.count, c.result));
+        }
+        for (provider, results) in by_provider {
+            println!("  {provider:<12} {}", results.join(", "));
+        }
+    }
     let line: Vec<String> = view
         .notifications
         .iter()
@@ -954,8 +976,19 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
             );
         }
         for rule in config.channels.rules() {
+            let state = view
+                .channels
+                .iter()
+                .find(|c| c.channel == rule.kind.as_str())
+                .map_or("ok".to_owned(), |c| {
+                    format!(
+                        "STOPPED until {}: {}",
+                        crate::clock::to_rfc3339(c.paused_until),
+                        c.reason
+                    )
+                });
             println!(
-                "channel        {}: on {} statuses{}",
+                "channel        {}: {state}, on {} statuses{}",
                 rule.kind,
                 rule.triggers.len(),
                 rule.quiet_hours

@@ -156,6 +156,10 @@ impl Daemon {
         let stop = CancellationToken::new();
         let supervisor = Supervisor::from_env();
         let heartbeat = self.dispatcher.heartbeat();
+        if let Some(interval) = supervisor.watchdog_interval() {
+            // Pings go out every half interval, each one needing a round since the last.
+            self.dispatcher.cap_idle_wait(interval / 4);
+        }
         let maintenance = Maintenance::start(
             self.db.clone(),
             self.clock.clone(),

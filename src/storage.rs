@@ -256,6 +256,9 @@ pub struct Db {
     pub(crate) read: SqlitePool,
 }
 
+const HOUR_MS: Millis = 3_600_000;
+const DAY_MS: Millis = 24 * HOUR_MS;
+
 pub(crate) const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, phone, email, \
      status, raw_status, active, error, transitions, next_poll_at, last_polled_at, last_event_at, \
      status_changed_at, created_at";
@@ -797,6 +800,83 @@ impl Db {
         .await?)
     }
 
+    /// Adds the daemon's poll counts of the last few seconds to the minute they belong to, and
+    /// forgets minutes older than a day.
+    pub async fn add_poll_counts(&self, minute: Millis, counts: &[PollCount]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for c in counts {
+            sqlx::query(
+                "INSERT INTO poll_counts (minute, provider, result, count) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (minute, provider, result) DO UPDATE SET count = count + excluded.count",
+            )
+            .bind(minute)
+            .bind(&c.provider)
+            .bind(&c.result)
+            .bind(c.count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM poll_counts WHERE minute < ?")
+            .bind(minute - DAY_MS)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Polls per provider and result in the hour before `now`.
+    pub async fn polls_last_hour(&self, now: Millis) -> Result<Vec<PollCount>> {
+        Ok(sqlx::query_as::<_, PollCount>(
+            "SELECT provider, result, sum(count) AS count FROM poll_counts WHERE minute > ? \
+             GROUP BY provider, result ORDER BY provider, result",
+        )
+        .bind(now - HOUR_MS)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Records that a channel stopped itself until `until`, for `stats`.
+    pub async fn pause_channel(
+        &self,
+        channel: &str,
+        until: Millis,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO channel_state (channel, paused_until, reason, updated_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET \
+             paused_until = max(paused_until, excluded.paused_until), reason = excluded.reason, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(channel)
+        .bind(until)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets every channel stop: at daemon start, when every channel is tried afresh.
+    pub async fn clear_channel_pauses(&self) -> Result<()> {
+        sqlx::query("DELETE FROM channel_state")
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Every channel stopped beyond `now`.
+    pub async fn channel_states(&self, now: Millis) -> Result<Vec<ChannelState>> {
+        Ok(sqlx::query_as::<_, ChannelState>(
+            "SELECT channel, paused_until, reason FROM channel_state WHERE paused_until > ? \
+             ORDER BY channel",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     /// Provider values no mapping table knew, most frequent first.
     pub async fn unmapped(&self) -> Result<Vec<UnmappedRow>> {
         Ok(sqlx::query_as::<_, UnmappedRow>(
@@ -1033,6 +1113,23 @@ pub struct ProviderState {
     #[serde(serialize_with = "ser_opt_time")]
     pub paused_until: Option<Millis>,
     pub pause_reason: Option<String>,
+}
+
+/// Polls of one provider with one result, over some span of time.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct PollCount {
+    pub provider: String,
+    pub result: String,
+    pub count: i64,
+}
+
+/// A delivery channel that stopped itself.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct ChannelState {
+    pub channel: String,
+    #[serde(serialize_with = "ser_time")]
+    pub paused_until: Millis,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]

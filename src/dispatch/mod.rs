@@ -2,6 +2,7 @@
 //! records what came back.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -20,11 +21,13 @@ use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
 
 pub mod limiter;
+mod tally;
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
 
 use limiter::Limiter;
+use tally::PollTally;
 
 /// A configured provider with its quota and its pause.
 pub struct ProviderRuntime {
@@ -94,6 +97,11 @@ pub struct Dispatcher {
     /// Beats once per completed round; systemd's watchdog and `/healthz` watch it, so a wedged
     /// dispatcher gets noticed.
     heartbeat: Heartbeat,
+    /// Polls by provider and result since the last write to `poll_counts`.
+    tally: PollTally,
+    /// The longest an idle round sleeps, in ms, beyond the scan interval's own cap: under a
+    /// systemd watchdog, rounds must beat often enough for every ping.
+    max_idle_ms: AtomicU64,
 }
 
 impl Dispatcher {
@@ -118,6 +126,8 @@ impl Dispatcher {
             events,
             in_flight: Mutex::new(HashSet::new()),
             heartbeat: Heartbeat::new(),
+            tally: PollTally::default(),
+            max_idle_ms: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -319,6 +329,7 @@ impl Dispatcher {
         };
         metrics::counter!("shipwatch_polls_total", "provider" => provider.name.clone(), "result" => outcome)
             .increment(1);
+        self.tally.count(&provider.name, outcome);
         let trace = match result {
             Ok(trace) => trace,
             Err(error) => {
@@ -455,6 +466,7 @@ impl Dispatcher {
                 match me.step().await {
                     Ok(_) => {
                         me.heartbeat.beat();
+                        me.tally.flush_if_due(&me.db, me.clock.now()).await;
                         me.idle_wait().await
                     }
                     Err(e) => {
@@ -465,19 +477,30 @@ impl Dispatcher {
             })
             .await;
         self.workers.drain(grace, "polls").await;
+        if let Err(e) = self.tally.flush(&self.db, self.clock.now()).await {
+            error!(error = %e, "could not record the last poll counts");
+        }
     }
 
     /// How long to sleep when nothing more is due now: until the next due shipment, at most one
     /// scan interval (rows inserted by other programs are found at the next scan).
     async fn idle_wait(&self) -> Duration {
         let now = self.clock.now();
+        let longest = self.polling.scan_interval.min(Duration::from_millis(
+            self.max_idle_ms.load(Ordering::Relaxed),
+        ));
         match self.db.next_due_at(&self.paused(now), now).await {
-            Ok(Some(at)) if at > now => {
-                Duration::from_millis((at - now) as u64).min(self.polling.scan_interval)
-            }
-            Ok(Some(_)) => Duration::from_millis(10).min(self.polling.scan_interval),
-            _ => self.polling.scan_interval,
+            Ok(Some(at)) if at > now => Duration::from_millis((at - now) as u64).min(longest),
+            Ok(Some(_)) => Duration::from_millis(10).min(longest),
+            _ => longest,
         }
+    }
+
+    /// Caps how long an idle round sleeps: a watchdog that expects a ping every `interval`
+    /// needs a completed round at least that often, however long the scan interval.
+    pub fn cap_idle_wait(&self, longest: Duration) {
+        self.max_idle_ms
+            .store(longest.as_millis().max(1) as u64, Ordering::Relaxed);
     }
 
     pub fn heartbeat(&self) -> Heartbeat {

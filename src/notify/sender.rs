@@ -167,8 +167,12 @@ impl Sender {
                         retry_after,
                     } => {
                         // The channel raised the alarm itself; the message only waits.
+                        let until = now + millis(retry_after);
                         self.db
-                            .notification_postponed(n.id, &message, now + millis(retry_after))
+                            .notification_postponed(n.id, &message, until)
+                            .await?;
+                        self.db
+                            .pause_channel(kind.as_str(), until, &message, now)
                             .await?;
                         self.events.emit(PipelineEvent::DeliveryFailed {
                             order_id: n.order_id.clone(),
@@ -225,6 +229,10 @@ impl Sender {
     /// Delivers until `stop` fires, then lets in-flight attempts finish within `grace` and
     /// releases whatever is still unfinished after that.
     pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+        // A fresh start tries every channel again; `stats` stops showing old stops.
+        if let Err(e) = self.db.clear_channel_pauses().await {
+            error!(error = %e, "could not clear old channel stops");
+        }
         let me = &self;
         self.workers
             .feed(&stop, || async move {

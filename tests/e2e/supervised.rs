@@ -126,3 +126,65 @@ async fn systemd_hears_ready_watchdog_and_stopping_and_health_answers() {
     })
     .await;
 }
+
+/// A database another program keeps locked wedges the dispatcher: its rounds cannot claim, so
+/// the pings stop and systemd would restart the service; once the lock goes, pings resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_dispatcher_starves_the_watchdog_until_it_moves_again() {
+    use sqlx::Connection;
+
+    let app = TestApp::start().await;
+    let tid = 9_500_000_000_000_000_002u64;
+    app.top.journey(tid);
+    app.cli_ok(&["add", &tid.to_string(), "--tier", "low"]);
+    // A scan interval longer than the watchdog's: idle rounds must still come often enough.
+    app.edit_config(|text| text.replace("scan_interval = \"200ms\"", "scan_interval = \"10s\""));
+    let socket_path = app.dir.path().join("notify.sock");
+    let messages = listen(UnixDatagram::bind(&socket_path).unwrap());
+    let mut daemon = app.spawn_daemon_with_env(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    app.wait_until(
+        "the watchdog is fed every 200 ms, not every scan",
+        Duration::from_secs(15),
+        || count(&messages, "WATCHDOG=1") >= 10,
+    )
+    .await;
+
+    // Another program takes the write lock and sits on it, as a long backup or a stuck admin
+    // shell would.
+    let url = format!("sqlite://{}", app.db.display());
+    let mut blocker = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    // A round already past its claim may still complete and earn one more ping.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = count(&messages, "WATCHDOG=1");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = count(&messages, "WATCHDOG=1") - before;
+    assert!(
+        during <= 1,
+        "{during} pings while the dispatcher could not claim anything"
+    );
+    assert!(
+        daemon.log().contains("withholding pings"),
+        "{}",
+        daemon.log()
+    );
+
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let after = count(&messages, "WATCHDOG=1");
+    app.wait_until(
+        "pings resume once the dispatcher moves",
+        Duration::from_secs(40),
+        || count(&messages, "WATCHDOG=1") >= after + 3,
+    )
+    .await;
+    assert!(daemon.terminate().success());
+}

@@ -1,0 +1,88 @@
+//! `stats` through the real binary: polls of the last hour by result, and a delivery channel
+//! that stopped itself, as the daemon recorded them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::app::{Options, TestApp};
+use crate::support::fake_aliyun_sms::FakeAliyunSms;
+use crate::support::fake_top::Fault;
+
+fn polls(stats: &Value, provider: &str, result: &str) -> i64 {
+    stats["polls_last_hour"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["provider"] == provider && c["result"] == result)
+        .map_or(0, |c| c["count"].as_i64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_shows_polls_by_result_and_a_stopped_sms_channel() {
+    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
+    let app = TestApp::with(Options {
+        extra: format!(
+            r#"
+[channels.sms]
+kind = "aliyun"
+endpoint = "{}"
+access_key_id = "LTAI-test"
+access_key_secret = "aliyun-secret"
+sign_name = "小店"
+template_code = "SMS_100000001"
+quiet_hours = "off"
+"#,
+            aliyun.url
+        ),
+        ..Options::default()
+    })
+    .await;
+    // The account is out of credit for good in this test.
+    aliyun.reply("isv.AMOUNT_NOT_ENOUGH", 1000);
+    let tid = 9_300_000_000_000_000_001u64;
+    app.top.journey(tid);
+    app.top.fault(Fault::Http(503), 2);
+    app.cli_ok(&[
+        "add",
+        &tid.to_string(),
+        "--tier",
+        "high",
+        "--phone",
+        "13912345678",
+    ]);
+
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the parcel is delivered", Duration::from_secs(60), || {
+        app.shipments()[0]["status"] == "delivered"
+    })
+    .await;
+    app.wait_until(
+        "stats shows the SMS channel stopped",
+        Duration::from_secs(30),
+        || app.cli_ok(&["stats"]).contains("sms: STOPPED until"),
+    )
+    .await;
+    let text = app.cli_ok(&["stats"]);
+    assert!(text.contains("isv.AMOUNT_NOT_ENOUGH"), "{text}");
+    assert!(text.contains("webhook: ok"), "{text}");
+    // A shutdown writes the last counts.
+    assert!(daemon.terminate().success());
+
+    let stats: Value = serde_json::from_str(&app.cli_ok(&["stats", "--json"])).unwrap();
+    assert_eq!(polls(&stats, "taobao", "transient"), 2, "{stats:#}");
+    assert_eq!(polls(&stats, "taobao", "ok"), 5, "{stats:#}");
+    assert_eq!(stats["channels"][0]["channel"], "sms", "{stats:#}");
+    let text = app.cli_ok(&["stats"]);
+    assert!(text.contains("taobao       5 ok, 2 transient"), "{text}");
+
+    // A new start tries the channel again, and `stats` no longer says it is stopped.
+    let mut daemon = app.spawn_daemon();
+    app.wait_until(
+        "the restarted daemon clears the old stop",
+        Duration::from_secs(30),
+        || app.cli_ok(&["stats"]).contains("sms: ok"),
+    )
+    .await;
+    assert!(daemon.terminate().success());
+}
