@@ -16,6 +16,7 @@ mod retries;
 mod schedule;
 mod service;
 mod sms_channels;
+mod soak;
 mod storage;
 mod supervised;
 mod support;
