@@ -6,6 +6,7 @@ mod buyer_channels;
 mod catch_up;
 mod crash;
 mod email_channel;
+mod faults;
 mod journey;
 mod kuaidi100_adapter;
 mod maintenance;
