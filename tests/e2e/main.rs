@@ -5,6 +5,7 @@ mod bad_input;
 mod buyer_channels;
 mod catch_up;
 mod crash;
+mod disk;
 mod email_channel;
 mod faults;
 mod journey;
