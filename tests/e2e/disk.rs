@@ -189,6 +189,12 @@ async fn after_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) {
     })
     .await;
     let log = daemon.log();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WRITABLE") || l.contains("writable again"))
+    {
+        println!("{line}");
+    }
     assert_eq!(
         lines_with(&log, "database writable again"),
         1,
