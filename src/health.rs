@@ -190,6 +190,13 @@ impl Probe {
                 ));
             }
         }
+        if let Some(outage) = crate::outage::Outage::database().current() {
+            return Err(format!(
+                "database not writable for {}: {}",
+                humantime::format_duration(Duration::from_secs(outage.for_how_long.as_secs())),
+                outage.error
+            ));
+        }
         match self.heartbeat.age() {
             None => Err("dispatcher: no round completed yet".to_owned()),
             Some(age) if age > self.max_heartbeat_age => Err(format!(

@@ -13,6 +13,7 @@ pub mod health;
 pub mod intake;
 pub mod maintenance;
 pub mod notify;
+pub mod outage;
 pub mod providers;
 pub mod service;
 pub mod storage;

@@ -15,6 +15,7 @@ use crate::config::{Polling, RateLimit, Tiers};
 use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
+use crate::outage::Outage;
 use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
@@ -264,7 +265,8 @@ impl Dispatcher {
             _ = self.workers.aborted() => true,
             outcome = self.poll(provider, &row) => {
                 if let Err(e) = outcome {
-                    error!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, error = %e, "could not record poll");
+                    // The shipment stays due: its poll is repeated once the database is writable.
+                    Outage::database().failed(&format!("recording a poll of order {}", row.order_id), &e);
                 }
                 false
             }
@@ -464,13 +466,20 @@ impl Dispatcher {
         self.workers
             .feed(&stop, || async move {
                 match me.step().await {
-                    Ok(_) => {
+                    Ok(claimed) => {
+                        // Claiming nothing writes nothing, so proves nothing about the database.
+                        if claimed > 0 {
+                            Outage::database().succeeded();
+                        }
                         me.heartbeat.beat();
                         me.tally.flush_if_due(&me.db, me.clock.now()).await;
                         me.idle_wait().await
                     }
                     Err(e) => {
-                        error!(error = %e, "dispatcher could not claim shipments");
+                        Outage::database().failed("claiming due shipments", &e);
+                        // Waiting for the database is not being wedged: a watchdog restart
+                        // would not make it writable. `/healthz` reports the outage.
+                        me.heartbeat.beat();
                         me.polling.scan_interval
                     }
                 }

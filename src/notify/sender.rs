@@ -14,6 +14,7 @@ use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
 use crate::clock::{SharedClock, millis};
 use crate::config::Delivery;
 use crate::events::{Events, PipelineEvent};
+use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, StorageError};
 use crate::workers::Workers;
 
@@ -124,7 +125,14 @@ impl Sender {
             None => self.db.release_notification(notification.id).await,
         };
         if let Err(e) = result {
-            error!(order_id = %notification.order_id, notification = %notification.public_id, error = %e, "could not record delivery");
+            // The row stays pending under its lease; it is attempted again once the lease ends.
+            Outage::database().failed(
+                &format!(
+                    "recording delivery {} of order {}",
+                    notification.public_id, notification.order_id
+                ),
+                &e,
+            );
         }
     }
 
@@ -237,9 +245,14 @@ impl Sender {
         self.workers
             .feed(&stop, || async move {
                 match me.step().await {
-                    Ok(_) => me.idle_wait().await,
+                    Ok(claimed) => {
+                        if claimed > 0 {
+                            Outage::database().succeeded();
+                        }
+                        me.idle_wait().await
+                    }
                     Err(e) => {
-                        error!(error = %e, "sender could not claim notifications");
+                        Outage::database().failed("claiming due notifications", &e);
                         me.scan_interval
                     }
                 }

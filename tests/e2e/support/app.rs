@@ -268,6 +268,11 @@ impl Daemon {
         }
     }
 
+    /// The process id, for reading `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

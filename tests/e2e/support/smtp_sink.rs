@@ -30,6 +30,9 @@ pub enum Reply {
     Data(u16, String),
     /// Takes the message data and never answers it: for client timeouts.
     Stall,
+    /// Closes the connection after the first line of the message data: a server that crashes
+    /// mid-DATA. Nothing is recorded.
+    DropInData,
 }
 
 impl Reply {
@@ -311,6 +314,10 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
                     continue;
                 }
                 say!("354 end data with <CR><LF>.<CR><LF>");
+                if t.reply == Reply::DropInData {
+                    let _ = read_line(&mut reader).await;
+                    return;
+                }
                 let Some(data) = read_data(&mut reader).await else {
                     return;
                 };

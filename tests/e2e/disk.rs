@@ -1,0 +1,275 @@
+//! Disk trouble under the real binary: the database's disk fills up, or the file becomes
+//! unwritable, while the daemon runs. The daemon says so once (not once per poll), reports it on
+//! `/healthz`, holds nothing back in memory, and picks up where it was once the disk is writable
+//! again: no status change lost, no corruption.
+//!
+//! Tests run as root, so file modes stop nothing. A full disk is a small tmpfs filled to the
+//! last byte; an unwritable database is a file made immutable with `chattr +i`, which stops
+//! writes through descriptors already open as well, root's included.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::fake_top;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const ORDERS: [u64; 3] = [
+    8_400_000_000_000_000_001,
+    8_400_000_000_000_000_002,
+    8_400_000_000_000_000_003,
+];
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A tmpfs of `size` mounted at `path` for the test's lifetime.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let target = path.to_str().unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                target,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("this test needs root and a mountable tmpfs: {e}"));
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = run("umount", &["-l", self.0.to_str().unwrap()]);
+    }
+}
+
+/// Files made immutable until dropped (an immutable file outlives the test's temp folder).
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(paths: &[PathBuf]) -> Immutable {
+        for path in paths {
+            run("chattr", &["+i", path.to_str().unwrap()]).unwrap_or_else(|e| {
+                panic!("this test needs root and a file system with chattr +i: {e}")
+            });
+        }
+        Immutable(paths.to_vec())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = run("chattr", &["-i", path.to_str().unwrap()]);
+        }
+    }
+}
+
+/// A free loopback port for `[http] listen`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn info_received(tid: u64) -> String {
+    fake_top::trace_response(tid, "物流公司已接单", &[])
+}
+
+fn delivered(tid: u64) -> String {
+    fake_top::trace_response(
+        tid,
+        "对方已签收",
+        &[(
+            "2026-11-20 08:00:05",
+            "【上海市】快件已签收，签收人：本人",
+            "SIGNED",
+        )],
+    )
+}
+
+/// An app whose database is `db`, tracking [`ORDERS`], each of which has reached
+/// `info_received` (its webhook delivered), with the daemon running and serving `/healthz`.
+async fn tracking(db: Option<&Path>) -> (TestApp, Daemon, String) {
+    let port = free_port();
+    let mut app = TestApp::with(Options {
+        tiers: ("1s", "1s", "1s"),
+        extra: format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ..Options::default()
+    })
+    .await;
+    if let Some(db) = db {
+        let old = app.db.display().to_string();
+        let new = db.display().to_string();
+        app.edit_config(|text| text.replace(&old, &new));
+        app.db = db.to_owned();
+    }
+    for tid in ORDERS {
+        app.top.script(tid, vec![info_received(tid)]);
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let daemon = app.spawn_daemon();
+    app.wait_until("every order is info_received", LIMIT, || {
+        app.receiver.deliveries().len() == ORDERS.len()
+    })
+    .await;
+    (app, daemon, format!("http://127.0.0.1:{port}/healthz"))
+}
+
+async fn health(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("/healthz answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+/// While the database cannot be written: upstream moves every order on to `delivered`, the
+/// daemon keeps running and says so once, and `/healthz` says why it is unhealthy. Returns the
+/// daemon's log at the end of the outage.
+async fn during_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) -> String {
+    for tid in ORDERS {
+        app.top.script(tid, vec![delivered(tid)]);
+    }
+    app.wait_until("the daemon reports the outage", LIMIT, || {
+        daemon.log().contains("DATABASE NOT WRITABLE")
+    })
+    .await;
+    // Twenty scan intervals (200ms) and more: a daemon that logged per attempt would show it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(daemon.is_running(), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(lines_with(&log, "DATABASE NOT WRITABLE"), 1, "{log}");
+    assert_eq!(lines_with(&log, "ERROR"), 1, "one error line in all: {log}");
+
+    let (status, body) = health(healthz).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("database not writable"), "{body}");
+
+    log
+}
+
+/// Once writable again: every order reaches `delivered`, each change notified exactly once, the
+/// end of the outage logged, `/healthz` healthy, and the database intact.
+async fn after_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) {
+    app.wait_until("every order is delivered and notified", LIMIT, || {
+        app.receiver.deliveries().len() >= 2 * ORDERS.len()
+            && app.outbox(Some("pending")).is_empty()
+    })
+    .await;
+    let log = daemon.log();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WRITABLE") || l.contains("writable again"))
+    {
+        println!("{line}");
+    }
+    assert_eq!(
+        lines_with(&log, "database writable again"),
+        1,
+        "the end of the outage is said once: {log}"
+    );
+    assert_eq!(health(healthz).await.0, 200);
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    for tid in ORDERS {
+        let shown = app.shipment(&tid.to_string());
+        assert_eq!(shown["shipment"]["status"], "delivered", "{shown}");
+        let statuses: Vec<&str> = shown["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                assert_eq!(n["state"], "sent", "{n}");
+                n["status"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(statuses, ["info_received", "delivered"], "order {tid}");
+    }
+    let deliveries = app.receiver.deliveries();
+    assert_eq!(
+        deliveries.len(),
+        2 * ORDERS.len(),
+        "each change arrived once: {deliveries:?}"
+    );
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=ro", app.db.display()))
+        .await
+        .unwrap();
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let _ = conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_one_error_and_the_daemon_resumes_when_space_returns() {
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&scratch.path().join("disk"), "4m");
+    let (app, mut daemon, healthz) = tracking(Some(&disk.0.join("shipwatch.db"))).await;
+
+    // Fill the disk to the last byte.
+    let filler = disk.0.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.write_all(&[0u8; 512]);
+    drop(file);
+
+    let log = during_the_outage(&app, &mut daemon, &healthz).await;
+    assert!(log.contains("disk is full"), "{log}");
+    // No `add` here: a full disk still takes a small write now and then, into WAL space that a
+    // failed transaction had already allocated.
+
+    std::fs::remove_file(&filler).unwrap();
+    after_the_outage(&app, &mut daemon, &healthz).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_is_one_error_and_the_daemon_resumes_when_writable() {
+    let (app, mut daemon, healthz) = tracking(None).await;
+    let wal = PathBuf::from(format!("{}-wal", app.db.display()));
+    assert!(wal.exists(), "the daemon runs in WAL mode");
+    let immutable = Immutable::set(&[app.db.clone(), wal]);
+
+    during_the_outage(&app, &mut daemon, &healthz).await;
+    let out = app.cli(&["add", "8400000000000000009", "--tier", "high"]);
+    assert!(!out.status.success(), "add cannot write an immutable file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+
+    drop(immutable);
+    after_the_outage(&app, &mut daemon, &healthz).await;
+}

@@ -1,0 +1,421 @@
+//! Crash soak: many shipments move through the five statuses of the fake TOP gateway while the
+//! real daemon is killed with SIGKILL at random moments and started again. Afterwards every status
+//! change the daemon committed must have exactly one outbox row per channel, each of them either
+//! delivered (seen by the webhook receiver, the SMTP sink or the fake Aliyun gateway) or dead,
+//! none missing; a delivery may arrive twice only because a kill cut its bookkeeping short (so at
+//! most the deliveries in flight at each kill, and never more often than it was attempted); and
+//! the database must pass `PRAGMA integrity_check`.
+//!
+//! The CI size is the default. The full size, as RELIABILITY.md reports it:
+//!
+//! ```sh
+//! SHIPWATCH_SOAK_SHIPMENTS=2000 SHIPWATCH_SOAK_KILLS=20 cargo test --release --locked --test e2e soak -- --nocapture
+//! ```
+//!
+//! `SHIPWATCH_SOAK_SEED` replays the kill moments of an earlier run (each run prints its seed).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shipwatch::domain::Status;
+use shipwatch::notify::template::status_text;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Row};
+
+use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::fake_aliyun_sms::FakeAliyunSms;
+use crate::support::smtp_sink::SmtpSink;
+
+/// The statuses that trigger an SMS by default; webhook and email get every change.
+const SMS_TRIGGERS: [Status; 4] = [
+    Status::PickedUp,
+    Status::OutForDelivery,
+    Status::Delivered,
+    Status::Exception,
+];
+const CHANNELS: [&str; 3] = ["webhook", "email", "sms"];
+/// The default `[delivery] concurrency`, which the soak runs with.
+const DELIVERY_CONCURRENCY: usize = 16;
+
+struct Size {
+    shipments: u64,
+    kills: usize,
+    seed: u64,
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")),
+        Err(_) => default,
+    }
+}
+
+fn size() -> Size {
+    let random_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    Size {
+        shipments: env_number("SHIPWATCH_SOAK_SHIPMENTS", 200).max(1),
+        kills: env_number("SHIPWATCH_SOAK_KILLS", 5) as usize,
+        seed: env_number("SHIPWATCH_SOAK_SEED", random_seed),
+    }
+}
+
+fn tid(i: u64) -> u64 {
+    6_200_000_000_000_000_000 + i
+}
+
+/// Each shipment has a phone and an address of its own, so that every SMS and every mail can be
+/// traced back to its shipment.
+fn phone(i: u64) -> String {
+    format!("139{i:08}")
+}
+
+fn email(i: u64) -> String {
+    format!("buyer{i}@soak.example")
+}
+
+async fn open(db: &Path) -> SqliteConnection {
+    SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await
+        .expect("the database opens read-only")
+}
+
+async fn count(db: &Path, sql: &str) -> i64 {
+    let mut conn = open(db).await;
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .expect("count query");
+    let _ = conn.close().await;
+    n
+}
+
+/// Deliveries the three fakes have accepted so far (first attempts and repeats alike).
+fn delivered(app: &TestApp, sink: &SmtpSink, aliyun: &FakeAliyunSms) -> usize {
+    app.receiver
+        .deliveries()
+        .iter()
+        .filter(|d| d.answered == 200)
+        .count()
+        + sink.messages().len()
+        + aliyun.calls().iter().filter(|c| c.code == "OK").count()
+}
+
+fn assert_no_panic(daemon: &Daemon) {
+    let log = daemon.log();
+    assert!(!log.contains("panicked"), "the daemon panicked:\n{log}");
+}
+
+/// One outbox row as the soak checks it.
+struct OutboxRow {
+    public_id: String,
+    order_id: String,
+    channel: String,
+    status: String,
+    state: String,
+    attempts: i64,
+    last_error: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliveries_in_flight() {
+    let size = size();
+    // Printed first so that a failing run can be replayed.
+    println!(
+        "soak: seed {} ({} shipments, {} kills); replay with SHIPWATCH_SOAK_SEED={}",
+        size.seed, size.shipments, size.kills, size.seed
+    );
+    let mut rng = StdRng::seed_from_u64(size.seed);
+    let sink = SmtpSink::start().await;
+    let aliyun = FakeAliyunSms::start("LTAI-soak", "aliyun-soak-secret", "小店").await;
+    let app = TestApp::with(Options {
+        tiers: ("1s", "1s", "1s"),
+        extra: format!(
+            r#"
+[channels.email]
+smtp_url = "{smtp}"
+from = "小店 <noreply@shop.example>"
+
+[channels.sms]
+kind = "aliyun"
+endpoint = "{aliyun}"
+access_key_id = "LTAI-soak"
+access_key_secret = "aliyun-soak-secret"
+sign_name = "小店"
+template_code = "SMS_100000001"
+quiet_hours = "off"
+"#,
+            smtp = sink.url(),
+            aliyun = aliyun.url,
+        ),
+        ..Options::default()
+    })
+    .await;
+
+    let mut csv = String::from("order_id,tier,phone,email\n");
+    for i in 0..size.shipments {
+        app.top.journey(tid(i));
+        let tier = ["high", "normal", "low"][i as usize % 3];
+        csv.push_str(&format!("{},{tier},{},{}\n", tid(i), phone(i), email(i)));
+    }
+    let file = app.dir.path().join("soak.csv");
+    std::fs::write(&file, csv).unwrap();
+    app.cli_ok(&["import", file.to_str().unwrap()]);
+
+    // Kill moments: when the fakes have seen a random share of the deliveries a run without kills
+    // would make, plus a random few milliseconds, so that kills land mid-poll, mid-delivery and
+    // mid-commit alike.
+    let expected = (size.shipments * (5 + 5 + 3)) as usize;
+    let mut targets: Vec<usize> = (0..size.kills)
+        .map(|_| rng.random_range(expected / 20..=expected * 19 / 20))
+        .collect();
+    targets.sort_unstable();
+    // Generous for a busy 2-core machine: a debug daemon needs far less.
+    let limit = Duration::from_secs(60 + size.shipments * 150 / 1000);
+
+    let started = Instant::now();
+    let mut daemon = app.spawn_daemon();
+    for (k, target) in targets.iter().enumerate() {
+        app.wait_until(
+            &format!("{target} deliveries before kill {}", k + 1),
+            limit,
+            || delivered(&app, &sink, &aliyun) >= *target,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..250))).await;
+        daemon.kill9();
+        assert_no_panic(&daemon);
+        if rng.random_bool(0.5) {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..500))).await;
+        }
+        daemon = app.spawn_daemon();
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        let undelivered = count(
+            &app.db,
+            "SELECT count(*) FROM shipments WHERE status != 'delivered'",
+        )
+        .await;
+        let pending = count(
+            &app.db,
+            "SELECT count(*) FROM notifications WHERE state = 'pending'",
+        )
+        .await;
+        if undelivered == 0 && pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {limit:?}: {undelivered} shipments not delivered, {pending} notifications \
+             pending\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let duration = started.elapsed();
+    assert_no_panic(&daemon);
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    // What the daemon committed.
+    let mut conn = open(&app.db).await;
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let transitions: BTreeMap<String, i64> =
+        sqlx::query("SELECT order_id, transitions FROM shipments")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("order_id"), r.get("transitions")))
+            .collect();
+    assert_eq!(transitions.len() as u64, size.shipments);
+    let rows: Vec<(i64, OutboxRow)> = sqlx::query(
+        "SELECT n.public_id, s.order_id, n.kind, n.transition, n.channel, n.status, n.state, \
+             n.attempts, n.last_error \
+         FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
+         ORDER BY s.order_id, n.transition, n.channel",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        assert_eq!(r.get::<String, _>("kind"), "status_changed");
+        (
+            r.get("transition"),
+            OutboxRow {
+                public_id: r.get("public_id"),
+                order_id: r.get("order_id"),
+                channel: r.get("channel"),
+                status: r.get("status"),
+                state: r.get("state"),
+                attempts: r.get("attempts"),
+                last_error: r.get("last_error"),
+            },
+        )
+    })
+    .collect();
+    let _ = conn.close().await;
+
+    // Every committed change has its webhook and email row, and its SMS row when the new status
+    // triggers one; no other row exists.
+    let mut by_change: HashMap<(String, i64), Vec<&OutboxRow>> = HashMap::new();
+    for (transition, row) in &rows {
+        by_change
+            .entry((row.order_id.clone(), *transition))
+            .or_default()
+            .push(row);
+    }
+    let changes: i64 = transitions.values().sum();
+    for (order_id, &n) in &transitions {
+        assert!(n >= 1, "order {order_id} never changed");
+        for transition in 1..=n {
+            let rows = by_change
+                .remove(&(order_id.clone(), transition))
+                .unwrap_or_default();
+            let status = rows
+                .first()
+                .map(|r| r.status.clone())
+                .unwrap_or_else(|| panic!("change {transition} of {order_id} has no outbox row"));
+            let sms = SMS_TRIGGERS.contains(&Status::from_str(&status).unwrap());
+            let mut channels: Vec<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
+            channels.sort_unstable();
+            let want: Vec<&str> = if sms {
+                vec!["email", "sms", "webhook"]
+            } else {
+                vec!["email", "webhook"]
+            };
+            assert_eq!(
+                channels, want,
+                "change {transition} ({status}) of {order_id}"
+            );
+            assert!(rows.iter().all(|r| r.status == status));
+        }
+    }
+    assert!(
+        by_change.is_empty(),
+        "outbox rows beyond the committed changes: {:?}",
+        by_change.keys().collect::<Vec<_>>()
+    );
+
+    // What the fakes received, per notification.
+    let mut webhook: HashMap<String, usize> = HashMap::new();
+    for d in app.receiver.deliveries() {
+        assert!(d.verified, "every webhook is signed: {d:?}");
+        if d.answered == 200 {
+            *webhook.entry(d.webhook_id.clone()).or_default() += 1;
+        }
+    }
+    let mut mail: HashMap<String, usize> = HashMap::new();
+    for m in sink.messages() {
+        let id = m.message_id().expect("every mail has a Message-ID");
+        let public_id = id
+            .trim_start_matches('<')
+            .split('@')
+            .next()
+            .unwrap()
+            .to_owned();
+        *mail.entry(public_id).or_default() += 1;
+    }
+    assert_eq!(aliyun.signature_failures(), 0);
+    let mut sms: HashMap<(String, String), usize> = HashMap::new();
+    for call in aliyun.calls().iter().filter(|c| c.code == "OK") {
+        let params = call.template_param().expect("TemplateParam is JSON");
+        let key = (
+            params["order_id"].as_str().unwrap().to_owned(),
+            params["status"].as_str().unwrap().to_owned(),
+        );
+        *sms.entry(key).or_default() += 1;
+    }
+
+    let mut sent: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dead: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut duplicates: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, row) in &rows {
+        let received = match row.channel.as_str() {
+            "webhook" => webhook.remove(&row.public_id),
+            "email" => mail.remove(&row.public_id),
+            "sms" => {
+                let label = status_text(Status::from_str(&row.status).unwrap());
+                sms.remove(&(row.order_id.clone(), label.to_owned()))
+            }
+            other => panic!("unknown channel {other}"),
+        }
+        .unwrap_or(0);
+        let channel = CHANNELS.iter().find(|c| **c == row.channel).unwrap();
+        // A repeat needs a second claim: one attempt never sends twice.
+        assert!(
+            received as i64 <= row.attempts,
+            "{} {} of {} arrived {received} times in {} attempts",
+            row.channel,
+            row.public_id,
+            row.order_id,
+            row.attempts
+        );
+        match row.state.as_str() {
+            "sent" => {
+                assert!(
+                    received >= 1,
+                    "{} {} of {} ({}) is recorded sent but never arrived",
+                    row.channel,
+                    row.public_id,
+                    row.order_id,
+                    row.status
+                );
+                *sent.entry(channel).or_default() += 1;
+            }
+            "dead" => {
+                assert!(
+                    row.last_error.is_some(),
+                    "a dead letter says why: {}",
+                    row.public_id
+                );
+                *dead.entry(channel).or_default() += 1;
+            }
+            other => panic!(
+                "{} {} of {} ends {other}, neither delivered nor dead",
+                row.channel, row.public_id, row.order_id
+            ),
+        }
+        *duplicates.entry(channel).or_default() += received.saturating_sub(1);
+    }
+    assert!(
+        webhook.is_empty(),
+        "webhooks with no outbox row: {webhook:?}"
+    );
+    assert!(mail.is_empty(), "mails with no outbox row: {mail:?}");
+    assert!(sms.is_empty(), "SMS with no outbox row: {sms:?}");
+
+    println!(
+        "soak: {} shipments, {} kills, seed {}, {:.1}s; {changes} status changes committed, \
+         {} outbox rows; sent {sent:?}; dead letters {dead:?}; duplicates {duplicates:?}; \
+         integrity_check {integrity}",
+        size.shipments,
+        size.kills,
+        size.seed,
+        duration.as_secs_f64(),
+        rows.len(),
+    );
+    // A kill repeats at most the deliveries in flight at that moment: those that reached the
+    // receiver before the daemon could record them as sent. The sender runs at most
+    // `[delivery] concurrency` (16 by default) at a time.
+    let repeats: usize = duplicates.values().sum();
+    assert!(
+        repeats <= size.kills * DELIVERY_CONCURRENCY,
+        "{repeats} repeated deliveries for {} kills of {DELIVERY_CONCURRENCY} deliveries in flight",
+        size.kills
+    );
+}

@@ -1,0 +1,273 @@
+//! Servers on loopback that misbehave at the level of TCP and HTTP, below what the wire-format
+//! fakes can express: an upstream gateway that stalls, resets connections, answers errors,
+//! garbage or an endless body, chosen per order; and a webhook endpoint slower than the
+//! sender's timeout.
+//!
+//! Both speak just enough HTTP/1.1 by hand (a request line, headers, a `Content-Length` body) to
+//! serve reqwest, so that every byte they send, or do not send, is under the test's control.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How the hostile gateway answers a request for one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Reads the request and never answers.
+    Stall,
+    /// Reads the request and resets the connection (RST, not FIN).
+    Reset,
+    /// This HTTP status with a short text body.
+    Status(u16),
+    /// An HTML page with 200, as an anti-crawler wall answers.
+    Html,
+    /// A JSON document cut off in the middle.
+    TruncatedJson,
+    /// Text that is not JSON at all, though it starts like it.
+    MalformedJson,
+    /// Valid JSON of a shape no TOP answer has.
+    WrongShape,
+    /// 200 and a body of `mib` MiB, streamed with no `Content-Length` until the client hangs up.
+    Endless { mib: usize },
+}
+
+/// One request that reached the gateway.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The `tid` form field, if any.
+    pub tid: Option<u64>,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct GatewayState {
+    modes: HashMap<u64, Misbehaviour>,
+    requests: Vec<Request>,
+    /// Bytes of endless bodies written before the client hung up.
+    streamed: usize,
+}
+
+/// A gateway that misbehaves as told, per `tid`; a `tid` it was told nothing about gets a 500.
+pub struct HostileGateway {
+    pub url: String,
+    state: Arc<Mutex<GatewayState>>,
+    task: JoinHandle<()>,
+}
+
+impl HostileGateway {
+    pub async fn start() -> HostileGateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/router/rest", listener.local_addr().unwrap());
+        let state: Arc<Mutex<GatewayState>> = Arc::default();
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.retain(|task: &JoinHandle<()>| !task.is_finished());
+                held.push(tokio::spawn(serve_gateway(stream, shared.clone())));
+            }
+        });
+        HostileGateway { url, state, task }
+    }
+
+    pub fn set(&self, tid: u64, mode: Misbehaviour) {
+        self.lock().modes.insert(tid, mode);
+    }
+
+    pub fn requests_for(&self, tid: u64) -> Vec<Request> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.tid == Some(tid))
+            .cloned()
+            .collect()
+    }
+
+    pub fn streamed_bytes(&self) -> usize {
+        self.lock().streamed
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GatewayState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for HostileGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The request line, headers and body, or `None` if the client went away first.
+async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while buffer.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, buffer[head_end..head_end + length].to_vec()))
+}
+
+fn form_field(body: &[u8], key: &str) -> Option<String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn response(status: u16, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status} Whatever\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+async fn serve_gateway(mut stream: TcpStream, state: Arc<Mutex<GatewayState>>) {
+    let Some((_, body)) = read_request(&mut stream).await else {
+        return;
+    };
+    let tid = form_field(&body, "tid").and_then(|t| t.parse::<u64>().ok());
+    let mode = {
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state.requests.push(Request {
+            tid,
+            at: Instant::now(),
+        });
+        tid.and_then(|tid| state.modes.get(&tid).copied())
+            .unwrap_or(Misbehaviour::Status(500))
+    };
+    let json = "application/json;charset=UTF-8";
+    let reply = match mode {
+        Misbehaviour::Stall => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        Misbehaviour::Reset => {
+            // SO_LINGER 0: closing sends RST and drops whatever was buffered.
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+            drop(stream);
+            return;
+        }
+        Misbehaviour::Status(code) => response(code, "text/plain", "upstream exploded"),
+        Misbehaviour::Html => response(
+            200,
+            "text/html;charset=UTF-8",
+            "<!DOCTYPE html><html><body><h1>亲，访问受限了</h1></body></html>",
+        ),
+        Misbehaviour::TruncatedJson => response(
+            200,
+            json,
+            r#"{"logistics_trace_search_response":{"tid":1,"status":"物流公司揽"#,
+        ),
+        Misbehaviour::MalformedJson => response(
+            200,
+            json,
+            r#"{"logistics_trace_search_response":{tid:1,,"status":}]"#,
+        ),
+        Misbehaviour::WrongShape => response(
+            200,
+            json,
+            r#"{"success":true,"data":{"items":[{"tid":1,"status":"ok"}]}}"#,
+        ),
+        Misbehaviour::Endless { mib } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {json}\r\nConnection: close\r\n\r\n\
+                 {{\"logistics_trace_search_response\":{{\"status\":\""
+            );
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..mib {
+                if stream.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                state.lock().unwrap_or_else(|p| p.into_inner()).streamed += chunk.len();
+            }
+            return;
+        }
+    };
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A webhook endpoint that answers 200, but only after `delay`: slower than the sender waits.
+pub struct SlowWebhook {
+    pub url: String,
+    ids: Arc<Mutex<Vec<(String, Instant)>>>,
+    task: JoinHandle<()>,
+}
+
+impl SlowWebhook {
+    pub async fn start(delay: Duration) -> SlowWebhook {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+        let ids: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let shared = ids.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    // A kept-alive connection may carry several requests.
+                    while let Some((head, _)) = read_request(&mut stream).await {
+                        let id = head
+                            .lines()
+                            .filter_map(|line| line.split_once(':'))
+                            .find(|(name, _)| name.trim().eq_ignore_ascii_case("webhook-id"))
+                            .map(|(_, value)| value.trim().to_owned())
+                            .unwrap_or_default();
+                        shared
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, Instant::now()));
+                        tokio::time::sleep(delay).await;
+                        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                        if stream.write_all(ok.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowWebhook { url, ids, task }
+    }
+
+    /// The `webhook-id` of every request, in arrival order.
+    pub fn requests(&self) -> Vec<(String, Instant)> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for SlowWebhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
