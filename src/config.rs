@@ -599,6 +599,13 @@ impl Config {
                     humantime::format_duration(tiers.interval(tier)).to_string()
                 )));
             }
+            // Further than that, a row's next poll reads as a mistake (see POLL_HORIZON).
+            if tiers.interval(tier) > crate::maintenance::POLL_HORIZON {
+                return Err(invalid(format!(
+                    "[tiers] {tier} = {:?} is too long; the longest interval is 366d",
+                    humantime::format_duration(tiers.interval(tier)).to_string()
+                )));
+            }
         }
 
         let d = Polling::default();
@@ -778,6 +785,14 @@ fn resolve_provider(
             )));
         }
     };
+    if raw
+        .min_interval
+        .is_some_and(|d| d.0 > crate::maintenance::POLL_HORIZON)
+    {
+        return Err(invalid(format!(
+            "{section} min_interval is too long; the longest is 366d"
+        )));
+    }
     Ok(ProviderSettings {
         rate_limit: raw.rate_limit,
         min_interval: raw.min_interval.map(|d| d.0),
@@ -1177,14 +1192,29 @@ impl SecretResolver {
     }
 }
 
+/// The longest secret file read: keys and tokens are short, and a path that names a device or
+/// a huge file by mistake must not cost the daemon its memory.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 fn read_secret(section: &str, what: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
         invalid(format!(
             "{section} {what}: cannot read {}: {}",
             path.display(),
             io_reason(&e)
         ))
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_string(&mut text))
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(invalid(format!(
+            "{section} {what}: {} is over {MAX_SECRET_BYTES} bytes; is it the right file?",
+            path.display()
+        )));
+    }
     let value = text.trim_end_matches(['\n', '\r']);
     if value.is_empty() {
         return Err(invalid(format!(

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::clock::{Millis, to_rfc3339};
 use crate::config::Config;
-use crate::domain::Tier;
+use crate::domain::{Tier, mask_contact};
 use crate::providers::{Provider, TrackRequest};
-use crate::storage::NewShipment;
+use crate::storage::{NewShipment, ShipmentRow};
 
 /// The columns of the `shipments` table a shop may fill in.
 pub const COLUMNS: [&str; 7] = [
@@ -127,10 +128,20 @@ impl Intake {
     /// Each shipment comes with the line it was read from.
     pub fn read_csv(&self, path: &Path) -> Result<Vec<(u64, NewShipment)>, String> {
         let shown = path.display();
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {shown}: {}", crate::config::io_reason(&e)))?;
+        self.read_csv_from(file, &shown.to_string())
+    }
+
+    /// [`Intake::read_csv`] on any reader; `shown` names it in messages.
+    pub fn read_csv_from(
+        &self,
+        input: impl std::io::Read,
+        shown: &str,
+    ) -> Result<Vec<(u64, NewShipment)>, String> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
-            .from_path(path)
-            .map_err(|e| format!("cannot read {shown}: {}", csv_reason(&e)))?;
+            .from_reader(input);
         let headers = reader
             .headers()
             .map_err(|e| format!("{shown}: {}", csv_reason(&e)))?
@@ -187,6 +198,60 @@ impl Intake {
             rows.push((line, new));
         }
         Ok(rows)
+    }
+}
+
+/// 2000-01-01T00:00:00Z: no parcel shipwatch tracks began earlier, and a time before it is
+/// almost always seconds written where milliseconds belong.
+const EARLIEST: Millis = 946_684_800_000;
+
+/// How far ahead of our clock a start or an event may be (another machine's clock, a carrier's):
+/// a day. Further is a wrong unit or a typo, and would keep the shipment from ever expiring.
+const AHEAD_SLACK: Millis = 86_400_000;
+
+/// Checks what `add` and `import` check, for a row some other program inserted with SQL: the
+/// contact details, and the times the daemon reasons with. The reason is one line that names the
+/// column and never shows a phone number or an email address whole.
+pub fn check_stored(row: &ShipmentRow, now: Millis) -> Result<(), String> {
+    if let Some(phone) = row.phone.as_deref().filter(|p| !p.trim().is_empty()) {
+        crate::domain::mainland_mobile(phone)?;
+    }
+    if let Some(email) = row.email.as_deref().filter(|e| !e.trim().is_empty())
+        && email.trim().parse::<lettre::Address>().is_err()
+    {
+        return Err(format!(
+            "email {:?} is not an email address (like name@example.com)",
+            mask_contact(email)
+        ));
+    }
+    check_time("created_at", row.created_at, now)?;
+    if let Some(at) = row.last_event_at {
+        check_time("last_event_at", at, now)?;
+    }
+    Ok(())
+}
+
+fn check_time(column: &str, at: Millis, now: Millis) -> Result<(), String> {
+    if at < EARLIEST {
+        return Err(format!(
+            "{column} = {at} is before 2000: times are milliseconds since 1970-01-01 UTC, not seconds"
+        ));
+    }
+    if at > now.saturating_add(AHEAD_SLACK) {
+        return Err(format!(
+            "{column} = {at} ({}) is in the future: times are milliseconds since 1970-01-01 UTC",
+            shown_time(at)
+        ));
+    }
+    Ok(())
+}
+
+/// A database time for a message: RFC 3339 when it is a date at all.
+pub fn shown_time(at: Millis) -> String {
+    if chrono::DateTime::from_timestamp_millis(at).is_some() {
+        to_rfc3339(at)
+    } else {
+        "not a date".to_owned()
     }
 }
 
