@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::clock::{Millis, to_rfc3339};
+use crate::clock::Millis;
 use crate::config::Config;
 use crate::domain::{Tier, mask_contact};
 use crate::providers::{Provider, TrackRequest};
@@ -246,13 +246,12 @@ fn check_time(column: &str, at: Millis, now: Millis) -> Result<(), String> {
     Ok(())
 }
 
-/// A database time for a message: RFC 3339 when it is a date at all.
+/// A database time for a message about the raw value: RFC 3339 in UTC, like the value itself.
 pub fn shown_time(at: Millis) -> String {
-    if chrono::DateTime::from_timestamp_millis(at).is_some() {
-        to_rfc3339(at)
-    } else {
-        "not a date".to_owned()
-    }
+    chrono::DateTime::from_timestamp_millis(at).map_or_else(
+        || "not a date".to_owned(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

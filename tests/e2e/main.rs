@@ -2,6 +2,7 @@
 
 mod alibaba1688_adapter;
 mod bad_input;
+mod bad_rows;
 mod buyer_channels;
 mod catch_up;
 mod crash;
