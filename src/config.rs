@@ -1482,6 +1482,67 @@ mod tests {
         assert_eq!(config.database, dir.path().join("x.db"));
     }
 
+    /// `Debug` of the whole config, as a careless `{config:?}` in a log line would print it,
+    /// shows none of the secrets: provider keys and tokens, the webhook secret, the SMTP
+    /// password, the Aliyun key secret, an HTTP SMS vendor's header values.
+    #[test]
+    fn config_debug_redacts_every_secret() {
+        let secrets = [
+            "tb-secret-0a1b",
+            "tb-session-2c3d",
+            "ali-secret-4e5f",
+            "ali-token-6a7b",
+            "kd-key-8c9d",
+            "hook-secret-0e1f",
+            "smtp-pw-2a3b",
+            "aliyun-secret-4c5d",
+        ];
+        let providers = format!(
+            r#"
+[providers.tb]
+kind = "taobao"
+app_key = "1"
+app_secret = "{}"
+session = "{}"
+[providers.ali]
+kind = "alibaba1688"
+app_key = "2"
+app_secret = "{}"
+access_token = "{}"
+[providers.kd]
+kind = "kuaidi100"
+customer = "C"
+key = "{}"
+[channels.webhook]
+url = "https://shop.example/hooks"
+secret = "{}"
+[channels.email]
+smtp_url = "smtps://mailer@smtp.example"
+password = "{}"
+from = "noreply@shop.example"
+"#,
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5], secrets[6]
+        );
+        let aliyun = format!(
+            "{providers}[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"LTAI\"\n\
+             access_key_secret = \"{}\"\nsign_name = \"s\"\ntemplate_code = \"SMS_1\"\n",
+            secrets[7]
+        );
+        let http = format!(
+            "{providers}[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/send\"\n\
+             body = \"{{{{phone}}}}\"\n[channels.sms.headers]\nAuthorization = \"Bearer sms-token-6e7f\"\n"
+        );
+        for (text, extra) in [(aliyun, secrets[7]), (http, "sms-token-6e7f")] {
+            let config = parse(&text).unwrap();
+            let debug = format!("{config:?} {:?}", config.channels.sms);
+            for secret in secrets.iter().take(7).chain([&extra]) {
+                assert!(!debug.contains(secret), "{secret} in {debug}");
+            }
+            let pretty = format!("{config:#?}");
+            assert!(!pretty.contains(extra), "{pretty}");
+        }
+    }
+
     /// The example shipped for operators is read by the real loader, so it cannot drift from it.
     #[test]
     fn the_example_config_in_deploy_loads() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::app::{Options, TestApp};
 use crate::support::fake_1688::Fake1688;
-use crate::support::fake_kuaidi100::{Fault, FakeKuaidi100};
+use crate::support::fake_kuaidi100::{FakeKuaidi100, Fault};
 
 fn tid(i: u64) -> u64 {
     9_400_000_000_000_000_000 + i
