@@ -23,3 +23,4 @@ mod supervised;
 mod support;
 mod taobao_adapter;
 mod three_providers;
+mod transport;
