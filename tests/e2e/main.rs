@@ -11,6 +11,7 @@ mod journey;
 mod kuaidi100_adapter;
 mod maintenance;
 mod operations;
+mod pipes;
 mod privacy;
 mod quiet_hours;
 mod rate_limit;
