@@ -1543,6 +1543,30 @@ from = "noreply@shop.example"
         }
     }
 
+    #[test]
+    fn an_oversized_secret_file_or_interval_is_refused() {
+        let secret_from = |path: &str| {
+            parse(&format!(
+                "[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\nsession = \"s\"\napp_secret_file = \"{path}\""
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        // A device that never ends is read to the limit, not to the end of memory.
+        let err = secret_from("/dev/zero");
+        assert!(err.contains("/dev/zero is over 65536 bytes"), "{err}");
+        let err = parse("[tiers]\nlow = \"400d\"").unwrap_err().to_string();
+        assert!(
+            err.contains("[tiers] low") && err.contains("too long"),
+            "{err}"
+        );
+        let err = parse("[providers.s]\nkind = \"simulator\"\nmin_interval = \"1000d\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_interval is too long"), "{err}");
+        assert!(parse("[tiers]\nlow = \"366d\"").is_ok());
+    }
+
     /// The example shipped for operators is read by the real loader, so it cannot drift from it.
     #[test]
     fn the_example_config_in_deploy_loads() {

@@ -204,3 +204,28 @@ expire = "* * * * * *"
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
+
+/// Upstream's numbers are as untrusted as a row's: a ban "for 18446744073709551615 more seconds"
+/// pauses the provider (for as long as a date can say) instead of overflowing the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_ban_from_upstream_pauses_the_provider_without_a_crash() {
+    let app = TestApp::start().await;
+    app.top.fault(
+        crate::support::fake_top::Fault::Ban { seconds: u64::MAX },
+        1,
+    );
+    let order = tid(20);
+    app.top.journey(order);
+    app.cli_ok(&["add", &order.to_string(), "--tier", "high"]);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the provider is banned", Duration::from_secs(20), || {
+        app.cli_ok(&["stats"]).contains("BANNED")
+    })
+    .await;
+    let stats = app.cli_ok(&["stats"]);
+    assert!(stats.contains("18446744073709551615"), "{stats}");
+    assert_eq!(app.top.polls_of(order), 1, "no call during the ban");
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
