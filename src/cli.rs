@@ -711,6 +711,18 @@ async fn retry(global: &Global, ids: Vec<i64>, dead: bool) -> Result<()> {
     Ok(())
 }
 
+/// `shipwatch list | head` must end when `head` has read enough, as every Unix tool does. Rust
+/// ignores SIGPIPE, so the next print would panic ("failed printing to stdout: Broken pipe") and
+/// could hang on the way out; the default disposition ends the process at once instead. Only for
+/// the admin commands: the daemon must outlive a log reader that goes away.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called before any thread is started; setting a signal's disposition to its
+    // default touches no memory of this program.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The program's entry point: parses the arguments, runs, and turns an error into one line.
 pub fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
@@ -729,6 +741,9 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if !matches!(cli.command, Command::Run | Command::Demo(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

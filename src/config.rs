@@ -599,6 +599,13 @@ impl Config {
                     humantime::format_duration(tiers.interval(tier)).to_string()
                 )));
             }
+            // Further than that, a row's next poll reads as a mistake (see POLL_HORIZON).
+            if tiers.interval(tier) > crate::maintenance::POLL_HORIZON {
+                return Err(invalid(format!(
+                    "[tiers] {tier} = {:?} is too long; the longest interval is 366d",
+                    humantime::format_duration(tiers.interval(tier)).to_string()
+                )));
+            }
         }
 
         let d = Polling::default();
@@ -778,6 +785,14 @@ fn resolve_provider(
             )));
         }
     };
+    if raw
+        .min_interval
+        .is_some_and(|d| d.0 > crate::maintenance::POLL_HORIZON)
+    {
+        return Err(invalid(format!(
+            "{section} min_interval is too long; the longest is 366d"
+        )));
+    }
     Ok(ProviderSettings {
         rate_limit: raw.rate_limit,
         min_interval: raw.min_interval.map(|d| d.0),
@@ -1177,14 +1192,29 @@ impl SecretResolver {
     }
 }
 
+/// The longest secret file read: keys and tokens are short, and a path that names a device or
+/// a huge file by mistake must not cost the daemon its memory.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 fn read_secret(section: &str, what: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
         invalid(format!(
             "{section} {what}: cannot read {}: {}",
             path.display(),
             io_reason(&e)
         ))
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_string(&mut text))
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(invalid(format!(
+            "{section} {what}: {} is over {MAX_SECRET_BYTES} bytes; is it the right file?",
+            path.display()
+        )));
+    }
     let value = text.trim_end_matches(['\n', '\r']);
     if value.is_empty() {
         return Err(invalid(format!(
@@ -1450,6 +1480,91 @@ mod tests {
         let config = Config::load_without_secrets(&path).unwrap();
         assert!(config.providers.contains_key("t"));
         assert_eq!(config.database, dir.path().join("x.db"));
+    }
+
+    /// `Debug` of the whole config, as a careless `{config:?}` in a log line would print it,
+    /// shows none of the secrets: provider keys and tokens, the webhook secret, the SMTP
+    /// password, the Aliyun key secret, an HTTP SMS vendor's header values.
+    #[test]
+    fn config_debug_redacts_every_secret() {
+        let secrets = [
+            "tb-secret-0a1b",
+            "tb-session-2c3d",
+            "ali-secret-4e5f",
+            "ali-token-6a7b",
+            "kd-key-8c9d",
+            "hook-secret-0e1f",
+            "smtp-pw-2a3b",
+            "aliyun-secret-4c5d",
+        ];
+        let providers = format!(
+            r#"
+[providers.tb]
+kind = "taobao"
+app_key = "1"
+app_secret = "{}"
+session = "{}"
+[providers.ali]
+kind = "alibaba1688"
+app_key = "2"
+app_secret = "{}"
+access_token = "{}"
+[providers.kd]
+kind = "kuaidi100"
+customer = "C"
+key = "{}"
+[channels.webhook]
+url = "https://shop.example/hooks"
+secret = "{}"
+[channels.email]
+smtp_url = "smtps://mailer@smtp.example"
+password = "{}"
+from = "noreply@shop.example"
+"#,
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5], secrets[6]
+        );
+        let aliyun = format!(
+            "{providers}[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"LTAI\"\n\
+             access_key_secret = \"{}\"\nsign_name = \"s\"\ntemplate_code = \"SMS_1\"\n",
+            secrets[7]
+        );
+        let http = format!(
+            "{providers}[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/send\"\n\
+             body = \"{{{{phone}}}}\"\n[channels.sms.headers]\nAuthorization = \"Bearer sms-token-6e7f\"\n"
+        );
+        for (text, extra) in [(aliyun, secrets[7]), (http, "sms-token-6e7f")] {
+            let config = parse(&text).unwrap();
+            let debug = format!("{config:?} {:?}", config.channels.sms);
+            for secret in secrets.iter().take(7).chain([&extra]) {
+                assert!(!debug.contains(secret), "{secret} in {debug}");
+            }
+            let pretty = format!("{config:#?}");
+            assert!(!pretty.contains(extra), "{pretty}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_secret_file_or_interval_is_refused() {
+        let secret_from = |path: &str| {
+            parse(&format!(
+                "[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\nsession = \"s\"\napp_secret_file = \"{path}\""
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        // A device that never ends is read to the limit, not to the end of memory.
+        let err = secret_from("/dev/zero");
+        assert!(err.contains("/dev/zero is over 65536 bytes"), "{err}");
+        let err = parse("[tiers]\nlow = \"400d\"").unwrap_err().to_string();
+        assert!(
+            err.contains("[tiers] low") && err.contains("too long"),
+            "{err}"
+        );
+        let err = parse("[providers.s]\nkind = \"simulator\"\nmin_interval = \"1000d\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_interval is too long"), "{err}");
+        assert!(parse("[tiers]\nlow = \"366d\"").is_ok());
     }
 
     /// The example shipped for operators is read by the real loader, so it cannot drift from it.

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::clock::Millis;
 use crate::config::Config;
-use crate::domain::Tier;
+use crate::domain::{Tier, mask_contact};
 use crate::providers::{Provider, TrackRequest};
-use crate::storage::NewShipment;
+use crate::storage::{NewShipment, ShipmentRow};
 
 /// The columns of the `shipments` table a shop may fill in.
 pub const COLUMNS: [&str; 7] = [
@@ -127,10 +128,20 @@ impl Intake {
     /// Each shipment comes with the line it was read from.
     pub fn read_csv(&self, path: &Path) -> Result<Vec<(u64, NewShipment)>, String> {
         let shown = path.display();
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {shown}: {}", crate::config::io_reason(&e)))?;
+        self.read_csv_from(file, &shown.to_string())
+    }
+
+    /// [`Intake::read_csv`] on any reader; `shown` names it in messages.
+    pub fn read_csv_from(
+        &self,
+        input: impl std::io::Read,
+        shown: &str,
+    ) -> Result<Vec<(u64, NewShipment)>, String> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
-            .from_path(path)
-            .map_err(|e| format!("cannot read {shown}: {}", csv_reason(&e)))?;
+            .from_reader(input);
         let headers = reader
             .headers()
             .map_err(|e| format!("{shown}: {}", csv_reason(&e)))?
@@ -188,6 +199,57 @@ impl Intake {
         }
         Ok(rows)
     }
+}
+
+/// 2000-01-01T00:00:00Z: no parcel shipwatch tracks began earlier, and a time before it is
+/// almost always seconds written where milliseconds belong.
+const EARLIEST: Millis = 946_684_800_000;
+
+/// How far ahead of our clock the start of tracking may be (another machine's clock): a day.
+/// Further is a wrong unit or a typo, and would keep the shipment from ever expiring.
+const AHEAD_SLACK: Millis = 86_400_000;
+
+/// Checks what `add` and `import` check, for a row some other program inserted with SQL: the
+/// contact details, and when tracking began. The reason is one line that names the
+/// column and never shows a phone number or an email address whole.
+pub fn check_stored(row: &ShipmentRow, now: Millis) -> Result<(), String> {
+    if let Some(phone) = row.phone.as_deref().filter(|p| !p.trim().is_empty()) {
+        crate::domain::mainland_mobile(phone)?;
+    }
+    if let Some(email) = row.email.as_deref().filter(|e| !e.trim().is_empty())
+        && email.trim().parse::<lettre::Address>().is_err()
+    {
+        return Err(format!(
+            "email {:?} is not an email address (like name@example.com)",
+            mask_contact(email)
+        ));
+    }
+    // Only the start of tracking: the other times are the daemon's own, or the carrier's, whose
+    // clock is not the shop's mistake.
+    check_time("created_at", row.created_at, now)
+}
+
+fn check_time(column: &str, at: Millis, now: Millis) -> Result<(), String> {
+    if at < EARLIEST {
+        return Err(format!(
+            "{column} = {at} is before 2000: times are milliseconds since 1970-01-01 UTC, not seconds"
+        ));
+    }
+    if at > now.saturating_add(AHEAD_SLACK) {
+        return Err(format!(
+            "{column} = {at} ({}) is in the future: times are milliseconds since 1970-01-01 UTC",
+            shown_time(at)
+        ));
+    }
+    Ok(())
+}
+
+/// A database time for a message about the raw value: RFC 3339 in UTC, like the value itself.
+pub fn shown_time(at: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(at).map_or_else(
+        || "not a date".to_owned(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -314,6 +376,71 @@ mod tests {
             .read_csv(write("order_id,email\n1,not-an-address\n").path())
             .unwrap_err();
         assert!(err.contains("line 2, column email"), "{err}");
+    }
+
+    fn stored(phone: Option<&str>, email: Option<&str>, created_at: Millis) -> ShipmentRow {
+        ShipmentRow {
+            id: 1,
+            order_id: "123".into(),
+            provider: "taobao".into(),
+            tracking_no: None,
+            carrier: None,
+            tier: "normal".into(),
+            phone: phone.map(str::to_owned),
+            email: email.map(str::to_owned),
+            status: "pending".into(),
+            raw_status: None,
+            active: true,
+            error: None,
+            transitions: 0,
+            next_poll_at: created_at,
+            last_polled_at: None,
+            last_event_at: None,
+            status_changed_at: None,
+            created_at,
+        }
+    }
+
+    const NOW: Millis = 1_764_300_000_000;
+
+    #[test]
+    fn stored_rows_are_judged_like_added_ones_without_showing_contacts() {
+        assert_eq!(check_stored(&stored(None, None, NOW), NOW), Ok(()));
+        let good = stored(
+            Some("+86 138-1234-5678"),
+            Some("zhang@shop.example"),
+            NOW - 1,
+        );
+        assert_eq!(check_stored(&good, NOW), Ok(()));
+        assert_eq!(check_stored(&stored(Some(" "), Some(""), NOW), NOW), Ok(()));
+
+        let err = check_stored(&stored(Some("138-1234-567"), None, NOW), NOW).unwrap_err();
+        assert!(err.contains("not a mainland mobile"), "{err}");
+        assert!(!err.contains("138-1234-567"), "{err}");
+        let err = check_stored(&stored(None, Some("zhang.wei at shop"), NOW), NOW).unwrap_err();
+        assert!(err.contains("not an email address"), "{err}");
+        assert!(!err.contains("zhang.wei"), "{err}");
+    }
+
+    #[test]
+    fn a_start_of_tracking_in_the_future_or_in_seconds_is_refused() {
+        let err = check_stored(&stored(None, None, 253_402_300_799_000), NOW).unwrap_err();
+        assert_eq!(
+            err,
+            "created_at = 253402300799000 (9999-12-31T23:59:59Z) is in the future: times are milliseconds since 1970-01-01 UTC"
+        );
+        let err = check_stored(&stored(None, None, i64::MAX), NOW).unwrap_err();
+        assert!(err.contains("(not a date) is in the future"), "{err}");
+        let err = check_stored(&stored(None, None, NOW / 1000), NOW).unwrap_err();
+        assert!(
+            err.contains("before 2000") && err.contains("not seconds"),
+            "{err}"
+        );
+        // Another machine's clock a few hours ahead is not a mistake.
+        assert_eq!(
+            check_stored(&stored(None, None, NOW + 3_600_000), NOW),
+            Ok(())
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod intake;
 pub mod maintenance;

@@ -263,6 +263,23 @@ pub(crate) const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, 
      status, raw_status, active, error, transitions, next_poll_at, last_polled_at, last_event_at, \
      status_changed_at, created_at";
 
+/// Creates the database file readable by its owner only (0600), whatever the umask: it holds
+/// buyers' phone numbers and addresses. SQLite gives the `-wal` and `-shm` files it creates
+/// beside it the same mode. An existing file is left as it is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Db {
     /// Opens (creating it if needed) and migrates the database.
     pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Db> {
@@ -278,6 +295,10 @@ impl Db {
                 )),
             });
         }
+        create_private(path).map_err(|source| StorageError::Open {
+            path: shown.clone(),
+            source: sqlx::Error::Io(source),
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -913,7 +934,7 @@ impl Db {
             shipments,
             notifications,
             due_now,
-            lag_seconds: oldest_due.map_or(0, |at| (now - at).max(0) / 1000),
+            lag_seconds: oldest_due.map_or(0, |at| now.saturating_sub(at).max(0) / 1000),
         })
     }
 

@@ -211,7 +211,10 @@ impl Dispatcher {
                 });
                 continue;
             };
-            if let Err(reason) = provider.adapter.check(&track_request(&row)) {
+            // Rows inserted with SQL were never checked by `add` or `import`.
+            let checked = crate::intake::check_stored(&row, now)
+                .and_then(|()| provider.adapter.check(&track_request(&row)));
+            if let Err(reason) = checked {
                 warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
                 self.db.mark_invalid(row.id, &reason, now).await?;
                 self.events.emit(PipelineEvent::ShipmentInvalid {
@@ -386,7 +389,8 @@ impl Dispatcher {
         let (order_id, name) = (&row.order_id, &provider.name);
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
-                let until = now + millis(*retry_after);
+                // Saturating: upstream chooses the number, and may choose an absurd one.
+                let until = now.saturating_add(millis(*retry_after));
                 let first = provider.pause_until(until, now);
                 self.db
                     .ban_provider(name, until, &error.to_string(), now)
@@ -402,7 +406,7 @@ impl Dispatcher {
                 }
             }
             ProviderError::AuthExpired(_) | ProviderError::Config(_) => {
-                let until = now + millis(self.polling.auth_pause);
+                let until = now.saturating_add(millis(self.polling.auth_pause));
                 self.db.release_shipment(row.id).await?;
                 // One loud line per pause, not one per poll that was in flight.
                 if provider.pause_until(until, now) {

@@ -11,6 +11,8 @@
 
 mod store;
 
+pub use store::POLL_HORIZON;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -299,6 +301,16 @@ impl Context {
             }
             Ok(_) => {}
             Err(e) => warn!("while flagging shipments without carrier information: {e}"),
+        }
+        match store::unreachable_polls(&self.db, now).await {
+            Ok(invalid) => {
+                for (order_id, reason) in invalid {
+                    warn!(%order_id, %reason, "shipment invalid");
+                    self.events
+                        .emit(PipelineEvent::ShipmentInvalid { order_id, reason });
+                }
+            }
+            Err(e) => warn!("while looking for shipments that would never be polled: {e}"),
         }
     }
 

@@ -188,6 +188,48 @@ pub async fn no_info_changes(
     .await
 }
 
+/// How far ahead a shipment's next poll may be. The daemon never schedules one further (the
+/// config refuses longer intervals), so a row beyond it was written by hand with a wrong time.
+pub const POLL_HORIZON: Duration = Duration::from_secs(366 * 86_400);
+
+/// Marks invalid each active shipment whose `next_poll_at` is beyond `now` + [`POLL_HORIZON`]
+/// (year 9999, microseconds where milliseconds belong): it would never come up for a poll, and
+/// nobody would notice. Returns the order ids with their reasons.
+#[instrument(skip_all)]
+pub async fn unreachable_polls(db: &Db, now: Millis) -> Result<Vec<(String, String)>> {
+    let cutoff = now.saturating_add(millis(POLL_HORIZON));
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT id, order_id, next_poll_at FROM shipments \
+         WHERE active = 1 AND next_poll_at > ?1 ORDER BY next_poll_at LIMIT ?2",
+    )
+    .bind(cutoff)
+    .bind(BATCH)
+    .fetch_all(&db.read)
+    .await?;
+    let mut invalid = Vec::new();
+    for (id, order_id, at) in rows {
+        let reason = format!(
+            "next_poll_at = {at} ({}) is more than {} ahead, so it would never be polled: times are milliseconds since 1970-01-01 UTC",
+            crate::intake::shown_time(at),
+            span(POLL_HORIZON)
+        );
+        let done = sqlx::query(
+            "UPDATE shipments SET active = 0, error = ?1, last_polled_at = ?2 \
+             WHERE id = ?3 AND active = 1 AND next_poll_at > ?4",
+        )
+        .bind(&reason)
+        .bind(now)
+        .bind(id)
+        .bind(cutoff)
+        .execute(&db.write)
+        .await?;
+        if done.rows_affected() == 1 {
+            invalid.push((order_id, reason));
+        }
+    }
+    Ok(invalid)
+}
+
 /// Queues one `shipment.stuck` webhook notification for each moving shipment (see [`MOVING`])
 /// that has been quiet for `stuck_after`, once per stall. Buyers are not told: a stall is for the
 /// shop to chase with the carrier. Without a webhook channel nothing is queued or remembered.

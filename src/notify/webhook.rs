@@ -27,6 +27,10 @@ const SECRET_PREFIX: &str = "whsec_";
 /// error message, not enough to bloat the database with an HTML error page.
 const BODY_EXCERPT_CHARS: usize = 200;
 
+/// The most of a receiver's answer that is read. Its error message is at the start; a receiver
+/// that answers with an endless body must cost neither memory nor more than the timeout.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// The key shared with the receiver. Parsed once from the config so that signing cannot fail.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret(Vec<u8>);
@@ -177,6 +181,10 @@ impl Webhook {
                 "timed out after {} waiting for {url}",
                 format_duration(self.timeout)
             )
+        } else if let Some(reason) = certificate_error(&error) {
+            format!(
+                "TLS certificate of {url} not accepted ({reason}); webhooks go only to receivers whose certificate the system trusts"
+            )
         } else if is_connection_refused(&error) {
             format!("connection refused to {url}")
         } else if error.is_connect() {
@@ -279,13 +287,39 @@ fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     )
 }
 
-async fn body_excerpt(response: reqwest::Response) -> String {
-    let body = response.text().await.unwrap_or_default();
+async fn body_excerpt(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_ANSWER_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // The rest of the answer is never read: dropping the response closes the connection.
+    drop(response);
+    let body = String::from_utf8_lossy(&body);
     let body = body.trim();
     match body.char_indices().nth(BODY_EXCERPT_CHARS) {
         Some((cut, _)) => format!("{}…", &body[..cut]),
         None => body.to_owned(),
     }
+}
+
+/// The TLS layer's reason when the receiver's certificate was refused (self-signed, expired,
+/// another host's), so that the message names the certificate rather than a generic failure.
+fn certificate_error(error: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text.contains("certificate") {
+            return Some(text);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 fn is_connection_refused(error: &reqwest::Error) -> bool {

@@ -233,15 +233,15 @@ fn lenient_bool<'de, D: Deserializer<'de>>(de: D) -> Result<Option<bool>, D::Err
 
 /// A successful answer, before the adapter checks it is about the order it asked for.
 #[derive(Debug)]
-struct Found {
+pub(crate) struct Found {
     /// Every order id the answer names, one per waybill that names one.
-    order_ids: Vec<u64>,
-    trace: Trace,
+    pub(crate) order_ids: Vec<u64>,
+    pub(crate) trace: Trace,
 }
 
 /// Reads an answer whatever its HTTP status: the gateway's own error body says more than the
 /// status does (it refuses a bad signature and an expired token alike with a 4xx).
-fn interpret(
+pub(crate) fn interpret(
     http_status: u16,
     retry_after: Option<u64>,
     body: &str,

@@ -261,7 +261,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D:
     })
 }
 
-fn parse_response(body: &str) -> Result<Trace, ProviderError> {
+pub(crate) fn parse_response(body: &str) -> Result<Trace, ProviderError> {
     if body.trim().is_empty() {
         return Err(ProviderError::Transient(
             "empty body from Kuaidi100".to_owned(),

@@ -327,12 +327,12 @@ fn lenient_code<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Erro
 
 /// A successful answer, before the adapter checks it is about the order it asked for.
 #[derive(Debug)]
-struct Found {
-    tid: Option<u64>,
-    trace: Trace,
+pub(crate) struct Found {
+    pub(crate) tid: Option<u64>,
+    pub(crate) trace: Trace,
 }
 
-fn parse_response(body: &str) -> Result<Found, ProviderError> {
+pub(crate) fn parse_response(body: &str) -> Result<Found, ProviderError> {
     if body.trim().is_empty() {
         return Err(ProviderError::Transient("empty body from TOP".to_owned()));
     }

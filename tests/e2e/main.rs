@@ -2,6 +2,7 @@
 
 mod alibaba1688_adapter;
 mod bad_input;
+mod bad_rows;
 mod buyer_channels;
 mod catch_up;
 mod crash;
@@ -12,6 +13,8 @@ mod journey;
 mod kuaidi100_adapter;
 mod maintenance;
 mod operations;
+mod pipes;
+mod privacy;
 mod quiet_hours;
 mod rate_limit;
 mod retries;
@@ -25,3 +28,4 @@ mod supervised;
 mod support;
 mod taobao_adapter;
 mod three_providers;
+mod transport;

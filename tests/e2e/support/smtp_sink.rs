@@ -124,6 +124,8 @@ struct State {
     script: VecDeque<Reply>,
     attempts: Vec<Received>,
     connections: usize,
+    /// `user password` of each AUTH PLAIN.
+    logins: Vec<String>,
 }
 
 /// The running server; it stops when dropped.
@@ -174,6 +176,11 @@ impl SmtpSink {
     }
 
     /// TCP connections accepted so far.
+    /// `user password` of each AUTH PLAIN a client sent.
+    pub fn logins(&self) -> Vec<String> {
+        self.state.lock().unwrap().logins.clone()
+    }
+
     pub fn connections(&self) -> usize {
         self.lock().connections
     }
@@ -256,6 +263,7 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
                 say!("250-sink.test greets {argument}");
                 say!("250-8BITMIME");
                 say!("250-ENHANCEDSTATUSCODES");
+                say!("250-AUTH PLAIN");
                 say!("250 SIZE 10485760");
             }
             "HELO" => {
@@ -273,6 +281,19 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
                 return;
             }
             "STARTTLS" => say!("502 5.5.1 STARTTLS not available"),
+            "AUTH" => match argument.split_once(' ') {
+                Some((mechanism, encoded)) if mechanism.eq_ignore_ascii_case("PLAIN") => {
+                    use base64::Engine;
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(encoded.trim())
+                        .unwrap_or_default();
+                    // authzid NUL authcid NUL password
+                    let login = String::from_utf8_lossy(&decoded).replace('\0', " ");
+                    state.lock().unwrap().logins.push(login.trim().to_owned());
+                    say!("235 2.7.0 Authentication successful");
+                }
+                _ => say!("504 5.5.4 only AUTH PLAIN with an initial response"),
+            },
             "MAIL" if !greeted => say!("503 5.5.1 say EHLO first"),
             "MAIL" if transaction.is_some() => say!("503 5.5.1 nested MAIL command"),
             "MAIL" => match path_argument(argument, "FROM:") {
