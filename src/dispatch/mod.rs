@@ -16,10 +16,13 @@ use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
-use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
+use crate::storage::{Db, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
 
+mod commit;
 pub mod limiter;
+
+use commit::GroupCommit;
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
@@ -85,7 +88,8 @@ pub struct Dispatcher {
     polling: Polling,
     /// Replaced whole when the config is reloaded.
     providers: RwLock<Arc<Providers>>,
-    channels: Vec<ChannelRule>,
+    /// Records successful polls, several to a transaction.
+    commit: GroupCommit,
     events: Events,
     workers: Workers,
     /// Shipments whose poll is under way. A poll that waits long for its provider's quota may
@@ -108,13 +112,13 @@ impl Dispatcher {
         events: Events,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
+            commit: GroupCommit::new(db.clone(), channels),
             db,
             clock,
             tiers,
             workers: Workers::new(polling.concurrency),
             polling,
             providers: RwLock::new(Arc::new(providers)),
-            channels,
             events,
             in_flight: Mutex::new(HashSet::new()),
             heartbeat: Heartbeat::new(),
@@ -326,17 +330,9 @@ impl Dispatcher {
                 return Ok(PollOutcome::Failed(error));
             }
         };
-        let recorded = self
-            .db
-            .record_poll(
-                row.id,
-                PollRecord {
-                    now,
-                    trace: &trace,
-                    next_poll_at: self.next_poll_for(provider, now, tier),
-                    channels: &self.channels,
-                },
-            )
+        let (recorded, trace) = self
+            .commit
+            .record(row.id, trace, now, self.next_poll_for(provider, now, tier))
             .await?;
         match recorded.change {
             Some((from, to)) => {
