@@ -449,6 +449,12 @@ impl Dispatcher {
         self.workers
             .feed(&stop, || async move {
                 match me.step().await {
+                    // More may be due: claim again as soon as a slot is free, rather than
+                    // after the idle wait.
+                    Ok(claimed) if claimed > 0 => {
+                        me.heartbeat.beat();
+                        Duration::ZERO
+                    }
                     Ok(_) => {
                         me.heartbeat.beat();
                         me.idle_wait().await

@@ -229,6 +229,8 @@ impl Sender {
         self.workers
             .feed(&stop, || async move {
                 match me.step().await {
+                    // More may be due: claim again as soon as a slot is free.
+                    Ok(claimed) if claimed > 0 => Duration::ZERO,
                     Ok(_) => me.idle_wait().await,
                     Err(e) => {
                         error!(error = %e, "sender could not claim notifications");
