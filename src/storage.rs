@@ -1025,10 +1025,7 @@ async fn record_poll_in(
         });
     };
 
-    let mut new_events = 0;
-    for event in &poll.trace.events {
-        new_events += insert_event(tx, shipment_id, event).await?;
-    }
+    let new_events = insert_events(tx, shipment_id, &poll.trace.events).await?;
     let newest = poll.trace.events.iter().max_by_key(|e| e.time);
     let newest_at = newest.map(|e| e.time.timestamp_millis());
 
@@ -1119,20 +1116,36 @@ async fn record_poll_in(
     })
 }
 
-async fn insert_event(
+/// Adds the events not stored yet, all in one statement (a trace repeats its whole history
+/// at every poll); returns how many were new.
+async fn insert_events(
     tx: &mut Transaction<'static, Sqlite>,
     shipment_id: i64,
-    event: &TraceEvent,
+    events: &[TraceEvent],
 ) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<(i64, &str, Option<&str>, Option<&str>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.time.timestamp_millis(),
+                e.description.as_str(),
+                e.location.as_deref(),
+                e.raw_code.as_deref(),
+            )
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows).expect("events serialise");
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
     Ok(sqlx::query(
         "INSERT INTO events (shipment_id, time, description, location, raw_code) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (shipment_id, time, description) DO NOTHING",
+         SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) \
+         WHERE true ON CONFLICT (shipment_id, time, description) DO NOTHING",
     )
     .bind(shipment_id)
-    .bind(event.time.timestamp_millis())
-    .bind(&event.description)
-    .bind(&event.location)
-    .bind(&event.raw_code)
+    .bind(rows)
     .execute(&mut **tx)
     .await?
     .rows_affected())
