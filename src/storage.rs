@@ -815,6 +815,23 @@ impl Db {
         Ok(())
     }
 
+    /// Marks several notifications sent in one transaction.
+    pub async fn notifications_sent(&self, sent: &[(i64, Millis)]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (id, now) in sent {
+            sqlx::query(
+                "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records a failed attempt: retried at `retry_at`, or dead when that is `None`.
     pub async fn notification_failed(
         &self,

@@ -22,7 +22,7 @@ use crate::workers::Workers;
 mod commit;
 pub mod limiter;
 
-use commit::GroupCommit;
+use commit::{Finished, GroupCommit};
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
@@ -332,7 +332,12 @@ impl Dispatcher {
         };
         let (recorded, trace) = self
             .commit
-            .record(row.id, trace, now, self.next_poll_for(provider, now, tier))
+            .record(Finished {
+                shipment_id: row.id,
+                trace,
+                now,
+                next_poll_at: self.next_poll_for(provider, now, tier),
+            })
             .await?;
         match recorded.change {
             Some((from, to)) => {
