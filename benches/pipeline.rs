@@ -415,6 +415,22 @@ sign_method = "hmac-sha256"
         Ok(n)
     }
 
+    /// Waits until the count `query` returns satisfies `done`.
+    async fn wait_count(
+        &self,
+        what: &str,
+        query: &str,
+        done: impl Fn(i64) -> bool,
+    ) -> Result<(), String> {
+        wait_for(
+            what,
+            Duration::from_secs(120),
+            Duration::from_millis(20),
+            || async { Ok(done(self.count(query).await?)) },
+        )
+        .await
+    }
+
     /// Starts `shipwatch run` under a stand-in for systemd and waits for READY=1.
     fn start_daemon(&self) -> Result<Daemon, String> {
         let socket_path = self.dir.path().join("notify.sock");
@@ -705,18 +721,13 @@ async fn polls(n: usize) -> Result<Polls, String> {
         || async { Ok(top.call_count() >= n) },
     )
     .await?;
-    wait_for(
-        "every poll is recorded",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || async {
-            Ok(setup
-                .count("SELECT count(*) FROM shipments WHERE last_polled_at IS NOT NULL")
-                .await?
-                >= n as i64)
-        },
-    )
-    .await?;
+    setup
+        .wait_count(
+            "every poll is recorded",
+            "SELECT count(*) FROM shipments WHERE last_polled_at IS NOT NULL",
+            |polled| polled >= n as i64,
+        )
+        .await?;
     let elapsed = started.elapsed();
     let cpu = daemon.cpu() - cpu_start;
     daemon.stop()?;
@@ -806,18 +817,13 @@ async fn notifications(n: usize) -> Result<f64, String> {
         || async { Ok(arrived.load(Ordering::Relaxed) >= n) },
     )
     .await?;
-    wait_for(
-        "every notification is marked sent",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || async {
-            Ok(setup
-                .count("SELECT count(*) FROM notifications WHERE state = 'pending'")
-                .await?
-                == 0)
-        },
-    )
-    .await?;
+    setup
+        .wait_count(
+            "every notification is marked sent",
+            "SELECT count(*) FROM notifications WHERE state = 'pending'",
+            |pending| pending == 0,
+        )
+        .await?;
     let elapsed = started.elapsed();
     daemon.stop()?;
     let sent = setup
