@@ -632,6 +632,21 @@ async fn receiver() -> Result<(Receiver, String), String> {
     Ok((receiver, secret))
 }
 
+/// The fake gateway (answering any tid), a webhook receiver, and a setup whose daemon polls the
+/// one and notifies the other.
+async fn with_webhook() -> Result<(FakeTop, Receiver, Setup), String> {
+    let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
+    top.answer_any_tid(10);
+    let (receiver, secret) = receiver().await?;
+    let setup = Setup::new(ConfigOptions {
+        top: &top.url,
+        webhook: Some((&receiver.url, &secret)),
+        rate_limit: None,
+    })
+    .await?;
+    Ok((top, receiver, setup))
+}
+
 // ---- scenarios -------------------------------------------------------------------------------
 
 /// The same HTTP client the daemon uses, `CONCURRENCY` requests at a time, each one signed as
@@ -702,15 +717,7 @@ struct Polls {
 /// `n` shipments all due, no rate limit, every 10th poll a status change (and a webhook queued
 /// and delivered): from READY until every shipment is polled and recorded.
 async fn polls(n: usize) -> Result<Polls, String> {
-    let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
-    top.answer_any_tid(10);
-    let (receiver, secret) = receiver().await?;
-    let setup = Setup::new(ConfigOptions {
-        top: &top.url,
-        webhook: Some((&receiver.url, &secret)),
-        rate_limit: None,
-    })
-    .await?;
+    let (top, _receiver, setup) = with_webhook().await?;
     setup.sql(&insert_shipments(1, n, true, 0)).await?;
     let daemon = setup.start_daemon()?;
     let (started, cpu_start) = (Instant::now(), daemon.cpu());
@@ -766,14 +773,7 @@ async fn polls(n: usize) -> Result<Polls, String> {
 /// `n` pending webhook notifications, a receiver that verifies each signature and answers 200:
 /// from READY until every row is marked sent.
 async fn notifications(n: usize) -> Result<f64, String> {
-    let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
-    let (receiver, secret) = receiver().await?;
-    let setup = Setup::new(ConfigOptions {
-        top: &top.url,
-        webhook: Some((&receiver.url, &secret)),
-        rate_limit: None,
-    })
-    .await?;
+    let (_top, receiver, setup) = with_webhook().await?;
     let now = now_millis();
     setup
         .sql(&format!(
