@@ -46,6 +46,8 @@ pub enum StorageError {
     Rejected(String),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("the transaction holding this write was cut short; it is retried at the next poll")]
+    Interrupted,
 }
 
 /// A shipment row as stored.
@@ -625,117 +627,22 @@ impl Db {
     #[instrument(skip_all, fields(id = shipment_id))]
     pub async fn record_poll(&self, shipment_id: i64, poll: PollRecord<'_>) -> Result<Recorded> {
         let mut tx = self.begin_write().await?;
-        // Read inside the write transaction: the CLI or another tool may have changed the row
-        // while the poll was in flight.
-        let Some(current) = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
-            "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = ?"
-        )))
-        .bind(shipment_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .filter(|row| row.active) else {
-            tx.commit().await?;
-            return Ok(Recorded {
-                change: None,
-                new_events: 0,
-                queued: Vec::new(),
-                applied: false,
-            });
-        };
+        let recorded = record_poll_in(&mut tx, shipment_id, &poll).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
 
-        let mut new_events = 0;
-        for event in &poll.trace.events {
-            new_events += insert_event(&mut tx, shipment_id, event).await?;
-        }
-        let newest = poll.trace.events.iter().max_by_key(|e| e.time);
-        let newest_at = newest.map(|e| e.time.timestamp_millis());
-
-        let previous = current.status();
-        let status = poll.trace.status;
-        let mut queued = Vec::new();
-        if status != previous {
-            let transition = current.transitions + 1;
-            sqlx::query(
-                "UPDATE shipments SET status = ?, raw_status = ?, transitions = ?, active = ?, \
-                 error = NULL, status_changed_at = ?, last_polled_at = ?, next_poll_at = ?, \
-                 claimed_until = NULL, \
-                 last_event_at = coalesce(?, last_event_at), \
-                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
-                 WHERE id = ?",
-            )
-            .bind(status.as_str())
-            .bind(&poll.trace.raw_status)
-            .bind(transition)
-            .bind(!status.is_terminal())
-            .bind(poll.now)
-            .bind(poll.now)
-            .bind(poll.next_poll_at)
-            .bind(newest_at)
-            .bind(&poll.trace.tracking_no)
-            .bind(&poll.trace.carrier)
-            .bind(shipment_id)
-            .execute(&mut *tx)
-            .await?;
-            queued = queue_notifications(
-                &mut tx,
-                &Change {
-                    shipment: &current,
-                    transition,
-                    previous,
-                    trace: poll.trace,
-                    newest,
-                    now: poll.now,
-                },
-                poll.channels,
-            )
-            .await?;
-        } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status) {
-            sqlx::query(
-                "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
-                 next_poll_at = ?, claimed_until = NULL, last_event_at = coalesce(?, last_event_at), \
-                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
-                 WHERE id = ?",
-            )
-            .bind(&poll.trace.raw_status)
-            .bind(poll.now)
-            .bind(poll.next_poll_at)
-            .bind(newest_at)
-            .bind(&poll.trace.tracking_no)
-            .bind(&poll.trace.carrier)
-            .bind(shipment_id)
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            sqlx::query(
-                "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
-                 claimed_until = NULL WHERE id = ?",
-            )
-            .bind(poll.now)
-            .bind(poll.next_poll_at)
-            .bind(shipment_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for value in &poll.trace.unmapped {
-            sqlx::query(
-                "INSERT INTO unmapped (provider, value, count, first_seen, last_seen) \
-                 VALUES (?, ?, 1, ?, ?) ON CONFLICT (provider, value) DO UPDATE SET \
-                 count = count + 1, last_seen = excluded.last_seen",
-            )
-            .bind(&current.provider)
-            .bind(value)
-            .bind(poll.now)
-            .bind(poll.now)
-            .execute(&mut *tx)
-            .await?;
+    /// Records several polls in one transaction, each exactly as [`Db::record_poll`] would: one
+    /// commit instead of one per poll. All of them, or none.
+    #[instrument(skip_all, fields(polls = polls.len()))]
+    pub async fn record_polls(&self, polls: &[(i64, PollRecord<'_>)]) -> Result<Vec<Recorded>> {
+        let mut tx = self.begin_write().await?;
+        let mut recorded = Vec::with_capacity(polls.len());
+        for (shipment_id, poll) in polls {
+            recorded.push(record_poll_in(&mut tx, *shipment_id, poll).await?);
         }
         tx.commit().await?;
-        Ok(Recorded {
-            change: (status != previous).then_some((previous, status)),
-            new_events,
-            queued,
-            applied: true,
-        })
+        Ok(recorded)
     }
 
     // ---- providers ----------------------------------------------------------------------------
@@ -1009,6 +916,23 @@ impl Db {
         Ok(())
     }
 
+    /// Marks several notifications sent in one transaction.
+    pub async fn notifications_sent(&self, sent: &[(i64, Millis)]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (id, now) in sent {
+            sqlx::query(
+                "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records a failed attempt: retried at `retry_at`, or dead when that is `None`.
     pub async fn notification_failed(
         &self,
@@ -1213,20 +1137,150 @@ impl Counts {
     }
 }
 
-async fn insert_event(
+/// The body of [`Db::record_poll`], inside a write transaction the caller commits.
+async fn record_poll_in(
     tx: &mut Transaction<'static, Sqlite>,
     shipment_id: i64,
-    event: &TraceEvent,
+    poll: &PollRecord<'_>,
+) -> Result<Recorded> {
+    // Read inside the write transaction: the CLI or another tool may have changed the row
+    // while the poll was in flight.
+    let Some(current) = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = ?"
+    )))
+    .bind(shipment_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .filter(|row| row.active) else {
+        return Ok(Recorded {
+            change: None,
+            new_events: 0,
+            queued: Vec::new(),
+            applied: false,
+        });
+    };
+
+    let new_events = insert_events(tx, shipment_id, &poll.trace.events).await?;
+    let newest = poll.trace.events.iter().max_by_key(|e| e.time);
+    let newest_at = newest.map(|e| e.time.timestamp_millis());
+
+    let previous = current.status();
+    let status = poll.trace.status;
+    let mut queued = Vec::new();
+    if status != previous {
+        let transition = current.transitions + 1;
+        sqlx::query(
+            "UPDATE shipments SET status = ?, raw_status = ?, transitions = ?, active = ?, \
+             error = NULL, status_changed_at = ?, last_polled_at = ?, next_poll_at = ?, \
+             claimed_until = NULL, \
+             last_event_at = coalesce(?, last_event_at), \
+             tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
+             WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(&poll.trace.raw_status)
+        .bind(transition)
+        .bind(!status.is_terminal())
+        .bind(poll.now)
+        .bind(poll.now)
+        .bind(poll.next_poll_at)
+        .bind(newest_at)
+        .bind(&poll.trace.tracking_no)
+        .bind(&poll.trace.carrier)
+        .bind(shipment_id)
+        .execute(&mut **tx)
+        .await?;
+        queued = queue_notifications(
+            tx,
+            &Change {
+                shipment: &current,
+                transition,
+                previous,
+                trace: poll.trace,
+                newest,
+                now: poll.now,
+            },
+            poll.channels,
+        )
+        .await?;
+    } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status) {
+        sqlx::query(
+            "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
+             next_poll_at = ?, claimed_until = NULL, last_event_at = coalesce(?, last_event_at), \
+             tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
+             WHERE id = ?",
+        )
+        .bind(&poll.trace.raw_status)
+        .bind(poll.now)
+        .bind(poll.next_poll_at)
+        .bind(newest_at)
+        .bind(&poll.trace.tracking_no)
+        .bind(&poll.trace.carrier)
+        .bind(shipment_id)
+        .execute(&mut **tx)
+        .await?;
+    } else {
+        sqlx::query(
+            "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
+             claimed_until = NULL WHERE id = ?",
+        )
+        .bind(poll.now)
+        .bind(poll.next_poll_at)
+        .bind(shipment_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for value in &poll.trace.unmapped {
+        sqlx::query(
+            "INSERT INTO unmapped (provider, value, count, first_seen, last_seen) \
+             VALUES (?, ?, 1, ?, ?) ON CONFLICT (provider, value) DO UPDATE SET \
+             count = count + 1, last_seen = excluded.last_seen",
+        )
+        .bind(&current.provider)
+        .bind(value)
+        .bind(poll.now)
+        .bind(poll.now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Recorded {
+        change: (status != previous).then_some((previous, status)),
+        new_events,
+        queued,
+        applied: true,
+    })
+}
+
+/// Adds the events not stored yet, all in one statement (a trace repeats its whole history
+/// at every poll); returns how many were new.
+async fn insert_events(
+    tx: &mut Transaction<'static, Sqlite>,
+    shipment_id: i64,
+    events: &[TraceEvent],
 ) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<(i64, &str, Option<&str>, Option<&str>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.time.timestamp_millis(),
+                e.description.as_str(),
+                e.location.as_deref(),
+                e.raw_code.as_deref(),
+            )
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows).expect("events serialise");
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
     Ok(sqlx::query(
         "INSERT INTO events (shipment_id, time, description, location, raw_code) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (shipment_id, time, description) DO NOTHING",
+         SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) \
+         WHERE true ON CONFLICT (shipment_id, time, description) DO NOTHING",
     )
     .bind(shipment_id)
-    .bind(event.time.timestamp_millis())
-    .bind(&event.description)
-    .bind(&event.location)
-    .bind(&event.raw_code)
+    .bind(rows)
     .execute(&mut **tx)
     .await?
     .rows_affected())

@@ -3,10 +3,11 @@
 //! their work back).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::warn;
@@ -93,6 +94,68 @@ impl Workers {
     }
 }
 
+type WriteFn<J, O> =
+    Arc<dyn Fn(Vec<J>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync>;
+
+/// Group commit. SQLite takes one writer at a time and a commit costs far more than the rows in
+/// it, so writes that tasks submit while a transaction is being written are gathered and written
+/// together in the next one, by whichever task gets there first; each task gets its own outcome
+/// back once its write is committed.
+pub struct GroupWrite<J, O> {
+    pending: Mutex<Vec<(J, oneshot::Sender<O>)>>,
+    /// Held while a batch is written.
+    leader: Arc<tokio::sync::Mutex<()>>,
+    /// Writes a batch and returns one outcome per job, in order.
+    write: WriteFn<J, O>,
+}
+
+impl<J: Send + 'static, O: Send + 'static> GroupWrite<J, O> {
+    pub fn new<F, Fut>(write: F) -> Self
+    where
+        F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
+    {
+        GroupWrite {
+            pending: Mutex::new(Vec::new()),
+            leader: Arc::new(tokio::sync::Mutex::new(())),
+            write: Arc::new(move |jobs| Box::pin(write(jobs))),
+        }
+    }
+
+    /// Submits one write and waits until it is committed, with others or alone. `None` when the
+    /// write was lost: the task writing its batch failed outright.
+    pub async fn submit(&self, job: J) -> Option<O> {
+        let (done, mut outcome) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending writes lock")
+            .push((job, done));
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut outcome => return answer.ok(),
+                leader = self.leader.clone().lock_owned() => {
+                    let batch = std::mem::take(&mut *self.pending.lock().expect("pending writes lock"));
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    // A task of its own, holding the lock to the end, so that a caller cancelled
+                    // mid-write (shutdown) cannot leave the others without their outcome.
+                    let write = self.write.clone();
+                    let _ = tokio::spawn(async move {
+                        let (jobs, replies): (Vec<J>, Vec<_>) = batch.into_iter().unzip();
+                        for (reply, out) in replies.into_iter().zip(write(jobs).await) {
+                            let _ = reply.send(out);
+                        }
+                        drop(leader);
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +181,34 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         assert_eq!(finished.load(Ordering::SeqCst), 2);
         assert_eq!(released.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn group_writes_gather_what_waits_and_answer_each_its_own() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let group = Arc::new(GroupWrite::new(move |jobs: Vec<u32>| {
+            seen.lock().unwrap().push(jobs.len());
+            async move { jobs.into_iter().map(|j| j * 10).collect::<Vec<_>>() }
+        }));
+        // Hold the writer so that every submission queues up behind it.
+        let held = group.leader.clone().lock_owned().await;
+        let tasks: Vec<_> = (1..=5u32)
+            .map(|j| {
+                let group = group.clone();
+                tokio::spawn(async move { group.submit(j).await })
+            })
+            .collect();
+        while group.pending.lock().unwrap().len() < 5 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        assert_eq!(answers, [10, 20, 30, 40, 50].map(Some));
+        assert_eq!(*batches.lock().unwrap(), [5], "one batch for all five");
     }
 
     #[tokio::test(start_paused = true)]

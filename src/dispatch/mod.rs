@@ -18,11 +18,14 @@ use crate::notify::ChannelRule;
 use crate::outage::Outage;
 use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
-use crate::storage::{Db, PollRecord, Recorded, ShipmentRow, StorageError};
+use crate::storage::{Db, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
 
+mod commit;
 pub mod limiter;
 mod tally;
+
+use commit::{Finished, GroupCommit};
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
@@ -89,7 +92,8 @@ pub struct Dispatcher {
     polling: Polling,
     /// Replaced whole when the config is reloaded.
     providers: RwLock<Arc<Providers>>,
-    channels: Vec<ChannelRule>,
+    /// Records successful polls, several to a transaction.
+    commit: GroupCommit,
     events: Events,
     workers: Workers,
     /// Shipments whose poll is under way. A poll that waits long for its provider's quota may
@@ -117,13 +121,13 @@ impl Dispatcher {
         events: Events,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
+            commit: GroupCommit::new(db.clone(), channels),
             db,
             clock,
             tiers,
             workers: Workers::new(polling.concurrency),
             polling,
             providers: RwLock::new(Arc::new(providers)),
-            channels,
             events,
             in_flight: Mutex::new(HashSet::new()),
             heartbeat: Heartbeat::new(),
@@ -342,17 +346,14 @@ impl Dispatcher {
                 return Ok(PollOutcome::Failed(error));
             }
         };
-        let recorded = self
-            .db
-            .record_poll(
-                row.id,
-                PollRecord {
-                    now,
-                    trace: &trace,
-                    next_poll_at: self.next_poll_for(provider, now, tier),
-                    channels: &self.channels,
-                },
-            )
+        let (recorded, trace) = self
+            .commit
+            .record(Finished {
+                shipment_id: row.id,
+                trace,
+                now,
+                next_poll_at: self.next_poll_for(provider, now, tier),
+            })
             .await?;
         match recorded.change {
             Some((from, to)) => {
@@ -470,11 +471,16 @@ impl Dispatcher {
         self.workers
             .feed(&stop, || async move {
                 match me.step().await {
-                    Ok(claimed) => {
-                        // Claiming nothing writes nothing, so proves nothing about the database.
-                        if claimed > 0 {
-                            Outage::database().succeeded();
-                        }
+                    // More may be due: claim again as soon as a slot is free, rather than
+                    // after the idle wait. Claiming nothing writes nothing, so only a claim
+                    // proves the database writable.
+                    Ok(claimed) if claimed > 0 => {
+                        Outage::database().succeeded();
+                        me.heartbeat.beat();
+                        me.tally.flush_if_due(&me.db, me.clock.now()).await;
+                        Duration::ZERO
+                    }
+                    Ok(_) => {
                         me.heartbeat.beat();
                         me.tally.flush_if_due(&me.db, me.clock.now()).await;
                         me.idle_wait().await

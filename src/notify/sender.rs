@@ -11,12 +11,12 @@ use tracing::{error, info, warn};
 
 use super::template::QuietHours;
 use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
-use crate::clock::{SharedClock, millis};
+use crate::clock::{Millis, SharedClock, millis};
 use crate::config::Delivery;
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, StorageError};
-use crate::workers::Workers;
+use crate::workers::{GroupWrite, Workers};
 
 /// The delay before attempt `attempts + 1`, after `attempts` failed ones: `backoff` doubling up
 /// to `backoff_max`, with jitter, and never sooner than the receiver's `Retry-After`.
@@ -47,6 +47,20 @@ pub struct Sender {
     scan_interval: Duration,
     /// Retries of these channels wait for the end of their quiet hours.
     quiet_hours: HashMap<ChannelKind, QuietHours>,
+    /// Deliveries that succeed together are marked sent in one transaction.
+    sent: GroupWrite<(i64, Millis), Result<(), StorageError>>,
+}
+
+/// Marks a batch sent in one transaction; should that fail, each on its own.
+async fn mark_sent(db: Db, batch: Vec<(i64, Millis)>) -> Vec<Result<(), StorageError>> {
+    if batch.len() > 1 && db.notifications_sent(&batch).await.is_ok() {
+        return batch.iter().map(|_| Ok(())).collect();
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (id, now) in batch {
+        outcomes.push(db.notification_sent(id, now).await);
+    }
+    outcomes
 }
 
 impl Sender {
@@ -59,7 +73,9 @@ impl Sender {
         events: Events,
         scan_interval: Duration,
     ) -> Arc<Self> {
+        let writer = db.clone();
         Arc::new(Sender {
+            sent: GroupWrite::new(move |batch| mark_sent(writer.clone(), batch)),
             db,
             clock,
             workers: Workers::new(delivery.concurrency),
@@ -158,7 +174,10 @@ impl Sender {
         let attempt = n.attempts;
         match result {
             Ok(()) => {
-                self.db.notification_sent(n.id, now).await?;
+                self.sent
+                    .submit((n.id, now))
+                    .await
+                    .unwrap_or(Err(StorageError::Interrupted))?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
                 self.events.emit(PipelineEvent::Delivered {
                     order_id: n.order_id.clone(),
@@ -245,12 +264,13 @@ impl Sender {
         self.workers
             .feed(&stop, || async move {
                 match me.step().await {
-                    Ok(claimed) => {
-                        if claimed > 0 {
-                            Outage::database().succeeded();
-                        }
-                        me.idle_wait().await
+                    // More may be due: claim again as soon as a slot is free. Claiming nothing
+                    // writes nothing, so only a claim proves the database writable.
+                    Ok(claimed) if claimed > 0 => {
+                        Outage::database().succeeded();
+                        Duration::ZERO
                     }
+                    Ok(_) => me.idle_wait().await,
                     Err(e) => {
                         Outage::database().failed("claiming due notifications", &e);
                         me.scan_interval

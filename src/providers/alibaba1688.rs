@@ -11,7 +11,8 @@ use serde::{Deserialize, Deserializer};
 use sha1::Sha1;
 
 use super::{
-    DEFAULT_BAN, Provider, ProviderError, Trace, TraceEvent, TrackRequest, oldest_first, snippet,
+    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, oldest_first,
+    snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -187,25 +188,12 @@ struct Step {
     remark: Option<String>,
 }
 
-/// A scalar the gateway sends sometimes as a string and sometimes as a number.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Bool(bool),
-    Unsigned(u64),
-    Signed(i64),
-    Text(String),
-    /// Anything else (a float, a list) is dropped rather than failing the whole answer.
-    #[allow(dead_code, reason = "only matched, never read")]
-    Other(serde::de::IgnoredAny),
-}
-
 fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Scalar>::deserialize(de)? {
         Some(Scalar::Text(text)) => Some(text).filter(|t| !t.trim().is_empty()),
         Some(Scalar::Unsigned(n)) => Some(n.to_string()),
         Some(Scalar::Signed(n)) => Some(n.to_string()),
-        Some(Scalar::Bool(_) | Scalar::Other(_)) | None => None,
+        Some(Scalar::Bool(_) | Scalar::Other) | None => None,
     })
 }
 
@@ -215,7 +203,7 @@ fn lenient_order_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::
     Ok(match Option::<Scalar>::deserialize(de)? {
         Some(Scalar::Unsigned(n)) => Some(n),
         Some(Scalar::Text(text)) => text.trim().parse().ok(),
-        Some(Scalar::Bool(_) | Scalar::Signed(_) | Scalar::Other(_)) | None => None,
+        Some(Scalar::Bool(_) | Scalar::Signed(_) | Scalar::Other) | None => None,
     })
 }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, snippet};
+use super::{Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, snippet};
 use crate::domain::{Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://poll.kuaidi100.com/poll/query.do";
@@ -240,24 +240,12 @@ struct Entry {
     status_code: Option<String>,
 }
 
-/// Codes arrive as strings or numbers, depending on the endpoint and its age.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Unsigned(u64),
-    Signed(i64),
-    Text(String),
-    /// Anything else (a bool, a list) is dropped rather than failing the whole answer.
-    #[allow(dead_code, reason = "only matched, never read")]
-    Other(serde::de::IgnoredAny),
-}
-
 fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Scalar>::deserialize(de)? {
         Some(Scalar::Text(text)) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
         Some(Scalar::Unsigned(n)) => Some(n.to_string()),
         Some(Scalar::Signed(n)) => Some(n.to_string()),
-        Some(Scalar::Other(_)) | None => None,
+        Some(Scalar::Bool(_) | Scalar::Other) | None => None,
     })
 }
 

@@ -12,7 +12,8 @@ use serde::{Deserialize, Deserializer};
 use sha2::Sha256;
 
 use super::{
-    DEFAULT_BAN, Provider, ProviderError, Trace, TraceEvent, TrackRequest, shanghai, snippet,
+    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, shanghai,
+    snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -286,24 +287,12 @@ struct TopError {
     sub_msg: Option<String>,
 }
 
-/// A scalar TOP sends sometimes as a string and sometimes as a number.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Unsigned(u64),
-    Signed(i64),
-    Text(String),
-    /// Anything else (a bool, a list) is dropped rather than failing the whole answer.
-    #[allow(dead_code, reason = "only matched, never read")]
-    Other(serde::de::IgnoredAny),
-}
-
 fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Scalar>::deserialize(de)? {
         Some(Scalar::Text(text)) => Some(text).filter(|t| !t.trim().is_empty()),
         Some(Scalar::Unsigned(n)) => Some(n.to_string()),
         Some(Scalar::Signed(n)) => Some(n.to_string()),
-        Some(Scalar::Other(_)) | None => None,
+        Some(Scalar::Bool(_) | Scalar::Other) | None => None,
     })
 }
 
@@ -312,7 +301,7 @@ fn lenient_tid<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error
     Ok(match Option::<Scalar>::deserialize(de)? {
         Some(Scalar::Unsigned(n)) => Some(n),
         Some(Scalar::Text(text)) => text.trim().parse().ok(),
-        Some(Scalar::Signed(_) | Scalar::Other(_)) | None => None,
+        Some(Scalar::Signed(_) | Scalar::Bool(_) | Scalar::Other) | None => None,
     })
 }
 
@@ -321,7 +310,7 @@ fn lenient_code<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Erro
         Some(Scalar::Unsigned(n)) => i64::try_from(n).ok(),
         Some(Scalar::Signed(n)) => Some(n),
         Some(Scalar::Text(text)) => text.trim().parse().ok(),
-        Some(Scalar::Other(_)) | None => None,
+        Some(Scalar::Bool(_) | Scalar::Other) | None => None,
     })
 }
 

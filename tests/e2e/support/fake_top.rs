@@ -29,7 +29,7 @@ pub struct Call {
     pub at: Instant,
     /// The script step served (0-based), when a step was served.
     pub step: Option<usize>,
-    /// `trace` (a script or journey step), `ban`, `too_many_requests`, `html`, `malformed_json`,
+    /// `trace` (a script, journey or generated step), `over_quota`, `ban`, `too_many_requests`, `html`, `malformed_json`,
     /// `empty`, `http`, `stall`, `rejected` (failed verification) or `unknown_tid`.
     pub answered: &'static str,
     pub sign_method: Option<String>,
@@ -85,7 +85,65 @@ struct Inner {
     rejections: Vec<String>,
     /// Per tid: requests that arrived once the final step had been served.
     after_final: HashMap<u64, usize>,
+    /// Answers for tids without a script, when turned on.
+    generated: Option<Generated>,
+    /// A quota enforced as the real gateway does, when turned on.
+    quota: Option<Quota>,
 }
+
+/// Every tid without a script is answered: in transit, and every `change_every`-th such answer
+/// one step further (out for delivery), so that a share of the polls see a status change.
+struct Generated {
+    change_every: usize,
+    served: usize,
+}
+
+/// Code 7 for any call beyond `limit` within the last `window`.
+struct Quota {
+    limit: usize,
+    window: Duration,
+    recent: VecDeque<Instant>,
+    over: usize,
+}
+
+impl Quota {
+    /// Counts a call arriving `now`; `Some(ban seconds)` when it is over the quota.
+    fn arrive(&mut self, now: Instant) -> Option<u64> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+        if self.recent.len() <= self.limit {
+            return None;
+        }
+        self.over += 1;
+        let oldest = self.recent[self.recent.len() - 1 - self.limit];
+        let left = self.window.saturating_sub(now.duration_since(oldest));
+        Some(left.as_secs().max(1))
+    }
+}
+
+/// The steps of a generated answer, `(status_time, status_desc, action)`, oldest first: the
+/// first two are the in-transit trace, all three the out-for-delivery one.
+pub const GENERATED_STEPS: [(&str, &str, &str); 3] = [
+    ("2026-11-20 08:00:01", "【杭州市】中通快递 已揽收", "GOT"),
+    (
+        "2026-11-20 08:00:02",
+        "快件已到达【杭州转运中心】",
+        "ARRIVAL",
+    ),
+    (
+        "2026-11-20 08:00:04",
+        "【上海市】快递员正在派件",
+        "TMS_DELIVERING",
+    ),
+];
+/// TOP's coarse status in every generated answer.
+pub const GENERATED_STATUS: &str = "物流公司揽收成功";
 
 #[derive(Clone)]
 struct Shared(Arc<Mutex<Inner>>);
@@ -123,6 +181,8 @@ impl FakeTop {
             calls: Vec::new(),
             rejections: Vec::new(),
             after_final: HashMap::new(),
+            generated: None,
+            quota: None,
         })));
         let app = Router::new()
             .route("/router/rest", any(handle))
@@ -167,6 +227,37 @@ impl FakeTop {
     pub fn fault(&self, fault: Fault, n: usize) {
         let mut inner = self.shared.lock();
         inner.faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Answers every tid that has no script (instead of `isv.trade-not-exist`): in transit, with
+    /// every `change_every`-th of those answers out for delivery.
+    pub fn answer_any_tid(&self, change_every: usize) {
+        assert!(change_every > 0, "change_every counts answers");
+        self.shared.lock().generated = Some(Generated {
+            change_every,
+            served: 0,
+        });
+    }
+
+    /// Enforces a quota: any call beyond `limit` within a sliding `window` is answered with
+    /// code 7, banned until the window has room again.
+    pub fn enforce_quota(&self, limit: usize, window: Duration) {
+        self.shared.lock().quota = Some(Quota {
+            limit,
+            window,
+            recent: VecDeque::new(),
+            over: 0,
+        });
+    }
+
+    /// Calls that arrived beyond the enforced quota.
+    pub fn over_quota(&self) -> usize {
+        self.shared.lock().quota.as_ref().map_or(0, |q| q.over)
+    }
+
+    /// How many requests reached the gateway, whatever they were answered.
+    pub fn call_count(&self) -> usize {
+        self.shared.lock().calls.len()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -306,8 +397,13 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
         let already_final = tid
             .and_then(|tid| inner.scripts.get(&tid))
             .is_some_and(|script| script.final_served);
-        let (fault, reply, answered, step) = if let Some((code, msg, why)) = verify(&inner, &params)
-        {
+        let over_quota = inner
+            .quota
+            .as_mut()
+            .and_then(|quota| quota.arrive(Instant::now()));
+        let (fault, reply, answered, step) = if let Some(seconds) = over_quota {
+            (None, Some(ban_response(seconds)), "over_quota", None)
+        } else if let Some((code, msg, why)) = verify(&inner, &params) {
             inner.rejections.push(why);
             (
                 None,
@@ -319,15 +415,30 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
             let label = fault.label();
             (Some(fault), None, label, None)
         } else {
-            match tid.and_then(|tid| inner.scripts.get_mut(&tid)) {
-                Some(script) => {
+            let inner = &mut *inner;
+            match (
+                tid.and_then(|tid| inner.scripts.get_mut(&tid)),
+                inner.generated.as_mut(),
+            ) {
+                (Some(script), _) => {
                     let last = script.bodies.len() - 1;
                     let step = script.served.min(last);
                     script.served += 1;
                     script.final_served |= step == last;
                     (None, Some(script.bodies[step].clone()), "trace", Some(step))
                 }
-                None => {
+                (None, Some(generated)) => {
+                    generated.served += 1;
+                    let steps = if generated.served % generated.change_every == 0 {
+                        &GENERATED_STEPS[..3]
+                    } else {
+                        &GENERATED_STEPS[..2]
+                    };
+                    let tid = tid.expect("verified requests carry a tid");
+                    let body = trace_response(tid, GENERATED_STATUS, steps);
+                    (None, Some(body), "trace", None)
+                }
+                (None, None) => {
                     let body = error_response(
                         15,
                         "Remote service error",
