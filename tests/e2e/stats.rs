@@ -63,6 +63,20 @@ quiet_hours = "off"
         || app.cli_ok(&["stats"]).contains("sms: STOPPED until"),
     )
     .await;
+    // Every SMS has met the stop, so none is left to try after a restart.
+    app.wait_until(
+        "each of the 3 SMS waits for the channel",
+        Duration::from_secs(30),
+        || {
+            let sms: Vec<Value> = app
+                .outbox(None)
+                .into_iter()
+                .filter(|n| n["channel"] == "sms")
+                .collect();
+            sms.len() == 3 && sms.iter().all(|n| !n["last_error"].is_null())
+        },
+    )
+    .await;
     let text = app.cli_ok(&["stats"]);
     assert!(text.contains("isv.AMOUNT_NOT_ENOUGH"), "{text}");
     assert!(text.contains("webhook: ok"), "{text}");
