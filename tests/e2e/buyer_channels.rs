@@ -26,18 +26,9 @@ from = "小店 <noreply@shop.example>"
 [channels.email.templates.delivered]
 subject = "订单{{order_id}}已签收"
 
-[channels.sms]
-kind = "aliyun"
-endpoint = "{aliyun}"
-access_key_id = "LTAI-test"
-access_key_secret = "aliyun-secret"
-sign_name = "小店"
-template_code = "SMS_100000001"
-# The test may run at any hour; quiet hours have their own test on an injected clock.
-quiet_hours = "off"
-"#,
+{sms}"#,
             smtp = sink.url(),
-            aliyun = aliyun.url,
+            sms = aliyun.channel_config(),
         ),
         ..Options::default()
     })

@@ -78,18 +78,10 @@ username = "shop-mailer"
 password = "{SMTP_PASSWORD}"
 from = "小店 <noreply@shop.example>"
 
-[channels.sms]
-kind = "aliyun"
-endpoint = "{aliyun}"
-access_key_id = "LTAI-privacy"
-access_key_secret = "{ALIYUN_SECRET}"
-sign_name = "小店"
-template_code = "SMS_100000001"
-quiet_hours = "off"
-"#,
+{sms}"#,
             top = "{top}",
             smtp = sink.url(),
-            aliyun = aliyun.url,
+            sms = aliyun.channel_config(),
         ),
         ..Options::default()
     })

@@ -145,17 +145,9 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
 smtp_url = "{smtp}"
 from = "小店 <noreply@shop.example>"
 
-[channels.sms]
-kind = "aliyun"
-endpoint = "{aliyun}"
-access_key_id = "LTAI-soak"
-access_key_secret = "aliyun-soak-secret"
-sign_name = "小店"
-template_code = "SMS_100000001"
-quiet_hours = "off"
-"#,
+{sms}"#,
             smtp = sink.url(),
-            aliyun = aliyun.url,
+            sms = aliyun.channel_config(),
         ),
         ..Options::default()
     })

@@ -22,19 +22,7 @@ fn polls(stats: &Value, provider: &str, result: &str) -> i64 {
 async fn stats_shows_polls_by_result_and_a_stopped_sms_channel() {
     let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
     let app = TestApp::with(Options {
-        extra: format!(
-            r#"
-[channels.sms]
-kind = "aliyun"
-endpoint = "{}"
-access_key_id = "LTAI-test"
-access_key_secret = "aliyun-secret"
-sign_name = "小店"
-template_code = "SMS_100000001"
-quiet_hours = "off"
-"#,
-            aliyun.url
-        ),
+        extra: aliyun.channel_config(),
         ..Options::default()
     })
     .await;
