@@ -11,8 +11,8 @@ use serde::{Deserialize, Deserializer};
 use sha1::Sha1;
 
 use super::{
-    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, oldest_first,
-    snippet,
+    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest,
+    lenient_order_number, lenient_string, oldest_first, snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -171,7 +171,7 @@ struct Answer {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Parcel {
-    #[serde(default, deserialize_with = "lenient_order_id")]
+    #[serde(default, deserialize_with = "lenient_order_number")]
     order_id: Option<u64>,
     #[serde(default, deserialize_with = "lenient_string")]
     logistics_bill_no: Option<String>,
@@ -186,25 +186,6 @@ struct Step {
     accept_time: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     remark: Option<String>,
-}
-
-fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<Scalar>::deserialize(de)? {
-        Some(Scalar::Text(text)) => Some(text).filter(|t| !t.trim().is_empty()),
-        Some(Scalar::Unsigned(n)) => Some(n.to_string()),
-        Some(Scalar::Signed(n)) => Some(n.to_string()),
-        Some(Scalar::Bool(_) | Scalar::Other) | None => None,
-    })
-}
-
-// Integers stay integers here: an order id above 2^53 would silently change if it went through
-// f64, and the adapter would then refuse the answer as being about another order.
-fn lenient_order_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
-    Ok(match Option::<Scalar>::deserialize(de)? {
-        Some(Scalar::Unsigned(n)) => Some(n),
-        Some(Scalar::Text(text)) => text.trim().parse().ok(),
-        Some(Scalar::Bool(_) | Scalar::Signed(_) | Scalar::Other) | None => None,
-    })
 }
 
 fn lenient_bool<'de, D: Deserializer<'de>>(de: D) -> Result<Option<bool>, D::Error> {

@@ -316,6 +316,33 @@ impl<'de> serde::Deserialize<'de> for Scalar {
     }
 }
 
+/// A text field that may come as a string or a number; blank or of another kind is `None`.
+pub(crate) fn lenient_string<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Text(text)) => Some(text).filter(|t| !t.trim().is_empty()),
+        Some(Scalar::Unsigned(n)) => Some(n.to_string()),
+        Some(Scalar::Signed(n)) => Some(n.to_string()),
+        Some(Scalar::Bool(_) | Scalar::Other) | None => None,
+    })
+}
+
+/// An order number that may come as a number or a string. Integers stay integers: a number above
+/// 2^53 would silently change if it went through f64, and the adapter would then refuse the
+/// answer as being about another order.
+pub(crate) fn lenient_order_number<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    Ok(match Option::<Scalar>::deserialize(de)? {
+        Some(Scalar::Unsigned(n)) => Some(n),
+        Some(Scalar::Text(text)) => text.trim().parse().ok(),
+        Some(Scalar::Bool(_) | Scalar::Signed(_) | Scalar::Other) | None => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer};
 use sha2::Sha256;
 
 use super::{
-    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, shanghai,
-    snippet,
+    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest,
+    lenient_order_number, lenient_string, shanghai, snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -236,7 +236,7 @@ struct SearchResponse {
     out_sid: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     company_name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_tid")]
+    #[serde(default, deserialize_with = "lenient_order_number")]
     tid: Option<u64>,
     #[serde(default, deserialize_with = "lenient_string")]
     status: Option<String>,
@@ -285,24 +285,6 @@ struct TopError {
     sub_code: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     sub_msg: Option<String>,
-}
-
-fn lenient_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<Scalar>::deserialize(de)? {
-        Some(Scalar::Text(text)) => Some(text).filter(|t| !t.trim().is_empty()),
-        Some(Scalar::Unsigned(n)) => Some(n.to_string()),
-        Some(Scalar::Signed(n)) => Some(n.to_string()),
-        Some(Scalar::Bool(_) | Scalar::Other) | None => None,
-    })
-}
-
-// Integers stay integers here: a tid above 2^53 would silently change if it went through f64.
-fn lenient_tid<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
-    Ok(match Option::<Scalar>::deserialize(de)? {
-        Some(Scalar::Unsigned(n)) => Some(n),
-        Some(Scalar::Text(text)) => text.trim().parse().ok(),
-        Some(Scalar::Signed(_) | Scalar::Bool(_) | Scalar::Other) | None => None,
-    })
 }
 
 fn lenient_code<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
