@@ -55,37 +55,49 @@ fn shanghai(d: u32, h: u32, m: u32) -> Millis {
         .timestamp_millis()
 }
 
-#[tokio::test]
-async fn an_sms_due_at_night_waits_for_the_morning_and_an_email_goes_at_once() {
+/// A database at `at` holding one high-tier shipment (ZT1 with 中通) with the buyer's phone (and
+/// `email`), whose change to `status` is recorded under SMS (with the default quiet hours) and
+/// email rules that trigger on it: the queued outbox rows the sender then works on. Also returns
+/// the shipment's id.
+async fn one_change_queued(
+    at: Millis,
+    order_id: &str,
+    email: Option<&str>,
+    status: Status,
+    raw_status: &str,
+) -> (
+    tempfile::TempDir,
+    Db,
+    Arc<ManualClock>,
+    Vec<ChannelRule>,
+    i64,
+) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("q.db"), Synchronous::Normal)
         .await
         .unwrap();
-    let clock = Arc::new(ManualClock::new(shanghai(28, 22, 30)));
+    let clock = Arc::new(ManualClock::new(at));
     let shipment = db
         .add_shipment(
             &NewShipment {
-                order_id: "123".to_owned(),
+                order_id: order_id.to_owned(),
                 provider: "taobao".to_owned(),
                 tracking_no: Some("ZT1".to_owned()),
                 carrier: Some("中通".to_owned()),
                 tier: Tier::High,
                 phone: Some("13812345678".to_owned()),
-                email: Some("buyer@shop.example".to_owned()),
+                email: email.map(str::to_owned),
             },
             clock.now(),
         )
         .await
         .unwrap();
-    let mut sms = ChannelRule::new(ChannelKind::Sms, vec![Status::Delivered]);
+    let mut sms = ChannelRule::new(ChannelKind::Sms, vec![status]);
     sms.quiet_hours = Some(QuietHours::default_for_sms());
-    let rules = vec![
-        sms,
-        ChannelRule::new(ChannelKind::Email, vec![Status::Delivered]),
-    ];
+    let rules = vec![sms, ChannelRule::new(ChannelKind::Email, vec![status])];
     let trace = Trace {
-        status: Status::Delivered,
-        raw_status: "对方已签收".to_owned(),
+        status,
+        raw_status: raw_status.to_owned(),
         events: Vec::new(),
         carrier: None,
         tracking_no: None,
@@ -102,6 +114,19 @@ async fn an_sms_due_at_night_waits_for_the_morning_and_an_email_goes_at_once() {
     )
     .await
     .unwrap();
+    (dir, db, clock, rules, shipment.id)
+}
+
+#[tokio::test]
+async fn an_sms_due_at_night_waits_for_the_morning_and_an_email_goes_at_once() {
+    let (_dir, db, clock, rules, shipment_id) = one_change_queued(
+        shanghai(28, 22, 30),
+        "123",
+        Some("buyer@shop.example"),
+        Status::Delivered,
+        "对方已签收",
+    )
+    .await;
 
     let recording = |kind| {
         Arc::new(Recording {
@@ -151,7 +176,7 @@ async fn an_sms_due_at_night_waits_for_the_morning_and_an_email_goes_at_once() {
     assert_eq!(sms[0].1.recipient.as_deref(), Some("13812345678"));
 
     let outbox = db
-        .list_notifications(None, Some(shipment.id))
+        .list_notifications(None, Some(shipment_id))
         .await
         .unwrap();
     assert!(
@@ -162,51 +187,14 @@ async fn an_sms_due_at_night_waits_for_the_morning_and_an_email_goes_at_once() {
 
 #[tokio::test]
 async fn a_retry_that_would_fall_at_night_waits_too_and_a_missing_address_is_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("q.db"), Synchronous::Normal)
-        .await
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(shanghai(28, 20, 59) + 45_000));
-    let shipment = db
-        .add_shipment(
-            &NewShipment {
-                order_id: "124".to_owned(),
-                provider: "taobao".to_owned(),
-                tracking_no: None,
-                carrier: None,
-                tier: Tier::High,
-                phone: Some("13812345678".to_owned()),
-                email: None,
-            },
-            clock.now(),
-        )
-        .await
-        .unwrap();
-    let mut sms = ChannelRule::new(ChannelKind::Sms, vec![Status::PickedUp]);
-    sms.quiet_hours = Some(QuietHours::default_for_sms());
-    let rules = vec![
-        sms,
-        ChannelRule::new(ChannelKind::Email, vec![Status::PickedUp]),
-    ];
-    let trace = Trace {
-        status: Status::PickedUp,
-        raw_status: "物流公司揽收成功".to_owned(),
-        events: Vec::new(),
-        carrier: None,
-        tracking_no: None,
-        unmapped: Vec::new(),
-    };
-    db.record_poll(
-        shipment.id,
-        PollRecord {
-            now: clock.now(),
-            trace: &trace,
-            next_poll_at: clock.now(),
-            channels: &rules,
-        },
+    let (_dir, db, clock, rules, _) = one_change_queued(
+        shanghai(28, 20, 59) + 45_000,
+        "124",
+        None,
+        Status::PickedUp,
+        "物流公司揽收成功",
     )
-    .await
-    .unwrap();
+    .await;
     let channel = Arc::new(Recording {
         kind: ChannelKind::Sms,
         clock: clock.clone(),
