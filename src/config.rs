@@ -173,6 +173,9 @@ pub struct Polling {
     pub lease: Duration,
     /// How long a provider whose credentials or configuration upstream rejected stays paused.
     pub auth_pause: Duration,
+    /// How long an unexplained refusal of a shipment counts as "no trace yet": the
+    /// maintenance `no_info_after`, so that both give a new shipment the same time.
+    pub no_info_after: Duration,
 }
 
 impl Default for Polling {
@@ -184,6 +187,7 @@ impl Default for Polling {
             jitter: 0.1,
             lease: Duration::from_secs(300),
             auth_pause: Duration::from_secs(3600),
+            no_info_after: MaintenanceConfig::default().no_info_after,
         }
     }
 }
@@ -609,13 +613,14 @@ impl Config {
         }
 
         let d = Polling::default();
-        let polling = Polling {
+        let mut polling = Polling {
             scan_interval: raw.polling.scan_interval.map_or(d.scan_interval, |v| v.0),
             concurrency: raw.polling.concurrency.unwrap_or(d.concurrency),
             timeout: raw.polling.timeout.map_or(d.timeout, |v| v.0),
             jitter: raw.polling.jitter.unwrap_or(d.jitter),
             lease: raw.polling.lease.map_or(d.lease, |v| v.0),
             auth_pause: raw.polling.auth_pause.map_or(d.auth_pause, |v| v.0),
+            no_info_after: d.no_info_after,
         };
         if polling.concurrency == 0 {
             return Err(invalid("[polling] concurrency must be at least 1"));
@@ -669,6 +674,7 @@ impl Config {
                 .transpose()?,
         };
         let maintenance = resolve_maintenance(raw.maintenance)?;
+        polling.no_info_after = maintenance.no_info_after;
         if http.timeout.is_zero() || http.connect_timeout.is_zero() {
             return Err(invalid("[http] timeouts must be longer than 0s"));
         }

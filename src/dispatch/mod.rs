@@ -335,6 +335,7 @@ impl Dispatcher {
             Err(ProviderError::Config(_)) => "config",
             Err(ProviderError::NotFound(_)) => "not_found",
             Err(ProviderError::Permanent(_)) => "permanent",
+            Err(ProviderError::Unconfirmed(_)) => "unconfirmed",
         };
         metrics::counter!("shipwatch_polls_total", "provider" => provider.name.clone(), "result" => outcome)
             .increment(1);
@@ -388,6 +389,15 @@ impl Dispatcher {
     ) -> Result<(), StorageError> {
         let tier = row.tier();
         let (order_id, name) = (&row.order_id, &provider.name);
+        let settled;
+        let error = match error {
+            ProviderError::Unconfirmed(message) => {
+                settled =
+                    settle_unconfirmed(message, now, row.created_at, self.polling.no_info_after);
+                &settled
+            }
+            other => other,
+        };
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
                 // Saturating: upstream chooses the number, and may choose an absurd one.
@@ -447,7 +457,7 @@ impl Dispatcher {
                     .await?;
                 debug!(%order_id, provider = %name, %tier, %error, "no trace yet");
             }
-            ProviderError::Permanent(_) => {
+            ProviderError::Permanent(_) | ProviderError::Unconfirmed(_) => {
                 self.db
                     .mark_invalid(row.id, &error.to_string(), now)
                     .await?;
@@ -531,6 +541,24 @@ impl Dispatcher {
     }
 }
 
+/// An unexplained refusal is "no trace yet" while the shipment is younger than `window`, and
+/// stands (the shipment is flagged) once it is older.
+fn settle_unconfirmed(
+    message: &str,
+    now: Millis,
+    created_at: Millis,
+    window: Duration,
+) -> ProviderError {
+    if now.saturating_sub(created_at) < millis(window) {
+        ProviderError::NotFound(message.to_owned())
+    } else {
+        ProviderError::Permanent(format!(
+            "{message}, still after {} (the no-info window)",
+            humantime::format_duration(window)
+        ))
+    }
+}
+
 /// What an adapter needs to know about a shipment.
 pub fn track_request(row: &ShipmentRow) -> TrackRequest {
     TrackRequest {
@@ -538,5 +566,36 @@ pub fn track_request(row: &ShipmentRow) -> TrackRequest {
         tracking_no: row.tracking_no.clone(),
         carrier: row.carrier.clone(),
         phone: row.phone.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexplained_refusal_is_nothing_yet_until_the_no_info_window_passes() {
+        let window = Duration::from_secs(3 * 86_400);
+        let created = 1_000_000;
+        let young = settle_unconfirmed("TOP error 15 (isv.x)", created + 1_000, created, window);
+        assert_eq!(
+            young,
+            ProviderError::NotFound("TOP error 15 (isv.x)".to_owned())
+        );
+        let old = settle_unconfirmed(
+            "TOP error 15 (isv.x)",
+            created + millis(window),
+            created,
+            window,
+        );
+        match old {
+            ProviderError::Permanent(message) => {
+                assert!(
+                    message.starts_with("TOP error 15 (isv.x), still after 3days"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

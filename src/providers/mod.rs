@@ -76,6 +76,11 @@ pub enum ProviderError {
     /// The request can never succeed for this shipment: flag it and stop polling it.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// Upstream refused this shipment with a code it does not explain, which for a shipment
+    /// just shipped usually means "no trace yet": polled slowly while the shipment is younger
+    /// than the no-info window (`[maintenance] no_info_after`), flagged invalid after that.
+    #[error("refused: {0}")]
+    Unconfirmed(String),
 }
 
 /// One upstream logistics API.

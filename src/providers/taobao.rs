@@ -329,7 +329,7 @@ pub(crate) fn parse_response(body: &str) -> Result<Found, ProviderError> {
         .unwrap_or_default();
     let events = events_oldest_first(steps);
     let raw_status = found.status.unwrap_or_default();
-    let (status, unmapped) = map_status(&raw_status, events.last());
+    let (status, unmapped) = map_status(&raw_status, &events);
     Ok(Found {
         tid: found.tid,
         trace: Trace {
@@ -381,27 +381,57 @@ fn parse_time(raw: &str) -> Option<DateTime<FixedOffset>> {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
+/// TOP's error codes, as the platform's error-code page lists them ("错误码一览",
+/// open.taobao.com/doc.htm?docId=114): codes below 100 are platform errors, `isp.*` sub-codes
+/// are server faults worth a retry, `isv.*` sub-codes are refusals of the request itself.
 fn classify(error: &TopError) -> ProviderError {
     let message = describe(error);
     let sub_code = error.sub_code.as_deref().unwrap_or("");
     match error.code {
-        Some(7 | 8) => ProviderError::RateLimited {
-            retry_after: [error.sub_msg.as_deref(), error.msg.as_deref()]
-                .into_iter()
-                .flatten()
-                .find_map(ban_seconds)
-                .map_or(DEFAULT_BAN, Duration::from_secs),
-            message,
-        },
-        Some(26 | 27) => ProviderError::AuthExpired(message),
+        // 4 User, 5 Session, 6 Partner, 7 App Call Limited, 8 App Call Exceeds Limited
+        // Frequency: all call limits, some with `This ban will last for N more seconds`.
+        Some(4..=8) => rate_limited(error, message),
+        _ if sub_code.starts_with("accesscontrol.") => rate_limited(error, message),
+        // 26 Missing Session, 27 Invalid Session, 53 the session expired or was revoked.
+        Some(26 | 27 | 53) => ProviderError::AuthExpired(message),
+        _ if sub_code.contains("invalid-sessionkey") => ProviderError::AuthExpired(message),
+        // 31 Invalid Timestamp: the gateway allows ten minutes either way, so our clock is off.
+        Some(31) => ProviderError::Config(clock_is_wrong(&message)),
+        _ if sub_code.contains("timestamp") => ProviderError::Config(clock_is_wrong(&message)),
         Some(11 | 25 | 28 | 29) => ProviderError::Config(message),
         Some(40 | 41) => ProviderError::Permanent(message),
         // The sub_code is the finer verdict: code 15 wraps both platform faults (isp.*) and
-        // business refusals (isv.*), and the latter will fail again on every retry.
+        // business refusals (isv.*). No page lists the refusals of this API, and a just-shipped
+        // order that TOP has no trace for yet is refused too (isv.trade-not-exist and the
+        // like), so an unexplained one is "nothing yet" until the no-info window has passed.
         _ if sub_code.starts_with("isp.") => ProviderError::Transient(message),
-        _ if sub_code.starts_with("isv.") => ProviderError::Permanent(message),
+        // A parameter TOP names as invalid or missing (the tid) stays so at every retry.
+        _ if sub_code.starts_with("isv.invalid-parameter")
+            || sub_code.starts_with("isv.missing-parameter") =>
+        {
+            ProviderError::Permanent(message)
+        }
+        _ if sub_code.starts_with("isv.") => ProviderError::Unconfirmed(message),
         _ => ProviderError::Transient(message),
     }
+}
+
+fn rate_limited(error: &TopError, message: String) -> ProviderError {
+    ProviderError::RateLimited {
+        retry_after: [error.sub_msg.as_deref(), error.msg.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(ban_seconds)
+            .map_or(DEFAULT_BAN, Duration::from_secs),
+        message,
+    }
+}
+
+fn clock_is_wrong(message: &str) -> String {
+    format!(
+        "TOP refused the request's timestamp, so this host's clock is more than 10 minutes off \
+         China time: set it right (timedatectl set-ntp true), then reload or restart ({message})"
+    )
 }
 
 fn describe(error: &TopError) -> String {
@@ -437,49 +467,46 @@ fn ban_seconds(text: &str) -> Option<u64> {
 
 // ---------------------------------------------------------------------------------------------
 // Canonical status
+//
+// The parcel's own scans decide, not TOP's order-level `status`. TOP documents that field as valid
+// only for orders shipped with `taobao.logistics.online.send`: an order shipped with
+// `taobao.logistics.offline.send` (the usual ERP path) reads 对方已签收 as soon as it ships
+// (the description of taobao.logistics.trace.search on open.taobao.com, as carried by the TOP
+// SDKs' request models, e.g. TaobaoLogisticsTraceSearchAPIRequest). So `status` is only a hint
+// for an order without any scan, and it never declares a final status on its own.
 
-/// What TOP's own `status` says on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StatusRule {
-    /// The order-level status settles it, whatever the scans say.
-    Decisive(Status),
-    /// The order-level status lags behind the scans: the newest scan refines it, and this is
-    /// what remains when there is no scan or the scan says less.
-    Refine(Status),
-}
-
-const TOP_STATUSES: &[(&str, StatusRule)] = &[
-    (
-        "等候发送给物流公司",
-        StatusRule::Refine(Status::InfoReceived),
-    ),
-    (
-        "已提交给物流公司,等待物流公司接单",
-        StatusRule::Refine(Status::InfoReceived),
-    ),
-    (
-        "已经确认消息接收，等待物流公司接单",
-        StatusRule::Refine(Status::InfoReceived),
-    ),
-    ("物流公司已接单", StatusRule::Refine(Status::InfoReceived)),
-    ("物流公司揽收成功", StatusRule::Refine(Status::PickedUp)),
-    ("物流公司不接单", StatusRule::Decisive(Status::Exception)),
-    ("物流公司揽收失败", StatusRule::Decisive(Status::Exception)),
-    ("签收失败", StatusRule::Decisive(Status::FailedAttempt)),
-    ("对方已签收", StatusRule::Decisive(Status::Delivered)),
+/// What TOP's order-level `status` hints when there is no scan at all. No row is final: a
+/// wrong `delivered` would stop polling for good and tell the buyer a falsehood.
+const STATUS_HINTS: &[(&str, Status)] = &[
+    ("等候发送给物流公司", Status::InfoReceived),
+    ("已提交给物流公司,等待物流公司接单", Status::InfoReceived),
+    ("已经确认消息接收，等待物流公司接单", Status::InfoReceived),
+    ("物流公司已接单", Status::InfoReceived),
+    ("物流公司揽收成功", Status::PickedUp),
+    ("物流公司不接单", Status::Exception),
+    ("物流公司揽收失败", Status::Exception),
+    ("签收失败", Status::FailedAttempt),
+    // Offline-shipped orders read this from the moment they ship: it proves shipping, no more.
+    ("对方已签收", Status::PickedUp),
     // A refused parcel is a problem to act on, not yet a return: the carrier decides that later.
-    ("对方拒绝签收", StatusRule::Decisive(Status::Exception)),
+    ("对方拒绝签收", Status::Exception),
 ];
 
+/// Scan `action` codes. Neither TOP nor Cainiao publishes a table of them: these are the codes
+/// seen in answers (DESIGN.md lists them), mapped by what their names say. Where a name could mean
+/// more than one thing, the row takes the status that keeps polling (a parcel on its way back is
+/// an exception until a scan says it was signed back).
 const ACTIONS: &[(&str, Status)] = &[
     ("GOT", Status::PickedUp),
     ("ACCEPT", Status::PickedUp),
+    ("TMS_ACCEPT", Status::PickedUp),
     ("ARRIVAL", Status::InTransit),
     ("ARRIVE", Status::InTransit),
     ("DEPARTURE", Status::InTransit),
     ("SENT_CITY", Status::InTransit),
-    // Into the delivering station, not yet onto a courier nor into a locker.
+    // Into and out of the delivering station: not yet onto a courier nor into a locker.
     ("TMS_STATION_IN", Status::InTransit),
+    ("TMS_STATION_OUT", Status::InTransit),
     ("SENT_SCAN", Status::OutForDelivery),
     ("TMS_DELIVERING", Status::OutForDelivery),
     // Into a Cainiao station or locker, waiting for the buyer.
@@ -489,12 +516,22 @@ const ACTIONS: &[(&str, Status)] = &[
     ("STA_SIGN", Status::Delivered),
     ("FAILED", Status::FailedAttempt),
     ("TMS_FAILED", Status::FailedAttempt),
+    ("TMS_REJECT", Status::Exception),
+    ("TMS_ERROR", Status::Exception),
+    ("TMS_RETURN", Status::Exception),
 ];
 
-/// Keywords of a step's text, tried in order, first match wins. The order carries meaning:
-/// failures and refusals before 签收 (签收失败, 拒绝签收), pickup failures before 揽收, lockers
-/// before 签收 (a station "signing" for the buyer is not delivery, and a false `delivered` would
-/// stop polling for good), 待揽收 before 揽收.
+/// Keywords of a scan's text, tried in order, first match wins. No source lists them; the order
+/// carries the meaning:
+/// - failures and refusals before 签收 (签收失败, 拒绝签收), pickup failures before 揽收;
+/// - a parcel signed back to its sender (退签) is over, one on its way back (退回) is not yet;
+/// - the buyer taking the parcel out (已取件) before lockers, and lockers and stations before
+///   代收 and 签收: a station "receiving on the buyer's behalf" still waits for the buyer, and a
+///   false `delivered` would stop polling for good, while a later scan still turns the waiting
+///   parcel into a delivered one;
+/// - a courier collecting from the sender (快递员已取件) before the buyer's 已取件;
+/// - 待揽收 before 揽收, 派件异常 before 派件, and the bare 异常 and 收件 (which hide inside
+///   "如有异常请联系…" and 收件人) last.
 const KEYWORDS: &[(&str, Status)] = &[
     ("签收失败", Status::FailedAttempt),
     ("派件异常", Status::FailedAttempt),
@@ -504,15 +541,23 @@ const KEYWORDS: &[(&str, Status)] = &[
     ("拒收", Status::Exception),
     ("拒签", Status::Exception),
     ("退签", Status::Returned),
-    ("退回", Status::Returned),
+    ("退回签收", Status::Returned),
+    ("退件签收", Status::Returned),
+    ("退回", Status::Exception),
     ("疑难", Status::Exception),
     ("问题件", Status::Exception),
+    ("滞留", Status::Exception),
     ("揽收失败", Status::Exception),
     ("不接单", Status::Exception),
+    ("快递员已取件", Status::PickedUp),
+    ("已取件", Status::Delivered),
+    ("取件签收", Status::Delivered),
+    ("待取件", Status::AvailableForPickup),
     ("驿站", Status::AvailableForPickup),
     ("快递柜", Status::AvailableForPickup),
     ("投柜", Status::AvailableForPickup),
     ("自提", Status::AvailableForPickup),
+    ("代收", Status::Delivered),
     ("签收", Status::Delivered),
     ("代签", Status::Delivered),
     ("妥投", Status::Delivered),
@@ -530,14 +575,16 @@ const KEYWORDS: &[(&str, Status)] = &[
     ("中转", Status::InTransit),
     ("在途", Status::InTransit),
     ("运输中", Status::InTransit),
+    ("收件", Status::PickedUp),
+    ("异常", Status::Exception),
 ];
 
-fn top_status_rule(raw: &str) -> Option<StatusRule> {
+fn status_hint(raw: &str) -> Option<Status> {
     let raw = raw.trim();
-    TOP_STATUSES
+    STATUS_HINTS
         .iter()
         .find(|(name, _)| *name == raw)
-        .map(|(_, rule)| *rule)
+        .map(|(_, status)| *status)
 }
 
 fn action_status(action: &str) -> Option<Status> {
@@ -555,67 +602,53 @@ fn keyword_status(text: &str) -> Option<Status> {
         .map(|(_, status)| *status)
 }
 
-/// What the newest scan says: its action if known, else its text.
-fn event_status(event: &TraceEvent, unmapped: &mut Vec<String>) -> Option<Status> {
-    let action = event.raw_code.as_deref().unwrap_or("").trim();
-    if let Some(status) = action_status(action) {
-        return Some(status);
-    }
-    if !action.is_empty() {
-        unmapped.push(format!("action={action}"));
-    }
-    keyword_status(&event.description)
+/// What one scan says: its action if known, else its text.
+fn event_status(event: &TraceEvent) -> Option<Status> {
+    let action = event.raw_code.as_deref().unwrap_or("");
+    action_status(action).or_else(|| keyword_status(&event.description))
 }
 
-/// The canonical status of an order from TOP's `status` and the newest scan.
+/// The canonical status of an order from its scans, and TOP's `status` when there are none.
 #[cfg(test)]
-fn canonical_status(raw_status: &str, newest: Option<&TraceEvent>) -> Status {
-    map_status(raw_status, newest).0
+fn canonical_status(raw_status: &str, events: &[TraceEvent]) -> Status {
+    map_status(raw_status, events).0
 }
 
-/// The canonical status of an order from TOP's `status` and the newest scan, with the raw values
-/// no table knew (`status=…`, `action=…`, `status_desc=…`), each logged once per process.
-fn map_status(raw_status: &str, newest: Option<&TraceEvent>) -> (Status, Vec<String>) {
+/// The canonical status of an order from its scans (oldest first) and TOP's `status`, with the
+/// raw values no table knew (`status=…`, `action=…`, `status_desc=…`), each logged once per
+/// process.
+fn map_status(raw_status: &str, events: &[TraceEvent]) -> (Status, Vec<String>) {
     let mut unmapped = Vec::new();
-    let status = status_from(raw_status, newest, &mut unmapped);
+    let status = status_from(raw_status, events, &mut unmapped);
     for value in &unmapped {
         super::note_unmapped("taobao", value);
     }
     (status, unmapped)
 }
 
-fn status_from(
-    raw_status: &str,
-    newest: Option<&TraceEvent>,
-    unmapped: &mut Vec<String>,
-) -> Status {
-    let rule = top_status_rule(raw_status);
-    if rule.is_none() && !raw_status.trim().is_empty() {
-        unmapped.push(format!("status={}", raw_status.trim()));
-    }
-    let base = match rule {
-        Some(StatusRule::Decisive(status)) => return status,
-        Some(StatusRule::Refine(status)) => Some(status),
-        None => None,
-    };
-    let Some(newest) = newest else {
-        return base.unwrap_or(Status::Pending);
-    };
-    match event_status(newest, unmapped) {
-        // A scan that says "ordered" never pulls back what TOP itself already knows.
-        Some(Status::InfoReceived | Status::Pending) => base.unwrap_or(Status::InfoReceived),
-        Some(status) => status,
-        None => {
-            if newest
-                .raw_code
-                .as_deref()
-                .is_none_or(|a| a.trim().is_empty())
-            {
-                unmapped.push(format!("status_desc={}", newest.description));
-            }
-            // There are scans, so the parcel is moving; anything stronger would be a guess.
-            Status::InTransit
+fn status_from(raw_status: &str, events: &[TraceEvent], unmapped: &mut Vec<String>) -> Status {
+    let Some(newest) = events.last() else {
+        let hint = status_hint(raw_status);
+        if hint.is_none() && !raw_status.trim().is_empty() {
+            unmapped.push(format!("status={}", raw_status.trim()));
         }
+        return hint.unwrap_or(Status::Pending);
+    };
+    let action = newest.raw_code.as_deref().unwrap_or("").trim();
+    if !action.is_empty() && action_status(action).is_none() {
+        unmapped.push(format!("action={action}"));
+    }
+    if let Some(status) = event_status(newest) {
+        return status;
+    }
+    if action.is_empty() {
+        unmapped.push(format!("status_desc={}", newest.description));
+    }
+    // The newest scan says nothing known: the newest one that does, newest first. A parcel
+    // scanned again since it was collected has moved on, so that is at least in transit.
+    match events.iter().rev().skip(1).find_map(event_status) {
+        Some(Status::Pending | Status::InfoReceived | Status::PickedUp) | None => Status::InTransit,
+        Some(status) => status,
     }
 }
 
@@ -730,29 +763,25 @@ mod tests {
     }
 
     #[test]
-    fn every_top_status_row() {
+    fn every_status_hint_row_and_none_is_final() {
         use Status::*;
         let expected = [
-            ("等候发送给物流公司", InfoReceived, false),
-            ("已提交给物流公司,等待物流公司接单", InfoReceived, false),
-            ("已经确认消息接收，等待物流公司接单", InfoReceived, false),
-            ("物流公司已接单", InfoReceived, false),
-            ("物流公司揽收成功", PickedUp, false),
-            ("物流公司不接单", Exception, true),
-            ("物流公司揽收失败", Exception, true),
-            ("签收失败", FailedAttempt, true),
-            ("对方已签收", Delivered, true),
-            ("对方拒绝签收", Exception, true),
+            ("等候发送给物流公司", InfoReceived),
+            ("已提交给物流公司,等待物流公司接单", InfoReceived),
+            ("已经确认消息接收，等待物流公司接单", InfoReceived),
+            ("物流公司已接单", InfoReceived),
+            ("物流公司揽收成功", PickedUp),
+            ("物流公司不接单", Exception),
+            ("物流公司揽收失败", Exception),
+            ("签收失败", FailedAttempt),
+            ("对方已签收", PickedUp),
+            ("对方拒绝签收", Exception),
         ];
-        assert_eq!(expected.len(), TOP_STATUSES.len());
-        for (name, status, decisive) in expected {
-            let rule = if decisive {
-                StatusRule::Decisive(status)
-            } else {
-                StatusRule::Refine(status)
-            };
-            assert_eq!(top_status_rule(name), Some(rule), "{name}");
-            assert_eq!(canonical_status(name, None), status, "{name} without scans");
+        assert_eq!(expected.len(), STATUS_HINTS.len());
+        for (name, status) in expected {
+            assert_eq!(status_hint(name), Some(status), "{name}");
+            assert_eq!(canonical_status(name, &[]), status, "{name} without scans");
+            assert!(!status.is_terminal(), "{name} must not end polling");
         }
     }
 
@@ -762,11 +791,13 @@ mod tests {
         let expected = [
             ("GOT", PickedUp),
             ("ACCEPT", PickedUp),
+            ("TMS_ACCEPT", PickedUp),
             ("ARRIVAL", InTransit),
             ("ARRIVE", InTransit),
             ("DEPARTURE", InTransit),
             ("SENT_CITY", InTransit),
             ("TMS_STATION_IN", InTransit),
+            ("TMS_STATION_OUT", InTransit),
             ("SENT_SCAN", OutForDelivery),
             ("TMS_DELIVERING", OutForDelivery),
             ("STA_INBOUND", AvailableForPickup),
@@ -775,16 +806,16 @@ mod tests {
             ("STA_SIGN", Delivered),
             ("FAILED", FailedAttempt),
             ("TMS_FAILED", FailedAttempt),
+            ("TMS_REJECT", Exception),
+            ("TMS_ERROR", Exception),
+            ("TMS_RETURN", Exception),
         ];
         assert_eq!(expected.len(), ACTIONS.len());
         for (action, status) in expected {
             assert_eq!(action_status(action), Some(status), "{action}");
-            let newest = scan("", Some(action));
-            assert_eq!(
-                canonical_status("物流公司揽收成功", Some(&newest)),
-                status,
-                "{action}"
-            );
+            // The action decides, whatever TOP's status and the scan's text say.
+            let events = [scan("系统消息", Some(action))];
+            assert_eq!(canonical_status("对方已签收", &events), status, "{action}");
         }
     }
 
@@ -800,15 +831,23 @@ mod tests {
             ("拒收", Exception),
             ("拒签", Exception),
             ("退签", Returned),
-            ("退回", Returned),
+            ("退回签收", Returned),
+            ("退件签收", Returned),
+            ("退回", Exception),
             ("疑难", Exception),
             ("问题件", Exception),
+            ("滞留", Exception),
             ("揽收失败", Exception),
             ("不接单", Exception),
+            ("快递员已取件", PickedUp),
+            ("已取件", Delivered),
+            ("取件签收", Delivered),
+            ("待取件", AvailableForPickup),
             ("驿站", AvailableForPickup),
             ("快递柜", AvailableForPickup),
             ("投柜", AvailableForPickup),
             ("自提", AvailableForPickup),
+            ("代收", Delivered),
             ("签收", Delivered),
             ("代签", Delivered),
             ("妥投", Delivered),
@@ -826,6 +865,8 @@ mod tests {
             ("中转", InTransit),
             ("在途", InTransit),
             ("运输中", InTransit),
+            ("收件", PickedUp),
+            ("异常", Exception),
         ];
         assert_eq!(expected.len(), KEYWORDS.len());
         for (index, (keyword, status)) in expected.into_iter().enumerate() {
@@ -833,6 +874,9 @@ mod tests {
             // No row may be shadowed by an earlier, shorter one.
             let first = KEYWORDS.iter().position(|(k, _)| keyword.contains(k));
             assert_eq!(first, Some(index), "{keyword} is shadowed");
+            // A scan without an action is read by its text.
+            let events = [scan(keyword, None)];
+            assert_eq!(canonical_status("对方已签收", &events), status, "{keyword}");
         }
     }
 
@@ -842,18 +886,28 @@ mod tests {
         let cases = [
             ("【上海市】快件签收失败，收件人不在", FailedAttempt),
             ("客户拒绝签收，快件待处理", Exception),
-            ("快件已退回，发往【杭州转运中心】", Returned),
+            ("快件已退回，发往【杭州转运中心】", Exception),
+            ("退回件已由寄件人退签", Returned),
             (
                 "您的快件已由菜鸟驿站代收，请凭取件码取件",
                 AvailableForPickup,
             ),
+            ("您的快件已由门卫代收", Delivered),
+            ("您已从快递柜取件签收", Delivered),
+            ("快件已取件，感谢使用菜鸟驿站", Delivered),
             ("快件已签收，签收人：本人", Delivered),
             ("快递员揽收失败", Exception),
             ("商家已下单，等待揽收", InfoReceived),
             ("【杭州市】中通快递 已揽收", PickedUp),
-            ("快件已到达【上海转运中心】", InTransit),
-            ("【上海市】快递员正在派件", OutForDelivery),
+            ("快递员已取件，准备发往转运中心", PickedUp),
+            ("快件已到达【上海转运中心】，收件人：张三", InTransit),
+            (
+                "【上海市】快递员正在派件，如有异常请联系快递员",
+                OutForDelivery,
+            ),
             ("快件已存入快递柜", AvailableForPickup),
+            ("快件在【武汉】滞留", Exception),
+            ("快件异常，请联系客服", Exception),
         ];
         for (text, status) in cases {
             assert_eq!(keyword_status(text), Some(status), "{text}");
@@ -862,94 +916,99 @@ mod tests {
     }
 
     #[test]
-    fn decisive_top_status_beats_the_newest_scan() {
-        let got = scan("已揽收", Some("GOT"));
+    fn an_offline_shipped_order_reading_signed_follows_its_scans() {
+        // taobao.logistics.offline.send: 对方已签收 from the moment the order ships.
+        let events = [
+            event(
+                "2026-11-20 08:00:01",
+                "【杭州市】中通快递 已揽收",
+                Some("GOT"),
+            ),
+            event(
+                "2026-11-20 09:30:00",
+                "快件已从【杭州转运中心】发出",
+                Some("DEPARTURE"),
+            ),
+        ];
+        assert_eq!(canonical_status("对方已签收", &events), Status::InTransit);
         assert_eq!(
-            canonical_status("对方已签收", Some(&got)),
-            Status::Delivered
-        );
-        let signed = scan("已签收", Some("SIGNED"));
-        assert_eq!(
-            canonical_status("签收失败", Some(&signed)),
-            Status::FailedAttempt
-        );
-        assert_eq!(
-            canonical_status("对方拒绝签收", Some(&signed)),
-            Status::Exception
-        );
-    }
-
-    #[test]
-    fn lagging_top_status_is_refined_by_the_newest_scan() {
-        let delivering = scan("派件中", Some("TMS_DELIVERING"));
-        assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&delivering)),
-            Status::OutForDelivery
-        );
-        let signed = scan("已签收", Some("SIGNED"));
-        assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&signed)),
-            Status::Delivered
-        );
-        let got = scan("已揽收", Some("GOT"));
-        assert_eq!(
-            canonical_status("物流公司已接单", Some(&got)),
+            canonical_status("对方已签收", &events[..1]),
             Status::PickedUp
         );
-        // A scan that only says "ordered" must not pull back what TOP already reports.
-        let ordered = scan("商家已下单", None);
-        assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&ordered)),
-            Status::PickedUp
-        );
-        assert_eq!(canonical_status("", Some(&ordered)), Status::InfoReceived);
+        assert_eq!(canonical_status("对方已签收", &[]), Status::PickedUp);
+        let mut signed = events.to_vec();
+        signed.push(event("2026-11-21 10:00:00", "已签收", Some("TMS_SIGN")));
+        assert_eq!(canonical_status("对方已签收", &signed), Status::Delivered);
     }
 
     #[test]
-    fn action_beats_text_and_text_covers_unknown_actions() {
-        let scan_with_action = scan("快件已签收", Some("SENT_SCAN"));
+    fn the_status_field_never_overrides_a_scan() {
+        let delivering = [scan("派件中", Some("TMS_DELIVERING"))];
+        for raw in ["对方已签收", "签收失败", "对方拒绝签收", "物流公司已接单"]
+        {
+            assert_eq!(
+                canonical_status(raw, &delivering),
+                Status::OutForDelivery,
+                "{raw}"
+            );
+        }
+        let ordered = [scan("商家已下单", None)];
         assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&scan_with_action)),
+            canonical_status("物流公司揽收成功", &ordered),
+            Status::InfoReceived
+        );
+    }
+
+    #[test]
+    fn the_newest_scan_that_says_something_decides() {
+        let unknown_action = [scan(
+            "快件已到达【北京分拨中心】",
+            Some("TEST_UNKNOWN_ACTION"),
+        )];
+        assert_eq!(
+            canonical_status("物流公司揽收成功", &unknown_action),
+            Status::InTransit
+        );
+        let lowercase = [scan("", Some("tms_sign"))];
+        assert_eq!(canonical_status("", &lowercase), Status::Delivered);
+        // An unknown action with an unknown text: the newest known scan, at least in transit.
+        let after_pickup = [
+            event("2026-11-20 08:00:01", "已揽收", Some("GOT")),
+            event("2026-11-20 09:00:00", "系统处理中", Some("TEST_MYSTERY")),
+        ];
+        assert_eq!(
+            canonical_status("对方已签收", &after_pickup),
+            Status::InTransit
+        );
+        let after_delivery = [
+            event("2026-11-20 08:00:01", "派件中", Some("TMS_DELIVERING")),
+            event("2026-11-20 09:00:00", "感谢使用", None),
+        ];
+        assert_eq!(
+            canonical_status("", &after_delivery),
             Status::OutForDelivery
         );
-        let lowercase = scan("", Some("tms_sign"));
-        assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&lowercase)),
-            Status::Delivered
-        );
-        let unknown_action = scan("快件已到达【北京分拨中心】", Some("TEST_UNKNOWN_ACTION"));
-        assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&unknown_action)),
-            Status::InTransit
-        );
-        let no_action = scan("快件已存入快递柜", None);
-        assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&no_action)),
-            Status::AvailableForPickup
-        );
     }
 
     #[test]
-    fn unknown_values_fall_back_to_safe_statuses() {
-        assert_eq!(
-            canonical_status("TEST_UNKNOWN_STATUS", None),
-            Status::Pending
-        );
-        assert_eq!(canonical_status("", None), Status::Pending);
-        let mystery = scan("系统处理中", Some("TEST_MYSTERY"));
-        assert_eq!(
-            canonical_status("物流公司揽收成功", Some(&mystery)),
-            Status::InTransit
-        );
-        assert_eq!(
-            canonical_status("TEST_UNKNOWN_STATUS", Some(&mystery)),
-            Status::InTransit
-        );
-        let signed = scan("", Some("SIGNED"));
-        assert_eq!(
-            canonical_status("TEST_UNKNOWN_STATUS", Some(&signed)),
-            Status::Delivered
-        );
+    fn unknown_values_fall_back_to_safe_statuses_and_are_reported() {
+        let (status, unmapped) = map_status("TEST_UNKNOWN_STATUS", &[]);
+        assert_eq!(status, Status::Pending);
+        assert_eq!(unmapped, ["status=TEST_UNKNOWN_STATUS"]);
+        assert_eq!(canonical_status("", &[]), Status::Pending);
+        let mystery = [scan("系统处理中", Some("TEST_MYSTERY"))];
+        let (status, unmapped) = map_status("对方已签收", &mystery);
+        assert_eq!(status, Status::InTransit);
+        assert_eq!(unmapped, ["action=TEST_MYSTERY"]);
+        // An unknown action is read by its text, and still reported.
+        let signed_text = [scan("已签收", Some("TEST_NEW_SIGN"))];
+        let (status, unmapped) = map_status("", &signed_text);
+        assert_eq!(status, Status::Delivered);
+        assert_eq!(unmapped, ["action=TEST_NEW_SIGN"]);
+        let plain = [scan("系统处理中", None)];
+        let (status, unmapped) = map_status("", &plain);
+        assert_eq!(status, Status::InTransit);
+        assert_eq!(unmapped, ["status_desc=系统处理中"]);
     }
 
     // ----- parsing ----------------------------------------------------------------------------
@@ -1081,18 +1140,41 @@ mod tests {
             retry_after: Duration::from_secs(retry),
             message: String::new(),
         };
-        let cases: [(i64, Option<&str>, Option<&str>, ProviderError); 18] = [
+        let auth = || ProviderError::AuthExpired(String::new());
+        let config = || ProviderError::Config(String::new());
+        let cases: Vec<(i64, Option<&str>, Option<&str>, ProviderError)> = vec![
+            (4, None, None, limited(60)),
+            (5, None, ban, limited(9)),
+            (6, None, None, limited(60)),
             (7, None, ban, limited(9)),
             (8, None, ban, limited(9)),
             (7, None, None, limited(60)),
-            (27, None, None, ProviderError::AuthExpired(String::new())),
-            (26, None, None, ProviderError::AuthExpired(String::new())),
-            (11, None, None, ProviderError::Config(String::new())),
-            (25, None, None, ProviderError::Config(String::new())),
-            (28, None, None, ProviderError::Config(String::new())),
-            (29, None, None, ProviderError::Config(String::new())),
+            (
+                15,
+                Some("accesscontrol.limited-by-api-access-count"),
+                ban,
+                limited(9),
+            ),
+            (27, None, None, auth()),
+            (26, None, None, auth()),
+            (53, None, None, auth()),
+            (15, Some("isv.invalid-sessionkey"), None, auth()),
+            (15, Some("invalid-sessionkey"), None, auth()),
+            (27, Some("isv.whatever"), None, auth()),
+            (31, None, None, config()),
+            (15, Some("isv.invalid-timestamp"), None, config()),
+            (11, None, None, config()),
+            (25, None, None, config()),
+            (28, None, None, config()),
+            (29, None, None, config()),
             (40, None, None, ProviderError::Permanent(String::new())),
             (41, None, None, ProviderError::Permanent(String::new())),
+            (
+                15,
+                Some("isv.invalid-parameter:tid"),
+                None,
+                ProviderError::Permanent(String::new()),
+            ),
             (15, None, None, ProviderError::Transient(String::new())),
             (
                 15,
@@ -1101,30 +1183,24 @@ mod tests {
                 ProviderError::Transient(String::new()),
             ),
             (
-                15,
-                Some("isv.invalid-parameter:tid"),
-                None,
-                ProviderError::Permanent(String::new()),
-            ),
-            (
                 99,
                 Some("isp.top-remote-unknown-error"),
                 None,
                 ProviderError::Transient(String::new()),
             ),
             (
-                99,
+                15,
                 Some("isv.trade-not-exist"),
                 None,
-                ProviderError::Permanent(String::new()),
+                ProviderError::Unconfirmed(String::new()),
+            ),
+            (
+                15,
+                Some("isv.logistics-trace-not-found"),
+                None,
+                ProviderError::Unconfirmed(String::new()),
             ),
             (10, None, None, ProviderError::Transient(String::new())),
-            (
-                27,
-                Some("isv.whatever"),
-                None,
-                ProviderError::AuthExpired(String::new()),
-            ),
         ];
         for (code, sub_code, sub_msg, expected) in cases {
             let got = top_error(code, sub_code, sub_msg);
@@ -1147,6 +1223,21 @@ mod tests {
                     .contains(&format!("TOP error {code} Some message")),
                 "{got}"
             );
+        }
+    }
+
+    #[test]
+    fn a_refused_timestamp_says_the_clock_is_wrong() {
+        let body = r#"{"error_response":{"code":31,"msg":"Invalid Timestamp"}}"#;
+        match parse_response(body).unwrap_err() {
+            ProviderError::Config(message) => {
+                assert!(message.contains("clock"), "{message}");
+                assert!(
+                    message.contains("TOP error 31 Invalid Timestamp"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 
