@@ -137,6 +137,9 @@ pub struct AddArgs {
     pub phone: Option<String>,
     #[arg(long)]
     pub email: Option<String>,
+    /// For a split Taobao order: the sub-order ids this parcel carries, like 111,222
+    #[arg(long, value_name = "IDS")]
+    pub sub_orders: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,6 +416,7 @@ async fn add(global: &Global, args: AddArgs) -> Result<()> {
             tier: Some(args.tier.to_string()),
             phone: args.phone,
             email: args.email,
+            sub_orders: args.sub_orders,
         })
         .map_err(|reason| anyhow!(reason))?;
     db.add_shipment(&new, SystemClock.now()).await?;
@@ -586,6 +590,9 @@ async fn show(global: &Global, order_id: &str, json: bool, reveal: bool) -> Resu
     );
     field("tracking no", row.tracking_no.clone());
     field("carrier", row.carrier.clone());
+    if row.sub_orders.is_some() {
+        field("sub-orders", row.sub_orders.clone());
+    }
     let contact = |value: &Option<String>| {
         value.as_deref().map(|v| {
             if reveal {
@@ -1095,6 +1102,7 @@ async fn test_notify(global: &Global, channel: ChannelArg, to: Option<String>) -
         last_event_at: None,
         status_changed_at: None,
         created_at: now,
+        sub_orders: None,
     };
     let event = crate::providers::TraceEvent {
         time: crate::clock::to_shanghai(now),

@@ -256,7 +256,10 @@ pub enum AdapterSettings {
     Taobao(TaobaoConfig),
     Alibaba1688(Alibaba1688Config),
     Kuaidi100(Kuaidi100Config),
-    Simulator,
+    /// Moves each order one step along its journey every `step`.
+    Simulator {
+        step: Duration,
+    },
 }
 
 impl AdapterSettings {
@@ -265,7 +268,7 @@ impl AdapterSettings {
             AdapterSettings::Taobao(_) => "taobao",
             AdapterSettings::Alibaba1688(_) => "alibaba1688",
             AdapterSettings::Kuaidi100(_) => "kuaidi100",
-            AdapterSettings::Simulator => "simulator",
+            AdapterSettings::Simulator { .. } => "simulator",
         }
     }
 }
@@ -444,6 +447,8 @@ struct RawProvider {
     session: Option<String>,
     session_file: Option<PathBuf>,
     sign_method: Option<String>,
+    seller_nick: Option<String>,
+    step: Option<HumanDuration>,
     customer: Option<String>,
     key: Option<String>,
     key_file: Option<PathBuf>,
@@ -747,6 +752,7 @@ fn resolve_provider(
                 app_secret,
                 session,
                 sign_method,
+                seller_nick: raw.seller_nick.filter(|nick| !nick.trim().is_empty()),
             })
         }
         "alibaba1688" => {
@@ -783,7 +789,11 @@ fn resolve_provider(
                 key,
             })
         }
-        "simulator" => AdapterSettings::Simulator,
+        "simulator" => AdapterSettings::Simulator {
+            step: raw
+                .step
+                .map_or(crate::providers::simulator::DEFAULT_STEP, |d| d.0),
+        },
         other => {
             return Err(invalid(format!(
                 "{section} kind = {other:?} is not a provider kind; expected {}",

@@ -53,7 +53,7 @@ pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
                 AdapterSettings::Kuaidi100(kuaidi100) => {
                     Arc::new(Kuaidi100::new(kuaidi100.clone(), http.clone()))
                 }
-                AdapterSettings::Simulator => Arc::new(Simulator::new()),
+                AdapterSettings::Simulator { step } => Arc::new(Simulator::new(*step)),
             };
             let min_interval = settings
                 .min_interval

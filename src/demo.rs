@@ -50,6 +50,7 @@ lease = "10s"
 
 [providers.sim]
 kind = "simulator"
+step = "2s"
 rate_limit = "20/s"
 
 [channels.webhook]
@@ -116,6 +117,7 @@ pub async fn run(args: DemoArgs, db_path: Option<PathBuf>) -> Result<()> {
             tier,
             phone: None,
             email: None,
+            sub_orders: None,
         };
         match db.add_shipment(&new, now).await {
             Ok(_) => {}

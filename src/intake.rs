@@ -13,7 +13,7 @@ use crate::providers::{Provider, TrackRequest};
 use crate::storage::{NewShipment, ShipmentRow};
 
 /// The columns of the `shipments` table a shop may fill in.
-pub const COLUMNS: [&str; 7] = [
+pub const COLUMNS: [&str; 8] = [
     "order_id",
     "provider",
     "tracking_no",
@@ -21,6 +21,7 @@ pub const COLUMNS: [&str; 7] = [
     "tier",
     "phone",
     "email",
+    "sub_orders",
 ];
 
 /// A shipment as given by a person or a file, before it is checked.
@@ -33,6 +34,7 @@ pub struct Fields {
     pub tier: Option<String>,
     pub phone: Option<String>,
     pub email: Option<String>,
+    pub sub_orders: Option<String>,
 }
 
 /// Checks new shipments against the configured providers.
@@ -111,6 +113,7 @@ impl Intake {
             tier,
             phone,
             email,
+            sub_orders: non_empty(fields.sub_orders).map(|ids| ids.replace(' ', "")),
         };
         if let Some(adapter) = self.providers.as_ref().and_then(|p| p.get(&new.provider)) {
             adapter.check(&TrackRequest {
@@ -118,6 +121,8 @@ impl Intake {
                 tracking_no: new.tracking_no.clone(),
                 carrier: new.carrier.clone(),
                 phone: new.phone.clone(),
+                sub_orders: new.sub_orders.clone(),
+                created_at: 0,
             })?;
         }
         Ok(new)
@@ -182,6 +187,7 @@ impl Intake {
                 tier: get("tier"),
                 phone: get("phone"),
                 email: get("email"),
+                sub_orders: get("sub_orders"),
             };
             let new = self.shipment(fields.clone()).map_err(|reason| {
                 match column_of(&reason, &fields) {
@@ -398,6 +404,7 @@ mod tests {
             last_event_at: None,
             status_changed_at: None,
             created_at,
+            sub_orders: None,
         }
     }
 

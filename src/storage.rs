@@ -71,6 +71,8 @@ pub struct ShipmentRow {
     pub last_event_at: Option<Millis>,
     pub status_changed_at: Option<Millis>,
     pub created_at: Millis,
+    /// The sub-orders a split order's parcel carries, comma-separated (TOP's `sub_tid`).
+    pub sub_orders: Option<String>,
 }
 
 impl ShipmentRow {
@@ -103,6 +105,8 @@ pub struct ShipmentView {
     pub last_event_at: Option<String>,
     pub status_changed_at: Option<String>,
     pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_orders: Option<String>,
 }
 
 impl From<&ShipmentRow> for ShipmentView {
@@ -124,6 +128,7 @@ impl From<&ShipmentRow> for ShipmentView {
             last_event_at: row.last_event_at.map(to_rfc3339),
             status_changed_at: row.status_changed_at.map(to_rfc3339),
             created_at: to_rfc3339(row.created_at),
+            sub_orders: row.sub_orders.clone(),
         }
     }
 }
@@ -226,6 +231,8 @@ pub struct NewShipment {
     pub tier: Tier,
     pub phone: Option<String>,
     pub email: Option<String>,
+    /// Sub-order ids separated by commas, for a split order.
+    pub sub_orders: Option<String>,
 }
 
 /// What one successful poll is to record.
@@ -263,7 +270,7 @@ const DAY_MS: Millis = 24 * HOUR_MS;
 
 pub(crate) const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, phone, email, \
      status, raw_status, active, error, transitions, next_poll_at, last_polled_at, last_event_at, \
-     status_changed_at, created_at";
+     status_changed_at, created_at, sub_orders";
 
 /// Creates the database file readable by its owner only (0600), whatever the umask: it holds
 /// buyers' phone numbers and addresses. SQLite gives the `-wal` and `-shm` files it creates
@@ -374,7 +381,8 @@ impl Db {
     pub async fn add_shipment(&self, new: &NewShipment, now: Millis) -> Result<ShipmentRow> {
         let result = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
-             next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SHIPMENT_COLUMNS}"
+             sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING {SHIPMENT_COLUMNS}"
         )))
         .bind(&new.order_id)
         .bind(&new.provider)
@@ -383,6 +391,7 @@ impl Db {
         .bind(new.tier.as_str())
         .bind(&new.phone)
         .bind(&new.email)
+        .bind(&new.sub_orders)
         .bind(now)
         .bind(now)
         .fetch_one(&self.write)
@@ -411,7 +420,7 @@ impl Db {
         for (i, new) in rows.iter().enumerate() {
             let done = sqlx::query(
                 "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
-                 email, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 email, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&new.order_id)
             .bind(&new.provider)
@@ -420,6 +429,7 @@ impl Db {
             .bind(new.tier.as_str())
             .bind(&new.phone)
             .bind(&new.email)
+            .bind(&new.sub_orders)
             .bind(now)
             .bind(now)
             .execute(&mut *tx)

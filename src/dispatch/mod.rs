@@ -566,6 +566,8 @@ pub fn track_request(row: &ShipmentRow) -> TrackRequest {
         tracking_no: row.tracking_no.clone(),
         carrier: row.carrier.clone(),
         phone: row.phone.clone(),
+        sub_orders: row.sub_orders.clone(),
+        created_at: row.created_at,
     }
 }
 

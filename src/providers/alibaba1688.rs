@@ -733,6 +733,7 @@ mod tests {
                 tracking_no: None,
                 carrier: None,
                 phone: None,
+                ..TrackRequest::default()
             };
             let message = a1688.check(&request).unwrap_err();
             assert!(

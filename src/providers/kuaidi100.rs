@@ -458,6 +458,7 @@ mod tests {
             tracking_no: num.map(str::to_owned),
             carrier: carrier.map(str::to_owned),
             phone: phone.map(str::to_owned),
+            ..TrackRequest::default()
         }
     }
 

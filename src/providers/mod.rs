@@ -19,12 +19,16 @@ pub fn shanghai() -> FixedOffset {
 }
 
 /// What an adapter needs to know about a shipment to ask about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackRequest {
     pub order_id: String,
     pub tracking_no: Option<String>,
     pub carrier: Option<String>,
     pub phone: Option<String>,
+    /// The sub-orders a split order's parcel carries, comma-separated.
+    pub sub_orders: Option<String>,
+    /// When the shipment was added: the simulator's journeys run on it.
+    pub created_at: crate::clock::Millis,
 }
 
 /// One scan or step of a parcel's journey as the provider reported it.

@@ -1,14 +1,14 @@
-//! The simulated carrier of `shipwatch demo` and the pipeline tests: each poll of an order moves
-//! it one step along a scripted journey. It speaks no wire format; tests of the real adapters run
-//! against fake servers instead.
+//! The simulated carrier of `shipwatch demo` and the pipeline tests: an order moves one step along
+//! a scripted journey every `step` after it was added. It speaks no wire format; tests of the real
+//! adapters run against fake servers instead.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Timelike;
 
-use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest, shanghai};
+use super::{Provider, ProviderError, Trace, TraceEvent, TrackRequest};
+use crate::clock::{Millis, SharedClock, SystemClock, to_shanghai};
 use crate::domain::Status;
 
 type Step = (Status, &'static str, &'static str, &'static str);
@@ -167,15 +167,63 @@ pub fn journey_of(order_id: &str) -> &'static [Step] {
     JOURNEYS[n % JOURNEYS.len()]
 }
 
-#[derive(Default)]
+/// How long a simulated parcel spends on each step of its journey, unless configured.
+pub const DEFAULT_STEP: Duration = Duration::from_secs(2);
+
+/// Serves each order the part of its journey that the time since the shipment was added
+/// covers: one step every `step`. The answer depends on nothing else, so a restarted daemon
+/// (or a second one) sees the same journey, never one that starts over.
 pub struct Simulator {
-    /// Events served so far, per order.
-    served: Mutex<HashMap<String, Vec<TraceEvent>>>,
+    step: Duration,
+    clock: SharedClock,
 }
 
 impl Simulator {
-    pub fn new() -> Self {
-        Simulator::default()
+    pub fn new(step: Duration) -> Self {
+        Simulator::with_clock(step, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(step: Duration, clock: SharedClock) -> Self {
+        Simulator {
+            step: step.max(Duration::from_millis(1)),
+            clock,
+        }
+    }
+
+    /// The trace of a shipment added at `created_at`, as seen at `now`.
+    pub fn trace_at(&self, request: &TrackRequest, now: Millis) -> Trace {
+        let journey = journey_of(&request.order_id);
+        let step_ms = i64::try_from(self.step.as_millis()).unwrap_or(i64::MAX);
+        let elapsed = now.saturating_sub(request.created_at).max(0);
+        let reached = usize::try_from(elapsed / step_ms)
+            .unwrap_or(usize::MAX)
+            .min(journey.len() - 1);
+        let events = journey[..=reached]
+            .iter()
+            .enumerate()
+            .map(|(k, (_, _, description, location))| {
+                // Whole seconds, as carriers report them.
+                let at = request.created_at.saturating_add(k as i64 * step_ms) / 1000 * 1000;
+                TraceEvent {
+                    time: to_shanghai(at),
+                    description: (*description).to_owned(),
+                    location: Some((*location).to_owned()),
+                    raw_code: Some(format!("SIM_{}", k + 1)),
+                }
+            })
+            .collect();
+        let (status, raw_status, _, _) = journey[reached];
+        Trace {
+            status,
+            raw_status: raw_status.to_owned(),
+            events,
+            carrier: Some("模拟快递".to_owned()),
+            tracking_no: request
+                .tracking_no
+                .clone()
+                .or_else(|| Some(format!("SIM{}", request.order_id))),
+            unmapped: Vec::new(),
+        }
     }
 }
 
@@ -186,39 +234,7 @@ impl Provider for Simulator {
     }
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
-        let journey = journey_of(&request.order_id);
-        let mut served = self.served.lock().expect("simulator lock");
-        let events = served.entry(request.order_id.clone()).or_default();
-        let step = events.len().min(journey.len() - 1);
-        if events.len() < journey.len() {
-            let (_, _, description, location) = journey[step];
-            // Whole seconds, as carriers report them; never before the previous scan.
-            let now = chrono::Utc::now()
-                .with_timezone(&shanghai())
-                .with_nanosecond(0)
-                .expect("0 is a valid nanosecond");
-            let time = events.last().map_or(now, |last| {
-                now.max(last.time + chrono::Duration::seconds(1))
-            });
-            events.push(TraceEvent {
-                time,
-                description: description.to_owned(),
-                location: Some(location.to_owned()),
-                raw_code: Some(format!("SIM_{}", step + 1)),
-            });
-        }
-        let (status, raw_status, _, _) = journey[step];
-        Ok(Trace {
-            status,
-            raw_status: raw_status.to_owned(),
-            events: events.clone(),
-            carrier: Some("模拟快递".to_owned()),
-            tracking_no: request
-                .tracking_no
-                .clone()
-                .or_else(|| Some(format!("SIM{}", request.order_id))),
-            unmapped: Vec::new(),
-        })
+        Ok(self.trace_at(request, self.clock.now()))
     }
 }
 
@@ -226,23 +242,27 @@ impl Provider for Simulator {
 mod tests {
     use super::*;
 
+    const ADDED: Millis = 1_764_300_000_000;
+    const STEP: Duration = Duration::from_secs(60);
+
     fn request(order_id: &str) -> TrackRequest {
         TrackRequest {
             order_id: order_id.to_owned(),
-            tracking_no: None,
-            carrier: None,
-            phone: None,
+            created_at: ADDED,
+            ..TrackRequest::default()
         }
     }
 
-    #[tokio::test]
-    async fn each_poll_moves_one_step_and_stays_at_the_end() {
-        let sim = Simulator::new();
-        let mut seen = Vec::new();
-        for _ in 0..7 {
-            seen.push(sim.fetch(&request("DEMO-1000")).await.unwrap());
-        }
-        let statuses: Vec<Status> = seen.iter().map(|t| t.status).collect();
+    fn at(minutes: i64) -> Millis {
+        ADDED + minutes * 60_000
+    }
+
+    #[test]
+    fn one_step_per_interval_since_the_shipment_was_added_then_it_stays() {
+        let sim = Simulator::new(STEP);
+        let statuses: Vec<Status> = (0..7)
+            .map(|minute| sim.trace_at(&request("DEMO-1000"), at(minute)).status)
+            .collect();
         assert_eq!(
             statuses,
             [
@@ -255,13 +275,28 @@ mod tests {
                 Status::Delivered
             ]
         );
-        let last = seen.last().unwrap();
+        let last = sim.trace_at(&request("DEMO-1000"), at(6));
         assert_eq!(last.events.len(), 5);
         assert!(last.events.windows(2).all(|w| w[0].time < w[1].time));
-        assert_eq!(
-            seen[4].events, last.events,
-            "a finished journey adds no events"
-        );
+        assert_eq!(last.events[1].time, to_shanghai(at(1)));
+    }
+
+    #[test]
+    fn the_same_moment_gives_the_same_answer_whoever_asks_and_time_never_runs_back() {
+        // Two simulators stand for a daemon before and after a restart.
+        let before = Simulator::new(STEP);
+        let after = Simulator::new(STEP);
+        let mut previous = 0;
+        for second in (0..400).step_by(7) {
+            let now = ADDED + second * 1000;
+            let trace = before.trace_at(&request("DEMO-1003"), now);
+            assert_eq!(trace, after.trace_at(&request("DEMO-1003"), now));
+            assert!(trace.events.len() >= previous, "went back at {second}s");
+            previous = trace.events.len();
+        }
+        // A clock behind the shipment's creation shows its first step, not a panic.
+        let early = before.trace_at(&request("DEMO-1000"), ADDED - 5_000);
+        assert_eq!(early.status, Status::InfoReceived);
     }
 
     #[test]

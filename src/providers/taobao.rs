@@ -121,6 +121,8 @@ pub struct TaobaoConfig {
     /// The shop's authorisation (`sessionKey`); it expires and must then be renewed.
     pub session: Secret,
     pub sign_method: SignMethod,
+    /// The shop's nick (`seller_nick`), sent when set: older versions of the API require it.
+    pub seller_nick: Option<String>,
 }
 
 /// The `taobao.logistics.trace.search` adapter.
@@ -136,7 +138,7 @@ impl Taobao {
         Taobao { config, http }
     }
 
-    fn form(&self, tid: u64, timestamp: &str) -> Vec<(&'static str, String)> {
+    fn form(&self, order: &Order, timestamp: &str) -> Vec<(&'static str, String)> {
         let mut params: Vec<(&'static str, String)> = vec![
             ("method", METHOD.to_owned()),
             ("app_key", self.config.app_key.clone()),
@@ -145,8 +147,20 @@ impl Taobao {
             ("v", "2.0".to_owned()),
             ("format", "json".to_owned()),
             ("sign_method", self.config.sign_method.as_str().to_owned()),
-            ("tid", tid.to_string()),
+            ("tid", order.tid.to_string()),
         ];
+        // `is_split` = 1 with `sub_tid`, the sub-order ids separated by commas, for an order
+        // shipped in several parcels (the API's request model in the TOP SDKs, e.g.
+        // TaobaoLogisticsTraceSearchAPIRequest: "当is_split=1时，需要传入"; the comma is how
+        // TOP's list parameters are written, as taobao.logistics.offline.send documents).
+        if !order.sub_tids.is_empty() {
+            params.push(("is_split", "1".to_owned()));
+            let ids: Vec<String> = order.sub_tids.iter().map(u64::to_string).collect();
+            params.push(("sub_tid", ids.join(",")));
+        }
+        if let Some(nick) = &self.config.seller_nick {
+            params.push(("seller_nick", nick.clone()));
+        }
         let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let signature = sign(
             &borrowed,
@@ -155,6 +169,22 @@ impl Taobao {
         );
         params.push(("sign", signature));
         params
+    }
+}
+
+/// What TOP is asked about: the order, and the sub-orders of a split order's parcel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Order {
+    tid: u64,
+    sub_tids: Vec<u64>,
+}
+
+impl Order {
+    fn of(request: &TrackRequest) -> Result<Order, ProviderError> {
+        Ok(Order {
+            tid: parse_tid(&request.order_id)?,
+            sub_tids: parse_sub_tids(request.sub_orders.as_deref().unwrap_or(""))?,
+        })
     }
 }
 
@@ -173,14 +203,15 @@ impl Provider for Taobao {
     }
 
     fn check(&self, request: &TrackRequest) -> Result<(), String> {
-        parse_tid(&request.order_id).map(drop).map_err(|e| match e {
+        Order::of(request).map(drop).map_err(|e| match e {
             ProviderError::Permanent(message) => message,
             other => other.to_string(),
         })
     }
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
-        let tid = parse_tid(&request.order_id)?;
+        let order = Order::of(request)?;
+        let tid = order.tid;
         // TOP checks the timestamp against its own clock in China, whatever our zone is.
         let timestamp = Utc::now()
             .with_timezone(&shanghai())
@@ -189,7 +220,7 @@ impl Provider for Taobao {
         let response = self
             .http
             .post(&self.config.endpoint)
-            .form(&self.form(tid, &timestamp))
+            .form(&self.form(&order, &timestamp))
             .send()
             .await
             .map_err(|err| super::transport_error("TOP", &err))?;
@@ -219,6 +250,21 @@ fn parse_tid(order_id: &str) -> Result<u64, ProviderError> {
             "the taobao provider needs the numeric order id (tid), got {order_id:?}"
         ))
     })
+}
+
+/// Sub-order ids separated by commas (spaces allowed); empty for a whole order.
+fn parse_sub_tids(text: &str) -> Result<Vec<u64>, ProviderError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|id| id.trim().parse::<u64>())
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|_| {
+            ProviderError::Permanent(format!(
+                "sub_orders must be numeric sub-order ids separated by commas (like 111,222), got {text:?}"
+            ))
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1338,10 +1384,19 @@ mod tests {
                 app_secret: Secret::new("helloworld"),
                 session: Secret::new("test"),
                 sign_method: SignMethod::HmacSha256,
+                seller_nick: None,
             },
             reqwest::Client::new(),
         );
-        let form = taobao.form(1_234_567_890_123_456_789, "2016-01-01 12:00:00");
+        let order = Order {
+            tid: 1_234_567_890_123_456_789,
+            sub_tids: Vec::new(),
+        };
+        let form = taobao.form(&order, "2016-01-01 12:00:00");
+        assert!(
+            form.iter()
+                .all(|(k, _)| !["is_split", "sub_tid", "seller_nick"].contains(k))
+        );
         let get = |key: &str| {
             form.iter()
                 .find(|(k, _)| *k == key)
@@ -1361,5 +1416,20 @@ mod tests {
         assert_eq!(taobao.kind(), "taobao");
         let debug = format!("{taobao:?}");
         assert!(!debug.contains("helloworld"), "{debug}");
+    }
+
+    #[test]
+    fn sub_orders_are_numbers_separated_by_commas() {
+        assert_eq!(parse_sub_tids("").unwrap(), Vec::<u64>::new());
+        assert_eq!(parse_sub_tids("111").unwrap(), [111]);
+        assert_eq!(parse_sub_tids("111, 222").unwrap(), [111, 222]);
+        for bad in ["111,", "a,b", "111;222", ",", "1.5"] {
+            match parse_sub_tids(bad) {
+                Err(ProviderError::Permanent(message)) => {
+                    assert!(message.contains("like 111,222"), "{message}")
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
     }
 }

@@ -43,6 +43,7 @@ fn request(order_id: impl Into<String>) -> TrackRequest {
         tracking_no: None,
         carrier: None,
         phone: None,
+        ..TrackRequest::default()
     }
 }
 

@@ -41,6 +41,7 @@ fn request(carrier: &str, num: &str, phone: Option<&str>) -> TrackRequest {
         tracking_no: Some(num.to_owned()),
         carrier: Some(carrier.to_owned()),
         phone: phone.map(str::to_owned),
+        ..TrackRequest::default()
     }
 }
 
@@ -272,6 +273,7 @@ async fn a_phone_carrier_without_a_phone_never_reaches_the_endpoint() {
         tracking_no: None,
         carrier: None,
         phone: None,
+        ..TrackRequest::default()
     };
     assert!(matches!(
         kuaidi100.fetch(&nothing).await.unwrap_err(),

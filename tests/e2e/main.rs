@@ -28,4 +28,5 @@ mod supervised;
 mod support;
 mod taobao_adapter;
 mod three_providers;
+mod top_semantics;
 mod transport;

@@ -87,6 +87,7 @@ async fn one_change_queued(
                 tier: Tier::High,
                 phone: Some("13812345678".to_owned()),
                 email: email.map(str::to_owned),
+                sub_orders: None,
             },
             clock.now(),
         )

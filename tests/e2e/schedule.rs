@@ -113,6 +113,7 @@ impl Harness {
             tier,
             phone: None,
             email: None,
+            sub_orders: None,
         };
         self.db.add_shipment(&new, self.clock.now()).await.unwrap();
     }
@@ -160,7 +161,9 @@ async fn nothing_is_polled_before_it_is_due() {
 #[tokio::test]
 async fn a_delivered_parcel_is_never_polled_again() {
     let h = Harness::new().await;
-    let dispatcher = h.dispatcher("sim", Arc::new(Simulator::new()));
+    // One step of the journey per high-tier interval, on the test's clock.
+    let simulator = Simulator::with_clock(2 * MINUTE, h.clock.clone());
+    let dispatcher = h.dispatcher("sim", Arc::new(simulator));
     h.add("DEMO-1000", "sim", Tier::High).await;
     let mut polls = 0;
     for _ in 0..200 {

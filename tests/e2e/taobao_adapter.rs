@@ -39,6 +39,7 @@ fn adapter_at(
             app_secret: Secret::new(secret),
             session: Secret::new(session),
             sign_method: method,
+            seller_nick: None,
         },
         http,
     )
@@ -54,6 +55,7 @@ fn request(order_id: impl Into<String>) -> TrackRequest {
         tracking_no: None,
         carrier: None,
         phone: None,
+        ..TrackRequest::default()
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Call {
     /// `empty`, `http`, `stall`, `rejected` (failed verification) or `unknown_tid`.
     pub answered: &'static str,
     pub sign_method: Option<String>,
+    /// `is_split` and `sub_tid` as sent, when sent.
+    pub is_split: Option<String>,
+    pub sub_tid: Option<String>,
+    pub seller_nick: Option<String>,
 }
 
 /// A failure the gateway serves instead of its normal answer.
@@ -89,6 +93,8 @@ struct Inner {
     generated: Option<Generated>,
     /// A quota enforced as the real gateway does, when turned on.
     quota: Option<Quota>,
+    /// Split orders: the sub-order ids each parcel carries, as the gateway knows them.
+    splits: HashMap<u64, String>,
 }
 
 /// Every tid without a script is answered: in transit, and every `change_every`-th such answer
@@ -183,6 +189,7 @@ impl FakeTop {
             after_final: HashMap::new(),
             generated: None,
             quota: None,
+            splits: HashMap::new(),
         })));
         let app = Router::new()
             .route("/router/rest", any(handle))
@@ -220,6 +227,13 @@ impl FakeTop {
             },
         );
         inner.after_final.remove(&tid);
+    }
+
+    /// Makes `tid` a split order whose parcel carries `sub_tids` (comma-separated): a request
+    /// for it must send `is_split=1` and exactly these `sub_tid`, as TOP needs to tell the
+    /// parcels of one order apart; a request that sends them for another order is refused.
+    pub fn split(&self, tid: u64, sub_tids: &str) {
+        self.shared.lock().splits.insert(tid, sub_tids.to_owned());
     }
 
     /// The next `n` verified calls (any tid) get this fault instead of their answer; a faulted
@@ -391,6 +405,9 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
     params.extend(parse_form(&String::from_utf8_lossy(&body)));
     let tid = params.get("tid").and_then(|tid| tid.parse::<u64>().ok());
     let sign_method = params.get("sign_method").cloned();
+    let is_split = params.get("is_split").cloned();
+    let sub_tid = params.get("sub_tid").cloned();
+    let seller_nick = params.get("seller_nick").cloned();
 
     let (fault, reply) = {
         let mut inner = shared.lock();
@@ -460,6 +477,9 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
             step,
             answered,
             sign_method,
+            is_split,
+            sub_tid,
+            seller_nick,
         });
         (fault, reply)
     };
@@ -554,8 +574,30 @@ fn verify(inner: &Inner, params: &BTreeMap<String, String>) -> Option<(i64, &'st
     if get("session") != inner.session {
         return Some((27, "Invalid session", "wrong session".to_owned()));
     }
-    if get("tid").parse::<u64>().is_err() {
+    let Ok(tid) = get("tid").parse::<u64>() else {
         return Some((41, "Invalid Arguments", format!("tid {:?}", get("tid"))));
+    };
+    let split = inner.splits.get(&tid);
+    match (get("is_split"), split) {
+        ("" | "0", None) if get("sub_tid").is_empty() => {}
+        ("1", Some(sub_tids)) if get("sub_tid") == sub_tids => {}
+        ("1", _) if get("sub_tid").is_empty() => {
+            return Some((
+                40,
+                "Missing Required Arguments",
+                "is_split=1 without sub_tid".to_owned(),
+            ));
+        }
+        (is_split, _) => {
+            return Some((
+                41,
+                "Invalid Arguments",
+                format!(
+                    "is_split {is_split:?} sub_tid {:?} for tid {tid} split as {split:?}",
+                    get("sub_tid")
+                ),
+            ));
+        }
     }
     None
 }
