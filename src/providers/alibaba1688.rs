@@ -172,10 +172,11 @@ struct Answer {
 /// Beside the text-only `logisticsSteps`, the gateway may send `traceNodeList` (物流周转节点):
 /// nodes with the same `acceptTime` and `remark` plus an `action` code. Both lists, and the
 /// node's fields (`action`, `areaCode`, `acceptTime`, `remark`, `facilityType`, `facilityNo`,
-/// `facilityName`), are those of the 1688 open platform SDK's `AlibabaLogisticsOpenPlatformLogisticsTrace`
-/// and `AlibabaLogisticsOpenPlatformTraceNode` (package `com.alibaba.logistics.param`). Neither
-/// the SDK nor the API page says which `action` values exist, nor how nodes line up with steps,
-/// so both lists are read leniently: see [`parcel_events`].
+/// `facilityName`), are those of the 1688 open platform SDK's
+/// `AlibabaLogisticsOpenPlatformLogisticsTrace` and `AlibabaLogisticsOpenPlatformTraceNode`
+/// (package `com.alibaba.logistics.param`). The SDK does not say which `action` values exist,
+/// nor how nodes line up with steps, and we found no 1688 page that does, so both lists are
+/// read leniently: see [`parcel_events`].
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Parcel {
@@ -642,10 +643,11 @@ fn keyword_status(text: &str) -> Option<Status> {
         .map(|(_, status)| *status)
 }
 
-/// `traceNodeList[].action` codes, matched ignoring case. Neither the 1688 SDK nor the API page
-/// lists them (the SDK only calls the field 动作); the values seen are the Taobao/Cainiao ones,
-/// so each code TOP also uses maps as TOP's own table does (`ACTIONS` in taobao.rs). A code not
-/// listed here falls back to the node's text and is reported as unmapped.
+/// `traceNodeList[].action` codes, matched ignoring case. No authoritative list exists that we
+/// could find: the 1688 SDK only calls the field 动作 (`AlibabaLogisticsOpenPlatformTraceNode`).
+/// The codes are the Taobao/Cainiao ones, so each code TOP also uses maps as TOP's own table
+/// does (`ACTIONS` in taobao.rs). A code not listed here falls back to the node's text and is
+/// reported as unmapped, never taken for a final status by its name.
 const ACTIONS: &[(&str, Status)] = &[
     ("GOT", Status::PickedUp),
     ("ACCEPT", Status::PickedUp),
