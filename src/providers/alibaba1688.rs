@@ -168,6 +168,15 @@ struct Answer {
 }
 
 /// One waybill of the order; a split order has several.
+///
+/// Beside the text-only `logisticsSteps`, the gateway may send `traceNodeList` (物流周转节点):
+/// nodes with the same `acceptTime` and `remark` plus an `action` code. Both lists, and the
+/// node's fields (`action`, `areaCode`, `acceptTime`, `remark`, `facilityType`, `facilityNo`,
+/// `facilityName`), are those of the 1688 open platform SDK's
+/// `AlibabaLogisticsOpenPlatformLogisticsTrace` and `AlibabaLogisticsOpenPlatformTraceNode`
+/// (package `com.alibaba.logistics.param`). The SDK does not say which `action` values exist,
+/// nor how nodes line up with steps, and we found no 1688 page that does, so both lists are
+/// read leniently: see [`parcel_events`].
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Parcel {
@@ -177,6 +186,9 @@ struct Parcel {
     logistics_bill_no: Option<String>,
     #[serde(default)]
     logistics_steps: Option<Vec<Step>>,
+    /// Lenient: an odd node list must not cost the steps, which alone are enough.
+    #[serde(default, deserialize_with = "lenient_list")]
+    trace_node_list: Vec<Node>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +198,37 @@ struct Step {
     accept_time: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     remark: Option<String>,
+}
+
+/// A `traceNodeList` entry: a step with the carrier's action code.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Node {
+    #[serde(default, deserialize_with = "lenient_string")]
+    action: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    accept_time: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    remark: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    facility_name: Option<String>,
+}
+
+/// A list that may be missing, `null`, or not a list at all: the last two read as empty rather
+/// than failing the whole answer, and an entry that is not an object is skipped.
+fn lenient_list<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = Option::<serde_json::Value>::deserialize(de)?;
+    Ok(match value {
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|item| serde_json::from_value(item).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
 }
 
 fn lenient_bool<'de, D: Deserializer<'de>>(de: D) -> Result<Option<bool>, D::Error> {
@@ -268,7 +311,12 @@ fn parse_response(body: &str) -> Result<Found, ProviderError> {
     let tracking_no = parcels.iter().find_map(|p| p.logistics_bill_no.clone());
     let journeys: Vec<Vec<TraceEvent>> = parcels
         .into_iter()
-        .map(|parcel| parcel_events(parcel.logistics_steps.unwrap_or_default()))
+        .map(|parcel| {
+            parcel_events(
+                parcel.logistics_steps.unwrap_or_default(),
+                parcel.trace_node_list,
+            )
+        })
         .collect();
     let decision = map_status(&journeys);
     Ok(Found {
@@ -284,25 +332,59 @@ fn parse_response(body: &str) -> Result<Found, ProviderError> {
     })
 }
 
-fn parcel_events(steps: Vec<Step>) -> Vec<TraceEvent> {
-    let events = steps
-        .into_iter()
-        .filter_map(|step| {
-            let raw_time = step.accept_time.unwrap_or_default();
-            let Some(time) = super::parse_local_time(&raw_time) else {
-                // One bad timestamp must not hide the rest of the journey, nor fail every poll.
-                tracing::warn!(accept_time = %raw_time, "skipping 1688 trace step with an unreadable time");
-                return None;
-            };
-            Some(TraceEvent {
-                time,
-                description: step.remark.unwrap_or_default(),
-                location: None,
-                raw_code: None,
-            })
+/// A waybill's events, oldest first: its steps, each carrying the action of the node that
+/// matches it (same `acceptTime` and `remark`, or the same time when the node has no remark).
+/// A node that matches no step is an event of its own, so that nothing either list says is lost.
+fn parcel_events(steps: Vec<Step>, nodes: Vec<Node>) -> Vec<TraceEvent> {
+    let steps = steps.into_iter().filter_map(|step| {
+        Some(TraceEvent {
+            time: readable_time(step.accept_time)?,
+            description: step.remark.unwrap_or_default(),
+            location: None,
+            raw_code: None,
         })
-        .collect();
-    oldest_first(events)
+    });
+    let mut events = oldest_first(steps.collect());
+    let mut unmatched = Vec::new();
+    for node in nodes {
+        let Some(time) = readable_time(node.accept_time) else {
+            continue;
+        };
+        let action = node.action.map(|a| a.trim().to_owned());
+        let remark = node.remark;
+        let step = events.iter_mut().find(|event| {
+            event.time == time
+                && event.raw_code.is_none()
+                && remark.as_ref().is_none_or(|r| *r == event.description)
+        });
+        match step {
+            Some(step) => {
+                step.raw_code = action;
+                step.location = step.location.take().or(node.facility_name);
+            }
+            None => unmatched.push(TraceEvent {
+                time,
+                description: remark.unwrap_or_default(),
+                location: node.facility_name,
+                raw_code: action,
+            }),
+        }
+    }
+    if !unmatched.is_empty() {
+        events.extend(oldest_first(unmatched));
+        events.sort_by_key(|event| event.time);
+    }
+    events
+}
+
+fn readable_time(raw: Option<String>) -> Option<DateTime<FixedOffset>> {
+    let raw = raw.unwrap_or_default();
+    let time = super::parse_local_time(&raw);
+    if time.is_none() {
+        // One bad timestamp must not hide the rest of the journey, nor fail every poll.
+        tracing::warn!(accept_time = %raw, "skipping 1688 trace step with an unreadable time");
+    }
+    time
 }
 
 /// One history for the order: the waybills' steps side by side in time, a step that several
@@ -346,15 +428,26 @@ enum Class {
     Permanent,
 }
 
-/// Gateway codes seen in the wild, matched ignoring case.
+/// Gateway codes, matched ignoring case. 1688 publishes no table of its gateway's codes that
+/// we could find, so each row reads the code's own name and message. Whatever does not depend
+/// on the order asked about stops the provider with one loud line (`Config`): the request's
+/// parameters and API path are the same for every shipment, so a missing parameter, an API the
+/// gateway does not offer, an unknown app key, a bad signature or a permission the app lacks
+/// would fail every poll alike, and marking shipments invalid one by one would lose them.
 const GATEWAY_CODES: &[(&str, Class)] = &[
     ("gw.QosAppFrequencyLimit", Class::RateLimited),
     ("gw.QosApiFrequencyLimit", Class::RateLimited),
     ("gw.SignatureInvalid", Class::Config),
+    ("gw.SignatureMissing", Class::Config),
     ("gw.IsvSignatureInvalid", Class::Config),
     ("gw.AppKeyMissing", Class::Config),
     ("gw.AppKeyNotExist", Class::Config),
+    // "AppKey is not allowed(acl)": the app has not been granted this API.
     ("gw.APIACLDecline", Class::Config),
+    // A parameter the gateway requires for every call is missing from ours.
+    ("gw.ParamMissing", Class::Config),
+    // No such API (or version) for this app: the path is wrong or the API was withdrawn.
+    ("gw.APIUnsupported", Class::Config),
     ("gw.InvalidAccessToken", Class::AuthExpired),
     ("gw.AccessTokenExpired", Class::AuthExpired),
     ("gw.accessTokenInvalid", Class::AuthExpired),
@@ -368,6 +461,8 @@ const GATEWAY_WORDS: &[(&str, Class)] = &[
     ("signature", Class::Config),
     ("appkey", Class::Config),
     ("acl", Class::Config),
+    ("permission", Class::Config),
+    ("unsupported", Class::Config),
 ];
 
 /// Texts of a business refusal (`success: false`), tried in order against its code and message.
@@ -548,39 +643,103 @@ fn keyword_status(text: &str) -> Option<Status> {
         .map(|(_, status)| *status)
 }
 
+/// `traceNodeList[].action` codes, matched ignoring case. No authoritative list exists that we
+/// could find: the 1688 SDK only calls the field 动作 (`AlibabaLogisticsOpenPlatformTraceNode`).
+/// The codes are the Taobao/Cainiao ones, so each code TOP also uses maps as TOP's own table
+/// does (`ACTIONS` in taobao.rs). A code not listed here falls back to the node's text and is
+/// reported as unmapped, never taken for a final status by its name.
+const ACTIONS: &[(&str, Status)] = &[
+    ("GOT", Status::PickedUp),
+    ("ACCEPT", Status::PickedUp),
+    ("TMS_ACCEPT", Status::PickedUp),
+    ("ARRIVAL", Status::InTransit),
+    ("ARRIVE", Status::InTransit),
+    ("DEPARTURE", Status::InTransit),
+    ("SENT_CITY", Status::InTransit),
+    // Into or out of the delivering station, not yet onto a courier nor into a locker.
+    ("TMS_STATION_IN", Status::InTransit),
+    ("TMS_STATION_OUT", Status::InTransit),
+    ("SENT_SCAN", Status::OutForDelivery),
+    ("TMS_DELIVERING", Status::OutForDelivery),
+    // Into a Cainiao station or locker, waiting for the buyer.
+    ("STA_INBOUND", Status::AvailableForPickup),
+    ("SIGNED", Status::Delivered),
+    ("TMS_SIGN", Status::Delivered),
+    ("STA_SIGN", Status::Delivered),
+    ("FAILED", Status::FailedAttempt),
+    ("TMS_FAILED", Status::FailedAttempt),
+    ("TMS_REJECT", Status::Exception),
+    ("TMS_ERROR", Status::Exception),
+    // On its way back to the seller: not yet returned, so polling goes on until a sign-back
+    // (退签) says it is over.
+    ("TMS_RETURN", Status::Exception),
+];
+
+fn action_status(action: &str) -> Option<Status> {
+    ACTIONS
+        .iter()
+        .find(|(code, _)| code.eq_ignore_ascii_case(action.trim()))
+        .map(|(_, status)| *status)
+}
+
+/// What one event says: its action when the table knows it, else its text.
+fn event_status(event: &TraceEvent) -> Option<Status> {
+    event
+        .raw_code
+        .as_deref()
+        .and_then(action_status)
+        .or_else(|| keyword_status(&event.description))
+}
+
 /// Where one waybill stands.
 struct Standing<'a> {
     status: Status,
-    /// The remark that decided it.
-    remark: &'a str,
+    /// The event that decided it.
+    decided_by: &'a TraceEvent,
     /// When the waybill last moved, whatever its newest step says.
     latest: DateTime<FixedOffset>,
 }
 
-/// A waybill's status is that of its newest step that maps: carriers append courtesy notes
-/// after 签收 ("感谢使用…"), and those must not pull a delivered parcel back into transit. With
-/// no step that maps, the parcel is at least moving. `None` when it has no steps at all.
+/// A waybill's status is that of its newest step that maps, by its action first and its text
+/// second: carriers append courtesy notes after 签收 ("感谢使用…"), and those must not pull a
+/// delivered parcel back into transit. With no step that maps, the parcel is at least moving.
+/// `None` when it has no steps at all. What the newest step says that no table knows (an
+/// action, a remark) is reported.
 fn standing<'a>(events: &'a [TraceEvent], unmapped: &mut Vec<String>) -> Option<Standing<'a>> {
     let newest = events.last()?;
-    if keyword_status(&newest.description).is_none() {
+    if let Some(action) = newest.raw_code.as_deref()
+        && action_status(action).is_none()
+    {
+        unmapped.push(format!("action={action}"));
+    }
+    if event_status(newest).is_none() && !newest.description.trim().is_empty() {
         unmapped.push(format!("remark={}", newest.description));
     }
     let mapped = events
         .iter()
         .rev()
-        .find_map(|event| keyword_status(&event.description).map(|s| (s, event)));
+        .find_map(|event| event_status(event).map(|s| (s, event)));
     Some(match mapped {
         Some((status, event)) => Standing {
             status,
-            remark: &event.description,
+            decided_by: event,
             latest: newest.time,
         },
         None => Standing {
             status: Status::InTransit,
-            remark: &newest.description,
+            decided_by: newest,
             latest: newest.time,
         },
     })
+}
+
+/// The raw value kept beside the status: the step's text, or its action when it has no text.
+fn raw_of(event: &TraceEvent) -> String {
+    if event.description.trim().is_empty() {
+        event.raw_code.clone().unwrap_or_default()
+    } else {
+        event.description.clone()
+    }
 }
 
 /// The order's canonical status, the remark beside it, and the remarks no keyword knew.
@@ -612,7 +771,7 @@ fn map_status(journeys: &[Vec<TraceEvent>]) -> Decision {
     match chosen {
         Some(standing) => Decision {
             status: standing.status,
-            raw_status: standing.remark.to_owned(),
+            raw_status: raw_of(standing.decided_by),
             unmapped,
         },
         // Shipped but not yet scanned: not even the carrier's order is known.
@@ -827,6 +986,117 @@ mod tests {
             let first = KEYWORDS.iter().position(|(k, _)| keyword.contains(k));
             assert_eq!(first, Some(index), "{keyword} is shadowed");
         }
+    }
+
+    fn acted(time: &str, remark: &str, action: &str) -> TraceEvent {
+        TraceEvent {
+            raw_code: Some(action.to_owned()),
+            ..event(time, remark)
+        }
+    }
+
+    #[test]
+    fn every_action_row() {
+        use Status::*;
+        let expected = [
+            ("GOT", PickedUp),
+            ("ACCEPT", PickedUp),
+            ("TMS_ACCEPT", PickedUp),
+            ("ARRIVAL", InTransit),
+            ("ARRIVE", InTransit),
+            ("DEPARTURE", InTransit),
+            ("SENT_CITY", InTransit),
+            ("TMS_STATION_IN", InTransit),
+            ("TMS_STATION_OUT", InTransit),
+            ("SENT_SCAN", OutForDelivery),
+            ("TMS_DELIVERING", OutForDelivery),
+            ("STA_INBOUND", AvailableForPickup),
+            ("SIGNED", Delivered),
+            ("TMS_SIGN", Delivered),
+            ("STA_SIGN", Delivered),
+            ("FAILED", FailedAttempt),
+            ("TMS_FAILED", FailedAttempt),
+            ("TMS_REJECT", Exception),
+            ("TMS_ERROR", Exception),
+            ("TMS_RETURN", Exception),
+        ];
+        assert_eq!(expected.len(), ACTIONS.len());
+        for (index, (action, status)) in expected.into_iter().enumerate() {
+            assert_eq!(ACTIONS[index].0, action, "row {index}");
+            assert_eq!(action_status(action), Some(status), "{action}");
+            assert_eq!(
+                action_status(&format!(" {} ", action.to_ascii_lowercase())),
+                Some(status),
+                "{action} in another case"
+            );
+            // A node with a text no keyword knows: the action alone decides.
+            let decision = map_status(&[vec![acted("2026-11-20 08:00:00", "系统消息", action)]]);
+            assert_eq!(decision.status, status, "{action} as a trace");
+            assert_eq!(decision.raw_status, "系统消息");
+            assert!(decision.unmapped.is_empty(), "{:?}", decision.unmapped);
+        }
+    }
+
+    #[test]
+    fn the_action_wins_over_the_text() {
+        use Status::*;
+        let cases = [
+            // The text alone would say delivered and stop polling for good.
+            (
+                "TMS_FAILED",
+                "快递员派送，收件人电话未接通，未能签收",
+                FailedAttempt,
+            ),
+            (
+                "TMS_STATION_IN",
+                "快件已到达【浦东花木驿站】分拨",
+                InTransit,
+            ),
+            // On its way back is not back: the text alone would say returned.
+            ("TMS_RETURN", "快件已退回，发往【杭州转运中心】", Exception),
+            ("SENT_SCAN", "快件已到达【上海浦东营业部】", OutForDelivery),
+            ("STA_INBOUND", "快件已送达", AvailableForPickup),
+        ];
+        for (action, remark, status) in cases {
+            assert_ne!(keyword_status(remark), Some(status), "{remark} alone");
+            let events = vec![
+                event("2026-11-20 08:00:00", "已揽收"),
+                acted("2026-11-20 09:00:00", remark, action),
+            ];
+            let decision = map_status(&[events]);
+            assert_eq!(decision.status, status, "{action}");
+            assert_eq!(decision.raw_status, remark);
+        }
+    }
+
+    #[test]
+    fn an_unknown_action_falls_back_to_the_text_and_is_reported() {
+        let events = vec![acted(
+            "2026-11-20 08:00:00",
+            "快件已到达【上海】",
+            "DRONE_LAND",
+        )];
+        let decision = map_status(&[events]);
+        assert_eq!(decision.status, Status::InTransit);
+        assert_eq!(decision.unmapped, ["action=DRONE_LAND"]);
+        // Neither the action nor the text is known: moving, never a final status guessed from
+        // the action's name.
+        let events = vec![
+            event("2026-11-20 08:00:00", "已揽收"),
+            acted("2026-11-20 09:00:00", "包裹处理中", "TMS_SIGN_BACK"),
+        ];
+        let decision = map_status(&[events]);
+        assert_eq!(decision.status, Status::PickedUp);
+        assert!(!decision.status.is_terminal());
+        assert_eq!(
+            decision.unmapped,
+            ["action=TMS_SIGN_BACK", "remark=包裹处理中"]
+        );
+        // A node with an action and no text keeps the action as the raw value.
+        let decision = map_status(&[vec![acted("2026-11-20 08:00:00", "", "TMS_SIGN")]]);
+        assert_eq!(decision.status, Status::Delivered);
+        assert_eq!(decision.raw_status, "TMS_SIGN");
+        assert!(decision.unmapped.is_empty());
     }
 
     #[test]
@@ -1076,6 +1346,87 @@ mod tests {
     }
 
     #[test]
+    fn trace_nodes_lend_their_actions_to_the_steps() {
+        let body = r#"{"success":true,"logisticsTrace":[{"orderId":7,"logisticsBillNo":"SF1",
+            "logisticsSteps":[
+                {"acceptTime":"2026-11-21 09:00:00","remark":"快递员派送，收件人不在，未能签收"},
+                {"acceptTime":"2026-11-20 08:00:00","remark":"卖家已发货"}],
+            "traceNodeList":[
+                {"action":"GOT","areaCode":"330100","encrypt":"","acceptTime":"2026-11-20 08:00:00",
+                 "remark":"卖家已发货","facilityType":"1","facilityNo":"A1","facilityName":"杭州网点"},
+                {"action":"TMS_FAILED","acceptTime":"2026-11-21 09:00:00",
+                 "remark":"快递员派送，收件人不在，未能签收","facilityName":"上海浦东营业部"}]}]}"#;
+        let trace = parse_response(body).unwrap().trace;
+        assert_eq!(trace.events.len(), 2, "{:?}", trace.events);
+        let codes: Vec<_> = trace.events.iter().map(|e| e.raw_code.as_deref()).collect();
+        assert_eq!(codes, [Some("GOT"), Some("TMS_FAILED")]);
+        assert_eq!(trace.events[1].location.as_deref(), Some("上海浦东营业部"));
+        // The text alone says 签收; the action says the attempt failed.
+        assert_eq!(trace.status, Status::FailedAttempt);
+        assert_eq!(trace.raw_status, "快递员派送，收件人不在，未能签收");
+        assert!(trace.unmapped.is_empty());
+    }
+
+    #[test]
+    fn nodes_without_a_matching_step_are_kept() {
+        // Only nodes: they are the history.
+        let body = r#"{"success":true,"logisticsTrace":[{"orderId":7,"traceNodeList":[
+            {"action":"TMS_SIGN","acceptTime":"2026-11-21 10:00:00"},
+            {"action":"ACCEPT","acceptTime":"2026-11-20 08:00:00","remark":"已收件"}]}]}"#;
+        let trace = parse_response(body).unwrap().trace;
+        let seen: Vec<_> = trace
+            .events
+            .iter()
+            .map(|e| (e.description.as_str(), e.raw_code.as_deref()))
+            .collect();
+        assert_eq!(seen, [("已收件", Some("ACCEPT")), ("", Some("TMS_SIGN"))]);
+        assert_eq!(trace.status, Status::Delivered);
+        assert_eq!(trace.raw_status, "TMS_SIGN");
+        // A node whose text differs from the step at its time is kept beside it; a node with no
+        // text takes the step at its time.
+        let body = r#"{"success":true,"logisticsTrace":[{"orderId":7,
+            "logisticsSteps":[{"acceptTime":"2026-11-20 08:00:00","remark":"已揽收"},
+                              {"acceptTime":"2026-11-20 09:00:00","remark":"到达【杭州】"}],
+            "traceNodeList":[{"action":"ARRIVE","acceptTime":"2026-11-20 09:00:00"},
+                             {"action":"GOT","acceptTime":"2026-11-20 08:00:00","remark":"揽件扫描"},
+                             {"action":"GOT","acceptTime":"yesterday","remark":"?"}]}]}"#;
+        let trace = parse_response(body).unwrap().trace;
+        let seen: Vec<_> = trace
+            .events
+            .iter()
+            .map(|e| (e.description.as_str(), e.raw_code.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("已揽收", None),
+                ("揽件扫描", Some("GOT")),
+                ("到达【杭州】", Some("ARRIVE"))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_odd_node_list_costs_nothing() {
+        for nodes in [
+            "null",
+            "\"oops\"",
+            "{\"action\":\"GOT\"}",
+            "[1, \"x\", null]",
+            "[]",
+        ] {
+            let body = format!(
+                r#"{{"success":true,"logisticsTrace":[{{"orderId":7,"traceNodeList":{nodes},
+                "logisticsSteps":[{{"acceptTime":"2026-11-20 08:00:00","remark":"已揽收"}}]}}]}}"#
+            );
+            let trace = parse_response(&body).unwrap().trace;
+            assert_eq!(trace.status, Status::PickedUp, "{nodes}");
+            assert_eq!(trace.events.len(), 1, "{nodes}");
+            assert_eq!(trace.events[0].raw_code, None, "{nodes}");
+        }
+    }
+
+    #[test]
     fn empty_traces_are_pending() {
         for body in [
             r#"{"success":true,"logisticsTrace":[]}"#,
@@ -1156,7 +1507,19 @@ mod tests {
             ("gw.IsvSignatureInvalid", "", config.clone()),
             ("gw.AppKeyMissing", "", config.clone()),
             ("gw.AppKeyNotExist", "", config.clone()),
-            ("gw.APIACLDecline", "", config.clone()),
+            (
+                "gw.APIACLDecline",
+                "AppKey is not allowed(acl)",
+                config.clone(),
+            ),
+            (
+                "gw.ParamMissing",
+                "Required argument orderId",
+                config.clone(),
+            ),
+            ("gw.APIUnsupported", "API unsupported", config.clone()),
+            ("gw.SignatureMissing", "", config.clone()),
+            ("gw.PermissionDenied", "", config.clone()),
             ("gw.InvalidAccessToken", "", auth.clone()),
             ("gw.AccessTokenExpired", "", auth.clone()),
             ("gw.accessTokenInvalid", "", auth.clone()),

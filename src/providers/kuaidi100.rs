@@ -15,11 +15,10 @@ pub const DEFAULT_ENDPOINT: &str = "https://poll.kuaidi100.com/poll/query.do";
 const MIN_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Asks for the sub-states (101, 1002, 501, 204…) rather than the eight coarse ones.
 const RESULT_V2: &str = "4";
-/// Carriers that refuse to answer without the recipient's (or sender's) phone.
+/// Carriers that refuse to answer without the recipient's (or sender's) phone: 顺丰速运,
+/// 顺丰快运 and 中通快递, per the `phone` row of Kuaidi100's real-time query documentation
+/// (https://api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc, 实时快递查询接口).
 const PHONE_CARRIERS: [&str; 3] = ["shunfeng", "shunfengkuaiyun", "zhongtong"];
-/// How many trailing digits of the phone are sent: all these carriers check, and no more should
-/// leave the daemon than they need.
-const PHONE_DIGITS: usize = 4;
 
 /// Signs a query: uppercase hex MD5 of `param + key + customer`, over the exact `param` sent.
 pub fn sign(param: &str, key: &str, customer: &str) -> String {
@@ -157,7 +156,7 @@ fn to_query(request: &TrackRequest) -> Result<Query, String> {
     let num = request.tracking_no.as_deref().map(str::trim).unwrap_or("");
     // Kuaidi100 codes are lowercase; a shop that typed `ZhongTong` still means zhongtong.
     let com = carrier.to_ascii_lowercase();
-    let phone = request.phone.as_deref().and_then(last_digits);
+    let phone = request.phone.as_deref().and_then(phone_param);
 
     let mut missing = Vec::new();
     if com.is_empty() {
@@ -172,7 +171,7 @@ fn to_query(request: &TrackRequest) -> Result<Query, String> {
     }
     if PHONE_CARRIERS.contains(&com.as_str()) && phone.is_none() {
         missing.push(format!(
-            "the recipient's phone for {com} (--phone; only its last {PHONE_DIGITS} digits are sent)"
+            "the recipient's phone for {com} (--phone, the whole number: Kuaidi100 checks it against the waybill)"
         ));
     }
     if !missing.is_empty() {
@@ -185,10 +184,31 @@ fn to_query(request: &TrackRequest) -> Result<Query, String> {
     })
 }
 
-/// The phone's last digits, or None when it has too few to be checked against.
-fn last_digits(phone: &str) -> Option<String> {
-    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
-    (digits.len() >= PHONE_DIGITS).then(|| digits[digits.len() - PHONE_DIGITS..].iter().collect())
+/// The `phone` Kuaidi100 is sent: the whole number, mobile or landline, as its documentation
+/// asks (收、寄件人的电话号码, 手机和固定电话均可; a landline's extension is not sent; for an
+/// e-commerce virtual number, the four digits after the `-`), from the real-time query page
+/// https://api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc. A mainland mobile is sent as its
+/// 11 digits whatever way it was written; `None` when there are too few digits to be a number.
+fn phone_param(phone: &str) -> Option<String> {
+    if let Ok(mobile) = crate::domain::mainland_mobile(phone) {
+        return Some(mobile);
+    }
+    let phone = phone.trim();
+    let digits = |text: &str| -> String { text.chars().filter(char::is_ascii_digit).collect() };
+    // 13800138000-1234: a virtual number; what counts is the extension after the dash.
+    if let Some((number, extension)) = phone.rsplit_once('-')
+        && crate::domain::mainland_mobile(number).is_ok()
+        && extension.trim().len() == 4
+        && extension.trim().bytes().all(|b| b.is_ascii_digit())
+    {
+        return Some(extension.trim().to_owned());
+    }
+    // A landline: area code and number (0571-88886666); an extension (转123, #123, a third
+    // group after a dash) is not sent.
+    let number = phone.split(['转', '#', 'x', 'X']).next().unwrap_or("");
+    let number: Vec<&str> = number.split('-').take(2).collect();
+    let number = digits(&number.concat());
+    (number.len() >= 7).then_some(number)
 }
 
 fn join_and(items: &[String]) -> String {
@@ -322,6 +342,36 @@ fn event(entry: Entry) -> Option<TraceEvent> {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
+/// What a returnCode 400 is about. Kuaidi100's documentation gives one meaning for two causes
+/// (提交的数据不完整，或者贵公司没授权: incomplete data, or the account is not authorised), so
+/// the message tells them apart. An account problem fails every query alike: it stops the
+/// provider, as rejected credentials do, instead of marking each shipment invalid in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Not authorised for the real-time query: a configuration problem.
+    Unauthorised,
+    /// No balance or queries left: the account needs renewing, as for 601.
+    NoBalance,
+}
+
+/// Words of a returnCode 400 message that mean the account, not the shipment, tried in order.
+/// `授权` covers 没授权, 未授权 and 授权码错误 alike.
+const ACCOUNT_WORDS: &[(&str, Refusal)] = &[
+    ("授权", Refusal::Unauthorised),
+    ("余额", Refusal::NoBalance),
+    ("欠费", Refusal::NoBalance),
+    ("充值", Refusal::NoBalance),
+];
+
+fn account_refusal(message: &str) -> Option<Refusal> {
+    ACCOUNT_WORDS
+        .iter()
+        .find(|(word, _)| message.contains(word))
+        .map(|(_, refusal)| *refusal)
+}
+
+/// Classifies a `returnCode` by the return-code table of Kuaidi100's real-time query
+/// documentation (https://api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc, 返回码).
 fn classify(code: &str, message: Option<&str>) -> ProviderError {
     let text = match message {
         Some(message) => format!("Kuaidi100 returnCode {code} {message}"),
@@ -330,11 +380,19 @@ fn classify(code: &str, message: Option<&str>) -> ProviderError {
     match code {
         // Carriers often publish a waybill hours after it is printed: ask again later.
         "500" => ProviderError::NotFound(text),
-        "400" => ProviderError::Permanent(format!(
-            "{text}: check the carrier code (--carrier, e.g. yuantong) and the tracking number"
-        )),
+        "400" => match account_refusal(message.unwrap_or("")) {
+            Some(Refusal::Unauthorised) => ProviderError::Config(format!(
+                "{text}: the kuaidi100 account is not authorised for the real-time query; check customer and key, and that the service is enabled for the account"
+            )),
+            Some(Refusal::NoBalance) => ProviderError::AuthExpired(format!(
+                "{text}: the kuaidi100 account has no balance or queries left; top it up, then reload or restart"
+            )),
+            None => ProviderError::Permanent(format!(
+                "{text}: check the carrier code (--carrier, e.g. yuantong) and the tracking number"
+            )),
+        },
         "408" => ProviderError::Permanent(format!(
-            "{text}: the carrier needs the recipient's phone (--phone; its last {PHONE_DIGITS} digits are sent)"
+            "{text}: the carrier needs the recipient's phone (--phone, the whole number)"
         )),
         "503" => ProviderError::Config(format!(
             "{text}: the signature was refused; check the kuaidi100 key and customer"
@@ -351,7 +409,14 @@ fn classify(code: &str, message: Option<&str>) -> ProviderError {
 // ---------------------------------------------------------------------------------------------
 // Canonical status
 
-/// Every `state` Kuaidi100 documents with `resultv2=4`: the coarse states and their sub-states.
+/// Every `state` Kuaidi100 documents with `resultv2=4`: the coarse states and their sub-states,
+/// as listed in 运单快递状态(state)说明 of the real-time query documentation
+/// (https://api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc; the same table is in Kuaidi100's
+/// API manual at https://apifox.com/apidoc/project-514987/api-8562559). Only 签收 and 退签 end
+/// polling: a parcel refused or on its way back still has a journey to report.
+///
+/// `ischeck` is not read: the documentation calls it a signed-for flag to ignore (是否签收标记，
+/// 请忽略，明细状态请参考state字段), so a `1` beside a state that is not final ends nothing.
 const STATES: &[(&str, Status)] = &[
     // 揽收
     ("1", Status::PickedUp),
@@ -374,13 +439,16 @@ const STATES: &[(&str, Status)] = &[
     // 投柜或站签收: the carrier closes the waybill here; no later scan will report the buyer
     // collecting it, so waiting for one would only poll until expiry.
     ("304", Status::Delivered),
-    // 退回 (on its way back) and 退签 (back, signed by the sender): both are returns.
-    ("6", Status::Returned),
+    // 退回: 快件正处于返回发货人的途中, on its way back. Not returned yet: a problem for the
+    // shop, with the raw state kept, and polled until 退签 says it is back.
+    ("6", Status::Exception),
+    // 退签: 此快件单已退签, back with the sender.
     ("4", Status::Returned),
     // 已销单: the waybill was cancelled. Not a parcel back with the sender, and a false terminal
     // status would stop polling for good, so the shop is told of a problem instead.
     ("401", Status::Exception),
-    // 拒签: refused, not yet returned; the carrier decides that next, as 6 or 4.
+    // 拒签: 收件人拒签快件, refused by the buyer. The documentation does not call it final and the
+    // carrier goes on to report the way back (6, then 4), so it is polled on.
     ("14", Status::Exception),
     // 转投: handed to another carrier, still moving.
     ("7", Status::InTransit),
@@ -388,7 +456,7 @@ const STATES: &[(&str, Status)] = &[
     ("2", Status::Exception),
     ("201", Status::Exception),     // 超时未签收
     ("202", Status::Exception),     // 超时未更新
-    ("203", Status::Exception),     // 拒收
+    ("203", Status::Exception),     // 拒收, waiting for the sender's decision
     ("204", Status::FailedAttempt), // 派件异常
     // 柜或驿站超时未取: still in the locker and the remedy is to collect it; `exception` would
     // tell the buyer something went wrong with the parcel.
@@ -486,7 +554,7 @@ mod tests {
         let query = query_of("zhongtong", "ZT75312345678", "13800138000");
         assert_eq!(
             query.param(),
-            r#"{"com":"zhongtong","num":"ZT75312345678","phone":"8000","resultv2":"4"}"#
+            r#"{"com":"zhongtong","num":"ZT75312345678","phone":"13800138000","resultv2":"4"}"#
         );
     }
 
@@ -523,16 +591,27 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_four_digits_of_a_phone_are_sent() {
-        assert_eq!(last_digits("13800138000").as_deref(), Some("8000"));
-        assert_eq!(last_digits("+86 138-0013-8123").as_deref(), Some("8123"));
-        assert_eq!(last_digits("0571-8888 6666").as_deref(), Some("6666"));
-        assert_eq!(last_digits("1234").as_deref(), Some("1234"));
-        assert_eq!(last_digits("123"), None);
-        assert_eq!(last_digits(""), None);
-        // Carriers that do not need it still get only the digits they could check.
+    fn the_whole_phone_number_is_sent() {
+        let cases = [
+            ("13800138000", Some("13800138000")),
+            ("+86 138-0013-8123", Some("13800138123")),
+            ("008613800138123", Some("13800138123")),
+            // A virtual number: the four digits after the dash.
+            ("13800138000-1234", Some("1234")),
+            // A landline, without its extension.
+            ("0571-8888 6666", Some("057188886666")),
+            ("0571-88886666-123", Some("057188886666")),
+            ("0571-88886666转123", Some("057188886666")),
+            ("8000", None),
+            ("12", None),
+            ("", None),
+        ];
+        for (phone, sent) in cases {
+            assert_eq!(phone_param(phone).as_deref(), sent, "{phone:?}");
+        }
+        // Carriers that do not need it still get it: Kuaidi100 uses it to tell waybills apart.
         let query = query_of("yuantong", "YT1", "13800138000");
-        assert_eq!(query.phone.as_deref(), Some("8000"));
+        assert_eq!(query.phone.as_deref(), Some("13800138000"));
         let query = to_query(&request(Some("yuantong"), Some("YT1"), Some("12"))).unwrap();
         assert_eq!(query.phone, None);
     }
@@ -562,15 +641,15 @@ mod tests {
             ),
             (
                 request(Some("shunfeng"), Some("SF1"), None),
-                "kuaidi100 needs the recipient's phone for shunfeng (--phone; only its last 4 digits are sent)",
+                "kuaidi100 needs the recipient's phone for shunfeng (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
-                request(Some("shunfengkuaiyun"), Some("SF1"), Some("12")),
-                "kuaidi100 needs the recipient's phone for shunfengkuaiyun (--phone; only its last 4 digits are sent)",
+                request(Some("shunfengkuaiyun"), Some("SF1"), Some("8000")),
+                "kuaidi100 needs the recipient's phone for shunfengkuaiyun (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
                 request(Some("ZhongTong"), None, None),
-                "kuaidi100 needs the tracking number (--tracking-no) and the recipient's phone for zhongtong (--phone; only its last 4 digits are sent)",
+                "kuaidi100 needs the tracking number (--tracking-no) and the recipient's phone for zhongtong (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
                 request(Some("圆通"), None, None),
@@ -588,7 +667,7 @@ mod tests {
         for ok in [
             request(Some("yuantong"), Some("YT1234567890"), None),
             request(Some("zhongtong"), Some("ZT1"), Some("13800138000")),
-            request(Some("shunfeng"), Some("SF1"), Some("8000")),
+            request(Some("shunfeng"), Some("SF1"), Some("0755-83765566")),
         ] {
             assert_eq!(kuaidi100.check(&ok), Ok(()), "{ok:?}");
         }
@@ -633,7 +712,7 @@ mod tests {
             ("302", Delivered),
             ("303", Delivered),
             ("304", Delivered),
-            ("6", Returned),
+            ("6", Exception),
             ("4", Returned),
             ("401", Exception),
             ("14", Exception),
@@ -675,7 +754,7 @@ mod tests {
             .filter(|(_, status)| status.is_terminal())
             .map(|(code, _)| *code)
             .collect();
-        assert_eq!(terminal, ["3", "301", "302", "303", "304", "6", "4"]);
+        assert_eq!(terminal, ["3", "301", "302", "303", "304", "4"]);
     }
 
     #[test]
@@ -897,6 +976,95 @@ mod tests {
             matches!(&bare, ProviderError::Config(m) if m.starts_with("Kuaidi100 returnCode 503:")),
             "{bare:?}"
         );
+    }
+
+    #[test]
+    fn every_account_word_row() {
+        let expected = [
+            ("授权", Refusal::Unauthorised),
+            ("余额", Refusal::NoBalance),
+            ("欠费", Refusal::NoBalance),
+            ("充值", Refusal::NoBalance),
+        ];
+        assert_eq!(expected.len(), ACCOUNT_WORDS.len());
+        for (index, (word, refusal)) in expected.into_iter().enumerate() {
+            assert_eq!(ACCOUNT_WORDS[index].0, word, "row {index}");
+            assert_eq!(account_refusal(word), Some(refusal), "{word}");
+        }
+    }
+
+    #[test]
+    fn a_400_about_the_account_stops_the_provider_not_the_shipment() {
+        let cases = [
+            ("提交的数据不完整，或者贵公司没授权", "not authorised"),
+            ("贵公司没授权，请联系快递100", "not authorised"),
+            ("账号未授权实时查询", "not authorised"),
+            ("授权码错误", "not authorised"),
+        ];
+        for (message, hint) in cases {
+            match parse_response(&error_body("400", message)).unwrap_err() {
+                ProviderError::Config(text) => {
+                    assert!(text.contains(message) && text.contains(hint), "{text}")
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+        for message in ["账户余额不足", "账号已欠费，请充值后使用"] {
+            match parse_response(&error_body("400", message)).unwrap_err() {
+                ProviderError::AuthExpired(text) => {
+                    assert!(text.contains("no balance"), "{text}")
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+        // About the shipment: that shipment alone is refused.
+        for message in ["找不到对应公司，请检查快递公司编码", "参数异常", ""] {
+            let err = parse_response(&error_body("400", message)).unwrap_err();
+            assert!(
+                matches!(err, ProviderError::Permanent(_)),
+                "{message}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ischeck_does_not_end_a_journey_the_state_has_not_ended() {
+        for (state, ischeck, status) in [
+            ("6", "1", Status::Exception),
+            ("14", "1", Status::Exception),
+            ("5", "1", Status::OutForDelivery),
+            ("3", "0", Status::Delivered),
+            ("4", "1", Status::Returned),
+        ] {
+            let body = serde_json::json!({
+                "message": "ok", "nu": "YT1", "ischeck": ischeck, "com": "yuantong",
+                "status": "200", "state": state,
+                "data": [entry("2026-11-20 08:00:01", "?", state)],
+            })
+            .to_string();
+            let trace = parse_response(&body).unwrap();
+            assert_eq!(trace.status, status, "state {state}, ischeck {ischeck}");
+            assert_eq!(trace.raw_status, state);
+        }
+    }
+
+    #[test]
+    fn on_the_way_back_is_polled_until_signed_back() {
+        let back = parse_response(&body(
+            "6",
+            &[entry("2026-11-22 09:00:00", "快件退回中", "6")],
+        ))
+        .unwrap();
+        assert_eq!(back.status, Status::Exception);
+        assert_eq!(back.raw_status, "6");
+        assert!(!back.status.is_terminal());
+        let signed_back = parse_response(&body(
+            "4",
+            &[entry("2026-11-24 09:00:00", "退件已签收", "4")],
+        ))
+        .unwrap();
+        assert_eq!(signed_back.status, Status::Returned);
+        assert!(signed_back.status.is_terminal());
     }
 
     #[test]

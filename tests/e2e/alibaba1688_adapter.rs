@@ -6,6 +6,7 @@ use shipwatch::domain::{Secret, Status};
 use shipwatch::providers::alibaba1688::{Alibaba1688, Alibaba1688Config};
 use shipwatch::providers::{Provider, ProviderError, Trace, TrackRequest};
 
+use crate::support::app::{Options, TestApp};
 use crate::support::fake_1688::{self, Fake1688, Fault};
 
 const APP_KEY: &str = "7654321";
@@ -330,5 +331,158 @@ async fn scripted_bodies_cover_split_parcels_stations_and_errors() {
     assert!(matches!(err, ProviderError::AuthExpired(_)), "{err:?}");
     let err = poll(&a1688, ORDER).await.unwrap_err();
     assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+    assert_clean(&fake);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary
+
+/// A daemon set up with an `ali` provider on `fake`, polling high-tier shipments every second.
+async fn app_with(fake: &Fake1688) -> TestApp {
+    TestApp::with(Options {
+        extra: format!(
+            r#"
+[providers.ali]
+kind = "alibaba1688"
+endpoint = "{url}"
+app_key = "{APP_KEY}"
+app_secret = "{SECRET}"
+access_token = "{TOKEN}"
+"#,
+            url = fake.url,
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+fn add(app: &TestApp, order_id: u64) {
+    app.cli_ok(&[
+        "add",
+        &order_id.to_string(),
+        "--provider",
+        "ali",
+        "--tier",
+        "high",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alibaba1688_node_actions_drive_the_status_over_the_step_text() {
+    let fake = gateway().await;
+    let app = app_with(&fake).await;
+    let order = 3_141_592_653_589_793u64;
+    // Each step's text alone would map differently from its action: 驿站 reads as a pickup
+    // point, 签收 in 未能签收 as delivered, and the last text names no status at all.
+    let nodes: [(&str, &str, &str, &str); 4] = [
+        (
+            "2026-11-20 08:00:00",
+            "ACCEPT",
+            "【杭州市】包裹已由快递员取走",
+            "杭州余杭网点",
+        ),
+        (
+            "2026-11-20 21:00:00",
+            "TMS_STATION_IN",
+            "快件已到达【浦东花木驿站】分拨",
+            "浦东花木站",
+        ),
+        (
+            "2026-11-21 09:30:00",
+            "TMS_FAILED",
+            "快递员派送，收件人电话未接通，未能签收",
+            "浦东花木站",
+        ),
+        (
+            "2026-11-22 10:00:00",
+            "TMS_SIGN",
+            "包裹已由本人取走，感谢使用",
+            "浦东花木站",
+        ),
+    ];
+    let bill = fake_1688::bill_no(order);
+    fake.script(
+        order,
+        (1..=nodes.len())
+            .map(|n| fake_1688::node_response(order, &bill, &nodes[..n]))
+            .collect(),
+    );
+    add(&app, order);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until(
+        "the parcel is delivered and every change announced",
+        Duration::from_secs(60),
+        || app.shipments()[0]["status"] == "delivered" && app.outbox(Some("pending")).is_empty(),
+    )
+    .await;
+    let shown = app.shipment(&order.to_string());
+    assert_eq!(shown["shipment"]["active"], false, "{shown}");
+    assert_eq!(fake.polls_after_final(order), 0);
+    assert!(daemon.terminate().success());
+
+    let statuses: Vec<String> = app
+        .receiver
+        .deliveries()
+        .iter()
+        .map(|d| d.body["data"]["status"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["picked_up", "in_transit", "failed_attempt", "delivered"]
+    );
+    let stats: serde_json::Value = serde_json::from_str(&app.cli_ok(&["stats", "--json"])).unwrap();
+    assert_eq!(
+        stats["unmapped"],
+        serde_json::json!([]),
+        "every action was known"
+    );
+    assert_clean(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alibaba1688_each_gateway_configuration_error_stops_the_provider_once() {
+    let fake = gateway().await;
+    let app = app_with(&fake).await;
+    let orders = [4_100_000_000_000_000_001u64, 4_100_000_000_000_000_002];
+    for order in orders {
+        fake.journey(order);
+        add(&app, order);
+    }
+    let refusals = [
+        ("gw.ParamMissing", "Required argument orderId"),
+        ("gw.APIUnsupported", "API unsupported"),
+        ("gw.AppKeyNotExist", "App key does not exist"),
+        ("gw.SignatureInvalid", "Request signature is invalid"),
+        ("gw.APIACLDecline", "AppKey is not allowed(acl)"),
+    ];
+    for (code, message) in refusals {
+        fake.clear_faults();
+        fake.fault(Fault::Gateway { code, message }, 1000);
+        let calls_before = fake.calls().len();
+        // Each run starts afresh: a restart lifts the previous stop.
+        let mut daemon = app.spawn_daemon();
+        app.wait_until(
+            &format!("{code} stops the provider"),
+            Duration::from_secs(60),
+            || {
+                daemon.log().contains("PROVIDER STOPPED")
+                    && app.cli_ok(&["stats"]).contains("STOPPED   ali")
+            },
+        )
+        .await;
+        let log = daemon.log();
+        assert_eq!(log.matches("PROVIDER STOPPED").count(), 1, "{code}: {log}");
+        assert!(log.contains(code), "{code}: {log}");
+        assert!(daemon.terminate().success());
+        assert!(fake.calls().len() > calls_before, "{code} was served");
+        for shipment in app.shipments() {
+            assert_eq!(shipment["status"], "pending", "{code}: {shipment}");
+            assert_eq!(
+                shipment["active"], true,
+                "{code}: not marked invalid: {shipment}"
+            );
+        }
+    }
+    assert!(fake.calls().iter().all(|call| call.answered == "gateway"));
     assert_clean(&fake);
 }

@@ -6,6 +6,7 @@ use shipwatch::domain::{Secret, Status};
 use shipwatch::providers::kuaidi100::{Kuaidi100, Kuaidi100Config};
 use shipwatch::providers::{Provider, ProviderError, Trace, TrackRequest};
 
+use crate::support::app::{Options, TestApp};
 use crate::support::fake_kuaidi100::{self, FakeKuaidi100, Fault};
 
 const CUSTOMER: &str = "3564B6CBE3A1C7D5EA6B8A0A6D2C1E7F";
@@ -162,7 +163,7 @@ async fn each_fault_has_its_class() {
     let kuaidi100 = good_adapter(&fake);
     // Each fault with the verdict its error must satisfy.
     type Verdict = fn(&ProviderError) -> bool;
-    let cases: [(Fault, Verdict); 12] = [
+    let cases: [(Fault, Verdict); 13] = [
         (Fault::NotFound, |e| matches!(e, ProviderError::NotFound(_))),
         (
             Fault::BadCarrier,
@@ -175,6 +176,10 @@ async fn each_fault_has_its_class() {
         (
             Fault::KeyExpired,
             |e| matches!(e, ProviderError::AuthExpired(m) if m.contains("601")),
+        ),
+        (
+            Fault::Unauthorised,
+            |e| matches!(e, ProviderError::Config(m) if m.contains("not authorised")),
         ),
         (Fault::ReturnCode(501), |e| {
             matches!(e, ProviderError::Transient(_))
@@ -233,25 +238,33 @@ async fn an_unknown_number_is_not_found() {
 }
 
 #[tokio::test]
-async fn the_phones_last_four_digits_reach_the_endpoint_for_zhongtong() {
+async fn the_whole_phone_number_reaches_the_endpoint_for_zhongtong() {
     let fake = endpoint().await;
     let num = "75312345678901";
     fake.script(num, fake_kuaidi100::journey_bodies("zhongtong", num));
+    fake.phone(num, "13800138123");
     let kuaidi100 = good_adapter(&fake);
     let trace = kuaidi100
-        .fetch(&request("zhongtong", num, Some("13800138123")))
+        .fetch(&request("zhongtong", num, Some("+86 138-0013-8123")))
         .await
         .unwrap();
     assert_eq!(trace.status, Status::InfoReceived);
     assert_eq!(trace.carrier.as_deref(), Some("zhongtong"));
     let call = fake.calls().pop().unwrap();
-    assert_eq!(call.param_field("phone"), Some("8123"));
+    assert_eq!(call.param_field("phone"), Some("13800138123"));
     assert_eq!(
         call.raw_param.as_deref(),
-        Some(r#"{"com":"zhongtong","num":"75312345678901","phone":"8123","resultv2":"4"}"#)
+        Some(r#"{"com":"zhongtong","num":"75312345678901","phone":"13800138123","resultv2":"4"}"#)
     );
-    let raw = call.raw_param.unwrap();
-    assert!(!raw.contains("13800138123"), "{raw}");
+    // Another number than the waybill's is refused by the carrier, for that shipment alone.
+    let err = kuaidi100
+        .fetch(&request("zhongtong", num, Some("13900139000")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Permanent(m) if m.contains("408")),
+        "{err:?}"
+    );
     assert_clean(&fake);
 }
 
@@ -311,10 +324,10 @@ async fn scripted_states_map_and_unknown_ones_are_reported() {
         poll(&kuaidi100, NUM).await.unwrap().status,
         Status::FailedAttempt
     );
-    assert_eq!(
-        poll(&kuaidi100, NUM).await.unwrap().status,
-        Status::Returned
-    );
+    // 退回: on its way back, not back yet.
+    let back = poll(&kuaidi100, NUM).await.unwrap();
+    assert_eq!(back.status, Status::Exception);
+    assert_eq!(back.raw_status, "6");
     let unknown = poll(&kuaidi100, NUM).await.unwrap();
     assert_eq!(unknown.status, Status::InTransit);
     assert_eq!(unknown.raw_status, "1234");
@@ -361,4 +374,174 @@ async fn the_waybill_lock_sets_the_minimum_interval() {
     let kuaidi100 = good_adapter(&fake);
     assert_eq!(kuaidi100.kind(), "kuaidi100");
     assert_eq!(kuaidi100.min_interval(), Duration::from_secs(30 * 60));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary
+
+/// A daemon set up with a `kd` provider on `fake`, polling high-tier shipments every second.
+async fn app_with(fake: &FakeKuaidi100) -> TestApp {
+    TestApp::with(Options {
+        extra: format!(
+            r#"
+[providers.kd]
+kind = "kuaidi100"
+endpoint = "{url}"
+customer = "{CUSTOMER}"
+key = "{KEY}"
+# Kuaidi100's own floor is 30 minutes; a test cannot wait that long.
+min_interval = "1s"
+"#,
+            url = fake.url,
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+fn add(app: &TestApp, order_id: &str, num: &str) {
+    app.cli_ok(&[
+        "add",
+        order_id,
+        "--provider",
+        "kd",
+        "--carrier",
+        "yuantong",
+        "--tracking-no",
+        num,
+        "--tier",
+        "high",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kuaidi100_a_parcel_on_its_way_back_is_polled_until_it_is_signed_back() {
+    let fake = endpoint().await;
+    let app = app_with(&fake).await;
+    let num = "YT7500000000006";
+    let steps: [fake_kuaidi100::Step; 5] = [
+        (
+            "2026-11-20 08:00:01",
+            "【杭州市】快递员已揽收",
+            "浙江,杭州市",
+            "揽收",
+            "103",
+        ),
+        (
+            "2026-11-20 21:00:00",
+            "快件已到达【上海转运中心】",
+            "上海,上海市",
+            "在途",
+            "0",
+        ),
+        (
+            "2026-11-21 15:00:00",
+            "收件人拒收，快件退回寄件人",
+            "上海,上海市",
+            "退回",
+            "6",
+        ),
+        (
+            "2026-11-22 06:00:00",
+            "退回件已到达【杭州转运中心】",
+            "浙江,杭州市",
+            "退回",
+            "6",
+        ),
+        (
+            "2026-11-23 10:00:00",
+            "退回件已由寄件人签收",
+            "浙江,杭州市",
+            "退签",
+            "4",
+        ),
+    ];
+    fake.script(
+        num,
+        vec![
+            fake_kuaidi100::trace_response("yuantong", num, "0", &steps[..2]),
+            // Kuaidi100 says to ignore `ischeck`; set beside 退回 it must end nothing.
+            fake_kuaidi100::checked_response("yuantong", num, "6", true, &steps[..3]),
+            fake_kuaidi100::checked_response("yuantong", num, "6", true, &steps[..4]),
+            fake_kuaidi100::trace_response("yuantong", num, "4", &steps[..5]),
+        ],
+    );
+    add(&app, "KD-BACK-1", num);
+    let mut daemon = app.spawn_daemon();
+
+    app.wait_until("the way back is seen", Duration::from_secs(60), || {
+        app.shipments()[0]["status"] == "exception"
+    })
+    .await;
+    let shown = app.shipment("KD-BACK-1");
+    assert_eq!(shown["shipment"]["raw_status"], "6", "{shown}");
+    assert_eq!(shown["shipment"]["active"], true, "still polled: {shown}");
+
+    app.wait_until(
+        "the sign-back ends the journey and is announced",
+        Duration::from_secs(60),
+        || app.shipments()[0]["status"] == "returned" && app.outbox(Some("pending")).is_empty(),
+    )
+    .await;
+    let shown = app.shipment("KD-BACK-1");
+    assert_eq!(shown["shipment"]["raw_status"], "4");
+    assert_eq!(
+        shown["shipment"]["active"], false,
+        "polling stopped: {shown}"
+    );
+    // Polled on after the way back began: the second 退回 answer was served too.
+    let steps_served: Vec<_> = fake.calls().iter().filter_map(|call| call.step).collect();
+    assert!(steps_served.contains(&2), "{steps_served:?}");
+    assert_eq!(fake.polls_after_final(num), 0);
+    assert!(daemon.terminate().success());
+
+    let changes: Vec<(String, String)> = app
+        .receiver
+        .deliveries()
+        .iter()
+        .map(|d| {
+            let data = &d.body["data"];
+            (
+                data["status"].as_str().unwrap_or("").to_owned(),
+                data["raw_status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expected = [("in_transit", "0"), ("exception", "6"), ("returned", "4")]
+        .map(|(s, r)| (s.to_owned(), r.to_owned()));
+    assert_eq!(changes, expected);
+    assert_clean(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kuaidi100_an_account_without_authorisation_stops_the_provider_not_the_shipments() {
+    let fake = endpoint().await;
+    let app = app_with(&fake).await;
+    for (order, num) in [
+        ("KD-AUTH-1", "YT7500000000101"),
+        ("KD-AUTH-2", "YT7500000000102"),
+    ] {
+        fake.journey(num);
+        add(&app, order, num);
+    }
+    fake.fault(Fault::Unauthorised, 1000);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the provider is stopped", Duration::from_secs(60), || {
+        daemon.log().contains("PROVIDER STOPPED") && app.cli_ok(&["stats"]).contains("STOPPED   kd")
+    })
+    .await;
+    let log = daemon.log();
+    assert_eq!(log.matches("PROVIDER STOPPED").count(), 1, "{log}");
+    assert!(log.contains("not authorised"), "{log}");
+    for shipment in app.shipments() {
+        assert_eq!(shipment["status"], "pending", "{shipment}");
+        assert_eq!(shipment["active"], true, "not marked invalid: {shipment}");
+    }
+    assert!(daemon.terminate().success());
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|call| call.answered == "unauthorised")
+    );
+    assert_clean(&fake);
 }

@@ -59,6 +59,12 @@ pub enum Fault {
     Http(u16),
     /// `success: false` with 该订单没有物流跟踪信息, as before the seller's first scan.
     NoTrace,
+    /// A gateway refusal `{"error_code": code, "error_message": message}` with HTTP 400, as the
+    /// gateway answers a request it will not pass on (gw.ParamMissing, gw.APIACLDecline…).
+    Gateway {
+        code: &'static str,
+        message: &'static str,
+    },
 }
 
 impl Fault {
@@ -71,6 +77,7 @@ impl Fault {
             Fault::Empty => "empty",
             Fault::Http(_) => "http",
             Fault::NoTrace => "no_trace",
+            Fault::Gateway { .. } => "gateway",
         }
     }
 }
@@ -186,6 +193,11 @@ impl Fake1688 {
         inner.faults.extend(std::iter::repeat_n(fault, n));
     }
 
+    /// Drops the faults not served yet.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.shared.lock().calls.clone()
     }
@@ -283,6 +295,40 @@ pub fn split_response(order_id: u64, parcels: &[(&str, &[(&str, &str)])]) -> Str
         })
         .collect();
     json!({ "success": true, "logisticsTrace": parcels }).to_string()
+}
+
+/// A successful answer with one waybill whose history comes as both `logisticsSteps` and
+/// `traceNodeList`, side by side as the 1688 SDK's `AlibabaLogisticsOpenPlatformLogisticsTrace`
+/// holds them: `nodes` are `(acceptTime, action, remark, facilityName)`, oldest first, and each
+/// is also a step `(acceptTime, remark)`.
+pub fn node_response(order_id: u64, bill_no: &str, nodes: &[(&str, &str, &str, &str)]) -> String {
+    let steps: Vec<_> = nodes
+        .iter()
+        .map(|(time, _, remark, _)| json!({ "acceptTime": time, "remark": remark }))
+        .collect();
+    let nodes: Vec<_> = nodes
+        .iter()
+        .map(|(time, action, remark, facility)| {
+            json!({
+                "action": action,
+                "areaCode": "310115",
+                "encrypt": "",
+                "acceptTime": time,
+                "remark": remark,
+                "facilityType": "1",
+                "facilityNo": "",
+                "facilityName": facility,
+            })
+        })
+        .collect();
+    json!({ "success": true, "logisticsTrace": [{
+        "logisticsId": format!("BX{order_id}-0"),
+        "orderId": order_id,
+        "logisticsBillNo": bill_no,
+        "logisticsSteps": steps,
+        "traceNodeList": nodes,
+    }]})
+    .to_string()
 }
 
 /// A business refusal (`success: false`).
@@ -413,6 +459,9 @@ async fn handle(
             (status, format!("fake 1688 answered {code}")).into_response()
         }
         Fault::NoTrace => json_reply(StatusCode::OK, error_response("500", NO_TRACE)),
+        Fault::Gateway { code, message } => {
+            json_reply(StatusCode::BAD_REQUEST, gateway_error(code, message))
+        }
     }
 }
 

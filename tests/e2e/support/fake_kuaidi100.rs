@@ -56,6 +56,9 @@ pub enum Fault {
     NeedPhone,
     /// returnCode 601, the key expired or ran out of queries.
     KeyExpired,
+    /// returnCode 400 with the documented account refusal (贵公司没授权), as for an account not
+    /// enabled for the real-time query.
+    Unauthorised,
     /// Any other returnCode, with a short message.
     ReturnCode(u16),
     /// HTTP 429 with `Retry-After: N`.
@@ -77,6 +80,7 @@ impl Fault {
             Fault::BadCarrier => "bad_carrier",
             Fault::NeedPhone => "need_phone",
             Fault::KeyExpired => "key_expired",
+            Fault::Unauthorised => "unauthorised",
             Fault::ReturnCode(_) => "return_code",
             Fault::TooManyRequests { .. } => "too_many_requests",
             Fault::Html => "html",
@@ -98,6 +102,8 @@ struct Inner {
     customer: String,
     key: String,
     scripts: HashMap<String, Script>,
+    /// The phone a waybill was shipped with, for the carriers that check it.
+    phones: HashMap<String, String>,
     faults: VecDeque<Fault>,
     calls: Vec<Call>,
     rejections: Vec<String>,
@@ -136,6 +142,7 @@ impl FakeKuaidi100 {
             customer: customer.to_owned(),
             key: key.to_owned(),
             scripts: HashMap::new(),
+            phones: HashMap::new(),
             faults: VecDeque::new(),
             calls: Vec::new(),
             rejections: Vec::new(),
@@ -179,6 +186,15 @@ impl FakeKuaidi100 {
             },
         );
         inner.after_final.remove(num);
+    }
+
+    /// The waybill `num` was shipped to `phone`: a query for it on a carrier that checks phones
+    /// must carry that number whole, as Kuaidi100's documentation asks, or is refused with 408.
+    pub fn phone(&self, num: &str, phone: &str) {
+        self.shared
+            .lock()
+            .phones
+            .insert(num.to_owned(), phone.to_owned());
     }
 
     /// The next `n` verified calls (any number) get this fault instead of their answer; a
@@ -293,8 +309,21 @@ pub fn journey_bodies(com: &str, num: &str) -> Vec<String> {
 }
 
 /// A successful answer; `steps` are given oldest first and served newest first, as Kuaidi100
-/// does by default.
+/// does by default. `ischeck` is 1 for the 签收 states.
 pub fn trace_response(com: &str, num: &str, state: &str, steps: &[Step]) -> String {
+    let signed = state.starts_with('3');
+    checked_response(com, num, state, signed, steps)
+}
+
+/// A successful answer with `ischeck` as given: Kuaidi100's documentation says to ignore the
+/// flag, so a fake that sets it beside any state shows whether an adapter does.
+pub fn checked_response(
+    com: &str,
+    num: &str,
+    state: &str,
+    ischeck: bool,
+    steps: &[Step],
+) -> String {
     let data: Vec<Value> = steps
         .iter()
         .rev()
@@ -310,11 +339,10 @@ pub fn trace_response(com: &str, num: &str, state: &str, steps: &[Step]) -> Stri
             })
         })
         .collect();
-    let signed = state.starts_with('3');
     json!({
         "message": "ok",
         "nu": num,
-        "ischeck": if signed { "1" } else { "0" },
+        "ischeck": if ischeck { "1" } else { "0" },
         "condition": "F00",
         "com": com,
         "status": "200",
@@ -374,7 +402,11 @@ async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
             let body = error_response(400, "参数异常：找不到对应公司或单号");
             (None, Some(body), "bad_param", None)
         } else if PHONE_CARRIERS.contains(&com.as_deref().unwrap_or(""))
-            && phone.as_deref().is_none_or(str::is_empty)
+            && (phone.as_deref().is_none_or(str::is_empty)
+                || num
+                    .as_ref()
+                    .and_then(|num| inner.phones.get(num))
+                    .is_some_and(|shipped| Some(shipped) != phone.as_ref()))
         {
             let body = error_response(408, "快递公司参数异常：验证码错误");
             (None, Some(body), "phone_required", None)
@@ -424,6 +456,10 @@ async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
             error_response(408, "快递公司参数异常：验证码错误"),
         ),
         Fault::KeyExpired => json_reply(StatusCode::OK, error_response(601, "POLL:KEY已过期")),
+        Fault::Unauthorised => json_reply(
+            StatusCode::OK,
+            error_response(400, "提交的数据不完整，或者贵公司没授权"),
+        ),
         Fault::ReturnCode(code) => json_reply(
             StatusCode::OK,
             error_response(code, "服务器繁忙，请稍后再试"),
