@@ -592,8 +592,12 @@ const KEYWORDS: &[(&str, Status)] = &[
     ("拒绝签收", Status::Exception),
     ("拒收", Status::Exception),
     ("拒签", Status::Exception),
+    // Signed back by the sender is over; on its way back is not yet (TOP's table says the same).
     ("退签", Status::Returned),
-    ("退回", Status::Returned),
+    ("退回件已签收", Status::Returned),
+    ("退回签收", Status::Returned),
+    ("退件签收", Status::Returned),
+    ("退回", Status::Exception),
     ("疑难", Status::Exception),
     ("问题件", Status::Exception),
     ("揽收失败", Status::Exception),
@@ -936,7 +940,10 @@ mod tests {
             ("拒收", Exception),
             ("拒签", Exception),
             ("退签", Returned),
-            ("退回", Returned),
+            ("退回件已签收", Returned),
+            ("退回签收", Returned),
+            ("退件签收", Returned),
+            ("退回", Exception),
             ("疑难", Exception),
             ("问题件", Exception),
             ("揽收失败", Exception),
@@ -1052,8 +1059,8 @@ mod tests {
                 "快件已到达【浦东花木驿站】分拨",
                 InTransit,
             ),
-            // On its way back is not back: the text alone would say returned.
-            ("TMS_RETURN", "快件已退回，发往【杭州转运中心】", Exception),
+            // On its way back is not back: the text alone would say delivered.
+            ("TMS_RETURN", "快件已签收，转交寄件人", Exception),
             ("SENT_SCAN", "快件已到达【上海浦东营业部】", OutForDelivery),
             ("STA_INBOUND", "快件已送达", AvailableForPickup),
         ];
@@ -1141,7 +1148,7 @@ mod tests {
             ("派件异常：地址不详", FailedAttempt),
             ("客户拒绝签收，快件待处理", Exception),
             ("收件人拒收", Exception),
-            ("快件已退回，发往【杭州转运中心】", Returned),
+            ("快件已退回，发往【杭州转运中心】", Exception),
             ("退回件已签收", Returned),
             ("疑难件：地址不详，待联系", Exception),
             ("快件在【上海转运中心】异常滞留", Exception),
@@ -1206,7 +1213,7 @@ mod tests {
             map_status(&[moving, delivered.clone()]).status,
             Status::InTransit
         );
-        let returned = vec![event("2026-11-21 09:00:00", "快件已退回")];
+        let returned = vec![event("2026-11-21 09:00:00", "退回件已签收")];
         assert_eq!(
             map_status(&[returned.clone(), delivered.clone()]).status,
             Status::Delivered
