@@ -244,10 +244,13 @@ impl Provider for Taobao {
     }
 }
 
+/// The trade id of an order id: the number itself, or the number before a `#` that tells apart
+/// the parcels of a split order (`1234567890123456789#2`), since order ids are unique.
 fn parse_tid(order_id: &str) -> Result<u64, ProviderError> {
-    order_id.trim().parse::<u64>().map_err(|_| {
+    let tid = order_id.split_once('#').map_or(order_id, |(tid, _)| tid);
+    tid.trim().parse::<u64>().map_err(|_| {
         ProviderError::Permanent(format!(
-            "the taobao provider needs the numeric order id (tid), got {order_id:?}"
+            "the taobao provider needs the numeric order id (tid), optionally with #PARCEL after it, got {order_id:?}"
         ))
     })
 }
@@ -1367,7 +1370,17 @@ mod tests {
             1_234_567_890_123_456_789
         );
         assert_eq!(parse_tid(" 42 ").unwrap(), 42);
-        for bad in ["E2026-001", "", "-5", "12.5", "99999999999999999999"] {
+        assert_eq!(parse_tid("42#2").unwrap(), 42);
+        assert_eq!(parse_tid("42#parcel-b").unwrap(), 42);
+        for bad in [
+            "E2026-001",
+            "",
+            "-5",
+            "12.5",
+            "99999999999999999999",
+            "#2",
+            "x#2",
+        ] {
             match parse_tid(bad) {
                 Err(ProviderError::Permanent(message)) => {
                     assert!(message.contains("numeric order id (tid)"), "{message}")

@@ -106,7 +106,7 @@ async fn an_offline_shipped_order_reading_signed_stays_in_transit_until_a_sign_s
 async fn a_split_order_sends_is_split_and_its_sub_orders_signed() {
     let app = TestApp::start().await;
     let (split, whole) = (tid(2), tid(3));
-    app.top.split(split, "5001,5002");
+    app.top.split(split, &["5001,5002", "5003"]);
     app.top.journey(split);
     app.top.journey(whole);
     app.edit_config(|text| {
@@ -115,15 +115,16 @@ async fn a_split_order_sends_is_split_and_its_sub_orders_signed() {
             "[providers.taobao]\nseller_nick = \"小店一号\"\n",
         )
     });
-    app.cli_ok(&["add", &split.to_string(), "--sub-orders", "5001, 5002"]);
+    // Two parcels of one trade, told apart by a suffix that is not sent.
+    let (first, second) = (format!("{split}#1"), format!("{split}#2"));
+    app.cli_ok(&["add", &first, "--sub-orders", "5001, 5002"]);
+    app.cli_ok(&["add", &second, "--sub-orders", "5003"]);
     app.cli_ok(&["add", &whole.to_string()]);
-    assert!(
-        app.cli_ok(&["show", &split.to_string()])
-            .contains("5001,5002")
-    );
+    assert!(app.cli_ok(&["show", &first]).contains("5001,5002"));
 
-    app.cli_ok(&["poll", &split.to_string()]);
-    app.cli_ok(&["poll", &whole.to_string()]);
+    for order in [&first, &second, &whole.to_string()] {
+        app.cli_ok(&["poll", order]);
+    }
     assert_eq!(
         app.top.signature_failures(),
         0,
@@ -131,12 +132,20 @@ async fn a_split_order_sends_is_split_and_its_sub_orders_signed() {
         app.top.rejections()
     );
     let calls = app.top.calls();
-    let of = |tid: u64| calls.iter().find(|c| c.tid == Some(tid)).unwrap().clone();
-    assert_eq!(of(split).is_split.as_deref(), Some("1"));
-    assert_eq!(of(split).sub_tid.as_deref(), Some("5001,5002"));
-    assert_eq!(of(split).answered, "trace");
-    assert_eq!(of(whole).is_split, None);
-    assert_eq!(of(whole).sub_tid, None);
+    assert_eq!(calls.len(), 3);
+    let sent: Vec<(Option<u64>, Option<&str>, Option<&str>)> = calls
+        .iter()
+        .map(|c| (c.tid, c.is_split.as_deref(), c.sub_tid.as_deref()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (Some(split), Some("1"), Some("5001,5002")),
+            (Some(split), Some("1"), Some("5003")),
+            (Some(whole), None, None),
+        ]
+    );
+    assert!(calls.iter().all(|c| c.answered == "trace"));
     assert!(
         calls
             .iter()

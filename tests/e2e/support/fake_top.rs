@@ -93,8 +93,8 @@ struct Inner {
     generated: Option<Generated>,
     /// A quota enforced as the real gateway does, when turned on.
     quota: Option<Quota>,
-    /// Split orders: the sub-order ids each parcel carries, as the gateway knows them.
-    splits: HashMap<u64, String>,
+    /// Split orders: per trade, the sub-order ids each of its parcels carries.
+    splits: HashMap<u64, Vec<String>>,
 }
 
 /// Every tid without a script is answered: in transit, and every `change_every`-th such answer
@@ -229,11 +229,13 @@ impl FakeTop {
         inner.after_final.remove(&tid);
     }
 
-    /// Makes `tid` a split order whose parcel carries `sub_tids` (comma-separated): a request
-    /// for it must send `is_split=1` and exactly these `sub_tid`, as TOP needs to tell the
-    /// parcels of one order apart; a request that sends them for another order is refused.
-    pub fn split(&self, tid: u64, sub_tids: &str) {
-        self.shared.lock().splits.insert(tid, sub_tids.to_owned());
+    /// Makes `tid` a split order whose parcels carry these sub-orders (each comma-separated): a
+    /// request for it must send `is_split=1` and one parcel's `sub_tid` exactly, as TOP needs to
+    /// tell the parcels of one order apart; a request that sends them for another order is
+    /// refused.
+    pub fn split(&self, tid: u64, parcels: &[&str]) {
+        let parcels = parcels.iter().map(|p| (*p).to_owned()).collect();
+        self.shared.lock().splits.insert(tid, parcels);
     }
 
     /// The next `n` verified calls (any tid) get this fault instead of their answer; a faulted
@@ -580,7 +582,7 @@ fn verify(inner: &Inner, params: &BTreeMap<String, String>) -> Option<(i64, &'st
     let split = inner.splits.get(&tid);
     match (get("is_split"), split) {
         ("" | "0", None) if get("sub_tid").is_empty() => {}
-        ("1", Some(sub_tids)) if get("sub_tid") == sub_tids => {}
+        ("1", Some(parcels)) if parcels.iter().any(|p| p == get("sub_tid")) => {}
         ("1", _) if get("sub_tid").is_empty() => {
             return Some((
                 40,
