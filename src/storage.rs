@@ -1170,9 +1170,29 @@ async fn record_poll_in(
         });
     };
 
-    let new_events = insert_events(tx, shipment_id, &poll.trace.events).await?;
     let newest = poll.trace.events.iter().max_by_key(|e| e.time);
     let newest_at = newest.map(|e| e.time.timestamp_millis());
+    if is_stale(current.last_event_at, newest_at) {
+        // An older picture than the one stored (an upstream cache, a replayed answer): time
+        // goes one way, so it changes nothing but the schedule.
+        sqlx::query(
+            "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
+             claimed_until = NULL WHERE id = ?",
+        )
+        .bind(poll.now)
+        .bind(poll.next_poll_at)
+        .bind(shipment_id)
+        .execute(&mut **tx)
+        .await?;
+        tracing::debug!(order_id = %current.order_id, "stale trace ignored: older than the events stored");
+        return Ok(Recorded {
+            change: None,
+            new_events: 0,
+            queued: Vec::new(),
+            applied: true,
+        });
+    }
+    let new_events = insert_events(tx, shipment_id, &poll.trace.events).await?;
 
     let previous = current.status();
     let status = poll.trace.status;
@@ -1259,6 +1279,16 @@ async fn record_poll_in(
         queued,
         applied: true,
     })
+}
+
+/// True when a trace is older than what is stored: its newest event is older than the newest
+/// event already stored, or it has no event at all where events were stored.
+pub(crate) fn is_stale(stored_newest: Option<Millis>, trace_newest: Option<Millis>) -> bool {
+    match (stored_newest, trace_newest) {
+        (Some(stored), Some(newest)) => newest < stored,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// Adds the events not stored yet, all in one statement (a trace repeats its whole history

@@ -264,3 +264,43 @@ async fn an_unexplained_isv_refusal_is_nothing_yet_on_a_new_shipment_and_invalid
     assert!(gap >= chrono::Duration::seconds(2), "{young_row}");
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_answer_after_a_newer_one_changes_nothing() {
+    let app = TestApp::start().await;
+    let order = tid(10);
+    let id = order.to_string();
+    app.top.script(
+        order,
+        vec![
+            fake_top::trace_response(order, "物流公司揽收成功", &[PICKED_UP, DEPARTED]),
+            // An upstream cache serving yesterday's picture: only the pickup scan.
+            fake_top::trace_response(order, "物流公司揽收成功", &[PICKED_UP]),
+            fake_top::trace_response(order, "物流公司揽收成功", &[]),
+            fake_top::trace_response(order, "对方已签收", &[PICKED_UP, DEPARTED, SIGNED]),
+        ],
+    );
+    app.cli_ok(&["add", &id]);
+    let status = || app.shipment(&id)["shipment"]["status"].clone();
+    app.cli_ok(&["poll", &id, "--apply"]);
+    assert_eq!(status(), "in_transit");
+    for _ in 0..2 {
+        app.cli_ok(&["poll", &id, "--apply"]);
+        let shown = app.shipment(&id);
+        assert_eq!(shown["shipment"]["status"], "in_transit", "{shown}");
+        assert_eq!(shown["events"].as_array().unwrap().len(), 2, "{shown}");
+        assert_eq!(
+            shown["notifications"].as_array().unwrap().len(),
+            1,
+            "{shown}"
+        );
+    }
+    app.cli_ok(&["poll", &id, "--apply"]);
+    assert_eq!(status(), "delivered");
+    let statuses: Vec<String> = app
+        .outbox(None)
+        .iter()
+        .map(|n| n["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["in_transit", "delivered"]);
+}
