@@ -344,3 +344,36 @@ async fn scripted_bodies_cover_stations_and_errors() {
     assert!(matches!(err, ProviderError::Permanent(_)), "{err:?}");
     assert_clean(&fake);
 }
+
+#[tokio::test]
+async fn every_call_limit_code_pauses_for_its_ban_or_the_default() {
+    let fake = gateway().await;
+    let mut bodies = Vec::new();
+    for code in 4..=8 {
+        bodies.push(fake_top::error_response(
+            code,
+            "Call Limited",
+            "accesscontrol.limited-by-api-access-count",
+            "This ban will last for 120 more seconds",
+        ));
+        bodies.push(fake_top::error_response(code, "Call Limited", "", ""));
+    }
+    bodies.push(fake_top::error_response(
+        15,
+        "Remote service error",
+        "accesscontrol.limited-by-app-access-count",
+        "This ban will last for 7 more seconds",
+    ));
+    let expected: Vec<u64> = (4..=8).flat_map(|_| [120, 60]).chain([7]).collect();
+    fake.script(TID, bodies);
+    let taobao = good_adapter(&fake);
+    for want in expected {
+        match poll(&taobao, TID).await.unwrap_err() {
+            ProviderError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Duration::from_secs(want))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_clean(&fake);
+}
