@@ -490,12 +490,21 @@ struct RawSms {
     access_key_secret_file: Option<PathBuf>,
     sign_name: Option<String>,
     template_code: Option<String>,
+    /// The variables the registered templates use; every placeholder by default.
+    params: Option<Vec<String>>,
+    /// Each `TemplateParam` value is cut to this many characters (35 by default).
+    param_max_chars: Option<usize>,
     // http
     url: Option<String>,
     method: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     body: Option<String>,
+    /// The statuses that can mean sent, `200-299` by default.
+    success_status: Option<String>,
+    /// A JSON pointer into the answer and the value it must hold for the SMS to count as sent.
+    success_pointer: Option<String>,
+    success_value: Option<String>,
 }
 
 /// Texts for one status.
@@ -807,8 +816,12 @@ fn resolve_webhook(
     let section = "[channels.webhook]";
     check_url(section, "url", &raw.url)?;
     let secret = secrets.resolve(section, "webhook", "secret", raw.secret, raw.secret_file)?;
-    let secret = WebhookSecret::parse(secret.expose())
-        .map_err(|e| invalid(format!("{section} secret: {e}")))?;
+    let secret = match WebhookSecret::parse(secret.expose()) {
+        Ok(secret) => secret,
+        // Admin commands sign nothing: a secret they cannot use must not stop `list`.
+        Err(_) if secrets.mode == Secrets::Skipped => WebhookSecret::unloaded(),
+        Err(e) => return Err(invalid(format!("{section} secret: {e}"))),
+    };
     Ok(ChannelSettings {
         settings: WebhookConfig {
             url: raw.url,
@@ -890,12 +903,40 @@ fn resolve_sms(
                 raw.endpoint,
                 crate::notify::sms_aliyun::DEFAULT_ENDPOINT,
             )?;
+            let params = match raw.params {
+                None => crate::notify::sms_aliyun::DEFAULT_PARAMS
+                    .iter()
+                    .map(|name| (*name).to_owned())
+                    .collect(),
+                Some(params) => {
+                    let known = crate::notify::template::PLACEHOLDERS;
+                    if let Some(unknown) = params.iter().find(|p| !known.contains(&p.as_str())) {
+                        return Err(invalid(format!(
+                            "{section} params: {unknown:?} is not a placeholder (known: {})",
+                            known.join(", ")
+                        )));
+                    }
+                    params
+                }
+            };
+            let param_max_chars = match raw.param_max_chars {
+                None => crate::notify::sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
+                Some(0) => {
+                    return Err(invalid(format!(
+                        "{section} param_max_chars must be at least 1 (Aliyun's default limit is {})",
+                        crate::notify::sms_aliyun::DEFAULT_PARAM_MAX_CHARS
+                    )));
+                }
+                Some(n) => n,
+            };
             SmsSettings::Aliyun(AliyunSmsConfig {
                 endpoint,
                 access_key_id,
                 access_key_secret,
                 sign_name,
                 template_code: raw.template_code.clone(),
+                params,
+                param_max_chars,
                 timeout,
             })
         }
@@ -920,9 +961,16 @@ fn resolve_sms(
                     invalid(format!("{section} method {m:?} is not an HTTP method"))
                 })?,
             };
+            let success = crate::notify::sms_http::SuccessRule::parse(
+                raw.success_status.as_deref(),
+                raw.success_pointer,
+                raw.success_value,
+            )
+            .map_err(|e| invalid(format!("{section} {e}")))?;
             SmsSettings::Http(HttpSmsConfig {
                 url,
                 method,
+                success,
                 headers: raw
                     .headers
                     .into_iter()
@@ -1493,7 +1541,7 @@ mod tests {
             "ali-secret-4e5f",
             "ali-token-6a7b",
             "kd-key-8c9d",
-            "hook-secret-0e1f",
+            "hook-secret-0e1f-long-enough-key",
             "smtp-pw-2a3b",
             "aliyun-secret-4c5d",
         ];

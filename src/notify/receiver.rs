@@ -372,9 +372,11 @@ mod tests {
         receiver.set_behaviour(Behaviour::Always(410));
         let result = webhook.deliver(&outgoing("ntf_r")).await;
         assert!(
-            matches!(result, Err(DeliveryError::Permanent(_))),
+            matches!(result, Err(DeliveryError::Paused { .. })),
             "{result:?}"
         );
+        // 410 Gone stops the channel until it is lifted (a reload or a restart).
+        webhook.resume();
 
         receiver.set_behaviour(Behaviour::FailFirst {
             failures: 1,

@@ -35,10 +35,16 @@ fn aliyun(fake: &FakeAliyunSms, secret: &str) -> AliyunSms {
             access_key_secret: Secret::new(secret),
             sign_name: SIGN_NAME.to_owned(),
             template_code: Some("SMS_100000001".to_owned()),
+            params: default_params(),
+            param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
         AliyunSms::http_client().unwrap(),
     )
+}
+
+fn default_params() -> Vec<String> {
+    sms_aliyun::DEFAULT_PARAMS.map(str::to_owned).to_vec()
 }
 
 fn message(template_code: Option<&str>) -> SmsMessage {
@@ -220,6 +226,8 @@ async fn aliyun_without_a_template_is_permanent() {
         access_key_secret: Secret::new(KEY_SECRET),
         sign_name: SIGN_NAME.to_owned(),
         template_code: None,
+        params: default_params(),
+        param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
         timeout: Duration::from_secs(5),
     };
     let channel = AliyunSms::new(config.clone(), AliyunSms::http_client().unwrap());
@@ -322,6 +330,8 @@ async fn aliyun_unknown_key_id_stops_the_channel() {
             access_key_secret: Secret::new(KEY_SECRET),
             sign_name: SIGN_NAME.to_owned(),
             template_code: Some("SMS_100000001".to_owned()),
+            params: default_params(),
+            param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
         AliyunSms::http_client().unwrap(),
@@ -343,6 +353,8 @@ async fn aliyun_unreachable_is_transient_without_the_number() {
             access_key_secret: Secret::new(KEY_SECRET),
             sign_name: SIGN_NAME.to_owned(),
             template_code: Some("SMS_100000001".to_owned()),
+            params: default_params(),
+            param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
         AliyunSms::http_client().unwrap(),
