@@ -29,3 +29,4 @@ mod support;
 mod taobao_adapter;
 mod three_providers;
 mod transport;
+mod webhook_channel;

@@ -134,6 +134,12 @@ impl FakeAliyunSms {
             .extend(std::iter::repeat_n(code.to_owned(), n));
     }
 
+    /// Forgets the scripted codes not yet answered: every later request gets `OK` (the account
+    /// was topped up, say).
+    pub fn clear_replies(&self) {
+        self.shared.lock().script.clear();
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.shared.lock().calls.clone()
     }
