@@ -193,11 +193,14 @@ impl Sender {
                         message,
                         retry_after,
                     } => {
-                        // The channel raised the alarm itself; the message only waits.
+                        // The channel raised the alarm itself; the message only waits, and
+                        // never into the channel's quiet hours.
                         let until = now + millis(retry_after);
-                        self.db
-                            .notification_postponed(n.id, &message, until)
-                            .await?;
+                        let due = self
+                            .quiet_hours
+                            .get(&kind)
+                            .map_or(until, |quiet| quiet.next_allowed(until));
+                        self.db.notification_postponed(n.id, &message, due).await?;
                         self.db
                             .pause_channel(kind.as_str(), until, &message, now)
                             .await?;
