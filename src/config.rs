@@ -1450,6 +1450,70 @@ mod tests {
         assert!(http.channels.rules()[0].quiet_hours.is_none());
     }
 
+    /// The SMS keys of the fidelity rules: their defaults, and one refusal per kind of mistake.
+    #[test]
+    fn sms_params_and_success_rules_parse_with_their_defaults() {
+        let aliyun = "[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"i\"\naccess_key_secret = \"s\"\nsign_name = \"n\"\ntemplate_code = \"SMS_1\"\n";
+        let settings = |text: &str| parse(text).unwrap().channels.sms.unwrap().settings;
+        match settings(aliyun) {
+            SmsSettings::Aliyun(c) => {
+                assert_eq!(c.params, crate::notify::template::PLACEHOLDERS);
+                assert_eq!(c.param_max_chars, 35);
+            }
+            other => panic!("{other:?}"),
+        }
+        match settings(&format!(
+            "{aliyun}params = [\"order_id\", \"event\"]\nparam_max_chars = 20\n"
+        )) {
+            SmsSettings::Aliyun(c) => {
+                assert_eq!(c.params, ["order_id", "event"]);
+                assert_eq!(c.param_max_chars, 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        let http = "[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/send\"\nbody = \"to={phone}\"\n";
+        match settings(http) {
+            SmsSettings::Http(c) => assert_eq!(c.success, Default::default()),
+            other => panic!("{other:?}"),
+        }
+        match settings(&format!(
+            "{http}success_status = \"200\"\nsuccess_pointer = \"/Response/SendStatusSet/0/Code\"\nsuccess_value = \"Ok\"\n"
+        )) {
+            SmsSettings::Http(c) => {
+                assert_eq!(c.success.statuses, 200..=200);
+                assert_eq!(
+                    c.success.pointer,
+                    Some(("/Response/SendStatusSet/0/Code".into(), "Ok".into()))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for (text, hint) in [
+            (
+                format!("{aliyun}params = [\"order\"]\n"),
+                "\"order\" is not a placeholder",
+            ),
+            (format!("{aliyun}param_max_chars = 0\n"), "at least 1"),
+            (
+                format!("{http}success_status = \"2xx\"\n"),
+                "not an HTTP status",
+            ),
+            (
+                format!("{http}success_pointer = \"/code\"\n"),
+                "needs success_value",
+            ),
+            (
+                format!("{http}success_value = \"0\"\n"),
+                "needs success_pointer",
+            ),
+        ] {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains("[channels.sms]"), "{error}");
+            assert!(error.contains(hint), "{hint}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
     #[test]
     fn aliyun_sms_needs_a_registered_template_for_every_status_it_sends() {
         let base = "[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"i\"\naccess_key_secret = \"s\"\nsign_name = \"n\"\nstatuses = [\"delivered\", \"picked_up\"]\n";
