@@ -168,10 +168,13 @@ const FIX_CREDENTIALS: &str = "fix access_key_id / access_key_secret and the RAM
 pub fn classify(code: &str, message: &str, now: DateTime<Utc>) -> Verdict {
     match code {
         "OK" => Verdict::Sent,
-        // "系统错误" on Aliyun's side (the same list), though it carries an `isv.` prefix:
-        // nothing is wrong with the request, so it is retried like any system error.
-        "isv.SYSTEM_ERROR" | "isp.SYSTEM_ERROR" | "SYSTEM_ERROR" | "ServiceUnavailable"
-        | "InternalError" => Verdict::Retry(None),
+        // A system error on Aliyun's side: `isp.SYSTEM_ERROR` (系统错误) in the SMS API error
+        // codes, `SYSTEM_ERROR` (内部系统错误) in the international list
+        // (https://help.aliyun.com/zh/sms/error-code-intl). `isv.SYSTEM_ERROR` is how many
+        // integrations meet the same error; no Aliyun page found describes it apart, and its
+        // `isv.` prefix would make it dead below. Nothing is wrong with the request, so it is
+        // retried, which the outbox bounds: retrying loses nothing, dying loses the SMS.
+        "isv.SYSTEM_ERROR" | "isp.SYSTEM_ERROR" | "SYSTEM_ERROR" => Verdict::Retry(None),
         "isv.BUSINESS_LIMIT_CONTROL" => Verdict::Retry(Some(limit_delay(message, now))),
         "isv.DAY_LIMIT_CONTROL" => Verdict::Retry(Some(until_next_day(now))),
         c if c == "Throttling" || c.starts_with("Throttling.") => Verdict::Retry(Some(THROTTLING)),
