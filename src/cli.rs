@@ -301,7 +301,11 @@ async fn run_daemon(global: &Global) -> Result<()> {
         channels = ?config.channels.rules().iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
         "shipwatch started"
     );
-    let reloader = tokio::spawn(reload_on_hangup(global.clone(), daemon.dispatcher.clone()));
+    let reloader = tokio::spawn(reload_on_hangup(
+        global.clone(),
+        daemon.dispatcher.clone(),
+        daemon.sender.clone(),
+    ));
     let outcome = daemon.run(shutdown_signal()).await;
     reloader.abort();
     db.close().await;
@@ -310,9 +314,15 @@ async fn run_daemon(global: &Global) -> Result<()> {
 }
 
 /// SIGHUP (`systemctl reload shipwatch`) re-reads the config and swaps in its providers, with
-/// their credentials: a renewed session takes effect without a restart. A config that does not
-/// load is reported and the running one kept.
-async fn reload_on_hangup(global: Global, dispatcher: Arc<crate::dispatch::Dispatcher>) {
+/// their credentials: a renewed session takes effect without a restart. It also lifts the stops
+/// delivery channels put on themselves (SMS out of credit, a webhook endpoint gone): a reload is
+/// how an operator says the cause is fixed. A config that does not load is reported and the
+/// running one kept.
+async fn reload_on_hangup(
+    global: Global,
+    dispatcher: Arc<crate::dispatch::Dispatcher>,
+    sender: Arc<crate::notify::sender::Sender>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -334,6 +344,9 @@ async fn reload_on_hangup(global: Global, dispatcher: Arc<crate::dispatch::Dispa
                         ),
                         Err(e) => tracing::error!(error = %e, "config reload failed"),
                     }
+                    if let Err(e) = sender.resume_stopped_channels().await {
+                        tracing::error!(error = %e, "could not lift the channel stops on reload");
+                    }
                 }
                 Err(e) => tracing::error!(
                     error = %format!("{e:#}"),
@@ -344,7 +357,7 @@ async fn reload_on_hangup(global: Global, dispatcher: Arc<crate::dispatch::Dispa
     }
     #[cfg(not(unix))]
     {
-        let _ = (global, dispatcher);
+        let _ = (global, dispatcher, sender);
     }
 }
 

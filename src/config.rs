@@ -499,12 +499,21 @@ struct RawSms {
     access_key_secret_file: Option<PathBuf>,
     sign_name: Option<String>,
     template_code: Option<String>,
+    /// The variables the registered templates use; every placeholder by default.
+    params: Option<Vec<String>>,
+    /// Each `TemplateParam` value is cut to this many characters (35 by default).
+    param_max_chars: Option<usize>,
     // http
     url: Option<String>,
     method: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     body: Option<String>,
+    /// The statuses that can mean sent, `200-299` by default.
+    success_status: Option<String>,
+    /// A JSON pointer into the answer and the value it must hold for the SMS to count as sent.
+    success_pointer: Option<String>,
+    success_value: Option<String>,
 }
 
 /// Texts for one status.
@@ -823,8 +832,12 @@ fn resolve_webhook(
     let section = "[channels.webhook]";
     check_url(section, "url", &raw.url)?;
     let secret = secrets.resolve(section, "webhook", "secret", raw.secret, raw.secret_file)?;
-    let secret = WebhookSecret::parse(secret.expose())
-        .map_err(|e| invalid(format!("{section} secret: {e}")))?;
+    let secret = match WebhookSecret::parse(secret.expose()) {
+        Ok(secret) => secret,
+        // Admin commands sign nothing: a secret they cannot use must not stop `list`.
+        Err(_) if secrets.mode == Secrets::Skipped => WebhookSecret::unloaded(),
+        Err(e) => return Err(invalid(format!("{section} secret: {e}"))),
+    };
     Ok(ChannelSettings {
         settings: WebhookConfig {
             url: raw.url,
@@ -906,12 +919,40 @@ fn resolve_sms(
                 raw.endpoint,
                 crate::notify::sms_aliyun::DEFAULT_ENDPOINT,
             )?;
+            let params = match raw.params {
+                None => crate::notify::sms_aliyun::DEFAULT_PARAMS
+                    .iter()
+                    .map(|name| (*name).to_owned())
+                    .collect(),
+                Some(params) => {
+                    let known = crate::notify::template::PLACEHOLDERS;
+                    if let Some(unknown) = params.iter().find(|p| !known.contains(&p.as_str())) {
+                        return Err(invalid(format!(
+                            "{section} params: {unknown:?} is not a placeholder (known: {})",
+                            known.join(", ")
+                        )));
+                    }
+                    params
+                }
+            };
+            let param_max_chars = match raw.param_max_chars {
+                None => crate::notify::sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
+                Some(0) => {
+                    return Err(invalid(format!(
+                        "{section} param_max_chars must be at least 1 (Aliyun's default limit is {})",
+                        crate::notify::sms_aliyun::DEFAULT_PARAM_MAX_CHARS
+                    )));
+                }
+                Some(n) => n,
+            };
             SmsSettings::Aliyun(AliyunSmsConfig {
                 endpoint,
                 access_key_id,
                 access_key_secret,
                 sign_name,
                 template_code: raw.template_code.clone(),
+                params,
+                param_max_chars,
                 timeout,
             })
         }
@@ -936,9 +977,16 @@ fn resolve_sms(
                     invalid(format!("{section} method {m:?} is not an HTTP method"))
                 })?,
             };
+            let success = crate::notify::sms_http::SuccessRule::parse(
+                raw.success_status.as_deref(),
+                raw.success_pointer,
+                raw.success_value,
+            )
+            .map_err(|e| invalid(format!("{section} {e}")))?;
             SmsSettings::Http(HttpSmsConfig {
                 url,
                 method,
+                success,
                 headers: raw
                     .headers
                     .into_iter()
@@ -1418,6 +1466,70 @@ mod tests {
         assert!(http.channels.rules()[0].quiet_hours.is_none());
     }
 
+    /// The SMS keys of the fidelity rules: their defaults, and one refusal per kind of mistake.
+    #[test]
+    fn sms_params_and_success_rules_parse_with_their_defaults() {
+        let aliyun = "[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"i\"\naccess_key_secret = \"s\"\nsign_name = \"n\"\ntemplate_code = \"SMS_1\"\n";
+        let settings = |text: &str| parse(text).unwrap().channels.sms.unwrap().settings;
+        match settings(aliyun) {
+            SmsSettings::Aliyun(c) => {
+                assert_eq!(c.params, crate::notify::template::PLACEHOLDERS);
+                assert_eq!(c.param_max_chars, 35);
+            }
+            other => panic!("{other:?}"),
+        }
+        match settings(&format!(
+            "{aliyun}params = [\"order_id\", \"event\"]\nparam_max_chars = 20\n"
+        )) {
+            SmsSettings::Aliyun(c) => {
+                assert_eq!(c.params, ["order_id", "event"]);
+                assert_eq!(c.param_max_chars, 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        let http = "[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/send\"\nbody = \"to={phone}\"\n";
+        match settings(http) {
+            SmsSettings::Http(c) => assert_eq!(c.success, Default::default()),
+            other => panic!("{other:?}"),
+        }
+        match settings(&format!(
+            "{http}success_status = \"200\"\nsuccess_pointer = \"/Response/SendStatusSet/0/Code\"\nsuccess_value = \"Ok\"\n"
+        )) {
+            SmsSettings::Http(c) => {
+                assert_eq!(c.success.statuses, 200..=200);
+                assert_eq!(
+                    c.success.pointer,
+                    Some(("/Response/SendStatusSet/0/Code".into(), "Ok".into()))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for (text, hint) in [
+            (
+                format!("{aliyun}params = [\"order\"]\n"),
+                "\"order\" is not a placeholder",
+            ),
+            (format!("{aliyun}param_max_chars = 0\n"), "at least 1"),
+            (
+                format!("{http}success_status = \"2xx\"\n"),
+                "not an HTTP status",
+            ),
+            (
+                format!("{http}success_pointer = \"/code\"\n"),
+                "needs success_value",
+            ),
+            (
+                format!("{http}success_value = \"0\"\n"),
+                "needs success_pointer",
+            ),
+        ] {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains("[channels.sms]"), "{error}");
+            assert!(error.contains(hint), "{hint}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
     #[test]
     fn aliyun_sms_needs_a_registered_template_for_every_status_it_sends() {
         let base = "[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"i\"\naccess_key_secret = \"s\"\nsign_name = \"n\"\nstatuses = [\"delivered\", \"picked_up\"]\n";
@@ -1509,7 +1621,7 @@ mod tests {
             "ali-secret-4e5f",
             "ali-token-6a7b",
             "kd-key-8c9d",
-            "hook-secret-0e1f",
+            "hook-secret-0e1f-long-enough-key",
             "smtp-pw-2a3b",
             "aliyun-secret-4c5d",
         ];

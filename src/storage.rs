@@ -796,6 +796,29 @@ impl Db {
         Ok(())
     }
 
+    /// Lifts a channel's stop (a reload or a restart): the notifications it postponed, the
+    /// pending ones whose last error is the stop's `reason`, become due at `at` instead of at
+    /// the stop's end, and `stats` stops showing it. One transaction.
+    pub async fn resume_channel(&self, channel: &str, reason: &str, at: Millis) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(
+            "UPDATE notifications SET next_attempt_at = ?1 \
+             WHERE state = 'pending' AND channel = ?2 AND last_error = ?3 AND next_attempt_at > ?1",
+        )
+        .bind(at)
+        .bind(channel)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM channel_state WHERE channel = ?")
+            .bind(channel)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
     /// Forgets every channel stop: at daemon start, when every channel is tried afresh.
     pub async fn clear_channel_pauses(&self) -> Result<()> {
         sqlx::query("DELETE FROM channel_state")

@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -152,4 +153,197 @@ pub trait Channel: Send + Sync {
 
     /// Makes one delivery attempt.
     async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError>;
+
+    /// Lifts a stop the channel put on itself ([`ChannelStop`]): the operator says the cause is
+    /// fixed (a reload). Channels that never stop have nothing to lift.
+    fn resume(&self) {}
+}
+
+/// A channel that stopped itself because no message can go out until a person acts (no credit,
+/// credentials refused, the endpoint gone). While the stop lasts, every attempt fails at once as
+/// [`DeliveryError::Paused`], without calling the vendor; the sender then postpones the row
+/// without spending its attempt and records the stop for `stats`. The stop ends by itself after
+/// its length, or at once on [`ChannelStop::lift`] (a reload) or a restart (it lives in memory).
+#[derive(Debug)]
+pub struct ChannelStop {
+    length: Duration,
+    current: Mutex<Option<StopState>>,
+}
+
+#[derive(Debug)]
+struct StopState {
+    until: Instant,
+    message: String,
+}
+
+impl ChannelStop {
+    pub fn new(length: Duration) -> ChannelStop {
+        ChannelStop {
+            length,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// How long a stop lasts.
+    pub fn length(&self) -> Duration {
+        self.length
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<StopState>> {
+        // A panic elsewhere must not make the stop unreadable.
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The refusal for an attempt made while stopped, or `None` when the channel may send.
+    pub fn check(&self) -> Option<DeliveryError> {
+        let current = self.lock();
+        let state = current.as_ref()?;
+        let left = state.until.checked_duration_since(Instant::now())?;
+        Some(DeliveryError::Paused {
+            message: state.message.clone(),
+            retry_after: left,
+        })
+    }
+
+    /// How much of the stop is left, if the channel is stopped.
+    pub fn remaining(&self) -> Option<Duration> {
+        let current = self.lock();
+        current
+            .as_ref()?
+            .until
+            .checked_duration_since(Instant::now())
+    }
+
+    /// Stops the channel. `begin` runs only when no stop is running yet: it logs the one loud
+    /// line and returns the reason every postponed row carries. Concurrent attempts that meet the
+    /// same wall get the running stop's reason and log nothing.
+    pub fn trip(&self, begin: impl FnOnce() -> String) -> DeliveryError {
+        let mut current = self.lock();
+        let now = Instant::now();
+        if let Some(state) = current.as_ref()
+            && state.until > now
+        {
+            return DeliveryError::Paused {
+                message: state.message.clone(),
+                retry_after: state.until - now,
+            };
+        }
+        let message = begin();
+        *current = Some(StopState {
+            until: now + self.length,
+            message: message.clone(),
+        });
+        DeliveryError::Paused {
+            message,
+            retry_after: self.length,
+        }
+    }
+
+    /// Ends the stop now.
+    pub fn lift(&self) {
+        *self.lock() = None;
+    }
+}
+
+/// The most of a vendor's or receiver's answer that is read. Its verdict or error message is at
+/// the start; an answer that never ends must cost neither memory nor more than the timeout.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// How much of an answer ends up in an error message: enough to read the vendor's error, not
+/// enough to bloat the database with an HTML error page.
+pub const EXCERPT_CHARS: usize = 200;
+
+/// Reads at most [`MAX_ANSWER_BYTES`] of an answer's body; the rest is never downloaded
+/// (dropping the response closes the connection). A read error ends the body where it broke.
+pub async fn read_answer(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_ANSWER_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drop(response);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The start of an answer, fit for a one-line error message: trimmed, cut to
+/// [`EXCERPT_CHARS`] characters, and control characters (newlines, escapes that could rewrite a
+/// terminal) written as escapes. Empty stays empty.
+pub fn excerpt(body: &str) -> String {
+    let body = body.trim();
+    let mut out = String::with_capacity(body.len().min(EXCERPT_CHARS * 4));
+    for (count, c) in body.chars().enumerate() {
+        if count == EXCERPT_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_one_bounded_line() {
+        let long = "长".repeat(EXCERPT_CHARS + 50);
+        let table: &[(&str, String)] = &[
+            ("", String::new()),
+            ("  ok  ", "ok".to_owned()),
+            ("a\nb\r\tc", "a\\nb\\r\\tc".to_owned()),
+            ("\u{1b}[31mred", "\\u{1b}[31mred".to_owned()),
+            (long.as_str(), format!("{}…", "长".repeat(EXCERPT_CHARS))),
+        ];
+        for (body, shown) in table {
+            assert_eq!(&excerpt(body), shown, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_stop_refuses_until_it_ends_or_is_lifted() {
+        let stop = ChannelStop::new(Duration::from_secs(60));
+        assert!(stop.check().is_none());
+        let mut began = 0;
+        let first = stop.trip(|| {
+            began += 1;
+            "stopped: reason".to_owned()
+        });
+        // A second wall met while stopped keeps the first reason and does not log again.
+        let second = stop.trip(|| {
+            began += 1;
+            "another reason".to_owned()
+        });
+        assert_eq!(began, 1);
+        for refusal in [first, second, stop.check().unwrap()] {
+            match refusal {
+                DeliveryError::Paused {
+                    message,
+                    retry_after,
+                } => {
+                    assert_eq!(message, "stopped: reason");
+                    assert!(retry_after <= Duration::from_secs(60));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        stop.lift();
+        assert!(stop.check().is_none() && stop.remaining().is_none());
+
+        let brief = ChannelStop::new(Duration::ZERO);
+        brief.trip(|| "gone".to_owned());
+        assert!(
+            brief.check().is_none(),
+            "a stop of no length is over at once"
+        );
+    }
 }

@@ -38,6 +38,9 @@ pub struct Delivery {
     pub webhook_id: String,
     /// 0 when the header was missing or not a number.
     pub timestamp: i64,
+    /// The `webhook-signature` header as received, for verifiers of their own; empty when
+    /// missing.
+    pub signature: String,
     pub verified: bool,
     /// `Null` when the body is not JSON.
     pub body: serde_json::Value,
@@ -200,6 +203,7 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let delivery = Delivery {
         webhook_id: webhook_id.to_owned(),
         timestamp: timestamp.parse().unwrap_or(0),
+        signature: text("webhook-signature").to_owned(),
         verified,
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         raw_body: String::from_utf8_lossy(&body).into_owned(),
@@ -372,9 +376,11 @@ mod tests {
         receiver.set_behaviour(Behaviour::Always(410));
         let result = webhook.deliver(&outgoing("ntf_r")).await;
         assert!(
-            matches!(result, Err(DeliveryError::Permanent(_))),
+            matches!(result, Err(DeliveryError::Paused { .. })),
             "{result:?}"
         );
+        // 410 Gone stops the channel until it is lifted (a reload or a restart).
+        webhook.resume();
 
         receiver.set_behaviour(Behaviour::FailFirst {
             failures: 1,

@@ -193,11 +193,14 @@ impl Sender {
                         message,
                         retry_after,
                     } => {
-                        // The channel raised the alarm itself; the message only waits.
+                        // The channel raised the alarm itself; the message only waits, and
+                        // never into the channel's quiet hours.
                         let until = now + millis(retry_after);
-                        self.db
-                            .notification_postponed(n.id, &message, until)
-                            .await?;
+                        let due = self
+                            .quiet_hours
+                            .get(&kind)
+                            .map_or(until, |quiet| quiet.next_allowed(until));
+                        self.db.notification_postponed(n.id, &message, due).await?;
                         self.db
                             .pause_channel(kind.as_str(), until, &message, now)
                             .await?;
@@ -253,12 +256,42 @@ impl Sender {
         Ok(())
     }
 
+    /// Lifts every channel stop (a reload or a restart says the cause is fixed): each channel
+    /// forgets its stop, and the notifications a stop postponed become due now (or when the
+    /// channel's quiet hours end), instead of waiting for the stop's end. Returns how many
+    /// notifications were released.
+    pub async fn resume_stopped_channels(&self) -> Result<u64, StorageError> {
+        for channel in self.channels.values() {
+            channel.resume();
+        }
+        let now = self.clock.now();
+        let mut released = 0;
+        for stop in self.db.channel_states(now).await? {
+            let at = stop
+                .channel
+                .parse::<ChannelKind>()
+                .ok()
+                .and_then(|kind| self.quiet_hours.get(&kind))
+                .map_or(now, |quiet| quiet.next_allowed(now));
+            let count = self
+                .db
+                .resume_channel(&stop.channel, &stop.reason, at)
+                .await?;
+            info!(channel = %stop.channel, notifications = count, "channel stop lifted; its notifications are due again");
+            released += count;
+        }
+        // Stops that already ended postponed nothing that is not due by now.
+        self.db.clear_channel_pauses().await?;
+        Ok(released)
+    }
+
     /// Delivers until `stop` fires, then lets in-flight attempts finish within `grace` and
     /// releases whatever is still unfinished after that.
     pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
-        // A fresh start tries every channel again; `stats` stops showing old stops.
-        if let Err(e) = self.db.clear_channel_pauses().await {
-            error!(error = %e, "could not clear old channel stops");
+        // A fresh start tries every channel again, with the notifications their stops held
+        // back; `stats` stops showing old stops.
+        if let Err(e) = self.resume_stopped_channels().await {
+            error!(error = %e, "could not lift old channel stops");
         }
         let me = &self;
         self.workers

@@ -7,13 +7,16 @@
 //!
 //! Some codes mean that no SMS can go out until a person acts: the account is out of credit, or
 //! the credentials are wrong. Retrying each queued row would only burn its attempts, so the
-//! channel stops itself for [`PAUSE`]: it logs one loud error naming the fix, and until the pause
-//! ends every attempt fails at once as transient (with the remaining pause as `retry_after`)
-//! without calling Aliyun.
+//! channel stops itself for [`PAUSE`] (a [`ChannelStop`]): it logs one loud error naming the fix,
+//! and until the pause ends (or a reload or restart lifts it) every attempt is postponed at once
+//! without calling Aliyun and without spending the row's attempt.
+//!
+//! `TemplateParam` carries only the variables the registered template uses (`params` in
+//! `[channels.sms]`), each cut to the length Aliyun allows a template variable, so that a long
+//! trace text is shortened instead of making the message dead.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -23,7 +26,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha1::Sha1;
 
-use super::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
+use super::{Channel, ChannelKind, ChannelStop, DeliveryError, Outgoing, SmsMessage, excerpt};
 use crate::domain::{Secret, mask_contact};
 
 type HmacSha1 = Hmac<Sha1>;
@@ -44,8 +47,16 @@ const LIMIT_HOUR: Duration = Duration::from_secs(60 * 60);
 /// `Throttling.*` is API-level flow control (requests per second): a few seconds clears it.
 const THROTTLING: Duration = Duration::from_secs(5);
 
-/// How much of an unexpected answer ends up in an error message.
-const BODY_EXCERPT_CHARS: usize = 200;
+/// The longest value a template variable takes, in characters (a Chinese character counts as
+/// one). Aliyun's default limit is 35 characters per variable; an account can ask Aliyun to lift
+/// it for a template, and the whole SMS stays within 500 characters either way: "长变量短信发送与
+/// 字符限制是什么?", https://help.aliyun.com/zh/document_detail/3041859.html. A longer value is
+/// answered `isv.PARAM_LENGTH_LIMIT` ("变量长度受限", per the error code list
+/// https://help.aliyun.com/zh/sms/error-code-intl) and the message is dead, so values are cut.
+pub const DEFAULT_PARAM_MAX_CHARS: usize = 35;
+
+/// The variables `TemplateParam` carries unless `params` says otherwise: every placeholder.
+pub const DEFAULT_PARAMS: [&str; 6] = super::template::PLACEHOLDERS;
 
 /// Where and as whom SMS are sent.
 #[derive(Debug, Clone)]
@@ -58,7 +69,39 @@ pub struct AliyunSmsConfig {
     pub sign_name: String,
     /// Used when the message has no template of its own.
     pub template_code: Option<String>,
+    /// The variables the registered templates use: only these travel in `TemplateParam`.
+    pub params: Vec<String>,
+    /// Each value is cut to this many characters ([`DEFAULT_PARAM_MAX_CHARS`]).
+    pub param_max_chars: usize,
     pub timeout: Duration,
+}
+
+/// `TemplateParam`'s JSON: the `wanted` variables only (a name the message lacks is sent empty,
+/// so Aliyun names the template's real fault), each value cut to `max_chars` characters, an
+/// ellipsis marking a cut.
+pub fn template_param(
+    values: &BTreeMap<String, String>,
+    wanted: &[String],
+    max_chars: usize,
+) -> String {
+    let picked: BTreeMap<&str, String> = wanted
+        .iter()
+        .map(|name| {
+            let value = values.get(name).map_or("", String::as_str);
+            (name.as_str(), cut(value, max_chars))
+        })
+        .collect();
+    serde_json::to_string(&picked).expect("a string map serialises")
+}
+
+/// `value` if it has at most `max_chars` characters; else its start and `…`, `max_chars` in all.
+fn cut(value: &str, max_chars: usize) -> String {
+    if value.chars().count() <= max_chars {
+        return value.to_owned();
+    }
+    let mut out: String = value.chars().take(max_chars.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// RFC 3986 percent-encoding as Aliyun's RPC signature wants it: only `A-Za-z0-9-_.~` stay as
@@ -118,12 +161,20 @@ pub enum Verdict {
 const FIX_CREDIT: &str = "top up the Aliyun account or SMS package, or check that SMS is activated";
 const FIX_CREDENTIALS: &str = "fix access_key_id / access_key_secret and the RAM permission (AliyunDysmsFullAccess) in [channels.sms]";
 
-/// Classifies a `Code` (and its `Message`, which says which flow-control window tripped).
+/// Classifies a `Code` (and its `Message`, which says which flow-control window tripped), after
+/// Aliyun's SMS API error code list (https://help.aliyun.com/document_detail/101346.html).
 /// Unknown `isv.*` codes are the caller's fault and dead at once; any other unknown code is
 /// retried, which the outbox bounds to three attempts.
 pub fn classify(code: &str, message: &str, now: DateTime<Utc>) -> Verdict {
     match code {
         "OK" => Verdict::Sent,
+        // A system error on Aliyun's side: `isp.SYSTEM_ERROR` (系统错误) in the SMS API error
+        // codes, `SYSTEM_ERROR` (内部系统错误) in the international list
+        // (https://help.aliyun.com/zh/sms/error-code-intl). `isv.SYSTEM_ERROR` is how many
+        // integrations meet the same error; no Aliyun page found describes it apart, and its
+        // `isv.` prefix would make it dead below. Nothing is wrong with the request, so it is
+        // retried, which the outbox bounds: retrying loses nothing, dying loses the SMS.
+        "isv.SYSTEM_ERROR" | "isp.SYSTEM_ERROR" | "SYSTEM_ERROR" => Verdict::Retry(None),
         "isv.BUSINESS_LIMIT_CONTROL" => Verdict::Retry(Some(limit_delay(message, now))),
         "isv.DAY_LIMIT_CONTROL" => Verdict::Retry(Some(until_next_day(now))),
         c if c == "Throttling" || c.starts_with("Throttling.") => Verdict::Retry(Some(THROTTLING)),
@@ -240,17 +291,11 @@ struct Answer {
     request_id: Option<String>,
 }
 
-struct Pause {
-    until: Instant,
-    message: String,
-}
-
 /// The Aliyun SMS [`Channel`].
 pub struct AliyunSms {
     config: AliyunSmsConfig,
     http: reqwest::Client,
-    pause: Duration,
-    paused: Mutex<Option<Pause>>,
+    stop: ChannelStop,
 }
 
 impl std::fmt::Debug for AliyunSms {
@@ -268,14 +313,13 @@ impl AliyunSms {
         AliyunSms {
             config,
             http,
-            pause: PAUSE,
-            paused: Mutex::new(None),
+            stop: ChannelStop::new(PAUSE),
         }
     }
 
     /// Overrides [`PAUSE`]; tests use a short one to see the channel resume.
     pub fn with_pause(mut self, pause: Duration) -> AliyunSms {
-        self.pause = pause;
+        self.stop = ChannelStop::new(pause);
         self
     }
 
@@ -287,55 +331,23 @@ impl AliyunSms {
 
     /// Whether the channel is stopped, and until when.
     pub fn paused_for(&self) -> Option<Duration> {
-        let paused = self.lock();
-        let pause = paused.as_ref()?;
-        pause.until.checked_duration_since(Instant::now())
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Pause>> {
-        self.paused.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn while_paused(&self) -> Option<DeliveryError> {
-        let paused = self.lock();
-        let pause = paused.as_ref()?;
-        let left = pause.until.checked_duration_since(Instant::now())?;
-        Some(DeliveryError::Paused {
-            message: pause.message.clone(),
-            retry_after: left,
-        })
+        self.stop.remaining()
     }
 
     /// Stops the channel, logging once per pause: concurrent attempts that hit the same wall
     /// while a pause is already running do not log again.
     fn stop(&self, code: &str, detail: &str, fix: &str) -> DeliveryError {
-        let mut paused = self.lock();
-        let now = Instant::now();
-        if let Some(pause) = paused.as_ref()
-            && pause.until > now
-        {
-            return DeliveryError::Paused {
-                message: pause.message.clone(),
-                retry_after: pause.until - now,
-            };
-        }
-        let minutes = self.pause.as_secs().div_ceil(60);
-        let message = format!(
-            "SMS channel stopped for {minutes} min: Aliyun answered {code} ({detail}); {fix}"
-        );
-        tracing::error!(
-            code,
-            detail,
-            "SMS CHANNEL STOPPED: Aliyun answered {code}; no SMS is sent for the next {minutes} min. To fix: {fix}"
-        );
-        *paused = Some(Pause {
-            until: now + self.pause,
-            message: message.clone(),
-        });
-        DeliveryError::Paused {
-            message,
-            retry_after: self.pause,
-        }
+        let minutes = self.stop.length().as_secs().div_ceil(60);
+        self.stop.trip(|| {
+            tracing::error!(
+                code,
+                detail,
+                "SMS CHANNEL STOPPED: Aliyun answered {code}; no SMS is sent for the next {minutes} min. To fix: {fix}"
+            );
+            format!(
+                "SMS channel stopped for {minutes} min: Aliyun answered {code} ({detail}); {fix}"
+            )
+        })
     }
 
     fn params(
@@ -344,8 +356,11 @@ impl AliyunSms {
         message: &SmsMessage,
         template: &str,
     ) -> BTreeMap<String, String> {
-        let template_param =
-            serde_json::to_string(&message.params).expect("a string map serialises");
+        let template_param = template_param(
+            &message.params,
+            &self.config.params,
+            self.config.param_max_chars,
+        );
         let nonce = format!("{:032x}", rand::random::<u128>());
         let timestamp = Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         [
@@ -394,8 +409,12 @@ impl Channel for AliyunSms {
         ChannelKind::Sms
     }
 
+    fn resume(&self) {
+        self.stop.lift();
+    }
+
     async fn deliver(&self, outgoing: &Outgoing) -> Result<(), DeliveryError> {
-        if let Some(paused) = self.while_paused() {
+        if let Some(paused) = self.stop.check() {
             return Err(paused);
         }
         let recipient = outgoing
@@ -438,23 +457,17 @@ impl Channel for AliyunSms {
             .await
             .map_err(|e| self.send_error(&e))?;
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let body = super::read_answer(response).await;
         let redacted = |text: &str| redact(text, recipient);
 
         if status.is_server_error() {
             return Err(DeliveryError::Transient {
-                message: format!(
-                    "Aliyun SMS answered {status}: {}",
-                    redacted(&excerpt(&body))
-                ),
+                message: format!("Aliyun SMS answered {status}: {}", redacted(&shown(&body))),
                 retry_after: None,
             });
         }
         let Ok(answer) = serde_json::from_str::<Answer>(&body) else {
-            let answered = format!(
-                "Aliyun SMS answered {status}: {}",
-                redacted(&excerpt(&body))
-            );
+            let answered = format!("Aliyun SMS answered {status}: {}", redacted(&shown(&body)));
             let retryable = status.is_success()
                 || status == reqwest::StatusCode::REQUEST_TIMEOUT
                 || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
@@ -474,6 +487,16 @@ impl Channel for AliyunSms {
             "Aliyun SMS answered {} ({detail}), RequestId {request_id}",
             answer.code
         );
+        let answered = if answer.code == "isv.PARAM_LENGTH_LIMIT" {
+            format!(
+                "{answered}: a TemplateParam value is longer than this template's variables allow; \
+                 shipwatch cuts each to param_max_chars = {} characters in [channels.sms], so lower it \
+                 to the template's limit or ask Aliyun to lift the variable length limit",
+                self.config.param_max_chars
+            )
+        } else {
+            answered
+        };
         match classify(&answer.code, &answer.message, Utc::now()) {
             Verdict::Sent => {
                 tracing::debug!(
@@ -497,14 +520,11 @@ impl Channel for AliyunSms {
     }
 }
 
-fn excerpt(body: &str) -> String {
-    let body = body.trim();
-    if body.is_empty() {
-        return "empty body".to_owned();
-    }
-    match body.char_indices().nth(BODY_EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &body[..cut]),
-        None => body.to_owned(),
+/// An answer's start for an error message ([`excerpt`]), saying so when it is empty.
+fn shown(body: &str) -> String {
+    match excerpt(body) {
+        text if text.is_empty() => "empty body".to_owned(),
+        text => text,
     }
 }
 
@@ -655,6 +675,10 @@ mod tests {
             ("Throttling.Api", "", Verdict::Retry(Some(THROTTLING))),
             ("Throttling", "", Verdict::Retry(Some(THROTTLING))),
             ("isp.SYSTEM_ERROR", "", Verdict::Retry(None)),
+            ("isv.SYSTEM_ERROR", "系统错误", Verdict::Retry(None)),
+            ("SYSTEM_ERROR", "", Verdict::Retry(None)),
+            ("InternalError", "", Verdict::Retry(None)),
+            ("isv.PARAM_LENGTH_LIMIT", "参数超出长度限制", Verdict::Dead),
             ("ServiceUnavailable", "", Verdict::Retry(None)),
             ("isv.MOBILE_NUMBER_ILLEGAL", "", Verdict::Dead),
             ("isv.TEMPLATE_MISSING_PARAMETERS", "", Verdict::Dead),
@@ -694,6 +718,54 @@ mod tests {
             classify("isv.DAY_LIMIT_CONTROL", "", at("2024-05-01T15:59:30Z")),
             Verdict::Retry(Some(Duration::from_secs(30)))
         );
+    }
+
+    #[test]
+    fn template_param_carries_the_wanted_variables_cut_to_the_limit() {
+        let values: BTreeMap<String, String> = [
+            ("order_id", "E1"),
+            (
+                "event",
+                "快件已由菜鸟驿站代收，请凭取件码领取，如有疑问请联系派件员，感谢使用，期待再次为您服务",
+            ),
+            ("carrier", "中通快递"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let wanted = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let table: &[(&[&str], usize, &str)] = &[
+            (&["order_id"], 35, r#"{"order_id":"E1"}"#),
+            (&[], 35, "{}"),
+            // A name the message lacks goes out empty: Aliyun then names the template's fault.
+            (
+                &["order_id", "tracking_no"],
+                35,
+                r#"{"order_id":"E1","tracking_no":""}"#,
+            ),
+            // Cut by characters, not bytes: 34 of them and an ellipsis.
+            (
+                &["event"],
+                35,
+                r#"{"event":"快件已由菜鸟驿站代收，请凭取件码领取，如有疑问请联系派件员，感谢使用…"}"#,
+            ),
+            (
+                &["carrier", "event"],
+                4,
+                r#"{"carrier":"中通快递","event":"快件已…"}"#,
+            ),
+            (&["event"], 1, r#"{"event":"…"}"#),
+        ];
+        for (names, max, json) in table {
+            assert_eq!(
+                &template_param(&values, &wanted(names), *max),
+                json,
+                "{names:?} {max}"
+            );
+        }
+        let cut: serde_json::Value =
+            serde_json::from_str(&template_param(&values, &wanted(&["event"]), 35)).unwrap();
+        assert_eq!(cut["event"].as_str().unwrap().chars().count(), 35);
     }
 
     #[test]

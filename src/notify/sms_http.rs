@@ -11,11 +11,19 @@
 //! (`application/x-www-form-urlencoded`): values are form-encoded, so `to={phone}&msg={text}`
 //! works. The `Content-Type` follows unless a configured header sets one.
 //!
-//! Vendors disagree on how they report errors in a body, so only the HTTP status decides: 2xx is
-//! sent; 408, 429 and 5xx are retried (honouring `Retry-After`); anything else is dead with the
-//! status and the start of the body.
+//! Many gateways answer HTTP 200 to a message they refuse and put the verdict in the body: Tencent
+//! Cloud SMS, for one, answers `SendSms` with `Response.SendStatusSet[i].Code`, `"Ok"` for a
+//! message accepted and an error code otherwise (Tencent Cloud API 3.0 `SendSms`,
+//! https://www.tencentcloud.com/document/product/382/40536, and its data type `SendStatus`,
+//! https://www.tencentcloud.com/document/product/382/40473). So a [`SuccessRule`] decides: the
+//! status must be in its range (2xx by default) and, when it names a JSON pointer, the answer must
+//! hold the expected value there. A status in range whose body fails the rule is a failed attempt
+//! (retried, then dead), with the start of the gateway's answer as the reason. Outside the range,
+//! 408, 429 and 5xx are retried (honouring `Retry-After`); anything else is dead with the status
+//! and the start of the body.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +32,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use super::sms_aliyun::redact;
-use super::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
+use super::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage, excerpt, read_answer};
 use crate::domain::{Secret, mask_contact};
 
 /// Every name a body template may use. Names a message does not carry render as empty.
@@ -39,8 +47,106 @@ pub const PLACEHOLDERS: [&str; 8] = [
     "event_time",
 ];
 
-/// How much of a refusing gateway's body ends up in the dead row's reason.
-const BODY_EXCERPT_CHARS: usize = 200;
+/// When a gateway's answer means the SMS was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuccessRule {
+    /// The HTTP statuses that can mean sent.
+    pub statuses: RangeInclusive<u16>,
+    /// A JSON pointer (RFC 6901) into the answer and the value it must hold there. A string
+    /// compares as its text, a number or boolean as its JSON (`0`, `true`).
+    pub pointer: Option<(String, String)>,
+}
+
+impl Default for SuccessRule {
+    fn default() -> Self {
+        SuccessRule {
+            statuses: 200..=299,
+            pointer: None,
+        }
+    }
+}
+
+impl SuccessRule {
+    /// From the config keys `success_status` (`"200"` or `"200-299"`), `success_pointer` and
+    /// `success_value` (given together or not at all).
+    pub fn parse(
+        status: Option<&str>,
+        pointer: Option<String>,
+        value: Option<String>,
+    ) -> Result<SuccessRule, String> {
+        let statuses = match status {
+            None => 200..=299,
+            Some(text) => {
+                let (low, high) = text.split_once('-').unwrap_or((text, text));
+                let code = |part: &str| {
+                    part.trim()
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|code| (100..=599).contains(code))
+                };
+                match (code(low), code(high)) {
+                    (Some(low), Some(high)) if low <= high => low..=high,
+                    _ => {
+                        return Err(format!(
+                            "success_status = {text:?} is not an HTTP status or range: write e.g. \"200\" or \"200-299\""
+                        ));
+                    }
+                }
+            }
+        };
+        let pointer = match (pointer, value) {
+            (None, None) => None,
+            (Some(pointer), Some(value)) => {
+                if !pointer.is_empty() && !pointer.starts_with('/') {
+                    return Err(format!(
+                        "success_pointer = {pointer:?} is not a JSON pointer: it starts with `/`, e.g. \"/Response/SendStatusSet/0/Code\""
+                    ));
+                }
+                Some((pointer, value))
+            }
+            (Some(_), None) => {
+                return Err(
+                    "success_pointer needs success_value, the value that means sent (e.g. \"Ok\")"
+                        .to_owned(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "success_value needs success_pointer, where in the answer to look (e.g. \"/Response/SendStatusSet/0/Code\")"
+                        .to_owned(),
+                );
+            }
+        };
+        Ok(SuccessRule { statuses, pointer })
+    }
+
+    /// Why an answer whose status is in range does not mean sent, or `None` when it does.
+    pub fn refusal(&self, body: &str) -> Option<String> {
+        let (pointer, expected) = self.pointer.as_ref()?;
+        let Ok(answer) = serde_json::from_str::<serde_json::Value>(body) else {
+            return Some(format!(
+                "the answer is not JSON, so {pointer} cannot say {expected:?}"
+            ));
+        };
+        let found = match answer.pointer(pointer) {
+            None => {
+                return Some(format!(
+                    "the answer has no {pointer}, expected {expected:?}"
+                ));
+            }
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+        };
+        if found == *expected {
+            None
+        } else {
+            Some(format!(
+                "{pointer} is {:?}, not {expected:?}",
+                excerpt(&found)
+            ))
+        }
+    }
+}
 
 /// The gateway and what to send it.
 #[derive(Debug, Clone)]
@@ -52,6 +158,8 @@ pub struct HttpSmsConfig {
     pub headers: Vec<(String, Secret)>,
     /// The body template (see the module documentation).
     pub body: String,
+    /// When an answer means sent.
+    pub success: SuccessRule,
     pub timeout: Duration,
 }
 
@@ -62,6 +170,7 @@ impl Default for HttpSmsConfig {
             method: reqwest::Method::POST,
             headers: Vec::new(),
             body: String::new(),
+            success: SuccessRule::default(),
             timeout: Duration::from_secs(10),
         }
     }
@@ -325,19 +434,35 @@ impl Channel for HttpSms {
             .map_err(|e| self.send_error(&e))?;
 
         let status = response.status();
-        if status.is_success() {
-            tracing::debug!(to = %mask_contact(phone), %status, "SMS accepted by the gateway");
-            return Ok(());
-        }
         let retry_after = retry_after(response.headers(), Utc::now());
-        let excerpt = excerpt(&response.text().await.unwrap_or_default());
-        let answered = format!(
-            "SMS gateway {} answered {status} for {}: {excerpt}",
-            self.shown_url(),
-            mask_contact(phone)
+        let body = read_answer(response).await;
+        let shown = match excerpt(&body) {
+            text if text.is_empty() => "empty body".to_owned(),
+            text => text,
+        };
+        let url = self.shown_url();
+        let to = mask_contact(phone);
+        if self.config.success.statuses.contains(&status.as_u16()) {
+            let Some(refusal) = self.config.success.refusal(&body) else {
+                tracing::debug!(to = %to, %status, "SMS accepted by the gateway");
+                return Ok(());
+            };
+            // Refused in the body: the gateway's own words say why. Whether a retry can help is
+            // not known, so it is retried, which the outbox bounds to its attempts.
+            let answered = format!(
+                "SMS gateway {url} answered {status} for {to} but refused it: {refusal}: {shown}"
+            );
+            return Err(DeliveryError::Transient {
+                message: redact(&answered, phone),
+                retry_after,
+            });
+        }
+        let answered = redact(
+            &format!("SMS gateway {url} answered {status} for {to}: {shown}"),
+            phone,
         );
-        let answered = redact(&answered, phone);
-        let retryable = status.is_server_error()
+        let retryable = status.is_success()
+            || status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS;
         Err(if retryable {
@@ -363,17 +488,6 @@ fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
             .to_std()
             .unwrap_or(Duration::ZERO),
     )
-}
-
-fn excerpt(body: &str) -> String {
-    let body = body.trim();
-    if body.is_empty() {
-        return "empty body".to_owned();
-    }
-    match body.char_indices().nth(BODY_EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &body[..cut]),
-        None => body.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -461,6 +575,83 @@ mod tests {
         for name in placeholders("{phone} {text} {order_id}") {
             assert!(PLACEHOLDERS.contains(&name.as_str()));
         }
+    }
+
+    #[test]
+    fn success_rules_parse_from_the_config_keys() {
+        let rule = |status: Option<&str>, pointer: Option<&str>, value: Option<&str>| {
+            SuccessRule::parse(status, pointer.map(str::to_owned), value.map(str::to_owned))
+        };
+        assert_eq!(rule(None, None, None), Ok(SuccessRule::default()));
+        assert_eq!(rule(Some("200"), None, None).unwrap().statuses, 200..=200);
+        assert_eq!(
+            rule(Some("200-202"), None, None).unwrap().statuses,
+            200..=202
+        );
+        let tencent = rule(None, Some("/Response/SendStatusSet/0/Code"), Some("Ok")).unwrap();
+        assert_eq!(
+            tencent.pointer,
+            Some(("/Response/SendStatusSet/0/Code".to_owned(), "Ok".to_owned()))
+        );
+        for (status, pointer, value, hint) in [
+            (Some("2xx"), None, None, "not an HTTP status"),
+            (Some("299-200"), None, None, "not an HTTP status"),
+            (Some("600"), None, None, "not an HTTP status"),
+            (None, Some("Response/Code"), Some("Ok"), "starts with `/`"),
+            (None, Some("/Code"), None, "needs success_value"),
+            (None, None, Some("Ok"), "needs success_pointer"),
+        ] {
+            let error = rule(status, pointer, value).unwrap_err();
+            assert!(
+                error.contains(hint),
+                "{status:?} {pointer:?} {value:?}: {error}"
+            );
+        }
+    }
+
+    /// One row per kind of answer to a Tencent-style rule.
+    #[test]
+    fn success_rule_reads_the_verdict_in_the_body() {
+        let rule = SuccessRule::parse(
+            None,
+            Some("/Response/SendStatusSet/0/Code".to_owned()),
+            Some("Ok".to_owned()),
+        )
+        .unwrap();
+        let tencent = |code: &str| {
+            format!(
+                r#"{{"Response":{{"SendStatusSet":[{{"SerialNo":"5000:1","PhoneNumber":"+8613812345678","Fee":1,"Code":"{code}","Message":"m"}}],"RequestId":"r"}}}}"#
+            )
+        };
+        let table: &[(String, Option<&str>)] = &[
+            (tencent("Ok"), None),
+            (tencent("ok"), Some(r#"is "ok", not "Ok""#)),
+            (
+                tencent("LimitExceeded.PhoneNumberDailyLimit"),
+                Some(r#"is "LimitExceeded.PhoneNumberDailyLimit", not "Ok""#),
+            ),
+            (
+                r#"{"Response":{"Error":{"Code":"AuthFailure.SignatureFailure","Message":"m"}}}"#
+                    .to_owned(),
+                Some("has no /Response/SendStatusSet/0/Code"),
+            ),
+            ("<html>busy</html>".to_owned(), Some("not JSON")),
+            (String::new(), Some("not JSON")),
+        ];
+        for (body, refusal) in table {
+            match (rule.refusal(body), refusal) {
+                (None, None) => {}
+                (Some(found), Some(hint)) => assert!(found.contains(hint), "{body}: {found}"),
+                (found, _) => panic!("{body}: {found:?}, expected {refusal:?}"),
+            }
+        }
+        // Numbers and booleans compare as their JSON.
+        let numeric =
+            SuccessRule::parse(None, Some("/code".to_owned()), Some("0".to_owned())).unwrap();
+        assert_eq!(numeric.refusal(r#"{"code":0}"#), None);
+        assert!(numeric.refusal(r#"{"code":1}"#).is_some());
+        // Without a pointer, any body in range is sent.
+        assert_eq!(SuccessRule::default().refusal("anything"), None);
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! notification's stable id, so a receiver can drop duplicates across retries),
 //! `webhook-timestamp` (unix seconds, so it can refuse replays) and `webhook-signature`
 //! (`v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`).
+//!
+//! A receiver that answers 410 Gone says the endpoint is no more: every later notification
+//! would meet the same answer. Rather than kill one row and send the next one to the same dead
+//! end, the channel stops itself ([`ChannelStop`], as the SMS channel does when it runs out of
+//! credit): one loud log line, `stats` shows it, the notifications wait `pending` without
+//! spending attempts, and a reload or restart (after the endpoint is fixed) lifts it.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,51 +17,102 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
 use sha2::Sha256;
 
-use super::{Channel, ChannelKind, DeliveryError, Outgoing};
+use super::{Channel, ChannelKind, ChannelStop, DeliveryError, Outgoing, excerpt, read_answer};
+
+pub use super::MAX_ANSWER_BYTES;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The Standard Webhooks forms of a key, from the specification's "Signature scheme" table
+/// (https://github.com/standard-webhooks/standard-webhooks, spec/standard-webhooks.md):
+/// `whsec_` + base64 for an HMAC-SHA256 secret; `whsk_` / `whpk_` for an ed25519 secret / public
+/// key (signatures `v1a`), which this sender does not make.
 const SECRET_PREFIX: &str = "whsec_";
+const ASYMMETRIC_PREFIXES: [&str; 2] = ["whsk_", "whpk_"];
 
-/// How much of a refusing receiver's body ends up in the dead row's reason: enough to read its
-/// error message, not enough to bloat the database with an HTML error page.
-const BODY_EXCERPT_CHARS: usize = 200;
+/// The specification asks for a random signing secret of at least 24 bytes (192 bits), same
+/// table. The reference libraries (libraries/ in the same repository) only refuse an empty key,
+/// so a shorter key would still verify there; it is refused here because it is too weak to
+/// keep the payloads authentic.
+pub const MIN_KEY_BYTES: usize = 24;
 
-/// The most of a receiver's answer that is read. Its error message is at the start; a receiver
-/// that answers with an endless body must cost neither memory nor more than the timeout.
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Base64 with or without padding: the Python reference library accepts both, so a secret that
+/// one receiver takes must not be refused here.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// How long the channel stops after a 410 Gone when no reload or restart lifts it sooner: an
+/// hour, after which one delivery tries the endpoint again (it may have come back).
+pub const GONE_PAUSE: Duration = Duration::from_secs(60 * 60);
+
+/// How to make a key that passes: 32 random bytes in the Standard Webhooks form.
+const HOW_TO_GENERATE: &str = "generate one with `echo \"whsec_$(head -c 32 /dev/urandom | base64)\"` and give the receiver the same";
 
 /// The key shared with the receiver. Parsed once from the config so that signing cannot fail.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret(Vec<u8>);
 
-/// Why a configured webhook secret is unusable.
+/// Why a configured webhook secret is unusable. No variant holds any part of the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
-    #[error("webhook secret is empty")]
+    #[error("webhook secret is empty; {HOW_TO_GENERATE}")]
     Empty,
-    #[error("webhook secret starts with `whsec_` but the rest is not valid base64: {0}")]
-    InvalidBase64(base64::DecodeError),
+    #[error(
+        "webhook secret starts with `whsec_` but the rest is not base64 (first fault at character {0} after the prefix); {HOW_TO_GENERATE}"
+    )]
+    InvalidBase64(usize),
+    #[error(
+        "webhook secret is a Standard Webhooks ed25519 key (`{0}`), but shipwatch signs with HMAC-SHA256 (v1): use a `whsec_` secret; {HOW_TO_GENERATE}"
+    )]
+    Asymmetric(&'static str),
+    #[error(
+        "webhook secret is a {0}-byte key; Standard Webhooks requires at least {MIN_KEY_BYTES} random bytes; {HOW_TO_GENERATE}"
+    )]
+    TooShort(usize),
 }
 
 impl WebhookSecret {
-    /// `whsec_<base64>` is the Standard Webhooks form; anything else is taken as the raw key,
-    /// which is what receivers that only document "a shared secret" expect.
+    /// `whsec_<base64>` is the Standard Webhooks form: the key is the decoded bytes. Anything
+    /// else is taken as the raw key, which is what receivers that only document "a shared
+    /// secret" expect. Either way the key has at least [`MIN_KEY_BYTES`] bytes.
     pub fn parse(secret: &str) -> Result<WebhookSecret, SecretError> {
+        if let Some(prefix) = ASYMMETRIC_PREFIXES.iter().find(|p| secret.starts_with(*p)) {
+            return Err(SecretError::Asymmetric(prefix));
+        }
         let key = match secret.strip_prefix(SECRET_PREFIX) {
-            Some(encoded) => BASE64.decode(encoded).map_err(SecretError::InvalidBase64)?,
+            Some(encoded) => LENIENT_BASE64.decode(encoded).map_err(|e| {
+                // The error's own text quotes the offending character: a piece of the secret.
+                let at = match e {
+                    base64::DecodeError::InvalidByte(at, _)
+                    | base64::DecodeError::InvalidLastSymbol(at, _) => at,
+                    _ => encoded.len(),
+                };
+                SecretError::InvalidBase64(at)
+            })?,
             None => secret.as_bytes().to_vec(),
         };
         if key.is_empty() {
             return Err(SecretError::Empty);
         }
+        if key.len() < MIN_KEY_BYTES {
+            return Err(SecretError::TooShort(key.len()));
+        }
         Ok(WebhookSecret(key))
+    }
+
+    /// A stand-in for a secret that was not loaded (admin commands read no secrets). It is
+    /// random, so nothing signed with it by mistake verifies anywhere.
+    pub(crate) fn unloaded() -> WebhookSecret {
+        WebhookSecret(rand::random::<[u8; 32]>().to_vec())
     }
 
     fn mac(&self, id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
@@ -142,11 +199,12 @@ pub struct WebhookConfig {
 }
 
 /// The webhook [`Channel`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Webhook {
     config: WebhookConfig,
     http: reqwest::Client,
     timeout: Duration,
+    stop: ChannelStop,
 }
 
 impl Webhook {
@@ -158,7 +216,30 @@ impl Webhook {
             config,
             http,
             timeout,
+            stop: ChannelStop::new(GONE_PAUSE),
         }
+    }
+
+    /// Whether a 410 Gone has stopped the channel, and for how much longer.
+    pub fn stopped_for(&self) -> Option<Duration> {
+        self.stop.remaining()
+    }
+
+    /// The receiver said the endpoint is gone: stop, with one loud line naming the fix.
+    fn gone(&self, answered: &str) -> DeliveryError {
+        let url = &self.config.url;
+        let minutes = self.stop.length().as_secs().div_ceil(60);
+        self.stop.trip(|| {
+            tracing::error!(
+                url = %url,
+                "WEBHOOK CHANNEL STOPPED: {answered}; no webhook is sent until a reload or restart (or a retry in {minutes} min). To fix: correct url in [channels.webhook] or restore the endpoint, then `systemctl reload shipwatch`"
+            );
+            // Without the receiver's body: every stop of this endpoint then reads the same, and
+            // a reload or restart finds every notification a stop held back by this reason.
+            format!(
+                "webhook channel stopped: {url} answered 410 Gone (the endpoint no longer exists); fix url in [channels.webhook] or the receiver, then reload or restart"
+            )
+        })
     }
 
     /// A client suited to webhooks: redirects are not followed.
@@ -205,7 +286,14 @@ impl Channel for Webhook {
         ChannelKind::Webhook
     }
 
+    fn resume(&self) {
+        self.stop.lift();
+    }
+
     async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+        if let Some(stopped) = self.stop.check() {
+            return Err(stopped);
+        }
         let timestamp = Utc::now().timestamp();
         let signature = sign(
             &self.config.secret,
@@ -242,13 +330,16 @@ impl Channel for Webhook {
         }
 
         let retry_after = retry_after(response.headers(), Utc::now());
-        let excerpt = body_excerpt(response).await;
+        let excerpt = excerpt(&read_answer(response).await);
         let url = &self.config.url;
         let answered = if excerpt.is_empty() {
             format!("{url} answered {status}")
         } else {
             format!("{url} answered {status}: {excerpt}")
         };
+        if status == StatusCode::GONE {
+            return Err(self.gone(&answered));
+        }
         Err(classify(status, answered, retry_after))
     }
 }
@@ -285,27 +376,6 @@ fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
             .to_std()
             .unwrap_or(Duration::ZERO),
     )
-}
-
-async fn body_excerpt(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < MAX_ANSWER_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = MAX_ANSWER_BYTES - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    // The rest of the answer is never read: dropping the response closes the connection.
-    drop(response);
-    let body = String::from_utf8_lossy(&body);
-    let body = body.trim();
-    match body.char_indices().nth(BODY_EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &body[..cut]),
-        None => body.to_owned(),
-    }
 }
 
 /// The TLS layer's reason when the receiver's certificate was refused (self-signed, expired,
@@ -397,15 +467,81 @@ mod tests {
         );
     }
 
+    /// One row per form of secret: what `check-config` accepts, and the key it signs with.
     #[test]
     fn secret_forms() {
-        let raw = WebhookSecret::parse("plain-shared-secret").unwrap();
-        assert_eq!(raw.0, b"plain-shared-secret");
-        assert_eq!(WebhookSecret::parse(""), Err(SecretError::Empty));
-        assert_eq!(WebhookSecret::parse("whsec_"), Err(SecretError::Empty));
-        let bad = WebhookSecret::parse("whsec_not*base64").unwrap_err();
-        assert!(bad.to_string().contains("not valid base64"), "{bad}");
+        let key24 = [7u8; 24];
+        let encoded = BASE64.encode(key24);
+        let short = BASE64.encode([7u8; 23]);
+        let accepted: &[(String, Vec<u8>)] = &[
+            // The spec's own secret: 24 bytes once decoded.
+            (
+                SPEC_SECRET.to_owned(),
+                BASE64.decode(&SPEC_SECRET[6..]).unwrap(),
+            ),
+            (format!("whsec_{encoded}"), key24.to_vec()),
+            // Unpadded base64, as the Python reference library takes it.
+            (
+                format!("whsec_{}", BASE64.encode([9u8; 32]).trim_end_matches('=')),
+                vec![9u8; 32],
+            ),
+            // Not the Standard Webhooks form: the bytes as they are.
+            (
+                "a-plain-shared-secret-of-32-bytes".to_owned(),
+                b"a-plain-shared-secret-of-32-bytes".to_vec(),
+            ),
+            (encoded.clone(), encoded.as_bytes().to_vec()),
+        ];
+        for (secret, key) in accepted {
+            assert_eq!(&WebhookSecret::parse(secret).unwrap().0, key, "{secret}");
+        }
+
+        let refused: &[(String, SecretError)] = &[
+            (String::new(), SecretError::Empty),
+            ("whsec_".to_owned(), SecretError::Empty),
+            (format!("whsec_{short}"), SecretError::TooShort(23)),
+            ("plain-shared-secret".to_owned(), SecretError::TooShort(19)),
+            ("whsec_not*base64".to_owned(), SecretError::InvalidBase64(3)),
+            (format!("whsk_{encoded}"), SecretError::Asymmetric("whsk_")),
+            (format!("whpk_{encoded}"), SecretError::Asymmetric("whpk_")),
+        ];
+        for (secret, error) in refused {
+            assert_eq!(
+                WebhookSecret::parse(secret).as_ref(),
+                Err(error),
+                "{secret}"
+            );
+        }
         assert_eq!(format!("{:?}", spec_secret()), "WebhookSecret(<redacted>)");
+    }
+
+    /// A refusal says what is wrong and how to fix it, in one line, and quotes no part of the
+    /// secret (not even the character that is not base64).
+    #[test]
+    fn secret_errors_are_one_line_and_never_echo_the_secret() {
+        for secret in [
+            "whsec_c2hvcnQ=",
+            "whsec_bad*secret",
+            "tiny-secret",
+            "whsk_c2hvcnQ=",
+        ] {
+            let error = WebhookSecret::parse(secret).unwrap_err().to_string();
+            assert!(!error.contains('\n'), "{error}");
+            assert!(
+                error.contains("whsec_$(head -c 32 /dev/urandom | base64)"),
+                "{error}"
+            );
+            let body = secret.split_once('_').map_or(secret, |(_, rest)| rest);
+            assert!(!error.contains(body), "{error}");
+            assert!(!error.contains('*'), "{error}");
+        }
+        let short = WebhookSecret::parse("whsec_c2hvcnQ=")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("5-byte") && short.contains("at least 24"),
+            "{short}"
+        );
     }
 
     #[test]
@@ -431,7 +567,7 @@ mod tests {
             verify_spec(SPEC_ID, &shifted, SPEC_SIGNATURE, SPEC_BODY),
             no_match
         );
-        let other = WebhookSecret::parse("another secret").unwrap();
+        let other = WebhookSecret::parse("another secret, long enough to use").unwrap();
         let forged = sign(&other, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY);
         assert_eq!(verify_spec(SPEC_ID, &ts, &forged, SPEC_BODY), no_match);
         let wrong_version = SPEC_SIGNATURE.replacen("v1,", "v2,", 1);
@@ -477,7 +613,7 @@ mod tests {
     fn any_of_several_signatures_passes() {
         let ts = SPEC_TIMESTAMP.to_string();
         let old = sign(
-            &WebhookSecret::parse("rotated out").unwrap(),
+            &WebhookSecret::parse("a rotated-out secret, long enough").unwrap(),
             SPEC_ID,
             SPEC_TIMESTAMP,
             SPEC_BODY,
@@ -601,13 +737,73 @@ mod tests {
 
         let long_page = "x".repeat(5000);
         let reason =
-            permanent(deliver_against((StatusCode::GONE, long_page).into_response()).await);
-        assert!(reason.contains("410 Gone"), "{reason}");
+            permanent(deliver_against((StatusCode::NOT_FOUND, long_page).into_response()).await);
+        assert!(reason.contains("404 Not Found"), "{reason}");
         assert!(
             reason.len() < 400,
             "body excerpt not cut: {} bytes",
             reason.len()
         );
+        // A body that would write lines of its own into the log stays on one line.
+        let reason = permanent(
+            deliver_against(
+                (StatusCode::BAD_REQUEST, "bad\nERROR forged line\u{1b}[2J").into_response(),
+            )
+            .await,
+        );
+        assert!(
+            !reason.contains('\n') && !reason.contains('\u{1b}'),
+            "{reason:?}"
+        );
+        assert!(reason.contains("bad\\nERROR forged line"), "{reason}");
+    }
+
+    /// 410 Gone stops the channel: the attempt and every later one wait (paused, attempts not
+    /// spent) without reaching the endpoint, until the stop is lifted.
+    #[tokio::test]
+    async fn gone_stops_the_channel_until_lifted() {
+        let hits = Arc::new(Mutex::new(0usize));
+        let counter = hits.clone();
+        let router = Router::new().route(
+            "/hook",
+            post(move || {
+                let counter = counter.clone();
+                async move {
+                    *counter.lock().unwrap() += 1;
+                    (StatusCode::GONE, "endpoint removed")
+                }
+            }),
+        );
+        let url = serve(router).await;
+        let channel = webhook(url, Duration::from_secs(5));
+        let first = match channel.deliver(&outgoing()).await {
+            Err(DeliveryError::Paused {
+                message,
+                retry_after,
+            }) => {
+                assert_eq!(retry_after, GONE_PAUSE);
+                message
+            }
+            other => panic!("expected the channel to stop, got {other:?}"),
+        };
+        assert!(first.contains("410 Gone"), "{first}");
+        assert!(first.contains("[channels.webhook]"), "{first}");
+        for _ in 0..3 {
+            match channel.deliver(&outgoing()).await {
+                Err(DeliveryError::Paused { message, .. }) => assert_eq!(message, first),
+                other => panic!("expected the channel to stay stopped, got {other:?}"),
+            }
+        }
+        assert_eq!(*hits.lock().unwrap(), 1);
+        assert!(channel.stopped_for().is_some());
+
+        channel.resume();
+        assert!(channel.stopped_for().is_none());
+        assert!(matches!(
+            channel.deliver(&outgoing()).await,
+            Err(DeliveryError::Paused { .. })
+        ));
+        assert_eq!(*hits.lock().unwrap(), 2);
     }
 
     #[tokio::test]

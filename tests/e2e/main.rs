@@ -30,3 +30,4 @@ mod taobao_adapter;
 mod three_providers;
 mod top_semantics;
 mod transport;
+mod webhook_channel;

@@ -1,5 +1,6 @@
 //! Quiet hours on an injected clock: an SMS due at night waits for the morning, an email goes at
-//! once, and waiting costs no attempt.
+//! once, and waiting costs no attempt; nor does an SMS held back by a channel stop go out at
+//! night when the stop ends or is lifted.
 
 use std::sync::{Arc, Mutex};
 
@@ -227,4 +228,111 @@ async fn a_retry_that_would_fall_at_night_waits_too_and_a_missing_address_is_ski
             .unwrap()
             .is_empty()
     );
+}
+
+/// A channel that stops itself (out of credit, say) on its first attempt, for `stop`, and sends
+/// afterwards.
+struct StopsOnce {
+    clock: Arc<ManualClock>,
+    stop: std::time::Duration,
+    stopped: Mutex<bool>,
+    sent: Mutex<Vec<Millis>>,
+}
+
+#[async_trait]
+impl Channel for StopsOnce {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Sms
+    }
+
+    async fn deliver(&self, _message: &Outgoing) -> Result<(), DeliveryError> {
+        let mut stopped = self.stopped.lock().unwrap();
+        if !*stopped {
+            *stopped = true;
+            return Err(DeliveryError::Paused {
+                message: "SMS channel stopped: out of credit".to_owned(),
+                retry_after: self.stop,
+            });
+        }
+        self.sent.lock().unwrap().push(self.clock.now());
+        Ok(())
+    }
+}
+
+async fn stopped_at(
+    at: Millis,
+    stop_hours: u64,
+) -> (
+    tempfile::TempDir,
+    Db,
+    Arc<ManualClock>,
+    Arc<StopsOnce>,
+    Arc<Sender>,
+) {
+    let (dir, db, clock, rules, _) =
+        one_change_queued(at, "125", None, Status::Delivered, "对方已签收").await;
+    let channel = Arc::new(StopsOnce {
+        clock: clock.clone(),
+        stop: std::time::Duration::from_secs(stop_hours * 3600),
+        stopped: Mutex::new(false),
+        sent: Mutex::default(),
+    });
+    let sender = Sender::new(
+        db.clone(),
+        clock.clone(),
+        Delivery::default(),
+        vec![channel.clone()],
+        &rules,
+        Events::default(),
+        std::time::Duration::from_secs(1),
+    );
+    assert_eq!(
+        sender.run_once().await.unwrap(),
+        1,
+        "the attempt that meets the stop"
+    );
+    (dir, db, clock, channel, sender)
+}
+
+#[tokio::test]
+async fn a_lifted_stop_sends_what_it_held_back_at_once_by_day() {
+    let (_dir, db, clock, channel, sender) = stopped_at(shanghai(28, 14, 0), 1).await;
+    let pending = db.list_notifications(Some("pending"), None).await.unwrap();
+    assert_eq!(
+        pending[0].next_attempt_at,
+        shanghai(28, 15, 0),
+        "held until the stop ends"
+    );
+    assert_eq!(pending[0].attempts, 0, "meeting the stop is not an attempt");
+
+    // 14:10: the operator topped up and reloaded.
+    clock.set(shanghai(28, 14, 10));
+    assert_eq!(sender.resume_stopped_channels().await.unwrap(), 1);
+    assert!(
+        db.channel_states(clock.now()).await.unwrap().is_empty(),
+        "stats shows no stop"
+    );
+    assert_eq!(sender.run_once().await.unwrap(), 1);
+    assert_eq!(*channel.sent.lock().unwrap(), [shanghai(28, 14, 10)]);
+    let sent = db.list_notifications(Some("sent"), None).await.unwrap();
+    assert_eq!(sent[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn an_sms_held_back_by_a_stop_never_goes_out_at_night() {
+    // Stopped at 20:30 for four hours: the stop ends at 00:30, inside the quiet hours.
+    let (_dir, db, clock, channel, sender) = stopped_at(shanghai(28, 20, 30), 4).await;
+    let pending = db.list_notifications(Some("pending"), None).await.unwrap();
+    assert_eq!(pending[0].next_attempt_at, shanghai(29, 8, 0));
+
+    // Lifted at 23:00 while it still runs (a restart at night): still the morning.
+    clock.set(shanghai(28, 23, 0));
+    assert_eq!(db.channel_states(clock.now()).await.unwrap().len(), 1);
+    sender.resume_stopped_channels().await.unwrap();
+    assert_eq!(sender.run_once().await.unwrap(), 0, "not at 23:00");
+    clock.set(shanghai(29, 0, 30));
+    assert_eq!(sender.run_once().await.unwrap(), 0, "not at 00:30");
+    clock.set(shanghai(29, 8, 0));
+    assert_eq!(sender.run_once().await.unwrap(), 1);
+    assert_eq!(*channel.sent.lock().unwrap(), [shanghai(29, 8, 0)]);
 }

@@ -1,5 +1,6 @@
 //! The SMS channels over HTTP: the Aliyun channel against the fake Aliyun endpoint, and the
-//! generic gateway channel against a loopback receiver.
+//! generic gateway channel against a loopback receiver; then both through the real daemon, as
+//! `shipwatch outbox` shows them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,10 @@ use shipwatch::notify::sms_aliyun::{self, AliyunSms, AliyunSmsConfig};
 use shipwatch::notify::sms_http::{HttpSms, HttpSmsConfig};
 use shipwatch::notify::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
 
-use crate::support::fake_aliyun_sms::FakeAliyunSms;
+use crate::support::app::{Options, TestApp};
+use crate::support::fake_aliyun_sms::{self, FakeAliyunSms};
+use crate::support::fake_sms_gateway::FakeSmsGateway;
+use crate::support::fake_top;
 
 const KEY_ID: &str = "LTAI5tFakeKeyForTests";
 const KEY_SECRET: &str = "fake/secret*with~odd chars";
@@ -35,10 +39,16 @@ fn aliyun(fake: &FakeAliyunSms, secret: &str) -> AliyunSms {
             access_key_secret: Secret::new(secret),
             sign_name: SIGN_NAME.to_owned(),
             template_code: Some("SMS_100000001".to_owned()),
+            params: default_params(),
+            param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
         AliyunSms::http_client().unwrap(),
     )
+}
+
+fn default_params() -> Vec<String> {
+    sms_aliyun::DEFAULT_PARAMS.map(str::to_owned).to_vec()
 }
 
 fn message(template_code: Option<&str>) -> SmsMessage {
@@ -220,6 +230,8 @@ async fn aliyun_without_a_template_is_permanent() {
         access_key_secret: Secret::new(KEY_SECRET),
         sign_name: SIGN_NAME.to_owned(),
         template_code: None,
+        params: default_params(),
+        param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
         timeout: Duration::from_secs(5),
     };
     let channel = AliyunSms::new(config.clone(), AliyunSms::http_client().unwrap());
@@ -322,6 +334,8 @@ async fn aliyun_unknown_key_id_stops_the_channel() {
             access_key_secret: Secret::new(KEY_SECRET),
             sign_name: SIGN_NAME.to_owned(),
             template_code: Some("SMS_100000001".to_owned()),
+            params: default_params(),
+            param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
         AliyunSms::http_client().unwrap(),
@@ -343,6 +357,8 @@ async fn aliyun_unreachable_is_transient_without_the_number() {
             access_key_secret: Secret::new(KEY_SECRET),
             sign_name: SIGN_NAME.to_owned(),
             template_code: Some("SMS_100000001".to_owned()),
+            params: default_params(),
+            param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
         AliyunSms::http_client().unwrap(),
@@ -534,4 +550,193 @@ async fn gateway_with_a_bad_template_is_permanent_before_sending() {
     let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
     assert!(reason.contains("{parcel}"), "{reason}");
     assert!(seen.lock().unwrap().is_empty());
+}
+
+/// The channel's own limit raised past the template's (as after an operator set it too high):
+/// Aliyun refuses, and the reason says what to change.
+#[tokio::test]
+async fn aliyun_param_length_limit_is_dead_with_the_explanation() {
+    let fake = fake().await;
+    let channel = AliyunSms::new(
+        AliyunSmsConfig {
+            endpoint: fake.url.clone(),
+            access_key_id: KEY_ID.to_owned(),
+            access_key_secret: Secret::new(KEY_SECRET),
+            sign_name: SIGN_NAME.to_owned(),
+            template_code: Some("SMS_100000001".to_owned()),
+            params: vec!["event".to_owned()],
+            param_max_chars: 500,
+            timeout: Duration::from_secs(5),
+        },
+        AliyunSms::http_client().unwrap(),
+    );
+    let mut sms = message(None);
+    sms.params.insert("event".to_owned(), "派".repeat(200));
+    let reason = permanent(channel.deliver(&outgoing(&sms)).await);
+    assert!(reason.contains("isv.PARAM_LENGTH_LIMIT"), "{reason}");
+    assert!(
+        reason.contains("param_max_chars = 500") && reason.contains("lift"),
+        "{reason}"
+    );
+    assert_no_phone(&reason);
+
+    // With the default limit the same message goes through, its event cut to fit.
+    let channel = aliyun(&fake, KEY_SECRET);
+    channel.deliver(&outgoing(&sms)).await.unwrap();
+    let sent = fake.calls().last().unwrap().template_param().unwrap();
+    let event = sent["event"].as_str().unwrap();
+    assert_eq!(event.chars().count(), fake_aliyun_sms::PARAM_MAX_CHARS);
+    assert!(event.ends_with('…'), "{event}");
+}
+
+// ---- through the daemon ------------------------------------------------------------------------
+
+const TID: u64 = 7_300_000_000_000_000_001;
+
+/// Long enough for a busy 2-core machine.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// An app with `sms` as its SMS channel, tracking [`TID`] with a phone, whose trace goes straight
+/// to signed with `event` as the newest event: one status change, one SMS.
+async fn one_sms(sms: String, event: &str) -> TestApp {
+    let app = TestApp::with(Options {
+        extra: sms,
+        ..Options::default()
+    })
+    .await;
+    app.top.script(
+        TID,
+        vec![fake_top::trace_response(
+            TID,
+            "对方已签收",
+            &[("2026-11-20 08:00:05", event, "SIGNED")],
+        )],
+    );
+    app.cli_ok(&[
+        "add",
+        &TID.to_string(),
+        "--tier",
+        "high",
+        "--phone",
+        MAINLAND,
+    ]);
+    app
+}
+
+fn sms_rows(app: &TestApp) -> Vec<serde_json::Value> {
+    app.outbox(None)
+        .into_iter()
+        .filter(|n| n["channel"] == "sms")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliyun_system_error_is_retried_and_sent_on_the_second_attempt() {
+    let aliyun = fake().await;
+    aliyun.reply("isv.SYSTEM_ERROR", 1);
+    let app = one_sms(aliyun.channel_config(), "【上海市】快件已签收").await;
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the SMS is sent", LIMIT, || {
+        sms_rows(&app).first().is_some_and(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success());
+
+    let row = &sms_rows(&app)[0];
+    assert_eq!(row["attempts"], 2, "{row}");
+    let codes: Vec<String> = aliyun.calls().into_iter().map(|c| c.code).collect();
+    assert_eq!(codes, ["isv.SYSTEM_ERROR", "OK"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliyun_gets_only_the_template_variables_with_a_long_event_cut_to_fit() {
+    let aliyun = fake().await;
+    // A carrier's text of 200 characters: far past what a template variable takes.
+    let event =
+        "快件已到达【上海浦东新区张江高科技园区分部】，派件员正在派送途中，请保持电话畅通。"
+            .repeat(5);
+    let event: String = event.chars().take(200).collect();
+    assert_eq!(event.chars().count(), 200);
+    let sms = format!(
+        "{}params = [\"order_id\", \"event\"]\n",
+        aliyun.channel_config()
+    );
+    let app = one_sms(sms, &event).await;
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the SMS is sent", LIMIT, || {
+        sms_rows(&app).first().is_some_and(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success());
+
+    assert_eq!(sms_rows(&app)[0]["attempts"], 1);
+    let calls = aliyun.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].code, "OK");
+    let sent = calls[0].template_param().unwrap();
+    let keys: Vec<&String> = sent.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["event", "order_id"]);
+    assert_eq!(sent["order_id"], TID.to_string());
+    let cut = sent["event"].as_str().unwrap();
+    assert_eq!(cut.chars().count(), fake_aliyun_sms::PARAM_MAX_CHARS);
+    let kept: String = event
+        .chars()
+        .take(fake_aliyun_sms::PARAM_MAX_CHARS - 1)
+        .collect();
+    assert_eq!(cut, format!("{kept}…"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_refusing_in_a_200_body_fails_each_attempt_then_dies_never_sent() {
+    let gateway = FakeSmsGateway::start().await;
+    gateway.reply("LimitExceeded.PhoneNumberDailyLimit", 10);
+    let app = one_sms(gateway.channel_config(), "【上海市】快件已签收").await;
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the SMS is dead", LIMIT, || {
+        sms_rows(&app).first().is_some_and(|n| n["state"] == "dead")
+    })
+    .await;
+    assert!(daemon.terminate().success());
+
+    let row = &sms_rows(&app)[0];
+    assert_eq!(row["attempts"], 3, "{row}");
+    assert!(row["sent_at"].is_null(), "{row}");
+    let reason = row["last_error"].as_str().unwrap();
+    assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+    assert!(
+        reason.contains("200 OK") && reason.contains("refused"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(
+            r#"/Response/SendStatusSet/0/Code is "LimitExceeded.PhoneNumberDailyLimit", not "Ok""#
+        ),
+        "{reason}"
+    );
+    assert_no_phone(reason);
+    assert!(reason.contains("138****5678"), "{reason}");
+    assert_eq!(gateway.calls().len(), 3);
+    assert!(
+        app.outbox(Some("sent"))
+            .iter()
+            .all(|n| n["channel"] != "sms")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_saying_ok_in_the_body_is_sent() {
+    let gateway = FakeSmsGateway::start().await;
+    let app = one_sms(gateway.channel_config(), "【上海市】快件已签收").await;
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the SMS is sent", LIMIT, || {
+        sms_rows(&app).first().is_some_and(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success());
+
+    assert_eq!(sms_rows(&app)[0]["attempts"], 1);
+    let calls = gateway.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["PhoneNumberSet"][0], format!("+86{MAINLAND}"));
+    assert_eq!(calls[0]["TemplateParamSet"][0], TID.to_string());
 }

@@ -26,7 +26,7 @@ async fn stats_shows_polls_by_result_and_a_stopped_sms_channel() {
         ..Options::default()
     })
     .await;
-    // The account is out of credit for good in this test.
+    // The account is out of credit until the restart below.
     aliyun.reply("isv.AMOUNT_NOT_ENOUGH", 1000);
     let tid = 9_300_000_000_000_000_001u64;
     app.top.journey(tid);
@@ -78,13 +78,22 @@ async fn stats_shows_polls_by_result_and_a_stopped_sms_channel() {
     let text = app.cli_ok(&["stats"]);
     assert!(text.contains("taobao       5 ok, 2 transient"), "{text}");
 
-    // A new start tries the channel again, and `stats` no longer says it is stopped.
+    // The account is topped up. A new start tries the channel again with the SMS the stop held
+    // back, and `stats` no longer says it is stopped.
+    aliyun.clear_replies();
     let mut daemon = app.spawn_daemon();
     app.wait_until(
-        "the restarted daemon clears the old stop",
+        "the restarted daemon sends the 3 SMS the stop held back",
         Duration::from_secs(30),
-        || app.cli_ok(&["stats"]).contains("sms: ok"),
+        || {
+            app.outbox(Some("sent"))
+                .iter()
+                .filter(|n| n["channel"] == "sms")
+                .count()
+                == 3
+        },
     )
     .await;
+    assert!(app.cli_ok(&["stats"]).contains("sms: ok"));
     assert!(daemon.terminate().success());
 }

@@ -22,6 +22,11 @@ use sha1::Sha1;
 /// How far a `Timestamp` may be from now, as on the real service.
 const TIMESTAMP_TOLERANCE_SECS: i64 = 15 * 60;
 
+/// The longest value a template variable takes, in characters: Aliyun's default limit
+/// (https://help.aliyun.com/zh/document_detail/3041859.html). A longer one is refused with
+/// `isv.PARAM_LENGTH_LIMIT`, as the real service does for a template whose limit was not lifted.
+pub const PARAM_MAX_CHARS: usize = 35;
+
 /// One request that reached the endpoint.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -127,6 +132,12 @@ impl FakeAliyunSms {
             .lock()
             .script
             .extend(std::iter::repeat_n(code.to_owned(), n));
+    }
+
+    /// Forgets the scripted codes not yet answered: every later request gets `OK` (the account
+    /// was topped up, say).
+    pub fn clear_replies(&self) {
+        self.shared.lock().script.clear();
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -260,6 +271,21 @@ fn check(inner: &mut Inner, params: &BTreeMap<String, String>) -> (StatusCode, S
             StatusCode::OK,
             "isv.INVALID_JSON_PARAM",
             "JSON参数不合法,只接受字符串值".into(),
+        );
+    }
+    let too_long = params
+        .get("TemplateParam")
+        .and_then(|raw| serde_json::from_str::<BTreeMap<String, String>>(raw).ok())
+        .and_then(|values| {
+            values
+                .into_iter()
+                .find(|(_, value)| value.chars().count() > PARAM_MAX_CHARS)
+        });
+    if let Some((name, _)) = too_long {
+        return refuse(
+            StatusCode::OK,
+            "isv.PARAM_LENGTH_LIMIT",
+            format!("参数超出长度限制: {name}"),
         );
     }
 

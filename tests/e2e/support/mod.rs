@@ -5,6 +5,7 @@ pub mod app;
 pub mod fake_1688;
 pub mod fake_aliyun_sms;
 pub mod fake_kuaidi100;
+pub mod fake_sms_gateway;
 pub mod fake_top;
 pub mod hostile;
 pub mod smtp_sink;

@@ -1,0 +1,142 @@
+//! A fake HTTP SMS gateway on loopback that answers the way Tencent Cloud SMS's `SendSms` does
+//! (API 3.0, https://www.tencentcloud.com/document/product/382/40536): HTTP 200 whatever
+//! happened, with the verdict in the body. A message taken is
+//! `{"Response":{"SendStatusSet":[{"Code":"Ok",…}],"RequestId":"…"}}`; a message refused has
+//! another `Code` there (`LimitExceeded.PhoneNumberDailyLimit`, …); a request it cannot read gets
+//! `{"Response":{"Error":{"Code":"InvalidParameter",…},"RequestId":"…"}}`, still with 200.
+//!
+//! It takes the JSON body [`FakeSmsGateway::channel_config`] writes (Tencent's own request is
+//! signed with TC3, which a generic gateway channel does not do) and answers scripted codes,
+//! `Ok` by default.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+const REQUEST_ID: &str = "a0f1d2c3-0000-4b5c-8d9e-0123456789ab";
+
+struct Inner {
+    script: VecDeque<String>,
+    /// Every request body that parsed, in arrival order.
+    calls: Vec<Value>,
+}
+
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Inner>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct FakeSmsGateway {
+    /// Where the channel posts: `http://127.0.0.1:PORT/sms/send`.
+    pub url: String,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeSmsGateway {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeSmsGateway {
+    pub async fn start() -> FakeSmsGateway {
+        let shared = Shared(Arc::new(Mutex::new(Inner {
+            script: VecDeque::new(),
+            calls: Vec::new(),
+        })));
+        let app = Router::new()
+            .route("/sms/send", post(handle))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let port = listener.local_addr().expect("local addr").port();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("fake SMS gateway serves");
+        });
+        FakeSmsGateway {
+            url: format!("http://127.0.0.1:{port}/sms/send"),
+            shared,
+            server,
+        }
+    }
+
+    /// A `[channels.sms]` section for this gateway with the success rule Tencent's answers need,
+    /// quiet hours off.
+    pub fn channel_config(&self) -> String {
+        format!(
+            "[channels.sms]\nkind = \"http\"\nurl = \"{}\"\n\
+             body = '{{{{\"PhoneNumberSet\":[\"+86{{phone}}\"],\"TemplateId\":\"1110\",\"TemplateParamSet\":[\"{{order_id}}\",\"{{status}}\"]}}}}'\n\
+             success_pointer = \"/Response/SendStatusSet/0/Code\"\nsuccess_value = \"Ok\"\n\
+             quiet_hours = \"off\"\n",
+            self.url
+        )
+    }
+
+    /// The next `n` messages are answered `code` instead of `Ok`.
+    pub fn reply(&self, code: &str, n: usize) {
+        self.shared
+            .lock()
+            .script
+            .extend(std::iter::repeat_n(code.to_owned(), n));
+    }
+
+    pub fn calls(&self) -> Vec<Value> {
+        self.shared.lock().calls.clone()
+    }
+}
+
+async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
+    let request: Option<Value> = serde_json::from_slice(&body).ok();
+    let phone = request
+        .as_ref()
+        .and_then(|r| r.pointer("/PhoneNumberSet/0"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (Some(request), Some(phone)) = (request, phone) else {
+        return axum::Json(json!({"Response": {
+            "Error": {"Code": "InvalidParameter", "Message": "PhoneNumberSet is missing"},
+            "RequestId": REQUEST_ID,
+        }}))
+        .into_response();
+    };
+    let mut inner = shared.lock();
+    inner.calls.push(request);
+    let code = inner.script.pop_front().unwrap_or_else(|| "Ok".to_owned());
+    let message = match code.as_str() {
+        "Ok" => "send success".to_owned(),
+        // The real service names the number in some refusals; the channel must mask it.
+        "LimitExceeded.PhoneNumberDailyLimit" => {
+            format!("the number {phone} exceeds the daily limit")
+        }
+        other => format!("scripted {other}"),
+    };
+    axum::Json(json!({"Response": {
+        "SendStatusSet": [{
+            "SerialNo": "5000:104571113",
+            "PhoneNumber": phone,
+            "Fee": 1,
+            "SessionContext": "",
+            "Code": code,
+            "Message": message,
+            "IsoCode": "CN",
+        }],
+        "RequestId": REQUEST_ID,
+    }}))
+    .into_response()
+}
