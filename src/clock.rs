@@ -48,16 +48,21 @@ impl Clock for ManualClock {
     }
 }
 
+/// Carriers and platforms report local time in China; events keep that offset.
+pub fn shanghai() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
 /// A database time shown to people and scripts: RFC 3339 in Asia/Shanghai.
 pub fn to_rfc3339(ms: Millis) -> String {
     to_shanghai(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 pub fn to_shanghai(ms: Millis) -> DateTime<FixedOffset> {
-    crate::providers::shanghai()
+    shanghai()
         .timestamp_millis_opt(ms)
         .single()
-        .unwrap_or_else(|| crate::providers::shanghai().timestamp_nanos(0))
+        .unwrap_or_else(|| shanghai().timestamp_nanos(0))
 }
 
 pub fn millis(duration: std::time::Duration) -> Millis {

@@ -13,10 +13,7 @@ pub mod kuaidi100;
 pub mod simulator;
 pub mod taobao;
 
-/// Carriers and platforms report local time in China; events keep that offset.
-pub fn shanghai() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
-}
+pub use crate::clock::shanghai;
 
 /// What an adapter needs to know about a shipment to ask about it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
