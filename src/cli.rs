@@ -1116,6 +1116,7 @@ async fn test_notify(global: &Global, channel: ChannelArg, to: Option<String>) -
         status_changed_at: None,
         created_at: now,
         sub_orders: None,
+        type_error: None,
     };
     let event = crate::providers::TraceEvent {
         time: crate::clock::to_shanghai(now),

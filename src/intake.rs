@@ -405,6 +405,7 @@ mod tests {
             status_changed_at: None,
             created_at,
             sub_orders: None,
+            type_error: None,
         }
     }
 

@@ -52,6 +52,12 @@ impl Outage {
 
     /// A write failed while doing `what`. Logs an ERROR when this starts an outage; true then.
     pub fn failed(&self, what: &str, error: &StorageError) -> bool {
+        if !error.is_outage() {
+            // A row the database refused or could not hand over is that row's trouble: the
+            // database is fine, and saying otherwise would send operators after the disk.
+            error!(%error, "{what} failed");
+            return false;
+        }
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
         match down.as_mut() {
             Some(down) => {

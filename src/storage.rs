@@ -29,6 +29,11 @@ use crate::providers::{Trace, TraceEvent};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// SQLite's primary result codes that say the database itself failed: SQLITE_PERM, BUSY, LOCKED,
+/// NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL and NOTADB
+/// (https://www.sqlite.org/rescode.html).
+const OUTAGE_CODES: [i64; 11] = [3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 26];
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("cannot open database {path}: {source}")]
@@ -48,6 +53,39 @@ pub enum StorageError {
     Sql(#[from] sqlx::Error),
     #[error("the transaction holding this write was cut short; it is retried at the next poll")]
     Interrupted,
+}
+
+/// True for an SQLite result code (primary or extended, as text) that says the database itself
+/// failed; an unreadable code counts as a failure, to be safe.
+fn is_outage_code(code: &str) -> bool {
+    code.parse::<i64>()
+        .map_or(true, |code| OUTAGE_CODES.contains(&(code & 0xff)))
+}
+
+impl StorageError {
+    /// True when the database itself failed (I/O, a full disk, a read-only or locked file, no
+    /// connection): an outage. A value that could not be read, or a row the database refused, is
+    /// that row's fault, and the database is fine.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StorageError::Duplicate(_)
+            | StorageError::NoSuchOrder(_)
+            | StorageError::Rejected(_) => false,
+            StorageError::Open { .. }
+            | StorageError::Migrate { .. }
+            | StorageError::Interrupted => true,
+            StorageError::Sql(error) => match error {
+                sqlx::Error::Database(db) => db.code().is_none_or(|code| is_outage_code(&code)),
+                sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::RowNotFound
+                | sqlx::Error::TypeNotFound { .. } => false,
+                _ => true,
+            },
+        }
+    }
 }
 
 /// A shipment row as stored.
@@ -73,6 +111,10 @@ pub struct ShipmentRow {
     pub created_at: Millis,
     /// The sub-orders a split order's parcel carries, comma-separated (TOP's `sub_tid`).
     pub sub_orders: Option<String>,
+    /// Set when a column holds a value of the wrong storage class (a REAL in `transitions`, a
+    /// BLOB in `carrier`), stored before the schema refused them: the row is then flagged invalid
+    /// by itself, and the column reads as a harmless stand-in meanwhile.
+    pub type_error: Option<String>,
 }
 
 impl ShipmentRow {
@@ -119,8 +161,8 @@ impl From<&ShipmentRow> for ShipmentView {
             tier: row.tier.clone(),
             status: row.status.clone(),
             raw_status: row.raw_status.clone(),
-            active: row.active,
-            error: row.error.clone(),
+            active: row.active && row.type_error.is_none(),
+            error: row.type_error.clone().or_else(|| row.error.clone()),
             phone: row.phone.as_deref().map(crate::domain::mask_contact),
             email: row.email.as_deref().map(crate::domain::mask_contact),
             next_poll_at: row.active.then(|| to_rfc3339(row.next_poll_at)),
@@ -268,9 +310,98 @@ pub struct Db {
 const HOUR_MS: Millis = 3_600_000;
 const DAY_MS: Millis = 24 * HOUR_MS;
 
-pub(crate) const SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, phone, email, \
-     status, raw_status, active, error, transitions, next_poll_at, last_polled_at, last_event_at, \
-     status_changed_at, created_at, sub_orders";
+/// The storage class a column must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Integer,
+    Text,
+}
+
+/// The columns a shipment row is read from (besides `id`), the class each must hold, and
+/// whether it may be NULL. Migration 0007 refuses other classes at INSERT and UPDATE.
+const READ_COLUMNS: &[(&str, Class, bool)] = &[
+    ("order_id", Class::Text, false),
+    ("provider", Class::Text, false),
+    ("tracking_no", Class::Text, true),
+    ("carrier", Class::Text, true),
+    ("tier", Class::Text, false),
+    ("phone", Class::Text, true),
+    ("email", Class::Text, true),
+    ("status", Class::Text, false),
+    ("raw_status", Class::Text, true),
+    ("active", Class::Integer, false),
+    ("error", Class::Text, true),
+    ("transitions", Class::Integer, false),
+    ("next_poll_at", Class::Integer, false),
+    ("last_polled_at", Class::Integer, true),
+    ("last_event_at", Class::Integer, true),
+    ("status_changed_at", Class::Integer, true),
+    ("created_at", Class::Integer, false),
+    ("sub_orders", Class::Text, true),
+];
+
+/// The select list of a shipment row. Each column is read through a guard, so that a value of
+/// the wrong storage class never fails the read of a whole batch: it reads as a stand-in (a
+/// BLOB as its SQL literal, a misfit number as 0 or NULL) and `type_error` names the column.
+pub(crate) struct ShipmentColumns;
+
+pub(crate) const SHIPMENT_COLUMNS: ShipmentColumns = ShipmentColumns;
+
+impl std::fmt::Display for ShipmentColumns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("id")?;
+        for (name, class, nullable) in READ_COLUMNS {
+            match class {
+                // TEXT affinity stores numbers as text, so only a BLOB can be out of place.
+                Class::Text => write!(
+                    f,
+                    ", CASE WHEN typeof({name}) = 'blob' THEN quote({name}) ELSE {name} END AS {name}"
+                )?,
+                Class::Integer => write!(
+                    f,
+                    ", CASE WHEN typeof({name}) IN ('integer', 'null') THEN {name} ELSE {} END AS {name}",
+                    if *nullable { "NULL" } else { "0" }
+                )?,
+            }
+        }
+        f.write_str(", CASE")?;
+        for (name, class, nullable) in READ_COLUMNS {
+            let (allowed, belongs) = match (class, nullable) {
+                (Class::Integer, true) => ("'integer', 'null'", "an integer"),
+                (Class::Integer, false) => ("'integer'", "an integer"),
+                (Class::Text, true) => ("'text', 'null'", "text"),
+                (Class::Text, false) => ("'text'", "text"),
+            };
+            write!(
+                f,
+                " WHEN typeof({name}) NOT IN ({allowed}) THEN \
+                 '{name} holds a ' || typeof({name}) || ' value where {belongs} belongs'"
+            )?;
+        }
+        f.write_str(" END AS type_error")
+    }
+}
+
+/// Decodes rows one by one: a row that still cannot be read (text that is not UTF-8) is
+/// returned apart, by id with the reason, instead of failing its neighbours.
+fn decode_shipments(rows: Vec<sqlx::sqlite::SqliteRow>) -> (Vec<ShipmentRow>, Vec<(i64, String)>) {
+    use sqlx::Row;
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match ShipmentRow::from_row(&row) {
+            Ok(shipment) => good.push(shipment),
+            Err(e) => {
+                let id = row.try_get::<i64, _>("id").unwrap_or_default();
+                bad.push((
+                    id,
+                    format!("the row cannot be read ({e}); fix or remove it"),
+                ));
+            }
+        }
+    }
+    (good, bad)
+}
 
 /// Creates the database file readable by its owner only (0600), whatever the umask: it holds
 /// buyers' phone numbers and addresses. SQLite gives the `-wal` and `-shm` files it creates
@@ -455,25 +586,35 @@ impl Db {
         status: Option<Status>,
         tier: Option<Tier>,
     ) -> Result<Vec<ShipmentRow>> {
-        Ok(sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) ORDER BY id"
         )))
         .bind(status.map(Status::as_str))
         .bind(tier.map(Tier::as_str))
         .fetch_all(&self.read)
-        .await?)
+        .await?;
+        let (rows, unreadable) = decode_shipments(rows);
+        for (id, reason) in unreadable {
+            tracing::warn!(shipment_id = id, %reason, "shipment left out");
+        }
+        Ok(rows)
     }
 
     #[instrument(skip_all)]
     pub async fn shipment(&self, order_id: &str) -> Result<ShipmentRow> {
-        sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+        let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?"
         )))
         .bind(order_id)
         .fetch_optional(&self.read)
         .await?
-        .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))
+        .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
+        let (mut rows, unreadable) = decode_shipments(vec![row]);
+        match unreadable.into_iter().next() {
+            Some((_, reason)) => Err(StorageError::Rejected(reason)),
+            None => Ok(rows.remove(0)),
+        }
     }
 
     /// The event history of a shipment, oldest first.
@@ -532,13 +673,18 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<ShipmentRow>> {
         let paused = serde_json::to_string(paused).expect("a list of strings serialises");
-        let mut rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+        // Rows whose schedule columns hold the wrong storage class never compare as due: they
+        // are claimed by their own index, to be flagged invalid by the dispatcher.
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE shipments SET claimed_until = ?1 WHERE id IN ( \
                  SELECT id FROM shipments \
                  WHERE active = 1 AND next_poll_at <= ?2 \
                    AND (claimed_until IS NULL OR claimed_until <= ?2) \
                    AND provider NOT IN (SELECT value FROM json_each(?3)) \
                  ORDER BY next_poll_at LIMIT ?4) \
+             OR id IN ( \
+                 SELECT id FROM shipments WHERE active = 1 AND (typeof(next_poll_at) <> 'integer' \
+                     OR typeof(claimed_until) NOT IN ('integer', 'null')) LIMIT ?4) \
              RETURNING {SHIPMENT_COLUMNS}"
         )))
         .bind(claimed_until)
@@ -547,6 +693,11 @@ impl Db {
         .bind(limit as i64)
         .fetch_all(&self.write)
         .await?;
+        let (mut rows, unreadable) = decode_shipments(rows);
+        for (id, reason) in unreadable {
+            tracing::warn!(shipment_id = id, %reason, "shipment invalid");
+            self.mark_invalid(id, &reason, now).await?;
+        }
         // RETURNING keeps no order; the backlog drains oldest first.
         rows.sort_by_key(|row| row.next_poll_at);
         Ok(rows)
@@ -577,6 +728,7 @@ impl Db {
         let paused = serde_json::to_string(paused).expect("a list of strings serialises");
         Ok(sqlx::query_scalar::<_, Option<Millis>>(
             "SELECT min(next_poll_at) FROM shipments WHERE active = 1 \
+             AND typeof(next_poll_at) = 'integer' \
              AND (claimed_until IS NULL OR claimed_until <= ?) \
              AND provider NOT IN (SELECT value FROM json_each(?))",
         )
@@ -1430,4 +1582,36 @@ pub(crate) fn new_public_id() -> String {
         .map(char::from)
         .collect();
     format!("msg_{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_of_the_database_itself_are_outages() {
+        // SQLITE_FULL, SQLITE_IOERR_WRITE (778), SQLITE_READONLY, SQLITE_BUSY, SQLITE_CANTOPEN.
+        for code in ["13", "778", "8", "5", "14"] {
+            assert!(is_outage_code(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_TRIGGER (1811), SQLITE_CONSTRAINT_CHECK (275), SQLITE_MISMATCH,
+        // SQLITE_ERROR.
+        for code in ["1811", "275", "20", "1"] {
+            assert!(!is_outage_code(code), "{code}");
+        }
+        assert!(is_outage_code("not a number"));
+        assert!(!StorageError::Rejected("x".into()).is_outage());
+        assert!(!StorageError::Sql(sqlx::Error::RowNotFound).is_outage());
+        assert!(StorageError::Sql(sqlx::Error::PoolTimedOut).is_outage());
+    }
+
+    #[test]
+    fn the_select_list_guards_every_column_it_reads() {
+        let list = SHIPMENT_COLUMNS.to_string();
+        for (name, _, _) in READ_COLUMNS {
+            assert!(list.contains(&format!("AS {name}")), "{name}");
+            assert!(list.contains(&format!("WHEN typeof({name}) NOT IN")), "{name}");
+        }
+        assert!(list.ends_with("END AS type_error"));
+    }
 }

@@ -205,26 +205,21 @@ impl Dispatcher {
         let claimed = rows.len();
         let providers = self.providers();
         for row in rows {
+            // A mistyped column first: the provider name itself may be the misfit.
+            if let Some(reason) = row.type_error.clone() {
+                self.flag_invalid(row, reason, now).await?;
+                continue;
+            }
             let Some(provider) = providers.get(&row.provider).cloned() else {
                 let reason = self.unknown_provider(&row.provider);
-                warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
-                self.db.mark_invalid(row.id, &reason, now).await?;
-                self.events.emit(PipelineEvent::ShipmentInvalid {
-                    order_id: row.order_id,
-                    reason,
-                });
+                self.flag_invalid(row, reason, now).await?;
                 continue;
             };
             // Rows inserted with SQL were never checked by `add` or `import`.
             let checked = crate::intake::check_stored(&row, now)
                 .and_then(|()| provider.adapter.check(&track_request(&row)));
             if let Err(reason) = checked {
-                warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
-                self.db.mark_invalid(row.id, &reason, now).await?;
-                self.events.emit(PipelineEvent::ShipmentInvalid {
-                    order_id: row.order_id,
-                    reason,
-                });
+                self.flag_invalid(row, reason, now).await?;
                 continue;
             }
             if !self
@@ -251,6 +246,22 @@ impl Dispatcher {
         let claimed = self.step().await?;
         self.workers.idle().await;
         Ok(claimed)
+    }
+
+    /// Stops polling a shipment that can never be polled as it stands, with the reason.
+    async fn flag_invalid(
+        &self,
+        row: ShipmentRow,
+        reason: String,
+        now: Millis,
+    ) -> Result<(), StorageError> {
+        warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
+        self.db.mark_invalid(row.id, &reason, now).await?;
+        self.events.emit(PipelineEvent::ShipmentInvalid {
+            order_id: row.order_id,
+            reason,
+        });
+        Ok(())
     }
 
     fn unknown_provider(&self, name: &str) -> String {

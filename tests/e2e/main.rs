@@ -30,4 +30,5 @@ mod taobao_adapter;
 mod three_providers;
 mod top_semantics;
 mod transport;
+mod typed_rows;
 mod webhook_channel;
