@@ -1610,7 +1610,10 @@ mod tests {
         let list = SHIPMENT_COLUMNS.to_string();
         for (name, _, _) in READ_COLUMNS {
             assert!(list.contains(&format!("AS {name}")), "{name}");
-            assert!(list.contains(&format!("WHEN typeof({name}) NOT IN")), "{name}");
+            assert!(
+                list.contains(&format!("WHEN typeof({name}) NOT IN")),
+                "{name}"
+            );
         }
         assert!(list.ends_with("END AS type_error"));
     }

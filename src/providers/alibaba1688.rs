@@ -10,6 +10,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer};
 use sha1::Sha1;
 
+use super::scans::{action_status, event_status};
 use super::{
     DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest,
     lenient_order_number, lenient_string, oldest_first, snippet,
@@ -574,127 +575,6 @@ fn seconds_in(text: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // Canonical status
 
-/// Keywords of a step's remark, tried in order, first match wins. 1688 steps carry no code, so
-/// the order carries all the meaning:
-/// - failures, refusals and returns come before 签收 and 派件, which they contain (签收失败,
-///   拒绝签收, 派件异常) or accompany (退回件已签收);
-/// - pickup points come before 签收 and 代收: a station "signing" for the buyer is not delivery,
-///   and a false `delivered` would stop polling for good;
-/// - a courier announcing a signature (待签收, 准备签收) is still out for delivery;
-/// - 待揽收 and 揽收失败 come before 揽收.
-const KEYWORDS: &[(&str, Status)] = &[
-    ("签收失败", Status::FailedAttempt),
-    ("未签收", Status::FailedAttempt),
-    ("派件异常", Status::FailedAttempt),
-    ("派送异常", Status::FailedAttempt),
-    ("派送失败", Status::FailedAttempt),
-    ("投递失败", Status::FailedAttempt),
-    ("拒绝签收", Status::Exception),
-    ("拒收", Status::Exception),
-    ("拒签", Status::Exception),
-    // Signed back by the sender is over; on its way back is not yet (TOP's table says the same).
-    ("退签", Status::Returned),
-    ("退回件已签收", Status::Returned),
-    ("退回签收", Status::Returned),
-    ("退件签收", Status::Returned),
-    ("退回", Status::Exception),
-    ("疑难", Status::Exception),
-    ("问题件", Status::Exception),
-    ("揽收失败", Status::Exception),
-    ("揽件失败", Status::Exception),
-    ("不接单", Status::Exception),
-    ("异常", Status::Exception),
-    ("驿站", Status::AvailableForPickup),
-    ("代收点", Status::AvailableForPickup),
-    ("快递柜", Status::AvailableForPickup),
-    ("智能柜", Status::AvailableForPickup),
-    ("丰巢", Status::AvailableForPickup),
-    ("投柜", Status::AvailableForPickup),
-    ("自提", Status::AvailableForPickup),
-    ("取件码", Status::AvailableForPickup),
-    ("待签收", Status::OutForDelivery),
-    ("准备签收", Status::OutForDelivery),
-    ("签收", Status::Delivered),
-    ("代签", Status::Delivered),
-    // A doorman or a relative taking it in; stations and lockers were matched above.
-    ("代收", Status::Delivered),
-    ("妥投", Status::Delivered),
-    ("派件", Status::OutForDelivery),
-    ("派送", Status::OutForDelivery),
-    ("待揽收", Status::InfoReceived),
-    ("待揽件", Status::InfoReceived),
-    ("已下单", Status::InfoReceived),
-    ("已接单", Status::InfoReceived),
-    ("揽收", Status::PickedUp),
-    ("揽件", Status::PickedUp),
-    ("已收件", Status::PickedUp),
-    ("已发货", Status::PickedUp),
-    ("已出库", Status::PickedUp),
-    ("到达", Status::InTransit),
-    ("发往", Status::InTransit),
-    ("发出", Status::InTransit),
-    ("离开", Status::InTransit),
-    ("转运", Status::InTransit),
-    ("中转", Status::InTransit),
-    ("在途", Status::InTransit),
-    ("运输中", Status::InTransit),
-];
-
-fn keyword_status(text: &str) -> Option<Status> {
-    KEYWORDS
-        .iter()
-        .find(|(keyword, _)| text.contains(keyword))
-        .map(|(_, status)| *status)
-}
-
-/// `traceNodeList[].action` codes, matched ignoring case. No authoritative list exists that we
-/// could find: the 1688 SDK only calls the field 动作 (`AlibabaLogisticsOpenPlatformTraceNode`).
-/// The codes are the Taobao/Cainiao ones, so each code TOP also uses maps as TOP's own table
-/// does (`ACTIONS` in taobao.rs). A code not listed here falls back to the node's text and is
-/// reported as unmapped, never taken for a final status by its name.
-const ACTIONS: &[(&str, Status)] = &[
-    ("GOT", Status::PickedUp),
-    ("ACCEPT", Status::PickedUp),
-    ("TMS_ACCEPT", Status::PickedUp),
-    ("ARRIVAL", Status::InTransit),
-    ("ARRIVE", Status::InTransit),
-    ("DEPARTURE", Status::InTransit),
-    ("SENT_CITY", Status::InTransit),
-    // Into or out of the delivering station, not yet onto a courier nor into a locker.
-    ("TMS_STATION_IN", Status::InTransit),
-    ("TMS_STATION_OUT", Status::InTransit),
-    ("SENT_SCAN", Status::OutForDelivery),
-    ("TMS_DELIVERING", Status::OutForDelivery),
-    // Into a Cainiao station or locker, waiting for the buyer.
-    ("STA_INBOUND", Status::AvailableForPickup),
-    ("SIGNED", Status::Delivered),
-    ("TMS_SIGN", Status::Delivered),
-    ("STA_SIGN", Status::Delivered),
-    ("FAILED", Status::FailedAttempt),
-    ("TMS_FAILED", Status::FailedAttempt),
-    ("TMS_REJECT", Status::Exception),
-    ("TMS_ERROR", Status::Exception),
-    // On its way back to the seller: not yet returned, so polling goes on until a sign-back
-    // (退签) says it is over.
-    ("TMS_RETURN", Status::Exception),
-];
-
-fn action_status(action: &str) -> Option<Status> {
-    ACTIONS
-        .iter()
-        .find(|(code, _)| code.eq_ignore_ascii_case(action.trim()))
-        .map(|(_, status)| *status)
-}
-
-/// What one event says: its action when the table knows it, else its text.
-fn event_status(event: &TraceEvent) -> Option<Status> {
-    event
-        .raw_code
-        .as_deref()
-        .and_then(action_status)
-        .or_else(|| keyword_status(&event.description))
-}
-
 /// Where one waybill stands.
 struct Standing<'a> {
     status: Status,
@@ -789,6 +669,7 @@ fn map_status(journeys: &[Vec<TraceEvent>]) -> Decision {
 
 #[cfg(test)]
 mod tests {
+    use super::super::scans::keyword_status;
     use super::*;
 
     // ----- signing ----------------------------------------------------------------------------
@@ -926,121 +807,10 @@ mod tests {
         map_status(&[events]).status
     }
 
-    #[test]
-    fn every_keyword_row() {
-        use Status::*;
-        let expected = [
-            ("签收失败", FailedAttempt),
-            ("未签收", FailedAttempt),
-            ("派件异常", FailedAttempt),
-            ("派送异常", FailedAttempt),
-            ("派送失败", FailedAttempt),
-            ("投递失败", FailedAttempt),
-            ("拒绝签收", Exception),
-            ("拒收", Exception),
-            ("拒签", Exception),
-            ("退签", Returned),
-            ("退回件已签收", Returned),
-            ("退回签收", Returned),
-            ("退件签收", Returned),
-            ("退回", Exception),
-            ("疑难", Exception),
-            ("问题件", Exception),
-            ("揽收失败", Exception),
-            ("揽件失败", Exception),
-            ("不接单", Exception),
-            ("异常", Exception),
-            ("驿站", AvailableForPickup),
-            ("代收点", AvailableForPickup),
-            ("快递柜", AvailableForPickup),
-            ("智能柜", AvailableForPickup),
-            ("丰巢", AvailableForPickup),
-            ("投柜", AvailableForPickup),
-            ("自提", AvailableForPickup),
-            ("取件码", AvailableForPickup),
-            ("待签收", OutForDelivery),
-            ("准备签收", OutForDelivery),
-            ("签收", Delivered),
-            ("代签", Delivered),
-            ("代收", Delivered),
-            ("妥投", Delivered),
-            ("派件", OutForDelivery),
-            ("派送", OutForDelivery),
-            ("待揽收", InfoReceived),
-            ("待揽件", InfoReceived),
-            ("已下单", InfoReceived),
-            ("已接单", InfoReceived),
-            ("揽收", PickedUp),
-            ("揽件", PickedUp),
-            ("已收件", PickedUp),
-            ("已发货", PickedUp),
-            ("已出库", PickedUp),
-            ("到达", InTransit),
-            ("发往", InTransit),
-            ("发出", InTransit),
-            ("离开", InTransit),
-            ("转运", InTransit),
-            ("中转", InTransit),
-            ("在途", InTransit),
-            ("运输中", InTransit),
-        ];
-        assert_eq!(expected.len(), KEYWORDS.len());
-        for (index, (keyword, status)) in expected.into_iter().enumerate() {
-            assert_eq!(KEYWORDS[index].0, keyword, "row {index}");
-            assert_eq!(keyword_status(keyword), Some(status), "{keyword}");
-            assert_eq!(status_of(&[keyword]), status, "{keyword} as a trace");
-            // No row may be shadowed by an earlier, shorter one.
-            let first = KEYWORDS.iter().position(|(k, _)| keyword.contains(k));
-            assert_eq!(first, Some(index), "{keyword} is shadowed");
-        }
-    }
-
     fn acted(time: &str, remark: &str, action: &str) -> TraceEvent {
         TraceEvent {
             raw_code: Some(action.to_owned()),
             ..event(time, remark)
-        }
-    }
-
-    #[test]
-    fn every_action_row() {
-        use Status::*;
-        let expected = [
-            ("GOT", PickedUp),
-            ("ACCEPT", PickedUp),
-            ("TMS_ACCEPT", PickedUp),
-            ("ARRIVAL", InTransit),
-            ("ARRIVE", InTransit),
-            ("DEPARTURE", InTransit),
-            ("SENT_CITY", InTransit),
-            ("TMS_STATION_IN", InTransit),
-            ("TMS_STATION_OUT", InTransit),
-            ("SENT_SCAN", OutForDelivery),
-            ("TMS_DELIVERING", OutForDelivery),
-            ("STA_INBOUND", AvailableForPickup),
-            ("SIGNED", Delivered),
-            ("TMS_SIGN", Delivered),
-            ("STA_SIGN", Delivered),
-            ("FAILED", FailedAttempt),
-            ("TMS_FAILED", FailedAttempt),
-            ("TMS_REJECT", Exception),
-            ("TMS_ERROR", Exception),
-            ("TMS_RETURN", Exception),
-        ];
-        assert_eq!(expected.len(), ACTIONS.len());
-        for (index, (action, status)) in expected.into_iter().enumerate() {
-            assert_eq!(ACTIONS[index].0, action, "row {index}");
-            assert_eq!(action_status(action), Some(status), "{action}");
-            assert_eq!(
-                action_status(&format!(" {} ", action.to_ascii_lowercase())),
-                Some(status),
-                "{action} in another case"
-            );
-            // A node with a text no keyword knows: the action alone decides.
-            let decision = map_status(&[vec![acted("2026-11-20 08:00:00", "系统消息", action)]]);
-            assert_eq!(decision.status, status, "{action} as a trace");
-            assert_eq!(decision.raw_status, "系统消息");
-            assert!(decision.unmapped.is_empty(), "{:?}", decision.unmapped);
         }
     }
 

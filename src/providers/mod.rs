@@ -10,6 +10,7 @@ use crate::domain::Status;
 
 pub mod alibaba1688;
 pub mod kuaidi100;
+mod scans;
 pub mod simulator;
 pub mod taobao;
 
