@@ -1347,30 +1347,20 @@ async fn record_poll_in(
 
     let newest = poll.trace.events.iter().max_by_key(|e| e.time);
     let newest_at = newest.map(|e| e.time.timestamp_millis());
-    if is_stale(current.last_event_at, newest_at) {
-        // An older picture than the one stored (an upstream cache, a replayed answer): time
-        // goes one way, so it changes nothing but the schedule.
-        sqlx::query(
-            "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
-             claimed_until = NULL WHERE id = ?",
-        )
-        .bind(poll.now)
-        .bind(poll.next_poll_at)
-        .bind(shipment_id)
-        .execute(&mut **tx)
-        .await?;
+    // An older picture than the one stored (an upstream cache, a replayed answer) changes
+    // nothing but the schedule: time goes one way.
+    let stale = is_stale(current.last_event_at, newest_at);
+    if stale {
         tracing::debug!(order_id = %current.order_id, "stale trace ignored: older than the events stored");
-        return Ok(Recorded {
-            change: None,
-            new_events: 0,
-            queued: Vec::new(),
-            applied: true,
-        });
     }
-    let new_events = insert_events(tx, shipment_id, &poll.trace.events).await?;
+    let new_events = if stale {
+        0
+    } else {
+        insert_events(tx, shipment_id, &poll.trace.events).await?
+    };
 
     let previous = current.status();
-    let status = poll.trace.status;
+    let status = if stale { previous } else { poll.trace.status };
     let mut queued = Vec::new();
     if status != previous {
         let transition = current.transitions + 1;
@@ -1408,7 +1398,9 @@ async fn record_poll_in(
             poll.channels,
         )
         .await?;
-    } else if new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status) {
+    } else if !stale
+        && (new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status))
+    {
         sqlx::query(
             "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
              next_poll_at = ?, claimed_until = NULL, last_event_at = coalesce(?, last_event_at), \

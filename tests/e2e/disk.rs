@@ -17,6 +17,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use crate::support::app::{Daemon, Options, TestApp};
 use crate::support::fake_top;
+use crate::support::free_port;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const ORDERS: [u64; 3] = [
@@ -89,15 +90,6 @@ impl Drop for Immutable {
             let _ = run("chattr", &["-i", path.to_str().unwrap()]);
         }
     }
-}
-
-/// A free loopback port for `[http] listen`.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn info_received(tid: u64) -> String {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::support::app::{Options, TestApp};
+use crate::support::free_port;
 
 fn tid(i: u64) -> u64 {
     9_600_000_000_000_000_000 + i
@@ -35,14 +36,6 @@ fn mistyped() -> Vec<(&'static str, &'static str, &'static str)> {
             "created_at",
         ),
     ]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,3 +9,12 @@ pub mod fake_sms_gateway;
 pub mod fake_top;
 pub mod hostile;
 pub mod smtp_sink;
+
+/// A free loopback port, for a listener the daemon opens itself (`[http] listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
