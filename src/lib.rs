@@ -18,5 +18,6 @@ pub mod notify;
 pub mod outage;
 pub mod providers;
 pub mod service;
+pub mod shown;
 pub mod storage;
 pub mod workers;
