@@ -303,6 +303,12 @@ async fn run_daemon(global: &Global) -> Result<()> {
             "the config defines no providers: add a [providers.NAME] section (see deploy/shipwatch.example.toml)"
         );
     }
+    // Checked before opening: a database shipwatch creates is 0600 already.
+    let mut exposed = crate::exposure::secret_warnings(&config);
+    exposed.extend(crate::exposure::database_warnings(&config.database));
+    for warning in &exposed {
+        tracing::warn!("{warning}");
+    }
     let db = Db::open(&config.database, config.synchronous).await?;
     let _lock = Db::lock_for_daemon(&config.database).map_err(|e| anyhow!(e))?;
     // No other daemon runs on this database: claims left by one that died can go at once.
@@ -427,6 +433,11 @@ async fn check_config(global: &Global) -> Result<()> {
         humantime::format_duration(config.delivery.backoff_max),
         humantime::format_duration(config.delivery.timeout)
     );
+    let mut exposed = crate::exposure::secret_warnings(&config);
+    exposed.extend(crate::exposure::database_warnings(database));
+    for warning in &exposed {
+        println!("  WARNING   {warning}");
+    }
     // What the daemon found out about the providers, if it has run on this database.
     if database.exists() {
         let db = Db::open(database, config.synchronous).await?;

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
+pub mod exposure;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
