@@ -22,7 +22,7 @@ pub fn secret_warnings(config: &Config) -> Vec<String> {
         && let Some(mode) = readable(path, GROUP_OR_OTHERS)
     {
         warnings.push(format!(
-            "config {} holds secrets inline ({}) and is readable by group or others (mode {mode:04o}): run `chmod 600 {}`, or move them to *_file keys or systemd credentials",
+            "config {} holds secrets inline ({}) and is readable by group or others (mode {mode:04o}): make it private with `chmod 600 {}` (owned by the service user), or move the secrets to *_file keys or systemd credentials",
             shown_path(path),
             places.inline.join(", "),
             shown_path(path)
@@ -36,7 +36,7 @@ pub fn secret_warnings(config: &Config) -> Vec<String> {
         seen.push(path);
         if let Some(mode) = readable(path, GROUP_OR_OTHERS) {
             warnings.push(format!(
-                "secret file {} is readable by group or others (mode {mode:04o}): run `chmod 600 {}` (owned by the user shipwatch runs as)",
+                "secret file {} is readable by group or others (mode {mode:04o}): make it private with `chmod 600 {}` (owned by the service user)",
                 shown_path(path),
                 shown_path(path)
             ));
@@ -54,7 +54,7 @@ pub fn database_warnings(database: &Path) -> Vec<String> {
         .filter_map(|path| {
             readable(path, OTHERS).map(|mode| {
                 format!(
-                    "database file {} is readable by others (mode {mode:04o}) and holds buyers' phone numbers and emails: run `chmod 600 {}`",
+                    "database file {} is readable by others (mode {mode:04o}) and holds buyers' phone numbers and emails: make it private with `chmod 600 {}`",
                     shown_path(path),
                     shown_path(path)
                 )
