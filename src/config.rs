@@ -1362,13 +1362,13 @@ impl SecretResolver {
                     _ => self.base.join(&file),
                 }
             };
-            self.places.borrow_mut().files.push(path.clone());
+            self.note_file(&path);
             return read_secret(section, &format!("{key}_file"), &path);
         }
         if let Some(dir) = &self.credentials {
             let path = dir.join(format!("{name}.{key}"));
             if path.is_file() {
-                self.places.borrow_mut().files.push(path.clone());
+                self.note_file(&path);
                 return read_secret(section, "credential", &path);
             }
         }
@@ -1384,6 +1384,21 @@ impl SecretResolver {
             .borrow_mut()
             .inline
             .push(format!("{section} {key}"));
+    }
+
+    /// A secret file whose mode is worth a warning. Files in `$CREDENTIALS_DIRECTORY` are not:
+    /// systemd makes that folder accessible to the service's user only (systemd.exec(5),
+    /// "Credentials", https://www.freedesktop.org/software/systemd/man/latest/systemd.exec.html#Credentials),
+    /// whatever the files' own modes say.
+    fn note_file(&self, path: &Path) {
+        if self
+            .credentials
+            .as_ref()
+            .is_some_and(|dir| path.starts_with(dir))
+        {
+            return;
+        }
+        self.places.borrow_mut().files.push(path.to_owned());
     }
 
     /// A URL with a password or a query may carry a secret in the config itself.
@@ -1419,8 +1434,11 @@ impl SecretResolver {
 }
 
 /// The HTTP SMS gateway's headers: `headers` inline, and `headers_file` (or the systemd
-/// credential `sms.headers`) with one `Name: value` per line, as curl's `-H @file` reads them;
-/// blank lines and lines starting with `#` are skipped. Errors name the line, never its text.
+/// credential `sms.headers`) with one `Name: value` per line, the form curl's `-H @file` reads
+/// (curl's `--header` documentation, https://curl.se/docs/manpage.html#-H: one header per line
+/// of the file). Blank lines and lines starting with `#` are skipped: no standard defines such a
+/// file, and a comment is how an operator notes where a key came from. Errors name the line,
+/// never its text.
 fn sms_headers(
     section: &str,
     inline: BTreeMap<String, String>,
@@ -1463,6 +1481,7 @@ fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, String> {
             .split_once(':')
             .ok_or_else(|| format!("line {n}: expected `Name: value`"))?;
         let (name, value) = (name.trim(), value.trim());
+        // A field name is an RFC 9110 token (https://www.rfc-editor.org/rfc/rfc9110#section-5.1).
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(format!(
                 "line {n}: the header name is not a valid HTTP token"

@@ -6,7 +6,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// The form of `s` for a text log line: control characters as escapes, so one event stays one
-/// line whatever its fields hold. JSON logs need nothing: JSON escapes them itself.
+/// line whatever its fields hold. journald cuts a service's stderr into records at every newline
+/// and at every NUL (the record terminators in systemd's `src/journal/journald-stream.c`), so a
+/// raw `\n` or `\0` in a field would start a record of the attacker's making. JSON logs need
+/// nothing: JSON escapes them itself.
 pub fn for_log(s: &str) -> Cow<'_, str> {
     escape_controls(s)
 }
@@ -61,7 +64,11 @@ fn char_width(c: char) -> usize {
 }
 
 /// A URL as it may be shown in errors, logs, the outbox and `check-config`: without user name
-/// and password, every query value masked (gateways take keys and tokens there), no fragment.
+/// and password (RFC 3986 §3.2.1, https://www.rfc-editor.org/rfc/rfc3986#section-3.2.1:
+/// "user:password" in userinfo is deprecated and applications should not render the part after
+/// the colon as clear text; the user name goes too, as it often names the account), every query
+/// value masked (gateways take keys and tokens there; no standard says which names are secret,
+/// so none is trusted), no fragment.
 /// Text that does not parse as a URL is not shown at all: it may be a secret pasted in the wrong
 /// place.
 pub fn url(raw: &str) -> String {
