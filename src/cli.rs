@@ -420,8 +420,12 @@ async fn check_config(global: &Global) -> Result<()> {
         let quiet = rule
             .quiet_hours
             .map_or(String::new(), |q| format!(", quiet hours {q}"));
+        let target = config
+            .channels
+            .shown_target(rule.kind)
+            .map_or(String::new(), |url| format!(", to {url}"));
         println!(
-            "  channel   {} on {}{quiet}",
+            "  channel   {} on {}{quiet}{target}",
             rule.kind,
             triggers.join(", ")
         );

@@ -307,6 +307,22 @@ pub struct Channels {
     pub sms: Option<ChannelSettings<SmsSettings>>,
 }
 
+impl Channels {
+    /// Where a channel sends, as it may be shown: the URL without its secrets (see
+    /// [`crate::shown::url`]). `None` for email, whose server is shown by its own checks.
+    pub fn shown_target(&self, kind: ChannelKind) -> Option<String> {
+        let url = match kind {
+            ChannelKind::Webhook => &self.webhook.as_ref()?.settings.url,
+            ChannelKind::Sms => match &self.sms.as_ref()?.settings {
+                SmsSettings::Aliyun(aliyun) => &aliyun.endpoint,
+                SmsSettings::Http(http) => &http.url,
+            },
+            ChannelKind::Email => return None,
+        };
+        Some(crate::shown::url(url))
+    }
+}
+
 impl fmt::Debug for Channels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channels")

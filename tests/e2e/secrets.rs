@@ -76,6 +76,11 @@ async fn a_password_and_token_in_the_webhook_url_stay_out_of_logs_errors_and_out
         outbox.contains("/webhook?token=***") && outbox.contains("answered 500"),
         "the failure names the URL, masked: {outbox}"
     );
+    let check = &said[4].1;
+    assert!(
+        check.contains("channel   webhook") && check.contains("/webhook?token=***"),
+        "check-config names the webhook's URL, masked: {check}"
+    );
     for (what, text) in &said {
         for secret in [URL_USER, URL_PASSWORD, URL_TOKEN] {
             assert!(!text.contains(secret), "{secret} in the {what}: {text}");
