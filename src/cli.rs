@@ -197,7 +197,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Remove { order_id } => {
             let (db, _) = open(&global).await?;
             db.remove_shipment(&order_id).await?;
-            println!("removed order {order_id}");
+            println!("removed order {}", term(&order_id));
             Ok(())
         }
         Command::SetTier { order_id, tier } => {
@@ -205,7 +205,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let tiers = config.as_ref().map(|c| c.tiers).unwrap_or_default();
             let next = SystemClock.now() + crate::clock::millis(tiers.interval(tier));
             db.set_tier(&order_id, tier, next).await?;
-            println!("order {order_id} is now tier {tier}");
+            println!("order {} is now tier {tier}", term(&order_id));
             Ok(())
         }
         Command::Outbox { state, json } => outbox(&global, state, json).await,
@@ -225,12 +225,32 @@ fn init_logging(global: &Global, default: &str) {
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let result = match (global.log_format, journald) {
         (LogFormat::Json, _) => builder.json().try_init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, true) => builder
+            .fmt_fields(escaped_fields())
+            .without_time()
+            .with_ansi(false)
+            .try_init(),
         (LogFormat::Text, false) => builder
+            .fmt_fields(escaped_fields())
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
     let _ = result;
+}
+
+/// Text log fields as `name=value`, the message bare, each with its control characters shown as
+/// escapes: an order id or an upstream text holding `\r\n` stays inside its own line.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = crate::shown::for_log(&text);
+        match field.name() {
+            "message" => write!(writer, "{text}"),
+            name => write!(writer, "{name}={text}"),
+        }
+    })
+    .delimited(" ")
 }
 
 /// The config, required: for `run` and `check-config`.
@@ -282,6 +302,12 @@ async fn run_daemon(global: &Global) -> Result<()> {
         bail!(
             "the config defines no providers: add a [providers.NAME] section (see deploy/shipwatch.example.toml)"
         );
+    }
+    // Checked before opening: a database shipwatch creates is 0600 already.
+    let mut exposed = crate::exposure::secret_warnings(&config);
+    exposed.extend(crate::exposure::database_warnings(&config.database));
+    for warning in &exposed {
+        tracing::warn!("{warning}");
     }
     let db = Db::open(&config.database, config.synchronous).await?;
     let _lock = Db::lock_for_daemon(&config.database).map_err(|e| anyhow!(e))?;
@@ -394,8 +420,12 @@ async fn check_config(global: &Global) -> Result<()> {
         let quiet = rule
             .quiet_hours
             .map_or(String::new(), |q| format!(", quiet hours {q}"));
+        let target = config
+            .channels
+            .shown_target(rule.kind)
+            .map_or(String::new(), |url| format!(", to {url}"));
         println!(
-            "  channel   {} on {}{quiet}",
+            "  channel   {} on {}{quiet}{target}",
             rule.kind,
             triggers.join(", ")
         );
@@ -407,6 +437,11 @@ async fn check_config(global: &Global) -> Result<()> {
         humantime::format_duration(config.delivery.backoff_max),
         humantime::format_duration(config.delivery.timeout)
     );
+    let mut exposed = crate::exposure::secret_warnings(&config);
+    exposed.extend(crate::exposure::database_warnings(database));
+    for warning in &exposed {
+        println!("  WARNING   {warning}");
+    }
     // What the daemon found out about the providers, if it has run on this database.
     if database.exists() {
         let db = Db::open(database, config.synchronous).await?;
@@ -435,7 +470,9 @@ async fn add(global: &Global, args: AddArgs) -> Result<()> {
     db.add_shipment(&new, SystemClock.now()).await?;
     println!(
         "tracking order {} on {}, tier {}",
-        new.order_id, new.provider, new.tier
+        term(&new.order_id),
+        term(&new.provider),
+        new.tier
     );
     Ok(())
 }
@@ -534,11 +571,25 @@ fn shipment_line(row: &ShipmentRow) -> Vec<String> {
     ]
 }
 
+/// The widest a table column gets, in terminal columns; the last column, which is not padded,
+/// gets `MAX_LAST_CELL`. Longer cells are cut with `…` (`--json` prints them whole): one huge
+/// value must not pad every row of the table to its width.
+const MAX_CELL: usize = 48;
+const MAX_LAST_CELL: usize = 120;
+
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    let last = headers.len().saturating_sub(1);
+    let cut = |i: usize, cell: &str| {
+        crate::shown::cell(cell, if i == last { MAX_LAST_CELL } else { MAX_CELL })
+    };
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().enumerate().map(|(i, c)| cut(i, c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| crate::shown::width(h)).collect();
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(display_width(cell));
+            widths[i] = widths[i].max(crate::shown::width(cell));
         }
     }
     let line = |cells: Vec<&str>| {
@@ -546,22 +597,15 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         for (i, cell) in cells.iter().enumerate() {
             out.push_str(cell);
             if i + 1 < cells.len() {
-                out.push_str(&" ".repeat(widths[i] - display_width(cell) + 2));
+                out.push_str(&" ".repeat(widths[i] - crate::shown::width(cell) + 2));
             }
         }
         println!("{}", out.trim_end());
     };
     line(headers.to_vec());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
-}
-
-/// Columns a cell takes in a terminal: CJK characters are two wide.
-fn display_width(s: &str) -> usize {
-    s.chars()
-        .map(|c| if (c as u32) >= 0x1100 { 2 } else { 1 })
-        .sum()
 }
 
 #[derive(Serialize)]
@@ -589,7 +633,8 @@ async fn show(global: &Global, order_id: &str, json: bool, reveal: bool) -> Resu
         });
     }
     let field = |name: &str, value: Option<String>| {
-        println!("{name:<18}{}", value.unwrap_or_else(|| "-".to_owned()));
+        let value = value.unwrap_or_else(|| "-".to_owned());
+        println!("{name:<18}{}", term(&value));
     };
     field("order", Some(row.order_id.clone()));
     field("provider", Some(row.provider.clone()));
@@ -640,7 +685,11 @@ async fn show(global: &Global, order_id: &str, json: bool, reveal: bool) -> Resu
                 .location
                 .as_deref()
                 .map_or(String::new(), |l| format!(" [{l}]"));
-            println!("  {}  {}{location}", to_rfc3339(e.time), e.description);
+            println!(
+                "  {}  {}",
+                to_rfc3339(e.time),
+                term(&format!("{}{location}", e.description))
+            );
         }
     }
     println!();
@@ -743,6 +792,11 @@ fn end_quietly_on_a_closed_pipe() {
     }
 }
 
+/// Text from the database, an upstream or an error, as it may reach the terminal.
+fn term(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::shown::for_terminal(s)
+}
+
 /// The program's entry point: parses the arguments, runs, and turns an error into one line.
 pub fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
@@ -781,9 +835,7 @@ pub fn main() -> std::process::ExitCode {
                     chain.push(part);
                 }
             }
-            let mut line = chain.join(": ");
-            line.retain(|c| c != '\n');
-            eprintln!("error: {line}");
+            eprintln!("error: {}", term(&chain.join(": ")));
             std::process::ExitCode::FAILURE
         }
     }
@@ -792,16 +844,18 @@ pub fn main() -> std::process::ExitCode {
 fn print_provider_state(state: &crate::storage::ProviderState) {
     if let (Some(until), Some(reason)) = (state.paused_until, &state.pause_reason) {
         println!(
-            "  STOPPED   {} until {} or a restart: {reason}",
-            state.provider,
-            to_rfc3339(until)
+            "  STOPPED   {} until {} or a restart: {}",
+            term(&state.provider),
+            to_rfc3339(until),
+            term(reason)
         );
     }
     if let (Some(until), Some(reason)) = (state.banned_until, &state.ban_reason) {
         println!(
-            "  BANNED    {} by upstream until {}: {reason}",
-            state.provider,
-            to_rfc3339(until)
+            "  BANNED    {} by upstream until {}: {}",
+            term(&state.provider),
+            to_rfc3339(until),
+            term(reason)
         );
     }
 }
@@ -834,21 +888,25 @@ async fn poll(global: &Global, order_id: &str, apply: bool) -> Result<()> {
         .map_err(|reason| anyhow!("order {order_id}: {reason}"))?;
     println!(
         "order {} on {} ({}), tier {}, stored status {}",
-        row.order_id,
-        row.provider,
+        term(&row.order_id),
+        term(&row.provider),
         provider.adapter.kind(),
-        row.tier,
-        row.status
+        term(&row.tier),
+        term(&row.status)
     );
     let result = provider.adapter.fetch(&request).await;
     match &result {
         Ok(trace) => {
-            println!("status    {} (raw: {})", trace.status, trace.raw_status);
+            println!(
+                "status    {} (raw: {})",
+                trace.status,
+                term(&trace.raw_status)
+            );
             if let Some(carrier) = &trace.carrier {
-                println!("carrier   {carrier}");
+                println!("carrier   {}", term(carrier));
             }
             if let Some(tracking_no) = &trace.tracking_no {
-                println!("waybill   {tracking_no}");
+                println!("waybill   {}", term(tracking_no));
             }
             println!("events    {} (oldest first)", trace.events.len());
             for e in &trace.events {
@@ -861,16 +919,16 @@ async fn poll(global: &Global, order_id: &str, apply: bool) -> Result<()> {
                     .as_deref()
                     .map_or(String::new(), |c| format!("  ({c})"));
                 println!(
-                    "  {}  {}{location}{code}",
+                    "  {}  {}",
                     e.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                    e.description
+                    term(&format!("{}{location}{code}", e.description))
                 );
             }
             for value in &trace.unmapped {
-                println!("unmapped  {value}");
+                println!("unmapped  {}", term(value));
             }
         }
-        Err(e) => println!("failed    {e}"),
+        Err(e) => println!("failed    {}", term(&e.to_string())),
     }
     if !apply {
         println!("nothing recorded (give --apply to record this poll as the daemon would)");
@@ -952,7 +1010,10 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
         for c in &view.shipments {
             *counts.entry(key(c)).or_default() += c.count;
         }
-        let line: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let line: Vec<String> = counts
+            .iter()
+            .map(|(k, n)| format!("{n} {}", term(k)))
+            .collect();
         println!("  {label:<12} {}", line.join(", "));
     };
     by("by status", &|c| c.status.clone());
@@ -964,19 +1025,20 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
         println!("polls          in the last hour:");
         let mut by_provider: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for c in &view.polls_last_hour {
-            by_provider
-                .entry(&c.provider)
-                .or_default()
-                .push(format!("{} {}", c.count, c.result));
+            by_provider.entry(&c.provider).or_default().push(format!(
+                "{} {}",
+                c.count,
+                term(&c.result)
+            ));
         }
         for (provider, results) in by_provider {
-            println!("  {provider:<12} {}", results.join(", "));
+            println!("  {:<12} {}", term(provider), results.join(", "));
         }
     }
     let line: Vec<String> = view
         .notifications
         .iter()
-        .map(|c| format!("{} {} {}", c.count, c.channel, c.state))
+        .map(|c| format!("{} {} {}", c.count, term(&c.channel), term(&c.state)))
         .collect();
     println!(
         "notifications  {}",
@@ -1019,7 +1081,7 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
                     format!(
                         "STOPPED until {}: {}",
                         crate::clock::to_rfc3339(c.paused_until),
-                        c.reason
+                        term(&c.reason)
                     )
                 });
             println!(
@@ -1044,7 +1106,12 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
             "unmapped       (provider values no table maps yet; the nearest safe status was used)"
         );
         for u in view.unmapped.iter().take(20) {
-            println!("  {:>6}  {}  {}", u.count, u.provider, u.value);
+            println!(
+                "  {:>6}  {}  {}",
+                u.count,
+                term(&u.provider),
+                term(&u.value)
+            );
         }
     }
     Ok(())

@@ -307,6 +307,22 @@ pub struct Channels {
     pub sms: Option<ChannelSettings<SmsSettings>>,
 }
 
+impl Channels {
+    /// Where a channel sends, as it may be shown: the URL without its secrets (see
+    /// [`crate::shown::url`]). `None` for email, whose server is shown by its own checks.
+    pub fn shown_target(&self, kind: ChannelKind) -> Option<String> {
+        let url = match kind {
+            ChannelKind::Webhook => &self.webhook.as_ref()?.settings.url,
+            ChannelKind::Sms => match &self.sms.as_ref()?.settings {
+                SmsSettings::Aliyun(aliyun) => &aliyun.endpoint,
+                SmsSettings::Http(http) => &http.url,
+            },
+            ChannelKind::Email => return None,
+        };
+        Some(crate::shown::url(url))
+    }
+}
+
 impl fmt::Debug for Channels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channels")
@@ -349,6 +365,16 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub providers: BTreeMap<String, ProviderSettings>,
     pub channels: Channels,
+    /// Where the secrets came from, for the warnings about who else can read them.
+    pub secret_places: SecretPlaces,
+}
+
+/// The keys whose secrets the config file holds inline, and the files secrets were read from.
+#[derive(Debug, Default, Clone)]
+pub struct SecretPlaces {
+    /// `[section] key`, one per secret written in the config itself.
+    pub inline: Vec<String>,
+    pub files: Vec<PathBuf>,
 }
 
 // ---- raw shapes, as written in the file -------------------------------------------------------
@@ -508,6 +534,8 @@ struct RawSms {
     method: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// `Name: value` lines, for headers that carry a key.
+    headers_file: Option<PathBuf>,
     body: Option<String>,
     /// The statuses that can mean sent, `200-299` by default.
     success_status: Option<String>,
@@ -600,7 +628,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: source.map(Path::to_owned).unwrap_or_default(),
-            message: one_line(&e.to_string()),
+            message: toml_error(text, &e),
         })?;
         let secrets = SecretResolver::from_env(base, secrets);
 
@@ -680,9 +708,7 @@ impl Config {
                 .listen
                 .map(|l| {
                     l.parse().map_err(|_| {
-                        invalid(format!(
-                            "[http] listen = {l:?} is not an address and port such as 127.0.0.1:9464"
-                        ))
+                        invalid("[http] listen is not an address and port such as 127.0.0.1:9464")
                     })
                 })
                 .transpose()?,
@@ -726,6 +752,7 @@ impl Config {
             maintenance,
             providers,
             channels,
+            secret_places: secrets.places.into_inner(),
         })
     }
 }
@@ -831,6 +858,7 @@ fn resolve_webhook(
 ) -> Result<ChannelSettings<WebhookConfig>, ConfigError> {
     let section = "[channels.webhook]";
     check_url(section, "url", &raw.url)?;
+    secrets.note_url(section, "url", &raw.url);
     let secret = secrets.resolve(section, "webhook", "secret", raw.secret, raw.secret_file)?;
     let secret = match WebhookSecret::parse(secret.expose()) {
         Ok(secret) => secret,
@@ -855,6 +883,7 @@ fn resolve_email(
     timeout: Duration,
 ) -> Result<ChannelSettings<EmailConfig>, ConfigError> {
     let section = "[channels.email]";
+    secrets.note_url(section, "smtp_url", &raw.smtp_url);
     let named = raw.password.is_some() || raw.password_file.is_some();
     let has_user = raw.username.is_some() || raw.smtp_url.contains('@');
     // Without a password key, a login may still take its password from the systemd credential
@@ -961,6 +990,7 @@ fn resolve_sms(
                 .url
                 .ok_or_else(|| invalid(format!("{section} kind = \"http\" needs url")))?;
             check_url(section, "url", &url)?;
+            secrets.note_url(section, "url", &url);
             let body = raw.body.ok_or_else(|| {
                 invalid(format!("{section} kind = \"http\" needs body (a template)"))
             })?;
@@ -970,7 +1000,7 @@ fn resolve_sms(
                 .map(|name| (*name, String::new()))
                 .collect();
             crate::notify::sms_http::render(&body, &sample)
-                .map_err(|e| invalid(format!("{section} body = {body:?}: {e}")))?;
+                .map_err(|e| invalid(format!("{section} body: {e}")))?;
             let method = match raw.method.as_deref() {
                 None => reqwest::Method::POST,
                 Some(m) => m.to_ascii_uppercase().parse().map_err(|_| {
@@ -987,11 +1017,7 @@ fn resolve_sms(
                 url,
                 method,
                 success,
-                headers: raw
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k, Secret::new(v)))
-                    .collect(),
+                headers: sms_headers(section, raw.headers, raw.headers_file, secrets)?,
                 body,
                 timeout,
             })
@@ -1074,7 +1100,7 @@ fn parse_texts(
         let template = |key: &str, text: Option<String>| -> Result<Option<Template>, ConfigError> {
             text.map(|text| {
                 Template::parse(&text, &PLACEHOLDERS)
-                    .map_err(|e| invalid(format!("{table} {key} = {text:?}: {e}")))
+                    .map_err(|e| invalid(format!("{table} {key}: {e}")))
             })
             .transpose()
         };
@@ -1159,17 +1185,124 @@ fn endpoint(section: &str, given: Option<String>, default: &str) -> Result<Strin
     Ok(url)
 }
 
+/// The URL itself is not echoed: it may carry a password or a token.
 fn check_url(section: &str, key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
-        _ => Err(invalid(format!(
-            "{section} {key} = {url:?} is not an http(s) URL"
+        Ok(u) => Err(invalid(format!(
+            "{section} {key} has the scheme {}; give an http(s) URL such as https://host/path",
+            crate::shown::for_terminal(u.scheme())
+        ))),
+        Err(e) => Err(invalid(format!(
+            "{section} {key} is not an http(s) URL ({e}); give one such as https://host/path"
         ))),
     }
 }
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A TOML error as one line that names the place (line, column, key and section) and the
+/// mistake, never the text: the toml crate's own rendering quotes the offending line, and that
+/// line may hold a secret.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = one_line(&without_values(error.message()));
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit_once('\n')
+        .map_or(before, |(_, tail)| tail)
+        .chars()
+        .count()
+        + 1;
+    let mut place = format!("line {line}, column {column}");
+    let key = text.lines().nth(line - 1).and_then(key_of_line);
+    let section = text.lines().take(line).filter_map(section_of_line).last();
+    match (key, section) {
+        (Some(key), Some(section)) => place.push_str(&format!(", key {key} in [{section}]")),
+        (Some(key), None) => place.push_str(&format!(", key {key}")),
+        (None, Some(section)) => place.push_str(&format!(", in [{section}]")),
+        (None, None) => {}
+    }
+    format!("{place}: {message} (the line is not shown: it may hold a secret)")
+}
+
+/// The key a `key = value` line sets, when it looks like a key (and so cannot be a value).
+fn key_of_line(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"');
+    (!key.is_empty() && key.len() <= 64 && key.chars().all(plain)).then_some(key)
+}
+
+/// The table a `[section]` or `[[section]]` header line opens.
+fn section_of_line(line: &str) -> Option<&str> {
+    let name = line
+        .trim()
+        .strip_prefix('[')?
+        .trim_start_matches('[')
+        .split(']')
+        .next()?
+        .trim();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | ' ');
+    (!name.is_empty() && name.len() <= 128 && name.chars().all(plain)).then_some(name)
+}
+
+/// serde's and our own messages quote the value they refused (`invalid type: string "…"`,
+/// `"x" is not a duration`, ``invalid value: integer `5` ``): each quoted value becomes `…`.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(['"', '`']) {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(head);
+        let quote = tail.chars().next().unwrap_or('"');
+        let body = &tail[1..];
+        // Backquoted names of keys and expected tokens stay; backquoted values go.
+        let is_value = quote == '"'
+            || [
+                "integer ",
+                "floating point ",
+                "boolean ",
+                "character ",
+                "unknown variant ",
+            ]
+            .iter()
+            .any(|word| head.ends_with(word));
+        let mut end = None;
+        let mut escaped = false;
+        for (j, c) in body.char_indices() {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && quote == '"' {
+                escaped = true;
+            } else if c == quote {
+                end = Some(j);
+                break;
+            }
+        }
+        let Some(end) = end else {
+            // An unmatched quote: the rest may be a value.
+            out.push(quote);
+            out.push('…');
+            return out;
+        };
+        out.push(quote);
+        if is_value {
+            out.push('…');
+        } else {
+            out.push_str(&body[..end]);
+        }
+        out.push(quote);
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1184,12 +1317,14 @@ struct SecretResolver {
     base: PathBuf,
     credentials: Option<PathBuf>,
     mode: Secrets,
+    places: std::cell::RefCell<SecretPlaces>,
 }
 
 impl SecretResolver {
     fn from_env(base: &Path, mode: Secrets) -> Self {
         SecretResolver {
             mode,
+            places: Default::default(),
             base: base.to_owned(),
             credentials: std::env::var_os("CREDENTIALS_DIRECTORY")
                 .filter(|p| !p.is_empty())
@@ -1231,6 +1366,7 @@ impl SecretResolver {
             if value.is_empty() {
                 return Err(invalid(format!("{section} {key} is empty")));
             }
+            self.note_inline(section, key);
             return Ok(Secret::new(value));
         }
         if let Some(file) = file {
@@ -1242,11 +1378,13 @@ impl SecretResolver {
                     _ => self.base.join(&file),
                 }
             };
+            self.note_file(&path);
             return read_secret(section, &format!("{key}_file"), &path);
         }
         if let Some(dir) = &self.credentials {
             let path = dir.join(format!("{name}.{key}"));
             if path.is_file() {
+                self.note_file(&path);
                 return read_secret(section, "credential", &path);
             }
         }
@@ -1254,6 +1392,125 @@ impl SecretResolver {
             "{section} needs {key} (inline, as {key}_file, or as the systemd credential {name}.{key})"
         )))
     }
+}
+
+impl SecretResolver {
+    fn note_inline(&self, section: &str, key: &str) {
+        self.places
+            .borrow_mut()
+            .inline
+            .push(format!("{section} {key}"));
+    }
+
+    /// A secret file whose mode is worth a warning. Files in `$CREDENTIALS_DIRECTORY` are not:
+    /// systemd makes that folder accessible to the service's user only (systemd.exec(5),
+    /// "Credentials", https://www.freedesktop.org/software/systemd/man/latest/systemd.exec.html#Credentials),
+    /// whatever the files' own modes say.
+    fn note_file(&self, path: &Path) {
+        if self
+            .credentials
+            .as_ref()
+            .is_some_and(|dir| path.starts_with(dir))
+        {
+            return;
+        }
+        self.places.borrow_mut().files.push(path.to_owned());
+    }
+
+    /// A URL with a password or a query may carry a secret in the config itself.
+    fn note_url(&self, section: &str, key: &str, url: &str) {
+        if let Ok(u) = reqwest::Url::parse(url)
+            && (u.password().is_some() || u.query().is_some())
+        {
+            self.note_inline(section, key);
+        }
+    }
+
+    /// A secret that may be absent: from `key_file`, else the systemd credential `{name}.{key}`.
+    fn optional(
+        &self,
+        section: &str,
+        name: &str,
+        key: &str,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        let credential = self
+            .credentials
+            .as_ref()
+            .is_some_and(|dir| dir.join(format!("{name}.{key}")).is_file());
+        if file.is_none() && !credential {
+            return Ok(None);
+        }
+        match self.find(section, name, key, None, file) {
+            Ok(secret) => Ok(Some(secret)),
+            Err(_) if self.mode == Secrets::Skipped => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The HTTP SMS gateway's headers: `headers` inline, and `headers_file` (or the systemd
+/// credential `sms.headers`) with one `Name: value` per line, the form curl's `-H @file` reads
+/// (curl's `--header` documentation, https://curl.se/docs/manpage.html#-H: one header per line
+/// of the file). Blank lines and lines starting with `#` are skipped: no standard defines such a
+/// file, and a comment is how an operator notes where a key came from. Errors name the line,
+/// never its text.
+fn sms_headers(
+    section: &str,
+    inline: BTreeMap<String, String>,
+    file: Option<PathBuf>,
+    secrets: &SecretResolver,
+) -> Result<Vec<(String, Secret)>, ConfigError> {
+    if !inline.is_empty() {
+        secrets.note_inline(section, "headers");
+    }
+    let mut headers: Vec<(String, Secret)> = inline
+        .into_iter()
+        .map(|(k, v)| (k, Secret::new(v)))
+        .collect();
+    let Some(text) = secrets.optional(section, "sms", "headers", file)? else {
+        return Ok(headers);
+    };
+    for (name, value) in parse_header_lines(text.expose())
+        .map_err(|why| invalid(format!("{section} headers_file {why}")))?
+    {
+        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            return Err(invalid(format!(
+                "{section} header {name} is given both in headers and in headers_file; keep one"
+            )));
+        }
+        headers.push((name, Secret::new(value)));
+    }
+    Ok(headers)
+}
+
+/// `Name: value` lines into pairs; the error says which line is wrong and how, not what it holds.
+fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let n = i + 1;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {n}: expected `Name: value`"))?;
+        let (name, value) = (name.trim(), value.trim());
+        // A field name is an RFC 9110 token (https://www.rfc-editor.org/rfc/rfc9110#section-5.1).
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!(
+                "line {n}: the header name is not a valid HTTP token"
+            ));
+        }
+        if value.is_empty() || reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(format!(
+                "line {n}: the value of header {name} is empty or not a valid header value"
+            ));
+        }
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(headers)
 }
 
 /// The longest secret file read: keys and tokens are short, and a path that names a device or
@@ -1719,5 +1976,168 @@ from = "noreply@shop.example"
             other => panic!("{other:?}"),
         }
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn toml_errors_name_the_place_and_never_the_value() {
+        // (config text, what the error must say, the secret it must not)
+        let rows: &[(&str, &str, &str)] = &[
+            (
+                "[providers.t]\nkind = \"taobao\"\napp_secret = \"tb-Secret-1\n",
+                "line 3, column 26, key app_secret in [providers.t]",
+                "tb-Secret-1",
+            ),
+            (
+                "[channels.webhook]\nurl = \"https://u:pw-Secret-2@h/\" trailing\n",
+                "line 2, column",
+                "pw-Secret-2",
+            ),
+            (
+                "[providers.t]\nkind = \"taobao\"\napp_secret = 12345678901\n",
+                "key app_secret in [providers.t]: invalid type: integer `…`",
+                "12345678901",
+            ),
+            (
+                "[tiers]\nhigh = \"Secret-3-often\"\n",
+                "key high in [tiers]",
+                "Secret-3-often",
+            ),
+            (
+                "synchronous = \"Secret-4\"\n",
+                "key synchronous: unknown variant `…`",
+                "Secret-4",
+            ),
+            ("colour = \"blue\"\n", "unknown field `colour`", "blue"),
+            (
+                "[channels.webhook]\nurl = 'https://h/?token=Secret-5\n",
+                "line 2",
+                "Secret-5",
+            ),
+        ];
+        for (text, said, secret) in rows {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(said), "{text:?}: {err}");
+            assert!(!err.contains(secret), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn url_errors_do_not_echo_the_url() {
+        for text in [
+            "[channels.webhook]\nurl = \"ftp://u:Secret-6@h/\"\nsecret = \"s\"",
+            "[channels.webhook]\nurl = \"Secret-6 pasted here\"\nsecret = \"s\"",
+            "[channels.sms]\nkind = \"http\"\nurl = \"gw.example/?key=Secret-6\"\nbody = \"x\"",
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("url"), "{err}");
+            assert!(!err.contains("Secret-6"), "{err}");
+        }
+    }
+
+    #[test]
+    fn header_lines_parse_and_mistakes_name_the_line() {
+        type Pairs = Vec<(&'static str, &'static str)>;
+        let rows: &[(&str, Result<Pairs, &str>)] = &[
+            (
+                "Authorization: Bearer t0k\n",
+                Ok(vec![("Authorization", "Bearer t0k")]),
+            ),
+            (
+                "# comment\n\nX-Api-Key:  k1 \r\nX-Other: a:b\n",
+                Ok(vec![("X-Api-Key", "k1"), ("X-Other", "a:b")]),
+            ),
+            (
+                "Authorization Bearer t0k\n",
+                Err("line 1: expected `Name: value`"),
+            ),
+            (
+                "\nBad Name: v\n",
+                Err("line 2: the header name is not a valid"),
+            ),
+            (
+                "X-Key:\n",
+                Err("line 1: the value of header X-Key is empty"),
+            ),
+        ];
+        for (text, expected) in rows {
+            let got = parse_header_lines(text);
+            match expected {
+                Ok(pairs) => {
+                    let pairs: Vec<(String, String)> = pairs
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                        .collect();
+                    assert_eq!(got.as_ref(), Ok(&pairs), "{text:?}");
+                }
+                Err(said) => {
+                    let err = got.unwrap_err();
+                    assert!(err.contains(said), "{text:?}: {err}");
+                    assert!(!err.contains("t0k"), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sms_headers_come_from_headers_file_too_and_places_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("sms.headers"),
+            "Authorization: Bearer hf-9\n",
+        )
+        .unwrap();
+        let sms = "[channels.sms]\nkind = \"http\"\nurl = \"https://gw.example/send?key=k\"\nbody = \"{phone}\"\n";
+        let config = Config::parse(
+            &format!(
+                "{sms}headers_file = \"sms.headers\"\n[channels.sms.headers]\nX-Tenant = \"7\"\n"
+            ),
+            None,
+            dir.path(),
+        )
+        .unwrap();
+        let Some(ChannelSettings {
+            settings: SmsSettings::Http(http),
+            ..
+        }) = &config.channels.sms
+        else {
+            panic!("an http SMS channel");
+        };
+        let headers: Vec<(&str, &str)> = http
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.expose()))
+            .collect();
+        assert_eq!(
+            headers,
+            vec![("X-Tenant", "7"), ("Authorization", "Bearer hf-9")]
+        );
+        assert_eq!(
+            config.secret_places.inline,
+            vec!["[channels.sms] url", "[channels.sms] headers"]
+        );
+        assert_eq!(
+            config.secret_places.files,
+            vec![dir.path().join("sms.headers")]
+        );
+        let err = Config::parse(
+            &format!("{sms}headers_file = \"sms.headers\"\n[channels.sms.headers]\nauthorization = \"x\"\n"),
+            None,
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("both in headers and in headers_file"), "{err}");
+        let err = Config::parse(
+            &format!("{sms}headers_file = \"missing.headers\"\n"),
+            None,
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("headers_file") && err.contains("missing.headers"),
+            "{err}"
+        );
     }
 }

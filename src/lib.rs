@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
+pub mod exposure;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
@@ -18,5 +19,6 @@ pub mod notify;
 pub mod outage;
 pub mod providers;
 pub mod service;
+pub mod shown;
 pub mod storage;
 pub mod workers;

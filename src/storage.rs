@@ -477,13 +477,23 @@ impl Db {
     /// Takes the lock that makes this process the only daemon on the database at `path`; it is
     /// held until the returned file is dropped. Admin commands do not take it.
     pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, String> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        // 0600: another user who can open the lock file can hold its lock and keep the daemon
+        // from starting. A lock file left by an older version is narrowed the same way.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(
+                "cannot make {} private (0600): {e}; another user may hold its lock",
+                lock_path.display()
+            );
+        }
         match file.try_lock() {
             Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => Err(format!(

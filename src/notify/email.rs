@@ -83,12 +83,13 @@ impl fmt::Display for SmtpEndpoint {
 
 /// Parses `smtp://host[:port]`, `smtp://host[:port]?tls=starttls` or `smtps://host[:port]`, each
 /// optionally with `user@` before the host (percent-encode an `@` inside the user as `%40`).
+/// Errors never quote the URL: a password typed into it by mistake would be echoed.
 pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
     const FORMS: &str = "smtp://host:port, smtp://host:587?tls=starttls or smtps://host:465";
     let url = url.trim();
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| format!("smtp url {url:?} has no scheme: expected {FORMS}"))?;
+        .ok_or_else(|| format!("smtp_url has no scheme: expected {FORMS}"))?;
     let implicit_tls = match scheme.to_ascii_lowercase().as_str() {
         "smtp" => false,
         "smtps" => true,
@@ -105,7 +106,7 @@ pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
     let authority = authority.strip_suffix('/').unwrap_or(authority);
     if authority.contains('/') || authority.contains('#') {
         return Err(format!(
-            "smtp url {url:?} has a path: expected only user, host and port ({FORMS})"
+            "smtp_url has a path: expected only user, host and port ({FORMS})"
         ));
     }
 
@@ -120,16 +121,16 @@ pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
                 );
             }
             let user = percent_decode(user)
-                .ok_or_else(|| format!("smtp url user {user:?} has a broken %-escape"))?;
+                .ok_or_else(|| "smtp_url user has a broken %-escape".to_owned())?;
             if user.is_empty() {
-                return Err(format!("smtp url {url:?} has an empty user before `@`"));
+                return Err("smtp_url has an empty user before `@`".to_owned());
             }
             (Some(user), host_port)
         }
         None => (None, authority),
     };
-    let (host, port) = split_host_port(host_port)
-        .map_err(|why| format!("smtp url {url:?}: {why} (expected {FORMS})"))?;
+    let (host, port) =
+        split_host_port(host_port).map_err(|why| format!("smtp_url: {why} (expected {FORMS})"))?;
 
     let mut starttls = false;
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
@@ -140,27 +141,28 @@ pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
         match (key, value.to_ascii_lowercase().as_str()) {
             ("tls", _) if implicit_tls => {
                 return Err(format!(
-                    "smtp url {url:?}: smtps:// already means TLS from the first byte; drop \
+                    "smtp_url: smtps:// already means TLS from the first byte; drop \
                      ?{pair}, or use smtp://host:587?tls=starttls for STARTTLS"
                 ));
             }
             // `required` is lettre's spelling for the same thing; people copy its examples.
             ("tls", "starttls" | "required") => starttls = true,
             ("tls", "opportunistic") => {
-                return Err(format!(
-                    "smtp url {url:?}: tls=opportunistic is not supported because it silently \
+                return Err(
+                    "smtp_url: tls=opportunistic is not supported because it silently \
                      falls back to plain text; use tls=starttls"
-                ));
+                        .to_owned(),
+                );
             }
             ("tls", other) => {
                 return Err(format!(
-                    "smtp url {url:?}: unknown tls mode {other:?}: the only one is tls=starttls \
+                    "smtp_url: unknown tls mode {other:?}: the only one is tls=starttls \
                      (use smtps:// for implicit TLS, no parameter for plain)"
                 ));
             }
             (other, _) => {
                 return Err(format!(
-                    "smtp url {url:?}: unknown parameter {other:?}: the only one is tls=starttls"
+                    "smtp_url: unknown parameter {other:?}: the only one is tls=starttls"
                 ));
             }
         }
@@ -736,6 +738,10 @@ mod tests {
             ("smtp://::1:25", "in brackets"),
             ("smtp://smtp.example/ehlo-name", "has a path"),
             ("smtp://@smtp.example", "empty user"),
+            // The URL is never quoted back: it may hold a password in the wrong place.
+            ("user:hunter2@relay.local:25", "has no scheme"),
+            ("smtp://u:hunter2@smtp.example/x", "has a path"),
+            ("smtp://hunter2@smtp.example:x", "not a port number"),
         ];
         for (url, expected) in cases {
             let error = parse_smtp_url(url).unwrap_err();

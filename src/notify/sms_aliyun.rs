@@ -384,7 +384,7 @@ impl AliyunSms {
     }
 
     fn send_error(&self, error: &reqwest::Error) -> DeliveryError {
-        let endpoint = &self.config.endpoint;
+        let endpoint = crate::shown::url(&self.config.endpoint);
         if error.is_builder() {
             return DeliveryError::Permanent(format!("Aliyun SMS endpoint {endpoint} is unusable"));
         }

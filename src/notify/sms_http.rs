@@ -332,19 +332,10 @@ impl HttpSms {
             .build()
     }
 
-    /// The URL without query or credentials, for messages: gateways often take a key in the query.
+    /// The URL without credentials and with query values masked, for messages: gateways often
+    /// take a key in the query.
     fn shown_url(&self) -> String {
-        match reqwest::Url::parse(&self.config.url) {
-            Ok(url) => {
-                format!(
-                    "{}://{}{}",
-                    url.scheme(),
-                    url.host_str().unwrap_or(""),
-                    url.port().map(|p| format!(":{p}")).unwrap_or_default()
-                ) + url.path()
-            }
-            Err(_) => "the configured SMS gateway url".to_owned(),
-        }
+        crate::shown::url(&self.config.url)
     }
 
     fn headers(&self) -> Result<HeaderMap, DeliveryError> {

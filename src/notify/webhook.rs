@@ -227,7 +227,7 @@ impl Webhook {
 
     /// The receiver said the endpoint is gone: stop, with one loud line naming the fix.
     fn gone(&self, answered: &str) -> DeliveryError {
-        let url = &self.config.url;
+        let url = self.shown_url();
         let minutes = self.stop.length().as_secs().div_ceil(60);
         self.stop.trip(|| {
             tracing::error!(
@@ -249,8 +249,15 @@ impl Webhook {
             .build()
     }
 
+    /// The URL as messages show it: no user info, query values masked.
+    fn shown_url(&self) -> String {
+        crate::shown::url(&self.config.url)
+    }
+
     fn send_error(&self, error: reqwest::Error) -> DeliveryError {
-        let url = &self.config.url;
+        let url = self.shown_url();
+        // reqwest's own text repeats the whole URL, secrets included.
+        let error = error.without_url();
         if error.is_builder() {
             return DeliveryError::Permanent(format!(
                 "webhook url {url} is unusable: {}",
@@ -322,8 +329,8 @@ impl Channel for Webhook {
             if reqwest::Url::parse(&self.config.url).ok().as_ref() != Some(response.url()) {
                 return Err(DeliveryError::Permanent(format!(
                     "webhook url {} redirected to {}; configure the final URL",
-                    self.config.url,
-                    response.url()
+                    self.shown_url(),
+                    crate::shown::url(response.url().as_str())
                 )));
             }
             return Ok(());
@@ -331,7 +338,7 @@ impl Channel for Webhook {
 
         let retry_after = retry_after(response.headers(), Utc::now());
         let excerpt = excerpt(&read_answer(response).await);
-        let url = &self.config.url;
+        let url = self.shown_url();
         let answered = if excerpt.is_empty() {
             format!("{url} answered {status}")
         } else {

@@ -158,7 +158,12 @@ pub fn transport_error(upstream: &str, err: &reqwest::Error) -> ProviderError {
     } else {
         "request failed"
     };
-    ProviderError::Transient(format!("{upstream} {what}: {err}"))
+    // reqwest's text names the URL; shown without user info or query values.
+    let mut text = err.to_string();
+    if let Some(url) = err.url() {
+        text = text.replace(url.as_str(), &crate::shown::url(url.as_str()));
+    }
+    ProviderError::Transient(format!("{upstream} {what}: {text}"))
 }
 
 /// How long a provider is paused when upstream says "too many" without saying for how long.

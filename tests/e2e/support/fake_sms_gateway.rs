@@ -25,6 +25,8 @@ struct Inner {
     script: VecDeque<String>,
     /// Every request body that parsed, in arrival order.
     calls: Vec<Value>,
+    /// The headers of every request, in arrival order.
+    headers: Vec<axum::http::HeaderMap>,
 }
 
 #[derive(Clone)]
@@ -56,6 +58,7 @@ impl FakeSmsGateway {
         let shared = Shared(Arc::new(Mutex::new(Inner {
             script: VecDeque::new(),
             calls: Vec::new(),
+            headers: Vec::new(),
         })));
         let app = Router::new()
             .route("/sms/send", post(handle))
@@ -99,9 +102,29 @@ impl FakeSmsGateway {
     pub fn calls(&self) -> Vec<Value> {
         self.shared.lock().calls.clone()
     }
+
+    /// The value of header `name` in each request that reached the gateway (empty when absent).
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .headers
+            .iter()
+            .map(|h| {
+                h.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
 }
 
-async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.lock().headers.push(headers);
     let request: Option<Value> = serde_json::from_slice(&body).ok();
     let phone = request
         .as_ref()
