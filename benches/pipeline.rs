@@ -607,13 +607,15 @@ fn insert_shipments(first: usize, n: usize, active: bool, next_poll_at: i64) -> 
              raw_status, active, transitions, next_poll_at, created_at, last_event_at) \
          SELECT {TID_BASE} + i, 'taobao', 'ZT' || ({TID_BASE} + i), '中通快递', 'high', \
              'buyer' || i || '@example.com', '{status}', '{GENERATED_STATUS}', {active}, 2, \
-             {next_poll_at}, 0, {m2} FROM n; \
+             {next_poll_at}, {created_at}, {m2} FROM n; \
          INSERT INTO events (shipment_id, time, description, raw_code) \
              SELECT id, {m1}, '{d1}', '{a1}' FROM shipments; \
          INSERT INTO events (shipment_id, time, description, raw_code) \
              SELECT id, {m2}, '{d2}', '{a2}' FROM shipments;",
         m1 = step_millis(t1),
         m2 = step_millis(t2),
+        // A real start of tracking: the daemon flags a row whose created_at is before 2000.
+        created_at = now_millis() - 3_600_000,
     )
 }
 
