@@ -264,7 +264,7 @@ impl<R: std::io::Read> CsvRows<'_, R> {
                 ReadFieldResult::InputEmpty => {}
                 ReadFieldResult::OutputFull => {
                     return Err(format!(
-                        "{shown} line {line}: a field is longer than {} KiB; is this the right file?",
+                        "{shown} line {line}: a field is longer than {} KiB (is this the right file?)",
                         MAX_FIELD_BYTES / 1024
                     ));
                 }

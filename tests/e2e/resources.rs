@@ -379,7 +379,7 @@ fn wait_peak_kib(mut child: std::process::Child) -> (std::process::ExitStatus, u
     }
 }
 
-/// A 50 MB CSV (about 340 000 orders) imports whole, and `shipwatch import` never holds more
+/// A 50 MB CSV (about 410 000 orders) imports whole, and `shipwatch import` never holds more
 /// than 100 MiB doing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mb_csv_imports_in_bounded_memory() {
