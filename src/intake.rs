@@ -234,7 +234,10 @@ pub struct CsvRows<'a, R> {
     shown: String,
     input: std::io::BufReader<R>,
     parser: csv_core::Reader,
-    /// One field at a time; one byte longer than the limit, so that filling it means too long.
+    /// One field at a time; one byte longer than the limit, so that filling it means too long:
+    /// csv-core's `Reader::read_field` answers `OutputFull` when a field does not fit the buffer
+    /// it is given (docs.rs/csv-core/0.1/csv_core/struct.Reader.html). It also skips a UTF-8 BOM
+    /// at the start, as spreadsheet programs write.
     field: Vec<u8>,
     /// The header's columns, in order.
     columns: Vec<&'static str>,
