@@ -113,8 +113,18 @@ async fn idle_and_slowloris_connections_are_closed_and_healthz_still_answers() {
     let tasks: Vec<_> = (0..300)
         .map(|i| tokio::spawn(hostile_connection(port, i % 2 == 1, closed.clone())))
         .collect();
-    // Every connection is established (the kernel accepts them whatever the daemon does).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The daemon has taken the whole flood: all but the newest 64 are closed at once.
+    app.wait_until(
+        "the daemon closed the connections over its cap",
+        LIMIT,
+        || closed.lock().unwrap().len() >= 300 - MAX_CONNECTIONS,
+    )
+    .await;
+    assert!(
+        opened.elapsed() < HEADER_READ_TIMEOUT,
+        "the flood took {:?} to open; the test needs it open before the timeout",
+        opened.elapsed()
+    );
 
     let answered = client.get(&healthz).send().await;
     let status = answered.map(|r| r.status().as_u16());
