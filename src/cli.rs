@@ -493,15 +493,20 @@ async fn import_refusal(
         return format!("{shown} line {line}: {error}");
     }
     // The import's own rows are not committed: what the database holds was there before.
-    if db.shipment(&new.order_id).await.is_err()
-        && let Some(first) = intake.line_of(file, &new.order_id).filter(|&l| l < line)
-    {
-        return format!(
+    if db.shipment(&new.order_id).await.is_ok() {
+        return format!("{shown} line {line}: {error}");
+    }
+    match intake.line_of(file, &new.order_id).filter(|&l| l < line) {
+        Some(first) => format!(
             "{shown} line {line}, column order_id: order {} is already on line {first}",
             new.order_id
-        );
+        ),
+        // A file that cannot be read twice (a pipe).
+        None => format!(
+            "{shown} line {line}, column order_id: order {} is already on an earlier line",
+            new.order_id
+        ),
     }
-    format!("{shown} line {line}: {error}")
 }
 
 fn names(config: &Config) -> String {

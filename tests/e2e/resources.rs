@@ -367,6 +367,27 @@ async fn import_refuses_a_field_over_64_kib_by_its_line_without_echoing_it() {
     }
 }
 
+/// The database finds a repeated order while the file streams in; the error still names the line
+/// it was first on, and nothing is imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_order_in_a_streamed_import_names_its_first_line() {
+    let app = TestApp::start().await;
+    let path = app.dir.path().join("twice.csv");
+    std::fs::write(
+        &path,
+        "order_id\n9300000000000000001\n9300000000000000002\n9300000000000000001\n",
+    )
+    .unwrap();
+    let out = app.cli(&["import", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 4, column order_id: order 9300000000000000001 is already on line 2"),
+        "{stderr}"
+    );
+    assert!(app.shipments().is_empty(), "nothing is imported");
+}
+
 /// Waits for a child and returns its exit status and peak resident memory (`VmHWM` in
 /// `/proc/PID/status`, read every 20 ms while it runs: it only grows). `wait4`'s `ru_maxrss`
 /// would not do: it counts the memory of this test process, which the child started as.
