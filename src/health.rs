@@ -4,8 +4,9 @@
 //! programs wrote; counters come from the pipeline's events, so they count what this process did
 //! since it started (Prometheus handles the resets).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +14,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -20,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tokio_util::task::TaskTracker;
+use tracing::warn;
 
 use crate::clock::{Millis, SharedClock, SystemClock};
 use crate::domain::{Status, Tier};
@@ -36,6 +40,29 @@ pub struct HealthConfig {
 
 /// A database that does not answer this fast counts as down: a probe must not hang.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client has this long to send a request's headers, counted from when its connection opens or
+/// from the previous answer on a kept-alive one: idle connections and headers trickled a byte at
+/// a time (slowloris) are closed then. A probe sends its few headers at once. hyper's
+/// `http1::Builder::header_read_timeout` (docs.rs/hyper/1/hyper/server/conn/http1/struct.Builder.html)
+/// does this, and only with a timer set (`axum::serve` sets none, hence no timeout at all); its
+/// timer starts whenever a request head is awaited, the first or the next one on a kept-alive
+/// connection (hyper 1.x, `proto/h1/conn.rs`, `poll_read_head`).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// No connection lives longer than this, whatever it does: a client that never reads its answer
+/// holds a descriptor too.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The most connections held at once. A new one beyond this closes the oldest: probes and scrapes
+/// are over in milliseconds, so the oldest is the least likely to be one, and however many idle
+/// connections someone opens, a real probe still gets in and the daemon's descriptors stay for
+/// its deliveries.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection closed early (evicted, or the daemon stopping) may take to finish the
+/// answer it is writing.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 const OUTBOX_STATES: [&str; 4] = ["pending", "sent", "dead", "skipped"];
 
@@ -116,7 +143,7 @@ pub async fn serve(
     handle: PrometheusHandle,
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let clock: SharedClock = std::sync::Arc::new(SystemClock);
+    let clock: SharedClock = Arc::new(SystemClock);
     serve_with_clock(
         listen,
         db,
@@ -151,15 +178,84 @@ pub async fn serve_with_clock(
             metrics: handle,
             clock,
         });
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            error!(error = %e, "health endpoint stopped");
-        }
-    });
+    let task = tokio::spawn(serve_connections(listener, app, stop));
     Ok((bound, task))
+}
+
+/// Accepts connections until `stop` fires, serving each with the timeouts and the cap above, then
+/// lets the open ones finish within [`CLOSE_GRACE`].
+async fn serve_connections(listener: TcpListener, app: Router, stop: CancellationToken) {
+    let open: Arc<Mutex<BTreeMap<u64, CancellationToken>>> = Arc::default();
+    let tracker = TaskTracker::new();
+    for id in 0u64.. {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // The client gave up before we took its connection: nothing to do.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE) or memory: the connection waits in the
+                // backlog, and accepting again at once would only spin.
+                warn!(error = %e, "health endpoint cannot accept a connection; trying again in 1s");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let close = stop.child_token();
+        {
+            let mut open = lock(&open);
+            while open.len() >= MAX_CONNECTIONS {
+                match open.pop_first() {
+                    Some((_, oldest)) => oldest.cancel(),
+                    None => break,
+                }
+            }
+            open.insert(id, close.clone());
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let open = open.clone();
+        tracker.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                // Errors are the client's doing (a timeout, a malformed request, a reset): the
+                // connection is closed either way and there is nothing to tell the operator.
+                _ = connection.as_mut() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+                _ = close.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+                }
+            }
+            lock(&open).remove(&id);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in one connection must not take the listener with it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Accept errors that concern one connection only, not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 async fn healthz(State(probe): State<Probe>) -> Response {

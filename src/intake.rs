@@ -130,7 +130,8 @@ impl Intake {
 
     /// Reads and checks a CSV file whose header row names `shipments` columns. Every row must
     /// be good: the first bad one is reported with its line and, where it can be told, its column.
-    /// Each shipment comes with the line it was read from.
+    /// Each shipment comes with the line it was read from. The whole file is held in memory:
+    /// `import` reads with [`Intake::csv_rows`] instead.
     pub fn read_csv(&self, path: &Path) -> Result<Vec<(u64, NewShipment)>, String> {
         let shown = path.display();
         let file = std::fs::File::open(path)
@@ -144,57 +145,10 @@ impl Intake {
         input: impl std::io::Read,
         shown: &str,
     ) -> Result<Vec<(u64, NewShipment)>, String> {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_reader(input);
-        let headers = reader
-            .headers()
-            .map_err(|e| format!("{shown}: {}", csv_reason(&e)))?
-            .clone();
-        let mut index = HashMap::new();
-        for (i, name) in headers.iter().enumerate() {
-            if !COLUMNS.contains(&name) {
-                return Err(format!(
-                    "{shown}: unknown column {name:?} in the header; the columns are {}",
-                    COLUMNS.join(", ")
-                ));
-            }
-            if index.insert(name.to_owned(), i).is_some() {
-                return Err(format!(
-                    "{shown}: column {name:?} appears twice in the header"
-                ));
-            }
-        }
-        if !index.contains_key("order_id") {
-            return Err(format!("{shown}: the header has no order_id column"));
-        }
         let mut rows = Vec::new();
         let mut seen: HashMap<String, u64> = HashMap::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| format!("{shown}: {}", csv_reason(&e)))?;
-            let line = record.position().map_or(0, |p| p.line());
-            let get = |column: &str| {
-                index
-                    .get(column)
-                    .and_then(|&i| record.get(i))
-                    .map(str::to_owned)
-            };
-            let fields = Fields {
-                order_id: get("order_id").unwrap_or_default(),
-                provider: get("provider"),
-                tracking_no: get("tracking_no"),
-                carrier: get("carrier"),
-                tier: get("tier"),
-                phone: get("phone"),
-                email: get("email"),
-                sub_orders: get("sub_orders"),
-            };
-            let new = self.shipment(fields.clone()).map_err(|reason| {
-                match column_of(&reason, &fields) {
-                    Some(column) => format!("{shown} line {line}, column {column}: {reason}"),
-                    None => format!("{shown} line {line}: {reason}"),
-                }
-            })?;
+        for row in self.csv_rows(input, shown)? {
+            let (line, new) = row?;
             if let Some(first) = seen.insert(new.order_id.clone(), line) {
                 return Err(format!(
                     "{shown} line {line}, column order_id: order {} is already on line {first}",
@@ -204,6 +158,195 @@ impl Intake {
             rows.push((line, new));
         }
         Ok(rows)
+    }
+
+    /// The shipments of a CSV file, read and checked one row at a time, so that memory holds one
+    /// row whatever the file's size. The header is read and checked here. A field over
+    /// [`MAX_FIELD_BYTES`] is refused with its line, and never shown. Repeated order ids are
+    /// not looked for: the database refuses them.
+    pub fn csv_rows<R: std::io::Read>(
+        &self,
+        input: R,
+        shown: &str,
+    ) -> Result<CsvRows<'_, R>, String> {
+        let mut rows = CsvRows {
+            intake: self,
+            shown: shown.to_owned(),
+            input: std::io::BufReader::with_capacity(READ_BLOCK, input),
+            parser: csv_core::Reader::new(),
+            field: vec![0; MAX_FIELD_BYTES + 1],
+            columns: Vec::new(),
+            done: false,
+        };
+        let (_, headers) = match rows.record(COLUMNS.len())? {
+            Some(record) => record,
+            None => (1, Vec::new()),
+        };
+        let headers = match headers.as_slice() {
+            // An empty file, or an empty first line.
+            [only] if only.is_empty() => &[][..],
+            all => all,
+        };
+        for name in headers {
+            let Some(&column) = COLUMNS.iter().find(|c| *c == name) else {
+                return Err(format!(
+                    "{shown}: unknown column {name:?} in the header; the columns are {}",
+                    COLUMNS.join(", ")
+                ));
+            };
+            if rows.columns.contains(&column) {
+                return Err(format!(
+                    "{shown}: column {name:?} appears twice in the header"
+                ));
+            }
+            rows.columns.push(column);
+        }
+        if !rows.columns.contains(&"order_id") {
+            return Err(format!("{shown}: the header has no order_id column"));
+        }
+        Ok(rows)
+    }
+
+    /// The first line of a CSV file holding `order_id`, for saying where a repeated order was
+    /// first seen. Reads the file again, as [`Intake::csv_rows`] does.
+    pub fn line_of(&self, path: &Path, order_id: &str) -> Option<u64> {
+        let file = std::fs::File::open(path).ok()?;
+        self.csv_rows(file, "")
+            .ok()?
+            .map_while(Result::ok)
+            .find(|(_, new)| new.order_id == order_id)
+            .map(|(line, _)| line)
+    }
+}
+
+/// The longest field `import` takes, header included. Real values are short (the longest, a
+/// list of sub-order ids, a few hundred bytes); a longer field is a broken or wrong file, and
+/// refusing it keeps memory bounded whatever the file holds.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// How much of a CSV file is read at a time.
+const READ_BLOCK: usize = 64 * 1024;
+
+/// The rows of a CSV file as checked shipments, each with its line: see [`Intake::csv_rows`].
+/// The first error ends the iteration.
+pub struct CsvRows<'a, R> {
+    intake: &'a Intake,
+    shown: String,
+    input: std::io::BufReader<R>,
+    parser: csv_core::Reader,
+    /// One field at a time; one byte longer than the limit, so that filling it means too long:
+    /// csv-core's `Reader::read_field` answers `OutputFull` when a field does not fit the buffer
+    /// it is given (docs.rs/csv-core/0.1/csv_core/struct.Reader.html). It also skips a UTF-8 BOM
+    /// at the start, as spreadsheet programs write.
+    field: Vec<u8>,
+    /// The header's columns, in order.
+    columns: Vec<&'static str>,
+    done: bool,
+}
+
+impl<R: std::io::Read> CsvRows<'_, R> {
+    /// The next record and the line it starts on, its fields trimmed; `None` at the end of the
+    /// file. At most `max_fields` fields are taken: a record with more is an error, found without
+    /// reading the rest of it.
+    fn record(&mut self, max_fields: usize) -> Result<Option<(u64, Vec<String>)>, String> {
+        use csv_core::ReadFieldResult;
+        use std::io::BufRead;
+        let shown = &self.shown;
+        let line = self.parser.line();
+        let mut fields = Vec::new();
+        let mut len = 0;
+        loop {
+            let input = self
+                .input
+                .fill_buf()
+                .map_err(|e| format!("cannot read {shown}: {}", crate::config::io_reason(&e)))?;
+            let (result, read, written) = self.parser.read_field(input, &mut self.field[len..]);
+            self.input.consume(read);
+            len += written;
+            match result {
+                ReadFieldResult::InputEmpty => {}
+                ReadFieldResult::OutputFull => {
+                    return Err(format!(
+                        "{shown} line {line}: a field is longer than {} KiB (is this the right file?)",
+                        MAX_FIELD_BYTES / 1024
+                    ));
+                }
+                ReadFieldResult::Field { record_end } => {
+                    if fields.len() == max_fields {
+                        return Err(if line == 1 {
+                            format!(
+                                "{shown}: the header has more than {max_fields} columns; the columns are {}",
+                                COLUMNS.join(", ")
+                            )
+                        } else {
+                            format!(
+                                "{shown} line {line}: more fields than the header's {}",
+                                self.columns.len()
+                            )
+                        });
+                    }
+                    let text = std::str::from_utf8(&self.field[..len]).map_err(|_| {
+                        format!("{shown} line {line}: not UTF-8 text; save the file as UTF-8")
+                    })?;
+                    fields.push(text.trim().to_owned());
+                    len = 0;
+                    if record_end {
+                        return Ok(Some((line, fields)));
+                    }
+                }
+                ReadFieldResult::End => return Ok(None),
+            }
+        }
+    }
+
+    fn shipment(&mut self) -> Result<Option<(u64, NewShipment)>, String> {
+        let Some((line, record)) = self.record(self.columns.len())? else {
+            return Ok(None);
+        };
+        let shown = &self.shown;
+        if record.len() != self.columns.len() {
+            return Err(format!(
+                "{shown} line {line}: {} fields where the header has {}",
+                record.len(),
+                self.columns.len()
+            ));
+        }
+        let get = |column: &str| {
+            self.columns
+                .iter()
+                .position(|c| *c == column)
+                .map(|i| record[i].clone())
+        };
+        let fields = Fields {
+            order_id: get("order_id").unwrap_or_default(),
+            provider: get("provider"),
+            tracking_no: get("tracking_no"),
+            carrier: get("carrier"),
+            tier: get("tier"),
+            phone: get("phone"),
+            email: get("email"),
+            sub_orders: get("sub_orders"),
+        };
+        let new = self.intake.shipment(fields.clone()).map_err(|reason| {
+            match column_of(&reason, &fields) {
+                Some(column) => format!("{shown} line {line}, column {column}: {reason}"),
+                None => format!("{shown} line {line}: {reason}"),
+            }
+        })?;
+        Ok(Some((line, new)))
+    }
+}
+
+impl<R: std::io::Read> Iterator for CsvRows<'_, R> {
+    type Item = Result<(u64, NewShipment), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.shipment().transpose();
+        self.done = !matches!(next, Some(Ok(_)));
+        next
     }
 }
 
@@ -285,21 +428,6 @@ fn column_of(reason: &str, fields: &Fields) -> Option<&'static str> {
         Some("order_id")
     } else {
         None
-    }
-}
-
-fn csv_reason(e: &csv::Error) -> String {
-    match e.kind() {
-        csv::ErrorKind::Io(io) => crate::config::io_reason(io),
-        csv::ErrorKind::UnequalLengths {
-            pos,
-            expected_len,
-            len,
-        } => format!(
-            "line {}: {len} fields where the header has {expected_len}",
-            pos.as_ref().map_or(0, |p| p.line())
-        ),
-        _ => e.to_string(),
     }
 }
 
@@ -449,6 +577,58 @@ mod tests {
             check_stored(&stored(None, None, NOW + 3_600_000), NOW),
             Ok(())
         );
+    }
+
+    #[test]
+    fn csv_fields_are_bounded_and_never_echoed() {
+        let at_limit = "y".repeat(MAX_FIELD_BYTES);
+        let over = "x".repeat(MAX_FIELD_BYTES + 1);
+        // (file, Ok(rows) or Err(what the one-line error holds))
+        let table: Vec<(String, Result<usize, &str>)> = vec![
+            (format!("order_id,carrier\n1,{at_limit}\n"), Ok(1)),
+            (
+                format!("order_id,carrier\n1,{over}\n"),
+                Err("line 2: a field is longer than 64 KiB"),
+            ),
+            (
+                format!("order_id,carrier\n1,a\n2,\"{over}\"\n"),
+                Err("line 3: a field is longer than 64 KiB"),
+            ),
+            (
+                format!("order_id,{over}\n1,a\n"),
+                Err("line 1: a field is longer than 64 KiB"),
+            ),
+            (
+                "order_id,tier\n1,high,extra,more\n".to_owned(),
+                Err("line 2: more fields than the header's 2"),
+            ),
+            (
+                "order_id,tier\n1\n".to_owned(),
+                Err("line 2: 1 fields where the header has 2"),
+            ),
+            (
+                format!("{}\n", ["order_id"; 9].join(",")),
+                Err("the header has more than 8 columns"),
+            ),
+            ("\u{feff}order_id,tier\n1,high\n".to_owned(), Ok(1)),
+            ("order_id,carrier\n1,\"a,\nb\"\n2,c\n".to_owned(), Ok(2)),
+            ("order_id\n\n1\n\n2\n".to_owned(), Ok(2)),
+            (String::new(), Err("the header has no order_id column")),
+        ];
+        for (text, want) in table {
+            let got = intake().read_csv_from(text.as_bytes(), "f.csv");
+            match (&got, want) {
+                (Ok(rows), Ok(n)) => assert_eq!(rows.len(), n, "{:.80}", text),
+                (Err(e), Err(part)) => {
+                    assert!(e.contains(part), "{e:.300}");
+                    assert!(e.len() < 300 && !e.contains('\n'), "{e:.300}");
+                }
+                _ => panic!("{:.80}: {got:.300?}", text),
+            }
+        }
+        let bad = b"order_id,carrier\n1,\xff\xfe\n";
+        let err = intake().read_csv_from(&bad[..], "f.csv").unwrap_err();
+        assert!(err.contains("line 2: not UTF-8"), "{err}");
     }
 
     #[test]

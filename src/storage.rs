@@ -557,37 +557,20 @@ impl Db {
         rows: &[NewShipment],
         now: Millis,
     ) -> Result<usize, (usize, StorageError)> {
-        let mut tx = self.begin_write().await.map_err(|e| (0, e))?;
-        for (i, new) in rows.iter().enumerate() {
-            let done = sqlx::query(
-                "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
-                 email, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&new.order_id)
-            .bind(&new.provider)
-            .bind(&new.tracking_no)
-            .bind(&new.carrier)
-            .bind(new.tier.as_str())
-            .bind(&new.phone)
-            .bind(&new.email)
-            .bind(&new.sub_orders)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match done {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err((i, StorageError::Duplicate(new.order_id.clone())));
-                }
-                Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
-                    return Err((i, StorageError::Rejected(e.message().to_owned())));
-                }
-                Err(e) => return Err((i, e.into())),
-            }
-        }
-        tx.commit().await.map_err(|e| (rows.len(), e.into()))?;
-        Ok(rows.len())
+        let mut import = self.begin_import(now).await.map_err(|e| (0, e))?;
+        import.add(rows).await?;
+        import.commit().await.map_err(|e| (rows.len(), e))
+    }
+
+    /// Starts an import whose rows come in batches (a file read as it goes), all committed in
+    /// one transaction at [`Import::commit`], or none if it is dropped before. The database's
+    /// other writers wait meanwhile.
+    pub async fn begin_import(&self, now: Millis) -> Result<Import> {
+        Ok(Import {
+            tx: self.begin_write().await?,
+            now,
+            added: 0,
+        })
     }
 
     #[instrument(skip_all)]
@@ -1307,6 +1290,55 @@ pub struct Stats {
     pub due_now: i64,
     /// How late the most overdue of them is.
     pub lag_seconds: i64,
+}
+
+/// An import under way: see [`Db::begin_import`].
+pub struct Import {
+    tx: Transaction<'static, Sqlite>,
+    now: Millis,
+    added: usize,
+}
+
+impl Import {
+    /// Adds a batch. On a duplicate order id or a refused row the error gives the index of the
+    /// row at fault in `rows`; the import is then spoiled: drop it.
+    pub async fn add(&mut self, rows: &[NewShipment]) -> Result<(), (usize, StorageError)> {
+        for (i, new) in rows.iter().enumerate() {
+            let done = sqlx::query(
+                "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
+                 email, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.order_id)
+            .bind(&new.provider)
+            .bind(&new.tracking_no)
+            .bind(&new.carrier)
+            .bind(new.tier.as_str())
+            .bind(&new.phone)
+            .bind(&new.email)
+            .bind(&new.sub_orders)
+            .bind(self.now)
+            .bind(self.now)
+            .execute(&mut *self.tx)
+            .await;
+            match done {
+                Ok(_) => self.added += 1,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err((i, StorageError::Duplicate(new.order_id.clone())));
+                }
+                Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
+                    return Err((i, StorageError::Rejected(e.message().to_owned())));
+                }
+                Err(e) => return Err((i, e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits every row added; returns how many there were.
+    pub async fn commit(self) -> Result<usize> {
+        self.tx.commit().await?;
+        Ok(self.added)
+    }
 }
 
 fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {

@@ -488,6 +488,9 @@ impl Email {
             };
         }
 
+        if let Some(shortage) = super::local_shortage(error) {
+            return super::not_attempted(&format!("email through {endpoint}{to}"), shortage);
+        }
         let cause = root_cause(error);
         if endpoint.security == Security::ImplicitTls && looks_like_plain_text_reply(&cause) {
             // Retrying cannot help until the configuration changes, and the hint is worth more in

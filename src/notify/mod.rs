@@ -144,6 +144,47 @@ pub enum DeliveryError {
         message: String,
         retry_after: Duration,
     },
+    /// This machine ran short of something the attempt needs (file descriptors, memory, local
+    /// ports) before the receiver was reached: nothing is wrong with the message or the
+    /// receiver, so the attempt does not count and the message waits for the first retry delay.
+    #[error("{0}")]
+    LocalShortage(String),
+}
+
+/// What this machine ran short of, when that is why `error` failed: a connection that could not
+/// even be opened here says nothing about the receiver, and must not spend one of the
+/// notification's attempts. The errno values are Linux's, from socket(2), connect(2) and
+/// accept(2) (man7.org/linux/man-pages/man2/socket.2.html, .../connect.2.html): EMFILE and
+/// ENFILE (descriptors, per process and system-wide), ENOBUFS and ENOMEM (kernel memory), and
+/// EADDRNOTAVAIL from connect (no free local port).
+pub fn local_shortage(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && let Some(what) = io.raw_os_error().and_then(shortage_of)
+        {
+            return Some(what);
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// The local resource an errno says ran out, if it says one did.
+fn shortage_of(errno: i32) -> Option<&'static str> {
+    match errno {
+        libc::EMFILE => Some("this process has too many open files (raise LimitNOFILE=)"),
+        libc::ENFILE => Some("the system has too many open files"),
+        libc::ENOBUFS | libc::ENOMEM => Some("out of memory for a connection"),
+        libc::EADDRNOTAVAIL => Some("no free local port for a connection"),
+        _ => None,
+    }
+}
+
+/// The error for an attempt that never left this machine: `what` names the channel and its
+/// receiver, as shown in logs.
+pub fn not_attempted(what: &str, shortage: &str) -> DeliveryError {
+    DeliveryError::LocalShortage(format!("{what} not attempted: {shortage}"))
 }
 
 /// A delivery channel. One channel per file; each implements this trait.
@@ -307,6 +348,38 @@ mod tests {
         for (body, shown) in table {
             assert_eq!(&excerpt(body), shown, "{body:?}");
         }
+    }
+
+    #[test]
+    fn only_local_shortages_spare_the_attempt() {
+        let table: &[(i32, bool)] = &[
+            (libc::EMFILE, true),
+            (libc::ENFILE, true),
+            (libc::ENOBUFS, true),
+            (libc::ENOMEM, true),
+            (libc::EADDRNOTAVAIL, true),
+            (libc::ECONNREFUSED, false),
+            (libc::ECONNRESET, false),
+            (libc::ETIMEDOUT, false),
+            (libc::EHOSTUNREACH, false),
+            (libc::ENETUNREACH, false),
+        ];
+        for &(errno, local) in table {
+            let io = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(local_shortage(&io).is_some(), local, "errno {errno}: {io}");
+            // Found however deep the client library wraps it.
+            #[derive(Debug, thiserror::Error)]
+            #[error("error sending request")]
+            struct Wrapped(#[source] std::io::Error);
+            let wrapped = Wrapped(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(
+                local_shortage(&wrapped).is_some(),
+                local,
+                "wrapped errno {errno}"
+            );
+        }
+        let plain = std::io::Error::other("no errno");
+        assert_eq!(local_shortage(&plain), None);
     }
 
     #[test]

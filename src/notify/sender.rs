@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -42,7 +43,11 @@ pub struct Sender {
     delivery: Delivery,
     channels: BTreeMap<ChannelKind, Arc<dyn Channel>>,
     events: Events,
-    workers: Workers,
+    /// Delivery slots, `[delivery] concurrency` for each channel: a receiver that never answers
+    /// fills its own channel's slots only, and the other channels' messages go out meanwhile.
+    lanes: BTreeMap<ChannelKind, Workers>,
+    /// Rung when an attempt ends: its slot is free for the next due message.
+    freed: Notify,
     /// How often the outbox is looked at when nothing is due sooner.
     scan_interval: Duration,
     /// Retries of these channels wait for the end of their quiet hours.
@@ -78,7 +83,11 @@ impl Sender {
             sent: GroupWrite::new(move |batch| mark_sent(writer.clone(), batch)),
             db,
             clock,
-            workers: Workers::new(delivery.concurrency),
+            lanes: channels
+                .iter()
+                .map(|c| (c.kind(), Workers::new(delivery.concurrency)))
+                .collect(),
+            freed: Notify::new(),
             delivery,
             channels: channels.into_iter().map(|c| (c.kind(), c)).collect(),
             events,
@@ -90,33 +99,43 @@ impl Sender {
         })
     }
 
-    fn kinds(&self) -> Vec<ChannelKind> {
-        self.channels.keys().copied().collect()
+    /// The channels with a free delivery slot.
+    fn free_kinds(&self) -> Vec<ChannelKind> {
+        self.lanes
+            .iter()
+            .filter(|(_, lane)| lane.free() > 0)
+            .map(|(kind, _)| *kind)
+            .collect()
     }
 
-    /// One round: claims as many due notifications as there are free delivery slots and starts
-    /// an attempt for each. Returns how many it claimed.
+    /// One round: for each channel, claims as many due notifications as it has free delivery
+    /// slots and starts an attempt for each. Returns how many it claimed.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
-        let free = self.workers.free();
-        if free == 0 || self.channels.is_empty() {
-            return Ok(0);
-        }
-        let now = self.clock.now();
-        let claimed = self
-            .db
-            .claim_notifications(
-                now,
-                now + millis(self.delivery.lease),
-                &self.kinds(),
-                self.delivery.attempts,
-                free,
-            )
-            .await?;
-        let count = claimed.len();
-        for notification in claimed {
-            let me = self.clone();
-            self.workers
-                .spawn(async move { me.deliver_in_background(notification).await });
+        let mut count = 0;
+        for (kind, lane) in &self.lanes {
+            let free = lane.free();
+            if free == 0 {
+                continue;
+            }
+            let now = self.clock.now();
+            let claimed = self
+                .db
+                .claim_notifications(
+                    now,
+                    now + millis(self.delivery.lease),
+                    &[*kind],
+                    self.delivery.attempts,
+                    free,
+                )
+                .await?;
+            count += claimed.len();
+            for notification in claimed {
+                let (me, kind) = (self.clone(), *kind);
+                lane.spawn(async move {
+                    me.deliver_in_background(kind, notification).await;
+                    me.freed.notify_one();
+                });
+            }
         }
         Ok(count)
     }
@@ -125,14 +144,19 @@ impl Sender {
     /// outcome is recorded.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, StorageError> {
         let claimed = self.step().await?;
-        self.workers.idle().await;
+        for lane in self.lanes.values() {
+            lane.idle().await;
+        }
         Ok(claimed)
     }
 
-    async fn deliver_in_background(&self, notification: ClaimedNotification) {
+    async fn deliver_in_background(&self, kind: ChannelKind, notification: ClaimedNotification) {
+        let Some(lane) = self.lanes.get(&kind) else {
+            return;
+        };
         let outcome = tokio::select! {
             biased;
-            _ = self.workers.aborted() => None,
+            _ = lane.aborted() => None,
             outcome = self.deliver(&notification) => Some(outcome),
         };
         let result = match outcome {
@@ -204,6 +228,27 @@ impl Sender {
                         self.db
                             .pause_channel(kind.as_str(), until, &message, now)
                             .await?;
+                        self.events.emit(PipelineEvent::DeliveryFailed {
+                            order_id: n.order_id.clone(),
+                            channel: kind,
+                            status: n.status.clone(),
+                            attempt,
+                            error: message,
+                            retry_in: Some(retry_after),
+                        });
+                        return Ok(());
+                    }
+                    DeliveryError::LocalShortage(message) => {
+                        // Not the receiver's fault nor the message's: wait as after a first
+                        // failure, with the attempt given back.
+                        let retry_after = retry_delay(&self.delivery, 1, None);
+                        let at = now + millis(retry_after);
+                        let due = self
+                            .quiet_hours
+                            .get(&kind)
+                            .map_or(at, |quiet| quiet.next_allowed(at));
+                        self.db.notification_postponed(n.id, &message, due).await?;
+                        warn!(order_id = %n.order_id, channel = %kind, error = %message, retry_in = %humantime::format_duration(retry_after), "delivery postponed; the attempt is not counted");
                         self.events.emit(PipelineEvent::DeliveryFailed {
                             order_id: n.order_id.clone(),
                             channel: kind,
@@ -293,30 +338,44 @@ impl Sender {
         if let Err(e) = self.resume_stopped_channels().await {
             error!(error = %e, "could not lift old channel stops");
         }
-        let me = &self;
-        self.workers
-            .feed(&stop, || async move {
-                match me.step().await {
-                    // More may be due: claim again as soon as a slot is free. Claiming nothing
-                    // writes nothing, so only a claim proves the database writable.
-                    Ok(claimed) if claimed > 0 => {
-                        Outage::database().succeeded();
-                        Duration::ZERO
-                    }
-                    Ok(_) => me.idle_wait().await,
-                    Err(e) => {
-                        Outage::database().failed("claiming due notifications", &e);
-                        me.scan_interval
-                    }
+        while !stop.is_cancelled() {
+            let wait = match self.step().await {
+                // More may be due: claim again at once. Claiming nothing writes nothing, so
+                // only a claim proves the database writable.
+                Ok(claimed) if claimed > 0 => {
+                    Outage::database().succeeded();
+                    Duration::ZERO
                 }
-            })
-            .await;
-        self.workers.drain(grace, "deliveries").await;
+                Ok(_) => self.idle_wait().await,
+                Err(e) => {
+                    Outage::database().failed("claiming due notifications", &e);
+                    self.scan_interval
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                // A slot came free: what waited for it can go now.
+                _ = self.freed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        // One grace for all: the lanes drain at the same time, each waited for in turn.
+        let deadline = tokio::time::Instant::now() + grace;
+        for (kind, lane) in &self.lanes {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            lane.drain(left, &format!("{kind} deliveries")).await;
+        }
     }
 
+    /// How long to wait before the next round when it claimed nothing: until the next message
+    /// of a channel with a free slot is due (a full channel rings [`Sender::freed`] itself).
     async fn idle_wait(&self) -> Duration {
+        let free = self.free_kinds();
+        if free.is_empty() {
+            return self.scan_interval;
+        }
         let now = self.clock.now();
-        match self.db.next_notification_at(&self.kinds()).await {
+        match self.db.next_notification_at(&free).await {
             Ok(Some(at)) if at > now => {
                 Duration::from_millis((at - now) as u64).min(self.scan_interval)
             }

@@ -388,6 +388,9 @@ impl AliyunSms {
         if error.is_builder() {
             return DeliveryError::Permanent(format!("Aliyun SMS endpoint {endpoint} is unusable"));
         }
+        if let Some(shortage) = super::local_shortage(error) {
+            return super::not_attempted(&format!("Aliyun SMS at {endpoint}"), shortage);
+        }
         let what = if error.is_timeout() {
             format!("timed out after {:?}", self.config.timeout)
         } else if error.is_connect() {

@@ -372,6 +372,9 @@ impl HttpSms {
         if error.is_builder() {
             return DeliveryError::Permanent(format!("SMS gateway url {url} is unusable"));
         }
+        if let Some(shortage) = super::local_shortage(error) {
+            return super::not_attempted(&format!("SMS gateway {url}"), shortage);
+        }
         let what = if error.is_timeout() {
             format!("timed out after {:?}", self.config.timeout)
         } else if error.is_connect() {

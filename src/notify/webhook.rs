@@ -264,6 +264,9 @@ impl Webhook {
                 error_chain(&error)
             ));
         }
+        if let Some(shortage) = super::local_shortage(&error) {
+            return super::not_attempted(&format!("webhook to {url}"), shortage);
+        }
         let message = if error.is_timeout() {
             format!(
                 "timed out after {} waiting for {url}",

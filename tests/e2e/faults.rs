@@ -198,7 +198,7 @@ sign_method = "hmac-sha256"
 }
 
 /// One order whose trace goes straight to signed: one change, one webhook and one email.
-async fn signed_in_one_step(app: &TestApp, tid: u64) {
+pub(crate) async fn signed_in_one_step(app: &TestApp, tid: u64) {
     app.top.script(
         tid,
         vec![fake_top::trace_response(
@@ -221,7 +221,7 @@ async fn signed_in_one_step(app: &TestApp, tid: u64) {
     ]);
 }
 
-fn email_extra(sink: &SmtpSink) -> String {
+pub(crate) fn email_extra(sink: &SmtpSink) -> String {
     format!(
         "[channels.email]\nsmtp_url = \"{}\"\nfrom = \"noreply@shop.example\"\n",
         sink.url()

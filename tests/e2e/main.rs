@@ -18,6 +18,7 @@ mod pipes;
 mod privacy;
 mod quiet_hours;
 mod rate_limit;
+mod resources;
 mod retries;
 mod schedule;
 mod secrets;
