@@ -12,6 +12,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod http_body;
 pub mod intake;
 pub mod maintenance;
 pub mod notify;

@@ -126,7 +126,7 @@ impl Provider for Alibaba1688 {
             .map_err(|err| super::transport_error("1688 gateway", &err))?;
         let status = response.status().as_u16();
         let retry_after = super::retry_after_secs(&response);
-        let body = super::read_body(response, super::MAX_BODY).await?;
+        let body = super::read_response(response).await?;
         let found = interpret(status, retry_after, &String::from_utf8_lossy(&body))?;
         if let Some(answered) = found.order_ids.iter().find(|id| **id != order_id) {
             // Serving another order's trace would notify the wrong buyer; better to retry.

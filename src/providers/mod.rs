@@ -199,31 +199,36 @@ pub fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
 /// cost the daemon its memory.
 pub const MAX_BODY: usize = 8 << 20;
 
-/// Reads a response body of at most `limit` bytes.
+/// Reads an upstream answer's body. A success is read whole up to [`MAX_BODY`] (a longer one is an
+/// error: an answer cut short cannot be parsed); any other status only up to
+/// [`crate::http_body::MAX_ANSWER_BYTES`], whose start is kept: it is quoted in the error, and
+/// must not turn a 429 or a 500 into "body too long".
+pub async fn read_response(response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    if response.status().is_success() {
+        return read_body(response, MAX_BODY).await;
+    }
+    crate::http_body::read_capped(response, crate::http_body::MAX_ANSWER_BYTES)
+        .await
+        .map(|read| read.bytes)
+        .map_err(|e| ProviderError::Transient(format!("reading the response: {e}")))
+}
+
+/// Reads a response body of at most `limit` bytes, through the reader every provider and channel
+/// shares ([`crate::http_body::read_capped`]). An answer cut short cannot be parsed, so a body
+/// over the limit is an error, worth another try at the next poll.
 pub async fn read_body(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, ProviderError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    let read = crate::http_body::read_capped(response, limit)
+        .await
+        .map_err(|e| ProviderError::Transient(format!("reading the response: {e}")))?;
+    if read.cut {
         return Err(ProviderError::Transient(format!(
-            "response body of {} bytes is over the {limit}-byte limit",
-            response.content_length().unwrap_or_default()
+            "response body over the {limit}-byte limit"
         )));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ProviderError::Transient(format!("reading the response: {e}")))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(ProviderError::Transient(format!(
-                "response body over the {limit}-byte limit"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    Ok(read.bytes)
 }
 
 /// Reads a carrier's local time: `yyyy-MM-dd HH:mm:ss` (or without seconds) in Asia/Shanghai,

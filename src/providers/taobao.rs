@@ -226,7 +226,7 @@ impl Provider for Taobao {
             .map_err(|err| super::transport_error("TOP", &err))?;
         let status = response.status();
         let retry_after = super::retry_after_secs(&response);
-        let body = super::read_body(response, super::MAX_BODY).await?;
+        let body = super::read_response(response).await?;
         let body = String::from_utf8_lossy(&body);
         if let Some(failure) = super::http_failure("TOP", status, retry_after, &body) {
             return Err(failure);
