@@ -16,7 +16,7 @@ use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::outage::Outage;
-use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
+use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
@@ -152,6 +152,9 @@ impl Dispatcher {
     /// Restores the provider bans recorded before a restart.
     pub async fn load_bans(&self) -> Result<(), StorageError> {
         let providers = self.providers();
+        // A ban recorded before bans were capped (or written by hand) ends within the maximum.
+        let latest = self.clock.now().saturating_add(millis(MAX_BAN));
+        self.db.cap_provider_bans(latest).await?;
         for (name, until) in self.db.provider_bans(self.clock.now()).await? {
             if let Some(provider) = providers.get(&name) {
                 provider.pause_until(until, self.clock.now());
@@ -400,8 +403,9 @@ impl Dispatcher {
         };
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
-                // Saturating: upstream chooses the number, and may choose an absurd one.
-                let until = now.saturating_add(millis(*retry_after));
+                // Upstream chooses the number, and may choose an absurd one: never longer than
+                // the documented maximum, whoever built the error.
+                let until = now.saturating_add(millis((*retry_after).min(MAX_BAN)));
                 let first = provider.pause_until(until, now);
                 self.db
                     .ban_provider(name, until, &error.to_string(), now)

@@ -163,6 +163,27 @@ pub fn transport_error(upstream: &str, err: &reqwest::Error) -> ProviderError {
 /// How long a provider is paused when upstream says "too many" without saying for how long.
 pub const DEFAULT_BAN: Duration = Duration::from_secs(60);
 
+/// The longest upstream may pause a provider. Bans are for call quotas, and TOP's and 1688's
+/// quotas are counted per day at most (the call-limit codes 4-8 of TOP's error code table,
+/// open.taobao.com "API错误码", name daily, per-minute and per-second app/session limits; no
+/// longer window is documented by either platform). So a ban longer than a day is taken to be an
+/// upstream bug or a hostile answer (`This ban will last for 18446744073709551615 more seconds`
+/// once paused a provider for good). No authoritative maximum exists: a day is the choice that
+/// loses nothing, since a ban still in force at the end is simply answered, and obeyed, again.
+pub const MAX_BAN: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl ProviderError {
+    /// Upstream said "too many": for `seconds` when it said how long (at least a second, so as
+    /// not to call straight back into the limit, and at most [`MAX_BAN`]), else [`DEFAULT_BAN`].
+    pub fn rate_limited(seconds: Option<u64>, message: String) -> ProviderError {
+        ProviderError::RateLimited {
+            retry_after: seconds
+                .map_or(DEFAULT_BAN, |s| Duration::from_secs(s.max(1)).min(MAX_BAN)),
+            message,
+        }
+    }
+}
+
 /// The classification of an HTTP status that is not a success: 429 pauses the provider (for
 /// `Retry-After` seconds when given), anything else is worth another try later.
 pub fn http_failure(
@@ -172,10 +193,10 @@ pub fn http_failure(
     body: &str,
 ) -> Option<ProviderError> {
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Some(ProviderError::RateLimited {
-            retry_after: retry_after.map_or(DEFAULT_BAN, Duration::from_secs),
-            message: format!("HTTP 429 from {upstream}: {}", snippet(body)),
-        });
+        return Some(ProviderError::rate_limited(
+            retry_after,
+            format!("HTTP 429 from {upstream}: {}", snippet(body)),
+        ));
     }
     (!status.is_success()).then(|| {
         ProviderError::Transient(format!(
