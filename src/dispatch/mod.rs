@@ -48,7 +48,8 @@ impl ProviderRuntime {
         ProviderRuntime {
             name: name.to_owned(),
             min_interval: adapter.min_interval(),
-            adapter,
+            // Every answer from upstream is cut to its documented bounds before it is used.
+            adapter: Arc::new(crate::providers::Bounded(adapter)),
             limiter: Limiter::new(rate_limit),
             paused_until: Mutex::new(None),
         }
