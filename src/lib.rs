@@ -20,4 +20,5 @@ pub mod outage;
 pub mod providers;
 pub mod service;
 pub mod storage;
+pub mod throttle;
 pub mod workers;

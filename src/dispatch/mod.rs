@@ -445,7 +445,12 @@ impl Dispatcher {
                 self.db
                     .record_poll_error(row.id, &error.to_string(), now, next)
                     .await?;
-                warn!(%order_id, provider = %name, %tier, %error, "poll failed; will retry");
+                // A provider failing every poll the same way logs it once a minute.
+                if let Some(suppressed) =
+                    crate::throttle::admit(&format!("poll failed\0{name}\0{error}"))
+                {
+                    warn!(%order_id, provider = %name, %tier, %error, suppressed, "poll failed; will retry");
+                }
                 self.events.emit(PipelineEvent::PollFailed {
                     order_id: order_id.clone(),
                     provider: name.clone(),

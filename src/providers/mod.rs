@@ -244,12 +244,15 @@ fn first_sighting(provider: &str, value: &str) -> bool {
 }
 
 /// Logs a value no mapping table knew, once per process, so that operators can extend the
-/// tables without drowning in logs; the value is cut to [`MAX_FIELD_BYTES`]. (`stats` counts
-/// every sighting.)
+/// tables without drowning in logs; the value is cut to [`MAX_FIELD_BYTES`], and a provider
+/// logs at most one new value a minute ([`crate::throttle`]): one that sends a fresh one on
+/// every poll is broken. (`stats` lists and counts every value.)
 pub fn note_unmapped(provider: &'static str, value: &str) {
     let value = cut_to_field(value);
-    if first_sighting(provider, &value) {
-        tracing::warn!(provider, raw = %value, "unmapped");
+    if first_sighting(provider, &value)
+        && let Some(suppressed) = crate::throttle::admit(&format!("unmapped\0{provider}"))
+    {
+        tracing::warn!(provider, raw = %value, suppressed, "unmapped");
     }
 }
 
