@@ -287,13 +287,13 @@ pub fn transport_error(upstream: &str, err: &reqwest::Error) -> ProviderError {
 /// How long a provider is paused when upstream says "too many" without saying for how long.
 pub const DEFAULT_BAN: Duration = Duration::from_secs(60);
 
-/// The longest upstream may pause a provider. Bans are for call quotas, and TOP's and 1688's
-/// quotas are counted per day at most (the call-limit codes 4-8 of TOP's error code table,
-/// open.taobao.com "API错误码", name daily, per-minute and per-second app/session limits; no
-/// longer window is documented by either platform). So a ban longer than a day is taken to be an
-/// upstream bug or a hostile answer (`This ban will last for 18446744073709551615 more seconds`
-/// once paused a provider for good). No authoritative maximum exists: a day is the choice that
-/// loses nothing, since a ban still in force at the end is simply answered, and obeyed, again.
+/// The longest upstream may pause a provider. No authoritative maximum exists: TOP's error-code
+/// page ("错误码一览", open.taobao.com) names the call-limit codes 4-8 and the `accesscontrol.*`
+/// sub-codes with `This ban will last for N more seconds` but no longest ban, and 1688's gateway
+/// docs name `gw.QosAppFrequencyLimit` without one either. A ban longer than a day is taken to be
+/// an upstream bug or a hostile answer (`18446744073709551615 more seconds` once paused a
+/// provider for good). A day loses nothing: a ban still in force at its end is simply answered,
+/// and obeyed, again.
 pub const MAX_BAN: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl ProviderError {
