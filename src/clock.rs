@@ -58,11 +58,17 @@ pub fn to_rfc3339(ms: Millis) -> String {
     to_shanghai(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
+/// A database time in Asia/Shanghai. A time beyond what a calendar can show is shown as the
+/// farthest one on its side (never as 1970, which would read as "long over").
 pub fn to_shanghai(ms: Millis) -> DateTime<FixedOffset> {
-    shanghai()
-        .timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_else(|| shanghai().timestamp_nanos(0))
+    // A day inside the calendar's ends, so that the +08:00 offset does not fall off them.
+    let day = chrono::TimeDelta::days(1);
+    let utc = Utc.timestamp_millis_opt(ms).single().unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC + day
+    } else {
+        DateTime::<Utc>::MAX_UTC - day
+    });
+    utc.with_timezone(&shanghai())
 }
 
 pub fn millis(duration: std::time::Duration) -> Millis {
@@ -76,6 +82,17 @@ mod tests {
     #[test]
     fn times_are_shown_in_shanghai() {
         assert_eq!(to_rfc3339(0), "1970-01-01T08:00:00+08:00");
+        // Out of the calendar's range: the farthest date on that side, not the epoch.
+        assert!(
+            to_rfc3339(i64::MAX).starts_with("+262"),
+            "{}",
+            to_rfc3339(i64::MAX)
+        );
+        assert!(
+            to_rfc3339(i64::MIN).starts_with("-262"),
+            "{}",
+            to_rfc3339(i64::MIN)
+        );
         assert_eq!(to_rfc3339(1_451_620_800_000), "2016-01-01T12:00:00+08:00");
     }
 

@@ -13,6 +13,7 @@ pub mod exposure;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod http_body;
 pub mod intake;
 pub mod maintenance;
 pub mod notify;
@@ -21,4 +22,5 @@ pub mod providers;
 pub mod service;
 pub mod shown;
 pub mod storage;
+pub mod throttle;
 pub mod workers;

@@ -825,6 +825,15 @@ impl Db {
         Ok(())
     }
 
+    /// Shortens every provider ban that ends after `latest` to end then.
+    pub async fn cap_provider_bans(&self, latest: Millis) -> Result<()> {
+        sqlx::query("UPDATE provider_state SET banned_until = ?1 WHERE banned_until > ?1")
+            .bind(latest)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     /// Providers banned beyond `now`, with the time each ban ends.
     pub async fn provider_bans(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
         Ok(sqlx::query_as::<_, (String, Millis)>(

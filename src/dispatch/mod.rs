@@ -16,7 +16,7 @@ use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::outage::Outage;
-use crate::providers::{Provider, ProviderError, Trace, TrackRequest};
+use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, Recorded, ShipmentRow, StorageError};
 use crate::workers::Workers;
@@ -48,7 +48,8 @@ impl ProviderRuntime {
         ProviderRuntime {
             name: name.to_owned(),
             min_interval: adapter.min_interval(),
-            adapter,
+            // Every answer from upstream is cut to its documented bounds before it is used.
+            adapter: Arc::new(crate::providers::Bounded(adapter)),
             limiter: Limiter::new(rate_limit),
             paused_until: Mutex::new(None),
         }
@@ -152,6 +153,9 @@ impl Dispatcher {
     /// Restores the provider bans recorded before a restart.
     pub async fn load_bans(&self) -> Result<(), StorageError> {
         let providers = self.providers();
+        // A ban recorded before bans were capped (or written by hand) ends within the maximum.
+        let latest = self.clock.now().saturating_add(millis(MAX_BAN));
+        self.db.cap_provider_bans(latest).await?;
         for (name, until) in self.db.provider_bans(self.clock.now()).await? {
             if let Some(provider) = providers.get(&name) {
                 provider.pause_until(until, self.clock.now());
@@ -411,8 +415,9 @@ impl Dispatcher {
         };
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
-                // Saturating: upstream chooses the number, and may choose an absurd one.
-                let until = now.saturating_add(millis(*retry_after));
+                // Upstream chooses the number, and may choose an absurd one: never longer than
+                // the documented maximum, whoever built the error.
+                let until = now.saturating_add(millis((*retry_after).min(MAX_BAN)));
                 let first = provider.pause_until(until, now);
                 self.db
                     .ban_provider(name, until, &error.to_string(), now)
@@ -451,7 +456,12 @@ impl Dispatcher {
                 self.db
                     .record_poll_error(row.id, &error.to_string(), now, next)
                     .await?;
-                warn!(%order_id, provider = %name, %tier, %error, "poll failed; will retry");
+                // A provider failing every poll the same way logs it once a minute.
+                if let Some(suppressed) =
+                    crate::throttle::admit(&format!("poll failed\0{name}\0{error}"))
+                {
+                    warn!(%order_id, provider = %name, %tier, %error, suppressed, "poll failed; will retry");
+                }
                 self.events.emit(PipelineEvent::PollFailed {
                     order_id: order_id.clone(),
                     provider: name.clone(),

@@ -288,26 +288,20 @@ impl ChannelStop {
 
 /// The most of a vendor's or receiver's answer that is read. Its verdict or error message is at
 /// the start; an answer that never ends must cost neither memory nor more than the timeout.
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+pub use crate::http_body::MAX_ANSWER_BYTES;
 
 /// How much of an answer ends up in an error message: enough to read the vendor's error, not
 /// enough to bloat the database with an HTML error page.
 pub const EXCERPT_CHARS: usize = 200;
 
-/// Reads at most [`MAX_ANSWER_BYTES`] of an answer's body; the rest is never downloaded
-/// (dropping the response closes the connection). A read error ends the body where it broke.
-pub async fn read_answer(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < MAX_ANSWER_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = MAX_ANSWER_BYTES - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    drop(response);
+/// Reads at most [`MAX_ANSWER_BYTES`] of an answer's body, through the reader every provider and
+/// channel shares ([`crate::http_body::read_capped`]); the rest is never downloaded. A read
+/// error ends the body where it broke.
+pub async fn read_answer(response: reqwest::Response) -> String {
+    let body = crate::http_body::read_capped(response, MAX_ANSWER_BYTES)
+        .await
+        .map(|read| read.bytes)
+        .unwrap_or_default();
     String::from_utf8_lossy(&body).into_owned()
 }
 

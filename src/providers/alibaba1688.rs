@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -12,8 +11,8 @@ use sha1::Sha1;
 
 use super::scans::{action_status, event_status};
 use super::{
-    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest,
-    lenient_order_number, lenient_string, oldest_first, snippet,
+    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, lenient_order_number,
+    lenient_string, oldest_first, snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -127,7 +126,7 @@ impl Provider for Alibaba1688 {
             .map_err(|err| super::transport_error("1688 gateway", &err))?;
         let status = response.status().as_u16();
         let retry_after = super::retry_after_secs(&response);
-        let body = super::read_body(response, super::MAX_BODY).await?;
+        let body = super::read_response(response).await?;
         let found = interpret(status, retry_after, &String::from_utf8_lossy(&body))?;
         if let Some(answered) = found.order_ids.iter().find(|id| **id != order_id) {
             // Serving another order's trace would notify the wrong buyer; better to retry.
@@ -260,12 +259,10 @@ pub(crate) fn interpret(
     body: &str,
 ) -> Result<Found, ProviderError> {
     if http_status == 429 {
-        return Err(ProviderError::RateLimited {
-            retry_after: retry_after
-                .or_else(|| seconds_in(body))
-                .map_or(DEFAULT_BAN, |s| Duration::from_secs(s.max(1))),
-            message: format!("HTTP 429 from the 1688 gateway: {}", snippet(body)),
-        });
+        return Err(ProviderError::rate_limited(
+            retry_after.or_else(|| seconds_in(body)),
+            format!("HTTP 429 from the 1688 gateway: {}", snippet(body)),
+        ));
     }
     if (200..300).contains(&http_status) {
         return parse_response(body);
@@ -522,12 +519,7 @@ fn classify_business(code: Option<&str>, message: Option<&str>) -> ProviderError
 
 fn to_error(class: Option<Class>, text: String, message: Option<&str>) -> ProviderError {
     match class {
-        Some(Class::RateLimited) => ProviderError::RateLimited {
-            retry_after: message
-                .and_then(seconds_in)
-                .map_or(DEFAULT_BAN, Duration::from_secs),
-            message: text,
-        },
+        Some(Class::RateLimited) => ProviderError::rate_limited(message.and_then(seconds_in), text),
         Some(Class::AuthExpired) => ProviderError::AuthExpired(text),
         Some(Class::Config) => ProviderError::Config(text),
         Some(Class::NotFound) => ProviderError::NotFound(text),
@@ -565,7 +557,8 @@ fn seconds_in(text: &str) -> Option<u64> {
             || unit.starts_with('秒')
             || (unit.starts_with('s') && !unit[1..].starts_with(|c: char| c.is_alphabetic()));
         if is_seconds {
-            return digits.parse::<u64>().ok().map(|n| n.max(1));
+            // Too many digits for a u64 is still "very long": capped to the longest ban.
+            return Some(digits.parse::<u64>().unwrap_or(u64::MAX).max(1));
         }
         rest = after;
     }
@@ -671,6 +664,7 @@ fn map_status(journeys: &[Vec<TraceEvent>]) -> Decision {
 mod tests {
     use super::super::scans::keyword_status;
     use super::*;
+    use std::time::Duration;
 
     // ----- signing ----------------------------------------------------------------------------
 

@@ -126,7 +126,7 @@ impl Provider for Kuaidi100 {
             .map_err(|err| super::transport_error("Kuaidi100", &err))?;
         let status = response.status();
         let retry_after = super::retry_after_secs(&response);
-        let body = super::read_body(response, super::MAX_BODY).await?;
+        let body = super::read_response(response).await?;
         let body = String::from_utf8_lossy(&body);
         if let Some(failure) = super::http_failure("Kuaidi100", status, retry_after, &body) {
             return Err(failure);

@@ -107,29 +107,153 @@ pub trait Provider: Send + Sync {
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError>;
 }
 
-/// Bounds the memory of unmapped values already reported: free-text descriptions are endless.
-const UNMAPPED_MEMORY: usize = 4096;
+/// The most of one text field from upstream that is kept (status text, event description,
+/// location, carrier, tracking number, raw code, unmapped value), in bytes of UTF-8. Upstream
+/// documents no maximum for any of them (TOP's `status_desc`, 1688's `remark`, Kuaidi100's
+/// `context` are free text), so this is our own bound, far above any real scan text (a few
+/// hundred bytes at most): a longer one is cut on a character boundary and ends with `…`.
+pub const MAX_FIELD_BYTES: usize = 1024;
 
-static UNMAPPED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+/// The most events kept from one answer: the newest. Real journeys have tens of scans; a longer
+/// list is a broken or hostile upstream, and the newest scans are the ones that decide.
+pub const MAX_EVENTS: usize = 200;
+
+/// Cuts `text` to at most `max` bytes on a character boundary, ending with `…` when cut.
+pub fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let ellipsis = '…'.len_utf8();
+    let mut end = max.saturating_sub(ellipsis);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    if max >= ellipsis {
+        text.push('…');
+    }
+}
+
+fn cut_to_field(text: &str) -> String {
+    let mut text = text.to_owned();
+    cut(&mut text, MAX_FIELD_BYTES);
+    text
+}
+
+impl Trace {
+    /// What upstream sent, bounded: every text field cut to [`MAX_FIELD_BYTES`], and only the
+    /// newest [`MAX_EVENTS`] events. Applied to every trace any adapter returns
+    /// ([`Bounded`]), before anything is stored, logged or sent on.
+    pub fn bounded(mut self) -> Trace {
+        let field = |text: &mut String| cut(text, MAX_FIELD_BYTES);
+        field(&mut self.raw_status);
+        self.carrier.iter_mut().for_each(field);
+        self.tracking_no.iter_mut().for_each(field);
+        self.unmapped.iter_mut().for_each(field);
+        let extra = self.events.len().saturating_sub(MAX_EVENTS);
+        self.events.drain(..extra);
+        for event in &mut self.events {
+            field(&mut event.description);
+            event.location.iter_mut().for_each(field);
+            event.raw_code.iter_mut().for_each(field);
+        }
+        self
+    }
+}
+
+impl ProviderError {
+    /// The same error with its message cut to [`MAX_FIELD_BYTES`]: messages quote upstream's
+    /// own error texts, which are as unbounded as its trace fields.
+    pub fn bounded(self) -> ProviderError {
+        use ProviderError::*;
+        match self {
+            Transient(m) => Transient(cut_to_field(&m)),
+            RateLimited {
+                retry_after,
+                message,
+            } => RateLimited {
+                retry_after,
+                message: cut_to_field(&message),
+            },
+            AuthExpired(m) => AuthExpired(cut_to_field(&m)),
+            Config(m) => Config(cut_to_field(&m)),
+            NotFound(m) => NotFound(cut_to_field(&m)),
+            Permanent(m) => Permanent(cut_to_field(&m)),
+            Unconfirmed(m) => Unconfirmed(cut_to_field(&m)),
+        }
+    }
+}
+
+/// An adapter whose every answer is bounded ([`Trace::bounded`], [`ProviderError::bounded`]):
+/// the one place where upstream's text is cut, whichever adapter read it.
+pub struct Bounded(pub std::sync::Arc<dyn Provider>);
+
+#[async_trait]
+impl Provider for Bounded {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+
+    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+        self.0.check(request)
+    }
+
+    fn min_interval(&self) -> Duration {
+        self.0.min_interval()
+    }
+
+    async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
+        self.0
+            .fetch(request)
+            .await
+            .map(Trace::bounded)
+            .map_err(ProviderError::bounded)
+    }
+}
+
+/// Bounds the memory of unmapped values already reported, in bytes: free-text descriptions are
+/// endless, and each is kept cut to [`MAX_FIELD_BYTES`].
+const UNMAPPED_MEMORY_BYTES: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Sightings {
+    seen: std::collections::HashSet<String>,
+    bytes: usize,
+}
+
+static UNMAPPED: std::sync::LazyLock<std::sync::Mutex<Sightings>> =
     std::sync::LazyLock::new(Default::default);
 
-/// True the first time this process sees `value` from `provider`.
-fn first_sighting(provider: &str, value: &str) -> bool {
-    let mut seen = UNMAPPED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let key = format!("{provider}\u{0}{value}");
-    if seen.len() >= UNMAPPED_MEMORY || seen.contains(&key) {
-        return false;
+impl Sightings {
+    /// True the first time `key` is seen. Once `limit` bytes of keys are held, nothing more is
+    /// remembered, and nothing more is reported as new.
+    fn first(&mut self, key: String, limit: usize) -> bool {
+        if self.bytes + key.len() > limit || self.seen.contains(&key) {
+            return false;
+        }
+        self.bytes += key.len();
+        self.seen.insert(key)
     }
-    seen.insert(key)
+}
+
+/// True the first time this process sees `value` (as cut) from `provider`.
+fn first_sighting(provider: &str, value: &str) -> bool {
+    UNMAPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .first(format!("{provider}\u{0}{value}"), UNMAPPED_MEMORY_BYTES)
 }
 
 /// Logs a value no mapping table knew, once per process, so that operators can extend the
-/// tables without drowning in logs. (`stats` counts every sighting.)
+/// tables without drowning in logs; the value is cut to [`MAX_FIELD_BYTES`], and a provider
+/// logs at most one new value a minute ([`crate::throttle`]): one that sends a fresh one on
+/// every poll is broken. (`stats` lists and counts every value.)
 pub fn note_unmapped(provider: &'static str, value: &str) {
-    if first_sighting(provider, value) {
-        tracing::warn!(provider, raw = %value, "unmapped");
+    let value = cut_to_field(value);
+    if first_sighting(provider, &value)
+        && let Some(suppressed) = crate::throttle::admit(&format!("unmapped\0{provider}"))
+    {
+        tracing::warn!(provider, raw = %value, suppressed, "unmapped");
     }
 }
 
@@ -169,6 +293,27 @@ pub fn transport_error(upstream: &str, err: &reqwest::Error) -> ProviderError {
 /// How long a provider is paused when upstream says "too many" without saying for how long.
 pub const DEFAULT_BAN: Duration = Duration::from_secs(60);
 
+/// The longest upstream may pause a provider. No authoritative maximum exists: TOP's error-code
+/// page ("错误码一览", open.taobao.com) names the call-limit codes 4-8 and the `accesscontrol.*`
+/// sub-codes with `This ban will last for N more seconds` but no longest ban, and 1688's gateway
+/// docs name `gw.QosAppFrequencyLimit` without one either. A ban longer than a day is taken to be
+/// an upstream bug or a hostile answer (`18446744073709551615 more seconds` once paused a
+/// provider for good). A day loses nothing: a ban still in force at its end is simply answered,
+/// and obeyed, again.
+pub const MAX_BAN: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl ProviderError {
+    /// Upstream said "too many": for `seconds` when it said how long (at least a second, so as
+    /// not to call straight back into the limit, and at most [`MAX_BAN`]), else [`DEFAULT_BAN`].
+    pub fn rate_limited(seconds: Option<u64>, message: String) -> ProviderError {
+        ProviderError::RateLimited {
+            retry_after: seconds
+                .map_or(DEFAULT_BAN, |s| Duration::from_secs(s.max(1)).min(MAX_BAN)),
+            message,
+        }
+    }
+}
+
 /// The classification of an HTTP status that is not a success: 429 pauses the provider (for
 /// `Retry-After` seconds when given), anything else is worth another try later.
 pub fn http_failure(
@@ -178,10 +323,10 @@ pub fn http_failure(
     body: &str,
 ) -> Option<ProviderError> {
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Some(ProviderError::RateLimited {
-            retry_after: retry_after.map_or(DEFAULT_BAN, Duration::from_secs),
-            message: format!("HTTP 429 from {upstream}: {}", snippet(body)),
-        });
+        return Some(ProviderError::rate_limited(
+            retry_after,
+            format!("HTTP 429 from {upstream}: {}", snippet(body)),
+        ));
     }
     (!status.is_success()).then(|| {
         ProviderError::Transient(format!(
@@ -205,31 +350,36 @@ pub fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
 /// cost the daemon its memory.
 pub const MAX_BODY: usize = 8 << 20;
 
-/// Reads a response body of at most `limit` bytes.
+/// Reads an upstream answer's body. A success is read whole up to [`MAX_BODY`] (a longer one is an
+/// error: an answer cut short cannot be parsed); any other status only up to
+/// [`crate::http_body::MAX_ANSWER_BYTES`], whose start is kept: it is quoted in the error, and
+/// must not turn a 429 or a 500 into "body too long".
+pub async fn read_response(response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    if response.status().is_success() {
+        return read_body(response, MAX_BODY).await;
+    }
+    crate::http_body::read_capped(response, crate::http_body::MAX_ANSWER_BYTES)
+        .await
+        .map(|read| read.bytes)
+        .map_err(|e| ProviderError::Transient(format!("reading the response: {e}")))
+}
+
+/// Reads a response body of at most `limit` bytes, through the reader every provider and channel
+/// shares ([`crate::http_body::read_capped`]). An answer cut short cannot be parsed, so a body
+/// over the limit is an error, worth another try at the next poll.
 pub async fn read_body(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, ProviderError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    let read = crate::http_body::read_capped(response, limit)
+        .await
+        .map_err(|e| ProviderError::Transient(format!("reading the response: {e}")))?;
+    if read.cut {
         return Err(ProviderError::Transient(format!(
-            "response body of {} bytes is over the {limit}-byte limit",
-            response.content_length().unwrap_or_default()
+            "response body over the {limit}-byte limit"
         )));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ProviderError::Transient(format!("reading the response: {e}")))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(ProviderError::Transient(format!(
-                "response body over the {limit}-byte limit"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    Ok(read.bytes)
 }
 
 /// Reads a carrier's local time: `yyyy-MM-dd HH:mm:ss` (or without seconds) in Asia/Shanghai,
@@ -398,6 +548,95 @@ mod tests {
         assert!(first_sighting("test", "reported-once"));
         assert!(!first_sighting("test", "reported-once"));
         assert!(first_sighting("other", "reported-once"));
+    }
+
+    #[test]
+    fn the_unmapped_memory_is_bounded_in_bytes() {
+        // Fresh values of the largest size a trace keeps: the memory stops growing at its bound.
+        let mut sightings = Sightings::default();
+        let big = "u".repeat(MAX_FIELD_BYTES);
+        let fresh = |n: usize| format!("{n}{big}");
+        assert!(sightings.first(fresh(0), UNMAPPED_MEMORY_BYTES));
+        assert!(!sightings.first(fresh(0), UNMAPPED_MEMORY_BYTES));
+        for n in 1..2 * UNMAPPED_MEMORY_BYTES / MAX_FIELD_BYTES {
+            sightings.first(fresh(n), UNMAPPED_MEMORY_BYTES);
+        }
+        assert!(
+            sightings.bytes <= UNMAPPED_MEMORY_BYTES,
+            "{}",
+            sightings.bytes
+        );
+        assert!(sightings.bytes > UNMAPPED_MEMORY_BYTES - 2 * MAX_FIELD_BYTES);
+        let held: usize = sightings.seen.iter().map(String::len).sum();
+        assert_eq!(held, sightings.bytes);
+    }
+
+    /// One row per case: (text, limit, result).
+    #[test]
+    fn texts_are_cut_on_a_character_boundary_with_an_ellipsis() {
+        let table: &[(&str, usize, &str)] = &[
+            ("", 10, ""),
+            ("short", 10, "short"),
+            ("exactly10!", 10, "exactly10!"),
+            ("eleven char", 10, "eleven …"),
+            // 快 is three bytes: never split.
+            ("快递快递", 10, "快递…"),
+            ("快递快递", 8, "快…"),
+            ("快递快递", 12, "快递快递"),
+            ("abcdef", 2, ""),
+        ];
+        for (text, max, want) in table {
+            let mut cut_text = (*text).to_owned();
+            cut(&mut cut_text, *max);
+            assert_eq!(cut_text, *want, "{text:?} to {max}");
+            assert!(cut_text.len() <= *max, "{text:?} to {max}");
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_trace_is_bounded() {
+        let huge = "长".repeat(2 * MAX_FIELD_BYTES);
+        let event = |n: usize| TraceEvent {
+            time: parse_local_time("2026-11-20 08:00:00").unwrap()
+                + chrono::TimeDelta::seconds(n as i64),
+            description: format!("{n} {huge}"),
+            location: Some(huge.clone()),
+            raw_code: Some(huge.clone()),
+        };
+        let trace = Trace {
+            status: Status::InTransit,
+            raw_status: huge.clone(),
+            events: (0..MAX_EVENTS + 50).map(event).collect(),
+            carrier: Some(huge.clone()),
+            tracking_no: Some(huge.clone()),
+            unmapped: vec![huge.clone()],
+        }
+        .bounded();
+        assert_eq!(trace.events.len(), MAX_EVENTS);
+        assert!(
+            trace.events[0].description.starts_with("50 "),
+            "the newest are kept"
+        );
+        let mut fields = vec![
+            &trace.raw_status,
+            trace.carrier.as_ref().unwrap(),
+            trace.tracking_no.as_ref().unwrap(),
+            &trace.unmapped[0],
+        ];
+        for event in &trace.events {
+            fields.push(&event.description);
+            fields.extend(event.location.as_ref());
+            fields.extend(event.raw_code.as_ref());
+        }
+        for field in fields {
+            assert!(
+                field.len() <= MAX_FIELD_BYTES && field.ends_with('…'),
+                "{}",
+                field.len()
+            );
+        }
+        let error = ProviderError::Transient(huge).bounded();
+        assert!(error.to_string().len() <= MAX_FIELD_BYTES + "transient: ".len());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
@@ -13,8 +12,8 @@ use sha2::Sha256;
 
 use super::scans::{action_status, event_status};
 use super::{
-    DEFAULT_BAN, Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest,
-    lenient_order_number, lenient_string, shanghai, snippet,
+    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, lenient_order_number,
+    lenient_string, shanghai, snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -227,7 +226,7 @@ impl Provider for Taobao {
             .map_err(|err| super::transport_error("TOP", &err))?;
         let status = response.status();
         let retry_after = super::retry_after_secs(&response);
-        let body = super::read_body(response, super::MAX_BODY).await?;
+        let body = super::read_response(response).await?;
         let body = String::from_utf8_lossy(&body);
         if let Some(failure) = super::http_failure("TOP", status, retry_after, &body) {
             return Err(failure);
@@ -467,14 +466,11 @@ fn classify(error: &TopError) -> ProviderError {
 }
 
 fn rate_limited(error: &TopError, message: String) -> ProviderError {
-    ProviderError::RateLimited {
-        retry_after: [error.sub_msg.as_deref(), error.msg.as_deref()]
-            .into_iter()
-            .flatten()
-            .find_map(ban_seconds)
-            .map_or(DEFAULT_BAN, Duration::from_secs),
-        message,
-    }
+    let seconds = [error.sub_msg.as_deref(), error.msg.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(ban_seconds);
+    ProviderError::rate_limited(seconds, message)
 }
 
 fn clock_is_wrong(message: &str) -> String {
@@ -511,8 +507,11 @@ fn ban_seconds(text: &str) -> Option<u64> {
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();
-    // A zero-second ban would have us call straight back into the limit.
-    digits.parse::<u64>().ok().map(|n| n.max(1))
+    if digits.is_empty() {
+        return None;
+    }
+    // Too many digits for a u64 is still "very long": capped to the longest ban by the caller.
+    Some(digits.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -597,6 +596,8 @@ fn status_from(raw_status: &str, events: &[TraceEvent], unmapped: &mut Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::DEFAULT_BAN;
+    use std::time::Duration;
 
     const TRACE_PARAMS: [(&str, &str); 7] = [
         ("app_key", "12345678"),
@@ -1088,23 +1089,48 @@ mod tests {
         );
     }
 
+    /// One row per kind of ban text: the pause it gives, at least a second and at most a day.
     #[test]
-    fn ban_seconds_are_read_from_the_text() {
-        assert_eq!(
-            ban_seconds("This ban will last for 31062 more seconds"),
-            Some(31062)
-        );
-        assert_eq!(
-            ban_seconds("This ban will last for 1 more seconds"),
-            Some(1)
-        );
-        assert_eq!(
-            ban_seconds("This ban will last for 0 more seconds"),
-            Some(1)
-        );
-        assert_eq!(ban_seconds("This ban will last for  more seconds"), None);
-        assert_eq!(ban_seconds("App Call Limited"), None);
-        assert_eq!(ban_seconds(""), None);
+    fn ban_seconds_are_read_from_the_text_and_capped() {
+        let day = crate::providers::MAX_BAN;
+        let table: &[(&str, Duration)] = &[
+            (
+                "This ban will last for 31062 more seconds",
+                Duration::from_secs(31062),
+            ),
+            (
+                "This ban will last for 1 more seconds",
+                Duration::from_secs(1),
+            ),
+            (
+                "This ban will last for 0 more seconds",
+                Duration::from_secs(1),
+            ),
+            ("This ban will last for 86400 more seconds", day),
+            ("This ban will last for 86401 more seconds", day),
+            (
+                "This ban will last for 18446744073709551615 more seconds",
+                day,
+            ),
+            (
+                "This ban will last for 99999999999999999999999 more seconds",
+                day,
+            ),
+            ("This ban will last for  more seconds", DEFAULT_BAN),
+            ("App Call Limited", DEFAULT_BAN),
+            ("", DEFAULT_BAN),
+        ];
+        for (sub_msg, pause) in table {
+            let body = format!(
+                r#"{{"error_response":{{"code":7,"msg":"App Call Limited","sub_code":"accesscontrol.limited-by-app-access-count","sub_msg":"{sub_msg}"}}}}"#
+            );
+            match parse_response(&body) {
+                Err(ProviderError::RateLimited { retry_after, .. }) => {
+                    assert_eq!(retry_after, *pause, "{sub_msg:?}");
+                }
+                other => panic!("{sub_msg:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -23,13 +23,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// The peak resident memory of a running daemon, from `/proc/PID/status`.
 fn peak_memory_kib(daemon: &Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
-        .expect("the daemon is running");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
+    daemon.peak_memory_kib()
 }
 
 /// Still running, never panicked, and within the memory bound.

@@ -9,6 +9,7 @@ mod crash;
 mod disk;
 mod email_channel;
 mod faults;
+mod hostile_upstream;
 mod injection;
 mod journey;
 mod kuaidi100_adapter;

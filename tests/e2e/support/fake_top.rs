@@ -95,6 +95,8 @@ struct Inner {
     quota: Option<Quota>,
     /// Split orders: per trade, the sub-order ids each of its parcels carries.
     splits: HashMap<u64, Vec<String>>,
+    /// Tids answered with fresh oversized fields on every poll: (field size, answers served).
+    bloated: HashMap<u64, (usize, usize)>,
 }
 
 /// Every tid without a script is answered: in transit, and every `change_every`-th such answer
@@ -190,6 +192,7 @@ impl FakeTop {
             generated: None,
             quota: None,
             splits: HashMap::new(),
+            bloated: HashMap::new(),
         })));
         let app = Router::new()
             .route("/router/rest", any(handle))
@@ -243,6 +246,13 @@ impl FakeTop {
     pub fn fault(&self, fault: Fault, n: usize) {
         let mut inner = self.shared.lock();
         inner.faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Every poll of `tid` is answered with a new scan whose `status_desc` is `bytes` of text
+    /// never sent before, and whose `action`, `status`, `company_name` and `out_sid` are fresh
+    /// 64 KiB texts: a broken or hostile gateway.
+    pub fn bloat(&self, tid: u64, bytes: usize) {
+        self.shared.lock().bloated.insert(tid, (bytes, 0));
     }
 
     /// Answers every tid that has no script (instead of `isv.trade-not-exist`): in transit, with
@@ -371,6 +381,32 @@ pub fn trace_response(tid: u64, status: &str, steps: &[(&str, &str, &str)]) -> S
     json!({ "logistics_trace_search_response": body }).to_string()
 }
 
+/// The `n`th bloated answer for `tid`: one scan, `n` seconds after the first, whose
+/// `status_desc` is `bytes` long and unlike any other answer's.
+fn bloated_response(tid: u64, bytes: usize, n: usize) -> String {
+    let fresh = |size: usize| {
+        let mut text = format!("第{n}次 ");
+        text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
+        text
+    };
+    let time = chrono::NaiveDate::from_ymd_opt(2026, 11, 20)
+        .and_then(|d| d.and_hms_opt(8, 0, 0))
+        .expect("a valid time")
+        + chrono::TimeDelta::seconds(n as i64);
+    let body = json!({
+        "out_sid": fresh(64 << 10),
+        "company_name": fresh(64 << 10),
+        "tid": tid,
+        "status": fresh(64 << 10),
+        "trace_list": { "transit_step_info": [{
+            "status_time": time.format("%Y-%m-%d %H:%M:%S").to_string(),
+            "status_desc": fresh(bytes),
+            "action": fresh(64 << 10),
+        }]},
+    });
+    json!({ "logistics_trace_search_response": body }).to_string()
+}
+
 /// An `error_response`; an empty `sub_code` or `sub_msg` is left out.
 pub fn error_response(code: i64, msg: &str, sub_code: &str, sub_msg: &str) -> String {
     let mut body = json!({ "code": code, "msg": msg, "request_id": "fakeerror" });
@@ -435,36 +471,47 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
             (Some(fault), None, label, None)
         } else {
             let inner = &mut *inner;
-            match (
-                tid.and_then(|tid| inner.scripts.get_mut(&tid)),
-                inner.generated.as_mut(),
-            ) {
-                (Some(script), _) => {
-                    let last = script.bodies.len() - 1;
-                    let step = script.served.min(last);
-                    script.served += 1;
-                    script.final_served |= step == last;
-                    (None, Some(script.bodies[step].clone()), "trace", Some(step))
-                }
-                (None, Some(generated)) => {
-                    generated.served += 1;
-                    let steps = if generated.served % generated.change_every == 0 {
-                        &GENERATED_STEPS[..3]
-                    } else {
-                        &GENERATED_STEPS[..2]
-                    };
-                    let tid = tid.expect("verified requests carry a tid");
-                    let body = trace_response(tid, GENERATED_STATUS, steps);
-                    (None, Some(body), "trace", None)
-                }
-                (None, None) => {
-                    let body = error_response(
-                        15,
-                        "Remote service error",
-                        "isv.trade-not-exist",
-                        "交易不存在",
-                    );
-                    (None, Some(body), "unknown_tid", None)
+            if let Some((bytes, served)) = tid.and_then(|tid| inner.bloated.get_mut(&tid)) {
+                *served += 1;
+                let tid = tid.expect("bloated answers are per tid");
+                (
+                    None,
+                    Some(bloated_response(tid, *bytes, *served)),
+                    "trace",
+                    None,
+                )
+            } else {
+                match (
+                    tid.and_then(|tid| inner.scripts.get_mut(&tid)),
+                    inner.generated.as_mut(),
+                ) {
+                    (Some(script), _) => {
+                        let last = script.bodies.len() - 1;
+                        let step = script.served.min(last);
+                        script.served += 1;
+                        script.final_served |= step == last;
+                        (None, Some(script.bodies[step].clone()), "trace", Some(step))
+                    }
+                    (None, Some(generated)) => {
+                        generated.served += 1;
+                        let steps = if generated.served % generated.change_every == 0 {
+                            &GENERATED_STEPS[..3]
+                        } else {
+                            &GENERATED_STEPS[..2]
+                        };
+                        let tid = tid.expect("verified requests carry a tid");
+                        let body = trace_response(tid, GENERATED_STATUS, steps);
+                        (None, Some(body), "trace", None)
+                    }
+                    (None, None) => {
+                        let body = error_response(
+                            15,
+                            "Remote service error",
+                            "isv.trade-not-exist",
+                            "交易不存在",
+                        );
+                        (None, Some(body), "unknown_tid", None)
+                    }
                 }
             }
         };

@@ -271,3 +271,98 @@ impl Drop for SlowWebhook {
         self.task.abort();
     }
 }
+
+/// A server whose every answer is an error with a body that never ends: chunked, streamed as
+/// fast as the client reads, until the client hangs up. The status is chosen per path prefix
+/// (`/top`, `/hook`…), so that one server stands in for every upstream and every channel; a
+/// 429 carries `Retry-After: 600`. Each request's streamed bytes are recorded.
+pub struct EndlessBodies {
+    base: String,
+    served: Arc<Mutex<Vec<(String, usize)>>>,
+    task: JoinHandle<()>,
+}
+
+/// Where an endless body stops if the client never does, so that a failing test fails on its
+/// assertions rather than by filling the machine.
+const ENDLESS_SAFETY_STOP: usize = 4 << 30;
+
+impl EndlessBodies {
+    pub async fn start(routes: &[(&'static str, u16)]) -> EndlessBodies {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let served: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+        let shared = served.clone();
+        let routes = routes.to_vec();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let Some((head, _)) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    let path = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let status = routes
+                        .iter()
+                        .find(|(prefix, _)| path.starts_with(prefix))
+                        .map_or(500, |(_, status)| *status);
+                    let index = {
+                        let mut served = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        served.push((path, 0));
+                        served.len() - 1
+                    };
+                    let retry_after = if status == 429 {
+                        "Retry-After: 600\r\n"
+                    } else {
+                        ""
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} Whatever\r\nContent-Type: text/html\r\n{retry_after}\
+                         Transfer-Encoding: chunked\r\n\r\n"
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let data = vec![b'x'; 64 << 10];
+                    let frame =
+                        [format!("{:x}\r\n", data.len()).as_bytes(), &data, b"\r\n"].concat();
+                    let mut sent = 0;
+                    while sent < ENDLESS_SAFETY_STOP {
+                        if stream.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                        sent += data.len();
+                        shared.lock().unwrap_or_else(|p| p.into_inner())[index].1 = sent;
+                    }
+                });
+            }
+        });
+        EndlessBodies { base, served, task }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The body bytes streamed to each request whose path starts with `prefix`, in order.
+    pub fn streamed(&self, prefix: &str) -> Vec<usize> {
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(path, _)| path.starts_with(prefix))
+            .map(|(_, bytes)| *bytes)
+            .collect()
+    }
+}
+
+impl Drop for EndlessBodies {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
