@@ -285,6 +285,9 @@ fn database_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
         })
 }
 
+/// Opens the database for an admin command. Each command closes it when done rather than letting
+/// it drop at exit: the last connection to close checkpoints the WAL into the file, so that the
+/// file alone is whole after every command (a backup by copy, an outside reader).
 async fn open(global: &Global) -> Result<(Db, Option<Config>)> {
     let config = optional_config(global)?;
     let path = database_path(global, config.as_ref())?;
@@ -474,6 +477,7 @@ async fn add(global: &Global, args: AddArgs) -> Result<()> {
         term(&new.provider),
         new.tier
     );
+    db.close().await;
     Ok(())
 }
 
@@ -512,6 +516,7 @@ async fn import(global: &Global, file: &std::path::Path) -> Result<()> {
     }
     let n = import.commit().await?;
     println!("imported {n} shipments from {shown}");
+    db.close().await;
     Ok(())
 }
 
@@ -594,6 +599,7 @@ async fn list(
         ],
         &table,
     );
+    db.close().await;
     Ok(())
 }
 
@@ -751,6 +757,7 @@ async fn show(global: &Global, order_id: &str, json: bool, reveal: bool) -> Resu
             &table,
         );
     }
+    db.close().await;
     Ok(())
 }
 
@@ -802,6 +809,7 @@ async fn outbox(global: &Global, state: Option<OutboxState>, json: bool) -> Resu
         ],
         &table,
     );
+    db.close().await;
     Ok(())
 }
 
@@ -825,6 +833,7 @@ async fn retry(global: &Global, ids: Vec<i64>, dead: bool) -> Result<()> {
             skipped.join(", ")
         );
     }
+    db.close().await;
     Ok(())
 }
 
@@ -1001,6 +1010,7 @@ async fn poll(global: &Global, order_id: &str, apply: bool) -> Result<()> {
         },
         _ => println!("recorded the failure as the daemon would"),
     }
+    db.close().await;
     match failed {
         None => Ok(()),
         Some(e) => Err(anyhow!("poll of order {order_id} failed: {e}")),
@@ -1162,6 +1172,7 @@ async fn stats(global: &Global, json: bool) -> Result<()> {
             );
         }
     }
+    db.close().await;
     Ok(())
 }
 

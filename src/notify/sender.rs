@@ -19,6 +19,9 @@ use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, StorageError};
 use crate::workers::{GroupWrite, Workers};
 
+/// The longest `Retry-After` a receiver is obeyed for.
+pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// The delay before attempt `attempts + 1`, after `attempts` failed ones: `backoff` doubling up
 /// to `backoff_max`, with jitter, and never sooner than the receiver's `Retry-After`.
 pub fn retry_delay(delivery: &Delivery, attempts: u32, retry_after: Option<Duration>) -> Duration {
@@ -32,7 +35,9 @@ pub fn retry_delay(delivery: &Delivery, attempts: u32, retry_after: Option<Durat
         .nth(attempts.saturating_sub(1) as usize)
         .unwrap_or(delivery.backoff_max)
         .min(delivery.backoff_max);
-    let delay = backoff.max(retry_after.unwrap_or_default());
+    // A receiver's `Retry-After` is obeyed up to a day, as upstream bans are: a longer one (or a
+    // hostile one) would hold the message back for good.
+    let delay = backoff.max(retry_after.unwrap_or_default().min(LONGEST_RETRY_AFTER));
     // Whole milliseconds: finer is noise in logs and in the database.
     Duration::from_millis(delay.as_millis() as u64)
 }
@@ -412,5 +417,12 @@ mod tests {
         let hour = Duration::from_secs(3600);
         assert_eq!(retry_delay(&delivery, 1, Some(hour)), hour);
         assert!(retry_delay(&delivery, 1, Some(Duration::from_secs(1))) >= delivery.backoff);
+    }
+
+    #[test]
+    fn a_retry_after_beyond_a_day_is_obeyed_for_a_day() {
+        let delivery = Delivery::default();
+        let forever = Some(Duration::from_secs(u64::MAX / 1000));
+        assert_eq!(retry_delay(&delivery, 1, forever), LONGEST_RETRY_AFTER);
     }
 }
