@@ -1060,12 +1060,18 @@ impl Db {
         .bind(max_attempts)
         .execute(&mut *tx)
         .await?;
+        // Only the head of each shipment's queue on a channel: a notification waits while an
+        // earlier one of the same shipment and channel is pending or in flight (a dead one no
+        // longer holds the line), so a buyer never hears "delivered" before "out for delivery".
         let rows = sqlx::query_as::<_, ClaimedNotification>(
             "UPDATE notifications SET attempts = attempts + 1, lease_until = ?1 \
-             WHERE id IN (SELECT id FROM notifications \
+             WHERE id IN (SELECT id FROM notifications AS n \
                  WHERE state = 'pending' AND next_attempt_at <= ?2 \
                    AND (lease_until IS NULL OR lease_until <= ?2) \
                    AND channel IN (SELECT value FROM json_each(?3)) \
+                   AND NOT EXISTS (SELECT 1 FROM notifications AS earlier \
+                       WHERE earlier.shipment_id = n.shipment_id AND earlier.channel = n.channel \
+                         AND earlier.state = 'pending' AND earlier.id < n.id) \
                  ORDER BY next_attempt_at, id LIMIT ?4) \
              RETURNING id, public_id, channel, status, payload, recipient, attempts, \
                  (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",

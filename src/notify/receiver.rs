@@ -62,12 +62,20 @@ pub enum Behaviour {
     Always(u16),
     /// The first `failures` attempts of each id get 503 with `Retry-After: seconds`.
     RetryAfter { failures: usize, seconds: u64 },
+    /// The first attempt of each notification announcing `status` gets 503 with
+    /// `Retry-After: seconds`; everything else 200. Holds one change back while later ones come.
+    HoldBack { status: String, seconds: u64 },
 }
 
 impl Behaviour {
     /// The answer to the `attempt`th (0-based) verified request for one id.
-    fn answer(&self, attempt: usize) -> (StatusCode, Option<u64>) {
+    fn answer(&self, attempt: usize, status: &str) -> (StatusCode, Option<u64>) {
         match *self {
+            Behaviour::HoldBack {
+                status: ref held,
+                seconds,
+            } if attempt == 0 && held == status => (StatusCode::SERVICE_UNAVAILABLE, Some(seconds)),
+            Behaviour::HoldBack { .. } => (StatusCode::OK, None),
             Behaviour::Accept => (StatusCode::OK, None),
             Behaviour::FailFirst { failures, status } if attempt < failures => (code(status), None),
             Behaviour::FailFirst { .. } => (StatusCode::OK, None),
@@ -105,7 +113,19 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(secret: WebhookSecret, behaviour: Behaviour) -> std::io::Result<Receiver> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Receiver::start_with_backlog(secret, behaviour, 1024).await
+    }
+
+    /// A receiver whose listen queue holds `backlog` connections not yet accepted: a small one
+    /// makes connections wait or retry, as a busy receiver does.
+    pub async fn start_with_backlog(
+        secret: WebhookSecret,
+        behaviour: Behaviour,
+        backlog: u32,
+    ) -> std::io::Result<Receiver> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = socket.listen(backlog)?;
         let url = format!("http://{}/webhook", listener.local_addr()?);
         let shared = Arc::new(Shared {
             secret,
@@ -188,12 +208,15 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     )
     .is_ok();
 
+    let payload: serde_json::Value =
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let announced = payload["data"]["status"].as_str().unwrap_or_default();
     let (status, retry_after) = if verified {
         // Both locks in the same order as `set_behaviour`, so a change lands between requests.
         let mut attempts = lock(&shared.attempts);
         let behaviour = lock(&shared.behaviour);
         let attempt = attempts.entry(webhook_id.to_owned()).or_default();
-        let answer = behaviour.answer(*attempt);
+        let answer = behaviour.answer(*attempt, announced);
         *attempt += 1;
         answer
     } else {
@@ -205,7 +228,7 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         timestamp: timestamp.parse().unwrap_or(0),
         signature: text("webhook-signature").to_owned(),
         verified,
-        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        body: payload,
         raw_body: String::from_utf8_lossy(&body).into_owned(),
         answered: status.as_u16(),
         at: Instant::now(),

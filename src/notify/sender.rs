@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -59,6 +59,22 @@ pub struct Sender {
     quiet_hours: HashMap<ChannelKind, QuietHours>,
     /// Deliveries that succeed together are marked sent in one transaction.
     sent: GroupWrite<(i64, Millis), Result<(), StorageError>>,
+}
+
+/// Waits for the next status change announced on the event bus: its notifications are queued
+/// by then (the event follows the commit). A bus that overflowed may have carried one too.
+async fn next_queued(events: &mut broadcast::Receiver<PipelineEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(PipelineEvent::StatusChanged { .. })
+            | Err(broadcast::error::RecvError::Lagged(_)) => {
+                return;
+            }
+            Ok(_) => {}
+            // The sender holds the bus itself, so it never closes while this runs.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// Marks a batch sent in one transaction; should that fail, each on its own.
@@ -343,6 +359,9 @@ impl Sender {
         if let Err(e) = self.resume_stopped_channels().await {
             error!(error = %e, "could not lift old channel stops");
         }
+        // A status change queued by the dispatcher (or by maintenance) is claimed at once,
+        // not at the next scan.
+        let mut queued = self.events.subscribe();
         while !stop.is_cancelled() {
             let wait = match self.step().await {
                 // More may be due: claim again at once. Claiming nothing writes nothing, so
@@ -361,6 +380,7 @@ impl Sender {
                 _ = stop.cancelled() => break,
                 // A slot came free: what waited for it can go now.
                 _ = self.freed.notified() => {}
+                () = next_queued(&mut queued) => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

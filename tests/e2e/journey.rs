@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use crate::support::app::TestApp;
+use shipwatch::notify::receiver::Behaviour;
+
+use crate::support::app::{Options, TestApp};
 
 const CHAIN: [(&str, &str); 5] = [
     ("pending", "info_received"),
@@ -164,4 +166,51 @@ async fn twenty_shipments_travel_from_order_to_doorstep() {
         "SIGTERM exits 0\n{}",
         daemon.log()
     );
+}
+
+/// The issue that found it: 20 shipments on a 1 s tier against a receiver with a listen queue of
+/// 5 received `delivered` before `out_for_delivery` for 12 of them. Here, besides the small
+/// queue, the receiver turns every `picked_up` away once (503, `Retry-After: 3`), while the next
+/// change of the same shipment is queued a second later: it must wait, not overtake. A
+/// shipment's notifications on a channel go out one at a time, in the order they were queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shipments_notifications_arrive_in_the_order_they_were_queued() {
+    let app = TestApp::with(Options {
+        backlog: 5,
+        tiers: ("1s", "1s", "1s"),
+        behaviour: Behaviour::HoldBack {
+            status: "picked_up".to_owned(),
+            seconds: 3,
+        },
+        ..Options::default()
+    })
+    .await;
+    for i in 100..120 {
+        app.top.journey(tid(i));
+        app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until(
+        "all 20 parcels are delivered and every change announced",
+        Duration::from_secs(90),
+        || {
+            app.receiver
+                .deliveries()
+                .iter()
+                .filter(|d| d.answered == 200)
+                .count()
+                >= 100
+        },
+    )
+    .await;
+    let expected: Vec<(String, String)> = CHAIN
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let changes = accepted_changes(&app);
+    assert_eq!(changes.len(), 20, "{changes:?}");
+    for (order, seen) in &changes {
+        assert_eq!(seen, &expected, "order {order}: in the order queued");
+    }
+    assert!(daemon.terminate().success(), "{}", daemon.log());
 }

@@ -51,9 +51,10 @@ async fn stats_shows_polls_by_result_and_a_stopped_sms_channel() {
         || app.cli_ok(&["stats"]).contains("sms: STOPPED until"),
     )
     .await;
-    // Every SMS has met the stop, so none is left to try after a restart.
+    // All 3 SMS are queued: the first waits for the channel, the others behind it (a shipment's
+    // messages go out in the order they were queued).
     app.wait_until(
-        "each of the 3 SMS waits for the channel",
+        "the 3 SMS wait for the channel",
         Duration::from_secs(30),
         || {
             let sms: Vec<Value> = app
@@ -61,7 +62,9 @@ async fn stats_shows_polls_by_result_and_a_stopped_sms_channel() {
                 .into_iter()
                 .filter(|n| n["channel"] == "sms")
                 .collect();
-            sms.len() == 3 && sms.iter().all(|n| !n["last_error"].is_null())
+            sms.len() == 3
+                && !sms[0]["last_error"].is_null()
+                && sms.iter().all(|n| n["state"] == "pending")
         },
     )
     .await;

@@ -336,3 +336,64 @@ async fn the_table_refuses_structural_mistakes_with_a_clear_message() {
     let err = db.add_shipment(&blank, T0).await.unwrap_err().to_string();
     assert!(err.contains("order_id must not be empty"), "{err}");
 }
+
+#[tokio::test]
+async fn a_shipments_notifications_are_claimed_one_at_a_time_in_queue_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let (a, b) = (add(&db, "A").await, add(&db, "B").await);
+    let channels = channels();
+    let record = |id, status, at| {
+        let db = db.clone();
+        let channels = channels.clone();
+        async move {
+            let t = trace(status, 1);
+            db.record_poll(
+                id,
+                PollRecord {
+                    now: at,
+                    trace: &t,
+                    next_poll_at: at,
+                    channels: &channels,
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    record(a, Status::PickedUp, T0).await;
+    record(a, Status::InTransit, T0 + 1).await;
+    record(a, Status::OutForDelivery, T0 + 2).await;
+    record(b, Status::PickedUp, T0 + 3).await;
+    let webhook = [ChannelKind::Webhook];
+    let lease = 60_000;
+    let claim = |at: i64| {
+        let db = db.clone();
+        async move {
+            db.claim_notifications(at, at + lease, &webhook, 3, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| (n.order_id, n.status))
+                .collect::<Vec<_>>()
+        }
+    };
+    let pair = |order: &str, status: &str| (order.to_owned(), status.to_owned());
+
+    // All four are due, but only the head of each shipment's queue goes out.
+    let first = claim(T0 + 10).await;
+    assert_eq!(first, [pair("A", "picked_up"), pair("B", "picked_up")]);
+    // While A's first is in flight, its next one waits.
+    assert!(claim(T0 + 20).await.is_empty());
+    let rows = db.list_notifications(None, Some(a)).await.unwrap();
+    let id_of = |status: &str| rows.iter().find(|n| n.status == status).unwrap().id;
+    db.notification_sent(id_of("picked_up"), T0 + 30)
+        .await
+        .unwrap();
+    assert_eq!(claim(T0 + 40).await, [pair("A", "in_transit")]);
+    // A dead one no longer holds the line.
+    db.notification_failed(id_of("in_transit"), "HTTP 400", None)
+        .await
+        .unwrap();
+    assert_eq!(claim(T0 + 50).await, [pair("A", "out_for_delivery")]);
+}

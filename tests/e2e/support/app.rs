@@ -33,6 +33,8 @@ pub struct Options {
     pub extra: String,
     pub tiers: (&'static str, &'static str, &'static str),
     pub backoff: &'static str,
+    /// The webhook receiver's listen queue.
+    pub backlog: u32,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             extra: String::new(),
             tiers: ("1s", "1s", "2s"),
             backoff: "200ms",
+            backlog: 1024,
         }
     }
 }
@@ -56,9 +59,13 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
         let secret = generate_secret();
-        let receiver = Receiver::start(WebhookSecret::parse(&secret).unwrap(), options.behaviour)
-            .await
-            .expect("receiver starts");
+        let receiver = Receiver::start_with_backlog(
+            WebhookSecret::parse(&secret).unwrap(),
+            options.behaviour,
+            options.backlog,
+        )
+        .await
+        .expect("receiver starts");
         let db = dir.path().join("shipwatch.db");
         let config = dir.path().join("shipwatch.toml");
         std::fs::write(dir.path().join("taobao.secret"), format!("{APP_SECRET}\n")).unwrap();
