@@ -8,7 +8,8 @@ use shipwatch::config::Synchronous;
 use shipwatch::domain::{Status, Tier};
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
-use shipwatch::storage::{Db, NewShipment, PollRecord};
+use shipwatch::storage::{Db, NewShipment};
+use shipwatch::track::PollRecord;
 
 const T0: i64 = 1_800_000_000_000;
 
