@@ -307,6 +307,8 @@ pub enum ShipmentWrite<'a> {
         previous: Status,
         status: Status,
         transition: i64,
+        /// False once the status is final: the shipment leaves the schedule.
+        keep_polling: bool,
         details: Details<'a>,
     },
 }
@@ -1474,6 +1476,7 @@ async fn record_poll_in(
             previous,
             status,
             transition,
+            keep_polling,
             details,
         } => {
             sqlx::query(
@@ -1487,7 +1490,7 @@ async fn record_poll_in(
             .bind(status.as_str())
             .bind(details.raw_status)
             .bind(transition)
-            .bind(!status.is_terminal())
+            .bind(keep_polling)
             .bind(write.now)
             .bind(write.now)
             .bind(write.next_poll_at)

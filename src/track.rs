@@ -103,6 +103,7 @@ pub fn track<'a>(
         previous,
         status: trace.status,
         transition,
+        keep_polling: !trace.status.is_terminal(),
         details,
     };
     write
@@ -327,7 +328,8 @@ mod tests {
         Skip,
         Schedule,
         Refresh,
-        Change(Status, Status, i64, Vec<ChannelKind>),
+        /// Previous and new status, transition number, whether polling goes on, the channels.
+        Change(Status, Status, i64, bool, Vec<ChannelKind>),
     }
 
     fn outcome(write: &PollWrite<'_>) -> Outcome {
@@ -339,11 +341,13 @@ mod tests {
                 previous,
                 status,
                 transition,
+                keep_polling,
                 ..
             } => Outcome::Change(
                 *previous,
                 *status,
                 *transition,
+                *keep_polling,
                 write.outbox.iter().map(|row| row.channel).collect(),
             ),
         }
@@ -378,7 +382,7 @@ mod tests {
              stored(Pending, None), trace(Pending, vec![]), Outcome::Schedule, 0),
             ("first trace with an event: pickup fires every channel",
              stored(Pending, None), trace(PickedUp, vec![e1.clone()]),
-             Outcome::Change(Pending, PickedUp, 3, vec![Webhook, Email, Sms]), 1),
+             Outcome::Change(Pending, PickedUp, 3, true, vec![Webhook, Email, Sms]), 1),
             ("same status, same events",
              stored(InTransit, Some(T0 + 2 * HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
              Outcome::Schedule, 2),
@@ -391,13 +395,19 @@ mod tests {
              carrier_news, carrier_trace, Outcome::Refresh, 2),
             ("in transit: SMS does not fire",
              stored(PickedUp, Some(T0 + HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
-             Outcome::Change(PickedUp, InTransit, 3, vec![Webhook, Email]), 2),
+             Outcome::Change(PickedUp, InTransit, 3, true, vec![Webhook, Email]), 2),
             ("out for delivery: SMS fires",
              stored(InTransit, Some(T0 + 2 * HOUR)), trace(OutForDelivery, vec![e1.clone(), e2.clone(), e3.clone()]),
-             Outcome::Change(InTransit, OutForDelivery, 3, vec![Webhook, Email, Sms]), 3),
+             Outcome::Change(InTransit, OutForDelivery, 3, true, vec![Webhook, Email, Sms]), 3),
             ("delivered: terminal, every channel",
              stored(OutForDelivery, Some(T0 + 3 * HOUR)), trace(Delivered, vec![e1.clone(), e3.clone()]),
-             Outcome::Change(OutForDelivery, Delivered, 3, vec![Webhook, Email, Sms]), 2),
+             Outcome::Change(OutForDelivery, Delivered, 3, false, vec![Webhook, Email, Sms]), 2),
+            ("exception: SMS fires, polling goes on",
+             stored(InTransit, Some(T0 + 2 * HOUR)), trace(Exception, vec![e1.clone(), e2.clone(), e3.clone()]),
+             Outcome::Change(InTransit, Exception, 3, true, vec![Webhook, Email, Sms]), 3),
+            ("returned: terminal, SMS does not fire",
+             stored(Exception, Some(T0 + 2 * HOUR)), trace(Returned, vec![e1.clone(), e2.clone(), e3.clone()]),
+             Outcome::Change(Exception, Returned, 3, false, vec![Webhook, Email]), 3),
             ("stale trace: older than the newest stored event",
              stored(OutForDelivery, Some(T0 + 3 * HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
              Outcome::Schedule, 0),
