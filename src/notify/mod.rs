@@ -1,4 +1,5 @@
-//! Notifications: how a status change becomes an outbox row, and how a row is delivered.
+//! Notifications: what an outbox row says (payload, templates) and how a row is delivered. Which
+//! rows a change queues is decided in `track`.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
