@@ -5,8 +5,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::clock::Millis;
-use crate::domain::{Status, Tier};
-use crate::notify::ChannelKind;
+use crate::domain::{ChannelKind, Status, Tier};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PipelineEvent {

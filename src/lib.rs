@@ -23,4 +23,5 @@ pub mod service;
 pub mod shown;
 pub mod storage;
 pub mod throttle;
+pub mod track;
 pub mod workers;

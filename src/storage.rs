@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::Serialize;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -22,10 +20,8 @@ use tracing::instrument;
 
 use crate::clock::{Millis, to_rfc3339};
 use crate::config::Synchronous;
-use crate::domain::{Status, Tier};
-use crate::notify::payload::Queued;
-use crate::notify::{ChannelKind, ChannelRule};
-use crate::providers::{Trace, TraceEvent};
+use crate::domain::{ChannelKind, Status, Tier};
+use crate::providers::TraceEvent;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -277,19 +273,93 @@ pub struct NewShipment {
     pub sub_orders: Option<String>,
 }
 
-/// What one successful poll is to record.
-#[derive(Debug, Clone)]
-pub struct PollRecord<'a> {
+/// Decides what one poll writes, given the shipment as stored (read inside the write
+/// transaction). The rules live in the `track` module; storage only executes the answer.
+pub trait Decide {
+    fn decide(&self, stored: &ShipmentRow) -> PollWrite<'_>;
+}
+
+/// What one poll writes, as decided from the stored row and the trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollWrite<'a> {
     pub now: Millis,
-    pub trace: &'a Trace,
-    /// `None` when the new status is terminal: polling stops.
     pub next_poll_at: Millis,
-    /// Each enabled channel, with the statuses that trigger it and its texts.
-    pub channels: &'a [ChannelRule],
+    /// Events to add (those already stored are skipped).
+    pub events: &'a [TraceEvent],
+    pub shipment: ShipmentWrite<'a>,
+    /// Outbox rows to queue with the change; a row whose key exists already is not queued again.
+    pub outbox: Vec<OutboxRow>,
+    /// Provider codes that no mapping table knows, to count.
+    pub unmapped: &'a [String],
+}
+
+/// How the shipment row itself changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShipmentWrite<'a> {
+    /// The shipment was removed or deactivated while the poll was in flight: nothing is written.
+    Skip,
+    /// Only the poll time and the next poll time.
+    Schedule,
+    /// Same status, newer details.
+    Refresh(Details<'a>),
+    /// A new status: transition `transition` from `previous`.
+    Change {
+        previous: Status,
+        status: Status,
+        transition: i64,
+        /// False once the status is final: the shipment leaves the schedule.
+        keep_polling: bool,
+        details: Details<'a>,
+    },
+}
+
+/// The columns a poll refreshes; `None` keeps what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Details<'a> {
+    pub raw_status: &'a str,
+    pub last_event_at: Option<Millis>,
+    pub tracking_no: Option<&'a str>,
+    pub carrier: Option<&'a str>,
+}
+
+/// What a notification announces (the `kind` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationKind {
+    StatusChanged,
+    Stuck,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::StatusChanged => "status_changed",
+            NotificationKind::Stuck => "stuck",
+        }
+    }
+}
+
+/// One outbox row to insert, rendered in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub public_id: String,
+    pub kind: NotificationKind,
+    /// With the shipment, kind and channel it keys the row: the same transition is never queued
+    /// twice for a channel.
+    pub transition: i64,
+    pub channel: ChannelKind,
+    pub previous: Status,
+    pub status: Status,
+    pub payload: String,
+    pub recipient: Option<String>,
+    /// Set when nothing can be sent (no address for this channel): the row is stored as skipped
+    /// with this reason.
+    pub skipped: Option<&'static str>,
+    pub next_attempt_at: Millis,
+    pub created_at: Millis,
 }
 
 /// What a recorded poll changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recorded {
     /// `(previous, new)` when the status changed.
     pub change: Option<(Status, Status)>,
@@ -776,11 +846,11 @@ impl Db {
         Ok(())
     }
 
-    /// Records a successful poll in one transaction: new events, and when the status changed, the
-    /// new status, its timestamps and one outbox row per channel that the new status triggers.
-    /// A poll that saw nothing new writes only the poll time and the next poll time.
+    /// Records a successful poll in one transaction: reads the row, asks `poll` what to write
+    /// (`track` decides), and writes it: new events, the shipment's columns and the
+    /// outbox rows of a change.
     #[instrument(skip_all, fields(id = shipment_id))]
-    pub async fn record_poll(&self, shipment_id: i64, poll: PollRecord<'_>) -> Result<Recorded> {
+    pub async fn record_poll(&self, shipment_id: i64, poll: impl Decide) -> Result<Recorded> {
         let mut tx = self.begin_write().await?;
         let recorded = record_poll_in(&mut tx, shipment_id, &poll).await?;
         tx.commit().await?;
@@ -790,7 +860,10 @@ impl Db {
     /// Records several polls in one transaction, each exactly as [`Db::record_poll`] would: one
     /// commit instead of one per poll. All of them, or none.
     #[instrument(skip_all, fields(polls = polls.len()))]
-    pub async fn record_polls(&self, polls: &[(i64, PollRecord<'_>)]) -> Result<Vec<Recorded>> {
+    pub async fn record_polls<D: Decide + Sync>(
+        &self,
+        polls: &[(i64, D)],
+    ) -> Result<Vec<Recorded>> {
         let mut tx = self.begin_write().await?;
         let mut recorded = Vec::with_capacity(polls.len());
         for (shipment_id, poll) in polls {
@@ -1383,7 +1456,7 @@ impl Counts {
 async fn record_poll_in(
     tx: &mut Transaction<'static, Sqlite>,
     shipment_id: i64,
-    poll: &PollRecord<'_>,
+    poll: &impl Decide,
 ) -> Result<Recorded> {
     // Read inside the write transaction: the CLI or another tool may have changed the row
     // while the poll was in flight.
@@ -1393,98 +1466,79 @@ async fn record_poll_in(
     .bind(shipment_id)
     .fetch_optional(&mut **tx)
     .await?
-    .filter(|row| row.active) else {
-        return Ok(Recorded {
-            change: None,
-            new_events: 0,
-            queued: Vec::new(),
-            applied: false,
-        });
+    else {
+        return Ok(Recorded::default());
     };
-
-    let newest = poll.trace.events.iter().max_by_key(|e| e.time);
-    let newest_at = newest.map(|e| e.time.timestamp_millis());
-    // An older picture than the one stored (an upstream cache, a replayed answer) changes
-    // nothing but the schedule: time goes one way.
-    let stale = is_stale(current.last_event_at, newest_at);
-    if stale {
-        tracing::debug!(order_id = %current.order_id, "stale trace ignored: older than the events stored");
+    let write = poll.decide(&current);
+    if write.shipment == ShipmentWrite::Skip {
+        return Ok(Recorded::default());
     }
-    let new_events = if stale {
-        0
-    } else {
-        insert_events(tx, shipment_id, &poll.trace.events).await?
-    };
-
-    let previous = current.status();
-    let status = if stale { previous } else { poll.trace.status };
+    let new_events = insert_events(tx, shipment_id, write.events).await?;
+    let mut change = None;
     let mut queued = Vec::new();
-    if status != previous {
-        let transition = current.transitions + 1;
-        sqlx::query(
-            "UPDATE shipments SET status = ?, raw_status = ?, transitions = ?, active = ?, \
-             error = NULL, status_changed_at = ?, last_polled_at = ?, next_poll_at = ?, \
-             claimed_until = NULL, \
-             last_event_at = coalesce(?, last_event_at), \
-             tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
-             WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(&poll.trace.raw_status)
-        .bind(transition)
-        .bind(!status.is_terminal())
-        .bind(poll.now)
-        .bind(poll.now)
-        .bind(poll.next_poll_at)
-        .bind(newest_at)
-        .bind(&poll.trace.tracking_no)
-        .bind(&poll.trace.carrier)
-        .bind(shipment_id)
-        .execute(&mut **tx)
-        .await?;
-        queued = queue_notifications(
-            tx,
-            &Change {
-                shipment: &current,
-                transition,
-                previous,
-                trace: poll.trace,
-                newest,
-                now: poll.now,
-            },
-            poll.channels,
-        )
-        .await?;
-    } else if !stale
-        && (new_events > 0 || current.raw_status.as_deref() != Some(&poll.trace.raw_status))
-    {
-        sqlx::query(
-            "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
-             next_poll_at = ?, claimed_until = NULL, last_event_at = coalesce(?, last_event_at), \
-             tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
-             WHERE id = ?",
-        )
-        .bind(&poll.trace.raw_status)
-        .bind(poll.now)
-        .bind(poll.next_poll_at)
-        .bind(newest_at)
-        .bind(&poll.trace.tracking_no)
-        .bind(&poll.trace.carrier)
-        .bind(shipment_id)
-        .execute(&mut **tx)
-        .await?;
-    } else {
-        sqlx::query(
-            "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
-             claimed_until = NULL WHERE id = ?",
-        )
-        .bind(poll.now)
-        .bind(poll.next_poll_at)
-        .bind(shipment_id)
-        .execute(&mut **tx)
-        .await?;
+    match &write.shipment {
+        ShipmentWrite::Skip => {}
+        ShipmentWrite::Change {
+            previous,
+            status,
+            transition,
+            keep_polling,
+            details,
+        } => {
+            sqlx::query(
+                "UPDATE shipments SET status = ?, raw_status = ?, transitions = ?, active = ?, \
+                 error = NULL, status_changed_at = ?, last_polled_at = ?, next_poll_at = ?, \
+                 claimed_until = NULL, \
+                 last_event_at = coalesce(?, last_event_at), \
+                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
+                 WHERE id = ?",
+            )
+            .bind(status.as_str())
+            .bind(details.raw_status)
+            .bind(transition)
+            .bind(keep_polling)
+            .bind(write.now)
+            .bind(write.now)
+            .bind(write.next_poll_at)
+            .bind(details.last_event_at)
+            .bind(details.tracking_no)
+            .bind(details.carrier)
+            .bind(shipment_id)
+            .execute(&mut **tx)
+            .await?;
+            change = Some((*previous, *status));
+            queued = insert_outbox(tx, shipment_id, &write.outbox).await?;
+        }
+        ShipmentWrite::Refresh(details) => {
+            sqlx::query(
+                "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
+                 next_poll_at = ?, claimed_until = NULL, last_event_at = coalesce(?, last_event_at), \
+                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
+                 WHERE id = ?",
+            )
+            .bind(details.raw_status)
+            .bind(write.now)
+            .bind(write.next_poll_at)
+            .bind(details.last_event_at)
+            .bind(details.tracking_no)
+            .bind(details.carrier)
+            .bind(shipment_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        ShipmentWrite::Schedule => {
+            sqlx::query(
+                "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
+                 claimed_until = NULL WHERE id = ?",
+            )
+            .bind(write.now)
+            .bind(write.next_poll_at)
+            .bind(shipment_id)
+            .execute(&mut **tx)
+            .await?;
+        }
     }
-    for value in &poll.trace.unmapped {
+    for value in write.unmapped {
         sqlx::query(
             "INSERT INTO unmapped (provider, value, count, first_seen, last_seen) \
              VALUES (?, ?, 1, ?, ?) ON CONFLICT (provider, value) DO UPDATE SET \
@@ -1492,27 +1546,17 @@ async fn record_poll_in(
         )
         .bind(&current.provider)
         .bind(value)
-        .bind(poll.now)
-        .bind(poll.now)
+        .bind(write.now)
+        .bind(write.now)
         .execute(&mut **tx)
         .await?;
     }
     Ok(Recorded {
-        change: (status != previous).then_some((previous, status)),
+        change,
         new_events,
         queued,
         applied: true,
     })
-}
-
-/// True when a trace is older than what is stored: its newest event is older than the newest
-/// event already stored, or it has no event at all where events were stored.
-pub(crate) fn is_stale(stored_newest: Option<Millis>, trace_newest: Option<Millis>) -> bool {
-    match (stored_newest, trace_newest) {
-        (Some(stored), Some(newest)) => newest < stored,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
 }
 
 /// Adds the events not stored yet, all in one statement (a trace repeats its whole history
@@ -1550,87 +1594,49 @@ async fn insert_events(
     .rows_affected())
 }
 
-/// One status change of a shipment, as the outbox rows announcing it need it.
-pub(crate) struct Change<'a> {
-    /// The row as it was before the change.
-    pub shipment: &'a ShipmentRow,
-    /// The shipment's transition count after the change: with the channel it keys the row.
-    pub transition: i64,
-    pub previous: Status,
-    pub trace: &'a Trace,
-    pub newest: Option<&'a TraceEvent>,
-    pub now: Millis,
-}
-
-/// Queues one outbox row per channel that the new status triggers, inside the transaction that
-/// records the change. Polls and maintenance jobs (expiry, missing carrier information) share it,
-/// so every change is announced the same way and never twice. Returns the rows to be sent.
-pub(crate) async fn queue_notifications(
+/// Inserts outbox rows of one shipment inside the transaction that records their change, one
+/// statement a row. A row whose key (shipment, kind, transition, channel) exists already is left
+/// alone, so a change replayed after a crash is never announced twice. Returns the rows inserted
+/// to be sent (not the skipped ones): channel and public id.
+pub(crate) async fn insert_outbox(
     tx: &mut Transaction<'static, Sqlite>,
-    change: &Change<'_>,
-    channels: &[ChannelRule],
+    shipment_id: i64,
+    rows: &[OutboxRow],
 ) -> Result<Vec<(ChannelKind, String)>> {
-    let status = change.trace.status;
     let mut queued = Vec::new();
-    for rule in channels {
-        if !rule.triggers.contains(&status) {
-            continue;
-        }
-        let public_id = new_public_id();
-        let message = crate::notify::payload::for_channel(
-            rule,
-            &public_id,
-            change.now,
-            change.shipment,
-            change.trace,
-            change.previous,
-            change.newest,
-        );
-        let (payload, recipient, state, note) = match message {
-            Queued::Send { payload, recipient } => (payload, recipient, "pending", None),
-            Queued::Skip(reason) => (String::new(), None, "skipped", Some(reason)),
+    for row in rows {
+        let state = if row.skipped.is_some() {
+            "skipped"
+        } else {
+            "pending"
         };
-        // Quiet hours hold a message back; waiting is not an attempt.
-        let due = rule
-            .quiet_hours
-            .map_or(change.now, |quiet| quiet.next_allowed(change.now));
         let inserted = sqlx::query(
-            "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+            "INSERT INTO notifications (public_id, shipment_id, kind, transition, channel, \
              previous_status, status, payload, recipient, state, last_error, \
              next_attempt_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (shipment_id, kind, transition, channel) DO NOTHING",
         )
-        .bind(&public_id)
-        .bind(change.shipment.id)
-        .bind(change.transition)
-        .bind(rule.kind.as_str())
-        .bind(change.previous.as_str())
-        .bind(status.as_str())
-        .bind(&payload)
-        .bind(&recipient)
+        .bind(&row.public_id)
+        .bind(shipment_id)
+        .bind(row.kind.as_str())
+        .bind(row.transition)
+        .bind(row.channel.as_str())
+        .bind(row.previous.as_str())
+        .bind(row.status.as_str())
+        .bind(&row.payload)
+        .bind(&row.recipient)
         .bind(state)
-        .bind(note)
-        .bind(due)
-        .bind(change.now)
+        .bind(row.skipped)
+        .bind(row.next_attempt_at)
+        .bind(row.created_at)
         .execute(&mut **tx)
         .await?;
-        if inserted.rows_affected() == 1 && state == "pending" {
-            queued.push((rule.kind, public_id));
+        if inserted.rows_affected() == 1 && row.skipped.is_none() {
+            queued.push((row.channel, row.public_id.clone()));
         }
     }
     Ok(queued)
-}
-
-/// A notification id in the style of Standard Webhooks (`msg_` and random characters): unique
-/// across databases, so receivers can deduplicate on it.
-pub(crate) fn new_public_id() -> String {
-    let suffix: String = rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
-    format!("msg_{suffix}")
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::clock::Millis;
 use crate::notify::ChannelRule;
 use crate::providers::Trace;
-use crate::storage::{Db, PollRecord, Recorded, StorageError};
+use crate::storage::{Db, Recorded, StorageError};
+use crate::track::PollRecord;
 use crate::workers::GroupWrite;
 
 /// What a successful poll hands over to be recorded.

@@ -11,9 +11,8 @@ use crate::clock::{Millis, millis};
 use crate::domain::{Status, Tier};
 use crate::notify::{ChannelKind, ChannelRule};
 use crate::providers::Trace;
-use crate::storage::{
-    Change, Db, Result, SHIPMENT_COLUMNS, ShipmentRow, new_public_id, queue_notifications,
-};
+use crate::storage::{Db, Result, SHIPMENT_COLUMNS, ShipmentRow, insert_outbox};
+use crate::track::{Change, announce, new_public_id, stuck_alert};
 
 /// Shipments one run of a step looks at, at most.
 pub const BATCH: i64 = 500;
@@ -122,7 +121,8 @@ async fn change_all(
             newest: None,
             now,
         };
-        queue_notifications(&mut tx, &change, channels).await?;
+        let rows = announce(&change, channels, &mut new_public_id);
+        insert_outbox(&mut tx, row.id, &rows).await?;
         changed.push(Changed {
             order_id: row.order_id.clone(),
             provider: row.provider.clone(),
@@ -268,29 +268,14 @@ pub async fn stuck_alerts(
             .bind(row.shipment.id)
             .execute(&mut *tx)
             .await?;
-        let public_id = new_public_id();
-        let status = row.shipment.status.as_str();
-        sqlx::query(
-            "INSERT INTO notifications (public_id, shipment_id, kind, transition, channel, \
-             previous_status, status, payload, next_attempt_at, created_at) \
-             VALUES (?, ?, 'stuck', ?, 'webhook', ?, ?, ?, ?, ?) \
-             ON CONFLICT (shipment_id, kind, transition, channel) DO NOTHING",
-        )
-        .bind(&public_id)
-        .bind(row.shipment.id)
-        .bind(stall)
-        .bind(status)
-        .bind(status)
-        .bind(crate::notify::payload::stuck(
-            &public_id,
-            now,
+        let alert = stuck_alert(
             &row.shipment,
+            stall,
             row.quiet_since,
-        ))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+            now,
+            &mut new_public_id,
+        );
+        insert_outbox(&mut tx, row.shipment.id, &[alert]).await?;
         alerted.push(row.shipment.order_id);
     }
     tx.commit().await?;

@@ -1,7 +1,6 @@
-//! Notifications: how a status change becomes an outbox row, and how a row is delivered.
+//! Notifications: what an outbox row says (payload, templates) and how a row is delivered. Which
+//! rows a change queues is decided in `track`.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,45 +16,9 @@ pub mod sms_http;
 pub mod template;
 pub mod webhook;
 
-/// The ways a notification can travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelKind {
-    Webhook,
-    Email,
-    Sms,
-}
-
-impl ChannelKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelKind::Webhook => "webhook",
-            ChannelKind::Email => "email",
-            ChannelKind::Sms => "sms",
-        }
-    }
-}
-
-impl fmt::Display for ChannelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ChannelKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "webhook" => Ok(ChannelKind::Webhook),
-            "email" => Ok(ChannelKind::Email),
-            "sms" => Ok(ChannelKind::Sms),
-            other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email or sms"
-            )),
-        }
-    }
-}
+/// The channel names are domain values: storage keys outbox rows by them without depending on
+/// how a channel sends.
+pub use crate::domain::ChannelKind;
 
 /// An enabled channel as the outbox sees it: which statuses it announces and in what words.
 #[derive(Debug, Clone)]

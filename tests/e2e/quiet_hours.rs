@@ -16,7 +16,8 @@ use shipwatch::notify::{
     Channel, ChannelKind, ChannelRule, DeliveryError, EmailMessage, Outgoing, SmsMessage,
 };
 use shipwatch::providers::Trace;
-use shipwatch::storage::{Db, NewShipment, PollRecord};
+use shipwatch::storage::{Db, NewShipment};
+use shipwatch::track::PollRecord;
 
 /// A channel that writes down what it was given, at what time.
 struct Recording {

@@ -148,7 +148,8 @@ use shipwatch::events::{Events, PipelineEvent};
 use shipwatch::health;
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
-use shipwatch::storage::{Db, NewShipment, PollRecord};
+use shipwatch::storage::{Db, NewShipment};
+use shipwatch::track::PollRecord;
 
 struct HealthServer {
     _dir: tempfile::TempDir,

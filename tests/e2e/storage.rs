@@ -8,7 +8,8 @@ use shipwatch::config::Synchronous;
 use shipwatch::domain::{Status, Tier};
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
-use shipwatch::storage::{Db, NewShipment, PollRecord};
+use shipwatch::storage::{Db, NewShipment};
+use shipwatch::track::PollRecord;
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -148,6 +149,53 @@ async fn reading_the_same_trace_again_writes_only_the_poll_times() {
     assert!(
         !db.shipment("1").await.unwrap().active,
         "delivered stops polling"
+    );
+}
+
+#[tokio::test]
+async fn the_same_status_refreshes_what_was_unknown_and_announces_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let id = add(&db, "1").await;
+    let channels = channels();
+    let poll = |now, trace| PollRecord {
+        now,
+        trace,
+        next_poll_at: now + 1,
+        channels: &channels,
+    };
+    let bare = Trace {
+        carrier: None,
+        tracking_no: None,
+        ..trace(Status::InTransit, 2)
+    };
+    db.record_poll(id, poll(T0, &bare)).await.unwrap();
+    let row = db.shipment("1").await.unwrap();
+    assert_eq!((row.carrier, row.tracking_no), (None, None));
+
+    // The same scans and raw status, now with the carrier and waybill.
+    let told = trace(Status::InTransit, 2);
+    let again = db.record_poll(id, poll(T0 + 10, &told)).await.unwrap();
+    assert_eq!((again.change, again.new_events), (None, 0));
+    assert!(again.queued.is_empty());
+    let row = db.shipment("1").await.unwrap();
+    assert_eq!(row.carrier.as_deref(), Some("中通速递"));
+    assert_eq!(row.tracking_no.as_deref(), Some("ZT123"));
+
+    // Only the raw status is new.
+    let reworded = Trace {
+        raw_status: "物流公司已接单".to_owned(),
+        ..trace(Status::InTransit, 2)
+    };
+    let third = db.record_poll(id, poll(T0 + 20, &reworded)).await.unwrap();
+    assert!(third.change.is_none() && third.queued.is_empty());
+    let row = db.shipment("1").await.unwrap();
+    assert_eq!(row.raw_status.as_deref(), Some("物流公司已接单"));
+    assert_eq!((row.transitions, row.last_polled_at), (1, Some(T0 + 20)));
+    assert_eq!(
+        db.list_notifications(None, Some(id)).await.unwrap().len(),
+        1,
+        "only the first change is announced"
     );
 }
 

@@ -1,0 +1,605 @@
+//! Change detection: from a shipment as stored and a fresh trace to what a poll writes, and from
+//! a change to the outbox rows that announce it. Pure: no I/O and no clock (time and ids come in
+//! as arguments), so every rule here is a table test away. Storage executes what this decides
+//! inside one transaction ([`crate::storage::Decide`]); maintenance announces its own changes
+//! (expiry, no information, stuck parcels) through the same rendering.
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use crate::clock::Millis;
+use crate::domain::{ChannelKind, Status};
+use crate::notify::ChannelRule;
+use crate::notify::payload::{self, Queued};
+use crate::providers::{Trace, TraceEvent};
+use crate::storage::{
+    Decide, Details, NotificationKind, OutboxRow, PollWrite, ShipmentRow, ShipmentWrite,
+};
+
+/// What one successful poll brings to be recorded.
+#[derive(Debug, Clone)]
+pub struct PollRecord<'a> {
+    pub now: Millis,
+    pub trace: &'a Trace,
+    /// When to poll next; ignored once the new status is terminal (polling stops).
+    pub next_poll_at: Millis,
+    /// Each enabled channel, with the statuses that trigger it and its texts.
+    pub channels: &'a [ChannelRule],
+}
+
+impl Decide for PollRecord<'_> {
+    fn decide(&self, stored: &ShipmentRow) -> PollWrite<'_> {
+        track(stored, self, &mut new_public_id)
+    }
+}
+
+/// Decides what `poll` writes for the shipment `stored`:
+/// - a shipment removed or deactivated while the poll was in flight: nothing;
+/// - a stale trace (see [`is_stale`]): the schedule only;
+/// - the same status: the new events, and the details (raw status, newest event time, tracking
+///   number and carrier when unknown) when any of them is news, else the schedule only;
+/// - a new status: the new events, the status with the next transition number (a terminal
+///   status stops polling), and one outbox row per channel the new status triggers.
+///
+/// `new_id` names each outbox row (see [`new_public_id`]).
+pub fn track<'a>(
+    stored: &ShipmentRow,
+    poll: &PollRecord<'a>,
+    new_id: &mut dyn FnMut() -> String,
+) -> PollWrite<'a> {
+    let trace = poll.trace;
+    let mut write = PollWrite {
+        now: poll.now,
+        next_poll_at: poll.next_poll_at,
+        events: &[],
+        shipment: ShipmentWrite::Skip,
+        outbox: Vec::new(),
+        unmapped: &trace.unmapped,
+    };
+    if !stored.active {
+        write.unmapped = &[];
+        return write;
+    }
+    let newest = trace.events.iter().max_by_key(|e| e.time);
+    let newest_at = newest.map(|e| e.time.timestamp_millis());
+    // An older picture than the one stored (an upstream cache, a replayed answer) changes
+    // nothing but the schedule: time goes one way.
+    if is_stale(stored.last_event_at, newest_at) {
+        tracing::debug!(order_id = %stored.order_id, "stale trace ignored: older than the events stored");
+        write.shipment = ShipmentWrite::Schedule;
+        return write;
+    }
+    write.events = &trace.events;
+    let details = Details {
+        raw_status: &trace.raw_status,
+        last_event_at: newest_at,
+        tracking_no: trace.tracking_no.as_deref(),
+        carrier: trace.carrier.as_deref(),
+    };
+    let previous = stored.status();
+    if trace.status == previous {
+        let news = stored.raw_status.as_deref() != Some(trace.raw_status.as_str())
+            || newest_at > stored.last_event_at
+            || (stored.tracking_no.is_none() && details.tracking_no.is_some())
+            || (stored.carrier.is_none() && details.carrier.is_some());
+        write.shipment = if news {
+            ShipmentWrite::Refresh(details)
+        } else {
+            ShipmentWrite::Schedule
+        };
+        return write;
+    }
+    let transition = stored.transitions + 1;
+    let change = Change {
+        shipment: stored,
+        transition,
+        previous,
+        trace,
+        newest,
+        now: poll.now,
+    };
+    write.outbox = announce(&change, poll.channels, new_id);
+    write.shipment = ShipmentWrite::Change {
+        previous,
+        status: trace.status,
+        transition,
+        keep_polling: !trace.status.is_terminal(),
+        details,
+    };
+    write
+}
+
+/// True when a trace is older than what is stored: its newest event is older than the newest
+/// event already stored, or it has no event at all where events were stored. No upstream
+/// documents a guarantee that answers arrive in order, so an older one is taken for a cached or
+/// replayed answer and changes nothing: keeping what is stored loses nothing, while going back
+/// would announce a status the buyer has already left behind.
+pub fn is_stale(stored_newest: Option<Millis>, trace_newest: Option<Millis>) -> bool {
+    match (stored_newest, trace_newest) {
+        (Some(stored), Some(newest)) => newest < stored,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// One status change of a shipment, as the outbox rows announcing it need it.
+pub struct Change<'a> {
+    /// The row as it was before the change.
+    pub shipment: &'a ShipmentRow,
+    /// The shipment's transition count after the change: with the channel it keys the row.
+    pub transition: i64,
+    pub previous: Status,
+    /// The new status and raw status, with the events that carry them.
+    pub trace: &'a Trace,
+    pub newest: Option<&'a TraceEvent>,
+    pub now: Millis,
+}
+
+/// One outbox row per channel whose triggers hold the new status, rendered in full. A channel
+/// that has no address for this shipment gets a skipped row that says why. Quiet hours hold a
+/// message back until they end (DESIGN.md, "Notifications": they delay, never drop); waiting is
+/// not an attempt.
+pub fn announce(
+    change: &Change<'_>,
+    channels: &[ChannelRule],
+    new_id: &mut dyn FnMut() -> String,
+) -> Vec<OutboxRow> {
+    let status = change.trace.status;
+    channels
+        .iter()
+        .filter(|rule| rule.triggers.contains(&status))
+        .map(|rule| {
+            let public_id = new_id();
+            let message = payload::for_channel(
+                rule,
+                &public_id,
+                change.now,
+                change.shipment,
+                change.trace,
+                change.previous,
+                change.newest,
+            );
+            let (payload, recipient, skipped) = match message {
+                Queued::Send { payload, recipient } => (payload, recipient, None),
+                Queued::Skip(reason) => (String::new(), None, Some(reason)),
+            };
+            OutboxRow {
+                public_id,
+                kind: NotificationKind::StatusChanged,
+                transition: change.transition,
+                channel: rule.kind,
+                previous: change.previous,
+                status,
+                payload,
+                recipient,
+                skipped,
+                next_attempt_at: rule
+                    .quiet_hours
+                    .map_or(change.now, |quiet| quiet.next_allowed(change.now)),
+                created_at: change.now,
+            }
+        })
+        .collect()
+}
+
+/// The `shipment.stuck` webhook row for stall number `stall` of a moving shipment quiet since
+/// `quiet_since`. The status does not change: the row says so by carrying it twice.
+pub fn stuck_alert(
+    shipment: &ShipmentRow,
+    stall: i64,
+    quiet_since: Millis,
+    now: Millis,
+    new_id: &mut dyn FnMut() -> String,
+) -> OutboxRow {
+    let public_id = new_id();
+    let payload = payload::stuck(&public_id, now, shipment, quiet_since);
+    OutboxRow {
+        public_id,
+        kind: NotificationKind::Stuck,
+        transition: stall,
+        channel: ChannelKind::Webhook,
+        previous: shipment.status(),
+        status: shipment.status(),
+        payload,
+        recipient: None,
+        skipped: None,
+        next_attempt_at: now,
+        created_at: now,
+    }
+}
+
+/// A notification id in the style of Standard Webhooks (`msg_` and random characters): unique
+/// across databases, so receivers can deduplicate on it.
+pub fn new_public_id() -> String {
+    let suffix: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    format!("msg_{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, FixedOffset, TimeZone};
+
+    use super::*;
+    use crate::notify::template::QuietHours;
+    use crate::notify::{EmailMessage, SmsMessage};
+
+    /// 2026-01-01 00:00:00 Asia/Shanghai.
+    const T0: Millis = 1_767_196_800_000;
+    const HOUR: Millis = 3_600_000;
+    const NOW: Millis = T0 + 10 * HOUR;
+    const NEXT: Millis = NOW + 600_000;
+
+    fn at(ms: Millis) -> DateTime<FixedOffset> {
+        FixedOffset::east_opt(8 * 3600)
+            .expect("valid offset")
+            .timestamp_millis_opt(ms)
+            .single()
+            .expect("valid time")
+    }
+
+    fn event(ms: Millis, description: &str) -> TraceEvent {
+        TraceEvent {
+            time: at(ms),
+            description: description.to_owned(),
+            location: None,
+            raw_code: None,
+        }
+    }
+
+    fn stored(status: Status, last_event_at: Option<Millis>) -> ShipmentRow {
+        ShipmentRow {
+            id: 7,
+            order_id: "1234567890123456789".into(),
+            provider: "taobao".into(),
+            tracking_no: Some("YT1".into()),
+            carrier: Some("yuantong".into()),
+            tier: "normal".into(),
+            phone: Some("13812345678".into()),
+            email: Some("buyer@example.com".into()),
+            status: status.as_str().into(),
+            raw_status: Some(format!("raw {status}")),
+            active: true,
+            error: None,
+            transitions: 2,
+            next_poll_at: NOW,
+            last_polled_at: None,
+            last_event_at,
+            status_changed_at: None,
+            created_at: T0,
+            sub_orders: None,
+            type_error: None,
+        }
+    }
+
+    fn trace(status: Status, events: Vec<TraceEvent>) -> Trace {
+        Trace {
+            status,
+            raw_status: format!("raw {status}"),
+            events,
+            carrier: None,
+            tracking_no: None,
+            unmapped: Vec::new(),
+        }
+    }
+
+    /// The defaults of DESIGN.md: SMS on pickup, out for delivery, delivery and exception;
+    /// email and webhook on every change.
+    fn channels() -> Vec<ChannelRule> {
+        vec![
+            ChannelRule::new(ChannelKind::Webhook, Status::ALL.to_vec()),
+            ChannelRule::new(ChannelKind::Email, Status::ALL.to_vec()),
+            ChannelRule::new(
+                ChannelKind::Sms,
+                vec![
+                    Status::PickedUp,
+                    Status::OutForDelivery,
+                    Status::Delivered,
+                    Status::Exception,
+                ],
+            ),
+        ]
+    }
+
+    fn decide<'a>(
+        stored: &ShipmentRow,
+        trace: &'a Trace,
+        channels: &'a [ChannelRule],
+    ) -> PollWrite<'a> {
+        let poll = PollRecord {
+            now: NOW,
+            trace,
+            next_poll_at: NEXT,
+            channels,
+        };
+        let mut n = 0;
+        track(stored, &poll, &mut || {
+            n += 1;
+            format!("msg_{n}")
+        })
+    }
+
+    /// What a decision amounts to, in one comparable line.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Outcome {
+        Skip,
+        Schedule,
+        Refresh,
+        /// Previous and new status, transition number, whether polling goes on, the channels.
+        Change(Status, Status, i64, bool, Vec<ChannelKind>),
+    }
+
+    fn outcome(write: &PollWrite<'_>) -> Outcome {
+        match &write.shipment {
+            ShipmentWrite::Skip => Outcome::Skip,
+            ShipmentWrite::Schedule => Outcome::Schedule,
+            ShipmentWrite::Refresh(_) => Outcome::Refresh,
+            ShipmentWrite::Change {
+                previous,
+                status,
+                transition,
+                keep_polling,
+                ..
+            } => Outcome::Change(
+                *previous,
+                *status,
+                *transition,
+                *keep_polling,
+                write.outbox.iter().map(|row| row.channel).collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn each_stored_state_and_trace_decides_one_write() {
+        use ChannelKind::{Email, Sms, Webhook};
+        use Status::*;
+        let e1 = event(T0 + HOUR, "揽收");
+        let e2 = event(T0 + 2 * HOUR, "到达杭州");
+        let e3 = event(T0 + 3 * HOUR, "派件中");
+        let inactive = ShipmentRow {
+            active: false,
+            ..stored(InTransit, Some(T0 + 2 * HOUR))
+        };
+        let same_raw_changed = Trace {
+            raw_status: "物流公司揽收成功".into(),
+            ..trace(InTransit, vec![e1.clone(), e2.clone()])
+        };
+        let carrier_news = ShipmentRow {
+            carrier: None,
+            ..stored(InTransit, Some(T0 + 2 * HOUR))
+        };
+        let carrier_trace = Trace {
+            carrier: Some("中通速递".into()),
+            ..trace(InTransit, vec![e1.clone(), e2.clone()])
+        };
+        #[rustfmt::skip]
+        let rows: Vec<(&str, ShipmentRow, Trace, Outcome, usize)> = vec![
+            ("first trace, no events yet",
+             stored(Pending, None), trace(Pending, vec![]), Outcome::Schedule, 0),
+            ("first trace with an event: pickup fires every channel",
+             stored(Pending, None), trace(PickedUp, vec![e1.clone()]),
+             Outcome::Change(Pending, PickedUp, 3, true, vec![Webhook, Email, Sms]), 1),
+            ("same status, same events",
+             stored(InTransit, Some(T0 + 2 * HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
+             Outcome::Schedule, 2),
+            ("same status, a newer event",
+             stored(InTransit, Some(T0 + HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
+             Outcome::Refresh, 2),
+            ("same status, new raw status",
+             stored(InTransit, Some(T0 + 2 * HOUR)), same_raw_changed, Outcome::Refresh, 2),
+            ("same status, carrier learnt",
+             carrier_news, carrier_trace, Outcome::Refresh, 2),
+            ("in transit: SMS does not fire",
+             stored(PickedUp, Some(T0 + HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
+             Outcome::Change(PickedUp, InTransit, 3, true, vec![Webhook, Email]), 2),
+            ("out for delivery: SMS fires",
+             stored(InTransit, Some(T0 + 2 * HOUR)), trace(OutForDelivery, vec![e1.clone(), e2.clone(), e3.clone()]),
+             Outcome::Change(InTransit, OutForDelivery, 3, true, vec![Webhook, Email, Sms]), 3),
+            ("delivered: terminal, every channel",
+             stored(OutForDelivery, Some(T0 + 3 * HOUR)), trace(Delivered, vec![e1.clone(), e3.clone()]),
+             Outcome::Change(OutForDelivery, Delivered, 3, false, vec![Webhook, Email, Sms]), 2),
+            ("exception: SMS fires, polling goes on",
+             stored(InTransit, Some(T0 + 2 * HOUR)), trace(Exception, vec![e1.clone(), e2.clone(), e3.clone()]),
+             Outcome::Change(InTransit, Exception, 3, true, vec![Webhook, Email, Sms]), 3),
+            ("returned: terminal, SMS does not fire",
+             stored(Exception, Some(T0 + 2 * HOUR)), trace(Returned, vec![e1.clone(), e2.clone(), e3.clone()]),
+             Outcome::Change(Exception, Returned, 3, false, vec![Webhook, Email]), 3),
+            ("stale trace: older than the newest stored event",
+             stored(OutForDelivery, Some(T0 + 3 * HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
+             Outcome::Schedule, 0),
+            ("no events where events were stored: stale",
+             stored(InTransit, Some(T0 + 2 * HOUR)), trace(Delivered, vec![]), Outcome::Schedule, 0),
+            ("removed or deactivated while the poll was in flight",
+             inactive, trace(Delivered, vec![e1.clone(), e2.clone(), e3.clone()]), Outcome::Skip, 0),
+        ];
+        let channels = channels();
+        for (case, stored, trace, want, events) in rows {
+            let write = decide(&stored, &trace, &channels);
+            assert_eq!(outcome(&write), want, "{case}");
+            assert_eq!(write.events.len(), events, "{case}: events to store");
+            assert_eq!((write.now, write.next_poll_at), (NOW, NEXT), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_change_renders_each_row_for_its_channel() {
+        let stored = stored(Status::InTransit, Some(T0 + 2 * HOUR));
+        let trace = trace(
+            Status::Delivered,
+            vec![event(T0 + 2 * HOUR, "到达"), event(T0 + 4 * HOUR, "已签收")],
+        );
+        let channels = channels();
+        let write = decide(&stored, &trace, &channels);
+        let ShipmentWrite::Change { details, .. } = &write.shipment else {
+            panic!("expected a change, got {:?}", write.shipment);
+        };
+        assert_eq!(details.last_event_at, Some(T0 + 4 * HOUR));
+        assert_eq!(details.raw_status, "raw delivered");
+        let [webhook, email, sms] = &write.outbox[..] else {
+            panic!("expected three rows, got {:?}", write.outbox);
+        };
+        for (row, id) in [(webhook, "msg_1"), (email, "msg_2"), (sms, "msg_3")] {
+            assert_eq!(row.public_id, id);
+            assert_eq!(row.kind, NotificationKind::StatusChanged);
+            assert_eq!(
+                (row.transition, row.previous, row.status),
+                (3, Status::InTransit, Status::Delivered)
+            );
+            assert_eq!(
+                (row.next_attempt_at, row.created_at, row.skipped),
+                (NOW, NOW, None)
+            );
+        }
+        let body: serde_json::Value = serde_json::from_str(&webhook.payload).expect("JSON body");
+        assert_eq!(body.pointer("/id").and_then(|v| v.as_str()), Some("msg_1"));
+        assert_eq!(
+            body.pointer("/data/previous_status")
+                .and_then(|v| v.as_str()),
+            Some("in_transit")
+        );
+        assert_eq!(
+            body.pointer("/data/event/description")
+                .and_then(|v| v.as_str()),
+            Some("已签收")
+        );
+        assert_eq!(email.recipient.as_deref(), Some("buyer@example.com"));
+        let email: EmailMessage = serde_json::from_str(&email.payload).expect("email message");
+        assert!(email.body.contains("1234567890123456789"), "{}", email.body);
+        assert_eq!(sms.recipient.as_deref(), Some("13812345678"));
+        let sms: SmsMessage = serde_json::from_str(&sms.payload).expect("sms message");
+        assert!(sms.text.contains("已签收"), "{}", sms.text);
+    }
+
+    #[test]
+    fn a_channel_without_an_address_gets_a_skipped_row() {
+        let stored = ShipmentRow {
+            phone: Some("  ".into()),
+            email: None,
+            ..stored(Status::Pending, None)
+        };
+        let trace = trace(Status::PickedUp, vec![event(T0, "揽收")]);
+        let channels = channels();
+        let write = decide(&stored, &trace, &channels);
+        let skipped: Vec<_> = write
+            .outbox
+            .iter()
+            .map(|row| (row.channel, row.skipped, row.recipient.is_some()))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![
+                (ChannelKind::Webhook, None, false),
+                (ChannelKind::Email, Some("no email address"), false),
+                (ChannelKind::Sms, Some("no phone number"), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn quiet_hours_delay_sms_and_leave_other_channels_alone() {
+        let mut channels = channels();
+        channels[2].quiet_hours = Some(QuietHours::default_for_sms());
+        let trace = trace(Status::PickedUp, vec![event(T0, "揽收")]);
+        let stored = stored(Status::Pending, None);
+        // 22:30 in Shanghai is inside 21:00–08:00: SMS waits for 08:00 the next morning.
+        let late = T0 + 22 * HOUR + HOUR / 2;
+        let poll = PollRecord {
+            now: late,
+            trace: &trace,
+            next_poll_at: late + HOUR,
+            channels: &channels,
+        };
+        let write = track(&stored, &poll, &mut new_public_id);
+        let due: Vec<_> = write
+            .outbox
+            .iter()
+            .map(|row| (row.channel, row.next_attempt_at))
+            .collect();
+        assert_eq!(
+            due,
+            vec![
+                (ChannelKind::Webhook, late),
+                (ChannelKind::Email, late),
+                (ChannelKind::Sms, T0 + 32 * HOUR),
+            ]
+        );
+        // At 10:00 nothing waits.
+        let poll = PollRecord { now: NOW, ..poll };
+        let write = track(&stored, &poll, &mut new_public_id);
+        assert!(write.outbox.iter().all(|row| row.next_attempt_at == NOW));
+    }
+
+    #[test]
+    fn a_stale_trace_stores_no_events_but_still_counts_unmapped_codes() {
+        let trace = Trace {
+            unmapped: vec!["action=XYZ".into()],
+            ..trace(Status::InTransit, vec![event(T0, "揽收")])
+        };
+        let channels = channels();
+        let fresh = decide(&stored(Status::Pending, None), &trace, &channels);
+        assert_eq!(fresh.unmapped, ["action=XYZ".to_owned()]);
+        // The unmapped code is still counted on a stale answer: operators see what upstream says.
+        let stale = decide(
+            &stored(Status::InTransit, Some(T0 + HOUR)),
+            &trace,
+            &channels,
+        );
+        assert_eq!((stale.events.len(), stale.unmapped.len()), (0, 1));
+        let mut gone = stored(Status::InTransit, None);
+        gone.active = false;
+        assert!(decide(&gone, &trace, &channels).unmapped.is_empty());
+    }
+
+    #[test]
+    fn staleness_compares_newest_events() {
+        #[rustfmt::skip]
+        let rows = [
+            (None, None, false),
+            (None, Some(5), false),
+            (Some(5), Some(5), false),
+            (Some(5), Some(6), false),
+            (Some(5), Some(4), true),
+            (Some(5), None, true),
+        ];
+        for (stored, newest, stale) in rows {
+            assert_eq!(is_stale(stored, newest), stale, "{stored:?} {newest:?}");
+        }
+    }
+
+    #[test]
+    fn a_stuck_alert_is_a_webhook_row_keyed_by_its_stall() {
+        let stored = stored(Status::InTransit, Some(T0));
+        let row = stuck_alert(&stored, 4, T0, NOW, &mut || "msg_s".to_owned());
+        assert_eq!(
+            (
+                row.kind,
+                row.channel,
+                row.transition,
+                row.previous,
+                row.status
+            ),
+            (
+                NotificationKind::Stuck,
+                ChannelKind::Webhook,
+                4,
+                Status::InTransit,
+                Status::InTransit
+            )
+        );
+        let body: serde_json::Value = serde_json::from_str(&row.payload).expect("JSON body");
+        assert_eq!(
+            body.pointer("/type").and_then(|v| v.as_str()),
+            Some("shipment.stuck")
+        );
+        assert_eq!(body.pointer("/id").and_then(|v| v.as_str()), Some("msg_s"));
+        assert_eq!(
+            body.pointer("/data/stalled_for_hours")
+                .and_then(|v| v.as_i64()),
+            Some(10)
+        );
+    }
+}
