@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Secret, Status, Tier};
-use crate::maintenance::{MaintenanceConfig, Schedules};
 use crate::notify::email::EmailConfig;
+pub use crate::notify::sender::Delivery;
 use crate::notify::sms_aliyun::AliyunSmsConfig;
 use crate::notify::sms_http::HttpSmsConfig;
 use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
@@ -20,6 +20,8 @@ use crate::notify::{ChannelKind, ChannelRule, Texts};
 use crate::providers::alibaba1688::{self, Alibaba1688Config};
 use crate::providers::kuaidi100::{self, Kuaidi100Config};
 use crate::providers::taobao::{self, SignMethod, TaobaoConfig};
+pub use crate::storage::Synchronous;
+use tokio_cron_scheduler::Job;
 
 /// The provider kinds a `[providers.NAME]` section may name.
 pub const PROVIDER_KINDS: [&str; 4] = ["taobao", "alibaba1688", "kuaidi100", "simulator"];
@@ -121,15 +123,6 @@ impl<'de> Deserialize<'de> for RateLimit {
     }
 }
 
-/// How hard SQLite works to keep the last commits through a power cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    #[default]
-    Normal,
-    Full,
-}
-
 /// Poll interval per tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiers {
@@ -188,35 +181,6 @@ impl Default for Polling {
             lease: Duration::from_secs(300),
             auth_pause: Duration::from_secs(3600),
             no_info_after: MaintenanceConfig::default().no_info_after,
-        }
-    }
-}
-
-/// How the sender delivers notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    /// Attempts in total, the first one included.
-    pub attempts: u32,
-    /// Delay before the first retry; it doubles each time, with jitter.
-    pub backoff: Duration,
-    pub backoff_max: Duration,
-    /// Longest wait for one receiver answer.
-    pub timeout: Duration,
-    /// How long a claimed notification is held; a sender that dies frees it when this runs out.
-    pub lease: Duration,
-    /// Deliveries in flight at once.
-    pub concurrency: usize,
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Delivery {
-            attempts: 3,
-            backoff: Duration::from_secs(30),
-            backoff_max: Duration::from_secs(15 * 60),
-            timeout: Duration::from_secs(15),
-            lease: Duration::from_secs(60),
-            concurrency: 16,
         }
     }
 }
@@ -646,7 +610,7 @@ impl Config {
                 )));
             }
             // Further than that, a row's next poll reads as a mistake (see POLL_HORIZON).
-            if tiers.interval(tier) > crate::maintenance::POLL_HORIZON {
+            if tiers.interval(tier) > POLL_HORIZON {
                 return Err(invalid(format!(
                     "[tiers] {tier} = {:?} is too long; the longest interval is 366d",
                     humantime::format_duration(tiers.interval(tier)).to_string()
@@ -837,10 +801,7 @@ fn resolve_provider(
             )));
         }
     };
-    if raw
-        .min_interval
-        .is_some_and(|d| d.0 > crate::maintenance::POLL_HORIZON)
-    {
+    if raw.min_interval.is_some_and(|d| d.0 > POLL_HORIZON) {
         return Err(invalid(format!(
             "{section} min_interval is too long; the longest is 366d"
         )));
@@ -1553,6 +1514,106 @@ pub fn io_reason(e: &std::io::Error) -> String {
         Some(i) => s[..i].to_owned(),
         None => s,
     }
+}
+
+// ---- maintenance ---------------------------------------------------------------------------
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How far ahead a shipment's next poll may be. The daemon never schedules one further (the
+/// config refuses longer intervals), so a row beyond it was written by hand with a wrong time.
+pub const POLL_HORIZON: Duration = Duration::from_secs(366 * 86_400);
+
+/// Cron expressions in tokio-cron-scheduler's six-field form, seconds first
+/// (`sec min hour day-of-month month day-of-week`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedules {
+    /// Expiry and the missing-carrier-information check.
+    pub expire: String,
+    pub stuck: String,
+    pub prune: String,
+    pub checkpoint: String,
+}
+
+impl Default for Schedules {
+    fn default() -> Self {
+        Schedules {
+            expire: "0 */10 * * * *".to_owned(),
+            stuck: "0 */10 * * * *".to_owned(),
+            // At night, when the shops are quiet.
+            prune: "0 30 3 * * *".to_owned(),
+            checkpoint: "0 0 * * * *".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    /// The zone the schedules' wall-clock times are read in.
+    pub timezone: chrono_tz::Tz,
+    /// No news for this long: the shipment expires and polling stops.
+    pub expire_after: Duration,
+    /// Still no carrier information this long after tracking began: flagged as an exception.
+    pub no_info_after: Duration,
+    /// A moving parcel quiet for this long is reported stuck to the shop.
+    pub stuck_after: Duration,
+    /// How long delivered notifications and the history of finished shipments are kept.
+    pub retain: Duration,
+    pub schedules: Schedules,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            timezone: chrono_tz::Asia::Shanghai,
+            expire_after: 30 * DAY,
+            no_info_after: 3 * DAY,
+            stuck_after: 3 * DAY,
+            retain: 90 * DAY,
+            schedules: Schedules::default(),
+        }
+    }
+}
+
+impl MaintenanceConfig {
+    /// Checks every schedule parses and every span is positive; the error names the culprit.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, expr) in self.schedules.named() {
+            parse_schedule(name, expr, self.timezone)?;
+        }
+        for (name, span) in [
+            ("expire_after", self.expire_after),
+            ("no_info_after", self.no_info_after),
+            ("stuck_after", self.stuck_after),
+            ("retain", self.retain),
+        ] {
+            if span.is_zero() {
+                return Err(format!("maintenance {name} must be longer than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Schedules {
+    pub(crate) fn named(&self) -> [(&'static str, &str); 4] {
+        [
+            ("expire", &self.expire),
+            ("stuck", &self.stuck),
+            ("prune", &self.prune),
+            ("checkpoint", &self.checkpoint),
+        ]
+    }
+}
+
+/// Parsing through the scheduler itself means `validate` accepts exactly what `start` will.
+fn parse_schedule(name: &str, expr: &str, tz: chrono_tz::Tz) -> Result<Job, String> {
+    Job::new_async_tz(expr, tz, |_, _| Box::pin(async {})).map_err(|_| {
+        format!(
+            "maintenance schedule {name} {expr:?} is not a cron expression \
+             (six fields: sec min hour day-of-month month day-of-week, e.g. \"0 */10 * * * *\")"
+        )
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::clock::SharedClock;
-use crate::config::{AdapterSettings, Config, Http, SmsSettings};
+use crate::config::{Config, Http, SmsSettings};
 use crate::dispatch::{Dispatcher, ProviderRuntime, Providers};
 use crate::events::Events;
 use crate::maintenance::{Maintenance, MaintenanceConfig};
@@ -20,47 +20,26 @@ use crate::notify::sender::Sender;
 use crate::notify::sms_aliyun::AliyunSms;
 use crate::notify::sms_http::HttpSms;
 use crate::notify::webhook::Webhook;
-use crate::providers::Provider;
-use crate::providers::alibaba1688::Alibaba1688;
-use crate::providers::kuaidi100::Kuaidi100;
-use crate::providers::simulator::Simulator;
-use crate::providers::taobao::Taobao;
 use crate::service::Supervisor;
 use crate::storage::Db;
 
 /// The one HTTP client all upstream APIs share (its connection pool included).
 pub fn upstream_client(http: &Http) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent(concat!("shipwatch/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(http.connect_timeout)
-        .timeout(http.timeout)
-        .build()
+    crate::upstream::client(http)
 }
 
 /// One adapter per configured provider, each with its token bucket.
 pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
-    config
-        .providers
-        .iter()
-        .map(|(name, settings)| {
-            let adapter: Arc<dyn Provider> = match &settings.adapter {
-                AdapterSettings::Taobao(taobao) => {
-                    Arc::new(Taobao::new(taobao.clone(), http.clone()))
-                }
-                AdapterSettings::Alibaba1688(alibaba) => {
-                    Arc::new(Alibaba1688::new(alibaba.clone(), http.clone()))
-                }
-                AdapterSettings::Kuaidi100(kuaidi100) => {
-                    Arc::new(Kuaidi100::new(kuaidi100.clone(), http.clone()))
-                }
-                AdapterSettings::Simulator { step } => Arc::new(Simulator::new(*step)),
-            };
+    crate::upstream::adapters(config, http)
+        .into_iter()
+        .map(|(name, adapter)| {
+            let settings = &config.providers[&name];
             let min_interval = settings
                 .min_interval
                 .unwrap_or_else(|| adapter.min_interval());
-            let runtime = ProviderRuntime::new(name, adapter, settings.rate_limit)
+            let runtime = ProviderRuntime::new(&name, adapter, settings.rate_limit)
                 .with_min_interval(min_interval);
-            (name.clone(), Arc::new(runtime))
+            (name, Arc::new(runtime))
         })
         .collect()
 }

@@ -48,13 +48,8 @@ impl Intake {
         let providers = match config {
             None => None,
             Some(config) => {
-                let http = crate::daemon::upstream_client(&config.http)?;
-                Some(
-                    crate::daemon::build_providers(config, &http)
-                        .into_iter()
-                        .map(|(name, runtime)| (name, runtime.adapter.clone()))
-                        .collect(),
-                )
+                let http = crate::upstream::client(&config.http)?;
+                Some(crate::upstream::adapters(config, &http))
             }
         };
         Ok(Intake { providers })

@@ -24,4 +24,5 @@ pub mod shown;
 pub mod storage;
 pub mod throttle;
 pub mod track;
+pub mod upstream;
 pub mod workers;

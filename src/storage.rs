@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -19,9 +19,17 @@ use sqlx::{AssertSqlSafe, FromRow, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::clock::{Millis, to_rfc3339};
-use crate::config::Synchronous;
 use crate::domain::{ChannelKind, Status, Tier};
 use crate::providers::TraceEvent;
+
+/// How hard SQLite works to keep the last commits through a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 

@@ -11,7 +11,7 @@
 
 mod store;
 
-pub use store::POLL_HORIZON;
+pub use crate::config::{MaintenanceConfig, POLL_HORIZON, Schedules};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,100 +30,10 @@ use crate::storage::{Db, Result};
 
 pub use store::{BATCH, Changed, Checkpointed, MOVING, Pruned, checkpoint, prune, span};
 
+#[cfg(test)]
 const DAY: Duration = Duration::from_secs(86_400);
+#[cfg(test)]
 const HOUR: Duration = Duration::from_secs(3_600);
-
-/// Cron expressions in tokio-cron-scheduler's six-field form, seconds first
-/// (`sec min hour day-of-month month day-of-week`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Schedules {
-    /// Expiry and the missing-carrier-information check.
-    pub expire: String,
-    pub stuck: String,
-    pub prune: String,
-    pub checkpoint: String,
-}
-
-impl Default for Schedules {
-    fn default() -> Self {
-        Schedules {
-            expire: "0 */10 * * * *".to_owned(),
-            stuck: "0 */10 * * * *".to_owned(),
-            // At night, when the shops are quiet.
-            prune: "0 30 3 * * *".to_owned(),
-            checkpoint: "0 0 * * * *".to_owned(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct MaintenanceConfig {
-    /// The zone the schedules' wall-clock times are read in.
-    pub timezone: chrono_tz::Tz,
-    /// No news for this long: the shipment expires and polling stops.
-    pub expire_after: Duration,
-    /// Still no carrier information this long after tracking began: flagged as an exception.
-    pub no_info_after: Duration,
-    /// A moving parcel quiet for this long is reported stuck to the shop.
-    pub stuck_after: Duration,
-    /// How long delivered notifications and the history of finished shipments are kept.
-    pub retain: Duration,
-    pub schedules: Schedules,
-}
-
-impl Default for MaintenanceConfig {
-    fn default() -> Self {
-        MaintenanceConfig {
-            timezone: chrono_tz::Asia::Shanghai,
-            expire_after: 30 * DAY,
-            no_info_after: 3 * DAY,
-            stuck_after: 72 * HOUR,
-            retain: 90 * DAY,
-            schedules: Schedules::default(),
-        }
-    }
-}
-
-impl MaintenanceConfig {
-    /// Checks every schedule parses and every span is positive; the error names the culprit.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, expr) in self.schedules.named() {
-            parse(name, expr, self.timezone)?;
-        }
-        for (name, span) in [
-            ("expire_after", self.expire_after),
-            ("no_info_after", self.no_info_after),
-            ("stuck_after", self.stuck_after),
-            ("retain", self.retain),
-        ] {
-            if span.is_zero() {
-                return Err(format!("maintenance {name} must be longer than zero"));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Schedules {
-    fn named(&self) -> [(&'static str, &str); 4] {
-        [
-            ("expire", &self.expire),
-            ("stuck", &self.stuck),
-            ("prune", &self.prune),
-            ("checkpoint", &self.checkpoint),
-        ]
-    }
-}
-
-/// Parsing through the scheduler itself means `validate` accepts exactly what `start` will.
-fn parse(name: &str, expr: &str, tz: chrono_tz::Tz) -> Result<Job, String> {
-    Job::new_async_tz(expr, tz, |_, _| Box::pin(async {})).map_err(|_| {
-        format!(
-            "maintenance schedule {name} {expr:?} is not a cron expression \
-             (six fields: sec min hour day-of-month month day-of-week, e.g. \"0 */10 * * * *\")"
-        )
-    })
-}
 
 // ---- the steps --------------------------------------------------------------------------------
 

@@ -188,9 +188,7 @@ pub async fn no_info_changes(
     .await
 }
 
-/// How far ahead a shipment's next poll may be. The daemon never schedules one further (the
-/// config refuses longer intervals), so a row beyond it was written by hand with a wrong time.
-pub const POLL_HORIZON: Duration = Duration::from_secs(366 * 86_400);
+pub use crate::config::POLL_HORIZON;
 
 /// Marks invalid each active shipment whose `next_poll_at` is beyond `now` + [`POLL_HORIZON`]
 /// (year 9999, microseconds where milliseconds belong): it would never come up for a poll, and

@@ -13,11 +13,39 @@ use tracing::{error, info, warn};
 use super::template::QuietHours;
 use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
 use crate::clock::{Millis, SharedClock, millis};
-use crate::config::Delivery;
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, StorageError};
 use crate::workers::{GroupWrite, Workers};
+
+/// How the sender delivers notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Attempts in total, the first one included.
+    pub attempts: u32,
+    /// Delay before the first retry; it doubles each time, with jitter.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Longest wait for one receiver answer.
+    pub timeout: Duration,
+    /// How long a claimed notification is held; a sender that dies frees it when this runs out.
+    pub lease: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            attempts: 3,
+            backoff: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(15 * 60),
+            timeout: Duration::from_secs(15),
+            lease: Duration::from_secs(60),
+            concurrency: 16,
+        }
+    }
+}
 
 /// The longest `Retry-After` a receiver is obeyed for.
 pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
