@@ -357,11 +357,11 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
         println!("{header}; at end {load_end}");
         println!();
         println!(
-            "| {:<22} | {:>12} | {:<12} | {:<14} | {:<4} |",
+            "| {:<26} | {:>12} | {:<12} | {:<14} | {:<4} |",
             "figure", "value", "unit", "target", "met"
         );
         println!(
-            "|{:-<24}|{:->14}|{:-<14}|{:-<16}|{:-<6}|",
+            "|{:-<28}|{:->14}|{:-<14}|{:-<16}|{:-<6}|",
             "", "", "", "", ""
         );
         for figure in &figures {
@@ -371,7 +371,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
                 None => "",
             };
             println!(
-                "| {:<22} | {:>12} | {:<12} | {:<14} | {:<4} |",
+                "| {:<26} | {:>12} | {:<12} | {:<14} | {:<4} |",
                 figure.name,
                 round(figure.value),
                 figure.unit,
