@@ -33,9 +33,19 @@ const SESSION: &str = "bench-session";
 const TID_BASE: u64 = 7_000_000_000_000;
 /// Polls in flight at once: the daemon's default, used for the HTTP ceiling too.
 const CONCURRENCY: usize = 16;
+/// How long the daemon may take to say READY=1, and to exit after SIGTERM.
+const STARTUP_LIMIT: Duration = Duration::from_secs(120);
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+/// How much of the daemon's log a failure message shows.
+const LOG_TAIL: u64 = 4096;
 
 struct Sizes {
     polls: usize,
+    /// Requests of the sequential client.
+    sequential: usize,
+    /// Status changes timed from the poll that sees them to the receiver, and their spacing.
+    latency_samples: usize,
+    latency_gap: Duration,
     notifications: usize,
     quota_run: Duration,
     quota_shipments: usize,
@@ -50,6 +60,9 @@ impl Sizes {
         if quick {
             Sizes {
                 polls: 20_000,
+                sequential: 2_000,
+                latency_samples: 100,
+                latency_gap: Duration::from_millis(100),
                 notifications: 20_000,
                 quota_run: Duration::from_secs(60),
                 quota_shipments: 5_000,
@@ -60,6 +73,9 @@ impl Sizes {
         } else {
             Sizes {
                 polls: 100_000,
+                sequential: 10_000,
+                latency_samples: 300,
+                latency_gap: Duration::from_millis(100),
                 notifications: 100_000,
                 quota_run: Duration::from_secs(180),
                 quota_shipments: 5_000,
@@ -115,11 +131,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let json = args.iter().any(|a| a == "--json");
-    // `--only polls` (http, polls, notifications, quota, big) runs one scenario: for profiling.
+    // `--only polls` (http, sequential, polls, notifications, latency, quota, big) runs one
+    // scenario: for profiling.
     let only = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
+    watch::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -135,6 +153,21 @@ fn main() {
 }
 
 async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> {
+    const SCENARIOS: [&str; 7] = [
+        "http",
+        "sequential",
+        "polls",
+        "notifications",
+        "latency",
+        "quota",
+        "big",
+    ];
+    if let Some(name) = only.filter(|name| !SCENARIOS.contains(name)) {
+        return Err(format!(
+            "no scenario {name:?}: --only takes one of {}",
+            SCENARIOS.join(", ")
+        ));
+    }
     let wants = |name: &str| only.is_none_or(|o| o == name);
     let sizes = Sizes::new(quick);
     let machine = Machine::read();
@@ -148,9 +181,14 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     eprintln!("{header}");
     let mut figures = Vec::new();
 
+    // Generous deadlines (tens of times what an idle 2-core machine needs), scaled with the
+    // sizes: they catch a bench that waits for something that will never come.
+    let per_row = |rows: usize| Duration::from_secs(120 + rows as u64 / 100);
+
     let mut http_ceiling = None;
     if wants("http") {
-        eprintln!("[1/5] HTTP ceiling");
+        eprintln!("[1/7] HTTP ceiling");
+        watch::begin("http", per_row(sizes.polls));
         let http_limit = http_limit(sizes.polls).await?;
         http_ceiling = Some(http_limit);
         figures.push(Figure {
@@ -161,8 +199,26 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
         });
     }
 
+    let mut sequential_rate = None;
+    if wants("sequential") {
+        eprintln!(
+            "[2/7] sequential client: {} requests, one at a time, a new connection each",
+            sizes.sequential
+        );
+        watch::begin("sequential", per_row(sizes.sequential * 10));
+        let rate = sequential(sizes.sequential).await?;
+        sequential_rate = Some(rate);
+        figures.push(Figure {
+            name: "sequential_per_sec",
+            value: rate,
+            unit: "req/s",
+            target: Target::Reported,
+        });
+    }
+
     if wants("polls") {
-        eprintln!("[2/5] polls: {} shipments all due", sizes.polls);
+        eprintln!("[3/7] polls: {} shipments all due", sizes.polls);
+        watch::begin("polls", per_row(sizes.polls));
         let polls = polls(sizes.polls).await?;
         figures.push(Figure {
             name: "polls_per_sec",
@@ -176,27 +232,60 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             unit: "µs",
             target: Target::AtMost(100.0),
         });
+        if let Some(sequential) = sequential_rate {
+            figures.push(Figure {
+                name: "ratio_vs_sequential",
+                value: polls.per_sec / sequential,
+                unit: "x",
+                target: Target::AtLeast(10.0),
+            });
+        }
     }
 
     if wants("notifications") {
         eprintln!(
-            "[3/5] notifications: {} pending webhooks",
+            "[4/7] notifications: {} pending webhooks",
             sizes.notifications
         );
+        watch::begin("notifications", per_row(sizes.notifications));
         figures.push(Figure {
             name: "notifications_per_sec",
             value: notifications(sizes.notifications).await?,
             unit: "deliveries/s",
-            target: Target::AtLeast(5_000.0),
+            target: Target::AtLeast(10_000.0),
+        });
+    }
+
+    if wants("latency") {
+        eprintln!(
+            "[5/7] change to delivery: {} changes, {} ms apart",
+            sizes.latency_samples,
+            sizes.latency_gap.as_millis()
+        );
+        let spread = sizes.latency_gap * sizes.latency_samples as u32;
+        watch::begin("latency", Duration::from_secs(120) + 3 * spread);
+        let latency = change_to_delivery(sizes.latency_samples, sizes.latency_gap).await?;
+        figures.push(Figure {
+            name: "change_to_delivery_ms_p50",
+            value: latency.p50_ms,
+            unit: "ms",
+            target: Target::AtMost(20.0),
+        });
+        figures.push(Figure {
+            name: "change_to_delivery_ms_p99",
+            value: latency.p99_ms,
+            unit: "ms",
+            target: Target::AtMost(200.0),
         });
     }
 
     if wants("quota") {
         eprintln!(
-            "[4/5] quota: 600/min, {} shipments due, {} s",
+            "[6/7] quota: 600/min, {} shipments due, {} s",
             sizes.quota_shipments,
             sizes.quota_run.as_secs()
         );
+        watch::begin("quota", sizes.quota_run + Duration::from_secs(120));
         let quota = quota(sizes.quota_shipments, sizes.quota_run).await?;
         figures.push(Figure {
             name: "quota_utilization",
@@ -214,9 +303,12 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("big") {
         eprintln!(
-            "[5/5] {} shipments with {} events each",
+            "[7/7] {} shipments with {} events each",
             sizes.big, sizes.events_per_shipment
         );
+        let rows = sizes.big * sizes.events_per_shipment;
+        let limit = Duration::from_secs(300 + rows as u64 / 10_000) + sizes.big_run;
+        watch::begin("big", limit);
         let big = big_database(sizes.big, sizes.events_per_shipment, sizes.big_run).await?;
         figures.push(Figure {
             name: "rss_mib_1m",
@@ -243,6 +335,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             target: Target::Reported,
         });
     }
+    watch::end();
 
     let load_end = Machine::read().load;
     if json {
@@ -264,11 +357,11 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
         println!("{header}; at end {load_end}");
         println!();
         println!(
-            "| {:<22} | {:>12} | {:<12} | {:<14} | {:<4} |",
+            "| {:<26} | {:>12} | {:<12} | {:<14} | {:<4} |",
             "figure", "value", "unit", "target", "met"
         );
         println!(
-            "|{:-<24}|{:->14}|{:-<14}|{:-<16}|{:-<6}|",
+            "|{:-<28}|{:->14}|{:-<14}|{:-<16}|{:-<6}|",
             "", "", "", "", ""
         );
         for figure in &figures {
@@ -278,7 +371,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
                 None => "",
             };
             println!(
-                "| {:<22} | {:>12} | {:<12} | {:<14} | {:<4} |",
+                "| {:<26} | {:>12} | {:<12} | {:<14} | {:<4} |",
                 figure.name,
                 round(figure.value),
                 figure.unit,
@@ -295,6 +388,130 @@ fn round(value: f64) -> f64 {
         value.round()
     } else {
         (value * 1000.0).round() / 1000.0
+    }
+}
+
+// ---- deadlines -------------------------------------------------------------------------------
+
+/// Every scenario runs against a deadline. `wait_for` fails with what it was waiting for and how
+/// far it got when the deadline passes; a watchdog thread covers everything else (a blocking
+/// call, an `.await` that never returns): a few seconds after the deadline it prints what the
+/// scenario was doing, kills the daemon the bench started, removes the temporary folder and
+/// exits non-zero. No scenario can hang.
+mod watch {
+    use std::path::PathBuf;
+    use std::sync::{Mutex, MutexGuard};
+    use std::time::{Duration, Instant};
+
+    /// Time the nicer failure of `wait_for` gets before the watchdog steps in.
+    const GRACE: Duration = Duration::from_secs(5);
+
+    struct Watch {
+        scenario: &'static str,
+        limit: Duration,
+        deadline: Instant,
+        doing: String,
+        daemon: Option<u32>,
+        dir: Option<PathBuf>,
+    }
+
+    static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
+
+    fn lock() -> MutexGuard<'static, Option<Watch>> {
+        WATCH
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the watchdog thread (once).
+    pub fn start() {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let guard = lock();
+                let Some(watch) = guard.as_ref() else {
+                    continue;
+                };
+                if Instant::now() < watch.deadline + GRACE {
+                    continue;
+                }
+                eprintln!(
+                    "pipeline bench failed: scenario {} passed its deadline of {} s while {}",
+                    watch.scenario,
+                    watch.limit.as_secs(),
+                    watch.doing
+                );
+                if let Some(pid) = watch.daemon {
+                    // Only the daemon this bench started, by its pid.
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+                if let Some(dir) = &watch.dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                std::process::exit(2);
+            }
+        });
+    }
+
+    /// A scenario begins: it must be done within `limit`, or within `BENCH_DEADLINE` seconds
+    /// when that is set and shorter (to see a deadline fail on purpose).
+    pub fn begin(scenario: &'static str, limit: Duration) {
+        let limit = std::env::var("BENCH_DEADLINE")
+            .ok()
+            .and_then(|secs| secs.trim().parse::<u64>().ok())
+            .map_or(limit, |secs| limit.min(Duration::from_secs(secs)));
+        *lock() = Some(Watch {
+            scenario,
+            limit,
+            deadline: Instant::now() + limit,
+            doing: "starting".to_owned(),
+            daemon: None,
+            dir: None,
+        });
+    }
+
+    pub fn end() {
+        *lock() = None;
+    }
+
+    /// What the scenario does now, reported if its deadline passes.
+    pub fn doing(text: impl Into<String>) {
+        if let Some(watch) = lock().as_mut() {
+            watch.doing = text.into();
+        }
+    }
+
+    pub fn daemon(pid: Option<u32>) {
+        if let Some(watch) = lock().as_mut() {
+            watch.daemon = pid;
+        }
+    }
+
+    pub fn dir(dir: PathBuf) {
+        if let Some(watch) = lock().as_mut() {
+            watch.dir = Some(dir);
+        }
+    }
+
+    /// The running scenario's deadline (an hour away outside any scenario).
+    pub fn deadline() -> Instant {
+        lock()
+            .as_ref()
+            .map_or(Instant::now() + Duration::from_secs(3600), |w| w.deadline)
+    }
+
+    /// The one-line failure of a scenario whose deadline passed while `doing`.
+    pub fn overdue(doing: &str) -> String {
+        match lock().as_ref() {
+            Some(w) => format!(
+                "scenario {} passed its deadline of {} s {doing}",
+                w.scenario,
+                w.limit.as_secs()
+            ),
+            None => format!("deadline passed {doing}"),
+        }
     }
 }
 
@@ -385,11 +602,14 @@ sign_method = "hmac-sha256"
             .await
             .map_err(|e| e.to_string())?;
         handle.close().await;
+        watch::dir(dir.path().to_owned());
         Ok(Setup { dir, db, config })
     }
 
     /// Runs SQL through a connection of its own, as an outside tool would.
     async fn sql(&self, statement: &str) -> Result<u64, String> {
+        let shown: String = statement.chars().take(100).collect();
+        watch::doing(format!("running SQL: {shown}…"));
         let url = format!("sqlite://{}", self.db.display());
         let mut conn = SqliteConnection::connect(&url)
             .await
@@ -422,12 +642,10 @@ sign_method = "hmac-sha256"
         query: &str,
         done: impl Fn(i64) -> bool,
     ) -> Result<(), String> {
-        wait_for(
-            what,
-            Duration::from_secs(120),
-            Duration::from_millis(20),
-            || async { Ok(done(self.count(query).await?)) },
-        )
+        wait_for(what, Duration::from_millis(20), || async {
+            let n = self.count(query).await?;
+            Ok((done(n), format!("{n} from `{query}`")))
+        })
         .await
     }
 
@@ -436,8 +654,9 @@ sign_method = "hmac-sha256"
         let socket_path = self.dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
         let socket = UnixDatagram::bind(&socket_path).map_err(|e| format!("notify socket: {e}"))?;
+        // Short reads, so that a daemon that dies or never gets ready is seen in time.
         socket
-            .set_read_timeout(Some(Duration::from_secs(120)))
+            .set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| e.to_string())?;
         let log = self.dir.path().join("daemon.log");
         let started = Instant::now();
@@ -459,14 +678,36 @@ sign_method = "hmac-sha256"
             log,
             startup: Duration::ZERO,
         };
+        watch::daemon(Some(daemon.pid()));
+        watch::doing("waiting for READY=1 from the daemon");
+        let deadline = watch::deadline().min(started + STARTUP_LIMIT);
         let mut buf = vec![0u8; 4096];
         loop {
-            let n = socket.recv(&mut buf).map_err(|e| {
-                format!(
-                    "no READY=1 from the daemon: {e}; its log:\n{}",
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                return Err(format!(
+                    "the daemon exited with {status} before READY=1; its log ends:\n{}",
                     daemon.log_text()
-                )
-            })?;
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no READY=1 from the daemon within {} s; its log ends:\n{}",
+                    deadline.duration_since(started).as_secs(),
+                    daemon.log_text()
+                ));
+            }
+            let n = match socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(format!("notify socket: {e}")),
+            };
             if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
                 daemon.startup = started.elapsed();
                 // Named so that a profiler can be attached to it (`perf record -p PID`).
@@ -516,18 +757,42 @@ impl Daemon {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
+    /// The end of the daemon's log (at most `LOG_TAIL` bytes), for failure messages.
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.log) else {
+            return String::new();
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL)));
+        let mut bytes = Vec::new();
+        let _ = file.take(LOG_TAIL).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// SIGTERM, and the exit that must follow.
+    /// SIGTERM, and the exit that must follow within `STOP_LIMIT`.
     fn stop(mut self) -> Result<(), String> {
         let pid = self.pid().to_string();
+        watch::doing(format!("stopping the daemon (pid {pid}, SIGTERM sent)"));
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().map_err(|e| e.to_string())?;
+        let asked = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if asked.elapsed() > STOP_LIMIT {
+                return Err(format!(
+                    "the daemon did not exit within {} s of SIGTERM (killed); its log ends:\n{}",
+                    STOP_LIMIT.as_secs(),
+                    self.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        watch::daemon(None);
         if !status.success() {
             return Err(format!(
-                "the daemon exited with {status}; its log:\n{}",
+                "the daemon exited with {status}; its log ends:\n{}",
                 self.log_text()
             ));
         }
@@ -541,6 +806,7 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        watch::daemon(None);
     }
 }
 
@@ -557,25 +823,24 @@ fn clock_ticks() -> u64 {
     })
 }
 
-/// Waits until `done` holds, checking every `every`; fails after `limit`.
-async fn wait_for<F, Fut>(
-    what: &str,
-    limit: Duration,
-    every: Duration,
-    mut done: F,
-) -> Result<(), String>
+/// Waits until `check` says done, checking every `every`, at most until the scenario's
+/// deadline; `check` also says how far things got, for the message when the deadline passes.
+async fn wait_for<F, Fut>(what: &str, every: Duration, mut check: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, String>>,
+    Fut: std::future::Future<Output = Result<(bool, String), String>>,
 {
-    let deadline = Instant::now() + limit;
+    let deadline = watch::deadline();
     loop {
-        if done().await? {
+        let (done, so_far) = check().await?;
+        if done {
             return Ok(());
         }
+        let doing = format!("waiting until {what} (so far: {so_far})");
         if Instant::now() > deadline {
-            return Err(format!("timed out after {limit:?} waiting until {what}"));
+            return Err(watch::overdue(&doing));
         }
+        watch::doing(doing);
         tokio::time::sleep(every).await;
     }
 }
@@ -668,38 +933,7 @@ async fn http_limit(requests: usize) -> Result<f64, String> {
                 if i >= requests {
                     return Ok::<(), String>(());
                 }
-                let tid = (TID_BASE + i as u64).to_string();
-                let timestamp = chrono::Utc::now()
-                    .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00"))
-                    .format("%Y-%m-%d %H:%M:%S")
-                    .to_string();
-                let mut params = vec![
-                    ("method", fake_top::METHOD),
-                    ("app_key", APP_KEY),
-                    ("session", SESSION),
-                    ("timestamp", timestamp.as_str()),
-                    ("v", "2.0"),
-                    ("format", "json"),
-                    ("sign_method", "hmac-sha256"),
-                    ("tid", tid.as_str()),
-                ];
-                let signature = sign(&params, APP_SECRET, SignMethod::HmacSha256);
-                params.push(("sign", &signature));
-                let body = client
-                    .post(&url)
-                    .form(&params)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .bytes()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !body.starts_with(b"{\"logistics_trace_search_response\"") {
-                    return Err(format!(
-                        "the fake refused a request: {}",
-                        String::from_utf8_lossy(&body)
-                    ));
-                }
+                trace_request(&client, &url, TID_BASE + i as u64).await?;
             }
         }));
     }
@@ -707,6 +941,76 @@ async fn http_limit(requests: usize) -> Result<f64, String> {
         task.await.map_err(|e| e.to_string())??;
     }
     let rate = requests as f64 / started.elapsed().as_secs_f64();
+    say(format!("{requests} requests at {rate:.0}/s"));
+    Ok(rate)
+}
+
+/// One `taobao.logistics.trace.search` for `tid`, signed as the adapter signs it; an answer
+/// other than a trace is an error.
+async fn trace_request(client: &reqwest::Client, url: &str, tid: u64) -> Result<(), String> {
+    let tid = tid.to_string();
+    let timestamp = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00"))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let mut params = vec![
+        ("method", fake_top::METHOD),
+        ("app_key", APP_KEY),
+        ("session", SESSION),
+        ("timestamp", timestamp.as_str()),
+        ("v", "2.0"),
+        ("format", "json"),
+        ("sign_method", "hmac-sha256"),
+        ("tid", tid.as_str()),
+    ];
+    let signature = sign(&params, APP_SECRET, SignMethod::HmacSha256);
+    params.push(("sign", &signature));
+    let body = client
+        .post(url)
+        .form(&params)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !body.starts_with(b"{\"logistics_trace_search_response\"") {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        return Err(format!("the fake refused a request: {shown}"));
+    }
+    Ok(())
+}
+
+/// The side-by-side baseline: one request at a time, each on a new connection, as a simple
+/// script polls (`curl` in a loop, or an HTTP library called without a session), signed the
+/// same way, against the same fake.
+async fn sequential(requests: usize) -> Result<f64, String> {
+    let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
+    top.answer_any_tid(10);
+    // With no idle connection allowed per host (reqwest's `ClientBuilder::pool_max_idle_per_host`,
+    // docs.rs/reqwest: "the maximum idle connection per host allowed in the pool"), a connection
+    // is closed after its response and every request opens its own: 2,000 requests left 2,000
+    // more loopback sockets in TIME_WAIT (`ss -tan state time-wait`).
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    for i in 0..requests {
+        if i % 100 == 0 {
+            watch::doing(format!("sending request {i} of {requests}"));
+        }
+        trace_request(&client, &top.url, TID_BASE + i as u64).await?;
+    }
+    let rate = requests as f64 / started.elapsed().as_secs_f64();
+    if top.signature_failures() > 0 || top.call_count() != requests {
+        return Err(format!(
+            "the fake counted {} calls for {requests} requests, {} refused",
+            top.call_count(),
+            top.signature_failures()
+        ));
+    }
     say(format!("{requests} requests at {rate:.0}/s"));
     Ok(rate)
 }
@@ -725,9 +1029,11 @@ async fn polls(n: usize) -> Result<Polls, String> {
     let (started, cpu_start) = (Instant::now(), daemon.cpu());
     wait_for(
         "the fake has answered every shipment",
-        Duration::from_secs(1800),
         Duration::from_millis(50),
-        || async { Ok(top.call_count() >= n) },
+        || async {
+            let calls = top.call_count();
+            Ok((calls >= n, format!("{calls} of {n} answered")))
+        },
     )
     .await?;
     setup
@@ -814,9 +1120,11 @@ async fn notifications(n: usize) -> Result<f64, String> {
     let started = Instant::now();
     wait_for(
         "the receiver has every notification",
-        Duration::from_secs(1800),
         Duration::from_millis(20),
-        || async { Ok(arrived.load(Ordering::Relaxed) >= n) },
+        || async {
+            let got = arrived.load(Ordering::Relaxed);
+            Ok((got >= n, format!("{got} of {n} received")))
+        },
     )
     .await?;
     setup
@@ -845,6 +1153,108 @@ async fn notifications(n: usize) -> Result<f64, String> {
     Ok(rate)
 }
 
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `samples` shipments in transit, made due one after another `gap` apart while the daemon
+/// runs, each poll answered one step further (out for delivery): for each, the time from the
+/// gateway's answer to the poll that saw the change to the receiver's receipt of its webhook
+/// (answered 200). The fake and the receiver run in this process, so both instants are read
+/// from the same clock. Nothing else is pending, so the sender is idle when a change arrives.
+async fn change_to_delivery(samples: usize, gap: Duration) -> Result<Latency, String> {
+    let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
+    top.answer_any_tid(1);
+    let (receiver, secret) = receiver().await?;
+    let setup = Setup::new(ConfigOptions {
+        top: &top.url,
+        webhook: Some((&receiver.url, &secret)),
+        rate_limit: None,
+    })
+    .await?;
+    let later = now_millis() + 86_400_000;
+    setup
+        .sql(&insert_shipments(1, samples, true, later))
+        .await?;
+    let daemon = setup.start_daemon()?;
+    // Written while the daemon runs, as an outside tool would: found at its next scan.
+    let first = now_millis() + 1_000;
+    setup
+        .sql(&format!(
+            "UPDATE shipments SET next_poll_at = {first} + (id - 1) * {gap}",
+            gap = gap.as_millis()
+        ))
+        .await?;
+    wait_for(
+        "the receiver has a webhook for every change",
+        Duration::from_millis(20),
+        || async {
+            let got = receiver.deliveries().len();
+            let polled = top.call_count();
+            Ok((
+                got >= samples,
+                format!("{polled} of {samples} polled, {got} webhooks received"),
+            ))
+        },
+    )
+    .await?;
+    daemon.stop()?;
+
+    let changes: std::collections::HashMap<u64, Instant> = top
+        .calls()
+        .iter()
+        .filter(|call| call.changed)
+        .filter_map(|call| Some((call.tid?, call.at)))
+        .collect();
+    if top.signature_failures() > 0 || top.call_count() != samples {
+        return Err(format!(
+            "{} calls for {samples} shipments polled once each, {} refused",
+            top.call_count(),
+            top.signature_failures()
+        ));
+    }
+    let mut times = Vec::with_capacity(samples);
+    for delivery in receiver.deliveries() {
+        let order = delivery.body.pointer("/data/order_id");
+        let tid = order
+            .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_u64()))
+            .ok_or_else(|| format!("a webhook without an order id: {}", delivery.raw_body))?;
+        let changed = changes.get(&tid).ok_or_else(|| {
+            format!("a webhook for order {tid}, whose change the fake never served")
+        })?;
+        if !delivery.verified || delivery.answered != 200 {
+            return Err(format!(
+                "the webhook for order {tid} was answered {} (signature verified: {})",
+                delivery.answered, delivery.verified
+            ));
+        }
+        times.push(delivery.at.saturating_duration_since(*changed));
+    }
+    if times.len() != samples {
+        return Err(format!(
+            "{} webhooks for {samples} changes: some were sent twice",
+            times.len()
+        ));
+    }
+    times.sort();
+    let at = |q: f64| {
+        let rank = ((q * times.len() as f64).ceil() as usize).clamp(1, times.len());
+        times[rank - 1].as_secs_f64() * 1000.0
+    };
+    let latency = Latency {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+    };
+    say(format!(
+        "{samples} changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms from the poll's answer to the receiver",
+        latency.p50_ms,
+        latency.p99_ms,
+        at(1.0)
+    ));
+    Ok(latency)
+}
+
 struct Quota {
     utilization: f64,
     over: usize,
@@ -865,14 +1275,12 @@ async fn quota(shipments: usize, run: Duration) -> Result<Quota, String> {
     .await?;
     setup.sql(&insert_shipments(1, shipments, true, 0)).await?;
     let daemon = setup.start_daemon()?;
-    wait_for(
-        "the first call",
-        Duration::from_secs(60),
-        Duration::from_millis(5),
-        || async { Ok(top.call_count() > 0) },
-    )
+    wait_for("the first call", Duration::from_millis(5), || async {
+        Ok((top.call_count() > 0, "no call yet".to_owned()))
+    })
     .await?;
     let first = top.calls()[0].at;
+    watch::doing(format!("letting the daemon poll for {} s", run.as_secs()));
     tokio::time::sleep_until((first + run).into()).await;
     // A call racing the window's end is counted if it arrived inside it.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -935,6 +1343,7 @@ async fn big_database(n: usize, events: usize, run: Duration) -> Result<Big, Str
 
     let daemon = setup.start_daemon()?;
     let startup_ms = daemon.startup.as_secs_f64() * 1000.0;
+    watch::doing(format!("letting the daemon run {} s", run.as_secs()));
     tokio::time::sleep(run).await;
     let rss_mib = daemon.peak_rss_mib();
     daemon.stop()?;
@@ -953,7 +1362,8 @@ async fn big_database(n: usize, events: usize, run: Duration) -> Result<Big, Str
         .map_err(|e| e.to_string())?;
     let now = now_millis();
     let mut times = Vec::new();
-    for _ in 0..200 {
+    for claim in 0..200 {
+        watch::doing(format!("timing claim {claim} of 200 through the library"));
         let started = Instant::now();
         let rows = db
             .claim_due_shipments(now, now + 300_000, &[], CONCURRENCY)

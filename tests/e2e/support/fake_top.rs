@@ -37,6 +37,9 @@ pub struct Call {
     pub is_split: Option<String>,
     pub sub_tid: Option<String>,
     pub seller_nick: Option<String>,
+    /// A generated answer one step further than the steady one: the poll that sees a status
+    /// change. `at` is then the moment the gateway answered it.
+    pub changed: bool,
 }
 
 /// A failure the gateway serves instead of its normal answer.
@@ -456,6 +459,7 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
             .quota
             .as_mut()
             .and_then(|quota| quota.arrive(Instant::now()));
+        let mut changed = false;
         let (fault, reply, answered, step) = if let Some(seconds) = over_quota {
             (None, Some(ban_response(seconds)), "over_quota", None)
         } else if let Some((code, msg, why)) = verify(&inner, &params) {
@@ -494,7 +498,8 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
                     }
                     (None, Some(generated)) => {
                         generated.served += 1;
-                        let steps = if generated.served % generated.change_every == 0 {
+                        changed = generated.served % generated.change_every == 0;
+                        let steps = if changed {
                             &GENERATED_STEPS[..3]
                         } else {
                             &GENERATED_STEPS[..2]
@@ -529,6 +534,7 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
             is_split,
             sub_tid,
             seller_nick,
+            changed,
         });
         (fault, reply)
     };
