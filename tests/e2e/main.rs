@@ -13,6 +13,7 @@ mod hostile_upstream;
 mod injection;
 mod journey;
 mod kuaidi100_adapter;
+mod layout;
 mod maintenance;
 mod operations;
 mod pipes;

@@ -1,0 +1,114 @@
+//! The shape of the code, held in place: imports flow one way. A top-level module of `src/`
+//! that imports another (a `crate::x` path anywhere in its files) must not be imported back,
+//! directly or through others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            rust_files(&entry.unwrap().path(), out);
+        }
+    } else if path.extension().is_some_and(|e| e == "rs") {
+        out.push(path.to_owned());
+    }
+}
+
+/// Each top-level module and the top-level modules its files name as `crate::x`.
+fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut modules: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if ["lib", "main", "build"].contains(&name.as_str()) {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&path, &mut files);
+        modules.entry(name).or_default().extend(files);
+    }
+    let names: BTreeSet<String> = modules.keys().cloned().collect();
+    modules
+        .into_iter()
+        .map(|(name, files)| {
+            let mut used = BTreeSet::new();
+            for file in files {
+                let text = std::fs::read_to_string(&file).unwrap();
+                for (i, _) in text.match_indices("crate::") {
+                    let rest = &text[i + "crate::".len()..];
+                    let other: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if other != name && names.contains(&other) {
+                        used.insert(other);
+                    }
+                }
+            }
+            (name, used)
+        })
+        .collect()
+}
+
+/// A loop of imports, if there is one.
+fn find_loop(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut found = path[at..].to_vec();
+            found.push(node.to_owned());
+            return Some(found);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(found) = visit(next, graph, path, done) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_top_level_modules_import_one_another_in_a_loop() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = imports(&src);
+    assert!(graph.len() > 10, "read the modules of src/: {graph:?}");
+    if let Some(cycle) = find_loop(&graph) {
+        panic!(
+            "these modules import one another in a loop: {}",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn the_loop_finder_finds_a_loop() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec![]),
+    ]
+    .into_iter()
+    .map(|(n, e)| (n.to_owned(), e.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(find_loop(&graph).unwrap(), ["a", "b", "c", "a"]);
+    let mut acyclic = graph.clone();
+    acyclic.get_mut("c").unwrap().clear();
+    assert_eq!(find_loop(&acyclic), None);
+}
