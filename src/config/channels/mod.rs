@@ -1,0 +1,302 @@
+//! The `[channels.*]` sections: what every channel shares (its triggers, quiet hours and texts)
+//! and the set of enabled channels; each channel's own keys are resolved in the file beside.
+
+mod email;
+mod sms;
+mod webhook;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::secrets::SecretResolver;
+use super::{ConfigError, invalid};
+use crate::domain::Status;
+use crate::notify::email::EmailConfig;
+use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
+use crate::notify::webhook::WebhookConfig;
+use crate::notify::{ChannelKind, ChannelRule, Texts};
+
+use email::{RawEmail, resolve_email};
+pub use sms::SmsSettings;
+use sms::{RawSms, resolve_sms};
+use webhook::{RawWebhook, resolve_webhook};
+
+/// A channel together with the statuses that trigger it.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings<T> {
+    pub settings: T,
+    pub triggers: Vec<Status>,
+    pub quiet_hours: Option<QuietHours>,
+    pub texts: Texts,
+}
+
+impl<T> ChannelSettings<T> {
+    fn rule(&self, kind: ChannelKind) -> ChannelRule {
+        ChannelRule {
+            kind,
+            triggers: self.triggers.clone(),
+            quiet_hours: self.quiet_hours,
+            texts: self.texts.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Channels {
+    pub webhook: Option<ChannelSettings<WebhookConfig>>,
+    pub email: Option<ChannelSettings<EmailConfig>>,
+    pub sms: Option<ChannelSettings<SmsSettings>>,
+}
+
+impl Channels {
+    /// Where a channel sends, as it may be shown: the URL without its secrets (see
+    /// [`crate::shown::url`]). `None` for email, whose server is shown by its own checks.
+    pub fn shown_target(&self, kind: ChannelKind) -> Option<String> {
+        let url = match kind {
+            ChannelKind::Webhook => &self.webhook.as_ref()?.settings.url,
+            ChannelKind::Sms => match &self.sms.as_ref()?.settings {
+                SmsSettings::Aliyun(aliyun) => &aliyun.endpoint,
+                SmsSettings::Http(http) => &http.url,
+            },
+            ChannelKind::Email => return None,
+        };
+        Some(crate::shown::url(url))
+    }
+}
+
+impl fmt::Debug for Channels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channels")
+            .field("webhook", &self.webhook.as_ref().map(|w| &w.settings.url))
+            .field("email", &self.email.as_ref().map(|e| &e.settings.smtp_url))
+            .field("sms", &self.sms.is_some())
+            .finish()
+    }
+}
+
+impl Channels {
+    /// Each enabled channel with its triggers and texts, as the outbox needs them.
+    pub fn rules(&self) -> Vec<ChannelRule> {
+        let mut rules = Vec::new();
+        if let Some(webhook) = &self.webhook {
+            rules.push(webhook.rule(ChannelKind::Webhook));
+        }
+        if let Some(email) = &self.email {
+            rules.push(email.rule(ChannelKind::Email));
+        }
+        if let Some(sms) = &self.sms {
+            rules.push(sms.rule(ChannelKind::Sms));
+        }
+        rules
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannels {
+    webhook: Option<RawWebhook>,
+    email: Option<RawEmail>,
+    sms: Option<RawSms>,
+}
+
+/// Texts for one status.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTexts {
+    subject: Option<String>,
+    body: Option<String>,
+    text: Option<String>,
+    template_code: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Each enabled channel, resolved in the order webhook, email, SMS.
+pub(super) fn resolve_channels(
+    raw: RawChannels,
+    secrets: &SecretResolver,
+    timeout: Duration,
+) -> Result<Channels, ConfigError> {
+    let mut channels = Channels::default();
+    if let Some(raw) = raw.webhook.filter(|w| w.enabled) {
+        channels.webhook = Some(resolve_webhook(raw, secrets)?);
+    }
+    if let Some(raw) = raw.email.filter(|e| e.enabled) {
+        channels.email = Some(resolve_email(raw, secrets, timeout)?);
+    }
+    if let Some(raw) = raw.sms.filter(|s| s.enabled) {
+        channels.sms = Some(resolve_sms(raw, secrets, timeout)?);
+    }
+    Ok(channels)
+}
+
+/// `[channels.X.templates.STATUS]` tables: every text checked for unknown placeholders now, so
+/// that a typo is a config error, not a blank in a customer's message.
+fn parse_texts(
+    section: &str,
+    raw: BTreeMap<String, RawTexts>,
+    allowed: &[&str],
+) -> Result<Texts, ConfigError> {
+    let mut texts = Texts::default();
+    for (status_name, raw) in raw {
+        let table = format!("[{section}.templates.{status_name}]");
+        let status: Status = status_name
+            .parse()
+            .map_err(|e| invalid(format!("{table}: {e}")))?;
+        let given = [
+            ("subject", raw.subject.is_some()),
+            ("body", raw.body.is_some()),
+            ("text", raw.text.is_some()),
+            ("template_code", raw.template_code.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(k, g)| *g && !allowed.contains(k)) {
+            return Err(invalid(format!(
+                "{table} {key} does not apply here; use {}",
+                allowed.join(" or ")
+            )));
+        }
+        let template = |key: &str, text: Option<String>| -> Result<Option<Template>, ConfigError> {
+            text.map(|text| {
+                Template::parse(&text, &PLACEHOLDERS)
+                    .map_err(|e| invalid(format!("{table} {key}: {e}")))
+            })
+            .transpose()
+        };
+        if let Some(t) = template("subject", raw.subject)? {
+            texts.subject.insert(status, t);
+        }
+        if let Some(t) = template("body", raw.body)? {
+            texts.body.insert(status, t);
+        }
+        if let Some(t) = template("text", raw.text)? {
+            texts.sms.insert(status, t);
+        }
+        if let Some(code) = raw.template_code {
+            texts.template_code.insert(status, code);
+        }
+    }
+    Ok(texts)
+}
+
+/// A channel's trigger list; when not given, `default`, or every change.
+fn parse_triggers(
+    section: &str,
+    statuses: Option<Vec<String>>,
+    default: Option<&[Status]>,
+) -> Result<Vec<Status>, ConfigError> {
+    match statuses {
+        None => Ok(default.map(<[Status]>::to_vec).unwrap_or_else(|| {
+            Status::ALL
+                .into_iter()
+                .filter(|s| *s != Status::Pending)
+                .collect()
+        })),
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                s.parse::<Status>()
+                    .map_err(|e| invalid(format!("{section} statuses: {e}")))
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::parse;
+    use super::*;
+
+    #[test]
+    fn email_and_sms_channels_parse_with_their_texts_and_quiet_hours() {
+        let config = parse(
+            r#"
+            [channels.email]
+            smtp_url = "smtp://127.0.0.1:2525"
+            from = "Shop <noreply@shop.example>"
+            [channels.email.templates.delivered]
+            subject = "订单{order_id}已签收"
+            [channels.sms]
+            kind = "aliyun"
+            access_key_id = "id"
+            access_key_secret = "secret"
+            sign_name = "小店"
+            template_code = "SMS_1"
+            [channels.sms.templates.delivered]
+            text = "{carrier}:订单{order_id}已签收"
+            template_code = "SMS_2"
+            "#,
+        )
+        .unwrap();
+        let rules = config.channels.rules();
+        let kinds: Vec<ChannelKind> = rules.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [ChannelKind::Email, ChannelKind::Sms]);
+        let sms = &rules[1];
+        assert_eq!(
+            sms.triggers,
+            [
+                Status::PickedUp,
+                Status::OutForDelivery,
+                Status::Delivered,
+                Status::Exception
+            ]
+        );
+        assert_eq!(
+            sms.quiet_hours.unwrap().to_string(),
+            "21:00-08:00 Asia/Shanghai"
+        );
+        assert_eq!(sms.texts.template_code[&Status::Delivered], "SMS_2");
+        assert_eq!(sms.texts.default_template_code.as_deref(), Some("SMS_1"));
+        assert_eq!(rules[0].triggers.len(), Status::ALL.len() - 1);
+        assert!(rules[0].quiet_hours.is_none());
+
+        let http = parse(
+            "[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/send\"\nbody = '{{\"to\":\"{phone}\",\"text\":\"{text}\"}}'\nquiet_hours = \"off\"",
+        )
+        .unwrap();
+        assert!(http.channels.rules()[0].quiet_hours.is_none());
+    }
+
+    #[test]
+    fn a_template_with_an_unknown_placeholder_is_refused_by_name() {
+        let err = parse(
+            "[channels.sms]\nkind = \"aliyun\"\naccess_key_id = \"i\"\naccess_key_secret = \"s\"\nsign_name = \"n\"\n[channels.sms.templates.delivered]\ntext = \"订单{order} 已签收\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("[channels.sms.templates.delivered] text"),
+            "{err}"
+        );
+        assert!(err.contains("{order}"), "{err}");
+        let err = parse(
+            "[channels.sms]\nkind = \"http\"\nurl = \"https://sms.example/\"\nbody = \"to={phone}&msg={message}\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("{message}"), "{err}");
+        let err = parse(
+            "[channels.email]\nsmtp_url = \"smtp://h:25\"\nfrom = \"a@b.example\"\n[channels.email.templates.shipped]\nsubject = \"x\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shipped"), "{err}");
+    }
+
+    #[test]
+    fn url_errors_do_not_echo_the_url() {
+        for text in [
+            "[channels.webhook]\nurl = \"ftp://u:Secret-6@h/\"\nsecret = \"s\"",
+            "[channels.webhook]\nurl = \"Secret-6 pasted here\"\nsecret = \"s\"",
+            "[channels.sms]\nkind = \"http\"\nurl = \"gw.example/?key=Secret-6\"\nbody = \"x\"",
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("url"), "{err}");
+            assert!(!err.contains("Secret-6"), "{err}");
+        }
+    }
+}
