@@ -1,5 +1,5 @@
-//! All SQL lives in this folder. The rest of the program calls named operations, each one short
-//! transaction; nothing holds a transaction across network I/O.
+//! The store's SQL lives in this folder. The rest of the program calls named operations, each
+//! one short transaction; nothing holds a transaction across network I/O.
 //!
 //! SQLite allows one writer at a time, and the admin CLI and outside tools write the same file while
 //! the daemon runs. So: WAL, a busy timeout, one write connection per process, and every
