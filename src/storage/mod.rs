@@ -1,0 +1,410 @@
+//! The store's SQL lives in this folder. The rest of the program calls named operations, each
+//! one short transaction; nothing holds a transaction across network I/O.
+//!
+//! SQLite allows one writer at a time, and the admin CLI and outside tools write the same file while
+//! the daemon runs. So: WAL, a busy timeout, one write connection per process, and every
+//! transaction that reads before it writes starts with `BEGIN IMMEDIATE`, which takes the write
+//! lock up front (a deferred transaction that upgrades fails at once with "database is locked"
+//! when another process wrote in between, whatever the busy timeout).
+//!
+//! This file opens the database and holds what every kind of data shares: the errors, the
+//! shipment row with its guarded select list and decoding. The operations are split by the data
+//! they keep: `shipments`, `polls`, `outbox` and `ops` (provider and channel state, counts).
+
+mod ops;
+mod outbox;
+mod polls;
+mod shipments;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, Transaction};
+
+use crate::clock::{Millis, to_rfc3339};
+use crate::domain::{Status, Tier};
+
+pub use ops::{ChannelState, Counts, NotificationCount, ProviderState, ShipmentCount, Stats};
+pub(crate) use outbox::insert_outbox;
+pub use outbox::{
+    ClaimedNotification, NotificationKind, NotificationRow, NotificationView, OutboxRow,
+};
+pub use polls::{
+    Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
+};
+pub use shipments::{Import, NewShipment, ShipmentView};
+
+/// How hard SQLite works to keep the last commits through a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// SQLite's primary result codes that say the database itself failed: SQLITE_PERM, BUSY, LOCKED,
+/// NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL and NOTADB
+/// (https://www.sqlite.org/rescode.html).
+const OUTAGE_CODES: [i64; 11] = [3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 26];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("cannot bring database {path} up to date: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("order {0} is already tracked")]
+    Duplicate(String),
+    #[error("no shipment with order id {0}")]
+    NoSuchOrder(String),
+    #[error("database refused the row: {0}")]
+    Rejected(String),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("the transaction holding this write was cut short; it is retried at the next poll")]
+    Interrupted,
+}
+
+/// True for an SQLite result code (primary or extended, as text) that says the database itself
+/// failed; an unreadable code counts as a failure, to be safe.
+fn is_outage_code(code: &str) -> bool {
+    code.parse::<i64>()
+        .map_or(true, |code| OUTAGE_CODES.contains(&(code & 0xff)))
+}
+
+impl StorageError {
+    /// True when the database itself failed (I/O, a full disk, a read-only or locked file, no
+    /// connection): an outage. A value that could not be read, or a row the database refused, is
+    /// that row's fault, and the database is fine.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StorageError::Duplicate(_)
+            | StorageError::NoSuchOrder(_)
+            | StorageError::Rejected(_) => false,
+            StorageError::Open { .. }
+            | StorageError::Migrate { .. }
+            | StorageError::Interrupted => true,
+            StorageError::Sql(error) => match error {
+                sqlx::Error::Database(db) => db.code().is_none_or(|code| is_outage_code(&code)),
+                sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::RowNotFound
+                | sqlx::Error::TypeNotFound { .. } => false,
+                _ => true,
+            },
+        }
+    }
+}
+
+/// A shipment row as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct ShipmentRow {
+    pub id: i64,
+    pub order_id: String,
+    pub provider: String,
+    pub tracking_no: Option<String>,
+    pub carrier: Option<String>,
+    pub tier: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub status: String,
+    pub raw_status: Option<String>,
+    pub active: bool,
+    pub error: Option<String>,
+    pub transitions: i64,
+    pub next_poll_at: Millis,
+    pub last_polled_at: Option<Millis>,
+    pub last_event_at: Option<Millis>,
+    pub status_changed_at: Option<Millis>,
+    pub created_at: Millis,
+    /// The sub-orders a split order's parcel carries, comma-separated (TOP's `sub_tid`).
+    pub sub_orders: Option<String>,
+    /// Set when a column holds a value of the wrong storage class (a REAL in `transitions`, a
+    /// BLOB in `carrier`), stored before the schema refused them: the row is then flagged invalid
+    /// by itself, and the column reads as a harmless stand-in meanwhile.
+    pub type_error: Option<String>,
+}
+
+impl ShipmentRow {
+    /// The canonical status; a value written by hand that is not one reads as pending.
+    pub fn status(&self) -> Status {
+        Status::from_str(&self.status).unwrap_or(Status::Pending)
+    }
+
+    pub fn tier(&self) -> Tier {
+        Tier::from_str(&self.tier).unwrap_or(Tier::Normal)
+    }
+}
+
+fn ser_time<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&to_rfc3339(*ms))
+}
+
+fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&to_rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The daemon's handle on the database.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) write: SqlitePool,
+    pub(crate) read: SqlitePool,
+}
+
+/// The storage class a column must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Integer,
+    Text,
+}
+
+/// The columns a shipment row is read from (besides `id`), the class each must hold, and
+/// whether it may be NULL. Migration 0007 refuses other classes at INSERT and UPDATE.
+const READ_COLUMNS: &[(&str, Class, bool)] = &[
+    ("order_id", Class::Text, false),
+    ("provider", Class::Text, false),
+    ("tracking_no", Class::Text, true),
+    ("carrier", Class::Text, true),
+    ("tier", Class::Text, false),
+    ("phone", Class::Text, true),
+    ("email", Class::Text, true),
+    ("status", Class::Text, false),
+    ("raw_status", Class::Text, true),
+    ("active", Class::Integer, false),
+    ("error", Class::Text, true),
+    ("transitions", Class::Integer, false),
+    ("next_poll_at", Class::Integer, false),
+    ("last_polled_at", Class::Integer, true),
+    ("last_event_at", Class::Integer, true),
+    ("status_changed_at", Class::Integer, true),
+    ("created_at", Class::Integer, false),
+    ("sub_orders", Class::Text, true),
+];
+
+/// The select list of a shipment row. Each column is read through a guard, so that a value of
+/// the wrong storage class never fails the read of a whole batch: it reads as a stand-in (a
+/// BLOB as its SQL literal, a misfit number as 0 or NULL) and `type_error` names the column.
+pub(crate) struct ShipmentColumns;
+
+pub(crate) const SHIPMENT_COLUMNS: ShipmentColumns = ShipmentColumns;
+
+impl std::fmt::Display for ShipmentColumns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("id")?;
+        for (name, class, nullable) in READ_COLUMNS {
+            match class {
+                // TEXT affinity stores numbers as text, so only a BLOB can be out of place.
+                Class::Text => write!(
+                    f,
+                    ", CASE WHEN typeof({name}) = 'blob' THEN quote({name}) ELSE {name} END AS {name}"
+                )?,
+                Class::Integer => write!(
+                    f,
+                    ", CASE WHEN typeof({name}) IN ('integer', 'null') THEN {name} ELSE {} END AS {name}",
+                    if *nullable { "NULL" } else { "0" }
+                )?,
+            }
+        }
+        f.write_str(", CASE")?;
+        for (name, class, nullable) in READ_COLUMNS {
+            let (allowed, belongs) = match (class, nullable) {
+                (Class::Integer, true) => ("'integer', 'null'", "an integer"),
+                (Class::Integer, false) => ("'integer'", "an integer"),
+                (Class::Text, true) => ("'text', 'null'", "text"),
+                (Class::Text, false) => ("'text'", "text"),
+            };
+            write!(
+                f,
+                " WHEN typeof({name}) NOT IN ({allowed}) THEN \
+                 '{name} holds a ' || typeof({name}) || ' value where {belongs} belongs'"
+            )?;
+        }
+        f.write_str(" END AS type_error")
+    }
+}
+
+/// Decodes rows one by one: a row that still cannot be read (text that is not UTF-8) is
+/// returned apart, by id with the reason, instead of failing its neighbours.
+fn decode_shipments(rows: Vec<sqlx::sqlite::SqliteRow>) -> (Vec<ShipmentRow>, Vec<(i64, String)>) {
+    use sqlx::Row;
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match ShipmentRow::from_row(&row) {
+            Ok(shipment) => good.push(shipment),
+            Err(e) => {
+                let id = row.try_get::<i64, _>("id").unwrap_or_default();
+                bad.push((
+                    id,
+                    format!("the row cannot be read ({e}); fix or remove it"),
+                ));
+            }
+        }
+    }
+    (good, bad)
+}
+
+/// Creates the database file readable by its owner only (0600), whatever the umask: it holds
+/// buyers' phone numbers and addresses. SQLite gives the `-wal` and `-shm` files it creates
+/// beside it the same mode. An existing file is left as it is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Db {
+    /// Opens (creating it if needed) and migrates the database.
+    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Db> {
+        let shown = path.display().to_string();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            return Err(StorageError::Open {
+                path: shown,
+                source: sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("folder {} does not exist", parent.display()),
+                )),
+            });
+        }
+        create_private(path).map_err(|source| StorageError::Open {
+            path: shown.clone(),
+            source: sqlx::Error::Io(source),
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let open_err = |source| StorageError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations")
+            .run(&write)
+            .await
+            .map_err(|source| StorageError::Migrate {
+                path: shown.clone(),
+                source,
+            })?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        Ok(Db { write, read })
+    }
+
+    /// Takes the lock that makes this process the only daemon on the database at `path`; it is
+    /// held until the returned file is dropped. Admin commands do not take it.
+    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, String> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        // 0600: another user who can open the lock file can hold its lock and keep the daemon
+        // from starting. A lock file left by an older version is narrowed the same way.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(
+                "cannot make {} private (0600): {e}; another user may hold its lock",
+                lock_path.display()
+            );
+        }
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "another shipwatch daemon is already running on {} (it holds {})",
+                path.display(),
+                lock_path.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("cannot lock {}: {e}", lock_path.display()))
+            }
+        }
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_of_the_database_itself_are_outages() {
+        // SQLITE_FULL, SQLITE_IOERR_WRITE (778), SQLITE_READONLY, SQLITE_BUSY, SQLITE_CANTOPEN.
+        for code in ["13", "778", "8", "5", "14"] {
+            assert!(is_outage_code(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_TRIGGER (1811), SQLITE_CONSTRAINT_CHECK (275), SQLITE_MISMATCH,
+        // SQLITE_ERROR.
+        for code in ["1811", "275", "20", "1"] {
+            assert!(!is_outage_code(code), "{code}");
+        }
+        assert!(is_outage_code("not a number"));
+        assert!(!StorageError::Rejected("x".into()).is_outage());
+        assert!(!StorageError::Sql(sqlx::Error::RowNotFound).is_outage());
+        assert!(StorageError::Sql(sqlx::Error::PoolTimedOut).is_outage());
+    }
+
+    #[test]
+    fn the_select_list_guards_every_column_it_reads() {
+        let list = SHIPMENT_COLUMNS.to_string();
+        for (name, _, _) in READ_COLUMNS {
+            assert!(list.contains(&format!("AS {name}")), "{name}");
+            assert!(
+                list.contains(&format!("WHEN typeof({name}) NOT IN")),
+                "{name}"
+            );
+        }
+        assert!(list.ends_with("END AS type_error"));
+    }
+}

@@ -1,0 +1,350 @@
+//! The outbox: notifications queued with the change they announce, claimed under a lease for one
+//! attempt at a time, marked sent, failed, postponed or dead, listed and requeued.
+
+use serde::Serialize;
+use sqlx::{FromRow, Sqlite, Transaction};
+use tracing::instrument;
+
+use super::{Db, Result};
+use crate::clock::{Millis, to_rfc3339};
+use crate::domain::{ChannelKind, Status};
+
+/// A notification row joined with its order id, for `outbox` and `show`.
+#[derive(Debug, Clone, FromRow)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub public_id: String,
+    pub order_id: String,
+    /// `status_changed` or `stuck`.
+    pub kind: String,
+    pub channel: String,
+    pub previous_status: String,
+    pub status: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub lease_until: Option<Millis>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub sent_at: Option<Millis>,
+}
+
+/// The stable JSON shape of an outbox row.
+#[derive(Debug, Serialize)]
+pub struct NotificationView {
+    pub id: i64,
+    pub webhook_id: String,
+    pub order_id: String,
+    /// `status_changed` or `stuck`.
+    pub kind: String,
+    pub channel: String,
+    pub previous_status: String,
+    pub status: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+impl From<&NotificationRow> for NotificationView {
+    fn from(row: &NotificationRow) -> Self {
+        NotificationView {
+            id: row.id,
+            webhook_id: row.public_id.clone(),
+            order_id: row.order_id.clone(),
+            kind: row.kind.clone(),
+            channel: row.channel.clone(),
+            previous_status: row.previous_status.clone(),
+            status: row.status.clone(),
+            state: row.state.clone(),
+            attempts: row.attempts,
+            next_attempt_at: (row.state == "pending").then(|| to_rfc3339(row.next_attempt_at)),
+            last_error: row.last_error.clone(),
+            created_at: to_rfc3339(row.created_at),
+            sent_at: row.sent_at.map(to_rfc3339),
+        }
+    }
+}
+
+/// A notification claimed for one delivery attempt.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedNotification {
+    pub id: i64,
+    pub public_id: String,
+    pub order_id: String,
+    pub channel: String,
+    pub status: String,
+    pub payload: String,
+    pub recipient: Option<String>,
+    /// Attempts made so far, this one included.
+    pub attempts: i64,
+}
+
+/// What a notification announces (the `kind` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationKind {
+    StatusChanged,
+    Stuck,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::StatusChanged => "status_changed",
+            NotificationKind::Stuck => "stuck",
+        }
+    }
+}
+
+/// One outbox row to insert, rendered in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub public_id: String,
+    pub kind: NotificationKind,
+    /// With the shipment, kind and channel it keys the row: the same transition is never queued
+    /// twice for a channel.
+    pub transition: i64,
+    pub channel: ChannelKind,
+    pub previous: Status,
+    pub status: Status,
+    pub payload: String,
+    pub recipient: Option<String>,
+    /// Set when nothing can be sent (no address for this channel): the row is stored as skipped
+    /// with this reason.
+    pub skipped: Option<&'static str>,
+    pub next_attempt_at: Millis,
+    pub created_at: Millis,
+}
+
+impl Db {
+    /// Claims up to `limit` due notifications of the given channels for one attempt each. The
+    /// attempt is counted at claim time, so a sender that dies mid-attempt has used it up; rows
+    /// whose lease ran out after their last allowed attempt go dead instead.
+    #[instrument(skip_all)]
+    pub async fn claim_notifications(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        channels: &[ChannelKind],
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<Vec<ClaimedNotification>> {
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        let channels = serde_json::to_string(&channels).expect("a list of strings serialises");
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE notifications SET state = 'dead', lease_until = NULL, \
+             last_error = 'no answer within the lease on the last attempt' || \
+                 coalesce(' (before that: ' || last_error || ')', '') \
+             WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until <= ? \
+               AND attempts >= ?",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .execute(&mut *tx)
+        .await?;
+        // Only the head of each shipment's queue on a channel: a notification waits while an
+        // earlier one of the same shipment and channel is pending or in flight (a dead one no
+        // longer holds the line), so a buyer never hears "delivered" before "out for delivery".
+        let rows = sqlx::query_as::<_, ClaimedNotification>(
+            "UPDATE notifications SET attempts = attempts + 1, lease_until = ?1 \
+             WHERE id IN (SELECT id FROM notifications AS n \
+                 WHERE state = 'pending' AND next_attempt_at <= ?2 \
+                   AND (lease_until IS NULL OR lease_until <= ?2) \
+                   AND channel IN (SELECT value FROM json_each(?3)) \
+                   AND NOT EXISTS (SELECT 1 FROM notifications AS earlier \
+                       WHERE earlier.shipment_id = n.shipment_id AND earlier.channel = n.channel \
+                         AND earlier.state = 'pending' AND earlier.id < n.id) \
+                 ORDER BY next_attempt_at, id LIMIT ?4) \
+             RETURNING id, public_id, channel, status, payload, recipient, attempts, \
+                 (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(&channels)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// The earliest time a pending notification of these channels becomes due.
+    pub async fn next_notification_at(&self, channels: &[ChannelKind]) -> Result<Option<Millis>> {
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        Ok(sqlx::query_scalar::<_, Option<Millis>>(
+            "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM notifications \
+             WHERE state = 'pending' AND channel IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&channels).expect("a list of strings serialises"))
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    pub async fn notification_sent(&self, id: i64, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks several notifications sent in one transaction.
+    pub async fn notifications_sent(&self, sent: &[(i64, Millis)]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (id, now) in sent {
+            sqlx::query(
+                "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or dead when that is `None`.
+    pub async fn notification_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+    ) -> Result<()> {
+        match retry_at {
+            Some(at) => sqlx::query(
+                "UPDATE notifications SET lease_until = NULL, last_error = ?, next_attempt_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(error)
+            .bind(at)
+            .bind(id),
+            None => sqlx::query(
+                "UPDATE notifications SET state = 'dead', lease_until = NULL, last_error = ? \
+                 WHERE id = ?",
+            )
+            .bind(error)
+            .bind(id),
+        }
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a claimed notification back to wait until `at` without counting the attempt: its
+    /// channel could not send anything (stopped for lack of credit or credentials).
+    pub async fn notification_postponed(&self, id: i64, reason: &str, at: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET attempts = max(attempts - 1, 0), lease_until = NULL, \
+             last_error = ?, next_attempt_at = ? WHERE id = ? AND state = 'pending'",
+        )
+        .bind(reason)
+        .bind(at)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives back a claimed notification whose attempt was cut short by shutdown.
+    pub async fn release_notification(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET lease_until = NULL WHERE id = ? AND state = 'pending'",
+        )
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    pub async fn list_notifications(
+        &self,
+        state: Option<&str>,
+        shipment_id: Option<i64>,
+    ) -> Result<Vec<NotificationRow>> {
+        Ok(sqlx::query_as::<_, NotificationRow>(
+            "SELECT n.id, n.public_id, s.order_id, n.kind, n.channel, n.previous_status, n.status, \
+                    n.state, n.attempts, n.next_attempt_at, n.lease_until, n.last_error, \
+                    n.created_at, n.sent_at \
+             FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
+             WHERE (?1 IS NULL OR n.state = ?1) AND (?2 IS NULL OR n.shipment_id = ?2) \
+             ORDER BY n.id",
+        )
+        .bind(state)
+        .bind(shipment_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Requeues the given notifications (or every dead one) with a fresh set of attempts.
+    /// Returns the ids requeued; rows already sent or being delivered are left alone.
+    #[instrument(skip_all)]
+    pub async fn requeue(&self, ids: Option<&[i64]>, now: Millis) -> Result<Vec<i64>> {
+        let ids = ids.map(|ids| serde_json::to_string(ids).expect("ids serialise"));
+        Ok(sqlx::query_scalar::<_, i64>(
+            "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
+                 lease_until = NULL \
+             WHERE (?2 IS NULL AND state = 'dead') \
+                OR (?2 IS NOT NULL AND id IN (SELECT value FROM json_each(?2)) \
+                    AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))) \
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(ids)
+        .fetch_all(&self.write)
+        .await?)
+    }
+}
+
+/// Inserts outbox rows of one shipment inside the transaction that records their change, one
+/// statement a row. A row whose key (shipment, kind, transition, channel) exists already is left
+/// alone, so a change replayed after a crash is never announced twice. Returns the rows inserted
+/// to be sent (not the skipped ones): channel and public id.
+pub(crate) async fn insert_outbox(
+    tx: &mut Transaction<'static, Sqlite>,
+    shipment_id: i64,
+    rows: &[OutboxRow],
+) -> Result<Vec<(ChannelKind, String)>> {
+    let mut queued = Vec::new();
+    for row in rows {
+        let state = if row.skipped.is_some() {
+            "skipped"
+        } else {
+            "pending"
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO notifications (public_id, shipment_id, kind, transition, channel, \
+             previous_status, status, payload, recipient, state, last_error, \
+             next_attempt_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (shipment_id, kind, transition, channel) DO NOTHING",
+        )
+        .bind(&row.public_id)
+        .bind(shipment_id)
+        .bind(row.kind.as_str())
+        .bind(row.transition)
+        .bind(row.channel.as_str())
+        .bind(row.previous.as_str())
+        .bind(row.status.as_str())
+        .bind(&row.payload)
+        .bind(&row.recipient)
+        .bind(state)
+        .bind(row.skipped)
+        .bind(row.next_attempt_at)
+        .bind(row.created_at)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 1 && row.skipped.is_none() {
+            queued.push((row.channel, row.public_id.clone()));
+        }
+    }
+    Ok(queued)
+}

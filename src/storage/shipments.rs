@@ -1,0 +1,350 @@
+//! Shipments as the admin commands and the dispatcher see them: adding one or a whole file,
+//! listing, removing, moving to another tier, claiming the due ones for a poll, and flagging the
+//! ones that can never be polled.
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Sqlite, Transaction};
+use tracing::instrument;
+
+use super::{Db, Result, SHIPMENT_COLUMNS, ShipmentRow, StorageError, decode_shipments};
+use crate::clock::{Millis, to_rfc3339};
+use crate::domain::{Status, Tier};
+
+/// A shipment to add.
+#[derive(Debug, Clone)]
+pub struct NewShipment {
+    pub order_id: String,
+    pub provider: String,
+    pub tracking_no: Option<String>,
+    pub carrier: Option<String>,
+    pub tier: Tier,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    /// Sub-order ids separated by commas, for a split order.
+    pub sub_orders: Option<String>,
+}
+
+/// The stable JSON shape of a shipment for `list --json` and `show --json`.
+#[derive(Debug, Serialize)]
+pub struct ShipmentView {
+    pub order_id: String,
+    pub tracking_no: Option<String>,
+    pub carrier: Option<String>,
+    pub provider: String,
+    pub tier: String,
+    pub status: String,
+    pub raw_status: Option<String>,
+    pub active: bool,
+    pub error: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub next_poll_at: Option<String>,
+    pub last_polled_at: Option<String>,
+    pub last_event_at: Option<String>,
+    pub status_changed_at: Option<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_orders: Option<String>,
+}
+
+impl From<&ShipmentRow> for ShipmentView {
+    fn from(row: &ShipmentRow) -> Self {
+        ShipmentView {
+            order_id: row.order_id.clone(),
+            tracking_no: row.tracking_no.clone(),
+            carrier: row.carrier.clone(),
+            provider: row.provider.clone(),
+            tier: row.tier.clone(),
+            status: row.status.clone(),
+            raw_status: row.raw_status.clone(),
+            active: row.active && row.type_error.is_none(),
+            error: row.type_error.clone().or_else(|| row.error.clone()),
+            phone: row.phone.as_deref().map(crate::domain::mask_contact),
+            email: row.email.as_deref().map(crate::domain::mask_contact),
+            next_poll_at: row.active.then(|| to_rfc3339(row.next_poll_at)),
+            last_polled_at: row.last_polled_at.map(to_rfc3339),
+            last_event_at: row.last_event_at.map(to_rfc3339),
+            status_changed_at: row.status_changed_at.map(to_rfc3339),
+            created_at: to_rfc3339(row.created_at),
+            sub_orders: row.sub_orders.clone(),
+        }
+    }
+}
+
+impl Db {
+    // ---- shipments: admin ---------------------------------------------------------------------
+
+    #[instrument(skip_all, fields(order_id = %new.order_id))]
+    pub async fn add_shipment(&self, new: &NewShipment, now: Millis) -> Result<ShipmentRow> {
+        let result = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+            "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
+             sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING {SHIPMENT_COLUMNS}"
+        )))
+        .bind(&new.order_id)
+        .bind(&new.provider)
+        .bind(&new.tracking_no)
+        .bind(&new.carrier)
+        .bind(new.tier.as_str())
+        .bind(&new.phone)
+        .bind(&new.email)
+        .bind(&new.sub_orders)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.write)
+        .await;
+        match result {
+            Ok(row) => Ok(row),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StorageError::Duplicate(new.order_id.clone()))
+            }
+            Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
+                Err(StorageError::Rejected(e.message().to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds many shipments in one transaction: all of them, or none. On a duplicate order id
+    /// the error gives the index of the row at fault.
+    #[instrument(skip_all, fields(rows = rows.len()))]
+    pub async fn import_shipments(
+        &self,
+        rows: &[NewShipment],
+        now: Millis,
+    ) -> Result<usize, (usize, StorageError)> {
+        let mut import = self.begin_import(now).await.map_err(|e| (0, e))?;
+        import.add(rows).await?;
+        import.commit().await.map_err(|e| (rows.len(), e))
+    }
+
+    /// Starts an import whose rows come in batches (a file read as it goes), all committed in
+    /// one transaction at [`Import::commit`], or none if it is dropped before. The database's
+    /// other writers wait meanwhile.
+    pub async fn begin_import(&self, now: Millis) -> Result<Import> {
+        Ok(Import {
+            tx: self.begin_write().await?,
+            now,
+            added: 0,
+        })
+    }
+
+    #[instrument(skip_all)]
+    pub async fn list_shipments(
+        &self,
+        status: Option<Status>,
+        tier: Option<Tier>,
+    ) -> Result<Vec<ShipmentRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) ORDER BY id"
+        )))
+        .bind(status.map(Status::as_str))
+        .bind(tier.map(Tier::as_str))
+        .fetch_all(&self.read)
+        .await?;
+        let (rows, unreadable) = decode_shipments(rows);
+        for (id, reason) in unreadable {
+            tracing::warn!(shipment_id = id, %reason, "shipment left out");
+        }
+        Ok(rows)
+    }
+
+    #[instrument(skip_all)]
+    pub async fn shipment(&self, order_id: &str) -> Result<ShipmentRow> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?"
+        )))
+        .bind(order_id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
+        let (mut rows, unreadable) = decode_shipments(vec![row]);
+        match unreadable.into_iter().next() {
+            Some((_, reason)) => Err(StorageError::Rejected(reason)),
+            None => Ok(rows.remove(0)),
+        }
+    }
+
+    /// Removes a shipment with its history and its notifications.
+    #[instrument(skip_all)]
+    pub async fn remove_shipment(&self, order_id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM shipments WHERE order_id = ?")
+            .bind(order_id)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NoSuchOrder(order_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Moves a shipment to another tier; its next poll comes no later than `next_poll_at`.
+    #[instrument(skip_all)]
+    pub async fn set_tier(&self, order_id: &str, tier: Tier, next_poll_at: Millis) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE shipments SET tier = ?, next_poll_at = min(next_poll_at, ?) WHERE order_id = ?",
+        )
+        .bind(tier.as_str())
+        .bind(next_poll_at)
+        .bind(order_id)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NoSuchOrder(order_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    // ---- shipments: the dispatcher ------------------------------------------------------------
+
+    /// Claims up to `limit` due shipments, oldest `next_poll_at` first, skipping the providers in
+    /// `paused` and shipments already claimed. A claim holds until the poll is recorded or
+    /// released, or until `claimed_until`, when a dispatcher that died lets it go.
+    #[instrument(skip_all)]
+    pub async fn claim_due_shipments(
+        &self,
+        now: Millis,
+        claimed_until: Millis,
+        paused: &[String],
+        limit: usize,
+    ) -> Result<Vec<ShipmentRow>> {
+        let paused = serde_json::to_string(paused).expect("a list of strings serialises");
+        // Rows whose schedule columns hold the wrong storage class never compare as due: they
+        // are claimed by their own index, to be flagged invalid by the dispatcher.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE shipments SET claimed_until = ?1 WHERE id IN ( \
+                 SELECT id FROM shipments \
+                 WHERE active = 1 AND next_poll_at <= ?2 \
+                   AND (claimed_until IS NULL OR claimed_until <= ?2) \
+                   AND provider NOT IN (SELECT value FROM json_each(?3)) \
+                 ORDER BY next_poll_at LIMIT ?4) \
+             OR id IN ( \
+                 SELECT id FROM shipments WHERE active = 1 AND (typeof(next_poll_at) <> 'integer' \
+                     OR typeof(claimed_until) NOT IN ('integer', 'null')) LIMIT ?4) \
+             RETURNING {SHIPMENT_COLUMNS}"
+        )))
+        .bind(claimed_until)
+        .bind(now)
+        .bind(&paused)
+        .bind(limit as i64)
+        .fetch_all(&self.write)
+        .await?;
+        let (mut rows, unreadable) = decode_shipments(rows);
+        for (id, reason) in unreadable {
+            tracing::warn!(shipment_id = id, %reason, "shipment invalid");
+            self.mark_invalid(id, &reason, now).await?;
+        }
+        // RETURNING keeps no order; the backlog drains oldest first.
+        rows.sort_by_key(|row| row.next_poll_at);
+        Ok(rows)
+    }
+
+    /// Frees every claim: at daemon start, when no poll can be in flight (the daemon holds the
+    /// database's daemon lock), so shipments claimed by a daemon that died are due again at once
+    /// instead of when their claims expire. Leases on notifications are ended likewise; their
+    /// attempts stay counted.
+    pub async fn release_all_claims(&self, now: Millis) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE shipments SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE notifications SET lease_until = ? WHERE state = 'pending' AND lease_until > ?",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The earliest time an unclaimed active shipment of a provider not paused is due.
+    pub async fn next_due_at(&self, paused: &[String], now: Millis) -> Result<Option<Millis>> {
+        let paused = serde_json::to_string(paused).expect("a list of strings serialises");
+        Ok(sqlx::query_scalar::<_, Option<Millis>>(
+            "SELECT min(next_poll_at) FROM shipments WHERE active = 1 \
+             AND typeof(next_poll_at) = 'integer' \
+             AND (claimed_until IS NULL OR claimed_until <= ?) \
+             AND provider NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(now)
+        .bind(paused)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// Gives a claimed shipment back untouched.
+    pub async fn release_shipment(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE shipments SET claimed_until = NULL WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops polling a shipment and says why (unknown provider, a request that can never work).
+    #[instrument(skip_all, fields(id))]
+    pub async fn mark_invalid(&self, id: i64, reason: &str, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE shipments SET active = 0, error = ?, last_polled_at = ?, claimed_until = NULL \
+             WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
+
+/// An import under way: see [`Db::begin_import`].
+pub struct Import {
+    tx: Transaction<'static, Sqlite>,
+    now: Millis,
+    added: usize,
+}
+
+impl Import {
+    /// Adds a batch. On a duplicate order id or a refused row the error gives the index of the
+    /// row at fault in `rows`; the import is then spoiled: drop it.
+    pub async fn add(&mut self, rows: &[NewShipment]) -> Result<(), (usize, StorageError)> {
+        for (i, new) in rows.iter().enumerate() {
+            let done = sqlx::query(
+                "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
+                 email, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.order_id)
+            .bind(&new.provider)
+            .bind(&new.tracking_no)
+            .bind(&new.carrier)
+            .bind(new.tier.as_str())
+            .bind(&new.phone)
+            .bind(&new.email)
+            .bind(&new.sub_orders)
+            .bind(self.now)
+            .bind(self.now)
+            .execute(&mut *self.tx)
+            .await;
+            match done {
+                Ok(_) => self.added += 1,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err((i, StorageError::Duplicate(new.order_id.clone())));
+                }
+                Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
+                    return Err((i, StorageError::Rejected(e.message().to_owned())));
+                }
+                Err(e) => return Err((i, e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits every row added; returns how many there were.
+    pub async fn commit(self) -> Result<usize> {
+        self.tx.commit().await?;
+        Ok(self.added)
+    }
+}
