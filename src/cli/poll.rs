@@ -13,6 +13,7 @@ use crate::storage::Db;
 
 use super::{Global, require_config, term};
 
+/// The configured provider names, for the error about an order on a provider the config lacks.
 fn names(config: &Config) -> String {
     if config.providers.is_empty() {
         return "none".to_owned();
@@ -24,6 +25,7 @@ fn names(config: &Config) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
 pub(super) async fn poll(global: &Global, order_id: &str, apply: bool) -> Result<()> {
     let mut config = require_config(global)?;
     if let Some(db) = &global.db {

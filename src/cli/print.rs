@@ -14,6 +14,7 @@ pub(super) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     writeln!(out)?;
     Ok(())
 }
+
 /// The widest a table column gets, in terminal columns; the last column, which is not padded,
 /// gets `MAX_LAST_CELL`. Longer cells are cut with `…` (`--json` prints them whole): one huge
 /// value must not pad every row of the table to its width.
@@ -50,6 +51,7 @@ pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         line(row.iter().map(String::as_str).collect());
     }
 }
+
 pub(super) fn notification_line(n: &crate::storage::NotificationRow) -> Vec<String> {
     vec![
         n.id.to_string(),
@@ -64,10 +66,12 @@ pub(super) fn notification_line(n: &crate::storage::NotificationRow) -> Vec<Stri
         n.last_error.clone().unwrap_or_default(),
     ]
 }
+
 /// Text from the database, an upstream or an error, as it may reach the terminal.
 pub(super) fn term(s: &str) -> std::borrow::Cow<'_, str> {
     crate::shown::for_terminal(s)
 }
+
 pub(super) fn print_provider_state(state: &crate::storage::ProviderState) {
     if let (Some(until), Some(reason)) = (state.paused_until, &state.pause_reason) {
         println!(
