@@ -40,18 +40,21 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         Arc::new(SystemClock),
         Events::default(),
     )?;
+    // Both handlers are in place before the daemon says it started: from that line on, a SIGTERM
+    // stops it cleanly and a SIGHUP reloads it (their default dispositions would kill it).
+    let shutdown = shutdown_signal();
+    let reloader = tokio::spawn(reload_on_hangup(
+        global.clone(),
+        daemon.dispatcher.clone(),
+        daemon.sender.clone(),
+    ));
     tracing::info!(
         database = %config.database.display(),
         providers = ?config.providers.keys().collect::<Vec<_>>(),
         channels = ?config.channels.rules().iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
         "shipwatch started"
     );
-    let reloader = tokio::spawn(reload_on_hangup(
-        global.clone(),
-        daemon.dispatcher.clone(),
-        daemon.sender.clone(),
-    ));
-    let outcome = daemon.run(shutdown_signal()).await;
+    let outcome = daemon.run(shutdown).await;
     reloader.abort();
     db.close().await;
     outcome?;
@@ -62,46 +65,50 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
 /// their credentials: a renewed session takes effect without a restart. It also lifts the stops
 /// delivery channels put on themselves (SMS out of credit, a webhook endpoint gone): a reload is
 /// how an operator says the cause is fixed. A config that does not load is reported and the
-/// running one kept.
-async fn reload_on_hangup(
+/// running one kept. The SIGHUP handler is installed by the call, before the returned future is
+/// first polled.
+fn reload_on_hangup(
     global: Global,
     dispatcher: Arc<crate::dispatch::Dispatcher>,
     sender: Arc<crate::notify::sender::Sender>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            let loaded = require_config(&global).and_then(|config| {
-                let http = crate::daemon::upstream_client(&config.http)?;
-                Ok(crate::daemon::build_providers(&config, &http))
-            });
-            match loaded {
-                Ok(providers) => {
-                    let names: Vec<String> = providers.keys().cloned().collect();
-                    match dispatcher.replace_providers(providers).await {
-                        Ok(()) => tracing::info!(
-                            providers = ?names,
-                            "config reloaded: providers and credentials renewed (other settings take effect at restart)"
-                        ),
-                        Err(e) => tracing::error!(error = %e, "config reload failed"),
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hangup) = hangup else {
+                return;
+            };
+            while hangup.recv().await.is_some() {
+                let loaded = require_config(&global).and_then(|config| {
+                    let http = crate::daemon::upstream_client(&config.http)?;
+                    Ok(crate::daemon::build_providers(&config, &http))
+                });
+                match loaded {
+                    Ok(providers) => {
+                        let names: Vec<String> = providers.keys().cloned().collect();
+                        match dispatcher.replace_providers(providers).await {
+                            Ok(()) => tracing::info!(
+                                providers = ?names,
+                                "config reloaded: providers and credentials renewed (other settings take effect at restart)"
+                            ),
+                            Err(e) => tracing::error!(error = %e, "config reload failed"),
+                        }
+                        if let Err(e) = sender.resume_stopped_channels().await {
+                            tracing::error!(error = %e, "could not lift the channel stops on reload");
+                        }
                     }
-                    if let Err(e) = sender.resume_stopped_channels().await {
-                        tracing::error!(error = %e, "could not lift the channel stops on reload");
-                    }
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "config reload failed; keeping the running config"
+                    ),
                 }
-                Err(e) => tracing::error!(
-                    error = %format!("{e:#}"),
-                    "config reload failed; keeping the running config"
-                ),
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (global, dispatcher, sender);
+        #[cfg(not(unix))]
+        {
+            let _ = (global, dispatcher, sender);
+        }
     }
 }
