@@ -229,7 +229,7 @@ async fn add_refuses_a_duplicate_and_an_unknown_provider_in_one_line() {
 }
 
 // DESIGN.md promises one clear line on stderr for every error; argument errors are printed by
-// clap's `Cli::parse()` (src/cli.rs), which adds a blank line and a `--help` hint.
+// clap's `Cli::parse()` (src/cli/mod.rs), which adds a blank line and a `--help` hint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_refuses_an_unknown_tier_in_one_line() {
     let app = TestApp::start().await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::{Daemon, Options, TestApp};
 
 /// Reads the notify socket as systemd would, keeping every message.
 fn listen(socket: UnixDatagram) -> Arc<Mutex<Vec<String>>> {
@@ -187,4 +187,49 @@ async fn a_wedged_dispatcher_starves_the_watchdog_until_it_moves_again() {
     )
     .await;
     assert!(daemon.terminate().success());
+}
+
+/// Waits for the daemon's start line, looking every millisecond: a supervisor's signal can land
+/// right after it.
+async fn started(daemon: &Daemon) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !daemon.log().contains("shipwatch started") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the daemon did not start\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// systemd may stop or reload the daemon the moment it has started. From its start line on,
+/// SIGTERM stops it cleanly (status 0) and SIGHUP reloads it; the signals' default dispositions
+/// would kill it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_or_reload_right_after_start_is_handled_not_fatal() {
+    let app = TestApp::start().await;
+    for _ in 0..3 {
+        let mut daemon = app.spawn_daemon();
+        started(&daemon).await;
+        let status = daemon.terminate();
+        assert!(
+            status.success(),
+            "SIGTERM right after start: {status}\n{}",
+            daemon.log()
+        );
+    }
+
+    let mut daemon = app.spawn_daemon();
+    started(&daemon).await;
+    let pid = daemon.pid().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    app.wait_until("the daemon reloads", Duration::from_secs(30), || {
+        daemon.log().contains("config reloaded")
+    })
+    .await;
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}\n{}", daemon.log());
 }

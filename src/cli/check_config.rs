@@ -1,0 +1,75 @@
+//! `shipwatch check-config`: load the config with its secrets, say what it sets up, and what the
+//! daemon found out about the providers if it has run on the database.
+
+use anyhow::Result;
+
+use crate::clock::{Clock, SystemClock};
+use crate::storage::Db;
+
+use super::print::print_provider_state;
+use super::{Global, require_config};
+
+pub(super) async fn check_config(global: &Global) -> Result<()> {
+    let config = require_config(global)?;
+    let source = config
+        .source
+        .as_deref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    println!("config {source} is valid");
+    let database = global.db.as_deref().unwrap_or(&config.database);
+    println!("  database  {}", database.display());
+    println!(
+        "  tiers     high {}, normal {}, low {}",
+        humantime::format_duration(config.tiers.high),
+        humantime::format_duration(config.tiers.normal),
+        humantime::format_duration(config.tiers.low)
+    );
+    if config.providers.is_empty() {
+        println!("  providers none (add a [providers.NAME] section before `run`)");
+    }
+    for (name, provider) in &config.providers {
+        let quota = provider
+            .rate_limit
+            .map_or("no rate limit".to_owned(), |r| format!("rate limit {r}"));
+        println!("  provider  {name} ({}, {quota})", provider.adapter.kind());
+    }
+    let rules = config.channels.rules();
+    if rules.is_empty() {
+        println!("  channels  none: status changes are recorded but nobody is told");
+    }
+    for rule in rules {
+        let triggers: Vec<&str> = rule.triggers.iter().map(|s| s.as_str()).collect();
+        let quiet = rule
+            .quiet_hours
+            .map_or(String::new(), |q| format!(", quiet hours {q}"));
+        let target = config
+            .channels
+            .shown_target(rule.kind)
+            .map_or(String::new(), |url| format!(", to {url}"));
+        println!(
+            "  channel   {} on {}{quiet}{target}",
+            rule.kind,
+            triggers.join(", ")
+        );
+    }
+    println!(
+        "  delivery  {} attempts, backoff {} doubling to {}, timeout {}",
+        config.delivery.attempts,
+        humantime::format_duration(config.delivery.backoff),
+        humantime::format_duration(config.delivery.backoff_max),
+        humantime::format_duration(config.delivery.timeout)
+    );
+    let mut exposed = crate::exposure::secret_warnings(&config);
+    exposed.extend(crate::exposure::database_warnings(database));
+    for warning in &exposed {
+        println!("  WARNING   {warning}");
+    }
+    // What the daemon found out about the providers, if it has run on this database.
+    if database.exists() {
+        let db = Db::open(database, config.synchronous).await?;
+        for state in db.provider_states(SystemClock.now()).await? {
+            print_provider_state(&state);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The `shipwatch` command line: the daemon, the demo, and the admin commands. This file holds
+//! the arguments, the dispatch to one file per command, and what every command shares: finding
+//! the config and the database, and turning an error into one line.
+
+mod add;
+mod check_config;
+mod import;
+mod list;
+mod logging;
+mod outbox;
+mod poll;
+mod print;
+mod remove;
+mod retry;
+mod run;
+mod set_tier;
+mod show;
+mod stats;
+mod test_notify;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::domain::{Status, Tier};
+use crate::storage::Db;
+
+use print::term;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shipwatch",
+    version,
+    about = "Tracks parcels on Taobao/Tmall and Chinese carriers, and tells shops and buyers when their status changes"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Config file [default: $SHIPWATCH_CONFIG, ./shipwatch.toml, /etc/shipwatch/shipwatch.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database file (overrides `database` in the config)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: poll due shipments and deliver notifications until SIGTERM or Ctrl-C
+    Run,
+    /// Run the whole pipeline on a simulated carrier, on loopback, with no config or credentials
+    Demo(crate::demo::DemoArgs),
+    /// Track an order
+    Add(AddArgs),
+    /// List tracked shipments
+    List {
+        #[arg(long)]
+        status: Option<Status>,
+        #[arg(long)]
+        tier: Option<Tier>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one shipment with its event history and notifications
+    Show {
+        order_id: String,
+        #[arg(long)]
+        json: bool,
+        /// Print the phone number and email address whole (they are masked otherwise)
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Add the shipments of a CSV file whose header row names shipments columns, all or none
+    Import {
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+    },
+    /// Poll one order now and print what its provider says; record it only with --apply
+    Poll {
+        order_id: String,
+        /// Record the result as the daemon would, notifications included
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Counts of shipments and notifications, provider pauses, and unmapped provider codes
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop tracking an order and forget its history
+    Remove { order_id: String },
+    /// Move an order to another priority tier
+    SetTier { order_id: String, tier: Tier },
+    /// List notifications in the outbox
+    Outbox {
+        #[arg(long)]
+        state: Option<OutboxState>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requeue notifications (by id, or every dead one) with a fresh set of attempts
+    Retry {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        ids: Vec<i64>,
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Check the config (secrets included) and say what it sets up
+    CheckConfig,
+    /// Send one sample message through a configured channel, to check it before going live
+    TestNotify {
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
+        /// The email address or phone number to send to (for webhook: another URL, optional)
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    pub order_id: String,
+    #[arg(long)]
+    pub tracking_no: Option<String>,
+    #[arg(long)]
+    pub carrier: Option<String>,
+    /// Provider name as configured under [providers.NAME] [default: the only one configured]
+    #[arg(long)]
+    pub provider: Option<String>,
+    #[arg(long, default_value = "normal")]
+    pub tier: Tier,
+    #[arg(long)]
+    pub phone: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    /// For a split Taobao order: the sub-order ids this parcel carries, like 111,222
+    #[arg(long, value_name = "IDS")]
+    pub sub_orders: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelArg {
+    Webhook,
+    Email,
+    Sms,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Sent,
+    Dead,
+    /// Not sent because the shipment has no address for the channel.
+    Skipped,
+}
+
+impl OutboxState {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Dead => "dead",
+            OutboxState::Skipped => "skipped",
+        }
+    }
+}
+
+/// Runs the command line; the error, if any, is for `main` to print as one line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let Cli { global, command } = cli;
+    let default_level = match command {
+        Command::Run => "info",
+        // The demo's printout tells the story; logs would only repeat it.
+        Command::Demo(_) => "error",
+        _ => "warn",
+    };
+    logging::init(&global, default_level);
+    match command {
+        Command::Run => run::run_daemon(&global).await,
+        Command::Demo(args) => crate::demo::run(args, global.db.clone()).await,
+        Command::CheckConfig => check_config::check_config(&global).await,
+        Command::TestNotify { channel, to } => test_notify::test_notify(&global, channel, to).await,
+        Command::Add(args) => add::add(&global, args).await,
+        Command::List { status, tier, json } => list::list(&global, status, tier, json).await,
+        Command::Show {
+            order_id,
+            json,
+            reveal,
+        } => show::show(&global, &order_id, json, reveal).await,
+        Command::Import { file } => import::import(&global, &file).await,
+        Command::Poll { order_id, apply } => poll::poll(&global, &order_id, apply).await,
+        Command::Stats { json } => stats::stats(&global, json).await,
+        Command::Remove { order_id } => remove::remove(&global, &order_id).await,
+        Command::SetTier { order_id, tier } => set_tier::set_tier(&global, &order_id, tier).await,
+        Command::Outbox { state, json } => outbox::outbox(&global, state, json).await,
+        Command::Retry { ids, dead } => retry::retry(&global, ids, dead).await,
+    }
+}
+
+/// The config, required: for `run` and `check-config`.
+fn require_config(global: &Global) -> Result<Config> {
+    let path = config::locate(global.config.as_deref()).ok_or_else(|| {
+        anyhow!(
+            "no config file found: give --config FILE, set {}, or create ./shipwatch.toml (see deploy/shipwatch.example.toml)",
+            config::ENV_CONFIG
+        )
+    })?;
+    Ok(Config::load(&path)?)
+}
+
+/// The config when there is one; admin commands also work with only `--db`.
+fn optional_config(global: &Global) -> Result<Option<Config>> {
+    match config::locate(global.config.as_deref()) {
+        Some(path) => Ok(Some(Config::load_without_secrets(&path)?)),
+        None => Ok(None),
+    }
+}
+
+fn database_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
+    global
+        .db
+        .clone()
+        .or_else(|| config.map(|c| c.database.clone()))
+        .ok_or_else(|| {
+            anyhow!(
+                "no database: give --db FILE, or a config file with `database = ...` (--config FILE or {})",
+                config::ENV_CONFIG
+            )
+        })
+}
+
+/// Opens the database for an admin command. Each command closes it when done rather than letting
+/// it drop at exit: the last connection to close checkpoints the WAL into the file, so that the
+/// file alone is whole after every command (a backup by copy, an outside reader).
+async fn open(global: &Global) -> Result<(Db, Option<Config>)> {
+    let config = optional_config(global)?;
+    let path = database_path(global, config.as_ref())?;
+    let sync = config.as_ref().map(|c| c.synchronous).unwrap_or_default();
+    let db = Db::open(&path, sync).await?;
+    Ok((db, config))
+}
+
+/// `shipwatch list | head` must end when `head` has read enough, as every Unix tool does. Rust
+/// ignores SIGPIPE, so the next print would panic ("failed printing to stdout: Broken pipe") and
+/// could hang on the way out; the default disposition ends the process at once instead. Only for
+/// the admin commands: the daemon must outlive a log reader that goes away.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called before any thread is started; setting a signal's disposition to its
+    // default touches no memory of this program.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The program's entry point: parses the arguments, runs, and turns an error into one line.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other error: clap's first line names the mistake.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see --help)");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if !matches!(cli.command, Command::Run | Command::Demo(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Errors often repeat their source in their own text; say each part once.
+            let mut chain: Vec<String> = Vec::new();
+            for part in e.chain().map(|c| c.to_string()) {
+                if !chain.iter().any(|said| said.contains(&part)) {
+                    chain.push(part);
+                }
+            }
+            eprintln!("error: {}", term(&chain.join(": ")));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
