@@ -84,6 +84,15 @@ impl FromStr for Status {
     }
 }
 
+// A stored row is parsed once, when it is read (`ShipmentRow`), through these.
+impl TryFrom<String> for Status {
+    type Error = UnknownStatus;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
 /// The priority tier of a shipment; it sets how often the shipment is polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +132,14 @@ impl FromStr for Tier {
             .into_iter()
             .find(|tier| tier.as_str() == s)
             .ok_or_else(|| UnknownTier(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for Tier {
+    type Error = UnknownTier;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
     }
 }
 

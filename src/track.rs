@@ -76,7 +76,7 @@ pub fn track<'a>(
         tracking_no: trace.tracking_no.as_deref(),
         carrier: trace.carrier.as_deref(),
     };
-    let previous = stored.status();
+    let previous = stored.status;
     if trace.status == previous {
         let news = stored.raw_status.as_deref() != Some(trace.raw_status.as_str())
             || newest_at > stored.last_event_at
@@ -198,8 +198,8 @@ pub fn stuck_alert(
         kind: NotificationKind::Stuck,
         transition: stall,
         channel: ChannelKind::Webhook,
-        previous: shipment.status(),
-        status: shipment.status(),
+        previous: shipment.status,
+        status: shipment.status,
         payload,
         recipient: None,
         skipped: None,
@@ -257,10 +257,10 @@ mod tests {
             provider: "taobao".into(),
             tracking_no: Some("YT1".into()),
             carrier: Some("yuantong".into()),
-            tier: "normal".into(),
+            tier: crate::domain::Tier::Normal,
             phone: Some("13812345678".into()),
             email: Some("buyer@example.com".into()),
-            status: status.as_str().into(),
+            status,
             raw_status: Some(format!("raw {status}")),
             active: true,
             error: None,

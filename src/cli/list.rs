@@ -56,8 +56,8 @@ fn shipment_line(row: &ShipmentRow) -> Vec<String> {
     vec![
         row.order_id.clone(),
         row.provider.clone(),
-        row.tier.clone(),
-        row.status.clone(),
+        row.tier.to_string(),
+        row.status.to_string(),
         row.raw_status.clone().unwrap_or_default(),
         next,
         note,

@@ -57,8 +57,8 @@ pub(super) async fn poll(global: &Global, order_id: &str, apply: bool) -> Result
         term(&row.order_id),
         term(&row.provider),
         provider.adapter.kind(),
-        term(&row.tier),
-        term(&row.status)
+        term(row.tier.as_str()),
+        term(row.status.as_str())
     );
     let result = provider.adapter.fetch(&request).await;
     match &result {

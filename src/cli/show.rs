@@ -41,12 +41,12 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
     };
     field("order", Some(row.order_id.clone()));
     field("provider", Some(row.provider.clone()));
-    field("tier", Some(row.tier.clone()));
+    field("tier", Some(row.tier.to_string()));
     field(
         "status",
         Some(match &row.raw_status {
             Some(raw) => format!("{} ({raw})", row.status),
-            None => row.status.clone(),
+            None => row.status.to_string(),
         }),
     );
     field("tracking no", row.tracking_no.clone());

@@ -341,7 +341,7 @@ impl Dispatcher {
         result: Result<Trace, ProviderError>,
     ) -> Result<PollOutcome, StorageError> {
         let now = self.clock.now();
-        let tier = row.tier();
+        let tier = row.tier;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(ProviderError::Transient(_)) => "transient",
@@ -402,7 +402,7 @@ impl Dispatcher {
         error: &ProviderError,
         now: Millis,
     ) -> Result<(), StorageError> {
-        let tier = row.tier();
+        let tier = row.tier;
         let (order_id, name) = (&row.order_id, &provider.name);
         let settled;
         let error = match error {

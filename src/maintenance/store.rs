@@ -116,7 +116,7 @@ async fn change_all(
         let change = Change {
             shipment: &row,
             transition,
-            previous: row.status(),
+            previous: row.status,
             trace,
             newest: None,
             now,
@@ -126,8 +126,8 @@ async fn change_all(
         changed.push(Changed {
             order_id: row.order_id.clone(),
             provider: row.provider.clone(),
-            tier: row.tier(),
-            from: row.status(),
+            tier: row.tier,
+            from: row.status,
             to: trace.status,
             raw_status: trace.raw_status.clone(),
         });

@@ -17,7 +17,6 @@ mod polls;
 mod shipments;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -117,10 +116,14 @@ pub struct ShipmentRow {
     pub provider: String,
     pub tracking_no: Option<String>,
     pub carrier: Option<String>,
-    pub tier: String,
+    /// Parsed once, when the row is read. The table's CHECKs admit only the canonical names, so
+    /// a value that is not one is a row that cannot be read, flagged as such.
+    #[sqlx(try_from = "String")]
+    pub tier: Tier,
     pub phone: Option<String>,
     pub email: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: Status,
     pub raw_status: Option<String>,
     pub active: bool,
     pub error: Option<String>,
@@ -136,17 +139,6 @@ pub struct ShipmentRow {
     /// BLOB in `carrier`), stored before the schema refused them: the row is then flagged invalid
     /// by itself, and the column reads as a harmless stand-in meanwhile.
     pub type_error: Option<String>,
-}
-
-impl ShipmentRow {
-    /// The canonical status; a value written by hand that is not one reads as pending.
-    pub fn status(&self) -> Status {
-        Status::from_str(&self.status).unwrap_or(Status::Pending)
-    }
-
-    pub fn tier(&self) -> Tier {
-        Tier::from_str(&self.tier).unwrap_or(Tier::Normal)
-    }
 }
 
 fn ser_time<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {

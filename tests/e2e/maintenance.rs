@@ -127,7 +127,7 @@ async fn a_shipment_with_no_news_for_a_month_expires_once_and_is_announced() {
         1
     );
     let row_after = f.db.shipment("quiet").await.unwrap();
-    assert_eq!(row_after.status(), Status::Expired);
+    assert_eq!(row_after.status, Status::Expired);
     assert!(!row_after.active);
     assert_eq!(row_after.transitions, 2);
     assert_eq!(row_after.status_changed_at, Some(now));
@@ -148,11 +148,11 @@ async fn a_shipment_with_no_news_for_a_month_expires_once_and_is_announced() {
     );
     assert_eq!(f.notifications(quiet).await.len(), 1);
     assert_eq!(
-        f.db.shipment("delivered").await.unwrap().status(),
+        f.db.shipment("delivered").await.unwrap().status,
         Status::Delivered
     );
     assert_eq!(
-        f.db.shipment("fresh").await.unwrap().status(),
+        f.db.shipment("fresh").await.unwrap().status,
         Status::InTransit
     );
     assert!(f.notifications(delivered).await.is_empty());
@@ -174,7 +174,7 @@ async fn a_shipment_the_carrier_never_saw_becomes_an_exception_and_stays_polled(
         1
     );
     let flagged = f.db.shipment("old").await.unwrap();
-    assert_eq!(flagged.status(), Status::Exception);
+    assert_eq!(flagged.status, Status::Exception);
     assert!(flagged.active, "the carrier may still scan it");
     assert_eq!(
         flagged.error.as_deref(),
@@ -189,7 +189,7 @@ async fn a_shipment_the_carrier_never_saw_becomes_an_exception_and_stays_polled(
         [row("status_changed", "exception", "pending")]
     );
     assert_eq!(
-        f.db.shipment("young").await.unwrap().status(),
+        f.db.shipment("young").await.unwrap().status,
         Status::Pending
     );
     assert!(f.notifications(young).await.is_empty());
@@ -324,7 +324,7 @@ async fn pruning_removes_old_delivered_history_and_keeps_what_needs_attention() 
     assert_eq!(f.db.events(live).await.unwrap().len(), 1);
     // The shipment itself stays: it belongs to the shop.
     assert_eq!(
-        f.db.shipment("done").await.unwrap().status(),
+        f.db.shipment("done").await.unwrap().status,
         Status::Delivered
     );
 }

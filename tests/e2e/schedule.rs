@@ -175,7 +175,7 @@ async fn a_delivered_parcel_is_never_polled_again() {
         "info_received, picked_up, in_transit, out_for_delivery, delivered"
     );
     let row = h.db.shipment("DEMO-1000").await.unwrap();
-    assert_eq!(row.status(), Status::Delivered);
+    assert_eq!(row.status, Status::Delivered);
     assert!(!row.active);
     let outbox = h.db.list_notifications(None, Some(row.id)).await.unwrap();
     assert_eq!(outbox.len(), 5);
@@ -233,7 +233,7 @@ async fn a_transient_failure_keeps_the_schedule_and_shows_the_error() {
     dispatcher.run_once().await.unwrap();
     let row = h.db.shipment("a").await.unwrap();
     assert_eq!(row.error, None, "a successful poll clears the error");
-    assert_eq!(row.status(), Status::InTransit);
+    assert_eq!(row.status, Status::InTransit);
 }
 
 #[tokio::test]
@@ -260,7 +260,7 @@ async fn a_permanent_failure_or_an_unknown_provider_stops_only_that_shipment() {
     assert!(lost.error.unwrap().contains("unknown provider \"dhl\""));
     assert_eq!(provider.calls("lost"), 0);
     let good = h.db.shipment("good").await.unwrap();
-    assert_eq!(good.status(), Status::InTransit);
+    assert_eq!(good.status, Status::InTransit);
 }
 
 #[tokio::test]
