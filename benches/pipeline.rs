@@ -5,6 +5,9 @@
 //! `cargo bench --bench pipeline` runs every scenario at full size; `-- --quick` runs a short
 //! version; `-- --json` prints one JSON object of figures on stdout (progress goes to stderr).
 
+#[path = "../tests/e2e/support/fake.rs"]
+#[allow(dead_code)]
+mod fake;
 #[path = "../tests/e2e/support/fake_top.rs"]
 #[allow(dead_code)]
 mod fake_top;

@@ -9,7 +9,6 @@
 //! the status alone would take a wrong secret for an expired token, and fail these tests.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::Router;
@@ -102,34 +101,18 @@ struct Inner {
     after_final: HashMap<u64, usize>,
 }
 
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Inner>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panicking test thread must not take every later assertion down with it.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+type Shared = super::fake::Shared<Inner>;
 
 pub struct Fake1688 {
     /// `http://127.0.0.1:PORT/openapi`, the adapter's endpoint.
     pub url: String,
     shared: Shared,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Fake1688 {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: super::fake::Server,
 }
 
 impl Fake1688 {
     pub async fn start(app_key: &str, app_secret: &str, access_token: &str) -> Fake1688 {
-        let shared = Shared(Arc::new(Mutex::new(Inner {
+        let shared = Shared::new(Inner {
             app_key: app_key.to_owned(),
             app_secret: app_secret.to_owned(),
             access_token: access_token.to_owned(),
@@ -139,22 +122,16 @@ impl Fake1688 {
             calls: Vec::new(),
             rejections: Vec::new(),
             after_final: HashMap::new(),
-        })));
+        });
         let app = Router::new()
             .route(&format!("/openapi/param2/1/{API}/{{app_key}}"), any(handle))
             .fallback(unknown_path)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let port = listener.local_addr().expect("local addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake 1688 serves");
-        });
+        let server = super::fake::serve(app, "fake 1688").await;
         Fake1688 {
-            url: format!("http://127.0.0.1:{port}/openapi"),
+            url: format!("{}/openapi", server.base),
             shared,
-            server,
+            _server: server,
         }
     }
 

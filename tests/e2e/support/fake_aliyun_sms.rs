@@ -5,7 +5,6 @@
 //! Verified requests are answered with scripted codes, `OK` by default.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::Router;
@@ -58,34 +57,18 @@ struct Inner {
     signature_failures: usize,
 }
 
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Inner>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panicking test thread must not take every later assertion down with it.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+type Shared = super::fake::Shared<Inner>;
 
 pub struct FakeAliyunSms {
     /// `http://127.0.0.1:PORT/`: the path is `/`, which is what the signature covers.
     pub url: String,
     shared: Shared,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeAliyunSms {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: super::fake::Server,
 }
 
 impl FakeAliyunSms {
     pub async fn start(access_key_id: &str, secret: &str, sign_name: &str) -> FakeAliyunSms {
-        let shared = Shared(Arc::new(Mutex::new(Inner {
+        let shared = Shared::new(Inner {
             access_key_id: access_key_id.to_owned(),
             secret: secret.to_owned(),
             sign_name: sign_name.to_owned(),
@@ -93,23 +76,15 @@ impl FakeAliyunSms {
             calls: Vec::new(),
             nonces: HashSet::new(),
             signature_failures: 0,
-        })));
+        });
         let app = Router::new()
             .route("/", get(handle))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let port = listener.local_addr().expect("local addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("fake Aliyun SMS serves");
-        });
+        let server = super::fake::serve(app, "fake Aliyun SMS").await;
         FakeAliyunSms {
-            url: format!("http://127.0.0.1:{port}/"),
+            url: format!("{}/", server.base),
             shared,
-            server,
+            _server: server,
         }
     }
 

@@ -3,7 +3,6 @@
 //! or serialisation bug in the adapter cannot hide behind the same bug in the fake.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::Router;
@@ -111,34 +110,18 @@ struct Inner {
     after_final: HashMap<String, usize>,
 }
 
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Inner>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panicking test thread must not take every later assertion down with it.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+type Shared = super::fake::Shared<Inner>;
 
 pub struct FakeKuaidi100 {
     /// `http://127.0.0.1:PORT/poll/query.do`
     pub url: String,
     shared: Shared,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeKuaidi100 {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: super::fake::Server,
 }
 
 impl FakeKuaidi100 {
     pub async fn start(customer: &str, key: &str) -> FakeKuaidi100 {
-        let shared = Shared(Arc::new(Mutex::new(Inner {
+        let shared = Shared::new(Inner {
             customer: customer.to_owned(),
             key: key.to_owned(),
             scripts: HashMap::new(),
@@ -147,23 +130,15 @@ impl FakeKuaidi100 {
             calls: Vec::new(),
             rejections: Vec::new(),
             after_final: HashMap::new(),
-        })));
+        });
         let app = Router::new()
             .route(PATH, any(handle))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let port = listener.local_addr().expect("local addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("fake Kuaidi100 serves");
-        });
+        let server = super::fake::serve(app, "fake Kuaidi100").await;
         FakeKuaidi100 {
-            url: format!("http://127.0.0.1:{port}{PATH}"),
+            url: format!("{}{}", server.base, PATH),
             shared,
-            server,
+            _server: server,
         }
     }
 

@@ -10,7 +10,6 @@
 //! `Ok` by default.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -29,53 +28,30 @@ struct Inner {
     headers: Vec<axum::http::HeaderMap>,
 }
 
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Inner>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+type Shared = super::fake::Shared<Inner>;
 
 pub struct FakeSmsGateway {
     /// Where the channel posts: `http://127.0.0.1:PORT/sms/send`.
     pub url: String,
     shared: Shared,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeSmsGateway {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: super::fake::Server,
 }
 
 impl FakeSmsGateway {
     pub async fn start() -> FakeSmsGateway {
-        let shared = Shared(Arc::new(Mutex::new(Inner {
+        let shared = Shared::new(Inner {
             script: VecDeque::new(),
             calls: Vec::new(),
             headers: Vec::new(),
-        })));
+        });
         let app = Router::new()
             .route("/sms/send", post(handle))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let port = listener.local_addr().expect("local addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("fake SMS gateway serves");
-        });
+        let server = super::fake::serve(app, "fake SMS gateway").await;
         FakeSmsGateway {
-            url: format!("http://127.0.0.1:{port}/sms/send"),
+            url: format!("{}/sms/send", server.base),
             shared,
-            server,
+            _server: server,
         }
     }
 

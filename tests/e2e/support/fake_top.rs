@@ -3,7 +3,6 @@
 //! adapter cannot hide behind the same bug in the fake.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -156,34 +155,18 @@ pub const GENERATED_STEPS: [(&str, &str, &str); 3] = [
 /// TOP's coarse status in every generated answer.
 pub const GENERATED_STATUS: &str = "物流公司揽收成功";
 
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Inner>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panicking test thread must not take every later assertion down with it.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+type Shared = super::fake::Shared<Inner>;
 
 pub struct FakeTop {
     /// `http://127.0.0.1:PORT/router/rest`
     pub url: String,
     shared: Shared,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeTop {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: super::fake::Server,
 }
 
 impl FakeTop {
     pub async fn start(app_key: &str, app_secret: &str, session: &str) -> FakeTop {
-        let shared = Shared(Arc::new(Mutex::new(Inner {
+        let shared = Shared::new(Inner {
             app_key: app_key.to_owned(),
             app_secret: app_secret.to_owned(),
             session: session.to_owned(),
@@ -196,21 +179,15 @@ impl FakeTop {
             quota: None,
             splits: HashMap::new(),
             bloated: HashMap::new(),
-        })));
+        });
         let app = Router::new()
             .route("/router/rest", any(handle))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let port = listener.local_addr().expect("local addr").port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake TOP serves");
-        });
+        let server = super::fake::serve(app, "fake TOP").await;
         FakeTop {
-            url: format!("http://127.0.0.1:{port}/router/rest"),
+            url: format!("{}/router/rest", server.base),
             shared,
-            server,
+            _server: server,
         }
     }
 

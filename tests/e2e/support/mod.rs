@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake;
 pub mod fake_1688;
 pub mod fake_aliyun_sms;
 pub mod fake_kuaidi100;
