@@ -269,43 +269,18 @@ impl Sender {
                         // The channel raised the alarm itself; the message only waits, and
                         // never into the channel's quiet hours.
                         let until = now + millis(retry_after);
-                        let due = self
-                            .quiet_hours
-                            .get(&kind)
-                            .map_or(until, |quiet| quiet.next_allowed(until));
-                        self.db.notification_postponed(n.id, &message, due).await?;
                         self.db
                             .pause_channel(kind.as_str(), until, &message, now)
                             .await?;
-                        self.events.emit(PipelineEvent::DeliveryFailed {
-                            order_id: n.order_id.clone(),
-                            channel: kind,
-                            status: n.status.clone(),
-                            attempt,
-                            error: message,
-                            retry_in: Some(retry_after),
-                        });
+                        self.postpone(kind, n, message, retry_after, now).await?;
                         return Ok(());
                     }
                     DeliveryError::LocalShortage(message) => {
                         // Not the receiver's fault nor the message's: wait as after a first
                         // failure, with the attempt given back.
                         let retry_after = retry_delay(&self.delivery, 1, None);
-                        let at = now + millis(retry_after);
-                        let due = self
-                            .quiet_hours
-                            .get(&kind)
-                            .map_or(at, |quiet| quiet.next_allowed(at));
-                        self.db.notification_postponed(n.id, &message, due).await?;
                         warn!(order_id = %n.order_id, channel = %kind, error = %message, retry_in = %humantime::format_duration(retry_after), "delivery postponed; the attempt is not counted");
-                        self.events.emit(PipelineEvent::DeliveryFailed {
-                            order_id: n.order_id.clone(),
-                            channel: kind,
-                            status: n.status.clone(),
-                            attempt,
-                            error: message,
-                            retry_in: Some(retry_after),
-                        });
+                        self.postpone(kind, n, message, retry_after, now).await?;
                         return Ok(());
                     }
                     DeliveryError::Transient {
@@ -347,6 +322,33 @@ impl Sender {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Puts a notification off by `retry_after` (never into its channel's quiet hours) with its
+    /// attempt given back: the channel, not the message, could not go on.
+    async fn postpone(
+        &self,
+        kind: ChannelKind,
+        n: &ClaimedNotification,
+        message: String,
+        retry_after: Duration,
+        now: Millis,
+    ) -> Result<(), StorageError> {
+        let at = now + millis(retry_after);
+        let due = self
+            .quiet_hours
+            .get(&kind)
+            .map_or(at, |quiet| quiet.next_allowed(at));
+        self.db.notification_postponed(n.id, &message, due).await?;
+        self.events.emit(PipelineEvent::DeliveryFailed {
+            order_id: n.order_id.clone(),
+            channel: kind,
+            status: n.status.clone(),
+            attempt: n.attempts,
+            error: message,
+            retry_in: Some(retry_after),
+        });
         Ok(())
     }
 
