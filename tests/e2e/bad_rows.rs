@@ -7,6 +7,9 @@ use std::time::Duration;
 use crate::support::app::{Options, TestApp};
 use crate::support::fake_1688::Fake1688;
 use crate::support::fake_kuaidi100::{FakeKuaidi100, Fault};
+use crate::support::{
+    ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, KD_CUSTOMER, KD_KEY, ali_and_kd_providers,
+};
 
 fn tid(i: u64) -> u64 {
     9_400_000_000_000_000_000 + i
@@ -17,31 +20,17 @@ const YEAR_9999: i64 = 253_402_300_799_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_from_outside_are_flagged_and_good_ones_flow() {
-    let alibaba = Fake1688::start("2000001", "secret1688", "token1688").await;
-    let kuaidi = FakeKuaidi100::start("CUSTOMER100", "key100").await;
+    let alibaba = Fake1688::start(ALI_APP_KEY, ALI_SECRET, ALI_TOKEN).await;
+    let kuaidi = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
     let app = TestApp::with(Options {
         extra: format!(
-            r#"
-[providers.ali]
-kind = "alibaba1688"
-endpoint = "{ali}"
-app_key = "2000001"
-app_secret = "secret1688"
-access_token = "token1688"
-
-[providers.kd]
-kind = "kuaidi100"
-endpoint = "{kd}"
-customer = "CUSTOMER100"
-key = "key100"
-min_interval = "1s"
+            r#"{providers}
 
 [maintenance.schedules]
 # The sweep for polls that would never come runs with expiry; every second here.
 expire = "* * * * * *"
 "#,
-            ali = alibaba.url,
-            kd = kuaidi.url,
+            providers = ali_and_kd_providers(&alibaba.url, &kuaidi.url),
         ),
         ..Options::default()
     })

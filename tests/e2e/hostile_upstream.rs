@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::ali_and_kd_providers;
 use crate::support::app::{Daemon, Options, TestApp};
 use crate::support::fake_top::Fault;
 use crate::support::hostile::EndlessBodies;
@@ -64,20 +65,7 @@ fn dead(app: &TestApp, channel: &str) -> Vec<Value> {
 async fn endless_app(endless: &EndlessBodies, sms: String) -> TestApp {
     let app = TestApp::with(Options {
         extra: format!(
-            r#"
-[providers.ali]
-kind = "alibaba1688"
-endpoint = "{ali}"
-app_key = "2000001"
-app_secret = "secret1688"
-access_token = "token1688"
-
-[providers.kd]
-kind = "kuaidi100"
-endpoint = "{kd}"
-customer = "CUSTOMER100"
-key = "key100"
-min_interval = "1s"
+            r#"{providers}
 
 [providers.sim]
 kind = "simulator"
@@ -85,8 +73,8 @@ step = "1s"
 
 {sms}
 "#,
-            ali = endless.url("/ali"),
-            kd = endless.url("/kd/poll/query.do"),
+            providers =
+                ali_and_kd_providers(&endless.url("/ali"), &endless.url("/kd/poll/query.do")),
         ),
         ..Options::default()
     })

@@ -7,32 +7,16 @@ use std::time::Duration;
 use crate::support::app::{Options, TestApp};
 use crate::support::fake_1688::Fake1688;
 use crate::support::fake_kuaidi100::FakeKuaidi100;
+use crate::support::{
+    ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, KD_CUSTOMER, KD_KEY, ali_and_kd_providers,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taobao_1688_and_kuaidi100_shipments_progress_side_by_side() {
-    let alibaba = Fake1688::start("2000001", "secret1688", "token1688").await;
-    let kuaidi = FakeKuaidi100::start("CUSTOMER100", "key100").await;
+    let alibaba = Fake1688::start(ALI_APP_KEY, ALI_SECRET, ALI_TOKEN).await;
+    let kuaidi = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
     let app = TestApp::with(Options {
-        extra: format!(
-            r#"
-[providers.ali]
-kind = "alibaba1688"
-endpoint = "{ali}"
-app_key = "2000001"
-app_secret = "secret1688"
-access_token = "token1688"
-
-[providers.kd]
-kind = "kuaidi100"
-endpoint = "{kd}"
-customer = "CUSTOMER100"
-key = "key100"
-# Kuaidi100's own floor is 30 minutes; a test cannot wait that long.
-min_interval = "1s"
-"#,
-            ali = alibaba.url,
-            kd = kuaidi.url,
-        ),
+        extra: ali_and_kd_providers(&alibaba.url, &kuaidi.url),
         ..Options::default()
     })
     .await;
