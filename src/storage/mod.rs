@@ -15,6 +15,7 @@ mod ops;
 mod outbox;
 mod polls;
 mod shipments;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
 pub use shipments::{Import, NewShipment, ShipmentView};
+pub use writer::{Handed, NotificationClaim, PollJob, ShipmentClaim, Writer};
 
 /// How hard SQLite works to keep the last commits through a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -157,6 +159,8 @@ fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok
 pub struct Db {
     pub(crate) write: SqlitePool,
     pub(crate) read: SqlitePool,
+    /// The daemon's one writer, started on first use (see [`Db::writer`]).
+    writer: writer::WriterCell,
 }
 
 /// The storage class a column must hold.
@@ -320,7 +324,11 @@ impl Db {
             .connect_with(options.read_only(true))
             .await
             .map_err(open_err)?;
-        Ok(Db { write, read })
+        Ok(Db {
+            write,
+            read,
+            writer: writer::WriterCell::default(),
+        })
     }
 
     /// Takes the lock that makes this process the only daemon on the database at `path`; it is

@@ -295,7 +295,11 @@ pub(crate) async fn insert_outbox_rows(
                 row.status.as_str(),
                 row.payload,
                 row.recipient,
-                if row.skipped.is_some() { "skipped" } else { "pending" },
+                if row.skipped.is_some() {
+                    "skipped"
+                } else {
+                    "pending"
+                },
                 row.skipped,
                 row.next_attempt_at,
                 row.created_at,

@@ -146,7 +146,11 @@ impl Db {
     /// (`track` decides), and writes it: new events, the shipment's columns and the
     /// outbox rows of a change.
     #[instrument(skip_all, fields(id = shipment_id))]
-    pub async fn record_poll(&self, shipment_id: i64, poll: impl Decide + Sync) -> Result<Recorded> {
+    pub async fn record_poll(
+        &self,
+        shipment_id: i64,
+        poll: impl Decide + Sync,
+    ) -> Result<Recorded> {
         let mut recorded = self.record_polls(&[(shipment_id, poll)]).await?;
         Ok(recorded.pop().unwrap_or_default())
     }
@@ -227,10 +231,7 @@ pub(crate) async fn record_polls(
     let mut rest = polls;
     while !rest.is_empty() {
         let mut seen = HashSet::new();
-        let round = rest
-            .iter()
-            .take_while(|(id, _)| seen.insert(*id))
-            .count();
+        let round = rest.iter().take_while(|(id, _)| seen.insert(*id)).count();
         recorded.extend(record_round(conn, &rest[..round]).await?);
         rest = &rest[round..];
     }
@@ -261,18 +262,17 @@ async fn record_round(
     // Read inside the write transaction: the CLI or another tool may have changed the rows
     // while the polls were in flight.
     let ids: Vec<i64> = polls.iter().map(|(id, _)| *id).collect();
-    let stored: HashMap<i64, ShipmentRow> = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(
-        format!(
+    let stored: HashMap<i64, ShipmentRow> =
+        sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
              WHERE id IN (SELECT value FROM json_each(?))"
-        ),
-    ))
-    .bind(serde_json::to_string(&ids).expect("ids serialise"))
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|row| (row.id, row))
-    .collect();
+        )))
+        .bind(serde_json::to_string(&ids).expect("ids serialise"))
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
     let writes: Vec<Option<(&ShipmentRow, PollWrite<'_>)>> = polls
         .iter()
         .map(|(id, poll)| {
