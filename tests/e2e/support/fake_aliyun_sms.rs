@@ -102,19 +102,6 @@ impl FakeAliyunSms {
         self.shared.lock().sign_name.clone()
     }
 
-    /// A `[channels.sms]` section that sends through this fake with its own credentials, with
-    /// quiet hours off (tests may run at any hour; quiet hours have their own test on an
-    /// injected clock).
-    pub fn channel_config(&self) -> String {
-        let inner = self.shared.lock();
-        format!(
-            "[channels.sms]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"{}\"\n\
-             access_key_secret = \"{}\"\nsign_name = \"{}\"\ntemplate_code = \"SMS_100000001\"\n\
-             quiet_hours = \"off\"\n",
-            self.url, inner.access_key_id, inner.secret, inner.sign_name
-        )
-    }
-
     /// The next `n` verified requests are answered `code` instead of `OK`.
     pub fn reply(&self, code: &str, n: usize) {
         self.shared.lock().script.answer_next(n, code.to_owned());

@@ -68,17 +68,6 @@ impl FakeSmsGateway {
         }
     }
 
-    /// A `[channels.sms]` section for this gateway with the success rule Tencent's answers need,
-    /// quiet hours off.
-    pub fn channel_config(&self) -> String {
-        format!(
-            "[channels.sms]\nkind = \"http\"\nurl = \"{}\"\nbody = '{BODY}'\n\
-             success_pointer = \"{SUCCESS_POINTER}\"\nsuccess_value = \"{SUCCESS_VALUE}\"\n\
-             quiet_hours = \"off\"\n",
-            self.url
-        )
-    }
-
     /// The next `n` messages are answered `code` instead of `Ok`.
     pub fn reply(&self, code: &str, n: usize) {
         self.shared.lock().script.answer_next(n, code.to_owned());
