@@ -195,18 +195,8 @@ impl Daemon {
 async fn summary(db: &Db, clock: &SharedClock) -> String {
     match db.stats(clock.now()).await {
         Ok(stats) => {
-            let active: i64 = stats
-                .shipments
-                .iter()
-                .filter(|c| c.active)
-                .map(|c| c.count)
-                .sum();
-            let pending: i64 = stats
-                .notifications
-                .iter()
-                .filter(|c| c.state == "pending")
-                .map(|c| c.count)
-                .sum();
+            let active = crate::overview::still_polled(&stats.shipments);
+            let pending = crate::overview::notifications_in(&stats.notifications, "pending");
             format!(
                 "tracking {active} shipments, {} due, lag {}s, {pending} notifications pending",
                 stats.due_now, stats.lag_seconds
