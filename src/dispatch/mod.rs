@@ -86,6 +86,38 @@ pub enum PollOutcome {
     Skipped,
 }
 
+/// Why a poll of one order on request could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PollOnceError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(
+        "order {order_id} is on provider {provider:?}, which the config does not define (configured: {configured})"
+    )]
+    UnknownProvider {
+        order_id: String,
+        provider: String,
+        /// The configured provider names, or `none`.
+        configured: String,
+    },
+    /// The provider's adapter refuses the shipment as it stands.
+    #[error("order {order_id}: {reason}")]
+    Refused { order_id: String, reason: String },
+}
+
+/// One poll of one order, made on request (`shipwatch poll`).
+#[derive(Debug)]
+pub struct PolledOnce {
+    /// The shipment as it was stored before the poll.
+    pub shipment: ShipmentRow,
+    /// The kind of adapter that polled it (`taobao`, `kuaidi100`...).
+    pub provider_kind: &'static str,
+    /// What the provider answered.
+    pub result: Result<Trace, ProviderError>,
+    /// What recording the answer did, when recording was asked for.
+    pub recorded: Option<Result<PollOutcome, StorageError>>,
+}
+
 pub struct Dispatcher {
     db: Db,
     clock: SharedClock,
@@ -374,6 +406,53 @@ impl Dispatcher {
             ))),
         };
         self.apply_in(provider, row, result, slot).await
+    }
+
+    /// Polls the shipment of `order_id` once, now, and records the answer as the daemon would
+    /// (notifications included) only when `record` is true. Unlike the daemon's polls it waits
+    /// for no quota, pause or timeout: an operator asked for this one poll.
+    pub async fn poll_once(
+        &self,
+        order_id: &str,
+        record: bool,
+    ) -> Result<PolledOnce, PollOnceError> {
+        let shipment = self.db.shipment(order_id).await?;
+        let provider =
+            self.provider(&shipment.provider)
+                .ok_or_else(|| PollOnceError::UnknownProvider {
+                    order_id: order_id.to_owned(),
+                    provider: shipment.provider.clone(),
+                    configured: self.provider_names(),
+                })?;
+        let request = track_request(&shipment);
+        provider
+            .adapter
+            .check(&request)
+            .map_err(|reason| PollOnceError::Refused {
+                order_id: order_id.to_owned(),
+                reason,
+            })?;
+        let result = provider.adapter.fetch(&request).await;
+        let recorded = if record {
+            Some(self.apply(&provider, &shipment, result.clone()).await)
+        } else {
+            None
+        };
+        Ok(PolledOnce {
+            provider_kind: provider.adapter.kind(),
+            shipment,
+            result,
+            recorded,
+        })
+    }
+
+    /// The configured provider names, comma-separated, or `none`.
+    fn provider_names(&self) -> String {
+        let providers = self.providers();
+        if providers.is_empty() {
+            return "none".to_owned();
+        }
+        providers.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
     /// Records what a poll of `row` returned, as the daemon does after every poll.

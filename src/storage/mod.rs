@@ -9,8 +9,10 @@
 //!
 //! This file opens the database and holds what every kind of data shares: the errors, the
 //! shipment row with its guarded select list and decoding. The operations are split by the data
-//! they keep: `shipments`, `polls`, `outbox` and `ops` (provider and channel state, counts).
+//! they keep: `shipments`, `polls`, `outbox`, `ops` (provider and channel state, counts) and
+//! `maintenance` (the scheduled sweeps, pruning and the WAL checkpoint).
 
+mod maintenance;
 mod ops;
 mod outbox;
 mod polls;
@@ -29,8 +31,10 @@ use sqlx::{FromRow, Sqlite, Transaction};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{Status, Tier};
 
-pub use ops::{ChannelState, Counts, NotificationCount, ProviderState, ShipmentCount, Stats};
-pub(crate) use outbox::insert_outbox;
+pub use maintenance::{Checkpointed, Pruned, SweepWrite, UnreachablePoll};
+pub use ops::{
+    ChannelState, Counts, GaugeCounts, NotificationCount, ProviderState, ShipmentCount, Stats,
+};
 pub use outbox::{
     ClaimedNotification, NotificationKind, NotificationRow, NotificationView, OutboxRow,
 };
@@ -154,11 +158,12 @@ fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok
     }
 }
 
-/// The daemon's handle on the database.
+/// The daemon's handle on the database. Its pools are private to this folder: the rest of the
+/// program reaches the database only through the named operations.
 #[derive(Clone)]
 pub struct Db {
-    pub(crate) write: SqlitePool,
-    pub(crate) read: SqlitePool,
+    write: SqlitePool,
+    read: SqlitePool,
     /// The daemon's one writer, started on first use (see [`Db::writer`]).
     writer: writer::WriterCell,
 }
@@ -196,9 +201,9 @@ const READ_COLUMNS: &[(&str, Class, bool)] = &[
 /// The select list of a shipment row. Each column is read through a guard, so that a value of
 /// the wrong storage class never fails the read of a whole batch: it reads as a stand-in (a
 /// BLOB as its SQL literal, a misfit number as 0 or NULL) and `type_error` names the column.
-pub(crate) struct ShipmentColumns;
+struct ShipmentColumns;
 
-pub(crate) const SHIPMENT_COLUMNS: ShipmentColumns = ShipmentColumns;
+const SHIPMENT_COLUMNS: ShipmentColumns = ShipmentColumns;
 
 impl std::fmt::Display for ShipmentColumns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -369,7 +374,7 @@ impl Db {
         self.write.close().await;
     }
 
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
