@@ -16,7 +16,7 @@ use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, NotificationClaim, StorageError};
-use crate::workers::Workers;
+use crate::workers::{Slot, Workers};
 
 /// How the sender delivers notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +165,8 @@ impl Sender {
             count += claimed.len();
             for notification in claimed {
                 let (me, kind) = (self.clone(), *kind);
-                lane.spawn(async move {
-                    me.deliver_in_background(kind, notification).await;
+                lane.spawn_with_slot(move |slot| async move {
+                    me.deliver_in_background(kind, notification, slot).await;
                     me.freed.notify_one();
                 });
             }
@@ -184,14 +184,19 @@ impl Sender {
         Ok(claimed)
     }
 
-    async fn deliver_in_background(&self, kind: ChannelKind, notification: ClaimedNotification) {
+    async fn deliver_in_background(
+        &self,
+        kind: ChannelKind,
+        notification: ClaimedNotification,
+        slot: Slot,
+    ) {
         let Some(lane) = self.lanes.get(&kind) else {
             return;
         };
         let outcome = tokio::select! {
             biased;
             _ = lane.aborted() => None,
-            outcome = self.deliver(&notification) => Some(outcome),
+            outcome = self.deliver_in(&notification, Some(slot)) => Some(outcome),
         };
         let result = match outcome {
             Some(outcome) => outcome,
@@ -212,6 +217,16 @@ impl Sender {
 
     /// Makes one attempt for a claimed notification and records the outcome.
     pub async fn deliver(&self, n: &ClaimedNotification) -> Result<(), StorageError> {
+        self.deliver_in(n, None).await
+    }
+
+    /// [`Sender::deliver`], freeing `slot` once a delivery's `sent` mark is handed to the
+    /// writer: the next attempt starts while the mark is written.
+    async fn deliver_in(
+        &self,
+        n: &ClaimedNotification,
+        slot: Option<Slot>,
+    ) -> Result<(), StorageError> {
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
             return self
                 .db
@@ -234,7 +249,9 @@ impl Sender {
             Ok(()) => {
                 // Ahead of everything else the writer has waiting: a delivery not marked
                 // sent is repeated after a crash.
-                self.db.writer().sent(n.id, now).await?;
+                let handed = self.db.writer().sent(n.id, now).await?;
+                drop(slot);
+                handed.written().await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
                 self.events.emit(PipelineEvent::Delivered {
                     order_id: n.order_id.clone(),

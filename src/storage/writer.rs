@@ -111,12 +111,10 @@ impl Writer {
         self.hand(|reply| Job::Poll(poll, reply)).await
     }
 
-    /// Marks a delivered notification sent; returns once that is committed.
-    pub async fn sent(&self, id: i64, at: Millis) -> Result<()> {
-        self.hand(|reply| Job::Sent(id, at, reply))
-            .await?
-            .written()
-            .await
+    /// Hands over the `sent` mark of a delivered notification; it goes ahead of everything
+    /// else waiting.
+    pub async fn sent(&self, id: i64, at: Millis) -> Result<Handed<()>> {
+        self.hand(|reply| Job::Sent(id, at, reply)).await
     }
 
     /// Claims due shipments, as [`Db::claim_due_shipments`] does, in the writer's next batch.
