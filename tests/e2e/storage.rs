@@ -10,6 +10,7 @@ use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
 use shipwatch::storage::{Db, NewShipment};
 use shipwatch::track::PollRecord;
+use sqlx::{AssertSqlSafe, Connection};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -444,4 +445,127 @@ async fn a_shipments_notifications_are_claimed_one_at_a_time_in_queue_order() {
         .await
         .unwrap();
     assert_eq!(claim(T0 + 50).await, [pair("A", "out_for_delivery")]);
+}
+
+/// A poll as the dispatcher hands it to the writer: owned, decided once the row is read.
+struct Owned {
+    trace: Trace,
+    now: i64,
+    channels: Vec<ChannelRule>,
+}
+
+impl shipwatch::storage::Decide for Owned {
+    fn decide(
+        &self,
+        stored: &shipwatch::storage::ShipmentRow,
+    ) -> shipwatch::storage::PollWrite<'_> {
+        let record = PollRecord {
+            now: self.now,
+            trace: &self.trace,
+            next_poll_at: self.now + 60_000,
+            channels: &self.channels,
+        };
+        shipwatch::track::track(stored, &record, &mut shipwatch::track::new_public_id)
+    }
+}
+
+fn owned(status: Status, now: i64) -> Box<dyn shipwatch::storage::Decide + Send + Sync> {
+    Box::new(Owned {
+        trace: trace(status, 2),
+        now,
+        channels: channels(),
+    })
+}
+
+#[tokio::test]
+async fn the_writer_answers_each_job_its_own_and_a_row_that_fails_costs_only_its_own_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(add(&db, &format!("W-{i}")).await);
+    }
+    // Another tool breaks one row behind the table's back (as an older schema allowed): its
+    // status reads as nothing the daemon knows.
+    let mut other = sqlx::sqlite::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("s.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "PRAGMA ignore_check_constraints = ON; \
+         UPDATE shipments SET status = 'teleported' WHERE id = {}",
+        ids[7]
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+
+    // Everything handed over before anything is awaited: the writer takes them together.
+    let writer = db.writer();
+    let mut handed = Vec::new();
+    for id in &ids {
+        handed.push(
+            writer
+                .record_poll((*id, owned(Status::PickedUp, T0 + 10)))
+                .await
+                .unwrap(),
+        );
+    }
+    let claim = writer.claim_notifications(shipwatch::storage::NotificationClaim {
+        now: T0 + 10,
+        lease_until: T0 + 60_000,
+        channels: vec![ChannelKind::Webhook],
+        max_attempts: 3,
+        limit: 100,
+    });
+    let mut outcomes = Vec::new();
+    for h in handed {
+        outcomes.push(h.written().await);
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == 7 {
+            let error = outcome.as_ref().unwrap_err().to_string();
+            assert!(error.contains("status"), "{error}");
+        } else {
+            let recorded = outcome.as_ref().unwrap();
+            assert_eq!(
+                recorded.change,
+                Some((Status::Pending, Status::PickedUp)),
+                "{i}"
+            );
+            assert_eq!(recorded.new_events, 2, "{i}");
+            assert_eq!(recorded.queued.len(), 1, "{i}");
+        }
+    }
+    // The claim came after the polls: it sees their 19 notifications, one per shipment.
+    let claimed = claim.await.unwrap();
+    assert_eq!(claimed.len(), 19);
+    let sent: Vec<_> = {
+        let mut marks = Vec::new();
+        for n in &claimed {
+            marks.push(writer.sent(n.id, T0 + 20).await.unwrap());
+        }
+        marks
+    };
+    for mark in sent {
+        mark.written().await.unwrap();
+    }
+    let states = db.list_notifications(None, None).await.unwrap();
+    assert_eq!(states.len(), 19);
+    assert!(
+        states
+            .iter()
+            .all(|n| n.state == "sent" && n.sent_at == Some(T0 + 20))
+    );
+    // The broken row was left as it was, its neighbours moved on.
+    let broken: (String, Option<i64>) =
+        sqlx::query_as("SELECT status, last_polled_at FROM shipments WHERE id = ?")
+            .bind(ids[7])
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+    assert_eq!(broken, ("teleported".to_owned(), None));
+    assert_eq!(db.shipment("W-8").await.unwrap().status, Status::PickedUp);
 }
