@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::clock::Millis;
 use crate::config::Config;
-use crate::domain::{Tier, mask_contact};
+use crate::domain::{Email, Phone, Tier};
 use crate::providers::{Provider, TrackRequest};
 use crate::storage::{NewShipment, ShipmentRow};
 
@@ -92,14 +92,17 @@ impl Intake {
             Some(tier) => tier.parse::<Tier>().map_err(|e| e.to_string())?,
         };
         let phone = non_empty(fields.phone)
-            .map(|p| crate::domain::mainland_mobile(&p))
+            .map(|p| Phone::parse(&p))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let email = non_empty(fields.email)
+            .map(|email| {
+                // Shown whole: the person who typed it is reading.
+                Email::parse(&email).map_err(|_| {
+                    format!("email {email:?} is not an email address (like name@example.com)")
+                })
+            })
             .transpose()?;
-        let email = non_empty(fields.email);
-        if let Some(email) = &email {
-            email.parse::<lettre::Address>().map_err(|_| {
-                format!("email {email:?} is not an email address (like name@example.com)")
-            })?;
-        }
         let new = NewShipment {
             order_id,
             provider,
@@ -357,16 +360,9 @@ const AHEAD_SLACK: Millis = 86_400_000;
 /// contact details, and when tracking began. The reason is one line that names the
 /// column and never shows a phone number or an email address whole.
 pub fn check_stored(row: &ShipmentRow, now: Millis) -> Result<(), String> {
-    if let Some(phone) = row.phone.as_deref().filter(|p| !p.trim().is_empty()) {
-        crate::domain::mainland_mobile(phone)?;
-    }
-    if let Some(email) = row.email.as_deref().filter(|e| !e.trim().is_empty())
-        && email.trim().parse::<lettre::Address>().is_err()
-    {
-        return Err(format!(
-            "email {:?} is not an email address (like name@example.com)",
-            mask_contact(email)
-        ));
+    // Parsed when the row was read; what did not parse is kept apart for this.
+    if let Some(invalid) = &row.invalid_contact {
+        return Err(invalid.to_string());
     }
     // Only the start of tracking: the other times are the daemon's own, or the carrier's, whose
     // clock is not the shop's mistake.
@@ -455,7 +451,10 @@ mod tests {
         assert_eq!(rows[0].1.provider, "taobao");
         assert_eq!(rows[0].1.tier, Tier::High);
         assert_eq!(rows[1].1.tier, Tier::Normal);
-        assert_eq!(rows[0].1.phone.as_deref(), Some("13812345678"));
+        assert_eq!(
+            rows[0].1.phone.as_ref().map(Phone::as_str),
+            Some("13812345678")
+        );
         assert_eq!(rows[1].1.phone, None);
     }
 
@@ -507,7 +506,7 @@ mod tests {
         assert!(err.contains("line 2, column email"), "{err}");
     }
 
-    fn stored(phone: Option<&str>, email: Option<&str>, created_at: Millis) -> ShipmentRow {
+    fn stored(created_at: Millis) -> ShipmentRow {
         ShipmentRow {
             id: 1,
             order_id: "123".into(),
@@ -515,8 +514,8 @@ mod tests {
             tracking_no: None,
             carrier: None,
             tier: Tier::Normal,
-            phone: phone.map(str::to_owned),
-            email: email.map(str::to_owned),
+            phone: None,
+            email: None,
             status: crate::domain::Status::Pending,
             raw_status: None,
             active: true,
@@ -529,6 +528,7 @@ mod tests {
             created_at,
             sub_orders: None,
             type_error: None,
+            invalid_contact: None,
         }
     }
 
@@ -536,42 +536,48 @@ mod tests {
 
     #[test]
     fn stored_rows_are_judged_like_added_ones_without_showing_contacts() {
-        assert_eq!(check_stored(&stored(None, None, NOW), NOW), Ok(()));
-        let good = stored(
-            Some("+86 138-1234-5678"),
-            Some("zhang@shop.example"),
-            NOW - 1,
-        );
+        assert_eq!(check_stored(&stored(NOW), NOW), Ok(()));
+        let good = ShipmentRow {
+            phone: Some(Phone::parse("+86 138-1234-5678").unwrap()),
+            email: Some(Email::parse("zhang@shop.example").unwrap()),
+            ..stored(NOW - 1)
+        };
         assert_eq!(check_stored(&good, NOW), Ok(()));
-        assert_eq!(check_stored(&stored(Some(" "), Some(""), NOW), NOW), Ok(()));
 
-        let err = check_stored(&stored(Some("138-1234-567"), None, NOW), NOW).unwrap_err();
+        // What the reader keeps apart when a contact column does not parse (storage's tests
+        // read such rows from a real database).
+        let bad_phone = ShipmentRow {
+            invalid_contact: Some(Phone::parse("138-1234-567").unwrap_err().into()),
+            ..stored(NOW)
+        };
+        let err = check_stored(&bad_phone, NOW).unwrap_err();
         assert!(err.contains("not a mainland mobile"), "{err}");
         assert!(!err.contains("138-1234-567"), "{err}");
-        let err = check_stored(&stored(None, Some("zhang.wei at shop"), NOW), NOW).unwrap_err();
+        let bad_email = ShipmentRow {
+            invalid_contact: Some(Email::parse("zhang.wei at shop").unwrap_err().into()),
+            ..stored(NOW)
+        };
+        let err = check_stored(&bad_email, NOW).unwrap_err();
         assert!(err.contains("not an email address"), "{err}");
         assert!(!err.contains("zhang.wei"), "{err}");
     }
 
     #[test]
     fn a_start_of_tracking_in_the_future_or_in_seconds_is_refused() {
-        let err = check_stored(&stored(None, None, 253_402_300_799_000), NOW).unwrap_err();
+        let err = check_stored(&stored(253_402_300_799_000), NOW).unwrap_err();
         assert_eq!(
             err,
             "created_at = 253402300799000 (9999-12-31T23:59:59Z) is in the future: times are milliseconds since 1970-01-01 UTC"
         );
-        let err = check_stored(&stored(None, None, i64::MAX), NOW).unwrap_err();
+        let err = check_stored(&stored(i64::MAX), NOW).unwrap_err();
         assert!(err.contains("(not a date) is in the future"), "{err}");
-        let err = check_stored(&stored(None, None, NOW / 1000), NOW).unwrap_err();
+        let err = check_stored(&stored(NOW / 1000), NOW).unwrap_err();
         assert!(
             err.contains("before 2000") && err.contains("not seconds"),
             "{err}"
         );
         // Another machine's clock a few hours ahead is not a mistake.
-        assert_eq!(
-            check_stored(&stored(None, None, NOW + 3_600_000), NOW),
-            Ok(())
-        );
+        assert_eq!(check_stored(&stored(NOW + 3_600_000), NOW), Ok(()));
     }
 
     #[test]

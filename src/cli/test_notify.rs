@@ -4,7 +4,7 @@
 use anyhow::{Result, anyhow, bail};
 
 use crate::clock::{Clock, SystemClock};
-use crate::domain::mask_contact;
+use crate::domain::{Email, Phone, mask_contact};
 use crate::storage::ShipmentRow;
 
 use super::{ChannelArg, Global, require_config};
@@ -37,16 +37,12 @@ pub(super) async fn test_notify(
         }
         (ChannelKind::Webhook, None) => (None, None),
         (_, None) => bail!("give --to: the address or phone number to send the sample to"),
-        (ChannelKind::Sms, Some(phone)) => (
-            Some(crate::domain::mainland_mobile(phone).map_err(|e| anyhow!(e))?),
+        (ChannelKind::Sms, Some(phone)) => (Some(Phone::parse(phone)?), None),
+        (ChannelKind::Email, Some(email)) => (
             None,
+            // Shown whole: the operator just typed it.
+            Some(Email::parse(email).map_err(|_| anyhow!("{email:?} is not an email address"))?),
         ),
-        (ChannelKind::Email, Some(email)) => {
-            email
-                .parse::<lettre::Address>()
-                .map_err(|_| anyhow!("{email:?} is not an email address"))?;
-            (None, Some(email.clone()))
-        }
     };
     let rule = config
         .channels
@@ -80,6 +76,7 @@ pub(super) async fn test_notify(
         created_at: now,
         sub_orders: None,
         type_error: None,
+        invalid_contact: None,
     };
     let event = crate::providers::TraceEvent {
         time: crate::clock::to_shanghai(now),

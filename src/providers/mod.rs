@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 
-use crate::domain::Status;
+use crate::domain::{Phone, Status};
 
 pub mod alibaba1688;
 pub mod kuaidi100;
@@ -22,7 +22,7 @@ pub struct TrackRequest {
     pub order_id: String,
     pub tracking_no: Option<String>,
     pub carrier: Option<String>,
-    pub phone: Option<String>,
+    pub phone: Option<Phone>,
     /// The sub-orders a split order's parcel carries, comma-separated.
     pub sub_orders: Option<String>,
     /// When the shipment was added: the simulator's journeys run on it.

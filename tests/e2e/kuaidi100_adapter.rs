@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shipwatch::domain::{Secret, Status};
+use shipwatch::domain::{Phone, Secret, Status};
 use shipwatch::providers::kuaidi100::{Kuaidi100, Kuaidi100Config};
 use shipwatch::providers::{Provider, ProviderError, Trace, TrackRequest};
 
@@ -41,7 +41,7 @@ fn request(carrier: &str, num: &str, phone: Option<&str>) -> TrackRequest {
         order_id: format!("E-{num}"),
         tracking_no: Some(num.to_owned()),
         carrier: Some(carrier.to_owned()),
-        phone: phone.map(str::to_owned),
+        phone: phone.map(|p| Phone::parse(p).unwrap()),
         ..TrackRequest::default()
     }
 }
