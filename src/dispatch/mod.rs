@@ -220,8 +220,13 @@ impl Dispatcher {
                 continue;
             };
             // Rows inserted with SQL were never checked by `add` or `import`.
-            let checked = crate::intake::check_stored(&row, now)
-                .and_then(|()| provider.adapter.check(&track_request(&row)));
+            let checked = match crate::intake::check_stored(&row, now) {
+                Ok(()) => provider
+                    .adapter
+                    .check(&track_request(&row))
+                    .map_err(|unfit| unfit.to_string()),
+                Err(stored) => Err(stored.to_string()),
+            };
             if let Err(reason) = checked {
                 self.flag_invalid(row, reason, now).await?;
                 continue;

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, snippet};
+use super::{
+    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, UnfitRequest, snippet,
+};
 use crate::domain::{Phone, Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://poll.kuaidi100.com/poll/query.do";
@@ -107,7 +109,7 @@ impl Provider for Kuaidi100 {
         "kuaidi100"
     }
 
-    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+    fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
         to_query(request).map(drop)
     }
 
@@ -116,7 +118,7 @@ impl Provider for Kuaidi100 {
     }
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
-        let query = to_query(request).map_err(ProviderError::Permanent)?;
+        let query = to_query(request)?;
         let response = self
             .http
             .post(&self.config.endpoint)
@@ -151,7 +153,7 @@ fn same_number(a: &str, b: &str) -> bool {
 
 /// What the shipment must carry: the carrier's Kuaidi100 code, the tracking number and, for the
 /// carriers that insist, a phone. Every missing piece is named in one line.
-fn to_query(request: &TrackRequest) -> Result<Query, String> {
+fn to_query(request: &TrackRequest) -> Result<Query, UnfitRequest> {
     let carrier = request.carrier.as_deref().map(str::trim).unwrap_or("");
     let num = request.tracking_no.as_deref().map(str::trim).unwrap_or("");
     // Kuaidi100 codes are lowercase; a shop that typed `ZhongTong` still means zhongtong.
@@ -178,7 +180,10 @@ fn to_query(request: &TrackRequest) -> Result<Query, String> {
         ));
     }
     if !missing.is_empty() {
-        return Err(format!("kuaidi100 needs {}", join_and(&missing)));
+        return Err(UnfitRequest(format!(
+            "kuaidi100 needs {}",
+            join_and(&missing)
+        )));
     }
     Ok(Query {
         com,
@@ -626,7 +631,7 @@ mod tests {
         for (request, expected) in cases {
             assert_eq!(
                 kuaidi100.check(&request),
-                Err(expected.to_owned()),
+                Err(UnfitRequest(expected.to_owned())),
                 "{request:?}"
             );
             assert!(!expected.contains('\n'));
@@ -651,7 +656,7 @@ mod tests {
             reqwest::Client::new(),
         );
         let bad = request(Some("zhongtong"), Some("ZT1"), None);
-        let expected = kuaidi100.check(&bad).unwrap_err();
+        let expected = kuaidi100.check(&bad).unwrap_err().to_string();
         assert_eq!(
             kuaidi100.fetch(&bad).await.unwrap_err(),
             ProviderError::Permanent(expected)

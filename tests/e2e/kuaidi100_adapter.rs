@@ -274,7 +274,7 @@ async fn a_phone_carrier_without_a_phone_never_reaches_the_endpoint() {
     let kuaidi100 = good_adapter(&fake);
     for carrier in ["shunfeng", "shunfengkuaiyun", "zhongtong"] {
         let bare = request(carrier, "SF1234567890123", None);
-        let expected = kuaidi100.check(&bare).unwrap_err();
+        let expected = kuaidi100.check(&bare).unwrap_err().to_string();
         assert!(expected.contains("--phone"), "{expected}");
         match kuaidi100.fetch(&bare).await.unwrap_err() {
             ProviderError::Permanent(message) => assert_eq!(message, expected),
