@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
 use crate::clock::{Clock, SystemClock};
 use crate::daemon::{Daemon, shutdown_signal};
@@ -29,7 +29,7 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         tracing::warn!("{warning}");
     }
     let db = Db::open(&config.database, config.synchronous).await?;
-    let _lock = Db::lock_for_daemon(&config.database).map_err(|e| anyhow!(e))?;
+    let _lock = Db::lock_for_daemon(&config.database)?;
     // No other daemon runs on this database: claims left by one that died can go at once.
     db.release_all_claims(SystemClock.now()).await?;
     // A restart is how an operator says the credentials or the config are fixed.

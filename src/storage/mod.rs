@@ -76,6 +76,27 @@ pub enum StorageError {
     Interrupted,
 }
 
+/// Why the daemon cannot take its lock on the database (see [`Db::lock_for_daemon`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot open {}: {error}", path.display())]
+    Open {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "another shipwatch daemon is already running on {} (it holds {})",
+        database.display(),
+        lock.display()
+    )]
+    Held { database: PathBuf, lock: PathBuf },
+    #[error("cannot lock {}: {error}", path.display())]
+    Lock {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
 /// True for an SQLite result code (primary or extended, as text) that says the database itself
 /// failed; an unreadable code counts as a failure, to be safe.
 fn is_outage_code(code: &str) -> bool {
@@ -393,7 +414,7 @@ impl Db {
 
     /// Takes the lock that makes this process the only daemon on the database at `path`; it is
     /// held until the returned file is dropped. Admin commands do not take it.
-    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, String> {
+    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, LockError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
         // 0600: another user who can open the lock file can hold its lock and keep the daemon
@@ -404,7 +425,10 @@ impl Db {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+            .map_err(|error| LockError::Open {
+                path: lock_path.clone(),
+                error,
+            })?;
         if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
             tracing::warn!(
                 "cannot make {} private (0600): {e}; another user may hold its lock",
@@ -413,14 +437,14 @@ impl Db {
         }
         match file.try_lock() {
             Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-                "another shipwatch daemon is already running on {} (it holds {})",
-                path.display(),
-                lock_path.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(format!("cannot lock {}: {e}", lock_path.display()))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
+                database: path.to_owned(),
+                lock: lock_path,
+            }),
+            Err(std::fs::TryLockError::Error(error)) => Err(LockError::Lock {
+                path: lock_path,
+                error,
+            }),
         }
     }
 
