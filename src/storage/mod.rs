@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{FromRow, Row, Sqlite, Transaction};
 
@@ -168,6 +168,8 @@ pub struct ShipmentRow {
     pub invalid_contact: Option<InvalidContact>,
 }
 
+/// Written out rather than derived: a contact that does not parse must leave the row readable,
+/// and sqlx's `try_from` would fail the row (nor can it fill an `Option`).
 impl<'r> FromRow<'r, SqliteRow> for ShipmentRow {
     fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
         let phone = contact(row, "phone", Phone::parse)?;
@@ -184,8 +186,8 @@ impl<'r> FromRow<'r, SqliteRow> for ShipmentRow {
             tracking_no: row.try_get("tracking_no")?,
             carrier: row.try_get("carrier")?,
             tier: parsed(row, "tier")?,
-            phone: phone.unwrap_or_default(),
-            email: email.unwrap_or_default(),
+            phone: phone.ok().flatten(),
+            email: email.ok().flatten(),
             status: parsed(row, "status")?,
             raw_status: row.try_get("raw_status")?,
             active: row.try_get("active")?,
