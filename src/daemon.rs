@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::clock::SharedClock;
+use crate::clock::{Millis, SharedClock};
 use crate::config::{Config, Http, SmsSettings};
 use crate::dispatch::{Dispatcher, ProviderRuntime, Providers};
 use crate::events::Events;
@@ -21,7 +21,7 @@ use crate::notify::sms_aliyun::AliyunSms;
 use crate::notify::sms_http::HttpSms;
 use crate::notify::webhook::Webhook;
 use crate::service::Supervisor;
-use crate::storage::Db;
+use crate::storage::{Db, StorageError};
 
 /// The one HTTP client all upstream APIs share (its connection pool included).
 pub fn upstream_client(http: &Http) -> reqwest::Result<reqwest::Client> {
@@ -70,6 +70,46 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
         });
     }
     Ok(channels)
+}
+
+/// Readies the database for the daemon that holds its lock ([`Db::lock_for_daemon`]). No other
+/// daemon runs on it, so claims left by one that died can go at once; and a restart is how an
+/// operator says the credentials or the config are fixed, so provider stops are lifted.
+pub async fn take_over(db: &Db, now: Millis) -> Result<(), StorageError> {
+    db.release_all_claims(now).await?;
+    db.clear_provider_pauses().await
+}
+
+/// What a reload (SIGHUP, `systemctl reload shipwatch`) does with the config as `loaded`: swaps
+/// in its providers, with their credentials, so that a renewed session takes effect without a
+/// restart; and lifts the stops delivery channels put on themselves (SMS out of credit, a
+/// webhook endpoint gone), since a reload is how an operator says the cause is fixed. Other
+/// settings take effect at restart. A config that did not load is reported and the running
+/// one kept. Every outcome is logged; nothing is returned.
+pub async fn reload(loaded: anyhow::Result<Config>, dispatcher: &Dispatcher, sender: &Sender) {
+    let providers = loaded.and_then(|config| {
+        let http = upstream_client(&config.http)?;
+        Ok(build_providers(&config, &http))
+    });
+    match providers {
+        Ok(providers) => {
+            let names: Vec<String> = providers.keys().cloned().collect();
+            match dispatcher.replace_providers(providers).await {
+                Ok(()) => info!(
+                    providers = ?names,
+                    "config reloaded: providers and credentials renewed (other settings take effect at restart)"
+                ),
+                Err(e) => tracing::error!(error = %e, "config reload failed"),
+            }
+            if let Err(e) = sender.resume_stopped_channels().await {
+                tracing::error!(error = %e, "could not lift the channel stops on reload");
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %format!("{e:#}"),
+            "config reload failed; keeping the running config"
+        ),
+    }
 }
 
 pub struct Daemon {
@@ -194,18 +234,8 @@ impl Daemon {
 async fn summary(db: &Db, clock: &SharedClock) -> String {
     match db.stats(clock.now()).await {
         Ok(stats) => {
-            let active: i64 = stats
-                .shipments
-                .iter()
-                .filter(|c| c.active)
-                .map(|c| c.count)
-                .sum();
-            let pending: i64 = stats
-                .notifications
-                .iter()
-                .filter(|c| c.state == "pending")
-                .map(|c| c.count)
-                .sum();
+            let active = crate::overview::still_polled(&stats.shipments);
+            let pending = crate::overview::notifications_in(&stats.notifications, "pending");
             format!(
                 "tracking {active} shipments, {} due, lag {}s, {pending} notifications pending",
                 stats.due_now, stats.lag_seconds

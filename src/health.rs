@@ -30,7 +30,7 @@ use crate::clock::{Millis, SharedClock, SystemClock};
 use crate::domain::{Status, Tier};
 use crate::events::{Events, PipelineEvent};
 use crate::service::Heartbeat;
-use crate::storage::Db;
+use crate::storage::{Db, GaugeCounts, StorageError};
 
 /// Where the endpoint listens; meant for a `[health]` section of the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,8 +272,8 @@ async fn healthz(State(probe): State<Probe>) -> Response {
 /// Why `/healthz` answers 503: the reason it gives.
 #[derive(Debug, thiserror::Error)]
 enum Unhealthy {
-    #[error("database: {0}")]
-    Database(sqlx::Error),
+    #[error("database: {}", in_its_own_words(.0))]
+    Database(StorageError),
     #[error("database: no answer within {}", humantime::format_duration(*.0))]
     DatabaseSilent(Duration),
     #[error(
@@ -296,13 +296,9 @@ enum Unhealthy {
 
 impl Probe {
     async fn check(&self) -> Result<(), Unhealthy> {
-        let answered = tokio::time::timeout(
-            DB_PROBE_TIMEOUT,
-            sqlx::query("SELECT 1").execute(&self.db.read),
-        )
-        .await;
+        let answered = tokio::time::timeout(DB_PROBE_TIMEOUT, self.db.ping()).await;
         match answered {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Unhealthy::Database(e)),
             Err(_) => return Err(Unhealthy::DatabaseSilent(DB_PROBE_TIMEOUT)),
         }
@@ -335,7 +331,7 @@ async fn metrics_page(State(probe): State<Probe>) -> Response {
     match refresh_gauges(&probe.db, probe.clock.now()).await {
         Ok(()) => gauge!("shipwatch_database_up").set(1.0),
         Err(e) => {
-            warn!(error = %e, "metrics: cannot read the database; gauges are stale");
+            warn!(error = %in_its_own_words(&e), "metrics: cannot read the database; gauges are stale");
             gauge!("shipwatch_database_up").set(0.0);
         }
     }
@@ -350,34 +346,24 @@ async fn metrics_page(State(probe): State<Probe>) -> Response {
         .into_response()
 }
 
+/// A storage error as the database put it, without the store's own prefix: what `/healthz`
+/// and the metrics warning say.
+fn in_its_own_words(error: &StorageError) -> String {
+    match error {
+        StorageError::Sql(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Sets every database gauge. Label sets that have no rows are set to 0, not left at their last
 /// value, so that a drained outbox reads as empty.
-async fn refresh_gauges(db: &Db, now: Millis) -> Result<(), sqlx::Error> {
-    let outbox = sqlx::query_as::<_, (String, i64)>(
-        "SELECT state, count(*) FROM notifications GROUP BY state",
-    )
-    .fetch_all(&db.read)
-    .await?;
-    let shipments = sqlx::query_as::<_, (String, String, i64)>(
-        "SELECT tier, status, count(*) FROM shipments GROUP BY tier, status",
-    )
-    .fetch_all(&db.read)
-    .await?;
-    let oldest_due = sqlx::query_scalar::<_, Option<Millis>>(
-        "SELECT min(next_poll_at) FROM shipments WHERE active = 1 AND next_poll_at <= ?",
-    )
-    .bind(now)
-    .fetch_one(&db.read)
-    .await?;
-    // Rows stay after a pause ends, so a provider that was paused once reads 0 afterwards.
-    let providers = sqlx::query_as::<_, (String, bool)>(
-        "SELECT provider, coalesce(banned_until > ?1, 0) OR coalesce(paused_until > ?1, 0) \
-         FROM provider_state",
-    )
-    .bind(now)
-    .fetch_all(&db.read)
-    .await?;
-
+async fn refresh_gauges(db: &Db, now: Millis) -> Result<(), StorageError> {
+    let GaugeCounts {
+        outbox,
+        shipments,
+        oldest_due,
+        providers,
+    } = db.gauge_counts(now).await?;
     for state in OUTBOX_STATES {
         let n = outbox.iter().find(|(s, _)| s == state).map_or(0, |r| r.1);
         gauge!("shipwatch_outbox", "state" => state).set(n as f64);

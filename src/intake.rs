@@ -10,7 +10,7 @@ use crate::clock::Millis;
 use crate::config::Config;
 use crate::domain::{Email, InvalidContact, InvalidPhone, Phone, Tier, UnknownTier};
 use crate::providers::{Provider, TrackRequest, UnfitRequest};
-use crate::storage::{NewShipment, ShipmentRow};
+use crate::storage::{Db, NewShipment, ShipmentRow, StorageError};
 
 /// The columns of the `shipments` table a shop may fill in.
 pub const COLUMNS: [&str; 8] = [
@@ -280,6 +280,88 @@ impl Intake {
             .map_while(Result::ok)
             .find(|(_, new)| new.order_id == order_id)
             .map(|(line, _)| line)
+    }
+}
+
+/// Rows inserted per batch by [`Intake::import`]: memory holds one batch, whatever the file's
+/// size.
+const IMPORT_BATCH: usize = 1000;
+
+/// Why an import added nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file, or one of its rows, is refused: the reason names the line.
+    #[error("{0}; nothing was imported")]
+    Refused(#[from] CsvError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Intake {
+    /// Adds the shipments of the CSV file `file`, read from `input`, all of them or none: one
+    /// transaction for the whole file, however many batches. Returns how many were added.
+    pub async fn import<R: std::io::Read>(
+        &self,
+        db: &Db,
+        file: &Path,
+        input: R,
+        now: Millis,
+    ) -> Result<usize, ImportError> {
+        let shown = file.display().to_string();
+        let mut rows = self.csv_rows(input, &shown)?;
+        let mut import = db.begin_import(now).await?;
+        let mut batch = Vec::with_capacity(IMPORT_BATCH);
+        loop {
+            batch.clear();
+            for row in rows.by_ref().take(IMPORT_BATCH) {
+                batch.push(row?);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let shipments: Vec<_> = batch.iter().map(|(_, new)| new.clone()).collect();
+            if let Err((i, e)) = import.add(&shipments).await {
+                let (line, new) = &batch[i];
+                drop(import);
+                return Err(ImportError::Refused(
+                    self.import_refusal(db, file, *line, new, e).await,
+                ));
+            }
+        }
+        Ok(import.commit().await?)
+    }
+
+    /// Why the database refused line `line` of an import, in one line. A repeated order id says
+    /// where it was first: earlier in the file, or tracked already.
+    async fn import_refusal(
+        &self,
+        db: &Db,
+        file: &Path,
+        line: u64,
+        new: &NewShipment,
+        error: StorageError,
+    ) -> CsvError {
+        let shown = file.display();
+        if !matches!(error, StorageError::Duplicate(_)) {
+            return CsvError(format!("{shown} line {line}: {error}"));
+        }
+        // The import's own rows are not committed: what the database holds was there before.
+        if db.shipment(&new.order_id).await.is_ok() {
+            return CsvError(format!("{shown} line {line}: {error}"));
+        }
+        CsvError(
+            match self.line_of(file, &new.order_id).filter(|&l| l < line) {
+                Some(first) => format!(
+                    "{shown} line {line}, column order_id: order {} is already on line {first}",
+                    new.order_id
+                ),
+                // A file that cannot be read twice (a pipe).
+                None => format!(
+                    "{shown} line {line}, column order_id: order {} is already on an earlier line",
+                    new.order_id
+                ),
+            },
+        )
     }
 }
 

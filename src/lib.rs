@@ -18,6 +18,7 @@ pub mod intake;
 pub mod maintenance;
 pub mod notify;
 pub mod outage;
+pub mod overview;
 pub mod providers;
 pub mod service;
 pub mod shown;

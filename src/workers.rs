@@ -3,29 +3,40 @@
 //! their work back).
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, oneshot};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 pub struct Workers {
-    size: usize,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
     abort: CancellationToken,
+    /// Tasks not yet finished, slot or no slot, and the bell rung as each ends.
+    running: Arc<(AtomicUsize, Notify)>,
+}
+
+/// A task's place among the workers. A task may give it up before it ends (a poll, once its
+/// answer is handed to the writer), letting the next task start while it waits.
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Slot {
+    /// Frees the slot for the next task.
+    pub fn free(self) {}
 }
 
 impl Workers {
     pub fn new(size: usize) -> Self {
         Workers {
-            size,
             slots: Arc::new(Semaphore::new(size)),
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
+            running: Arc::new((AtomicUsize::new(0), Notify::new())),
         }
     }
 
@@ -36,14 +47,32 @@ impl Workers {
 
     /// Starts a task in a free slot. Only the one loop that checked [`Workers::free`] spawns.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .expect("the feeding loop counted the free slots");
+        self.spawn_with_slot(|slot| async move {
+            task.await;
+            slot.free();
+        });
+    }
+
+    /// Starts a task in a free slot, handing it the slot to free when it no longer needs it
+    /// (at the latest, when it ends). Only the one loop that checked [`Workers::free`] spawns.
+    pub fn spawn_with_slot<F, T>(&self, task: F)
+    where
+        F: FnOnce(Slot) -> T,
+        T: Future<Output = ()> + Send + 'static,
+    {
+        let slot = Slot(
+            self.slots
+                .clone()
+                .try_acquire_owned()
+                .expect("the feeding loop counted the free slots"),
+        );
+        self.running.0.fetch_add(1, Ordering::SeqCst);
+        // Counted out when the task ends, even by a panic.
+        let counted = Running(self.running.clone());
+        let task = task(slot);
         self.tracker.spawn(async move {
             task.await;
-            drop(permit);
+            drop(counted);
         });
     }
 
@@ -54,8 +83,17 @@ impl Workers {
 
     /// Waits until no task is running.
     pub async fn idle(&self) {
-        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
-        drop(self.slots.acquire_many(all).await.expect("never closed"));
+        let (count, ended) = &*self.running;
+        loop {
+            let bell = ended.notified();
+            tokio::pin!(bell);
+            // Listening before looking: an end between the look and the wait still rings.
+            bell.as_mut().enable();
+            if count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            bell.await;
+        }
     }
 
     /// Runs `round` until `stop` fires. `round` starts what work there is and says how long to
@@ -94,65 +132,12 @@ impl Workers {
     }
 }
 
-type WriteFn<J, O> =
-    Arc<dyn Fn(Vec<J>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync>;
+struct Running(Arc<(AtomicUsize, Notify)>);
 
-/// Group commit. SQLite takes one writer at a time and a commit costs far more than the rows in
-/// it, so writes that tasks submit while a transaction is being written are gathered and written
-/// together in the next one, by whichever task gets there first; each task gets its own outcome
-/// back once its write is committed.
-pub struct GroupWrite<J, O> {
-    pending: Mutex<Vec<(J, oneshot::Sender<O>)>>,
-    /// Held while a batch is written.
-    leader: Arc<tokio::sync::Mutex<()>>,
-    /// Writes a batch and returns one outcome per job, in order.
-    write: WriteFn<J, O>,
-}
-
-impl<J: Send + 'static, O: Send + 'static> GroupWrite<J, O> {
-    pub fn new<F, Fut>(write: F) -> Self
-    where
-        F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<O>> + Send + 'static,
-    {
-        GroupWrite {
-            pending: Mutex::new(Vec::new()),
-            leader: Arc::new(tokio::sync::Mutex::new(())),
-            write: Arc::new(move |jobs| Box::pin(write(jobs))),
-        }
-    }
-
-    /// Submits one write and waits until it is committed, with others or alone. `None` when the
-    /// write was lost: the task writing its batch failed outright.
-    pub async fn submit(&self, job: J) -> Option<O> {
-        let (done, mut outcome) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending writes lock")
-            .push((job, done));
-        loop {
-            tokio::select! {
-                biased;
-                answer = &mut outcome => return answer.ok(),
-                leader = self.leader.clone().lock_owned() => {
-                    let batch = std::mem::take(&mut *self.pending.lock().expect("pending writes lock"));
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    // A task of its own, holding the lock to the end, so that a caller cancelled
-                    // mid-write (shutdown) cannot leave the others without their outcome.
-                    let write = self.write.clone();
-                    let _ = tokio::spawn(async move {
-                        let (jobs, replies): (Vec<J>, Vec<_>) = batch.into_iter().unzip();
-                        for (reply, out) in replies.into_iter().zip(write(jobs).await) {
-                            let _ = reply.send(out);
-                        }
-                        drop(leader);
-                    })
-                    .await;
-                }
-            }
-        }
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.1.notify_waiters();
     }
 }
 
@@ -181,34 +166,6 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         assert_eq!(finished.load(Ordering::SeqCst), 2);
         assert_eq!(released.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn group_writes_gather_what_waits_and_answer_each_its_own() {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let seen = batches.clone();
-        let group = Arc::new(GroupWrite::new(move |jobs: Vec<u32>| {
-            seen.lock().unwrap().push(jobs.len());
-            async move { jobs.into_iter().map(|j| j * 10).collect::<Vec<_>>() }
-        }));
-        // Hold the writer so that every submission queues up behind it.
-        let held = group.leader.clone().lock_owned().await;
-        let tasks: Vec<_> = (1..=5u32)
-            .map(|j| {
-                let group = group.clone();
-                tokio::spawn(async move { group.submit(j).await })
-            })
-            .collect();
-        while group.pending.lock().unwrap().len() < 5 {
-            tokio::task::yield_now().await;
-        }
-        drop(held);
-        let mut answers = Vec::new();
-        for task in tasks {
-            answers.push(task.await.unwrap());
-        }
-        assert_eq!(answers, [10, 20, 30, 40, 50].map(Some));
-        assert_eq!(*batches.lock().unwrap(), [5], "one batch for all five");
     }
 
     #[tokio::test(start_paused = true)]

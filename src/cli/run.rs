@@ -30,10 +30,7 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
     }
     let db = Db::open(&config.database, config.synchronous).await?;
     let _lock = Db::lock_for_daemon(&config.database)?;
-    // No other daemon runs on this database: claims left by one that died can go at once.
-    db.release_all_claims(SystemClock.now()).await?;
-    // A restart is how an operator says the credentials or the config are fixed.
-    db.clear_provider_pauses().await?;
+    crate::daemon::take_over(&db, SystemClock.now()).await?;
     let daemon = Daemon::new(
         &config,
         db.clone(),
@@ -61,12 +58,9 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
     Ok(())
 }
 
-/// SIGHUP (`systemctl reload shipwatch`) re-reads the config and swaps in its providers, with
-/// their credentials: a renewed session takes effect without a restart. It also lifts the stops
-/// delivery channels put on themselves (SMS out of credit, a webhook endpoint gone): a reload is
-/// how an operator says the cause is fixed. A config that does not load is reported and the
-/// running one kept. The SIGHUP handler is installed by the call, before the returned future is
-/// first polled.
+/// Reloads the daemon (see [`crate::daemon::reload`]) on every SIGHUP, with the config as it
+/// reads then. The SIGHUP handler is installed by the call, before the returned future is first
+/// polled.
 fn reload_on_hangup(
     global: Global,
     dispatcher: Arc<crate::dispatch::Dispatcher>,
@@ -81,29 +75,7 @@ fn reload_on_hangup(
                 return;
             };
             while hangup.recv().await.is_some() {
-                let loaded = require_config(&global).and_then(|config| {
-                    let http = crate::daemon::upstream_client(&config.http)?;
-                    Ok(crate::daemon::build_providers(&config, &http))
-                });
-                match loaded {
-                    Ok(providers) => {
-                        let names: Vec<String> = providers.keys().cloned().collect();
-                        match dispatcher.replace_providers(providers).await {
-                            Ok(()) => tracing::info!(
-                                providers = ?names,
-                                "config reloaded: providers and credentials renewed (other settings take effect at restart)"
-                            ),
-                            Err(e) => tracing::error!(error = %e, "config reload failed"),
-                        }
-                        if let Err(e) = sender.resume_stopped_channels().await {
-                            tracing::error!(error = %e, "could not lift the channel stops on reload");
-                        }
-                    }
-                    Err(e) => tracing::error!(
-                        error = %format!("{e:#}"),
-                        "config reload failed; keeping the running config"
-                    ),
-                }
+                crate::daemon::reload(require_config(&global), &dispatcher, &sender).await;
             }
         }
         #[cfg(not(unix))]

@@ -11,7 +11,7 @@ use super::{Global, open, term};
 pub(super) async fn set_tier(global: &Global, order_id: &str, tier: Tier) -> Result<()> {
     let (db, config) = open(global).await?;
     let tiers = config.as_ref().map(|c| c.tiers).unwrap_or_default();
-    let next = SystemClock.now() + crate::clock::millis(tiers.interval(tier));
+    let next = tiers.next_poll_after_move(tier, SystemClock.now());
     db.set_tier(order_id, tier, next).await?;
     println!("order {} is now tier {tier}", term(order_id));
     Ok(())

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::clock::{Millis, millis};
 use crate::domain::Tier;
 pub use crate::notify::sender::Delivery;
 pub use crate::storage::Synchronous;
@@ -80,6 +81,12 @@ impl Tiers {
             Tier::Normal => self.normal,
             Tier::Low => self.low,
         }
+    }
+
+    /// When a shipment moved to `tier` at `now` is polled next: one whole interval of its new
+    /// tier from now, without jitter, so that `set-tier` says exactly when.
+    pub fn next_poll_after_move(&self, tier: Tier, now: Millis) -> Millis {
+        now + millis(self.interval(tier))
     }
 }
 
@@ -623,5 +630,14 @@ from = "noreply@shop.example"
         let config = Config::load_without_secrets(&path).unwrap();
         assert!(!config.providers.is_empty());
         assert!(config.channels.webhook.is_some());
+    }
+
+    #[test]
+    fn a_shipment_moved_to_a_tier_is_polled_one_interval_of_that_tier_later() {
+        let tiers = Tiers::default();
+        let now = 1_700_000_000_000;
+        assert_eq!(tiers.next_poll_after_move(Tier::High, now), now + 120_000);
+        assert_eq!(tiers.next_poll_after_move(Tier::Normal, now), now + 600_000);
+        assert_eq!(tiers.next_poll_after_move(Tier::Low, now), now + 3_600_000);
     }
 }

@@ -1,79 +1,29 @@
-//! Group commit of polls: polls that finish while a transaction is being written are recorded
-//! together in the next one, so that a fast upstream is not held back by one commit per poll.
+//! What a successful poll hands to the writer: its trace, with what `track` needs to decide the
+//! write once the writer has read the shipment's row inside its transaction.
 
 use std::sync::Arc;
 
 use crate::clock::Millis;
 use crate::notify::ChannelRule;
 use crate::providers::Trace;
-use crate::storage::{Db, Recorded, StorageError};
-use crate::track::PollRecord;
-use crate::workers::GroupWrite;
+use crate::storage::{Decide, PollWrite, ShipmentRow};
+use crate::track::{PollRecord, new_public_id, track};
 
-/// What a successful poll hands over to be recorded.
 pub struct Finished {
-    pub shipment_id: i64,
     pub trace: Trace,
     pub now: Millis,
     pub next_poll_at: Millis,
+    pub channels: Arc<[ChannelRule]>,
 }
 
-/// The outcome, with the trace back (the caller still logs and announces it).
-type Outcome = (Result<Recorded, StorageError>, Trace);
-
-pub struct GroupCommit(GroupWrite<Finished, Outcome>);
-
-impl GroupCommit {
-    pub fn new(db: Db, channels: Vec<ChannelRule>) -> Self {
-        let channels: Arc<[ChannelRule]> = channels.into();
-        GroupCommit(GroupWrite::new(move |batch| {
-            write(db.clone(), channels.clone(), batch)
-        }))
+impl Decide for Finished {
+    fn decide(&self, stored: &ShipmentRow) -> PollWrite<'_> {
+        let record = PollRecord {
+            now: self.now,
+            trace: &self.trace,
+            next_poll_at: self.next_poll_at,
+            channels: &self.channels,
+        };
+        track(stored, &record, &mut new_public_id)
     }
-
-    /// Records one successful poll and returns once it is committed.
-    pub async fn record(&self, finished: Finished) -> Result<(Recorded, Trace), StorageError> {
-        match self.0.submit(finished).await {
-            Some((Ok(recorded), trace)) => Ok((recorded, trace)),
-            Some((Err(e), _)) => Err(e),
-            None => Err(StorageError::Interrupted),
-        }
-    }
-}
-
-/// Writes a batch in one transaction. Should that fail, each poll is written on its own, so that
-/// one bad row costs only its own poll.
-async fn write(db: Db, channels: Arc<[ChannelRule]>, batch: Vec<Finished>) -> Vec<Outcome> {
-    let records: Vec<(i64, PollRecord<'_>)> = batch
-        .iter()
-        .map(|f| {
-            let record = PollRecord {
-                now: f.now,
-                trace: &f.trace,
-                next_poll_at: f.next_poll_at,
-                channels: &channels,
-            };
-            (f.shipment_id, record)
-        })
-        .collect();
-    let together = if batch.len() > 1 {
-        db.record_polls(&records).await.ok()
-    } else {
-        None
-    };
-    let outcomes = match together {
-        Some(recorded) => recorded.into_iter().map(Ok).collect(),
-        None => {
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for (shipment_id, poll) in records {
-                outcomes.push(db.record_poll(shipment_id, poll).await);
-            }
-            outcomes
-        }
-    };
-    batch
-        .into_iter()
-        .zip(outcomes)
-        .map(|(finished, outcome)| (outcome, finished.trace))
-        .collect()
 }

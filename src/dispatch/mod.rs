@@ -1,7 +1,7 @@
 //! The dispatcher: finds due shipments, polls each through its provider's token bucket, and
 //! records what came back.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -16,16 +16,16 @@ use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::outage::Outage;
-use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest};
+use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest, UnfitRequest};
 use crate::service::Heartbeat;
-use crate::storage::{Db, Recorded, ShipmentRow, StorageError};
-use crate::workers::Workers;
+use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
+use crate::workers::{Slot, Workers};
 
 mod commit;
 pub mod limiter;
 mod tally;
 
-use commit::{Finished, GroupCommit};
+use commit::Finished;
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
@@ -86,6 +86,41 @@ pub enum PollOutcome {
     Skipped,
 }
 
+/// Why a poll of one order on request could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PollOnceError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(
+        "order {order_id} is on provider {provider:?}, which the config does not define (configured: {configured})"
+    )]
+    UnknownProvider {
+        order_id: String,
+        provider: String,
+        /// The configured provider names, or `none`.
+        configured: String,
+    },
+    /// The provider's adapter refuses the shipment as it stands.
+    #[error("order {order_id}: {reason}")]
+    Refused {
+        order_id: String,
+        reason: UnfitRequest,
+    },
+}
+
+/// One poll of one order, made on request (`shipwatch poll`).
+#[derive(Debug)]
+pub struct PolledOnce {
+    /// The shipment as it was stored before the poll.
+    pub shipment: ShipmentRow,
+    /// The kind of adapter that polled it (`taobao`, `kuaidi100`...).
+    pub provider_kind: &'static str,
+    /// What the provider answered.
+    pub result: Result<Trace, ProviderError>,
+    /// What recording the answer did, when recording was asked for.
+    pub recorded: Option<Result<PollOutcome, StorageError>>,
+}
+
 pub struct Dispatcher {
     db: Db,
     clock: SharedClock,
@@ -93,13 +128,17 @@ pub struct Dispatcher {
     polling: Polling,
     /// Replaced whole when the config is reloaded.
     providers: RwLock<Arc<Providers>>,
-    /// Records successful polls, several to a transaction.
-    commit: GroupCommit,
+    /// What a change is announced on, and how.
+    channels: Arc<[ChannelRule]>,
     events: Events,
     workers: Workers,
     /// Shipments whose poll is under way. A poll that waits long for its provider's quota may
     /// outlive its claim; the shipment is then claimed again but must not be polled twice.
     in_flight: Mutex<HashSet<i64>>,
+    /// Shipments claimed but not polled yet, each with the end of its claim. Claiming a round
+    /// of slots ahead lets a freed slot start its next poll at once instead of waiting for the
+    /// writer to claim one.
+    ahead: Mutex<VecDeque<(ShipmentRow, Millis)>>,
     /// Beats once per completed round; systemd's watchdog and `/healthz` watch it, so a wedged
     /// dispatcher gets noticed.
     heartbeat: Heartbeat,
@@ -122,7 +161,7 @@ impl Dispatcher {
         events: Events,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
-            commit: GroupCommit::new(db.clone(), channels),
+            channels: channels.into(),
             db,
             clock,
             tiers,
@@ -131,6 +170,7 @@ impl Dispatcher {
             providers: RwLock::new(Arc::new(providers)),
             events,
             in_flight: Mutex::new(HashSet::new()),
+            ahead: Mutex::new(VecDeque::new()),
             heartbeat: Heartbeat::new(),
             tally: PollTally::default(),
             max_idle_ms: AtomicU64::new(u64::MAX),
@@ -192,20 +232,46 @@ impl Dispatcher {
             .max(now + millis(provider.min_interval))
     }
 
-    /// One round: claims as many due shipments as there are free poll slots and starts a poll
-    /// for each. Returns how many it claimed; the polls go on in the background.
+    /// One round: starts a poll in each free slot, with shipments claimed ahead, claiming more
+    /// (a round of slots beyond the free ones) when too few are left. Returns how many shipments
+    /// it took up (polls started, rows flagged); the polls go on in the background.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
         let free = self.workers.free();
         if free == 0 {
             return Ok(0);
         }
         let now = self.clock.now();
-        let paused = self.paused(now);
-        let claimed_until = now + millis(self.polling.lease);
-        let rows = self
-            .db
-            .claim_due_shipments(now, claimed_until, &paused, free)
-            .await?;
+        let short = {
+            let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
+            // A claim that ran out is anyone's again: its shipment may be polled elsewhere.
+            ahead.retain(|(_, until)| *until > now);
+            free.saturating_sub(ahead.len())
+        };
+        if short > 0 {
+            let paused = self.paused(now);
+            let claimed_until = now + millis(self.polling.lease);
+            let rows = self
+                .db
+                .writer()
+                .claim_shipments(ShipmentClaim {
+                    now,
+                    claimed_until,
+                    paused,
+                    limit: short + self.polling.concurrency,
+                })
+                .await?;
+            if !rows.is_empty() {
+                // Claiming writes: the database is writable.
+                Outage::database().succeeded();
+            }
+            let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
+            ahead.extend(rows.into_iter().map(|row| (row, claimed_until)));
+        }
+        let rows: Vec<ShipmentRow> = {
+            let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
+            let take = free.min(ahead.len());
+            ahead.drain(..take).map(|(row, _)| row).collect()
+        };
         let claimed = rows.len();
         let providers = self.providers();
         for row in rows {
@@ -240,9 +306,9 @@ impl Dispatcher {
                 continue;
             }
             let me = self.clone();
-            self.workers.spawn(async move {
+            self.workers.spawn_with_slot(move |slot| async move {
                 let id = row.id;
-                me.poll_in_background(&provider, row).await;
+                me.poll_in_background(&provider, row, slot).await;
                 me.in_flight.lock().expect("in-flight lock").remove(&id);
             });
         }
@@ -286,11 +352,14 @@ impl Dispatcher {
         )
     }
 
-    async fn poll_in_background(&self, provider: &ProviderRuntime, row: ShipmentRow) {
+    /// Polls `row` in a worker slot, freed as soon as the answer is handed to the writer: the
+    /// next poll's request goes out while this one is written (the shipment stays claimed until
+    /// then).
+    async fn poll_in_background(&self, provider: &ProviderRuntime, row: ShipmentRow, slot: Slot) {
         let released = tokio::select! {
             biased;
             _ = self.workers.aborted() => true,
-            outcome = self.poll(provider, &row) => {
+            outcome = self.poll_in(provider, &row, Some(slot)) => {
                 if let Err(e) = outcome {
                     // The shipment stays due: its poll is repeated once the database is writable.
                     Outage::database().failed(&format!("recording a poll of order {}", row.order_id), &e);
@@ -311,6 +380,15 @@ impl Dispatcher {
         &self,
         provider: &ProviderRuntime,
         row: &ShipmentRow,
+    ) -> Result<PollOutcome, StorageError> {
+        self.poll_in(provider, row, None).await
+    }
+
+    async fn poll_in(
+        &self,
+        provider: &ProviderRuntime,
+        row: &ShipmentRow,
+        slot: Option<Slot>,
     ) -> Result<PollOutcome, StorageError> {
         // Time spent waiting for the quota: its sum per provider shows how far behind the quota
         // keeps the daemon.
@@ -335,7 +413,54 @@ impl Dispatcher {
                 humantime::format_duration(self.polling.timeout)
             ))),
         };
-        self.apply(provider, row, result).await
+        self.apply_in(provider, row, result, slot).await
+    }
+
+    /// Polls the shipment of `order_id` once, now, and records the answer as the daemon would
+    /// (notifications included) only when `record` is true. Unlike the daemon's polls it waits
+    /// for no quota, pause or timeout: an operator asked for this one poll.
+    pub async fn poll_once(
+        &self,
+        order_id: &str,
+        record: bool,
+    ) -> Result<PolledOnce, PollOnceError> {
+        let shipment = self.db.shipment(order_id).await?;
+        let provider =
+            self.provider(&shipment.provider)
+                .ok_or_else(|| PollOnceError::UnknownProvider {
+                    order_id: order_id.to_owned(),
+                    provider: shipment.provider.clone(),
+                    configured: self.provider_names(),
+                })?;
+        let request = track_request(&shipment);
+        provider
+            .adapter
+            .check(&request)
+            .map_err(|reason| PollOnceError::Refused {
+                order_id: order_id.to_owned(),
+                reason,
+            })?;
+        let result = provider.adapter.fetch(&request).await;
+        let recorded = if record {
+            Some(self.apply(&provider, &shipment, result.clone()).await)
+        } else {
+            None
+        };
+        Ok(PolledOnce {
+            provider_kind: provider.adapter.kind(),
+            shipment,
+            result,
+            recorded,
+        })
+    }
+
+    /// The configured provider names, comma-separated, or `none`.
+    fn provider_names(&self) -> String {
+        let providers = self.providers();
+        if providers.is_empty() {
+            return "none".to_owned();
+        }
+        providers.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
     /// Records what a poll of `row` returned, as the daemon does after every poll.
@@ -344,6 +469,17 @@ impl Dispatcher {
         provider: &ProviderRuntime,
         row: &ShipmentRow,
         result: Result<Trace, ProviderError>,
+    ) -> Result<PollOutcome, StorageError> {
+        self.apply_in(provider, row, result, None).await
+    }
+
+    /// [`Dispatcher::apply`], freeing `slot` once a trace is handed to the writer.
+    async fn apply_in(
+        &self,
+        provider: &ProviderRuntime,
+        row: &ShipmentRow,
+        result: Result<Trace, ProviderError>,
+        slot: Option<Slot>,
     ) -> Result<PollOutcome, StorageError> {
         let now = self.clock.now();
         let tier = row.tier;
@@ -367,20 +503,27 @@ impl Dispatcher {
                 return Ok(PollOutcome::Failed(error));
             }
         };
-        let (recorded, trace) = self
-            .commit
-            .record(Finished {
-                shipment_id: row.id,
-                trace,
-                now,
-                next_poll_at: self.next_poll_for(provider, now, tier),
-            })
+        let (status, raw_status) = (trace.status, trace.raw_status.clone());
+        let handed = self
+            .db
+            .writer()
+            .record_poll((
+                row.id,
+                Box::new(Finished {
+                    trace,
+                    now,
+                    next_poll_at: self.next_poll_for(provider, now, tier),
+                    channels: self.channels.clone(),
+                }),
+            ))
             .await?;
+        drop(slot);
+        let recorded = handed.written().await?;
         match recorded.change {
             Some((from, to)) => {
                 info!(
                     order_id = %row.order_id, provider = %row.provider, tier = %tier,
-                    from = %from, to = %to, raw_status = %trace.raw_status,
+                    from = %from, to = %to, raw_status = %raw_status,
                     notifications = recorded.queued.len(), "status changed"
                 );
                 self.events.emit(PipelineEvent::StatusChanged {
@@ -389,12 +532,12 @@ impl Dispatcher {
                     tier,
                     from,
                     to,
-                    raw_status: trace.raw_status.clone(),
+                    raw_status,
                 });
             }
             None => debug!(
                 order_id = %row.order_id, provider = %row.provider, tier = %tier,
-                status = %trace.status, new_events = recorded.new_events, "polled"
+                %status, new_events = recorded.new_events, "polled"
             ),
         }
         Ok(PollOutcome::Recorded(recorded))
@@ -511,7 +654,6 @@ impl Dispatcher {
                     // after the idle wait. Claiming nothing writes nothing, so only a claim
                     // proves the database writable.
                     Ok(claimed) if claimed > 0 => {
-                        Outage::database().succeeded();
                         me.heartbeat.beat();
                         me.tally.flush_if_due(&me.db, me.clock.now()).await;
                         Duration::ZERO
@@ -532,6 +674,19 @@ impl Dispatcher {
             })
             .await;
         self.workers.drain(grace, "polls").await;
+        // What was claimed ahead and never started is due again at once.
+        let unstarted: Vec<ShipmentRow> = self
+            .ahead
+            .lock()
+            .expect("claimed-ahead lock")
+            .drain(..)
+            .map(|(row, _)| row)
+            .collect();
+        for row in unstarted {
+            if let Err(e) = self.db.release_shipment(row.id).await {
+                error!(order_id = %row.order_id, error = %e, "could not release shipment");
+            }
+        }
         if let Err(e) = self.tally.flush(&self.db, self.clock.now()).await {
             error!(error = %e, "could not record the last poll counts");
         }

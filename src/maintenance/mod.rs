@@ -9,7 +9,7 @@
 //! runs through a [`Guarded`] runner that skips a run while the previous one is busy, and
 //! [`Maintenance::shutdown`] drains the runs in flight itself.
 
-mod store;
+mod steps;
 
 use crate::config::InvalidMaintenance;
 pub use crate::config::{MaintenanceConfig, POLL_HORIZON, Schedules};
@@ -29,7 +29,8 @@ use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::storage::{Db, Result};
 
-pub use store::{BATCH, Changed, Checkpointed, MOVING, Pruned, checkpoint, prune, span};
+pub use crate::storage::{Checkpointed, Pruned};
+pub use steps::{BATCH, Changed, MOVING, checkpoint, prune, span};
 
 #[cfg(test)]
 const DAY: Duration = Duration::from_secs(86_400);
@@ -45,7 +46,7 @@ pub async fn expire(
     expire_after: Duration,
     channels: &[ChannelRule],
 ) -> Result<usize> {
-    Ok(store::expire_changes(db, now, expire_after, channels)
+    Ok(steps::expire_changes(db, now, expire_after, channels)
         .await?
         .len())
 }
@@ -57,7 +58,7 @@ pub async fn no_info(
     no_info_after: Duration,
     channels: &[ChannelRule],
 ) -> Result<usize> {
-    Ok(store::no_info_changes(db, now, no_info_after, channels)
+    Ok(steps::no_info_changes(db, now, no_info_after, channels)
         .await?
         .len())
 }
@@ -69,7 +70,7 @@ pub async fn stuck(
     stuck_after: Duration,
     channels: &[ChannelRule],
 ) -> Result<usize> {
-    Ok(store::stuck_alerts(db, now, stuck_after, channels)
+    Ok(steps::stuck_alerts(db, now, stuck_after, channels)
         .await?
         .len())
 }
@@ -193,7 +194,7 @@ impl Context {
 
     async fn expire_job(&self) {
         let now = self.clock.now();
-        match store::expire_changes(&self.db, now, self.config.expire_after, &self.channels).await {
+        match steps::expire_changes(&self.db, now, self.config.expire_after, &self.channels).await {
             Ok(changed) if !changed.is_empty() => {
                 info!(expired = changed.len(), "shipments expired after no update");
                 self.announce(changed);
@@ -201,7 +202,7 @@ impl Context {
             Ok(_) => {}
             Err(e) => warn!("while expiring shipments with no update: {e}"),
         }
-        match store::no_info_changes(&self.db, now, self.config.no_info_after, &self.channels).await
+        match steps::no_info_changes(&self.db, now, self.config.no_info_after, &self.channels).await
         {
             Ok(changed) if !changed.is_empty() => {
                 info!(
@@ -213,7 +214,7 @@ impl Context {
             Ok(_) => {}
             Err(e) => warn!("while flagging shipments without carrier information: {e}"),
         }
-        match store::unreachable_polls(&self.db, now).await {
+        match steps::unreachable_polls(&self.db, now).await {
             Ok(invalid) => {
                 for (order_id, reason) in invalid {
                     warn!(%order_id, %reason, "shipment invalid");
@@ -227,7 +228,7 @@ impl Context {
 
     async fn stuck_job(&self) {
         let now = self.clock.now();
-        match store::stuck_alerts(&self.db, now, self.config.stuck_after, &self.channels).await {
+        match steps::stuck_alerts(&self.db, now, self.config.stuck_after, &self.channels).await {
             Ok(orders) if !orders.is_empty() => {
                 info!(alerts = orders.len(), ?orders, "stuck shipments reported");
             }

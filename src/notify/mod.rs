@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod email;
 pub mod payload;
 pub mod receiver;
+pub mod sample;
 pub mod sender;
 pub mod sms_aliyun;
 pub mod sms_http;

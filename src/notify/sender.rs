@@ -15,8 +15,8 @@ use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
 use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
-use crate::storage::{ClaimedNotification, Db, StorageError};
-use crate::workers::{GroupWrite, Workers};
+use crate::storage::{ClaimedNotification, Db, NotificationClaim, StorageError};
+use crate::workers::Workers;
 
 /// How the sender delivers notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +85,6 @@ pub struct Sender {
     scan_interval: Duration,
     /// Retries of these channels wait for the end of their quiet hours.
     quiet_hours: HashMap<ChannelKind, QuietHours>,
-    /// Deliveries that succeed together are marked sent in one transaction.
-    sent: GroupWrite<(i64, Millis), Result<(), StorageError>>,
 }
 
 /// Waits for the next status change announced on the event bus: its notifications are queued
@@ -105,18 +103,6 @@ async fn next_queued(events: &mut broadcast::Receiver<PipelineEvent>) {
     }
 }
 
-/// Marks a batch sent in one transaction; should that fail, each on its own.
-async fn mark_sent(db: Db, batch: Vec<(i64, Millis)>) -> Vec<Result<(), StorageError>> {
-    if batch.len() > 1 && db.notifications_sent(&batch).await.is_ok() {
-        return batch.iter().map(|_| Ok(())).collect();
-    }
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for (id, now) in batch {
-        outcomes.push(db.notification_sent(id, now).await);
-    }
-    outcomes
-}
-
 impl Sender {
     pub fn new(
         db: Db,
@@ -127,9 +113,7 @@ impl Sender {
         events: Events,
         scan_interval: Duration,
     ) -> Arc<Self> {
-        let writer = db.clone();
         Arc::new(Sender {
-            sent: GroupWrite::new(move |batch| mark_sent(writer.clone(), batch)),
             db,
             clock,
             lanes: channels
@@ -169,13 +153,14 @@ impl Sender {
             let now = self.clock.now();
             let claimed = self
                 .db
-                .claim_notifications(
+                .writer()
+                .claim_notifications(NotificationClaim {
                     now,
-                    now + millis(self.delivery.lease),
-                    &[*kind],
-                    self.delivery.attempts,
-                    free,
-                )
+                    lease_until: now + millis(self.delivery.lease),
+                    channels: vec![*kind],
+                    max_attempts: self.delivery.attempts,
+                    limit: free,
+                })
                 .await?;
             count += claimed.len();
             for notification in claimed {
@@ -247,10 +232,9 @@ impl Sender {
         let attempt = n.attempts;
         match result {
             Ok(()) => {
-                self.sent
-                    .submit((n.id, now))
-                    .await
-                    .unwrap_or(Err(StorageError::Interrupted))?;
+                // Ahead of everything else the writer has waiting: a delivery not marked
+                // sent is repeated after a crash.
+                self.db.writer().sent(n.id, now).await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
                 self.events.emit(PipelineEvent::Delivered {
                     order_id: n.order_id.clone(),

@@ -9,12 +9,15 @@
 //!
 //! This file opens the database and holds what every kind of data shares: the errors, the
 //! shipment row with its guarded select list and decoding. The operations are split by the data
-//! they keep: `shipments`, `polls`, `outbox` and `ops` (provider and channel state, counts).
+//! they keep: `shipments`, `polls`, `outbox`, `ops` (provider and channel state, counts) and
+//! `maintenance` (the scheduled sweeps, pruning and the WAL checkpoint).
 
+mod maintenance;
 mod ops;
 mod outbox;
 mod polls;
 mod shipments;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,8 +32,10 @@ use sqlx::{FromRow, Row, Sqlite, Transaction};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{Email, InvalidContact, Phone, Status, Tier};
 
-pub use ops::{ChannelState, Counts, NotificationCount, ProviderState, ShipmentCount, Stats};
-pub(crate) use outbox::insert_outbox;
+pub use maintenance::{Checkpointed, Pruned, SweepWrite, UnreachablePoll};
+pub use ops::{
+    ChannelState, Counts, GaugeCounts, NotificationCount, ProviderState, ShipmentCount, Stats,
+};
 pub use outbox::{
     ClaimedNotification, NotificationKind, NotificationRow, NotificationView, OutboxRow,
 };
@@ -38,6 +43,7 @@ pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
 pub use shipments::{Import, NewShipment, ShipmentView};
+pub use writer::{Handed, NotificationClaim, PollJob, ShipmentClaim, Writer};
 
 /// How hard SQLite works to keep the last commits through a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -244,11 +250,14 @@ fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok
     }
 }
 
-/// The daemon's handle on the database.
+/// The daemon's handle on the database. Its pools are private to this folder: the rest of the
+/// program reaches the database only through the named operations.
 #[derive(Clone)]
 pub struct Db {
-    pub(crate) write: SqlitePool,
-    pub(crate) read: SqlitePool,
+    write: SqlitePool,
+    read: SqlitePool,
+    /// The daemon's one writer, started on first use (see [`Db::writer`]).
+    writer: writer::WriterCell,
 }
 
 /// The storage class a column must hold.
@@ -284,9 +293,9 @@ const READ_COLUMNS: &[(&str, Class, bool)] = &[
 /// The select list of a shipment row. Each column is read through a guard, so that a value of
 /// the wrong storage class never fails the read of a whole batch: it reads as a stand-in (a
 /// BLOB as its SQL literal, a misfit number as 0 or NULL) and `type_error` names the column.
-pub(crate) struct ShipmentColumns;
+struct ShipmentColumns;
 
-pub(crate) const SHIPMENT_COLUMNS: ShipmentColumns = ShipmentColumns;
+const SHIPMENT_COLUMNS: ShipmentColumns = ShipmentColumns;
 
 impl std::fmt::Display for ShipmentColumns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -411,7 +420,11 @@ impl Db {
             .connect_with(options.read_only(true))
             .await
             .map_err(open_err)?;
-        Ok(Db { write, read })
+        Ok(Db {
+            write,
+            read,
+            writer: writer::WriterCell::default(),
+        })
     }
 
     /// Takes the lock that makes this process the only daemon on the database at `path`; it is
@@ -455,7 +468,7 @@ impl Db {
         self.write.close().await;
     }
 
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
 }

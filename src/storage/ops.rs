@@ -1,5 +1,5 @@
-//! The state operators watch: provider bans and pauses, channel stops, and the counts behind
-//! `stats` and the demo's summary.
+//! The state operators watch: provider bans and pauses, channel stops, the counts behind
+//! `stats`, the demo's summary and the `/metrics` gauges, and the `/healthz` probe.
 
 use serde::Serialize;
 use sqlx::FromRow;
@@ -195,6 +195,48 @@ impl Db {
         })
     }
 
+    /// Asks the database a trivial question: it answers when it can be read.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    /// What the `/metrics` gauges show: notifications per state, shipments per tier and status,
+    /// the oldest due poll, and whether each provider with a recorded state is banned or paused
+    /// at `now`.
+    pub async fn gauge_counts(&self, now: Millis) -> Result<GaugeCounts> {
+        let outbox = sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, count(*) FROM notifications GROUP BY state",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let shipments = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT tier, status, count(*) FROM shipments GROUP BY tier, status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let oldest_due = sqlx::query_scalar::<_, Option<Millis>>(
+            "SELECT min(next_poll_at) FROM shipments WHERE active = 1 AND next_poll_at <= ?",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        // Rows stay after a pause ends, so a provider that was paused once reads false afterwards.
+        let providers = sqlx::query_as::<_, (String, bool)>(
+            "SELECT provider, coalesce(banned_until > ?1, 0) OR coalesce(paused_until > ?1, 0) \
+             FROM provider_state",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(GaugeCounts {
+            outbox,
+            shipments,
+            oldest_due,
+            providers,
+        })
+    }
+
     /// Counts for the demo's summary and for tests: shipments per status, notifications per state.
     pub async fn counts(&self) -> Result<Counts> {
         let statuses = sqlx::query_as::<_, (String, i64)>(
@@ -263,6 +305,19 @@ pub struct Stats {
     pub due_now: i64,
     /// How late the most overdue of them is.
     pub lag_seconds: i64,
+}
+
+/// What the `/metrics` gauges are set from; label sets without rows are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GaugeCounts {
+    /// Notifications per state.
+    pub outbox: Vec<(String, i64)>,
+    /// Shipments per tier and status.
+    pub shipments: Vec<(String, String, i64)>,
+    /// The `next_poll_at` of the most overdue active shipment, if any is due.
+    pub oldest_due: Option<Millis>,
+    /// Every provider with a recorded state, and whether it is banned or paused now.
+    pub providers: Vec<(String, bool)>,
 }
 
 #[derive(Debug, Clone, Default)]

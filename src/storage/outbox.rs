@@ -2,7 +2,7 @@
 //! attempt at a time, marked sent, failed, postponed or dead, listed and requeued.
 
 use serde::Serialize;
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{FromRow, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::{Db, Result};
@@ -131,42 +131,9 @@ impl Db {
         max_attempts: u32,
         limit: usize,
     ) -> Result<Vec<ClaimedNotification>> {
-        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
-        let channels = serde_json::to_string(&channels).expect("a list of strings serialises");
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE notifications SET state = 'dead', lease_until = NULL, \
-             last_error = 'no answer within the lease on the last attempt' || \
-                 coalesce(' (before that: ' || last_error || ')', '') \
-             WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until <= ? \
-               AND attempts >= ?",
-        )
-        .bind(now)
-        .bind(max_attempts)
-        .execute(&mut *tx)
-        .await?;
-        // Only the head of each shipment's queue on a channel: a notification waits while an
-        // earlier one of the same shipment and channel is pending or in flight (a dead one no
-        // longer holds the line), so a buyer never hears "delivered" before "out for delivery".
-        let rows = sqlx::query_as::<_, ClaimedNotification>(
-            "UPDATE notifications SET attempts = attempts + 1, lease_until = ?1 \
-             WHERE id IN (SELECT id FROM notifications AS n \
-                 WHERE state = 'pending' AND next_attempt_at <= ?2 \
-                   AND (lease_until IS NULL OR lease_until <= ?2) \
-                   AND channel IN (SELECT value FROM json_each(?3)) \
-                   AND NOT EXISTS (SELECT 1 FROM notifications AS earlier \
-                       WHERE earlier.shipment_id = n.shipment_id AND earlier.channel = n.channel \
-                         AND earlier.state = 'pending' AND earlier.id < n.id) \
-                 ORDER BY next_attempt_at, id LIMIT ?4) \
-             RETURNING id, public_id, channel, status, payload, recipient, attempts, \
-                 (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
-        )
-        .bind(lease_until)
-        .bind(now)
-        .bind(&channels)
-        .bind(limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows =
+            claim_notifications(&mut tx, now, lease_until, channels, max_attempts, limit).await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -184,29 +151,13 @@ impl Db {
     }
 
     pub async fn notification_sent(&self, id: i64, now: Millis) -> Result<()> {
-        sqlx::query(
-            "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = ? WHERE id = ?",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        self.notifications_sent(&[(id, now)]).await
     }
 
     /// Marks several notifications sent in one transaction.
     pub async fn notifications_sent(&self, sent: &[(i64, Millis)]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for (id, now) in sent {
-            sqlx::query(
-                "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = ? \
-                 WHERE id = ?",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        mark_sent(&mut tx, sent).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -304,47 +255,151 @@ impl Db {
     }
 }
 
-/// Inserts outbox rows of one shipment inside the transaction that records their change, one
-/// statement a row. A row whose key (shipment, kind, transition, channel) exists already is left
-/// alone, so a change replayed after a crash is never announced twice. Returns the rows inserted
-/// to be sent (not the skipped ones): channel and public id.
+/// Inserts outbox rows of one shipment inside the transaction that records their change. See
+/// [`insert_outbox_rows`].
 pub(crate) async fn insert_outbox(
     tx: &mut Transaction<'static, Sqlite>,
     shipment_id: i64,
     rows: &[OutboxRow],
 ) -> Result<Vec<(ChannelKind, String)>> {
-    let mut queued = Vec::new();
-    for row in rows {
-        let state = if row.skipped.is_some() {
-            "skipped"
-        } else {
-            "pending"
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO notifications (public_id, shipment_id, kind, transition, channel, \
-             previous_status, status, payload, recipient, state, last_error, \
-             next_attempt_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (shipment_id, kind, transition, channel) DO NOTHING",
-        )
-        .bind(&row.public_id)
-        .bind(shipment_id)
-        .bind(row.kind.as_str())
-        .bind(row.transition)
-        .bind(row.channel.as_str())
-        .bind(row.previous.as_str())
-        .bind(row.status.as_str())
-        .bind(&row.payload)
-        .bind(&row.recipient)
-        .bind(state)
-        .bind(row.skipped)
-        .bind(row.next_attempt_at)
-        .bind(row.created_at)
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 1 && row.skipped.is_none() {
-            queued.push((row.channel, row.public_id.clone()));
-        }
+    let rows: Vec<(i64, &OutboxRow)> = rows.iter().map(|row| (shipment_id, row)).collect();
+    Ok(insert_outbox_rows(tx, &rows)
+        .await?
+        .into_iter()
+        .map(|(_, channel, public_id)| (channel, public_id))
+        .collect())
+}
+
+/// Inserts outbox rows (each with its shipment) in one statement, in the order given, so that
+/// the ids, which set the order of delivery, follow the order of the changes. A row whose key
+/// (shipment, kind, transition, channel) exists already is left alone, so a change replayed
+/// after a crash is never announced twice. Returns the rows inserted to be sent (not the skipped
+/// ones): shipment, channel and public id.
+pub(crate) async fn insert_outbox_rows(
+    conn: &mut SqliteConnection,
+    rows: &[(i64, &OutboxRow)],
+) -> Result<Vec<(i64, ChannelKind, String)>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
+    let values: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(shipment_id, row)| {
+            serde_json::json!([
+                row.public_id,
+                shipment_id,
+                row.kind.as_str(),
+                row.transition,
+                row.channel.as_str(),
+                row.previous.as_str(),
+                row.status.as_str(),
+                row.payload,
+                row.recipient,
+                if row.skipped.is_some() {
+                    "skipped"
+                } else {
+                    "pending"
+                },
+                row.skipped,
+                row.next_attempt_at,
+                row.created_at,
+            ])
+        })
+        .collect();
+    let values = serde_json::to_string(&values).expect("outbox rows serialise");
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT; json_each
+    // yields the rows in array order.
+    let inserted: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "INSERT INTO notifications (public_id, shipment_id, kind, transition, channel, \
+         previous_status, status, payload, recipient, state, last_error, \
+         next_attempt_at, created_at) \
+         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, \
+             j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, \
+             j.value ->> 10, j.value ->> 11, j.value ->> 12 \
+         FROM json_each(?) AS j ORDER BY j.key \
+         ON CONFLICT (shipment_id, kind, transition, channel) DO NOTHING \
+         RETURNING shipment_id, channel, public_id, state",
+    )
+    .bind(values)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut queued: Vec<(i64, ChannelKind, String)> = inserted
+        .into_iter()
+        .filter(|(_, _, _, state)| state == "pending")
+        .filter_map(|(shipment_id, channel, public_id, _)| {
+            Some((shipment_id, channel.parse().ok()?, public_id))
+        })
+        .collect();
+    // RETURNING keeps no order: give them back in the order asked.
+    let order: std::collections::HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (_, row))| (row.public_id.as_str(), i))
+        .collect();
+    queued.sort_by_key(|(_, _, public_id)| order.get(public_id.as_str()).copied());
     Ok(queued)
+}
+
+/// Marks notifications sent, each with its time, in one statement.
+pub(crate) async fn mark_sent(conn: &mut SqliteConnection, sent: &[(i64, Millis)]) -> Result<()> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let sent = serde_json::to_string(sent).expect("ids and times serialise");
+    sqlx::query(
+        "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = j.at \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each(?)) AS j \
+         WHERE notifications.id = j.id",
+    )
+    .bind(sent)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The body of [`Db::claim_notifications`], inside a write transaction the caller commits.
+pub(crate) async fn claim_notifications(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    lease_until: Millis,
+    channels: &[ChannelKind],
+    max_attempts: u32,
+    limit: usize,
+) -> Result<Vec<ClaimedNotification>> {
+    let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    let channels = serde_json::to_string(&channels).expect("a list of strings serialises");
+    sqlx::query(
+        "UPDATE notifications SET state = 'dead', lease_until = NULL, \
+         last_error = 'no answer within the lease on the last attempt' || \
+             coalesce(' (before that: ' || last_error || ')', '') \
+         WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until <= ? \
+           AND attempts >= ?",
+    )
+    .bind(now)
+    .bind(max_attempts)
+    .execute(&mut *conn)
+    .await?;
+    // Only the head of each shipment's queue on a channel: a notification waits while an
+    // earlier one of the same shipment and channel is pending or in flight (a dead one no
+    // longer holds the line), so a buyer never hears "delivered" before "out for delivery".
+    let rows = sqlx::query_as::<_, ClaimedNotification>(
+        "UPDATE notifications SET attempts = attempts + 1, lease_until = ?1 \
+         WHERE id IN (SELECT id FROM notifications AS n \
+             WHERE state = 'pending' AND next_attempt_at <= ?2 \
+               AND (lease_until IS NULL OR lease_until <= ?2) \
+               AND channel IN (SELECT value FROM json_each(?3)) \
+               AND NOT EXISTS (SELECT 1 FROM notifications AS earlier \
+                   WHERE earlier.shipment_id = n.shipment_id AND earlier.channel = n.channel \
+                     AND earlier.state = 'pending' AND earlier.id < n.id) \
+             ORDER BY next_attempt_at, id LIMIT ?4) \
+         RETURNING id, public_id, channel, status, payload, recipient, attempts, \
+             (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
+    )
+    .bind(lease_until)
+    .bind(now)
+    .bind(&channels)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows)
 }

@@ -3,10 +3,12 @@
 //! history, the poll counts behind `stats`, and the provider values no mapping table knew.
 
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, FromRow, Sqlite, Transaction};
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 use tracing::instrument;
 
-use super::outbox::insert_outbox;
+use super::outbox::insert_outbox_rows;
 use super::{Db, OutboxRow, Result, SHIPMENT_COLUMNS, ShipmentRow, ser_time};
 use crate::clock::Millis;
 use crate::domain::{ChannelKind, Status};
@@ -144,11 +146,13 @@ impl Db {
     /// (`track` decides), and writes it: new events, the shipment's columns and the
     /// outbox rows of a change.
     #[instrument(skip_all, fields(id = shipment_id))]
-    pub async fn record_poll(&self, shipment_id: i64, poll: impl Decide) -> Result<Recorded> {
-        let mut tx = self.begin_write().await?;
-        let recorded = record_poll_in(&mut tx, shipment_id, &poll).await?;
-        tx.commit().await?;
-        Ok(recorded)
+    pub async fn record_poll(
+        &self,
+        shipment_id: i64,
+        poll: impl Decide + Sync,
+    ) -> Result<Recorded> {
+        let mut recorded = self.record_polls(&[(shipment_id, poll)]).await?;
+        Ok(recorded.pop().unwrap_or_default())
     }
 
     /// Records several polls in one transaction, each exactly as [`Db::record_poll`] would: one
@@ -158,11 +162,12 @@ impl Db {
         &self,
         polls: &[(i64, D)],
     ) -> Result<Vec<Recorded>> {
+        let polls: Vec<(i64, &(dyn Decide + Sync))> = polls
+            .iter()
+            .map(|(id, poll)| (*id, poll as &(dyn Decide + Sync)))
+            .collect();
         let mut tx = self.begin_write().await?;
-        let mut recorded = Vec::with_capacity(polls.len());
-        for (shipment_id, poll) in polls {
-            recorded.push(record_poll_in(&mut tx, *shipment_id, poll).await?);
-        }
+        let recorded = record_polls(&mut tx, &polls).await?;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -213,144 +218,201 @@ impl Db {
     }
 }
 
-/// The body of [`Db::record_poll`], inside a write transaction the caller commits.
-async fn record_poll_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    shipment_id: i64,
-    poll: &impl Decide,
-) -> Result<Recorded> {
-    // Read inside the write transaction: the CLI or another tool may have changed the row
-    // while the poll was in flight.
-    let Some(current) = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
-        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = ?"
-    )))
-    .bind(shipment_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(Recorded::default());
-    };
-    let write = poll.decide(&current);
-    if write.shipment == ShipmentWrite::Skip {
-        return Ok(Recorded::default());
+/// The body of [`Db::record_polls`], inside a write transaction the caller commits: a handful
+/// of statements for the whole batch, whatever its size (the rows read in one statement, the
+/// events, shipment columns, outbox rows and unmapped values each written in one, through
+/// `json_each`). A shipment polled twice in the batch is written in two rounds, so that its
+/// second poll is decided on what its first one wrote.
+pub(crate) async fn record_polls(
+    conn: &mut SqliteConnection,
+    polls: &[(i64, &(dyn Decide + Sync))],
+) -> Result<Vec<Recorded>> {
+    let mut recorded = Vec::with_capacity(polls.len());
+    let mut rest = polls;
+    while !rest.is_empty() {
+        let mut seen = HashSet::new();
+        let round = rest.iter().take_while(|(id, _)| seen.insert(*id)).count();
+        recorded.extend(record_round(conn, &rest[..round]).await?);
+        rest = &rest[round..];
     }
-    let new_events = insert_events(tx, shipment_id, write.events).await?;
-    let mut change = None;
-    let mut queued = Vec::new();
-    match &write.shipment {
-        ShipmentWrite::Skip => {}
-        ShipmentWrite::Change {
-            previous,
-            status,
-            transition,
-            keep_polling,
-            details,
-        } => {
-            sqlx::query(
-                "UPDATE shipments SET status = ?, raw_status = ?, transitions = ?, active = ?, \
-                 error = NULL, status_changed_at = ?, last_polled_at = ?, next_poll_at = ?, \
-                 claimed_until = NULL, \
-                 last_event_at = coalesce(?, last_event_at), \
-                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
-                 WHERE id = ?",
-            )
-            .bind(status.as_str())
-            .bind(details.raw_status)
-            .bind(transition)
-            .bind(keep_polling)
-            .bind(write.now)
-            .bind(write.now)
-            .bind(write.next_poll_at)
-            .bind(details.last_event_at)
-            .bind(details.tracking_no)
-            .bind(details.carrier)
-            .bind(shipment_id)
-            .execute(&mut **tx)
-            .await?;
-            change = Some((*previous, *status));
-            queued = insert_outbox(tx, shipment_id, &write.outbox).await?;
-        }
-        ShipmentWrite::Refresh(details) => {
-            sqlx::query(
-                "UPDATE shipments SET raw_status = ?, error = NULL, last_polled_at = ?, \
-                 next_poll_at = ?, claimed_until = NULL, last_event_at = coalesce(?, last_event_at), \
-                 tracking_no = coalesce(tracking_no, ?), carrier = coalesce(carrier, ?) \
-                 WHERE id = ?",
-            )
-            .bind(details.raw_status)
-            .bind(write.now)
-            .bind(write.next_poll_at)
-            .bind(details.last_event_at)
-            .bind(details.tracking_no)
-            .bind(details.carrier)
-            .bind(shipment_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        ShipmentWrite::Schedule => {
-            sqlx::query(
-                "UPDATE shipments SET last_polled_at = ?, next_poll_at = ?, error = NULL, \
-                 claimed_until = NULL WHERE id = ?",
-            )
-            .bind(write.now)
-            .bind(write.next_poll_at)
-            .bind(shipment_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    for value in write.unmapped {
-        sqlx::query(
-            "INSERT INTO unmapped (provider, value, count, first_seen, last_seen) \
-             VALUES (?, ?, 1, ?, ?) ON CONFLICT (provider, value) DO UPDATE SET \
-             count = count + 1, last_seen = excluded.last_seen",
-        )
-        .bind(&current.provider)
-        .bind(value)
-        .bind(write.now)
-        .bind(write.now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(Recorded {
-        change,
-        new_events,
-        queued,
-        applied: true,
-    })
+    Ok(recorded)
 }
 
-/// Adds the events not stored yet, all in one statement (a trace repeats its whole history
-/// at every poll); returns how many were new.
-async fn insert_events(
-    tx: &mut Transaction<'static, Sqlite>,
-    shipment_id: i64,
-    events: &[TraceEvent],
-) -> Result<u64> {
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let rows: Vec<(i64, &str, Option<&str>, Option<&str>)> = events
+/// The columns one poll sets on its shipment; `None` keeps what is stored.
+#[derive(Serialize)]
+struct Update<'a> {
+    id: i64,
+    status: Option<&'a str>,
+    raw_status: Option<&'a str>,
+    transitions: Option<i64>,
+    active: Option<i64>,
+    changed_at: Option<Millis>,
+    now: Millis,
+    next: Millis,
+    last_event_at: Option<Millis>,
+    tracking_no: Option<&'a str>,
+    carrier: Option<&'a str>,
+}
+
+/// One round of [`record_polls`]: each shipment at most once.
+async fn record_round(
+    conn: &mut SqliteConnection,
+    polls: &[(i64, &(dyn Decide + Sync))],
+) -> Result<Vec<Recorded>> {
+    // Read inside the write transaction: the CLI or another tool may have changed the rows
+    // while the polls were in flight.
+    let ids: Vec<i64> = polls.iter().map(|(id, _)| *id).collect();
+    let stored: HashMap<i64, ShipmentRow> =
+        sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments \
+             WHERE id IN (SELECT value FROM json_each(?))"
+        )))
+        .bind(serde_json::to_string(&ids).expect("ids serialise"))
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+    let writes: Vec<Option<(&ShipmentRow, PollWrite<'_>)>> = polls
         .iter()
-        .map(|e| {
-            (
+        .map(|(id, poll)| {
+            let current = stored.get(id)?;
+            let write = poll.decide(current);
+            (write.shipment != ShipmentWrite::Skip).then_some((current, write))
+        })
+        .collect();
+
+    let mut events = Vec::new();
+    let mut updates = Vec::new();
+    let mut outbox = Vec::new();
+    let mut unmapped = Vec::new();
+    for (current, write) in writes.iter().flatten() {
+        let id = current.id;
+        for e in write.events {
+            events.push((
+                id,
                 e.time.timestamp_millis(),
                 e.description.as_str(),
                 e.location.as_deref(),
                 e.raw_code.as_deref(),
-            )
+            ));
+        }
+        let mut update = Update {
+            id,
+            status: None,
+            raw_status: None,
+            transitions: None,
+            active: None,
+            changed_at: None,
+            now: write.now,
+            next: write.next_poll_at,
+            last_event_at: None,
+            tracking_no: None,
+            carrier: None,
+        };
+        let details = match &write.shipment {
+            ShipmentWrite::Skip | ShipmentWrite::Schedule => None,
+            ShipmentWrite::Refresh(details) => Some(details),
+            ShipmentWrite::Change {
+                status,
+                transition,
+                keep_polling,
+                details,
+                ..
+            } => {
+                update.status = Some(status.as_str());
+                update.transitions = Some(*transition);
+                update.active = Some(i64::from(*keep_polling));
+                update.changed_at = Some(write.now);
+                outbox.extend(write.outbox.iter().map(|row| (id, row)));
+                Some(details)
+            }
+        };
+        if let Some(details) = details {
+            update.raw_status = Some(details.raw_status);
+            update.last_event_at = details.last_event_at;
+            update.tracking_no = details.tracking_no;
+            update.carrier = details.carrier;
+        }
+        updates.push(update);
+        for value in write.unmapped {
+            unmapped.push((current.provider.as_str(), value.as_str(), write.now));
+        }
+    }
+
+    let mut new_events: HashMap<i64, u64> = HashMap::new();
+    if !events.is_empty() {
+        // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+        let added: Vec<(i64,)> = sqlx::query_as(
+            "INSERT INTO events (shipment_id, time, description, location, raw_code) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+             FROM json_each(?) WHERE true \
+             ON CONFLICT (shipment_id, time, description) DO NOTHING RETURNING shipment_id",
+        )
+        .bind(serde_json::to_string(&events).expect("events serialise"))
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id,) in added {
+            *new_events.entry(id).or_default() += 1;
+        }
+    }
+    if !updates.is_empty() {
+        sqlx::query(
+            "UPDATE shipments SET status = coalesce(j.status, shipments.status), \
+                 raw_status = coalesce(j.raw_status, shipments.raw_status), \
+                 transitions = coalesce(j.transitions, shipments.transitions), \
+                 active = coalesce(j.active, shipments.active), \
+                 status_changed_at = coalesce(j.changed_at, shipments.status_changed_at), \
+                 error = NULL, last_polled_at = j.now, next_poll_at = j.next, \
+                 claimed_until = NULL, \
+                 last_event_at = coalesce(j.last_event_at, shipments.last_event_at), \
+                 tracking_no = coalesce(shipments.tracking_no, j.tracking_no), \
+                 carrier = coalesce(shipments.carrier, j.carrier) \
+             FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, \
+                       value ->> 'raw_status' AS raw_status, \
+                       value ->> 'transitions' AS transitions, value ->> 'active' AS active, \
+                       value ->> 'changed_at' AS changed_at, value ->> 'now' AS now, \
+                       value ->> 'next' AS next, value ->> 'last_event_at' AS last_event_at, \
+                       value ->> 'tracking_no' AS tracking_no, value ->> 'carrier' AS carrier \
+                   FROM json_each(?)) AS j \
+             WHERE shipments.id = j.id",
+        )
+        .bind(serde_json::to_string(&updates).expect("updates serialise"))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut queued: HashMap<i64, Vec<(ChannelKind, String)>> = HashMap::new();
+    for (id, channel, public_id) in insert_outbox_rows(conn, &outbox).await? {
+        queued.entry(id).or_default().push((channel, public_id));
+    }
+    if !unmapped.is_empty() {
+        sqlx::query(
+            "INSERT INTO unmapped (provider, value, count, first_seen, last_seen) \
+             SELECT j.value ->> 0, j.value ->> 1, 1, j.value ->> 2, j.value ->> 2 \
+             FROM json_each(?) AS j WHERE true \
+             ON CONFLICT (provider, value) DO UPDATE SET \
+             count = count + 1, last_seen = excluded.last_seen",
+        )
+        .bind(serde_json::to_string(&unmapped).expect("unmapped values serialise"))
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    Ok(writes
+        .iter()
+        .map(|write| match write {
+            None => Recorded::default(),
+            Some((current, write)) => Recorded {
+                change: match &write.shipment {
+                    ShipmentWrite::Change {
+                        previous, status, ..
+                    } => Some((*previous, *status)),
+                    _ => None,
+                },
+                new_events: new_events.get(&current.id).copied().unwrap_or_default(),
+                queued: queued.remove(&current.id).unwrap_or_default(),
+                applied: true,
+            },
         })
-        .collect();
-    let rows = serde_json::to_string(&rows).expect("events serialise");
-    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
-    Ok(sqlx::query(
-        "INSERT INTO events (shipment_id, time, description, location, raw_code) \
-         SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) \
-         WHERE true ON CONFLICT (shipment_id, time, description) DO NOTHING",
-    )
-    .bind(shipment_id)
-    .bind(rows)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected())
+        .collect())
 }

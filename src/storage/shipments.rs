@@ -3,7 +3,7 @@
 //! ones that can never be polled.
 
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::{Db, Result, SHIPMENT_COLUMNS, ShipmentRow, StorageError, decode_shipments};
@@ -209,34 +209,9 @@ impl Db {
         paused: &[String],
         limit: usize,
     ) -> Result<Vec<ShipmentRow>> {
-        let paused = serde_json::to_string(paused).expect("a list of strings serialises");
-        // Rows whose schedule columns hold the wrong storage class never compare as due: they
-        // are claimed by their own index, to be flagged invalid by the dispatcher.
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE shipments SET claimed_until = ?1 WHERE id IN ( \
-                 SELECT id FROM shipments \
-                 WHERE active = 1 AND next_poll_at <= ?2 \
-                   AND (claimed_until IS NULL OR claimed_until <= ?2) \
-                   AND provider NOT IN (SELECT value FROM json_each(?3)) \
-                 ORDER BY next_poll_at LIMIT ?4) \
-             OR id IN ( \
-                 SELECT id FROM shipments WHERE active = 1 AND (typeof(next_poll_at) <> 'integer' \
-                     OR typeof(claimed_until) NOT IN ('integer', 'null')) LIMIT ?4) \
-             RETURNING {SHIPMENT_COLUMNS}"
-        )))
-        .bind(claimed_until)
-        .bind(now)
-        .bind(&paused)
-        .bind(limit as i64)
-        .fetch_all(&self.write)
-        .await?;
-        let (mut rows, unreadable) = decode_shipments(rows);
-        for (id, reason) in unreadable {
-            tracing::warn!(shipment_id = id, %reason, "shipment invalid");
-            self.mark_invalid(id, &reason, now).await?;
-        }
-        // RETURNING keeps no order; the backlog drains oldest first.
-        rows.sort_by_key(|row| row.next_poll_at);
+        let mut tx = self.begin_write().await?;
+        let rows = claim_due_shipments(&mut tx, now, claimed_until, paused, limit).await?;
+        tx.commit().await?;
         Ok(rows)
     }
 
@@ -287,16 +262,8 @@ impl Db {
     /// Stops polling a shipment and says why (unknown provider, a request that can never work).
     #[instrument(skip_all, fields(id))]
     pub async fn mark_invalid(&self, id: i64, reason: &str, now: Millis) -> Result<()> {
-        sqlx::query(
-            "UPDATE shipments SET active = 0, error = ?, last_polled_at = ?, claimed_until = NULL \
-             WHERE id = ?",
-        )
-        .bind(reason)
-        .bind(now)
-        .bind(id)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        let mut conn = self.write.acquire().await?;
+        mark_invalid(&mut conn, id, reason, now).await
     }
 }
 
@@ -347,4 +314,62 @@ impl Import {
         self.tx.commit().await?;
         Ok(self.added)
     }
+}
+
+/// The body of [`Db::claim_due_shipments`], inside a write transaction the caller commits.
+pub(crate) async fn claim_due_shipments(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    claimed_until: Millis,
+    paused: &[String],
+    limit: usize,
+) -> Result<Vec<ShipmentRow>> {
+    let paused = serde_json::to_string(paused).expect("a list of strings serialises");
+    // Rows whose schedule columns hold the wrong storage class never compare as due: they
+    // are claimed by their own index, to be flagged invalid by the dispatcher.
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE shipments SET claimed_until = ?1 WHERE id IN ( \
+             SELECT id FROM shipments \
+             WHERE active = 1 AND next_poll_at <= ?2 \
+               AND (claimed_until IS NULL OR claimed_until <= ?2) \
+               AND provider NOT IN (SELECT value FROM json_each(?3)) \
+             ORDER BY next_poll_at LIMIT ?4) \
+         OR id IN ( \
+             SELECT id FROM shipments WHERE active = 1 AND (typeof(next_poll_at) <> 'integer' \
+                 OR typeof(claimed_until) NOT IN ('integer', 'null')) LIMIT ?4) \
+         RETURNING {SHIPMENT_COLUMNS}"
+    )))
+    .bind(claimed_until)
+    .bind(now)
+    .bind(&paused)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut rows, unreadable) = decode_shipments(rows);
+    for (id, reason) in unreadable {
+        tracing::warn!(shipment_id = id, %reason, "shipment invalid");
+        mark_invalid(conn, id, &reason, now).await?;
+    }
+    // RETURNING keeps no order; the backlog drains oldest first.
+    rows.sort_by_key(|row| row.next_poll_at);
+    Ok(rows)
+}
+
+/// The body of [`Db::mark_invalid`].
+pub(crate) async fn mark_invalid(
+    conn: &mut SqliteConnection,
+    id: i64,
+    reason: &str,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE shipments SET active = 0, error = ?, last_polled_at = ?, claimed_until = NULL \
+         WHERE id = ?",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -6,7 +6,8 @@ use shipwatch::domain::{Secret, Status};
 use shipwatch::providers::alibaba1688::{Alibaba1688, Alibaba1688Config};
 use shipwatch::providers::{Provider, ProviderError, Trace, TrackRequest};
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config;
 use crate::support::fake_1688::{self, Fake1688, Fault};
 
 const APP_KEY: &str = "7654321";
@@ -339,21 +340,12 @@ async fn scripted_bodies_cover_split_parcels_stations_and_errors() {
 
 /// A daemon set up with an `ali` provider on `fake`, polling high-tier shipments every second.
 async fn app_with(fake: &Fake1688) -> TestApp {
-    TestApp::with(Options {
-        extra: format!(
-            r#"
-[providers.ali]
-kind = "alibaba1688"
-endpoint = "{url}"
-app_key = "{APP_KEY}"
-app_secret = "{SECRET}"
-access_token = "{TOKEN}"
-"#,
-            url = fake.url,
-        ),
-        ..Options::default()
-    })
-    .await
+    TestApp::builder()
+        .provider(config::Provider::top())
+        .provider(config::Provider::alibaba1688(fake))
+        .channel(config::Channel::webhook())
+        .start()
+        .await
 }
 
 fn add(app: &TestApp, order_id: u64) {

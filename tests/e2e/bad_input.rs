@@ -4,7 +4,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_top::{self, Fault};
 
 fn tid(i: u64) -> u64 {
@@ -111,11 +112,12 @@ async fn a_row_for_an_unknown_provider_is_flagged_and_the_rest_carry_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_the_gateway_is_reported_and_polling_goes_on() {
     // A 3s tier keeps each poll error on show for a few seconds, long enough to see in `list`.
-    let app = TestApp::with(Options {
-        tiers: ("1s", "3s", "3s"),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .tiers("1s", "3s", "3s")
+        .start()
+        .await;
     let order = tid(10);
     let id = order.to_string();
     app.top.script(

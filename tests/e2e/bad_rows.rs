@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_1688::Fake1688;
 use crate::support::fake_kuaidi100::{FakeKuaidi100, Fault};
-use crate::support::{
-    ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, KD_CUSTOMER, KD_KEY, ali_and_kd_providers,
-};
+use crate::support::{ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, KD_CUSTOMER, KD_KEY};
 
 fn tid(i: u64) -> u64 {
     9_400_000_000_000_000_000 + i
@@ -22,19 +21,19 @@ const YEAR_9999: i64 = 253_402_300_799_000;
 async fn bad_rows_from_outside_are_flagged_and_good_ones_flow() {
     let alibaba = Fake1688::start(ALI_APP_KEY, ALI_SECRET, ALI_TOKEN).await;
     let kuaidi = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
-    let app = TestApp::with(Options {
-        extra: format!(
-            r#"{providers}
-
-[maintenance.schedules]
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .provider(Provider::alibaba1688(&alibaba))
+        .provider(Provider::kuaidi100(&kuaidi))
+        .channel(Channel::webhook())
+        .section(
+            r#"[maintenance.schedules]
 # The sweep for polls that would never come runs with expiry; every second here.
 expire = "* * * * * *"
 "#,
-            providers = ali_and_kd_providers(&alibaba.url, &kuaidi.url),
-        ),
-        ..Options::default()
-    })
-    .await;
+        )
+        .start()
+        .await;
     app.cli_ok(&["list"]);
     let mut daemon = app.spawn_daemon();
 

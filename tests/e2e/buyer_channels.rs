@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_aliyun_sms::FakeAliyunSms;
 use crate::support::smtp_sink::SmtpSink;
+use crate::support::{ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME};
 
 const PHONE: &str = "13912345678";
 const EMAIL: &str = "buyer.zhang@shop.example";
@@ -15,24 +17,18 @@ const EMAIL: &str = "buyer.zhang@shop.example";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_change_reaches_sms_email_and_webhook_by_their_trigger_lists() {
     let sink = SmtpSink::start().await;
-    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
-    let app = TestApp::with(Options {
-        extra: format!(
-            r#"
-[channels.email]
-smtp_url = "{smtp}"
-from = "小店 <noreply@shop.example>"
-
-[channels.email.templates.delivered]
-subject = "订单{{order_id}}已签收"
-
-{sms}"#,
-            smtp = sink.url(),
-            sms = aliyun.channel_config(),
-        ),
-        ..Options::default()
-    })
-    .await;
+    let aliyun = FakeAliyunSms::start(ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME).await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .channel(
+            Channel::email(&sink)
+                .from("小店 <noreply@shop.example>")
+                .subject("delivered", "订单{order_id}已签收"),
+        )
+        .channel(Channel::aliyun_sms(&aliyun))
+        .start()
+        .await;
     let tid = 9_400_000_000_000_000_001u64;
     app.top.journey(tid);
     app.cli_ok(&[
@@ -122,15 +118,13 @@ subject = "订单{{order_id}}已签收"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shipment_without_a_phone_skips_sms_and_a_bad_phone_is_refused() {
-    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
-    let app = TestApp::with(Options {
-        extra: format!(
-            "[channels.sms]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"LTAI-test\"\naccess_key_secret = \"aliyun-secret\"\nsign_name = \"小店\"\ntemplate_code = \"SMS_1\"\nquiet_hours = \"off\"\n",
-            aliyun.url
-        ),
-        ..Options::default()
-    })
-    .await;
+    let aliyun = FakeAliyunSms::start(ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME).await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .channel(Channel::aliyun_sms(&aliyun).template_code("SMS_1"))
+        .start()
+        .await;
     let out = app.cli(&["add", "9400000000000000002", "--phone", "12345"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -161,16 +155,18 @@ async fn a_shipment_without_a_phone_skips_sms_and_a_bad_phone_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_notify_sends_one_sample_through_each_channel() {
     let sink = SmtpSink::start().await;
-    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
-    let app = TestApp::with(Options {
-        extra: format!(
-            "[channels.email]\nsmtp_url = \"{}\"\nfrom = \"noreply@shop.example\"\n[channels.sms]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"LTAI-test\"\naccess_key_secret = \"aliyun-secret\"\nsign_name = \"小店\"\ntemplate_code = \"SMS_1\"\n",
-            sink.url(),
-            aliyun.url
-        ),
-        ..Options::default()
-    })
-    .await;
+    let aliyun = FakeAliyunSms::start(ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME).await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .channel(Channel::email(&sink))
+        .channel(
+            Channel::aliyun_sms(&aliyun)
+                .template_code("SMS_1")
+                .default_quiet_hours(),
+        )
+        .start()
+        .await;
 
     let out = app.cli_ok(&["test-notify", "--channel", "email", "--to", EMAIL]);
     assert!(out.contains("accepted"), "{out}");

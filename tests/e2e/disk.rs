@@ -15,7 +15,8 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
-use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::app::{Daemon, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 use crate::support::free_port;
 
@@ -112,12 +113,13 @@ fn delivered(tid: u64) -> String {
 /// `info_received` (its webhook delivered), with the daemon running and serving `/healthz`.
 async fn tracking(db: Option<&Path>) -> (TestApp, Daemon, String) {
     let port = free_port();
-    let mut app = TestApp::with(Options {
-        tiers: ("1s", "1s", "1s"),
-        extra: format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-        ..Options::default()
-    })
-    .await;
+    let mut app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .tiers("1s", "1s", "1s")
+        .section(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .start()
+        .await;
     if let Some(db) = db {
         let old = app.db.display().to_string();
         let new = db.display().to_string();

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::app::{APP_KEY, Daemon, Options, SESSION, TestApp};
+use crate::support::app::{Daemon, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 use crate::support::hostile::{HostileGateway, Misbehaviour, SlowWebhook};
 use crate::support::smtp_sink::{Reply, SmtpSink};
@@ -54,23 +55,13 @@ fn sent_statuses(app: &TestApp, order_id: &str, channel: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_gateway_fault_is_a_transient_error_retried_at_the_tier_interval() {
     let hostile = HostileGateway::start().await;
-    let app = TestApp::with(Options {
-        tiers: ("1s", "1s", "1s"),
-        extra: format!(
-            r#"
-[providers.flaky]
-kind = "taobao"
-endpoint = "{url}"
-app_key = "{APP_KEY}"
-app_secret_file = "taobao.secret"
-session = "{SESSION}"
-sign_method = "hmac-sha256"
-"#,
-            url = hostile.url
-        ),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .provider(Provider::top().named("flaky").endpoint(&hostile.url))
+        .channel(Channel::webhook())
+        .tiers("1s", "1s", "1s")
+        .start()
+        .await;
     // Misbehaviour, and what `show` says about it afterwards.
     let faults: [(Misbehaviour, &str); 10] = [
         (Misbehaviour::Stall, "no answer within 5s"),
@@ -215,13 +206,6 @@ pub(crate) async fn signed_in_one_step(app: &TestApp, tid: u64) {
     ]);
 }
 
-pub(crate) fn email_extra(sink: &SmtpSink) -> String {
-    format!(
-        "[channels.email]\nsmtp_url = \"{}\"\nfrom = \"noreply@shop.example\"\n",
-        sink.url()
-    )
-}
-
 fn row<'a>(rows: &'a [Value], channel: &str) -> &'a Value {
     rows.iter()
         .find(|n| n["channel"] == channel)
@@ -232,11 +216,12 @@ fn row<'a>(rows: &'a [Value], channel: &str) -> &'a Value {
 async fn an_smtp_server_that_drops_mid_data_costs_three_attempts_then_a_dead_letter() {
     let sink = SmtpSink::start().await;
     sink.set_script(vec![Reply::DropInData; 3]);
-    let app = TestApp::with(Options {
-        extra: email_extra(&sink),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .channel(Channel::email(&sink))
+        .start()
+        .await;
     let tid = 8_310_000_000_000_000_001u64;
     signed_in_one_step(&app, tid).await;
 
@@ -294,13 +279,12 @@ async fn a_webhook_endpoint_slower_than_the_timeout_costs_three_attempts_then_a_
     // The delivery timeout is 2s; the endpoint answers after 3s.
     let slow = SlowWebhook::start(Duration::from_secs(3)).await;
     let sink = SmtpSink::start().await;
-    let app = TestApp::with(Options {
-        extra: email_extra(&sink),
-        ..Options::default()
-    })
-    .await;
-    let receiver_url = app.receiver.url.clone();
-    app.edit_config(|text| text.replace(&receiver_url, &slow.url));
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook_to(&slow.url))
+        .channel(Channel::email(&sink))
+        .start()
+        .await;
     let tid = 8_320_000_000_000_000_001u64;
     signed_in_one_step(&app, tid).await;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::ali_and_kd_providers;
-use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::app::{Daemon, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_top::Fault;
 use crate::support::hostile::EndlessBodies;
 
@@ -62,27 +62,16 @@ fn dead(app: &TestApp, channel: &str) -> Vec<Value> {
 
 /// A simulated parcel whose status changes every second sends webhooks and SMS; every provider
 /// and channel endpoint answers an error with an endless body.
-async fn endless_app(endless: &EndlessBodies, sms: String) -> TestApp {
-    let app = TestApp::with(Options {
-        extra: format!(
-            r#"{providers}
-
-[providers.sim]
-kind = "simulator"
-step = "1s"
-
-{sms}
-"#,
-            providers =
-                ali_and_kd_providers(&endless.url("/ali"), &endless.url("/kd/poll/query.do")),
-        ),
-        ..Options::default()
-    })
-    .await;
-    let (top, hook) = (endless.url("/top/router/rest"), endless.url("/hook"));
-    let (fake_top, receiver) = (app.top.url.clone(), app.receiver.url.clone());
-    app.edit_config(|text| text.replace(&fake_top, &top).replace(&receiver, &hook));
-    app
+async fn endless_app(endless: &EndlessBodies, sms: Channel) -> TestApp {
+    TestApp::builder()
+        .provider(Provider::top().endpoint(&endless.url("/top/router/rest")))
+        .provider(Provider::alibaba1688_at(&endless.url("/ali")))
+        .provider(Provider::kuaidi100_at(&endless.url("/kd/poll/query.do")))
+        .provider(Provider::simulator().step("1s"))
+        .channel(Channel::webhook_to(&endless.url("/hook")))
+        .channel(sms)
+        .start()
+        .await
 }
 
 /// An HTTP SMS gateway answering 500 with an endless body took 5 GB in 11 s, then the daemon
@@ -98,9 +87,9 @@ async fn endless_error_bodies_from_every_provider_and_channel_cost_no_memory() {
         ("/sms", 503),
     ])
     .await;
-    let sms = format!(
-        "[channels.sms]\nkind = \"http\"\nurl = \"{}\"\nbody = '{{{{\"to\":\"{{phone}}\",\"text\":\"{{text}}\"}}}}'\nquiet_hours = \"off\"\n",
-        endless.url("/sms/send")
+    let sms = Channel::http_sms(
+        &endless.url("/sms/send"),
+        r#"{{"to":"{phone}","text":"{text}"}}"#,
     );
     let app = endless_app(&endless, sms).await;
     app.cli_ok(&[
@@ -199,10 +188,7 @@ async fn endless_error_bodies_from_every_provider_and_channel_cost_no_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_error_body_from_aliyun_costs_no_memory() {
     let endless = EndlessBodies::start(&[("/aliyun", 500), ("/hook", 500)]).await;
-    let sms = format!(
-        "[channels.sms]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"LTAI-test\"\naccess_key_secret = \"aliyun-secret\"\nsign_name = \"小店\"\ntemplate_code = \"SMS_1\"\nquiet_hours = \"off\"\n",
-        endless.url("/aliyun/")
-    );
+    let sms = Channel::aliyun_sms_at(&endless.url("/aliyun/")).template_code("SMS_1");
     let app = endless_app(&endless, sms).await;
     app.cli_ok(&[
         "add",

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use shipwatch::notify::receiver::Behaviour;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 
 const CHAIN: [(&str, &str); 5] = [
     ("pending", "info_received"),
@@ -175,16 +176,17 @@ async fn twenty_shipments_travel_from_order_to_doorstep() {
 /// shipment's notifications on a channel go out one at a time, in the order they were queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_shipments_notifications_arrive_in_the_order_they_were_queued() {
-    let app = TestApp::with(Options {
-        backlog: 5,
-        tiers: ("1s", "1s", "1s"),
-        behaviour: Behaviour::HoldBack {
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .tiers("1s", "1s", "1s")
+        .receiver(Behaviour::HoldBack {
             status: "picked_up".to_owned(),
             seconds: 3,
-        },
-        ..Options::default()
-    })
-    .await;
+        })
+        .receiver_backlog(5)
+        .start()
+        .await;
     for i in 100..120 {
         app.top.journey(tid(i));
         app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);

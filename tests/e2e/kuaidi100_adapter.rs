@@ -6,7 +6,8 @@ use shipwatch::domain::{Phone, Secret, Status};
 use shipwatch::providers::kuaidi100::{Kuaidi100, Kuaidi100Config};
 use shipwatch::providers::{Provider, ProviderError, Trace, TrackRequest};
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config;
 use crate::support::fake_kuaidi100::{self, FakeKuaidi100, Fault};
 
 const CUSTOMER: &str = "3564B6CBE3A1C7D5EA6B8A0A6D2C1E7F";
@@ -381,22 +382,12 @@ async fn the_waybill_lock_sets_the_minimum_interval() {
 
 /// A daemon set up with a `kd` provider on `fake`, polling high-tier shipments every second.
 async fn app_with(fake: &FakeKuaidi100) -> TestApp {
-    TestApp::with(Options {
-        extra: format!(
-            r#"
-[providers.kd]
-kind = "kuaidi100"
-endpoint = "{url}"
-customer = "{CUSTOMER}"
-key = "{KEY}"
-# Kuaidi100's own floor is 30 minutes; a test cannot wait that long.
-min_interval = "1s"
-"#,
-            url = fake.url,
-        ),
-        ..Options::default()
-    })
-    .await
+    TestApp::builder()
+        .provider(config::Provider::top())
+        .provider(config::Provider::kuaidi100(fake))
+        .channel(config::Channel::webhook())
+        .start()
+        .await
 }
 
 fn add(app: &TestApp, order_id: &str, num: &str) {

@@ -1,6 +1,7 @@
 //! The shape of the code, held in place: imports flow one way. A top-level module of `src/`
 //! that imports another (a `crate::x` path anywhere in its files) must not be imported back,
-//! directly or through others.
+//! directly or through others. And the store speaks SQL in one place: no file outside
+//! `src/storage/` runs a statement.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -111,4 +112,70 @@ fn the_loop_finder_finds_a_loop() {
     let mut acyclic = graph.clone();
     acyclic.get_mut("c").unwrap().clear();
     assert_eq!(find_loop(&acyclic), None);
+}
+
+/// What running SQL looks like in sqlx: building a statement, or running one on a pool, a
+/// connection or a transaction. (A provider's `fetch` is not among them: only sqlx's own
+/// `fetch_*` names are.)
+const RUNS_SQL: &[&str] = &[
+    "sqlx::query",
+    "query_as",
+    "query_scalar",
+    "raw_sql",
+    "sqlx::migrate!",
+    ".execute(",
+    ".fetch_one(",
+    ".fetch_all(",
+    ".fetch_optional(",
+    ".begin_with(",
+];
+
+/// Each line of `text` that runs SQL, by number, with what gave it away. Comments are left
+/// out: a doc comment may name `sqlx::migrate!` to say why a file exists.
+fn sql_lines(text: &str) -> Vec<(usize, &'static str)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            RUNS_SQL
+                .iter()
+                .find(|pattern| code.contains(*pattern))
+                .map(|pattern| (i + 1, *pattern))
+        })
+        .collect()
+}
+
+#[test]
+fn no_file_outside_the_store_runs_sql() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let storage = src.join("storage");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 20, "read the files of src/: {files:?}");
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !f.starts_with(&storage)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, pattern) in sql_lines(&text) {
+            let shown = file.strip_prefix(&src).unwrap().display();
+            found.push(format!("src/{shown}:{line} ({pattern})"));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "SQL outside src/storage/ (give the store a named operation instead): {}",
+        found.join(", ")
+    );
+}
+
+#[test]
+fn the_sql_finder_finds_sql_and_not_its_mention() {
+    let code = r#"
+//! Embedded with `sqlx::migrate!`, as the store says.
+let rows = sqlx::query_as::<_, (i64,)>("SELECT 1").fetch_all(&pool).await?;
+let trace = provider.adapter.fetch(&request).await?; // not .execute( on a pool
+sqlx::query("DELETE FROM events")
+    .execute(&mut *tx)
+"#;
+    let lines: Vec<usize> = sql_lines(code).into_iter().map(|(line, _)| line).collect();
+    assert_eq!(lines, [3, 5, 6]);
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::support::app::{Options, SESSION, TestApp};
+use crate::support::app::{SESSION, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 
 fn write_csv(app: &TestApp, name: &str, text: &str) -> String {
@@ -109,11 +110,12 @@ async fn poll_shows_what_upstream_says_and_records_only_with_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_credentials_stop_one_provider_loudly_and_the_others_go_on() {
-    let app = TestApp::with(Options {
-        extra: "[providers.sim]\nkind = \"simulator\"\n".to_owned(),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .provider(Provider::simulator())
+        .channel(Channel::webhook())
+        .start()
+        .await;
     app.edit_config(|text| {
         text.replace(&format!("session = \"{SESSION}\""), "session = \"expired\"")
     });

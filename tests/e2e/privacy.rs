@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::app::{APP_SECRET, Options, SESSION, TestApp};
+use crate::support::app::{APP_SECRET, SESSION, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_aliyun_sms::FakeAliyunSms;
 use crate::support::smtp_sink::SmtpSink;
 
@@ -51,17 +52,25 @@ fn run_debug(app: &TestApp, args: &[&str]) -> String {
 async fn no_secret_phone_or_email_reaches_logs_or_command_output() {
     let sink = SmtpSink::start().await;
     let aliyun = FakeAliyunSms::start("LTAI-privacy", ALIYUN_SECRET, "小店").await;
-    let app = TestApp::with(Options {
-        extra: format!(
-            r#"
-[providers.tb2]
-kind = "taobao"
-endpoint = "{top}"
-app_key = "12345678"
-app_secret = "{APP_SECRET}"
-session = "{WRONG_SESSION}"
-
-[providers.kd]
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        // A second shop on the same gateway, its secret inline and its session refused.
+        .provider(
+            Provider::top()
+                .named("tb2")
+                .inline_secret()
+                .session(WRONG_SESSION),
+        )
+        .channel(Channel::webhook())
+        .channel(
+            Channel::email(&sink)
+                .login("shop-mailer", SMTP_PASSWORD)
+                .from("小店 <noreply@shop.example>"),
+        )
+        .channel(Channel::aliyun_sms(&aliyun))
+        // Providers no shipment uses, there only for the secrets their sections hold.
+        .section(&format!(
+            r#"[providers.kd]
 kind = "kuaidi100"
 customer = "CUSTOMER100"
 key = "{KD_KEY}"
@@ -71,23 +80,10 @@ kind = "alibaba1688"
 app_key = "2000001"
 app_secret = "{ALI_SECRET}"
 access_token = "{ALI_TOKEN}"
-
-[channels.email]
-smtp_url = "{smtp}"
-username = "shop-mailer"
-password = "{SMTP_PASSWORD}"
-from = "小店 <noreply@shop.example>"
-
-{sms}"#,
-            top = "{top}",
-            smtp = sink.url(),
-            sms = aliyun.channel_config(),
-        ),
-        ..Options::default()
-    })
-    .await;
-    let top_url = app.top.url.clone();
-    app.edit_config(|text| text.replace("{top}", &top_url));
+"#
+        ))
+        .start()
+        .await;
     let config_text = std::fs::read_to_string(&app.config).unwrap();
     let webhook_secret = config_text
         .lines()

@@ -11,8 +11,9 @@ use sqlx::sqlite::SqliteConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::faults::{email_extra, signed_in_one_step};
-use crate::support::app::{Options, TestApp};
+use crate::faults::signed_in_one_step;
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 use crate::support::hostile::SlowWebhook;
 use crate::support::smtp_sink::SmtpSink;
@@ -87,11 +88,12 @@ async fn hostile_connection(port: u16, slow: bool, closed: Arc<Mutex<Vec<Instant
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slowloris_connections_are_closed_and_healthz_still_answers() {
     let port = free_port();
-    let app = TestApp::with(Options {
-        extra: format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .section(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .start()
+        .await;
     let daemon = app.spawn_daemon();
     let healthz = format!("http://127.0.0.1:{port}/healthz");
     let client = reqwest::Client::builder()
@@ -289,15 +291,14 @@ async fn a_delivery_that_meets_emfile_keeps_its_attempts() {
 async fn a_receiver_that_never_answers_does_not_hold_back_email() {
     let stalled = SlowWebhook::start(Duration::from_secs(300)).await;
     let sink = SmtpSink::start().await;
-    let app = TestApp::with(Options {
-        extra: email_extra(&sink),
-        ..Options::default()
-    })
-    .await;
-    let receiver_url = app.receiver.url.clone();
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook_to(&stalled.url))
+        .channel(Channel::email(&sink))
+        .start()
+        .await;
     app.edit_config(|text| {
-        text.replace(&receiver_url, &stalled.url)
-            .replace("[delivery]\n", "[delivery]\nconcurrency = 1\n")
+        text.replace("[delivery]\n", "[delivery]\nconcurrency = 1\n")
             .replace(
                 "timeout = \"2s\"\nlease = \"5s\"",
                 "timeout = \"10s\"\nlease = \"30s\"",

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use shipwatch::notify::receiver::{Behaviour, Delivery};
 
-use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::app::{Daemon, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 
 const TID: u64 = 7_100_000_000_000_000_001;
@@ -19,11 +20,12 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// An app whose receiver behaves as given, tracking [`TID`], with the daemon running.
 async fn one_change(behaviour: Behaviour) -> (TestApp, Daemon) {
-    let app = TestApp::with(Options {
-        behaviour,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .receiver(behaviour)
+        .start()
+        .await;
     app.top.script(
         TID,
         vec![fake_top::trace_response(

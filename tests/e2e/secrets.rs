@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use shipwatch::notify::receiver::Behaviour;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_sms_gateway::FakeSmsGateway;
 
 const TID: u64 = 7_400_000_000_000_000_301;
@@ -34,11 +35,12 @@ fn all_output(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_and_token_in_the_webhook_url_stay_out_of_logs_errors_and_outbox() {
-    let app = TestApp::with(Options {
-        behaviour: Behaviour::Always(500),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .receiver(Behaviour::Always(500))
+        .start()
+        .await;
     let plain = app.receiver.url.clone();
     let secret_url = format!(
         "{}?token={URL_TOKEN}",
@@ -216,14 +218,12 @@ async fn the_lock_file_is_private_and_a_readable_database_is_warned_about() {
 async fn the_sms_gateway_key_comes_from_headers_file_and_is_never_shown() {
     const KEY: &str = "Hdr-Secret-71a9";
     let gateway = FakeSmsGateway::start().await;
-    let app = TestApp::with(Options {
-        extra: format!(
-            "{}headers_file = \"sms.headers\"\n",
-            gateway.channel_config()
-        ),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .channel(Channel::sms_gateway(&gateway).headers_file("sms.headers"))
+        .start()
+        .await;
     let headers = app.dir.path().join("sms.headers");
     std::fs::write(
         &headers,

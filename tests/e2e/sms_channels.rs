@@ -16,7 +16,8 @@ use shipwatch::notify::sms_aliyun::{self, AliyunSms, AliyunSmsConfig};
 use shipwatch::notify::sms_http::{HttpSms, HttpSmsConfig};
 use shipwatch::notify::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config;
 use crate::support::fake_aliyun_sms::{self, FakeAliyunSms};
 use crate::support::fake_sms_gateway::FakeSmsGateway;
 use crate::support::fake_top;
@@ -598,12 +599,13 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// An app with `sms` as its SMS channel, tracking [`TID`] with a phone, whose trace goes straight
 /// to signed with `event` as the newest event: one status change, one SMS.
-async fn one_sms(sms: String, event: &str) -> TestApp {
-    let app = TestApp::with(Options {
-        extra: sms,
-        ..Options::default()
-    })
-    .await;
+async fn one_sms(sms: config::Channel, event: &str) -> TestApp {
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(sms)
+        .start()
+        .await;
     app.top.script(
         TID,
         vec![fake_top::trace_response(
@@ -634,7 +636,7 @@ fn sms_rows(app: &TestApp) -> Vec<serde_json::Value> {
 async fn aliyun_system_error_is_retried_and_sent_on_the_second_attempt() {
     let aliyun = fake().await;
     aliyun.reply("isv.SYSTEM_ERROR", 1);
-    let app = one_sms(aliyun.channel_config(), "【上海市】快件已签收").await;
+    let app = one_sms(config::Channel::aliyun_sms(&aliyun), "【上海市】快件已签收").await;
     let mut daemon = app.spawn_daemon();
     app.wait_until("the SMS is sent", LIMIT, || {
         sms_rows(&app).first().is_some_and(|n| n["state"] == "sent")
@@ -657,10 +659,7 @@ async fn aliyun_gets_only_the_template_variables_with_a_long_event_cut_to_fit() 
             .repeat(5);
     let event: String = event.chars().take(200).collect();
     assert_eq!(event.chars().count(), 200);
-    let sms = format!(
-        "{}params = [\"order_id\", \"event\"]\n",
-        aliyun.channel_config()
-    );
+    let sms = config::Channel::aliyun_sms(&aliyun).params(&["order_id", "event"]);
     let app = one_sms(sms, &event).await;
     let mut daemon = app.spawn_daemon();
     app.wait_until("the SMS is sent", LIMIT, || {
@@ -690,7 +689,11 @@ async fn aliyun_gets_only_the_template_variables_with_a_long_event_cut_to_fit() 
 async fn gateway_refusing_in_a_200_body_fails_each_attempt_then_dies_never_sent() {
     let gateway = FakeSmsGateway::start().await;
     gateway.reply("LimitExceeded.PhoneNumberDailyLimit", 10);
-    let app = one_sms(gateway.channel_config(), "【上海市】快件已签收").await;
+    let app = one_sms(
+        config::Channel::sms_gateway(&gateway),
+        "【上海市】快件已签收",
+    )
+    .await;
     let mut daemon = app.spawn_daemon();
     app.wait_until("the SMS is dead", LIMIT, || {
         sms_rows(&app).first().is_some_and(|n| n["state"] == "dead")
@@ -726,7 +729,11 @@ async fn gateway_refusing_in_a_200_body_fails_each_attempt_then_dies_never_sent(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_saying_ok_in_the_body_is_sent() {
     let gateway = FakeSmsGateway::start().await;
-    let app = one_sms(gateway.channel_config(), "【上海市】快件已签收").await;
+    let app = one_sms(
+        config::Channel::sms_gateway(&gateway),
+        "【上海市】快件已签收",
+    )
+    .await;
     let mut daemon = app.spawn_daemon();
     app.wait_until("the SMS is sent", LIMIT, || {
         sms_rows(&app).first().is_some_and(|n| n["state"] == "sent")

@@ -26,7 +26,8 @@ use shipwatch::notify::template::status_text;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row};
 
-use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::app::{Daemon, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_aliyun_sms::FakeAliyunSms;
 use crate::support::smtp_sink::SmtpSink;
 
@@ -137,21 +138,14 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
     let mut rng = StdRng::seed_from_u64(size.seed);
     let sink = SmtpSink::start().await;
     let aliyun = FakeAliyunSms::start("LTAI-soak", "aliyun-soak-secret", "小店").await;
-    let app = TestApp::with(Options {
-        tiers: ("1s", "1s", "1s"),
-        extra: format!(
-            r#"
-[channels.email]
-smtp_url = "{smtp}"
-from = "小店 <noreply@shop.example>"
-
-{sms}"#,
-            smtp = sink.url(),
-            sms = aliyun.channel_config(),
-        ),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .channel(Channel::email(&sink).from("小店 <noreply@shop.example>"))
+        .channel(Channel::aliyun_sms(&aliyun))
+        .tiers("1s", "1s", "1s")
+        .start()
+        .await;
 
     let mut csv = String::from("order_id,tier,phone,email\n");
     for i in 0..size.shipments {

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_aliyun_sms::FakeAliyunSms;
 use crate::support::fake_top::Fault;
+use crate::support::{ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME};
 
 fn polls(stats: &Value, provider: &str, result: &str) -> i64 {
     stats["polls_last_hour"]
@@ -20,12 +22,13 @@ fn polls(stats: &Value, provider: &str, result: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_shows_polls_by_result_and_a_stopped_sms_channel() {
-    let aliyun = FakeAliyunSms::start("LTAI-test", "aliyun-secret", "小店").await;
-    let app = TestApp::with(Options {
-        extra: aliyun.channel_config(),
-        ..Options::default()
-    })
-    .await;
+    let aliyun = FakeAliyunSms::start(ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME).await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .channel(Channel::aliyun_sms(&aliyun))
+        .start()
+        .await;
     // The account is out of credit until the restart below.
     aliyun.reply("isv.AMOUNT_NOT_ENOUGH", 1000);
     let tid = 9_300_000_000_000_000_001u64;

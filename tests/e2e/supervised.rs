@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::app::{Daemon, TestApp};
+use crate::support::config::{Channel, Provider};
 
 /// Reads the notify socket as systemd would, keeping every message.
 fn listen(socket: UnixDatagram) -> Arc<Mutex<Vec<String>>> {
@@ -34,11 +35,12 @@ fn count(messages: &Mutex<Vec<String>>, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_watchdog_and_stopping_and_health_answers() {
-    let app = TestApp::with(Options {
-        extra: "[http]\nlisten = \"127.0.0.1:0\"\n".to_owned(),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .section("[http]\nlisten = \"127.0.0.1:0\"\n")
+        .start()
+        .await;
     let tid = 9_500_000_000_000_000_001u64;
     app.top.journey(tid);
     let socket_path = app.dir.path().join("notify.sock");

@@ -4,22 +4,23 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::fake_1688::Fake1688;
 use crate::support::fake_kuaidi100::FakeKuaidi100;
-use crate::support::{
-    ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, KD_CUSTOMER, KD_KEY, ali_and_kd_providers,
-};
+use crate::support::{ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, KD_CUSTOMER, KD_KEY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taobao_1688_and_kuaidi100_shipments_progress_side_by_side() {
     let alibaba = Fake1688::start(ALI_APP_KEY, ALI_SECRET, ALI_TOKEN).await;
     let kuaidi = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
-    let app = TestApp::with(Options {
-        extra: ali_and_kd_providers(&alibaba.url, &kuaidi.url),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .provider(Provider::alibaba1688(&alibaba))
+        .provider(Provider::kuaidi100(&kuaidi))
+        .channel(Channel::webhook())
+        .start()
+        .await;
 
     let taobao_tid = 9_100_000_000_000_000_001u64;
     let ali_order = 9_200_000_000_000_000_001u64;

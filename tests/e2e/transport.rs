@@ -9,19 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::app::{Options, TestApp};
-
-/// Points the daemon's webhook at `url` instead of the harness receiver.
-fn webhook_to(app: &TestApp, url: &str) {
-    let receiver = app.receiver.url.clone();
-    let url = url.to_owned();
-    app.edit_config(|text| {
-        text.replace(
-            &format!("url = \"{receiver}\""),
-            &format!("url = \"{url}\""),
-        )
-    });
-}
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 
 /// Waits until the notifications have all settled (none pending) and returns the outbox.
 /// The outbox once no notification is pending, read in one go; with `journeys_end`, also once
@@ -71,8 +60,11 @@ async fn a_receiver_with_a_self_signed_certificate_gets_nothing() {
         }
     });
 
-    let app = TestApp::start().await;
-    webhook_to(&app, &url);
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook_to(&url))
+        .start()
+        .await;
     let tid = 9_700_000_000_000_000_001u64;
     app.top.journey(tid);
     app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
@@ -148,12 +140,12 @@ async fn an_endless_answer_is_read_to_64_kib_and_the_attempt_completes() {
     let accepting = streamer("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", ENDLESS).await;
 
     for (receiver, state) in [(&refusing, "dead"), (&accepting, "sent")] {
-        let app = TestApp::with(Options {
-            backoff: "100ms",
-            ..Options::default()
-        })
-        .await;
-        webhook_to(&app, &receiver.url);
+        let app = TestApp::builder()
+            .provider(Provider::top())
+            .channel(Channel::webhook_to(&receiver.url))
+            .backoff("100ms")
+            .start()
+            .await;
         let tid = 9_700_000_000_000_000_002u64;
         app.top.script(
             tid,
@@ -222,8 +214,11 @@ async fn a_redirect_is_a_failed_attempt_and_is_never_followed() {
     );
     tokio::spawn(async move { axum::serve(redirecting, router).await.unwrap() });
 
-    let app = TestApp::start().await;
-    webhook_to(&app, &url);
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook_to(&url))
+        .start()
+        .await;
     let tid = 9_700_000_000_000_000_003u64;
     app.top.journey(tid);
     app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
@@ -258,11 +253,12 @@ async fn url_like_values_in_a_shipment_row_never_redirect_its_webhook() {
         }
     });
 
-    let app = TestApp::with(Options {
-        extra: "[providers.sim]\nkind = \"simulator\"\n".to_owned(),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .provider(Provider::simulator())
+        .channel(Channel::webhook())
+        .start()
+        .await;
     app.cli_ok(&["list"]);
     let mut daemon = app.spawn_daemon();
     // Every text column an outside program may write holds a URL (the contacts excepted: a

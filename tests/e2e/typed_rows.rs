@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use crate::support::app::{Options, TestApp};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use crate::support::free_port;
 
 fn tid(i: u64) -> u64 {
@@ -65,11 +66,12 @@ async fn the_table_refuses_a_mistyped_value_and_names_the_column() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistyped_rows_from_before_the_check_are_flagged_alone_and_their_neighbours_flow() {
     let port = free_port();
-    let app = TestApp::with(Options {
-        extra: format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .section(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .start()
+        .await;
     app.cli_ok(&["list"]);
     // Rows stored before the schema refused them: the insert check is lifted for them only.
     let trigger = std::fs::read_to_string(concat!(

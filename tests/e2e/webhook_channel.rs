@@ -11,7 +11,8 @@ use serde_json::Value;
 use sha2::Sha256;
 use shipwatch::notify::receiver::Behaviour;
 
-use crate::support::app::{Daemon, Options, TestApp};
+use crate::support::app::{Daemon, TestApp};
+use crate::support::config::{Channel, Provider};
 
 const TID: u64 = 7_400_000_000_000_000_001;
 
@@ -38,11 +39,12 @@ fn webhook_rows(app: &TestApp) -> Vec<Value> {
 
 /// The whole journey of [`TID`] (five changes, five webhooks), with the daemon running.
 async fn journey(behaviour: Behaviour) -> (TestApp, Daemon) {
-    let app = TestApp::with(Options {
-        behaviour,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .receiver(behaviour)
+        .start()
+        .await;
     app.top.journey(TID);
     app.cli_ok(&["add", &TID.to_string(), "--tier", "high"]);
     let daemon = app.spawn_daemon();

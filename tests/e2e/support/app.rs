@@ -1,5 +1,6 @@
 //! The real `shipwatch` binary against a fake TOP gateway and a loopback webhook receiver, each
-//! test in a folder of its own.
+//! test in a folder of its own. A test says which providers and channels its daemon has
+//! ([`TestApp::builder`]); `TestApp::start` is the TOP provider and the webhook channel alone.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -11,11 +12,9 @@ use shipwatch::notify::webhook::WebhookSecret;
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
+pub use super::config::{APP_KEY, APP_SECRET, SESSION};
+use super::config::{APP_SECRET_FILE, Channel, Harness, Provider};
 use super::fake_top::FakeTop;
-
-pub const APP_KEY: &str = "12345678";
-pub const APP_SECRET: &str = "helloworld";
-pub const SESSION: &str = "test-session";
 
 pub struct TestApp {
     pub dir: tempfile::TempDir,
@@ -25,52 +24,76 @@ pub struct TestApp {
     pub receiver: Receiver,
 }
 
-/// Knobs a test may turn before the config is written.
-pub struct Options {
-    pub sign_method: &'static str,
-    pub behaviour: Behaviour,
-    /// Extra TOML appended to the config.
-    pub extra: String,
-    pub tiers: (&'static str, &'static str, &'static str),
-    pub backoff: &'static str,
+/// An app still to be started: its providers, channels and settings.
+pub struct Builder {
+    providers: Vec<Provider>,
+    channels: Vec<Channel>,
+    /// Other sections, as TOML, for settings with no piece of their own (`[http]`, say).
+    sections: Vec<String>,
+    tiers: (&'static str, &'static str, &'static str),
+    backoff: &'static str,
+    behaviour: Behaviour,
+    backlog: u32,
+}
+
+impl Builder {
+    pub fn provider(mut self, provider: Provider) -> Builder {
+        self.providers.push(provider);
+        self
+    }
+
+    pub fn channel(mut self, channel: Channel) -> Builder {
+        self.channels.push(channel);
+        self
+    }
+
+    /// A section the pieces do not write, as TOML (`[http]`, `[maintenance.schedules]`…).
+    pub fn section(mut self, toml: &str) -> Builder {
+        self.sections.push(toml.to_owned());
+        self
+    }
+
+    /// The polling intervals of the high, normal and low tiers (`1s`, `1s`, `2s` unless told).
+    pub fn tiers(mut self, high: &'static str, normal: &'static str, low: &'static str) -> Builder {
+        self.tiers = (high, normal, low);
+        self
+    }
+
+    /// The first delay before a failed delivery is tried again (`200ms` unless told).
+    pub fn backoff(mut self, backoff: &'static str) -> Builder {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How the harness's webhook receiver answers (it accepts everything unless told).
+    pub fn receiver(mut self, behaviour: Behaviour) -> Builder {
+        self.behaviour = behaviour;
+        self
+    }
+
     /// The webhook receiver's listen queue.
-    pub backlog: u32,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            sign_method: "hmac-sha256",
-            behaviour: Behaviour::Accept,
-            extra: String::new(),
-            tiers: ("1s", "1s", "2s"),
-            backoff: "200ms",
-            backlog: 1024,
-        }
-    }
-}
-
-impl TestApp {
-    pub async fn start() -> TestApp {
-        TestApp::with(Options::default()).await
+    pub fn receiver_backlog(mut self, backlog: u32) -> Builder {
+        self.backlog = backlog;
+        self
     }
 
-    pub async fn with(options: Options) -> TestApp {
+    /// Starts the harness's fake TOP gateway and webhook receiver, and writes the config.
+    pub async fn start(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
         let secret = generate_secret();
         let receiver = Receiver::start_with_backlog(
             WebhookSecret::parse(&secret).unwrap(),
-            options.behaviour,
-            options.backlog,
+            self.behaviour,
+            self.backlog,
         )
         .await
         .expect("receiver starts");
         let db = dir.path().join("shipwatch.db");
         let config = dir.path().join("shipwatch.toml");
-        std::fs::write(dir.path().join("taobao.secret"), format!("{APP_SECRET}\n")).unwrap();
-        let (high, normal, low) = options.tiers;
-        let text = format!(
+        std::fs::write(dir.path().join(APP_SECRET_FILE), format!("{APP_SECRET}\n")).unwrap();
+        let (high, normal, low) = self.tiers;
+        let mut text = format!(
             r#"
 database = "{db}"
 
@@ -90,26 +113,29 @@ backoff_max = "1s"
 timeout = "2s"
 lease = "5s"
 
-[providers.taobao]
-kind = "taobao"
-endpoint = "{endpoint}"
-app_key = "{APP_KEY}"
-app_secret_file = "taobao.secret"
-session = "{SESSION}"
-sign_method = "{sign_method}"
-
-[channels.webhook]
-url = "{webhook}"
-secret = "{secret}"
-{extra}
+# The fakes' journeys carry fixed dates, days old by now: without this, the stuck sweep (every
+# ten minutes on the clock) would report the parcels still moving whenever a test spans one.
+[maintenance]
+stuck_after = "3650days"
 "#,
             db = db.display(),
-            backoff = options.backoff,
-            endpoint = top.url,
-            sign_method = options.sign_method,
-            webhook = receiver.url,
-            extra = options.extra,
+            backoff = self.backoff,
         );
+        let harness = Harness {
+            top_url: &top.url,
+            receiver_url: &receiver.url,
+            webhook_secret: &secret,
+        };
+        for provider in &self.providers {
+            provider.render(&harness, &mut text);
+        }
+        for channel in &self.channels {
+            channel.render(&harness, &mut text);
+        }
+        for section in &self.sections {
+            text.push('\n');
+            text.push_str(section);
+        }
         std::fs::write(&config, text).unwrap();
         TestApp {
             dir,
@@ -117,6 +143,32 @@ secret = "{secret}"
             db,
             top,
             receiver,
+        }
+    }
+}
+
+impl TestApp {
+    /// The TOP provider on the harness's fake gateway and the webhook channel to its receiver,
+    /// nothing else.
+    pub async fn start() -> TestApp {
+        TestApp::builder()
+            .provider(Provider::top())
+            .channel(Channel::webhook())
+            .start()
+            .await
+    }
+
+    /// An app with the providers and channels it is given, and no others. The harness's fake
+    /// TOP gateway (`top`) and webhook receiver (`receiver`) run either way.
+    pub fn builder() -> Builder {
+        Builder {
+            providers: Vec::new(),
+            channels: Vec::new(),
+            sections: Vec::new(),
+            tiers: ("1s", "1s", "2s"),
+            backoff: "200ms",
+            behaviour: Behaviour::Accept,
+            backlog: 1024,
         }
     }
 
@@ -209,7 +261,7 @@ secret = "{secret}"
             .map_err(|e| e.to_string())
     }
 
-    /// Rewrites the config file, for settings `Options` has no knob for (a `[polling]` key, a
+    /// Rewrites the config file, for settings the builder has no knob for (a `[polling]` key, a
     /// provider's `rate_limit`). Takes effect for commands and daemons started afterwards.
     pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
         let text = std::fs::read_to_string(&self.config).expect("config readable");

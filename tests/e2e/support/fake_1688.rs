@@ -7,20 +7,26 @@
 //! rely on, only its `error_code` body. The fake answers credential refusals (signature, app key,
 //! access token) with HTTP 401 and the frequency limit with HTTP 400, so an adapter that trusted
 //! the status alone would take a wrong secret for an expired token, and fail these tests.
+//!
+//! What it answers, and the count of calls, is the shared script core's; this file keeps 1688's
+//! requests, signatures and answers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha1::Sha1;
+
+use super::fake::script::{Log, Next, Script};
+use super::fake::{html_reply, http_status, json_reply, parse_form, too_many_requests};
 
 pub const API: &str = "com.alibaba.logistics/alibaba.trade.getLogisticsTraceInfo.buyerView";
 /// The fake refuses an `_aop_timestamp` further than this from its clock, which also catches
@@ -81,11 +87,11 @@ impl Fault {
     }
 }
 
-struct Script {
-    bodies: Vec<String>,
-    /// Steps served so far (faults and rejections do not count).
-    served: usize,
-    final_served: bool,
+/// What a verified call is answered: a body as the gateway sends it, or a fault.
+#[derive(Debug, Clone)]
+enum Answer {
+    Body(String),
+    Fault(Fault),
 }
 
 struct Inner {
@@ -93,12 +99,9 @@ struct Inner {
     app_secret: String,
     access_token: String,
     newest_first: bool,
-    scripts: HashMap<u64, Script>,
-    faults: VecDeque<Fault>,
-    calls: Vec<Call>,
-    rejections: Vec<String>,
-    /// Per order: requests that arrived once the final step had been served.
-    after_final: HashMap<u64, usize>,
+    /// Per order, the bodies served in turn; ahead of them, the queued faults.
+    script: Script<u64, Answer>,
+    log: Log<Call>,
 }
 
 type Shared = super::fake::Shared<Inner>;
@@ -117,11 +120,8 @@ impl Fake1688 {
             app_secret: app_secret.to_owned(),
             access_token: access_token.to_owned(),
             newest_first: false,
-            scripts: HashMap::new(),
-            faults: VecDeque::new(),
-            calls: Vec::new(),
-            rejections: Vec::new(),
-            after_final: HashMap::new(),
+            script: Script::new(),
+            log: Log::new(),
         });
         let app = Router::new()
             .route(&format!("/openapi/param2/1/{API}/{{app_key}}"), any(handle))
@@ -133,6 +133,18 @@ impl Fake1688 {
             shared,
             _server: server,
         }
+    }
+
+    pub fn app_key(&self) -> String {
+        self.shared.lock().app_key.clone()
+    }
+
+    pub fn app_secret(&self) -> String {
+        self.shared.lock().app_secret.clone()
+    }
+
+    pub fn access_token(&self) -> String {
+        self.shared.lock().access_token.clone()
     }
 
     /// Whether journeys defined from now on list their steps newest first, as some carriers'
@@ -150,63 +162,46 @@ impl Fake1688 {
 
     /// Each poll of `order_id` serves the next body, staying on the last.
     pub fn script(&self, order_id: u64, bodies: Vec<String>) {
-        assert!(!bodies.is_empty(), "a script needs at least one body");
-        let mut inner = self.shared.lock();
-        inner.scripts.insert(
-            order_id,
-            Script {
-                bodies,
-                served: 0,
-                final_served: false,
-            },
-        );
-        inner.after_final.remove(&order_id);
+        let answers = bodies.into_iter().map(Answer::Body).collect();
+        self.shared.lock().script.set(order_id, answers);
     }
 
     /// The next `n` verified calls (any order) get this fault instead of their answer; a
     /// faulted call does not advance any script.
     pub fn fault(&self, fault: Fault, n: usize) {
-        let mut inner = self.shared.lock();
-        inner.faults.extend(std::iter::repeat_n(fault, n));
+        self.shared
+            .lock()
+            .script
+            .answer_next(n, Answer::Fault(fault));
     }
 
     /// Drops the faults not served yet.
     pub fn clear_faults(&self) {
-        self.shared.lock().faults.clear();
+        self.shared.lock().script.clear_next();
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
+        self.shared.lock().log.calls()
     }
 
     /// Every request for `order_id` that reached the gateway, whatever it was answered.
     pub fn polls_of(&self, order_id: u64) -> usize {
-        self.shared
-            .lock()
-            .calls
-            .iter()
-            .filter(|call| call.order_id == Some(order_id))
-            .count()
+        self.shared.lock().script.calls_for(&order_id)
     }
 
     /// Requests for `order_id` that arrived after it had already been served its final step.
     pub fn polls_after_final(&self, order_id: u64) -> usize {
-        self.shared
-            .lock()
-            .after_final
-            .get(&order_id)
-            .copied()
-            .unwrap_or(0)
+        self.shared.lock().script.calls_after_final(&order_id)
     }
 
     /// Requests refused by verification (signature, app key, access token, timestamp…).
     pub fn signature_failures(&self) -> usize {
-        self.shared.lock().rejections.len()
+        self.shared.lock().log.refused()
     }
 
     /// Why each refused request was refused, for assertion messages.
     pub fn rejections(&self) -> Vec<String> {
-        self.shared.lock().rejections.clone()
+        self.shared.lock().log.refusals()
     }
 }
 
@@ -318,15 +313,6 @@ pub fn gateway_error(code: &str, message: &str) -> String {
     json!({ "error_code": code, "error_message": message }).to_string()
 }
 
-fn json_reply(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    response
-}
-
 /// A refusal by verification: the HTTP status, `error_code`, `error_message`, and why.
 struct Refusal {
     status: StatusCode,
@@ -353,53 +339,51 @@ async fn handle(
         .unwrap_or(uri.path())
         .to_owned();
 
-    let (fault, reply) = {
-        let mut inner = shared.lock();
-        let already_final = order_id
-            .and_then(|id| inner.scripts.get(&id))
-            .is_some_and(|script| script.final_served);
-        let (fault, reply, answered, step) =
-            if let Some(refusal) = verify(&inner, &app_key, &url_path, &params) {
-                inner.rejections.push(refusal.why);
-                let body = gateway_error(refusal.code, refusal.message);
-                (None, Some((refusal.status, body)), "rejected", None)
-            } else if let Some(fault) = inner.faults.pop_front() {
-                let label = fault.label();
-                (Some(fault), None, label, None)
-            } else {
-                match order_id.and_then(|id| inner.scripts.get_mut(&id)) {
-                    Some(script) => {
-                        let last = script.bodies.len() - 1;
-                        let step = script.served.min(last);
-                        script.served += 1;
-                        script.final_served |= step == last;
-                        let body = script.bodies[step].clone();
-                        (None, Some((StatusCode::OK, body)), "trace", Some(step))
-                    }
-                    None => {
-                        let body = error_response("500", "该订单不存在");
-                        (None, Some((StatusCode::OK, body)), "unknown_order", None)
-                    }
+    let mut guard = shared.lock();
+    let inner = &mut *guard;
+    let now = Instant::now();
+    inner.script.arrive(order_id.as_ref(), now);
+    let (response, answered, step) =
+        if let Some(refusal) = verify(inner, &app_key, &url_path, &params) {
+            inner.log.refuse(refusal.why);
+            let body = gateway_error(refusal.code, refusal.message);
+            (json_reply(refusal.status, body), "rejected", None)
+        } else {
+            match inner.script.next_for(order_id.as_ref()) {
+                Next::Queued(answer) => (render(&answer), answer.label(), None),
+                Next::Step(step, answer) => (render(&answer), answer.label(), Some(step)),
+                Next::Unscripted => {
+                    let body = error_response("500", "该订单不存在");
+                    (json_reply(StatusCode::OK, body), "unknown_order", None)
                 }
-            };
-        if let Some(order_id) = order_id
-            && already_final
-        {
-            *inner.after_final.entry(order_id).or_default() += 1;
-        }
-        inner.calls.push(Call {
-            order_id,
-            at: Instant::now(),
-            step,
-            answered,
-        });
-        (fault, reply)
-    };
+            }
+        };
+    inner.log.record(Call {
+        order_id,
+        at: now,
+        step,
+        answered,
+    });
+    response
+}
 
-    if let Some((status, body)) = reply {
-        return json_reply(status, body);
+impl Answer {
+    /// What [`Call::answered`] says of it.
+    fn label(&self) -> &'static str {
+        match self {
+            Answer::Body(_) => "trace",
+            Answer::Fault(fault) => fault.label(),
+        }
     }
-    match fault.expect("either a reply or a fault") {
+}
+
+/// An answer as the gateway sends it.
+fn render(answer: &Answer) -> Response {
+    let fault = match answer {
+        Answer::Body(body) => return json_reply(StatusCode::OK, body.clone()),
+        Answer::Fault(fault) => fault,
+    };
+    match *fault {
         Fault::RateLimit => json_reply(
             StatusCode::BAD_REQUEST,
             gateway_error(
@@ -407,34 +391,18 @@ async fn handle(
                 "App call exceeds limited frequency",
             ),
         ),
-        Fault::TooManyRequests { retry_after } => {
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&retry_after.to_string()).expect("digits are a header value"),
-            );
-            response
-        }
-        Fault::Html => {
-            let page = "<!DOCTYPE html><html><head><title>访问受限</title></head>\
-                        <body><h1>亲，访问受限了</h1></body></html>";
-            let mut response = (StatusCode::OK, page).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html;charset=UTF-8"),
-            );
-            response
-        }
+        Fault::TooManyRequests { retry_after } => too_many_requests(retry_after),
+        Fault::Html => html_reply(
+            "<!DOCTYPE html><html><head><title>访问受限</title></head>\
+             <body><h1>亲，访问受限了</h1></body></html>",
+        ),
         Fault::MalformedJson => json_reply(
             StatusCode::OK,
             r#"{"success":true,"logisticsTrace":[{"orderId":12,"logisticsSteps":[{"remark":"已"#
                 .to_owned(),
         ),
         Fault::Empty => json_reply(StatusCode::OK, String::new()),
-        Fault::Http(code) => {
-            let status = StatusCode::from_u16(code).expect("a valid HTTP status");
-            (status, format!("fake 1688 answered {code}")).into_response()
-        }
+        Fault::Http(code) => http_status(code, "fake 1688"),
         Fault::NoTrace => json_reply(StatusCode::OK, error_response("500", NO_TRACE)),
         Fault::Gateway { code, message } => {
             json_reply(StatusCode::BAD_REQUEST, gateway_error(code, message))
@@ -443,10 +411,7 @@ async fn handle(
 }
 
 async fn unknown_path(State(shared): State<Shared>, uri: Uri) -> Response {
-    shared
-        .lock()
-        .rejections
-        .push(format!("path {}", uri.path()));
+    shared.lock().log.refuse(format!("path {}", uri.path()));
     (StatusCode::NOT_FOUND, "no such API").into_response()
 }
 
@@ -554,43 +519,6 @@ fn expected_signature(url_path: &str, params: &BTreeMap<String, String>, secret:
         .collect()
 }
 
-/// `application/x-www-form-urlencoded`, later keys winning.
-fn parse_form(text: &str) -> BTreeMap<String, String> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.as_bytes().iter();
-    while let Some(&byte) = bytes.next() {
-        match byte {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let rest = bytes.as_slice();
-                let decoded = rest
-                    .get(..2)
-                    .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-                match decoded {
-                    Some(decoded) => {
-                        out.push(decoded);
-                        bytes.nth(1);
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,16 +533,6 @@ mod tests {
             expected_signature("param2/1/system/currentTime/1000000", &params, "test123"),
             "33E54F4F7B989E3E0E912D3FBD2F1A03CA7CCE88"
         );
-    }
-
-    #[test]
-    fn forms_are_decoded() {
-        let form = parse_form("orderId=42&remark=%E7%AD%BE%E6%94%B6+ok&x=%zz&e=&t=%4");
-        assert_eq!(form["orderId"], "42");
-        assert_eq!(form["remark"], "签收 ok");
-        assert_eq!(form["x"], "%zz");
-        assert_eq!(form["e"], "");
-        assert_eq!(form["t"], "%4");
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! the signature is recomputed with the fake's own encoding and HMAC code over the parameters it
 //! received (so a signing bug in the channel cannot hide behind the same bug here), timestamps
 //! older than 15 minutes and reused nonces are refused, and the business parameters are checked.
-//! Verified requests are answered with scripted codes, `OK` by default.
+//! Verified requests are answered with the codes queued in its script, `OK` by default.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use axum::Router;
@@ -17,6 +17,8 @@ use chrono::{NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;
+
+use super::fake::script::{Log, Script};
 
 /// How far a `Timestamp` may be from now, as on the real service.
 const TIMESTAMP_TOLERANCE_SECS: i64 = 15 * 60;
@@ -51,10 +53,11 @@ struct Inner {
     access_key_id: String,
     secret: String,
     sign_name: String,
-    script: VecDeque<String>,
-    calls: Vec<Call>,
+    /// The codes queued for the next verified requests; one number is as good as another.
+    script: Script<(), String>,
+    /// Every request; its refusals are the signature mismatches only.
+    log: Log<Call>,
     nonces: HashSet<String>,
-    signature_failures: usize,
 }
 
 type Shared = super::fake::Shared<Inner>;
@@ -72,10 +75,9 @@ impl FakeAliyunSms {
             access_key_id: access_key_id.to_owned(),
             secret: secret.to_owned(),
             sign_name: sign_name.to_owned(),
-            script: VecDeque::new(),
-            calls: Vec::new(),
+            script: Script::new(),
+            log: Log::new(),
             nonces: HashSet::new(),
-            signature_failures: 0,
         });
         let app = Router::new()
             .route("/", get(handle))
@@ -88,39 +90,35 @@ impl FakeAliyunSms {
         }
     }
 
-    /// A `[channels.sms]` section that sends through this fake with its own credentials, with
-    /// quiet hours off (tests may run at any hour; quiet hours have their own test on an
-    /// injected clock).
-    pub fn channel_config(&self) -> String {
-        let inner = self.shared.lock();
-        format!(
-            "[channels.sms]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"{}\"\n\
-             access_key_secret = \"{}\"\nsign_name = \"{}\"\ntemplate_code = \"SMS_100000001\"\n\
-             quiet_hours = \"off\"\n",
-            self.url, inner.access_key_id, inner.secret, inner.sign_name
-        )
+    pub fn access_key_id(&self) -> String {
+        self.shared.lock().access_key_id.clone()
+    }
+
+    pub fn access_key_secret(&self) -> String {
+        self.shared.lock().secret.clone()
+    }
+
+    pub fn sign_name(&self) -> String {
+        self.shared.lock().sign_name.clone()
     }
 
     /// The next `n` verified requests are answered `code` instead of `OK`.
     pub fn reply(&self, code: &str, n: usize) {
-        self.shared
-            .lock()
-            .script
-            .extend(std::iter::repeat_n(code.to_owned(), n));
+        self.shared.lock().script.answer_next(n, code.to_owned());
     }
 
     /// Forgets the scripted codes not yet answered: every later request gets `OK` (the account
     /// was topped up, say).
     pub fn clear_replies(&self) {
-        self.shared.lock().script.clear();
+        self.shared.lock().script.clear_next();
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
+        self.shared.lock().log.calls()
     }
 
     pub fn signature_failures(&self) -> usize {
-        self.shared.lock().signature_failures
+        self.shared.lock().log.refused()
     }
 }
 
@@ -131,7 +129,7 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Resp
     };
     let mut inner = shared.lock();
     let (status, code, message) = check(&mut inner, &params);
-    inner.calls.push(Call {
+    inner.log.record(Call {
         params,
         at: Instant::now(),
         code: code.clone(),
@@ -161,7 +159,9 @@ fn check(inner: &mut Inner, params: &BTreeMap<String, String>) -> (StatusCode, S
     signed.remove("Signature");
     let expected = expected_signature(&signed, &inner.secret);
     if *signature != expected {
-        inner.signature_failures += 1;
+        inner
+            .log
+            .refuse(format!("Signature {signature} expected {expected}"));
         return refuse(
             StatusCode::BAD_REQUEST,
             "SignatureDoesNotMatch",
@@ -264,7 +264,7 @@ fn check(inner: &mut Inner, params: &BTreeMap<String, String>) -> (StatusCode, S
         );
     }
 
-    let code = inner.script.pop_front().unwrap_or_else(|| "OK".to_owned());
+    let code = inner.script.take_next().unwrap_or_else(|| "OK".to_owned());
     let message = match code.as_str() {
         "OK" => "OK".to_owned(),
         "isv.BUSINESS_LIMIT_CONTROL" => "触发分钟级流控Permits:1".to_owned(),

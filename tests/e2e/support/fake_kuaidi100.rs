@@ -1,18 +1,23 @@
 //! A fake Kuaidi100 real-time query endpoint on loopback. It speaks the Kuaidi100 wire format and
 //! checks each signature with its own MD5 code over the exact `param` received, so that a signing
-//! or serialisation bug in the adapter cannot hide behind the same bug in the fake.
+//! or serialisation bug in the adapter cannot hide behind the same bug in the fake. What it
+//! answers, and the count of calls, is the shared script core's; this file keeps Kuaidi100's
+//! requests, signatures and answers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::any;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
+
+use super::fake::script::{Log, Next, Script};
+use super::fake::{html_reply, http_status, json_reply, parse_form, too_many_requests};
 
 pub const PATH: &str = "/poll/query.do";
 /// The carrier a journey is served for unless told otherwise.
@@ -90,24 +95,31 @@ impl Fault {
     }
 }
 
-struct Script {
-    bodies: Vec<String>,
-    /// Steps served so far (faults and rejections do not count).
-    served: usize,
-    final_served: bool,
+/// What a verified call is answered: a body as the endpoint sends it, or a fault.
+#[derive(Debug, Clone)]
+enum Answer {
+    Body(String),
+    Fault(Fault),
+}
+
+impl Answer {
+    /// What [`Call::answered`] says of it.
+    fn label(&self) -> &'static str {
+        match self {
+            Answer::Body(_) => "trace",
+            Answer::Fault(fault) => fault.label(),
+        }
+    }
 }
 
 struct Inner {
     customer: String,
     key: String,
-    scripts: HashMap<String, Script>,
+    /// Per waybill number, the bodies served in turn; ahead of them, the queued faults.
+    script: Script<String, Answer>,
     /// The phone a waybill was shipped with, for the carriers that check it.
     phones: HashMap<String, String>,
-    faults: VecDeque<Fault>,
-    calls: Vec<Call>,
-    rejections: Vec<String>,
-    /// Per number: requests that arrived once the final step had been served.
-    after_final: HashMap<String, usize>,
+    log: Log<Call>,
 }
 
 type Shared = super::fake::Shared<Inner>;
@@ -124,12 +136,9 @@ impl FakeKuaidi100 {
         let shared = Shared::new(Inner {
             customer: customer.to_owned(),
             key: key.to_owned(),
-            scripts: HashMap::new(),
+            script: Script::new(),
             phones: HashMap::new(),
-            faults: VecDeque::new(),
-            calls: Vec::new(),
-            rejections: Vec::new(),
-            after_final: HashMap::new(),
+            log: Log::new(),
         });
         let app = Router::new()
             .route(PATH, any(handle))
@@ -142,6 +151,14 @@ impl FakeKuaidi100 {
         }
     }
 
+    pub fn customer(&self) -> String {
+        self.shared.lock().customer.clone()
+    }
+
+    pub fn key(&self) -> String {
+        self.shared.lock().key.clone()
+    }
+
     /// Each poll of `num` serves the next step of the standard journey on yuantong, staying on
     /// the last: info_received → picked_up → in_transit → out_for_delivery → delivered.
     pub fn journey(&self, num: &str) {
@@ -150,17 +167,8 @@ impl FakeKuaidi100 {
 
     /// Each poll of `num` serves the next body, staying on the last.
     pub fn script(&self, num: &str, bodies: Vec<String>) {
-        assert!(!bodies.is_empty(), "a script needs at least one body");
-        let mut inner = self.shared.lock();
-        inner.scripts.insert(
-            num.to_owned(),
-            Script {
-                bodies,
-                served: 0,
-                final_served: false,
-            },
-        );
-        inner.after_final.remove(num);
+        let answers = bodies.into_iter().map(Answer::Body).collect();
+        self.shared.lock().script.set(num.to_owned(), answers);
     }
 
     /// The waybill `num` was shipped to `phone`: a query for it on a carrier that checks phones
@@ -175,53 +183,39 @@ impl FakeKuaidi100 {
     /// The next `n` verified calls (any number) get this fault instead of their answer; a
     /// faulted call does not advance any script.
     pub fn fault(&self, fault: Fault, n: usize) {
-        let mut inner = self.shared.lock();
-        inner.faults.extend(std::iter::repeat_n(fault, n));
+        self.shared
+            .lock()
+            .script
+            .answer_next(n, Answer::Fault(fault));
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
+        self.shared.lock().log.calls()
     }
 
     /// Every request for `num` that reached the endpoint, whatever it was answered.
     pub fn polls_of(&self, num: &str) -> usize {
-        self.shared
-            .lock()
-            .calls
-            .iter()
-            .filter(|call| call.num.as_deref() == Some(num))
-            .count()
+        self.shared.lock().script.calls_for(&num.to_owned())
     }
 
     /// When each request for `num` arrived, so tests can check the 30-minute spacing.
     pub fn poll_times(&self, num: &str) -> Vec<Instant> {
-        self.shared
-            .lock()
-            .calls
-            .iter()
-            .filter(|call| call.num.as_deref() == Some(num))
-            .map(|call| call.at)
-            .collect()
+        self.shared.lock().script.arrivals(&num.to_owned())
     }
 
     /// Requests for `num` that arrived after it had already been served its final step.
     pub fn polls_after_final(&self, num: &str) -> usize {
-        self.shared
-            .lock()
-            .after_final
-            .get(num)
-            .copied()
-            .unwrap_or(0)
+        self.shared.lock().script.calls_after_final(&num.to_owned())
     }
 
     /// Requests refused by verification (customer or signature).
     pub fn signature_failures(&self) -> usize {
-        self.shared.lock().rejections.len()
+        self.shared.lock().log.refused()
     }
 
     /// Why each refused request was refused, for assertion messages.
     pub fn rejections(&self) -> Vec<String> {
-        self.shared.lock().rejections.clone()
+        self.shared.lock().log.refusals()
     }
 }
 
@@ -336,15 +330,6 @@ pub fn not_found_response() -> String {
     error_response(500, "查询无结果，请隔段时间再查")
 }
 
-fn json_reply(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    response
-}
-
 async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
     let form = parse_form(&String::from_utf8_lossy(&body));
     let raw_param = form.get("param").cloned();
@@ -363,109 +348,74 @@ async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
     let com = field("com");
     let phone = field("phone");
 
-    let (fault, reply) = {
-        let mut inner = shared.lock();
-        let already_final = num
-            .as_ref()
-            .and_then(|num| inner.scripts.get(num))
-            .is_some_and(|script| script.final_served);
-        let (fault, reply, answered, step) = if let Some(why) = verify(&inner, &form) {
-            inner.rejections.push(why);
-            let body = error_response(503, "验证签名失败");
-            (None, Some(body), "rejected", None)
-        } else if num.is_none() || com.is_none() {
-            let body = error_response(400, "参数异常：找不到对应公司或单号");
-            (None, Some(body), "bad_param", None)
-        } else if PHONE_CARRIERS.contains(&com.as_deref().unwrap_or(""))
-            && (phone.as_deref().is_none_or(str::is_empty)
-                || num
-                    .as_ref()
-                    .and_then(|num| inner.phones.get(num))
-                    .is_some_and(|shipped| Some(shipped) != phone.as_ref()))
-        {
-            let body = error_response(408, "快递公司参数异常：验证码错误");
-            (None, Some(body), "phone_required", None)
-        } else if let Some(fault) = inner.faults.pop_front() {
-            let label = fault.label();
-            (Some(fault), None, label, None)
-        } else {
-            match num.as_ref().and_then(|num| inner.scripts.get_mut(num)) {
-                Some(script) => {
-                    let last = script.bodies.len() - 1;
-                    let step = script.served.min(last);
-                    script.served += 1;
-                    script.final_served |= step == last;
-                    (None, Some(script.bodies[step].clone()), "trace", Some(step))
-                }
-                None => (None, Some(not_found_response()), "unknown_num", None),
-            }
-        };
-        if let Some(num) = &num
-            && already_final
-        {
-            *inner.after_final.entry(num.clone()).or_default() += 1;
+    let mut guard = shared.lock();
+    let inner = &mut *guard;
+    let now = Instant::now();
+    inner.script.arrive(num.as_ref(), now);
+    let refuse = |code, message| json_reply(StatusCode::OK, error_response(code, message));
+    let (response, answered, step) = if let Some(why) = verify(inner, &form) {
+        inner.log.refuse(why);
+        (refuse(503, "验证签名失败"), "rejected", None)
+    } else if num.is_none() || com.is_none() {
+        let response = refuse(400, "参数异常：找不到对应公司或单号");
+        (response, "bad_param", None)
+    } else if PHONE_CARRIERS.contains(&com.as_deref().unwrap_or(""))
+        && (phone.as_deref().is_none_or(str::is_empty)
+            || num
+                .as_ref()
+                .and_then(|num| inner.phones.get(num))
+                .is_some_and(|shipped| Some(shipped) != phone.as_ref()))
+    {
+        let response = refuse(408, "快递公司参数异常：验证码错误");
+        (response, "phone_required", None)
+    } else {
+        match inner.script.next_for(num.as_ref()) {
+            Next::Queued(answer) => (render(&answer), answer.label(), None),
+            Next::Step(step, answer) => (render(&answer), answer.label(), Some(step)),
+            Next::Unscripted => (
+                json_reply(StatusCode::OK, not_found_response()),
+                "unknown_num",
+                None,
+            ),
         }
-        inner.calls.push(Call {
-            customer: form.get("customer").cloned(),
-            raw_param,
-            param,
-            num,
-            at: Instant::now(),
-            step,
-            answered,
-        });
-        (fault, reply)
     };
+    inner.log.record(Call {
+        customer: form.get("customer").cloned(),
+        raw_param,
+        param,
+        num,
+        at: now,
+        step,
+        answered,
+    });
+    response
+}
 
-    if let Some(body) = reply {
-        return json_reply(StatusCode::OK, body);
-    }
-    match fault.expect("either a reply or a fault") {
+/// An answer as the endpoint sends it.
+fn render(answer: &Answer) -> Response {
+    let fault = match answer {
+        Answer::Body(body) => return json_reply(StatusCode::OK, body.clone()),
+        Answer::Fault(fault) => fault,
+    };
+    let error = |code, message| json_reply(StatusCode::OK, error_response(code, message));
+    match *fault {
         Fault::NotFound => json_reply(StatusCode::OK, not_found_response()),
-        Fault::BadCarrier => json_reply(
-            StatusCode::OK,
-            error_response(400, "找不到对应公司，请检查快递公司编码"),
+        Fault::BadCarrier => error(400, "找不到对应公司，请检查快递公司编码"),
+        Fault::NeedPhone => error(408, "快递公司参数异常：验证码错误"),
+        Fault::KeyExpired => error(601, "POLL:KEY已过期"),
+        Fault::Unauthorised => error(400, "提交的数据不完整，或者贵公司没授权"),
+        Fault::ReturnCode(code) => error(code, "服务器繁忙，请稍后再试"),
+        Fault::TooManyRequests { retry_after } => too_many_requests(retry_after),
+        Fault::Html => html_reply(
+            "<!DOCTYPE html><html><head><title>系统繁忙</title></head>\
+             <body><h1>系统繁忙，请稍后再试</h1></body></html>",
         ),
-        Fault::NeedPhone => json_reply(
-            StatusCode::OK,
-            error_response(408, "快递公司参数异常：验证码错误"),
-        ),
-        Fault::KeyExpired => json_reply(StatusCode::OK, error_response(601, "POLL:KEY已过期")),
-        Fault::Unauthorised => json_reply(
-            StatusCode::OK,
-            error_response(400, "提交的数据不完整，或者贵公司没授权"),
-        ),
-        Fault::ReturnCode(code) => json_reply(
-            StatusCode::OK,
-            error_response(code, "服务器繁忙，请稍后再试"),
-        ),
-        Fault::TooManyRequests { retry_after } => {
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&retry_after.to_string()).expect("digits are a header value"),
-            );
-            response
-        }
-        Fault::Html => {
-            let page = "<!DOCTYPE html><html><head><title>系统繁忙</title></head>\
-                        <body><h1>系统繁忙，请稍后再试</h1></body></html>";
-            let mut response = (StatusCode::OK, page).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html;charset=UTF-8"),
-            );
-            response
-        }
         Fault::MalformedJson => json_reply(
             StatusCode::OK,
             r#"{"message":"ok","nu":"YT1","status":"200","data":[{"time":"#.to_owned(),
         ),
         Fault::Empty => json_reply(StatusCode::OK, String::new()),
-        Fault::Http(code) => {
-            let status = StatusCode::from_u16(code).expect("a valid HTTP status");
-            (status, format!("fake Kuaidi100 answered {code}")).into_response()
-        }
+        Fault::Http(code) => http_status(code, "fake Kuaidi100"),
     }
 }
 
@@ -491,42 +441,6 @@ fn expected_sign(param: &str, key: &str, customer: &str) -> String {
     digest.iter().map(|byte| format!("{byte:02X}")).collect()
 }
 
-/// `application/x-www-form-urlencoded`, later keys winning.
-fn parse_form(text: &str) -> BTreeMap<String, String> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,17 +455,6 @@ mod tests {
             ),
             "FA7EB816944CA58C4AD495F4A3B7F50D"
         );
-    }
-
-    #[test]
-    fn forms_are_decoded() {
-        let form = parse_form(
-            "customer=C1&param=%7B%22com%22%3A%22yuantong%22%2C%22num%22%3A%22YT+1%22%7D&x=%zz&e=",
-        );
-        assert_eq!(form["customer"], "C1");
-        assert_eq!(form["param"], r#"{"com":"yuantong","num":"YT 1"}"#);
-        assert_eq!(form["x"], "%zz");
-        assert_eq!(form["e"], "");
     }
 
     #[test]

@@ -5,27 +5,41 @@
 //! another `Code` there (`LimitExceeded.PhoneNumberDailyLimit`, …); a request it cannot read gets
 //! `{"Response":{"Error":{"Code":"InvalidParameter",…},"RequestId":"…"}}`, still with 200.
 //!
-//! It takes the JSON body [`FakeSmsGateway::channel_config`] writes (Tencent's own request is
-//! signed with TC3, which a generic gateway channel does not do) and answers scripted codes,
-//! `Ok` by default.
-
-use std::collections::VecDeque;
+//! It takes the JSON body [`BODY`] describes (Tencent's own request is signed with TC3, which a
+//! generic gateway channel does not do) and answers the codes queued in its script, `Ok` by
+//! default.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use super::fake::script::{Log, Script};
+
 const REQUEST_ID: &str = "a0f1d2c3-0000-4b5c-8d9e-0123456789ab";
 
+/// The channel's `body` template for this gateway: Tencent's `SendSms` fields, the `{{`/`}}` of
+/// the JSON object escaped from the template's own placeholders.
+pub const BODY: &str = r#"{{"PhoneNumberSet":["+86{phone}"],"TemplateId":"1110","TemplateParamSet":["{order_id}","{status}"]}}"#;
+/// Where in Tencent's answer the channel finds the verdict, and the verdict that means sent.
+pub const SUCCESS_POINTER: &str = "/Response/SendStatusSet/0/Code";
+pub const SUCCESS_VALUE: &str = "Ok";
+
+/// One request that reached the gateway.
+#[derive(Debug, Clone)]
+struct Request {
+    headers: HeaderMap,
+    /// The body, when it parsed and named a phone: a message the gateway answered for.
+    message: Option<Value>,
+}
+
 struct Inner {
-    script: VecDeque<String>,
-    /// Every request body that parsed, in arrival order.
-    calls: Vec<Value>,
-    /// The headers of every request, in arrival order.
-    headers: Vec<axum::http::HeaderMap>,
+    /// The codes queued for the next messages.
+    script: Script<(), String>,
+    log: Log<Request>,
 }
 
 type Shared = super::fake::Shared<Inner>;
@@ -40,9 +54,8 @@ pub struct FakeSmsGateway {
 impl FakeSmsGateway {
     pub async fn start() -> FakeSmsGateway {
         let shared = Shared::new(Inner {
-            script: VecDeque::new(),
-            calls: Vec::new(),
-            headers: Vec::new(),
+            script: Script::new(),
+            log: Log::new(),
         });
         let app = Router::new()
             .route("/sms/send", post(handle))
@@ -55,38 +68,25 @@ impl FakeSmsGateway {
         }
     }
 
-    /// A `[channels.sms]` section for this gateway with the success rule Tencent's answers need,
-    /// quiet hours off.
-    pub fn channel_config(&self) -> String {
-        format!(
-            "[channels.sms]\nkind = \"http\"\nurl = \"{}\"\n\
-             body = '{{{{\"PhoneNumberSet\":[\"+86{{phone}}\"],\"TemplateId\":\"1110\",\"TemplateParamSet\":[\"{{order_id}}\",\"{{status}}\"]}}}}'\n\
-             success_pointer = \"/Response/SendStatusSet/0/Code\"\nsuccess_value = \"Ok\"\n\
-             quiet_hours = \"off\"\n",
-            self.url
-        )
-    }
-
     /// The next `n` messages are answered `code` instead of `Ok`.
     pub fn reply(&self, code: &str, n: usize) {
-        self.shared
-            .lock()
-            .script
-            .extend(std::iter::repeat_n(code.to_owned(), n));
+        self.shared.lock().script.answer_next(n, code.to_owned());
     }
 
+    /// The body of every message the gateway answered for, in arrival order.
     pub fn calls(&self) -> Vec<Value> {
-        self.shared.lock().calls.clone()
+        let calls = self.shared.lock().log.calls();
+        calls.into_iter().filter_map(|r| r.message).collect()
     }
 
     /// The value of header `name` in each request that reached the gateway (empty when absent).
     pub fn header(&self, name: &str) -> Vec<String> {
-        self.shared
-            .lock()
-            .headers
+        let calls = self.shared.lock().log.calls();
+        calls
             .iter()
-            .map(|h| {
-                h.get(name)
+            .map(|r| {
+                r.headers
+                    .get(name)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned()
@@ -95,12 +95,7 @@ impl FakeSmsGateway {
     }
 }
 
-async fn handle(
-    State(shared): State<Shared>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Response {
-    shared.lock().headers.push(headers);
+async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let request: Option<Value> = serde_json::from_slice(&body).ok();
     let phone = request
         .as_ref()
@@ -108,6 +103,10 @@ async fn handle(
         .and_then(Value::as_str)
         .map(str::to_owned);
     let (Some(request), Some(phone)) = (request, phone) else {
+        shared.lock().log.record(Request {
+            headers,
+            message: None,
+        });
         return axum::Json(json!({"Response": {
             "Error": {"Code": "InvalidParameter", "Message": "PhoneNumberSet is missing"},
             "RequestId": REQUEST_ID,
@@ -115,8 +114,14 @@ async fn handle(
         .into_response();
     };
     let mut inner = shared.lock();
-    inner.calls.push(request);
-    let code = inner.script.pop_front().unwrap_or_else(|| "Ok".to_owned());
+    inner.log.record(Request {
+        headers,
+        message: Some(request),
+    });
+    let code = inner
+        .script
+        .take_next()
+        .unwrap_or_else(|| SUCCESS_VALUE.to_owned());
     let message = match code.as_str() {
         "Ok" => "send success".to_owned(),
         // The real service names the number in some refusals; the channel must mask it.

@@ -1,20 +1,24 @@
 //! A fake Taobao TOP gateway on loopback. It speaks the TOP wire format and checks every request
 //! the way the real gateway does, with its own signature code, so that a signing bug in the
-//! adapter cannot hide behind the same bug in the fake.
+//! adapter cannot hide behind the same bug in the fake. What it answers, and the count of calls,
+//! is the shared script core's; this file keeps TOP's requests, signatures and answers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use chrono::{FixedOffset, NaiveDateTime, Utc};
 use md5::Md5;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+
+use super::fake::script::{Log, Script};
+use super::fake::{html_reply, http_status, json_reply, parse_form, too_many_requests};
 
 pub const METHOD: &str = "taobao.logistics.trace.search";
 /// The skew the real gateway tolerates between its clock and the request's `timestamp`.
@@ -74,27 +78,22 @@ impl Fault {
     }
 }
 
-struct Script {
-    bodies: Vec<String>,
-    /// Steps served so far (faults and rejections do not count).
-    served: usize,
-    final_served: bool,
+/// What a verified call is answered: a body as the gateway sends it, or a fault.
+#[derive(Debug, Clone)]
+enum Answer {
+    Body(String),
+    Fault(Fault),
 }
 
 struct Inner {
     app_key: String,
     app_secret: String,
     session: String,
-    scripts: HashMap<u64, Script>,
-    faults: VecDeque<Fault>,
-    calls: Vec<Call>,
-    rejections: Vec<String>,
-    /// Per tid: requests that arrived once the final step had been served.
-    after_final: HashMap<u64, usize>,
+    /// Per tid, the bodies served in turn; ahead of them, the queued faults.
+    script: Script<u64, Answer>,
+    log: Log<Call>,
     /// Answers for tids without a script, when turned on.
     generated: Option<Generated>,
-    /// A quota enforced as the real gateway does, when turned on.
-    quota: Option<Quota>,
     /// Split orders: per trade, the sub-order ids each of its parcels carries.
     splits: HashMap<u64, Vec<String>>,
     /// Tids answered with fresh oversized fields on every poll: (field size, answers served).
@@ -106,35 +105,6 @@ struct Inner {
 struct Generated {
     change_every: usize,
     served: usize,
-}
-
-/// Code 7 for any call beyond `limit` within the last `window`.
-struct Quota {
-    limit: usize,
-    window: Duration,
-    recent: VecDeque<Instant>,
-    over: usize,
-}
-
-impl Quota {
-    /// Counts a call arriving `now`; `Some(ban seconds)` when it is over the quota.
-    fn arrive(&mut self, now: Instant) -> Option<u64> {
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(now);
-        if self.recent.len() <= self.limit {
-            return None;
-        }
-        self.over += 1;
-        let oldest = self.recent[self.recent.len() - 1 - self.limit];
-        let left = self.window.saturating_sub(now.duration_since(oldest));
-        Some(left.as_secs().max(1))
-    }
 }
 
 /// The steps of a generated answer, `(status_time, status_desc, action)`, oldest first: the
@@ -170,13 +140,9 @@ impl FakeTop {
             app_key: app_key.to_owned(),
             app_secret: app_secret.to_owned(),
             session: session.to_owned(),
-            scripts: HashMap::new(),
-            faults: VecDeque::new(),
-            calls: Vec::new(),
-            rejections: Vec::new(),
-            after_final: HashMap::new(),
+            script: Script::new(),
+            log: Log::new(),
             generated: None,
-            quota: None,
             splits: HashMap::new(),
             bloated: HashMap::new(),
         });
@@ -199,17 +165,8 @@ impl FakeTop {
 
     /// Each poll of `tid` serves the next body, staying on the last.
     pub fn script(&self, tid: u64, bodies: Vec<String>) {
-        assert!(!bodies.is_empty(), "a script needs at least one body");
-        let mut inner = self.shared.lock();
-        inner.scripts.insert(
-            tid,
-            Script {
-                bodies,
-                served: 0,
-                final_served: false,
-            },
-        );
-        inner.after_final.remove(&tid);
+        let answers = bodies.into_iter().map(Answer::Body).collect();
+        self.shared.lock().script.set(tid, answers);
     }
 
     /// Makes `tid` a split order whose parcels carry these sub-orders (each comma-separated): a
@@ -224,8 +181,10 @@ impl FakeTop {
     /// The next `n` verified calls (any tid) get this fault instead of their answer; a faulted
     /// call does not advance any script.
     pub fn fault(&self, fault: Fault, n: usize) {
-        let mut inner = self.shared.lock();
-        inner.faults.extend(std::iter::repeat_n(fault, n));
+        self.shared
+            .lock()
+            .script
+            .answer_next(n, Answer::Fault(fault));
     }
 
     /// Every poll of `tid` is answered with a new scan whose `status_desc` is `bytes` of text
@@ -248,56 +207,41 @@ impl FakeTop {
     /// Enforces a quota: any call beyond `limit` within a sliding `window` is answered with
     /// code 7, banned until the window has room again.
     pub fn enforce_quota(&self, limit: usize, window: Duration) {
-        self.shared.lock().quota = Some(Quota {
-            limit,
-            window,
-            recent: VecDeque::new(),
-            over: 0,
-        });
+        self.shared.lock().script.quota(limit, window);
     }
 
     /// Calls that arrived beyond the enforced quota.
     pub fn over_quota(&self) -> usize {
-        self.shared.lock().quota.as_ref().map_or(0, |q| q.over)
+        self.shared.lock().script.over_quota()
     }
 
     /// How many requests reached the gateway, whatever they were answered.
     pub fn call_count(&self) -> usize {
-        self.shared.lock().calls.len()
+        self.shared.lock().log.count()
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
+        self.shared.lock().log.calls()
     }
 
     /// Every request for `tid` that reached the gateway, whatever it was answered.
     pub fn polls_of(&self, tid: u64) -> usize {
-        self.shared
-            .lock()
-            .calls
-            .iter()
-            .filter(|call| call.tid == Some(tid))
-            .count()
+        self.shared.lock().script.calls_for(&tid)
     }
 
     /// Requests for `tid` that arrived after it had already been served its final step.
     pub fn polls_after_final(&self, tid: u64) -> usize {
-        self.shared
-            .lock()
-            .after_final
-            .get(&tid)
-            .copied()
-            .unwrap_or(0)
+        self.shared.lock().script.calls_after_final(&tid)
     }
 
     /// Requests refused by verification (signature, session, app key, timestamp, method…).
     pub fn signature_failures(&self) -> usize {
-        self.shared.lock().rejections.len()
+        self.shared.lock().log.refused()
     }
 
     /// Why each refused request was refused, for assertion messages.
     pub fn rejections(&self) -> Vec<String> {
-        self.shared.lock().rejections.clone()
+        self.shared.lock().log.refusals()
     }
 }
 
@@ -408,146 +352,102 @@ pub fn ban_response(seconds: u64) -> String {
     )
 }
 
-fn json_reply(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    response
-}
-
 async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: Bytes) -> Response {
     // TOP reads system parameters from the query string and the form alike.
     let mut params = parse_form(query.as_deref().unwrap_or(""));
     params.extend(parse_form(&String::from_utf8_lossy(&body)));
     let tid = params.get("tid").and_then(|tid| tid.parse::<u64>().ok());
-    let sign_method = params.get("sign_method").cloned();
-    let is_split = params.get("is_split").cloned();
-    let sub_tid = params.get("sub_tid").cloned();
-    let seller_nick = params.get("seller_nick").cloned();
 
-    let (fault, reply) = {
-        let mut inner = shared.lock();
-        let already_final = tid
-            .and_then(|tid| inner.scripts.get(&tid))
-            .is_some_and(|script| script.final_served);
-        let over_quota = inner
-            .quota
-            .as_mut()
-            .and_then(|quota| quota.arrive(Instant::now()));
+    let answer = {
+        let mut guard = shared.lock();
+        let inner = &mut *guard;
+        let now = Instant::now();
+        let over_quota = inner.script.arrive(tid.as_ref(), now);
         let mut changed = false;
-        let (fault, reply, answered, step) = if let Some(seconds) = over_quota {
-            (None, Some(ban_response(seconds)), "over_quota", None)
-        } else if let Some((code, msg, why)) = verify(&inner, &params) {
-            inner.rejections.push(why);
-            (
-                None,
-                Some(error_response(code, msg, "", "")),
-                "rejected",
-                None,
-            )
-        } else if let Some(fault) = inner.faults.pop_front() {
-            let label = fault.label();
-            (Some(fault), None, label, None)
-        } else {
-            let inner = &mut *inner;
-            if let Some((bytes, served)) = tid.and_then(|tid| inner.bloated.get_mut(&tid)) {
-                *served += 1;
-                let tid = tid.expect("bloated answers are per tid");
-                (
-                    None,
-                    Some(bloated_response(tid, *bytes, *served)),
-                    "trace",
-                    None,
-                )
-            } else {
-                match (
-                    tid.and_then(|tid| inner.scripts.get_mut(&tid)),
-                    inner.generated.as_mut(),
-                ) {
-                    (Some(script), _) => {
-                        let last = script.bodies.len() - 1;
-                        let step = script.served.min(last);
-                        script.served += 1;
-                        script.final_served |= step == last;
-                        (None, Some(script.bodies[step].clone()), "trace", Some(step))
-                    }
-                    (None, Some(generated)) => {
-                        generated.served += 1;
-                        changed = generated.served % generated.change_every == 0;
-                        let steps = if changed {
-                            &GENERATED_STEPS[..3]
-                        } else {
-                            &GENERATED_STEPS[..2]
-                        };
-                        let tid = tid.expect("verified requests carry a tid");
-                        let body = trace_response(tid, GENERATED_STATUS, steps);
-                        (None, Some(body), "trace", None)
-                    }
-                    (None, None) => {
-                        let body = error_response(
-                            15,
-                            "Remote service error",
-                            "isv.trade-not-exist",
-                            "交易不存在",
-                        );
-                        (None, Some(body), "unknown_tid", None)
-                    }
-                }
-            }
-        };
-        if let Some(tid) = tid
-            && already_final
+        let (answer, answered, step) = if let Some(wait) = over_quota {
+            let body = ban_response(wait.as_secs().max(1));
+            (Answer::Body(body), "over_quota", None)
+        } else if let Some((code, msg, why)) = verify(inner, &params) {
+            inner.log.refuse(why);
+            let body = error_response(code, msg, "", "");
+            (Answer::Body(body), "rejected", None)
+        } else if let Some(answer) = inner.script.take_next() {
+            let label = answer.label();
+            (answer, label, None)
+        } else if let Some((tid, (bytes, served))) =
+            tid.and_then(|tid| Some((tid, inner.bloated.get_mut(&tid)?)))
         {
-            *inner.after_final.entry(tid).or_default() += 1;
-        }
-        inner.calls.push(Call {
+            *served += 1;
+            let body = bloated_response(tid, *bytes, *served);
+            (Answer::Body(body), "trace", None)
+        } else if let Some((step, answer)) = tid.and_then(|tid| inner.script.step(&tid)) {
+            let label = answer.label();
+            (answer, label, Some(step))
+        } else if let Some(generated) = inner.generated.as_mut() {
+            generated.served += 1;
+            changed = generated.served % generated.change_every == 0;
+            let steps = if changed {
+                &GENERATED_STEPS[..3]
+            } else {
+                &GENERATED_STEPS[..2]
+            };
+            let tid = tid.expect("verified requests carry a tid");
+            let body = trace_response(tid, GENERATED_STATUS, steps);
+            (Answer::Body(body), "trace", None)
+        } else {
+            let body = error_response(
+                15,
+                "Remote service error",
+                "isv.trade-not-exist",
+                "交易不存在",
+            );
+            (Answer::Body(body), "unknown_tid", None)
+        };
+        inner.log.record(Call {
             tid,
-            at: Instant::now(),
+            at: now,
             step,
             answered,
-            sign_method,
-            is_split,
-            sub_tid,
-            seller_nick,
+            sign_method: params.get("sign_method").cloned(),
+            is_split: params.get("is_split").cloned(),
+            sub_tid: params.get("sub_tid").cloned(),
+            seller_nick: params.get("seller_nick").cloned(),
             changed,
         });
-        (fault, reply)
+        answer
     };
+    render(answer).await
+}
 
-    if let Some(body) = reply {
-        return json_reply(StatusCode::OK, body);
+impl Answer {
+    /// What [`Call::answered`] says of it.
+    fn label(&self) -> &'static str {
+        match self {
+            Answer::Body(_) => "trace",
+            Answer::Fault(fault) => fault.label(),
+        }
     }
-    match fault.expect("either a reply or a fault") {
+}
+
+/// An answer as the gateway sends it.
+async fn render(answer: Answer) -> Response {
+    let fault = match answer {
+        Answer::Body(body) => return json_reply(StatusCode::OK, body),
+        Answer::Fault(fault) => fault,
+    };
+    match fault {
         Fault::Ban { seconds } => json_reply(StatusCode::OK, ban_response(seconds)),
-        Fault::TooManyRequests { retry_after } => {
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&retry_after.to_string()).expect("digits are a header value"),
-            );
-            response
-        }
-        Fault::Html => {
-            let page = "<!DOCTYPE html><html><head><title>访问受限</title></head>\
-                        <body><h1>亲，访问受限了</h1></body></html>";
-            let mut response = (StatusCode::OK, page).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html;charset=UTF-8"),
-            );
-            response
-        }
+        Fault::TooManyRequests { retry_after } => too_many_requests(retry_after),
+        Fault::Html => html_reply(
+            "<!DOCTYPE html><html><head><title>访问受限</title></head>\
+             <body><h1>亲，访问受限了</h1></body></html>",
+        ),
         Fault::MalformedJson => json_reply(
             StatusCode::OK,
             r#"{"logistics_trace_search_response":{"tid":12,"status":"物流"#.to_owned(),
         ),
         Fault::Empty => json_reply(StatusCode::OK, String::new()),
-        Fault::Http(code) => {
-            let status = StatusCode::from_u16(code).expect("a valid HTTP status");
-            (status, format!("fake TOP answered {code}")).into_response()
-        }
+        Fault::Http(code) => http_status(code, "fake TOP"),
         Fault::Stall { millis } => {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             (StatusCode::GATEWAY_TIMEOUT, "stalled").into_response()
@@ -688,42 +588,6 @@ fn hmac<D: Digest>(key: &[u8], message: &[u8]) -> Vec<u8> {
     outer.finalize().to_vec()
 }
 
-/// `application/x-www-form-urlencoded`, later keys winning.
-fn parse_form(text: &str) -> BTreeMap<String, String> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,17 +638,5 @@ mod tests {
             "D54CB27172A9295719B4B736D956FF64"
         );
         assert_eq!(expected_sign(&trace_params("sha1"), "helloworld"), None);
-    }
-
-    #[test]
-    fn forms_are_decoded() {
-        let form =
-            parse_form("timestamp=2026-11-20+08%3A00%3A01&status=%E7%AD%BE%E6%94%B6&x=%zz&e=");
-        assert_eq!(form["timestamp"], "2026-11-20 08:00:01");
-        assert_eq!(form["status"], "签收");
-        assert_eq!(form["x"], "%zz");
-        assert_eq!(form["e"], "");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%4"), "%4");
     }
 }

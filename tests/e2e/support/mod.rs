@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod config;
 pub mod fake;
 pub mod fake_1688;
 pub mod fake_aliyun_sms;
@@ -20,31 +21,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The credentials of the 1688 and Kuaidi100 fakes in the tests that run all three providers.
+/// The credentials of the 1688 and Kuaidi100 fakes in the tests that run all three providers, and
+/// of [`config::Provider::alibaba1688_at`] and [`config::Provider::kuaidi100_at`].
 pub const ALI_APP_KEY: &str = "2000001";
 pub const ALI_SECRET: &str = "secret1688";
 pub const ALI_TOKEN: &str = "token1688";
 pub const KD_CUSTOMER: &str = "CUSTOMER100";
 pub const KD_KEY: &str = "key100";
 
-/// `[providers.ali]` (1688) and `[providers.kd]` (Kuaidi100) at these endpoints, with the
-/// credentials above; Kuaidi100's own 30-minute floor lowered to a second, which a test can wait.
-pub fn ali_and_kd_providers(ali: &str, kd: &str) -> String {
-    format!(
-        r#"
-[providers.ali]
-kind = "alibaba1688"
-endpoint = "{ali}"
-app_key = "{ALI_APP_KEY}"
-app_secret = "{ALI_SECRET}"
-access_token = "{ALI_TOKEN}"
-
-[providers.kd]
-kind = "kuaidi100"
-endpoint = "{kd}"
-customer = "{KD_CUSTOMER}"
-key = "{KD_KEY}"
-min_interval = "1s"
-"#
-    )
-}
+/// The credentials of the Aliyun SMS fakes whose own are not what the test is about, and of
+/// [`config::Channel::aliyun_sms_at`].
+pub const ALIYUN_KEY_ID: &str = "LTAI-test";
+pub const ALIYUN_SECRET: &str = "aliyun-secret";
+pub const ALIYUN_SIGN_NAME: &str = "小店";

@@ -1,0 +1,285 @@
+//! The SQL of the maintenance jobs: sweeps that change the status of shipments gone quiet, the
+//! stuck alerts, pruning and the WAL checkpoint. Every sweep that reads and then writes is one
+//! short `BEGIN IMMEDIATE` transaction over at most `limit` shipments. What a change says and
+//! which notifications it queues is decided by the caller (the `maintenance` and `track`
+//! modules), passed in as a function; storage only executes the answer.
+
+use sqlx::{AssertSqlSafe, FromRow};
+use tracing::instrument;
+
+use super::outbox::insert_outbox;
+use super::{Db, OutboxRow, Result, SHIPMENT_COLUMNS, ShipmentRow};
+use crate::clock::Millis;
+use crate::domain::Status;
+
+/// The status a sweep moves each chosen shipment to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepWrite<'a> {
+    pub status: Status,
+    /// Why, as the shipment's `raw_status` and `error` (or only kept in `error`, see
+    /// `stop_polling`).
+    pub raw_status: &'a str,
+    /// True when the shipment leaves the schedule: it keeps its last raw status and error, and
+    /// becomes inactive. False: polling goes on, and the reason is its raw status and error.
+    pub stop_polling: bool,
+}
+
+/// What one prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    pub notifications: u64,
+    pub events: u64,
+}
+
+/// SQLite's answer to a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// A reader kept the checkpoint from completing; the next one catches up.
+    pub busy: bool,
+    pub wal_frames: i64,
+    pub checkpointed_frames: i64,
+}
+
+/// An active shipment whose next poll is too far ahead ever to come up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreachablePoll {
+    pub id: i64,
+    pub order_id: String,
+    pub next_poll_at: Millis,
+}
+
+#[derive(FromRow)]
+struct StuckRow {
+    #[sqlx(flatten)]
+    shipment: ShipmentRow,
+    quiet_since: Millis,
+    stalls: i64,
+}
+
+/// The shipments a sweep picks: `?1` is the cutoff.
+const QUIET_FOR_GOOD: &str = "active = 1 AND status NOT IN ('returned', 'delivered', 'expired') \
+     AND coalesce(last_event_at, created_at) < ?1";
+const NEVER_SEEN: &str =
+    "active = 1 AND status = 'pending' AND transitions = 0 AND created_at < ?1";
+
+impl Db {
+    /// Moves every active shipment not final yet with no news (newest event, else when
+    /// tracking began) since `cutoff` to `write`, queuing the outbox rows `announce` gives for
+    /// each (the row as it was, and its new transition count), in one transaction. A shipment
+    /// whose poll is in flight is left for the next run. Returns the rows as they were.
+    #[instrument(skip_all)]
+    pub async fn sweep_quiet_shipments(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        limit: i64,
+        write: SweepWrite<'_>,
+        announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
+    ) -> Result<Vec<ShipmentRow>> {
+        self.sweep(QUIET_FOR_GOOD, cutoff, now, limit, write, announce)
+            .await
+    }
+
+    /// As [`Db::sweep_quiet_shipments`], for the active shipments created before `cutoff` that
+    /// are still `pending` and never changed status.
+    #[instrument(skip_all)]
+    pub async fn sweep_unseen_shipments(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        limit: i64,
+        write: SweepWrite<'_>,
+        announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
+    ) -> Result<Vec<ShipmentRow>> {
+        self.sweep(NEVER_SEEN, cutoff, now, limit, write, announce)
+            .await
+    }
+
+    /// Moves every shipment `select` picks (`?1` is the cutoff, `?2` now, `?3` the limit) to
+    /// `write` and queues its notifications, in one transaction.
+    async fn sweep(
+        &self,
+        select: &str,
+        cutoff: Millis,
+        now: Millis,
+        limit: i64,
+        write: SweepWrite<'_>,
+        mut announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
+    ) -> Result<Vec<ShipmentRow>> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+            "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE {select} \
+             AND (claimed_until IS NULL OR claimed_until <= ?2) ORDER BY id LIMIT ?3"
+        )))
+        .bind(cutoff)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stop_polling = write.stop_polling;
+        for row in &rows {
+            let transition = row.transitions + 1;
+            // `error` says why for a shipment still polled; an expired one keeps its last raw
+            // status.
+            sqlx::query(
+                "UPDATE shipments SET status = ?, transitions = ?, status_changed_at = ?, \
+                 active = CASE WHEN ? THEN 0 ELSE active END, \
+                 raw_status = CASE WHEN ? THEN raw_status ELSE ? END, \
+                 error = CASE WHEN ? THEN error ELSE ? END, \
+                 claimed_until = NULL WHERE id = ?",
+            )
+            .bind(write.status.as_str())
+            .bind(transition)
+            .bind(now)
+            .bind(stop_polling)
+            .bind(stop_polling)
+            .bind(write.raw_status)
+            .bind(stop_polling)
+            .bind(write.raw_status)
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+            let outbox = announce(row, transition);
+            insert_outbox(&mut tx, row.id, &outbox).await?;
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Active shipments whose `next_poll_at` is beyond `cutoff`, soonest first, at most `limit`.
+    #[instrument(skip_all)]
+    pub async fn unreachable_polls(
+        &self,
+        cutoff: Millis,
+        limit: i64,
+    ) -> Result<Vec<UnreachablePoll>> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT id, order_id, next_poll_at FROM shipments \
+             WHERE active = 1 AND next_poll_at > ?1 ORDER BY next_poll_at LIMIT ?2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, order_id, next_poll_at)| UnreachablePoll {
+                id,
+                order_id,
+                next_poll_at,
+            })
+            .collect())
+    }
+
+    /// Stops polling shipment `id` with `reason`, if it is still active with its next poll
+    /// beyond `cutoff`; true when it was.
+    #[instrument(skip_all)]
+    pub async fn stop_unreachable_poll(
+        &self,
+        id: i64,
+        reason: &str,
+        now: Millis,
+        cutoff: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE shipments SET active = 0, error = ?1, last_polled_at = ?2 \
+             WHERE id = ?3 AND active = 1 AND next_poll_at > ?4",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .bind(cutoff)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a new stall for each active shipment in one of the `moving` statuses that has
+    /// been quiet (newest event, else the change to its status, else creation) since before
+    /// `quiet_before` and was not alerted for this quiet spell yet, and queues the outbox row
+    /// `alert` gives for it (the row, its stall count, and when it went quiet), in one
+    /// transaction over at most `limit` shipments. Returns their order ids.
+    #[instrument(skip_all)]
+    pub async fn alert_stuck_shipments(
+        &self,
+        moving: &[Status],
+        quiet_before: Millis,
+        limit: i64,
+        mut alert: impl FnMut(&ShipmentRow, i64, Millis) -> OutboxRow,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.begin_write().await?;
+        let moving: Vec<&str> = moving.iter().map(|s| s.as_str()).collect();
+        let moving = serde_json::to_string(&moving).expect("plain strings");
+        let rows = sqlx::query_as::<_, StuckRow>(AssertSqlSafe(format!(
+            "SELECT {SHIPMENT_COLUMNS}, quiet_since, stalls FROM (SELECT *, \
+                 coalesce(last_event_at, status_changed_at, created_at) AS quiet_since \
+                 FROM shipments) \
+             WHERE active = 1 AND status IN (SELECT value FROM json_each(?1)) AND quiet_since < ?2 \
+               AND (stuck_alerted_for IS NULL OR stuck_alerted_for <> quiet_since) \
+             ORDER BY id LIMIT ?3"
+        )))
+        .bind(&moving)
+        .bind(quiet_before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut alerted = Vec::with_capacity(rows.len());
+        for row in rows {
+            let stall = row.stalls + 1;
+            sqlx::query("UPDATE shipments SET stalls = ?, stuck_alerted_for = ? WHERE id = ?")
+                .bind(stall)
+                .bind(row.quiet_since)
+                .bind(row.shipment.id)
+                .execute(&mut *tx)
+                .await?;
+            let outbox = alert(&row.shipment, stall, row.quiet_since);
+            insert_outbox(&mut tx, row.shipment.id, &[outbox]).await?;
+            alerted.push(row.shipment.order_id);
+        }
+        tx.commit().await?;
+        Ok(alerted)
+    }
+
+    /// Deletes the notifications delivered (or skipped) before `cutoff`, and the event history
+    /// of the shipments that ended (delivered, returned, expired) before it, in one transaction.
+    #[instrument(skip_all)]
+    pub async fn prune(&self, cutoff: Millis) -> Result<Pruned> {
+        let mut tx = self.begin_write().await?;
+        let notifications = sqlx::query(
+            "DELETE FROM notifications WHERE state IN ('sent', 'skipped') \
+             AND coalesce(sent_at, created_at) < ?",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let events = sqlx::query(
+            "DELETE FROM events WHERE shipment_id IN (SELECT id FROM shipments \
+                 WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \
+                   AND coalesce(status_changed_at, last_event_at, created_at) < ?)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Pruned {
+            notifications,
+            events,
+        })
+    }
+
+    /// Folds the write-ahead log back into the database file and truncates it.
+    #[instrument(skip_all)]
+    pub async fn checkpoint(&self) -> Result<Checkpointed> {
+        let (busy, wal_frames, checkpointed_frames) =
+            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.write)
+                .await?;
+        Ok(Checkpointed {
+            busy: busy != 0,
+            wal_frames,
+            checkpointed_frames,
+        })
+    }
+}

@@ -1,0 +1,335 @@
+//! The daemon's one writer: a task that owns the write connection for the work that never
+//! stops (polls recorded, deliveries marked sent, shipments and notifications claimed) and
+//! writes whatever is waiting in one transaction of a handful of statements, instead of a
+//! transaction, and several hops to SQLite's thread, per poll.
+//!
+//! Whoever hands work over gets its own outcome back once the transaction that holds it is
+//! committed. `sent` marks go first, in a transaction of their own: a delivery that reached its
+//! receiver is recorded before anything else, so that a crash repeats as few as possible. A
+//! batch that fails is written again one job at a time, so that one bad row costs only its own
+//! job. A connection whose transaction failed is closed, never reused: a failed `COMMIT` can
+//! leave it inside its transaction.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::outbox::{claim_notifications, mark_sent};
+use super::polls::record_polls;
+use super::shipments::claim_due_shipments;
+use super::{ClaimedNotification, Db, Decide, Recorded, Result, ShipmentRow, StorageError};
+use crate::clock::Millis;
+use crate::domain::ChannelKind;
+
+/// Jobs waiting for the writer, at most; whoever hands over more waits for room.
+const QUEUE: usize = 4096;
+/// Jobs written in one transaction, at most.
+const BATCH: usize = 1024;
+const LINGER_BELOW: usize = 64;
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A poll to record: the shipment, and what decides the write once its row is read.
+pub type PollJob = (i64, Box<dyn Decide + Send + Sync>);
+
+enum Job {
+    Sent(i64, Millis, Reply<()>),
+    Poll(PollJob, Reply<Recorded>),
+    ClaimShipments(ShipmentClaim, Reply<Vec<ShipmentRow>>),
+    ClaimNotifications(NotificationClaim, Reply<Vec<ClaimedNotification>>),
+}
+
+/// What [`Writer::claim_shipments`] asks for.
+#[derive(Debug, Clone)]
+pub struct ShipmentClaim {
+    pub now: Millis,
+    pub claimed_until: Millis,
+    /// Providers whose shipments are left alone.
+    pub paused: Vec<String>,
+    pub limit: usize,
+}
+
+/// What [`Writer::claim_notifications`] asks for.
+#[derive(Debug, Clone)]
+pub struct NotificationClaim {
+    pub now: Millis,
+    pub lease_until: Millis,
+    pub channels: Vec<ChannelKind>,
+    pub max_attempts: u32,
+    pub limit: usize,
+}
+
+/// The handle on the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+/// Work handed over to the writer; await [`Handed::written`] for its outcome.
+pub struct Handed<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> Handed<T> {
+    /// The outcome, once the transaction holding the job is committed (or has failed).
+    pub async fn written(self) -> Result<T> {
+        self.0.await.unwrap_or(Err(StorageError::Interrupted))
+    }
+}
+
+impl Writer {
+    /// Starts the writer task on `db`'s write connection. The task ends once every handle is
+    /// dropped and the queue is written.
+    pub(crate) fn start(db: Db) -> Writer {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        // The task keeps the pools, not this handle: once the last handle is dropped, the
+        // queue closes and the task ends.
+        let db = Db {
+            write: db.write,
+            read: db.read,
+            writer: WriterCell::default(),
+        };
+        tokio::spawn(run(db, jobs));
+        Writer { queue }
+    }
+
+    async fn hand<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<Handed<T>>
+    where
+        T: Send,
+    {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(job(reply))
+            .await
+            .map_err(|_| StorageError::Interrupted)?;
+        Ok(Handed(outcome))
+    }
+
+    /// Hands a poll over to be recorded; returns once the writer has it (or has room for it).
+    pub async fn record_poll(&self, poll: PollJob) -> Result<Handed<Recorded>> {
+        self.hand(|reply| Job::Poll(poll, reply)).await
+    }
+
+    /// Marks a delivered notification sent; returns once that is committed.
+    pub async fn sent(&self, id: i64, at: Millis) -> Result<()> {
+        self.hand(|reply| Job::Sent(id, at, reply))
+            .await?
+            .written()
+            .await
+    }
+
+    /// Claims due shipments, as [`Db::claim_due_shipments`] does, in the writer's next batch.
+    pub async fn claim_shipments(&self, claim: ShipmentClaim) -> Result<Vec<ShipmentRow>> {
+        self.hand(|reply| Job::ClaimShipments(claim, reply))
+            .await?
+            .written()
+            .await
+    }
+
+    /// Claims due notifications, as [`Db::claim_notifications`] does, in the writer's next
+    /// batch (after the `sent` marks waiting with it, so that the next in each line is free).
+    pub async fn claim_notifications(
+        &self,
+        claim: NotificationClaim,
+    ) -> Result<Vec<ClaimedNotification>> {
+        self.hand(|reply| Job::ClaimNotifications(claim, reply))
+            .await?
+            .written()
+            .await
+    }
+}
+
+/// The writer task: takes what is waiting, up to a batch, and writes it.
+async fn run(db: Db, mut queue: mpsc::Receiver<Job>) {
+    let mut waiting = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut waiting, BATCH).await > 0 {
+        // Only polls may wait: a claim or a `sent` mark holds up its caller's next step.
+        if waiting.len() < LINGER_BELOW && waiting.iter().all(|job| matches!(job, Job::Poll(..))) {
+            // A moment for the polls finishing now to join this transaction.
+            tokio::time::sleep(LINGER).await;
+            let room = BATCH - waiting.len();
+            while let Ok(job) = queue.try_recv() {
+                waiting.push(job);
+                if waiting.len() >= room {
+                    break;
+                }
+            }
+        }
+        let mut batch = Batch::default();
+        for job in waiting.drain(..) {
+            batch.add(job);
+        }
+        batch.write(&db).await;
+    }
+}
+
+/// The jobs of one round, sorted by kind.
+#[derive(Default)]
+struct Batch {
+    sent: Vec<((i64, Millis), Reply<()>)>,
+    polls: Vec<(PollJob, Reply<Recorded>)>,
+    notification_claims: Vec<(NotificationClaim, Reply<Vec<ClaimedNotification>>)>,
+    shipment_claims: Vec<(ShipmentClaim, Reply<Vec<ShipmentRow>>)>,
+}
+
+impl Batch {
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::Sent(id, at, reply) => self.sent.push(((id, at), reply)),
+            Job::Poll(poll, reply) => self.polls.push((poll, reply)),
+            Job::ClaimShipments(claim, reply) => self.shipment_claims.push((claim, reply)),
+            Job::ClaimNotifications(claim, reply) => self.notification_claims.push((claim, reply)),
+        }
+    }
+
+    async fn write(self, db: &Db) {
+        let Batch {
+            sent,
+            polls,
+            notification_claims,
+            shipment_claims,
+        } = self;
+        if !sent.is_empty() {
+            let (marks, replies): (Vec<_>, Vec<_>) = sent.into_iter().unzip();
+            match in_transaction(db, Work::Sent(&marks)).await {
+                Ok(_) => replies.into_iter().for_each(|reply| {
+                    let _ = reply.send(Ok(()));
+                }),
+                Err(e) => {
+                    debug!(error = %e, marks = marks.len(), "sent marks written one by one");
+                    for (mark, reply) in marks.iter().zip(replies) {
+                        let one = std::slice::from_ref(mark);
+                        let _ = reply.send(in_transaction(db, Work::Sent(one)).await.map(|_| ()));
+                    }
+                }
+            }
+        }
+        if polls.is_empty() && notification_claims.is_empty() && shipment_claims.is_empty() {
+            return;
+        }
+        let (polls, poll_replies): (Vec<PollJob>, Vec<_>) = polls.into_iter().unzip();
+        let (n_claims, n_replies): (Vec<_>, Vec<_>) = notification_claims.into_iter().unzip();
+        let (s_claims, s_replies): (Vec<_>, Vec<_>) = shipment_claims.into_iter().unzip();
+        match in_transaction(db, Work::Rest(&polls, &n_claims, &s_claims)).await {
+            Ok(Written {
+                recorded,
+                notifications,
+                shipments,
+            }) => {
+                reply_each(poll_replies, recorded);
+                reply_each(n_replies, notifications);
+                reply_each(s_replies, shipments);
+            }
+            Err(e) => {
+                let jobs = polls.len() + n_claims.len() + s_claims.len();
+                if jobs > 1 {
+                    warn!(error = %e, jobs, "a batch of writes failed; writing each job alone");
+                }
+                // One at a time, so that one bad row costs only its own job.
+                for (poll, reply) in polls.iter().zip(poll_replies) {
+                    let work = Work::Rest(std::slice::from_ref(poll), &[], &[]);
+                    let outcome = in_transaction(db, work).await;
+                    let _ = reply.send(outcome.map(|mut w| w.recorded.pop().unwrap_or_default()));
+                }
+                for (claim, reply) in n_claims.iter().zip(n_replies) {
+                    let work = Work::Rest(&[], std::slice::from_ref(claim), &[]);
+                    let outcome = in_transaction(db, work).await;
+                    let _ =
+                        reply.send(outcome.map(|mut w| w.notifications.pop().unwrap_or_default()));
+                }
+                for (claim, reply) in s_claims.iter().zip(s_replies) {
+                    let work = Work::Rest(&[], &[], std::slice::from_ref(claim));
+                    let outcome = in_transaction(db, work).await;
+                    let _ = reply.send(outcome.map(|mut w| w.shipments.pop().unwrap_or_default()));
+                }
+            }
+        }
+    }
+}
+
+fn reply_each<T>(replies: Vec<Reply<T>>, outcomes: Vec<T>) {
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(Ok(outcome));
+    }
+}
+
+/// What one transaction of the writer does.
+enum Work<'a> {
+    Sent(&'a [(i64, Millis)]),
+    /// Polls first (their shipments' claims end with them), then the claims.
+    Rest(&'a [PollJob], &'a [NotificationClaim], &'a [ShipmentClaim]),
+}
+
+/// What it gives back, in the order asked.
+#[derive(Default)]
+struct Written {
+    recorded: Vec<Recorded>,
+    notifications: Vec<Vec<ClaimedNotification>>,
+    shipments: Vec<Vec<ShipmentRow>>,
+}
+
+async fn write_work(conn: &mut SqliteConnection, work: &Work<'_>) -> Result<Written> {
+    let mut written = Written::default();
+    match work {
+        Work::Sent(marks) => mark_sent(conn, marks).await?,
+        Work::Rest(polls, notification_claims, shipment_claims) => {
+            if !polls.is_empty() {
+                let polls: Vec<(i64, &(dyn Decide + Sync))> = polls
+                    .iter()
+                    .map(|(id, poll)| (*id, poll.as_ref() as &(dyn Decide + Sync)))
+                    .collect();
+                written.recorded = record_polls(conn, &polls).await?;
+            }
+            for c in notification_claims.iter() {
+                written.notifications.push(
+                    claim_notifications(
+                        conn,
+                        c.now,
+                        c.lease_until,
+                        &c.channels,
+                        c.max_attempts,
+                        c.limit,
+                    )
+                    .await?,
+                );
+            }
+            for c in shipment_claims.iter() {
+                written.shipments.push(
+                    claim_due_shipments(conn, c.now, c.claimed_until, &c.paused, c.limit).await?,
+                );
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Runs `work` in a `BEGIN IMMEDIATE` transaction on the write connection and commits it. On
+/// any failure the connection is closed rather than given back: a failed `COMMIT` may leave it
+/// inside its transaction, and every later `BEGIN` would fail on it.
+async fn in_transaction(db: &Db, work: Work<'_>) -> Result<Written> {
+    let mut conn = db.write.acquire().await?;
+    let outcome = async {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let written = write_work(&mut tx, &work).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+    .await;
+    if outcome.is_err() {
+        conn.close_on_drop();
+    }
+    outcome
+}
+
+impl Db {
+    /// The daemon's one writer, started on first use.
+    pub fn writer(&self) -> Writer {
+        self.writer
+            .get_or_init(|| Writer::start(self.clone()))
+            .clone()
+    }
+}
+
+/// Where a [`Db`] keeps its writer.
+pub(crate) type WriterCell = Arc<std::sync::OnceLock<Writer>>;
