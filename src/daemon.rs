@@ -186,8 +186,7 @@ impl Daemon {
             self.rules.clone(),
             self.events.clone(),
         )
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .await?;
         if let Some(listen) = self.listen {
             let metrics = crate::health::install_recorder();
             crate::health::record_events(&self.events);

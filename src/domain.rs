@@ -158,27 +158,122 @@ pub fn mask_contact(value: &str) -> String {
     format!("{head}****{tail}")
 }
 
-/// A mainland China mobile number, normalised to its 11 digits: `+86`, spaces and dashes are
-/// accepted on input; the rest is refused with a message saying what a good one looks like.
-pub fn mainland_mobile(input: &str) -> Result<String, String> {
-    let digits: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    let digits = digits
-        .strip_prefix("+86")
-        .or_else(|| digits.strip_prefix("0086"))
-        .unwrap_or(&digits);
-    let bytes = digits.as_bytes();
-    let valid = bytes.len() == 11
-        && bytes[0] == b'1'
-        && (b'3'..=b'9').contains(&bytes[1])
-        && bytes.iter().all(u8::is_ascii_digit);
-    if valid {
-        Ok(digits.to_owned())
-    } else {
-        Err(format!(
-            "phone {:?} is not a mainland mobile number (11 digits starting with 13-19, optionally +86)",
-            mask_contact(input)
-        ))
+/// A mainland China mobile number as stored: its 11 digits (`13812345678`). `+86`, `0086`,
+/// spaces and dashes are accepted on input and dropped. `Debug` masks it, as logs must.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Phone(String);
+
+/// A phone number that is not a mainland mobile. The message shows it masked: it may end up in
+/// the database and the logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "phone {masked:?} is not a mainland mobile number (11 digits starting with 13-19, optionally +86)"
+)]
+pub struct InvalidPhone {
+    masked: String,
+}
+
+impl Phone {
+    pub fn parse(input: &str) -> Result<Phone, InvalidPhone> {
+        let digits: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        let digits = digits
+            .strip_prefix("+86")
+            .or_else(|| digits.strip_prefix("0086"))
+            .unwrap_or(&digits);
+        let bytes = digits.as_bytes();
+        let valid = bytes.len() == 11
+            && bytes[0] == b'1'
+            && (b'3'..=b'9').contains(&bytes[1])
+            && bytes.iter().all(u8::is_ascii_digit);
+        if valid {
+            Ok(Phone(digits.to_owned()))
+        } else {
+            Err(InvalidPhone {
+                masked: mask_contact(input),
+            })
+        }
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phone({:?})", mask_contact(&self.0))
+    }
+}
+
+impl TryFrom<String> for Phone {
+    type Error = InvalidPhone;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Phone::parse(&value)
+    }
+}
+
+/// An email address as stored: trimmed, and one that SMTP can send to. `Debug` masks it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+/// Text that is not an email address. The message shows it masked: it may end up in the
+/// database and the logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("email {masked:?} is not an email address (like name@example.com)")]
+pub struct InvalidEmail {
+    masked: String,
+}
+
+impl Email {
+    pub fn parse(input: &str) -> Result<Email, InvalidEmail> {
+        let address = input.trim();
+        match address.parse::<lettre::Address>() {
+            Ok(_) => Ok(Email(address.to_owned())),
+            Err(_) => Err(InvalidEmail {
+                masked: mask_contact(input),
+            }),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Email({:?})", mask_contact(&self.0))
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = InvalidEmail;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Email::parse(&value)
+    }
+}
+
+/// A contact column of a stored row that does not parse (another program wrote the row).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidContact {
+    #[error(transparent)]
+    Phone(#[from] InvalidPhone),
+    #[error(transparent)]
+    Email(#[from] InvalidEmail),
 }
 
 /// A secret from the configuration. Its `Debug` and `Display` never show the value.
@@ -287,18 +382,35 @@ mod tests {
 
     #[test]
     fn mainland_mobiles_are_normalised_or_refused() {
-        assert_eq!(mainland_mobile("13812345678").unwrap(), "13812345678");
-        assert_eq!(mainland_mobile("+86 138-1234-5678").unwrap(), "13812345678");
-        assert_eq!(mainland_mobile("008613812345678").unwrap(), "13812345678");
+        let parsed = |input: &str| Phone::parse(input).map(|p| p.as_str().to_owned());
+        assert_eq!(parsed("13812345678").unwrap(), "13812345678");
+        assert_eq!(parsed("+86 138-1234-5678").unwrap(), "13812345678");
+        assert_eq!(parsed("008613812345678").unwrap(), "13812345678");
         for bad in ["12345", "12812345678", "1381234567x", "+1 415 555 0100", ""] {
-            let err = mainland_mobile(bad).unwrap_err();
+            let err = Phone::parse(bad).unwrap_err().to_string();
             assert!(err.contains("mainland mobile"), "{err}");
         }
         assert!(
-            !mainland_mobile("19912345678123")
+            !Phone::parse("19912345678123")
                 .unwrap_err()
+                .to_string()
                 .contains("19912345678123")
         );
+        let phone: Phone = "13812345678".to_owned().try_into().unwrap();
+        assert_eq!(phone.to_string(), "13812345678");
+        assert!(!format!("{phone:?}").contains("13812345678"));
+    }
+
+    #[test]
+    fn email_addresses_are_trimmed_or_refused_masked() {
+        let email = Email::parse(" zhang@shop.example ").unwrap();
+        assert_eq!(email.as_str(), "zhang@shop.example");
+        assert_eq!(email.to_string(), "zhang@shop.example");
+        assert!(!format!("{email:?}").contains("zhang@"));
+        let err = Email::parse("zhang.wei at shop").unwrap_err().to_string();
+        assert!(err.contains("is not an email address"), "{err}");
+        assert!(!err.contains("zhang.wei"), "{err}");
+        assert!(Email::try_from(String::new()).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, HumanDuration, RateLimit};
-use crate::intake::Intake;
+use crate::intake::{CsvError, Intake};
 use crate::providers::{ProviderError, Trace};
 use crate::storage::NewShipment;
 
@@ -49,7 +49,7 @@ static INTAKE: LazyLock<Intake> = LazyLock::new(|| {
 });
 
 /// A CSV file given to `shipwatch import`.
-pub fn csv_import(data: &[u8]) -> Result<Vec<NewShipment>, String> {
+pub fn csv_import(data: &[u8]) -> Result<Vec<NewShipment>, CsvError> {
     INTAKE
         .read_csv_from(data, "import.csv")
         .map(|rows| rows.into_iter().map(|(_, shipment)| shipment).collect())
@@ -286,7 +286,7 @@ mod tests {
             let len = text.len();
             match csv_import(&text) {
                 Ok(shipments) => prop_assert!(shipments.len() <= len),
-                Err(e) => prop_assert!(!e.contains('\n'), "{}", e),
+                Err(e) => prop_assert!(!e.to_string().contains('\n'), "{}", e),
             }
             text.extend_from_slice(&noise);
             let _ = csv_import(&text);

@@ -263,42 +263,65 @@ async fn healthz(State(probe): State<Probe>) -> Response {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "unhealthy", "reason": reason})),
+            axum::Json(json!({"status": "unhealthy", "reason": reason.to_string()})),
         )
             .into_response(),
     }
 }
 
+/// Why `/healthz` answers 503: the reason it gives.
+#[derive(Debug, thiserror::Error)]
+enum Unhealthy {
+    #[error("database: {}", in_its_own_words(.0))]
+    Database(StorageError),
+    #[error("database: no answer within {}", humantime::format_duration(*.0))]
+    DatabaseSilent(Duration),
+    #[error(
+        "database not writable for {}: {error}",
+        humantime::format_duration(*.for_how_long)
+    )]
+    NotWritable {
+        for_how_long: Duration,
+        error: String,
+    },
+    #[error("dispatcher: no round completed yet")]
+    NoRound,
+    #[error(
+        "dispatcher: last round completed {} ago (limit {})",
+        humantime::format_duration(*.age),
+        humantime::format_duration(*.limit)
+    )]
+    Stalled { age: Duration, limit: Duration },
+}
+
 impl Probe {
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Unhealthy> {
         let answered = tokio::time::timeout(DB_PROBE_TIMEOUT, self.db.ping()).await;
         match answered {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("database: {}", in_its_own_words(&e))),
-            Err(_) => {
-                return Err(format!(
-                    "database: no answer within {}",
-                    humantime::format_duration(DB_PROBE_TIMEOUT)
-                ));
-            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Unhealthy::Database(e)),
+            Err(_) => return Err(Unhealthy::DatabaseSilent(DB_PROBE_TIMEOUT)),
         }
         if let Some(outage) = crate::outage::Outage::database().current() {
-            return Err(format!(
-                "database not writable for {}: {}",
-                humantime::format_duration(Duration::from_secs(outage.for_how_long.as_secs())),
-                outage.error
-            ));
+            return Err(Unhealthy::NotWritable {
+                for_how_long: whole_seconds(outage.for_how_long),
+                error: outage.error,
+            });
         }
         match self.heartbeat.age() {
-            None => Err("dispatcher: no round completed yet".to_owned()),
-            Some(age) if age > self.max_heartbeat_age => Err(format!(
-                "dispatcher: last round completed {} ago (limit {})",
-                humantime::format_duration(Duration::from_secs(age.as_secs())),
-                humantime::format_duration(self.max_heartbeat_age)
-            )),
+            None => Err(Unhealthy::NoRound),
+            Some(age) if age > self.max_heartbeat_age => Err(Unhealthy::Stalled {
+                age: whole_seconds(age),
+                limit: self.max_heartbeat_age,
+            }),
             Some(_) => Ok(()),
         }
     }
+}
+
+/// A span as a reason shows it: to the second.
+fn whole_seconds(span: Duration) -> Duration {
+    Duration::from_secs(span.as_secs())
 }
 
 async fn metrics_page(State(probe): State<Probe>) -> Response {
@@ -308,7 +331,7 @@ async fn metrics_page(State(probe): State<Probe>) -> Response {
     match refresh_gauges(&probe.db, probe.clock.now()).await {
         Ok(()) => gauge!("shipwatch_database_up").set(1.0),
         Err(e) => {
-            warn!(error = %e, "metrics: cannot read the database; gauges are stale");
+            warn!(error = %in_its_own_words(&e), "metrics: cannot read the database; gauges are stale");
             gauge!("shipwatch_database_up").set(0.0);
         }
     }
@@ -334,16 +357,13 @@ fn in_its_own_words(error: &StorageError) -> String {
 
 /// Sets every database gauge. Label sets that have no rows are set to 0, not left at their last
 /// value, so that a drained outbox reads as empty.
-async fn refresh_gauges(db: &Db, now: Millis) -> Result<(), String> {
+async fn refresh_gauges(db: &Db, now: Millis) -> Result<(), StorageError> {
     let GaugeCounts {
         outbox,
         shipments,
         oldest_due,
         providers,
-    } = db
-        .gauge_counts(now)
-        .await
-        .map_err(|e| in_its_own_words(&e))?;
+    } = db.gauge_counts(now).await?;
     for state in OUTBOX_STATES {
         let n = outbox.iter().find(|(s, _)| s == state).map_or(0, |r| r.1);
         gauge!("shipwatch_outbox", "state" => state).set(n as f64);
@@ -420,6 +440,27 @@ fn count(event: &PipelineEvent) {
 mod tests {
     use super::*;
     use crate::notify::ChannelKind;
+
+    #[test]
+    fn unhealthy_reasons_read_as_one_line_to_the_second() {
+        let stalled = Unhealthy::Stalled {
+            age: whole_seconds(Duration::from_millis(95_500)),
+            limit: Duration::from_secs(60),
+        };
+        assert_eq!(
+            stalled.to_string(),
+            "dispatcher: last round completed 1m 35s ago (limit 1m)"
+        );
+        let down = Unhealthy::NotWritable {
+            for_how_long: whole_seconds(Duration::from_millis(3_200)),
+            error: "disk full".to_owned(),
+        };
+        assert_eq!(down.to_string(), "database not writable for 3s: disk full");
+        assert_eq!(
+            Unhealthy::DatabaseSilent(Duration::from_secs(2)).to_string(),
+            "database: no answer within 2s"
+        );
+    }
 
     fn failed(retry_in: Option<Duration>) -> PipelineEvent {
         PipelineEvent::DeliveryFailed {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::clock::Millis;
 use crate::config::Config;
-use crate::domain::{Tier, mask_contact};
-use crate::providers::{Provider, TrackRequest};
+use crate::domain::{Email, InvalidContact, InvalidPhone, Phone, Tier, UnknownTier};
+use crate::providers::{Provider, TrackRequest, UnfitRequest};
 use crate::storage::{Db, NewShipment, ShipmentRow, StorageError};
 
 /// The columns of the `shipments` table a shop may fill in.
@@ -35,6 +35,73 @@ pub struct Fields {
     pub phone: Option<String>,
     pub email: Option<String>,
     pub sub_orders: Option<String>,
+}
+
+/// Why `add` or `import` refuses a shipment, in one line that says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("the order id is empty")]
+    EmptyOrderId,
+    #[error("unknown provider {name:?}: configured providers are {known}")]
+    UnknownProvider { name: String, known: String },
+    /// No provider given, and more than one configured.
+    #[error("which provider? give one (configured: {known})")]
+    WhichProvider { known: String },
+    /// No provider given, and no config to say which there are.
+    #[error("which provider? give one")]
+    NoProvider,
+    #[error(transparent)]
+    Tier(#[from] UnknownTier),
+    #[error(transparent)]
+    Phone(#[from] InvalidPhone),
+    /// Shown whole, unlike a stored row's: the person who typed it is reading.
+    #[error("email {0:?} is not an email address (like name@example.com)")]
+    Email(String),
+    /// What the shipment's provider needs and it lacks.
+    #[error(transparent)]
+    Provider(#[from] UnfitRequest),
+}
+
+impl IntakeError {
+    /// The CSV column the refusal is about, when it can be told: a provider names the order id
+    /// it cannot use by quoting it.
+    fn column(&self, order_id: &str) -> Option<&'static str> {
+        match self {
+            IntakeError::EmptyOrderId => Some("order_id"),
+            IntakeError::UnknownProvider { .. }
+            | IntakeError::WhichProvider { .. }
+            | IntakeError::NoProvider => Some("provider"),
+            IntakeError::Tier(_) => Some("tier"),
+            IntakeError::Phone(_) => Some("phone"),
+            IntakeError::Email(_) => Some("email"),
+            IntakeError::Provider(UnfitRequest(message)) => message
+                .contains(&format!("{:?}", order_id.trim()))
+                .then_some("order_id"),
+        }
+    }
+}
+
+/// Why a CSV file cannot be imported: the file, the line and, where it can be told, the column,
+/// then what is wrong, in one line. Only a message: `import` prints it, nothing decides on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CsvError(String);
+
+/// Why a row another program inserted cannot be polled as it stands: one line that names the
+/// column and never shows a phone number or an email address whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoredRowError {
+    #[error(transparent)]
+    Contact(#[from] InvalidContact),
+    #[error(
+        "{column} = {at} is before 2000: times are milliseconds since 1970-01-01 UTC, not seconds"
+    )]
+    Seconds { column: &'static str, at: Millis },
+    #[error(
+        "{column} = {at} ({}) is in the future: times are milliseconds since 1970-01-01 UTC",
+        shown_time(*.at)
+    )]
+    Future { column: &'static str, at: Millis },
 }
 
 /// Checks new shipments against the configured providers.
@@ -63,43 +130,39 @@ impl Intake {
     }
 
     /// A checked shipment, or one line saying what is wrong and how to fix it.
-    pub fn shipment(&self, fields: Fields) -> Result<NewShipment, String> {
+    pub fn shipment(&self, fields: Fields) -> Result<NewShipment, IntakeError> {
         let order_id = fields.order_id.trim().to_owned();
         if order_id.is_empty() {
-            return Err("the order id is empty".to_owned());
+            return Err(IntakeError::EmptyOrderId);
         }
         let provider = match (non_empty(fields.provider), &self.providers) {
             (Some(name), Some(providers)) if !providers.contains_key(&name) => {
-                return Err(format!(
-                    "unknown provider {name:?}: configured providers are {}",
-                    self.known()
-                ));
+                return Err(IntakeError::UnknownProvider {
+                    name,
+                    known: self.known(),
+                });
             }
             (Some(name), _) => name,
             (None, Some(providers)) if providers.len() == 1 => {
                 providers.keys().next().expect("one").clone()
             }
             (None, Some(_)) => {
-                return Err(format!(
-                    "which provider? give one (configured: {})",
-                    self.known()
-                ));
+                return Err(IntakeError::WhichProvider {
+                    known: self.known(),
+                });
             }
-            (None, None) => return Err("which provider? give one".to_owned()),
+            (None, None) => return Err(IntakeError::NoProvider),
         };
         let tier = match non_empty(fields.tier) {
             None => Tier::Normal,
-            Some(tier) => tier.parse::<Tier>().map_err(|e| e.to_string())?,
+            Some(tier) => tier.parse::<Tier>()?,
         };
         let phone = non_empty(fields.phone)
-            .map(|p| crate::domain::mainland_mobile(&p))
+            .map(|p| Phone::parse(&p))
             .transpose()?;
-        let email = non_empty(fields.email);
-        if let Some(email) = &email {
-            email.parse::<lettre::Address>().map_err(|_| {
-                format!("email {email:?} is not an email address (like name@example.com)")
-            })?;
-        }
+        let email = non_empty(fields.email)
+            .map(|email| Email::parse(&email).map_err(|_| IntakeError::Email(email)))
+            .transpose()?;
         let new = NewShipment {
             order_id,
             provider,
@@ -127,10 +190,14 @@ impl Intake {
     /// be good: the first bad one is reported with its line and, where it can be told, its column.
     /// Each shipment comes with the line it was read from. The whole file is held in memory:
     /// `import` reads with [`Intake::csv_rows`] instead.
-    pub fn read_csv(&self, path: &Path) -> Result<Vec<(u64, NewShipment)>, String> {
+    pub fn read_csv(&self, path: &Path) -> Result<Vec<(u64, NewShipment)>, CsvError> {
         let shown = path.display();
-        let file = std::fs::File::open(path)
-            .map_err(|e| format!("cannot read {shown}: {}", crate::config::io_reason(&e)))?;
+        let file = std::fs::File::open(path).map_err(|e| {
+            CsvError(format!(
+                "cannot read {shown}: {}",
+                crate::config::io_reason(&e)
+            ))
+        })?;
         self.read_csv_from(file, &shown.to_string())
     }
 
@@ -139,16 +206,16 @@ impl Intake {
         &self,
         input: impl std::io::Read,
         shown: &str,
-    ) -> Result<Vec<(u64, NewShipment)>, String> {
+    ) -> Result<Vec<(u64, NewShipment)>, CsvError> {
         let mut rows = Vec::new();
         let mut seen: HashMap<String, u64> = HashMap::new();
         for row in self.csv_rows(input, shown)? {
             let (line, new) = row?;
             if let Some(first) = seen.insert(new.order_id.clone(), line) {
-                return Err(format!(
+                return Err(CsvError(format!(
                     "{shown} line {line}, column order_id: order {} is already on line {first}",
                     new.order_id
-                ));
+                )));
             }
             rows.push((line, new));
         }
@@ -163,7 +230,7 @@ impl Intake {
         &self,
         input: R,
         shown: &str,
-    ) -> Result<CsvRows<'_, R>, String> {
+    ) -> Result<CsvRows<'_, R>, CsvError> {
         let mut rows = CsvRows {
             intake: self,
             shown: shown.to_owned(),
@@ -184,20 +251,22 @@ impl Intake {
         };
         for name in headers {
             let Some(&column) = COLUMNS.iter().find(|c| *c == name) else {
-                return Err(format!(
+                return Err(CsvError(format!(
                     "{shown}: unknown column {name:?} in the header; the columns are {}",
                     COLUMNS.join(", ")
-                ));
+                )));
             };
             if rows.columns.contains(&column) {
-                return Err(format!(
+                return Err(CsvError(format!(
                     "{shown}: column {name:?} appears twice in the header"
-                ));
+                )));
             }
             rows.columns.push(column);
         }
         if !rows.columns.contains(&"order_id") {
-            return Err(format!("{shown}: the header has no order_id column"));
+            return Err(CsvError(format!(
+                "{shown}: the header has no order_id column"
+            )));
         }
         Ok(rows)
     }
@@ -223,7 +292,7 @@ const IMPORT_BATCH: usize = 1000;
 pub enum ImportError {
     /// The file, or one of its rows, is refused: the reason names the line.
     #[error("{0}; nothing was imported")]
-    Refused(String),
+    Refused(#[from] CsvError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -239,13 +308,13 @@ impl Intake {
         now: Millis,
     ) -> Result<usize, ImportError> {
         let shown = file.display().to_string();
-        let mut rows = self.csv_rows(input, &shown).map_err(ImportError::Refused)?;
+        let mut rows = self.csv_rows(input, &shown)?;
         let mut import = db.begin_import(now).await?;
         let mut batch = Vec::with_capacity(IMPORT_BATCH);
         loop {
             batch.clear();
             for row in rows.by_ref().take(IMPORT_BATCH) {
-                batch.push(row.map_err(ImportError::Refused)?);
+                batch.push(row?);
             }
             if batch.is_empty() {
                 break;
@@ -271,26 +340,28 @@ impl Intake {
         line: u64,
         new: &NewShipment,
         error: StorageError,
-    ) -> String {
+    ) -> CsvError {
         let shown = file.display();
         if !matches!(error, StorageError::Duplicate(_)) {
-            return format!("{shown} line {line}: {error}");
+            return CsvError(format!("{shown} line {line}: {error}"));
         }
         // The import's own rows are not committed: what the database holds was there before.
         if db.shipment(&new.order_id).await.is_ok() {
-            return format!("{shown} line {line}: {error}");
+            return CsvError(format!("{shown} line {line}: {error}"));
         }
-        match self.line_of(file, &new.order_id).filter(|&l| l < line) {
-            Some(first) => format!(
-                "{shown} line {line}, column order_id: order {} is already on line {first}",
-                new.order_id
-            ),
-            // A file that cannot be read twice (a pipe).
-            None => format!(
-                "{shown} line {line}, column order_id: order {} is already on an earlier line",
-                new.order_id
-            ),
-        }
+        CsvError(
+            match self.line_of(file, &new.order_id).filter(|&l| l < line) {
+                Some(first) => format!(
+                    "{shown} line {line}, column order_id: order {} is already on line {first}",
+                    new.order_id
+                ),
+                // A file that cannot be read twice (a pipe).
+                None => format!(
+                    "{shown} line {line}, column order_id: order {} is already on an earlier line",
+                    new.order_id
+                ),
+            },
+        )
     }
 }
 
@@ -323,7 +394,7 @@ impl<R: std::io::Read> CsvRows<'_, R> {
     /// The next record and the line it starts on, its fields trimmed; `None` at the end of the
     /// file. At most `max_fields` fields are taken: a record with more is an error, found without
     /// reading the rest of it.
-    fn record(&mut self, max_fields: usize) -> Result<Option<(u64, Vec<String>)>, String> {
+    fn record(&mut self, max_fields: usize) -> Result<Option<(u64, Vec<String>)>, CsvError> {
         use csv_core::ReadFieldResult;
         use std::io::BufRead;
         let shown = &self.shown;
@@ -331,24 +402,26 @@ impl<R: std::io::Read> CsvRows<'_, R> {
         let mut fields = Vec::new();
         let mut len = 0;
         loop {
-            let input = self
-                .input
-                .fill_buf()
-                .map_err(|e| format!("cannot read {shown}: {}", crate::config::io_reason(&e)))?;
+            let input = self.input.fill_buf().map_err(|e| {
+                CsvError(format!(
+                    "cannot read {shown}: {}",
+                    crate::config::io_reason(&e)
+                ))
+            })?;
             let (result, read, written) = self.parser.read_field(input, &mut self.field[len..]);
             self.input.consume(read);
             len += written;
             match result {
                 ReadFieldResult::InputEmpty => {}
                 ReadFieldResult::OutputFull => {
-                    return Err(format!(
+                    return Err(CsvError(format!(
                         "{shown} line {line}: a field is longer than {} KiB (is this the right file?)",
                         MAX_FIELD_BYTES / 1024
-                    ));
+                    )));
                 }
                 ReadFieldResult::Field { record_end } => {
                     if fields.len() == max_fields {
-                        return Err(if line == 1 {
+                        return Err(CsvError(if line == 1 {
                             format!(
                                 "{shown}: the header has more than {max_fields} columns; the columns are {}",
                                 COLUMNS.join(", ")
@@ -358,10 +431,12 @@ impl<R: std::io::Read> CsvRows<'_, R> {
                                 "{shown} line {line}: more fields than the header's {}",
                                 self.columns.len()
                             )
-                        });
+                        }));
                     }
                     let text = std::str::from_utf8(&self.field[..len]).map_err(|_| {
-                        format!("{shown} line {line}: not UTF-8 text; save the file as UTF-8")
+                        CsvError(format!(
+                            "{shown} line {line}: not UTF-8 text; save the file as UTF-8"
+                        ))
                     })?;
                     fields.push(text.trim().to_owned());
                     len = 0;
@@ -374,17 +449,17 @@ impl<R: std::io::Read> CsvRows<'_, R> {
         }
     }
 
-    fn shipment(&mut self) -> Result<Option<(u64, NewShipment)>, String> {
+    fn shipment(&mut self) -> Result<Option<(u64, NewShipment)>, CsvError> {
         let Some((line, record)) = self.record(self.columns.len())? else {
             return Ok(None);
         };
         let shown = &self.shown;
         if record.len() != self.columns.len() {
-            return Err(format!(
+            return Err(CsvError(format!(
                 "{shown} line {line}: {} fields where the header has {}",
                 record.len(),
                 self.columns.len()
-            ));
+            )));
         }
         let get = |column: &str| {
             self.columns
@@ -402,18 +477,22 @@ impl<R: std::io::Read> CsvRows<'_, R> {
             email: get("email"),
             sub_orders: get("sub_orders"),
         };
-        let new = self.intake.shipment(fields.clone()).map_err(|reason| {
-            match column_of(&reason, &fields) {
-                Some(column) => format!("{shown} line {line}, column {column}: {reason}"),
-                None => format!("{shown} line {line}: {reason}"),
-            }
-        })?;
+        let order_id = fields.order_id.clone();
+        let new =
+            self.intake
+                .shipment(fields)
+                .map_err(|reason| match reason.column(&order_id) {
+                    Some(column) => {
+                        CsvError(format!("{shown} line {line}, column {column}: {reason}"))
+                    }
+                    None => CsvError(format!("{shown} line {line}: {reason}")),
+                })?;
         Ok(Some((line, new)))
     }
 }
 
 impl<R: std::io::Read> Iterator for CsvRows<'_, R> {
-    type Item = Result<(u64, NewShipment), String>;
+    type Item = Result<(u64, NewShipment), CsvError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -436,34 +515,22 @@ const AHEAD_SLACK: Millis = 86_400_000;
 /// Checks what `add` and `import` check, for a row some other program inserted with SQL: the
 /// contact details, and when tracking began. The reason is one line that names the
 /// column and never shows a phone number or an email address whole.
-pub fn check_stored(row: &ShipmentRow, now: Millis) -> Result<(), String> {
-    if let Some(phone) = row.phone.as_deref().filter(|p| !p.trim().is_empty()) {
-        crate::domain::mainland_mobile(phone)?;
-    }
-    if let Some(email) = row.email.as_deref().filter(|e| !e.trim().is_empty())
-        && email.trim().parse::<lettre::Address>().is_err()
-    {
-        return Err(format!(
-            "email {:?} is not an email address (like name@example.com)",
-            mask_contact(email)
-        ));
+pub fn check_stored(row: &ShipmentRow, now: Millis) -> Result<(), StoredRowError> {
+    // Parsed when the row was read; what did not parse is kept apart for this.
+    if let Some(invalid) = &row.invalid_contact {
+        return Err(invalid.clone().into());
     }
     // Only the start of tracking: the other times are the daemon's own, or the carrier's, whose
     // clock is not the shop's mistake.
     check_time("created_at", row.created_at, now)
 }
 
-fn check_time(column: &str, at: Millis, now: Millis) -> Result<(), String> {
+fn check_time(column: &'static str, at: Millis, now: Millis) -> Result<(), StoredRowError> {
     if at < EARLIEST {
-        return Err(format!(
-            "{column} = {at} is before 2000: times are milliseconds since 1970-01-01 UTC, not seconds"
-        ));
+        return Err(StoredRowError::Seconds { column, at });
     }
     if at > now.saturating_add(AHEAD_SLACK) {
-        return Err(format!(
-            "{column} = {at} ({}) is in the future: times are milliseconds since 1970-01-01 UTC",
-            shown_time(at)
-        ));
+        return Err(StoredRowError::Future { column, at });
     }
     Ok(())
 }
@@ -478,32 +545,6 @@ pub fn shown_time(at: Millis) -> String {
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
-
-/// The column a check's message is about, told by the value it names.
-fn column_of(reason: &str, fields: &Fields) -> Option<&'static str> {
-    if reason.starts_with("the order id") {
-        return Some("order_id");
-    }
-    let named = |value: &Option<String>| {
-        value
-            .as_deref()
-            .map(str::trim)
-            .is_some_and(|v| !v.is_empty() && reason.contains(&format!("{v:?}")))
-    };
-    if reason.starts_with("unknown provider") || reason.starts_with("which provider") {
-        Some("provider")
-    } else if reason.starts_with("unknown tier") || named(&fields.tier) {
-        Some("tier")
-    } else if reason.starts_with("phone") {
-        Some("phone")
-    } else if reason.starts_with("email") {
-        Some("email")
-    } else if reason.contains(&format!("{:?}", fields.order_id.trim())) {
-        Some("order_id")
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]
@@ -535,7 +576,10 @@ mod tests {
         assert_eq!(rows[0].1.provider, "taobao");
         assert_eq!(rows[0].1.tier, Tier::High);
         assert_eq!(rows[1].1.tier, Tier::Normal);
-        assert_eq!(rows[0].1.phone.as_deref(), Some("13812345678"));
+        assert_eq!(
+            rows[0].1.phone.as_ref().map(Phone::as_str),
+            Some("13812345678")
+        );
         assert_eq!(rows[1].1.phone, None);
     }
 
@@ -546,7 +590,10 @@ mod tests {
             text.push_str(&format!("10{i},taobao,high\n"));
         }
         text.push_str("106,taobao,urgent\n");
-        let err = intake().read_csv(write(&text).path()).unwrap_err();
+        let err = intake()
+            .read_csv(write(&text).path())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("line 7, column tier: unknown tier \"urgent\""),
             "{err}"
@@ -554,13 +601,15 @@ mod tests {
 
         let err = intake()
             .read_csv(write("order_id,provider\nabc,taobao\n").path())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2, column order_id"), "{err}");
         assert!(err.contains("numeric"), "{err}");
 
         let err = intake()
             .read_csv(write("order_id,provider\n1,dhl\n").path())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("line 2, column provider: unknown provider \"dhl\""),
             "{err}"
@@ -568,7 +617,8 @@ mod tests {
 
         let err = intake()
             .read_csv(write("order_id\n1\n2\n1\n").path())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("line 4, column order_id: order 1 is already on line 2"),
             "{err}"
@@ -579,15 +629,17 @@ mod tests {
     fn phones_and_emails_are_checked() {
         let err = intake()
             .read_csv(write("order_id,phone\n1,12345\n").path())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2, column phone"), "{err}");
         let err = intake()
             .read_csv(write("order_id,email\n1,not-an-address\n").path())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2, column email"), "{err}");
     }
 
-    fn stored(phone: Option<&str>, email: Option<&str>, created_at: Millis) -> ShipmentRow {
+    fn stored(created_at: Millis) -> ShipmentRow {
         ShipmentRow {
             id: 1,
             order_id: "123".into(),
@@ -595,8 +647,8 @@ mod tests {
             tracking_no: None,
             carrier: None,
             tier: Tier::Normal,
-            phone: phone.map(str::to_owned),
-            email: email.map(str::to_owned),
+            phone: None,
+            email: None,
             status: crate::domain::Status::Pending,
             raw_status: None,
             active: true,
@@ -609,6 +661,7 @@ mod tests {
             created_at,
             sub_orders: None,
             type_error: None,
+            invalid_contact: None,
         }
     }
 
@@ -616,42 +669,54 @@ mod tests {
 
     #[test]
     fn stored_rows_are_judged_like_added_ones_without_showing_contacts() {
-        assert_eq!(check_stored(&stored(None, None, NOW), NOW), Ok(()));
-        let good = stored(
-            Some("+86 138-1234-5678"),
-            Some("zhang@shop.example"),
-            NOW - 1,
-        );
+        assert_eq!(check_stored(&stored(NOW), NOW), Ok(()));
+        let good = ShipmentRow {
+            phone: Some(Phone::parse("+86 138-1234-5678").unwrap()),
+            email: Some(Email::parse("zhang@shop.example").unwrap()),
+            ..stored(NOW - 1)
+        };
         assert_eq!(check_stored(&good, NOW), Ok(()));
-        assert_eq!(check_stored(&stored(Some(" "), Some(""), NOW), NOW), Ok(()));
 
-        let err = check_stored(&stored(Some("138-1234-567"), None, NOW), NOW).unwrap_err();
+        // What the reader keeps apart when a contact column does not parse (storage's tests
+        // read such rows from a real database).
+        let bad_phone = ShipmentRow {
+            invalid_contact: Some(Phone::parse("138-1234-567").unwrap_err().into()),
+            ..stored(NOW)
+        };
+        let err = check_stored(&bad_phone, NOW).unwrap_err().to_string();
         assert!(err.contains("not a mainland mobile"), "{err}");
         assert!(!err.contains("138-1234-567"), "{err}");
-        let err = check_stored(&stored(None, Some("zhang.wei at shop"), NOW), NOW).unwrap_err();
+        let bad_email = ShipmentRow {
+            invalid_contact: Some(Email::parse("zhang.wei at shop").unwrap_err().into()),
+            ..stored(NOW)
+        };
+        let err = check_stored(&bad_email, NOW).unwrap_err().to_string();
         assert!(err.contains("not an email address"), "{err}");
         assert!(!err.contains("zhang.wei"), "{err}");
     }
 
     #[test]
     fn a_start_of_tracking_in_the_future_or_in_seconds_is_refused() {
-        let err = check_stored(&stored(None, None, 253_402_300_799_000), NOW).unwrap_err();
+        let err = check_stored(&stored(253_402_300_799_000), NOW)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "created_at = 253402300799000 (9999-12-31T23:59:59Z) is in the future: times are milliseconds since 1970-01-01 UTC"
         );
-        let err = check_stored(&stored(None, None, i64::MAX), NOW).unwrap_err();
+        let err = check_stored(&stored(i64::MAX), NOW)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("(not a date) is in the future"), "{err}");
-        let err = check_stored(&stored(None, None, NOW / 1000), NOW).unwrap_err();
+        let err = check_stored(&stored(NOW / 1000), NOW)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("before 2000") && err.contains("not seconds"),
             "{err}"
         );
         // Another machine's clock a few hours ahead is not a mistake.
-        assert_eq!(
-            check_stored(&stored(None, None, NOW + 3_600_000), NOW),
-            Ok(())
-        );
+        assert_eq!(check_stored(&stored(NOW + 3_600_000), NOW), Ok(()));
     }
 
     #[test]
@@ -695,6 +760,7 @@ mod tests {
             match (&got, want) {
                 (Ok(rows), Ok(n)) => assert_eq!(rows.len(), n, "{:.80}", text),
                 (Err(e), Err(part)) => {
+                    let e = e.to_string();
                     assert!(e.contains(part), "{e:.300}");
                     assert!(e.len() < 300 && !e.contains('\n'), "{e:.300}");
                 }
@@ -702,7 +768,10 @@ mod tests {
             }
         }
         let bad = b"order_id,carrier\n1,\xff\xfe\n";
-        let err = intake().read_csv_from(&bad[..], "f.csv").unwrap_err();
+        let err = intake()
+            .read_csv_from(&bad[..], "f.csv")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2: not UTF-8"), "{err}");
     }
 
@@ -710,7 +779,8 @@ mod tests {
     fn an_unknown_column_is_refused() {
         let err = intake()
             .read_csv(write("order_id,colour\n1,red\n").path())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown column \"colour\""), "{err}");
         assert!(!err.contains('\n'));
     }

@@ -258,8 +258,8 @@ mod tests {
             tracking_no: Some("YT1".into()),
             carrier: Some("yuantong".into()),
             tier: crate::domain::Tier::Normal,
-            phone: Some("13812345678".into()),
-            email: Some("buyer@example.com".into()),
+            phone: Some(crate::domain::Phone::parse("13812345678").expect("a mobile")),
+            email: Some(crate::domain::Email::parse("buyer@example.com").expect("an address")),
             status,
             raw_status: Some(format!("raw {status}")),
             active: true,
@@ -272,6 +272,7 @@ mod tests {
             created_at: T0,
             sub_orders: None,
             type_error: None,
+            invalid_contact: None,
         }
     }
 
@@ -476,8 +477,9 @@ mod tests {
 
     #[test]
     fn a_channel_without_an_address_gets_a_skipped_row() {
+        // A blank column reads as none (see `ShipmentRow`).
         let stored = ShipmentRow {
-            phone: Some("  ".into()),
+            phone: None,
             email: None,
             ..stored(Status::Pending, None)
         };

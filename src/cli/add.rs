@@ -1,6 +1,6 @@
 //! `shipwatch add`: track one order, checked as every other way in is.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 
 use crate::clock::{Clock, SystemClock};
 use crate::intake::{Fields, Intake};
@@ -10,18 +10,16 @@ use super::{AddArgs, Global, open, term};
 pub(super) async fn add(global: &Global, args: AddArgs) -> Result<()> {
     let (db, config) = open(global).await?;
     let intake = Intake::new(config.as_ref())?;
-    let new = intake
-        .shipment(Fields {
-            order_id: args.order_id,
-            provider: args.provider,
-            tracking_no: args.tracking_no,
-            carrier: args.carrier,
-            tier: Some(args.tier.to_string()),
-            phone: args.phone,
-            email: args.email,
-            sub_orders: args.sub_orders,
-        })
-        .map_err(|reason| anyhow!(reason))?;
+    let new = intake.shipment(Fields {
+        order_id: args.order_id,
+        provider: args.provider,
+        tracking_no: args.tracking_no,
+        carrier: args.carrier,
+        tier: Some(args.tier.to_string()),
+        phone: args.phone,
+        email: args.email,
+        sub_orders: args.sub_orders,
+    })?;
     db.add_shipment(&new, SystemClock.now()).await?;
     println!(
         "tracking order {} on {}, tier {}",

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
 use crate::clock::{Clock, SystemClock};
 use crate::daemon::{Daemon, shutdown_signal};
@@ -29,7 +29,7 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         tracing::warn!("{warning}");
     }
     let db = Db::open(&config.database, config.synchronous).await?;
-    let _lock = Db::lock_for_daemon(&config.database).map_err(|e| anyhow!(e))?;
+    let _lock = Db::lock_for_daemon(&config.database)?;
     crate::daemon::take_over(&db, SystemClock.now()).await?;
     let daemon = Daemon::new(
         &config,

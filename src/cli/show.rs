@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::clock::to_rfc3339;
-use crate::domain::mask_contact;
+use crate::domain::{Email, Phone, mask_contact};
 use crate::storage::{NotificationView, ShipmentView};
 
 use super::print::{notification_line, print_json, print_table};
@@ -26,8 +26,8 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
     if json {
         let mut shipment = ShipmentView::from(&row);
         if reveal {
-            shipment.phone = row.phone.clone();
-            shipment.email = row.email.clone();
+            shipment.phone = row.phone.as_ref().map(ToString::to_string);
+            shipment.email = row.email.as_ref().map(ToString::to_string);
         }
         return print_json(&ShowView {
             shipment,
@@ -54,8 +54,8 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
     if row.sub_orders.is_some() {
         field("sub-orders", row.sub_orders.clone());
     }
-    let contact = |value: &Option<String>| {
-        value.as_deref().map(|v| {
+    let contact = |value: Option<&str>| {
+        value.map(|v| {
             if reveal {
                 v.to_owned()
             } else {
@@ -63,8 +63,8 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
             }
         })
     };
-    field("phone", contact(&row.phone));
-    field("email", contact(&row.email));
+    field("phone", contact(row.phone.as_ref().map(Phone::as_str)));
+    field("email", contact(row.email.as_ref().map(Email::as_str)));
     field(
         "polling",
         Some(match (&row.error, row.active) {

@@ -23,7 +23,7 @@ pub(super) async fn test_notify(
         ChannelArg::Email => ChannelKind::Email,
         ChannelArg::Sms => ChannelKind::Sms,
     };
-    let recipient = Recipient::parse(kind, to.as_deref()).map_err(|e| anyhow!(e))?;
+    let recipient = Recipient::parse(kind, to.as_deref())?;
     if let Recipient::Webhook(Some(url)) = &recipient {
         let webhook = config
             .channels
@@ -42,7 +42,7 @@ pub(super) async fn test_notify(
         .into_iter()
         .find(|c| c.kind() == kind)
         .expect("a configured channel is built");
-    let message = sample::message(&rule, SystemClock.now(), &recipient).map_err(|e| anyhow!(e))?;
+    let message = sample::message(&rule, SystemClock.now(), &recipient)?;
     let shown_to = message
         .recipient
         .as_deref()

@@ -110,9 +110,21 @@ impl Default for MaintenanceConfig {
     }
 }
 
+/// A `[maintenance]` setting the jobs cannot run with, named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidMaintenance {
+    #[error(
+        "maintenance schedule {name} {expr:?} is not a cron expression \
+         (six fields: sec min hour day-of-month month day-of-week, e.g. \"0 */10 * * * *\")"
+    )]
+    Schedule { name: &'static str, expr: String },
+    #[error("maintenance {name} must be longer than zero")]
+    ZeroSpan { name: &'static str },
+}
+
 impl MaintenanceConfig {
     /// Checks every schedule parses and every span is positive; the error names the culprit.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidMaintenance> {
         for (name, expr) in self.schedules.named() {
             parse_schedule(name, expr, self.timezone)?;
         }
@@ -123,7 +135,7 @@ impl MaintenanceConfig {
             ("retain", self.retain),
         ] {
             if span.is_zero() {
-                return Err(format!("maintenance {name} must be longer than zero"));
+                return Err(InvalidMaintenance::ZeroSpan { name });
             }
         }
         Ok(())
@@ -142,11 +154,15 @@ impl Schedules {
 }
 
 /// Parsing through the scheduler itself means `validate` accepts exactly what `start` will.
-fn parse_schedule(name: &str, expr: &str, tz: chrono_tz::Tz) -> Result<Job, String> {
+fn parse_schedule(
+    name: &'static str,
+    expr: &str,
+    tz: chrono_tz::Tz,
+) -> Result<Job, InvalidMaintenance> {
     Job::new_async_tz(expr, tz, |_, _| Box::pin(async {})).map_err(|_| {
-        format!(
-            "maintenance schedule {name} {expr:?} is not a cron expression \
-             (six fields: sec min hour day-of-month month day-of-week, e.g. \"0 */10 * * * *\")"
-        )
+        InvalidMaintenance::Schedule {
+            name,
+            expr: expr.to_owned(),
+        }
     })
 }

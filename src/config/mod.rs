@@ -24,7 +24,7 @@ pub use crate::storage::Synchronous;
 
 pub use channels::{ChannelSettings, Channels, SmsSettings};
 pub use durations::{HumanDuration, POLL_HORIZON, RateLimit};
-pub use maintenance::{MaintenanceConfig, Schedules};
+pub use maintenance::{InvalidMaintenance, MaintenanceConfig, Schedules};
 pub use providers::{AdapterSettings, PROVIDER_KINDS, ProviderSettings};
 pub use secrets::{SecretPlaces, io_reason};
 

@@ -16,7 +16,7 @@ use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::outage::Outage;
-use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest};
+use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest, UnfitRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
 use crate::workers::{Slot, Workers};
@@ -102,7 +102,10 @@ pub enum PollOnceError {
     },
     /// The provider's adapter refuses the shipment as it stands.
     #[error("order {order_id}: {reason}")]
-    Refused { order_id: String, reason: String },
+    Refused {
+        order_id: String,
+        reason: UnfitRequest,
+    },
 }
 
 /// One poll of one order, made on request (`shipwatch poll`).
@@ -283,8 +286,13 @@ impl Dispatcher {
                 continue;
             };
             // Rows inserted with SQL were never checked by `add` or `import`.
-            let checked = crate::intake::check_stored(&row, now)
-                .and_then(|()| provider.adapter.check(&track_request(&row)));
+            let checked = match crate::intake::check_stored(&row, now) {
+                Ok(()) => provider
+                    .adapter
+                    .check(&track_request(&row))
+                    .map_err(|unfit| unfit.to_string()),
+                Err(stored) => Err(stored.to_string()),
+            };
             if let Err(reason) = checked {
                 self.flag_invalid(row, reason, now).await?;
                 continue;

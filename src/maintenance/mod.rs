@@ -11,6 +11,7 @@
 
 mod steps;
 
+use crate::config::InvalidMaintenance;
 pub use crate::config::{MaintenanceConfig, POLL_HORIZON, Schedules};
 
 use std::future::Future;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -268,6 +269,22 @@ enum Step {
     Checkpoint,
 }
 
+/// Why the maintenance jobs could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidMaintenance),
+    #[error("cannot start the maintenance scheduler: {0}")]
+    Scheduler(JobSchedulerError),
+    #[error("maintenance schedule {name} {expr:?} is not a cron expression")]
+    Schedule { name: &'static str, expr: String },
+    #[error("cannot schedule maintenance job {name}: {error}")]
+    Add {
+        name: &'static str,
+        error: JobSchedulerError,
+    },
+}
+
 /// The maintenance jobs, running on their schedules until [`Maintenance::shutdown`].
 pub struct Maintenance {
     scheduler: JobScheduler,
@@ -283,11 +300,9 @@ impl Maintenance {
         config: MaintenanceConfig,
         channels: Vec<ChannelRule>,
         events: Events,
-    ) -> Result<Maintenance, String> {
+    ) -> Result<Maintenance, StartError> {
         config.validate()?;
-        let scheduler = JobScheduler::new()
-            .await
-            .map_err(|e| format!("cannot start the maintenance scheduler: {e}"))?;
+        let scheduler = JobScheduler::new().await.map_err(StartError::Scheduler)?;
         let runner = Runner::new();
         let schedules = config.schedules.clone();
         let tz = config.timezone;
@@ -318,18 +333,16 @@ impl Maintenance {
                 });
                 Box::pin(async {})
             })
-            .map_err(|_| {
-                format!("maintenance schedule {name} {expr:?} is not a cron expression")
+            .map_err(|_| StartError::Schedule {
+                name,
+                expr: expr.to_owned(),
             })?;
             scheduler
                 .add(job)
                 .await
-                .map_err(|e| format!("cannot schedule maintenance job {name}: {e}"))?;
+                .map_err(|error| StartError::Add { name, error })?;
         }
-        scheduler
-            .start()
-            .await
-            .map_err(|e| format!("cannot start the maintenance scheduler: {e}"))?;
+        scheduler.start().await.map_err(StartError::Scheduler)?;
         Ok(Maintenance { scheduler, runner })
     }
 
@@ -364,12 +377,12 @@ mod tests {
     fn a_bad_schedule_is_named() {
         let mut config = MaintenanceConfig::default();
         config.schedules.prune = "every night".to_owned();
-        let err = config.validate().unwrap_err();
+        let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("schedule prune \"every night\""), "{err}");
         assert!(!err.contains('\n'));
         // Five fields (no seconds) is the classic mistake.
         config.schedules.prune = "30 3 * * *".to_owned();
-        assert!(config.validate().unwrap_err().contains("prune"));
+        assert!(config.validate().unwrap_err().to_string().contains("prune"));
     }
 
     #[test]

@@ -81,22 +81,28 @@ impl fmt::Display for SmtpEndpoint {
     }
 }
 
+/// Why the email settings cannot work, in one line that says what to write instead. Only a
+/// message: the operator reads it, nothing decides on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EmailConfigError(String);
+
 /// Parses `smtp://host[:port]`, `smtp://host[:port]?tls=starttls` or `smtps://host[:port]`, each
 /// optionally with `user@` before the host (percent-encode an `@` inside the user as `%40`).
 /// Errors never quote the URL: a password typed into it by mistake would be echoed.
-pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
+pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, EmailConfigError> {
     const FORMS: &str = "smtp://host:port, smtp://host:587?tls=starttls or smtps://host:465";
     let url = url.trim();
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| format!("smtp_url has no scheme: expected {FORMS}"))?;
+        .ok_or_else(|| EmailConfigError(format!("smtp_url has no scheme: expected {FORMS}")))?;
     let implicit_tls = match scheme.to_ascii_lowercase().as_str() {
         "smtp" => false,
         "smtps" => true,
         other => {
-            return Err(format!(
+            return Err(EmailConfigError(format!(
                 "smtp url scheme {other:?} is not supported: expected {FORMS}"
-            ));
+            )));
         }
     };
     let (authority, query) = match rest.split_once('?') {
@@ -105,32 +111,35 @@ pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
     };
     let authority = authority.strip_suffix('/').unwrap_or(authority);
     if authority.contains('/') || authority.contains('#') {
-        return Err(format!(
+        return Err(EmailConfigError(format!(
             "smtp_url has a path: expected only user, host and port ({FORMS})"
-        ));
+        )));
     }
 
     // The host cannot contain `@`, so the last one ends the user part.
     let (username, host_port) = match authority.rsplit_once('@') {
         Some((user, host_port)) => {
             if user.contains(':') {
-                return Err(
+                return Err(EmailConfigError(
                     "smtp url carries a password: set it with `password` or `password_file` \
                      instead, so that it never shows up where the URL is logged"
                         .to_owned(),
-                );
+                ));
             }
-            let user = percent_decode(user)
-                .ok_or_else(|| "smtp_url user has a broken %-escape".to_owned())?;
+            let user = percent_decode(user).ok_or_else(|| {
+                EmailConfigError("smtp_url user has a broken %-escape".to_owned())
+            })?;
             if user.is_empty() {
-                return Err("smtp_url has an empty user before `@`".to_owned());
+                return Err(EmailConfigError(
+                    "smtp_url has an empty user before `@`".to_owned(),
+                ));
             }
             (Some(user), host_port)
         }
         None => (None, authority),
     };
-    let (host, port) =
-        split_host_port(host_port).map_err(|why| format!("smtp_url: {why} (expected {FORMS})"))?;
+    let (host, port) = split_host_port(host_port)
+        .map_err(|why| EmailConfigError(format!("smtp_url: {why} (expected {FORMS})")))?;
 
     let mut starttls = false;
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
@@ -140,30 +149,30 @@ pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, String> {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match (key, value.to_ascii_lowercase().as_str()) {
             ("tls", _) if implicit_tls => {
-                return Err(format!(
+                return Err(EmailConfigError(format!(
                     "smtp_url: smtps:// already means TLS from the first byte; drop \
                      ?{pair}, or use smtp://host:587?tls=starttls for STARTTLS"
-                ));
+                )));
             }
             // `required` is lettre's spelling for the same thing; people copy its examples.
             ("tls", "starttls" | "required") => starttls = true,
             ("tls", "opportunistic") => {
-                return Err(
+                return Err(EmailConfigError(
                     "smtp_url: tls=opportunistic is not supported because it silently \
                      falls back to plain text; use tls=starttls"
                         .to_owned(),
-                );
+                ));
             }
             ("tls", other) => {
-                return Err(format!(
+                return Err(EmailConfigError(format!(
                     "smtp_url: unknown tls mode {other:?}: the only one is tls=starttls \
                      (use smtps:// for implicit TLS, no parameter for plain)"
-                ));
+                )));
             }
             (other, _) => {
-                return Err(format!(
+                return Err(EmailConfigError(format!(
                     "smtp_url: unknown parameter {other:?}: the only one is tls=starttls"
-                ));
+                )));
             }
         }
     }
@@ -279,30 +288,36 @@ impl fmt::Debug for Email {
 impl Email {
     /// Checks the configuration and prepares a pooled transport; nothing is sent and no
     /// connection is opened (see [`Email::test_connection`] for that).
-    pub fn new(config: EmailConfig) -> Result<Email, String> {
+    pub fn new(config: EmailConfig) -> Result<Email, EmailConfigError> {
         let endpoint = parse_smtp_url(&config.smtp_url)?;
-        let from: Mailbox = config
-            .from
-            .parse()
-            .map_err(|e| format!("email from {:?} is not a valid mailbox: {e}", config.from))?;
+        let from: Mailbox = config.from.parse().map_err(|e| {
+            EmailConfigError(format!(
+                "email from {:?} is not a valid mailbox: {e}",
+                config.from
+            ))
+        })?;
         let reply_to = config
             .reply_to
             .as_deref()
             .map(|reply_to| {
-                reply_to
-                    .parse::<Mailbox>()
-                    .map_err(|e| format!("email reply_to {reply_to:?} is not a valid mailbox: {e}"))
+                reply_to.parse::<Mailbox>().map_err(|e| {
+                    EmailConfigError(format!(
+                        "email reply_to {reply_to:?} is not a valid mailbox: {e}"
+                    ))
+                })
             })
             .transpose()?;
         if config.timeout.is_zero() {
-            return Err("email timeout must be more than zero".to_owned());
+            return Err(EmailConfigError(
+                "email timeout must be more than zero".to_owned(),
+            ));
         }
 
         let username = match (&endpoint.username, config.username) {
             (Some(in_url), Some(configured)) if *in_url != configured => {
-                return Err(format!(
+                return Err(EmailConfigError(format!(
                     "smtp user is {in_url:?} in smtp_url but {configured:?} in username; keep one"
-                ));
+                )));
             }
             (in_url, configured) => configured.or_else(|| in_url.clone()),
         };
@@ -311,15 +326,15 @@ impl Email {
                 Some(Credentials::new(user, password.expose().to_owned()))
             }
             (Some(user), None) => {
-                return Err(format!(
+                return Err(EmailConfigError(format!(
                     "smtp user {user:?} has no password: set `password` or `password_file`"
-                ));
+                )));
             }
             (None, Some(_)) => {
-                return Err(
+                return Err(EmailConfigError(
                     "smtp password is set but no user: add `username` or user@ in smtp_url"
                         .to_owned(),
-                );
+                ));
             }
             (None, None) => None,
         };
@@ -361,17 +376,17 @@ impl Email {
     /// Connects (with TLS and login as configured) and checks that the server answers `NOOP`:
     /// what an operator runs after editing the config. The error carries the same hints as a
     /// failed delivery.
-    pub async fn test_connection(&self) -> Result<(), String> {
+    pub async fn test_connection(&self) -> Result<(), DeliveryError> {
         match tokio::time::timeout(self.timeout, self.transport().test_connection()).await {
             Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(format!(
+            Ok(Ok(false)) => Err(DeliveryError::Permanent(format!(
                 "{} accepted the connection but did not answer NOOP",
                 self.endpoint
-            )),
-            Ok(Err(error)) => Err(self.classify(&error, None).to_string()),
+            ))),
+            Ok(Err(error)) => Err(self.classify(&error, None)),
             Err(_) => {
                 self.discard_pool();
-                Err(self.timed_out(None).to_string())
+                Err(self.timed_out(None))
             }
         }
     }
@@ -535,8 +550,9 @@ impl Email {
     }
 }
 
-fn tls_parameters(host: &str) -> Result<TlsParameters, String> {
-    TlsParameters::new(host.to_owned()).map_err(|e| format!("cannot set up TLS for {host}: {e}"))
+fn tls_parameters(host: &str) -> Result<TlsParameters, EmailConfigError> {
+    TlsParameters::new(host.to_owned())
+        .map_err(|e| EmailConfigError(format!("cannot set up TLS for {host}: {e}")))
 }
 
 /// The tail of an error message naming the (masked) recipient, when there is one.
@@ -752,7 +768,7 @@ mod tests {
             ("smtp://hunter2@smtp.example:x", "not a port number"),
         ];
         for (url, expected) in cases {
-            let error = parse_smtp_url(url).unwrap_err();
+            let error = parse_smtp_url(url).unwrap_err().to_string();
             assert!(error.contains(expected), "{url}: {error}");
             assert!(!error.contains('\n'), "{url}: {error}");
             assert!(!error.contains("hunter2"), "{url}: {error}");
@@ -775,23 +791,34 @@ mod tests {
     fn config_is_checked_up_front() {
         let mut bad_from = config("smtp://relay.local");
         bad_from.from = "not an address".into();
-        assert!(Email::new(bad_from).unwrap_err().contains("email from"));
+        assert!(
+            Email::new(bad_from)
+                .unwrap_err()
+                .to_string()
+                .contains("email from")
+        );
 
         let mut bad_reply_to = config("smtp://relay.local");
         bad_reply_to.reply_to = Some("@nowhere".into());
-        assert!(Email::new(bad_reply_to).unwrap_err().contains("reply_to"));
+        assert!(
+            Email::new(bad_reply_to)
+                .unwrap_err()
+                .to_string()
+                .contains("reply_to")
+        );
 
         let mut user_without_password = config("smtps://someone@smtp.example");
         user_without_password.password = None;
         assert!(
             Email::new(user_without_password)
                 .unwrap_err()
+                .to_string()
                 .contains("no password")
         );
 
         let mut password_without_user = config("smtps://smtp.example");
         password_without_user.password = Some(Secret::new("hunter2"));
-        let error = Email::new(password_without_user).unwrap_err();
+        let error = Email::new(password_without_user).unwrap_err().to_string();
         assert!(
             error.contains("no user") && !error.contains("hunter2"),
             "{error}"
@@ -800,11 +827,21 @@ mod tests {
         let mut two_users = config("smtps://someone@smtp.example");
         two_users.username = Some("someone-else".into());
         two_users.password = Some(Secret::new("hunter2"));
-        assert!(Email::new(two_users).unwrap_err().contains("keep one"));
+        assert!(
+            Email::new(two_users)
+                .unwrap_err()
+                .to_string()
+                .contains("keep one")
+        );
 
         let mut zero_timeout = config("smtp://relay.local");
         zero_timeout.timeout = Duration::ZERO;
-        assert!(Email::new(zero_timeout).unwrap_err().contains("timeout"));
+        assert!(
+            Email::new(zero_timeout)
+                .unwrap_err()
+                .to_string()
+                .contains("timeout")
+        );
 
         assert!(Email::new(config("smtp://relay.local")).is_ok());
     }
@@ -918,7 +955,7 @@ mod tests {
         );
         assert!(message.contains("z***@buyer.example") && !message.contains("zhang"));
 
-        let error = email.test_connection().await.unwrap_err();
+        let error = email.test_connection().await.unwrap_err().to_string();
         assert!(error.contains("use smtps://"), "{error}");
         server.abort();
     }

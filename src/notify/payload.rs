@@ -146,7 +146,7 @@ pub fn for_channel(
             recipient: None,
         },
         ChannelKind::Email => {
-            let Some(email) = shipment.email.clone().filter(|e| !e.trim().is_empty()) else {
+            let Some(email) = &shipment.email else {
                 return Queued::Skip("no email address");
             };
             let values = values(shipment, trace, newest);
@@ -168,11 +168,11 @@ pub fn for_channel(
             };
             Queued::Send {
                 payload: serde_json::to_string(&message).expect("plain data"),
-                recipient: Some(email),
+                recipient: Some(email.to_string()),
             }
         }
         ChannelKind::Sms => {
-            let Some(phone) = shipment.phone.clone().filter(|p| !p.trim().is_empty()) else {
+            let Some(phone) = &shipment.phone else {
                 return Queued::Skip("no phone number");
             };
             let values = values(shipment, trace, newest);
@@ -194,7 +194,7 @@ pub fn for_channel(
             };
             Queued::Send {
                 payload: serde_json::to_string(&message).expect("plain data"),
-                recipient: Some(phone),
+                recipient: Some(phone.to_string()),
             }
         }
     }

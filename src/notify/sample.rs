@@ -3,7 +3,7 @@
 //! exactly as a real change would be.
 
 use crate::clock::{Millis, to_shanghai};
-use crate::domain::{Status, Tier};
+use crate::domain::{Email, InvalidPhone, Phone, Status, Tier};
 use crate::notify::payload::{Queued, for_channel};
 use crate::notify::{ChannelKind, ChannelRule, Outgoing};
 use crate::providers::{Trace, TraceEvent};
@@ -17,25 +17,38 @@ pub const PREVIOUS: Status = Status::OutForDelivery;
 pub enum Recipient {
     /// The configured webhook URL, or another one.
     Webhook(Option<String>),
-    /// A mainland mobile number, normalised.
-    Phone(String),
+    Phone(Phone),
+    Email(Email),
+}
+
+/// Why `--to` names no one a sample can go to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRecipient {
+    #[error("give --to: the address or phone number to send the sample to")]
+    Missing,
+    #[error(transparent)]
+    Phone(#[from] InvalidPhone),
+    /// Shown whole: the operator just typed it.
+    #[error("{0:?} is not an email address")]
     Email(String),
 }
+
+/// Why a sample would send nothing: the channel's rule skips the sample parcel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("nothing to send: the sample has no address for {0}")]
+pub struct NothingToSend(pub ChannelKind);
 
 impl Recipient {
     /// Reads `to` for a sample through `kind`: a webhook may go elsewhere than configured, an
     /// email or an SMS needs someone to reach.
-    pub fn parse(kind: ChannelKind, to: Option<&str>) -> Result<Recipient, String> {
+    pub fn parse(kind: ChannelKind, to: Option<&str>) -> Result<Recipient, InvalidRecipient> {
         match (kind, to) {
             (ChannelKind::Webhook, url) => Ok(Recipient::Webhook(url.map(str::to_owned))),
-            (_, None) => Err("give --to: the address or phone number to send the sample to".into()),
-            (ChannelKind::Sms, Some(phone)) => {
-                crate::domain::mainland_mobile(phone).map(Recipient::Phone)
-            }
-            (ChannelKind::Email, Some(email)) => match email.parse::<lettre::Address>() {
-                Ok(_) => Ok(Recipient::Email(email.to_owned())),
-                Err(_) => Err(format!("{email:?} is not an email address")),
-            },
+            (_, None) => Err(InvalidRecipient::Missing),
+            (ChannelKind::Sms, Some(phone)) => Ok(Recipient::Phone(Phone::parse(phone)?)),
+            (ChannelKind::Email, Some(email)) => Email::parse(email)
+                .map(Recipient::Email)
+                .map_err(|_| InvalidRecipient::Email(email.to_owned())),
         }
     }
 }
@@ -69,6 +82,7 @@ pub fn shipment(now: Millis, recipient: &Recipient) -> ShipmentRow {
         created_at: now,
         sub_orders: None,
         type_error: None,
+        invalid_contact: None,
     }
 }
 
@@ -92,7 +106,11 @@ pub fn trace(now: Millis) -> Trace {
 
 /// The sample message `rule` sends to `recipient` at `now`, as the delivery of a real change
 /// would send it; an error when the rule would send nothing.
-pub fn message(rule: &ChannelRule, now: Millis, recipient: &Recipient) -> Result<Outgoing, String> {
+pub fn message(
+    rule: &ChannelRule,
+    now: Millis,
+    recipient: &Recipient,
+) -> Result<Outgoing, NothingToSend> {
     let sample = shipment(now, recipient);
     let trace = trace(now);
     let public_id = format!("msg_test{now}");
@@ -110,10 +128,7 @@ pub fn message(rule: &ChannelRule, now: Millis, recipient: &Recipient) -> Result
             payload,
             recipient,
         }),
-        Queued::Skip(_) => Err(format!(
-            "nothing to send: the sample has no address for {}",
-            rule.kind
-        )),
+        Queued::Skip(_) => Err(NothingToSend(rule.kind)),
     }
 }
 
@@ -122,6 +137,14 @@ mod tests {
     use super::*;
 
     const NOW: Millis = 1_700_000_000_000;
+
+    fn phone(text: &str) -> Phone {
+        Phone::parse(text).expect("a mainland mobile")
+    }
+
+    fn email(text: &str) -> Email {
+        Email::parse(text).expect("an email address")
+    }
 
     fn rule(kind: ChannelKind) -> ChannelRule {
         ChannelRule::new(kind, Status::ALL.to_vec())
@@ -141,31 +164,38 @@ mod tests {
         );
         assert_eq!(
             Recipient::parse(ChannelKind::Sms, None),
-            Err("give --to: the address or phone number to send the sample to".to_owned())
+            Err(InvalidRecipient::Missing)
         );
         assert_eq!(
-            Recipient::parse(ChannelKind::Email, Some("not an address")),
+            InvalidRecipient::Missing.to_string(),
+            "give --to: the address or phone number to send the sample to"
+        );
+        assert_eq!(
+            Recipient::parse(ChannelKind::Email, Some("not an address")).map_err(|e| e.to_string()),
             Err("\"not an address\" is not an email address".to_owned())
         );
         assert_eq!(
             Recipient::parse(ChannelKind::Email, Some("buyer@example.com")),
-            Ok(Recipient::Email("buyer@example.com".to_owned()))
+            Ok(Recipient::Email(email("buyer@example.com")))
+        );
+        assert_eq!(
+            Recipient::parse(ChannelKind::Sms, Some("+86 138-1234-5678")),
+            Ok(Recipient::Phone(phone("13812345678")))
         );
         assert!(Recipient::parse(ChannelKind::Sms, Some("12")).is_err());
     }
 
     #[test]
     fn the_sample_parcel_is_out_for_delivery_and_reachable_where_the_sample_goes() {
-        let phone = Recipient::Phone("13812345678".to_owned());
-        let row = shipment(NOW, &phone);
+        let row = shipment(NOW, &Recipient::Phone(phone("13812345678")));
         assert_eq!(row.order_id, "TEST-0001");
         assert_eq!(row.status, Status::OutForDelivery);
-        assert_eq!(row.phone.as_deref(), Some("13812345678"));
+        assert_eq!(row.phone.as_ref().map(Phone::as_str), Some("13812345678"));
         assert_eq!(row.email, None);
         assert_eq!((row.created_at, row.next_poll_at), (NOW, NOW));
-        let email = shipment(NOW, &Recipient::Email("buyer@example.com".to_owned()));
+        let emailed = shipment(NOW, &Recipient::Email(email("buyer@example.com")));
         assert_eq!(
-            (email.phone, email.email.as_deref()),
+            (emailed.phone, emailed.email.as_ref().map(Email::as_str)),
             (None, Some("buyer@example.com"))
         );
         let trace = trace(NOW);
@@ -193,7 +223,7 @@ mod tests {
         let sms = message(
             &rule(ChannelKind::Sms),
             NOW,
-            &Recipient::Phone("13812345678".to_owned()),
+            &Recipient::Phone(phone("13812345678")),
         )
         .expect("a phone number to send to");
         assert_eq!(sms.recipient.as_deref(), Some("13812345678"));
@@ -203,7 +233,7 @@ mod tests {
     fn a_sample_with_no_address_for_its_channel_sends_nothing() {
         let refused = message(&rule(ChannelKind::Email), NOW, &Recipient::Webhook(None));
         assert_eq!(
-            refused.map(|m| m.public_id),
+            refused.map(|m| m.public_id).map_err(|e| e.to_string()),
             Err("nothing to send: the sample has no address for email".to_owned())
         );
     }

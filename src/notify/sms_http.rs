@@ -47,6 +47,45 @@ pub const PLACEHOLDERS: [&str; 8] = [
     "event_time",
 ];
 
+/// A `success_*` setting that cannot say when an answer means sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSuccessRule {
+    #[error(
+        "success_status = {0:?} is not an HTTP status or range: write e.g. \"200\" or \"200-299\""
+    )]
+    Status(String),
+    #[error(
+        "success_pointer = {0:?} is not a JSON pointer: it starts with `/`, e.g. \"/Response/SendStatusSet/0/Code\""
+    )]
+    Pointer(String),
+    #[error("success_pointer needs success_value, the value that means sent (e.g. \"Ok\")")]
+    PointerWithoutValue,
+    #[error(
+        "success_value needs success_pointer, where in the answer to look (e.g. \"/Response/SendStatusSet/0/Code\")"
+    )]
+    ValueWithoutPointer,
+}
+
+/// What is wrong with an SMS body template, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyTemplateError {
+    #[error(
+        "unmatched `}}` at byte {at} of the SMS body template (write `}}}}` for a literal brace)"
+    )]
+    Unmatched { at: usize },
+    #[error(
+        "unclosed `{{` at byte {at} of the SMS body template (write `{{{{` for a literal brace)"
+    )]
+    Unclosed { at: usize },
+    #[error(
+        "`{{{name}}}` at byte {at} of the SMS body template is not a placeholder \
+         (write `{{{{` and `}}}}` for literal braces)"
+    )]
+    NotAPlaceholder { name: String, at: usize },
+    #[error("unknown placeholder {{{name}}} in the SMS body template; known: {known}")]
+    UnknownPlaceholder { name: String, known: String },
+}
+
 /// When a gateway's answer means the SMS was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SuccessRule {
@@ -73,7 +112,7 @@ impl SuccessRule {
         status: Option<&str>,
         pointer: Option<String>,
         value: Option<String>,
-    ) -> Result<SuccessRule, String> {
+    ) -> Result<SuccessRule, InvalidSuccessRule> {
         let statuses = match status {
             None => 200..=299,
             Some(text) => {
@@ -86,11 +125,7 @@ impl SuccessRule {
                 };
                 match (code(low), code(high)) {
                     (Some(low), Some(high)) if low <= high => low..=high,
-                    _ => {
-                        return Err(format!(
-                            "success_status = {text:?} is not an HTTP status or range: write e.g. \"200\" or \"200-299\""
-                        ));
-                    }
+                    _ => return Err(InvalidSuccessRule::Status(text.to_owned())),
                 }
             }
         };
@@ -98,24 +133,12 @@ impl SuccessRule {
             (None, None) => None,
             (Some(pointer), Some(value)) => {
                 if !pointer.is_empty() && !pointer.starts_with('/') {
-                    return Err(format!(
-                        "success_pointer = {pointer:?} is not a JSON pointer: it starts with `/`, e.g. \"/Response/SendStatusSet/0/Code\""
-                    ));
+                    return Err(InvalidSuccessRule::Pointer(pointer));
                 }
                 Some((pointer, value))
             }
-            (Some(_), None) => {
-                return Err(
-                    "success_pointer needs success_value, the value that means sent (e.g. \"Ok\")"
-                        .to_owned(),
-                );
-            }
-            (None, Some(_)) => {
-                return Err(
-                    "success_value needs success_pointer, where in the answer to look (e.g. \"/Response/SendStatusSet/0/Code\")"
-                        .to_owned(),
-                );
-            }
+            (Some(_), None) => return Err(InvalidSuccessRule::PointerWithoutValue),
+            (None, Some(_)) => return Err(InvalidSuccessRule::ValueWithoutPointer),
         };
         Ok(SuccessRule { statuses, pointer })
     }
@@ -187,7 +210,7 @@ enum Piece<'a> {
 }
 
 /// Splits a template into literals and placeholders; `{{` and `}}` are literal braces.
-fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
+fn parse(template: &str) -> Result<Vec<Piece<'_>>, BodyTemplateError> {
     let mut pieces = Vec::new();
     let mut rest = template;
     let mut offset = 0;
@@ -203,25 +226,18 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
             continue;
         }
         if brace == "}" {
-            return Err(format!(
-                "unmatched `}}` at byte {} of the SMS body template (write `}}}}` for a literal brace)",
-                offset + at
-            ));
+            return Err(BodyTemplateError::Unmatched { at: offset + at });
         }
         let Some(len) = rest[at + 1..].find('}') else {
-            return Err(format!(
-                "unclosed `{{` at byte {} of the SMS body template (write `{{{{` for a literal brace)",
-                offset + at
-            ));
+            return Err(BodyTemplateError::Unclosed { at: offset + at });
         };
         let name = &rest[at + 1..at + 1 + len];
         let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(format!(
-                "`{{{name}}}` at byte {} of the SMS body template is not a placeholder \
-                 (write `{{{{` and `}}}}` for literal braces)",
-                offset + at
-            ));
+            return Err(BodyTemplateError::NotAPlaceholder {
+                name: name.to_owned(),
+                at: offset + at,
+            });
         }
         pieces.push(Piece::Placeholder(name));
         rest = &rest[at + len + 2..];
@@ -265,7 +281,10 @@ pub fn placeholders(template: &str) -> Vec<String> {
 
 /// Fills a template with `values`, escaped for the body kind (see the module documentation).
 /// Fails on a placeholder that has no value, naming it, and on stray braces.
-pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String, String> {
+pub fn render(
+    template: &str,
+    values: &BTreeMap<&str, String>,
+) -> Result<String, BodyTemplateError> {
     let json = is_json_template(template);
     let mut out = String::with_capacity(template.len());
     for piece in parse(template)? {
@@ -274,10 +293,10 @@ pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String,
             Piece::Placeholder(name) => {
                 let Some(value) = values.get(name) else {
                     let known: Vec<&str> = values.keys().copied().collect();
-                    return Err(format!(
-                        "unknown placeholder {{{name}}} in the SMS body template; known: {}",
-                        known.join(", ")
-                    ));
+                    return Err(BodyTemplateError::UnknownPlaceholder {
+                        name: name.to_owned(),
+                        known: known.join(", "),
+                    });
                 };
                 if json {
                     out.push_str(&json_escape(value));
@@ -415,7 +434,8 @@ impl Channel for HttpSms {
         }
         values.insert("phone", phone.to_owned());
         values.insert("text", message.text.clone());
-        let body = render(&self.config.body, &values).map_err(DeliveryError::Permanent)?;
+        let body = render(&self.config.body, &values)
+            .map_err(|e| DeliveryError::Permanent(e.to_string()))?;
 
         let response = self
             .http
@@ -541,7 +561,8 @@ mod tests {
             r#"{{"to":"{phone}","x":"{tracking_number}"}}"#,
             &values(&[("phone", "1")]),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("{tracking_number}"), "{err}");
         assert!(err.contains("known: phone"), "{err}");
     }
@@ -554,7 +575,9 @@ mod tests {
             ("text } more", "unmatched `}`"),
             ("{}", "not a placeholder"),
         ] {
-            let err = render(template, &values(&[("phone", "1")])).unwrap_err();
+            let err = render(template, &values(&[("phone", "1")]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(hint), "{template}: {err}");
         }
     }
@@ -595,7 +618,7 @@ mod tests {
             (None, Some("/Code"), None, "needs success_value"),
             (None, None, Some("Ok"), "needs success_pointer"),
         ] {
-            let error = rule(status, pointer, value).unwrap_err();
+            let error = rule(status, pointer, value).unwrap_err().to_string();
             assert!(
                 error.contains(hint),
                 "{status:?} {pointer:?} {value:?}: {error}"

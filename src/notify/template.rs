@@ -171,6 +171,15 @@ pub struct QuietHours {
     pub zone: Tz,
 }
 
+/// Quiet hours as written in the config that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidQuietHours {
+    #[error("quiet_hours {0:?} is not a window; write it like 21:00-08:00")]
+    Window(String),
+    #[error("timezone {0:?} is not a time zone name such as Asia/Shanghai")]
+    Zone(String),
+}
+
 impl QuietHours {
     /// 21:00–08:00 Asia/Shanghai.
     pub fn default_for_sms() -> Self {
@@ -182,13 +191,13 @@ impl QuietHours {
     }
 
     /// Parses `21:00-08:00` and a zone name such as `Asia/Shanghai`.
-    pub fn parse(window: &str, zone: &str) -> Result<QuietHours, String> {
-        let hint = || format!("quiet_hours {window:?} is not a window; write it like 21:00-08:00");
+    pub fn parse(window: &str, zone: &str) -> Result<QuietHours, InvalidQuietHours> {
+        let hint = || InvalidQuietHours::Window(window.to_owned());
         let (start, end) = window.split_once('-').ok_or_else(hint)?;
         let time = |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| hint());
-        let zone: Tz = zone.parse().map_err(|_| {
-            format!("timezone {zone:?} is not a time zone name such as Asia/Shanghai")
-        })?;
+        let zone: Tz = zone
+            .parse()
+            .map_err(|_| InvalidQuietHours::Zone(zone.to_owned()))?;
         Ok(QuietHours {
             start: time(start)?,
             end: time(end)?,

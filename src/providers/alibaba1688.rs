@@ -11,8 +11,8 @@ use sha1::Sha1;
 
 use super::scans::{action_status, event_status};
 use super::{
-    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, lenient_order_number,
-    lenient_string, oldest_first, snippet,
+    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, UnfitRequest,
+    lenient_order_number, lenient_string, oldest_first, snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -106,12 +106,12 @@ impl Provider for Alibaba1688 {
         "alibaba1688"
     }
 
-    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+    fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
         parse_order_id(&request.order_id)
             .map(drop)
             .map_err(|e| match e {
-                ProviderError::Permanent(message) => message,
-                other => other.to_string(),
+                ProviderError::Permanent(message) => UnfitRequest(message),
+                other => UnfitRequest(other.to_string()),
             })
     }
 
@@ -773,7 +773,7 @@ mod tests {
                 phone: None,
                 ..TrackRequest::default()
             };
-            let message = a1688.check(&request).unwrap_err();
+            let message = a1688.check(&request).unwrap_err().to_string();
             assert!(
                 message.starts_with("the alibaba1688 provider needs the numeric 1688 order id")
             );

@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, snippet};
-use crate::domain::{Secret, Status};
+use super::{
+    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, UnfitRequest, snippet,
+};
+use crate::domain::{Phone, Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://poll.kuaidi100.com/poll/query.do";
 /// Kuaidi100 locks a waybill that is queried more often than this.
@@ -60,7 +62,7 @@ struct Param<'a> {
 struct Query {
     com: String,
     num: String,
-    phone: Option<String>,
+    phone: Option<Phone>,
 }
 
 impl Query {
@@ -68,7 +70,7 @@ impl Query {
         let param = Param {
             com: &self.com,
             num: &self.num,
-            phone: self.phone.as_deref(),
+            phone: self.phone.as_ref().map(Phone::as_str),
             resultv2: RESULT_V2,
         };
         serde_json::to_string(&param).expect("a struct of strings serialises")
@@ -107,7 +109,7 @@ impl Provider for Kuaidi100 {
         "kuaidi100"
     }
 
-    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+    fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
         to_query(request).map(drop)
     }
 
@@ -116,7 +118,7 @@ impl Provider for Kuaidi100 {
     }
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
-        let query = to_query(request).map_err(ProviderError::Permanent)?;
+        let query = to_query(request)?;
         let response = self
             .http
             .post(&self.config.endpoint)
@@ -151,12 +153,15 @@ fn same_number(a: &str, b: &str) -> bool {
 
 /// What the shipment must carry: the carrier's Kuaidi100 code, the tracking number and, for the
 /// carriers that insist, a phone. Every missing piece is named in one line.
-fn to_query(request: &TrackRequest) -> Result<Query, String> {
+fn to_query(request: &TrackRequest) -> Result<Query, UnfitRequest> {
     let carrier = request.carrier.as_deref().map(str::trim).unwrap_or("");
     let num = request.tracking_no.as_deref().map(str::trim).unwrap_or("");
     // Kuaidi100 codes are lowercase; a shop that typed `ZhongTong` still means zhongtong.
     let com = carrier.to_ascii_lowercase();
-    let phone = request.phone.as_deref().and_then(phone_param);
+    // The whole number, as Kuaidi100 asks (收、寄件人的电话号码, on the real-time query page
+    // https://api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc). It would take a landline or
+    // a virtual number's extension too, but a shipment's phone is a mainland mobile's 11 digits.
+    let phone = request.phone.clone();
 
     let mut missing = Vec::new();
     if com.is_empty() {
@@ -175,40 +180,16 @@ fn to_query(request: &TrackRequest) -> Result<Query, String> {
         ));
     }
     if !missing.is_empty() {
-        return Err(format!("kuaidi100 needs {}", join_and(&missing)));
+        return Err(UnfitRequest(format!(
+            "kuaidi100 needs {}",
+            join_and(&missing)
+        )));
     }
     Ok(Query {
         com,
         num: num.to_owned(),
         phone,
     })
-}
-
-/// The `phone` Kuaidi100 is sent: the whole number, mobile or landline, as its documentation
-/// asks (收、寄件人的电话号码, 手机和固定电话均可; a landline's extension is not sent; for an
-/// e-commerce virtual number, the four digits after the `-`), from the real-time query page
-/// https://api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc. A mainland mobile is sent as its
-/// 11 digits whatever way it was written; `None` when there are too few digits to be a number.
-fn phone_param(phone: &str) -> Option<String> {
-    if let Ok(mobile) = crate::domain::mainland_mobile(phone) {
-        return Some(mobile);
-    }
-    let phone = phone.trim();
-    let digits = |text: &str| -> String { text.chars().filter(char::is_ascii_digit).collect() };
-    // 13800138000-1234: a virtual number; what counts is the extension after the dash.
-    if let Some((number, extension)) = phone.rsplit_once('-')
-        && crate::domain::mainland_mobile(number).is_ok()
-        && extension.trim().len() == 4
-        && extension.trim().bytes().all(|b| b.is_ascii_digit())
-    {
-        return Some(extension.trim().to_owned());
-    }
-    // A landline: area code and number (0571-88886666); an extension (转123, #123, a third
-    // group after a dash) is not sent.
-    let number = phone.split(['转', '#', 'x', 'X']).next().unwrap_or("");
-    let number: Vec<&str> = number.split('-').take(2).collect();
-    let number = digits(&number.concat());
-    (number.len() >= 7).then_some(number)
 }
 
 fn join_and(items: &[String]) -> String {
@@ -525,7 +506,7 @@ mod tests {
             order_id: "E20261120-0001".to_owned(),
             tracking_no: num.map(str::to_owned),
             carrier: carrier.map(str::to_owned),
-            phone: phone.map(str::to_owned),
+            phone: phone.map(|p| Phone::parse(p).expect("a mobile")),
             ..TrackRequest::default()
         }
     }
@@ -592,27 +573,18 @@ mod tests {
 
     #[test]
     fn the_whole_phone_number_is_sent() {
-        let cases = [
-            ("13800138000", Some("13800138000")),
-            ("+86 138-0013-8123", Some("13800138123")),
-            ("008613800138123", Some("13800138123")),
-            // A virtual number: the four digits after the dash.
-            ("13800138000-1234", Some("1234")),
-            // A landline, without its extension.
-            ("0571-8888 6666", Some("057188886666")),
-            ("0571-88886666-123", Some("057188886666")),
-            ("0571-88886666转123", Some("057188886666")),
-            ("8000", None),
-            ("12", None),
-            ("", None),
-        ];
-        for (phone, sent) in cases {
-            assert_eq!(phone_param(phone).as_deref(), sent, "{phone:?}");
+        // However the shop wrote it, the number is sent as its 11 digits.
+        for written in ["13800138123", "+86 138-0013-8123", "008613800138123"] {
+            assert_eq!(
+                query_of("zhongtong", "ZT1", written).param(),
+                r#"{"com":"zhongtong","num":"ZT1","phone":"13800138123","resultv2":"4"}"#,
+                "{written:?}"
+            );
         }
         // Carriers that do not need it still get it: Kuaidi100 uses it to tell waybills apart.
         let query = query_of("yuantong", "YT1", "13800138000");
-        assert_eq!(query.phone.as_deref(), Some("13800138000"));
-        let query = to_query(&request(Some("yuantong"), Some("YT1"), Some("12"))).unwrap();
+        assert_eq!(query.phone.as_ref().map(Phone::as_str), Some("13800138000"));
+        let query = to_query(&request(Some("yuantong"), Some("YT1"), None)).unwrap();
         assert_eq!(query.phone, None);
     }
 
@@ -644,7 +616,7 @@ mod tests {
                 "kuaidi100 needs the recipient's phone for shunfeng (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
-                request(Some("shunfengkuaiyun"), Some("SF1"), Some("8000")),
+                request(Some("shunfengkuaiyun"), Some("SF1"), None),
                 "kuaidi100 needs the recipient's phone for shunfengkuaiyun (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
@@ -659,7 +631,7 @@ mod tests {
         for (request, expected) in cases {
             assert_eq!(
                 kuaidi100.check(&request),
-                Err(expected.to_owned()),
+                Err(UnfitRequest(expected.to_owned())),
                 "{request:?}"
             );
             assert!(!expected.contains('\n'));
@@ -667,7 +639,7 @@ mod tests {
         for ok in [
             request(Some("yuantong"), Some("YT1234567890"), None),
             request(Some("zhongtong"), Some("ZT1"), Some("13800138000")),
-            request(Some("shunfeng"), Some("SF1"), Some("0755-83765566")),
+            request(Some("shunfeng"), Some("SF1"), Some("+86 138-0013-8000")),
         ] {
             assert_eq!(kuaidi100.check(&ok), Ok(()), "{ok:?}");
         }
@@ -684,7 +656,7 @@ mod tests {
             reqwest::Client::new(),
         );
         let bad = request(Some("zhongtong"), Some("ZT1"), None);
-        let expected = kuaidi100.check(&bad).unwrap_err();
+        let expected = kuaidi100.check(&bad).unwrap_err().to_string();
         assert_eq!(
             kuaidi100.fetch(&bad).await.unwrap_err(),
             ProviderError::Permanent(expected)

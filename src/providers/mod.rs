@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 
-use crate::domain::Status;
+use crate::domain::{Phone, Status};
 
 pub mod alibaba1688;
 pub mod kuaidi100;
@@ -22,7 +22,7 @@ pub struct TrackRequest {
     pub order_id: String,
     pub tracking_no: Option<String>,
     pub carrier: Option<String>,
-    pub phone: Option<String>,
+    pub phone: Option<Phone>,
     /// The sub-orders a split order's parcel carries, comma-separated.
     pub sub_orders: Option<String>,
     /// When the shipment was added: the simulator's journeys run on it.
@@ -85,6 +85,20 @@ pub enum ProviderError {
     Unconfirmed(String),
 }
 
+/// What a shipment lacks for a provider (a numeric order id, a tracking number…), in one line
+/// that tells how to fix it. The message is all there is: the shipment is refused or flagged
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnfitRequest(pub String);
+
+/// Polling a request that cannot work fails for good.
+impl From<UnfitRequest> for ProviderError {
+    fn from(unfit: UnfitRequest) -> Self {
+        ProviderError::Permanent(unfit.0)
+    }
+}
+
 /// One upstream logistics API.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -93,7 +107,7 @@ pub trait Provider: Send + Sync {
 
     /// Says what a shipment lacks for this provider (a numeric order id, a tracking number…),
     /// in one line that tells how to fix it. Checked when a shipment is added or picked up.
-    fn check(&self, _request: &TrackRequest) -> Result<(), String> {
+    fn check(&self, _request: &TrackRequest) -> Result<(), UnfitRequest> {
         Ok(())
     }
 
@@ -194,7 +208,7 @@ impl Provider for Bounded {
         self.0.kind()
     }
 
-    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+    fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
         self.0.check(request)
     }
 

@@ -12,8 +12,8 @@ use sha2::Sha256;
 
 use super::scans::{action_status, event_status};
 use super::{
-    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, lenient_order_number,
-    lenient_string, shanghai, snippet,
+    Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, UnfitRequest,
+    lenient_order_number, lenient_string, shanghai, snippet,
 };
 use crate::domain::{Secret, Status};
 
@@ -202,10 +202,10 @@ impl Provider for Taobao {
         "taobao"
     }
 
-    fn check(&self, request: &TrackRequest) -> Result<(), String> {
+    fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
         Order::of(request).map(drop).map_err(|e| match e {
-            ProviderError::Permanent(message) => message,
-            other => other.to_string(),
+            ProviderError::Permanent(message) => UnfitRequest(message),
+            other => UnfitRequest(other.to_string()),
         })
     }
 

@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{FromRow, Row, Sqlite, Transaction};
 
 use crate::clock::{Millis, to_rfc3339};
-use crate::domain::{Status, Tier};
+use crate::domain::{Email, InvalidContact, Phone, Status, Tier};
 
 pub use maintenance::{Checkpointed, Pruned, SweepWrite, UnreachablePoll};
 pub use ops::{
@@ -81,6 +82,27 @@ pub enum StorageError {
     Interrupted,
 }
 
+/// Why the daemon cannot take its lock on the database (see [`Db::lock_for_daemon`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot open {}: {error}", path.display())]
+    Open {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "another shipwatch daemon is already running on {} (it holds {})",
+        database.display(),
+        lock.display()
+    )]
+    Held { database: PathBuf, lock: PathBuf },
+    #[error("cannot lock {}: {error}", path.display())]
+    Lock {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
 /// True for an SQLite result code (primary or extended, as text) that says the database itself
 /// failed; an unreadable code counts as a failure, to be safe.
 fn is_outage_code(code: &str) -> bool {
@@ -114,21 +136,22 @@ impl StorageError {
     }
 }
 
-/// A shipment row as stored.
-#[derive(Debug, Clone, FromRow)]
+/// A shipment row as stored, its values parsed once, when it is read.
+#[derive(Debug, Clone)]
 pub struct ShipmentRow {
     pub id: i64,
     pub order_id: String,
     pub provider: String,
     pub tracking_no: Option<String>,
     pub carrier: Option<String>,
-    /// Parsed once, when the row is read. The table's CHECKs admit only the canonical names, so
-    /// a value that is not one is a row that cannot be read, flagged as such.
-    #[sqlx(try_from = "String")]
+    /// The table's CHECKs admit only the canonical names, so a value that is not one is a row
+    /// that cannot be read, flagged as such.
     pub tier: Tier,
-    pub phone: Option<String>,
-    pub email: Option<String>,
-    #[sqlx(try_from = "String")]
+    /// Blank reads as none. So does a value that is not a phone number, which another program
+    /// may have written: `invalid_contact` then says why.
+    pub phone: Option<Phone>,
+    /// Blank reads as none, and so does text that is not an address (see `invalid_contact`).
+    pub email: Option<Email>,
     pub status: Status,
     pub raw_status: Option<String>,
     pub active: bool,
@@ -145,6 +168,75 @@ pub struct ShipmentRow {
     /// BLOB in `carrier`), stored before the schema refused them: the row is then flagged invalid
     /// by itself, and the column reads as a harmless stand-in meanwhile.
     pub type_error: Option<String>,
+    /// Set when the phone or the email column holds a value that does not parse (the phone's,
+    /// when both do not): the row is then flagged invalid by itself, like `type_error`, instead
+    /// of failing the read of its neighbours.
+    pub invalid_contact: Option<InvalidContact>,
+}
+
+/// Written out rather than derived: a contact that does not parse must leave the row readable,
+/// and sqlx's `try_from` would fail the row (nor can it fill an `Option`).
+impl<'r> FromRow<'r, SqliteRow> for ShipmentRow {
+    fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
+        let phone = contact(row, "phone", Phone::parse)?;
+        let email = contact(row, "email", Email::parse)?;
+        let invalid_contact = match (&phone, &email) {
+            (Err(e), _) => Some(InvalidContact::Phone(e.clone())),
+            (_, Err(e)) => Some(InvalidContact::Email(e.clone())),
+            _ => None,
+        };
+        Ok(ShipmentRow {
+            id: row.try_get("id")?,
+            order_id: row.try_get("order_id")?,
+            provider: row.try_get("provider")?,
+            tracking_no: row.try_get("tracking_no")?,
+            carrier: row.try_get("carrier")?,
+            tier: parsed(row, "tier")?,
+            phone: phone.ok().flatten(),
+            email: email.ok().flatten(),
+            status: parsed(row, "status")?,
+            raw_status: row.try_get("raw_status")?,
+            active: row.try_get("active")?,
+            error: row.try_get("error")?,
+            transitions: row.try_get("transitions")?,
+            next_poll_at: row.try_get("next_poll_at")?,
+            last_polled_at: row.try_get("last_polled_at")?,
+            last_event_at: row.try_get("last_event_at")?,
+            status_changed_at: row.try_get("status_changed_at")?,
+            created_at: row.try_get("created_at")?,
+            sub_orders: row.try_get("sub_orders")?,
+            type_error: row.try_get("type_error")?,
+            invalid_contact,
+        })
+    }
+}
+
+/// A text column parsed into a domain value; a value that does not parse fails the row, as
+/// sqlx's own decoding would.
+fn parsed<T>(row: &SqliteRow, column: &str) -> sqlx::Result<T>
+where
+    T: TryFrom<String>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.try_get(column)?;
+    T::try_from(text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// A contact column: blank is none, and a value that does not parse is returned apart, so that
+/// the row can still be read and flagged by itself.
+fn contact<T, E>(
+    row: &SqliteRow,
+    column: &str,
+    parse: fn(&str) -> std::result::Result<T, E>,
+) -> sqlx::Result<std::result::Result<Option<T>, E>> {
+    let text: Option<String> = row.try_get(column)?;
+    Ok(text
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| parse(&text))
+        .transpose())
 }
 
 fn ser_time<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
@@ -242,8 +334,7 @@ impl std::fmt::Display for ShipmentColumns {
 
 /// Decodes rows one by one: a row that still cannot be read (text that is not UTF-8) is
 /// returned apart, by id with the reason, instead of failing its neighbours.
-fn decode_shipments(rows: Vec<sqlx::sqlite::SqliteRow>) -> (Vec<ShipmentRow>, Vec<(i64, String)>) {
-    use sqlx::Row;
+fn decode_shipments(rows: Vec<SqliteRow>) -> (Vec<ShipmentRow>, Vec<(i64, String)>) {
     let mut good = Vec::with_capacity(rows.len());
     let mut bad = Vec::new();
     for row in rows {
@@ -338,7 +429,7 @@ impl Db {
 
     /// Takes the lock that makes this process the only daemon on the database at `path`; it is
     /// held until the returned file is dropped. Admin commands do not take it.
-    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, String> {
+    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, LockError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
         // 0600: another user who can open the lock file can hold its lock and keep the daemon
@@ -349,7 +440,10 @@ impl Db {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+            .map_err(|error| LockError::Open {
+                path: lock_path.clone(),
+                error,
+            })?;
         if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
             tracing::warn!(
                 "cannot make {} private (0600): {e}; another user may hold its lock",
@@ -358,14 +452,14 @@ impl Db {
         }
         match file.try_lock() {
             Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-                "another shipwatch daemon is already running on {} (it holds {})",
-                path.display(),
-                lock_path.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(format!("cannot lock {}: {e}", lock_path.display()))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
+                database: path.to_owned(),
+                lock: lock_path,
+            }),
+            Err(std::fs::TryLockError::Error(error)) => Err(LockError::Lock {
+                path: lock_path,
+                error,
+            }),
         }
     }
 
@@ -398,6 +492,71 @@ mod tests {
         assert!(!StorageError::Rejected("x".into()).is_outage());
         assert!(!StorageError::Sql(sqlx::Error::RowNotFound).is_outage());
         assert!(StorageError::Sql(sqlx::Error::PoolTimedOut).is_outage());
+    }
+
+    #[tokio::test]
+    async fn contacts_are_parsed_when_read_and_a_bad_one_is_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("contacts.db"), Synchronous::Normal)
+            .await
+            .unwrap();
+        // (order id, phone, email) as another program may write them.
+        let rows = [
+            ("1", Some("+86 138-1234-5678"), Some(" zhang@shop.example ")),
+            ("2", Some("138-1234-567"), Some("zhang.wei at shop")),
+            ("3", Some(" "), Some("zhang.wei at shop")),
+            ("4", Some(""), None),
+            ("5", None, None),
+        ];
+        for (order_id, phone, email) in rows {
+            sqlx::query(
+                "INSERT INTO shipments (order_id, provider, phone, email) VALUES (?, 't', ?, ?)",
+            )
+            .bind(order_id)
+            .bind(phone)
+            .bind(email)
+            .execute(&db.write)
+            .await
+            .unwrap();
+        }
+        let read = db.list_shipments(None, None).await.unwrap();
+        let seen: Vec<_> = read
+            .iter()
+            .map(|row| {
+                (
+                    row.order_id.as_str(),
+                    row.phone.as_ref().map(Phone::as_str),
+                    row.email.as_ref().map(Email::as_str),
+                    row.invalid_contact.as_ref().map(ToString::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("1", Some("13812345678"), Some("zhang@shop.example"), None),
+                (
+                    "2",
+                    None,
+                    None,
+                    Some(
+                        "phone \"138****-567\" is not a mainland mobile number (11 digits starting with 13-19, optionally +86)".to_owned()
+                    )
+                ),
+                (
+                    "3",
+                    None,
+                    None,
+                    Some(
+                        "email \"zha****shop\" is not an email address (like name@example.com)"
+                            .to_owned()
+                    )
+                ),
+                ("4", None, None, None),
+                ("5", None, None, None),
+            ]
+        );
+        db.close().await;
     }
 
     #[test]

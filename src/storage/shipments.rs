@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::{Db, Result, SHIPMENT_COLUMNS, ShipmentRow, StorageError, decode_shipments};
 use crate::clock::{Millis, to_rfc3339};
-use crate::domain::{Status, Tier};
+use crate::domain::{Email, Phone, Status, Tier, mask_contact};
 
 /// A shipment to add.
 #[derive(Debug, Clone)]
@@ -18,8 +18,8 @@ pub struct NewShipment {
     pub tracking_no: Option<String>,
     pub carrier: Option<String>,
     pub tier: Tier,
-    pub phone: Option<String>,
-    pub email: Option<String>,
+    pub phone: Option<Phone>,
+    pub email: Option<Email>,
     /// Sub-order ids separated by commas, for a split order.
     pub sub_orders: Option<String>,
 }
@@ -59,8 +59,8 @@ impl From<&ShipmentRow> for ShipmentView {
             raw_status: row.raw_status.clone(),
             active: row.active && row.type_error.is_none(),
             error: row.type_error.clone().or_else(|| row.error.clone()),
-            phone: row.phone.as_deref().map(crate::domain::mask_contact),
-            email: row.email.as_deref().map(crate::domain::mask_contact),
+            phone: row.phone.as_ref().map(|phone| mask_contact(phone.as_str())),
+            email: row.email.as_ref().map(|email| mask_contact(email.as_str())),
             next_poll_at: row.active.then(|| to_rfc3339(row.next_poll_at)),
             last_polled_at: row.last_polled_at.map(to_rfc3339),
             last_event_at: row.last_event_at.map(to_rfc3339),
@@ -86,8 +86,8 @@ impl Db {
         .bind(&new.tracking_no)
         .bind(&new.carrier)
         .bind(new.tier.as_str())
-        .bind(&new.phone)
-        .bind(&new.email)
+        .bind(new.phone.as_ref().map(Phone::as_str))
+        .bind(new.email.as_ref().map(Email::as_str))
         .bind(&new.sub_orders)
         .bind(now)
         .bind(now)
@@ -288,8 +288,8 @@ impl Import {
             .bind(&new.tracking_no)
             .bind(&new.carrier)
             .bind(new.tier.as_str())
-            .bind(&new.phone)
-            .bind(&new.email)
+            .bind(new.phone.as_ref().map(Phone::as_str))
+            .bind(new.email.as_ref().map(Email::as_str))
             .bind(&new.sub_orders)
             .bind(self.now)
             .bind(self.now)

@@ -286,7 +286,7 @@ async fn a_non_numeric_order_id_never_reaches_the_gateway() {
     let fake = gateway().await;
     let a1688 = good_adapter(&fake);
     let bad = request("E20261120-0001");
-    let message = a1688.check(&bad).unwrap_err();
+    let message = a1688.check(&bad).unwrap_err().to_string();
     assert!(message.contains("numeric 1688 order id"), "{message}");
     let err = a1688.fetch(&bad).await.unwrap_err();
     assert_eq!(err, ProviderError::Permanent(message));

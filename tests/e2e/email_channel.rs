@@ -193,7 +193,7 @@ async fn email_smtps_to_a_plain_port_names_the_fix() {
     assert!(reason.contains("?tls=starttls"), "{reason}");
     assert_masked(&reason);
 
-    let error = email.test_connection().await.unwrap_err();
+    let error = email.test_connection().await.unwrap_err().to_string();
     assert!(error.contains("does not speak TLS"), "{error}");
     assert!(sink.attempts().is_empty());
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shipwatch::domain::{Secret, Status};
+use shipwatch::domain::{Phone, Secret, Status};
 use shipwatch::providers::kuaidi100::{Kuaidi100, Kuaidi100Config};
 use shipwatch::providers::{Provider, ProviderError, Trace, TrackRequest};
 
@@ -42,7 +42,7 @@ fn request(carrier: &str, num: &str, phone: Option<&str>) -> TrackRequest {
         order_id: format!("E-{num}"),
         tracking_no: Some(num.to_owned()),
         carrier: Some(carrier.to_owned()),
-        phone: phone.map(str::to_owned),
+        phone: phone.map(|p| Phone::parse(p).unwrap()),
         ..TrackRequest::default()
     }
 }
@@ -275,7 +275,7 @@ async fn a_phone_carrier_without_a_phone_never_reaches_the_endpoint() {
     let kuaidi100 = good_adapter(&fake);
     for carrier in ["shunfeng", "shunfengkuaiyun", "zhongtong"] {
         let bare = request(carrier, "SF1234567890123", None);
-        let expected = kuaidi100.check(&bare).unwrap_err();
+        let expected = kuaidi100.check(&bare).unwrap_err().to_string();
         assert!(expected.contains("--phone"), "{expected}");
         match kuaidi100.fetch(&bare).await.unwrap_err() {
             ProviderError::Permanent(message) => assert_eq!(message, expected),

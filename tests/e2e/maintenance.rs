@@ -388,6 +388,7 @@ async fn the_scheduler_starts_with_a_valid_config_and_stops_promptly() {
     )
     .await
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(err.contains("schedule stuck"), "{err}");
 }

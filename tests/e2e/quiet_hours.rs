@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::TimeZone;
 use shipwatch::clock::{Clock, ManualClock, Millis};
 use shipwatch::config::{Delivery, Synchronous};
-use shipwatch::domain::{Status, Tier};
+use shipwatch::domain::{Email, Phone, Status, Tier};
 use shipwatch::events::Events;
 use shipwatch::notify::sender::Sender;
 use shipwatch::notify::template::QuietHours;
@@ -87,8 +87,8 @@ async fn one_change_queued(
                 tracking_no: Some("ZT1".to_owned()),
                 carrier: Some("中通".to_owned()),
                 tier: Tier::High,
-                phone: Some("13812345678".to_owned()),
-                email: email.map(str::to_owned),
+                phone: Some(Phone::parse("13812345678").unwrap()),
+                email: email.map(|e| Email::parse(e).unwrap()),
                 sub_orders: None,
             },
             clock.now(),
