@@ -16,7 +16,7 @@ use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, NotificationClaim, StorageError};
-use crate::workers::{Slot, Workers};
+use crate::workers::Workers;
 
 /// How the sender delivers notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +165,8 @@ impl Sender {
             count += claimed.len();
             for notification in claimed {
                 let (me, kind) = (self.clone(), *kind);
-                lane.spawn_with_slot(move |slot| async move {
-                    me.deliver_in_background(kind, notification, slot).await;
+                lane.spawn(async move {
+                    me.deliver_in_background(kind, notification).await;
                     me.freed.notify_one();
                 });
             }
@@ -184,19 +184,14 @@ impl Sender {
         Ok(claimed)
     }
 
-    async fn deliver_in_background(
-        &self,
-        kind: ChannelKind,
-        notification: ClaimedNotification,
-        slot: Slot,
-    ) {
+    async fn deliver_in_background(&self, kind: ChannelKind, notification: ClaimedNotification) {
         let Some(lane) = self.lanes.get(&kind) else {
             return;
         };
         let outcome = tokio::select! {
             biased;
             _ = lane.aborted() => None,
-            outcome = self.deliver_in(&notification, Some(slot)) => Some(outcome),
+            outcome = self.deliver(&notification) => Some(outcome),
         };
         let result = match outcome {
             Some(outcome) => outcome,
@@ -217,16 +212,6 @@ impl Sender {
 
     /// Makes one attempt for a claimed notification and records the outcome.
     pub async fn deliver(&self, n: &ClaimedNotification) -> Result<(), StorageError> {
-        self.deliver_in(n, None).await
-    }
-
-    /// [`Sender::deliver`], freeing `slot` once a delivery's `sent` mark is handed to the
-    /// writer: the next attempt starts while the mark is written.
-    async fn deliver_in(
-        &self,
-        n: &ClaimedNotification,
-        slot: Option<Slot>,
-    ) -> Result<(), StorageError> {
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
             return self
                 .db
@@ -247,11 +232,11 @@ impl Sender {
         let attempt = n.attempts;
         match result {
             Ok(()) => {
-                // Ahead of everything else the writer has waiting: a delivery not marked
-                // sent is repeated after a crash.
-                let handed = self.db.writer().sent(n.id, now).await?;
-                drop(slot);
-                handed.written().await?;
+                // A delivery the receiver accepted and that is not yet marked sent is repeated
+                // after a crash: the mark goes ahead of everything else the writer has waiting,
+                // and the slot stays taken until it is written, so that the slots bound how
+                // many such deliveries there are at any moment.
+                self.db.writer().sent(n.id, now).await?.written().await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
                 self.events.emit(PipelineEvent::Delivered {
                     order_id: n.order_id.clone(),

@@ -23,12 +23,15 @@ use super::{ClaimedNotification, Db, Decide, Recorded, Result, ShipmentRow, Stor
 use crate::clock::Millis;
 use crate::domain::ChannelKind;
 
-/// Jobs waiting for the writer, at most; whoever hands over more waits for room.
+/// Jobs waiting for the writer in each of its queues, at most; whoever hands over more waits
+/// for room.
 const QUEUE: usize = 4096;
-/// Jobs written in one transaction, at most.
-const BATCH: usize = 1024;
-const LINGER_BELOW: usize = 64;
-const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Polls written in one round, at most. A `sent` mark that arrives during a round waits for its
+/// end, so rounds are kept short: a millisecond or two.
+const ROUND: usize = 64;
+/// A round of polls only, smaller than this, waits up to [`LINGER`] for more to join it.
+const LINGER_BELOW: usize = 32;
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -65,7 +68,10 @@ pub struct NotificationClaim {
 /// The handle on the writer task; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<Job>,
+    /// `sent` marks and claims: their callers wait for them.
+    urgent: mpsc::Sender<Job>,
+    /// Polls, whose callers have moved on.
+    bulk: mpsc::Sender<Job>,
 }
 
 /// Work handed over to the writer; await [`Handed::written`] for its outcome.
@@ -82,7 +88,8 @@ impl Writer {
     /// Starts the writer task on `db`'s write connection. The task ends once every handle is
     /// dropped and the queue is written.
     pub(crate) fn start(db: Db) -> Writer {
-        let (queue, jobs) = mpsc::channel(QUEUE);
+        let (urgent, urgent_jobs) = mpsc::channel(QUEUE);
+        let (bulk, bulk_jobs) = mpsc::channel(QUEUE);
         // The task keeps the pools, not this handle: once the last handle is dropped, the
         // queue closes and the task ends.
         let db = Db {
@@ -90,8 +97,8 @@ impl Writer {
             read: db.read,
             writer: WriterCell::default(),
         };
-        tokio::spawn(run(db, jobs));
-        Writer { queue }
+        tokio::spawn(run(db, urgent_jobs, bulk_jobs));
+        Writer { urgent, bulk }
     }
 
     async fn hand<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<Handed<T>>
@@ -99,8 +106,14 @@ impl Writer {
         T: Send,
     {
         let (reply, outcome) = oneshot::channel();
-        self.queue
-            .send(job(reply))
+        let job = job(reply);
+        let queue = if matches!(job, Job::Poll(..)) {
+            &self.bulk
+        } else {
+            &self.urgent
+        };
+        queue
+            .send(job)
             .await
             .map_err(|_| StorageError::Interrupted)?;
         Ok(Handed(outcome))
@@ -138,27 +151,63 @@ impl Writer {
     }
 }
 
-/// The writer task: takes what is waiting, up to a batch, and writes it.
-async fn run(db: Db, mut queue: mpsc::Receiver<Job>) {
-    let mut waiting = Vec::with_capacity(BATCH);
-    while queue.recv_many(&mut waiting, BATCH).await > 0 {
-        // Only polls may wait: a claim or a `sent` mark holds up its caller's next step.
-        if waiting.len() < LINGER_BELOW && waiting.iter().all(|job| matches!(job, Job::Poll(..))) {
-            // A moment for the polls finishing now to join this transaction.
-            tokio::time::sleep(LINGER).await;
-            let room = BATCH - waiting.len();
-            while let Ok(job) = queue.try_recv() {
-                waiting.push(job);
-                if waiting.len() >= room {
-                    break;
-                }
+/// The writer task. Each round it writes, in this order: every `sent` mark waiting, in a
+/// transaction of its own; then up to [`ROUND`] polls with every claim waiting, in one
+/// transaction. Urgent jobs (marks and claims) have a queue of their own, looked at before each
+/// round, so that they never wait behind a backlog of polls: a mark waits at most for the round
+/// under way.
+async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<Job>) {
+    let mut pending = Batch::default();
+    let (mut urgent_open, mut bulk_open) = (true, true);
+    loop {
+        while let Ok(job) = urgent.try_recv() {
+            pending.add(job);
+        }
+        if !pending.sent.is_empty() {
+            pending.write_sent(&db).await;
+            continue;
+        }
+        while pending.polls.len() < ROUND {
+            match bulk.try_recv() {
+                Ok(job) => pending.add(job),
+                Err(_) => break,
             }
         }
-        let mut batch = Batch::default();
-        for job in waiting.drain(..) {
-            batch.add(job);
+        if pending.is_empty() {
+            // Nothing to do: wait for anything, urgent first.
+            let job = tokio::select! {
+                biased;
+                job = urgent.recv(), if urgent_open => job.or_else(|| { urgent_open = false; None }),
+                job = bulk.recv(), if bulk_open => job.or_else(|| { bulk_open = false; None }),
+                else => return,
+            };
+            if let Some(job) = job {
+                pending.add(job);
+            }
+            continue;
         }
-        batch.write(&db).await;
+        if pending.polls.len() < LINGER_BELOW && pending.claims_empty() {
+            // A moment for the polls finishing now to join this round; it ends at once when
+            // anything urgent arrives.
+            let _ = tokio::time::timeout(LINGER, async {
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(job) = urgent.recv() => { pending.add(job); break; }
+                        Some(job) = bulk.recv() => {
+                            pending.add(job);
+                            if pending.polls.len() >= LINGER_BELOW { break; }
+                        }
+                        else => break,
+                    }
+                }
+            })
+            .await;
+            if !pending.sent.is_empty() {
+                continue;
+            }
+        }
+        pending.write_round(&db).await;
     }
 }
 
@@ -166,7 +215,7 @@ async fn run(db: Db, mut queue: mpsc::Receiver<Job>) {
 #[derive(Default)]
 struct Batch {
     sent: Vec<((i64, Millis), Reply<()>)>,
-    polls: Vec<(PollJob, Reply<Recorded>)>,
+    polls: std::collections::VecDeque<(PollJob, Reply<Recorded>)>,
     notification_claims: Vec<(NotificationClaim, Reply<Vec<ClaimedNotification>>)>,
     shipment_claims: Vec<(ShipmentClaim, Reply<Vec<ShipmentRow>>)>,
 }
@@ -175,40 +224,47 @@ impl Batch {
     fn add(&mut self, job: Job) {
         match job {
             Job::Sent(id, at, reply) => self.sent.push(((id, at), reply)),
-            Job::Poll(poll, reply) => self.polls.push((poll, reply)),
+            Job::Poll(poll, reply) => self.polls.push_back((poll, reply)),
             Job::ClaimShipments(claim, reply) => self.shipment_claims.push((claim, reply)),
             Job::ClaimNotifications(claim, reply) => self.notification_claims.push((claim, reply)),
         }
     }
 
-    async fn write(self, db: &Db) {
-        let Batch {
-            sent,
-            polls,
-            notification_claims,
-            shipment_claims,
-        } = self;
-        if !sent.is_empty() {
-            let (marks, replies): (Vec<_>, Vec<_>) = sent.into_iter().unzip();
-            match in_transaction(db, Work::Sent(&marks)).await {
-                Ok(_) => replies.into_iter().for_each(|reply| {
-                    let _ = reply.send(Ok(()));
-                }),
-                Err(e) => {
-                    debug!(error = %e, marks = marks.len(), "sent marks written one by one");
-                    for (mark, reply) in marks.iter().zip(replies) {
-                        let one = std::slice::from_ref(mark);
-                        let _ = reply.send(in_transaction(db, Work::Sent(one)).await.map(|_| ()));
-                    }
+    fn is_empty(&self) -> bool {
+        self.sent.is_empty() && self.polls.is_empty() && self.claims_empty()
+    }
+
+    fn claims_empty(&self) -> bool {
+        self.notification_claims.is_empty() && self.shipment_claims.is_empty()
+    }
+
+    /// Writes every `sent` mark waiting, in one transaction.
+    async fn write_sent(&mut self, db: &Db) {
+        let (marks, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent).into_iter().unzip();
+        match in_transaction(db, Work::Sent(&marks)).await {
+            Ok(_) => replies.into_iter().for_each(|reply| {
+                let _ = reply.send(Ok(()));
+            }),
+            Err(e) => {
+                debug!(error = %e, marks = marks.len(), "sent marks written one by one");
+                for (mark, reply) in marks.iter().zip(replies) {
+                    let one = std::slice::from_ref(mark);
+                    let _ = reply.send(in_transaction(db, Work::Sent(one)).await.map(|_| ()));
                 }
             }
         }
-        if polls.is_empty() && notification_claims.is_empty() && shipment_claims.is_empty() {
-            return;
-        }
-        let (polls, poll_replies): (Vec<PollJob>, Vec<_>) = polls.into_iter().unzip();
-        let (n_claims, n_replies): (Vec<_>, Vec<_>) = notification_claims.into_iter().unzip();
-        let (s_claims, s_replies): (Vec<_>, Vec<_>) = shipment_claims.into_iter().unzip();
+    }
+
+    /// Writes up to [`ROUND`] polls, then every claim waiting, in one transaction.
+    async fn write_round(&mut self, db: &Db) {
+        let take = self.polls.len().min(ROUND);
+        let (polls, poll_replies): (Vec<PollJob>, Vec<_>) = self.polls.drain(..take).unzip();
+        let (n_claims, n_replies): (Vec<_>, Vec<_>) = std::mem::take(&mut self.notification_claims)
+            .into_iter()
+            .unzip();
+        let (s_claims, s_replies): (Vec<_>, Vec<_>) = std::mem::take(&mut self.shipment_claims)
+            .into_iter()
+            .unzip();
         match in_transaction(db, Work::Rest(&polls, &n_claims, &s_claims)).await {
             Ok(Written {
                 recorded,
@@ -222,7 +278,7 @@ impl Batch {
             Err(e) => {
                 let jobs = polls.len() + n_claims.len() + s_claims.len();
                 if jobs > 1 {
-                    warn!(error = %e, jobs, "a batch of writes failed; writing each job alone");
+                    warn!(error = %e, jobs, "a round of writes failed; writing each job alone");
                 }
                 // One at a time, so that one bad row costs only its own job.
                 for (poll, reply) in polls.iter().zip(poll_replies) {
