@@ -405,6 +405,14 @@ impl Db {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            // A `COMMIT` that fails (a full disk, a file made read-only) may be rolled back by
+            // SQLite while sqlx still counts the transaction open, and the rollback it then
+            // queues fails too: such a connection would refuse every later `BEGIN`, and the
+            // daemon would never recover from the outage. It is closed instead of handed out,
+            // and the pool opens a fresh one.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options.clone())
             .await
             .map_err(open_err)?;

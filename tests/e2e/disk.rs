@@ -267,3 +267,68 @@ async fn a_read_only_database_is_one_error_and_the_daemon_resumes_when_writable(
     drop(immutable);
     after_the_outage(&app, &mut daemon, &healthz).await;
 }
+
+/// The outage as an operator makes it by hand while the daemon polls: both files immutable for
+/// four seconds, then writable again. A `COMMIT` that fails can leave a connection inside its
+/// transaction; the daemon must not keep using it, and must be healthy again within a scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_write_outage_mid_run_is_recovered_from_within_a_scan() {
+    let (app, mut daemon, healthz) = tracking(None).await;
+    let wal = PathBuf::from(format!("{}-wal", app.db.display()));
+    assert!(wal.exists(), "the daemon runs in WAL mode");
+    // Several outages at different moments of the one-second polls, so that one of them cuts a
+    // commit short.
+    for round in 0..3u64 {
+        let immutable = Immutable::set(&[app.db.clone(), wal.clone()]);
+        tokio::time::sleep(Duration::from_millis(4_000 + 300 * round)).await;
+        drop(immutable);
+        app.wait_until(
+            "/healthz is healthy again after the files are writable",
+            Duration::from_secs(10),
+            || {
+                let log = daemon.log();
+                lines_with(&log, "database writable again")
+                    >= lines_with(&log, "DATABASE NOT WRITABLE")
+            },
+        )
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = health(&healthz).await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still unhealthy 5 s after the outage ended: {body}\n{}",
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = daemon.log();
+        assert!(
+            !log.contains("transaction depth"),
+            "a connection was reused inside a failed transaction: {log}"
+        );
+    }
+    // Polling goes on: every order moves on and each change is announced once.
+    for tid in ORDERS {
+        app.top.script(tid, vec![delivered(tid)]);
+    }
+    app.wait_until("every order is delivered and notified", LIMIT, || {
+        app.receiver.deliveries().len() >= 2 * ORDERS.len()
+            && app.outbox(Some("pending")).is_empty()
+    })
+    .await;
+    assert_eq!(health(&healthz).await.0, 200);
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    for tid in ORDERS {
+        let shown = app.shipment(&tid.to_string());
+        assert_eq!(shown["shipment"]["status"], "delivered", "{shown}");
+    }
+    assert_eq!(
+        app.receiver.deliveries().len(),
+        2 * ORDERS.len(),
+        "each change arrived once"
+    );
+}
