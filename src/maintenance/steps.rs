@@ -12,7 +12,7 @@ use crate::clock::{Millis, millis};
 use crate::domain::{Status, Tier};
 use crate::notify::{ChannelKind, ChannelRule};
 use crate::providers::Trace;
-use crate::storage::{Checkpointed, Db, Pruned, Result, ShipmentRow, SweepWrite};
+use crate::storage::{Checkpointed, Db, Pruned, Result, ShipmentRow, Sweep, SweepWrite};
 use crate::track::{Change, announce, new_public_id, stuck_alert};
 
 /// Shipments one run of a step looks at, at most.
@@ -99,25 +99,18 @@ pub async fn expire_changes(
     expire_after: Duration,
     channels: &[ChannelRule],
 ) -> Result<Vec<Changed>> {
-    let trace = trace(
-        Status::Expired,
-        format!("no update for {}", span(expire_after)),
-    );
-    let write = SweepWrite {
-        status: trace.status,
-        raw_status: &trace.raw_status,
-        stop_polling: true,
-    };
-    let rows = db
-        .sweep_quiet_shipments(
-            now - millis(expire_after),
-            now,
-            BATCH,
-            write,
-            announce_each(now, &trace, channels),
-        )
-        .await?;
-    Ok(changed(rows, &trace))
+    let reason = format!("no update for {}", span(expire_after));
+    let trace = trace(Status::Expired, reason);
+    sweep_changes(
+        db,
+        Sweep::Quiet,
+        &trace,
+        true,
+        now - millis(expire_after),
+        now,
+        channels,
+    )
+    .await
 }
 
 /// Flags shipments that never got any carrier information within `no_info_after` as
@@ -131,25 +124,39 @@ pub async fn no_info_changes(
     no_info_after: Duration,
     channels: &[ChannelRule],
 ) -> Result<Vec<Changed>> {
-    let trace = trace(
-        Status::Exception,
-        format!("no carrier information after {}", span(no_info_after)),
-    );
+    let reason = format!("no carrier information after {}", span(no_info_after));
+    let trace = trace(Status::Exception, reason);
+    let cutoff = now - millis(no_info_after);
+    sweep_changes(db, Sweep::NeverSeen, &trace, false, cutoff, now, channels).await
+}
+
+/// Moves the shipments `which` picks before `cutoff` to the status of `trace`, and announces
+/// each change.
+async fn sweep_changes(
+    db: &Db,
+    which: Sweep,
+    trace: &Trace,
+    stop_polling: bool,
+    cutoff: Millis,
+    now: Millis,
+    channels: &[ChannelRule],
+) -> Result<Vec<Changed>> {
     let write = SweepWrite {
         status: trace.status,
         raw_status: &trace.raw_status,
-        stop_polling: false,
+        stop_polling,
     };
     let rows = db
-        .sweep_unseen_shipments(
-            now - millis(no_info_after),
+        .sweep_shipments(
+            which,
+            cutoff,
             now,
             BATCH,
             write,
-            announce_each(now, &trace, channels),
+            announce_each(now, trace, channels),
         )
         .await?;
-    Ok(changed(rows, &trace))
+    Ok(changed(rows, trace))
 }
 
 pub use crate::config::POLL_HORIZON;

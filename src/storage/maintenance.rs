@@ -62,36 +62,35 @@ const QUIET_FOR_GOOD: &str = "active = 1 AND status NOT IN ('returned', 'deliver
 const NEVER_SEEN: &str =
     "active = 1 AND status = 'pending' AND transitions = 0 AND created_at < ?1";
 
-impl Db {
-    /// Moves every active shipment not final yet with no news (newest event, else when
-    /// tracking began) since `cutoff` to `write`, queuing the outbox rows `announce` gives for
-    /// each (the row as it was, and its new transition count), in one transaction. A shipment
-    /// whose poll is in flight is left for the next run. Returns the rows as they were.
-    #[instrument(skip_all)]
-    pub async fn sweep_quiet_shipments(
-        &self,
-        cutoff: Millis,
-        now: Millis,
-        limit: i64,
-        write: SweepWrite<'_>,
-        announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
-    ) -> Result<Vec<ShipmentRow>> {
-        self.sweep(QUIET_FOR_GOOD, cutoff, now, limit, write, announce)
-            .await
-    }
+/// Which shipments a sweep takes, given its cutoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Active and not final, with no news (newest event, else when tracking began) since the
+    /// cutoff.
+    Quiet,
+    /// Active, created before the cutoff, still `pending` and never changed status.
+    NeverSeen,
+}
 
-    /// As [`Db::sweep_quiet_shipments`], for the active shipments created before `cutoff` that
-    /// are still `pending` and never changed status.
+impl Db {
+    /// Moves every shipment `which` picks to `write`, queuing the outbox rows `announce` gives
+    /// for each (the row as it was, and its new transition count), in one transaction. A
+    /// shipment whose poll is in flight is left for the next run. Returns the rows as they were.
     #[instrument(skip_all)]
-    pub async fn sweep_unseen_shipments(
+    pub async fn sweep_shipments(
         &self,
+        which: Sweep,
         cutoff: Millis,
         now: Millis,
         limit: i64,
         write: SweepWrite<'_>,
         announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
     ) -> Result<Vec<ShipmentRow>> {
-        self.sweep(NEVER_SEEN, cutoff, now, limit, write, announce)
+        let select = match which {
+            Sweep::Quiet => QUIET_FOR_GOOD,
+            Sweep::NeverSeen => NEVER_SEEN,
+        };
+        self.sweep(select, cutoff, now, limit, write, announce)
             .await
     }
 

@@ -32,7 +32,7 @@ use sqlx::{FromRow, Row, Sqlite, Transaction};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{Email, InvalidContact, Phone, Status, Tier};
 
-pub use maintenance::{Checkpointed, Pruned, SweepWrite, UnreachablePoll};
+pub use maintenance::{Checkpointed, Pruned, Sweep, SweepWrite, UnreachablePoll};
 pub use ops::{
     ChannelState, Counts, GaugeCounts, NotificationCount, ProviderState, ShipmentCount, Stats,
 };
