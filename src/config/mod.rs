@@ -449,8 +449,8 @@ mod tests {
         assert_eq!(config.tiers, Tiers::default());
         assert_eq!(config.tiers.high, Duration::from_secs(120));
         assert_eq!(config.delivery.attempts, 3);
-        assert_eq!(config.delivery.backoff, Duration::from_secs(30));
-        assert_eq!(config.delivery.backoff_max, Duration::from_secs(900));
+        assert_eq!(config.delivery.backoff, Duration::from_secs(300));
+        assert_eq!(config.delivery.backoff_max, Duration::from_secs(3600));
         assert_eq!(config.delivery.timeout, Duration::from_secs(15));
         assert_eq!(config.delivery.lease, Duration::from_secs(60));
         assert_eq!(config.database, PathBuf::from(DEFAULT_DATABASE));

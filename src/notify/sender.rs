@@ -38,8 +38,11 @@ impl Default for Delivery {
     fn default() -> Self {
         Delivery {
             attempts: 3,
-            backoff: Duration::from_secs(30),
-            backoff_max: Duration::from_secs(15 * 60),
+            // Three attempts spread over at least a quarter of an hour: the last comes 15 to
+            // 30 minutes after the first, so a receiver down for 15 minutes (a deploy, a
+            // restart) still gets the notification.
+            backoff: Duration::from_secs(5 * 60),
+            backoff_max: Duration::from_secs(60 * 60),
             timeout: Duration::from_secs(15),
             lease: Duration::from_secs(60),
             concurrency: 16,
@@ -432,19 +435,31 @@ mod tests {
 
     #[test]
     fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
-        let delivery = Delivery::default(); // 30s doubling, at most 15m
+        let delivery = Delivery::default(); // 5m doubling, at most 1h
         let secs = |attempts| retry_delay(&delivery, attempts, None).as_secs_f64();
         for _ in 0..100 {
             // Jitter adds up to the delay itself on top of it.
-            assert!((30.0..=60.0).contains(&secs(1)), "{}", secs(1));
-            assert!((60.0..=120.0).contains(&secs(2)), "{}", secs(2));
-            assert!((120.0..=240.0).contains(&secs(3)), "{}", secs(3));
-            assert_eq!(secs(10), 900.0);
+            assert!((300.0..=600.0).contains(&secs(1)), "{}", secs(1));
+            assert!((600.0..=1200.0).contains(&secs(2)), "{}", secs(2));
+            assert!((1200.0..=2400.0).contains(&secs(3)), "{}", secs(3));
+            assert_eq!(secs(10), 3600.0);
         }
         let spread: std::collections::HashSet<u128> = (0..20)
             .map(|_| retry_delay(&delivery, 1, None).as_millis())
             .collect();
         assert!(spread.len() > 1, "jitter spreads retries");
+    }
+
+    #[test]
+    fn the_default_attempts_outlast_a_receiver_down_for_a_quarter_of_an_hour() {
+        let delivery = Delivery::default();
+        assert_eq!(delivery.attempts, 3);
+        for _ in 0..1000 {
+            // The first attempt fails at 0; the third comes after both retry delays.
+            let last = retry_delay(&delivery, 1, None) + retry_delay(&delivery, 2, None);
+            assert!(last >= Duration::from_secs(15 * 60), "{last:?}");
+            assert!(last <= Duration::from_secs(30 * 60), "{last:?}");
+        }
     }
 
     #[test]

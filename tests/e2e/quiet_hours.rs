@@ -213,7 +213,7 @@ async fn a_retry_that_would_fall_at_night_waits_too_and_a_missing_address_is_ski
         Events::default(),
         std::time::Duration::from_secs(1),
     );
-    // 20:59:45: the first attempt fails; its 30s+ backoff lands after 21:00, so it waits for 08:00.
+    // 20:59:45: the first attempt fails; its 5m+ backoff lands after 21:00, so it waits for 08:00.
     assert_eq!(sender.run_once().await.unwrap(), 1);
     let pending = db.list_notifications(Some("pending"), None).await.unwrap();
     assert_eq!(pending[0].next_attempt_at, shanghai(29, 8, 0));
