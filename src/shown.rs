@@ -47,20 +47,11 @@ pub fn width(s: &str) -> usize {
     s.chars().map(char_width).sum()
 }
 
-/// East Asian wide and fullwidth ranges take two columns; the rest (the ellipsis included) one.
+/// Columns one character takes, by Unicode's East Asian Width (UAX #11) as the `unicode-width`
+/// crate keeps it: wide and fullwidth characters two, ambiguous ones (the arrow `→`, the
+/// ellipsis) one as in a non-CJK terminal. Control characters are escaped before they get here.
 fn char_width(c: char) -> usize {
-    match c as u32 {
-        0x1100..=0x115f
-        | 0x2e80..=0xa4cf
-        | 0xac00..=0xd7a3
-        | 0xf900..=0xfaff
-        | 0xfe30..=0xfe4f
-        | 0xff00..=0xff60
-        | 0xffe0..=0xffe6
-        | 0x1f300..=0x1f64f
-        | 0x20000..=0x3fffd => 2,
-        _ => 1,
-    }
+    unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
 }
 
 /// A URL as it may be shown in errors, logs, the outbox and `check-config`: without user name
@@ -149,6 +140,15 @@ mod tests {
             assert_eq!(for_terminal(input), *shown, "{input:?}");
             assert_eq!(for_log(input), *shown, "{input:?}");
         }
+    }
+
+    #[test]
+    fn widths_follow_east_asian_width() {
+        // The arrow of an outbox change takes one column, as the terminal draws it; CJK two.
+        assert_eq!(width("picked_up → delivered"), 21);
+        assert_eq!(width("已签收"), 6);
+        assert_eq!(width("ＡＢ"), 4);
+        assert_eq!(width("…"), 1);
     }
 
     #[test]

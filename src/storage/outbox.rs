@@ -347,7 +347,8 @@ pub(crate) async fn mark_sent(conn: &mut SqliteConnection, sent: &[(i64, Millis)
     }
     let sent = serde_json::to_string(sent).expect("ids and times serialise");
     sqlx::query(
-        "UPDATE notifications SET state = 'sent', lease_until = NULL, sent_at = j.at \
+        "UPDATE notifications SET state = 'sent', lease_until = NULL, last_error = NULL, \
+             sent_at = j.at \
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each(?)) AS j \
          WHERE notifications.id = j.id",
     )

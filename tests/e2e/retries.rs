@@ -137,6 +137,11 @@ async fn a_broken_endpoint_gets_three_attempts_then_the_row_is_dead_until_retrie
         row["attempts"], 1,
         "a requeued row starts a fresh set of attempts"
     );
+    assert_eq!(
+        row["last_error"],
+        serde_json::Value::Null,
+        "a sent row shows no error, not the one that made it dead: {row}"
+    );
     assert!(app.outbox(Some("dead")).is_empty());
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
