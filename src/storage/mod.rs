@@ -380,7 +380,10 @@ impl Db {
                 path: shown,
                 source: sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    format!("folder {} does not exist", parent.display()),
+                    format!(
+                        "folder {} does not exist; create it or fix the path",
+                        parent.display()
+                    ),
                 )),
             });
         }

@@ -244,3 +244,29 @@ async fn add_refuses_an_unknown_tier_in_one_line() {
     app.cli_ok(&["list"]);
     assert!(app.shipments().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_in_a_missing_folder_is_refused_in_one_line_that_says_what_to_do() {
+    let app = TestApp::start().await;
+    let missing = app.dir.path().join("no-such-folder");
+    let db = missing.join("shipwatch.db");
+    let expected = format!(
+        "folder {} does not exist; create it or fix the path",
+        missing.display()
+    );
+    let line = one_line_error(
+        "add into a missing folder",
+        &app.cli(&["--db", db.to_str().unwrap(), "add", "7300000000000000901"]),
+    );
+    assert!(line.contains(&expected), "{line}");
+    // `run` may warn about the test's file modes first; its error is the last line.
+    let out = app.cli(&["--db", db.to_str().unwrap(), "run"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error:") && last.contains(&expected),
+        "{stderr}"
+    );
+    assert!(!missing.exists(), "nothing was created on the way");
+}
