@@ -239,7 +239,7 @@ impl Sender {
                 // after a crash: the mark goes ahead of everything else the writer has waiting,
                 // and the slot stays taken until it is written, so that the slots bound how
                 // many such deliveries there are at any moment.
-                self.db.writer().sent(n.id, now).await?.written().await?;
+                self.db.writer().sent(n.id, now).await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
                 self.events.emit(PipelineEvent::Delivered {
                     order_id: n.order_id.clone(),

@@ -124,10 +124,13 @@ impl Writer {
         self.hand(|reply| Job::Poll(poll, reply)).await
     }
 
-    /// Hands over the `sent` mark of a delivered notification; it goes ahead of everything
-    /// else waiting.
-    pub async fn sent(&self, id: i64, at: Millis) -> Result<Handed<()>> {
-        self.hand(|reply| Job::Sent(id, at, reply)).await
+    /// Marks a delivered notification sent, ahead of everything else waiting; returns once
+    /// that is committed.
+    pub async fn sent(&self, id: i64, at: Millis) -> Result<()> {
+        self.hand(|reply| Job::Sent(id, at, reply))
+            .await?
+            .written()
+            .await
     }
 
     /// Claims due shipments, as [`Db::claim_due_shipments`] does, in the writer's next batch.
