@@ -6,7 +6,7 @@
 //! most the deliveries in flight at each kill, and never more often than it was attempted); and
 //! the database must pass `PRAGMA integrity_check`.
 //!
-//! The CI size is the default. The full size, as RELIABILITY.md reports it:
+//! The CI size is the default. The full size, as docs/reliability.md reports it:
 //!
 //! ```sh
 //! SHIPWATCH_SOAK_SHIPMENTS=2000 SHIPWATCH_SOAK_KILLS=20 cargo test --release --locked --test e2e soak -- --nocapture
