@@ -664,8 +664,8 @@ impl Channel for Email {
         // The SMTP server's replies are read by lettre, not by our bounded HTTP reader. lettre
         // caps a reply at 1,000 bytes a line and 100,000 in all (lettre PR #1143, in 0.11.23),
         // but checks a line only once its line break has arrived: a server sending one endless
-        // line is read until this timeout. The timeout is the bound (see the README, "What
-        // upstream may send").
+        // line is read until this timeout. The timeout is the bound (see docs/operations.md,
+        // "What upstream may send").
         match tokio::time::timeout(self.timeout, self.transport().send(mail)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(self.classify(&error, Some(&masked))),

@@ -1,8 +1,8 @@
 //! Fault injection against the real binary: an upstream gateway and delivery endpoints that fail
 //! in every way the network allows. For each fault: the daemon keeps running and never panics,
 //! the operator sees the right class of error (`show`, `outbox`, `stats`, the log), the retry
-//! count is what the README promises, memory stays bounded, and the other shipments and channels
-//! keep flowing meanwhile.
+//! count is what docs/webhooks.md promises, memory stays bounded, and the other shipments and
+//! channels keep flowing meanwhile.
 
 use std::time::Duration;
 
