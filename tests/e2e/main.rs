@@ -7,6 +7,7 @@ mod buyer_channels;
 mod catch_up;
 mod crash;
 mod disk;
+mod docs;
 mod email_channel;
 mod faults;
 mod hostile_upstream;
