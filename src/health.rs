@@ -102,6 +102,10 @@ fn describe() {
         "shipwatch_database_up",
         "0 when the last scrape could not read the database"
     );
+    describe_gauge!(
+        "shipwatch_database_writable",
+        "0 while the daemon's writes fail (full disk, read-only file system): polls and deliveries wait"
+    );
     describe_counter!(
         "shipwatch_status_changes_total",
         "Status changes by new status"
@@ -335,6 +339,10 @@ async fn metrics_page(State(probe): State<Probe>) -> Response {
             gauge!("shipwatch_database_up").set(0.0);
         }
     }
+    // Readable is not writable: a full disk still answers reads, and only the daemon's own
+    // failed writes tell, the same outage `/healthz` reports.
+    let writable = crate::outage::Outage::database().current().is_none();
+    gauge!("shipwatch_database_writable").set(f64::from(u8::from(writable)));
     probe.metrics.run_upkeep();
     (
         [(

@@ -144,13 +144,26 @@ async fn health(url: &str) -> (u16, String) {
     (status, response.text().await.unwrap_or_default())
 }
 
+/// The `shipwatch_database_writable` gauge as `/metrics` (beside `healthz`) serves it.
+async fn writable_gauge(healthz: &str) -> Option<String> {
+    let page = reqwest::get(healthz.replace("/healthz", "/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .unwrap_or_default();
+    page.lines()
+        .find_map(|line| line.strip_prefix("shipwatch_database_writable "))
+        .map(str::to_owned)
+}
+
 fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()
 }
 
 /// While the database cannot be written: upstream moves every order on to `delivered`, the
-/// daemon keeps running and says so once, and `/healthz` says why it is unhealthy. Returns the
-/// daemon's log at the end of the outage.
+/// daemon keeps running and says so once, `/healthz` says why it is unhealthy and `/metrics` that
+/// the database is not writable. Returns the daemon's log at the end of the outage.
 async fn during_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) -> String {
     for tid in ORDERS {
         app.top.script(tid, vec![delivered(tid)]);
@@ -170,12 +183,13 @@ async fn during_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) ->
     let (status, body) = health(healthz).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("database not writable"), "{body}");
+    assert_eq!(writable_gauge(healthz).await.as_deref(), Some("0"));
 
     log
 }
 
 /// Once writable again: every order reaches `delivered`, each change notified exactly once, the
-/// end of the outage logged, `/healthz` healthy, and the database intact.
+/// end of the outage logged, `/healthz` healthy, `/metrics` writable, and the database intact.
 async fn after_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) {
     app.wait_until("every order is delivered and notified", LIMIT, || {
         app.receiver.deliveries().len() >= 2 * ORDERS.len()
@@ -195,6 +209,7 @@ async fn after_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) {
         "the end of the outage is said once: {log}"
     );
     assert_eq!(health(healthz).await.0, 200);
+    assert_eq!(writable_gauge(healthz).await.as_deref(), Some("1"));
     assert!(daemon.terminate().success(), "{}", daemon.log());
 
     for tid in ORDERS {
