@@ -107,6 +107,8 @@ pub struct Decoded<R> {
     /// The lines of what was decoded so far.
     lines: Lines,
     finished: bool,
+    /// Decoded bytes that did not fit a reader's buffer of fewer than four bytes.
+    spill: Vec<u8>,
 }
 
 impl<R: Read> Decoded<R> {
@@ -117,6 +119,7 @@ impl<R: Read> Decoded<R> {
             encoding,
             lines: Lines::default(),
             finished: false,
+            spill: Vec::new(),
         }
     }
 }
@@ -132,14 +135,20 @@ pub fn decode_error(error: &std::io::Error) -> Option<DecodeError> {
 impl<R: Read> Read for Decoded<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         use encoding_rs::DecoderResult;
+        if !self.spill.is_empty() {
+            let n = self.spill.len().min(out.len());
+            out[..n].copy_from_slice(&self.spill[..n]);
+            self.spill.drain(..n);
+            return Ok(n);
+        }
         // encoding_rs writes a character whole or not at all, and needs room for one.
         if out.len() < 4 {
             let mut small = [0u8; 4];
             let n = self.read(&mut small)?;
-            // Hand back what fits; a reader of fewer than four bytes at a time is not ours.
-            let n = n.min(out.len());
-            out[..n].copy_from_slice(&small[..n]);
-            return Ok(n);
+            let fits = n.min(out.len());
+            out[..fits].copy_from_slice(&small[..fits]);
+            self.spill.extend_from_slice(&small[fits..n]);
+            return Ok(fits);
         }
         loop {
             if self.finished {
@@ -373,6 +382,15 @@ mod tests {
             .read_to_string(&mut String::new())
             .unwrap_err();
         assert_eq!(decode_error(&err).map(|e| e.line), Some(1));
+
+        // Read a byte at a time, a character is handed over whole all the same.
+        let mut bytes = Vec::new();
+        let mut decoded = Decoded::new(&gbk[..], TextEncoding::Gb18030);
+        let mut one = [0u8; 1];
+        while decoded.read(&mut one).unwrap() == 1 {
+            bytes.push(one[0]);
+        }
+        assert_eq!(String::from_utf8(bytes).unwrap(), "订单编号\r\n1,张三\r\n");
 
         let mut text = String::new();
         Decoded::new(&b"\xEF\xBB\xBForder_id\n"[..], TextEncoding::Utf8)
