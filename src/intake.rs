@@ -2,9 +2,15 @@
 //! and what its provider needs, before the database sees it. (Rows inserted with SQL are checked
 //! by the dispatcher when it picks them up.)
 
+mod export;
+mod text;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+
+pub use export::{UnknownCarrier, carrier_code, column_of};
+pub use text::{EncodingChoice, SniffError, TextEncoding, choose};
 
 use crate::clock::Millis;
 use crate::config::Config;
@@ -86,6 +92,29 @@ impl IntakeError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CsvError(String);
+
+/// How `import` reads a CSV file.
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    pub encoding: TextEncoding,
+    /// What `--encoding` said: a decoding error's hint depends on whether the encoding was
+    /// chosen for the file or by the person.
+    pub choice: EncodingChoice,
+    /// The provider of rows that name none (`--provider`): a seller centre's export has no
+    /// provider column.
+    pub provider: Option<String>,
+}
+
+impl CsvOptions {
+    /// UTF-8, as a file of shipwatch's own columns is written.
+    pub fn utf8() -> CsvOptions {
+        CsvOptions {
+            encoding: TextEncoding::Utf8,
+            choice: EncodingChoice::Auto,
+            provider: None,
+        }
+    }
+}
 
 /// Why a row another program inserted cannot be polled as it stands: one line that names the
 /// column and never shows a phone number or an email address whole.
@@ -186,30 +215,51 @@ impl Intake {
         Ok(new)
     }
 
+    /// Refuses a `--provider` that is not configured, before any row is read.
+    pub fn check_provider(&self, name: &str) -> Result<(), IntakeError> {
+        match &self.providers {
+            Some(providers) if !providers.contains_key(name) => Err(IntakeError::UnknownProvider {
+                name: name.to_owned(),
+                known: self.known(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads and checks a CSV file whose header row names `shipments` columns. Every row must
     /// be good: the first bad one is reported with its line and, where it can be told, its column.
     /// Each shipment comes with the line it was read from. The whole file is held in memory:
     /// `import` reads with [`Intake::csv_rows`] instead.
     pub fn read_csv(&self, path: &Path) -> Result<Vec<(u64, NewShipment)>, CsvError> {
         let shown = path.display();
-        let file = std::fs::File::open(path).map_err(|e| {
+        let cannot_read = |e: std::io::Error| {
             CsvError(format!(
                 "cannot read {shown}: {}",
                 crate::config::io_reason(&e)
             ))
-        })?;
-        self.read_csv_from(file, &shown.to_string())
+        };
+        let data = std::fs::read(path).map_err(cannot_read)?;
+        self.read_csv_from(&data, &shown.to_string())
     }
 
-    /// [`Intake::read_csv`] on any reader; `shown` names it in messages.
+    /// [`Intake::read_csv`] on the bytes of a file, in UTF-8 or GBK (told apart as `import`
+    /// does by default); `shown` names it in messages.
     pub fn read_csv_from(
         &self,
-        input: impl std::io::Read,
+        data: &[u8],
         shown: &str,
     ) -> Result<Vec<(u64, NewShipment)>, CsvError> {
+        let encoding = match text::is_utf8(data) {
+            Ok(false) => TextEncoding::Gb18030,
+            _ => TextEncoding::Utf8,
+        };
+        let options = CsvOptions {
+            encoding,
+            ..CsvOptions::utf8()
+        };
         let mut rows = Vec::new();
         let mut seen: HashMap<String, u64> = HashMap::new();
-        for row in self.csv_rows(input, shown)? {
+        for row in self.csv_rows(data, shown, &options)? {
             let (line, new) = row?;
             if let Some(first) = seen.insert(new.order_id.clone(), line) {
                 return Err(CsvError(format!(
@@ -226,44 +276,75 @@ impl Intake {
     /// row whatever the file's size. The header is read and checked here. A field over
     /// [`MAX_FIELD_BYTES`] is refused with its line, and never shown. Repeated order ids are
     /// not looked for: the database refuses them.
+    ///
+    /// A header of shipwatch's own column names must name only those (a typo is caught); a
+    /// header with a seller centre's names (订单编号, 物流单号…) is an export, whose other
+    /// columns are left out: [`CsvRows::ignored`] lists them.
     pub fn csv_rows<R: std::io::Read>(
         &self,
         input: R,
         shown: &str,
+        options: &CsvOptions,
     ) -> Result<CsvRows<'_, R>, CsvError> {
         let mut rows = CsvRows {
             intake: self,
             shown: shown.to_owned(),
-            input: std::io::BufReader::with_capacity(READ_BLOCK, input),
+            options: options.clone(),
+            input: std::io::BufReader::with_capacity(
+                READ_BLOCK,
+                text::Decoded::new(input, options.encoding),
+            ),
             parser: csv_core::Reader::new(),
+            position: text::Position::default(),
             field: vec![0; MAX_FIELD_BYTES + 1],
             columns: Vec::new(),
+            ignored: Vec::new(),
             done: false,
         };
-        let (_, headers) = match rows.record(COLUMNS.len())? {
-            Some(record) => record,
-            None => (1, Vec::new()),
+        let headers = match rows.record(MAX_COLUMNS)? {
+            Some(record) if record.overflow => {
+                return Err(CsvError(format!(
+                    "{shown}: the header has more than {MAX_COLUMNS} columns; the columns are {}",
+                    COLUMNS.join(", ")
+                )));
+            }
+            Some(record) => record.fields,
+            None => Vec::new(),
         };
         let headers = match headers.as_slice() {
             // An empty file, or an empty first line.
             [only] if only.is_empty() => &[][..],
             all => all,
         };
+        let export = headers.iter().any(|h| export::is_alias(h));
         for name in headers {
-            let Some(&column) = COLUMNS.iter().find(|c| *c == name) else {
-                return Err(CsvError(format!(
-                    "{shown}: unknown column {name:?} in the header; the columns are {}",
-                    COLUMNS.join(", ")
-                )));
+            let column = match export::column_of(name) {
+                Some(column) => column,
+                None if export => {
+                    rows.ignored.push(name.clone());
+                    rows.columns.push(None);
+                    continue;
+                }
+                None => {
+                    return Err(CsvError(format!(
+                        "{shown}: unknown column {name:?} in the header; the columns are {}",
+                        COLUMNS.join(", ")
+                    )));
+                }
             };
-            if rows.columns.contains(&column) {
-                return Err(CsvError(format!(
-                    "{shown}: column {name:?} appears twice in the header"
-                )));
+            if let Some(j) = rows.columns.iter().position(|c| *c == Some(column)) {
+                let first = &headers[j];
+                return Err(CsvError(if first == name {
+                    format!("{shown}: column {name:?} appears twice in the header")
+                } else {
+                    format!(
+                        "{shown}: columns {first:?} and {name:?} are both {column}; keep one of them"
+                    )
+                }));
             }
-            rows.columns.push(column);
+            rows.columns.push(Some(column));
         }
-        if !rows.columns.contains(&"order_id") {
+        if !rows.columns.contains(&Some("order_id")) {
             return Err(CsvError(format!(
                 "{shown}: the header has no order_id column"
             )));
@@ -273,9 +354,9 @@ impl Intake {
 
     /// The first line of a CSV file holding `order_id`, for saying where a repeated order was
     /// first seen. Reads the file again, as [`Intake::csv_rows`] does.
-    pub fn line_of(&self, path: &Path, order_id: &str) -> Option<u64> {
+    pub fn line_of(&self, path: &Path, order_id: &str, options: &CsvOptions) -> Option<u64> {
         let file = std::fs::File::open(path).ok()?;
-        self.csv_rows(file, "")
+        self.csv_rows(file, "", options)
             .ok()?
             .map_while(Result::ok)
             .find(|(_, new)| new.order_id == order_id)
@@ -297,18 +378,50 @@ pub enum ImportError {
     Storage(#[from] StorageError),
 }
 
+/// What an import would do, found without writing anything: see [`Intake::dry_run`].
+#[derive(Debug, Default)]
+pub struct DryRun {
+    /// Rows that would be added.
+    pub add: u64,
+    /// Rows whose order is tracked already, or repeated in the file: the import would refuse
+    /// the file for them.
+    pub skip: u64,
+    /// Rows that are refused.
+    pub reject: u64,
+    /// Why, for the first [`DRY_RUN_SHOWN`] skipped or rejected rows, one line each.
+    pub reasons: Vec<String>,
+    /// What stopped the reading before the end of the file (a broken file, not a bad row).
+    pub stopped: Option<CsvError>,
+}
+
+impl DryRun {
+    /// Whether `import` would take the file as it is.
+    pub fn would_import(&self) -> bool {
+        self.skip == 0 && self.reject == 0 && self.stopped.is_none()
+    }
+
+    fn note(&mut self, reason: String) {
+        if self.reasons.len() < DRY_RUN_SHOWN {
+            self.reasons.push(reason);
+        }
+    }
+}
+
+/// How many reasons a dry run keeps: enough to see what is wrong with a file, and a screenful.
+pub const DRY_RUN_SHOWN: usize = 20;
+
 impl Intake {
-    /// Adds the shipments of the CSV file `file`, read from `input`, all of them or none: one
-    /// transaction for the whole file, however many batches. Returns how many were added.
+    /// Adds the shipments of the CSV file `file`, its `rows` read with [`Intake::csv_rows`],
+    /// all of them or none: one transaction for the whole file, however many batches. Returns
+    /// how many were added.
     pub async fn import<R: std::io::Read>(
         &self,
         db: &Db,
         file: &Path,
-        input: R,
+        mut rows: CsvRows<'_, R>,
         now: Millis,
     ) -> Result<usize, ImportError> {
-        let shown = file.display().to_string();
-        let mut rows = self.csv_rows(input, &shown)?;
+        let options = rows.options.clone();
         let mut import = db.begin_import(now).await?;
         let mut batch = Vec::with_capacity(IMPORT_BATCH);
         loop {
@@ -324,11 +437,59 @@ impl Intake {
                 let (line, new) = &batch[i];
                 drop(import);
                 return Err(ImportError::Refused(
-                    self.import_refusal(db, file, *line, new, e).await,
+                    self.import_refusal(db, file, *line, new, e, &options).await,
                 ));
             }
         }
         Ok(import.commit().await?)
+    }
+
+    /// Reads and checks the whole file (its `rows` read with [`Intake::csv_rows`]) as
+    /// [`Intake::import`] would, and looks each order up in
+    /// the database, writing nothing. Goes on past a bad row, to report them all; stops at what
+    /// breaks the file itself (bytes that are not text, a quote never closed, a field too
+    /// long). Memory holds the order ids of the file, to find repeats.
+    pub async fn dry_run<R: std::io::Read>(
+        &self,
+        db: &Db,
+        mut rows: CsvRows<'_, R>,
+    ) -> Result<DryRun, StorageError> {
+        let shown = rows.shown.clone();
+        let mut report = DryRun::default();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        while let Some(row) = rows.next_row() {
+            let (line, new) = match row {
+                Ok(row) => row,
+                Err(Refusal { error, row_only }) => {
+                    if !row_only {
+                        report.stopped = Some(error);
+                        break;
+                    }
+                    report.reject += 1;
+                    report.note(error.0);
+                    continue;
+                }
+            };
+            if let Some(&first) = seen.get(&new.order_id) {
+                report.skip += 1;
+                report.note(format!(
+                    "{shown} line {line}, column order_id: order {} is already on line {first}",
+                    new.order_id
+                ));
+                continue;
+            }
+            seen.insert(new.order_id.clone(), line);
+            if db.shipment(&new.order_id).await.is_ok() {
+                report.skip += 1;
+                report.note(format!(
+                    "{shown} line {line}, column order_id: order {} is already tracked",
+                    new.order_id
+                ));
+                continue;
+            }
+            report.add += 1;
+        }
+        Ok(report)
     }
 
     /// Why the database refused line `line` of an import, in one line. A repeated order id says
@@ -340,6 +501,7 @@ impl Intake {
         line: u64,
         new: &NewShipment,
         error: StorageError,
+        options: &CsvOptions,
     ) -> CsvError {
         let shown = file.display();
         if !matches!(error, StorageError::Duplicate(_)) {
@@ -350,7 +512,10 @@ impl Intake {
             return CsvError(format!("{shown} line {line}: {error}"));
         }
         CsvError(
-            match self.line_of(file, &new.order_id).filter(|&l| l < line) {
+            match self
+                .line_of(file, &new.order_id, options)
+                .filter(|&l| l < line)
+            {
                 Some(first) => format!(
                     "{shown} line {line}, column order_id: order {} is already on line {first}",
                     new.order_id
@@ -370,6 +535,10 @@ impl Intake {
 /// refusing it keeps memory bounded whatever the file holds.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 
+/// The most columns a header may have: a seller centre's export has a few dozen, most of them
+/// left out; a row holds at most this many fields of [`MAX_FIELD_BYTES`].
+pub const MAX_COLUMNS: usize = 128;
+
 /// How much of a CSV file is read at a time.
 const READ_BLOCK: usize = 64 * 1024;
 
@@ -378,70 +547,113 @@ const READ_BLOCK: usize = 64 * 1024;
 pub struct CsvRows<'a, R> {
     intake: &'a Intake,
     shown: String,
-    input: std::io::BufReader<R>,
+    options: CsvOptions,
+    input: std::io::BufReader<text::Decoded<R>>,
     parser: csv_core::Reader,
+    /// The line and quoting of the bytes the parser has taken.
+    position: text::Position,
     /// One field at a time; one byte longer than the limit, so that filling it means too long:
     /// csv-core's `Reader::read_field` answers `OutputFull` when a field does not fit the buffer
-    /// it is given (docs.rs/csv-core/0.1/csv_core/struct.Reader.html). It also skips a UTF-8 BOM
-    /// at the start, as spreadsheet programs write.
+    /// it is given (docs.rs/csv-core/0.1/csv_core/struct.Reader.html).
     field: Vec<u8>,
-    /// The header's columns, in order.
-    columns: Vec<&'static str>,
+    /// The header's columns, in order; `None` for an export's column that is left out.
+    columns: Vec<Option<&'static str>>,
+    /// The names of the columns left out.
+    ignored: Vec<String>,
     done: bool,
 }
 
+/// One record of a CSV file, its fields trimmed.
+struct Record {
+    line: u64,
+    fields: Vec<String>,
+    /// It had more fields than were asked for; those were read and dropped.
+    overflow: bool,
+}
+
+/// Why a row is not a shipment: `row_only` when reading can go on with the next row.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: CsvError,
+    pub row_only: bool,
+}
+
 impl<R: std::io::Read> CsvRows<'_, R> {
+    /// The export's columns that are left out, by their header.
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
     /// The next record and the line it starts on, its fields trimmed; `None` at the end of the
-    /// file. At most `max_fields` fields are taken: a record with more is an error, found without
-    /// reading the rest of it.
-    fn record(&mut self, max_fields: usize) -> Result<Option<(u64, Vec<String>)>, CsvError> {
+    /// file. At most `max_fields` fields are kept: the rest of a longer record is read and
+    /// dropped, and the record says so.
+    fn record(&mut self, max_fields: usize) -> Result<Option<Record>, CsvError> {
         use csv_core::ReadFieldResult;
         use std::io::BufRead;
         let shown = &self.shown;
-        let line = self.parser.line();
+        self.position.start_record();
         let mut fields = Vec::new();
+        let mut overflow = false;
         let mut len = 0;
         loop {
-            let input = self.input.fill_buf().map_err(|e| {
-                CsvError(format!(
-                    "cannot read {shown}: {}",
-                    crate::config::io_reason(&e)
-                ))
-            })?;
+            let input = match self.input.fill_buf() {
+                Ok(input) => input,
+                Err(e) => {
+                    return Err(match text::decode_error(&e) {
+                        Some(bad) => CsvError(format!(
+                            "{shown} line {}: {}",
+                            bad.line,
+                            undecodable(bad.encoding, self.options.choice)
+                        )),
+                        None => CsvError(format!(
+                            "cannot read {shown}: {}",
+                            crate::config::io_reason(&e)
+                        )),
+                    });
+                }
+            };
+            if input.is_empty()
+                && let Some(opened) = self.position.open_quote()
+            {
+                return Err(CsvError(format!(
+                    "{shown} line {opened}: a quoted field opened here is never closed; add the closing quote (a quote inside a quoted field is written twice: \"\")"
+                )));
+            }
             let (result, read, written) = self.parser.read_field(input, &mut self.field[len..]);
+            for &b in &input[..read] {
+                self.position.feed(b);
+            }
             self.input.consume(read);
             len += written;
             match result {
                 ReadFieldResult::InputEmpty => {}
                 ReadFieldResult::OutputFull => {
                     return Err(CsvError(format!(
-                        "{shown} line {line}: a field is longer than {} KiB (is this the right file?)",
+                        "{shown} line {}: a field is longer than {} KiB (is this the right file?)",
+                        self.position.record_line(),
                         MAX_FIELD_BYTES / 1024
                     )));
                 }
                 ReadFieldResult::Field { record_end } => {
                     if fields.len() == max_fields {
-                        return Err(CsvError(if line == 1 {
-                            format!(
-                                "{shown}: the header has more than {max_fields} columns; the columns are {}",
-                                COLUMNS.join(", ")
-                            )
-                        } else {
-                            format!(
-                                "{shown} line {line}: more fields than the header's {}",
-                                self.columns.len()
-                            )
-                        }));
+                        overflow = true;
+                    } else {
+                        // Decoded to UTF-8 before it was parsed, and cut only at ASCII bytes.
+                        let text = std::str::from_utf8(&self.field[..len]).map_err(|_| {
+                            CsvError(format!(
+                                "{shown} line {}: not UTF-8 text; save the file as UTF-8",
+                                self.position.record_line()
+                            ))
+                        })?;
+                        fields.push(text.trim().to_owned());
                     }
-                    let text = std::str::from_utf8(&self.field[..len]).map_err(|_| {
-                        CsvError(format!(
-                            "{shown} line {line}: not UTF-8 text; save the file as UTF-8"
-                        ))
-                    })?;
-                    fields.push(text.trim().to_owned());
                     len = 0;
                     if record_end {
-                        return Ok(Some((line, fields)));
+                        return Ok(Some(Record {
+                            line: self.position.record_line(),
+                            fields,
+                            overflow,
+                        }));
                     }
                 }
                 ReadFieldResult::End => return Ok(None),
@@ -449,36 +661,64 @@ impl<R: std::io::Read> CsvRows<'_, R> {
         }
     }
 
-    fn shipment(&mut self) -> Result<Option<(u64, NewShipment)>, CsvError> {
-        let Some((line, record)) = self.record(self.columns.len())? else {
-            return Ok(None);
+    fn shipment(&mut self) -> Option<Result<(u64, NewShipment), Refusal>> {
+        let fatal = |error| Refusal {
+            error,
+            row_only: false,
+        };
+        let row = |error| Refusal {
+            error,
+            row_only: true,
+        };
+        let record = match self.record(self.columns.len()) {
+            Ok(Some(record)) => record,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(fatal(e))),
         };
         let shown = &self.shown;
-        if record.len() != self.columns.len() {
-            return Err(CsvError(format!(
-                "{shown} line {line}: {} fields where the header has {}",
-                record.len(),
+        let line = record.line;
+        if record.overflow {
+            return Some(Err(row(CsvError(format!(
+                "{shown} line {line}: more fields than the header's {}",
                 self.columns.len()
-            )));
+            )))));
+        }
+        if record.fields.len() != self.columns.len() {
+            return Some(Err(row(CsvError(format!(
+                "{shown} line {line}: {} fields where the header has {}",
+                record.fields.len(),
+                self.columns.len()
+            )))));
         }
         let get = |column: &str| {
             self.columns
                 .iter()
-                .position(|c| *c == column)
-                .map(|i| record[i].clone())
+                .position(|c| *c == Some(column))
+                .map(|i| export::excel_text(&record.fields[i]).to_owned())
         };
+        let carrier = match get("carrier").map(|c| carrier_code(&c)).transpose() {
+            Ok(carrier) => carrier,
+            Err(unknown) => {
+                return Some(Err(row(CsvError(format!(
+                    "{shown} line {line}, column carrier: {unknown}"
+                )))));
+            }
+        };
+        let provider = get("provider")
+            .filter(|p| !p.is_empty())
+            .or_else(|| self.options.provider.clone());
         let fields = Fields {
             order_id: get("order_id").unwrap_or_default(),
-            provider: get("provider"),
+            provider,
             tracking_no: get("tracking_no"),
-            carrier: get("carrier"),
+            carrier,
             tier: get("tier"),
             phone: get("phone"),
             email: get("email"),
             sub_orders: get("sub_orders"),
         };
         let order_id = fields.order_id.clone();
-        let new =
+        let checked =
             self.intake
                 .shipment(fields)
                 .map_err(|reason| match reason.column(&order_id) {
@@ -486,8 +726,38 @@ impl<R: std::io::Read> CsvRows<'_, R> {
                         CsvError(format!("{shown} line {line}, column {column}: {reason}"))
                     }
                     None => CsvError(format!("{shown} line {line}: {reason}")),
-                })?;
-        Ok(Some((line, new)))
+                });
+        Some(checked.map(|new| (line, new)).map_err(row))
+    }
+
+    /// The next row, or why it is refused: reading may go on after a refusal that is
+    /// `row_only`. (The iterator stops at the first refusal of any kind.)
+    pub fn next_row(&mut self) -> Option<Result<(u64, NewShipment), Refusal>> {
+        if self.done {
+            return None;
+        }
+        let next = self.shipment();
+        self.done = match &next {
+            None => true,
+            Some(Err(refusal)) => !refusal.row_only,
+            Some(Ok(_)) => false,
+        };
+        next
+    }
+}
+
+/// What to do about bytes that are not text in the encoding they were read in.
+fn undecodable(encoding: TextEncoding, choice: EncodingChoice) -> &'static str {
+    match (encoding, choice) {
+        (TextEncoding::Utf8, _) => {
+            "not UTF-8 text; a CSV file saved by Excel on Chinese Windows is GBK: give --encoding gbk"
+        }
+        (TextEncoding::Gb18030, EncodingChoice::Auto) => {
+            "not UTF-8 nor GBK (GB18030) text; save the file as UTF-8 (\"CSV UTF-8\" in Excel's Save As)"
+        }
+        (TextEncoding::Gb18030, _) => {
+            "not GBK (GB18030) text; if the file is UTF-8 give --encoding utf-8, or save it as UTF-8"
+        }
     }
 }
 
@@ -498,7 +768,7 @@ impl<R: std::io::Read> Iterator for CsvRows<'_, R> {
         if self.done {
             return None;
         }
-        let next = self.shipment().transpose();
+        let next = self.shipment().map(|row| row.map_err(|r| r.error));
         self.done = !matches!(next, Some(Ok(_)));
         next
     }
@@ -747,8 +1017,8 @@ mod tests {
                 Err("line 2: 1 fields where the header has 2"),
             ),
             (
-                format!("{}\n", ["order_id"; 9].join(",")),
-                Err("the header has more than 8 columns"),
+                format!("{}\n", ["order_id"; MAX_COLUMNS + 1].join(",")),
+                Err("the header has more than 128 columns"),
             ),
             ("\u{feff}order_id,tier\n1,high\n".to_owned(), Ok(1)),
             ("order_id,carrier\n1,\"a,\nb\"\n2,c\n".to_owned(), Ok(2)),

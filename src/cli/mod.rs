@@ -88,10 +88,7 @@ pub enum Command {
         reveal: bool,
     },
     /// Add the shipments of a CSV file whose header row names shipments columns, all or none
-    Import {
-        #[arg(value_name = "FILE.csv")]
-        file: PathBuf,
-    },
+    Import(ImportArgs),
     /// Poll one order now and print what its provider says; record it only with --apply
     Poll {
         order_id: String,
@@ -155,6 +152,35 @@ pub struct AddArgs {
     pub sub_orders: Option<String>,
 }
 
+/// `shipwatch import`: a file of shipwatch's own columns, or a Taobao or 1688 seller centre's
+/// order export.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[arg(value_name = "FILE.csv")]
+    pub file: PathBuf,
+    /// The file's text encoding: auto takes UTF-8 when the whole file is UTF-8, else GBK (as
+    /// Excel saves CSV on Chinese Windows)
+    #[arg(long, value_enum, default_value_t = EncodingArg::Auto)]
+    pub encoding: EncodingArg,
+    /// Provider of the rows that name none (a seller centre's export has no provider column)
+    /// [default: the only one configured]
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+    /// Read and check the file and look its orders up in the database, and say what an import
+    /// would add, skip and refuse, writing nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingArg {
+    Auto,
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    #[value(alias = "gb18030")]
+    Gbk,
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelArg {
     Webhook,
@@ -204,7 +230,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             json,
             reveal,
         } => show::show(&global, &order_id, json, reveal).await,
-        Command::Import { file } => import::import(&global, &file).await,
+        Command::Import(args) => import::import(&global, args).await,
         Command::Poll { order_id, apply } => poll::poll(&global, &order_id, apply).await,
         Command::Stats { json } => stats::stats(&global, json).await,
         Command::Remove { order_id } => remove::remove(&global, &order_id).await,

@@ -6,6 +6,7 @@ mod bad_rows;
 mod buyer_channels;
 mod catch_up;
 mod crash;
+mod csv_files;
 mod deploy_files;
 mod disk;
 mod docs;
