@@ -299,6 +299,8 @@ impl Intake {
             field: vec![0; MAX_FIELD_BYTES + 1],
             columns: Vec::new(),
             ignored: Vec::new(),
+            export: false,
+            masked: Default::default(),
             done: false,
         };
         let headers = match rows.record(MAX_COLUMNS)? {
@@ -317,6 +319,7 @@ impl Intake {
             all => all,
         };
         let export = headers.iter().any(|h| export::is_alias(h));
+        rows.export = export;
         for name in headers {
             let column = match export::column_of(name) {
                 Some(column) => column,
@@ -560,6 +563,10 @@ pub struct CsvRows<'a, R> {
     columns: Vec<Option<&'static str>>,
     /// The names of the columns left out.
     ignored: Vec<String>,
+    /// Whether the header is a seller centre's export (it uses one of their column names).
+    export: bool,
+    /// How many contact cells of an export were masked and read as empty.
+    masked: std::sync::Arc<std::sync::atomic::AtomicU64>,
     done: bool,
 }
 
@@ -582,6 +589,12 @@ impl<R: std::io::Read> CsvRows<'_, R> {
     /// The export's columns that are left out, by their header.
     pub fn ignored(&self) -> &[String] {
         &self.ignored
+    }
+
+    /// A counter of the export's masked contact cells (`138****5678`), which are read as no
+    /// contact; it keeps counting while the rows are read, after they are handed on.
+    pub fn masked(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.masked.clone()
     }
 
     /// The next record and the line it starts on, its fields trimmed; `None` at the end of the
@@ -707,14 +720,25 @@ impl<R: std::io::Read> CsvRows<'_, R> {
         let provider = get("provider")
             .filter(|p| !p.is_empty())
             .or_else(|| self.options.provider.clone());
+        let export = self.export;
+        let contact = |column: &str| {
+            get(column).filter(|cell| {
+                let masked = export && export::is_masked(cell);
+                if masked {
+                    self.masked
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                !masked
+            })
+        };
         let fields = Fields {
             order_id: get("order_id").unwrap_or_default(),
             provider,
             tracking_no: get("tracking_no"),
             carrier,
             tier: get("tier"),
-            phone: get("phone"),
-            email: get("email"),
+            phone: contact("phone"),
+            email: contact("email"),
             sub_orders: get("sub_orders"),
         };
         let order_id = fields.order_id.clone();

@@ -43,9 +43,20 @@ pub(super) async fn import(global: &Global, args: ImportArgs) -> Result<()> {
         .csv_rows(input, &shown, &options)
         .map_err(ImportError::Refused)?;
     say_ignored(&shown, rows.ignored());
+    let masked = rows.masked();
+    let say_masked = || {
+        let n = masked.load(std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            eprintln!(
+                "{}: {n} masked contacts (like 138****5678) read as empty: the export hides them; set the real ones in the shipments table if a channel needs them",
+                term(&shown)
+            );
+        }
+    };
     if args.dry_run {
         let report = intake.dry_run(&db, rows).await?;
         db.close().await;
+        say_masked();
         println!(
             "dry run of {}, nothing written: {} to add, {} to skip (tracked already or repeated), {} refused",
             term(&shown),
@@ -71,6 +82,7 @@ pub(super) async fn import(global: &Global, args: ImportArgs) -> Result<()> {
         return Ok(());
     }
     let n = intake.import(&db, file, rows, SystemClock.now()).await?;
+    say_masked();
     println!("imported {n} shipments from {shown}");
     db.close().await;
     Ok(())

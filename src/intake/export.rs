@@ -113,9 +113,26 @@ pub fn excel_text(cell: &str) -> &str {
     cell.strip_prefix('\'').map_or(cell, str::trim)
 }
 
+/// Whether an export's contact cell is masked (`138****5678`, `a***@example.com`): seller
+/// centres hide buyers' contacts in exports under their privacy rules. No published export
+/// format documents the mask; a masked value cannot reach anyone, so it is read as no contact
+/// (the row is still imported, and a provider that needs the phone says so on that row) rather
+/// than refusing the whole file as a malformed phone.
+pub fn is_masked(cell: &str) -> bool {
+    cell.contains('*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_contacts_are_recognised() {
+        assert!(is_masked("138****5678"));
+        assert!(is_masked("a***@example.com"));
+        assert!(!is_masked("13812345678"));
+        assert!(!is_masked(""));
+    }
 
     #[test]
     fn seller_centre_headers_name_shipments_columns() {

@@ -92,7 +92,8 @@ async fn utf8_asked_of_gbk_bytes_names_the_line_and_hints_gbk() {
 
 /// A Taobao seller-centre export (已卖出的宝贝 → 批量导出), as its columns come: Chinese
 /// headers, Excel-safe quoting of numbers, carrier names, and many columns shipwatch has no use
-/// for. With two providers, the export's rows go where `--provider` says.
+/// for, and a phone the export masks. With two providers, the export's rows go where
+/// `--provider` says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taobao_export_imports_with_carrier_codes_and_its_other_columns_left_out() {
     let app = TestApp::builder()
@@ -104,7 +105,7 @@ async fn a_taobao_export_imports_with_carrier_codes_and_its_other_columns_left_o
     let export = "\u{feff}订单编号,买家会员名,买家支付宝账号,订单状态,收货人姓名,收货地址,运送方式,联系电话,联系手机,物流单号,物流公司,订单备注\r\n\
         =\"5400000000000000001\",tb_buyer1,a@b.example,卖家已发货,张三,\"浙江省 杭州市, 西湖区\",快递,,'13812345678,ZT0001,中通快递,\r\n\
         =\"5400000000000000002\",tb_buyer2,,卖家已发货,李四,上海市,快递,021-1234567,'13912345678,YT0002,圆通速递,\"两行\r\n的备注\"\r\n\
-        =\"5400000000000000003\",tb_buyer3,,卖家已发货,王五,北京市,快递,,,1190000000003,EMS,\r\n\
+        =\"5400000000000000003\",tb_buyer3,,卖家已发货,王五,北京市,快递,,138****0003,1190000000003,EMS,\r\n\
         =\"5400000000000000004\",tb_buyer4,,卖家已发货,赵六,广州市,快递,,,JT0004,极兔速递,\r\n";
     let file = write_bytes(&app, "ExportOrderList.csv", export.as_bytes());
 
@@ -115,7 +116,15 @@ async fn a_taobao_export_imports_with_carrier_codes_and_its_other_columns_left_o
     let out = app.cli(&["import", "--provider", "taobao", &file]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert_eq!(err.lines().count(), 1, "the left-out columns, once: {err}");
+    assert_eq!(
+        err.lines().count(),
+        2,
+        "the left-out columns once, and the masked phone: {err}"
+    );
+    assert!(
+        err.contains("1 masked contacts (like 138****5678) read as empty"),
+        "a phone the export hides is no phone, not a refused file: {err}"
+    );
     for name in ["买家会员名", "收货地址", "联系电话", "订单备注"] {
         assert!(err.contains(&format!("\"{name}\"")), "{name}: {err}");
     }
