@@ -21,6 +21,7 @@ mod test_notify;
 use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
@@ -71,9 +72,11 @@ pub enum Command {
     Add(AddArgs),
     /// List tracked shipments
     List {
-        #[arg(long)]
+        /// Only the shipments in this canonical status
+        #[arg(long, value_parser = status_parser())]
         status: Option<Status>,
-        #[arg(long)]
+        /// Only the shipments of this tier
+        #[arg(long, value_parser = tier_parser())]
         tier: Option<Tier>,
         #[arg(long)]
         json: bool,
@@ -107,7 +110,11 @@ pub enum Command {
     /// Stop tracking an order and forget its history
     Remove { order_id: String },
     /// Move an order to another priority tier
-    SetTier { order_id: String, tier: Tier },
+    SetTier {
+        order_id: String,
+        #[arg(value_parser = tier_parser())]
+        tier: Tier,
+    },
     /// List notifications in the outbox
     Outbox {
         #[arg(long)]
@@ -144,7 +151,7 @@ pub struct AddArgs {
     /// Provider name as configured under [providers.NAME] [default: the only one configured]
     #[arg(long)]
     pub provider: Option<String>,
-    #[arg(long, default_value = "normal")]
+    #[arg(long, default_value = "normal", value_parser = tier_parser())]
     pub tier: Tier,
     #[arg(long)]
     pub phone: Option<String>,
@@ -153,6 +160,17 @@ pub struct AddArgs {
     /// For a split Taobao order: the sub-order ids this parcel carries, like 111,222
     #[arg(long, value_name = "IDS")]
     pub sub_orders: Option<String>,
+}
+
+/// The tiers, by their names: `--help` lists them and a wrong one is answered with them.
+fn tier_parser() -> impl TypedValueParser<Value = Tier> {
+    PossibleValuesParser::new(Tier::ALL.map(Tier::as_str)).try_map(|tier| tier.parse::<Tier>())
+}
+
+/// The canonical statuses, by their names, as [`tier_parser`] does for tiers.
+fn status_parser() -> impl TypedValueParser<Value = Status> {
+    PossibleValuesParser::new(Status::ALL.map(Status::as_str))
+        .try_map(|status| status.parse::<Status>())
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,12 +297,14 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line, like every other error: clap's first line names the mistake.
+            // An argument mistake gets clap's whole answer: the usage, what is missing, what
+            // was probably meant (bare `shipwatch` gets the help). The mistaken value is the
+            // user's own text, so it is escaped like any outside text.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see --help)");
-            return std::process::ExitCode::from(2);
+            for line in rendered.lines() {
+                eprintln!("{}", term(line));
+            }
+            return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     if !matches!(cli.command, Command::Run | Command::Demo(_)) {

@@ -1,0 +1,157 @@
+//! The command line's own edges: argument mistakes answered with clap's whole message (usage,
+//! what is missing, what was meant).
+
+use std::process::{Command, Output, Stdio};
+
+use crate::support::app::TestApp;
+
+/// The binary with no config anywhere it looks: an empty working folder and no
+/// `$SHIPWATCH_CONFIG`.
+fn bare(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SHIPWATCH_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("shipwatch runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts an argument mistake: exit status 2, nothing on stdout, and on stderr clap's usage or
+/// its pointer to `--help` (a bad value gets the values there are instead of the usage); returns
+/// stderr.
+fn usage_error(what: &str, out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{what}: exit status 2; {err}");
+    assert!(out.stdout.is_empty(), "{what}: nothing on stdout");
+    assert!(
+        err.contains("Usage: shipwatch") || err.contains("For more information, try '--help'."),
+        "{what}: the usage or the way to it: {err}"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_argument_is_named_with_the_usage() {
+    let app = TestApp::start().await;
+
+    let err = usage_error("add", &app.cli(&["add"]));
+    assert!(
+        err.contains("the following required arguments were not provided")
+            && err.contains("<ORDER_ID>"),
+        "{err}"
+    );
+    assert!(err.contains("Usage: shipwatch add"), "{err}");
+
+    let err = usage_error("retry", &app.cli(&["retry"]));
+    assert!(err.contains("<IDS>"), "{err}");
+
+    let err = usage_error("set-tier A-1", &app.cli(&["set-tier", "A-1"]));
+    assert!(err.contains("<TIER>"), "{err}");
+
+    let err = usage_error("test-notify", &app.cli(&["test-notify"]));
+    assert!(err.contains("--channel <CHANNEL>"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_subcommand_gets_clap_s_suggestion() {
+    let app = TestApp::start().await;
+    let err = usage_error("lst", &app.cli(&["lst"]));
+    assert!(err.contains("unrecognized subcommand 'lst'"), "{err}");
+    assert!(
+        err.contains("a similar subcommand exists: 'list'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bare_shipwatch_prints_the_help_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bare(dir.path(), &[]);
+    let err = usage_error("bare shipwatch", &out);
+    assert!(err.contains("Commands:"), "{err}");
+    assert!(err.contains("list") && err.contains("set-tier"), "{err}");
+    assert!(!err.starts_with("error:"), "help, not an error: {err}");
+
+    // --help and --version are answers, not mistakes.
+    let out = bare(dir.path(), &["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("Usage: shipwatch"), "{}", stdout(&out));
+    assert!(out.stderr.is_empty());
+    let out = bare(dir.path(), &["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("shipwatch "), "{}", stdout(&out));
+}
+
+#[test]
+fn tier_and_status_help_list_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bare(dir.path(), &["list", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    assert!(
+        help.contains("[possible values: high, normal, low]"),
+        "{help}"
+    );
+    assert!(
+        help.contains(
+            "[possible values: pending, info_received, picked_up, in_transit, out_for_delivery, \
+             available_for_pickup, failed_attempt, exception, returned, delivered, expired]"
+        ),
+        "{help}"
+    );
+    let out = bare(dir.path(), &["set-tier", "--help"]);
+    assert!(
+        stdout(&out).contains("[possible values: high, normal, low]"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tier_or_status_names_the_valid_ones() {
+    let app = TestApp::start().await;
+    let err = usage_error(
+        "add --tier urgent",
+        &app.cli(&["add", "44", "--tier", "urgent"]),
+    );
+    assert!(err.contains("invalid value 'urgent' for '--tier <TIER>'"), "{err}");
+    assert!(
+        err.contains("[possible values: high, normal, low]"),
+        "{err}"
+    );
+    let err = usage_error("set-tier", &app.cli(&["set-tier", "44", "urgent"]));
+    assert!(err.contains("[possible values: high, normal, low]"), "{err}");
+    let err = usage_error(
+        "list --status lost",
+        &app.cli(&["list", "--status", "lost"]),
+    );
+    assert!(err.contains("'lost'") && err.contains("in_transit"), "{err}");
+    // A mistake after parsing is still one line of our own.
+    app.cli_ok(&["add", "44"]);
+    let out = app.cli(&["add", "44"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert_eq!(app.shipments().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_value_in_an_argument_mistake_is_escaped() {
+    let app = TestApp::start().await;
+    let out = app.cli(&["add", "45", "--tier", "high\r\u{202e}wol"]);
+    let err = usage_error("add --tier with a CR", &out);
+    assert!(
+        !err.contains('\r') && !err.contains('\u{202e}'),
+        "no control characters reach the terminal: {err:?}"
+    );
+    assert!(err.contains("high\\r\\u{202e}wol"), "shown escaped: {err}");
+}
