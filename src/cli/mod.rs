@@ -70,17 +70,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Track an order
     Add(AddArgs),
-    /// List tracked shipments
-    List {
-        /// Only the shipments in this canonical status
-        #[arg(long, value_parser = status_parser())]
-        status: Option<Status>,
-        /// Only the shipments of this tier
-        #[arg(long, value_parser = tier_parser())]
-        tier: Option<Tier>,
-        #[arg(long)]
-        json: bool,
-    },
+    /// List tracked shipments, the first added first
+    List(ListArgs),
     /// Show one shipment with its event history and notifications
     Show {
         order_id: String,
@@ -139,6 +130,29 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only the shipments of this provider, as named under [providers.NAME]
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+    /// Only the shipments in this canonical status
+    #[arg(long, value_parser = status_parser())]
+    pub status: Option<Status>,
+    /// Only the shipments of this tier
+    #[arg(long, value_parser = tier_parser())]
+    pub tier: Option<Tier>,
+    /// Only the shipments whose status changed at or after WHEN (one whose status never changed:
+    /// added at or after WHEN). WHEN is a duration back from now (2h, 3d) or an RFC 3339 time
+    /// (2026-05-01T08:00:00+08:00)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<list::Since>,
+    /// At most N shipments [default: all]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -216,7 +230,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig => check_config::check_config(&global).await,
         Command::TestNotify { channel, to } => test_notify::test_notify(&global, channel, to).await,
         Command::Add(args) => add::add(&global, args).await,
-        Command::List { status, tier, json } => list::list(&global, status, tier, json).await,
+        Command::List(args) => list::list(&global, args).await,
         Command::Show {
             order_id,
             json,

@@ -236,7 +236,11 @@ async fn add_refuses_a_duplicate_and_an_unknown_provider_in_one_line() {
 async fn add_refuses_an_unknown_tier_naming_the_tiers_there_are() {
     let app = TestApp::start().await;
     let out = app.cli(&["add", "44", "--tier", "urgent"]);
-    assert_eq!(out.status.code(), Some(2), "an argument mistake exits with 2");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an argument mistake exits with 2"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("urgent"), "{stderr}");
     assert!(

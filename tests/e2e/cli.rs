@@ -1,9 +1,12 @@
 //! The command line's own edges: argument mistakes answered with clap's whole message (usage,
-//! what is missing, what was meant).
+//! what is missing, what was meant), and the `list` filters.
 
 use std::process::{Command, Output, Stdio};
 
+use serde_json::Value;
+
 use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 
 /// The binary with no config anywhere it looks: an empty working folder and no
 /// `$SHIPWATCH_CONFIG`.
@@ -67,10 +70,7 @@ async fn a_mistyped_subcommand_gets_clap_s_suggestion() {
     let app = TestApp::start().await;
     let err = usage_error("lst", &app.cli(&["lst"]));
     assert!(err.contains("unrecognized subcommand 'lst'"), "{err}");
-    assert!(
-        err.contains("a similar subcommand exists: 'list'"),
-        "{err}"
-    );
+    assert!(err.contains("a similar subcommand exists: 'list'"), "{err}");
 }
 
 #[test]
@@ -85,7 +85,11 @@ fn bare_shipwatch_prints_the_help_on_stderr() {
     // --help and --version are answers, not mistakes.
     let out = bare(dir.path(), &["--help"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).contains("Usage: shipwatch"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Usage: shipwatch"),
+        "{}",
+        stdout(&out)
+    );
     assert!(out.stderr.is_empty());
     let out = bare(dir.path(), &["--version"]);
     assert_eq!(out.status.code(), Some(0));
@@ -124,18 +128,27 @@ async fn a_bad_tier_or_status_names_the_valid_ones() {
         "add --tier urgent",
         &app.cli(&["add", "44", "--tier", "urgent"]),
     );
-    assert!(err.contains("invalid value 'urgent' for '--tier <TIER>'"), "{err}");
+    assert!(
+        err.contains("invalid value 'urgent' for '--tier <TIER>'"),
+        "{err}"
+    );
     assert!(
         err.contains("[possible values: high, normal, low]"),
         "{err}"
     );
     let err = usage_error("set-tier", &app.cli(&["set-tier", "44", "urgent"]));
-    assert!(err.contains("[possible values: high, normal, low]"), "{err}");
+    assert!(
+        err.contains("[possible values: high, normal, low]"),
+        "{err}"
+    );
     let err = usage_error(
         "list --status lost",
         &app.cli(&["list", "--status", "lost"]),
     );
-    assert!(err.contains("'lost'") && err.contains("in_transit"), "{err}");
+    assert!(
+        err.contains("'lost'") && err.contains("in_transit"),
+        "{err}"
+    );
     // A mistake after parsing is still one line of our own.
     app.cli_ok(&["add", "44"]);
     let out = app.cli(&["add", "44"]);
@@ -154,4 +167,87 @@ async fn an_outside_value_in_an_argument_mistake_is_escaped() {
         "no control characters reach the terminal: {err:?}"
     );
     assert!(err.contains("high\\r\\u{202e}wol"), "shown escaped: {err}");
+}
+
+fn orders(listed: &[Value]) -> Vec<String> {
+    listed
+        .iter()
+        .map(|s| s["order_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_provider_status_tier_since_and_limit() {
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .provider(Provider::simulator())
+        .channel(Channel::webhook())
+        .start()
+        .await;
+    app.cli_ok(&["add", "1001", "--provider", "taobao", "--tier", "high"]);
+    app.cli_ok(&["add", "1002", "--provider", "taobao"]);
+    app.cli_ok(&["add", "SIM-1000", "--provider", "sim", "--tier", "high"]);
+    app.cli_ok(&["add", "SIM-1004", "--provider", "sim", "--tier", "low"]);
+    // 1001 moved a day ago; 1002 was added three days ago and never moved; the rest are new.
+    let day = 86_400_000i64;
+    app.sql(&format!(
+        "UPDATE shipments SET status = 'in_transit', transitions = 1, \
+         status_changed_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - {day}, \
+         created_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 5 * {day} \
+         WHERE order_id = '1001'"
+    ))
+    .await
+    .unwrap();
+    app.sql(&format!(
+        "UPDATE shipments SET created_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 3 * {day} \
+         WHERE order_id = '1002'"
+    ))
+    .await
+    .unwrap();
+
+    let list = |args: &[&str]| {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        orders(&app.json(&all))
+    };
+    assert_eq!(list(&[]), ["1001", "1002", "SIM-1000", "SIM-1004"]);
+    assert_eq!(list(&["--provider", "sim"]), ["SIM-1000", "SIM-1004"]);
+    assert_eq!(list(&["--provider", "nowhere"]), Vec::<String>::new());
+    assert_eq!(list(&["--tier", "high"]), ["1001", "SIM-1000"]);
+    assert_eq!(list(&["--status", "in_transit"]), ["1001"]);
+    assert_eq!(
+        list(&["--provider", "taobao", "--status", "pending"]),
+        ["1002"]
+    );
+    assert_eq!(list(&["--since", "2h"]), ["SIM-1000", "SIM-1004"]);
+    assert_eq!(list(&["--since", "2d"]), ["1001", "SIM-1000", "SIM-1004"]);
+    assert_eq!(
+        list(&["--since", "4d"]),
+        ["1001", "1002", "SIM-1000", "SIM-1004"]
+    );
+    assert_eq!(list(&["--since", "2000-01-01T00:00:00Z"]).len(), 4);
+    assert_eq!(list(&["--since", "2999-01-01T00:00:00+08:00"]).len(), 0);
+    assert_eq!(list(&["--limit", "2"]), ["1001", "1002"]);
+    assert_eq!(
+        list(&["--tier", "high", "--since", "2d", "--limit", "1"]),
+        ["1001"]
+    );
+
+    // The table takes the same filters.
+    let table = app.cli_ok(&["list", "--provider", "sim", "--limit", "1"]);
+    assert!(
+        table.contains("SIM-1000") && !table.contains("SIM-1004"),
+        "{table}"
+    );
+    assert!(!table.contains("1001"), "{table}");
+
+    let err = usage_error("--since soon", &app.cli(&["list", "--since", "soon"]));
+    assert!(
+        err.contains("'soon'") && err.contains("RFC 3339") && err.contains("2h"),
+        "{err}"
+    );
+    let err = usage_error("--limit 0", &app.cli(&["list", "--limit", "0"]));
+    assert!(err.contains("--limit"), "{err}");
+    let help = app.cli_ok(&["list", "--help"]);
+    assert!(help.contains("[default: all]"), "{help}");
 }
