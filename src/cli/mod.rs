@@ -92,6 +92,9 @@ pub enum Command {
         /// Record the result as the daemon would, notifications included
         #[arg(long)]
         apply: bool,
+        /// Print one JSON object: the answer, what it would change, and what --apply did
+        #[arg(long)]
+        json: bool,
     },
     /// Counts of shipments and notifications, provider pauses, and unmapped provider codes
     Stats {
@@ -237,7 +240,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             reveal,
         } => show::show(&global, &order_id, json, reveal).await,
         Command::Import { file } => import::import(&global, &file).await,
-        Command::Poll { order_id, apply } => poll::poll(&global, &order_id, apply).await,
+        Command::Poll {
+            order_id,
+            apply,
+            json,
+        } => poll::poll(&global, &order_id, apply, json).await,
         Command::Stats { json } => stats::stats(&global, json).await,
         Command::Remove { order_id } => remove::remove(&global, &order_id).await,
         Command::SetTier { order_id, tier } => set_tier::set_tier(&global, &order_id, tier).await,

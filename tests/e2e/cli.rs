@@ -1,5 +1,5 @@
 //! The command line's own edges: argument mistakes answered with clap's whole message (usage,
-//! what is missing, what was meant), and the `list` filters.
+//! what is missing, what was meant), the `list` filters, and `poll --json`.
 
 use std::process::{Command, Output, Stdio};
 
@@ -250,4 +250,82 @@ async fn list_filters_by_provider_status_tier_since_and_limit() {
     assert!(err.contains("--limit"), "{err}");
     let help = app.cli_ok(&["list", "--help"]);
     assert!(help.contains("[default: all]"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_json_shows_the_answer_and_what_apply_did() {
+    let app = TestApp::start().await;
+    let tid = 8_000_000_000_000_000_101u64;
+    app.top.journey(tid);
+    app.cli_ok(&["add", &tid.to_string()]);
+    let before = std::fs::read(&app.db).unwrap();
+
+    let out = app.cli_ok(&["poll", &tid.to_string(), "--json"]);
+    let polled: Value = serde_json::from_str(&out).expect("poll --json prints JSON");
+    assert_eq!(polled["order_id"], tid.to_string());
+    assert_eq!(polled["provider"], "taobao");
+    assert_eq!(polled["provider_kind"], "taobao");
+    assert_eq!(polled["tier"], "normal");
+    assert_eq!(polled["stored_status"], "pending");
+    assert_eq!(polled["answer"]["status"], "info_received");
+    assert_eq!(polled["answer"]["raw_status"], "物流公司已接单");
+    assert!(polled["answer"]["events"].is_array(), "{polled}");
+    assert_eq!(polled["error"], Value::Null);
+    assert_eq!(polled["would_change"], "status");
+    assert_eq!(polled["recorded"], Value::Null);
+    assert_eq!(
+        std::fs::read(&app.db).unwrap(),
+        before,
+        "poll --json without --apply changes nothing"
+    );
+
+    let out = app.cli_ok(&["poll", &tid.to_string(), "--json", "--apply"]);
+    let polled: Value = serde_json::from_str(&out).expect("poll --json prints JSON");
+    assert_eq!(polled["answer"]["status"], "picked_up");
+    let events = polled["answer"]["events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{polled}");
+    assert_eq!(events[0]["time"], "2026-11-20T08:00:01+08:00");
+    assert!(
+        events[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("已揽收")
+    );
+    assert_eq!(events[0]["raw_code"], "GOT");
+    assert_eq!(polled["would_change"], "status");
+    let recorded = &polled["recorded"];
+    assert_eq!(recorded["outcome"], "recorded");
+    assert_eq!(recorded["status_change"]["from"], "pending");
+    assert_eq!(recorded["status_change"]["to"], "picked_up");
+    assert_eq!(recorded["new_events"], events.len());
+    assert_eq!(recorded["notifications_queued"], 1);
+    assert_eq!(app.shipments()[0]["status"], "picked_up");
+
+    // The same answer again (the journey's second, picked up) would change nothing.
+    app.top.script(
+        tid,
+        vec![crate::support::fake_top::journey_bodies(tid)[1].clone()],
+    );
+    let out = app.cli_ok(&["poll", &tid.to_string(), "--json"]);
+    let polled: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(polled["stored_status"], "picked_up");
+    assert_eq!(polled["would_change"], "nothing", "{polled}");
+
+    // A failed poll is still one object, with the error; the exit status says it failed.
+    app.top.fault(crate::support::fake_top::Fault::Http(502), 1);
+    let out = app.cli(&["poll", &tid.to_string(), "--json", "--apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    let polled: Value = serde_json::from_slice(&out.stdout).expect("JSON on a failed poll too");
+    assert_eq!(polled["answer"], Value::Null);
+    assert!(
+        polled["error"].as_str().unwrap().contains("502"),
+        "{polled}"
+    );
+    assert_eq!(polled["would_change"], Value::Null);
+    assert_eq!(polled["recorded"]["outcome"], "failure_recorded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("poll of order") && err.contains("failed"),
+        "{err}"
+    );
 }
