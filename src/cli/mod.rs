@@ -4,6 +4,7 @@
 
 mod add;
 mod check_config;
+mod generate;
 mod import;
 mod list;
 mod logging;
@@ -133,6 +134,10 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Print the completion script for SHELL (deploy/INSTALL.md says where it goes)
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page, in roff (deploy/INSTALL.md says where it goes)
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -250,6 +255,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::SetTier { order_id, tier } => set_tier::set_tier(&global, &order_id, tier).await,
         Command::Outbox { state, json } => outbox::outbox(&global, state, json).await,
         Command::Retry { ids, dead } => retry::retry(&global, ids, dead).await,
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man => generate::man(),
     }
 }
 

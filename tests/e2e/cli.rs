@@ -1,5 +1,6 @@
 //! The command line's own edges: argument mistakes answered with clap's whole message (usage,
-//! what is missing, what was meant), the `list` filters, and `poll --json`.
+//! what is missing, what was meant), the `list` filters, `poll --json`, and the completions and
+//! man page, which need neither a config nor a database.
 
 use std::process::{Command, Output, Stdio};
 
@@ -327,5 +328,53 @@ async fn poll_json_shows_the_answer_and_what_apply_did() {
     assert!(
         err.contains("poll of order") && err.contains("failed"),
         "{err}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_need_no_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bare(dir.path(), &["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bash = stdout(&out);
+    assert!(bash.contains("_shipwatch()"), "a bash function");
+    for sub in [
+        "list",
+        "show",
+        "set-tier",
+        "test-notify",
+        "completions",
+        "man",
+    ] {
+        assert!(bash.contains(sub), "bash completion offers {sub}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = bare(dir.path(), &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("set-tier"), "{shell}");
+    }
+    let err = usage_error(
+        "completions tcsh",
+        &bare(dir.path(), &["completions", "tcsh"]),
+    );
+    assert!(err.contains("[possible values: bash"), "{err}");
+
+    let out = bare(dir.path(), &["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let man = stdout(&out);
+    assert!(man.starts_with(".TH shipwatch 1"), "{man}");
+    assert!(
+        man.contains(".SH SUBCOMMANDS") || man.contains(".SH COMMANDS"),
+        "{man}"
+    );
+    for sub in ["list", "show", "set\\-tier", "poll", "completions"] {
+        assert!(
+            man.contains(&format!("shipwatch\\-{sub}")),
+            "the man page names {sub}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was written"
     );
 }
