@@ -159,6 +159,7 @@ pub struct ListArgs {
     /// At most N shipments [default: all]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
+    /// Print JSON instead of a table (the shape of `show --json`'s shipment)
     #[arg(long)]
     pub json: bool,
 }
