@@ -122,6 +122,34 @@ pub fn is_stale(stored_newest: Option<Millis>, trace_newest: Option<Millis>) -> 
     }
 }
 
+/// What recording a trace would change in a stored shipment, as `poll` reports it before (or
+/// without) `--apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WouldChange {
+    /// Only the poll schedule: the same picture, a stale one, or a shipment no longer tracked.
+    Nothing,
+    /// The raw status, the events, the waybill or the carrier, with the same status.
+    Details,
+    /// The status, with the notifications it triggers.
+    Status,
+}
+
+/// What [`track`] would write for `trace` on `stored`, told without writing anything.
+pub fn would_change(stored: &ShipmentRow, trace: &Trace) -> WouldChange {
+    let poll = PollRecord {
+        now: 0,
+        trace,
+        next_poll_at: 0,
+        channels: &[],
+    };
+    match track(stored, &poll, &mut String::new).shipment {
+        ShipmentWrite::Skip | ShipmentWrite::Schedule => WouldChange::Nothing,
+        ShipmentWrite::Refresh(_) => WouldChange::Details,
+        ShipmentWrite::Change { .. } => WouldChange::Status,
+    }
+}
+
 /// One status change of a shipment, as the outbox rows announcing it need it.
 pub struct Change<'a> {
     /// The row as it was before the change.
@@ -603,5 +631,38 @@ mod tests {
                 .and_then(|v| v.as_i64()),
             Some(10)
         );
+    }
+
+    #[test]
+    fn would_change_tells_what_recording_would_write() {
+        let stored = stored(Status::InTransit, Some(T0));
+        let cases = [
+            (
+                trace(Status::InTransit, vec![event(T0, "a")]),
+                WouldChange::Nothing,
+            ),
+            (
+                trace(
+                    Status::InTransit,
+                    vec![event(T0, "a"), event(T0 + HOUR, "b")],
+                ),
+                WouldChange::Details,
+            ),
+            (
+                trace(Status::Delivered, vec![event(T0 + HOUR, "c")]),
+                WouldChange::Status,
+            ),
+            // Older than what is stored: nothing.
+            (trace(Status::Delivered, vec![]), WouldChange::Nothing),
+        ];
+        for (trace, expected) in cases {
+            assert_eq!(would_change(&stored, &trace), expected, "{trace:?}");
+        }
+        let gone = ShipmentRow {
+            active: false,
+            ..stored.clone()
+        };
+        let news = trace(Status::Delivered, vec![event(T0 + HOUR, "c")]);
+        assert_eq!(would_change(&gone, &news), WouldChange::Nothing);
     }
 }

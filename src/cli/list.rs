@@ -1,23 +1,29 @@
-//! `shipwatch list`: the tracked shipments, as a table or as JSON.
+//! `shipwatch list`: the tracked shipments, as a table or as JSON, filtered by provider, status,
+//! tier and time of the last status change, and cut to a number of rows.
+
+use std::str::FromStr;
 
 use anyhow::Result;
+use chrono::DateTime;
 
-use crate::clock::to_rfc3339;
-use crate::domain::{Status, Tier};
-use crate::storage::{ShipmentRow, ShipmentView};
+use crate::clock::{Clock, Millis, SystemClock, millis, to_rfc3339};
+use crate::config::HumanDuration;
+use crate::storage::{ShipmentFilter, ShipmentRow, ShipmentView};
 
 use super::print::{print_json, print_table};
-use super::{Global, open};
+use super::{Global, ListArgs, open};
 
-pub(super) async fn list(
-    global: &Global,
-    status: Option<Status>,
-    tier: Option<Tier>,
-    json: bool,
-) -> Result<()> {
+pub(super) async fn list(global: &Global, args: ListArgs) -> Result<()> {
     let (db, _) = open(global).await?;
-    let rows = db.list_shipments(status, tier).await?;
-    if json {
+    let filter = ShipmentFilter {
+        provider: args.provider,
+        status: args.status,
+        tier: args.tier,
+        changed_since: args.since.map(|since| since.at(SystemClock.now())),
+        limit: args.limit,
+    };
+    let rows = db.list_shipments(&filter).await?;
+    if args.json {
         let views: Vec<ShipmentView> = rows.iter().map(ShipmentView::from).collect();
         return print_json(&views);
     }
@@ -42,6 +48,41 @@ pub(super) async fn list(
     Ok(())
 }
 
+/// Where `list --since` starts: a duration back from now (`2h`, `3d`, written as the config
+/// writes durations) or a moment (RFC 3339, `2026-05-01T08:00:00+08:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Ago(std::time::Duration),
+    At(Millis),
+}
+
+impl Since {
+    /// The moment it names, `now` being now.
+    pub fn at(self, now: Millis) -> Millis {
+        match self {
+            Since::Ago(ago) => now.saturating_sub(millis(ago)),
+            Since::At(at) => at,
+        }
+    }
+}
+
+impl FromStr for Since {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(at) = DateTime::parse_from_rfc3339(s.trim()) {
+            return Ok(Since::At(at.timestamp_millis()));
+        }
+        match s.parse::<HumanDuration>() {
+            Ok(HumanDuration(ago)) => Ok(Since::Ago(ago)),
+            Err(_) => Err(
+                "neither a duration (like 2h or 3d) nor an RFC 3339 time (like 2026-05-01T08:00:00+08:00)"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
 fn shipment_line(row: &ShipmentRow) -> Vec<String> {
     let next = if row.active {
         to_rfc3339(row.next_poll_at)
@@ -62,4 +103,29 @@ fn shipment_line(row: &ShipmentRow) -> Vec<String> {
         next,
         note,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_duration_back_from_now_or_a_moment() {
+        let now = 1_800_000_000_000;
+        let at = |s: &str| s.parse::<Since>().map(|since| since.at(now));
+        assert_eq!(at("2h"), Ok(now - 2 * 3_600_000));
+        assert_eq!(at("3d"), Ok(now - 3 * 86_400_000));
+        assert_eq!(at("90s"), Ok(now - 90_000));
+        assert_eq!(at("1970-01-01T08:00:00+08:00"), Ok(0));
+        assert_eq!(at("2016-01-01T04:00:00Z"), Ok(1_451_620_800_000));
+        for bad in ["", "soon", "2", "-2h", "2026-05-01", "2026-05-01 08:00:00"] {
+            let err = bad.parse::<Since>().expect_err(bad);
+            assert!(
+                err.contains("RFC 3339") && err.contains("2h"),
+                "{bad}: {err}"
+            );
+        }
+        // Far back is the beginning of time, not an overflow.
+        assert!(Since::Ago(std::time::Duration::MAX).at(now) < 0);
+    }
 }

@@ -4,6 +4,7 @@
 
 mod add;
 mod check_config;
+mod generate;
 mod import;
 mod list;
 mod logging;
@@ -21,6 +22,7 @@ mod test_notify;
 use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
@@ -69,15 +71,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Track an order
     Add(AddArgs),
-    /// List tracked shipments
-    List {
-        #[arg(long)]
-        status: Option<Status>,
-        #[arg(long)]
-        tier: Option<Tier>,
-        #[arg(long)]
-        json: bool,
-    },
+    /// List tracked shipments, the first added first
+    List(ListArgs),
     /// Show one shipment with its event history and notifications
     Show {
         order_id: String,
@@ -95,6 +90,9 @@ pub enum Command {
         /// Record the result as the daemon would, notifications included
         #[arg(long)]
         apply: bool,
+        /// Print one JSON object: the answer, what it would change, and what --apply did
+        #[arg(long)]
+        json: bool,
     },
     /// Counts of shipments and notifications, provider pauses, and unmapped provider codes
     Stats {
@@ -104,7 +102,11 @@ pub enum Command {
     /// Stop tracking an order and forget its history
     Remove { order_id: String },
     /// Move an order to another priority tier
-    SetTier { order_id: String, tier: Tier },
+    SetTier {
+        order_id: String,
+        #[arg(value_parser = tier_parser())]
+        tier: Tier,
+    },
     /// List notifications in the outbox
     Outbox {
         #[arg(long)]
@@ -129,6 +131,34 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Print the completion script for SHELL (deploy/INSTALL.md says where it goes)
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page, in roff (deploy/INSTALL.md says where it goes)
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only the shipments of this provider, as named under [providers.NAME]
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+    /// Only the shipments in this canonical status
+    #[arg(long, value_parser = status_parser())]
+    pub status: Option<Status>,
+    /// Only the shipments of this tier
+    #[arg(long, value_parser = tier_parser())]
+    pub tier: Option<Tier>,
+    /// Only the shipments whose status changed at or after WHEN (one whose status never changed:
+    /// added at or after WHEN). WHEN is a duration back from now (2h, 3d) or an RFC 3339 time
+    /// (2026-05-01T08:00:00+08:00)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<list::Since>,
+    /// At most N shipments [default: all]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Print JSON instead of a table (the shape of `show --json`'s shipment)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -141,7 +171,7 @@ pub struct AddArgs {
     /// Provider name as configured under [providers.NAME] [default: the only one configured]
     #[arg(long)]
     pub provider: Option<String>,
-    #[arg(long, default_value = "normal")]
+    #[arg(long, default_value = "normal", value_parser = tier_parser())]
     pub tier: Tier,
     #[arg(long)]
     pub phone: Option<String>,
@@ -179,6 +209,17 @@ pub enum EncodingArg {
     Utf8,
     #[value(alias = "gb18030")]
     Gbk,
+}
+
+/// The tiers, by their names: `--help` lists them and a wrong one is answered with them.
+fn tier_parser() -> impl TypedValueParser<Value = Tier> {
+    PossibleValuesParser::new(Tier::ALL.map(Tier::as_str)).try_map(|tier| tier.parse::<Tier>())
+}
+
+/// The canonical statuses, by their names, as [`tier_parser`] does for tiers.
+fn status_parser() -> impl TypedValueParser<Value = Status> {
+    PossibleValuesParser::new(Status::ALL.map(Status::as_str))
+        .try_map(|status| status.parse::<Status>())
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,19 +265,25 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::CheckConfig => check_config::check_config(&global).await,
         Command::TestNotify { channel, to } => test_notify::test_notify(&global, channel, to).await,
         Command::Add(args) => add::add(&global, args).await,
-        Command::List { status, tier, json } => list::list(&global, status, tier, json).await,
+        Command::List(args) => list::list(&global, args).await,
         Command::Show {
             order_id,
             json,
             reveal,
         } => show::show(&global, &order_id, json, reveal).await,
         Command::Import(args) => import::import(&global, args).await,
-        Command::Poll { order_id, apply } => poll::poll(&global, &order_id, apply).await,
+        Command::Poll {
+            order_id,
+            apply,
+            json,
+        } => poll::poll(&global, &order_id, apply, json).await,
         Command::Stats { json } => stats::stats(&global, json).await,
         Command::Remove { order_id } => remove::remove(&global, &order_id).await,
         Command::SetTier { order_id, tier } => set_tier::set_tier(&global, &order_id, tier).await,
         Command::Outbox { state, json } => outbox::outbox(&global, state, json).await,
         Command::Retry { ids, dead } => retry::retry(&global, ids, dead).await,
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man => generate::man(),
     }
 }
 
@@ -305,12 +352,14 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line, like every other error: clap's first line names the mistake.
+            // An argument mistake gets clap's whole answer: the usage, what is missing, what
+            // was probably meant (bare `shipwatch` gets the help). The mistaken value is the
+            // user's own text, so it is escaped like any outside text.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see --help)");
-            return std::process::ExitCode::from(2);
+            for line in rendered.lines() {
+                eprintln!("{}", term(line));
+            }
+            return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     if !matches!(cli.command, Command::Run | Command::Demo(_)) {

@@ -42,7 +42,7 @@ pub use outbox::{
 pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
-pub use shipments::{Import, NewShipment, ShipmentView};
+pub use shipments::{Import, NewShipment, ShipmentFilter, ShipmentView};
 pub use writer::{Handed, NotificationClaim, PollJob, ShipmentClaim, Writer};
 
 /// How hard SQLite works to keep the last commits through a power cut.
@@ -530,7 +530,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let read = db.list_shipments(None, None).await.unwrap();
+        let read = db.list_shipments(&ShipmentFilter::default()).await.unwrap();
         let seen: Vec<_> = read
             .iter()
             .map(|row| {

@@ -24,6 +24,20 @@ pub struct NewShipment {
     pub sub_orders: Option<String>,
 }
 
+/// Which shipments `list` shows; a part left out keeps them all.
+#[derive(Debug, Clone, Default)]
+pub struct ShipmentFilter {
+    /// The provider's name as configured (`[providers.NAME]`).
+    pub provider: Option<String>,
+    pub status: Option<Status>,
+    pub tier: Option<Tier>,
+    /// Only the shipments whose status last changed at or after this time; one whose status
+    /// never changed counts from when it was added.
+    pub changed_since: Option<Millis>,
+    /// At most this many rows.
+    pub limit: Option<u32>,
+}
+
 /// The stable JSON shape of a shipment for `list --json` and `show --json`.
 #[derive(Debug, Serialize)]
 pub struct ShipmentView {
@@ -129,18 +143,22 @@ impl Db {
         })
     }
 
+    /// The shipments `filter` keeps, the first added first.
     #[instrument(skip_all)]
-    pub async fn list_shipments(
-        &self,
-        status: Option<Status>,
-        tier: Option<Tier>,
-    ) -> Result<Vec<ShipmentRow>> {
+    pub async fn list_shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) ORDER BY id"
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
+               AND (?3 IS NULL OR provider = ?3) \
+               AND (?4 IS NULL OR coalesce(status_changed_at, created_at) >= ?4) \
+             ORDER BY id LIMIT ?5"
         )))
-        .bind(status.map(Status::as_str))
-        .bind(tier.map(Tier::as_str))
+        .bind(filter.status.map(Status::as_str))
+        .bind(filter.tier.map(Tier::as_str))
+        .bind(filter.provider.as_deref())
+        .bind(filter.changed_since)
+        // A negative LIMIT is no limit in SQLite.
+        .bind(filter.limit.map_or(-1, i64::from))
         .fetch_all(&self.read)
         .await?;
         let (rows, unreadable) = decode_shipments(rows);

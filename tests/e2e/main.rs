@@ -5,6 +5,7 @@ mod bad_input;
 mod bad_rows;
 mod buyer_channels;
 mod catch_up;
+mod cli;
 mod crash;
 mod csv_files;
 mod deploy_files;

@@ -286,7 +286,14 @@ async fn many_writers_in_two_processes_never_see_database_locked() {
     for task in tasks {
         task.await.expect("no writer failed");
     }
-    assert_eq!(admin.list_shipments(None, None).await.unwrap().len(), 200);
+    assert_eq!(
+        admin
+            .list_shipments(&shipwatch::storage::ShipmentFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        200
+    );
 }
 
 #[tokio::test]

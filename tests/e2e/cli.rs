@@ -1,0 +1,380 @@
+//! The command line's own edges: argument mistakes answered with clap's whole message (usage,
+//! what is missing, what was meant), the `list` filters, `poll --json`, and the completions and
+//! man page, which need neither a config nor a database.
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
+
+/// The binary with no config anywhere it looks: an empty working folder and no
+/// `$SHIPWATCH_CONFIG`.
+fn bare(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SHIPWATCH_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("shipwatch runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts an argument mistake: exit status 2, nothing on stdout, and on stderr clap's usage or
+/// its pointer to `--help` (a bad value gets the values there are instead of the usage); returns
+/// stderr.
+fn usage_error(what: &str, out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{what}: exit status 2; {err}");
+    assert!(out.stdout.is_empty(), "{what}: nothing on stdout");
+    assert!(
+        err.contains("Usage: shipwatch") || err.contains("For more information, try '--help'."),
+        "{what}: the usage or the way to it: {err}"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_argument_is_named_with_the_usage() {
+    let app = TestApp::start().await;
+
+    let err = usage_error("add", &app.cli(&["add"]));
+    assert!(
+        err.contains("the following required arguments were not provided")
+            && err.contains("<ORDER_ID>"),
+        "{err}"
+    );
+    assert!(err.contains("Usage: shipwatch add"), "{err}");
+
+    let err = usage_error("retry", &app.cli(&["retry"]));
+    assert!(err.contains("<IDS>"), "{err}");
+
+    let err = usage_error("set-tier A-1", &app.cli(&["set-tier", "A-1"]));
+    assert!(err.contains("<TIER>"), "{err}");
+
+    let err = usage_error("test-notify", &app.cli(&["test-notify"]));
+    assert!(err.contains("--channel <CHANNEL>"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_subcommand_gets_clap_s_suggestion() {
+    let app = TestApp::start().await;
+    let err = usage_error("lst", &app.cli(&["lst"]));
+    assert!(err.contains("unrecognized subcommand 'lst'"), "{err}");
+    assert!(err.contains("a similar subcommand exists: 'list'"), "{err}");
+}
+
+#[test]
+fn bare_shipwatch_prints_the_help_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bare(dir.path(), &[]);
+    let err = usage_error("bare shipwatch", &out);
+    assert!(err.contains("Commands:"), "{err}");
+    assert!(err.contains("list") && err.contains("set-tier"), "{err}");
+    assert!(!err.starts_with("error:"), "help, not an error: {err}");
+
+    // --help and --version are answers, not mistakes.
+    let out = bare(dir.path(), &["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("Usage: shipwatch"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(out.stderr.is_empty());
+    let out = bare(dir.path(), &["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("shipwatch "), "{}", stdout(&out));
+}
+
+#[test]
+fn tier_and_status_help_list_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bare(dir.path(), &["list", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    assert!(
+        help.contains("[possible values: high, normal, low]"),
+        "{help}"
+    );
+    assert!(
+        help.contains(
+            "[possible values: pending, info_received, picked_up, in_transit, out_for_delivery, \
+             available_for_pickup, failed_attempt, exception, returned, delivered, expired]"
+        ),
+        "{help}"
+    );
+    let out = bare(dir.path(), &["set-tier", "--help"]);
+    assert!(
+        stdout(&out).contains("[possible values: high, normal, low]"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tier_or_status_names_the_valid_ones() {
+    let app = TestApp::start().await;
+    let err = usage_error(
+        "add --tier urgent",
+        &app.cli(&["add", "44", "--tier", "urgent"]),
+    );
+    assert!(
+        err.contains("invalid value 'urgent' for '--tier <TIER>'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[possible values: high, normal, low]"),
+        "{err}"
+    );
+    let err = usage_error("set-tier", &app.cli(&["set-tier", "44", "urgent"]));
+    assert!(
+        err.contains("[possible values: high, normal, low]"),
+        "{err}"
+    );
+    let err = usage_error(
+        "list --status lost",
+        &app.cli(&["list", "--status", "lost"]),
+    );
+    assert!(
+        err.contains("'lost'") && err.contains("in_transit"),
+        "{err}"
+    );
+    // A mistake after parsing is still one line of our own.
+    app.cli_ok(&["add", "44"]);
+    let out = app.cli(&["add", "44"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert_eq!(app.shipments().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_value_in_an_argument_mistake_is_escaped() {
+    let app = TestApp::start().await;
+    let out = app.cli(&["add", "45", "--tier", "high\r\u{202e}wol"]);
+    let err = usage_error("add --tier with a CR", &out);
+    assert!(
+        !err.contains('\r') && !err.contains('\u{202e}'),
+        "no control characters reach the terminal: {err:?}"
+    );
+    assert!(err.contains("high\\r\\u{202e}wol"), "shown escaped: {err}");
+}
+
+fn orders(listed: &[Value]) -> Vec<String> {
+    listed
+        .iter()
+        .map(|s| s["order_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_provider_status_tier_since_and_limit() {
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .provider(Provider::simulator())
+        .channel(Channel::webhook())
+        .start()
+        .await;
+    app.cli_ok(&["add", "1001", "--provider", "taobao", "--tier", "high"]);
+    app.cli_ok(&["add", "1002", "--provider", "taobao"]);
+    app.cli_ok(&["add", "SIM-1000", "--provider", "sim", "--tier", "high"]);
+    app.cli_ok(&["add", "SIM-1004", "--provider", "sim", "--tier", "low"]);
+    // 1001 moved a day ago; 1002 was added three days ago and never moved; the rest are new.
+    let day = 86_400_000i64;
+    app.sql(&format!(
+        "UPDATE shipments SET status = 'in_transit', transitions = 1, \
+         status_changed_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - {day}, \
+         created_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 5 * {day} \
+         WHERE order_id = '1001'"
+    ))
+    .await
+    .unwrap();
+    app.sql(&format!(
+        "UPDATE shipments SET created_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 3 * {day} \
+         WHERE order_id = '1002'"
+    ))
+    .await
+    .unwrap();
+
+    let list = |args: &[&str]| {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        orders(&app.json(&all))
+    };
+    assert_eq!(list(&[]), ["1001", "1002", "SIM-1000", "SIM-1004"]);
+    assert_eq!(list(&["--provider", "sim"]), ["SIM-1000", "SIM-1004"]);
+    assert_eq!(list(&["--provider", "nowhere"]), Vec::<String>::new());
+    assert_eq!(list(&["--tier", "high"]), ["1001", "SIM-1000"]);
+    assert_eq!(list(&["--status", "in_transit"]), ["1001"]);
+    assert_eq!(
+        list(&["--provider", "taobao", "--status", "pending"]),
+        ["1002"]
+    );
+    assert_eq!(list(&["--since", "2h"]), ["SIM-1000", "SIM-1004"]);
+    assert_eq!(list(&["--since", "2d"]), ["1001", "SIM-1000", "SIM-1004"]);
+    assert_eq!(
+        list(&["--since", "4d"]),
+        ["1001", "1002", "SIM-1000", "SIM-1004"]
+    );
+    assert_eq!(list(&["--since", "2000-01-01T00:00:00Z"]).len(), 4);
+    assert_eq!(list(&["--since", "2999-01-01T00:00:00+08:00"]).len(), 0);
+    assert_eq!(list(&["--limit", "2"]), ["1001", "1002"]);
+    assert_eq!(
+        list(&["--tier", "high", "--since", "2d", "--limit", "1"]),
+        ["1001"]
+    );
+
+    // The table takes the same filters.
+    let table = app.cli_ok(&["list", "--provider", "sim", "--limit", "1"]);
+    assert!(
+        table.contains("SIM-1000") && !table.contains("SIM-1004"),
+        "{table}"
+    );
+    assert!(!table.contains("1001"), "{table}");
+
+    let err = usage_error("--since soon", &app.cli(&["list", "--since", "soon"]));
+    assert!(
+        err.contains("'soon'") && err.contains("RFC 3339") && err.contains("2h"),
+        "{err}"
+    );
+    let err = usage_error("--limit 0", &app.cli(&["list", "--limit", "0"]));
+    assert!(err.contains("--limit"), "{err}");
+    let help = app.cli_ok(&["list", "--help"]);
+    assert!(help.contains("[default: all]"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_json_shows_the_answer_and_what_apply_did() {
+    let app = TestApp::start().await;
+    let tid = 8_000_000_000_000_000_101u64;
+    app.top.journey(tid);
+    app.cli_ok(&["add", &tid.to_string()]);
+    let before = std::fs::read(&app.db).unwrap();
+
+    let out = app.cli_ok(&["poll", &tid.to_string(), "--json"]);
+    let polled: Value = serde_json::from_str(&out).expect("poll --json prints JSON");
+    assert_eq!(polled["order_id"], tid.to_string());
+    assert_eq!(polled["provider"], "taobao");
+    assert_eq!(polled["provider_kind"], "taobao");
+    assert_eq!(polled["tier"], "normal");
+    assert_eq!(polled["stored_status"], "pending");
+    assert_eq!(polled["answer"]["status"], "info_received");
+    assert_eq!(polled["answer"]["raw_status"], "物流公司已接单");
+    assert!(polled["answer"]["events"].is_array(), "{polled}");
+    assert_eq!(polled["error"], Value::Null);
+    assert_eq!(polled["would_change"], "status");
+    assert_eq!(polled["recorded"], Value::Null);
+    assert_eq!(
+        std::fs::read(&app.db).unwrap(),
+        before,
+        "poll --json without --apply changes nothing"
+    );
+
+    let out = app.cli_ok(&["poll", &tid.to_string(), "--json", "--apply"]);
+    let polled: Value = serde_json::from_str(&out).expect("poll --json prints JSON");
+    assert_eq!(polled["answer"]["status"], "picked_up");
+    let events = polled["answer"]["events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{polled}");
+    assert_eq!(events[0]["time"], "2026-11-20T08:00:01+08:00");
+    assert!(
+        events[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("已揽收")
+    );
+    assert_eq!(events[0]["raw_code"], "GOT");
+    assert_eq!(polled["would_change"], "status");
+    let recorded = &polled["recorded"];
+    assert_eq!(recorded["outcome"], "recorded");
+    assert_eq!(recorded["status_change"]["from"], "pending");
+    assert_eq!(recorded["status_change"]["to"], "picked_up");
+    assert_eq!(recorded["new_events"], events.len());
+    assert_eq!(recorded["notifications_queued"], 1);
+    assert_eq!(app.shipments()[0]["status"], "picked_up");
+
+    // The same answer again (the journey's second, picked up) would change nothing.
+    app.top.script(
+        tid,
+        vec![crate::support::fake_top::journey_bodies(tid)[1].clone()],
+    );
+    let out = app.cli_ok(&["poll", &tid.to_string(), "--json"]);
+    let polled: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(polled["stored_status"], "picked_up");
+    assert_eq!(polled["would_change"], "nothing", "{polled}");
+
+    // A failed poll is still one object, with the error; the exit status says it failed.
+    app.top.fault(crate::support::fake_top::Fault::Http(502), 1);
+    let out = app.cli(&["poll", &tid.to_string(), "--json", "--apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    let polled: Value = serde_json::from_slice(&out.stdout).expect("JSON on a failed poll too");
+    assert_eq!(polled["answer"], Value::Null);
+    assert!(
+        polled["error"].as_str().unwrap().contains("502"),
+        "{polled}"
+    );
+    assert_eq!(polled["would_change"], Value::Null);
+    assert_eq!(polled["recorded"]["outcome"], "failure_recorded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("poll of order") && err.contains("failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_need_no_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bare(dir.path(), &["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bash = stdout(&out);
+    assert!(bash.contains("_shipwatch()"), "a bash function");
+    for sub in [
+        "list",
+        "show",
+        "set-tier",
+        "test-notify",
+        "completions",
+        "man",
+    ] {
+        assert!(bash.contains(sub), "bash completion offers {sub}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = bare(dir.path(), &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("set-tier"), "{shell}");
+    }
+    let err = usage_error(
+        "completions tcsh",
+        &bare(dir.path(), &["completions", "tcsh"]),
+    );
+    assert!(err.contains("[possible values: bash"), "{err}");
+
+    let out = bare(dir.path(), &["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let man = stdout(&out);
+    assert!(man.starts_with(".TH shipwatch 1"), "{man}");
+    assert!(
+        man.contains(".SH SUBCOMMANDS") || man.contains(".SH COMMANDS"),
+        "{man}"
+    );
+    for sub in ["list", "show", "set\\-tier", "poll", "completions"] {
+        assert!(
+            man.contains(&format!("shipwatch\\-{sub}")),
+            "the man page names {sub}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}
