@@ -6,10 +6,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config;
 use crate::intake::Intake;
 
-use super::{Global, open};
+use super::{Access, Global, open};
 
 pub(super) async fn import(global: &Global, file: &std::path::Path) -> Result<()> {
-    let (db, config) = open(global).await?;
+    let (db, config) = open(global, Access::Create).await?;
     let intake = Intake::new(config.as_ref())?;
     let shown = file.display().to_string();
     let input = std::fs::File::open(file)

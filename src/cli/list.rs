@@ -7,7 +7,7 @@ use crate::domain::{Status, Tier};
 use crate::storage::{ShipmentRow, ShipmentView};
 
 use super::print::{print_json, print_table};
-use super::{Global, open};
+use super::{Access, Global, open};
 
 pub(super) async fn list(
     global: &Global,
@@ -15,7 +15,7 @@ pub(super) async fn list(
     tier: Option<Tier>,
     json: bool,
 ) -> Result<()> {
-    let (db, _) = open(global).await?;
+    let (db, _) = open(global, Access::Read).await?;
     let rows = db.list_shipments(status, tier).await?;
     if json {
         let views: Vec<ShipmentView> = rows.iter().map(ShipmentView::from).collect();
