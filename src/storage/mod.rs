@@ -100,12 +100,14 @@ pub enum LockError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// `database` is the path the lock is keyed on, every link resolved; `pid` is what the
+    /// holder wrote into the lock file, if it could be read.
     #[error(
-        "another shipwatch daemon is already running on {} (it holds {})",
-        database.display(),
-        lock.display()
+        "another shipwatch{} is running on {}; stop it first",
+        pid.map_or_else(String::new, |pid| format!(" (pid {pid})")),
+        database.display()
     )]
-    Held { database: PathBuf, lock: PathBuf },
+    Held { database: PathBuf, pid: Option<u32> },
     #[error("cannot lock {}: {error}", path.display())]
     Lock {
         path: PathBuf,

@@ -221,14 +221,27 @@ impl Db {
     }
 
     /// Takes the lock that makes this process the only daemon on the database at `path`; it is
-    /// held until the returned file is dropped. Admin commands do not take it.
+    /// held until the returned file is dropped, and a process that dies lets go of it. Admin
+    /// commands do not take it.
+    ///
+    /// The lock is on `PATH.lock` beside the file `path` resolves to, every link and `..`
+    /// followed, so that two spellings of one database are one lock. (Not an flock on the
+    /// database itself: SQLite's own locks are POSIX locks, which a process loses on that file
+    /// when it closes any descriptor of it, https://www.sqlite.org/howtocorrupt.html 2.2.) The
+    /// holder writes its pid into it, for the refusal to name.
     pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, LockError> {
-        let lock_path = beside(path, ".lock");
+        use std::io::{Seek, Write};
+        let database = std::fs::canonicalize(path).map_err(|error| LockError::Open {
+            path: path.to_owned(),
+            error,
+        })?;
+        let lock_path = beside(&database, ".lock");
         // 0600: another user who can open the lock file can hold its lock and keep the daemon
         // from starting. A lock file left by an older version is narrowed the same way.
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .mode(0o600)
             .open(&lock_path)
@@ -243,10 +256,22 @@ impl Db {
             );
         }
         match file.try_lock() {
-            Ok(()) => Ok(file),
+            Ok(()) => {
+                let written = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{}", std::process::id()));
+                if let Err(e) = written {
+                    tracing::warn!(
+                        "cannot write this daemon's pid into {}: {e}; a second daemon is still refused, without the pid",
+                        lock_path.display()
+                    );
+                }
+                Ok(file)
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
-                database: path.to_owned(),
-                lock: lock_path,
+                pid: holder_pid(&lock_path),
+                database,
             }),
             Err(std::fs::TryLockError::Error(error)) => Err(LockError::Lock {
                 path: lock_path,
@@ -286,6 +311,21 @@ fn folder_is_writable(path: &Path) -> bool {
     // it. It answers for this process's ids and also sees a read-only mount or an immutable
     // folder, which root's permission checks otherwise pass.
     unsafe { libc::access(folder.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// The pid the daemon holding the lock wrote into it. It writes it just after taking the lock,
+/// so a reader that comes in between waits a moment for it.
+fn holder_pid(lock_path: &Path) -> Option<u32> {
+    for _ in 0..10 {
+        if let Some(pid) = std::fs::read_to_string(lock_path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 #[cfg(test)]

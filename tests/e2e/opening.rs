@@ -1,12 +1,15 @@
 //! How commands open the database: the commands that only read never create, migrate or write
-//! it (and work on a file nobody may write), and a missing database is refused instead of
-//! created empty.
+//! it (and work on a file nobody may write), a missing database is refused instead of created
+//! empty, and one daemon runs per database however its path is spelled.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::app::TestApp;
+
+const LIMIT: Duration = Duration::from_secs(20);
 
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -186,4 +189,51 @@ async fn a_database_with_an_older_schema_is_not_upgraded_by_a_reading_command() 
         );
     }
     assert_eq!(count().await, before, "a reading command migrates nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_per_database_however_its_path_is_spelled() {
+    let app = TestApp::start().await;
+    let dir = app.dir.path();
+    std::fs::create_dir(dir.join("data")).unwrap();
+    let real = dir.join("data/sw.db");
+    let original = std::fs::read_to_string(&app.config).unwrap();
+    let on = |database: &Path| {
+        let line = format!("database = \"{}\"", database.display());
+        app.edit_config(|_| {
+            original.replacen(&format!("database = \"{}\"", app.db.display()), &line, 1)
+        });
+    };
+    on(&real);
+    let mut first = app.spawn_daemon();
+    app.wait_until("the first daemon has started", LIMIT, || {
+        first.log().contains("shipwatch started")
+    })
+    .await;
+    std::os::unix::fs::symlink("data/sw.db", dir.join("alias.db")).unwrap();
+    let held = format!(
+        "another shipwatch (pid {}) is running on {}; stop it first",
+        first.pid(),
+        std::fs::canonicalize(&real).unwrap().display()
+    );
+    for spelling in [dir.join("alias.db"), dir.join("data/../data/sw.db")] {
+        on(&spelling);
+        let mut other = app.spawn_daemon();
+        let status = other
+            .wait_exit(LIMIT)
+            .await
+            .unwrap_or_else(|| panic!("a daemon on {} is not refused", spelling.display()));
+        assert!(!status.success());
+        let log = other.log();
+        assert!(log.contains(&held), "{}: {log}", spelling.display());
+    }
+    // A lock left by a daemon that died does not block the next one.
+    first.kill9();
+    on(&dir.join("alias.db"));
+    let mut next = app.spawn_daemon();
+    app.wait_until("a daemon starts after the first died", LIMIT, || {
+        next.log().contains("shipwatch started")
+    })
+    .await;
+    assert!(next.terminate().success());
 }
