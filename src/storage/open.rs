@@ -1,5 +1,5 @@
-//! How a process gets at the database file: for writing (created if missing, migrated), for
-//! changing rows that must already be there (never created), for reading only
+//! How a process gets at the database file: for writing (created if missing, migrated, made
+//! private), for changing rows that must already be there (never created), for reading only
 //! (never created, migrated or written), and the lock that keeps one daemon per database.
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -13,6 +13,9 @@ use super::{Db, LockError, Result, StorageError, Synchronous, writer};
 /// The migrations this binary brings; a database that lacks some is older than the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Permission bits for anyone but the owner.
+const GROUP_OR_OTHERS: u32 = 0o077;
+
 /// `PATH-wal`, `PATH-shm`: the files SQLite keeps beside a database in WAL mode.
 fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -22,7 +25,7 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
 
 /// Creates the database file readable by its owner only (0600), whatever the umask: it holds
 /// buyers' phone numbers and addresses. SQLite gives the `-wal` and `-shm` files it creates
-/// beside it the same mode. An existing file is left as it is.
+/// beside it the same mode. An existing file is left as it is (see [`make_private`]).
 fn create_private(path: &Path) -> std::io::Result<()> {
     match std::fs::OpenOptions::new()
         .write(true)
@@ -33,6 +36,40 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Takes group and others' permissions off the database and its `-wal` and `-shm`, as a file
+/// made by a version that did not create it 0600, or copied in, may have them. Done before
+/// SQLite opens it, so that the `-wal` and `-shm` it creates take the narrowed mode. A file that
+/// cannot be narrowed (owned by another user) is warned about and used as it is.
+fn make_private(path: &Path) {
+    let mut narrowed = Vec::new();
+    for file in [path.to_owned(), beside(path, "-wal"), beside(path, "-shm")] {
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & GROUP_OR_OTHERS == 0 {
+            continue;
+        }
+        let private = mode & !GROUP_OR_OTHERS;
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(private)) {
+            Ok(()) => narrowed.push(format!(
+                "{} (was {mode:04o}, now {private:04o})",
+                file.display()
+            )),
+            Err(e) => tracing::warn!(
+                "cannot make {} private (mode {mode:04o}): {e}; it stays open to group or others",
+                file.display()
+            ),
+        }
+    }
+    if !narrowed.is_empty() {
+        tracing::warn!(
+            "made the database files private (0600), as they hold buyers' phone numbers and emails: {}",
+            narrowed.join(", ")
+        );
     }
 }
 
@@ -80,6 +117,7 @@ impl Db {
             path: shown.clone(),
             source: sqlx::Error::Io(source),
         })?;
+        make_private(path);
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -331,6 +369,25 @@ fn holder_pid(lock_path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_group_and_others_lose_their_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        for (mode, after) in [
+            (0o644, 0o600),
+            (0o664, 0o600),
+            (0o600, 0o600),
+            (0o444, 0o400),
+            (0o640, 0o600),
+        ] {
+            std::fs::write(&db, "").unwrap();
+            std::fs::set_permissions(&db, std::fs::Permissions::from_mode(mode)).unwrap();
+            make_private(&db);
+            let now = std::fs::metadata(&db).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(now, after, "{mode:o}");
+        }
+    }
 
     #[tokio::test]
     async fn a_read_only_handle_creates_nothing_and_writes_nothing() {

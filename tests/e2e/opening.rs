@@ -1,6 +1,7 @@
 //! How commands open the database: the commands that only read never create, migrate or write
 //! it (and work on a file nobody may write), a missing database is refused instead of created
-//! empty, and one daemon runs per database however its path is spelled.
+//! empty, one daemon runs per database however its path is spelled, and a database made by an
+//! older version is made private on the first write.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,10 @@ use std::time::Duration;
 use crate::support::app::TestApp;
 
 const LIMIT: Duration = Duration::from_secs(20);
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
 
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -236,4 +241,51 @@ async fn one_daemon_per_database_however_its_path_is_spelled() {
     })
     .await;
     assert!(next.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_readable_by_others_is_made_private_on_the_first_write() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["add", "8400000000000000006"]);
+    let mut daemon = app.spawn_daemon();
+    let (wal, shm) = (beside(&app.db, "-wal"), beside(&app.db, "-shm"));
+    app.wait_until("the daemon has its -wal and -shm", LIMIT, || {
+        daemon.log().contains("shipwatch started") && wal.exists() && shm.exists()
+    })
+    .await;
+    // As an older version left them, or a copy made them.
+    for path in [&app.db, &wal, &shm] {
+        chmod(path, 0o644);
+    }
+    // A reading command leaves the modes alone.
+    app.cli_ok(&["list"]);
+    assert_eq!(mode(&app.db), 0o644);
+
+    let out = app.cli(&["add", "8400000000000000007"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for path in [&app.db, &wal, &shm] {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+    let stderr = stderr_of(&out);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("made the database files private"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} (was 0644, now 0600)", app.db.display())),
+        "{stderr}"
+    );
+
+    let again = app.cli(&["add", "8400000000000000008"]);
+    assert!(again.status.success());
+    assert!(
+        !stderr_of(&again).contains("private"),
+        "{}",
+        stderr_of(&again)
+    );
+    assert!(daemon.terminate().success());
 }
