@@ -1,7 +1,7 @@
 //! How commands open the database: the commands that only read never create, migrate or write
 //! it (and work on a file nobody may write), a missing database is refused instead of created
-//! empty, one daemon runs per database however its path is spelled, and a database made by an
-//! older version is made private on the first write.
+//! empty, one daemon runs per database however its path is spelled, a database made by an older
+//! version is made private on the first write, and the demo keeps to a database of its own.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -288,4 +288,26 @@ async fn a_database_readable_by_others_is_made_private_on_the_first_write() {
         stderr_of(&again)
     );
     assert!(daemon.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_refuses_a_database_that_exists_and_leaves_it_alone() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["add", "8400000000000000009"]);
+    let before = std::fs::read(&app.db).unwrap();
+    let db = app.db.to_str().unwrap();
+    let out = app.cli(&["demo", "--db", db, "--duration", "5s"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {db} already exists; the demo seeds a database of its own: give --db a path that does not exist yet, or leave --db out for a temporary one\n"
+        )
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("seeded"));
+    assert_eq!(
+        std::fs::read(&app.db).unwrap(),
+        before,
+        "the database is untouched"
+    );
 }
