@@ -64,6 +64,17 @@ pub async fn run(args: DemoArgs, db_path: Option<PathBuf>) -> Result<()> {
     let started = Instant::now();
     let scratch = tempfile::tempdir().context("cannot create a temporary folder")?;
     let keep_db = db_path.is_some();
+    // The demo's shipments and the end it waits for (every shipment final, the outbox empty)
+    // assume a database of its own: on one that exists, the seed collides with rows already
+    // there, and the demo would poll and wait on shipments that are not its own.
+    if let Some(path) = &db_path
+        && std::fs::symlink_metadata(path).is_ok()
+    {
+        anyhow::bail!(
+            "{} already exists; the demo seeds a database of its own: give --db a path that does not exist yet, or leave --db out for a temporary one",
+            path.display()
+        );
+    }
     let db_path = match db_path {
         Some(path) => std::path::absolute(&path)
             .with_context(|| format!("cannot resolve {}", path.display()))?,
@@ -119,11 +130,7 @@ pub async fn run(args: DemoArgs, db_path: Option<PathBuf>) -> Result<()> {
             email: None,
             sub_orders: None,
         };
-        match db.add_shipment(&new, now).await {
-            Ok(_) => {}
-            Err(crate::storage::StorageError::Duplicate(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        db.add_shipment(&new, now).await?;
     }
     println!("seeded {} shipments; watching them move:\n", args.shipments);
 

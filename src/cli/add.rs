@@ -5,10 +5,10 @@ use anyhow::Result;
 use crate::clock::{Clock, SystemClock};
 use crate::intake::{Fields, Intake};
 
-use super::{AddArgs, Global, open, term};
+use super::{Access, AddArgs, Global, open, term};
 
 pub(super) async fn add(global: &Global, args: AddArgs) -> Result<()> {
-    let (db, config) = open(global).await?;
+    let (db, config) = open(global, Access::Create).await?;
     let intake = Intake::new(config.as_ref())?;
     let new = intake.shipment(Fields {
         order_id: args.order_id,

@@ -4,10 +4,10 @@
 use anyhow::Result;
 
 use crate::clock::{Clock, SystemClock};
-use crate::storage::Db;
+use crate::storage::{Db, StorageError};
 
 use super::print::print_provider_state;
-use super::{Global, require_config};
+use super::{Global, require_config, term};
 
 pub(super) async fn check_config(global: &Global) -> Result<()> {
     let config = require_config(global)?;
@@ -64,12 +64,19 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
     for warning in &exposed {
         println!("  WARNING   {warning}");
     }
-    // What the daemon found out about the providers, if it has run on this database.
-    if database.exists() {
-        let db = Db::open(database, config.synchronous).await?;
-        for state in db.provider_states(SystemClock.now()).await? {
-            print_provider_state(&state);
+    // What the daemon found out about the providers, if it has run on this database: read
+    // only, so that checking a config changes nothing.
+    match Db::open_read_only(database).await {
+        Ok(db) => {
+            for state in db.provider_states(SystemClock.now()).await? {
+                print_provider_state(&state);
+            }
+            db.close().await;
         }
+        Err(StorageError::Missing { .. }) => {}
+        // A binary newer than the database: the daemon upgrades it at start.
+        Err(e @ StorageError::Outdated { .. }) => println!("  WARNING   {}", term(&e.to_string())),
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

@@ -8,11 +8,11 @@ use crate::config;
 use crate::intake::{CsvOptions, EncodingChoice, ImportError, Intake, TextEncoding, choose};
 
 use super::print::term;
-use super::{EncodingArg, Global, ImportArgs, open};
+use super::{Access, EncodingArg, Global, ImportArgs, open};
 
 pub(super) async fn import(global: &Global, args: ImportArgs) -> Result<()> {
     let file = args.file.as_path();
-    let (db, config) = open(global).await?;
+    let (db, config) = open(global, Access::Create).await?;
     let intake = Intake::new(config.as_ref())?;
     if let Some(provider) = &args.provider {
         intake

@@ -11,10 +11,10 @@ use crate::config::HumanDuration;
 use crate::storage::{ShipmentFilter, ShipmentRow, ShipmentView};
 
 use super::print::{print_json, print_table};
-use super::{Global, ListArgs, open};
+use super::{Access, Global, ListArgs, open};
 
 pub(super) async fn list(global: &Global, args: ListArgs) -> Result<()> {
-    let (db, _) = open(global).await?;
+    let (db, _) = open(global, Access::Read).await?;
     let filter = ShipmentFilter {
         provider: args.provider,
         status: args.status,

@@ -319,14 +319,30 @@ fn database_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
         })
 }
 
+/// How an admin command uses the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Adds rows: the database is created if missing (`add`, `import`).
+    Create,
+    /// Changes rows that must be there already: a missing database is refused (`remove`,
+    /// `retry`, `set-tier`).
+    Change,
+    /// Only looks: nothing is created, migrated or written (`list`, `show`, `stats`, `outbox`).
+    Read,
+}
+
 /// Opens the database for an admin command. Each command closes it when done rather than letting
 /// it drop at exit: the last connection to close checkpoints the WAL into the file, so that the
 /// file alone is whole after every command (a backup by copy, an outside reader).
-async fn open(global: &Global) -> Result<(Db, Option<Config>)> {
+async fn open(global: &Global, access: Access) -> Result<(Db, Option<Config>)> {
     let config = optional_config(global)?;
     let path = database_path(global, config.as_ref())?;
     let sync = config.as_ref().map(|c| c.synchronous).unwrap_or_default();
-    let db = Db::open(&path, sync).await?;
+    let db = match access {
+        Access::Create => Db::open(&path, sync).await?,
+        Access::Change => Db::open_existing(&path, sync).await?,
+        Access::Read => Db::open_read_only(&path).await?,
+    };
     Ok((db, config))
 }
 

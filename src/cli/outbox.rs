@@ -5,10 +5,10 @@ use anyhow::Result;
 use crate::storage::NotificationView;
 
 use super::print::{notification_line, print_json, print_table};
-use super::{Global, OutboxState, open};
+use super::{Access, Global, OutboxState, open};
 
 pub(super) async fn outbox(global: &Global, state: Option<OutboxState>, json: bool) -> Result<()> {
-    let (db, _) = open(global).await?;
+    let (db, _) = open(global, Access::Read).await?;
     let rows = db
         .list_notifications(state.map(OutboxState::as_str), None)
         .await?;

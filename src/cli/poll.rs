@@ -23,7 +23,12 @@ pub(super) async fn poll(global: &Global, order_id: &str, apply: bool, json: boo
     if let Some(db) = &global.db {
         config.database = db.clone();
     }
-    let db = Db::open(&config.database, config.synchronous).await?;
+    // Without --apply nothing is recorded, so the database is only read.
+    let db = if apply {
+        Db::open_existing(&config.database, config.synchronous).await?
+    } else {
+        Db::open_read_only(&config.database).await?
+    };
     let daemon = Daemon::new(
         &config,
         db.clone(),

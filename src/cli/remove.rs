@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 
-use super::{Global, open, term};
+use super::{Access, Global, open, term};
 
 pub(super) async fn remove(global: &Global, order_id: &str) -> Result<()> {
-    let (db, _) = open(global).await?;
+    let (db, _) = open(global, Access::Change).await?;
     db.remove_shipment(order_id).await?;
     println!("removed order {}", term(order_id));
     Ok(())

@@ -5,10 +5,10 @@ use anyhow::{Result, bail};
 
 use crate::clock::{Clock, SystemClock};
 
-use super::{Global, open};
+use super::{Access, Global, open};
 
 pub(super) async fn retry(global: &Global, ids: Vec<i64>, dead: bool) -> Result<()> {
-    let (db, _) = open(global).await?;
+    let (db, _) = open(global, Access::Change).await?;
     let now = SystemClock.now();
     let requeued = if dead {
         db.requeue(None, now).await?

@@ -9,7 +9,7 @@ use crate::domain::{Email, Phone, mask_contact};
 use crate::storage::{NotificationView, ShipmentView};
 
 use super::print::{notification_line, print_json, print_table};
-use super::{Global, open, term};
+use super::{Access, Global, open, term};
 
 #[derive(Serialize)]
 struct ShowView<'a> {
@@ -19,7 +19,7 @@ struct ShowView<'a> {
 }
 
 pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bool) -> Result<()> {
-    let (db, _) = open(global).await?;
+    let (db, _) = open(global, Access::Read).await?;
     let row = db.shipment(order_id).await?;
     let events = db.events(row.id).await?;
     let notifications = db.list_notifications(None, Some(row.id)).await?;

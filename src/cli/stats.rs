@@ -7,10 +7,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::overview::{Overview, ShipmentKey};
 
 use super::print::{print_json, print_provider_state};
-use super::{Global, open, term};
+use super::{Access, Global, open, term};
 
 pub(super) async fn stats(global: &Global, json: bool) -> Result<()> {
-    let (db, config) = open(global).await?;
+    let (db, config) = open(global, Access::Read).await?;
     let view = Overview::read(&db, SystemClock.now()).await?;
     if json {
         return print_json(&view);

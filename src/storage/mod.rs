@@ -7,26 +7,24 @@
 //! lock up front (a deferred transaction that upgrades fails at once with "database is locked"
 //! when another process wrote in between, whatever the busy timeout).
 //!
-//! This file opens the database and holds what every kind of data shares: the errors, the
-//! shipment row with its guarded select list and decoding. The operations are split by the data
-//! they keep: `shipments`, `polls`, `outbox`, `ops` (provider and channel state, counts) and
-//! `maintenance` (the scheduled sweeps, pruning and the WAL checkpoint).
+//! `open` opens the database (to write, to change existing rows, or only to read) and takes the
+//! daemon's lock. This file holds what every kind of data shares: the errors, the shipment row
+//! with its guarded select list and decoding. The operations are split by the data they keep:
+//! `shipments`, `polls`, `outbox`, `ops` (provider and channel state, counts) and `maintenance`
+//! (the scheduled sweeps, pruning and the WAL checkpoint).
 
 mod maintenance;
+mod open;
 mod ops;
 mod outbox;
 mod polls;
 mod shipments;
 mod writer;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use serde::Deserialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{FromRow, Row, Sqlite, Transaction};
 
 use crate::clock::{Millis, to_rfc3339};
@@ -65,6 +63,18 @@ const OUTAGE_CODES: [i64; 11] = [3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 26];
 pub enum StorageError {
     #[error("cannot open database {path}: {source}")]
     Open { path: String, source: sqlx::Error },
+    /// For the commands that need rows already there: they never create the file.
+    #[error("no database at {path}; `shipwatch run` or `add` creates it")]
+    Missing { path: String },
+    /// Opened read-only, the database cannot be migrated: a command that writes does that.
+    #[error(
+        "database {path} was made by an older shipwatch (schema {have} of {want}); `shipwatch run` or any command that writes upgrades it"
+    )]
+    Outdated {
+        path: String,
+        have: usize,
+        want: usize,
+    },
     #[error("cannot bring database {path} up to date: {source}")]
     Migrate {
         path: String,
@@ -90,12 +100,14 @@ pub enum LockError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// `database` is the path the lock is keyed on, every link resolved; `pid` is what the
+    /// holder wrote into the lock file, if it could be read.
     #[error(
-        "another shipwatch daemon is already running on {} (it holds {})",
-        database.display(),
-        lock.display()
+        "another shipwatch{} is running on {}; stop it first",
+        pid.map_or_else(String::new, |pid| format!(" (pid {pid})")),
+        database.display()
     )]
-    Held { database: PathBuf, lock: PathBuf },
+    Held { database: PathBuf, pid: Option<u32> },
     #[error("cannot lock {}: {error}", path.display())]
     Lock {
         path: PathBuf,
@@ -120,6 +132,8 @@ impl StorageError {
             | StorageError::NoSuchOrder(_)
             | StorageError::Rejected(_) => false,
             StorageError::Open { .. }
+            | StorageError::Missing { .. }
+            | StorageError::Outdated { .. }
             | StorageError::Migrate { .. }
             | StorageError::Interrupted => true,
             StorageError::Sql(error) => match error {
@@ -352,128 +366,7 @@ fn decode_shipments(rows: Vec<SqliteRow>) -> (Vec<ShipmentRow>, Vec<(i64, String
     (good, bad)
 }
 
-/// Creates the database file readable by its owner only (0600), whatever the umask: it holds
-/// buyers' phone numbers and addresses. SQLite gives the `-wal` and `-shm` files it creates
-/// beside it the same mode. An existing file is left as it is.
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 impl Db {
-    /// Opens (creating it if needed) and migrates the database.
-    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Db> {
-        let shown = path.display().to_string();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-            && !parent.exists()
-        {
-            return Err(StorageError::Open {
-                path: shown,
-                source: sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!(
-                        "folder {} does not exist; create it or fix the path",
-                        parent.display()
-                    ),
-                )),
-            });
-        }
-        create_private(path).map_err(|source| StorageError::Open {
-            path: shown.clone(),
-            source: sqlx::Error::Io(source),
-        })?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match synchronous {
-                Synchronous::Normal => SqliteSynchronous::Normal,
-                Synchronous::Full => SqliteSynchronous::Full,
-            })
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
-        let open_err = |source| StorageError::Open {
-            path: shown.clone(),
-            source,
-        };
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            // A `COMMIT` that fails (a full disk, a file made read-only) may be rolled back by
-            // SQLite while sqlx still counts the transaction open, and the rollback it then
-            // queues fails too: such a connection would refuse every later `BEGIN`, and the
-            // daemon would never recover from the outage. It is closed instead of handed out,
-            // and the pool opens a fresh one.
-            .before_acquire(|conn, _| {
-                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-            })
-            .connect_with(options.clone())
-            .await
-            .map_err(open_err)?;
-        sqlx::migrate!("./migrations")
-            .run(&write)
-            .await
-            .map_err(|source| StorageError::Migrate {
-                path: shown.clone(),
-                source,
-            })?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(open_err)?;
-        Ok(Db {
-            write,
-            read,
-            writer: writer::WriterCell::default(),
-        })
-    }
-
-    /// Takes the lock that makes this process the only daemon on the database at `path`; it is
-    /// held until the returned file is dropped. Admin commands do not take it.
-    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, LockError> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        // 0600: another user who can open the lock file can hold its lock and keep the daemon
-        // from starting. A lock file left by an older version is narrowed the same way.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|error| LockError::Open {
-                path: lock_path.clone(),
-                error,
-            })?;
-        if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
-            tracing::warn!(
-                "cannot make {} private (0600): {e}; another user may hold its lock",
-                lock_path.display()
-            );
-        }
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
-                database: path.to_owned(),
-                lock: lock_path,
-            }),
-            Err(std::fs::TryLockError::Error(error)) => Err(LockError::Lock {
-                path: lock_path,
-                error,
-            }),
-        }
-    }
-
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;

@@ -30,7 +30,7 @@ fn one_line_error(what: &str, out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_structural_mistakes() {
     let app = TestApp::start().await;
-    app.cli_ok(&["list"]);
+    app.create_database();
 
     let error = app
         .sql("INSERT INTO shipments (order_id, provider, tier) VALUES ('1', 'taobao', 'urgent')")
@@ -55,7 +55,7 @@ async fn the_database_refuses_structural_mistakes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_for_an_unknown_provider_is_flagged_and_the_rest_carry_on() {
     let app = TestApp::start().await;
-    app.cli_ok(&["list"]);
+    app.create_database();
     let mut daemon = app.spawn_daemon();
 
     app.sql(
@@ -247,8 +247,8 @@ async fn add_refuses_an_unknown_tier_naming_the_tiers_there_are() {
         stderr.contains("[possible values: high, normal, low]"),
         "names the tiers there are: {stderr}"
     );
-    app.cli_ok(&["list"]);
-    assert!(app.shipments().is_empty());
+    // Nothing was stored: the refused `add` did not even create the database.
+    assert!(!app.db.exists() || app.shipments().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

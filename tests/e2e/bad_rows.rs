@@ -34,7 +34,7 @@ expire = "* * * * * *"
         )
         .start()
         .await;
-    app.cli_ok(&["list"]);
+    app.create_database();
     let mut daemon = app.spawn_daemon();
 
     // Kuaidi100 answers returnCode 400 for a carrier code it does not know.

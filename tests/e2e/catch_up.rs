@@ -17,7 +17,7 @@ async fn a_backlog_of_a_thousand_drains_oldest_first_within_the_quota() {
             &format!("sign_method = \"hmac-sha256\"\nrate_limit = \"{QUOTA_PER_SECOND}/s\""),
         )
     });
-    app.cli_ok(&["list"]);
+    app.create_database();
     let base = 7_700_000_000_000_000_000u64;
     // Overdue by 1000 s down to 1 s: shipment i is the i-th oldest.
     let mut insert = String::from("BEGIN;");

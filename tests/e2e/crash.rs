@@ -113,7 +113,10 @@ async fn a_second_daemon_on_the_same_database_is_refused() {
     assert!(!status.success());
     let log = second.log();
     assert!(
-        log.contains("another shipwatch daemon is already running"),
+        log.contains(&format!(
+            "another shipwatch (pid {}) is running on",
+            first.pid()
+        )),
         "{log}"
     );
     assert!(first.terminate().success());

@@ -38,7 +38,7 @@ fn stdout_and_stderr(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_characters_from_a_row_are_escaped_in_the_log_and_on_the_terminal() {
     let app = TestApp::start().await;
-    app.cli_ok(&["list"]);
+    app.create_database();
     app.sql(&format!(
         "INSERT INTO shipments (order_id, provider) VALUES ({}, 'taobao')",
         hostile_id_sql()
@@ -110,7 +110,7 @@ async fn control_characters_from_a_row_are_escaped_in_the_log_and_on_the_termina
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_huge_order_id_does_not_blow_up_list() {
     let app = TestApp::start().await;
-    app.cli_ok(&["list"]);
+    app.create_database();
     // 1 MiB of id beside 16 ordinary rows.
     app.sql(
         "INSERT INTO shipments (order_id, provider) VALUES ('BIG' || hex(zeroblob(524288)), 'taobao')",

@@ -19,6 +19,7 @@ mod journey;
 mod kuaidi100_adapter;
 mod layout;
 mod maintenance;
+mod opening;
 mod operations;
 mod pipes;
 mod privacy;

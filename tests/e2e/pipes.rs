@@ -10,7 +10,7 @@ use crate::support::app::TestApp;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_early_ends_list_quietly() {
     let app = TestApp::start().await;
-    app.cli_ok(&["list"]);
+    app.create_database();
     // Far more than a pipe holds, so that printing meets the closed pipe.
     app.sql(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \

@@ -210,7 +210,7 @@ async fn retry_after_from_the_endpoint_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrying_an_unknown_notification_fails_with_one_line() {
     let app = TestApp::start().await;
-    app.cli_ok(&["list"]);
+    app.create_database();
     let out = app.cli(&["retry", "99999"]);
     assert!(!out.status.success(), "an unknown id is an error");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -172,7 +172,9 @@ async fn the_lock_file_is_private_and_a_readable_database_is_warned_about() {
     let app = TestApp::start().await;
     chmod(&app.config, 0o600);
     chmod(&app.dir.path().join("taobao.secret"), 0o600);
-    app.cli_ok(&["list"]);
+    // `add` creates the database; `list` only reads one that exists.
+    app.cli_ok(&["add", "8400000000000000100"]);
+    app.cli_ok(&["remove", "8400000000000000100"]);
     assert_eq!(mode(&app.db), 0o600, "created private");
     // A lock file left world-readable by an older version, and a database copied with 0644.
     let lock = app.dir.path().join("shipwatch.db.lock");

@@ -259,7 +259,7 @@ async fn url_like_values_in_a_shipment_row_never_redirect_its_webhook() {
         .channel(Channel::webhook())
         .start()
         .await;
-    app.cli_ok(&["list"]);
+    app.create_database();
     let mut daemon = app.spawn_daemon();
     // Every text column an outside program may write holds a URL (the contacts excepted: a
     // URL there makes the row invalid, which another test shows).

@@ -248,6 +248,14 @@ impl TestApp {
         Daemon { child, log }
     }
 
+    /// Creates the database with its tables and no rows, as a first `import` does: the commands
+    /// that only read (`list`) refuse a database that does not exist.
+    pub fn create_database(&self) {
+        let empty = self.dir.path().join("no-shipments.csv");
+        std::fs::write(&empty, "order_id,provider\n").unwrap();
+        self.cli_ok(&["import", empty.to_str().unwrap()]);
+    }
+
     /// Runs SQL on the database through a connection of its own, as an outside tool would.
     pub async fn sql(&self, statement: &str) -> Result<u64, String> {
         let url = format!("sqlite://{}?mode=rwc", self.db.display());

@@ -1,0 +1,414 @@
+//! How a process gets at the database file: for writing (created if missing, migrated, made
+//! private), for changing rows that must already be there (never created), for reading only
+//! (never created, migrated or written), and the lock that keeps one daemon per database.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Db, LockError, Result, StorageError, Synchronous, writer};
+
+/// The migrations this binary brings; a database that lacks some is older than the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Permission bits for anyone but the owner.
+const GROUP_OR_OTHERS: u32 = 0o077;
+
+/// `PATH-wal`, `PATH-shm`: the files SQLite keeps beside a database in WAL mode.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Creates the database file readable by its owner only (0600), whatever the umask: it holds
+/// buyers' phone numbers and addresses. SQLite gives the `-wal` and `-shm` files it creates
+/// beside it the same mode. An existing file is left as it is (see [`make_private`]).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes group and others' permissions off the database and its `-wal` and `-shm`, as a file
+/// made by a version that did not create it 0600, or copied in, may have them. Done before
+/// SQLite opens it, so that the `-wal` and `-shm` it creates take the narrowed mode. A file that
+/// cannot be narrowed (owned by another user) is warned about and used as it is.
+fn make_private(path: &Path) {
+    let mut narrowed = Vec::new();
+    for file in [path.to_owned(), beside(path, "-wal"), beside(path, "-shm")] {
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & GROUP_OR_OTHERS == 0 {
+            continue;
+        }
+        let private = mode & !GROUP_OR_OTHERS;
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(private)) {
+            Ok(()) => narrowed.push(format!(
+                "{} (was {mode:04o}, now {private:04o})",
+                file.display()
+            )),
+            Err(e) => tracing::warn!(
+                "cannot make {} private (mode {mode:04o}): {e}; it stays open to group or others",
+                file.display()
+            ),
+        }
+    }
+    if !narrowed.is_empty() {
+        tracing::warn!(
+            "made the database files private (0600), as they hold buyers' phone numbers and emails: {}",
+            narrowed.join(", ")
+        );
+    }
+}
+
+/// Fails with [`StorageError::Missing`] when there is nothing at `path` (nor its folder).
+fn require_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Err(StorageError::Missing {
+                path: path.display().to_string(),
+            })
+        }
+        Err(e) => Err(StorageError::Open {
+            path: path.display().to_string(),
+            source: sqlx::Error::Io(e),
+        }),
+    }
+}
+
+impl Db {
+    /// Opens (creating it if needed) and migrates the database, for the daemon and the commands
+    /// that add shipments.
+    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Db> {
+        let shown = path.display().to_string();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            return Err(StorageError::Open {
+                path: shown,
+                source: sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "folder {} does not exist; create it or fix the path",
+                        parent.display()
+                    ),
+                )),
+            });
+        }
+        create_private(path).map_err(|source| StorageError::Open {
+            path: shown.clone(),
+            source: sqlx::Error::Io(source),
+        })?;
+        make_private(path);
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let open_err = |source| StorageError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            // A `COMMIT` that fails (a full disk, a file made read-only) may be rolled back by
+            // SQLite while sqlx still counts the transaction open, and the rollback it then
+            // queues fails too: such a connection would refuse every later `BEGIN`, and the
+            // daemon would never recover from the outage. It is closed instead of handed out,
+            // and the pool opens a fresh one.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|source| StorageError::Migrate {
+                path: shown.clone(),
+                source,
+            })?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        Ok(Db {
+            write,
+            read,
+            writer: writer::WriterCell::default(),
+        })
+    }
+
+    /// [`Db::open`] for the commands that change rows already there (`remove`, `retry`,
+    /// `set-tier`, `poll --apply`): a missing database is refused, not created empty.
+    pub async fn open_existing(path: &Path, synchronous: Synchronous) -> Result<Db> {
+        require_file(path)?;
+        Db::open(path, synchronous).await
+    }
+
+    /// Opens the database for reading only, for the commands that only look (`list`, `show`,
+    /// `stats`, `outbox`, `poll` without `--apply`, `check-config`): nothing is created,
+    /// migrated or written, so they work on a file and folder they may not write, beside a
+    /// running daemon. A missing database is refused, and so is one older than the binary's
+    /// migrations (this handle cannot upgrade it). Every write through it fails. When the
+    /// folder is writable, SQLite may leave an empty `-wal` and the `-shm` it made beside the
+    /// file (a reader cannot checkpoint); the file alone stays whole, and the next writer to
+    /// close removes them.
+    pub async fn open_read_only(path: &Path) -> Result<Db> {
+        require_file(path)?;
+        let shown = path.display().to_string();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let read = match Db::read_pool(options.clone(), &shown).await {
+            Ok(pool) => pool,
+            // A read-only connection to a WAL database needs its `-shm` to exist or the folder
+            // to be writable, so that SQLite can create it ("Read-Only Databases",
+            // https://www.sqlite.org/wal.html; "If the WAL and WAL-index files are missing, then
+            // a process that lacks permission to create and initialize those files will not be
+            // able to open the database, unless the database is designated as immutable",
+            // https://www.sqlite.org/walformat.html). `immutable` is wrong while a daemon
+            // writes, as it reads without locks and ignores the `-wal`; but every connection in
+            // WAL mode keeps a `-wal` beside the file until the last one closes, so with neither
+            // file present and the folder closed to us, nobody has the database open. (A writer
+            // allowed into a folder this process is not, starting while it reads, could still
+            // change pages under it: the read may then fail or show a mix; the file is never
+            // written through this handle.)
+            Err(StorageError::Open { .. })
+                if !beside(path, "-wal").exists()
+                    && !beside(path, "-shm").exists()
+                    && !folder_is_writable(path) =>
+            {
+                Db::read_pool(options.clone().immutable(true), &shown).await?
+            }
+            Err(e) => return Err(e),
+        };
+        // Any write fails here, as it should: this handle has no other connection to write with.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        Ok(Db {
+            write,
+            read,
+            writer: writer::WriterCell::default(),
+        })
+    }
+
+    /// A pool of reading connections that has read the schema version: a database that lacks
+    /// migrations this binary has is [`StorageError::Outdated`].
+    async fn read_pool(options: SqliteConnectOptions, shown: &str) -> Result<sqlx::SqlitePool> {
+        let open_err = |source| StorageError::Open {
+            path: shown.to_owned(),
+            source,
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        let applied = match applied_migrations(&pool).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                pool.close().await;
+                return Err(open_err(e));
+            }
+        };
+        let wanted: Vec<i64> = MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        let have = wanted.iter().filter(|v| applied.contains(v)).count();
+        if have < wanted.len() {
+            pool.close().await;
+            return Err(StorageError::Outdated {
+                path: shown.to_owned(),
+                have,
+                want: wanted.len(),
+            });
+        }
+        Ok(pool)
+    }
+
+    /// Takes the lock that makes this process the only daemon on the database at `path`; it is
+    /// held until the returned file is dropped, and a process that dies lets go of it. Admin
+    /// commands do not take it.
+    ///
+    /// The lock is on `PATH.lock` beside the file `path` resolves to, every link and `..`
+    /// followed, so that two spellings of one database are one lock. (Not an flock on the
+    /// database itself: SQLite's own locks are POSIX locks, which a process loses on that file
+    /// when it closes any descriptor of it, https://www.sqlite.org/howtocorrupt.html 2.2.) The
+    /// holder writes its pid into it, for the refusal to name.
+    pub fn lock_for_daemon(path: &Path) -> std::result::Result<std::fs::File, LockError> {
+        use std::io::{Seek, Write};
+        let database = std::fs::canonicalize(path).map_err(|error| LockError::Open {
+            path: path.to_owned(),
+            error,
+        })?;
+        let lock_path = beside(&database, ".lock");
+        // 0600: another user who can open the lock file can hold its lock and keep the daemon
+        // from starting. A lock file left by an older version is narrowed the same way.
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|error| LockError::Open {
+                path: lock_path.clone(),
+                error,
+            })?;
+        if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(
+                "cannot make {} private (0600): {e}; another user may hold its lock",
+                lock_path.display()
+            );
+        }
+        match file.try_lock() {
+            Ok(()) => {
+                let written = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{}", std::process::id()));
+                if let Err(e) = written {
+                    tracing::warn!(
+                        "cannot write this daemon's pid into {}: {e}; a second daemon is still refused, without the pid",
+                        lock_path.display()
+                    );
+                }
+                Ok(file)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
+                pid: holder_pid(&lock_path),
+                database,
+            }),
+            Err(std::fs::TryLockError::Error(error)) => Err(LockError::Lock {
+                path: lock_path,
+                error,
+            }),
+        }
+    }
+}
+
+/// The versions of the migrations applied to the database; none when it has no migrations
+/// table (an empty file).
+async fn applied_migrations(pool: &sqlx::SqlitePool) -> sqlx::Result<Vec<i64>> {
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+}
+
+/// True when this process may create files in the folder that holds `path`.
+fn folder_is_writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let Ok(folder) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `folder` is a NUL-terminated string that outlives the call; access(2) only reads
+    // it. It answers for this process's ids and also sees a read-only mount or an immutable
+    // folder, which root's permission checks otherwise pass.
+    unsafe { libc::access(folder.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// The pid the daemon holding the lock wrote into it. It writes it just after taking the lock,
+/// so a reader that comes in between waits a moment for it.
+fn holder_pid(lock_path: &Path) -> Option<u32> {
+    for _ in 0..10 {
+        if let Some(pid) = std::fs::read_to_string(lock_path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_group_and_others_lose_their_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        for (mode, after) in [
+            (0o644, 0o600),
+            (0o664, 0o600),
+            (0o600, 0o600),
+            (0o444, 0o400),
+            (0o640, 0o600),
+        ] {
+            std::fs::write(&db, "").unwrap();
+            std::fs::set_permissions(&db, std::fs::Permissions::from_mode(mode)).unwrap();
+            make_private(&db);
+            let now = std::fs::metadata(&db).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(now, after, "{mode:o}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_only_handle_creates_nothing_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.db");
+        assert!(matches!(
+            Db::open_read_only(&path).await,
+            Err(StorageError::Missing { .. })
+        ));
+        assert!(!path.exists());
+        Db::open(&path, Synchronous::Normal)
+            .await
+            .unwrap()
+            .close()
+            .await;
+        let db = Db::open_read_only(&path).await.unwrap();
+        assert!(db.list_shipments(None, None).await.unwrap().is_empty());
+        let write = sqlx::query("INSERT INTO shipments (order_id, provider) VALUES ('1', 't')")
+            .execute(&db.write)
+            .await;
+        assert!(write.is_err(), "a read-only handle wrote");
+        db.close().await;
+    }
+}

@@ -1,0 +1,313 @@
+//! How commands open the database: the commands that only read never create, migrate or write
+//! it (and work on a file nobody may write), a missing database is refused instead of created
+//! empty, one daemon runs per database however its path is spelled, a database made by an older
+//! version is made private on the first write, and the demo keeps to a database of its own.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::app::TestApp;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn beside(db: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", db.display()))
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Files and folders made immutable (`chattr +i`) until dropped: root ignores permission bits,
+/// not this. An immutable file outlives the test's temp folder, hence the guard.
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    /// `None` when `chattr` is missing or the file system has no immutable flag.
+    fn set(paths: &[PathBuf]) -> Option<Immutable> {
+        let mut set = Immutable(Vec::new());
+        for path in paths {
+            let ok = Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+            set.0.push(path.clone());
+        }
+        Some(set)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(path).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_refused_in_one_line_and_nothing_is_created() {
+    let app = TestApp::start().await;
+    let typo = app.dir.path().join("typo.db");
+    let db = typo.to_str().unwrap();
+    for args in [
+        vec!["list"],
+        vec!["show", "8400000000000000001"],
+        vec!["stats"],
+        vec!["outbox"],
+        vec!["remove", "8400000000000000001"],
+        vec!["retry", "1"],
+        vec!["set-tier", "8400000000000000001", "high"],
+        vec!["poll", "8400000000000000001"],
+    ] {
+        let mut with_db = vec!["--db", db];
+        with_db.extend(&args);
+        let out = app.cli(&with_db);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            stderr_of(&out),
+            format!("error: no database at {db}; `shipwatch run` or `add` creates it\n"),
+            "{args:?}"
+        );
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = beside(&typo, suffix);
+            assert!(!file.exists(), "{args:?} created {}", file.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_commands_work_on_a_database_and_folder_nobody_may_write() {
+    let app = TestApp::start().await;
+    let folder = app.dir.path().join("data");
+    std::fs::create_dir(&folder).unwrap();
+    let db = folder.join("sw.db");
+    let db_arg = db.to_str().unwrap();
+    app.cli_ok(&[
+        "--db",
+        db_arg,
+        "add",
+        "8400000000000000002",
+        "--tier",
+        "high",
+    ]);
+    for suffix in ["-wal", "-shm"] {
+        assert!(!beside(&db, suffix).exists(), "add leaves the file whole");
+    }
+    chmod(&db, 0o444);
+    chmod(&folder, 0o555);
+    let reads = [
+        vec!["list"],
+        vec!["show", "8400000000000000002"],
+        vec!["stats"],
+        vec!["outbox"],
+    ];
+    let check = |what: &str| {
+        for args in &reads {
+            let mut with_db = vec!["--db", db_arg];
+            with_db.extend(args);
+            let out = app.cli(&with_db);
+            assert!(
+                out.status.success(),
+                "{args:?} on {what}: {}",
+                stderr_of(&out)
+            );
+            assert_eq!(stderr_of(&out), "", "{args:?} on {what}");
+            if args[0] == "list" || args[0] == "show" {
+                let shown = String::from_utf8_lossy(&out.stdout);
+                assert!(shown.contains("8400000000000000002"), "{shown}");
+            }
+        }
+    };
+    {
+        // Both immutable: no -wal or -shm can be made beside the file.
+        let Some(_immutable) = Immutable::set(&[db.clone(), folder.clone()]) else {
+            println!("skipped: chattr +i is not available here, and root ignores chmod");
+            chmod(&folder, 0o755);
+            return;
+        };
+        check("an immutable file in an immutable folder, with no -wal or -shm");
+        let out = app.cli(&["--db", db_arg, "add", "8400000000000000003"]);
+        assert!(!out.status.success(), "a write command cannot write it");
+    }
+    {
+        // Only the file: SQLite makes the -wal and -shm it needs in the folder.
+        let _immutable = Immutable::set(std::slice::from_ref(&db)).unwrap();
+        check("an immutable file in a writable folder");
+    }
+    chmod(&folder, 0o755);
+    chmod(&db, 0o600);
+    // Nothing was written: the one shipment is all there is, and a write command still works.
+    app.cli_ok(&["--db", db_arg, "add", "8400000000000000004"]);
+    let listed = app.cli_ok(&["--db", db_arg, "list"]);
+    assert!(listed.contains("8400000000000000004"), "{listed}");
+    assert!(!listed.contains("8400000000000000003"), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_an_older_schema_is_not_upgraded_by_a_reading_command() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["add", "8400000000000000005"]);
+    // As a database made before the newest migration: its row is gone.
+    app.sql(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .await
+    .unwrap();
+    let count = || async {
+        let url = format!("sqlite://{}?mode=ro", app.db.display());
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        n
+    };
+    let before = count().await;
+    for args in [vec!["list"], vec!["stats"], vec!["outbox"]] {
+        let out = app.cli(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = stderr_of(&out);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: database {} was made by an older shipwatch",
+                app.db.display()
+            )) && stderr.contains("`shipwatch run` or any command that writes"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(count().await, before, "a reading command migrates nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_per_database_however_its_path_is_spelled() {
+    let app = TestApp::start().await;
+    let dir = app.dir.path();
+    std::fs::create_dir(dir.join("data")).unwrap();
+    let real = dir.join("data/sw.db");
+    let original = std::fs::read_to_string(&app.config).unwrap();
+    let on = |database: &Path| {
+        let line = format!("database = \"{}\"", database.display());
+        app.edit_config(|_| {
+            original.replacen(&format!("database = \"{}\"", app.db.display()), &line, 1)
+        });
+    };
+    on(&real);
+    let mut first = app.spawn_daemon();
+    app.wait_until("the first daemon has started", LIMIT, || {
+        first.log().contains("shipwatch started")
+    })
+    .await;
+    std::os::unix::fs::symlink("data/sw.db", dir.join("alias.db")).unwrap();
+    let held = format!(
+        "another shipwatch (pid {}) is running on {}; stop it first",
+        first.pid(),
+        std::fs::canonicalize(&real).unwrap().display()
+    );
+    for spelling in [dir.join("alias.db"), dir.join("data/../data/sw.db")] {
+        on(&spelling);
+        let mut other = app.spawn_daemon();
+        let status = other
+            .wait_exit(LIMIT)
+            .await
+            .unwrap_or_else(|| panic!("a daemon on {} is not refused", spelling.display()));
+        assert!(!status.success());
+        let log = other.log();
+        assert!(log.contains(&held), "{}: {log}", spelling.display());
+    }
+    // A lock left by a daemon that died does not block the next one.
+    first.kill9();
+    on(&dir.join("alias.db"));
+    let mut next = app.spawn_daemon();
+    app.wait_until("a daemon starts after the first died", LIMIT, || {
+        next.log().contains("shipwatch started")
+    })
+    .await;
+    assert!(next.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_readable_by_others_is_made_private_on_the_first_write() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["add", "8400000000000000006"]);
+    let mut daemon = app.spawn_daemon();
+    let (wal, shm) = (beside(&app.db, "-wal"), beside(&app.db, "-shm"));
+    app.wait_until("the daemon has its -wal and -shm", LIMIT, || {
+        daemon.log().contains("shipwatch started") && wal.exists() && shm.exists()
+    })
+    .await;
+    // As an older version left them, or a copy made them.
+    for path in [&app.db, &wal, &shm] {
+        chmod(path, 0o644);
+    }
+    // A reading command leaves the modes alone.
+    app.cli_ok(&["list"]);
+    assert_eq!(mode(&app.db), 0o644);
+
+    let out = app.cli(&["add", "8400000000000000007"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for path in [&app.db, &wal, &shm] {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+    let stderr = stderr_of(&out);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("made the database files private"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} (was 0644, now 0600)", app.db.display())),
+        "{stderr}"
+    );
+
+    let again = app.cli(&["add", "8400000000000000008"]);
+    assert!(again.status.success());
+    assert!(
+        !stderr_of(&again).contains("private"),
+        "{}",
+        stderr_of(&again)
+    );
+    assert!(daemon.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_refuses_a_database_that_exists_and_leaves_it_alone() {
+    let app = TestApp::start().await;
+    app.cli_ok(&["add", "8400000000000000009"]);
+    let before = std::fs::read(&app.db).unwrap();
+    let db = app.db.to_str().unwrap();
+    let out = app.cli(&["demo", "--db", db, "--duration", "5s"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {db} already exists; the demo seeds a database of its own: give --db a path that does not exist yet, or leave --db out for a temporary one\n"
+        )
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("seeded"));
+    assert_eq!(
+        std::fs::read(&app.db).unwrap(),
+        before,
+        "the database is untouched"
+    );
+}
