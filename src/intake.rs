@@ -451,10 +451,11 @@ impl Intake {
     /// [`Intake::import`] would, and looks each order up in
     /// the database, writing nothing. Goes on past a bad row, to report them all; stops at what
     /// breaks the file itself (bytes that are not text, a quote never closed, a field too
-    /// long). Memory holds the order ids of the file, to find repeats.
+    /// long). Memory holds the order ids of the file, to find repeats. Without a database
+    /// (`None`: none exists yet), nothing is tracked already.
     pub async fn dry_run<R: std::io::Read>(
         &self,
-        db: &Db,
+        db: Option<&Db>,
         mut rows: CsvRows<'_, R>,
     ) -> Result<DryRun, StorageError> {
         let shown = rows.shown.clone();
@@ -482,7 +483,11 @@ impl Intake {
                 continue;
             }
             seen.insert(new.order_id.clone(), line);
-            if db.shipment(&new.order_id).await.is_ok() {
+            let tracked = match db {
+                Some(db) => db.shipment(&new.order_id).await.is_ok(),
+                None => false,
+            };
+            if tracked {
                 report.skip += 1;
                 report.note(format!(
                     "{shown} line {line}, column order_id: order {} is already tracked",

@@ -8,11 +8,18 @@ use crate::config;
 use crate::intake::{CsvOptions, EncodingChoice, ImportError, Intake, TextEncoding, choose};
 
 use super::print::term;
-use super::{Access, EncodingArg, Global, ImportArgs, open};
+use super::{Access, EncodingArg, Global, ImportArgs, open, open_if_there};
 
 pub(super) async fn import(global: &Global, args: ImportArgs) -> Result<()> {
     let file = args.file.as_path();
-    let (db, config) = open(global, Access::Create).await?;
+    // A dry run writes nothing, so it creates no database either: with none yet, nothing is
+    // tracked already.
+    let (db, config) = if args.dry_run {
+        open_if_there(global).await?
+    } else {
+        let (db, config) = open(global, Access::Create).await?;
+        (Some(db), config)
+    };
     let intake = Intake::new(config.as_ref())?;
     if let Some(provider) = &args.provider {
         intake
@@ -54,8 +61,10 @@ pub(super) async fn import(global: &Global, args: ImportArgs) -> Result<()> {
         }
     };
     if args.dry_run {
-        let report = intake.dry_run(&db, rows).await?;
-        db.close().await;
+        let report = intake.dry_run(db.as_ref(), rows).await?;
+        if let Some(db) = db {
+            db.close().await;
+        }
         say_masked();
         println!(
             "dry run of {}, nothing written: {} to add, {} to skip (tracked already or repeated), {} refused",
@@ -81,6 +90,9 @@ pub(super) async fn import(global: &Global, args: ImportArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let Some(db) = db else {
+        bail!("no database to import into");
+    };
     let n = intake.import(&db, file, rows, SystemClock.now()).await?;
     say_masked();
     println!("imported {n} shipments from {shown}");

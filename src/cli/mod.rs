@@ -346,6 +346,17 @@ async fn open(global: &Global, access: Access) -> Result<(Db, Option<Config>)> {
     Ok((db, config))
 }
 
+/// Opens the database read-only for a command that only looks and for which no database means
+/// nothing tracked yet (`import --dry-run`): `None` when there is none, and none is created.
+async fn open_if_there(global: &Global) -> Result<(Option<Db>, Option<Config>)> {
+    let config = optional_config(global)?;
+    let path = database_path(global, config.as_ref())?;
+    if !path.exists() {
+        return Ok((None, config));
+    }
+    Ok((Some(Db::open_read_only(&path).await?), config))
+}
+
 /// `shipwatch list | head` must end when `head` has read enough, as every Unix tool does. Rust
 /// ignores SIGPIPE, so the next print would panic ("failed printing to stdout: Broken pipe") and
 /// could hang on the way out; the default disposition ends the process at once instead. Only for

@@ -247,6 +247,17 @@ async fn line_numbers_are_right_with_crlf_and_multiline_fields() {
 async fn a_dry_run_reports_and_writes_nothing() {
     let app = TestApp::start().await;
     let first = write_bytes(&app, "first.csv", b"order_id\n5700000000000000001\n");
+    // Before there is a database, nothing is tracked, and a dry run creates none.
+    let out = app.cli_ok(&["import", "--dry-run", &first]);
+    assert!(out.contains("1 to add, 0 to skip"), "{out}");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", app.db.display());
+        assert!(
+            !std::path::Path::new(&file).exists(),
+            "a dry run wrote {file}"
+        );
+    }
+
     app.cli_ok(&["import", &first]);
     let outbox = app.outbox(None).len();
 
