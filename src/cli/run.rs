@@ -23,7 +23,8 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         );
     }
     // Checked before opening: a database shipwatch creates is 0600 already.
-    let mut exposed = crate::exposure::secret_warnings(&config);
+    let mut exposed: Vec<String> = config.tiers.order_warning().into_iter().collect();
+    exposed.extend(crate::exposure::secret_warnings(&config));
     exposed.extend(crate::exposure::database_warnings(&config.database));
     for warning in &exposed {
         tracing::warn!("{warning}");
