@@ -19,7 +19,7 @@ use crate::outage::Outage;
 use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest, UnfitRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
-use crate::workers::{Slot, Workers};
+use crate::workers::{Grace, Slot, Workers};
 
 mod commit;
 pub mod limiter;
@@ -642,7 +642,7 @@ impl Dispatcher {
 
     /// Claims and polls until `stop` fires, then lets in-flight polls finish within `grace`
     /// and gives back whatever is still unfinished after that.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Grace) {
         if let Err(e) = self.load_bans().await {
             error!(error = %e, "could not read provider bans");
         }
@@ -673,7 +673,9 @@ impl Dispatcher {
                 }
             })
             .await;
-        self.workers.drain(grace, "polls").await;
+        self.workers
+            .drain(&grace, tokio::time::Instant::now(), "polls")
+            .await;
         // What was claimed ahead and never started is due again at once.
         let unstarted: Vec<ShipmentRow> = self
             .ahead

@@ -28,6 +28,7 @@ use crate::clock::{Millis, SharedClock};
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::storage::{Db, Result};
+use crate::workers::Grace;
 
 pub use crate::storage::{Checkpointed, Pruned};
 pub use steps::{BATCH, Changed, MOVING, checkpoint, prune, span};
@@ -122,12 +123,16 @@ impl Runner {
         self.tasks.len()
     }
 
-    /// Refuses new runs and waits for those in flight; after `grace` they are cut short and
-    /// waited for. Returns false when some had to be cut short.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    /// Refuses new runs and waits for those in flight; after `grace` (or once it is cut short)
+    /// they are cut short and waited for. Returns false when some had to be cut short.
+    pub async fn drain(&self, grace: &Grace) -> bool {
         self.stopping.cancel();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+        let finished = tokio::select! {
+            _ = self.tasks.wait() => true,
+            _ = grace.over(tokio::time::Instant::now()) => false,
+        };
+        if finished {
             return true;
         }
         warn!(
@@ -353,7 +358,7 @@ impl Maintenance {
 
     /// Stops scheduling, then waits up to `grace` for the runs in flight (cut short after that).
     /// Returns false when some had to be cut short.
-    pub async fn shutdown(mut self, grace: Duration) -> bool {
+    pub async fn shutdown(mut self, grace: &Grace) -> bool {
         // Refuse new runs first: a tick may still fire while the scheduler winds down.
         self.runner.stopping.cancel();
         if let Err(e) = self.scheduler.shutdown().await {
@@ -428,7 +433,7 @@ mod tests {
         assert_eq!(started, 2);
         assert_eq!(runner.in_flight(), 1);
         let begun = tokio::time::Instant::now();
-        assert!(runner.drain(Duration::from_secs(10)).await);
+        assert!(runner.drain(&Grace::new(Duration::from_secs(10))).await);
         // ...and shutdown waited for the one in flight (started at 3 s, done at 5.5 s).
         assert_eq!(begun.elapsed(), Duration::from_millis(500));
         assert_eq!(runs.load(Ordering::SeqCst), 2);
@@ -446,7 +451,7 @@ mod tests {
             done.store(true, Ordering::SeqCst);
         }));
         let begun = tokio::time::Instant::now();
-        assert!(!runner.drain(Duration::from_secs(5)).await);
+        assert!(!runner.drain(&Grace::new(Duration::from_secs(5))).await);
         assert_eq!(begun.elapsed(), Duration::from_secs(5));
         assert!(!finished.load(Ordering::SeqCst));
         assert_eq!(runner.in_flight(), 0);

@@ -14,6 +14,7 @@ mod injection;
 mod journey;
 mod kuaidi100_adapter;
 mod layout;
+mod lifecycle;
 mod maintenance;
 mod operations;
 mod pipes;
