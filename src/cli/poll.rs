@@ -58,6 +58,9 @@ pub(super) async fn poll(global: &Global, order_id: &str, apply: bool) -> Result
                         recorded.new_events
                     ),
                 },
+                PollOutcome::NotRecorded(_) => println!(
+                    "not recorded: upstream rejected the credentials or configuration; a running daemon stops the provider itself when upstream rejects it"
+                ),
                 _ => println!("recorded the failure as the daemon would"),
             }
             db.close().await;

@@ -84,6 +84,12 @@ pub enum PollOutcome {
     Failed(ProviderError),
     /// The provider is paused; the shipment was given back untouched.
     Skipped,
+    /// A one-off poll (`poll --apply`) whose credentials or configuration upstream rejected:
+    /// nothing is recorded. A provider stop belongs to the daemon that holds the credentials,
+    /// which keeps its stops in memory and meets the rejection itself on its next poll; a stop
+    /// recorded from outside would show in `stats` and `check-config` while the daemon, whose
+    /// credentials may differ, goes on polling.
+    NotRecorded(ProviderError),
 }
 
 /// Why a poll of one order on request could not be made.
@@ -441,10 +447,12 @@ impl Dispatcher {
                 reason,
             })?;
         let result = provider.adapter.fetch(&request).await;
-        let recorded = if record {
-            Some(self.apply(&provider, &shipment, result.clone()).await)
-        } else {
-            None
+        let recorded = match &result {
+            _ if !record => None,
+            Err(error @ (ProviderError::AuthExpired(_) | ProviderError::Config(_))) => {
+                Some(Ok(PollOutcome::NotRecorded(error.clone())))
+            }
+            _ => Some(self.apply(&provider, &shipment, result.clone()).await),
         };
         Ok(PolledOnce {
             provider_kind: provider.adapter.kind(),

@@ -251,3 +251,40 @@ async fn a_channel_url_token_is_never_printed() {
         assert!(!log.contains(TOKEN), "{log}");
     }
 }
+
+/// `poll --apply` with credentials upstream rejects records no provider stop: the running daemon
+/// keeps its stops in memory and would never see one written from outside, while `stats` and
+/// `check-config` would show the provider stopped. The daemon, with the credentials it loaded,
+/// goes on polling; it stops the provider itself if upstream rejects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_apply_with_rejected_credentials_records_no_stop_behind_the_daemons_back() {
+    let app = TestApp::start().await;
+    let tid = 8_400_000_000_000_300_001u64;
+    app.top.journey(tid);
+    app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the first change is delivered", LIMIT, || {
+        !app.receiver.deliveries().is_empty()
+    })
+    .await;
+
+    // The config on disk now holds a session upstream rejects (not reloaded).
+    app.edit_config(|text| text.replace("session = \"test-session\"", "session = \"stale\""));
+    let out = app.cli(&["poll", &tid.to_string(), "--apply"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("not recorded"), "{stdout}");
+    let check = app.cli_ok(&["check-config"]);
+    assert!(!check.contains("STOPPED"), "{check}");
+
+    app.wait_until("the daemon goes on to delivered", LIMIT, || {
+        app.shipment(&tid.to_string())["shipment"]["status"] == "delivered"
+    })
+    .await;
+    assert!(daemon.terminate().success());
+    assert!(
+        !daemon.log().contains("PROVIDER STOPPED"),
+        "{}",
+        daemon.log()
+    );
+}
