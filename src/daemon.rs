@@ -22,6 +22,7 @@ use crate::notify::sms_http::HttpSms;
 use crate::notify::webhook::Webhook;
 use crate::service::Supervisor;
 use crate::storage::{Db, StorageError};
+use crate::workers::Grace;
 
 /// The one HTTP client all upstream APIs share (its connection pool included).
 pub fn upstream_client(http: &Http) -> reqwest::Result<reqwest::Client> {
@@ -169,16 +170,11 @@ impl Daemon {
         })
     }
 
-    /// Runs until `shutdown` completes; then stops claiming work, lets in-flight polls,
-    /// deliveries and maintenance runs finish within the grace period, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Does what can fail at start: binds the `[http]` listener and starts the maintenance
+    /// schedules. Nothing is claimed yet; [`Started::run`] sets the work going.
+    pub async fn start(self) -> anyhow::Result<Started> {
         let stop = CancellationToken::new();
-        let supervisor = Supervisor::from_env();
         let heartbeat = self.dispatcher.heartbeat();
-        if let Some(interval) = supervisor.watchdog_interval() {
-            // Pings go out every half interval, each one needing a round since the last.
-            self.dispatcher.cap_idle_wait(interval / 4);
-        }
         let maintenance = Maintenance::start(
             self.db.clone(),
             self.clock.clone(),
@@ -189,7 +185,6 @@ impl Daemon {
         .await?;
         if let Some(listen) = self.listen {
             let metrics = crate::health::install_recorder();
-            crate::health::record_events(&self.events);
             let (bound, _) = crate::health::serve_with_clock(
                 listen,
                 self.db.clone(),
@@ -200,33 +195,124 @@ impl Daemon {
                 stop.clone(),
             )
             .await
-            .map_err(|e| anyhow::anyhow!("cannot serve /healthz and /metrics on {listen}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}", cannot_listen(listen, &e)))?;
+            crate::health::record_events(&self.events);
             info!(listen = %bound, "serving /healthz and /metrics");
         }
-        let dispatcher = tokio::spawn(self.dispatcher.run(stop.clone(), self.grace));
-        let sender = tokio::spawn(self.sender.run(stop.clone(), self.grace));
-        supervisor.ready(&summary(&self.db, &self.clock).await);
+        Ok(Started {
+            daemon: self,
+            maintenance,
+            stop,
+        })
+    }
+
+    /// [`Daemon::start`], then [`Started::run`] until `shutdown` completes (a second stop cuts
+    /// nothing short).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        self.start()
+            .await?
+            .run(shutdown, std::future::pending())
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The one line that says the `[http]` listener cannot be had, and what to do.
+fn cannot_listen(listen: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("address {listen} is in use; free it or change [http] listen")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("address {listen} is not an address of this machine; change [http] listen")
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "not allowed to listen on {listen} (ports below 1024 need privileges); change [http] listen"
+        ),
+        _ => format!("cannot listen on {listen}: {e}; change [http] listen"),
+    }
+}
+
+/// How a daemon's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Everything in flight finished, or was given back when the grace ran out.
+    Drained,
+    /// A second signal ended the drain early: work in flight was given back at once.
+    CutShort,
+}
+
+/// A daemon whose listener is bound and whose maintenance runs; see [`Started::run`].
+pub struct Started {
+    daemon: Daemon,
+    maintenance: Maintenance,
+    stop: CancellationToken,
+}
+
+impl Started {
+    /// Runs until `shutdown` completes; then stops claiming work, lets in-flight polls,
+    /// deliveries and maintenance runs finish within the grace period, and returns. If `hurry`
+    /// completes during that drain (a second SIGTERM or Ctrl-C), the grace ends there: what is
+    /// still in flight is given back (claims released, leases ended) and the run returns
+    /// [`Stopped::CutShort`].
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        hurry: impl Future<Output = ()>,
+    ) -> anyhow::Result<Stopped> {
+        let Started {
+            daemon: this,
+            maintenance,
+            stop,
+        } = self;
+        let supervisor = Supervisor::from_env();
+        let heartbeat = this.dispatcher.heartbeat();
+        if let Some(interval) = supervisor.watchdog_interval() {
+            // Pings go out every half interval, each one needing a round since the last.
+            this.dispatcher.cap_idle_wait(interval / 4);
+        }
+        let grace = Grace::new(this.grace);
+        let dispatcher = tokio::spawn(this.dispatcher.clone().run(stop.clone(), grace.clone()));
+        let sender = tokio::spawn(this.sender.clone().run(stop.clone(), grace.clone()));
+        supervisor.ready(&summary(&this.db, &this.clock).await);
         let watchdog = tokio::spawn(supervisor.clone().run_watchdog(heartbeat, stop.clone()));
         let status = tokio::spawn(report_status(
             supervisor.clone(),
-            self.db.clone(),
-            self.clock.clone(),
+            this.db.clone(),
+            this.clock.clone(),
             stop.clone(),
         ));
         shutdown.await;
         info!("shutting down: no new work; waiting for polls and deliveries in flight");
         supervisor.stopping();
         stop.cancel();
-        let (maintenance_done, _) = tokio::join!(maintenance.shutdown(self.grace), async {
-            let _ = tokio::join!(dispatcher, sender, watchdog, status);
-        });
+        let drain = async {
+            tokio::join!(maintenance.shutdown(&grace), async {
+                let _ = tokio::join!(dispatcher, sender, watchdog, status);
+            })
+        };
+        tokio::pin!(drain);
+        let (maintenance_done, _) = tokio::select! {
+            done = &mut drain => done,
+            () = hurry => {
+                tracing::warn!(
+                    "second stop signal: stopping now; polls and deliveries in flight are given back and run again at the next start"
+                );
+                grace.cut_short();
+                drain.await
+            }
+        };
         if !maintenance_done {
             tracing::warn!(
                 "a maintenance job was cut short by the shutdown; it runs again on schedule"
             );
         }
         info!("stopped");
-        Ok(())
+        Ok(if grace.is_cut() {
+            Stopped::CutShort
+        } else {
+            Stopped::Drained
+        })
     }
 }
 
@@ -262,6 +348,50 @@ async fn report_status(
             }
         }
     }
+}
+
+/// The first and the second SIGINT (Ctrl-C) or SIGTERM, as two futures: the first starts the
+/// graceful stop, the second cuts its grace short. The handlers are installed by this call, as
+/// [`shutdown_signal`]'s are. Call it from within the runtime.
+pub fn stop_signals() -> (
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let tokens = [first.clone(), second.clone()];
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::spawn(async move {
+                    for token in tokens {
+                        tokio::select! {
+                            _ = interrupt.recv() => {}
+                            _ = term.recv() => {}
+                        }
+                        token.cancel();
+                    }
+                });
+            }
+            // Without handlers the default dispositions still end the process.
+            (term, interrupt) => {
+                let e = term.err().or(interrupt.err());
+                tracing::error!(error = ?e, "cannot handle SIGTERM and SIGINT: they will end the process without a clean stop");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        for token in tokens {
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+        }
+    });
+    (first.cancelled_owned(), second.cancelled_owned())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed by this call, not when the

@@ -85,6 +85,26 @@ pub fn url(raw: &str) -> String {
     for_terminal(url.as_str()).into_owned()
 }
 
+/// An endpoint as `Debug` output and logs show it: `scheme://host[:port]/…`, everything after
+/// the authority masked. A channel's URL often carries a token in its path
+/// (`/hooks/T0123/B456/XXXX`) as well as in its query, and a log line is read by more people
+/// than the config is. Text that does not parse as a URL is not shown at all.
+pub fn endpoint(raw: &str) -> String {
+    let Ok(url) = reqwest::Url::parse(raw) else {
+        return "(a value that is not a URL)".to_owned();
+    };
+    let Some(host) = url.host_str() else {
+        return format!("{}:(hidden)", url.scheme());
+    };
+    let port = url.port().map_or(String::new(), |p| format!(":{p}"));
+    let rest = if url.path() == "/" && url.query().is_none() && url.fragment().is_none() {
+        "/"
+    } else {
+        "/…"
+    };
+    for_terminal(&format!("{}://{host}{port}{rest}", url.scheme())).into_owned()
+}
+
 /// Control characters (C0, DEL, C1) and the Unicode format characters that reorder or hide text
 /// (bidi overrides and isolates, zero-width marks, BOM) become escapes: `\r`, `\n`, `\t`, `\0`,
 /// else `\u{1b}`. Everything else, CJK included, is kept.
@@ -119,6 +139,25 @@ fn hidden(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_shows_scheme_host_and_port_only() {
+        assert_eq!(
+            endpoint("https://hooks.example/x?token=SECRET"),
+            "https://hooks.example/…"
+        );
+        assert_eq!(
+            endpoint("https://user:pw@hooks.example:8443/T0/B1/SECRET"),
+            "https://hooks.example:8443/…"
+        );
+        assert_eq!(endpoint("http://127.0.0.1:9/"), "http://127.0.0.1:9/");
+        assert_eq!(endpoint("https://gw.example"), "https://gw.example/");
+        assert_eq!(
+            endpoint("SECRET pasted here"),
+            "(a value that is not a URL)"
+        );
+        assert_eq!(endpoint("mailto:SECRET@x.example"), "mailto:(hidden)");
+    }
 
     #[test]
     fn control_characters_become_escapes() {

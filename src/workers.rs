@@ -13,6 +13,41 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+/// How long the shutdown lets work in flight finish: its period from the moment each drain
+/// begins, or until it is cut short (a second SIGTERM or Ctrl-C), whichever comes first. Clones
+/// share the cut.
+#[derive(Debug, Clone)]
+pub struct Grace {
+    pub period: Duration,
+    cut: CancellationToken,
+}
+
+impl Grace {
+    pub fn new(period: Duration) -> Grace {
+        Grace {
+            period,
+            cut: CancellationToken::new(),
+        }
+    }
+
+    /// Ends the grace now, for every drain under way or to come.
+    pub fn cut_short(&self) {
+        self.cut.cancel();
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.cut.is_cancelled()
+    }
+
+    /// Completes when work still in flight, with a drain begun `since`, must give up.
+    pub async fn over(&self, since: tokio::time::Instant) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(since + self.period) => {}
+            _ = self.cut.cancelled() => {}
+        }
+    }
+}
+
 pub struct Workers {
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -114,18 +149,26 @@ impl Workers {
         }
     }
 
-    /// Lets running tasks finish within `grace`; after that they are aborted (and give their
-    /// work back) and waited for.
-    pub async fn drain(&self, grace: Duration, what: &str) {
+    /// Lets running tasks finish within `grace`, counted from `since`; after that, or once the
+    /// grace is cut short, they are aborted (and give their work back) and waited for.
+    pub async fn drain(&self, grace: &Grace, since: tokio::time::Instant, what: &str) {
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                in_flight = self.tracker.len(),
-                "{what} still running after the shutdown grace; releasing them"
-            );
+        let finished = tokio::select! {
+            _ = self.tracker.wait() => true,
+            _ = grace.over(since) => false,
+        };
+        if !finished {
+            if grace.is_cut() {
+                warn!(
+                    in_flight = self.tracker.len(),
+                    "{what} still running at the second stop signal; releasing them now"
+                );
+            } else {
+                warn!(
+                    in_flight = self.tracker.len(),
+                    "{what} still running after the shutdown grace; releasing them"
+                );
+            }
             self.abort.cancel();
             self.tracker.wait().await;
         }
@@ -162,10 +205,38 @@ mod tests {
         }
         assert_eq!(workers.free(), 0);
         let start = tokio::time::Instant::now();
-        workers.drain(Duration::from_secs(10), "tasks").await;
+        workers
+            .drain(&Grace::new(Duration::from_secs(10)), start, "tasks")
+            .await;
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         assert_eq!(finished.load(Ordering::SeqCst), 2);
         assert_eq!(released.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grace_cut_short_aborts_at_once() {
+        let workers = Arc::new(Workers::new(2));
+        let released = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let (w, released) = (workers.clone(), released.clone());
+            workers.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                    _ = w.aborted() => { released.fetch_add(1, Ordering::SeqCst); }
+                };
+            });
+        }
+        let grace = Grace::new(Duration::from_secs(300));
+        let cutter = grace.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cutter.cut_short();
+        });
+        let start = tokio::time::Instant::now();
+        workers.drain(&grace, start, "tasks").await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(released.load(Ordering::SeqCst), 2);
+        assert!(grace.is_cut());
     }
 
     #[tokio::test(start_paused = true)]

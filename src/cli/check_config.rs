@@ -59,7 +59,8 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
         humantime::format_duration(config.delivery.backoff_max),
         humantime::format_duration(config.delivery.timeout)
     );
-    let mut exposed = crate::exposure::secret_warnings(&config);
+    let mut exposed: Vec<String> = config.tiers.order_warning().into_iter().collect();
+    exposed.extend(crate::exposure::secret_warnings(&config));
     exposed.extend(crate::exposure::database_warnings(database));
     for warning in &exposed {
         println!("  WARNING   {warning}");

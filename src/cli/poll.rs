@@ -82,6 +82,9 @@ fn print_polled(polled: PolledOnce) -> Result<()> {
                     recorded.new_events
                 ),
             },
+            PollOutcome::NotRecorded(_) => println!(
+                "not recorded: upstream rejected the credentials or configuration; a running daemon stops the provider itself when upstream rejects it"
+            ),
             _ => println!("recorded the failure as the daemon would"),
         },
     }
@@ -239,5 +242,6 @@ fn recorded_view(outcome: &PollOutcome) -> RecordedView {
         },
         PollOutcome::Failed(_) => none("failure_recorded"),
         PollOutcome::Skipped => none("skipped"),
+        PollOutcome::NotRecorded(_) => none("not_recorded"),
     }
 }

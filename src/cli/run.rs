@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 
 use crate::clock::{Clock, SystemClock};
-use crate::daemon::{Daemon, shutdown_signal};
+use crate::daemon::{Daemon, Stopped, stop_signals};
 use crate::events::Events;
 use crate::storage::Db;
 
@@ -23,7 +23,8 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         );
     }
     // Checked before opening: a database shipwatch creates is 0600 already.
-    let mut exposed = crate::exposure::secret_warnings(&config);
+    let mut exposed: Vec<String> = config.tiers.order_warning().into_iter().collect();
+    exposed.extend(crate::exposure::secret_warnings(&config));
     exposed.extend(crate::exposure::database_warnings(&config.database));
     for warning in &exposed {
         tracing::warn!("{warning}");
@@ -39,23 +40,37 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
     )?;
     // Both handlers are in place before the daemon says it started: from that line on, a SIGTERM
     // stops it cleanly and a SIGHUP reloads it (their default dispositions would kill it).
-    let shutdown = shutdown_signal();
+    let (shutdown, hurry) = stop_signals();
     let reloader = tokio::spawn(reload_on_hangup(
         global.clone(),
         daemon.dispatcher.clone(),
         daemon.sender.clone(),
     ));
+    // What can fail at start (the listener, the schedules) fails before the daemon says it
+    // started, and before systemd hears it is ready.
+    let started = match daemon.start().await {
+        Ok(started) => started,
+        Err(e) => {
+            reloader.abort();
+            db.close().await;
+            return Err(e);
+        }
+    };
     tracing::info!(
         database = %config.database.display(),
         providers = ?config.providers.keys().collect::<Vec<_>>(),
         channels = ?config.channels.rules().iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
         "shipwatch started"
     );
-    let outcome = daemon.run(shutdown).await;
+    let outcome = started.run(shutdown, hurry).await;
     reloader.abort();
     db.close().await;
-    outcome?;
-    Ok(())
+    match outcome? {
+        Stopped::Drained => Ok(()),
+        Stopped::CutShort => bail!(
+            "stopped at a second signal before the work in flight finished; it was given back and runs again at the next start"
+        ),
+    }
 }
 
 /// Reloads the daemon (see [`crate::daemon::reload`]) on every SIGHUP, with the config as it

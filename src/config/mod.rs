@@ -83,6 +83,39 @@ impl Tiers {
         }
     }
 
+    /// A warning when a higher tier is polled less often than a lower one (`high = "1h"`,
+    /// `low = "1m"`): legal, and sometimes meant, but usually two values swapped. One line,
+    /// naming every pair out of order.
+    pub fn order_warning(&self) -> Option<String> {
+        let shown = |tier: Tier| {
+            format!(
+                "{tier} = {:?}",
+                humantime::format_duration(self.interval(tier)).to_string()
+            )
+        };
+        let tiers = [Tier::High, Tier::Normal, Tier::Low];
+        let mut swapped = Vec::new();
+        for (i, &above) in tiers.iter().enumerate() {
+            for &below in &tiers[i + 1..] {
+                if self.interval(above) > self.interval(below) {
+                    swapped.push(format!(
+                        "{} is polled less often than {}",
+                        shown(above),
+                        shown(below)
+                    ));
+                }
+            }
+        }
+        if swapped.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "[tiers] out of order: {}; a higher tier is meant to be polled more often \
+             (high <= normal <= low): check that the values are not swapped",
+            swapped.join(", and ")
+        ))
+    }
+
     /// When a shipment moved to `tier` at `now` is polled next: one whole interval of its new
     /// tier from now, without jitter, so that `set-tier` says exactly when.
     pub fn next_poll_after_move(&self, tier: Tier, now: Millis) -> Millis {
@@ -630,6 +663,42 @@ from = "noreply@shop.example"
         let config = Config::load_without_secrets(&path).unwrap();
         assert!(!config.providers.is_empty());
         assert!(config.channels.webhook.is_some());
+    }
+
+    #[test]
+    fn tiers_out_of_order_are_one_warning_naming_each_pair() {
+        assert_eq!(Tiers::default().order_warning(), None);
+        let equal = Tiers {
+            high: Duration::from_secs(60),
+            normal: Duration::from_secs(60),
+            low: Duration::from_secs(60),
+        };
+        assert_eq!(equal.order_warning(), None);
+        let swapped = Tiers {
+            high: Duration::from_secs(3600),
+            normal: Duration::from_secs(600),
+            low: Duration::from_secs(60),
+        };
+        let warning = swapped.order_warning().expect("a warning");
+        assert!(!warning.contains('\n'), "{warning}");
+        assert!(
+            warning.contains(r#"high = "1h" is polled less often than low = "1m""#),
+            "{warning}"
+        );
+        assert!(
+            warning.contains(r#"normal = "10m" is polled less often than low = "1m""#),
+            "{warning}"
+        );
+        let one = Tiers {
+            low: Duration::from_secs(60),
+            ..Tiers::default()
+        };
+        assert_eq!(
+            one.order_warning().as_deref(),
+            Some(
+                r#"[tiers] out of order: high = "2m" is polled less often than low = "1m", and normal = "10m" is polled less often than low = "1m"; a higher tier is meant to be polled more often (high <= normal <= low): check that the values are not swapped"#
+            )
+        );
     }
 
     #[test]

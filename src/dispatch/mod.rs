@@ -19,7 +19,7 @@ use crate::outage::Outage;
 use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest, UnfitRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
-use crate::workers::{Slot, Workers};
+use crate::workers::{Grace, Slot, Workers};
 
 mod commit;
 pub mod limiter;
@@ -84,6 +84,12 @@ pub enum PollOutcome {
     Failed(ProviderError),
     /// The provider is paused; the shipment was given back untouched.
     Skipped,
+    /// A one-off poll (`poll --apply`) whose credentials or configuration upstream rejected:
+    /// nothing is recorded. A provider stop belongs to the daemon that holds the credentials,
+    /// which keeps its stops in memory and meets the rejection itself on its next poll; a stop
+    /// recorded from outside would show in `stats` and `check-config` while the daemon, whose
+    /// credentials may differ, goes on polling.
+    NotRecorded(ProviderError),
 }
 
 /// Why a poll of one order on request could not be made.
@@ -441,10 +447,12 @@ impl Dispatcher {
                 reason,
             })?;
         let result = provider.adapter.fetch(&request).await;
-        let recorded = if record {
-            Some(self.apply(&provider, &shipment, result.clone()).await)
-        } else {
-            None
+        let recorded = match &result {
+            _ if !record => None,
+            Err(error @ (ProviderError::AuthExpired(_) | ProviderError::Config(_))) => {
+                Some(Ok(PollOutcome::NotRecorded(error.clone())))
+            }
+            _ => Some(self.apply(&provider, &shipment, result.clone()).await),
         };
         Ok(PolledOnce {
             provider_kind: provider.adapter.kind(),
@@ -642,7 +650,7 @@ impl Dispatcher {
 
     /// Claims and polls until `stop` fires, then lets in-flight polls finish within `grace`
     /// and gives back whatever is still unfinished after that.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Grace) {
         if let Err(e) = self.load_bans().await {
             error!(error = %e, "could not read provider bans");
         }
@@ -673,7 +681,9 @@ impl Dispatcher {
                 }
             })
             .await;
-        self.workers.drain(grace, "polls").await;
+        self.workers
+            .drain(&grace, tokio::time::Instant::now(), "polls")
+            .await;
         // What was claimed ahead and never started is due again at once.
         let unstarted: Vec<ShipmentRow> = self
             .ahead

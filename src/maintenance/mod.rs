@@ -27,7 +27,9 @@ use tracing::{debug, info, warn};
 use crate::clock::{Millis, SharedClock};
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
-use crate::storage::{Db, Result};
+use crate::outage::Outage;
+use crate::storage::{Db, Result, StorageError};
+use crate::workers::Grace;
 
 pub use crate::storage::{Checkpointed, Pruned};
 pub use steps::{BATCH, Changed, MOVING, checkpoint, prune, span};
@@ -122,12 +124,16 @@ impl Runner {
         self.tasks.len()
     }
 
-    /// Refuses new runs and waits for those in flight; after `grace` they are cut short and
-    /// waited for. Returns false when some had to be cut short.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    /// Refuses new runs and waits for those in flight; after `grace` (or once it is cut short)
+    /// they are cut short and waited for. Returns false when some had to be cut short.
+    pub async fn drain(&self, grace: &Grace) -> bool {
         self.stopping.cancel();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+        let finished = tokio::select! {
+            _ = self.tasks.wait() => true,
+            _ = grace.over(tokio::time::Instant::now()) => false,
+        };
+        if finished {
             return true;
         }
         warn!(
@@ -176,9 +182,22 @@ struct Context {
     config: MaintenanceConfig,
     channels: Vec<ChannelRule>,
     events: Events,
+    /// Where a failed write is reported: the database's one outage, which `/healthz` reads and
+    /// which says "not writable" and "writable again" once each, whoever failed or succeeded.
+    outage: &'static Outage,
 }
 
 impl Context {
+    /// A job's write failed while doing `what`.
+    fn failed(&self, what: &str, error: &StorageError) {
+        self.outage.failed(what, error);
+    }
+
+    /// A job wrote something: the database is writable.
+    fn wrote(&self) {
+        self.outage.succeeded();
+    }
+
     fn announce(&self, changed: Vec<Changed>) {
         for c in changed {
             self.events.emit(PipelineEvent::StatusChanged {
@@ -196,15 +215,17 @@ impl Context {
         let now = self.clock.now();
         match steps::expire_changes(&self.db, now, self.config.expire_after, &self.channels).await {
             Ok(changed) if !changed.is_empty() => {
+                self.wrote();
                 info!(expired = changed.len(), "shipments expired after no update");
                 self.announce(changed);
             }
             Ok(_) => {}
-            Err(e) => warn!("while expiring shipments with no update: {e}"),
+            Err(e) => self.failed("expiring shipments with no update", &e),
         }
         match steps::no_info_changes(&self.db, now, self.config.no_info_after, &self.channels).await
         {
             Ok(changed) if !changed.is_empty() => {
+                self.wrote();
                 info!(
                     flagged = changed.len(),
                     "shipments flagged for lack of carrier information"
@@ -212,17 +233,20 @@ impl Context {
                 self.announce(changed);
             }
             Ok(_) => {}
-            Err(e) => warn!("while flagging shipments without carrier information: {e}"),
+            Err(e) => self.failed("flagging shipments without carrier information", &e),
         }
         match steps::unreachable_polls(&self.db, now).await {
             Ok(invalid) => {
+                if !invalid.is_empty() {
+                    self.wrote();
+                }
                 for (order_id, reason) in invalid {
                     warn!(%order_id, %reason, "shipment invalid");
                     self.events
                         .emit(PipelineEvent::ShipmentInvalid { order_id, reason });
                 }
             }
-            Err(e) => warn!("while looking for shipments that would never be polled: {e}"),
+            Err(e) => self.failed("looking for shipments that would never be polled", &e),
         }
     }
 
@@ -230,22 +254,26 @@ impl Context {
         let now = self.clock.now();
         match steps::stuck_alerts(&self.db, now, self.config.stuck_after, &self.channels).await {
             Ok(orders) if !orders.is_empty() => {
+                self.wrote();
                 info!(alerts = orders.len(), ?orders, "stuck shipments reported");
             }
             Ok(_) => {}
-            Err(e) => warn!("while looking for stuck shipments: {e}"),
+            Err(e) => self.failed("looking for stuck shipments", &e),
         }
     }
 
     async fn prune_job(&self) {
         match prune(&self.db, self.clock.now(), self.config.retain).await {
-            Ok(p) if p != Pruned::default() => info!(
-                notifications = p.notifications,
-                events = p.events,
-                "old notifications and events pruned"
-            ),
+            Ok(p) if p != Pruned::default() => {
+                self.wrote();
+                info!(
+                    notifications = p.notifications,
+                    events = p.events,
+                    "old notifications and events pruned"
+                )
+            }
             Ok(_) => {}
-            Err(e) => warn!("while pruning old notifications and events: {e}"),
+            Err(e) => self.failed("pruning old notifications and events", &e),
         }
     }
 
@@ -256,7 +284,7 @@ impl Context {
                 info!(frames = c.checkpointed_frames, "WAL checkpointed")
             }
             Ok(_) => {}
-            Err(e) => warn!("while checkpointing the WAL: {e}"),
+            Err(e) => self.failed("checkpointing the WAL", &e),
         }
     }
 }
@@ -312,6 +340,7 @@ impl Maintenance {
             config,
             channels,
             events,
+            outage: Outage::database(),
         });
         for ((name, expr), step) in schedules.named().into_iter().zip([
             Step::Expire,
@@ -353,7 +382,7 @@ impl Maintenance {
 
     /// Stops scheduling, then waits up to `grace` for the runs in flight (cut short after that).
     /// Returns false when some had to be cut short.
-    pub async fn shutdown(mut self, grace: Duration) -> bool {
+    pub async fn shutdown(mut self, grace: &Grace) -> bool {
         // Refuse new runs first: a tick may still fire while the scheduler winds down.
         self.runner.stopping.cancel();
         if let Err(e) = self.scheduler.shutdown().await {
@@ -367,6 +396,62 @@ impl Maintenance {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    /// A job's failed write is the database's outage (what `/healthz` reports and "DATABASE NOT
+    /// WRITABLE" says once), not a warning of its own; a job that writes again ends it.
+    #[tokio::test]
+    async fn a_failed_job_write_is_the_outage_and_a_later_write_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let db = Db::open(&path, crate::storage::Synchronous::Normal)
+            .await
+            .unwrap();
+        let outage: &'static Outage = Box::leak(Box::new(Outage::new()));
+        let clock = Arc::new(crate::clock::ManualClock::new(1_700_000_000_000));
+        let context = |db: Db| Context {
+            db,
+            clock: clock.clone(),
+            config: MaintenanceConfig::default(),
+            channels: Vec::new(),
+            events: Events::default(),
+            outage,
+        };
+        db.close().await;
+        let closed = context(db);
+        closed.prune_job().await;
+        closed.checkpoint_job().await;
+        let report = outage.current().expect("the failed writes are an outage");
+        assert_eq!(report.failures, 2);
+
+        // Writable again: a job that writes something ends the outage.
+        let db = Db::open(&path, crate::storage::Synchronous::Normal)
+            .await
+            .unwrap();
+        let now = crate::clock::Clock::now(clock.as_ref());
+        db.add_shipment(
+            &crate::storage::NewShipment {
+                order_id: "M1".to_owned(),
+                provider: "sim".to_owned(),
+                tracking_no: None,
+                carrier: None,
+                tier: crate::domain::Tier::Normal,
+                phone: None,
+                email: None,
+                sub_orders: None,
+            },
+            now - 400 * DAY.as_millis() as Millis,
+        )
+        .await
+        .unwrap();
+        let open = context(db.clone());
+        open.expire_job().await;
+        assert_eq!(
+            outage.current(),
+            None,
+            "the expiry wrote, so the outage is over"
+        );
+        db.close().await;
+    }
 
     #[test]
     fn defaults_validate() {
@@ -428,7 +513,7 @@ mod tests {
         assert_eq!(started, 2);
         assert_eq!(runner.in_flight(), 1);
         let begun = tokio::time::Instant::now();
-        assert!(runner.drain(Duration::from_secs(10)).await);
+        assert!(runner.drain(&Grace::new(Duration::from_secs(10))).await);
         // ...and shutdown waited for the one in flight (started at 3 s, done at 5.5 s).
         assert_eq!(begun.elapsed(), Duration::from_millis(500));
         assert_eq!(runs.load(Ordering::SeqCst), 2);
@@ -446,7 +531,7 @@ mod tests {
             done.store(true, Ordering::SeqCst);
         }));
         let begun = tokio::time::Instant::now();
-        assert!(!runner.drain(Duration::from_secs(5)).await);
+        assert!(!runner.drain(&Grace::new(Duration::from_secs(5))).await);
         assert_eq!(begun.elapsed(), Duration::from_secs(5));
         assert!(!finished.load(Ordering::SeqCst));
         assert_eq!(runner.in_flight(), 0);

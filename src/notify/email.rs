@@ -247,7 +247,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Where and as whom emails are sent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EmailConfig {
     /// See [`parse_smtp_url`].
     pub smtp_url: String,
@@ -259,6 +259,20 @@ pub struct EmailConfig {
     pub reply_to: Option<String>,
     /// Bounds a whole attempt: connect, greeting, and the mail transaction.
     pub timeout: Duration,
+}
+
+/// The SMTP URL is shown as its endpoint only (it may name the login).
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("smtp_url", &crate::shown::endpoint(&self.smtp_url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("from", &self.from)
+            .field("reply_to", &self.reply_to)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The email [`Channel`].

@@ -16,7 +16,7 @@ use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, NotificationClaim, StorageError};
-use crate::workers::Workers;
+use crate::workers::{Grace, Workers};
 
 /// How the sender delivers notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,7 +372,7 @@ impl Sender {
 
     /// Delivers until `stop` fires, then lets in-flight attempts finish within `grace` and
     /// releases whatever is still unfinished after that.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Duration) {
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Grace) {
         // A fresh start tries every channel again, with the notifications their stops held
         // back; `stats` stops showing old stops.
         if let Err(e) = self.resume_stopped_channels().await {
@@ -404,10 +404,10 @@ impl Sender {
             }
         }
         // One grace for all: the lanes drain at the same time, each waited for in turn.
-        let deadline = tokio::time::Instant::now() + grace;
+        let since = tokio::time::Instant::now();
         for (kind, lane) in &self.lanes {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            lane.drain(left, &format!("{kind} deliveries")).await;
+            lane.drain(&grace, since, &format!("{kind} deliveries"))
+                .await;
         }
     }
 

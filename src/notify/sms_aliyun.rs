@@ -59,7 +59,7 @@ pub const DEFAULT_PARAM_MAX_CHARS: usize = 35;
 pub const DEFAULT_PARAMS: [&str; 6] = super::template::PLACEHOLDERS;
 
 /// Where and as whom SMS are sent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AliyunSmsConfig {
     /// [`DEFAULT_ENDPOINT`] in production; the path must be `/`, which is what is signed.
     pub endpoint: String,
@@ -74,6 +74,22 @@ pub struct AliyunSmsConfig {
     /// Each value is cut to this many characters ([`DEFAULT_PARAM_MAX_CHARS`]).
     pub param_max_chars: usize,
     pub timeout: Duration,
+}
+
+/// The endpoint is shown without path or query, as every channel URL is.
+impl std::fmt::Debug for AliyunSmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AliyunSmsConfig")
+            .field("endpoint", &crate::shown::endpoint(&self.endpoint))
+            .field("access_key_id", &self.access_key_id)
+            .field("access_key_secret", &self.access_key_secret)
+            .field("sign_name", &self.sign_name)
+            .field("template_code", &self.template_code)
+            .field("params", &self.params)
+            .field("param_max_chars", &self.param_max_chars)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// `TemplateParam`'s JSON: the `wanted` variables only (a name the message lacks is sent empty,

@@ -172,7 +172,7 @@ impl SuccessRule {
 }
 
 /// The gateway and what to send it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSmsConfig {
     /// May carry an API key in its query; error messages show only scheme, host and path.
     pub url: String,
@@ -184,6 +184,20 @@ pub struct HttpSmsConfig {
     /// When an answer means sent.
     pub success: SuccessRule,
     pub timeout: Duration,
+}
+
+/// The URL is shown as its endpoint only: gateways take API keys in the path or the query.
+impl std::fmt::Debug for HttpSmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSmsConfig")
+            .field("url", &crate::shown::endpoint(&self.url))
+            .field("method", &self.method)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .field("success", &self.success)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for HttpSmsConfig {

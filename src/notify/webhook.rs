@@ -192,10 +192,20 @@ pub fn verify(
 }
 
 /// Where webhooks go and the key they are signed with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     pub url: String,
     pub secret: WebhookSecret,
+}
+
+/// The URL is shown as its endpoint only: webhook URLs often carry a token.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &crate::shown::endpoint(&self.url))
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 /// The webhook [`Channel`].

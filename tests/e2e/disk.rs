@@ -347,3 +347,168 @@ async fn a_short_write_outage_mid_run_is_recovered_from_within_a_scan() {
         "each change arrived once"
     );
 }
+
+/// Where `chattr +i` works, for the test that makes the outage with it: the app's own folder
+/// when its file system takes the flag, else the build's scratch folder (tmpfs and overlay
+/// mounts often refuse it). `None`, with the reason printed, when neither does or the test is
+/// not root.
+fn immutable_capable(app_dir: &Path) -> Option<PathBuf> {
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let mut refusals = Vec::new();
+    for dir in [app_dir.to_owned(), scratch] {
+        let probe = dir.join(format!("chattr-probe-{}", std::process::id()));
+        if let Err(e) = std::fs::write(&probe, b"probe") {
+            refusals.push(format!("{}: {e}", dir.display()));
+            continue;
+        }
+        let made = run("chattr", &["+i", probe.to_str().unwrap()]);
+        let _ = run("chattr", &["-i", probe.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&probe);
+        match made {
+            Ok(()) => return Some(dir),
+            Err(e) => refusals.push(e),
+        }
+    }
+    println!(
+        "skipped: `chattr +i` works nowhere here (it needs root and a file system that takes \
+         the flag): {}",
+        refusals.join("; ")
+    );
+    None
+}
+
+/// The outage exactly as it was reported, made as an operator makes it: a daemon with a steady
+/// flow of status changes, `chattr +i` on the database and its `-wal` file, four seconds, then
+/// `chattr -i`. Within one scan interval of the files being writable again `/healthz` is
+/// healthy, polls go on, and in the end every change reached the receiver exactly once; no
+/// connection was ever reused inside a transaction whose `COMMIT` had failed (sqlx then
+/// refuses every later `BEGIN` with "non-zero transaction depth", and the daemon never
+/// recovers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_four_second_chattr_outage_under_a_steady_flow_of_changes_is_recovered_from_within_a_scan()
+ {
+    /// Parcels on the move through the whole test, each holding every step of its journey for
+    /// [`HOLD`] polls and starting at its own offset, so that some change is seen every second.
+    const PARCELS: u64 = 12;
+    const HOLD: usize = 3;
+    const SCAN: Duration = Duration::from_secs(1);
+    let port = free_port();
+    let mut app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .tiers("1s", "1s", "1s")
+        .section(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .start()
+        .await;
+    let Some(dir) = immutable_capable(app.dir.path()) else {
+        return;
+    };
+    let scratch;
+    if dir != app.dir.path() {
+        scratch = tempfile::tempdir_in(&dir).unwrap();
+        let db = scratch.path().join("shipwatch.db");
+        let old = app.db.display().to_string();
+        app.edit_config(|text| text.replace(&old, &db.display().to_string()));
+        app.db = db;
+    }
+    app.edit_config(|text| text.replace("scan_interval = \"200ms\"", "scan_interval = \"1s\""));
+    let tids: Vec<u64> = (0..PARCELS)
+        .map(|i| 8_400_000_000_000_100_000 + i)
+        .collect();
+    for (i, &tid) in tids.iter().enumerate() {
+        let journey = fake_top::journey_bodies(tid);
+        let mut bodies = vec![journey[0].clone(); i % HOLD];
+        for body in journey {
+            bodies.extend(std::iter::repeat_n(body, HOLD));
+        }
+        app.top.script(tid, bodies);
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("changes flow", LIMIT, || {
+        app.receiver.deliveries().len() >= PARCELS as usize + 4
+    })
+    .await;
+    assert_eq!(health(&healthz).await.0, 200, "{}", daemon.log());
+
+    let wal = PathBuf::from(format!("{}-wal", app.db.display()));
+    assert!(wal.exists(), "the daemon runs in WAL mode");
+    let immutable = Immutable::set(&[app.db.clone(), wal]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = app.receiver.deliveries().len();
+    drop(immutable);
+    let writable = std::time::Instant::now();
+    let calls_then = app.top.call_count();
+
+    // Healthy again within a scan, give or take the probe's own round trip.
+    let mut last = (0, String::new());
+    while writable.elapsed() < SCAN + Duration::from_millis(500) {
+        last = health(&healthz).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        last.0,
+        200,
+        "still unhealthy {:?} after the files became writable: {}\n{}",
+        writable.elapsed(),
+        last.1,
+        daemon.log()
+    );
+
+    app.wait_until("every parcel is delivered and notified", LIMIT, || {
+        app.shipments().iter().all(|s| s["status"] == "delivered")
+            && app.outbox(Some("pending")).is_empty()
+    })
+    .await;
+    assert!(
+        app.top.call_count() > calls_then,
+        "polls went on after the outage"
+    );
+    assert!(
+        app.receiver.deliveries().len() > during,
+        "deliveries went on after the outage"
+    );
+    assert_eq!(health(&healthz).await.0, 200);
+    let log = daemon.log();
+    assert!(daemon.terminate().success(), "{log}");
+    assert!(
+        !log.contains("transaction depth"),
+        "a connection was reused inside a failed transaction: {log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WRITABLE") || l.contains("writable again"))
+    {
+        println!("{line}");
+    }
+
+    // Every change the daemon recorded reached the receiver once, and only those.
+    let outbox = app.outbox(None);
+    assert!(outbox.iter().all(|n| n["state"] == "sent"), "{outbox:#?}");
+    let deliveries = app.receiver.deliveries();
+    let mut ids: Vec<&str> = deliveries.iter().map(|d| d.webhook_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), deliveries.len(), "a change arrived twice");
+    assert_eq!(deliveries.len(), outbox.len(), "one delivery per change");
+    for tid in &tids {
+        let shown = app.shipment(&tid.to_string());
+        let statuses: Vec<&str> = shown["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["status"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            statuses.last(),
+            Some(&"delivered"),
+            "order {tid}: {statuses:?}"
+        );
+        assert_eq!(statuses[0], "info_received", "order {tid}: {statuses:?}");
+    }
+}

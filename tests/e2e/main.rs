@@ -18,6 +18,7 @@ mod injection;
 mod journey;
 mod kuaidi100_adapter;
 mod layout;
+mod lifecycle;
 mod maintenance;
 mod opening;
 mod operations;

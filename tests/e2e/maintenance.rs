@@ -375,7 +375,10 @@ async fn the_scheduler_starts_with_a_valid_config_and_stops_promptly() {
         }
     ));
     let begun = std::time::Instant::now();
-    assert!(jobs.shutdown(Duration::from_secs(5)).await);
+    assert!(
+        jobs.shutdown(&shipwatch::workers::Grace::new(Duration::from_secs(5)))
+            .await
+    );
     assert!(begun.elapsed() < Duration::from_secs(5));
 
     config.schedules.stuck = "0 */10 * * *".to_owned();

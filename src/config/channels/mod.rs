@@ -70,9 +70,21 @@ impl Channels {
 impl fmt::Debug for Channels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channels")
-            .field("webhook", &self.webhook.as_ref().map(|w| &w.settings.url))
-            .field("email", &self.email.as_ref().map(|e| &e.settings.smtp_url))
-            .field("sms", &self.sms.is_some())
+            .field(
+                "webhook",
+                &self
+                    .webhook
+                    .as_ref()
+                    .map(|w| crate::shown::endpoint(&w.settings.url)),
+            )
+            .field(
+                "email",
+                &self
+                    .email
+                    .as_ref()
+                    .map(|e| crate::shown::endpoint(&e.settings.smtp_url)),
+            )
+            .field("sms", &self.sms.as_ref().map(|s| &s.settings))
             .finish()
     }
 }
@@ -285,6 +297,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("shipped"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_shows_channel_urls_as_endpoints_only() {
+        let config = parse(
+            r#"
+            [channels.webhook]
+            url = "https://hooks.example/x?token=SECRET-8"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            [channels.email]
+            smtp_url = "smtps://smtp.example:465"
+            from = "noreply@shop.example"
+            [channels.sms]
+            kind = "http"
+            url = "https://gw.example:8443/v1/SECRET-8/send?key=SECRET-8"
+            body = "{phone}"
+            "#,
+        )
+        .unwrap();
+        for shown in [
+            format!("{config:?}"),
+            format!("{:?}", config.channels),
+            format!("{:#?}", config.channels.webhook),
+            format!("{:?}", config.channels.sms),
+            format!("{:?}", config.channels.email),
+        ] {
+            assert!(!shown.contains("SECRET-8"), "{shown}");
+        }
+        let shown = format!("{:?}", config.channels);
+        assert!(shown.contains("https://hooks.example/…"), "{shown}");
+        assert!(shown.contains("https://gw.example:8443/…"), "{shown}");
+        assert!(shown.contains("smtps://smtp.example:465/"), "{shown}");
     }
 
     #[test]

@@ -227,6 +227,12 @@ impl TestApp {
 
     /// Starts `shipwatch run` with extra environment variables (systemd's, say).
     pub fn spawn_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.spawn_daemon_with(&[], env)
+    }
+
+    /// Starts `shipwatch run` with extra arguments (`--log-format json`, say) and environment
+    /// variables.
+    pub fn spawn_daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let n = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter(|e| {
@@ -239,7 +245,7 @@ impl TestApp {
             .count();
         let log = self.dir.path().join(format!("daemon-{n}.log"));
         let child = self
-            .command(&["run"])
+            .command(&[&["run"], args].concat())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
