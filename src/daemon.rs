@@ -83,7 +83,8 @@ pub async fn take_over(db: &Db, now: Millis) -> Result<(), StorageError> {
 
 /// What a reload (SIGHUP, `systemctl reload shipwatch`) does with the config as `loaded`: swaps
 /// in its providers, with their credentials, so that a renewed session takes effect without a
-/// restart; and lifts the stops delivery channels put on themselves (SMS out of credit, a
+/// restart; revives the shipments flagged for a provider it did not define and now does; and
+/// lifts the stops delivery channels put on themselves (SMS out of credit, a
 /// webhook endpoint gone), since a reload is how an operator says the cause is fixed. Other
 /// settings take effect at restart. A config that did not load is reported and the running
 /// one kept. Every outcome is logged; nothing is returned.
@@ -96,10 +97,16 @@ pub async fn reload(loaded: anyhow::Result<Config>, dispatcher: &Dispatcher, sen
         Ok(providers) => {
             let names: Vec<String> = providers.keys().cloned().collect();
             match dispatcher.replace_providers(providers).await {
-                Ok(()) => info!(
-                    providers = ?names,
-                    "config reloaded: providers and credentials renewed (other settings take effect at restart)"
-                ),
+                Ok(()) => {
+                    info!(
+                        providers = ?names,
+                        "config reloaded: providers and credentials renewed (other settings take effect at restart)"
+                    );
+                    // A provider the reload brings may be the one rows were flagged for.
+                    if let Err(e) = dispatcher.revive_known_providers().await {
+                        tracing::error!(error = %e, "could not recheck the shipments flagged for an unknown provider");
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "config reload failed"),
             }
             if let Err(e) = sender.resume_stopped_channels().await {

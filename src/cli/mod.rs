@@ -11,6 +11,7 @@ mod logging;
 mod outbox;
 mod poll;
 mod print;
+mod recheck;
 mod remove;
 mod retry;
 mod run;
@@ -106,6 +107,18 @@ pub enum Command {
         order_id: String,
         #[arg(value_parser = tier_parser())]
         tier: Tier,
+    },
+    /// Check orders flagged invalid again, against the config and the rows as they are now, and
+    /// poll again the ones that are fine
+    Recheck {
+        /// The orders to recheck
+        #[arg(value_name = "ORDER", conflicts_with = "all_invalid")]
+        orders: Vec<String>,
+        /// Recheck every invalid order
+        #[arg(long)]
+        all_invalid: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// List notifications in the outbox
     Outbox {
@@ -280,6 +293,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stats { json } => stats::stats(&global, json).await,
         Command::Remove { order_id } => remove::remove(&global, &order_id).await,
         Command::SetTier { order_id, tier } => set_tier::set_tier(&global, &order_id, tier).await,
+        Command::Recheck {
+            orders,
+            all_invalid,
+            json,
+        } => recheck::recheck(&global, &orders, all_invalid, json).await,
         Command::Outbox { state, json } => outbox::outbox(&global, state, json).await,
         Command::Retry { ids, dead } => retry::retry(&global, ids, dead).await,
         Command::Completions { shell } => generate::completions(shell),
@@ -369,9 +387,31 @@ fn end_quietly_on_a_closed_pipe() {
     }
 }
 
+/// An error whose lines the command printed itself as they came: the exit status is all that is
+/// left to say.
+#[derive(Debug, thiserror::Error)]
+#[error("(reported above)")]
+struct Reported;
+
+/// What the argument definitions cannot say by themselves.
+fn check_arguments(cli: Cli) -> Result<Cli, clap::Error> {
+    use clap::CommandFactory;
+    match &cli.command {
+        Command::Recheck {
+            orders,
+            all_invalid: false,
+            ..
+        } if orders.is_empty() => Err(Cli::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "name the orders to recheck, or pass --all-invalid",
+        )),
+        _ => Ok(cli),
+    }
+}
+
 /// The program's entry point: parses the arguments, runs, and turns an error into one line.
 pub fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse().and_then(check_arguments) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
@@ -401,6 +441,7 @@ pub fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<Reported>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             // Errors often repeat their source in their own text; say each part once.
             let mut chain: Vec<String> = Vec::new();

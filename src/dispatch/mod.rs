@@ -18,14 +18,16 @@ use crate::notify::ChannelRule;
 use crate::outage::Outage;
 use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest, UnfitRequest};
 use crate::service::Heartbeat;
-use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
+use crate::storage::{Db, InvalidKind, Recorded, ShipmentClaim, ShipmentRow, StorageError};
 use crate::workers::{Grace, Slot, Workers};
 
 mod commit;
 pub mod limiter;
+pub mod pollable;
 mod tally;
 
 use commit::Finished;
+use pollable::{Unpollable, configured, pollable};
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
@@ -281,28 +283,13 @@ impl Dispatcher {
         let claimed = rows.len();
         let providers = self.providers();
         for row in rows {
-            // A mistyped column first: the provider name itself may be the misfit.
-            if let Some(reason) = row.type_error.clone() {
-                self.flag_invalid(row, reason, now).await?;
-                continue;
-            }
-            let Some(provider) = providers.get(&row.provider).cloned() else {
-                let reason = self.unknown_provider(&row.provider);
-                self.flag_invalid(row, reason, now).await?;
-                continue;
+            let provider = match pollable(&row, &providers, now) {
+                Ok(provider) => provider,
+                Err(why) => {
+                    self.flag_invalid(row, why, now).await?;
+                    continue;
+                }
             };
-            // Rows inserted with SQL were never checked by `add` or `import`.
-            let checked = match crate::intake::check_stored(&row, now) {
-                Ok(()) => provider
-                    .adapter
-                    .check(&track_request(&row))
-                    .map_err(|unfit| unfit.to_string()),
-                Err(stored) => Err(stored.to_string()),
-            };
-            if let Err(reason) = checked {
-                self.flag_invalid(row, reason, now).await?;
-                continue;
-            }
             if !self
                 .in_flight
                 .lock()
@@ -333,11 +320,14 @@ impl Dispatcher {
     async fn flag_invalid(
         &self,
         row: ShipmentRow,
-        reason: String,
+        why: Unpollable,
         now: Millis,
     ) -> Result<(), StorageError> {
+        let reason = why.to_string();
         warn!(order_id = %row.order_id, provider = %row.provider, tier = %row.tier, %reason, "shipment invalid");
-        self.db.mark_invalid(row.id, &reason, now).await?;
+        self.db
+            .mark_invalid(row.id, why.kind(), &reason, now)
+            .await?;
         self.events.emit(PipelineEvent::ShipmentInvalid {
             order_id: row.order_id,
             reason,
@@ -345,17 +335,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn unknown_provider(&self, name: &str) -> String {
-        let providers = self.providers();
-        let known: Vec<&str> = providers.keys().map(String::as_str).collect();
-        format!(
-            "unknown provider {name:?}: configured providers are {}; fix the row or add [providers.{name}] to the config",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        )
+    /// Rechecks the shipments flagged for a provider the config did not define and that it
+    /// defines now, reviving those that are fine: at start and after a reload.
+    pub async fn revive_known_providers(&self) -> Result<usize, StorageError> {
+        pollable::revive_known_providers(&self.db, &self.providers(), self.clock.now()).await
     }
 
     /// Polls `row` in a worker slot, freed as soon as the answer is handed to the writer: the
@@ -436,7 +419,7 @@ impl Dispatcher {
                 .ok_or_else(|| PollOnceError::UnknownProvider {
                     order_id: order_id.to_owned(),
                     provider: shipment.provider.clone(),
-                    configured: self.provider_names(),
+                    configured: configured(&self.providers()),
                 })?;
         let request = track_request(&shipment);
         provider
@@ -460,15 +443,6 @@ impl Dispatcher {
             result,
             recorded,
         })
-    }
-
-    /// The configured provider names, comma-separated, or `none`.
-    fn provider_names(&self) -> String {
-        let providers = self.providers();
-        if providers.is_empty() {
-            return "none".to_owned();
-        }
-        providers.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
     /// Records what a poll of `row` returned, as the daemon does after every poll.
@@ -636,7 +610,7 @@ impl Dispatcher {
             }
             ProviderError::Permanent(_) | ProviderError::Unconfirmed(_) => {
                 self.db
-                    .mark_invalid(row.id, &error.to_string(), now)
+                    .mark_invalid(row.id, InvalidKind::Upstream, &error.to_string(), now)
                     .await?;
                 warn!(%order_id, provider = %name, %tier, %error, "shipment invalid; polling stopped");
                 self.events.emit(PipelineEvent::ShipmentInvalid {
@@ -653,6 +627,9 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Grace) {
         if let Err(e) = self.load_bans().await {
             error!(error = %e, "could not read provider bans");
+        }
+        if let Err(e) = self.revive_known_providers().await {
+            error!(error = %e, "could not recheck the shipments flagged for an unknown provider");
         }
         let me = &self;
         self.workers

@@ -181,8 +181,8 @@ impl Db {
         cutoff: Millis,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE shipments SET active = 0, error = ?1, last_polled_at = ?2 \
-             WHERE id = ?3 AND active = 1 AND next_poll_at > ?4",
+            "UPDATE shipments SET active = 0, error = ?1, invalid_kind = 'schedule', \
+             last_polled_at = ?2 WHERE id = ?3 AND active = 1 AND next_poll_at > ?4",
         )
         .bind(reason)
         .bind(now)

@@ -40,7 +40,10 @@ pub use outbox::{
 pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
-pub use shipments::{Import, NewShipment, ShipmentFilter, ShipmentView};
+pub use shipments::{
+    Import, Invalid, InvalidKind, NewShipment, RecheckBatch, RecheckWrite, ShipmentFilter,
+    ShipmentView,
+};
 pub use writer::{Handed, NotificationClaim, PollJob, ShipmentClaim, Writer};
 
 /// How hard SQLite works to keep the last commits through a power cut.
@@ -186,6 +189,14 @@ pub struct ShipmentRow {
     /// when both do not): the row is then flagged invalid by itself, like `type_error`, instead
     /// of failing the read of its neighbours.
     pub invalid_contact: Option<InvalidContact>,
+}
+
+impl ShipmentRow {
+    /// Flagged invalid: no longer polled, with the reason in `error`, and not because its parcel
+    /// arrived, came back or expired.
+    pub fn is_invalid(&self) -> bool {
+        !self.active && self.error.is_some() && !self.status.is_terminal()
+    }
 }
 
 /// Written out rather than derived: a contact that does not parse must leave the row readable,

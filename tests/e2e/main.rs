@@ -26,6 +26,7 @@ mod pipes;
 mod privacy;
 mod quiet_hours;
 mod rate_limit;
+mod recheck;
 mod resources;
 mod retries;
 mod schedule;
