@@ -39,7 +39,7 @@ async fn flagged(app: &TestApp, orders: &[String]) {
 async fn recheck_revives_fixed_rows_and_says_why_the_others_stay_invalid() {
     let app = TestApp::start().await;
     // Creates the database, for the rows inserted with SQL.
-    app.cli_ok(&["list"]);
+    app.create_database();
     // tb2 is not configured yet; dhl never is; the third row names a provider by mistake and is
     // corrected with SQL.
     let (on_tb2, on_dhl, mistyped) = (tid(1), tid(2), tid(3));
@@ -180,7 +180,7 @@ async fn recheck_revives_fixed_rows_and_says_why_the_others_stay_invalid() {
 async fn a_reload_that_brings_the_provider_revives_its_rows_which_are_then_notified() {
     let app = TestApp::start().await;
     // Creates the database, for the rows inserted with SQL.
-    app.cli_ok(&["list"]);
+    app.create_database();
     let order = tid(10);
     app.top.journey(order);
     let mut daemon = app.spawn_daemon();
@@ -216,7 +216,7 @@ async fn a_reload_that_brings_the_provider_revives_its_rows_which_are_then_notif
 async fn a_restart_with_the_provider_revives_its_rows() {
     let app = TestApp::start().await;
     // Creates the database, for the rows inserted with SQL.
-    app.cli_ok(&["list"]);
+    app.create_database();
     let order = tid(20);
     app.top.journey(order);
     app.sql(&format!(
