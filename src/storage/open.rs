@@ -369,6 +369,7 @@ fn holder_pid(lock_path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ShipmentFilter;
 
     #[test]
     fn only_group_and_others_lose_their_permissions() {
@@ -404,7 +405,12 @@ mod tests {
             .close()
             .await;
         let db = Db::open_read_only(&path).await.unwrap();
-        assert!(db.list_shipments(None, None).await.unwrap().is_empty());
+        assert!(
+            db.list_shipments(&ShipmentFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let write = sqlx::query("INSERT INTO shipments (order_id, provider) VALUES ('1', 't')")
             .execute(&db.write)
             .await;
