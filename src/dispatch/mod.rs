@@ -114,6 +114,12 @@ pub enum PollOnceError {
         order_id: String,
         reason: UnfitRequest,
     },
+    /// `--apply` on a row flagged invalid: recording the answer would clear its reason and
+    /// leave it unpolled, neither invalid nor tracked. `recheck` is the way back.
+    #[error(
+        "order {order_id} is invalid ({reason}); fix it and run `shipwatch recheck {order_id}` (poll without --apply only looks)"
+    )]
+    Invalid { order_id: String, reason: String },
 }
 
 /// One poll of one order, made on request (`shipwatch poll`).
@@ -414,6 +420,12 @@ impl Dispatcher {
         record: bool,
     ) -> Result<PolledOnce, PollOnceError> {
         let shipment = self.db.shipment(order_id).await?;
+        if record && shipment.is_invalid() {
+            return Err(PollOnceError::Invalid {
+                order_id: order_id.to_owned(),
+                reason: shipment.error.clone().unwrap_or_default(),
+            });
+        }
         let provider =
             self.provider(&shipment.provider)
                 .ok_or_else(|| PollOnceError::UnknownProvider {

@@ -79,6 +79,23 @@ async fn recheck_revives_fixed_rows_and_says_why_the_others_stay_invalid() {
     );
     assert_eq!(app.shipment(&orders[0])["shipment"]["tier"], "high");
 
+    // poll --apply would clear its reason and leave it unpolled: refused the same way, and the
+    // row stays as it was.
+    let out = app.cli(&["poll", "--apply", &orders[0]]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("order {on_tb2} is invalid (unknown provider"))
+            && stderr.contains(&format!("run `shipwatch recheck {on_tb2}`")),
+        "{stderr}"
+    );
+    assert!(
+        app.shipment(&orders[0])["shipment"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown provider")),
+        "still flagged"
+    );
+
     // Neither orders nor --all-invalid: a usage error.
     let out = app.cli(&["recheck"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
