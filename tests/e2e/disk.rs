@@ -19,6 +19,7 @@ use crate::support::app::{Daemon, TestApp};
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 use crate::support::free_port;
+use crate::support::immutable::Immutable;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const ORDERS: [u64; 3] = [
@@ -68,28 +69,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = run("umount", &["-l", self.0.to_str().unwrap()]);
-    }
-}
-
-/// Files made immutable until dropped (an immutable file outlives the test's temp folder).
-struct Immutable(Vec<PathBuf>);
-
-impl Immutable {
-    fn set(paths: &[PathBuf]) -> Immutable {
-        for path in paths {
-            run("chattr", &["+i", path.to_str().unwrap()]).unwrap_or_else(|e| {
-                panic!("this test needs root and a file system with chattr +i: {e}")
-            });
-        }
-        Immutable(paths.to_vec())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = run("chattr", &["-i", path.to_str().unwrap()]);
-        }
     }
 }
 

@@ -5,10 +5,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::support::app::TestApp;
+use crate::support::immutable::Immutable;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -26,37 +26,6 @@ fn beside(db: &Path, suffix: &str) -> PathBuf {
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Files and folders made immutable (`chattr +i`) until dropped: root ignores permission bits,
-/// not this. An immutable file outlives the test's temp folder, hence the guard.
-struct Immutable(Vec<PathBuf>);
-
-impl Immutable {
-    /// `None` when `chattr` is missing or the file system has no immutable flag.
-    fn set(paths: &[PathBuf]) -> Option<Immutable> {
-        let mut set = Immutable(Vec::new());
-        for path in paths {
-            let ok = Command::new("chattr")
-                .arg("+i")
-                .arg(path)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                return None;
-            }
-            set.0.push(path.clone());
-        }
-        Some(set)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = Command::new("chattr").arg("-i").arg(path).status();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +104,7 @@ async fn reading_commands_work_on_a_database_and_folder_nobody_may_write() {
     };
     {
         // Both immutable: no -wal or -shm can be made beside the file.
-        let Some(_immutable) = Immutable::set(&[db.clone(), folder.clone()]) else {
+        let Some(_immutable) = Immutable::try_set(&[db.clone(), folder.clone()]) else {
             println!("skipped: chattr +i is not available here, and root ignores chmod");
             chmod(&folder, 0o755);
             return;
@@ -146,7 +115,7 @@ async fn reading_commands_work_on_a_database_and_folder_nobody_may_write() {
     }
     {
         // Only the file: SQLite makes the -wal and -shm it needs in the folder.
-        let _immutable = Immutable::set(std::slice::from_ref(&db)).unwrap();
+        let _immutable = Immutable::set(std::slice::from_ref(&db));
         check("an immutable file in a writable folder");
     }
     chmod(&folder, 0o755);

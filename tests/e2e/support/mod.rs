@@ -10,6 +10,7 @@ pub mod fake_kuaidi100;
 pub mod fake_sms_gateway;
 pub mod fake_top;
 pub mod hostile;
+pub mod immutable;
 pub mod smtp_sink;
 
 /// A free loopback port, for a listener the daemon opens itself (`[http] listen`).
