@@ -302,6 +302,10 @@ impl Dispatcher {
                 .expect("in-flight lock")
                 .insert(row.id)
             {
+                // Claimed again while its last poll is still finishing (that poll gave it back
+                // early, as a pause does): give this claim back too, or the shipment would wait
+                // out the whole lease before anyone polls it again.
+                self.db.release_shipment(row.id).await?;
                 continue;
             }
             let me = self.clone();
@@ -576,9 +580,12 @@ impl Dispatcher {
             }
             ProviderError::AuthExpired(_) | ProviderError::Config(_) => {
                 let until = now.saturating_add(millis(self.polling.auth_pause));
+                // Paused before the shipment is given back, so that no round claims it again
+                // in between.
+                let first = provider.pause_until(until, now);
                 self.db.release_shipment(row.id).await?;
                 // One loud line per pause, not one per poll that was in flight.
-                if provider.pause_until(until, now) {
+                if first {
                     self.db
                         .pause_provider(name, until, &error.to_string(), now)
                         .await?;
