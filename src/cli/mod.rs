@@ -110,9 +110,10 @@ pub enum Command {
     },
     /// Check orders flagged invalid again, against the config and the rows as they are now, and
     /// poll again the ones that are fine
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["orders", "all_invalid"]))]
     Recheck {
         /// The orders to recheck
-        #[arg(value_name = "ORDER", conflicts_with = "all_invalid")]
+        #[arg(value_name = "ORDER")]
         orders: Vec<String>,
         /// Recheck every invalid order
         #[arg(long)]
@@ -343,9 +344,10 @@ enum Access {
     /// Adds rows: the database is created if missing (`add`, `import`).
     Create,
     /// Changes rows that must be there already: a missing database is refused (`remove`,
-    /// `retry`, `set-tier`).
+    /// `retry`, `set-tier`; `recheck` and `poll --apply` open it the same way).
     Change,
-    /// Only looks: nothing is created, migrated or written (`list`, `show`, `stats`, `outbox`).
+    /// Only looks: nothing is created, migrated or written (`list`, `show`, `stats`, `outbox`,
+    /// `check-config`; `poll` without `--apply` too).
     Read,
 }
 
@@ -393,25 +395,9 @@ fn end_quietly_on_a_closed_pipe() {
 #[error("(reported above)")]
 struct Reported;
 
-/// What the argument definitions cannot say by themselves.
-fn check_arguments(cli: Cli) -> Result<Cli, clap::Error> {
-    use clap::CommandFactory;
-    match &cli.command {
-        Command::Recheck {
-            orders,
-            all_invalid: false,
-            ..
-        } if orders.is_empty() => Err(Cli::command().error(
-            clap::error::ErrorKind::MissingRequiredArgument,
-            "name the orders to recheck, or pass --all-invalid",
-        )),
-        _ => Ok(cli),
-    }
-}
-
 /// The program's entry point: parses the arguments, runs, and turns an error into one line.
 pub fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse().and_then(check_arguments) {
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
