@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod dingtalk;
 pub mod email;
 pub mod payload;
 pub mod receiver;
