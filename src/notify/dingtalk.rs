@@ -271,8 +271,11 @@ impl Channel for Dingtalk {
         ChannelKind::Dingtalk
     }
 
+    /// A reload or restart is the operator saying "try now": both the stop and DingTalk's lock
+    /// end here. A robot still locked answers 130101 again and pauses again.
     fn resume(&self) {
         self.stop.lift();
+        self.too_fast.lift();
     }
 
     async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
@@ -442,9 +445,8 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // A reload lifts a configuration stop, not DingTalk's own lock.
         fast.resume();
-        assert!(fast.stopped_for().is_some());
+        assert!(fast.stopped_for().is_none());
 
         let (wrong, _) = robot(r#"{"errcode":310000,"errmsg":"sign not match"}"#).await;
         match wrong.deliver(&outgoing()).await {
