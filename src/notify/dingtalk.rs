@@ -271,6 +271,12 @@ impl Channel for Dingtalk {
         ChannelKind::Dingtalk
     }
 
+    /// One message at a time: the robot's token bucket spaces them 3 s apart at 20 a minute, so
+    /// a claimed message waits one spacing at most, never its lease.
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(1)
+    }
+
     /// A reload or restart is the operator saying "try now": both the stop and DingTalk's lock
     /// end here. A robot still locked answers 130101 again and pauses again.
     fn resume(&self) {

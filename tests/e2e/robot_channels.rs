@@ -308,3 +308,44 @@ fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A burst for the robot waits its turn without outwaiting its lease: five shipments fail a
+/// delivery at once, the robot takes one message every 3 s (20 a minute), and the test's lease is
+/// 5 s. With every delivery slot claiming a message and waiting for the bucket inside it, the
+/// third one outwaited its lease, was claimed again and reached the group twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_the_robot_reaches_the_group_once_each() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(config::Channel::dingtalk(&robot).statuses(&["failed_attempt"]))
+        .start()
+        .await;
+    let tids: Vec<u64> = (0..5).map(|i| TID + 100 + i).collect();
+    for tid in &tids {
+        app.top.script(*tid, troubled_journey(*tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("every failed attempt is marked sent", LIMIT, || {
+        let rows = robot_rows(&app);
+        rows.len() == tids.len() && rows.iter().all(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    let mut titles: Vec<String> = robot
+        .delivered()
+        .iter()
+        .map(|m| m.title().to_owned())
+        .collect();
+    titles.sort();
+    let mut expected: Vec<String> = tids
+        .iter()
+        .map(|tid| format!("订单{tid}:派送未成功"))
+        .collect();
+    expected.sort();
+    assert_eq!(titles, expected, "each message once");
+    assert!(robot.refusals().is_empty(), "{:?}", robot.refusals());
+}
