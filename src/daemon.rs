@@ -15,6 +15,7 @@ use crate::events::Events;
 use crate::maintenance::{Maintenance, MaintenanceConfig};
 use crate::notify::Channel;
 use crate::notify::ChannelRule;
+use crate::notify::dingtalk::Dingtalk;
 use crate::notify::email::Email;
 use crate::notify::sender::Sender;
 use crate::notify::sms_aliyun::AliyunSms;
@@ -69,6 +70,12 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
                 Arc::new(HttpSms::new(http.clone(), HttpSms::http_client()?))
             }
         });
+    }
+    if let Some(dingtalk) = &config.channels.dingtalk {
+        channels.push(Arc::new(Dingtalk::new(
+            dingtalk.settings.clone(),
+            Dingtalk::http_client()?,
+        )));
     }
     Ok(channels)
 }

@@ -303,6 +303,8 @@ pub enum ChannelKind {
     Webhook,
     Email,
     Sms,
+    /// A DingTalk custom robot in a staff group.
+    Dingtalk,
 }
 
 impl ChannelKind {
@@ -311,6 +313,7 @@ impl ChannelKind {
             ChannelKind::Webhook => "webhook",
             ChannelKind::Email => "email",
             ChannelKind::Sms => "sms",
+            ChannelKind::Dingtalk => "dingtalk",
         }
     }
 }
@@ -329,8 +332,9 @@ impl FromStr for ChannelKind {
             "webhook" => Ok(ChannelKind::Webhook),
             "email" => Ok(ChannelKind::Email),
             "sms" => Ok(ChannelKind::Sms),
+            "dingtalk" => Ok(ChannelKind::Dingtalk),
             other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email or sms"
+                "unknown channel {other:?}: expected webhook, email, sms or dingtalk"
             )),
         }
     }

@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod http_body;
 pub mod intake;
+pub mod limiter;
 pub mod maintenance;
 pub mod notify;
 pub mod outage;

@@ -141,7 +141,8 @@ pub enum Command {
     TestNotify {
         #[arg(long, value_enum)]
         channel: ChannelArg,
-        /// The email address or phone number to send to (for webhook: another URL, optional)
+        /// The email address or phone number to send to (for webhook: another URL, optional; for a
+        /// robot: none, it posts to its group)
         #[arg(long)]
         to: Option<String>,
     },
@@ -241,6 +242,7 @@ pub enum ChannelArg {
     Webhook,
     Email,
     Sms,
+    Dingtalk,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ pub(super) async fn test_notify(
         ChannelArg::Webhook => ChannelKind::Webhook,
         ChannelArg::Email => ChannelKind::Email,
         ChannelArg::Sms => ChannelKind::Sms,
+        ChannelArg::Dingtalk => ChannelKind::Dingtalk,
     };
     let recipient = Recipient::parse(kind, to.as_deref())?;
     if let Recipient::Webhook(Some(url)) = &recipient {

@@ -22,7 +22,6 @@ use crate::storage::{Db, InvalidKind, Recorded, ShipmentClaim, ShipmentRow, Stor
 use crate::workers::{Grace, Slot, Workers};
 
 mod commit;
-pub mod limiter;
 pub mod pollable;
 mod tally;
 
@@ -32,7 +31,7 @@ use pollable::{Unpollable, configured, pollable};
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
 
-use limiter::Limiter;
+use crate::limiter::Limiter;
 use tally::PollTally;
 
 /// A configured provider with its quota and its pause.
@@ -52,7 +51,7 @@ impl ProviderRuntime {
             min_interval: adapter.min_interval(),
             // Every answer from upstream is cut to its documented bounds before it is used.
             adapter: Arc::new(crate::providers::Bounded(adapter)),
-            limiter: Limiter::new(rate_limit),
+            limiter: Limiter::new(rate_limit.map(|l| l.interval())),
             paused_until: Mutex::new(None),
         }
     }

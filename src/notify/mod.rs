@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod dingtalk;
 pub mod email;
 pub mod payload;
 pub mod receiver;
@@ -158,6 +159,14 @@ pub trait Channel: Send + Sync {
 
     /// Makes one delivery attempt.
     async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError>;
+
+    /// At most this many attempts at once, below `[delivery] concurrency`: a channel that paces
+    /// its own sends (a group robot's few a minute) takes one at a time, so that no claimed
+    /// message waits in a slot for its turn longer than one spacing, far inside its lease. A
+    /// message that outwaited its lease would be claimed and sent a second time.
+    fn max_in_flight(&self) -> Option<usize> {
+        None
+    }
 
     /// Lifts a stop the channel put on itself ([`ChannelStop`]): the operator says the cause is
     /// fixed (a reload). Channels that never stop have nothing to lift.

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::Status;
+use crate::notify::dingtalk::RobotMessage;
 use crate::notify::template::{self, Values};
 use crate::notify::{ChannelKind, ChannelRule, EmailMessage, SmsMessage};
 use crate::providers::{Trace, TraceEvent};
@@ -195,6 +196,32 @@ pub fn for_channel(
             Queued::Send {
                 payload: serde_json::to_string(&message).expect("plain data"),
                 recipient: Some(phone.to_string()),
+            }
+        }
+        ChannelKind::Dingtalk => {
+            let values = values(shipment, trace, newest);
+            let title = rule
+                .texts
+                .subject
+                .get(&status)
+                .cloned()
+                .unwrap_or_else(|| template::default_robot_title(status))
+                .render(&values);
+            let text = rule
+                .texts
+                .body
+                .get(&status)
+                .cloned()
+                .unwrap_or_else(|| template::default_robot_text(status))
+                .render(&values);
+            let change = format!(
+                "#### {title}\n\n**{}** → **{}**\n\n",
+                template::status_text(previous),
+                template::status_text(status)
+            );
+            Queued::Send {
+                payload: RobotMessage::markdown(title, format!("{change}{text}")).to_json(),
+                recipient: None,
             }
         }
     }

@@ -17,6 +17,8 @@ pub const PREVIOUS: Status = Status::OutForDelivery;
 pub enum Recipient {
     /// The configured webhook URL, or another one.
     Webhook(Option<String>),
+    /// A group robot's own group.
+    Robot,
     Phone(Phone),
     Email(Email),
 }
@@ -26,6 +28,8 @@ pub enum Recipient {
 pub enum InvalidRecipient {
     #[error("give --to: the address or phone number to send the sample to")]
     Missing,
+    #[error("a {0} robot posts to its own group: leave out --to")]
+    Robot(ChannelKind),
     #[error(transparent)]
     Phone(#[from] InvalidPhone),
     /// Shown whole: the operator just typed it.
@@ -44,6 +48,8 @@ impl Recipient {
     pub fn parse(kind: ChannelKind, to: Option<&str>) -> Result<Recipient, InvalidRecipient> {
         match (kind, to) {
             (ChannelKind::Webhook, url) => Ok(Recipient::Webhook(url.map(str::to_owned))),
+            (ChannelKind::Dingtalk, None) => Ok(Recipient::Robot),
+            (ChannelKind::Dingtalk, Some(_)) => Err(InvalidRecipient::Robot(kind)),
             (_, None) => Err(InvalidRecipient::Missing),
             (ChannelKind::Sms, Some(phone)) => Ok(Recipient::Phone(Phone::parse(phone)?)),
             (ChannelKind::Email, Some(email)) => Email::parse(email)
@@ -57,7 +63,7 @@ impl Recipient {
 /// `recipient` when that is a phone or an email address.
 pub fn shipment(now: Millis, recipient: &Recipient) -> ShipmentRow {
     let (phone, email) = match recipient {
-        Recipient::Webhook(_) => (None, None),
+        Recipient::Webhook(_) | Recipient::Robot => (None, None),
         Recipient::Phone(phone) => (Some(phone.clone()), None),
         Recipient::Email(email) => (None, Some(email.clone())),
     };
@@ -227,6 +233,36 @@ mod tests {
         )
         .expect("a phone number to send to");
         assert_eq!(sms.recipient.as_deref(), Some("13812345678"));
+    }
+
+    #[test]
+    fn a_robot_sample_is_markdown_for_the_group() {
+        assert_eq!(
+            Recipient::parse(ChannelKind::Dingtalk, None),
+            Ok(Recipient::Robot)
+        );
+        assert_eq!(
+            Recipient::parse(ChannelKind::Dingtalk, Some("13812345678")).map_err(|e| e.to_string()),
+            Err("a dingtalk robot posts to its own group: leave out --to".to_owned())
+        );
+        let robot = message(&rule(ChannelKind::Dingtalk), NOW, &Recipient::Robot)
+            .expect("a robot always sends");
+        assert_eq!(robot.recipient, None);
+        let body: crate::notify::dingtalk::RobotMessage =
+            serde_json::from_str(&robot.payload).unwrap();
+        assert_eq!(body.msgtype, "markdown");
+        assert_eq!(body.markdown.title, "订单TEST-0001:已签收");
+        let text = &body.markdown.text;
+        assert!(
+            text.starts_with("#### 订单TEST-0001:已签收\n\n**派送中** → **已签收**"),
+            "{text}"
+        );
+        for part in [
+            "- 运单号:SF1234567890(顺丰速运)",
+            "已签收,签收人:本人(测试消息)",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
     }
 
     #[test]

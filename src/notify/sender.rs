@@ -121,7 +121,12 @@ impl Sender {
             clock,
             lanes: channels
                 .iter()
-                .map(|c| (c.kind(), Workers::new(delivery.concurrency)))
+                .map(|c| {
+                    let slots = c
+                        .max_in_flight()
+                        .map_or(delivery.concurrency, |n| n.clamp(1, delivery.concurrency));
+                    (c.kind(), Workers::new(slots))
+                })
                 .collect(),
             freed: Notify::new(),
             delivery,

@@ -163,6 +163,20 @@ pub fn default_email_body(status: Status) -> Template {
     ))
 }
 
+/// The title a group robot's message shows in the conversation list.
+pub fn default_robot_title(_status: Status) -> Template {
+    Template("订单{order_id}:{status}".to_owned())
+}
+
+/// A group robot's markdown text, for the shop's staff: the order, the newest event and the
+/// carrier. The change itself (from which status) is put in front by the payload.
+pub fn default_robot_text(_status: Status) -> Template {
+    Template(
+        "- 订单号:{order_id}\n- 运单号:{tracking_no}({carrier})\n- 最新动态:{event_time} {event}"
+            .to_owned(),
+    )
+}
+
 /// Quiet hours: SMS due inside them waits until they end. The window may cross midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuietHours {

@@ -390,6 +390,145 @@ mod tests {
         }
     }
 
+    /// A database made before the robot channels (migration 10) keeps every outbox row, every
+    /// index and every constraint when it is migrated, and its outbox then takes the new channels.
+    #[tokio::test]
+    async fn an_outbox_from_before_the_robot_channels_migrates_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let old = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 10)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        old.run(&pool).await.unwrap();
+        let refused = sqlx::query(
+            "INSERT INTO shipments (order_id, provider) VALUES ('9', 't');
+             INSERT INTO notifications (public_id, shipment_id, transition, channel,
+                 previous_status, status, payload, next_attempt_at, created_at)
+             VALUES ('msg_x', (SELECT id FROM shipments WHERE order_id = '9'), 1, 'dingtalk',
+                 'pending', 'exception', '{}', 0, 0)",
+        )
+        .execute(&pool)
+        .await;
+        assert!(refused.is_err(), "the old schema took a dingtalk row");
+        sqlx::query(
+            "INSERT INTO shipments (order_id, provider) VALUES ('1', 't');
+             INSERT INTO notifications (public_id, shipment_id, kind, transition, channel,
+                 previous_status, status, payload, recipient, state, attempts, next_attempt_at,
+                 lease_until, last_error, created_at, sent_at)
+             VALUES ('msg_a', 1, 'status_changed', 1, 'sms', 'pending', 'picked_up', '{\"a\":1}',
+                     '13812345678', 'dead', 3, 10, NULL, 'refused', 5, NULL),
+                    ('msg_b', 1, 'stuck', 1, 'webhook', 'in_transit', 'in_transit', '{}',
+                     NULL, 'pending', 1, 20, 30, NULL, 6, NULL),
+                    ('msg_c', 1, 'status_changed', 2, 'email', 'picked_up', 'delivered', 'x',
+                     'a@b.example', 'sent', 1, 40, NULL, NULL, 7, 8)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        type Row = (
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            Option<String>,
+            String,
+            i64,
+            i64,
+        );
+        let rows = || async {
+            sqlx::query_as::<_, Row>(
+                "SELECT id, public_id, kind, transition, channel, recipient, state, attempts,
+                        next_attempt_at FROM notifications ORDER BY id",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        };
+        let schema = || async {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT name, sql FROM sqlite_schema
+                 WHERE tbl_name = 'notifications' AND type = 'index' ORDER BY name",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        };
+        let (before, indexes_before) = (rows().await, schema().await);
+
+        MIGRATOR.run(&pool).await.unwrap();
+
+        assert_eq!(rows().await, before);
+        assert_eq!(schema().await, indexes_before, "every index is made again");
+        let leftover: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'notifications_new'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(leftover, 0);
+        for channel in ["dingtalk", "wecom", "feishu", "wechat"] {
+            sqlx::query(
+                "INSERT INTO notifications (public_id, shipment_id, transition, channel,
+                     previous_status, status, payload, next_attempt_at, created_at)
+                 VALUES (?1, 1, 3, ?2, 'delivered', 'exception', '{}', 0, 0)",
+            )
+            .bind(format!("msg_{channel}"))
+            .bind(channel)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        // The constraints are still there.
+        for bad in [
+            "INSERT INTO notifications (public_id, shipment_id, transition, channel,
+                 previous_status, status, payload, next_attempt_at, created_at)
+             VALUES ('msg_q', 1, 9, 'qq', 'a', 'b', '{}', 0, 0)",
+            "INSERT INTO notifications (public_id, shipment_id, transition, channel,
+                 previous_status, status, payload, next_attempt_at, created_at)
+             VALUES ('msg_a', 1, 9, 'sms', 'a', 'b', '{}', 0, 0)",
+            "INSERT INTO notifications (public_id, shipment_id, kind, transition, channel,
+                 previous_status, status, payload, next_attempt_at, created_at)
+             VALUES ('msg_d', 1, 'status_changed', 1, 'sms', 'a', 'b', '{}', 0, 0)",
+            "INSERT INTO notifications (public_id, shipment_id, transition, channel,
+                 previous_status, status, payload, state, next_attempt_at, created_at)
+             VALUES ('msg_e', 1, 7, 'sms', 'a', 'b', '{}', 'lost', 0, 0)",
+            "INSERT INTO notifications (public_id, shipment_id, transition, channel,
+                 previous_status, status, payload, next_attempt_at, created_at)
+             VALUES ('msg_f', 99, 1, 'sms', 'a', 'b', '{}', 0, 0)",
+        ] {
+            assert!(sqlx::query(bad).execute(&pool).await.is_err(), "{bad}");
+        }
+        // Deleting a shipment still takes its notifications along.
+        sqlx::query("DELETE FROM shipments WHERE id = 1")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        pool.close().await;
+    }
+
     #[tokio::test]
     async fn a_read_only_handle_creates_nothing_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();

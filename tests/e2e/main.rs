@@ -29,6 +29,7 @@ mod rate_limit;
 mod recheck;
 mod resources;
 mod retries;
+mod robot_channels;
 mod schedule;
 mod secrets;
 mod service;

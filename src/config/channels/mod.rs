@@ -1,6 +1,7 @@
 //! The `[channels.*]` sections: what every channel shares (its triggers, quiet hours and texts)
 //! and the set of enabled channels; each channel's own keys are resolved in the file beside.
 
+mod dingtalk;
 mod email;
 mod sms;
 mod webhook;
@@ -14,11 +15,13 @@ use serde::Deserialize;
 use super::secrets::SecretResolver;
 use super::{ConfigError, invalid};
 use crate::domain::Status;
+use crate::notify::dingtalk::DingtalkConfig;
 use crate::notify::email::EmailConfig;
 use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
 use crate::notify::webhook::WebhookConfig;
 use crate::notify::{ChannelKind, ChannelRule, Texts};
 
+use dingtalk::{RawDingtalk, resolve_dingtalk};
 use email::{RawEmail, resolve_email};
 pub use sms::SmsSettings;
 use sms::{RawSms, resolve_sms};
@@ -49,6 +52,7 @@ pub struct Channels {
     pub webhook: Option<ChannelSettings<WebhookConfig>>,
     pub email: Option<ChannelSettings<EmailConfig>>,
     pub sms: Option<ChannelSettings<SmsSettings>>,
+    pub dingtalk: Option<ChannelSettings<DingtalkConfig>>,
 }
 
 impl Channels {
@@ -61,6 +65,7 @@ impl Channels {
                 SmsSettings::Aliyun(aliyun) => &aliyun.endpoint,
                 SmsSettings::Http(http) => &http.url,
             },
+            ChannelKind::Dingtalk => self.dingtalk.as_ref()?.settings.url.expose(),
             ChannelKind::Email => return None,
         };
         Some(crate::shown::url(url))
@@ -85,6 +90,7 @@ impl fmt::Debug for Channels {
                     .map(|e| crate::shown::endpoint(&e.settings.smtp_url)),
             )
             .field("sms", &self.sms.as_ref().map(|s| &s.settings))
+            .field("dingtalk", &self.dingtalk.as_ref().map(|d| &d.settings))
             .finish()
     }
 }
@@ -102,6 +108,9 @@ impl Channels {
         if let Some(sms) = &self.sms {
             rules.push(sms.rule(ChannelKind::Sms));
         }
+        if let Some(dingtalk) = &self.dingtalk {
+            rules.push(dingtalk.rule(ChannelKind::Dingtalk));
+        }
         rules
     }
 }
@@ -112,6 +121,7 @@ pub(super) struct RawChannels {
     webhook: Option<RawWebhook>,
     email: Option<RawEmail>,
     sms: Option<RawSms>,
+    dingtalk: Option<RawDingtalk>,
 }
 
 /// Texts for one status.
@@ -128,7 +138,7 @@ fn yes() -> bool {
     true
 }
 
-/// Each enabled channel, resolved in the order webhook, email, SMS.
+/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk.
 pub(super) fn resolve_channels(
     raw: RawChannels,
     secrets: &SecretResolver,
@@ -143,6 +153,9 @@ pub(super) fn resolve_channels(
     }
     if let Some(raw) = raw.sms.filter(|s| s.enabled) {
         channels.sms = Some(resolve_sms(raw, secrets, timeout)?);
+    }
+    if let Some(raw) = raw.dingtalk.filter(|d| d.enabled) {
+        channels.dingtalk = Some(resolve_dingtalk(raw, secrets, timeout)?);
     }
     Ok(channels)
 }
@@ -329,6 +342,79 @@ mod tests {
         assert!(shown.contains("https://hooks.example/…"), "{shown}");
         assert!(shown.contains("https://gw.example:8443/…"), "{shown}");
         assert!(shown.contains("smtps://smtp.example:465/"), "{shown}");
+    }
+
+    #[test]
+    fn a_dingtalk_robot_parses_with_the_staff_triggers_and_its_quota() {
+        let config = parse(
+            r#"
+            [channels.dingtalk]
+            url = "https://oapi.dingtalk.com/robot/send?access_token=TOKEN-SECRET-5"
+            secret = "SEC-SIGNING-5"
+            "#,
+        )
+        .unwrap();
+        let rules = config.channels.rules();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].kind, ChannelKind::Dingtalk);
+        assert_eq!(
+            rules[0].triggers,
+            [Status::Exception, Status::FailedAttempt, Status::Returned]
+        );
+        let robot = &config.channels.dingtalk.as_ref().unwrap().settings;
+        assert_eq!(robot.spacing, Duration::from_secs(3));
+        assert_eq!(robot.secret.as_ref().unwrap().expose(), "SEC-SIGNING-5");
+        for shown in [
+            format!("{config:?}"),
+            format!("{:?}", config.channels.dingtalk),
+        ] {
+            assert!(!shown.contains("TOKEN-SECRET-5"), "{shown}");
+            assert!(!shown.contains("SEC-SIGNING-5"), "{shown}");
+        }
+        assert_eq!(
+            config
+                .channels
+                .shown_target(ChannelKind::Dingtalk)
+                .as_deref(),
+            Some("https://oapi.dingtalk.com/robot/send?access_token=***")
+        );
+
+        let custom = parse(
+            "[channels.dingtalk]\nurl = \"https://oapi.dingtalk.com/robot/send?access_token=t\"\nstatuses = [\"delivered\"]\nrate_limit = \"10/min\"\n[channels.dingtalk.templates.delivered]\nsubject = \"签收 {order_id}\"",
+        )
+        .unwrap();
+        let rule = &custom.channels.rules()[0];
+        assert_eq!(rule.triggers, [Status::Delivered]);
+        assert_eq!(
+            rule.texts.subject[&Status::Delivered].as_str(),
+            "签收 {order_id}"
+        );
+        let robot = &custom.channels.dingtalk.as_ref().unwrap().settings;
+        assert_eq!(robot.spacing, Duration::from_secs(6));
+        assert!(robot.secret.is_none());
+    }
+
+    #[test]
+    fn a_dingtalk_robot_without_its_url_is_explained() {
+        let err = parse("[channels.dingtalk]\nsecret = \"SEC1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[channels.dingtalk] needs url"), "{err}");
+        assert!(err.contains("url_file"), "{err}");
+        assert!(err.contains("access_token"), "{err}");
+        let err = parse(
+            "[channels.dingtalk]\nurl = \"oapi.dingtalk.com/robot/send?access_token=TOKEN-6\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("[channels.dingtalk] url"), "{err}");
+        assert!(!err.contains("TOKEN-6"), "{err}");
+        let err = parse(
+            "[channels.dingtalk]\nurl = \"https://oapi.dingtalk.com/robot/send?access_token=t\"\n[channels.dingtalk.templates.exception]\ntext = \"x\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("text does not apply"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::fake_1688::Fake1688;
 use super::fake_aliyun_sms::FakeAliyunSms;
+use super::fake_dingtalk::FakeDingtalk;
 use super::fake_kuaidi100::FakeKuaidi100;
 use super::fake_sms_gateway::{self, FakeSmsGateway};
 use super::smtp_sink::SmtpSink;
@@ -348,6 +349,27 @@ impl Channel {
     /// For the HTTP gateway: request headers read from this file, in the app's folder.
     pub fn headers_file(self, file: &str) -> Channel {
         Channel(self.0.set("headers_file", file))
+    }
+
+    /// `[channels.dingtalk]`: the fake robot's webhook and, when it signs, its secret, both
+    /// inline.
+    pub fn dingtalk(fake: &FakeDingtalk) -> Channel {
+        let mut keys = vec![("url", fake.url.as_str().into())];
+        if let Some(secret) = fake.secret() {
+            keys.push(("secret", secret.into()));
+        }
+        Channel(Section::new("channels.dingtalk".to_owned(), keys))
+    }
+
+    /// For a robot: this signing secret instead of the fake's.
+    pub fn secret(self, secret: &str) -> Channel {
+        Channel(self.0.set("secret", secret))
+    }
+
+    /// For a robot: these trigger statuses.
+    pub fn statuses(self, statuses: &[&str]) -> Channel {
+        let list: Vec<toml::Value> = statuses.iter().map(|s| (*s).into()).collect();
+        Channel(self.0.set("statuses", list))
     }
 
     pub(super) fn render(&self, harness: &Harness, out: &mut String) {

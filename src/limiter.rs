@@ -1,11 +1,11 @@
-//! The per-provider token bucket that keeps calls within the upstream quota.
+//! The token bucket that keeps calls within a quota: one per provider (the upstream's quota) and
+//! one per group robot (DingTalk's messages a minute). A shared leaf, so that polling and delivery
+//! both use it without importing each other.
 
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-
-use crate::config::RateLimit;
 
 /// Upstream counts calls as they arrive, and arrivals bunch up when the network or this machine
 /// delays some requests more than others: pacing at exactly the quota would then exceed it. So
@@ -23,9 +23,11 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(limit: Option<RateLimit>) -> Self {
+    /// `spacing` is the quota's own spacing between two calls (a minute / 20 for 20 a minute);
+    /// `None` for no quota.
+    pub fn new(spacing: Option<Duration>) -> Self {
         Limiter {
-            interval: limit.map_or(Duration::ZERO, |l| l.interval().div_f64(1.0 - HEADROOM)),
+            interval: spacing.map_or(Duration::ZERO, |s| s.div_f64(1.0 - HEADROOM)),
             next_slot: Mutex::new(None),
         }
     }
@@ -54,7 +56,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn calls_are_spaced_to_the_quota() {
-        let limiter = Arc::new(Limiter::new(Some("600/min".parse().unwrap())));
+        let limiter = Arc::new(Limiter::new(Some(Duration::from_millis(100))));
         let start = Instant::now();
         let mut handles = Vec::new();
         for _ in 0..1200 {
@@ -102,7 +104,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_bucket_does_not_save_up_a_burst() {
-        let limiter = Limiter::new(Some("1/s".parse().unwrap()));
+        let limiter = Limiter::new(Some(Duration::from_secs(1)));
         limiter.acquire().await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         let start = Instant::now();

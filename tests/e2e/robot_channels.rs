@@ -1,0 +1,351 @@
+//! The DingTalk robot channel through the real daemon, against the fake robot: the staff group
+//! hears of exactly the trouble its triggers name, in order; "send too fast" pauses the robot
+//! without spending attempts; a wrong secret stops the channel with one loud line; and the
+//! robot's `access_token` never shows whole.
+
+use std::time::Duration;
+
+use crate::support::app::TestApp;
+use crate::support::config;
+use crate::support::fake_dingtalk::{self, FakeDingtalk};
+use crate::support::fake_top;
+
+const TOKEN: &str = "d1f2e3TOKEN0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4";
+const SECRET: &str = "SECa1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2";
+const TID: u64 = 7_400_000_000_000_000_001;
+
+/// Long enough for a busy 2-core machine; a robot's quota spaces messages 3 s apart.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A parcel that is picked up, fails a delivery, is refused and comes back signed for by the
+/// sender: one poll a step.
+fn troubled_journey(tid: u64) -> Vec<String> {
+    let steps: [(&str, &str, &str); 6] = [
+        ("2026-11-20 08:00:01", "【杭州市】中通快递 已揽收", "GOT"),
+        (
+            "2026-11-20 08:00:02",
+            "【上海市】快递员正在派件",
+            "TMS_DELIVERING",
+        ),
+        (
+            "2026-11-20 08:00:03",
+            "【上海市】派送失败,收件人电话无人接听",
+            "FAILED",
+        ),
+        (
+            "2026-11-20 08:00:04",
+            "【上海市】快递员正在派件",
+            "TMS_DELIVERING",
+        ),
+        ("2026-11-20 08:00:05", "【上海市】收件人拒收", "TMS_REJECT"),
+        ("2026-11-20 08:00:06", "【杭州市】退回件已签收", ""),
+    ];
+    (1..=steps.len())
+        .map(|n| fake_top::trace_response(tid, "物流公司揽收成功", &steps[..n]))
+        .collect()
+}
+
+async fn app_with(robot: config::Channel, tid: u64) -> TestApp {
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(robot)
+        .start()
+        .await;
+    app.top.script(tid, troubled_journey(tid));
+    app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    app
+}
+
+fn robot_rows(app: &TestApp) -> Vec<serde_json::Value> {
+    app.outbox(None)
+        .into_iter()
+        .filter(|n| n["channel"] == "dingtalk")
+        .collect()
+}
+
+fn assert_no_token(what: &str, text: &str) {
+    assert!(
+        !text.contains(TOKEN),
+        "{what} shows the access token: {text}"
+    );
+    assert!(!text.contains(SECRET), "{what} shows the secret: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_tells_the_staff_group_exactly_its_trouble_in_order() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let app = app_with(config::Channel::dingtalk(&robot), TID).await;
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the robot told of the return", LIMIT, || {
+        robot.delivered().len() == 3
+    })
+    .await;
+    app.wait_until("the rows are marked sent", LIMIT, || {
+        robot_rows(&app).iter().all(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success());
+
+    let titles: Vec<String> = robot
+        .delivered()
+        .iter()
+        .map(|m| m.title().to_owned())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            format!("订单{TID}:派送未成功"),
+            format!("订单{TID}:异常"),
+            format!("订单{TID}:已退回"),
+        ]
+    );
+    let texts: Vec<String> = robot
+        .delivered()
+        .iter()
+        .map(|m| m.text().to_owned())
+        .collect();
+    assert!(
+        texts[0].contains("**派送中** → **派送未成功**"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[0].contains("派送失败,收件人电话无人接听"),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[1].contains("收件人拒收"), "{}", texts[1]);
+    assert!(texts[2].contains("**异常** → **已退回**"), "{}", texts[2]);
+    assert!(
+        texts[2].contains(&format!("- 订单号:{TID}")),
+        "{}",
+        texts[2]
+    );
+    assert!(robot.refusals().is_empty(), "{:?}", robot.refusals());
+    let rows = robot_rows(&app);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|n| n["attempts"] == 1), "{rows:?}");
+
+    // The token shows nowhere: not in the log, the outbox, check-config or stats.
+    assert_no_token("the daemon log", &daemon.log());
+    assert_no_token("outbox", &app.cli_ok(&["outbox", "--json"]));
+    assert_no_token("stats", &app.cli_ok(&["stats"]));
+    let checked = app.cli_ok(&["check-config"]);
+    assert_no_token("check-config", &checked);
+    assert!(
+        checked.contains("channel   dingtalk on exception, failed_attempt, returned"),
+        "{checked}"
+    );
+    assert!(checked.contains("access_token=***"), "{checked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_too_fast_pauses_the_robot_and_nothing_goes_dead() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    robot.reply(130101, 1);
+    let app = app_with(
+        config::Channel::dingtalk(&robot).statuses(&["failed_attempt"]),
+        TID,
+    )
+    .await;
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the robot is paused", LIMIT, || {
+        robot_rows(&app).first().is_some_and(|n| {
+            n["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("130101"))
+        })
+    })
+    .await;
+    let row = &robot_rows(&app)[0];
+    assert_eq!(row["state"], "pending", "{row}");
+    assert_eq!(row["attempts"], 0, "the pause spends no attempt: {row}");
+    assert_eq!(robot.messages().len(), 1);
+    // A reload tries the robot again at once; the lock is over by then.
+    daemon.signal("HUP");
+    app.wait_until("the message is sent", LIMIT, || {
+        robot_rows(&app)
+            .first()
+            .is_some_and(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success());
+    assert!(app.outbox(Some("dead")).is_empty());
+    assert_eq!(robot.delivered().len(), 1);
+    assert_eq!(robot_rows(&app)[0]["attempts"], 1);
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("dingtalk robot paused for 10 min").count(),
+        1,
+        "{log}"
+    );
+    assert_no_token("the daemon log", &log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_stops_the_channel_once() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let app = app_with(
+        config::Channel::dingtalk(&robot).secret("SECnot-the-robots-secret"),
+        TID,
+    )
+    .await;
+    let mut daemon = app.spawn_daemon();
+    // The head of the shipment's queue meets the stop; the two behind it wait their turn.
+    app.wait_until("every trouble is queued and held", LIMIT, || {
+        let rows = robot_rows(&app);
+        rows.len() == 3
+            && rows[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("dingtalk channel stopped"))
+    })
+    .await;
+    assert!(daemon.terminate().success());
+    let rows = robot_rows(&app);
+    assert!(
+        rows.iter()
+            .all(|n| n["state"] == "pending" && n["attempts"] == 0),
+        "{rows:?}"
+    );
+    // One refused message, then the channel held the rest without asking the robot.
+    assert_eq!(robot.refusals().len(), 1, "{:?}", robot.refusals());
+    assert!(
+        robot.refusals()[0].starts_with("sign "),
+        "{:?}",
+        robot.refusals()
+    );
+    assert!(robot.delivered().is_empty());
+    let log = daemon.log();
+    assert_eq!(log.matches("DINGTALK CHANNEL STOPPED").count(), 1, "{log}");
+    assert!(log.contains("310000"), "{log}");
+    assert_no_token("the daemon log", &log);
+    assert_no_token("outbox", &app.cli_ok(&["outbox", "--json"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_notify_posts_a_sample_to_the_group_and_check_config_explains_a_missing_url() {
+    let robot = FakeDingtalk::start(TOKEN, None).await;
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::dingtalk(&robot))
+        .start()
+        .await;
+    let out = app.cli_ok(&["test-notify", "--channel", "dingtalk"]);
+    assert!(
+        out.contains("accepted: the dingtalk channel works"),
+        "{out}"
+    );
+    assert_no_token("test-notify", &out);
+    let sent = robot.delivered();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].title(), "订单TEST-0001:已签收");
+
+    app.edit_config(|text| {
+        text.lines()
+            .filter(|l| !l.starts_with("url = ") || !l.contains("access_token"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let out = app.cli(&["check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[channels.dingtalk] needs url"), "{err}");
+    assert!(err.contains("url_file"), "{err}");
+}
+
+/// The fake refuses what DingTalk refuses, so the tests above prove the channel signs right.
+#[tokio::test]
+async fn the_fake_robot_refuses_a_wrong_or_stale_signature_and_keeps_its_quota() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let http = reqwest::Client::new();
+    let body = r#"{"msgtype":"markdown","markdown":{"title":"t","text":"x"}}"#;
+    let send = |timestamp: i64, sign: String| {
+        let url = format!(
+            "{}&timestamp={timestamp}&sign={}",
+            robot.url,
+            url_encode(&sign)
+        );
+        let http = http.clone();
+        async move {
+            let answer: serde_json::Value = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["errcode"].as_i64().unwrap()
+        }
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let sign = |at: i64| fake_dingtalk::expected_sign(SECRET, &at.to_string());
+    assert_eq!(send(now, sign(now)).await, 0);
+    assert_eq!(send(now, sign(now - 1)).await, 310000);
+    let stale = now - 61 * 60 * 1000;
+    assert_eq!(send(stale, sign(stale)).await, 310000);
+    for _ in 1..fake_dingtalk::PER_MINUTE {
+        assert_eq!(send(now, sign(now)).await, 0);
+    }
+    assert_eq!(send(now, sign(now)).await, 130101);
+    // The channel's own signature is what the fake expects.
+    assert_eq!(
+        shipwatch::notify::dingtalk::sign(SECRET, now),
+        fake_dingtalk::expected_sign(SECRET, &now.to_string())
+    );
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A burst for the robot waits its turn without outwaiting its lease: five shipments fail a
+/// delivery at once, the robot takes one message every 3 s (20 a minute), and the test's lease is
+/// 5 s. With every delivery slot claiming a message and waiting for the bucket inside it, the
+/// third one outwaited its lease, was claimed again and reached the group twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_the_robot_reaches_the_group_once_each() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(config::Channel::dingtalk(&robot).statuses(&["failed_attempt"]))
+        .start()
+        .await;
+    let tids: Vec<u64> = (0..5).map(|i| TID + 100 + i).collect();
+    for tid in &tids {
+        app.top.script(*tid, troubled_journey(*tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("every failed attempt is marked sent", LIMIT, || {
+        let rows = robot_rows(&app);
+        rows.len() == tids.len() && rows.iter().all(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    let mut titles: Vec<String> = robot
+        .delivered()
+        .iter()
+        .map(|m| m.title().to_owned())
+        .collect();
+    titles.sort();
+    let mut expected: Vec<String> = tids
+        .iter()
+        .map(|tid| format!("订单{tid}:派送未成功"))
+        .collect();
+    expected.sort();
+    assert_eq!(titles, expected, "each message once");
+    assert!(robot.refusals().is_empty(), "{:?}", robot.refusals());
+}
