@@ -146,6 +146,39 @@ fn shortage_of(errno: i32) -> Option<&'static str> {
     }
 }
 
+/// The HTTP client of a channel: redirects are never followed. A redirect means the URL is
+/// wrong, and following it would hand the message, and the credentials it carries, to a host
+/// nobody configured.
+pub fn no_redirect_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// A request to a vendor that got no answer, told in the channel's words: `at` names the
+/// channel and its endpoint, already masked. reqwest's own text is left out, as it repeats the
+/// whole URL (tokens, phone numbers). A URL the client cannot use is permanent, a shortage on
+/// this machine is no attempt at all, anything else is worth another attempt.
+pub fn unanswered(at: &str, error: &reqwest::Error, timeout: Duration) -> DeliveryError {
+    if error.is_builder() {
+        return DeliveryError::Permanent(format!("{at}: the URL is unusable"));
+    }
+    if let Some(shortage) = local_shortage(error) {
+        return not_attempted(at, shortage);
+    }
+    let what = if error.is_timeout() {
+        format!("timed out after {timeout:?}")
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    DeliveryError::Transient {
+        message: format!("{at}: {what}"),
+        retry_after: None,
+    }
+}
+
 /// The error for an attempt that never left this machine: `what` names the channel and its
 /// receiver, as shown in logs.
 pub fn not_attempted(what: &str, shortage: &str) -> DeliveryError {

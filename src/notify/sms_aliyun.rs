@@ -340,9 +340,7 @@ impl AliyunSms {
     }
 
     pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        super::no_redirect_client()
     }
 
     /// Whether the channel is stopped, and until when.
@@ -400,25 +398,13 @@ impl AliyunSms {
     }
 
     fn send_error(&self, error: &reqwest::Error) -> DeliveryError {
+        // The error's own text holds the URL, and with it the phone number: it is left out.
         let endpoint = crate::shown::url(&self.config.endpoint);
-        if error.is_builder() {
-            return DeliveryError::Permanent(format!("Aliyun SMS endpoint {endpoint} is unusable"));
-        }
-        if let Some(shortage) = super::local_shortage(error) {
-            return super::not_attempted(&format!("Aliyun SMS at {endpoint}"), shortage);
-        }
-        let what = if error.is_timeout() {
-            format!("timed out after {:?}", self.config.timeout)
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else {
-            "request failed".to_owned()
-        };
-        // The error's own text holds the URL, and with it the phone number: leave it out.
-        DeliveryError::Transient {
-            message: format!("Aliyun SMS at {endpoint}: {what}"),
-            retry_after: None,
-        }
+        super::unanswered(
+            &format!("Aliyun SMS at {endpoint}"),
+            error,
+            self.config.timeout,
+        )
     }
 }
 

@@ -360,9 +360,7 @@ impl HttpSms {
     }
 
     pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        super::no_redirect_client()
     }
 
     /// The URL without credentials and with query values masked, for messages: gateways often
@@ -401,24 +399,11 @@ impl HttpSms {
     }
 
     fn send_error(&self, error: &reqwest::Error) -> DeliveryError {
-        let url = self.shown_url();
-        if error.is_builder() {
-            return DeliveryError::Permanent(format!("SMS gateway url {url} is unusable"));
-        }
-        if let Some(shortage) = super::local_shortage(error) {
-            return super::not_attempted(&format!("SMS gateway {url}"), shortage);
-        }
-        let what = if error.is_timeout() {
-            format!("timed out after {:?}", self.config.timeout)
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else {
-            "request failed".to_owned()
-        };
-        DeliveryError::Transient {
-            message: format!("SMS gateway {url}: {what}"),
-            retry_after: None,
-        }
+        super::unanswered(
+            &format!("SMS gateway {}", self.shown_url()),
+            error,
+            self.config.timeout,
+        )
     }
 }
 

@@ -254,9 +254,7 @@ impl Webhook {
 
     /// A client suited to webhooks: redirects are not followed.
     pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        super::no_redirect_client()
     }
 
     /// The URL as messages show it: no user info, query values masked.
