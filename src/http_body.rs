@@ -7,6 +7,30 @@
 //! still due. Reading stops at the limit; the rest is never downloaded (dropping the response
 //! closes the connection), and the client's request timeout bounds the time spent.
 
+/// How long an answer's `Retry-After` asks to wait: delta-seconds or an HTTP-date (RFC 9110,
+/// section 10.2.3); a date in the past means "now". `None` when there is none or it is neither.
+pub fn retry_after(
+    headers: &reqwest::header::HeaderMap,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<std::time::Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(seconds));
+    }
+    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is valid RFC 2822.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        at.with_timezone(&chrono::Utc)
+            .signed_duration_since(now)
+            .to_std()
+            .unwrap_or(std::time::Duration::ZERO),
+    )
+}
+
 /// The most of an error answer (any answer that is not a success, and every channel's answer)
 /// that is read: the verdict or error message is at its start.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -48,6 +72,32 @@ pub async fn read_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let header = |value: &'static str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::RETRY_AFTER,
+                reqwest::header::HeaderValue::from_static(value),
+            );
+            retry_after(&headers, now)
+        };
+        assert_eq!(header("7"), Some(std::time::Duration::from_secs(7)));
+        assert_eq!(
+            header("Wed, 21 Oct 2015 07:30:00 GMT"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            header("Wed, 21 Oct 2015 07:00:00 GMT"),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(header("soon"), None);
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new(), now), None);
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A server that answers every request with `status` and `mib` MiB of body, chunked, or

@@ -27,9 +27,9 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
 use super::sms_aliyun::redact;
 use super::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage, excerpt, read_answer};
@@ -447,7 +447,7 @@ impl Channel for HttpSms {
             .map_err(|e| self.send_error(&e))?;
 
         let status = response.status();
-        let retry_after = retry_after(response.headers(), Utc::now());
+        let retry_after = crate::http_body::retry_after(response.headers(), Utc::now());
         let body = read_answer(response).await;
         let shown = match excerpt(&body) {
             text if text.is_empty() => "empty body".to_owned(),
@@ -487,20 +487,6 @@ impl Channel for HttpSms {
             DeliveryError::Permanent(answered)
         })
     }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP-date; a date in the past means "now".
-fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 #[cfg(test)]

@@ -18,10 +18,10 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use sha2::Sha256;
 
 use super::{Channel, ChannelKind, ChannelStop, DeliveryError, Outgoing, excerpt, read_answer};
@@ -347,7 +347,7 @@ impl Channel for Webhook {
             return Ok(());
         }
 
-        let retry_after = retry_after(response.headers(), Utc::now());
+        let retry_after = crate::http_body::retry_after(response.headers(), Utc::now());
         let excerpt = excerpt(&read_answer(response).await);
         let url = self.shown_url();
         let answered = if excerpt.is_empty() {
@@ -378,22 +378,6 @@ fn classify(status: StatusCode, answered: String, retry_after: Option<Duration>)
     } else {
         DeliveryError::Permanent(answered)
     }
-}
-
-/// `Retry-After` is either delta-seconds or an HTTP-date; a date in the past means "now".
-fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is valid RFC 2822.
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        at.with_timezone(&Utc)
-            .signed_duration_since(now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// The TLS layer's reason when the receiver's certificate was refused (self-signed, expired,
@@ -449,9 +433,10 @@ mod tests {
 
     use axum::Router;
     use axum::body::Bytes;
-    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    use axum::http::{HeaderMap, StatusCode};
     use axum::response::{IntoResponse, Redirect, Response};
     use axum::routing::{any, post};
+    use reqwest::header::RETRY_AFTER;
 
     use super::*;
 
@@ -651,29 +636,6 @@ mod tests {
             verify_spec(SPEC_ID, &ts, &format!("{old} v1,AAAA"), SPEC_BODY),
             Err(VerifyError::NoMatchingSignature)
         );
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let header = |value: &'static str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
-            retry_after(&headers, now)
-        };
-        assert_eq!(header("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            header("Wed, 21 Oct 2015 07:30:00 GMT"),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            header("Wed, 21 Oct 2015 07:00:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(header("soon"), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
     /// Serves `router` on a fresh loopback port and returns its base URL.

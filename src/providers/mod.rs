@@ -351,13 +351,9 @@ pub fn http_failure(
     })
 }
 
-/// A `Retry-After` given in seconds.
+/// A `Retry-After`, in whole seconds (delta-seconds or an HTTP-date).
 pub fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
-    response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
+    crate::http_body::retry_after(response.headers(), chrono::Utc::now()).map(|d| d.as_secs())
 }
 
 /// The largest response body an adapter reads: a gateway that sends more is broken, and must not
