@@ -305,6 +305,8 @@ pub enum ChannelKind {
     Sms,
     /// A DingTalk custom robot in a staff group.
     Dingtalk,
+    /// A WeCom (企业微信) group robot in a staff group.
+    Wecom,
 }
 
 impl ChannelKind {
@@ -314,6 +316,7 @@ impl ChannelKind {
             ChannelKind::Email => "email",
             ChannelKind::Sms => "sms",
             ChannelKind::Dingtalk => "dingtalk",
+            ChannelKind::Wecom => "wecom",
         }
     }
 }
@@ -333,8 +336,9 @@ impl FromStr for ChannelKind {
             "email" => Ok(ChannelKind::Email),
             "sms" => Ok(ChannelKind::Sms),
             "dingtalk" => Ok(ChannelKind::Dingtalk),
+            "wecom" => Ok(ChannelKind::Wecom),
             other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email, sms or dingtalk"
+                "unknown channel {other:?}: expected webhook, email, sms, dingtalk or wecom"
             )),
         }
     }

@@ -243,6 +243,7 @@ pub enum ChannelArg {
     Email,
     Sms,
     Dingtalk,
+    Wecom,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use crate::clock::{Millis, to_rfc3339};
 use crate::domain::Status;
 use crate::notify::dingtalk::RobotMessage;
 use crate::notify::template::{self, Values};
+use crate::notify::wecom::WecomMessage;
 use crate::notify::{ChannelKind, ChannelRule, EmailMessage, SmsMessage};
 use crate::providers::{Trace, TraceEvent};
 use crate::storage::ShipmentRow;
@@ -199,32 +200,53 @@ pub fn for_channel(
             }
         }
         ChannelKind::Dingtalk => {
-            let values = values(shipment, trace, newest);
-            let title = rule
-                .texts
-                .subject
-                .get(&status)
-                .cloned()
-                .unwrap_or_else(|| template::default_robot_title(status))
-                .render(&values);
-            let text = rule
-                .texts
-                .body
-                .get(&status)
-                .cloned()
-                .unwrap_or_else(|| template::default_robot_text(status))
-                .render(&values);
-            let change = format!(
-                "#### {title}\n\n**{}** → **{}**\n\n",
-                template::status_text(previous),
-                template::status_text(status)
-            );
+            let (title, text) = robot_markdown(rule, shipment, trace, newest, previous);
             Queued::Send {
-                payload: RobotMessage::markdown(title, format!("{change}{text}")).to_json(),
+                payload: RobotMessage::markdown(title, text).to_json(),
+                recipient: None,
+            }
+        }
+        ChannelKind::Wecom => {
+            let (_, text) = robot_markdown(rule, shipment, trace, newest, previous);
+            Queued::Send {
+                payload: WecomMessage::markdown(&text).to_json(),
                 recipient: None,
             }
         }
     }
+}
+
+/// A group robot's title and markdown text: the title as a heading, the change (from which
+/// status to which), then the configured or default text.
+fn robot_markdown(
+    rule: &ChannelRule,
+    shipment: &ShipmentRow,
+    trace: &Trace,
+    newest: Option<&TraceEvent>,
+    previous: Status,
+) -> (String, String) {
+    let status = trace.status;
+    let values = values(shipment, trace, newest);
+    let title = rule
+        .texts
+        .subject
+        .get(&status)
+        .cloned()
+        .unwrap_or_else(|| template::default_robot_title(status))
+        .render(&values);
+    let text = rule
+        .texts
+        .body
+        .get(&status)
+        .cloned()
+        .unwrap_or_else(|| template::default_robot_text(status))
+        .render(&values);
+    let change = format!(
+        "#### {title}\n\n**{}** → **{}**\n\n",
+        template::status_text(previous),
+        template::status_text(status)
+    );
+    (title, format!("{change}{text}"))
 }
 
 /// The placeholder values of a change, times in Asia/Shanghai.

@@ -1,8 +1,8 @@
 //! The `[channels.*]` sections: what every channel shares (its triggers, quiet hours and texts)
 //! and the set of enabled channels; each channel's own keys are resolved in the file beside.
 
-mod dingtalk;
 mod email;
+mod robot;
 mod sms;
 mod webhook;
 
@@ -15,14 +15,14 @@ use serde::Deserialize;
 use super::secrets::SecretResolver;
 use super::{ConfigError, invalid};
 use crate::domain::Status;
-use crate::notify::dingtalk::DingtalkConfig;
 use crate::notify::email::EmailConfig;
+use crate::notify::robot::RobotConfig;
 use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
 use crate::notify::webhook::WebhookConfig;
 use crate::notify::{ChannelKind, ChannelRule, Texts};
 
-use dingtalk::{RawDingtalk, resolve_dingtalk};
 use email::{RawEmail, resolve_email};
+use robot::{DINGTALK, RawRobot, WECOM, resolve_robot};
 pub use sms::SmsSettings;
 use sms::{RawSms, resolve_sms};
 use webhook::{RawWebhook, resolve_webhook};
@@ -52,7 +52,8 @@ pub struct Channels {
     pub webhook: Option<ChannelSettings<WebhookConfig>>,
     pub email: Option<ChannelSettings<EmailConfig>>,
     pub sms: Option<ChannelSettings<SmsSettings>>,
-    pub dingtalk: Option<ChannelSettings<DingtalkConfig>>,
+    pub dingtalk: Option<ChannelSettings<RobotConfig>>,
+    pub wecom: Option<ChannelSettings<RobotConfig>>,
 }
 
 impl Channels {
@@ -66,6 +67,7 @@ impl Channels {
                 SmsSettings::Http(http) => &http.url,
             },
             ChannelKind::Dingtalk => self.dingtalk.as_ref()?.settings.url.expose(),
+            ChannelKind::Wecom => self.wecom.as_ref()?.settings.url.expose(),
             ChannelKind::Email => return None,
         };
         Some(crate::shown::url(url))
@@ -91,6 +93,7 @@ impl fmt::Debug for Channels {
             )
             .field("sms", &self.sms.as_ref().map(|s| &s.settings))
             .field("dingtalk", &self.dingtalk.as_ref().map(|d| &d.settings))
+            .field("wecom", &self.wecom.as_ref().map(|w| &w.settings))
             .finish()
     }
 }
@@ -111,6 +114,9 @@ impl Channels {
         if let Some(dingtalk) = &self.dingtalk {
             rules.push(dingtalk.rule(ChannelKind::Dingtalk));
         }
+        if let Some(wecom) = &self.wecom {
+            rules.push(wecom.rule(ChannelKind::Wecom));
+        }
         rules
     }
 }
@@ -121,7 +127,8 @@ pub(super) struct RawChannels {
     webhook: Option<RawWebhook>,
     email: Option<RawEmail>,
     sms: Option<RawSms>,
-    dingtalk: Option<RawDingtalk>,
+    dingtalk: Option<RawRobot>,
+    wecom: Option<RawRobot>,
 }
 
 /// Texts for one status.
@@ -138,7 +145,7 @@ fn yes() -> bool {
     true
 }
 
-/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk.
+/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk, WeCom.
 pub(super) fn resolve_channels(
     raw: RawChannels,
     secrets: &SecretResolver,
@@ -155,7 +162,10 @@ pub(super) fn resolve_channels(
         channels.sms = Some(resolve_sms(raw, secrets, timeout)?);
     }
     if let Some(raw) = raw.dingtalk.filter(|d| d.enabled) {
-        channels.dingtalk = Some(resolve_dingtalk(raw, secrets, timeout)?);
+        channels.dingtalk = Some(resolve_robot(raw, secrets, timeout, &DINGTALK)?);
+    }
+    if let Some(raw) = raw.wecom.filter(|w| w.enabled) {
+        channels.wecom = Some(resolve_robot(raw, secrets, timeout, &WECOM)?);
     }
     Ok(channels)
 }
@@ -392,6 +402,42 @@ mod tests {
         let robot = &custom.channels.dingtalk.as_ref().unwrap().settings;
         assert_eq!(robot.spacing, Duration::from_secs(6));
         assert!(robot.secret.is_none());
+    }
+
+    #[test]
+    fn a_wecom_robot_parses_masks_its_key_and_takes_no_secret() {
+        let config = parse(
+            "[channels.wecom]\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY-SECRET-8\"",
+        )
+        .unwrap();
+        let rules = config.channels.rules();
+        assert_eq!(rules[0].kind, ChannelKind::Wecom);
+        assert_eq!(
+            rules[0].triggers,
+            [Status::Exception, Status::FailedAttempt, Status::Returned]
+        );
+        let robot = &config.channels.wecom.as_ref().unwrap().settings;
+        assert_eq!(robot.spacing, Duration::from_secs(3));
+        assert!(!format!("{config:?}").contains("KEY-SECRET-8"));
+        assert_eq!(
+            config.channels.shown_target(ChannelKind::Wecom).as_deref(),
+            Some("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=***")
+        );
+        let err = parse("[channels.wecom]\nstatuses = [\"returned\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[channels.wecom] needs url"), "{err}");
+        assert!(err.contains("cgi-bin/webhook/send?key="), "{err}");
+        let err = parse(
+            "[channels.wecom]\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k\"\nsecret = \"SEC-9\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("[channels.wecom] secret does not apply"),
+            "{err}"
+        );
+        assert!(!err.contains("SEC-9"), "{err}");
     }
 
     #[test]
