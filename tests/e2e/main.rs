@@ -45,3 +45,4 @@ mod top_semantics;
 mod transport;
 mod typed_rows;
 mod webhook_channel;
+mod wecom_robot;

@@ -7,6 +7,7 @@ use super::fake_aliyun_sms::FakeAliyunSms;
 use super::fake_dingtalk::FakeDingtalk;
 use super::fake_kuaidi100::FakeKuaidi100;
 use super::fake_sms_gateway::{self, FakeSmsGateway};
+use super::fake_wecom::FakeWecom;
 use super::smtp_sink::SmtpSink;
 use super::{
     ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME,
@@ -359,6 +360,19 @@ impl Channel {
             keys.push(("secret", secret.into()));
         }
         Channel(Section::new("channels.dingtalk".to_owned(), keys))
+    }
+
+    /// `[channels.wecom]`: the fake robot's webhook, its key inline.
+    pub fn wecom(fake: &FakeWecom) -> Channel {
+        Channel::wecom_at(&fake.url)
+    }
+
+    /// `[channels.wecom]` posting to `url`.
+    pub fn wecom_at(url: &str) -> Channel {
+        Channel(Section::new(
+            "channels.wecom".to_owned(),
+            vec![("url", url.into())],
+        ))
     }
 
     /// For a robot: this signing secret instead of the fake's.

@@ -10,6 +10,7 @@ pub mod fake_dingtalk;
 pub mod fake_kuaidi100;
 pub mod fake_sms_gateway;
 pub mod fake_top;
+pub mod fake_wecom;
 pub mod hostile;
 pub mod immutable;
 pub mod smtp_sink;
