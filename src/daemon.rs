@@ -17,6 +17,7 @@ use crate::notify::Channel;
 use crate::notify::ChannelRule;
 use crate::notify::dingtalk::Dingtalk;
 use crate::notify::email::Email;
+use crate::notify::feishu::Feishu;
 use crate::notify::sender::Sender;
 use crate::notify::sms_aliyun::AliyunSms;
 use crate::notify::sms_http::HttpSms;
@@ -82,6 +83,12 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
         channels.push(Arc::new(Wecom::new(
             wecom.settings.clone(),
             Wecom::http_client()?,
+        )));
+    }
+    if let Some(feishu) = &config.channels.feishu {
+        channels.push(Arc::new(Feishu::new(
+            feishu.settings.clone(),
+            Feishu::http_client()?,
         )));
     }
     Ok(channels)

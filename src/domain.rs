@@ -307,6 +307,8 @@ pub enum ChannelKind {
     Dingtalk,
     /// A WeCom (企业微信) group robot in a staff group.
     Wecom,
+    /// A Feishu/Lark custom bot in a staff group.
+    Feishu,
 }
 
 impl ChannelKind {
@@ -317,6 +319,7 @@ impl ChannelKind {
             ChannelKind::Sms => "sms",
             ChannelKind::Dingtalk => "dingtalk",
             ChannelKind::Wecom => "wecom",
+            ChannelKind::Feishu => "feishu",
         }
     }
 }
@@ -337,8 +340,9 @@ impl FromStr for ChannelKind {
             "sms" => Ok(ChannelKind::Sms),
             "dingtalk" => Ok(ChannelKind::Dingtalk),
             "wecom" => Ok(ChannelKind::Wecom),
+            "feishu" => Ok(ChannelKind::Feishu),
             other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email, sms, dingtalk or wecom"
+                "unknown channel {other:?}: expected webhook, email, sms, dingtalk, wecom or feishu"
             )),
         }
     }

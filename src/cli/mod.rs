@@ -244,6 +244,7 @@ pub enum ChannelArg {
     Sms,
     Dingtalk,
     Wecom,
+    Feishu,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,7 @@ pub(super) async fn test_notify(
         ChannelArg::Sms => ChannelKind::Sms,
         ChannelArg::Dingtalk => ChannelKind::Dingtalk,
         ChannelArg::Wecom => ChannelKind::Wecom,
+        ChannelArg::Feishu => ChannelKind::Feishu,
     };
     let recipient = Recipient::parse(kind, to.as_deref())?;
     if let Recipient::Webhook(Some(url)) = &recipient {

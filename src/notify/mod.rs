@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod dingtalk;
 pub mod email;
+pub mod feishu;
 pub mod payload;
 pub mod receiver;
 pub mod robot;

@@ -48,8 +48,10 @@ impl Recipient {
     pub fn parse(kind: ChannelKind, to: Option<&str>) -> Result<Recipient, InvalidRecipient> {
         match (kind, to) {
             (ChannelKind::Webhook, url) => Ok(Recipient::Webhook(url.map(str::to_owned))),
-            (ChannelKind::Dingtalk | ChannelKind::Wecom, None) => Ok(Recipient::Robot),
-            (ChannelKind::Dingtalk | ChannelKind::Wecom, Some(_)) => {
+            (ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu, None) => {
+                Ok(Recipient::Robot)
+            }
+            (ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu, Some(_)) => {
                 Err(InvalidRecipient::Robot(kind))
             }
             (_, None) => Err(InvalidRecipient::Missing),

@@ -22,7 +22,7 @@ use crate::notify::webhook::WebhookConfig;
 use crate::notify::{ChannelKind, ChannelRule, Texts};
 
 use email::{RawEmail, resolve_email};
-use robot::{DINGTALK, RawRobot, WECOM, resolve_robot};
+use robot::{DINGTALK, FEISHU, RawRobot, WECOM, resolve_robot};
 pub use sms::SmsSettings;
 use sms::{RawSms, resolve_sms};
 use webhook::{RawWebhook, resolve_webhook};
@@ -54,6 +54,7 @@ pub struct Channels {
     pub sms: Option<ChannelSettings<SmsSettings>>,
     pub dingtalk: Option<ChannelSettings<RobotConfig>>,
     pub wecom: Option<ChannelSettings<RobotConfig>>,
+    pub feishu: Option<ChannelSettings<RobotConfig>>,
 }
 
 impl Channels {
@@ -68,6 +69,10 @@ impl Channels {
             },
             ChannelKind::Dingtalk => self.dingtalk.as_ref()?.settings.url.expose(),
             ChannelKind::Wecom => self.wecom.as_ref()?.settings.url.expose(),
+            ChannelKind::Feishu => {
+                let url = self.feishu.as_ref()?.settings.url.expose();
+                return Some(crate::shown::url_with_path_token(url));
+            }
             ChannelKind::Email => return None,
         };
         Some(crate::shown::url(url))
@@ -94,6 +99,7 @@ impl fmt::Debug for Channels {
             .field("sms", &self.sms.as_ref().map(|s| &s.settings))
             .field("dingtalk", &self.dingtalk.as_ref().map(|d| &d.settings))
             .field("wecom", &self.wecom.as_ref().map(|w| &w.settings))
+            .field("feishu", &self.feishu.as_ref().map(|f| &f.settings))
             .finish()
     }
 }
@@ -117,6 +123,9 @@ impl Channels {
         if let Some(wecom) = &self.wecom {
             rules.push(wecom.rule(ChannelKind::Wecom));
         }
+        if let Some(feishu) = &self.feishu {
+            rules.push(feishu.rule(ChannelKind::Feishu));
+        }
         rules
     }
 }
@@ -129,6 +138,7 @@ pub(super) struct RawChannels {
     sms: Option<RawSms>,
     dingtalk: Option<RawRobot>,
     wecom: Option<RawRobot>,
+    feishu: Option<RawRobot>,
 }
 
 /// Texts for one status.
@@ -145,7 +155,7 @@ fn yes() -> bool {
     true
 }
 
-/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk, WeCom.
+/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk, WeCom, Feishu.
 pub(super) fn resolve_channels(
     raw: RawChannels,
     secrets: &SecretResolver,
@@ -166,6 +176,9 @@ pub(super) fn resolve_channels(
     }
     if let Some(raw) = raw.wecom.filter(|w| w.enabled) {
         channels.wecom = Some(resolve_robot(raw, secrets, timeout, &WECOM)?);
+    }
+    if let Some(raw) = raw.feishu.filter(|f| f.enabled) {
+        channels.feishu = Some(resolve_robot(raw, secrets, timeout, &FEISHU)?);
     }
     Ok(channels)
 }
@@ -438,6 +451,32 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("SEC-9"), "{err}");
+    }
+
+    #[test]
+    fn a_feishu_bot_parses_and_masks_the_token_in_its_path() {
+        let config = parse(
+            "[channels.feishu]\nurl = \"https://open.feishu.cn/open-apis/bot/v2/hook/HOOK-SECRET-8\"\nsecret = \"SIGN-SECRET-9\"",
+        )
+        .unwrap();
+        assert_eq!(config.channels.rules()[0].kind, ChannelKind::Feishu);
+        let bot = &config.channels.feishu.as_ref().unwrap().settings;
+        assert_eq!(bot.spacing, Duration::from_millis(600));
+        assert_eq!(bot.secret.as_ref().unwrap().expose(), "SIGN-SECRET-9");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("HOOK-SECRET-8") && !shown.contains("SIGN-SECRET-9"),
+            "{shown}"
+        );
+        assert_eq!(
+            config.channels.shown_target(ChannelKind::Feishu).as_deref(),
+            Some("https://open.feishu.cn/open-apis/bot/v2/hook/***")
+        );
+        let err = parse("[channels.feishu]\nsecret = \"s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[channels.feishu] needs url"), "{err}");
+        assert!(err.contains("bot/v2/hook/"), "{err}");
     }
 
     #[test]

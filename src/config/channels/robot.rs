@@ -1,5 +1,5 @@
-//! The group robots' sections, `[channels.dingtalk]` and `[channels.wecom]`: the robot's webhook
-//! (a secret: its `access_token` or `key` lets anyone post into the group), the signing secret
+//! The group robots' sections, `[channels.dingtalk]`, `[channels.wecom]` and `[channels.feishu]`:
+//! the robot's webhook (a secret: its `access_token`, `key` or path lets anyone post into the group), the signing secret
 //! for a robot that signs, the statuses the staff want and the robot's quota.
 
 use std::collections::BTreeMap;
@@ -58,6 +58,13 @@ pub(super) const WECOM: RobotSection = RobotSection {
     url_hint: "the robot's webhook, https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…, from the group's robot settings",
     per_minute: crate::notify::wecom::DEFAULT_PER_MINUTE,
     signs: false,
+};
+
+pub(super) const FEISHU: RobotSection = RobotSection {
+    kind: ChannelKind::Feishu,
+    url_hint: "the bot's webhook, https://open.feishu.cn/open-apis/bot/v2/hook/…, from the group's bot settings",
+    per_minute: crate::notify::feishu::DEFAULT_PER_MINUTE,
+    signs: true,
 };
 
 pub(super) fn resolve_robot(
