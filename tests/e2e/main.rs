@@ -13,6 +13,7 @@ mod disk;
 mod docs;
 mod email_channel;
 mod faults;
+mod feishu_robot;
 mod hostile_upstream;
 mod injection;
 mod journey;

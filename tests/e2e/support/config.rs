@@ -5,6 +5,7 @@
 use super::fake_1688::Fake1688;
 use super::fake_aliyun_sms::FakeAliyunSms;
 use super::fake_dingtalk::FakeDingtalk;
+use super::fake_feishu::FakeFeishu;
 use super::fake_kuaidi100::FakeKuaidi100;
 use super::fake_sms_gateway::{self, FakeSmsGateway};
 use super::fake_wecom::FakeWecom;
@@ -373,6 +374,15 @@ impl Channel {
             "channels.wecom".to_owned(),
             vec![("url", url.into())],
         ))
+    }
+
+    /// `[channels.feishu]`: the fake bot's webhook and, when it signs, its secret, both inline.
+    pub fn feishu(fake: &FakeFeishu) -> Channel {
+        let mut keys = vec![("url", fake.url.as_str().into())];
+        if let Some(secret) = fake.secret() {
+            keys.push(("secret", secret.into()));
+        }
+        Channel(Section::new("channels.feishu".to_owned(), keys))
     }
 
     /// For a robot: this signing secret instead of the fake's.

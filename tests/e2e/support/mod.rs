@@ -7,6 +7,7 @@ pub mod fake;
 pub mod fake_1688;
 pub mod fake_aliyun_sms;
 pub mod fake_dingtalk;
+pub mod fake_feishu;
 pub mod fake_kuaidi100;
 pub mod fake_sms_gateway;
 pub mod fake_top;
