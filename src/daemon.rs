@@ -17,10 +17,12 @@ use crate::notify::Channel;
 use crate::notify::ChannelRule;
 use crate::notify::dingtalk::Dingtalk;
 use crate::notify::email::Email;
+use crate::notify::feishu::Feishu;
 use crate::notify::sender::Sender;
 use crate::notify::sms_aliyun::AliyunSms;
 use crate::notify::sms_http::HttpSms;
 use crate::notify::webhook::Webhook;
+use crate::notify::wecom::Wecom;
 use crate::service::Supervisor;
 use crate::storage::{Db, StorageError};
 use crate::workers::Grace;
@@ -75,6 +77,18 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
         channels.push(Arc::new(Dingtalk::new(
             dingtalk.settings.clone(),
             Dingtalk::http_client()?,
+        )));
+    }
+    if let Some(wecom) = &config.channels.wecom {
+        channels.push(Arc::new(Wecom::new(
+            wecom.settings.clone(),
+            Wecom::http_client()?,
+        )));
+    }
+    if let Some(feishu) = &config.channels.feishu {
+        channels.push(Arc::new(Feishu::new(
+            feishu.settings.clone(),
+            Feishu::http_client()?,
         )));
     }
     Ok(channels)

@@ -305,6 +305,10 @@ pub enum ChannelKind {
     Sms,
     /// A DingTalk custom robot in a staff group.
     Dingtalk,
+    /// A WeCom (企业微信) group robot in a staff group.
+    Wecom,
+    /// A Feishu/Lark custom bot in a staff group.
+    Feishu,
 }
 
 impl ChannelKind {
@@ -314,6 +318,8 @@ impl ChannelKind {
             ChannelKind::Email => "email",
             ChannelKind::Sms => "sms",
             ChannelKind::Dingtalk => "dingtalk",
+            ChannelKind::Wecom => "wecom",
+            ChannelKind::Feishu => "feishu",
         }
     }
 }
@@ -333,8 +339,10 @@ impl FromStr for ChannelKind {
             "email" => Ok(ChannelKind::Email),
             "sms" => Ok(ChannelKind::Sms),
             "dingtalk" => Ok(ChannelKind::Dingtalk),
+            "wecom" => Ok(ChannelKind::Wecom),
+            "feishu" => Ok(ChannelKind::Feishu),
             other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email, sms or dingtalk"
+                "unknown channel {other:?}: expected webhook, email, sms, dingtalk, wecom or feishu"
             )),
         }
     }

@@ -85,6 +85,19 @@ pub fn url(raw: &str) -> String {
     for_terminal(url.as_str()).into_owned()
 }
 
+/// A URL whose last path segment is its credential (a Feishu bot's
+/// `/open-apis/bot/v2/hook/<token>`), shown as [`url`] shows any URL and with that segment
+/// masked too.
+pub fn url_with_path_token(raw: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(raw) else {
+        return url(raw);
+    };
+    if let Ok(mut segments) = parsed.path_segments_mut() {
+        segments.pop().push("***");
+    }
+    url(parsed.as_str())
+}
+
 /// An endpoint as `Debug` output and logs show it: `scheme://host[:port]/…`, everything after
 /// the authority masked. A channel's URL often carries a token in its path
 /// (`/hooks/T0123/B456/XXXX`) as well as in its query, and a log line is read by more people
@@ -139,6 +152,18 @@ fn hidden(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_token_is_masked_with_the_query() {
+        assert_eq!(
+            url_with_path_token("https://open.feishu.cn/open-apis/bot/v2/hook/TOKEN-1?x=y#f"),
+            "https://open.feishu.cn/open-apis/bot/v2/hook/***?x=***"
+        );
+        assert_eq!(
+            url_with_path_token("not a url TOKEN-1"),
+            "(a value that is not a URL)"
+        );
+    }
 
     #[test]
     fn an_endpoint_shows_scheme_host_and_port_only() {

@@ -243,6 +243,8 @@ pub enum ChannelArg {
     Email,
     Sms,
     Dingtalk,
+    Wecom,
+    Feishu,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,8 @@ pub(super) async fn test_notify(
         ChannelArg::Email => ChannelKind::Email,
         ChannelArg::Sms => ChannelKind::Sms,
         ChannelArg::Dingtalk => ChannelKind::Dingtalk,
+        ChannelArg::Wecom => ChannelKind::Wecom,
+        ChannelArg::Feishu => ChannelKind::Feishu,
     };
     let recipient = Recipient::parse(kind, to.as_deref())?;
     if let Recipient::Webhook(Some(url)) = &recipient {

@@ -24,13 +24,14 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{Channel, ChannelKind, ChannelStop, DeliveryError, Outgoing, excerpt, read_answer};
+use super::robot::{Robot, Wording};
+use super::{Channel, ChannelKind, DeliveryError, Outgoing};
 use crate::domain::Secret;
-use crate::limiter::Limiter;
+
+pub use super::robot::{MISCONFIGURED_PAUSE, RobotConfig as DingtalkConfig, Verdict};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -40,10 +41,6 @@ pub const DEFAULT_PER_MINUTE: u32 = 20;
 /// How long DingTalk locks a robot that sent too fast (custom-robot-access, above).
 pub const TOO_FAST_PAUSE: Duration = Duration::from_secs(10 * 60);
 
-/// How long the channel stops after a configuration refusal when no reload or restart lifts it
-/// sooner: an hour, after which one message tries again.
-pub const MISCONFIGURED_PAUSE: Duration = Duration::from_secs(60 * 60);
-
 /// `errcode` values (custom-robots-send-group-messages, above).
 pub const OK: i64 = 0;
 /// 系统繁忙: DingTalk's own trouble, worth another attempt.
@@ -52,29 +49,14 @@ pub const SEND_TOO_FAST: i64 = 130101;
 /// Keyword not in the message, signature mismatch or timestamp out of range, IP not allowed.
 pub const SECURITY_MISMATCH: i64 = 310000;
 
-/// Where the robot is and how to sign for it.
-#[derive(Clone)]
-pub struct DingtalkConfig {
-    /// The robot's webhook with its `access_token`.
-    pub url: Secret,
-    /// The "加签" secret (`SEC…`), when the robot has one.
-    pub secret: Option<Secret>,
-    /// The quota's spacing: a minute / `rate_limit`'s calls.
-    pub spacing: Duration,
-    pub timeout: Duration,
-}
-
-/// The URL is shown as its endpoint only: the `access_token` is the credential.
-impl std::fmt::Debug for DingtalkConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DingtalkConfig")
-            .field("url", &crate::shown::endpoint(self.url.expose()))
-            .field("secret", &self.secret)
-            .field("spacing", &self.spacing)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
+const WORDING: Wording = Wording {
+    kind: ChannelKind::Dingtalk,
+    code_field: "errcode",
+    too_fast: "send too fast",
+    refused: "keyword, signature or IP mismatch",
+    fix: "match the robot's security settings (a keyword the messages contain, the secret in [channels.dingtalk], this host's IP in the allow-list), then `systemctl reload shipwatch`",
+    remedy: "fix the robot's security settings or secret in [channels.dingtalk], then reload or restart",
+};
 
 /// The queued body: what DingTalk's markdown message type takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,18 +123,6 @@ struct Answer {
     errmsg: String,
 }
 
-/// What an `errcode` means for the row and the robot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Sent,
-    Retry,
-    /// The robot is locked for sending too fast: every message waits.
-    TooFast,
-    /// No message can go until a person fixes the robot's security settings or the config.
-    Stop,
-    Dead,
-}
-
 pub fn classify(errcode: i64) -> Verdict {
     match errcode {
         OK => Verdict::Sent,
@@ -164,104 +134,36 @@ pub fn classify(errcode: i64) -> Verdict {
 }
 
 /// The DingTalk robot [`Channel`].
+#[derive(Debug)]
 pub struct Dingtalk {
-    config: DingtalkConfig,
+    secret: Option<Secret>,
     http: reqwest::Client,
-    limiter: Limiter,
-    /// A configuration refusal (310000).
-    stop: ChannelStop,
-    /// DingTalk's lock after "send too fast" (130101).
-    too_fast: ChannelStop,
-}
-
-impl std::fmt::Debug for Dingtalk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dingtalk")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
+    robot: Robot,
 }
 
 impl Dingtalk {
     pub fn new(config: DingtalkConfig, http: reqwest::Client) -> Dingtalk {
         Dingtalk {
-            limiter: Limiter::new(Some(config.spacing)),
-            config,
+            robot: Robot::new(WORDING, &config, crate::shown::url, TOO_FAST_PAUSE),
+            secret: config.secret,
             http,
-            stop: ChannelStop::new(MISCONFIGURED_PAUSE),
-            too_fast: ChannelStop::new(TOO_FAST_PAUSE),
         }
     }
 
     /// Overrides [`TOO_FAST_PAUSE`]; tests use a short one to see the robot resume.
     pub fn with_too_fast_pause(mut self, pause: Duration) -> Dingtalk {
-        self.too_fast = ChannelStop::new(pause);
+        self.robot = self.robot.with_too_fast_pause(pause);
         self
     }
 
-    /// A client that does not follow redirects: a redirect means the URL is wrong, and
-    /// following it would hand the message to a host nobody configured.
+    /// A client that does not follow redirects ([`Robot::http_client`]).
     pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        Robot::http_client()
     }
 
     /// Whether the channel is stopped or paused, and for how much longer.
     pub fn stopped_for(&self) -> Option<Duration> {
-        self.stop.remaining().or_else(|| self.too_fast.remaining())
-    }
-
-    fn shown_url(&self) -> String {
-        crate::shown::url(self.config.url.expose())
-    }
-
-    fn misconfigured(&self, detail: &str) -> DeliveryError {
-        let url = self.shown_url();
-        let minutes = self.stop.length().as_secs().div_ceil(60);
-        self.stop.trip(|| {
-            tracing::error!(
-                url = %url,
-                "DINGTALK CHANNEL STOPPED: the robot answered 310000 ({detail}); no message is sent until a reload or restart (or a retry in {minutes} min). To fix: match the robot's security settings (a keyword the messages contain, the secret in [channels.dingtalk], this host's IP in the allow-list), then `systemctl reload shipwatch`"
-            );
-            "dingtalk channel stopped: the robot refused the message (310000: keyword, signature or IP mismatch); fix the robot's security settings or secret in [channels.dingtalk], then reload or restart"
-                .to_owned()
-        })
-    }
-
-    fn paused_too_fast(&self) -> DeliveryError {
-        let minutes = self.too_fast.length().as_secs().div_ceil(60);
-        self.too_fast.trip(|| {
-            tracing::warn!(
-                "dingtalk robot paused for {minutes} min: it answered 130101 (send too fast); messages wait without spending attempts. Lower rate_limit in [channels.dingtalk] if another program posts through the same robot"
-            );
-            format!(
-                "dingtalk robot paused for {minutes} min: it answered 130101 (send too fast)"
-            )
-        })
-    }
-
-    fn send_error(&self, error: reqwest::Error) -> DeliveryError {
-        let url = self.shown_url();
-        // reqwest's own text repeats the whole URL, the access token included.
-        let error = error.without_url();
-        if error.is_builder() {
-            return DeliveryError::Permanent(format!("dingtalk url {url} is unusable"));
-        }
-        if let Some(shortage) = super::local_shortage(&error) {
-            return super::not_attempted(&format!("dingtalk robot at {url}"), shortage);
-        }
-        let what = if error.is_timeout() {
-            format!("timed out after {:?}", self.config.timeout)
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else {
-            "request failed".to_owned()
-        };
-        DeliveryError::Transient {
-            message: format!("dingtalk robot at {url}: {what}"),
-            retry_after: None,
-        }
+        self.robot.stopped_for()
     }
 }
 
@@ -277,83 +179,29 @@ impl Channel for Dingtalk {
         Some(1)
     }
 
-    /// A reload or restart is the operator saying "try now": both the stop and DingTalk's lock
-    /// end here. A robot still locked answers 130101 again and pauses again.
+    /// A reload or restart ends both the stop and DingTalk's lock ([`Robot::resume`]).
     fn resume(&self) {
-        self.stop.lift();
-        self.too_fast.lift();
+        self.robot.resume();
     }
 
     async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
-        if let Some(stopped) = self.stop.check().or_else(|| self.too_fast.check()) {
-            return Err(stopped);
-        }
-        self.limiter.acquire().await;
+        self.robot.ready().await?;
         let timestamp = chrono::Utc::now().timestamp_millis();
         let url = signed_url(
-            self.config.url.expose(),
-            self.config.secret.as_ref().map(Secret::expose),
+            self.robot.url(),
+            self.secret.as_ref().map(Secret::expose),
             timestamp,
         )
-        .map_err(|_| {
-            DeliveryError::Permanent("dingtalk url in [channels.dingtalk] is not a URL".into())
-        })?;
-        let response = self
-            .http
-            .post(url)
-            .timeout(self.config.timeout)
-            .header(CONTENT_TYPE, "application/json; charset=utf-8")
-            .header(USER_AGENT, concat!("shipwatch/", env!("CARGO_PKG_VERSION")))
-            .body(message.payload.clone())
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
-        let status = response.status();
-        let body = read_answer(response).await;
-        let url = self.shown_url();
+        .map_err(|_| self.robot.not_a_url())?;
+        let (status, body) = self
+            .robot
+            .post(&self.http, url, message.payload.clone())
+            .await?;
         let Ok(answer) = serde_json::from_str::<Answer>(&body) else {
-            let answered = format!(
-                "dingtalk robot at {url} answered {status}: {}",
-                shown(&body)
-            );
-            let retryable = status.is_success()
-                || status.is_server_error()
-                || status == reqwest::StatusCode::REQUEST_TIMEOUT
-                || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-            return Err(if retryable {
-                DeliveryError::Transient {
-                    message: answered,
-                    retry_after: None,
-                }
-            } else {
-                DeliveryError::Permanent(answered)
-            });
+            return Err(self.robot.unreadable(status, &body));
         };
-        let detail = excerpt(&answer.errmsg);
-        match classify(answer.errcode) {
-            Verdict::Sent => Ok(()),
-            Verdict::TooFast => Err(self.paused_too_fast()),
-            Verdict::Stop => Err(self.misconfigured(&detail)),
-            Verdict::Retry => Err(DeliveryError::Transient {
-                message: format!(
-                    "dingtalk robot at {url} answered errcode {} ({detail})",
-                    answer.errcode
-                ),
-                retry_after: None,
-            }),
-            Verdict::Dead => Err(DeliveryError::Permanent(format!(
-                "dingtalk robot at {url} answered errcode {} ({detail})",
-                answer.errcode
-            ))),
-        }
-    }
-}
-
-/// An answer's start for an error message ([`excerpt`]), saying so when it is empty.
-fn shown(body: &str) -> String {
-    match excerpt(body) {
-        text if text.is_empty() => "empty body".to_owned(),
-        text => text,
+        self.robot
+            .outcome(classify(answer.errcode), answer.errcode, &answer.errmsg)
     }
 }
 

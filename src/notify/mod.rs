@@ -9,14 +9,17 @@ use serde::{Deserialize, Serialize};
 
 pub mod dingtalk;
 pub mod email;
+pub mod feishu;
 pub mod payload;
 pub mod receiver;
+pub mod robot;
 pub mod sample;
 pub mod sender;
 pub mod sms_aliyun;
 pub mod sms_http;
 pub mod template;
 pub mod webhook;
+pub mod wecom;
 
 /// The channel names are domain values: storage keys outbox rows by them without depending on
 /// how a channel sends.

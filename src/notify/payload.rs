@@ -6,7 +6,9 @@ use serde::Serialize;
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::Status;
 use crate::notify::dingtalk::RobotMessage;
+use crate::notify::feishu::FeishuMessage;
 use crate::notify::template::{self, Values};
+use crate::notify::wecom::WecomMessage;
 use crate::notify::{ChannelKind, ChannelRule, EmailMessage, SmsMessage};
 use crate::providers::{Trace, TraceEvent};
 use crate::storage::ShipmentRow;
@@ -199,31 +201,83 @@ pub fn for_channel(
             }
         }
         ChannelKind::Dingtalk => {
-            let values = values(shipment, trace, newest);
-            let title = rule
-                .texts
-                .subject
-                .get(&status)
-                .cloned()
-                .unwrap_or_else(|| template::default_robot_title(status))
-                .render(&values);
-            let text = rule
-                .texts
-                .body
-                .get(&status)
-                .cloned()
-                .unwrap_or_else(|| template::default_robot_text(status))
-                .render(&values);
-            let change = format!(
-                "#### {title}\n\n**{}** → **{}**\n\n",
-                template::status_text(previous),
-                template::status_text(status)
-            );
+            let robot = RobotText::new(rule, shipment, trace, newest, previous);
             Queued::Send {
-                payload: RobotMessage::markdown(title, format!("{change}{text}")).to_json(),
+                payload: RobotMessage::markdown(robot.title.clone(), robot.with_heading())
+                    .to_json(),
                 recipient: None,
             }
         }
+        ChannelKind::Wecom => {
+            let robot = RobotText::new(rule, shipment, trace, newest, previous);
+            Queued::Send {
+                payload: WecomMessage::markdown(&robot.with_heading()).to_json(),
+                recipient: None,
+            }
+        }
+        ChannelKind::Feishu => {
+            // The card's header shows the title: the markdown starts at the change.
+            let robot = RobotText::new(rule, shipment, trace, newest, previous);
+            Queued::Send {
+                payload: FeishuMessage::card(&robot.title, &robot.body()).to_json(),
+                recipient: None,
+            }
+        }
+    }
+}
+
+/// A group robot's message: its title, the change (from which status to which) and the
+/// configured or default text.
+struct RobotText {
+    title: String,
+    change: String,
+    text: String,
+}
+
+impl RobotText {
+    fn new(
+        rule: &ChannelRule,
+        shipment: &ShipmentRow,
+        trace: &Trace,
+        newest: Option<&TraceEvent>,
+        previous: Status,
+    ) -> RobotText {
+        let status = trace.status;
+        let values = values(shipment, trace, newest);
+        let title = rule
+            .texts
+            .subject
+            .get(&status)
+            .cloned()
+            .unwrap_or_else(|| template::default_robot_title(status))
+            .render(&values);
+        let text = rule
+            .texts
+            .body
+            .get(&status)
+            .cloned()
+            .unwrap_or_else(|| template::default_robot_text(status))
+            .render(&values);
+        let change = format!(
+            "**{}** → **{}**",
+            template::status_text(previous),
+            template::status_text(status)
+        );
+        RobotText {
+            title,
+            change,
+            text,
+        }
+    }
+
+    /// The change, then the text.
+    fn body(&self) -> String {
+        format!("{}\n\n{}", self.change, self.text)
+    }
+
+    /// The title as a heading above [`Self::body`], for robots whose message has no header.
+    fn with_heading(&self) -> String {
+        format!("#### {}\n\n{}", self.title, self.body())
     }
 }
 

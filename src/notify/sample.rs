@@ -48,8 +48,12 @@ impl Recipient {
     pub fn parse(kind: ChannelKind, to: Option<&str>) -> Result<Recipient, InvalidRecipient> {
         match (kind, to) {
             (ChannelKind::Webhook, url) => Ok(Recipient::Webhook(url.map(str::to_owned))),
-            (ChannelKind::Dingtalk, None) => Ok(Recipient::Robot),
-            (ChannelKind::Dingtalk, Some(_)) => Err(InvalidRecipient::Robot(kind)),
+            (ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu, None) => {
+                Ok(Recipient::Robot)
+            }
+            (ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu, Some(_)) => {
+                Err(InvalidRecipient::Robot(kind))
+            }
             (_, None) => Err(InvalidRecipient::Missing),
             (ChannelKind::Sms, Some(phone)) => Ok(Recipient::Phone(Phone::parse(phone)?)),
             (ChannelKind::Email, Some(email)) => Email::parse(email)

@@ -19,7 +19,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// A parcel that is picked up, fails a delivery, is refused and comes back signed for by the
 /// sender: one poll a step.
-fn troubled_journey(tid: u64) -> Vec<String> {
+pub(crate) fn troubled_journey(tid: u64) -> Vec<String> {
     let steps: [(&str, &str, &str); 6] = [
         ("2026-11-20 08:00:01", "【杭州市】中通快递 已揽收", "GOT"),
         (
@@ -45,7 +45,7 @@ fn troubled_journey(tid: u64) -> Vec<String> {
         .collect()
 }
 
-async fn app_with(robot: config::Channel, tid: u64) -> TestApp {
+pub(crate) async fn app_with(robot: config::Channel, tid: u64) -> TestApp {
     let app = TestApp::builder()
         .provider(config::Provider::top())
         .channel(config::Channel::webhook())

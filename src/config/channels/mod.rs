@@ -1,8 +1,8 @@
 //! The `[channels.*]` sections: what every channel shares (its triggers, quiet hours and texts)
 //! and the set of enabled channels; each channel's own keys are resolved in the file beside.
 
-mod dingtalk;
 mod email;
+mod robot;
 mod sms;
 mod webhook;
 
@@ -15,14 +15,14 @@ use serde::Deserialize;
 use super::secrets::SecretResolver;
 use super::{ConfigError, invalid};
 use crate::domain::Status;
-use crate::notify::dingtalk::DingtalkConfig;
 use crate::notify::email::EmailConfig;
+use crate::notify::robot::RobotConfig;
 use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
 use crate::notify::webhook::WebhookConfig;
 use crate::notify::{ChannelKind, ChannelRule, Texts};
 
-use dingtalk::{RawDingtalk, resolve_dingtalk};
 use email::{RawEmail, resolve_email};
+use robot::{DINGTALK, FEISHU, RawRobot, WECOM, resolve_robot};
 pub use sms::SmsSettings;
 use sms::{RawSms, resolve_sms};
 use webhook::{RawWebhook, resolve_webhook};
@@ -52,7 +52,9 @@ pub struct Channels {
     pub webhook: Option<ChannelSettings<WebhookConfig>>,
     pub email: Option<ChannelSettings<EmailConfig>>,
     pub sms: Option<ChannelSettings<SmsSettings>>,
-    pub dingtalk: Option<ChannelSettings<DingtalkConfig>>,
+    pub dingtalk: Option<ChannelSettings<RobotConfig>>,
+    pub wecom: Option<ChannelSettings<RobotConfig>>,
+    pub feishu: Option<ChannelSettings<RobotConfig>>,
 }
 
 impl Channels {
@@ -66,6 +68,11 @@ impl Channels {
                 SmsSettings::Http(http) => &http.url,
             },
             ChannelKind::Dingtalk => self.dingtalk.as_ref()?.settings.url.expose(),
+            ChannelKind::Wecom => self.wecom.as_ref()?.settings.url.expose(),
+            ChannelKind::Feishu => {
+                let url = self.feishu.as_ref()?.settings.url.expose();
+                return Some(crate::shown::url_with_path_token(url));
+            }
             ChannelKind::Email => return None,
         };
         Some(crate::shown::url(url))
@@ -91,6 +98,8 @@ impl fmt::Debug for Channels {
             )
             .field("sms", &self.sms.as_ref().map(|s| &s.settings))
             .field("dingtalk", &self.dingtalk.as_ref().map(|d| &d.settings))
+            .field("wecom", &self.wecom.as_ref().map(|w| &w.settings))
+            .field("feishu", &self.feishu.as_ref().map(|f| &f.settings))
             .finish()
     }
 }
@@ -111,6 +120,12 @@ impl Channels {
         if let Some(dingtalk) = &self.dingtalk {
             rules.push(dingtalk.rule(ChannelKind::Dingtalk));
         }
+        if let Some(wecom) = &self.wecom {
+            rules.push(wecom.rule(ChannelKind::Wecom));
+        }
+        if let Some(feishu) = &self.feishu {
+            rules.push(feishu.rule(ChannelKind::Feishu));
+        }
         rules
     }
 }
@@ -121,7 +136,9 @@ pub(super) struct RawChannels {
     webhook: Option<RawWebhook>,
     email: Option<RawEmail>,
     sms: Option<RawSms>,
-    dingtalk: Option<RawDingtalk>,
+    dingtalk: Option<RawRobot>,
+    wecom: Option<RawRobot>,
+    feishu: Option<RawRobot>,
 }
 
 /// Texts for one status.
@@ -138,7 +155,7 @@ fn yes() -> bool {
     true
 }
 
-/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk.
+/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk, WeCom, Feishu.
 pub(super) fn resolve_channels(
     raw: RawChannels,
     secrets: &SecretResolver,
@@ -155,7 +172,13 @@ pub(super) fn resolve_channels(
         channels.sms = Some(resolve_sms(raw, secrets, timeout)?);
     }
     if let Some(raw) = raw.dingtalk.filter(|d| d.enabled) {
-        channels.dingtalk = Some(resolve_dingtalk(raw, secrets, timeout)?);
+        channels.dingtalk = Some(resolve_robot(raw, secrets, timeout, &DINGTALK)?);
+    }
+    if let Some(raw) = raw.wecom.filter(|w| w.enabled) {
+        channels.wecom = Some(resolve_robot(raw, secrets, timeout, &WECOM)?);
+    }
+    if let Some(raw) = raw.feishu.filter(|f| f.enabled) {
+        channels.feishu = Some(resolve_robot(raw, secrets, timeout, &FEISHU)?);
     }
     Ok(channels)
 }
@@ -392,6 +415,68 @@ mod tests {
         let robot = &custom.channels.dingtalk.as_ref().unwrap().settings;
         assert_eq!(robot.spacing, Duration::from_secs(6));
         assert!(robot.secret.is_none());
+    }
+
+    #[test]
+    fn a_wecom_robot_parses_masks_its_key_and_takes_no_secret() {
+        let config = parse(
+            "[channels.wecom]\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY-SECRET-8\"",
+        )
+        .unwrap();
+        let rules = config.channels.rules();
+        assert_eq!(rules[0].kind, ChannelKind::Wecom);
+        assert_eq!(
+            rules[0].triggers,
+            [Status::Exception, Status::FailedAttempt, Status::Returned]
+        );
+        let robot = &config.channels.wecom.as_ref().unwrap().settings;
+        assert_eq!(robot.spacing, Duration::from_secs(3));
+        assert!(!format!("{config:?}").contains("KEY-SECRET-8"));
+        assert_eq!(
+            config.channels.shown_target(ChannelKind::Wecom).as_deref(),
+            Some("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=***")
+        );
+        let err = parse("[channels.wecom]\nstatuses = [\"returned\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[channels.wecom] needs url"), "{err}");
+        assert!(err.contains("cgi-bin/webhook/send?key="), "{err}");
+        let err = parse(
+            "[channels.wecom]\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k\"\nsecret = \"SEC-9\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("[channels.wecom] secret does not apply"),
+            "{err}"
+        );
+        assert!(!err.contains("SEC-9"), "{err}");
+    }
+
+    #[test]
+    fn a_feishu_bot_parses_and_masks_the_token_in_its_path() {
+        let config = parse(
+            "[channels.feishu]\nurl = \"https://open.feishu.cn/open-apis/bot/v2/hook/HOOK-SECRET-8\"\nsecret = \"SIGN-SECRET-9\"",
+        )
+        .unwrap();
+        assert_eq!(config.channels.rules()[0].kind, ChannelKind::Feishu);
+        let bot = &config.channels.feishu.as_ref().unwrap().settings;
+        assert_eq!(bot.spacing, Duration::from_millis(600));
+        assert_eq!(bot.secret.as_ref().unwrap().expose(), "SIGN-SECRET-9");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("HOOK-SECRET-8") && !shown.contains("SIGN-SECRET-9"),
+            "{shown}"
+        );
+        assert_eq!(
+            config.channels.shown_target(ChannelKind::Feishu).as_deref(),
+            Some("https://open.feishu.cn/open-apis/bot/v2/hook/***")
+        );
+        let err = parse("[channels.feishu]\nsecret = \"s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[channels.feishu] needs url"), "{err}");
+        assert!(err.contains("bot/v2/hook/"), "{err}");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 use super::fake_1688::Fake1688;
 use super::fake_aliyun_sms::FakeAliyunSms;
 use super::fake_dingtalk::FakeDingtalk;
+use super::fake_feishu::FakeFeishu;
 use super::fake_kuaidi100::FakeKuaidi100;
 use super::fake_sms_gateway::{self, FakeSmsGateway};
+use super::fake_wecom::FakeWecom;
 use super::smtp_sink::SmtpSink;
 use super::{
     ALI_APP_KEY, ALI_SECRET, ALI_TOKEN, ALIYUN_KEY_ID, ALIYUN_SECRET, ALIYUN_SIGN_NAME,
@@ -359,6 +361,28 @@ impl Channel {
             keys.push(("secret", secret.into()));
         }
         Channel(Section::new("channels.dingtalk".to_owned(), keys))
+    }
+
+    /// `[channels.wecom]`: the fake robot's webhook, its key inline.
+    pub fn wecom(fake: &FakeWecom) -> Channel {
+        Channel::wecom_at(&fake.url)
+    }
+
+    /// `[channels.wecom]` posting to `url`.
+    pub fn wecom_at(url: &str) -> Channel {
+        Channel(Section::new(
+            "channels.wecom".to_owned(),
+            vec![("url", url.into())],
+        ))
+    }
+
+    /// `[channels.feishu]`: the fake bot's webhook and, when it signs, its secret, both inline.
+    pub fn feishu(fake: &FakeFeishu) -> Channel {
+        let mut keys = vec![("url", fake.url.as_str().into())];
+        if let Some(secret) = fake.secret() {
+            keys.push(("secret", secret.into()));
+        }
+        Channel(Section::new("channels.feishu".to_owned(), keys))
     }
 
     /// For a robot: this signing secret instead of the fake's.

@@ -1,0 +1,326 @@
+//! What every group robot channel shares (DingTalk, WeCom, Feishu): the webhook URL is the
+//! credential and is only ever shown masked; a token bucket keeps the robot's quota; a
+//! rate-limit answer pauses the robot without spending attempts; a configuration refusal stops
+//! the channel with one loud line; and the robot's answer code decides the rest. Each robot's
+//! file says how to sign, what the body looks like and which code means what.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, USER_AGENT};
+
+use super::{ChannelKind, ChannelStop, DeliveryError, excerpt, read_answer};
+use crate::domain::Secret;
+use crate::limiter::Limiter;
+
+/// How long the channel stops after a configuration refusal when no reload or restart lifts it
+/// sooner: an hour, after which one message tries again.
+pub const MISCONFIGURED_PAUSE: Duration = Duration::from_secs(60 * 60);
+
+/// Where a robot is and how fast it may be sent to.
+#[derive(Clone)]
+pub struct RobotConfig {
+    /// The robot's webhook, credential included.
+    pub url: Secret,
+    /// The signing secret, for the robots that sign and have one.
+    pub secret: Option<Secret>,
+    /// The quota's spacing: a minute / `rate_limit`'s calls.
+    pub spacing: Duration,
+    pub timeout: Duration,
+}
+
+/// The URL is shown as its endpoint only: its query or path holds the credential.
+impl std::fmt::Debug for RobotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RobotConfig")
+            .field("url", &crate::shown::endpoint(self.url.expose()))
+            .field("secret", &self.secret)
+            .field("spacing", &self.spacing)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// What an answer code means for the row and the robot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Sent,
+    Retry,
+    /// The robot is rate limited: every message waits, no attempt is spent.
+    TooFast,
+    /// No message can go until a person fixes the robot's settings or the config.
+    Stop,
+    Dead,
+}
+
+/// The words one robot's stops and pauses are told in.
+#[derive(Debug, Clone, Copy)]
+pub struct Wording {
+    pub kind: ChannelKind,
+    /// The answer's code field, as errors name it: `errcode` or `code`.
+    pub code_field: &'static str,
+    /// What the rate-limit answer means, e.g. "send too fast".
+    pub too_fast: &'static str,
+    /// What a configuration refusal means, e.g. "keyword, signature or IP mismatch".
+    pub refused: &'static str,
+    /// What the loud line tells the operator to do.
+    pub fix: &'static str,
+    /// What every held row's error tells the operator to do.
+    pub remedy: &'static str,
+}
+
+/// The state a robot channel keeps between messages: its bucket, its stop and its pause.
+pub struct Robot {
+    wording: Wording,
+    url: Secret,
+    /// How the URL may be shown (its credential masked).
+    shown_url: fn(&str) -> String,
+    timeout: Duration,
+    limiter: Limiter,
+    /// A configuration refusal.
+    stop: ChannelStop,
+    /// The robot's own lock after a rate-limit answer.
+    too_fast: ChannelStop,
+}
+
+impl std::fmt::Debug for Robot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Robot")
+            .field("kind", &self.wording.kind)
+            .field("url", &crate::shown::endpoint(self.url.expose()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Robot {
+    pub fn new(
+        wording: Wording,
+        config: &RobotConfig,
+        shown_url: fn(&str) -> String,
+        too_fast_pause: Duration,
+    ) -> Robot {
+        Robot {
+            wording,
+            url: config.url.clone(),
+            shown_url,
+            timeout: config.timeout,
+            limiter: Limiter::new(Some(config.spacing)),
+            stop: ChannelStop::new(MISCONFIGURED_PAUSE),
+            too_fast: ChannelStop::new(too_fast_pause),
+        }
+    }
+
+    /// Overrides the rate-limit pause; tests use a short one to see the robot resume.
+    pub fn with_too_fast_pause(mut self, pause: Duration) -> Robot {
+        self.too_fast = ChannelStop::new(pause);
+        self
+    }
+
+    /// A client that does not follow redirects: a redirect means the URL is wrong, and
+    /// following it would hand the message to a host nobody configured.
+    pub fn http_client() -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    }
+
+    /// The configured webhook, credential and all, for the request only.
+    pub fn url(&self) -> &str {
+        self.url.expose()
+    }
+
+    /// Whether the channel is stopped or paused, and for how much longer.
+    pub fn stopped_for(&self) -> Option<Duration> {
+        self.stop.remaining().or_else(|| self.too_fast.remaining())
+    }
+
+    /// A reload or restart is the operator saying "try now": both the stop and the robot's lock
+    /// end here. A robot still locked answers so again and pauses again.
+    pub fn resume(&self) {
+        self.stop.lift();
+        self.too_fast.lift();
+    }
+
+    /// Refuses while stopped or paused, else waits for the bucket's next slot.
+    pub async fn ready(&self) -> Result<(), DeliveryError> {
+        if let Some(stopped) = self.stop.check().or_else(|| self.too_fast.check()) {
+            return Err(stopped);
+        }
+        self.limiter.acquire().await;
+        Ok(())
+    }
+
+    /// The error for a configured URL that does not parse; the value is not repeated.
+    pub fn not_a_url(&self) -> DeliveryError {
+        let kind = self.wording.kind;
+        DeliveryError::Permanent(format!("{kind} url in [channels.{kind}] is not a URL"))
+    }
+
+    fn shown_url(&self) -> String {
+        (self.shown_url)(self.url.expose())
+    }
+
+    /// POSTs `body` as JSON to `url` and returns the answer's status and (capped) text.
+    pub async fn post(
+        &self,
+        http: &reqwest::Client,
+        url: reqwest::Url,
+        body: String,
+    ) -> Result<(reqwest::StatusCode, String), DeliveryError> {
+        let response = http
+            .post(url)
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .header(USER_AGENT, concat!("shipwatch/", env!("CARGO_PKG_VERSION")))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        let status = response.status();
+        Ok((status, read_answer(response).await))
+    }
+
+    /// An answer that is not the robot's JSON: a gateway's page or an empty body. Worth another
+    /// attempt when the server or the network is the trouble.
+    pub fn unreadable(&self, status: reqwest::StatusCode, body: &str) -> DeliveryError {
+        let answered = format!(
+            "{} robot at {} answered {status}: {}",
+            self.wording.kind,
+            self.shown_url(),
+            shown(body)
+        );
+        let retryable = status.is_success()
+            || status.is_server_error()
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        if retryable {
+            DeliveryError::Transient {
+                message: answered,
+                retry_after: None,
+            }
+        } else {
+            DeliveryError::Permanent(answered)
+        }
+    }
+
+    /// What the robot's answer `code` (classified as `verdict`, with its message `msg`) does.
+    pub fn outcome(&self, verdict: Verdict, code: i64, msg: &str) -> Result<(), DeliveryError> {
+        let detail = excerpt(msg);
+        let answered = || {
+            format!(
+                "{} robot at {} answered {} {code} ({detail})",
+                self.wording.kind,
+                self.shown_url(),
+                self.wording.code_field
+            )
+        };
+        match verdict {
+            Verdict::Sent => Ok(()),
+            Verdict::TooFast => Err(self.paused_too_fast(code)),
+            Verdict::Stop => Err(self.misconfigured(code, &detail)),
+            Verdict::Retry => Err(DeliveryError::Transient {
+                message: answered(),
+                retry_after: None,
+            }),
+            Verdict::Dead => Err(DeliveryError::Permanent(answered())),
+        }
+    }
+
+    fn misconfigured(&self, code: i64, detail: &str) -> DeliveryError {
+        let url = self.shown_url();
+        let minutes = self.stop.length().as_secs().div_ceil(60);
+        let Wording {
+            kind,
+            refused,
+            fix,
+            remedy,
+            ..
+        } = self.wording;
+        let loud = kind.as_str().to_uppercase();
+        self.stop.trip(|| {
+            tracing::error!(
+                url = %url,
+                "{loud} CHANNEL STOPPED: the robot answered {code} ({detail}); no message is sent until a reload or restart (or a retry in {minutes} min). To fix: {fix}"
+            );
+            format!(
+                "{kind} channel stopped: the robot refused the message ({code}: {refused}); {remedy}"
+            )
+        })
+    }
+
+    fn paused_too_fast(&self, code: i64) -> DeliveryError {
+        let minutes = self.too_fast.length().as_secs().div_ceil(60);
+        let Wording { kind, too_fast, .. } = self.wording;
+        self.too_fast.trip(|| {
+            tracing::warn!(
+                "{kind} robot paused for {minutes} min: it answered {code} ({too_fast}); messages wait without spending attempts. Lower rate_limit in [channels.{kind}] if another program posts through the same robot"
+            );
+            format!("{kind} robot paused for {minutes} min: it answered {code} ({too_fast})")
+        })
+    }
+
+    fn send_error(&self, error: reqwest::Error) -> DeliveryError {
+        let kind = self.wording.kind;
+        let url = self.shown_url();
+        // reqwest's own text repeats the whole URL, the credential included.
+        let error = error.without_url();
+        if error.is_builder() {
+            return DeliveryError::Permanent(format!("{kind} url {url} is unusable"));
+        }
+        if let Some(shortage) = super::local_shortage(&error) {
+            return super::not_attempted(&format!("{kind} robot at {url}"), shortage);
+        }
+        let what = if error.is_timeout() {
+            format!("timed out after {:?}", self.timeout)
+        } else if error.is_connect() {
+            "could not connect".to_owned()
+        } else {
+            "request failed".to_owned()
+        };
+        DeliveryError::Transient {
+            message: format!("{kind} robot at {url}: {what}"),
+            retry_after: None,
+        }
+    }
+}
+
+/// An answer's start for an error message ([`excerpt`]), saying so when it is empty.
+fn shown(body: &str) -> String {
+    match excerpt(body) {
+        text if text.is_empty() => "empty body".to_owned(),
+        text => text,
+    }
+}
+
+/// `text` cut to at most `max` bytes of UTF-8, on a character boundary, with `…` at the end
+/// when anything was cut: a robot refuses a message longer than it takes, and a cut one still
+/// says what happened.
+pub fn cut_to_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let ellipsis = if max >= "…".len() { "…" } else { "" };
+    let mut end = max - ellipsis.len();
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutting_keeps_characters_whole_and_within_the_limit() {
+        assert_eq!(cut_to_bytes("短", 10), "短");
+        let fits = "长".repeat(1365);
+        assert_eq!(cut_to_bytes(&fits, 4096), fits);
+        let longer = "长".repeat(1400);
+        let cut = cut_to_bytes(&longer, 4096);
+        assert!(cut.len() <= 4096, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() > 4096 - 6, "{}", cut.len());
+        assert_eq!(cut_to_bytes("abcdef", 2), "ab");
+        assert_eq!(cut_to_bytes("abcdef", 4), "a…");
+    }
+}
