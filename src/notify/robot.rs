@@ -118,9 +118,7 @@ impl Robot {
     /// A client that does not follow redirects: a redirect means the URL is wrong, and
     /// following it would hand the message to a host nobody configured.
     pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        super::no_redirect_client()
     }
 
     /// The configured webhook, credential and all, for the request only.
@@ -259,27 +257,8 @@ impl Robot {
     }
 
     fn send_error(&self, error: reqwest::Error) -> DeliveryError {
-        let kind = self.wording.kind;
-        let url = self.shown_url();
-        // reqwest's own text repeats the whole URL, the credential included.
-        let error = error.without_url();
-        if error.is_builder() {
-            return DeliveryError::Permanent(format!("{kind} url {url} is unusable"));
-        }
-        if let Some(shortage) = super::local_shortage(&error) {
-            return super::not_attempted(&format!("{kind} robot at {url}"), shortage);
-        }
-        let what = if error.is_timeout() {
-            format!("timed out after {:?}", self.timeout)
-        } else if error.is_connect() {
-            "could not connect".to_owned()
-        } else {
-            "request failed".to_owned()
-        };
-        DeliveryError::Transient {
-            message: format!("{kind} robot at {url}: {what}"),
-            retry_after: None,
-        }
+        let at = format!("{} robot at {}", self.wording.kind, self.shown_url());
+        super::unanswered(&at, &error, self.timeout)
     }
 }
 

@@ -57,8 +57,11 @@ struct Inner {
     secret: Option<String>,
     /// `code`s queued for the next verified messages; the key is unused.
     script: Script<(), i64>,
-    /// Arrivals within the last second, for the per-second limit.
+    /// Arrivals within the last `burst_window`, for the per-second limit.
     last_second: VecDeque<Instant>,
+    /// A second, as Feishu counts; a test of the limit itself widens it, so that a slow machine
+    /// cannot spread its burst over two windows.
+    burst_window: Duration,
     log: Log<Message>,
 }
 
@@ -81,6 +84,7 @@ impl FakeFeishu {
             secret: secret.map(str::to_owned),
             script,
             last_second: VecDeque::new(),
+            burst_window: Duration::from_secs(1),
             log: Log::new(),
         });
         let app = Router::new()
@@ -96,6 +100,11 @@ impl FakeFeishu {
 
     pub fn secret(&self) -> Option<String> {
         self.shared.lock().secret.clone()
+    }
+
+    /// Counts the per-second limit over `window` instead of a second.
+    pub fn burst_window(&self, window: Duration) {
+        self.shared.lock().burst_window = window;
     }
 
     /// The next `n` verified messages are answered `code` instead of 0.
@@ -184,10 +193,11 @@ async fn handle(State(shared): State<Shared>, Path(token): Path<String>, body: B
         return answer(9499, "Bad Request");
     }
     let now = Instant::now();
+    let window = inner.burst_window;
     while inner
         .last_second
         .front()
-        .is_some_and(|at| now - *at >= Duration::from_secs(1))
+        .is_some_and(|at| now - *at >= window)
     {
         inner.last_second.pop_front();
     }
