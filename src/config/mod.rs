@@ -665,6 +665,42 @@ from = "noreply@shop.example"
         assert!(config.channels.webhook.is_some());
     }
 
+    /// The example's group robot sections, uncommented, load as written.
+    #[test]
+    fn the_example_robot_sections_load_when_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/shipwatch.example.toml");
+        let example = std::fs::read_to_string(&path).unwrap();
+        let start = example
+            .find("#[channels.dingtalk]")
+            .expect("a dingtalk section");
+        let mut text = example[..start].to_owned();
+        for line in example[start..].lines() {
+            // Keys and section headers are commented without a space; prose has one.
+            match line.strip_prefix('#') {
+                Some(rest) if !rest.starts_with(' ') && !rest.is_empty() => text.push_str(rest),
+                _ => text.push_str(line),
+            }
+            text.push('\n');
+        }
+        let text = text
+            .replace("access_token=…", "access_token=t")
+            .replace("key=…", "key=k")
+            .replace("hook/…", "hook/h");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shipwatch.toml");
+        std::fs::write(&file, text).unwrap();
+        let config = Config::load_without_secrets(&file).unwrap();
+        let kinds: Vec<&str> = config
+            .channels
+            .rules()
+            .iter()
+            .map(|rule| rule.kind.as_str())
+            .collect();
+        for robot in ["dingtalk", "wecom", "feishu"] {
+            assert!(kinds.contains(&robot), "{robot} missing from {kinds:?}");
+        }
+    }
+
     #[test]
     fn tiers_out_of_order_are_one_warning_naming_each_pair() {
         assert_eq!(Tiers::default().order_warning(), None);
