@@ -51,10 +51,13 @@ pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
 /// One delivery channel per enabled `[channels.*]` section.
 pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
     let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+    // One client for every HTTP channel: it follows no redirect, and keeps a connection pool per
+    // host, so the channels' receivers stay apart.
+    let client = crate::notify::no_redirect_client()?;
     if let Some(webhook) = &config.channels.webhook {
         channels.push(Arc::new(Webhook::new(
             webhook.settings.clone(),
-            Webhook::http_client()?,
+            client.clone(),
             config.delivery.timeout,
         )));
     }
@@ -65,30 +68,23 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
     }
     if let Some(sms) = &config.channels.sms {
         channels.push(match &sms.settings {
-            SmsSettings::Aliyun(aliyun) => {
-                Arc::new(AliyunSms::new(aliyun.clone(), AliyunSms::http_client()?))
-            }
-            SmsSettings::Http(http) => {
-                Arc::new(HttpSms::new(http.clone(), HttpSms::http_client()?))
-            }
+            SmsSettings::Aliyun(aliyun) => Arc::new(AliyunSms::new(aliyun.clone(), client.clone())),
+            SmsSettings::Http(http) => Arc::new(HttpSms::new(http.clone(), client.clone())),
         });
     }
     if let Some(dingtalk) = &config.channels.dingtalk {
         channels.push(Arc::new(Dingtalk::new(
             dingtalk.settings.clone(),
-            Dingtalk::http_client()?,
+            client.clone(),
         )));
     }
     if let Some(wecom) = &config.channels.wecom {
-        channels.push(Arc::new(Wecom::new(
-            wecom.settings.clone(),
-            Wecom::http_client()?,
-        )));
+        channels.push(Arc::new(Wecom::new(wecom.settings.clone(), client.clone())));
     }
     if let Some(feishu) = &config.channels.feishu {
         channels.push(Arc::new(Feishu::new(
             feishu.settings.clone(),
-            Feishu::http_client()?,
+            client.clone(),
         )));
     }
     Ok(channels)

@@ -156,11 +156,6 @@ impl Dingtalk {
         self
     }
 
-    /// A client that does not follow redirects ([`Robot::http_client`]).
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        Robot::http_client()
-    }
-
     /// Whether the channel is stopped or paused, and for how much longer.
     pub fn stopped_for(&self) -> Option<Duration> {
         self.robot.stopped_for()
@@ -271,7 +266,7 @@ mod tests {
                 spacing: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
-            Dingtalk::http_client().unwrap(),
+            crate::notify::no_redirect_client().unwrap(),
         );
         (channel, url)
     }
@@ -350,7 +345,7 @@ mod tests {
                 spacing: Duration::ZERO,
                 timeout: Duration::from_secs(2),
             },
-            Dingtalk::http_client().unwrap(),
+            crate::notify::no_redirect_client().unwrap(),
         );
         match channel.deliver(&outgoing()).await {
             Err(DeliveryError::Transient { message, .. }) => {

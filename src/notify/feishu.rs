@@ -195,11 +195,6 @@ impl Feishu {
         }
     }
 
-    /// A client that does not follow redirects ([`Robot::http_client`]).
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        Robot::http_client()
-    }
-
     /// Whether the channel is stopped or paused, and for how much longer.
     pub fn stopped_for(&self) -> Option<Duration> {
         self.robot.stopped_for()
@@ -301,7 +296,7 @@ mod tests {
                 spacing: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
-            Feishu::http_client().unwrap(),
+            crate::notify::no_redirect_client().unwrap(),
         )
     }
 

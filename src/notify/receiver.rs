@@ -265,7 +265,7 @@ mod tests {
         };
         Webhook::new(
             config,
-            Webhook::http_client().unwrap(),
+            crate::notify::no_redirect_client().unwrap(),
             Duration::from_secs(5),
         )
     }

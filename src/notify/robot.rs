@@ -115,12 +115,6 @@ impl Robot {
         self
     }
 
-    /// A client that does not follow redirects: a redirect means the URL is wrong, and
-    /// following it would hand the message to a host nobody configured.
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        super::no_redirect_client()
-    }
-
     /// The configured webhook, credential and all, for the request only.
     pub fn url(&self) -> &str {
         self.url.expose()

@@ -323,7 +323,7 @@ impl std::fmt::Debug for AliyunSms {
 }
 
 impl AliyunSms {
-    /// `http` should not follow redirects (see [`AliyunSms::http_client`]): the signature covers
+    /// `http` should not follow redirects (see [`super::no_redirect_client`]): the signature covers
     /// the path `/`, and a redirect means the endpoint is misconfigured.
     pub fn new(config: AliyunSmsConfig, http: reqwest::Client) -> AliyunSms {
         AliyunSms {
@@ -337,10 +337,6 @@ impl AliyunSms {
     pub fn with_pause(mut self, pause: Duration) -> AliyunSms {
         self.stop = ChannelStop::new(pause);
         self
-    }
-
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        super::no_redirect_client()
     }
 
     /// Whether the channel is stopped, and until when.

@@ -353,14 +353,10 @@ pub struct HttpSms {
 }
 
 impl HttpSms {
-    /// `http` should not follow redirects (see [`HttpSms::http_client`]): a redirect means the URL
+    /// `http` should not follow redirects (see [`super::no_redirect_client`]): a redirect means the URL
     /// is wrong, and following it would hand the phone number and tokens to another host.
     pub fn new(config: HttpSmsConfig, http: reqwest::Client) -> HttpSms {
         HttpSms { config, http }
-    }
-
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        super::no_redirect_client()
     }
 
     /// The URL without credentials and with query values masked, for messages: gateways often

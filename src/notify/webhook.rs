@@ -219,7 +219,7 @@ pub struct Webhook {
 
 impl Webhook {
     /// `http` should be built with `redirect(reqwest::redirect::Policy::none())` (see
-    /// [`Webhook::http_client`]): a redirect means the configured URL is wrong, and following it
+    /// [`super::no_redirect_client`]): a redirect means the configured URL is wrong, and following it
     /// would hand the signed payload to whatever host the redirect names.
     pub fn new(config: WebhookConfig, http: reqwest::Client, timeout: Duration) -> Webhook {
         Webhook {
@@ -250,11 +250,6 @@ impl Webhook {
                 "webhook channel stopped: {url} answered 410 Gone (the endpoint no longer exists); fix url in [channels.webhook] or the receiver, then reload or restart"
             )
         })
-    }
-
-    /// A client suited to webhooks: redirects are not followed.
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        super::no_redirect_client()
     }
 
     /// The URL as messages show it: no user info, query values masked.
@@ -651,7 +646,11 @@ mod tests {
             url,
             secret: spec_secret(),
         };
-        Webhook::new(config, Webhook::http_client().unwrap(), timeout)
+        Webhook::new(
+            config,
+            crate::notify::no_redirect_client().unwrap(),
+            timeout,
+        )
     }
 
     fn outgoing() -> Outgoing {

@@ -118,11 +118,6 @@ impl Wecom {
         self
     }
 
-    /// A client that does not follow redirects ([`Robot::http_client`]).
-    pub fn http_client() -> reqwest::Result<reqwest::Client> {
-        Robot::http_client()
-    }
-
     /// Whether the channel is stopped or paused, and for how much longer.
     pub fn stopped_for(&self) -> Option<Duration> {
         self.robot.stopped_for()
@@ -205,7 +200,7 @@ mod tests {
                 spacing: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
-            Wecom::http_client().unwrap(),
+            crate::notify::no_redirect_client().unwrap(),
         )
     }
 

@@ -44,7 +44,7 @@ fn aliyun(fake: &FakeAliyunSms, secret: &str) -> AliyunSms {
             param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
-        AliyunSms::http_client().unwrap(),
+        shipwatch::notify::no_redirect_client().unwrap(),
     )
 }
 
@@ -235,14 +235,17 @@ async fn aliyun_without_a_template_is_permanent() {
         param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
         timeout: Duration::from_secs(5),
     };
-    let channel = AliyunSms::new(config.clone(), AliyunSms::http_client().unwrap());
+    let channel = AliyunSms::new(
+        config.clone(),
+        shipwatch::notify::no_redirect_client().unwrap(),
+    );
     let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
     assert!(reason.contains("template_code"), "{reason}");
     assert!(fake.calls().is_empty());
 
     config.template_code = Some("SMS_100000001".to_owned());
     config.sign_name = "别的签名".to_owned();
-    let channel = AliyunSms::new(config, AliyunSms::http_client().unwrap());
+    let channel = AliyunSms::new(config, shipwatch::notify::no_redirect_client().unwrap());
     let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
     assert!(reason.contains("isv.SMS_SIGNATURE_ILLEGAL"), "{reason}");
 }
@@ -339,7 +342,7 @@ async fn aliyun_unknown_key_id_stops_the_channel() {
             param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
-        AliyunSms::http_client().unwrap(),
+        shipwatch::notify::no_redirect_client().unwrap(),
     );
     let (text, retry_after) = paused(channel.deliver(&outgoing(&message(None))).await);
     assert!(text.contains("InvalidAccessKeyId.NotFound"), "{text}");
@@ -362,7 +365,7 @@ async fn aliyun_unreachable_is_transient_without_the_number() {
             param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
             timeout: Duration::from_secs(5),
         },
-        AliyunSms::http_client().unwrap(),
+        shipwatch::notify::no_redirect_client().unwrap(),
     );
     let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
     assert!(text.contains("could not connect"), "{text}");
@@ -479,7 +482,7 @@ fn http_sms(url: String) -> HttpSms {
             timeout: Duration::from_secs(5),
             ..HttpSmsConfig::default()
         },
-        HttpSms::http_client().unwrap(),
+        shipwatch::notify::no_redirect_client().unwrap(),
     )
 }
 
@@ -546,7 +549,7 @@ async fn gateway_with_a_bad_template_is_permanent_before_sending() {
             body: r#"{{"to":"{phone}","x":"{parcel}"}}"#.to_owned(),
             ..HttpSmsConfig::default()
         },
-        HttpSms::http_client().unwrap(),
+        shipwatch::notify::no_redirect_client().unwrap(),
     );
     let reason = permanent(channel.deliver(&outgoing(&message(None))).await);
     assert!(reason.contains("{parcel}"), "{reason}");
@@ -569,7 +572,7 @@ async fn aliyun_param_length_limit_is_dead_with_the_explanation() {
             param_max_chars: 500,
             timeout: Duration::from_secs(5),
         },
-        AliyunSms::http_client().unwrap(),
+        shipwatch::notify::no_redirect_client().unwrap(),
     );
     let mut sms = message(None);
     sms.params.insert("event".to_owned(), "派".repeat(200));
