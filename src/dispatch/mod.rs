@@ -21,6 +21,7 @@ use crate::service::Heartbeat;
 use crate::storage::{Db, InvalidKind, Recorded, ShipmentClaim, ShipmentRow, StorageError};
 use crate::workers::{Grace, Slot, Workers};
 
+mod ahead;
 mod commit;
 pub mod pollable;
 mod tally;
@@ -152,6 +153,8 @@ pub struct Dispatcher {
     /// of slots ahead lets a freed slot start its next poll at once instead of waiting for the
     /// writer to claim one.
     ahead: Mutex<VecDeque<(ShipmentRow, Millis)>>,
+    /// How fast the slots have been taking what was claimed ahead, which sizes the next claim.
+    pace: Mutex<ahead::Pace>,
     /// Beats once per completed round; systemd's watchdog and `/healthz` watch it, so a wedged
     /// dispatcher gets noticed.
     heartbeat: Heartbeat,
@@ -184,6 +187,7 @@ impl Dispatcher {
             events,
             in_flight: Mutex::new(HashSet::new()),
             ahead: Mutex::new(VecDeque::new()),
+            pace: Mutex::new(ahead::Pace::default()),
             heartbeat: Heartbeat::new(),
             tally: PollTally::default(),
             max_idle_ms: AtomicU64::new(u64::MAX),
@@ -246,7 +250,7 @@ impl Dispatcher {
     }
 
     /// One round: starts a poll in each free slot, with shipments claimed ahead, claiming more
-    /// (a round of slots beyond the free ones) when too few are left. Returns how many shipments
+    /// (beyond the free slots, as many as [`ahead::Pace`] says) when too few are left. Returns how many shipments
     /// it took up (polls started, rows flagged); the polls go on in the background.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
         let free = self.workers.free();
@@ -263,6 +267,11 @@ impl Dispatcher {
         if short > 0 {
             let paused = self.paused(now);
             let claimed_until = now + millis(self.polling.lease);
+            let beyond = self.pace.lock().expect("pace lock").claim(
+                now,
+                self.polling.concurrency,
+                self.polling.lease,
+            );
             let rows = self
                 .db
                 .writer()
@@ -270,7 +279,7 @@ impl Dispatcher {
                     now,
                     claimed_until,
                     paused,
-                    limit: short + self.polling.concurrency,
+                    limit: short + beyond,
                 })
                 .await?;
             if !rows.is_empty() {
@@ -286,6 +295,7 @@ impl Dispatcher {
             ahead.drain(..take).map(|(row, _)| row).collect()
         };
         let claimed = rows.len();
+        self.pace.lock().expect("pace lock").started(claimed);
         let providers = self.providers();
         for row in rows {
             let provider = match pollable(&row, &providers, now) {
