@@ -13,6 +13,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+mod pace;
+pub use pace::Pace;
+
 /// How long the shutdown lets work in flight finish: its period from the moment each drain
 /// begins, or until it is cut short (a second SIGTERM or Ctrl-C), whichever comes first. Clones
 /// share the cut.

@@ -19,9 +19,8 @@ use crate::outage::Outage;
 use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest, UnfitRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, InvalidKind, Recorded, ShipmentClaim, ShipmentRow, StorageError};
-use crate::workers::{Grace, Slot, Workers};
+use crate::workers::{Grace, Pace, Slot, Workers};
 
-mod ahead;
 mod commit;
 pub mod pollable;
 mod tally;
@@ -154,7 +153,7 @@ pub struct Dispatcher {
     /// writer to claim one.
     ahead: Mutex<VecDeque<(ShipmentRow, Millis)>>,
     /// How fast the slots have been taking what was claimed ahead, which sizes the next claim.
-    pace: Mutex<ahead::Pace>,
+    pace: Mutex<Pace>,
     /// Beats once per completed round; systemd's watchdog and `/healthz` watch it, so a wedged
     /// dispatcher gets noticed.
     heartbeat: Heartbeat,
@@ -187,7 +186,7 @@ impl Dispatcher {
             events,
             in_flight: Mutex::new(HashSet::new()),
             ahead: Mutex::new(VecDeque::new()),
-            pace: Mutex::new(ahead::Pace::default()),
+            pace: Mutex::new(Pace::default()),
             heartbeat: Heartbeat::new(),
             tally: PollTally::default(),
             max_idle_ms: AtomicU64::new(u64::MAX),
@@ -250,7 +249,7 @@ impl Dispatcher {
     }
 
     /// One round: starts a poll in each free slot, with shipments claimed ahead, claiming more
-    /// (beyond the free slots, as many as [`ahead::Pace`] says) when too few are left. Returns how many shipments
+    /// (beyond the free slots, as many as [`Pace`] says) when too few are left. Returns how many shipments
     /// it took up (polls started, rows flagged); the polls go on in the background.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
         let free = self.workers.free();

@@ -1,8 +1,8 @@
 //! The sender: claims due notifications with a lease, makes one delivery attempt each, and
 //! records the outcome: sent, retried later with backoff, or dead.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -16,7 +16,7 @@ use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, NotificationClaim, StorageError};
-use crate::workers::{Grace, Workers};
+use crate::workers::{Grace, Pace, Workers};
 
 /// How the sender delivers notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +81,57 @@ pub struct Sender {
     events: Events,
     /// Delivery slots, `[delivery] concurrency` for each channel: a receiver that never answers
     /// fills its own channel's slots only, and the other channels' messages go out meanwhile.
-    lanes: BTreeMap<ChannelKind, Workers>,
+    lanes: BTreeMap<ChannelKind, Lane>,
     /// Rung when an attempt ends: its slot is free for the next due message.
     freed: Notify,
     /// How often the outbox is looked at when nothing is due sooner.
     scan_interval: Duration,
     /// Retries of these channels wait for the end of their quiet hours.
     quiet_hours: HashMap<ChannelKind, QuietHours>,
+}
+
+/// One channel's delivery slots and the messages claimed for them ahead.
+struct Lane {
+    workers: Workers,
+    slots: usize,
+    /// Claimed but not attempted yet, each with the end of its lease. Claiming ahead of the free
+    /// slots lets a freed slot start its next attempt without waiting for a claim.
+    ahead: Mutex<VecDeque<(ClaimedNotification, Millis)>>,
+    /// How fast the slots have been taking what was claimed ahead, which sizes the next claim.
+    pace: Mutex<Pace>,
+}
+
+impl Lane {
+    fn new(slots: usize) -> Lane {
+        Lane {
+            workers: Workers::new(slots),
+            slots,
+            ahead: Mutex::new(VecDeque::new()),
+            pace: Mutex::new(Pace::default()),
+        }
+    }
+
+    fn free(&self) -> usize {
+        self.workers.free()
+    }
+
+    /// Takes out the claims that end before `by`: too late to start an attempt on.
+    fn take_ending(&self, by: Millis) -> Vec<(i64, Millis)> {
+        let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
+        let (ending, keep): (Vec<_>, Vec<_>) = ahead.drain(..).partition(|(_, until)| *until <= by);
+        ahead.extend(keep);
+        ending.into_iter().map(|(n, until)| (n.id, until)).collect()
+    }
+
+    /// Takes out every claim not started, to give back.
+    fn take_all(&self) -> Vec<(i64, Millis)> {
+        self.ahead
+            .lock()
+            .expect("claimed-ahead lock")
+            .drain(..)
+            .map(|(n, until)| (n.id, until))
+            .collect()
+    }
 }
 
 /// Waits for the next status change announced on the event bus: its notifications are queued
@@ -125,7 +169,7 @@ impl Sender {
                     let slots = c
                         .max_in_flight()
                         .map_or(delivery.concurrency, |n| n.clamp(1, delivery.concurrency));
-                    (c.kind(), Workers::new(slots))
+                    (c.kind(), Lane::new(slots))
                 })
                 .collect(),
             freed: Notify::new(),
@@ -149,8 +193,9 @@ impl Sender {
             .collect()
     }
 
-    /// One round: for each channel, claims as many due notifications as it has free delivery
-    /// slots and starts an attempt for each. Returns how many it claimed.
+    /// One round: for each channel, starts an attempt in each free delivery slot with messages
+    /// claimed ahead, claiming more (beyond the free slots, as many as [`Pace`] says) when too
+    /// few are left. Returns how many attempts it started.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
         let mut count = 0;
         for (kind, lane) in &self.lanes {
@@ -159,21 +204,42 @@ impl Sender {
                 continue;
             }
             let now = self.clock.now();
-            let claimed = self
-                .db
-                .writer()
-                .claim_notifications(NotificationClaim {
+            // A claim that ends before an attempt could finish goes back untried, its attempt
+            // not spent: attempted that late, it could be claimed again while still in flight.
+            let ending = lane.take_ending(now + millis(self.delivery.timeout));
+            self.db.give_back_notifications(&ending).await?;
+            let short = free.saturating_sub(lane.ahead.lock().expect("claimed-ahead lock").len());
+            if short > 0 {
+                let beyond = lane.pace.lock().expect("pace lock").claim(
                     now,
-                    lease_until: now + millis(self.delivery.lease),
-                    channels: vec![*kind],
-                    max_attempts: self.delivery.attempts,
-                    limit: free,
-                })
-                .await?;
-            count += claimed.len();
-            for notification in claimed {
+                    lane.slots,
+                    self.delivery.lease,
+                );
+                let lease_until = now + millis(self.delivery.lease);
+                let claimed = self
+                    .db
+                    .writer()
+                    .claim_notifications(NotificationClaim {
+                        now,
+                        lease_until,
+                        channels: vec![*kind],
+                        max_attempts: self.delivery.attempts,
+                        limit: short + beyond,
+                    })
+                    .await?;
+                let mut ahead = lane.ahead.lock().expect("claimed-ahead lock");
+                ahead.extend(claimed.into_iter().map(|n| (n, lease_until)));
+            }
+            let started: Vec<ClaimedNotification> = {
+                let mut ahead = lane.ahead.lock().expect("claimed-ahead lock");
+                let take = free.min(ahead.len());
+                ahead.drain(..take).map(|(n, _)| n).collect()
+            };
+            lane.pace.lock().expect("pace lock").started(started.len());
+            count += started.len();
+            for notification in started {
                 let (me, kind) = (self.clone(), *kind);
-                lane.spawn(async move {
+                lane.workers.spawn(async move {
                     me.deliver_in_background(kind, notification).await;
                     me.freed.notify_one();
                 });
@@ -187,7 +253,7 @@ impl Sender {
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, StorageError> {
         let claimed = self.step().await?;
         for lane in self.lanes.values() {
-            lane.idle().await;
+            lane.workers.idle().await;
         }
         Ok(claimed)
     }
@@ -198,7 +264,7 @@ impl Sender {
         };
         let outcome = tokio::select! {
             biased;
-            _ = lane.aborted() => None,
+            _ = lane.workers.aborted() => None,
             outcome = self.deliver(&notification) => Some(outcome),
         };
         let result = match outcome {
@@ -411,8 +477,14 @@ impl Sender {
         // One grace for all: the lanes drain at the same time, each waited for in turn.
         let since = tokio::time::Instant::now();
         for (kind, lane) in &self.lanes {
-            lane.drain(&grace, since, &format!("{kind} deliveries"))
+            lane.workers
+                .drain(&grace, since, &format!("{kind} deliveries"))
                 .await;
+            // What was claimed ahead and never attempted is due again at once, its attempt
+            // not spent.
+            if let Err(e) = self.db.give_back_notifications(&lane.take_all()).await {
+                error!(channel = %kind, error = %e, "could not give back the notifications claimed ahead");
+            }
         }
     }
 
@@ -437,6 +509,40 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claimed(id: i64) -> ClaimedNotification {
+        ClaimedNotification {
+            id,
+            public_id: format!("msg_{id}"),
+            order_id: id.to_string(),
+            channel: "webhook".to_owned(),
+            status: "in_transit".to_owned(),
+            payload: "{}".to_owned(),
+            recipient: None,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn claims_that_end_before_an_attempt_could_finish_are_taken_out_in_order() {
+        let lane = Lane::new(2);
+        lane.ahead.lock().unwrap().extend([
+            (claimed(1), 1_000),
+            (claimed(2), 5_000),
+            (claimed(3), 900),
+        ]);
+        assert_eq!(lane.take_ending(1_000), vec![(1, 1_000), (3, 900)]);
+        let left: Vec<i64> = lane
+            .ahead
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.id)
+            .collect();
+        assert_eq!(left, vec![2]);
+        assert_eq!(lane.take_all(), vec![(2, 5_000)]);
+        assert!(lane.ahead.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {

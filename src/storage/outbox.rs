@@ -215,6 +215,26 @@ impl Db {
         Ok(())
     }
 
+    /// Gives back notifications claimed ahead and never attempted, each only while the claim is
+    /// still the one given (`lease_until`): the lease ends and the attempt the claim counted is
+    /// taken back, so the message is due again at once with no attempt spent.
+    pub async fn give_back_notifications(&self, claims: &[(i64, Millis)]) -> Result<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let claims = serde_json::to_string(claims).expect("pairs of integers serialise");
+        sqlx::query(
+            "UPDATE notifications SET lease_until = NULL, attempts = max(attempts - 1, 0) \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM json_each(?)) AS given \
+             WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
+               AND notifications.state = 'pending'",
+        )
+        .bind(claims)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     #[instrument(skip_all)]
     pub async fn list_notifications(
         &self,

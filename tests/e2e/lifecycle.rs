@@ -101,6 +101,70 @@ async fn a_second_stop_signal_cuts_the_shutdown_grace_short() {
     }
 }
 
+/// Messages claimed ahead of the free delivery slots and never attempted are given back at the
+/// stop with no attempt spent: after the stop, each message has exactly as many attempts
+/// counted as the receiver saw requests for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_claimed_ahead_and_never_attempted_spend_no_attempt_at_the_stop() {
+    let slow = SlowWebhook::start(Duration::from_secs(60)).await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook_to(&slow.url))
+        .start()
+        .await;
+    app.edit_config(|text| text.replace("timeout = \"2s\"", "timeout = \"5m\""));
+    app.edit_config(|text| text.replace("lease = \"5s\"", "lease = \"10m\""));
+    app.edit_config(|text| text.replace("[delivery]", "[delivery]\nconcurrency = 2"));
+    // Six changes queued before the daemon starts: its first claim takes the two free slots'
+    // messages and two more ahead of them.
+    for k in 0..6u64 {
+        let tid = 8_400_000_000_000_300_001 + k;
+        app.top.journey(tid);
+        app.cli_ok(&["add", &tid.to_string()]);
+        app.cli_ok(&["poll", &tid.to_string(), "--apply"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("both delivery slots are busy", LIMIT, || {
+        slow.requests().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.signal("TERM");
+    app.wait_until("the drain begins", LIMIT, || {
+        daemon.log().contains("shutting down")
+    })
+    .await;
+    daemon.signal("INT");
+    daemon
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running after the second signal\n{}", daemon.log()));
+
+    let seen = slow.requests();
+    assert_eq!(seen.len(), 2, "two slots, two requests: {seen:?}");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=ro", app.db.display()))
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, i64, Option<i64>)> =
+        sqlx::query_as("SELECT public_id, state, attempts, lease_until FROM notifications")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let _ = conn.close().await;
+    assert!(rows.len() >= 6, "{rows:?}");
+    for (id, state, attempts, lease) in rows {
+        let requests = seen.iter().filter(|(seen, _)| *seen == id).count() as i64;
+        assert_eq!(state, "pending", "{id}");
+        assert_eq!(lease, None, "{id}: the claim is given back");
+        assert_eq!(
+            attempts,
+            requests,
+            "{id}: {attempts} attempts counted, {requests} requests made\n{}",
+            daemon.log()
+        );
+    }
+}
+
 /// A listen address that is taken fails the start before the daemon says it started and before
 /// systemd hears READY: one error line naming the address and the fix, a non-zero exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

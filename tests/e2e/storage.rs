@@ -365,6 +365,56 @@ async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
 }
 
 #[tokio::test]
+async fn a_claim_given_back_untried_spends_no_attempt_and_only_the_lease_given_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let channels = channels();
+    for order in ["1", "2"] {
+        let id = add(&db, order).await;
+        let t = trace(Status::PickedUp, 1);
+        db.record_poll(
+            id,
+            PollRecord {
+                now: T0,
+                trace: &t,
+                next_poll_at: T0,
+                channels: &channels,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let webhook = [ChannelKind::Webhook];
+    let lease = 60_000;
+    let claimed = db
+        .claim_notifications(T0, T0 + lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|n| n.attempts == 1));
+
+    // The first goes back with the lease it was claimed with; the second names a lease it
+    // does not hold (its claim ran out and was taken again), so it stays as it is.
+    db.give_back_notifications(&[(claimed[0].id, T0 + lease), (claimed[1].id, T0 + 1)])
+        .await
+        .unwrap();
+    let again = db
+        .claim_notifications(T0 + 1, T0 + 1 + lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "only the one given back is free: {again:?}");
+    assert_eq!(again[0].id, claimed[0].id);
+    assert_eq!(
+        again[0].attempts, 1,
+        "the claim given back spent no attempt"
+    );
+    let rows = db.list_notifications(Some("pending"), None).await.unwrap();
+    let kept = rows.iter().find(|r| r.id == claimed[1].id).unwrap();
+    assert_eq!(kept.attempts, 1);
+    assert_eq!(kept.lease_until, Some(T0 + lease));
+}
+
+#[tokio::test]
 async fn the_table_refuses_structural_mistakes_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;

@@ -1,12 +1,12 @@
-//! How many shipments the dispatcher claims ahead of its free slots.
+//! How much work the dispatcher and the sender claim ahead of their free slots.
 //!
 //! Every claim is a transaction of the writer's, and the free slots wait for it. Claiming only a
 //! round of slots at a time made the slots wait on a claim every few polls (4,900 polls/s at
 //! 210 µs of CPU each in the quick bench); claiming the work of a few seconds at a time lets a
-//! claim serve hundreds of polls (10,600 polls/s at 109 µs). A shipment claimed ahead holds its
-//! claim until its poll starts, so no more is claimed than the slots start, at the pace they have
-//! been starting, within an eighth of the lease: a rate-limited provider's shipments are not
-//! claimed so far ahead that their claims run out unused.
+//! claim serve hundreds of polls (10,600 polls/s at 109 µs). Work claimed ahead holds its lease
+//! until it starts, so no more is claimed than the slots start, at the pace they have been
+//! starting, within an eighth of the lease: a rate-limited provider's shipments or a slow
+//! channel's messages are not claimed so far ahead that their leases run out unused.
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// Counts polls started (or rows flagged) from what was claimed.
+    /// Counts the work started (polls, rows flagged, deliveries) from what was claimed.
     pub fn started(&mut self, n: usize) {
         self.started += n;
     }
@@ -48,7 +48,7 @@ impl Pace {
 /// [`MOST_ROUNDS`].
 pub fn ahead(concurrency: usize, started: usize, elapsed_ms: Millis, lease: Duration) -> usize {
     let most = concurrency.saturating_mul(MOST_ROUNDS);
-    let window = (lease / LEASE_SHARE).as_millis() as u128;
+    let window = (lease / LEASE_SHARE).as_millis();
     let wanted = if elapsed_ms <= 0 {
         // No time has passed (a paused clock, or two rounds within a millisecond): the pace is
         // unknown but fast.
