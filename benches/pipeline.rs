@@ -663,7 +663,11 @@ sign_method = "hmac-sha256"
             .map_err(|e| e.to_string())?;
         let log = self.dir.path().join("daemon.log");
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+        // `BENCH_BIN` runs another build of the daemon against the same scenarios, to compare
+        // two builds on the same machine state.
+        let bin =
+            std::env::var_os("BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_shipwatch").into());
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&self.config)
             .arg("run")
