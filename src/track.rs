@@ -210,30 +210,41 @@ pub fn announce(
         .collect()
 }
 
-/// The `shipment.stuck` webhook row for stall number `stall` of a moving shipment quiet since
-/// `quiet_since`. The status does not change: the row says so by carrying it twice.
+/// The `shipment.stuck` rows for stall number `stall` of a moving shipment quiet since
+/// `quiet_since`: one for each channel told of stuck parcels (the webhook's event, the group
+/// robots' message). The status does not change: each row says so by carrying it twice.
 pub fn stuck_alert(
     shipment: &ShipmentRow,
     stall: i64,
     quiet_since: Millis,
     now: Millis,
+    channels: &[ChannelRule],
     new_id: &mut dyn FnMut() -> String,
-) -> OutboxRow {
-    let public_id = new_id();
-    let payload = payload::stuck(&public_id, now, shipment, quiet_since);
-    OutboxRow {
-        public_id,
-        kind: NotificationKind::Stuck,
-        transition: stall,
-        channel: ChannelKind::Webhook,
-        previous: shipment.status,
-        status: shipment.status,
-        payload,
-        recipient: None,
-        skipped: None,
-        next_attempt_at: now,
-        created_at: now,
-    }
+) -> Vec<OutboxRow> {
+    channels
+        .iter()
+        .filter(|rule| rule.alerts.stuck)
+        .filter_map(|rule| {
+            let public_id = new_id();
+            let payload = match rule.kind {
+                ChannelKind::Webhook => payload::stuck(&public_id, now, shipment, quiet_since),
+                kind => payload::stuck_for_robot(kind, shipment, quiet_since, now)?,
+            };
+            Some(OutboxRow {
+                public_id,
+                kind: NotificationKind::Stuck,
+                transition: stall,
+                channel: rule.kind,
+                previous: shipment.status,
+                status: shipment.status,
+                payload,
+                recipient: None,
+                skipped: None,
+                next_attempt_at: now,
+                created_at: now,
+            })
+        })
+        .collect()
 }
 
 /// A notification id in the style of Standard Webhooks (`msg_` and random characters): unique
@@ -601,36 +612,62 @@ mod tests {
     }
 
     #[test]
-    fn a_stuck_alert_is_a_webhook_row_keyed_by_its_stall() {
+    fn a_stuck_alert_is_a_row_per_channel_told_of_stuck_parcels_keyed_by_its_stall() {
         let stored = stored(Status::InTransit, Some(T0));
-        let row = stuck_alert(&stored, 4, T0, NOW, &mut || "msg_s".to_owned());
+        let channels = [
+            ChannelRule::new(ChannelKind::Webhook, Status::ALL.to_vec()),
+            ChannelRule::new(ChannelKind::Email, Status::ALL.to_vec()),
+            ChannelRule::new(ChannelKind::Dingtalk, Status::ALL.to_vec()),
+            ChannelRule::new(ChannelKind::Feishu, Status::ALL.to_vec()),
+        ];
+        let mut n = 0;
+        let rows = stuck_alert(&stored, 4, T0, NOW, &channels, &mut || {
+            n += 1;
+            format!("msg_{n}")
+        });
+        let kinds: Vec<ChannelKind> = rows.iter().map(|r| r.channel).collect();
         assert_eq!(
-            (
-                row.kind,
-                row.channel,
-                row.transition,
-                row.previous,
-                row.status
-            ),
-            (
-                NotificationKind::Stuck,
+            kinds,
+            [
                 ChannelKind::Webhook,
-                4,
-                Status::InTransit,
-                Status::InTransit
-            )
+                ChannelKind::Dingtalk,
+                ChannelKind::Feishu
+            ],
+            "the buyer's email is not told"
         );
-        let body: serde_json::Value = serde_json::from_str(&row.payload).expect("JSON body");
+        for row in &rows {
+            assert_eq!(
+                (row.kind, row.transition, row.previous, row.status),
+                (
+                    NotificationKind::Stuck,
+                    4,
+                    Status::InTransit,
+                    Status::InTransit
+                )
+            );
+        }
+        let body: serde_json::Value = serde_json::from_str(&rows[0].payload).expect("JSON body");
         assert_eq!(
             body.pointer("/type").and_then(|v| v.as_str()),
             Some("shipment.stuck")
         );
-        assert_eq!(body.pointer("/id").and_then(|v| v.as_str()), Some("msg_s"));
+        assert_eq!(body.pointer("/id").and_then(|v| v.as_str()), Some("msg_1"));
         assert_eq!(
             body.pointer("/data/stalled_for_hours")
                 .and_then(|v| v.as_i64()),
             Some(10)
         );
+        let robot: serde_json::Value = serde_json::from_str(&rows[1].payload).expect("JSON body");
+        let text = robot
+            .pointer("/markdown/text")
+            .and_then(|v| v.as_str())
+            .expect("DingTalk markdown");
+        assert!(text.contains("已 10 小时没有新动态"), "{text}");
+        assert!(text.contains(&stored.order_id), "{text}");
+        // A channel can be told not to.
+        let mut quiet = channels[2].clone();
+        quiet.alerts.stuck = false;
+        assert!(stuck_alert(&stored, 5, T0, NOW, &[quiet], &mut String::new).is_empty());
     }
 
     #[test]

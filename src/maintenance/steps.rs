@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use crate::clock::{Millis, millis};
 use crate::domain::{Status, Tier};
-use crate::notify::{ChannelKind, ChannelRule};
+use crate::notify::ChannelRule;
 use crate::providers::Trace;
 use crate::storage::{Checkpointed, Db, Pruned, Result, ShipmentRow, Sweep, SweepWrite};
 use crate::track::{Change, announce, new_public_id, stuck_alert};
@@ -189,9 +189,10 @@ pub async fn unreachable_polls(db: &Db, now: Millis) -> Result<Vec<(String, Stri
     Ok(invalid)
 }
 
-/// Queues one `shipment.stuck` webhook notification for each moving shipment (see [`MOVING`])
-/// that has been quiet for `stuck_after`, once per stall. Buyers are not told: a stall is for the
-/// shop to chase with the carrier. Without a webhook channel nothing is queued or remembered.
+/// Queues `shipment.stuck` notifications for each moving shipment (see [`MOVING`]) that has been
+/// quiet for `stuck_after`, once per stall, on each channel told of stuck parcels (the webhook
+/// and the group robots by default). Buyers are not told: a stall is for the shop to chase with
+/// the carrier. Without such a channel nothing is queued or remembered.
 #[instrument(skip_all)]
 pub async fn stuck_alerts(
     db: &Db,
@@ -199,7 +200,7 @@ pub async fn stuck_alerts(
     stuck_after: Duration,
     channels: &[ChannelRule],
 ) -> Result<Vec<String>> {
-    if !channels.iter().any(|c| c.kind == ChannelKind::Webhook) {
+    if !channels.iter().any(|c| c.alerts.stuck) {
         return Ok(Vec::new());
     }
     db.alert_stuck_shipments(
@@ -207,7 +208,14 @@ pub async fn stuck_alerts(
         now - millis(stuck_after),
         BATCH,
         |shipment, stall, quiet_since| {
-            stuck_alert(shipment, stall, quiet_since, now, &mut new_public_id)
+            stuck_alert(
+                shipment,
+                stall,
+                quiet_since,
+                now,
+                channels,
+                &mut new_public_id,
+            )
         },
     )
     .await

@@ -34,6 +34,8 @@ pub struct ChannelRule {
     pub quiet_hours: Option<template::QuietHours>,
     /// Texts per status that the config overrides; the rest take the defaults.
     pub texts: Texts,
+    /// What the channel is told besides status changes.
+    pub alerts: Alerts,
 }
 
 impl ChannelRule {
@@ -43,9 +45,63 @@ impl ChannelRule {
             triggers,
             quiet_hours: None,
             texts: Texts::default(),
+            alerts: Alerts::default_for(kind),
         }
     }
 }
+
+/// What a channel is told besides a shipment's status changes: `shipment.stuck` (a moving
+/// parcel quiet for `[maintenance] stuck_after`) and `ops` (shipwatch's own trouble, once per
+/// incident).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Alerts {
+    pub stuck: bool,
+    pub ops: bool,
+}
+
+impl Alerts {
+    /// The names the config lists them by.
+    pub const NAMES: [&str; 2] = [payload::STUCK, OPS];
+
+    /// What a channel is told when its config says nothing: the webhook hears of stuck parcels
+    /// (the shop's systems chase them), the group robots of stuck parcels and of incidents (the
+    /// shop's staff act on both), the buyers' channels of neither.
+    pub fn default_for(kind: ChannelKind) -> Alerts {
+        match kind {
+            ChannelKind::Webhook => Alerts {
+                stuck: true,
+                ops: false,
+            },
+            ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu => Alerts {
+                stuck: true,
+                ops: true,
+            },
+            ChannelKind::Email | ChannelKind::Sms => Alerts::default(),
+        }
+    }
+
+    /// The alerts named in a channel's `alerts` list; an unknown name is refused with the known
+    /// ones.
+    pub fn parse(names: &[String]) -> Result<Alerts, String> {
+        let mut alerts = Alerts::default();
+        for name in names {
+            match name.as_str() {
+                payload::STUCK => alerts.stuck = true,
+                OPS => alerts.ops = true,
+                other => {
+                    return Err(format!(
+                        "unknown alert {other:?} (known: {})",
+                        Alerts::NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(alerts)
+    }
+}
+
+/// The name of the alerts about shipwatch's own trouble.
+pub const OPS: &str = "ops";
 
 /// Texts per status, as overridden in the config.
 #[derive(Debug, Clone, Default)]

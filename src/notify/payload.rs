@@ -200,30 +200,57 @@ pub fn for_channel(
                 recipient: Some(phone.to_string()),
             }
         }
-        ChannelKind::Dingtalk => {
+        ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu => {
             let robot = RobotText::new(rule, shipment, trace, newest, previous);
-            Queued::Send {
-                payload: RobotMessage::markdown(robot.title.clone(), robot.with_heading())
-                    .to_json(),
-                recipient: None,
-            }
-        }
-        ChannelKind::Wecom => {
-            let robot = RobotText::new(rule, shipment, trace, newest, previous);
-            Queued::Send {
-                payload: WecomMessage::markdown(&robot.with_heading()).to_json(),
-                recipient: None,
-            }
-        }
-        ChannelKind::Feishu => {
-            // The card's header shows the title: the markdown starts at the change.
-            let robot = RobotText::new(rule, shipment, trace, newest, previous);
-            Queued::Send {
-                payload: FeishuMessage::card(&robot.title, &robot.body()).to_json(),
-                recipient: None,
+            match robot_message(rule.kind, &robot.title, &robot.body()) {
+                Some(payload) => Queued::Send {
+                    payload,
+                    recipient: None,
+                },
+                None => Queued::Skip("not a group robot"),
             }
         }
     }
+}
+
+/// A group robot's message in its own shape: a markdown `title` and `body`. DingTalk and WeCom
+/// show the title as a heading above the body; Feishu's card shows it in its header. `None` for
+/// the channels that are not robots.
+pub fn robot_message(kind: ChannelKind, title: &str, body: &str) -> Option<String> {
+    let with_heading = || format!("#### {title}\n\n{body}");
+    Some(match kind {
+        ChannelKind::Dingtalk => RobotMessage::markdown(title.to_owned(), with_heading()).to_json(),
+        ChannelKind::Wecom => WecomMessage::markdown(&with_heading()).to_json(),
+        ChannelKind::Feishu => FeishuMessage::card(title, body).to_json(),
+        ChannelKind::Webhook | ChannelKind::Email | ChannelKind::Sms => return None,
+    })
+}
+
+/// The `shipment.stuck` message for a group robot: which parcel, in which status, quiet since
+/// when, and how to reach the carrier. `None` for the channels that are not robots.
+pub fn stuck_for_robot(
+    kind: ChannelKind,
+    shipment: &ShipmentRow,
+    quiet_since: Millis,
+    now: Millis,
+) -> Option<String> {
+    let hours = (now - quiet_since) / 3_600_000;
+    let since = chrono::DateTime::from_timestamp_millis(quiet_since)
+        .map(|t| {
+            t.with_timezone(&crate::providers::shanghai())
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let title = format!("订单{}:包裹停滞", shipment.order_id);
+    let body = format!(
+        "**{status}**,已 {hours} 小时没有新动态\n\n- 订单号:{order}\n- 运单号:{tracking}({carrier})\n- 最后动态:{since}",
+        status = template::status_text(shipment.status),
+        order = shipment.order_id,
+        tracking = shipment.tracking_no.as_deref().unwrap_or(""),
+        carrier = shipment.carrier.as_deref().unwrap_or(""),
+    );
+    robot_message(kind, &title, &body)
 }
 
 /// A group robot's message: its title, the change (from which status to which) and the
@@ -273,11 +300,6 @@ impl RobotText {
     /// The change, then the text.
     fn body(&self) -> String {
         format!("{}\n\n{}", self.change, self.text)
-    }
-
-    /// The title as a heading above [`Self::body`], for robots whose message has no header.
-    fn with_heading(&self) -> String {
-        format!("#### {}\n\n{}", self.title, self.body())
     }
 }
 

@@ -204,7 +204,7 @@ impl Db {
         moving: &[Status],
         quiet_before: Millis,
         limit: i64,
-        mut alert: impl FnMut(&ShipmentRow, i64, Millis) -> OutboxRow,
+        mut alert: impl FnMut(&ShipmentRow, i64, Millis) -> Vec<OutboxRow>,
     ) -> Result<Vec<String>> {
         let mut tx = self.begin_write().await?;
         let moving: Vec<&str> = moving.iter().map(|s| s.as_str()).collect();
@@ -232,7 +232,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             let outbox = alert(&row.shipment, stall, row.quiet_since);
-            insert_outbox(&mut tx, row.shipment.id, &[outbox]).await?;
+            insert_outbox(&mut tx, row.shipment.id, &outbox).await?;
             alerted.push(row.shipment.order_id);
         }
         tx.commit().await?;

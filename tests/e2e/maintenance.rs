@@ -201,6 +201,58 @@ async fn a_shipment_the_carrier_never_saw_becomes_an_exception_and_stays_polled(
     );
 }
 
+/// The group robots hear of a stalled parcel too, in their own message shape; the buyers'
+/// channels do not, and a robot whose `alerts` leave it out is not told.
+#[tokio::test]
+async fn a_stalled_parcel_is_told_to_the_robots_as_well_as_the_webhook() {
+    let f = fixture().await;
+    let now = T0 + 10 * DAY;
+    let id = f.add("stalled", T0).await;
+    f.set(id, "in_transit", true, Some(now - 80 * HOUR)).await;
+    let mut quiet_wecom = ChannelRule::new(ChannelKind::Wecom, Status::ALL.to_vec());
+    quiet_wecom.alerts.stuck = false;
+    let channels = vec![
+        ChannelRule::new(ChannelKind::Webhook, Status::ALL.to_vec()),
+        ChannelRule::new(ChannelKind::Email, Status::ALL.to_vec()),
+        ChannelRule::new(ChannelKind::Dingtalk, Status::ALL.to_vec()),
+        quiet_wecom,
+        ChannelRule::new(ChannelKind::Feishu, Status::ALL.to_vec()),
+    ];
+    let after = Duration::from_secs(72 * 3_600);
+    assert_eq!(
+        maintenance::stuck(&f.db, now, after, &channels)
+            .await
+            .unwrap(),
+        1
+    );
+    let rows: Vec<(String, String)> = f
+        .notifications(id)
+        .await
+        .into_iter()
+        .map(|(kind, channel, _, _)| (kind, channel))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("stuck".to_owned(), "webhook".to_owned()),
+            ("stuck".to_owned(), "dingtalk".to_owned()),
+            ("stuck".to_owned(), "feishu".to_owned()),
+        ]
+    );
+    let payloads = f.payloads(id).await;
+    let dingtalk = payloads[1]["markdown"]["text"].as_str().unwrap();
+    assert!(dingtalk.contains("已 80 小时没有新动态"), "{dingtalk}");
+    assert!(dingtalk.contains("stalled"), "{dingtalk}");
+    assert_eq!(payloads[2]["msg_type"], "interactive", "{}", payloads[2]);
+    // Once per stall on every channel.
+    assert_eq!(
+        maintenance::stuck(&f.db, now + HOUR, after, &channels)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 #[tokio::test]
 async fn a_stalled_parcel_is_reported_once_per_stall() {
     let f = fixture().await;

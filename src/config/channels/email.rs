@@ -67,5 +67,6 @@ pub(super) fn resolve_email(
         triggers: parse_triggers(section, raw.statuses, None)?,
         quiet_hours: None,
         texts: parse_texts("channels.email", raw.templates, &["subject", "body"])?,
+        alerts: None,
     })
 }

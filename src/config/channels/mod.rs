@@ -19,7 +19,7 @@ use crate::notify::email::EmailConfig;
 use crate::notify::robot::RobotConfig;
 use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
 use crate::notify::webhook::WebhookConfig;
-use crate::notify::{ChannelKind, ChannelRule, Texts};
+use crate::notify::{Alerts, ChannelKind, ChannelRule, Texts};
 
 use email::{RawEmail, resolve_email};
 use robot::{DINGTALK, FEISHU, RawRobot, WECOM, resolve_robot};
@@ -34,6 +34,8 @@ pub struct ChannelSettings<T> {
     pub triggers: Vec<Status>,
     pub quiet_hours: Option<QuietHours>,
     pub texts: Texts,
+    /// What the channel is told besides status changes; `None` for the channel's default.
+    pub alerts: Option<Alerts>,
 }
 
 impl<T> ChannelSettings<T> {
@@ -43,6 +45,7 @@ impl<T> ChannelSettings<T> {
             triggers: self.triggers.clone(),
             quiet_hours: self.quiet_hours,
             texts: self.texts.clone(),
+            alerts: self.alerts.unwrap_or_else(|| Alerts::default_for(kind)),
         }
     }
 }
@@ -415,6 +418,49 @@ mod tests {
         let robot = &custom.channels.dingtalk.as_ref().unwrap().settings;
         assert_eq!(robot.spacing, Duration::from_secs(6));
         assert!(robot.secret.is_none());
+    }
+
+    #[test]
+    fn a_robot_hears_of_stuck_parcels_and_incidents_unless_its_alerts_say_otherwise() {
+        let url = "url = \"https://oapi.dingtalk.com/robot/send?access_token=t\"";
+        let rule = |extra: &str| {
+            parse(&format!("[channels.dingtalk]\n{url}\n{extra}"))
+                .map(|c| c.channels.rules()[0].alerts)
+        };
+        assert_eq!(
+            rule("").unwrap(),
+            Alerts {
+                stuck: true,
+                ops: true
+            }
+        );
+        assert_eq!(
+            rule("alerts = [\"ops\"]").unwrap(),
+            Alerts {
+                stuck: false,
+                ops: true
+            }
+        );
+        assert_eq!(rule("alerts = []").unwrap(), Alerts::default());
+        let e = rule("alerts = [\"shipment.stalled\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "[channels.dingtalk] alerts: unknown alert \"shipment.stalled\" (known: shipment.stuck, ops)"
+            ),
+            "{e}"
+        );
+        // The webhook keeps hearing of stuck parcels; buyers hear of neither.
+        let webhook = parse("[channels.webhook]\nurl = \"https://shop.example/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"")
+            .unwrap();
+        assert_eq!(
+            webhook.channels.rules()[0].alerts,
+            Alerts {
+                stuck: true,
+                ops: false
+            }
+        );
     }
 
     #[test]

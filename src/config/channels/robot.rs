@@ -12,6 +12,7 @@ use super::super::secrets::{SecretResolver, Secrets};
 use super::super::{ConfigError, RateLimit, check_url, invalid};
 use super::{ChannelSettings, RawTexts, parse_texts, parse_triggers, yes};
 use crate::domain::Status;
+use crate::notify::Alerts;
 use crate::notify::ChannelKind;
 use crate::notify::robot::RobotConfig;
 
@@ -29,6 +30,8 @@ pub(super) struct RawRobot {
     secret: Option<String>,
     secret_file: Option<PathBuf>,
     statuses: Option<Vec<String>>,
+    /// `shipment.stuck` and `ops` by default.
+    alerts: Option<Vec<String>>,
     /// The robot's own limit by default.
     rate_limit: Option<RateLimit>,
     /// `subject` is the message's title, `body` its markdown text.
@@ -107,6 +110,12 @@ pub(super) fn resolve_robot(
             timeout,
         },
         triggers: parse_triggers(section, raw.statuses, Some(&DEFAULT_TRIGGERS))?,
+        alerts: raw
+            .alerts
+            .map(|names| {
+                Alerts::parse(&names).map_err(|e| invalid(format!("{section} alerts: {e}")))
+            })
+            .transpose()?,
         quiet_hours: None,
         texts: parse_texts(
             &format!("channels.{name}"),

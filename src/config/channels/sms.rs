@@ -210,6 +210,7 @@ pub(super) fn resolve_sms(
         triggers,
         quiet_hours,
         texts,
+        alerts: None,
     })
 }
 

@@ -43,5 +43,6 @@ pub(super) fn resolve_webhook(
         triggers: parse_triggers(section, raw.statuses, None)?,
         quiet_hours: None,
         texts: Texts::default(),
+        alerts: None,
     })
 }
