@@ -140,6 +140,8 @@ pub async fn reload(loaded: anyhow::Result<Config>, dispatcher: &Dispatcher, sen
 pub struct Daemon {
     pub dispatcher: Arc<Dispatcher>,
     pub sender: Arc<Sender>,
+    /// The channels told of shipwatch's own incidents (`ops`).
+    ops: Vec<Arc<dyn Channel>>,
     pub grace: Duration,
     db: Db,
     clock: SharedClock,
@@ -170,11 +172,18 @@ impl Daemon {
             rules.clone(),
             events.clone(),
         );
+        let channels = build_channels(config)?;
+        // The robots that hear of incidents share their channel (and its quota) with the sender.
+        let ops = channels
+            .iter()
+            .filter(|c| rules.iter().any(|r| r.kind == c.kind() && r.alerts.ops))
+            .cloned()
+            .collect();
         let sender = Sender::new(
             db.clone(),
             clock.clone(),
             config.delivery,
-            build_channels(config)?,
+            channels,
             &rules,
             events.clone(),
             config.polling.scan_interval,
@@ -182,6 +191,7 @@ impl Daemon {
         Ok(Daemon {
             dispatcher,
             sender,
+            ops,
             grace: config.shutdown_timeout,
             db,
             clock,
@@ -298,6 +308,12 @@ impl Started {
         let grace = Grace::new(this.grace);
         let dispatcher = tokio::spawn(this.dispatcher.clone().run(stop.clone(), grace.clone()));
         let sender = tokio::spawn(this.sender.clone().run(stop.clone(), grace.clone()));
+        let ops = tokio::spawn(crate::notify::ops::run(
+            this.events.clone(),
+            this.ops.clone(),
+            this.clock.clone(),
+            stop.clone(),
+        ));
         supervisor.ready(&summary(&this.db, &this.clock).await);
         let watchdog = tokio::spawn(supervisor.clone().run_watchdog(heartbeat, stop.clone()));
         let status = tokio::spawn(report_status(
@@ -312,7 +328,7 @@ impl Started {
         stop.cancel();
         let drain = async {
             tokio::join!(maintenance.shutdown(&grace), async {
-                let _ = tokio::join!(dispatcher, sender, watchdog, status);
+                let _ = tokio::join!(dispatcher, sender, ops, watchdog, status);
             })
         };
         tokio::pin!(drain);

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod dingtalk;
 pub mod email;
 pub mod feishu;
+pub mod ops;
 pub mod payload;
 pub mod receiver;
 pub mod robot;

@@ -349,3 +349,40 @@ async fn a_burst_for_the_robot_reaches_the_group_once_each() {
     assert_eq!(titles, expected, "each message once");
     assert!(robot.refusals().is_empty(), "{:?}", robot.refusals());
 }
+
+/// The `ops` trigger: a provider whose session the gateway refuses stops, and the staff group
+/// hears of it once, however many shipments and rounds meet the stop; the shipments' own
+/// messages are not sent for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_stops_is_told_to_the_staff_group_once() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let app = TestApp::builder()
+        .provider(config::Provider::top().session("revoked-session"))
+        .channel(config::Channel::dingtalk(&robot))
+        .start()
+        .await;
+    for k in 0..3u64 {
+        let tid = TID + 100 + k;
+        app.top.script(tid, troubled_journey(tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the staff group hears of the stop", LIMIT, || {
+        !robot.delivered().is_empty()
+    })
+    .await;
+    // Rounds go on meeting the stop meanwhile; still one message.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = daemon.log();
+    assert!(daemon.terminate().success());
+    let told = robot.delivered();
+    assert_eq!(told.len(), 1, "{told:?}\n{log}");
+    assert_eq!(told[0].title(), "shipwatch:taobao 已暂停查询", "{told:?}");
+    assert!(
+        told[0].text().contains("**taobao** 暂停查询"),
+        "{}",
+        told[0].text()
+    );
+    assert!(robot_rows(&app).is_empty(), "no shipment changed");
+    assert_eq!(log.matches("ops alert").count(), 1, "{log}");
+}
