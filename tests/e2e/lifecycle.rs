@@ -25,21 +25,28 @@ fn top_level(app: &TestApp, line: &str) {
     app.edit_config(|text| format!("{line}\n{text}"));
 }
 
-/// The first SIGTERM drains within `shutdown_timeout` (here ten minutes, behind a receiver that
-/// takes a minute to answer); a second one during that drain stops now: the delivery in flight
-/// is given back (its lease ended, still pending, to be sent at the next start) and the daemon
-/// exits with status 1 and one line saying so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_stop_signal_cuts_the_shutdown_grace_short() {
+/// A daemon's app whose webhook takes a minute to answer, with a delivery timeout and lease
+/// long enough to wait for it.
+async fn behind_a_slow_receiver() -> (SlowWebhook, TestApp) {
     let slow = SlowWebhook::start(Duration::from_secs(60)).await;
     let app = TestApp::builder()
         .provider(Provider::top())
         .channel(Channel::webhook_to(&slow.url))
         .start()
         .await;
-    top_level(&app, "shutdown_timeout = \"10m\"");
     app.edit_config(|text| text.replace("timeout = \"2s\"", "timeout = \"5m\""));
     app.edit_config(|text| text.replace("lease = \"5s\"", "lease = \"10m\""));
+    (slow, app)
+}
+
+/// The first SIGTERM drains within `shutdown_timeout` (here ten minutes, behind a receiver that
+/// takes a minute to answer); a second one during that drain stops now: the delivery in flight
+/// is given back (its lease ended, still pending, to be sent at the next start) and the daemon
+/// exits with status 1 and one line saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stop_signal_cuts_the_shutdown_grace_short() {
+    let (slow, app) = behind_a_slow_receiver().await;
+    top_level(&app, "shutdown_timeout = \"10m\"");
     let tid = 8_400_000_000_000_200_001u64;
     app.top.journey(tid);
     app.cli_ok(&["add", &tid.to_string()]);
@@ -106,14 +113,7 @@ async fn a_second_stop_signal_cuts_the_shutdown_grace_short() {
 /// counted as the receiver saw requests for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_claimed_ahead_and_never_attempted_spend_no_attempt_at_the_stop() {
-    let slow = SlowWebhook::start(Duration::from_secs(60)).await;
-    let app = TestApp::builder()
-        .provider(Provider::top())
-        .channel(Channel::webhook_to(&slow.url))
-        .start()
-        .await;
-    app.edit_config(|text| text.replace("timeout = \"2s\"", "timeout = \"5m\""));
-    app.edit_config(|text| text.replace("lease = \"5s\"", "lease = \"10m\""));
+    let (slow, app) = behind_a_slow_receiver().await;
     app.edit_config(|text| text.replace("[delivery]", "[delivery]\nconcurrency = 2"));
     // Six changes queued before the daemon starts: its first claim takes the two free slots'
     // messages and two more ahead of them.

@@ -61,6 +61,24 @@ async fn add(db: &Db, order_id: &str) -> i64 {
 
 const WEBHOOK: &[ChannelRule] = &[];
 
+/// Adds `order_id` and records it picked up at `T0`, which queues its webhook notification.
+async fn picked_up(db: &Db, order_id: &str) -> i64 {
+    let id = add(db, order_id).await;
+    let t = trace(Status::PickedUp, 1);
+    db.record_poll(
+        id,
+        PollRecord {
+            now: T0,
+            trace: &t,
+            next_poll_at: T0,
+            channels: &channels(),
+        },
+    )
+    .await
+    .unwrap();
+    id
+}
+
 fn channels() -> Vec<ChannelRule> {
     vec![ChannelRule::new(ChannelKind::Webhook, Status::ALL.to_vec())]
 }
@@ -300,20 +318,7 @@ async fn many_writers_in_two_processes_never_see_database_locked() {
 async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;
-    let id = add(&db, "1").await;
-    let channels = channels();
-    let t = trace(Status::PickedUp, 1);
-    db.record_poll(
-        id,
-        PollRecord {
-            now: T0,
-            trace: &t,
-            next_poll_at: T0,
-            channels: &channels,
-        },
-    )
-    .await
-    .unwrap();
+    picked_up(&db, "1").await;
     let webhook = [ChannelKind::Webhook];
     let lease = 60_000;
 
@@ -368,21 +373,8 @@ async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
 async fn a_claim_given_back_untried_spends_no_attempt_and_only_the_lease_given_goes_back() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;
-    let channels = channels();
     for order in ["1", "2"] {
-        let id = add(&db, order).await;
-        let t = trace(Status::PickedUp, 1);
-        db.record_poll(
-            id,
-            PollRecord {
-                now: T0,
-                trace: &t,
-                next_poll_at: T0,
-                channels: &channels,
-            },
-        )
-        .await
-        .unwrap();
+        picked_up(&db, order).await;
     }
     let webhook = [ChannelKind::Webhook];
     let lease = 60_000;
