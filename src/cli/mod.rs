@@ -79,7 +79,7 @@ pub enum Command {
         order_id: String,
         #[arg(long)]
         json: bool,
-        /// Print the phone number and email address whole (they are masked otherwise)
+        /// Print the phone number, email address and OpenID whole (they are masked otherwise)
         #[arg(long)]
         reveal: bool,
     },
@@ -192,6 +192,9 @@ pub struct AddArgs {
     pub phone: Option<String>,
     #[arg(long)]
     pub email: Option<String>,
+    /// The buyer's OpenID in the shop's WeChat official account, for [channels.wechat]
+    #[arg(long)]
+    pub openid: Option<String>,
     /// For a split Taobao order: the sub-order ids this parcel carries, like 111,222
     #[arg(long, value_name = "IDS")]
     pub sub_orders: Option<String>,

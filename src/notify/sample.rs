@@ -80,6 +80,7 @@ pub fn shipment(now: Millis, recipient: &Recipient) -> ShipmentRow {
         tier: Tier::Normal,
         phone,
         email,
+        openid: None,
         status: PREVIOUS,
         raw_status: None,
         active: true,
