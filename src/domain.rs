@@ -375,6 +375,8 @@ pub enum ChannelKind {
     Wecom,
     /// A Feishu/Lark custom bot in a staff group.
     Feishu,
+    /// A WeChat official account's template message to the buyer.
+    Wechat,
 }
 
 impl ChannelKind {
@@ -386,6 +388,7 @@ impl ChannelKind {
             ChannelKind::Dingtalk => "dingtalk",
             ChannelKind::Wecom => "wecom",
             ChannelKind::Feishu => "feishu",
+            ChannelKind::Wechat => "wechat",
         }
     }
 }
@@ -407,8 +410,9 @@ impl FromStr for ChannelKind {
             "dingtalk" => Ok(ChannelKind::Dingtalk),
             "wecom" => Ok(ChannelKind::Wecom),
             "feishu" => Ok(ChannelKind::Feishu),
+            "wechat" => Ok(ChannelKind::Wechat),
             other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email, sms, dingtalk, wecom or feishu"
+                "unknown channel {other:?}: expected webhook, email, sms, dingtalk, wecom, feishu or wechat"
             )),
         }
     }

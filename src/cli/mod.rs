@@ -141,8 +141,8 @@ pub enum Command {
     TestNotify {
         #[arg(long, value_enum)]
         channel: ChannelArg,
-        /// The email address or phone number to send to (for webhook: another URL, optional; for a
-        /// robot: none, it posts to its group)
+        /// The email address, phone number or WeChat OpenID to send to (for webhook: another URL,
+        /// optional; for a robot: none, it posts to its group)
         #[arg(long)]
         to: Option<String>,
     },
@@ -248,6 +248,7 @@ pub enum ChannelArg {
     Dingtalk,
     Wecom,
     Feishu,
+    Wechat,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

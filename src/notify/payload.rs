@@ -8,6 +8,7 @@ use crate::domain::Status;
 use crate::notify::dingtalk::RobotMessage;
 use crate::notify::feishu::FeishuMessage;
 use crate::notify::template::{self, Values};
+use crate::notify::wechat::WechatMessage;
 use crate::notify::wecom::WecomMessage;
 use crate::notify::{ChannelKind, ChannelRule, EmailMessage, SmsMessage};
 use crate::providers::{Trace, TraceEvent};
@@ -221,6 +222,23 @@ pub fn for_channel(
             Queued::Send {
                 payload: FeishuMessage::card(&robot.title, &robot.body()).to_json(),
                 recipient: None,
+            }
+        }
+        ChannelKind::Wechat => {
+            let Some(openid) = &shipment.openid else {
+                return Queued::Skip("no OpenID");
+            };
+            let values = values(shipment, trace, newest);
+            let data = rule
+                .texts
+                .wechat_data
+                .iter()
+                .map(|(key, template)| (key.clone(), template.render(&values)))
+                .collect();
+            let url = rule.texts.wechat_url.as_ref().map(|t| t.render(&values));
+            Queued::Send {
+                payload: WechatMessage::new(url, data).to_json(),
+                recipient: Some(openid.to_string()),
             }
         }
     }
