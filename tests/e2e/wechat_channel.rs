@@ -266,14 +266,10 @@ async fn a_buyer_who_does_not_follow_is_skipped_with_the_reason_and_the_others_g
     assert!(!daemon.log().contains("CHANNEL STOPPED"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_template_stops_the_channel_once_and_holds_every_message() {
-    let wechat = account().await;
-    let app = app_with(
-        config::Channel::wechat(&wechat).template_id("not-the-accounts-template"),
-        &[TID],
-    )
-    .await;
+/// Runs the standard journey of `TID` through `channel` until its first message meets the stop,
+/// then checks that all three are held untried and the loud line came once; returns the log.
+async fn held_by_a_stop(wechat: &FakeWechat, channel: config::Channel) -> (TestApp, String) {
+    let app = app_with(channel, &[TID]).await;
     app.cli_ok(&[
         "add",
         &TID.to_string(),
@@ -298,53 +294,35 @@ async fn a_wrong_template_stops_the_channel_once_and_holds_every_message() {
             .all(|n| n["state"] == "pending" && n["attempts"] == 0),
         "{rows:?}"
     );
-    assert_eq!(wechat.refusals(), ["wrong template_id"]);
+    assert!(wechat.delivered().is_empty());
     let log = daemon.log();
     assert_eq!(log.matches("WECHAT CHANNEL STOPPED").count(), 1, "{log}");
+    assert_no_credentials("the daemon log", &log, wechat);
+    assert_no_credentials("outbox", &app.cli_ok(&["outbox", "--json"]), wechat);
+    (app, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_template_stops_the_channel_once_and_holds_every_message() {
+    let wechat = account().await;
+    let channel = config::Channel::wechat(&wechat).template_id("not-the-accounts-template");
+    let (_app, log) = held_by_a_stop(&wechat, channel).await;
+    assert_eq!(wechat.refusals(), ["wrong template_id"]);
     assert!(log.contains("40037"), "{log}");
-    assert_no_credentials("the daemon log", &log, &wechat);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_stops_the_channel_once_at_the_token_endpoint() {
+    const WRONG: &str = "not-the-accounts-secret-000";
     let wechat = account().await;
-    let app = app_with(
-        config::Channel::wechat(&wechat).secret("not-the-accounts-secret-000"),
-        &[TID],
-    )
-    .await;
-    app.cli_ok(&[
-        "add",
-        &TID.to_string(),
-        "--tier",
-        "high",
-        "--openid",
-        OPENID,
-    ]);
-    let mut daemon = app.spawn_daemon();
-    app.wait_until("every message is queued and held", LIMIT, || {
-        let rows = wechat_rows(&app, TID);
-        rows.len() == 3
-            && rows[0]["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("wechat channel stopped"))
-    })
-    .await;
-    assert!(daemon.terminate().success());
-    let rows = wechat_rows(&app, TID);
-    assert!(
-        rows.iter()
-            .all(|n| n["state"] == "pending" && n["attempts"] == 0),
-        "{rows:?}"
-    );
+    let channel = config::Channel::wechat(&wechat).secret(WRONG);
+    let (app, log) = held_by_a_stop(&wechat, channel).await;
     assert_eq!(wechat.refusals(), ["wrong secret"]);
     assert!(wechat.sends().is_empty());
-    let log = daemon.log();
-    assert_eq!(log.matches("WECHAT CHANNEL STOPPED").count(), 1, "{log}");
     assert!(log.contains("40125"), "{log}");
-    assert!(!log.contains("not-the-accounts-secret-000"), "{log}");
+    assert!(!log.contains(WRONG), "{log}");
     let outbox = app.cli_ok(&["outbox", "--json"]);
-    assert!(!outbox.contains("not-the-accounts-secret-000"), "{outbox}");
+    assert!(!outbox.contains(WRONG), "{outbox}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
