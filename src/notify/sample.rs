@@ -203,6 +203,29 @@ mod tests {
             Ok(Recipient::Phone(phone("13812345678")))
         );
         assert!(Recipient::parse(ChannelKind::Sms, Some("12")).is_err());
+        assert_eq!(
+            Recipient::parse(ChannelKind::Wechat, None),
+            Err(InvalidRecipient::MissingOpenId)
+        );
+        assert_eq!(
+            Recipient::parse(ChannelKind::Wechat, Some("oia2TjuEGTNoeX76QEjQNrcURxG8")),
+            Ok(Recipient::OpenId(
+                OpenId::parse("oia2TjuEGTNoeX76QEjQNrcURxG8").unwrap()
+            ))
+        );
+        let err = Recipient::parse(ChannelKind::Wechat, Some("not an openid"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a WeChat OpenID"), "{err}");
+        let row = shipment(
+            NOW,
+            &Recipient::OpenId(OpenId::parse("oia2TjuEGTNoeX76QEjQNrcURxG8").unwrap()),
+        );
+        assert_eq!(
+            row.openid.as_ref().map(OpenId::as_str),
+            Some("oia2TjuEGTNoeX76QEjQNrcURxG8")
+        );
+        assert_eq!((row.phone, row.email), (None, None));
     }
 
     #[test]

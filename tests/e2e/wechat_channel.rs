@@ -166,6 +166,10 @@ async fn a_journey_reaches_the_buyer_in_order_and_a_shipment_without_openid_is_s
     );
     let log = daemon.log();
     assert_no_credentials("the daemon log", &log, &wechat);
+    assert!(
+        !log.contains(OPENID),
+        "the daemon log shows the OpenID whole: {log}"
+    );
     for args in [
         &["outbox", "--json"][..],
         &["outbox"],
@@ -263,7 +267,13 @@ async fn a_buyer_who_does_not_follow_is_skipped_with_the_reason_and_the_others_g
     }
     assert_eq!(wechat.delivered().len(), 3);
     assert!(wechat.delivered().iter().all(|s| s.touser() == OPENID));
-    assert!(!daemon.log().contains("CHANNEL STOPPED"));
+    let log = daemon.log();
+    assert!(!log.contains("CHANNEL STOPPED"), "{log}");
+    assert!(
+        !log.contains(OTHER_OPENID),
+        "the log shows the OpenID whole: {log}"
+    );
+    assert!(log.contains("oia****THER"), "{log}");
 }
 
 /// Runs the standard journey of `TID` through `channel` until its first message meets the stop,
