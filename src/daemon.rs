@@ -22,6 +22,7 @@ use crate::notify::sender::Sender;
 use crate::notify::sms_aliyun::AliyunSms;
 use crate::notify::sms_http::HttpSms;
 use crate::notify::webhook::Webhook;
+use crate::notify::wechat::Wechat;
 use crate::notify::wecom::Wecom;
 use crate::service::Supervisor;
 use crate::storage::{Db, StorageError};
@@ -84,6 +85,12 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
     if let Some(feishu) = &config.channels.feishu {
         channels.push(Arc::new(Feishu::new(
             feishu.settings.clone(),
+            client.clone(),
+        )));
+    }
+    if let Some(wechat) = &config.channels.wechat {
+        channels.push(Arc::new(Wechat::new(
+            wechat.settings.clone(),
             client.clone(),
         )));
     }

@@ -128,6 +128,7 @@ pub async fn run(args: DemoArgs, db_path: Option<PathBuf>) -> Result<()> {
             tier,
             phone: None,
             email: None,
+            openid: None,
             sub_orders: None,
         };
         db.add_shipment(&new, now).await?;

@@ -267,6 +267,70 @@ impl TryFrom<String> for Email {
     }
 }
 
+/// A buyer's OpenID in the shop's WeChat official account, as the template message's `touser`
+/// takes it. WeChat documents no format beyond "the user's openid" (sendTemplateMessage,
+/// https://developers.weixin.qq.com/doc/service/api/notify/template/api_sendtemplatemessage.html);
+/// the ones it hands out are 28 characters of letters, digits, `-` and `_`. Anything else (a
+/// blank, a space, a character outside that set, more than [`OpenId::MAX_CHARS`]) is a typo or
+/// another column pasted here, refused at intake. `Debug` masks it: with the account's token it
+/// reaches the buyer.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OpenId(String);
+
+/// Text that is not an OpenID. The message shows it masked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "openid {masked:?} is not a WeChat OpenID (1 to 128 letters, digits, '-' or '_', as the official account gives it)"
+)]
+pub struct InvalidOpenId {
+    masked: String,
+}
+
+impl OpenId {
+    /// Longer than any OpenID WeChat hands out (28), short enough to refuse a pasted paragraph.
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(input: &str) -> Result<OpenId, InvalidOpenId> {
+        let value = input.trim();
+        let valid = !value.is_empty()
+            && value.len() <= Self::MAX_CHARS
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(OpenId(value.to_owned()))
+        } else {
+            Err(InvalidOpenId {
+                masked: mask_contact(input),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OpenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for OpenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpenId({:?})", mask_contact(&self.0))
+    }
+}
+
+impl TryFrom<String> for OpenId {
+    type Error = InvalidOpenId;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        OpenId::parse(&value)
+    }
+}
+
 /// A contact column of a stored row that does not parse (another program wrote the row).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidContact {
@@ -274,6 +338,8 @@ pub enum InvalidContact {
     Phone(#[from] InvalidPhone),
     #[error(transparent)]
     Email(#[from] InvalidEmail),
+    #[error(transparent)]
+    OpenId(#[from] InvalidOpenId),
 }
 
 /// A secret from the configuration. Its `Debug` and `Display` never show the value.
@@ -309,6 +375,8 @@ pub enum ChannelKind {
     Wecom,
     /// A Feishu/Lark custom bot in a staff group.
     Feishu,
+    /// A WeChat official account's template message to the buyer.
+    Wechat,
 }
 
 impl ChannelKind {
@@ -320,6 +388,7 @@ impl ChannelKind {
             ChannelKind::Dingtalk => "dingtalk",
             ChannelKind::Wecom => "wecom",
             ChannelKind::Feishu => "feishu",
+            ChannelKind::Wechat => "wechat",
         }
     }
 }
@@ -341,8 +410,9 @@ impl FromStr for ChannelKind {
             "dingtalk" => Ok(ChannelKind::Dingtalk),
             "wecom" => Ok(ChannelKind::Wecom),
             "feishu" => Ok(ChannelKind::Feishu),
+            "wechat" => Ok(ChannelKind::Wechat),
             other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email, sms, dingtalk, wecom or feishu"
+                "unknown channel {other:?}: expected webhook, email, sms, dingtalk, wecom, feishu or wechat"
             )),
         }
     }
@@ -423,6 +493,31 @@ mod tests {
         assert!(err.contains("is not an email address"), "{err}");
         assert!(!err.contains("zhang.wei"), "{err}");
         assert!(Email::try_from(String::new()).is_err());
+    }
+
+    #[test]
+    fn openids_are_trimmed_or_refused_masked() {
+        let openid = OpenId::parse(" oia2TjuEGTNoeX76QEjQNrcURxG8 ").unwrap();
+        assert_eq!(openid.as_str(), "oia2TjuEGTNoeX76QEjQNrcURxG8");
+        assert!(!format!("{openid:?}").contains("oia2TjuEGTNoeX76QEjQNrcURxG8"));
+        assert!(OpenId::parse("o-_9").is_ok());
+        assert!(OpenId::parse(&"a".repeat(OpenId::MAX_CHARS)).is_ok());
+        let too_long = "a".repeat(OpenId::MAX_CHARS + 1);
+        for bad in [
+            "",
+            "   ",
+            "oia2 TjuEG",
+            "oia2Tju/EG",
+            "微信用户",
+            too_long.as_str(),
+        ] {
+            let err = OpenId::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a WeChat OpenID"), "{bad:?}: {err}");
+        }
+        let err = OpenId::parse("oia2TjuEGTNoeX76QEjQNrcURxG8!")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("oia2TjuEGTNoeX76QEjQNrcURxG8"), "{err}");
     }
 
     #[test]

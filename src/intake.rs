@@ -14,12 +14,14 @@ pub use text::{EncodingChoice, SniffError, TextEncoding, choose};
 
 use crate::clock::Millis;
 use crate::config::Config;
-use crate::domain::{Email, InvalidContact, InvalidPhone, Phone, Tier, UnknownTier};
+use crate::domain::{
+    Email, InvalidContact, InvalidOpenId, InvalidPhone, OpenId, Phone, Tier, UnknownTier,
+};
 use crate::providers::{Provider, TrackRequest, UnfitRequest};
 use crate::storage::{Db, NewShipment, ShipmentRow, StorageError};
 
 /// The columns of the `shipments` table a shop may fill in.
-pub const COLUMNS: [&str; 8] = [
+pub const COLUMNS: [&str; 9] = [
     "order_id",
     "provider",
     "tracking_no",
@@ -27,6 +29,7 @@ pub const COLUMNS: [&str; 8] = [
     "tier",
     "phone",
     "email",
+    "openid",
     "sub_orders",
 ];
 
@@ -40,6 +43,8 @@ pub struct Fields {
     pub tier: Option<String>,
     pub phone: Option<String>,
     pub email: Option<String>,
+    /// The buyer's OpenID in the shop's WeChat official account.
+    pub openid: Option<String>,
     pub sub_orders: Option<String>,
 }
 
@@ -63,6 +68,8 @@ pub enum IntakeError {
     /// Shown whole, unlike a stored row's: the person who typed it is reading.
     #[error("email {0:?} is not an email address (like name@example.com)")]
     Email(String),
+    #[error(transparent)]
+    OpenId(#[from] InvalidOpenId),
     /// What the shipment's provider needs and it lacks.
     #[error(transparent)]
     Provider(#[from] UnfitRequest),
@@ -80,6 +87,7 @@ impl IntakeError {
             IntakeError::Tier(_) => Some("tier"),
             IntakeError::Phone(_) => Some("phone"),
             IntakeError::Email(_) => Some("email"),
+            IntakeError::OpenId(_) => Some("openid"),
             IntakeError::Provider(UnfitRequest(message)) => message
                 .contains(&format!("{:?}", order_id.trim()))
                 .then_some("order_id"),
@@ -192,6 +200,9 @@ impl Intake {
         let email = non_empty(fields.email)
             .map(|email| Email::parse(&email).map_err(|_| IntakeError::Email(email)))
             .transpose()?;
+        let openid = non_empty(fields.openid)
+            .map(|openid| OpenId::parse(&openid))
+            .transpose()?;
         let new = NewShipment {
             order_id,
             provider,
@@ -200,6 +211,7 @@ impl Intake {
             tier,
             phone,
             email,
+            openid,
             sub_orders: non_empty(fields.sub_orders).map(|ids| ids.replace(' ', "")),
         };
         if let Some(adapter) = self.providers.as_ref().and_then(|p| p.get(&new.provider)) {
@@ -744,6 +756,7 @@ impl<R: std::io::Read> CsvRows<'_, R> {
             tier: get("tier"),
             phone: contact("phone"),
             email: contact("email"),
+            openid: contact("openid"),
             sub_orders: get("sub_orders"),
         };
         let order_id = fields.order_id.clone();
@@ -936,6 +949,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2, column email"), "{err}");
+        for bad in ["o pen", "oia2Tju/EG", "微信"] {
+            let err = intake()
+                .read_csv(write(&format!("order_id,openid\n1,{bad}\n")).path())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("line 2, column openid"), "{err}");
+            assert!(err.contains("is not a WeChat OpenID"), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let long = "o".repeat(crate::domain::OpenId::MAX_CHARS + 1);
+        let err = intake()
+            .read_csv(write(&format!("order_id,openid\n1,{long}\n")).path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column openid"), "{err}");
+        let rows = intake()
+            .read_csv(write("order_id,openid\n1,oia2TjuEGTNoeX76QEjQNrcURxG8\n2,\n").path())
+            .unwrap();
+        assert_eq!(
+            rows[0].1.openid.as_ref().map(|o| o.as_str()),
+            Some("oia2TjuEGTNoeX76QEjQNrcURxG8")
+        );
+        assert!(rows[1].1.openid.is_none());
     }
 
     fn stored(created_at: Millis) -> ShipmentRow {
@@ -948,6 +984,7 @@ mod tests {
             tier: Tier::Normal,
             phone: None,
             email: None,
+            openid: None,
             status: crate::domain::Status::Pending,
             raw_status: None,
             active: true,

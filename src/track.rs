@@ -299,6 +299,7 @@ mod tests {
             tier: crate::domain::Tier::Normal,
             phone: Some(crate::domain::Phone::parse("13812345678").expect("a mobile")),
             email: Some(crate::domain::Email::parse("buyer@example.com").expect("an address")),
+            openid: None,
             status,
             raw_status: Some(format!("raw {status}")),
             active: true,

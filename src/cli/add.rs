@@ -18,6 +18,7 @@ pub(super) async fn add(global: &Global, args: AddArgs) -> Result<()> {
         tier: Some(args.tier.to_string()),
         phone: args.phone,
         email: args.email,
+        openid: args.openid,
         sub_orders: args.sub_orders,
     })?;
     db.add_shipment(&new, SystemClock.now()).await?;

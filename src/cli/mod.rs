@@ -79,7 +79,7 @@ pub enum Command {
         order_id: String,
         #[arg(long)]
         json: bool,
-        /// Print the phone number and email address whole (they are masked otherwise)
+        /// Print the phone number, email address and OpenID whole (they are masked otherwise)
         #[arg(long)]
         reveal: bool,
     },
@@ -141,8 +141,8 @@ pub enum Command {
     TestNotify {
         #[arg(long, value_enum)]
         channel: ChannelArg,
-        /// The email address or phone number to send to (for webhook: another URL, optional; for a
-        /// robot: none, it posts to its group)
+        /// The email address, phone number or WeChat OpenID to send to (for webhook: another URL,
+        /// optional; for a robot: none, it posts to its group)
         #[arg(long)]
         to: Option<String>,
     },
@@ -192,6 +192,9 @@ pub struct AddArgs {
     pub phone: Option<String>,
     #[arg(long)]
     pub email: Option<String>,
+    /// The buyer's OpenID in the shop's WeChat official account, for [channels.wechat]
+    #[arg(long)]
+    pub openid: Option<String>,
     /// For a split Taobao order: the sub-order ids this parcel carries, like 111,222
     #[arg(long, value_name = "IDS")]
     pub sub_orders: Option<String>,
@@ -245,6 +248,7 @@ pub enum ChannelArg {
     Dingtalk,
     Wecom,
     Feishu,
+    Wechat,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

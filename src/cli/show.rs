@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::clock::to_rfc3339;
-use crate::domain::{Email, Phone, mask_contact};
+use crate::domain::{Email, OpenId, Phone, mask_contact};
 use crate::storage::{NotificationView, ShipmentView};
 
 use super::print::{notification_line, print_json, print_table};
@@ -28,6 +28,7 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
         if reveal {
             shipment.phone = row.phone.as_ref().map(ToString::to_string);
             shipment.email = row.email.as_ref().map(ToString::to_string);
+            shipment.openid = row.openid.as_ref().map(ToString::to_string);
         }
         return print_json(&ShowView {
             shipment,
@@ -65,6 +66,9 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
     };
     field("phone", contact(row.phone.as_ref().map(Phone::as_str)));
     field("email", contact(row.email.as_ref().map(Email::as_str)));
+    if row.openid.is_some() {
+        field("openid", contact(row.openid.as_ref().map(OpenId::as_str)));
+    }
     field(
         "polling",
         Some(match (&row.error, row.active) {

@@ -25,6 +25,7 @@ pub(super) async fn test_notify(
         ChannelArg::Dingtalk => ChannelKind::Dingtalk,
         ChannelArg::Wecom => ChannelKind::Wecom,
         ChannelArg::Feishu => ChannelKind::Feishu,
+        ChannelArg::Wechat => ChannelKind::Wechat,
     };
     let recipient = Recipient::parse(kind, to.as_deref())?;
     if let Recipient::Webhook(Some(url)) = &recipient {
@@ -57,6 +58,7 @@ pub(super) async fn test_notify(
             Ok(())
         }
         Err(DeliveryError::Permanent(e)) => bail!("refused for good: {e}"),
+        Err(DeliveryError::Undeliverable(e)) => bail!("cannot reach this recipient: {e}"),
         Err(e) => bail!("failed for now (the daemon would retry): {e}"),
     }
 }

@@ -259,6 +259,7 @@ mod tests {
             tier: Tier::Normal,
             phone: None,
             email: None,
+            openid: None,
             status: Status::Pending,
             raw_status: None,
             active: false,

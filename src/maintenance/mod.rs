@@ -437,6 +437,7 @@ mod tests {
                 tier: crate::domain::Tier::Normal,
                 phone: None,
                 email: None,
+                openid: None,
                 sub_orders: None,
             },
             now - 400 * DAY.as_millis() as Millis,

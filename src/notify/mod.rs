@@ -20,6 +20,7 @@ pub mod sms_aliyun;
 pub mod sms_http;
 pub mod template;
 pub mod webhook;
+pub mod wechat;
 pub mod wecom;
 
 /// The channel names are domain values: storage keys outbox rows by them without depending on
@@ -77,7 +78,7 @@ impl Alerts {
                 stuck: true,
                 ops: true,
             },
-            ChannelKind::Email | ChannelKind::Sms => Alerts::default(),
+            ChannelKind::Email | ChannelKind::Sms | ChannelKind::Wechat => Alerts::default(),
         }
     }
 
@@ -113,6 +114,10 @@ pub struct Texts {
     pub template_code: std::collections::HashMap<crate::domain::Status, String>,
     /// The vendor template used for statuses without one of their own (Aliyun `TemplateCode`).
     pub default_template_code: Option<String>,
+    /// What each key of the WeChat template says (`thing1` → `{order_id}`).
+    pub wechat_data: std::collections::BTreeMap<String, template::Template>,
+    /// Where tapping a WeChat template message leads.
+    pub wechat_url: Option<template::Template>,
 }
 
 /// One delivery attempt's input: the notification's stable id and the body queued with it.
@@ -124,7 +129,7 @@ pub struct Outgoing {
     /// unchanged. For a webhook, the JSON body; for email an [`EmailMessage`], for SMS an
     /// [`SmsMessage`], as JSON.
     pub payload: String,
-    /// The buyer's email address or phone number, for the channels that reach a person.
+    /// The buyer's email address, phone number or OpenID, for the channels that reach a person.
     pub recipient: Option<String>,
 }
 
@@ -169,6 +174,13 @@ pub enum DeliveryError {
         message: String,
         retry_after: Duration,
     },
+    /// The service took the request and said this recipient can never get the message (the
+    /// buyer does not follow the official account, the OpenID is not one of its followers'):
+    /// nothing is wrong with the channel, and no retry can help. The row ends `skipped` with
+    /// this reason, as a row queued for a shipment with no address does, and its neighbours go
+    /// on.
+    #[error("{0}")]
+    Undeliverable(String),
     /// This machine ran short of something the attempt needs (file descriptors, memory, local
     /// ports) before the receiver was reached: nothing is wrong with the message or the
     /// receiver, so the attempt does not count and the message waits for the first retry delay.

@@ -8,6 +8,7 @@ use crate::domain::Status;
 use crate::notify::dingtalk::RobotMessage;
 use crate::notify::feishu::FeishuMessage;
 use crate::notify::template::{self, Values};
+use crate::notify::wechat::WechatMessage;
 use crate::notify::wecom::WecomMessage;
 use crate::notify::{ChannelKind, ChannelRule, EmailMessage, SmsMessage};
 use crate::providers::{Trace, TraceEvent};
@@ -210,6 +211,23 @@ pub fn for_channel(
                 None => Queued::Skip("not a group robot"),
             }
         }
+        ChannelKind::Wechat => {
+            let Some(openid) = &shipment.openid else {
+                return Queued::Skip("no OpenID");
+            };
+            let values = values(shipment, trace, newest);
+            let data = rule
+                .texts
+                .wechat_data
+                .iter()
+                .map(|(key, template)| (key.clone(), template.render(&values)))
+                .collect();
+            let url = rule.texts.wechat_url.as_ref().map(|t| t.render(&values));
+            Queued::Send {
+                payload: WechatMessage::new(url, data).to_json(),
+                recipient: Some(openid.to_string()),
+            }
+        }
     }
 }
 
@@ -222,7 +240,9 @@ pub fn robot_message(kind: ChannelKind, title: &str, body: &str) -> Option<Strin
         ChannelKind::Dingtalk => RobotMessage::markdown(title.to_owned(), with_heading()).to_json(),
         ChannelKind::Wecom => WecomMessage::markdown(&with_heading()).to_json(),
         ChannelKind::Feishu => FeishuMessage::card(title, body).to_json(),
-        ChannelKind::Webhook | ChannelKind::Email | ChannelKind::Sms => return None,
+        ChannelKind::Webhook | ChannelKind::Email | ChannelKind::Sms | ChannelKind::Wechat => {
+            return None;
+        }
     })
 }
 

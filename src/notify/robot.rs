@@ -180,18 +180,7 @@ impl Robot {
             self.shown_url(),
             shown(body)
         );
-        let retryable = status.is_success()
-            || status.is_server_error()
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-        if retryable {
-            DeliveryError::Transient {
-                message: answered,
-                retry_after: None,
-            }
-        } else {
-            DeliveryError::Permanent(answered)
-        }
+        unreadable(answered, status)
     }
 
     /// What the robot's answer `code` (classified as `verdict`, with its message `msg`) does.
@@ -256,8 +245,25 @@ impl Robot {
     }
 }
 
+/// The error for an answer that is not the vendor's JSON (a gateway's page, an empty body), as
+/// `answered` tells it: worth another attempt when the server or the network is the trouble.
+pub fn unreadable(answered: String, status: reqwest::StatusCode) -> DeliveryError {
+    let retryable = status.is_success()
+        || status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+    if retryable {
+        DeliveryError::Transient {
+            message: answered,
+            retry_after: None,
+        }
+    } else {
+        DeliveryError::Permanent(answered)
+    }
+}
+
 /// An answer's start for an error message ([`excerpt`]), saying so when it is empty.
-fn shown(body: &str) -> String {
+pub fn shown(body: &str) -> String {
     match excerpt(body) {
         text if text.is_empty() => "empty body".to_owned(),
         text => text,

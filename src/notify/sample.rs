@@ -3,7 +3,7 @@
 //! exactly as a real change would be.
 
 use crate::clock::{Millis, to_shanghai};
-use crate::domain::{Email, InvalidPhone, Phone, Status, Tier};
+use crate::domain::{Email, InvalidOpenId, InvalidPhone, OpenId, Phone, Status, Tier};
 use crate::notify::payload::{Queued, for_channel};
 use crate::notify::{ChannelKind, ChannelRule, Outgoing};
 use crate::providers::{Trace, TraceEvent};
@@ -21,6 +21,7 @@ pub enum Recipient {
     Robot,
     Phone(Phone),
     Email(Email),
+    OpenId(OpenId),
 }
 
 /// Why `--to` names no one a sample can go to.
@@ -28,10 +29,14 @@ pub enum Recipient {
 pub enum InvalidRecipient {
     #[error("give --to: the address or phone number to send the sample to")]
     Missing,
+    #[error("give --to: the OpenID of a follower of the official account to send the sample to")]
+    MissingOpenId,
     #[error("a {0} robot posts to its own group: leave out --to")]
     Robot(ChannelKind),
     #[error(transparent)]
     Phone(#[from] InvalidPhone),
+    #[error(transparent)]
+    OpenId(#[from] InvalidOpenId),
     /// Shown whole: the operator just typed it.
     #[error("{0:?} is not an email address")]
     Email(String),
@@ -54,7 +59,9 @@ impl Recipient {
             (ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu, Some(_)) => {
                 Err(InvalidRecipient::Robot(kind))
             }
+            (ChannelKind::Wechat, None) => Err(InvalidRecipient::MissingOpenId),
             (_, None) => Err(InvalidRecipient::Missing),
+            (ChannelKind::Wechat, Some(openid)) => Ok(Recipient::OpenId(OpenId::parse(openid)?)),
             (ChannelKind::Sms, Some(phone)) => Ok(Recipient::Phone(Phone::parse(phone)?)),
             (ChannelKind::Email, Some(email)) => Email::parse(email)
                 .map(Recipient::Email)
@@ -64,13 +71,15 @@ impl Recipient {
 }
 
 /// The sample parcel: an order out for delivery with a Shunfeng waybill, reachable at
-/// `recipient` when that is a phone or an email address.
+/// `recipient` when that is a phone, an email address or an OpenID.
 pub fn shipment(now: Millis, recipient: &Recipient) -> ShipmentRow {
-    let (phone, email) = match recipient {
-        Recipient::Webhook(_) | Recipient::Robot => (None, None),
-        Recipient::Phone(phone) => (Some(phone.clone()), None),
-        Recipient::Email(email) => (None, Some(email.clone())),
-    };
+    let (mut phone, mut email, mut openid) = (None, None, None);
+    match recipient {
+        Recipient::Webhook(_) | Recipient::Robot => {}
+        Recipient::Phone(p) => phone = Some(p.clone()),
+        Recipient::Email(e) => email = Some(e.clone()),
+        Recipient::OpenId(o) => openid = Some(o.clone()),
+    }
     ShipmentRow {
         id: 0,
         order_id: "TEST-0001".to_owned(),
@@ -80,6 +89,7 @@ pub fn shipment(now: Millis, recipient: &Recipient) -> ShipmentRow {
         tier: Tier::Normal,
         phone,
         email,
+        openid,
         status: PREVIOUS,
         raw_status: None,
         active: true,
@@ -193,6 +203,29 @@ mod tests {
             Ok(Recipient::Phone(phone("13812345678")))
         );
         assert!(Recipient::parse(ChannelKind::Sms, Some("12")).is_err());
+        assert_eq!(
+            Recipient::parse(ChannelKind::Wechat, None),
+            Err(InvalidRecipient::MissingOpenId)
+        );
+        assert_eq!(
+            Recipient::parse(ChannelKind::Wechat, Some("oia2TjuEGTNoeX76QEjQNrcURxG8")),
+            Ok(Recipient::OpenId(
+                OpenId::parse("oia2TjuEGTNoeX76QEjQNrcURxG8").unwrap()
+            ))
+        );
+        let err = Recipient::parse(ChannelKind::Wechat, Some("not an openid"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a WeChat OpenID"), "{err}");
+        let row = shipment(
+            NOW,
+            &Recipient::OpenId(OpenId::parse("oia2TjuEGTNoeX76QEjQNrcURxG8").unwrap()),
+        );
+        assert_eq!(
+            row.openid.as_ref().map(OpenId::as_str),
+            Some("oia2TjuEGTNoeX76QEjQNrcURxG8")
+        );
+        assert_eq!((row.phone, row.email), (None, None));
     }
 
     #[test]

@@ -335,6 +335,13 @@ impl Sender {
                         self.postpone(kind, n, message, retry_after, now).await?;
                         return Ok(());
                     }
+                    DeliveryError::Undeliverable(reason) => {
+                        // Not a failure of the channel: this recipient cannot be reached, and
+                        // the row ends skipped with the reason, its attempt spent.
+                        self.db.notification_undeliverable(n.id, &reason).await?;
+                        info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, reason = %reason, "notification skipped: the recipient cannot be reached");
+                        return Ok(());
+                    }
                     DeliveryError::LocalShortage(message) => {
                         // Not the receiver's fault nor the message's: wait as after a first
                         // failure, with the attempt given back.

@@ -28,7 +28,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{FromRow, Row, Sqlite, Transaction};
 
 use crate::clock::{Millis, to_rfc3339};
-use crate::domain::{Email, InvalidContact, Phone, Status, Tier};
+use crate::domain::{Email, InvalidContact, OpenId, Phone, Status, Tier};
 
 pub use maintenance::{Checkpointed, Pruned, Sweep, SweepWrite, UnreachablePoll};
 pub use ops::{
@@ -169,6 +169,9 @@ pub struct ShipmentRow {
     pub phone: Option<Phone>,
     /// Blank reads as none, and so does text that is not an address (see `invalid_contact`).
     pub email: Option<Email>,
+    /// The buyer's OpenID in the shop's WeChat official account; blank reads as none, and so
+    /// does text that is not one (see `invalid_contact`).
+    pub openid: Option<OpenId>,
     pub status: Status,
     pub raw_status: Option<String>,
     pub active: bool,
@@ -185,8 +188,8 @@ pub struct ShipmentRow {
     /// BLOB in `carrier`), stored before the schema refused them: the row is then flagged invalid
     /// by itself, and the column reads as a harmless stand-in meanwhile.
     pub type_error: Option<String>,
-    /// Set when the phone or the email column holds a value that does not parse (the phone's,
-    /// when both do not): the row is then flagged invalid by itself, like `type_error`, instead
+    /// Set when the phone, the email or the openid column holds a value that does not parse
+    /// (the first of them, when more do not): the row is then flagged invalid by itself, like `type_error`, instead
     /// of failing the read of its neighbours.
     pub invalid_contact: Option<InvalidContact>,
 }
@@ -205,9 +208,11 @@ impl<'r> FromRow<'r, SqliteRow> for ShipmentRow {
     fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
         let phone = contact(row, "phone", Phone::parse)?;
         let email = contact(row, "email", Email::parse)?;
-        let invalid_contact = match (&phone, &email) {
-            (Err(e), _) => Some(InvalidContact::Phone(e.clone())),
-            (_, Err(e)) => Some(InvalidContact::Email(e.clone())),
+        let openid = contact(row, "openid", OpenId::parse)?;
+        let invalid_contact = match (&phone, &email, &openid) {
+            (Err(e), _, _) => Some(InvalidContact::Phone(e.clone())),
+            (_, Err(e), _) => Some(InvalidContact::Email(e.clone())),
+            (_, _, Err(e)) => Some(InvalidContact::OpenId(e.clone())),
             _ => None,
         };
         Ok(ShipmentRow {
@@ -219,6 +224,7 @@ impl<'r> FromRow<'r, SqliteRow> for ShipmentRow {
             tier: parsed(row, "tier")?,
             phone: phone.ok().flatten(),
             email: email.ok().flatten(),
+            openid: openid.ok().flatten(),
             status: parsed(row, "status")?,
             raw_status: row.try_get("raw_status")?,
             active: row.try_get("active")?,
@@ -302,6 +308,7 @@ const READ_COLUMNS: &[(&str, Class, bool)] = &[
     ("tier", Class::Text, false),
     ("phone", Class::Text, true),
     ("email", Class::Text, true),
+    ("openid", Class::Text, true),
     ("status", Class::Text, false),
     ("raw_status", Class::Text, true),
     ("active", Class::Integer, false),

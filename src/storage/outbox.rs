@@ -189,6 +189,21 @@ impl Db {
         Ok(())
     }
 
+    /// Ends a claimed notification as skipped, with `reason`: the service said its recipient can
+    /// never get it. The row is kept, as a row queued without an address is, so `outbox` and
+    /// `show` tell why the buyer heard nothing.
+    pub async fn notification_undeliverable(&self, id: i64, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE notifications SET state = 'skipped', lease_until = NULL, last_error = ? \
+             WHERE id = ? AND state = 'pending'",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     /// Puts a claimed notification back to wait until `at` without counting the attempt: its
     /// channel could not send anything (stopped for lack of credit or credentials).
     pub async fn notification_postponed(&self, id: i64, reason: &str, at: Millis) -> Result<()> {

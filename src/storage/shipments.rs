@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::{Db, Result, SHIPMENT_COLUMNS, ShipmentRow, StorageError, decode_shipments};
 use crate::clock::{Millis, to_rfc3339};
-use crate::domain::{Email, Phone, Status, Tier, mask_contact};
+use crate::domain::{Email, OpenId, Phone, Status, Tier, mask_contact};
 
 /// A shipment to add.
 #[derive(Debug, Clone)]
@@ -20,6 +20,8 @@ pub struct NewShipment {
     pub tier: Tier,
     pub phone: Option<Phone>,
     pub email: Option<Email>,
+    /// The buyer's OpenID in the shop's WeChat official account.
+    pub openid: Option<OpenId>,
     /// Sub-order ids separated by commas, for a split order.
     pub sub_orders: Option<String>,
 }
@@ -52,6 +54,9 @@ pub struct ShipmentView {
     pub error: Option<String>,
     pub phone: Option<String>,
     pub email: Option<String>,
+    /// Masked like the phone and the email; only present when the shipment has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openid: Option<String>,
     pub next_poll_at: Option<String>,
     pub last_polled_at: Option<String>,
     pub last_event_at: Option<String>,
@@ -75,6 +80,10 @@ impl From<&ShipmentRow> for ShipmentView {
             error: row.type_error.clone().or_else(|| row.error.clone()),
             phone: row.phone.as_ref().map(|phone| mask_contact(phone.as_str())),
             email: row.email.as_ref().map(|email| mask_contact(email.as_str())),
+            openid: row
+                .openid
+                .as_ref()
+                .map(|openid| mask_contact(openid.as_str())),
             next_poll_at: row.active.then(|| to_rfc3339(row.next_poll_at)),
             last_polled_at: row.last_polled_at.map(to_rfc3339),
             last_event_at: row.last_event_at.map(to_rfc3339),
@@ -92,7 +101,7 @@ impl Db {
     pub async fn add_shipment(&self, new: &NewShipment, now: Millis) -> Result<ShipmentRow> {
         let result = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
-             sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             openid, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              RETURNING {SHIPMENT_COLUMNS}"
         )))
         .bind(&new.order_id)
@@ -102,6 +111,7 @@ impl Db {
         .bind(new.tier.as_str())
         .bind(new.phone.as_ref().map(Phone::as_str))
         .bind(new.email.as_ref().map(Email::as_str))
+        .bind(new.openid.as_ref().map(OpenId::as_str))
         .bind(&new.sub_orders)
         .bind(now)
         .bind(now)
@@ -469,7 +479,8 @@ impl Import {
         for (i, new) in rows.iter().enumerate() {
             let done = sqlx::query(
                 "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
-                 email, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 email, openid, sub_orders, next_poll_at, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&new.order_id)
             .bind(&new.provider)
@@ -478,6 +489,7 @@ impl Import {
             .bind(new.tier.as_str())
             .bind(new.phone.as_ref().map(Phone::as_str))
             .bind(new.email.as_ref().map(Email::as_str))
+            .bind(new.openid.as_ref().map(OpenId::as_str))
             .bind(&new.sub_orders)
             .bind(self.now)
             .bind(self.now)

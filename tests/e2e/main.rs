@@ -46,4 +46,5 @@ mod top_semantics;
 mod transport;
 mod typed_rows;
 mod webhook_channel;
+mod wechat_channel;
 mod wecom_robot;

@@ -49,6 +49,7 @@ impl Fixture {
                     tier: Tier::Normal,
                     phone: None,
                     email: None,
+                    openid: None,
                     sub_orders: None,
                 },
                 created_at,

@@ -89,6 +89,7 @@ async fn one_change_queued(
                 tier: Tier::High,
                 phone: Some(Phone::parse("13812345678").unwrap()),
                 email: email.map(|e| Email::parse(e).unwrap()),
+                openid: None,
                 sub_orders: None,
             },
             clock.now(),

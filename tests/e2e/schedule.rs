@@ -113,6 +113,7 @@ impl Harness {
             tier,
             phone: None,
             email: None,
+            openid: None,
             sub_orders: None,
         };
         self.db.add_shipment(&new, self.clock.now()).await.unwrap();

@@ -309,6 +309,7 @@ async fn metrics_show_what_the_database_holds() {
                     tier: Tier::Low,
                     phone: None,
                     email: None,
+                    openid: None,
                     sub_orders: None,
                 },
                 an_hour_ago,

@@ -50,6 +50,7 @@ async fn add(db: &Db, order_id: &str) -> i64 {
             tier: Tier::High,
             phone: None,
             email: None,
+            openid: None,
             sub_orders: None,
         },
         T0,
@@ -418,6 +419,7 @@ async fn the_table_refuses_structural_mistakes_with_a_clear_message() {
         tier: Tier::High,
         phone: None,
         email: None,
+        openid: None,
         sub_orders: None,
     };
     db.add_shipment(&bad_tier, T0).await.unwrap();

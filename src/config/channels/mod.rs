@@ -5,6 +5,7 @@ mod email;
 mod robot;
 mod sms;
 mod webhook;
+mod wechat;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,7 @@ use crate::notify::email::EmailConfig;
 use crate::notify::robot::RobotConfig;
 use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
 use crate::notify::webhook::WebhookConfig;
+use crate::notify::wechat::WechatConfig;
 use crate::notify::{Alerts, ChannelKind, ChannelRule, Texts};
 
 use email::{RawEmail, resolve_email};
@@ -26,6 +28,16 @@ use robot::{DINGTALK, FEISHU, RawRobot, WECOM, resolve_robot};
 pub use sms::SmsSettings;
 use sms::{RawSms, resolve_sms};
 use webhook::{RawWebhook, resolve_webhook};
+use wechat::{RawWechat, resolve_wechat};
+
+/// The changes a buyer hears of by default through the channels that reach them one by one
+/// (SMS, WeChat): the parcel leaves, is about to arrive, arrives, or is in trouble.
+pub(super) const BUYER_TRIGGERS: [Status; 4] = [
+    Status::PickedUp,
+    Status::OutForDelivery,
+    Status::Delivered,
+    Status::Exception,
+];
 
 /// A channel together with the statuses that trigger it.
 #[derive(Debug, Clone)]
@@ -58,6 +70,7 @@ pub struct Channels {
     pub dingtalk: Option<ChannelSettings<RobotConfig>>,
     pub wecom: Option<ChannelSettings<RobotConfig>>,
     pub feishu: Option<ChannelSettings<RobotConfig>>,
+    pub wechat: Option<ChannelSettings<WechatConfig>>,
 }
 
 impl Channels {
@@ -75,6 +88,10 @@ impl Channels {
             ChannelKind::Feishu => {
                 let url = self.feishu.as_ref()?.settings.url.expose();
                 return Some(crate::shown::url_with_path_token(url));
+            }
+            ChannelKind::Wechat => {
+                let endpoint = &self.wechat.as_ref()?.settings.endpoint;
+                return Some(crate::shown::endpoint(endpoint));
             }
             ChannelKind::Email => return None,
         };
@@ -103,6 +120,7 @@ impl fmt::Debug for Channels {
             .field("dingtalk", &self.dingtalk.as_ref().map(|d| &d.settings))
             .field("wecom", &self.wecom.as_ref().map(|w| &w.settings))
             .field("feishu", &self.feishu.as_ref().map(|f| &f.settings))
+            .field("wechat", &self.wechat.as_ref().map(|w| &w.settings))
             .finish()
     }
 }
@@ -129,6 +147,9 @@ impl Channels {
         if let Some(feishu) = &self.feishu {
             rules.push(feishu.rule(ChannelKind::Feishu));
         }
+        if let Some(wechat) = &self.wechat {
+            rules.push(wechat.rule(ChannelKind::Wechat));
+        }
         rules
     }
 }
@@ -142,6 +163,7 @@ pub(super) struct RawChannels {
     dingtalk: Option<RawRobot>,
     wecom: Option<RawRobot>,
     feishu: Option<RawRobot>,
+    wechat: Option<RawWechat>,
 }
 
 /// Texts for one status.
@@ -158,7 +180,8 @@ fn yes() -> bool {
     true
 }
 
-/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk, WeCom, Feishu.
+/// Each enabled channel, resolved in the order webhook, email, SMS, DingTalk, WeCom, Feishu,
+/// WeChat.
 pub(super) fn resolve_channels(
     raw: RawChannels,
     secrets: &SecretResolver,
@@ -182,6 +205,9 @@ pub(super) fn resolve_channels(
     }
     if let Some(raw) = raw.feishu.filter(|f| f.enabled) {
         channels.feishu = Some(resolve_robot(raw, secrets, timeout, &FEISHU)?);
+    }
+    if let Some(raw) = raw.wechat.filter(|w| w.enabled) {
+        channels.wechat = Some(resolve_wechat(raw, secrets, timeout)?);
     }
     Ok(channels)
 }
@@ -310,6 +336,78 @@ mod tests {
         )
         .unwrap();
         assert!(http.channels.rules()[0].quiet_hours.is_none());
+    }
+
+    #[test]
+    fn a_wechat_channel_parses_with_its_template_data_and_hides_its_secret() {
+        let config = parse(
+            r#"
+            [channels.wechat]
+            appid = "wx1234567890abcdef"
+            secret = "APPSECRET-WECHAT-9"
+            template_id = "tpl-1"
+            url = "https://shop.example/orders/{order_id}"
+            data = { character_string1 = "{order_id}", phrase3 = "{status}", thing4 = "{event}" }
+            "#,
+        )
+        .unwrap();
+        let rules = config.channels.rules();
+        assert_eq!(rules[0].kind, ChannelKind::Wechat);
+        assert_eq!(rules[0].triggers, BUYER_TRIGGERS);
+        let keys: Vec<&str> = rules[0]
+            .texts
+            .wechat_data
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["character_string1", "phrase3", "thing4"]);
+        assert!(rules[0].texts.wechat_url.is_some());
+        let shown = format!("{:?}", config.channels);
+        assert!(!shown.contains("APPSECRET-WECHAT-9"), "{shown}");
+        assert_eq!(
+            config.channels.shown_target(ChannelKind::Wechat).as_deref(),
+            Some("https://api.weixin.qq.com/")
+        );
+    }
+
+    #[test]
+    fn a_wechat_channel_explains_each_missing_key() {
+        let full = [
+            ("appid", "appid = \"wx1\""),
+            ("secret", "secret = \"s\""),
+            ("template_id", "template_id = \"t\""),
+            ("data", "data = { thing1 = \"{order_id}\" }"),
+        ];
+        for (missing, _) in full {
+            let section: Vec<&str> = full
+                .iter()
+                .filter(|(key, _)| *key != missing)
+                .map(|(_, line)| *line)
+                .collect();
+            let err = parse(&format!("[channels.wechat]\n{}", section.join("\n")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("[channels.wechat] needs {missing}")),
+                "{missing}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let base = "[channels.wechat]\nappid = \"wx1\"\nsecret = \"s\"\ntemplate_id = \"t\"\n";
+        let err = parse(&format!("{base}data = {{ thing1 = \"{{order}}\" }}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[channels.wechat] data thing1"), "{err}");
+        let err = parse(&format!("{base}data = {{ \"thing 1\" = \"x\" }}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a template key"), "{err}");
+        let err = parse(&format!(
+            "{base}data = {{ thing1 = \"x\" }}\nurl = \"ftp://shop.example/{{order_id}}\""
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("[channels.wechat] url"), "{err}");
     }
 
     #[test]

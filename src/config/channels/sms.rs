@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::super::secrets::SecretResolver;
 use super::super::{ConfigError, check_url, endpoint, invalid, required};
-use super::{ChannelSettings, RawTexts, parse_texts, parse_triggers, yes};
-use crate::domain::{Secret, Status};
+use super::{BUYER_TRIGGERS, ChannelSettings, RawTexts, parse_texts, parse_triggers, yes};
+use crate::domain::Secret;
 use crate::notify::sms_aliyun::AliyunSmsConfig;
 use crate::notify::sms_http::HttpSmsConfig;
 use crate::notify::template::QuietHours;
@@ -181,16 +181,7 @@ pub(super) fn resolve_sms(
     };
     let mut texts = parse_texts("channels.sms", raw.templates, &["text", "template_code"])?;
     texts.default_template_code = raw.template_code;
-    let triggers = parse_triggers(
-        section,
-        raw.statuses,
-        Some(&[
-            Status::PickedUp,
-            Status::OutForDelivery,
-            Status::Delivered,
-            Status::Exception,
-        ]),
-    )?;
+    let triggers = parse_triggers(section, raw.statuses, Some(&BUYER_TRIGGERS))?;
     // Aliyun sends only registered templates: a status without one could never be sent.
     if matches!(settings, SmsSettings::Aliyun(_)) && texts.default_template_code.is_none() {
         let missing: Vec<&str> = triggers

@@ -8,6 +8,7 @@ use super::fake_dingtalk::FakeDingtalk;
 use super::fake_feishu::FakeFeishu;
 use super::fake_kuaidi100::FakeKuaidi100;
 use super::fake_sms_gateway::{self, FakeSmsGateway};
+use super::fake_wechat::FakeWechat;
 use super::fake_wecom::FakeWecom;
 use super::smtp_sink::SmtpSink;
 use super::{
@@ -383,6 +384,32 @@ impl Channel {
             keys.push(("secret", secret.into()));
         }
         Channel(Section::new("channels.feishu".to_owned(), keys))
+    }
+
+    /// `[channels.wechat]`: the fake account's endpoint, appid, secret (inline) and template,
+    /// with data keys of four types filled from the change and a link to the order.
+    pub fn wechat(fake: &FakeWechat) -> Channel {
+        let mut data = toml::Table::new();
+        data.insert("character_string1".into(), "{order_id}".into());
+        data.insert("phrase2".into(), "{status}".into());
+        data.insert("thing3".into(), "{event}".into());
+        data.insert("time4".into(), "{event_time}".into());
+        Channel(Section::new(
+            "channels.wechat".to_owned(),
+            vec![
+                ("endpoint", fake.base.as_str().into()),
+                ("appid", fake.appid().into()),
+                ("secret", fake.secret().into()),
+                ("template_id", fake.template_id().into()),
+                ("url", "https://shop.example/orders/{order_id}".into()),
+                ("data", Value::Toml(toml::Value::Table(data))),
+            ],
+        ))
+    }
+
+    /// For WeChat: this template id instead of the fake's.
+    pub fn template_id(self, id: &str) -> Channel {
+        Channel(self.0.set("template_id", id))
     }
 
     /// For a robot: this signing secret instead of the fake's.

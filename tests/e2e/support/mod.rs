@@ -11,6 +11,7 @@ pub mod fake_feishu;
 pub mod fake_kuaidi100;
 pub mod fake_sms_gateway;
 pub mod fake_top;
+pub mod fake_wechat;
 pub mod fake_wecom;
 pub mod hostile;
 pub mod immutable;
