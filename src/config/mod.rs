@@ -665,9 +665,9 @@ from = "noreply@shop.example"
         assert!(config.channels.webhook.is_some());
     }
 
-    /// The example's group robot sections, uncommented, load as written.
+    /// The example's group robot and WeChat sections, uncommented, load as written.
     #[test]
-    fn the_example_robot_sections_load_when_uncommented() {
+    fn the_example_robot_and_wechat_sections_load_when_uncommented() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/shipwatch.example.toml");
         let example = std::fs::read_to_string(&path).unwrap();
         let start = example
@@ -696,7 +696,7 @@ from = "noreply@shop.example"
             .iter()
             .map(|rule| rule.kind.as_str())
             .collect();
-        for robot in ["dingtalk", "wecom", "feishu"] {
+        for robot in ["dingtalk", "wecom", "feishu", "wechat"] {
             assert!(kinds.contains(&robot), "{robot} missing from {kinds:?}");
         }
     }
