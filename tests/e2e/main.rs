@@ -36,6 +36,7 @@ mod secrets;
 mod service;
 mod sms_channels;
 mod soak;
+mod staff_and_buyers;
 mod stats;
 mod storage;
 mod supervised;
