@@ -31,6 +31,13 @@ pub enum PipelineEvent {
         until: Millis,
         reason: String,
     },
+    /// A channel stopped or paused itself (credentials refused, out of credit, a robot's quota):
+    /// its messages wait until `until`.
+    ChannelPaused {
+        channel: ChannelKind,
+        until: Millis,
+        reason: String,
+    },
     Delivered {
         order_id: String,
         channel: ChannelKind,

@@ -430,6 +430,8 @@ fn count(event: &PipelineEvent) {
             counter!("shipwatch_provider_pauses_total", "provider" => provider.clone())
                 .increment(1);
         }
+        // `stats` shows the stop; the event comes once per message it holds back.
+        PipelineEvent::ChannelPaused { .. } => {}
         PipelineEvent::Delivered { channel, .. } => {
             counter!("shipwatch_notifications_total", "channel" => channel.as_str(), "result" => "sent")
                 .increment(1);

@@ -3,7 +3,8 @@
 //! failed write.
 //!
 //! Incidents: a provider paused (credentials or configuration refused, or banned by upstream),
-//! the database not writable and writable again, and notifications going dead. They are sent
+//! a channel stopped or paused (credentials refused, out of credit, a robot's quota spent by
+//! someone else), the database not writable and writable again, and notifications going dead. They are sent
 //! from memory, not through the outbox: while the database is not writable nothing can be
 //! queued there, and an incident still open at a restart is met again and told again by the
 //! next process. A message gets up to [`ATTEMPTS`] attempts; a robot's own pause (its quota)
@@ -41,6 +42,11 @@ pub enum Signal {
         until: Millis,
         reason: String,
     },
+    ChannelPaused {
+        channel: String,
+        until: Millis,
+        reason: String,
+    },
     DatabaseDown {
         error: String,
     },
@@ -75,6 +81,20 @@ impl Incidents {
         }
     }
 
+    /// Keeps `key` open until `until` at least; true when that opens it (it was not open).
+    fn open_until(&mut self, key: String, until: Millis, now: Millis) -> bool {
+        let was_open = self.is_open(&key, now);
+        let end = self
+            .open
+            .get(&key)
+            .copied()
+            .flatten()
+            .unwrap_or(0)
+            .max(until);
+        self.open.insert(key, Some(end));
+        !was_open
+    }
+
     /// Takes in a signal; returns the message to send when it opens or closes an incident.
     pub fn observe(&mut self, signal: Signal, now: Millis) -> Option<OpsMessage> {
         match signal {
@@ -83,17 +103,8 @@ impl Incidents {
                 until,
                 reason,
             } => {
-                let key = format!("provider:{provider}");
-                let was_open = self.is_open(&key, now);
-                let end = self
-                    .open
-                    .get(&key)
-                    .copied()
-                    .flatten()
-                    .unwrap_or(0)
-                    .max(until);
-                self.open.insert(key, Some(end));
-                (!was_open).then(|| OpsMessage {
+                self.open_until(format!("provider:{provider}"), until, now)
+                    .then(|| OpsMessage {
                     title: format!("shipwatch:{provider} 已暂停查询"),
                     body: format!(
                         "**{provider}** 暂停查询,直到 {until}\n\n- 原因:{reason}\n- 恢复前不会调用该接口,到期后自动恢复;凭据或配置问题修正后 `systemctl reload shipwatch`",
@@ -101,6 +112,19 @@ impl Incidents {
                     ),
                 })
             }
+            Signal::ChannelPaused {
+                channel,
+                until,
+                reason,
+            } => self
+                .open_until(format!("channel:{channel}"), until, now)
+                .then(|| OpsMessage {
+                    title: format!("shipwatch:{channel} 通道已暂停"),
+                    body: format!(
+                        "**{channel}** 暂停发送,直到 {until}\n\n- 原因:{reason}\n- 消息保留在队列中,不计入重试次数;修正后 `systemctl reload shipwatch`",
+                        until = to_rfc3339(until),
+                    ),
+                }),
             Signal::DatabaseDown { error } => {
                 let was_open = self.is_open("database", now);
                 self.open.insert("database".to_owned(), None);
@@ -143,6 +167,15 @@ pub fn signal_of(event: &PipelineEvent) -> Option<Signal> {
             reason,
         } => Some(Signal::ProviderPaused {
             provider: provider.clone(),
+            until: *until,
+            reason: reason.clone(),
+        }),
+        PipelineEvent::ChannelPaused {
+            channel,
+            until,
+            reason,
+        } => Some(Signal::ChannelPaused {
+            channel: channel.to_string(),
             until: *until,
             reason: reason.clone(),
         }),
@@ -279,6 +312,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_channel_is_told_once_until_its_stop_ends() {
+        let mut incidents = Incidents::default();
+        let stopped = |until| Signal::ChannelPaused {
+            channel: "wecom".to_owned(),
+            until,
+            reason: "WeCom refused the key (93000)".to_owned(),
+        };
+        let told = incidents.observe(stopped(T0 + 3_600_000), T0).unwrap();
+        assert_eq!(told.title, "shipwatch:wecom 通道已暂停");
+        assert!(told.body.contains("93000"), "{told:?}");
+        // Every message the stop holds back says so again: nothing more.
+        assert_eq!(incidents.observe(stopped(T0 + 3_600_000), T0 + 5), None);
+        // A provider of the same name is another incident.
+        assert!(
+            incidents
+                .observe(paused("wecom", T0 + 60_000), T0 + 6)
+                .is_some()
+        );
+        assert!(
+            incidents
+                .observe(stopped(T0 + 9_000_000), T0 + 3_600_001)
+                .is_some()
+        );
+    }
+
+    #[test]
     fn the_database_is_told_down_once_and_up_once() {
         let mut incidents = Incidents::default();
         assert_eq!(incidents.observe(Signal::DatabaseUp, T0), None);
@@ -318,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn only_pauses_and_notifications_gone_dead_are_signals() {
+    fn only_pauses_stops_and_notifications_gone_dead_are_signals() {
         let failed = |retry_in| PipelineEvent::DeliveryFailed {
             order_id: "1".to_owned(),
             channel: crate::domain::ChannelKind::Sms,
@@ -330,5 +389,14 @@ mod tests {
         assert_eq!(signal_of(&failed(Some(Duration::from_secs(60)))), None);
         let dead = failed(None);
         assert!(matches!(signal_of(&dead), Some(Signal::WentDead { .. })));
+        let stopped = PipelineEvent::ChannelPaused {
+            channel: crate::domain::ChannelKind::Wecom,
+            until: T0,
+            reason: "93000".to_owned(),
+        };
+        assert!(matches!(
+            signal_of(&stopped),
+            Some(Signal::ChannelPaused { channel, .. }) if channel == "wecom"
+        ));
     }
 }

@@ -332,6 +332,11 @@ impl Sender {
                         self.db
                             .pause_channel(kind.as_str(), until, &message, now)
                             .await?;
+                        self.events.emit(PipelineEvent::ChannelPaused {
+                            channel: kind,
+                            until,
+                            reason: message.clone(),
+                        });
                         self.postpone(kind, n, message, retry_after, now).await?;
                         return Ok(());
                     }

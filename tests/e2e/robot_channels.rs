@@ -386,3 +386,53 @@ async fn a_provider_that_stops_is_told_to_the_staff_group_once() {
     assert!(robot_rows(&app).is_empty(), "no shipment changed");
     assert_eq!(log.matches("ops alert").count(), 1, "{log}");
 }
+
+/// A channel that stops (a WeCom robot whose key is refused) is told to the other group once,
+/// however many messages the stop holds back, and without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_stops_is_told_to_the_other_group_once() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let wecom = crate::support::fake_wecom::FakeWecom::start("the-wecom-key").await;
+    let wrong = wecom.url.replace("the-wecom-key", "not-the-robots-key");
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::dingtalk(&robot))
+        .channel(config::Channel::wecom_at(&wrong))
+        .start()
+        .await;
+    app.top.script(TID, troubled_journey(TID));
+    app.cli_ok(&["add", &TID.to_string(), "--tier", "high"]);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until(
+        "the group heard of the return and of the stop",
+        LIMIT,
+        || {
+            robot.delivered().len() == 4
+                && app
+                    .outbox(None)
+                    .iter()
+                    .filter(|n| n["channel"] == "wecom")
+                    .count()
+                    == 3
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = daemon.log();
+    assert!(daemon.terminate().success());
+    let titles: Vec<String> = robot
+        .delivered()
+        .iter()
+        .map(|m| m.title().to_owned())
+        .collect();
+    let stops: Vec<&String> = titles.iter().filter(|t| t.contains("通道已暂停")).collect();
+    assert_eq!(stops, ["shipwatch:wecom 通道已暂停"], "{titles:?}\n{log}");
+    assert_eq!(titles.len(), 4, "three changes and one stop: {titles:?}");
+    for message in robot.delivered() {
+        assert!(
+            !message.text().contains("not-the-robots-key"),
+            "{}",
+            message.text()
+        );
+    }
+}
