@@ -228,7 +228,7 @@ pub fn stuck_alert(
             let public_id = new_id();
             let payload = match rule.kind {
                 ChannelKind::Webhook => payload::stuck(&public_id, now, shipment, quiet_since),
-                kind => payload::stuck_for_robot(kind, shipment, quiet_since, now)?,
+                _ => payload::stuck_for_robot(rule, shipment, quiet_since, now)?,
             };
             Some(OutboxRow {
                 public_id,
@@ -464,6 +464,58 @@ mod tests {
             assert_eq!(write.events.len(), events, "{case}: events to store");
             assert_eq!((write.now, write.next_poll_at), (NOW, NEXT), "{case}");
         }
+    }
+
+    #[test]
+    fn the_order_link_reaches_robots_email_and_wechat_made_url_safe() {
+        let link = crate::notify::template::Template::parse(
+            "https://shop.example/orders/{order_id}?waybill={tracking_no}",
+            &crate::notify::template::LINK_PLACEHOLDERS,
+        )
+        .expect("a link template");
+        let mut stored = stored(Status::InTransit, Some(T0 + 2 * HOUR));
+        stored.order_id = "A/1 ?)x".into();
+        stored.openid =
+            Some(crate::domain::OpenId::parse("oia2TjuEGTNoeX76QEjQNrcURxG8").expect("an OpenID"));
+        let trace = trace(Status::Delivered, vec![event(T0 + 4 * HOUR, "已签收")]);
+        let mut email = ChannelRule::new(ChannelKind::Email, Status::ALL.to_vec());
+        email.texts.body.insert(
+            Status::Delivered,
+            crate::notify::template::Template::parse(
+                "详情:{link}",
+                &crate::notify::template::TEXT_PLACEHOLDERS,
+            )
+            .expect("a body"),
+        );
+        let mut channels = vec![
+            ChannelRule::new(ChannelKind::Dingtalk, Status::ALL.to_vec()),
+            email,
+            ChannelRule::new(ChannelKind::Wechat, Status::ALL.to_vec()),
+        ];
+        let want = "https://shop.example/orders/A%2F1%20%3F%29x?waybill=YT1";
+        for rule in &mut channels {
+            rule.link = Some(link.clone());
+        }
+        let write = decide(&stored, &trace, &channels);
+        let [robot, email, wechat] = &write.outbox[..] else {
+            panic!("three rows: {:?}", write.outbox);
+        };
+        let robot: serde_json::Value = serde_json::from_str(&robot.payload).expect("JSON");
+        let text = robot["markdown"]["text"].as_str().expect("markdown");
+        assert!(text.ends_with(&format!("[查看订单]({want})")), "{text}");
+        let email: EmailMessage = serde_json::from_str(&email.payload).expect("email");
+        assert_eq!(email.body, format!("详情:{want}"));
+        let wechat: serde_json::Value = serde_json::from_str(&wechat.payload).expect("JSON");
+        assert_eq!(wechat["url"], want, "{wechat}");
+
+        // Without [notify] link: no link line, and {link} is empty.
+        for rule in &mut channels {
+            rule.link = None;
+        }
+        let write = decide(&stored, &trace, &channels);
+        assert!(!write.outbox[0].payload.contains("查看订单"));
+        let email: EmailMessage = serde_json::from_str(&write.outbox[1].payload).expect("email");
+        assert_eq!(email.body, "详情:");
     }
 
     #[test]

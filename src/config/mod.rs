@@ -218,6 +218,16 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     channels: RawChannels,
+    #[serde(default)]
+    notify: RawNotify,
+}
+
+/// `[notify]`: what every channel's messages share.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    /// Where a message's reader follows the order, e.g. `https://shop.example/orders/{order_id}`.
+    link: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -413,7 +423,8 @@ impl Config {
             providers.insert(name.clone(), resolve_provider(&name, raw, &secrets)?);
         }
 
-        let channels = resolve_channels(raw.channels, &secrets, delivery.timeout)?;
+        let mut channels = resolve_channels(raw.channels, &secrets, delivery.timeout)?;
+        channels.link = raw.notify.link.map(|link| parse_link(&link)).transpose()?;
 
         Ok(Config {
             source: source.map(Path::to_owned),
@@ -452,6 +463,19 @@ fn endpoint(section: &str, given: Option<String>, default: &str) -> Result<Strin
 }
 
 /// The URL itself is not echoed: it may carry a password or a token.
+/// `[notify] link`: a template over the placeholders that must give an http(s) URL.
+fn parse_link(link: &str) -> Result<crate::notify::template::Template, ConfigError> {
+    use crate::notify::template::{LINK_PLACEHOLDERS, Template};
+    let template = Template::parse(link, &LINK_PLACEHOLDERS)
+        .map_err(|e| invalid(format!("[notify] link: {e}")))?;
+    let sample: crate::notify::template::Values = LINK_PLACEHOLDERS
+        .iter()
+        .map(|name| ((*name).to_owned(), "x".to_owned()))
+        .collect();
+    check_url("[notify]", "link", &template.render(&sample))?;
+    Ok(template)
+}
+
 fn check_url(section: &str, key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
@@ -663,6 +687,42 @@ from = "noreply@shop.example"
         let config = Config::load_without_secrets(&path).unwrap();
         assert!(!config.providers.is_empty());
         assert!(config.channels.webhook.is_some());
+    }
+
+    #[test]
+    fn notify_link_is_a_checked_template_given_to_every_channel() {
+        let config = parse(
+            "[notify]\nlink = \"https://shop.example/o/{order_id}\"\n[channels.dingtalk]\nurl = \"https://oapi.dingtalk.com/robot/send?access_token=t\"",
+        )
+        .unwrap();
+        let rules = config.channels.rules();
+        assert_eq!(
+            rules[0].link.as_ref().map(|l| l.as_str()),
+            Some("https://shop.example/o/{order_id}")
+        );
+        for (link, want) in [
+            (
+                "https://shop.example/{status}",
+                "[notify] link: unknown placeholder {status} (known: order_id, tracking_no, carrier)",
+            ),
+            (
+                "shop.example/{order_id}",
+                "[notify] link is not an http(s) URL",
+            ),
+            (
+                "ftp://shop.example/{order_id}",
+                "[notify] link has the scheme ftp",
+            ),
+        ] {
+            let e = parse(&format!("[notify]\nlink = \"{link}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{link}: {e}");
+        }
+        let e = parse("[notify]\nurl = \"https://x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `url`"), "{e}");
     }
 
     /// The example's group robot and WeChat sections, uncommented, load as written.

@@ -38,6 +38,8 @@ pub struct ChannelRule {
     pub texts: Texts,
     /// What the channel is told besides status changes.
     pub alerts: Alerts,
+    /// `[notify] link`: the order's page.
+    pub link: Option<template::Template>,
 }
 
 impl ChannelRule {
@@ -48,6 +50,7 @@ impl ChannelRule {
             quiet_hours: None,
             texts: Texts::default(),
             alerts: Alerts::default_for(kind),
+            link: None,
         }
     }
 }

@@ -153,7 +153,7 @@ pub fn for_channel(
             let Some(email) = &shipment.email else {
                 return Queued::Skip("no email address");
             };
-            let values = values(shipment, trace, newest);
+            let values = text_values(rule, shipment, trace, newest);
             let subject = rule
                 .texts
                 .subject
@@ -179,7 +179,8 @@ pub fn for_channel(
             let Some(phone) = &shipment.phone else {
                 return Queued::Skip("no phone number");
             };
-            let values = values(shipment, trace, newest);
+            let params = values(shipment, trace, newest);
+            let values = text_values(rule, shipment, trace, newest);
             let text = rule
                 .texts
                 .sms
@@ -194,7 +195,8 @@ pub fn for_channel(
                     .get(&status)
                     .cloned()
                     .or_else(|| rule.texts.default_template_code.clone()),
-                params: values,
+                // A template's parameters are the gateway's: the link is for the text only.
+                params,
             };
             Queued::Send {
                 payload: serde_json::to_string(&message).expect("plain data"),
@@ -215,14 +217,18 @@ pub fn for_channel(
             let Some(openid) = &shipment.openid else {
                 return Queued::Skip("no OpenID");
             };
-            let values = values(shipment, trace, newest);
+            let values = text_values(rule, shipment, trace, newest);
             let data = rule
                 .texts
                 .wechat_data
                 .iter()
                 .map(|(key, template)| (key.clone(), template.render(&values)))
                 .collect();
-            let url = rule.texts.wechat_url.as_ref().map(|t| t.render(&values));
+            // The channel's own `url`, or else the order's page from `[notify] link`.
+            let url = match &rule.texts.wechat_url {
+                Some(url) => Some(url.render(&values)),
+                None => link(rule, shipment, Some(trace)),
+            };
             Queued::Send {
                 payload: WechatMessage::new(url, data).to_json(),
                 recipient: Some(openid.to_string()),
@@ -249,7 +255,7 @@ pub fn robot_message(kind: ChannelKind, title: &str, body: &str) -> Option<Strin
 /// The `shipment.stuck` message for a group robot: which parcel, in which status, quiet since
 /// when, and how to reach the carrier. `None` for the channels that are not robots.
 pub fn stuck_for_robot(
-    kind: ChannelKind,
+    rule: &ChannelRule,
     shipment: &ShipmentRow,
     quiet_since: Millis,
     now: Millis,
@@ -270,7 +276,8 @@ pub fn stuck_for_robot(
         tracking = shipment.tracking_no.as_deref().unwrap_or(""),
         carrier = shipment.carrier.as_deref().unwrap_or(""),
     );
-    robot_message(kind, &title, &body)
+    let body = with_link(body, link(rule, shipment, None).as_deref());
+    robot_message(rule.kind, &title, &body)
 }
 
 /// A group robot's message: its title, the change (from which status to which) and the
@@ -290,7 +297,7 @@ impl RobotText {
         previous: Status,
     ) -> RobotText {
         let status = trace.status;
-        let values = values(shipment, trace, newest);
+        let values = text_values(rule, shipment, trace, newest);
         let title = rule
             .texts
             .subject
@@ -305,6 +312,7 @@ impl RobotText {
             .cloned()
             .unwrap_or_else(|| template::default_robot_text(status))
             .render(&values);
+        let text = with_link(text, link(rule, shipment, Some(trace)).as_deref());
         let change = format!(
             "**{}** → **{}**",
             template::status_text(previous),
@@ -321,6 +329,62 @@ impl RobotText {
     fn body(&self) -> String {
         format!("{}\n\n{}", self.change, self.text)
     }
+}
+
+/// The order's page, from `[notify] link` with the parcel's values put in URL-safe: an order id
+/// with `/`, `?`, spaces or `)` cannot change where the link leads or break the markdown around it.
+pub fn link(rule: &ChannelRule, shipment: &ShipmentRow, trace: Option<&Trace>) -> Option<String> {
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let template = rule.link.as_ref()?;
+    let mut values = Values::new();
+    let mut put = |name: &str, value: Option<&str>| {
+        let encoded = percent_encoding::utf8_percent_encode(value.unwrap_or(""), UNRESERVED);
+        values.insert(name.to_owned(), encoded.to_string());
+    };
+    put("order_id", Some(&shipment.order_id));
+    put(
+        "tracking_no",
+        shipment
+            .tracking_no
+            .as_deref()
+            .or(trace.and_then(|t| t.tracking_no.as_deref())),
+    );
+    put(
+        "carrier",
+        shipment
+            .carrier
+            .as_deref()
+            .or(trace.and_then(|t| t.carrier.as_deref())),
+    );
+    Some(template.render(&values))
+}
+
+/// A robot's markdown text with the order's page as its last line, unless the text shows it
+/// already (a template that places `{link}` itself).
+fn with_link(text: String, link: Option<&str>) -> String {
+    match link {
+        Some(link) if !text.contains(link) => format!("{text}\n\n[查看订单]({link})"),
+        _ => text,
+    }
+}
+
+/// The values a channel's texts render with: the change's [`values`] and `link`.
+fn text_values(
+    rule: &ChannelRule,
+    shipment: &ShipmentRow,
+    trace: &Trace,
+    newest: Option<&TraceEvent>,
+) -> Values {
+    let mut values = values(shipment, trace, newest);
+    values.insert(
+        "link".to_owned(),
+        link(rule, shipment, Some(trace)).unwrap_or_default(),
+    );
+    values
 }
 
 /// The placeholder values of a change, times in Asia/Shanghai.

@@ -20,6 +20,21 @@ pub const PLACEHOLDERS: [&str; 6] = [
     "event_time",
 ];
 
+/// The names a channel's texts may use: the [`PLACEHOLDERS`] and `link`, the order's page as
+/// `[notify] link` gives it (empty without one).
+pub const TEXT_PLACEHOLDERS: [&str; 7] = [
+    "order_id",
+    "tracking_no",
+    "carrier",
+    "status",
+    "event",
+    "event_time",
+    "link",
+];
+
+/// The names `[notify] link` may use: what identifies the parcel.
+pub const LINK_PLACEHOLDERS: [&str; 3] = ["order_id", "tracking_no", "carrier"];
+
 /// The placeholder values of one notification.
 pub type Values = BTreeMap<String, String>;
 

@@ -38,6 +38,9 @@ async fn a_troubled_parcel_reaches_each_group_and_the_buyer_with_what_their_trig
         .channel(config::Channel::wechat(&wechat))
         .start()
         .await;
+    app.edit_config(|text| {
+        format!("{text}\n[notify]\nlink = \"https://shop.example/orders/{{order_id}}\"\n")
+    });
     app.top.script(TID, troubled_journey(TID));
     app.cli_ok(&[
         "add",
@@ -90,6 +93,12 @@ async fn a_troubled_parcel_reaches_each_group_and_the_buyer_with_what_their_trig
             "WeCom: {}",
             message.content()
         );
+    }
+
+    // Each robot message ends with the order's page.
+    let link = format!("[查看订单](https://shop.example/orders/{TID})");
+    for message in &wecom {
+        assert!(message.content().ends_with(&link), "{}", message.content());
     }
 
     // The buyer: the buyer statuses the journey passed, in order, once each, to the OpenID.

@@ -18,7 +18,7 @@ use super::{ConfigError, invalid};
 use crate::domain::Status;
 use crate::notify::email::EmailConfig;
 use crate::notify::robot::RobotConfig;
-use crate::notify::template::{PLACEHOLDERS, QuietHours, Template};
+use crate::notify::template::{QuietHours, TEXT_PLACEHOLDERS, Template};
 use crate::notify::webhook::WebhookConfig;
 use crate::notify::wechat::WechatConfig;
 use crate::notify::{Alerts, ChannelKind, ChannelRule, Texts};
@@ -58,6 +58,7 @@ impl<T> ChannelSettings<T> {
             quiet_hours: self.quiet_hours,
             texts: self.texts.clone(),
             alerts: self.alerts.unwrap_or_else(|| Alerts::default_for(kind)),
+            link: None,
         }
     }
 }
@@ -71,6 +72,8 @@ pub struct Channels {
     pub wecom: Option<ChannelSettings<RobotConfig>>,
     pub feishu: Option<ChannelSettings<RobotConfig>>,
     pub wechat: Option<ChannelSettings<WechatConfig>>,
+    /// `[notify] link`: the order's page, shown in the messages that can carry a link.
+    pub link: Option<Template>,
 }
 
 impl Channels {
@@ -149,6 +152,9 @@ impl Channels {
         }
         if let Some(wechat) = &self.wechat {
             rules.push(wechat.rule(ChannelKind::Wechat));
+        }
+        for rule in &mut rules {
+            rule.link = self.link.clone();
         }
         rules
     }
@@ -239,7 +245,7 @@ fn parse_texts(
         }
         let template = |key: &str, text: Option<String>| -> Result<Option<Template>, ConfigError> {
             text.map(|text| {
-                Template::parse(&text, &PLACEHOLDERS)
+                Template::parse(&text, &TEXT_PLACEHOLDERS)
                     .map_err(|e| invalid(format!("{table} {key}: {e}")))
             })
             .transpose()
