@@ -88,6 +88,9 @@ pub struct Sender {
     scan_interval: Duration,
     /// Retries of these channels wait for the end of their quiet hours.
     quiet_hours: HashMap<ChannelKind, QuietHours>,
+    /// The end of each channel's pause last put on the bus: every message a pause holds back
+    /// meets it, and the bus hears of it once.
+    pauses_told: Mutex<HashMap<ChannelKind, Millis>>,
 }
 
 /// One channel's delivery slots and the messages claimed for them ahead.
@@ -181,6 +184,7 @@ impl Sender {
                 .iter()
                 .filter_map(|r| r.quiet_hours.map(|q| (r.kind, q)))
                 .collect(),
+            pauses_told: Mutex::new(HashMap::new()),
         })
     }
 
@@ -332,11 +336,13 @@ impl Sender {
                         self.db
                             .pause_channel(kind.as_str(), until, &message, now)
                             .await?;
-                        self.events.emit(PipelineEvent::ChannelPaused {
-                            channel: kind,
-                            until,
-                            reason: message.clone(),
-                        });
+                        if self.first_to_meet(kind, until, now) {
+                            self.events.emit(PipelineEvent::ChannelPaused {
+                                channel: kind,
+                                until,
+                                reason: message.clone(),
+                            });
+                        }
                         self.postpone(kind, n, message, retry_after, now).await?;
                         return Ok(());
                     }
@@ -397,6 +403,19 @@ impl Sender {
         Ok(())
     }
 
+    /// Whether a pause of `kind` ending at `until` is news: no pause of it told yet, or the last
+    /// one told ended by `now`. Records it when so.
+    fn first_to_meet(&self, kind: ChannelKind, until: Millis, now: Millis) -> bool {
+        let mut told = self.pauses_told.lock().expect("pauses-told lock");
+        match told.get(&kind) {
+            Some(end) if *end > now => false,
+            _ => {
+                told.insert(kind, until);
+                true
+            }
+        }
+    }
+
     /// Puts a notification off by `retry_after` (never into its channel's quiet hours) with its
     /// attempt given back: the channel, not the message, could not go on.
     async fn postpone(
@@ -432,6 +451,7 @@ impl Sender {
         for channel in self.channels.values() {
             channel.resume();
         }
+        self.pauses_told.lock().expect("pauses-told lock").clear();
         let now = self.clock.now();
         let mut released = 0;
         for stop in self.db.channel_states(now).await? {
