@@ -58,10 +58,39 @@ pub(crate) async fn app_with(robot: config::Channel, tid: u64) -> TestApp {
 }
 
 fn robot_rows(app: &TestApp) -> Vec<serde_json::Value> {
+    rows_of(app, "dingtalk")
+}
+
+/// The outbox rows of one channel.
+pub(crate) fn rows_of(app: &TestApp, channel: &str) -> Vec<serde_json::Value> {
     app.outbox(None)
         .into_iter()
-        .filter(|n| n["channel"] == "dingtalk")
+        .filter(|n| n["channel"] == channel)
         .collect()
+}
+
+/// Whether the troubled journey's three rows on `channel` are queued and the first has met the
+/// channel's stop (the two behind it wait their turn).
+pub(crate) fn held_by_stop(app: &TestApp, channel: &str) -> bool {
+    let rows = rows_of(app, channel);
+    rows.len() == 3
+        && rows[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("{channel} channel stopped")))
+}
+
+/// After a stop: every row of `channel` waits with no attempt spent, and the log has the
+/// channel's one loud line, naming the robot's `code`.
+pub(crate) fn assert_held_by_stop(app: &TestApp, log: &str, channel: &str, code: &str) {
+    let rows = rows_of(app, channel);
+    assert!(
+        rows.iter()
+            .all(|n| n["state"] == "pending" && n["attempts"] == 0),
+        "{rows:?}"
+    );
+    let loud = format!("{} CHANNEL STOPPED", channel.to_uppercase());
+    assert_eq!(log.matches(&loud).count(), 1, "{log}");
+    assert!(log.contains(code), "{log}");
 }
 
 fn assert_no_token(what: &str, text: &str) {
@@ -192,22 +221,13 @@ async fn a_wrong_secret_stops_the_channel_once() {
     )
     .await;
     let mut daemon = app.spawn_daemon();
-    // The head of the shipment's queue meets the stop; the two behind it wait their turn.
     app.wait_until("every trouble is queued and held", LIMIT, || {
-        let rows = robot_rows(&app);
-        rows.len() == 3
-            && rows[0]["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("dingtalk channel stopped"))
+        held_by_stop(&app, "dingtalk")
     })
     .await;
     assert!(daemon.terminate().success());
-    let rows = robot_rows(&app);
-    assert!(
-        rows.iter()
-            .all(|n| n["state"] == "pending" && n["attempts"] == 0),
-        "{rows:?}"
-    );
+    let log = daemon.log();
+    assert_held_by_stop(&app, &log, "dingtalk", "310000");
     // One refused message, then the channel held the rest without asking the robot.
     assert_eq!(robot.refusals().len(), 1, "{:?}", robot.refusals());
     assert!(
@@ -216,9 +236,6 @@ async fn a_wrong_secret_stops_the_channel_once() {
         robot.refusals()
     );
     assert!(robot.delivered().is_empty());
-    let log = daemon.log();
-    assert_eq!(log.matches("DINGTALK CHANNEL STOPPED").count(), 1, "{log}");
-    assert!(log.contains("310000"), "{log}");
     assert_no_token("the daemon log", &log);
     assert_no_token("outbox", &app.cli_ok(&["outbox", "--json"]));
 }
@@ -406,15 +423,7 @@ async fn a_channel_that_stops_is_told_to_the_other_group_once() {
     app.wait_until(
         "the group heard of the return and of the stop",
         LIMIT,
-        || {
-            robot.delivered().len() == 4
-                && app
-                    .outbox(None)
-                    .iter()
-                    .filter(|n| n["channel"] == "wecom")
-                    .count()
-                    == 3
-        },
+        || robot.delivered().len() == 4 && rows_of(&app, "wecom").len() == 3,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;

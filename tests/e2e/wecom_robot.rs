@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::robot_channels::app_with;
+use crate::robot_channels::{app_with, assert_held_by_stop, held_by_stop, rows_of};
 use crate::support::app::TestApp;
 use crate::support::config;
 use crate::support::fake_wecom::{self, FakeWecom};
@@ -17,10 +17,7 @@ const TID: u64 = 7_400_000_000_000_000_002;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn robot_rows(app: &TestApp) -> Vec<serde_json::Value> {
-    app.outbox(None)
-        .into_iter()
-        .filter(|n| n["channel"] == "wecom")
-        .collect()
+    rows_of(app, "wecom")
 }
 
 fn assert_no_key(what: &str, text: &str) {
@@ -141,25 +138,14 @@ async fn a_wrong_key_stops_the_wecom_channel_once() {
     let app = app_with(config::Channel::wecom_at(&wrong), TID).await;
     let mut daemon = app.spawn_daemon();
     app.wait_until("every trouble is queued and held", LIMIT, || {
-        let rows = robot_rows(&app);
-        rows.len() == 3
-            && rows[0]["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("wecom channel stopped"))
+        held_by_stop(&app, "wecom")
     })
     .await;
     assert!(daemon.terminate().success());
-    let rows = robot_rows(&app);
-    assert!(
-        rows.iter()
-            .all(|n| n["state"] == "pending" && n["attempts"] == 0),
-        "{rows:?}"
-    );
+    let log = daemon.log();
+    assert_held_by_stop(&app, &log, "wecom", "93000");
     assert_eq!(robot.refusals(), ["invalid key"]);
     assert!(robot.delivered().is_empty());
-    let log = daemon.log();
-    assert_eq!(log.matches("WECOM CHANNEL STOPPED").count(), 1, "{log}");
-    assert!(log.contains("93000"), "{log}");
     assert!(!log.contains("not-the-robots-key"), "{log}");
     let outbox = app.cli_ok(&["outbox", "--json"]);
     assert!(!outbox.contains("not-the-robots-key"), "{outbox}");
