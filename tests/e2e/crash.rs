@@ -42,56 +42,63 @@ async fn killing_the_daemon_mid_run_loses_and_duplicates_no_notification() {
     .await;
     assert!(daemon.terminate().success());
 
-    // In the database: five transitions per shipment, each with exactly one notification.
+    // In the database: one row per change the daemon committed, each sent, and the changes of
+    // each shipment link up from `pending` to `delivered` with no gap and no repeat. (The fake
+    // serves each poll the next step of the journey; an answer served just before a kill is never
+    // committed, so the next poll may skip a step, as a real trace read late would.)
     let outbox = app.outbox(None);
-    assert_eq!(
-        outbox.len(),
-        12 * 5,
-        "one row per change, no more: {outbox:#?}"
-    );
-    let mut per_order: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut chains: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for n in &outbox {
         assert_eq!(n["state"], "sent", "{n}");
-        let change = format!("{}→{}", n["previous_status"], n["status"]);
-        assert!(
-            per_order
-                .entry(n["order_id"].as_str().unwrap().to_owned())
-                .or_default()
-                .insert(change.clone()),
-            "change {change} queued twice for {}",
-            n["order_id"]
-        );
+        chains
+            .entry(n["order_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((
+                n["previous_status"].as_str().unwrap().to_owned(),
+                n["status"].as_str().unwrap().to_owned(),
+            ));
     }
-    assert_eq!(per_order.len(), 12);
+    assert_eq!(chains.len(), 12);
+    for (order, chain) in &chains {
+        let mut at = "pending";
+        for (from, to) in chain {
+            assert_eq!(
+                from, at,
+                "order {order}: a change was lost or queued twice: {chain:?}"
+            );
+            at = to;
+        }
+        assert_eq!(at, "delivered", "order {order}: {chain:?}");
+    }
+    assert!(
+        outbox.len() >= 12 * 4,
+        "most steps are seen even with three kills: {outbox:#?}"
+    );
 
-    // At the receiver: every change arrived (a delivery cut short by the kill may arrive twice,
-    // under the same webhook-id, which receivers deduplicate on).
-    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // At the receiver: every queued change arrived (a delivery cut short by the kill may arrive
+    // twice, under the same webhook-id, which receivers deduplicate on), and nothing else did.
     let mut bodies_per_id: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for d in app.receiver.deliveries() {
         assert!(d.verified);
-        let data = &d.body["data"];
-        seen.entry(data["order_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(data["status"].as_str().unwrap().to_owned());
         bodies_per_id
             .entry(d.webhook_id.clone())
             .or_default()
             .insert(d.raw_body.clone());
     }
-    for (order, statuses) in &seen {
-        assert_eq!(
-            statuses.len(),
-            5,
-            "order {order} missed a change: {statuses:?}"
-        );
-    }
-    assert_eq!(seen.len(), 12);
+    let queued: BTreeSet<String> = outbox
+        .iter()
+        .map(|n| n["webhook_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(queued.len(), outbox.len(), "one webhook-id per row");
+    assert_eq!(
+        bodies_per_id.keys().cloned().collect::<BTreeSet<_>>(),
+        queued,
+        "the receiver got exactly the queued changes"
+    );
     assert!(
         bodies_per_id.values().all(|bodies| bodies.len() == 1),
         "a retry must resend the same body under the same id"
     );
-    assert_eq!(bodies_per_id.len(), 12 * 5);
     assert_eq!(app.top.signature_failures(), 0);
 }
 
