@@ -320,6 +320,7 @@ impl Started {
             this.ops.clone(),
             this.clock.clone(),
             stop.clone(),
+            grace.clone(),
         ));
         supervisor.ready(&summary(&this.db, &this.clock).await);
         let watchdog = tokio::spawn(supervisor.clone().run_watchdog(heartbeat, stop.clone()));

@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::{Channel, DeliveryError, Outgoing, payload};
 use crate::clock::{Millis, SharedClock, millis, to_rfc3339};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
+use crate::workers::Grace;
 
 /// Attempts per message and robot.
 const ATTEMPTS: u32 = 3;
@@ -195,11 +197,14 @@ pub fn signal_of(event: &PipelineEvent) -> Option<Signal> {
 }
 
 /// Watches the bus and the database's state until `stop`, and tells `robots` of each incident.
+/// At `stop`, a message on its way is given the shutdown's `grace` to arrive; one waiting for
+/// its next attempt is dropped (an incident still open is told again by the next process).
 pub async fn run(
     events: Events,
     robots: Vec<Arc<dyn Channel>>,
     clock: SharedClock,
     stop: CancellationToken,
+    grace: Grace,
 ) {
     if robots.is_empty() {
         return;
@@ -207,13 +212,14 @@ pub async fn run(
     let mut bus = events.subscribe();
     let mut incidents = Incidents::default();
     let mut look = tokio::time::interval(LOOK);
+    let telling = TaskTracker::new();
     loop {
         let signal = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             event = bus.recv() => match event {
                 Ok(event) => signal_of(&event),
                 Err(broadcast::error::RecvError::Lagged(_)) => None,
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = look.tick() => Some(match Outage::database().current() {
                 Some(outage) => Signal::DatabaseDown { error: outage.error },
@@ -225,8 +231,14 @@ pub async fn run(
         };
         info!(title = %message.title, "ops alert");
         for robot in &robots {
-            tokio::spawn(tell(robot.clone(), message.clone(), stop.clone()));
+            telling.spawn(tell(robot.clone(), message.clone(), stop.clone()));
         }
+    }
+    telling.close();
+    let since = tokio::time::Instant::now();
+    tokio::select! {
+        () = telling.wait() => {}
+        () = grace.over(since) => {}
     }
 }
 
