@@ -407,13 +407,7 @@ impl Sender {
     /// one told ended by `now`. Records it when so.
     fn first_to_meet(&self, kind: ChannelKind, until: Millis, now: Millis) -> bool {
         let mut told = self.pauses_told.lock().expect("pauses-told lock");
-        match told.get(&kind) {
-            Some(end) if *end > now => false,
-            _ => {
-                told.insert(kind, until);
-                true
-            }
-        }
+        pause_is_news(&mut told, kind, until, now)
     }
 
     /// Puts a notification off by `retry_after` (never into its channel's quiet hours) with its
@@ -538,6 +532,23 @@ impl Sender {
     }
 }
 
+/// Whether a pause of `kind` ending at `until` is news, given the end of the last pause told
+/// for each channel; records it in `told` when so.
+fn pause_is_news(
+    told: &mut HashMap<ChannelKind, Millis>,
+    kind: ChannelKind,
+    until: Millis,
+    now: Millis,
+) -> bool {
+    match told.get(&kind) {
+        Some(end) if *end > now => false,
+        _ => {
+            told.insert(kind, until);
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,6 +564,21 @@ mod tests {
             recipient: None,
             attempts: 1,
         }
+    }
+
+    #[test]
+    fn a_pause_is_news_once_until_it_ends_and_per_channel() {
+        let mut told = HashMap::new();
+        let (dingtalk, wecom) = (ChannelKind::Dingtalk, ChannelKind::Wecom);
+        // A backlog meets the same pause again and again: told once.
+        assert!(pause_is_news(&mut told, dingtalk, 60_000, 1_000));
+        assert!(!pause_is_news(&mut told, dingtalk, 60_000, 2_000));
+        assert!(!pause_is_news(&mut told, dingtalk, 61_000, 59_999));
+        // Another channel's pause is its own news.
+        assert!(pause_is_news(&mut told, wecom, 30_000, 2_000));
+        // Once the pause has ended, a new one is news again.
+        assert!(pause_is_news(&mut told, dingtalk, 120_000, 60_000));
+        assert!(!pause_is_news(&mut told, dingtalk, 120_000, 60_001));
     }
 
     #[test]
