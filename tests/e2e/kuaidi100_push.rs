@@ -365,3 +365,40 @@ async fn fallback_poll_queries_exactly_the_silent_shipments() {
     assert_ne!(app.shipment("KP-SILENT")["shipment"]["status"], "pending");
     assert_eq!(fake.signature_failures(), 0);
 }
+
+#[tokio::test]
+async fn check_config_explains_push_mode_in_one_line_each() {
+    let fake = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
+    let (app, _, public) = push_app(&fake, Some("12h")).await;
+    let out = app.cli_ok(&["check-config"]);
+    assert!(
+        out.contains(&format!(
+            "push      kd: subscribed, Kuaidi100 posts to {CALLBACK_URL} (fallback_poll 12h)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("callbacks served on 127.0.0.1:{public}")),
+        "{out}"
+    );
+    assert!(!out.contains(SALT), "the salt is a secret: {out}");
+
+    // Without the public listener, push mode is refused with one line.
+    app.edit_config(|text| {
+        text.lines()
+            .filter(|l| !l.starts_with("public_listen"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let out = app.cli(&["check-config"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("[providers.kd] mode = \"push\" needs [http] public_listen"),
+        "{stderr}"
+    );
+    // Nor does the daemon start.
+    let run = app.cli(&["run"]);
+    assert!(!run.status.success());
+}
