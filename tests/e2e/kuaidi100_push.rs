@@ -341,7 +341,7 @@ async fn already_subscribed_is_success_and_a_failed_subscription_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_poll_queries_exactly_the_silent_shipments() {
     let fake = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
-    let (app, _, public) = push_app(&fake, Some("3s")).await;
+    let (app, _, public) = push_app(&fake, Some("5s")).await;
     let (loud, silent) = ("YT9400000005", "YT9400000006");
     fake.journey(loud);
     fake.journey(silent);
@@ -351,17 +351,17 @@ async fn fallback_poll_queries_exactly_the_silent_shipments() {
     wait_subscribed(&app, "KP-LOUD").await;
     wait_subscribed(&app, "KP-SILENT").await;
     let url = callback_at(public);
-    // The loud one hears from Kuaidi100 every half second for eight seconds; the silent one
-    // hears nothing and is queried once every fallback_poll.
+    // The loud one hears from Kuaidi100 every half second for twelve seconds; the silent one
+    // hears nothing and is queried once every fallback_poll (5s: room for a loaded machine).
     let start = tokio::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(8) {
+    while start.elapsed() < Duration::from_secs(12) {
         assert_eq!(fake.push_step(&url, loud, 0).await, (200, ACK.to_owned()));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(daemon.terminate().success());
     assert_eq!(fake.polls_of(loud), 0, "{:?}", fake.calls());
     let polls = fake.polls_of(silent);
-    assert!((1..=4).contains(&polls), "{polls} fallback queries in 8s");
+    assert!((1..=3).contains(&polls), "{polls} fallback queries in 12s");
     assert_ne!(app.shipment("KP-SILENT")["shipment"]["status"], "pending");
     assert_eq!(fake.signature_failures(), 0);
 }
