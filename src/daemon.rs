@@ -42,8 +42,15 @@ pub fn build_providers(config: &Config, http: &reqwest::Client) -> Providers {
             let min_interval = settings
                 .min_interval
                 .unwrap_or_else(|| adapter.min_interval());
+            let subscriber = match &settings.adapter {
+                crate::config::AdapterSettings::Kuaidi100(k) => {
+                    crate::providers::kuaidi100_push::Subscriber::new(k, http.clone())
+                }
+                _ => None,
+            };
             let runtime = ProviderRuntime::new(&name, adapter, settings.rate_limit)
-                .with_min_interval(min_interval);
+                .with_min_interval(min_interval)
+                .with_push(subscriber);
             (name, Arc::new(runtime))
         })
         .collect()
@@ -157,6 +164,8 @@ pub struct Daemon {
     maintenance: MaintenanceConfig,
     /// Where `/healthz` and `/metrics` are served, if anywhere.
     listen: Option<SocketAddr>,
+    /// Where upstream's callbacks are served, if anywhere.
+    public_listen: Option<SocketAddr>,
     /// How stale the dispatcher's heartbeat may grow before `/healthz` says unhealthy.
     max_heartbeat_age: Duration,
 }
@@ -206,6 +215,7 @@ impl Daemon {
             rules,
             maintenance: config.maintenance.clone(),
             listen: config.http.listen,
+            public_listen: config.http.public_listen,
             // A round ends at the latest when a poll times out and frees its slot.
             max_heartbeat_age: (config.polling.timeout + config.polling.scan_interval) * 2,
         })
@@ -239,6 +249,17 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("{}", cannot_listen(listen, &e)))?;
             crate::health::record_events(&self.events);
             info!(listen = %bound, "serving /healthz and /metrics");
+        }
+        if let Some(listen) = self.public_listen {
+            let (bound, _) = crate::callbacks::serve(listen, self.dispatcher.clone(), stop.clone())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        cannot_listen(listen, &e).replace("[http] listen", "[http] public_listen")
+                    )
+                })?;
+            info!(listen = %bound, "serving the upstream callbacks");
         }
         Ok(Started {
             daemon: self,

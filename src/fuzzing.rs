@@ -29,6 +29,25 @@ pub fn kuaidi100_response(body: &[u8]) -> Result<Trace, ProviderError> {
     crate::providers::kuaidi100::parse_response(&String::from_utf8_lossy(body))
 }
 
+/// A Kuaidi100 push callback's body (form-encoded `param` and `sign`), read as the public
+/// listener reads it, the sign checked against `salt`.
+pub fn kuaidi100_callback(
+    body: &[u8],
+    salt: &str,
+) -> Result<
+    crate::providers::kuaidi100_push::Callback,
+    crate::providers::kuaidi100_push::CallbackError,
+> {
+    crate::providers::kuaidi100_push::read_callback(body, salt)
+}
+
+/// A Kuaidi100 subscription's answer, as the subscriber reads a 200 response's body.
+pub fn kuaidi100_subscribe_answer(
+    body: &[u8],
+) -> Result<crate::providers::kuaidi100_push::Subscribed, ProviderError> {
+    crate::providers::kuaidi100_push::parse_subscribe_answer(&String::from_utf8_lossy(body))
+}
+
 /// The providers a CSV file is checked against: one of each kind that checks shipments.
 const CSV_CONFIG: &str = r#"
 [providers.taobao]
@@ -126,6 +145,11 @@ mod tests {
         "location",
         "result",
         "returnCode",
+        "lastResult",
+        "comNew",
+        "comOld",
+        "autoCheck",
+        "billstatus",
     ];
 
     /// Values the upstreams send, and their near misses.
@@ -157,6 +181,11 @@ mod tests {
         "501",
         "1001",
         "601",
+        "polling",
+        "shutdown",
+        "abort",
+        "updateall",
+        "3天查询无记录",
         "",
     ];
 
@@ -256,6 +285,42 @@ mod tests {
         #[test]
         fn kuaidi100_answers_never_panic(body in body()) {
             check_bounded(body.len(), &kuaidi100_response(&body));
+        }
+
+        #[test]
+        fn kuaidi100_callbacks_never_panic(body in body(), salt in ".{0,16}") {
+            // Unsigned bytes stop at the sign; the trace of a signed one is bounded as a query's.
+            if let Ok(callback) = kuaidi100_callback(&body, &salt) {
+                check_bounded(body.len(), &callback.trace.ok_or(ProviderError::Transient(String::new())));
+            }
+        }
+
+        #[test]
+        fn signed_kuaidi100_callbacks_never_panic(doc in document(), salt in ".{0,16}", cut in any::<prop::sample::Index>()) {
+            // Past the sign: any document Kuaidi100 (or a holder of the salt) could sign, whole
+            // or cut short, is read or refused without a panic.
+            let mut param = doc.to_string();
+            let at = cut.index(param.len() + 1);
+            if param.is_char_boundary(at) && at % 3 == 0 {
+                param.truncate(at);
+            }
+            let sign = crate::providers::kuaidi100_push::sign(&param, &salt);
+            let encode = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+            let body = format!("param={}&sign={}", encode(&param), sign).into_bytes();
+            match kuaidi100_callback(&body, &salt) {
+                Ok(callback) => {
+                    check_bounded(body.len(), &callback.trace.ok_or(ProviderError::Transient(String::new())));
+                }
+                Err(crate::providers::kuaidi100_push::CallbackError::BadParam(_)) => {}
+                Err(other) => panic!("a signed body refused as {other:?}"),
+            }
+        }
+
+        #[test]
+        fn kuaidi100_subscribe_answers_never_panic(body in body()) {
+            if let Err(e) = kuaidi100_subscribe_answer(&body) {
+                check_bounded(body.len(), &Err(e));
+            }
         }
 
         #[test]

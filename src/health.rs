@@ -188,7 +188,7 @@ pub async fn serve_with_clock(
 
 /// Accepts connections until `stop` fires, serving each with the timeouts and the cap above, then
 /// lets the open ones finish within [`CLOSE_GRACE`].
-async fn serve_connections(listener: TcpListener, app: Router, stop: CancellationToken) {
+pub(crate) async fn serve_connections(listener: TcpListener, app: Router, stop: CancellationToken) {
     let open: Arc<Mutex<BTreeMap<u64, CancellationToken>>> = Arc::default();
     let tracker = TaskTracker::new();
     for id in 0u64.. {

@@ -32,6 +32,22 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
             .rate_limit
             .map_or("no rate limit".to_owned(), |r| format!("rate limit {r}"));
         println!("  provider  {name} ({}, {quota})", provider.adapter.kind());
+        if let crate::config::AdapterSettings::Kuaidi100(k) = &provider.adapter
+            && let Some(push) = &k.push
+        {
+            let fallback = push
+                .fallback_poll
+                .map_or("fallback_poll off".to_owned(), |d| {
+                    format!("fallback_poll {}", humantime::format_duration(d))
+                });
+            println!(
+                "  push      {name}: subscribed, Kuaidi100 posts to {} ({fallback})",
+                crate::shown::url(&push.callback_url)
+            );
+        }
+    }
+    if let Some(public) = config.http.public_listen {
+        println!("  callbacks served on {public} (POST /callbacks/kuaidi100/NAME, nothing else)");
     }
     let rules = config.channels.rules();
     if rules.is_empty() {

@@ -16,6 +16,9 @@ struct ShowView<'a> {
     shipment: ShipmentView,
     events: &'a [crate::storage::EventRow],
     notifications: Vec<NotificationView>,
+    /// The Kuaidi100 subscription of a push-mode provider's shipment, once subscribed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription: Option<crate::storage::SubscriptionRow>,
 }
 
 pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bool) -> Result<()> {
@@ -23,6 +26,7 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
     let row = db.shipment(order_id).await?;
     let events = db.events(row.id).await?;
     let notifications = db.list_notifications(None, Some(row.id)).await?;
+    let subscription = db.subscription(row.id).await?;
     if json {
         let mut shipment = ShipmentView::from(&row);
         if reveal {
@@ -34,6 +38,7 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
             shipment,
             events: &events,
             notifications: notifications.iter().map(NotificationView::from).collect(),
+            subscription,
         });
     }
     let field = |name: &str, value: Option<String>| {
@@ -68,6 +73,16 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
     field("email", contact(row.email.as_ref().map(Email::as_str)));
     if row.openid.is_some() {
         field("openid", contact(row.openid.as_ref().map(OpenId::as_str)));
+    }
+    if let Some(s) = &subscription {
+        let mut text = format!("{} since {}", s.state.as_str(), to_rfc3339(s.subscribed_at));
+        if let Some(at) = s.last_callback_at {
+            text.push_str(&format!(", last callback {}", to_rfc3339(at)));
+        }
+        if let Some(message) = &s.message {
+            text.push_str(&format!(" ({message})"));
+        }
+        field("subscription", Some(text));
     }
     field(
         "polling",

@@ -165,6 +165,10 @@ pub struct Http {
     pub timeout: Duration,
     /// Where `/healthz` and `/metrics` are served; not at all when `None`.
     pub listen: Option<std::net::SocketAddr>,
+    /// Where the callbacks upstream posts to (Kuaidi100's push) are served, and nothing else;
+    /// not at all when `None`. Kept apart from `listen` so that exposing it to the internet
+    /// never exposes the metrics.
+    pub public_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Http {
@@ -173,6 +177,7 @@ impl Default for Http {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
             listen: None,
+            public_listen: None,
         }
     }
 }
@@ -266,6 +271,7 @@ struct RawHttp {
     connect_timeout: Option<HumanDuration>,
     timeout: Option<HumanDuration>,
     listen: Option<String>,
+    public_listen: Option<String>,
 }
 
 // ---- loading ----------------------------------------------------------------------------------
@@ -411,7 +417,23 @@ impl Config {
                     })
                 })
                 .transpose()?,
+            public_listen: raw
+                .http
+                .public_listen
+                .map(|l| {
+                    l.parse().map_err(|_| {
+                        invalid(
+                            "[http] public_listen is not an address and port such as 127.0.0.1:9465",
+                        )
+                    })
+                })
+                .transpose()?,
         };
+        if http.listen.is_some() && http.listen == http.public_listen {
+            return Err(invalid(
+                "[http] public_listen must differ from listen: the callbacks are exposed to the internet, /metrics must not be",
+            ));
+        }
         let maintenance = resolve_maintenance(raw.maintenance)?;
         polling.no_info_after = maintenance.no_info_after;
         if http.timeout.is_zero() || http.connect_timeout.is_zero() {
@@ -421,6 +443,20 @@ impl Config {
         let mut providers = BTreeMap::new();
         for (name, raw) in raw.providers {
             providers.insert(name.clone(), resolve_provider(&name, raw, &secrets)?);
+        }
+
+        if http.public_listen.is_none()
+            && let Some(name) =
+                providers
+                    .iter()
+                    .find_map(|(name, p): (&String, &ProviderSettings)| {
+                        matches!(&p.adapter, AdapterSettings::Kuaidi100(k) if k.push.is_some())
+                            .then_some(name)
+                    })
+        {
+            return Err(invalid(format!(
+                "[providers.{name}] mode = \"push\" needs [http] public_listen, the address Kuaidi100's callbacks reach (through a reverse proxy with TLS)"
+            )));
         }
 
         let mut channels = resolve_channels(raw.channels, &secrets, delivery.timeout)?;
@@ -476,7 +512,7 @@ fn parse_link(link: &str) -> Result<crate::notify::template::Template, ConfigErr
     Ok(template)
 }
 
-fn check_url(section: &str, key: &str, url: &str) -> Result<(), ConfigError> {
+pub(super) fn check_url(section: &str, key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
         Ok(u) => Err(invalid(format!(

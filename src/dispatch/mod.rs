@@ -23,10 +23,12 @@ use crate::workers::{Grace, Pace, Slot, Workers};
 
 mod commit;
 pub mod pollable;
+mod push;
 mod tally;
 
 use commit::Finished;
 use pollable::{Unpollable, configured, pollable};
+pub use push::CallbackApplied;
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
@@ -42,6 +44,9 @@ pub struct ProviderRuntime {
     /// No shipment of this provider is polled more often than this, whatever its tier.
     min_interval: Duration,
     paused_until: Mutex<Option<Millis>>,
+    /// Kuaidi100 subscription push (`mode = "push"`): shipments are subscribed instead of
+    /// queried, and queried only as `fallback_poll` says.
+    pub push: Option<Arc<crate::providers::kuaidi100_push::Subscriber>>,
 }
 
 impl ProviderRuntime {
@@ -53,7 +58,17 @@ impl ProviderRuntime {
             adapter: Arc::new(crate::providers::Bounded(adapter)),
             limiter: Limiter::new(rate_limit.map(|l| l.interval())),
             paused_until: Mutex::new(None),
+            push: None,
         }
+    }
+
+    /// The provider in push mode, subscribing through `subscriber`.
+    pub fn with_push(
+        mut self,
+        subscriber: Option<crate::providers::kuaidi100_push::Subscriber>,
+    ) -> Self {
+        self.push = subscriber.map(Arc::new);
+        self
     }
 
     pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
@@ -85,6 +100,8 @@ pub enum PollOutcome {
     Failed(ProviderError),
     /// The provider is paused; the shipment was given back untouched.
     Skipped,
+    /// A push-mode provider's shipment was subscribed (or found subscribed already).
+    Subscribed,
     /// A one-off poll (`poll --apply`) whose credentials or configuration upstream rejected:
     /// nothing is recorded. A provider stop belongs to the daemon that holds the credentials,
     /// which keeps its stops in memory and meets the rejection itself on its next poll; a stop
@@ -407,6 +424,11 @@ impl Dispatcher {
             self.db.release_shipment(row.id).await?;
             return Ok(PollOutcome::Skipped);
         }
+        if let Some(subscriber) = &provider.push
+            && let Some(outcome) = self.push_turn(provider, subscriber, row).await?
+        {
+            return Ok(outcome);
+        }
         let request = track_request(row);
         let result = match tokio::time::timeout(
             self.polling.timeout,
@@ -509,6 +531,25 @@ impl Dispatcher {
                 return Ok(PollOutcome::Failed(error));
             }
         };
+        let next_poll_at = match &provider.push {
+            Some(subscriber) => push::next_look(provider, subscriber, now),
+            None => self.next_poll_for(provider, now, tier),
+        };
+        self.record_trace(row, trace, now, next_poll_at, slot).await
+    }
+
+    /// Hands a trace of `row` to the writer (`track` decides what changes), frees `slot` once
+    /// it is handed, and tells of the change once it is written: the same for a poll's answer
+    /// and a pushed one.
+    async fn record_trace(
+        &self,
+        row: &ShipmentRow,
+        trace: Trace,
+        now: Millis,
+        next_poll_at: Millis,
+        slot: Option<Slot>,
+    ) -> Result<PollOutcome, StorageError> {
+        let tier = row.tier;
         let (status, raw_status) = (trace.status, trace.raw_status.clone());
         let handed = self
             .db
@@ -518,7 +559,7 @@ impl Dispatcher {
                 Box::new(Finished {
                     trace,
                     now,
-                    next_poll_at: self.next_poll_for(provider, now, tier),
+                    next_poll_at,
                     channels: self.channels.clone(),
                 }),
             ))

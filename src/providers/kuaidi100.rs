@@ -16,7 +16,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://poll.kuaidi100.com/poll/query.do";
 /// Kuaidi100 locks a waybill that is queried more often than this.
 const MIN_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Asks for the sub-states (101, 1002, 501, 204…) rather than the eight coarse ones.
-const RESULT_V2: &str = "4";
+pub(super) const RESULT_V2: &str = "4";
 /// Carriers that refuse to answer without the recipient's (or sender's) phone: 顺丰速运,
 /// 顺丰快运 and 中通快递, per the `phone` row of Kuaidi100's real-time query documentation
 /// (https://api.kuaidi100.com/document/5f0ffb5ebc8da837cbd8aefc, 实时快递查询接口).
@@ -39,6 +39,8 @@ pub struct Kuaidi100Config {
     pub customer: String,
     /// The authorisation key that signs every query.
     pub key: Secret,
+    /// Subscription push instead of the real-time query (`mode = "push"`), when set.
+    pub push: Option<super::kuaidi100_push::PushConfig>,
 }
 
 /// The real-time query adapter.
@@ -59,10 +61,10 @@ struct Param<'a> {
 
 /// A shipment reduced to what Kuaidi100 is asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Query {
-    com: String,
-    num: String,
-    phone: Option<Phone>,
+pub(super) struct Query {
+    pub(super) com: String,
+    pub(super) num: String,
+    pub(super) phone: Option<Phone>,
 }
 
 impl Query {
@@ -147,13 +149,13 @@ impl Provider for Kuaidi100 {
     }
 }
 
-fn same_number(a: &str, b: &str) -> bool {
+pub(super) fn same_number(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 /// What the shipment must carry: the carrier's Kuaidi100 code, the tracking number and, for the
 /// carriers that insist, a phone. Every missing piece is named in one line.
-fn to_query(request: &TrackRequest) -> Result<Query, UnfitRequest> {
+pub(super) fn to_query(request: &TrackRequest) -> Result<Query, UnfitRequest> {
     let carrier = request.carrier.as_deref().map(str::trim).unwrap_or("");
     let num = request.tracking_no.as_deref().map(str::trim).unwrap_or("");
     // Kuaidi100 codes are lowercase; a shop that typed `ZhongTong` still means zhongtong.
@@ -494,6 +496,7 @@ mod tests {
             endpoint: DEFAULT_ENDPOINT.to_owned(),
             customer: "TESTCUSTOMER".to_owned(),
             key: Secret::new("testkey"),
+            push: None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::domain::{Phone, Status};
 
 pub mod alibaba1688;
 pub mod kuaidi100;
+pub mod kuaidi100_push;
 mod scans;
 pub mod simulator;
 pub mod taobao;

@@ -19,6 +19,7 @@ mod ops;
 mod outbox;
 mod polls;
 mod shipments;
+mod subscriptions;
 mod writer;
 
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ pub use shipments::{
     Import, Invalid, InvalidKind, NewShipment, RecheckBatch, RecheckWrite, ShipmentFilter,
     ShipmentView,
 };
+pub use subscriptions::{CallbackNote, SubscriptionRow, SubscriptionState};
 pub use writer::{Handed, NotificationClaim, PollJob, ShipmentClaim, Writer};
 
 /// How hard SQLite works to keep the last commits through a power cut.

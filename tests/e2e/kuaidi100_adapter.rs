@@ -28,6 +28,7 @@ fn adapter_at(endpoint: &str, customer: &str, key: &str) -> Kuaidi100 {
             endpoint: endpoint.to_owned(),
             customer: customer.to_owned(),
             key: Secret::new(key),
+            push: None,
         },
         http,
     )

@@ -18,6 +18,7 @@ mod hostile_upstream;
 mod injection;
 mod journey;
 mod kuaidi100_adapter;
+mod kuaidi100_push;
 mod layout;
 mod lifecycle;
 mod maintenance;

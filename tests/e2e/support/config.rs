@@ -182,6 +182,22 @@ impl Provider {
         ))
     }
 
+    /// For Kuaidi100: subscription push (`mode = "push"`), Kuaidi100 told to post to
+    /// `callback_url` and to sign with `salt`.
+    pub fn push(self, callback_url: &str, salt: &str) -> Provider {
+        Provider(
+            self.0
+                .set("mode", "push")
+                .set("callback_url", callback_url)
+                .set("salt", salt),
+        )
+    }
+
+    /// For Kuaidi100 in push mode: query the shipments silent for this long.
+    pub fn fallback_poll(self, every: &str) -> Provider {
+        Provider(self.0.set("fallback_poll", every))
+    }
+
     /// `[providers.sim]`: the built-in simulator.
     pub fn simulator() -> Provider {
         Provider(Section::new(

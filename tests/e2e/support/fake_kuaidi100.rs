@@ -4,7 +4,7 @@
 //! answers, and the count of calls, is the shared script core's; this file keeps Kuaidi100's
 //! requests, signatures and answers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use axum::Router;
@@ -20,6 +20,8 @@ use super::fake::script::{Log, Next, Script};
 use super::fake::{html_reply, http_status, json_reply, parse_form, too_many_requests};
 
 pub const PATH: &str = "/poll/query.do";
+/// The subscription endpoint of Kuaidi100's push service, beside the query.
+pub const SUBSCRIBE_PATH: &str = "/poll";
 /// The carrier a journey is served for unless told otherwise.
 pub const COM: &str = "yuantong";
 /// Carriers the real service refuses to answer for without a phone.
@@ -120,6 +122,27 @@ struct Inner {
     /// The phone a waybill was shipped with, for the carriers that check it.
     phones: HashMap<String, String>,
     log: Log<Call>,
+    /// Every subscription request, in order, whatever it was answered.
+    subscriptions: Vec<Subscription>,
+    /// The waybills Kuaidi100 tracks (`status=polling`), by number, with their subscription.
+    subscribed: HashMap<String, Subscription>,
+    /// Answers (returnCode, message) the next subscription requests get instead of theirs.
+    subscribe_faults: VecDeque<(u16, String)>,
+}
+
+/// One subscription request that reached the endpoint.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub schema: Option<String>,
+    pub company: Option<String>,
+    pub number: Option<String>,
+    pub key: Option<String>,
+    pub callbackurl: Option<String>,
+    pub salt: Option<String>,
+    pub resultv2: Option<String>,
+    pub phone: Option<String>,
+    /// The returnCode it was answered.
+    pub answered: u16,
 }
 
 type Shared = super::fake::Shared<Inner>;
@@ -139,9 +162,13 @@ impl FakeKuaidi100 {
             script: Script::new(),
             phones: HashMap::new(),
             log: Log::new(),
+            subscriptions: Vec::new(),
+            subscribed: HashMap::new(),
+            subscribe_faults: VecDeque::new(),
         });
         let app = Router::new()
             .route(PATH, any(handle))
+            .route(SUBSCRIBE_PATH, any(subscribe))
             .with_state(shared.clone());
         let server = super::fake::serve(app, "fake Kuaidi100").await;
         FakeKuaidi100 {
@@ -206,6 +233,86 @@ impl FakeKuaidi100 {
     /// Requests for `num` that arrived after it had already been served its final step.
     pub fn polls_after_final(&self, num: &str) -> usize {
         self.shared.lock().script.calls_after_final(&num.to_owned())
+    }
+
+    /// Every subscription request so far.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.shared.lock().subscriptions.clone()
+    }
+
+    /// Subscription requests for `num` so far, whatever they were answered.
+    pub fn subscriptions_of(&self, num: &str) -> usize {
+        self.subscriptions()
+            .iter()
+            .filter(|s| s.number.as_deref() == Some(num))
+            .count()
+    }
+
+    /// `num` is tracked already, as if subscribed before: its next subscription is answered
+    /// 501 (重复订阅).
+    pub fn already_subscribed(&self, num: &str, salt: &str) {
+        let subscription = Subscription {
+            schema: Some("json".to_owned()),
+            company: Some(COM.to_owned()),
+            number: Some(num.to_owned()),
+            key: None,
+            callbackurl: None,
+            salt: Some(salt.to_owned()),
+            resultv2: None,
+            phone: None,
+            answered: 200,
+        };
+        self.shared
+            .lock()
+            .subscribed
+            .insert(num.to_owned(), subscription);
+    }
+
+    /// The next `n` subscription requests are answered `code` with `message`.
+    pub fn subscribe_fault(&self, code: u16, message: &str, n: usize) {
+        let mut inner = self.shared.lock();
+        for _ in 0..n {
+            inner.subscribe_faults.push_back((code, message.to_owned()));
+        }
+    }
+
+    /// Kuaidi100's push of `status` with `last_result` (a query answer's body) for the
+    /// subscribed waybill `num`, signed with the salt its subscription sent, posted to
+    /// `callback_url` (the daemon's public listener): the daemon's HTTP status and body.
+    pub async fn push(
+        &self,
+        callback_url: &str,
+        num: &str,
+        status: &str,
+        message: &str,
+        last_result: &str,
+    ) -> (u16, String) {
+        let salt = self
+            .shared
+            .lock()
+            .subscribed
+            .get(num)
+            .and_then(|s| s.salt.clone())
+            .unwrap_or_else(|| panic!("{num} was never subscribed with a salt"));
+        let param = callback_param(status, message, last_result);
+        let sign = callback_sign(&param, &salt);
+        if status == "shutdown" || status == "abort" {
+            self.shared.lock().subscribed.remove(num);
+        }
+        post_callback(callback_url, &param, Some(&sign)).await
+    }
+
+    /// Step `step` (0-based) of the standard journey of `num`, pushed as `polling` (`shutdown`
+    /// for the last, signed-for step, as Kuaidi100 does).
+    pub async fn push_step(&self, callback_url: &str, num: &str, step: usize) -> (u16, String) {
+        let bodies = journey_bodies(COM, num);
+        let status = if step + 1 == bodies.len() {
+            "shutdown"
+        } else {
+            "polling"
+        };
+        self.push(callback_url, num, status, "", &bodies[step])
+            .await
     }
 
     /// Requests refused by verification (customer or signature).
@@ -389,6 +496,108 @@ async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
         answered,
     });
     response
+}
+
+/// A callback's `param`, as Kuaidi100's push sends it (推送接口).
+pub fn callback_param(status: &str, message: &str, last_result: &str) -> String {
+    let last: Value = serde_json::from_str(last_result).expect("a query body is JSON");
+    json!({
+        "status": status,
+        "billstatus": "got",
+        "message": message,
+        "autoCheck": "0",
+        "comOld": "",
+        "comNew": "",
+        "lastResult": last,
+    })
+    .to_string()
+}
+
+/// The sign of a callback: uppercase hex MD5 of `param + salt`, computed here on its own.
+pub fn callback_sign(param: &str, salt: &str) -> String {
+    let digest = Md5::digest(format!("{param}{salt}"));
+    digest.iter().map(|byte| format!("{byte:02X}")).collect()
+}
+
+/// Posts a callback form (`param`, and `sign` when given) to `url`: the status and body.
+pub async fn post_callback(url: &str, param: &str, sign: Option<&str>) -> (u16, String) {
+    let mut form = vec![("param", param.to_owned())];
+    if let Some(sign) = sign {
+        form.push(("sign", sign.to_owned()));
+    }
+    let response = reqwest::Client::new()
+        .post(url)
+        .form(&form)
+        .send()
+        .await
+        .expect("the public listener answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// The subscription endpoint: checks the form and the key as the real one does, records what
+/// was asked, and answers the documented codes.
+async fn subscribe(State(shared): State<Shared>, body: Bytes) -> Response {
+    let form = parse_form(&String::from_utf8_lossy(&body));
+    let param: Option<Value> = form
+        .get("param")
+        .and_then(|raw| serde_json::from_str(raw).ok())
+        .filter(Value::is_object);
+    let field = |value: Option<&Value>, key: &str| {
+        value
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let parameters = param.as_ref().and_then(|p| p.get("parameters"));
+    let mut subscription = Subscription {
+        schema: form.get("schema").cloned(),
+        company: field(param.as_ref(), "company"),
+        number: field(param.as_ref(), "number"),
+        key: field(param.as_ref(), "key"),
+        callbackurl: field(parameters, "callbackurl"),
+        salt: field(parameters, "salt"),
+        resultv2: field(parameters, "resultv2"),
+        phone: field(parameters, "phone"),
+        answered: 0,
+    };
+    let mut inner = shared.lock();
+    let (code, message) = if let Some(fault) = inner.subscribe_faults.pop_front() {
+        fault
+    } else if subscription.key.as_deref() != Some(inner.key.as_str()) {
+        (600, "您不是合法的订阅者".to_owned())
+    } else if subscription.schema.as_deref() != Some("json")
+        || subscription.company.is_none()
+        || subscription.number.is_none()
+        || subscription.callbackurl.is_none()
+    {
+        (700, "订阅方的订阅数据存在错误".to_owned())
+    } else if PHONE_CARRIERS.contains(&subscription.company.as_deref().unwrap_or(""))
+        && subscription.phone.is_none()
+    {
+        (
+            700,
+            "订阅方的订阅数据存在错误：顺丰单号需提供手机号".to_owned(),
+        )
+    } else if inner
+        .subscribed
+        .contains_key(subscription.number.as_deref().unwrap_or(""))
+    {
+        (501, "重复订阅".to_owned())
+    } else {
+        (200, "提交成功".to_owned())
+    };
+    subscription.answered = code;
+    if code == 200 {
+        let number = subscription.number.clone().unwrap_or_default();
+        inner.subscribed.insert(number, subscription.clone());
+    }
+    inner.subscriptions.push(subscription);
+    json_reply(
+        StatusCode::OK,
+        json!({ "result": code == 200, "returnCode": code.to_string(), "message": message })
+            .to_string(),
+    )
 }
 
 /// An answer as the endpoint sends it.
