@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use super::problem::{FieldError, Problem};
 use crate::clock::Millis;
 use crate::domain::{Email, OpenId, Phone, Status, Tier};
-use crate::intake::{COLUMNS, Fields, IntakeError};
+use crate::intake::{COLUMNS, Fields, Intake, IntakeError};
+use crate::storage::NewShipment;
 
 /// Items in one batch, at most.
 pub const MAX_BATCH: usize = 1000;
@@ -362,6 +363,22 @@ pub fn decode_cursor(cursor: &str) -> Option<i64> {
         .strip_prefix("v1:")?
         .parse()
         .ok()
+}
+
+/// A create checked as `add` checks it; a refusal names the field (and the item's index).
+pub fn check(
+    intake: &Intake,
+    index: Option<usize>,
+    item: CreateItem,
+) -> Result<NewShipment, FieldError> {
+    let order_id = item.fields.order_id.clone();
+    intake.shipment(item.fields).map_err(|e| {
+        let error = FieldError::new(intake_field(&e, &order_id), e.to_string());
+        match index {
+            Some(i) => error.at(i),
+            None => error,
+        }
+    })
 }
 
 /// The field an intake refusal is about, for the `errors` extension.

@@ -10,7 +10,7 @@ use serde_json::json;
 use tracing::{debug, error, info};
 
 use super::auth::Caller;
-use super::body::{self, CreateItem, intake_field};
+use super::body::{self, CreateItem};
 use super::problem::{FieldError, Problem};
 use super::{ApiState, MAX_BODY, count};
 use crate::domain::{Email, OpenId, Phone};
@@ -103,18 +103,6 @@ impl ApiState {
         })
     }
 
-    /// A create checked as `add` checks it; a refusal names the field (and the item's index).
-    fn check(&self, index: Option<usize>, item: CreateItem) -> Result<NewShipment, FieldError> {
-        let order_id = item.fields.order_id.clone();
-        self.0.intake.shipment(item.fields).map_err(|e| {
-            let error = FieldError::new(intake_field(&e, &order_id), e.to_string());
-            match index {
-                Some(i) => error.at(i),
-                None => error,
-            }
-        })
-    }
-
     async fn create_all(
         &self,
         items: Vec<CreateItem>,
@@ -125,7 +113,7 @@ impl ApiState {
         let mut errors = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let gave = item.given.clone();
-            match self.check(batch.then_some(i), item) {
+            match body::check(&self.0.intake, batch.then_some(i), item) {
                 Ok(new) => {
                     news.push(new);
                     given.push(gave);
