@@ -425,3 +425,73 @@ pub(super) async fn not_found() -> Response {
 pub(super) async fn not_allowed() -> Response {
     finish("unmatched", Err(Problem::method_not_allowed()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Tier;
+    use crate::notify::sample::Recipient;
+
+    /// The stored row: `add`'s, tier high, phone 13812345678, on provider `test`.
+    fn stored() -> ShipmentRow {
+        let phone = Phone::parse("13812345678").unwrap();
+        let mut row = crate::notify::sample::shipment(0, &Recipient::Phone(phone));
+        row.tier = Tier::High;
+        row
+    }
+
+    fn new(tier: Tier, phone: &str) -> NewShipment {
+        let row = stored();
+        NewShipment {
+            order_id: row.order_id,
+            provider: row.provider,
+            tracking_no: row.tracking_no,
+            carrier: row.carrier,
+            tier,
+            phone: Some(Phone::parse(phone).unwrap()),
+            email: None,
+            openid: None,
+            sub_orders: None,
+        }
+    }
+
+    #[test]
+    fn only_the_fields_a_create_gives_are_compared() {
+        let row = stored();
+        for (given, create, differ) in [
+            // A repeat, the phone written another way: the same after intake.
+            (
+                &["order_id", "tier", "phone"][..],
+                new(Tier::High, "+86 138 1234 5678"),
+                &[][..],
+            ),
+            // Tier left out (intake's default, normal): not compared.
+            (
+                &["order_id", "phone"],
+                new(Tier::Normal, "13812345678"),
+                &[],
+            ),
+            (
+                &["order_id", "tier"],
+                new(Tier::Low, "13812345678"),
+                &["tier"],
+            ),
+            (
+                &["order_id", "tier", "phone"],
+                new(Tier::Low, "13900000000"),
+                &["tier", "phone"],
+            ),
+            // An email where the row has none differs.
+            (
+                &["order_id", "email"],
+                NewShipment {
+                    email: Some(Email::parse("a@shop.example").unwrap()),
+                    ..new(Tier::High, "13812345678")
+                },
+                &["email"],
+            ),
+        ] {
+            assert_eq!(differing_fields(given, &create, &row), differ, "{given:?}");
+        }
+    }
+}
