@@ -56,6 +56,9 @@ struct Sizes {
     events_per_shipment: usize,
     /// How long the daemon runs on the big database before its peak memory is read.
     big_run: Duration,
+    /// Shipments created through the API one POST each, and batches of [`API_BATCH`].
+    api_single: usize,
+    api_batches: usize,
 }
 
 impl Sizes {
@@ -72,6 +75,8 @@ impl Sizes {
                 big: 1_000_000,
                 events_per_shipment: 2,
                 big_run: Duration::from_secs(3),
+                api_single: 1_000,
+                api_batches: 5,
             }
         } else {
             Sizes {
@@ -85,6 +90,8 @@ impl Sizes {
                 big: 1_000_000,
                 events_per_shipment: 10,
                 big_run: Duration::from_secs(10),
+                api_single: 10_000,
+                api_batches: 50,
             }
         }
     }
@@ -156,7 +163,7 @@ fn main() {
 }
 
 async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> {
-    const SCENARIOS: [&str; 7] = [
+    const SCENARIOS: [&str; 8] = [
         "http",
         "sequential",
         "polls",
@@ -164,6 +171,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
         "latency",
         "quota",
         "big",
+        "api",
     ];
     if let Some(name) = only.filter(|name| !SCENARIOS.contains(name)) {
         return Err(format!(
@@ -190,7 +198,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     let mut http_ceiling = None;
     if wants("http") {
-        eprintln!("[1/7] HTTP ceiling");
+        eprintln!("[1/8] HTTP ceiling");
         watch::begin("http", per_row(sizes.polls));
         let http_limit = http_limit(sizes.polls).await?;
         http_ceiling = Some(http_limit);
@@ -205,7 +213,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     let mut sequential_rate = None;
     if wants("sequential") {
         eprintln!(
-            "[2/7] sequential client: {} requests, one at a time, a new connection each",
+            "[2/8] sequential client: {} requests, one at a time, a new connection each",
             sizes.sequential
         );
         watch::begin("sequential", per_row(sizes.sequential * 10));
@@ -220,7 +228,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
 
     if wants("polls") {
-        eprintln!("[3/7] polls: {} shipments all due", sizes.polls);
+        eprintln!("[3/8] polls: {} shipments all due", sizes.polls);
         watch::begin("polls", per_row(sizes.polls));
         let polls = polls(sizes.polls).await?;
         figures.push(Figure {
@@ -247,7 +255,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("notifications") {
         eprintln!(
-            "[4/7] notifications: {} pending webhooks",
+            "[4/8] notifications: {} pending webhooks",
             sizes.notifications
         );
         watch::begin("notifications", per_row(sizes.notifications));
@@ -261,7 +269,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("latency") {
         eprintln!(
-            "[5/7] change to delivery: {} changes, {} ms apart",
+            "[5/8] change to delivery: {} changes, {} ms apart",
             sizes.latency_samples,
             sizes.latency_gap.as_millis()
         );
@@ -284,7 +292,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("quota") {
         eprintln!(
-            "[6/7] quota: 600/min, {} shipments due, {} s",
+            "[6/8] quota: 600/min, {} shipments due, {} s",
             sizes.quota_shipments,
             sizes.quota_run.as_secs()
         );
@@ -306,7 +314,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("big") {
         eprintln!(
-            "[7/7] {} shipments with {} events each",
+            "[7/8] {} shipments with {} events each",
             sizes.big, sizes.events_per_shipment
         );
         let rows = sizes.big * sizes.events_per_shipment;
@@ -335,6 +343,29 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             name: "db_bytes_per_shipment",
             value: big.bytes_per_shipment,
             unit: "bytes",
+            target: Target::Reported,
+        });
+    }
+    if wants("api") {
+        eprintln!(
+            "[8/8] API creates: {} single POSTs from {API_CLIENTS} clients, {} batches of {API_BATCH}",
+            sizes.api_single, sizes.api_batches
+        );
+        watch::begin(
+            "api",
+            per_row(sizes.api_single * 10 + sizes.api_batches * API_BATCH),
+        );
+        let api = api_creates(sizes.api_single, sizes.api_batches).await?;
+        figures.push(Figure {
+            name: "api_creates_per_sec_single",
+            value: api.single_per_sec,
+            unit: "creates/s",
+            target: Target::Reported,
+        });
+        figures.push(Figure {
+            name: "api_creates_per_sec_batch",
+            value: api.batch_per_sec,
+            unit: "creates/s",
             target: Target::Reported,
         });
     }
@@ -1404,5 +1435,118 @@ async fn big_database(n: usize, events: usize, run: Duration) -> Result<Big, Str
         startup_ms,
         due_query_us,
         bytes_per_shipment,
+    })
+}
+
+/// Clients posting single creates at once, and the size of each batch.
+const API_CLIENTS: usize = 4;
+const API_BATCH: usize = 1_000;
+/// The bench's API token.
+const API_TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
+
+struct ApiCreates {
+    single_per_sec: f64,
+    batch_per_sec: f64,
+}
+
+/// Shipments created through the API while the daemon runs (and polls them, as it would): first
+/// `single` POSTs of one shipment from [`API_CLIENTS`] clients on kept-alive connections, then
+/// `batches` POSTs of [`API_BATCH`] each, one after another. Each answer must be 201.
+async fn api_creates(single: usize, batches: usize) -> Result<ApiCreates, String> {
+    let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
+    top.answer_any_tid(1);
+    let setup = Setup::new(ConfigOptions {
+        top: &top.url,
+        webhook: None,
+        rate_limit: None,
+    })
+    .await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    std::fs::write(
+        setup.dir.path().join("api.tokens"),
+        format!("{API_TOKEN}\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut config = std::fs::read_to_string(&setup.config).map_err(|e| e.to_string())?;
+    config.push_str(&format!(
+        "\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[api]\ntokens_file = \"api.tokens\"\n"
+    ));
+    std::fs::write(&setup.config, config).map_err(|e| e.to_string())?;
+    let daemon = setup.start_daemon()?;
+    let base = format!("http://127.0.0.1:{port}/v1/shipments");
+    let client = reqwest::Client::new();
+
+    watch::doing(format!("{single} single creates through the API"));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..API_CLIENTS {
+        let (client, base) = (client.clone(), base.clone());
+        clients.push(tokio::spawn(async move {
+            for i in (c..single).step_by(API_CLIENTS) {
+                let body = serde_json::json!({"order_id": (TID_BASE + i as u64).to_string()});
+                let answer = client
+                    .post(&base)
+                    .bearer_auth(API_TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST {base}: {e}"))?;
+                if answer.status() != 201 {
+                    return Err(format!("POST {base} answered {}", answer.status()));
+                }
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for task in clients {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let single_per_sec = single as f64 / started.elapsed().as_secs_f64();
+    say(format!("{single} single creates: {single_per_sec:.0}/s"));
+
+    watch::doing(format!("{batches} batches of {API_BATCH} through the API"));
+    let batch_url = format!("{base}/batch");
+    let first = TID_BASE + single as u64;
+    let bodies: Vec<Vec<u8>> = (0..batches)
+        .map(|b| {
+            let items: Vec<serde_json::Value> = (0..API_BATCH)
+                .map(|i| {
+                    let tid = first + (b * API_BATCH + i) as u64;
+                    serde_json::json!({"order_id": tid.to_string(), "tier": "low"})
+                })
+                .collect();
+            serde_json::to_vec(&serde_json::json!({ "shipments": items })).unwrap_or_default()
+        })
+        .collect();
+    let started = Instant::now();
+    for body in bodies {
+        let answer = client
+            .post(&batch_url)
+            .bearer_auth(API_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {batch_url}: {e}"))?;
+        if answer.status() != 201 {
+            return Err(format!("POST {batch_url} answered {}", answer.status()));
+        }
+    }
+    let batched = batches * API_BATCH;
+    let batch_per_sec = batched as f64 / started.elapsed().as_secs_f64();
+    say(format!(
+        "{batched} creates in batches: {batch_per_sec:.0}/s"
+    ));
+    daemon.stop()?;
+    let rows = setup.count("SELECT count(*) FROM shipments").await?;
+    if rows != (single + batched) as i64 {
+        return Err(format!("{rows} rows after {} creates", single + batched));
+    }
+    Ok(ApiCreates {
+        single_per_sec,
+        batch_per_sec,
     })
 }

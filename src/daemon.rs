@@ -168,6 +168,8 @@ pub struct Daemon {
     public_listen: Option<SocketAddr>,
     /// How stale the dispatcher's heartbeat may grow before `/healthz` says unhealthy.
     max_heartbeat_age: Duration,
+    /// The shipments API, served beside `/healthz` when `[api]` has tokens.
+    api: Option<crate::api::ApiState>,
 }
 
 impl Daemon {
@@ -209,8 +211,8 @@ impl Daemon {
             sender,
             ops,
             grace: config.shutdown_timeout,
-            db,
-            clock,
+            db: db.clone(),
+            clock: clock.clone(),
             events,
             rules,
             maintenance: config.maintenance.clone(),
@@ -218,6 +220,7 @@ impl Daemon {
             public_listen: config.http.public_listen,
             // A round ends at the latest when a poll times out and frees its slot.
             max_heartbeat_age: (config.polling.timeout + config.polling.scan_interval) * 2,
+            api: crate::api::ApiState::new(config, db.clone(), clock.clone())?,
         })
     }
 
@@ -236,19 +239,28 @@ impl Daemon {
         .await?;
         if let Some(listen) = self.listen {
             let metrics = crate::health::install_recorder();
-            let (bound, _) = crate::health::serve_with_clock(
+            let routes = self
+                .api
+                .clone()
+                .map_or_else(axum::Router::new, crate::api::router);
+            let (bound, _) = crate::health::serve_with_routes(
                 listen,
                 self.db.clone(),
                 heartbeat.clone(),
                 self.max_heartbeat_age,
                 metrics,
                 self.clock.clone(),
+                routes,
                 stop.clone(),
             )
             .await
             .map_err(|e| anyhow::anyhow!("{}", cannot_listen(listen, &e)))?;
             crate::health::record_events(&self.events);
-            info!(listen = %bound, "serving /healthz and /metrics");
+            if self.api.is_some() {
+                info!(listen = %bound, "serving /healthz, /metrics and the shipments API under /v1");
+            } else {
+                info!(listen = %bound, "serving /healthz and /metrics");
+            }
         }
         if let Some(listen) = self.public_listen {
             let (bound, _) = crate::callbacks::serve(listen, self.dispatcher.clone(), stop.clone())

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::api::Problem;
 use crate::config::{Config, ConfigError, HumanDuration, RateLimit};
 use crate::intake::{CsvError, Intake};
 use crate::providers::{ProviderError, Trace};
@@ -72,6 +73,39 @@ pub fn csv_import(data: &[u8]) -> Result<Vec<NewShipment>, CsvError> {
     INTAKE
         .read_csv_from(data, "import.csv")
         .map(|rows| rows.into_iter().map(|(_, shipment)| shipment).collect())
+}
+
+/// A `POST /v1/shipments` body, read and checked as the API does (against the providers above).
+pub fn api_create(body: &[u8]) -> Result<NewShipment, Problem> {
+    let item = crate::api::body::create(body)?;
+    crate::api::body::check(&INTAKE, None, item).map_err(|e| Problem::invalid(vec![e]))
+}
+
+/// A `POST /v1/shipments/batch` body, read and checked as the API does.
+pub fn api_batch(body: &[u8]) -> Result<Vec<NewShipment>, Problem> {
+    let items = crate::api::body::batch(body)?;
+    let (good, bad): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| crate::api::body::check(&INTAKE, Some(i), item))
+        .partition(Result::is_ok);
+    if bad.is_empty() {
+        Ok(good.into_iter().flatten().collect())
+    } else {
+        Err(Problem::invalid(
+            bad.into_iter().filter_map(Result::err).collect(),
+        ))
+    }
+}
+
+/// A `PATCH /v1/shipments/{order_id}` body.
+pub fn api_patch(body: &[u8]) -> Result<crate::api::body::Patch, Problem> {
+    crate::api::body::patch(body)
+}
+
+/// A `GET /v1/shipments` query string.
+pub fn api_list_query(query: &str) -> Result<crate::api::body::ListQuery, Problem> {
+    crate::api::body::list_query(Some(query))
 }
 
 /// A config file's text. Relative `*_file` paths are looked up in a folder that does not exist.
@@ -268,8 +302,88 @@ mod tests {
         }
     }
 
+    /// Keys of the API's bodies, so that random documents reach the field checks.
+    const API_KEYS: &[&str] = &[
+        "order_id",
+        "provider",
+        "tracking_no",
+        "carrier",
+        "tier",
+        "phone",
+        "email",
+        "openid",
+        "sub_orders",
+        "shipments",
+        "",
+    ];
+
+    /// JSON documents shaped like the API's bodies: a create, a batch of them, or anything.
+    fn api_document() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            4 => prop::sample::select(API_KEYS).prop_map(str::to_owned),
+                            1 => ".{0,8}",
+                        ],
+                        inner
+                    ),
+                    0..8
+                )
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// Raw bytes, an API-shaped document, or one with a byte flipped and the rest cut.
+    fn api_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..2048),
+            api_document().prop_map(|doc| doc.to_string().into_bytes()),
+            api_document().prop_map(|doc| serde_json::json!({ "shipments": [doc] })
+                .to_string()
+                .into_bytes()),
+            (api_document(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+                |(doc, at, byte)| {
+                    let mut bytes = doc.to_string().into_bytes();
+                    if !bytes.is_empty() {
+                        let i = at.index(bytes.len());
+                        bytes[i] = byte;
+                        bytes.truncate(i + (byte as usize % 4));
+                    }
+                    bytes
+                }
+            ),
+        ]
+    }
+
+    /// A refusal is a 400 or a 422 whose detail and fields are one line each.
+    fn check_problem(problem: &Problem) {
+        assert!(matches!(problem.status.as_u16(), 400 | 422), "{problem:?}");
+        assert!(!problem.detail.contains('\n'), "{problem:?}");
+        for e in &problem.errors {
+            assert!(
+                !e.field.contains('\n') && !e.detail.contains('\n'),
+                "{problem:?}"
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn api_bodies_never_panic(body in api_body()) {
+            if let Err(p) = api_create(&body) { check_problem(&p); }
+            match api_batch(&body) {
+                Ok(shipments) => prop_assert!(shipments.len() <= crate::api::body::MAX_BATCH),
+                Err(p) => check_problem(&p),
+            }
+            if let Err(p) = api_patch(&body) { check_problem(&p); }
+            if let Err(p) = api_list_query(&String::from_utf8_lossy(&body)) { check_problem(&p); }
+        }
 
         #[test]
         fn taobao_answers_never_panic(body in body()) {

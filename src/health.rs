@@ -170,6 +170,32 @@ pub async fn serve_with_clock(
     clock: SharedClock,
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    serve_with_routes(
+        listen,
+        db,
+        heartbeat,
+        max_heartbeat_age,
+        handle,
+        clock,
+        Router::new(),
+        stop,
+    )
+    .await
+}
+
+/// [`serve_with_clock`] with more routes beside `/healthz` and `/metrics` (the shipments API),
+/// served through the same listener, with the same timeouts and connection cap.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_with_routes(
+    listen: SocketAddr,
+    db: Db,
+    heartbeat: Heartbeat,
+    max_heartbeat_age: Duration,
+    handle: PrometheusHandle,
+    clock: SharedClock,
+    routes: Router,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
@@ -181,7 +207,8 @@ pub async fn serve_with_clock(
             max_heartbeat_age,
             metrics: handle,
             clock,
-        });
+        })
+        .merge(routes);
     let task = tokio::spawn(serve_connections(listener, app, stop));
     Ok((bound, task))
 }

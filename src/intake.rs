@@ -78,7 +78,7 @@ pub enum IntakeError {
 impl IntakeError {
     /// The CSV column the refusal is about, when it can be told: a provider names the order id
     /// it cannot use by quoting it.
-    fn column(&self, order_id: &str) -> Option<&'static str> {
+    pub fn column(&self, order_id: &str) -> Option<&'static str> {
         match self {
             IntakeError::EmptyOrderId => Some("order_id"),
             IntakeError::UnknownProvider { .. }

@@ -1,6 +1,7 @@
 //! shipwatch: polls logistics trace APIs for every shipped order, remembers each parcel's status
 //! in SQLite, and tells buyers and shops when it changes.
 
+pub mod api;
 pub mod callbacks;
 pub mod cli;
 pub mod clock;

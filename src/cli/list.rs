@@ -21,6 +21,7 @@ pub(super) async fn list(global: &Global, args: ListArgs) -> Result<()> {
         tier: args.tier,
         changed_since: args.since.map(|since| since.at(SystemClock.now())),
         limit: args.limit,
+        after: None,
     };
     let rows = db.list_shipments(&filter).await?;
     if args.json {

@@ -4,6 +4,7 @@
 //! This file holds the whole `Config`, the raw shape of the file as written, and the loading;
 //! each section that has rules of its own resolves itself in the file beside it.
 
+mod api;
 mod channels;
 mod durations;
 mod maintenance;
@@ -22,12 +23,14 @@ use crate::domain::Tier;
 pub use crate::notify::sender::Delivery;
 pub use crate::storage::Synchronous;
 
+pub use api::{ApiConfig, ApiToken, MIN_TOKEN_CHARS, parse_token_lines};
 pub use channels::{ChannelSettings, Channels, SmsSettings};
 pub use durations::{HumanDuration, POLL_HORIZON, RateLimit};
 pub use maintenance::{InvalidMaintenance, MaintenanceConfig, Schedules};
 pub use providers::{AdapterSettings, PROVIDER_KINDS, ProviderSettings};
 pub use secrets::{SecretPlaces, io_reason};
 
+use api::{RawApi, resolve_api};
 use channels::{RawChannels, resolve_channels};
 use maintenance::{RawMaintenance, resolve_maintenance};
 use providers::{RawProvider, resolve_provider};
@@ -194,6 +197,8 @@ pub struct Config {
     pub polling: Polling,
     pub delivery: Delivery,
     pub http: Http,
+    /// The shipments API, served on `[http] listen`; off without tokens.
+    pub api: ApiConfig,
     pub maintenance: MaintenanceConfig,
     pub providers: BTreeMap<String, ProviderSettings>,
     pub channels: Channels,
@@ -217,6 +222,8 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    api: RawApi,
     #[serde(default)]
     maintenance: RawMaintenance,
     #[serde(default)]
@@ -440,6 +447,13 @@ impl Config {
             return Err(invalid("[http] timeouts must be longer than 0s"));
         }
 
+        let api = resolve_api(raw.api, &secrets)?;
+        if api.enabled() && http.listen.is_none() {
+            return Err(invalid(
+                "[api] has tokens but [http] listen is not set: the API is served there; set it (e.g. 127.0.0.1:9464)",
+            ));
+        }
+
         let mut providers = BTreeMap::new();
         for (name, raw) in raw.providers {
             providers.insert(name.clone(), resolve_provider(&name, raw, &secrets)?);
@@ -476,6 +490,7 @@ impl Config {
             polling,
             delivery,
             http,
+            api,
             maintenance,
             providers,
             channels,

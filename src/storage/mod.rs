@@ -42,8 +42,8 @@ pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
 pub use shipments::{
-    Import, Invalid, InvalidKind, NewShipment, RecheckBatch, RecheckWrite, ShipmentFilter,
-    ShipmentView,
+    CreateError, Created, Differs, Import, Invalid, InvalidKind, NewShipment, RecheckBatch,
+    RecheckWrite, ShipmentFilter, ShipmentUpdate, ShipmentView,
 };
 pub use subscriptions::{CallbackNote, SubscriptionRow, SubscriptionState};
 pub use writer::{Handed, NotificationClaim, PollJob, ShipmentClaim, Writer};

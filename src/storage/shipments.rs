@@ -38,6 +38,9 @@ pub struct ShipmentFilter {
     pub changed_since: Option<Millis>,
     /// At most this many rows.
     pub limit: Option<u32>,
+    /// Only the rows after this one (by `id`, the order rows are listed in): where the previous
+    /// page ended.
+    pub after: Option<i64>,
 }
 
 /// The stable JSON shape of a shipment for `list --json` and `show --json`.
@@ -161,6 +164,7 @@ impl Db {
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
                AND (?3 IS NULL OR provider = ?3) \
                AND (?4 IS NULL OR coalesce(status_changed_at, created_at) >= ?4) \
+               AND (?6 IS NULL OR id > ?6) \
              ORDER BY id LIMIT ?5"
         )))
         .bind(filter.status.map(Status::as_str))
@@ -169,6 +173,7 @@ impl Db {
         .bind(filter.changed_since)
         // A negative LIMIT is no limit in SQLite.
         .bind(filter.limit.map_or(-1, i64::from))
+        .bind(filter.after)
         .fetch_all(&self.read)
         .await?;
         let (rows, unreadable) = decode_shipments(rows);
@@ -463,6 +468,170 @@ async fn write_recheck(
         RecheckWrite::Leave => {}
     }
     Ok(())
+}
+
+/// What [`Db::create_shipments`] did with one shipment.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// Added now.
+    New(ShipmentRow),
+    /// Already tracked, with nothing the request gave differing.
+    Existing(ShipmentRow),
+}
+
+impl Created {
+    pub fn row(&self) -> &ShipmentRow {
+        match self {
+            Created::New(row) | Created::Existing(row) => row,
+        }
+    }
+}
+
+/// Which of the fields the create at an index gives differ from the stored row's (their names).
+pub type Differs<'a> = &'a (dyn Fn(usize, &NewShipment, &ShipmentRow) -> Vec<&'static str> + Sync);
+
+/// Why [`Db::create_shipments`] added nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("order {order_id} is already tracked with other values for {}", fields.join(", "))]
+    Conflict {
+        index: usize,
+        order_id: String,
+        fields: Vec<&'static str>,
+    },
+    /// The database refused the row (a CHECK), or the stored row cannot be read.
+    #[error("{source}")]
+    Row { index: usize, source: StorageError },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A change to a shipment's tier and contacts; `None` leaves a part as it is, `Some(None)`
+/// clears a contact.
+#[derive(Debug, Clone, Default)]
+pub struct ShipmentUpdate {
+    /// The new tier, and the latest its next poll may come.
+    pub tier: Option<(Tier, Millis)>,
+    pub phone: Option<Option<Phone>>,
+    pub email: Option<Option<Email>>,
+    pub openid: Option<Option<OpenId>>,
+}
+
+impl Db {
+    /// Adds shipments in one transaction, all or none. An order already tracked (before, or
+    /// earlier in `rows`) is kept as it is when `differs` finds nothing, and spoils the whole
+    /// transaction when it names fields.
+    #[instrument(skip_all, fields(rows = rows.len()))]
+    pub async fn create_shipments(
+        &self,
+        rows: &[NewShipment],
+        now: Millis,
+        differs: Differs<'_>,
+    ) -> Result<Vec<Created>, CreateError> {
+        let mut tx = self.begin_write().await?;
+        let mut done = Vec::with_capacity(rows.len());
+        for (index, new) in rows.iter().enumerate() {
+            let inserted = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
+                 email, openid, sub_orders, next_poll_at, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (order_id) DO NOTHING RETURNING {SHIPMENT_COLUMNS}"
+            )))
+            .bind(&new.order_id)
+            .bind(&new.provider)
+            .bind(&new.tracking_no)
+            .bind(&new.carrier)
+            .bind(new.tier.as_str())
+            .bind(new.phone.as_ref().map(Phone::as_str))
+            .bind(new.email.as_ref().map(Email::as_str))
+            .bind(new.openid.as_ref().map(OpenId::as_str))
+            .bind(&new.sub_orders)
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await;
+            let row = match inserted {
+                Ok(row) => row,
+                Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
+                    let source = StorageError::Rejected(e.message().to_owned());
+                    return Err(CreateError::Row { index, source });
+                }
+                Err(e) => return Err(StorageError::from(e).into()),
+            };
+            let (fresh, row) = match row {
+                Some(row) => (true, row),
+                None => {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?"
+                    )))
+                    .bind(&new.order_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StorageError::from)?;
+                    (false, row)
+                }
+            };
+            let (mut decoded, unreadable) = decode_shipments(vec![row]);
+            if let Some((_, reason)) = unreadable.into_iter().next() {
+                let source = StorageError::Rejected(reason);
+                return Err(CreateError::Row { index, source });
+            }
+            let row = decoded.remove(0);
+            if fresh {
+                done.push(Created::New(row));
+                continue;
+            }
+            let fields = differs(index, new, &row);
+            if !fields.is_empty() {
+                return Err(CreateError::Conflict {
+                    index,
+                    order_id: new.order_id.clone(),
+                    fields,
+                });
+            }
+            done.push(Created::Existing(row));
+        }
+        tx.commit().await.map_err(StorageError::from)?;
+        Ok(done)
+    }
+
+    /// Changes a shipment's tier and contacts; returns the row as it is now.
+    #[instrument(skip_all)]
+    pub async fn update_shipment(
+        &self,
+        order_id: &str,
+        update: &ShipmentUpdate,
+    ) -> Result<ShipmentRow> {
+        let (tier, next_poll_at) = match update.tier {
+            Some((tier, at)) => (Some(tier.as_str()), Some(at)),
+            None => (None, None),
+        };
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE shipments SET tier = coalesce(?1, tier), \
+               next_poll_at = CASE WHEN ?2 IS NULL THEN next_poll_at ELSE min(next_poll_at, ?2) END, \
+               phone = CASE WHEN ?3 THEN ?4 ELSE phone END, \
+               email = CASE WHEN ?5 THEN ?6 ELSE email END, \
+               openid = CASE WHEN ?7 THEN ?8 ELSE openid END \
+             WHERE order_id = ?9 RETURNING {SHIPMENT_COLUMNS}"
+        )))
+        .bind(tier)
+        .bind(next_poll_at)
+        .bind(update.phone.is_some())
+        .bind(update.phone.clone().flatten().map(|p| p.as_str().to_owned()))
+        .bind(update.email.is_some())
+        .bind(update.email.clone().flatten().map(|e| e.as_str().to_owned()))
+        .bind(update.openid.is_some())
+        .bind(update.openid.clone().flatten().map(|o| o.as_str().to_owned()))
+        .bind(order_id)
+        .fetch_optional(&self.write)
+        .await?
+        .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
+        let (mut rows, unreadable) = decode_shipments(vec![row]);
+        match unreadable.into_iter().next() {
+            Some((_, reason)) => Err(StorageError::Rejected(reason)),
+            None => Ok(rows.remove(0)),
+        }
+    }
 }
 
 /// An import under way: see [`Db::begin_import`].

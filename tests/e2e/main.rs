@@ -1,6 +1,7 @@
 //! End-to-end tests: real components against fake upstreams on loopback.
 
 mod alibaba1688_adapter;
+mod api;
 mod bad_input;
 mod bad_rows;
 mod buyer_channels;

@@ -22,6 +22,8 @@ pub struct TestApp {
     pub db: PathBuf,
     pub top: FakeTop,
     pub receiver: Receiver,
+    /// `http://127.0.0.1:PORT` of `[http] listen`, when the builder was told to listen.
+    pub http: Option<String>,
 }
 
 /// An app still to be started: its providers, channels and settings.
@@ -34,6 +36,10 @@ pub struct Builder {
     backoff: &'static str,
     behaviour: Behaviour,
     backlog: u32,
+    /// `[http] listen` on a free loopback port.
+    listen: bool,
+    /// The API's tokens file, as written to `api.tokens` (`[api] tokens_file`).
+    api_tokens: Option<String>,
 }
 
 impl Builder {
@@ -74,6 +80,20 @@ impl Builder {
     /// The webhook receiver's listen queue.
     pub fn receiver_backlog(mut self, backlog: u32) -> Builder {
         self.backlog = backlog;
+        self
+    }
+
+    /// Serves `/healthz` and `/metrics` on a free loopback port (`TestApp::http`).
+    pub fn listen(mut self) -> Builder {
+        self.listen = true;
+        self
+    }
+
+    /// Turns the shipments API on with `tokens` as its tokens file (one token a line, `contacts`
+    /// after one that may read contacts), listening on a free port (`TestApp::http`).
+    pub fn api_tokens(mut self, tokens: &str) -> Builder {
+        self.api_tokens = Some(tokens.to_owned());
+        self.listen = true;
         self
     }
 
@@ -136,6 +156,15 @@ stuck_after = "3650days"
             text.push('\n');
             text.push_str(section);
         }
+        let http = self.listen.then(|| {
+            let port = super::free_port();
+            text.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+            format!("http://127.0.0.1:{port}")
+        });
+        if let Some(tokens) = &self.api_tokens {
+            std::fs::write(dir.path().join("api.tokens"), tokens).unwrap();
+            text.push_str("\n[api]\ntokens_file = \"api.tokens\"\n");
+        }
         std::fs::write(&config, text).unwrap();
         TestApp {
             dir,
@@ -143,6 +172,7 @@ stuck_after = "3650days"
             db,
             top,
             receiver,
+            http,
         }
     }
 }
@@ -169,6 +199,8 @@ impl TestApp {
             backoff: "200ms",
             behaviour: Behaviour::Accept,
             backlog: 1024,
+            listen: false,
+            api_tokens: None,
         }
     }
 

@@ -1,0 +1,114 @@
+//! Bearer tokens (RFC 6750): the `Authorization` header's token against every configured one,
+//! in constant time, so that neither a token's characters nor which token matched can be told
+//! from how long the answer takes.
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::problem::Problem;
+use crate::config::ApiToken;
+
+/// What the caller's token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// Phone, email and openid are shown whole.
+    pub contacts: bool,
+}
+
+/// The configured tokens, kept as SHA-256 digests: comparing digests of equal length hides the
+/// length of the tokens too.
+pub struct Tokens(Vec<([u8; 32], bool)>);
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+impl Tokens {
+    pub fn new(tokens: &[ApiToken]) -> Tokens {
+        Tokens(
+            tokens
+                .iter()
+                .map(|t| (digest(t.secret.expose().as_bytes()), t.contacts))
+                .collect(),
+        )
+    }
+
+    /// The caller a request's `Authorization` header names, or a 401 that never repeats what
+    /// was sent.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(Problem::unauthorized(
+                "send Authorization: Bearer TOKEN with a token from [api] tokens_file",
+            ));
+        };
+        let token = value
+            .as_bytes()
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.as_bytes().strip_prefix(b"bearer "))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Problem::unauthorized("the Authorization header is not Bearer TOKEN"))?;
+        self.check(token)
+            .ok_or_else(|| Problem::unauthorized("the token is not one of the configured tokens"))
+    }
+
+    /// Every token is compared, whichever matches.
+    fn check(&self, token: &[u8]) -> Option<Caller> {
+        let given = digest(token);
+        let mut found = subtle::Choice::from(0);
+        let mut contacts = subtle::Choice::from(0);
+        for (known, may_read) in &self.0 {
+            let same = known.ct_eq(&given);
+            found |= same;
+            contacts |= same & subtle::Choice::from(u8::from(*may_read));
+        }
+        bool::from(found).then_some(Caller {
+            contacts: bool::from(contacts),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Secret;
+
+    const A: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    const B: &str = "ffeeddccbbaa99887766554433221100ffee";
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn either_token_opens_and_only_the_granted_one_reads_contacts() {
+        let tokens = Tokens::new(&[
+            ApiToken {
+                secret: Secret::new(A),
+                contacts: false,
+            },
+            ApiToken {
+                secret: Secret::new(B),
+                contacts: true,
+            },
+        ]);
+        let a = tokens.caller(&headers(&format!("Bearer {A}"))).unwrap();
+        assert!(!a.contacts);
+        let b = tokens.caller(&headers(&format!("Bearer {B}"))).unwrap();
+        assert!(b.contacts);
+        for wrong in [
+            format!("Bearer {A}x"),
+            format!("Basic {A}"),
+            "Bearer ".to_owned(),
+            A.to_owned(),
+        ] {
+            let refused = tokens.caller(&headers(&wrong)).unwrap_err();
+            assert_eq!(refused.status, 401, "{wrong}");
+            assert!(!refused.detail.contains(A), "{}", refused.detail);
+        }
+        assert_eq!(tokens.caller(&HeaderMap::new()).unwrap_err().status, 401);
+    }
+}

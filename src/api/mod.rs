@@ -1,0 +1,92 @@
+//! The shipments API under `/v1`, served beside `/healthz` and `/metrics` on `[http] listen`:
+//! shops' systems add, read, change and remove shipments over HTTP, checked as `add` checks them
+//! and written through the same storage operations. Off (every `/v1` path 404) without tokens.
+//!
+//! `mod.rs` holds the router, its state and the request counting; `auth` the bearer tokens,
+//! `problem` the error answers, `body` the reading of bodies and queries (pure), `shipments`
+//! the handlers, `openapi` the served description.
+
+mod auth;
+pub mod body;
+mod openapi;
+pub mod problem;
+mod shipments;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use metrics::{counter, describe_counter};
+
+use crate::clock::SharedClock;
+use crate::config::{Config, Tiers};
+use crate::intake::Intake;
+use crate::storage::Db;
+
+pub use auth::{Caller, Tokens};
+pub use openapi::OPENAPI;
+pub use problem::{FieldError, PROBLEM_JSON, Problem};
+pub use shipments::differing_fields;
+
+/// The largest request body read: 1 MiB holds a batch of 1,000 shipments with room to spare.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+struct Inner {
+    db: Db,
+    intake: Intake,
+    tokens: Tokens,
+    tiers: Tiers,
+    clock: SharedClock,
+}
+
+impl ApiState {
+    /// The API's state for `config`, or `None` when it has no tokens (the API is off).
+    pub fn new(config: &Config, db: Db, clock: SharedClock) -> anyhow::Result<Option<ApiState>> {
+        if !config.api.enabled() {
+            return Ok(None);
+        }
+        Ok(Some(ApiState(Arc::new(Inner {
+            db,
+            intake: Intake::new(Some(config))?,
+            tokens: Tokens::new(&config.api.tokens),
+            tiers: config.tiers,
+            clock,
+        }))))
+    }
+}
+
+/// The `/v1` routes, to be merged into the `[http]` listener's router.
+pub fn router(state: ApiState) -> Router {
+    describe_counter!(
+        "shipwatch_api_requests_total",
+        "Shipments API requests by route and answer status (401s are refused tokens)"
+    );
+    let v1 = Router::new()
+        .route("/shipments", post(shipments::create).get(shipments::list))
+        .route("/shipments/batch", post(shipments::batch))
+        .route(
+            "/shipments/{order_id}",
+            get(shipments::show)
+                .patch(shipments::patch)
+                .delete(shipments::remove),
+        )
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(shipments::not_found)
+        .method_not_allowed_fallback(shipments::not_allowed)
+        .with_state(state);
+    Router::new().nest("/v1", v1)
+}
+
+/// Counts one answer in `shipwatch_api_requests_total`.
+fn count(route: &'static str, status: axum::http::StatusCode) {
+    counter!(
+        "shipwatch_api_requests_total",
+        "route" => route,
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+}
