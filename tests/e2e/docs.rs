@@ -177,6 +177,7 @@ fn the_readme_is_a_short_door_to_one_page_per_topic() {
     let links = relative_links(&readme);
     for page in [
         "providers",
+        "api",
         "notifications",
         "webhooks",
         "cli",
