@@ -237,14 +237,24 @@ mod tests {
 
     /// JSON documents shaped like the upstreams' answers: known keys, nested lists and objects.
     fn document() -> impl Strategy<Value = Value> {
-        leaf().prop_recursive(5, 96, 8, |inner| {
+        shaped_document(KEYS, 5, 96, "[a-z_]{0,8}")
+    }
+
+    /// Nested lists and objects whose keys are mostly `keys`, now and then `other` ones.
+    fn shaped_document(
+        keys: &'static [&'static str],
+        depth: u32,
+        size: u32,
+        other: &'static str,
+    ) -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(depth, size, 8, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
                 prop::collection::vec(
                     (
                         prop_oneof![
-                            4 => prop::sample::select(KEYS).prop_map(str::to_owned),
-                            1 => "[a-z_]{0,8}",
+                            4 => prop::sample::select(keys).prop_map(str::to_owned),
+                            1 => other,
                         ],
                         inner
                     ),
@@ -303,38 +313,15 @@ mod tests {
     }
 
     /// Keys of the API's bodies, so that random documents reach the field checks.
-    const API_KEYS: &[&str] = &[
-        "order_id",
-        "provider",
-        "tracking_no",
-        "carrier",
-        "tier",
-        "phone",
-        "email",
-        "openid",
-        "sub_orders",
-        "shipments",
-        "",
-    ];
+    static API_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+        let mut keys = crate::intake::COLUMNS.to_vec();
+        keys.extend(["shipments", ""]);
+        keys
+    });
 
     /// JSON documents shaped like the API's bodies: a create, a batch of them, or anything.
     fn api_document() -> impl Strategy<Value = Value> {
-        leaf().prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec(
-                    (
-                        prop_oneof![
-                            4 => prop::sample::select(API_KEYS).prop_map(str::to_owned),
-                            1 => ".{0,8}",
-                        ],
-                        inner
-                    ),
-                    0..8
-                )
-                .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())),
-            ]
-        })
+        shaped_document(&API_KEYS, 4, 64, ".{0,8}")
     }
 
     /// Raw bytes, an API-shaped document, or one with a byte flipped and the rest cut.

@@ -97,6 +97,29 @@ impl Kuaidi100 {
     }
 }
 
+/// POSTs a form to one of Kuaidi100's endpoints and gives the body of a 200 answer, as text;
+/// a failed request or another status is classified as for every provider.
+pub(super) async fn post_form(
+    http: &reqwest::Client,
+    endpoint: &str,
+    form: &[(&'static str, String)],
+) -> Result<String, ProviderError> {
+    let response = http
+        .post(endpoint)
+        .form(form)
+        .send()
+        .await
+        .map_err(|err| super::transport_error("Kuaidi100", &err))?;
+    let status = response.status();
+    let retry_after = super::retry_after_secs(&response);
+    let body = super::read_response(response).await?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    match super::http_failure("Kuaidi100", status, retry_after, &body) {
+        Some(failure) => Err(failure),
+        None => Ok(body),
+    }
+}
+
 impl fmt::Debug for Kuaidi100 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Kuaidi100")
@@ -121,20 +144,7 @@ impl Provider for Kuaidi100 {
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
         let query = to_query(request)?;
-        let response = self
-            .http
-            .post(&self.config.endpoint)
-            .form(&self.form(&query))
-            .send()
-            .await
-            .map_err(|err| super::transport_error("Kuaidi100", &err))?;
-        let status = response.status();
-        let retry_after = super::retry_after_secs(&response);
-        let body = super::read_response(response).await?;
-        let body = String::from_utf8_lossy(&body);
-        if let Some(failure) = super::http_failure("Kuaidi100", status, retry_after, &body) {
-            return Err(failure);
-        }
+        let body = post_form(&self.http, &self.config.endpoint, &self.form(&query)).await?;
         let trace = parse_response(&body)?;
         if let Some(answered) = &trace.tracking_no
             && !same_number(answered, &query.num)

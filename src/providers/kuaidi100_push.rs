@@ -32,7 +32,7 @@ use md5::digest::CtOutput;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-use super::kuaidi100::{Kuaidi100Config, RESULT_V2, parse_response, to_query};
+use super::kuaidi100::{Kuaidi100Config, RESULT_V2, parse_response, post_form, to_query};
 use super::{ProviderError, Trace, TrackRequest, lenient_string, snippet};
 use crate::domain::Secret;
 
@@ -153,20 +153,7 @@ impl Subscriber {
     /// Subscribes one shipment. `http` carries the request timeout, as for queries.
     pub async fn subscribe(&self, request: &TrackRequest) -> Result<Subscribed, ProviderError> {
         let form = self.form(request)?;
-        let response = self
-            .http
-            .post(&self.push.subscribe_endpoint)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|err| super::transport_error("Kuaidi100", &err))?;
-        let status = response.status();
-        let retry_after = super::retry_after_secs(&response);
-        let body = super::read_response(response).await?;
-        let body = String::from_utf8_lossy(&body);
-        if let Some(failure) = super::http_failure("Kuaidi100", status, retry_after, &body) {
-            return Err(failure);
-        }
+        let body = post_form(&self.http, &self.push.subscribe_endpoint, &form).await?;
         parse_subscribe_answer(&body)
     }
 }

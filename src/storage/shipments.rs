@@ -97,29 +97,39 @@ impl From<&ShipmentRow> for ShipmentView {
     }
 }
 
+/// One shipment's `INSERT`, due at once, with `on_conflict` before its `RETURNING` of the row.
+fn insert_shipment<'q>(
+    new: &'q NewShipment,
+    now: Millis,
+    on_conflict: &str,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
+         openid, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         {on_conflict} RETURNING {SHIPMENT_COLUMNS}"
+    )))
+    .bind(&new.order_id)
+    .bind(&new.provider)
+    .bind(&new.tracking_no)
+    .bind(&new.carrier)
+    .bind(new.tier.as_str())
+    .bind(new.phone.as_ref().map(Phone::as_str))
+    .bind(new.email.as_ref().map(Email::as_str))
+    .bind(new.openid.as_ref().map(OpenId::as_str))
+    .bind(&new.sub_orders)
+    .bind(now)
+    .bind(now)
+}
+
 impl Db {
     // ---- shipments: admin ---------------------------------------------------------------------
 
     #[instrument(skip_all, fields(order_id = %new.order_id))]
     pub async fn add_shipment(&self, new: &NewShipment, now: Millis) -> Result<ShipmentRow> {
-        let result = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
-            "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
-             openid, sub_orders, next_poll_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING {SHIPMENT_COLUMNS}"
-        )))
-        .bind(&new.order_id)
-        .bind(&new.provider)
-        .bind(&new.tracking_no)
-        .bind(&new.carrier)
-        .bind(new.tier.as_str())
-        .bind(new.phone.as_ref().map(Phone::as_str))
-        .bind(new.email.as_ref().map(Email::as_str))
-        .bind(new.openid.as_ref().map(OpenId::as_str))
-        .bind(&new.sub_orders)
-        .bind(now)
-        .bind(now)
-        .fetch_one(&self.write)
-        .await;
+        let result = insert_shipment(new, now, "")
+            .try_map(|row| <ShipmentRow as sqlx::FromRow<_>>::from_row(&row))
+            .fetch_one(&self.write)
+            .await;
         match result {
             Ok(row) => Ok(row),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -531,25 +541,9 @@ impl Db {
         let mut tx = self.begin_write().await?;
         let mut done = Vec::with_capacity(rows.len());
         for (index, new) in rows.iter().enumerate() {
-            let inserted = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
-                 email, openid, sub_orders, next_poll_at, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (order_id) DO NOTHING RETURNING {SHIPMENT_COLUMNS}"
-            )))
-            .bind(&new.order_id)
-            .bind(&new.provider)
-            .bind(&new.tracking_no)
-            .bind(&new.carrier)
-            .bind(new.tier.as_str())
-            .bind(new.phone.as_ref().map(Phone::as_str))
-            .bind(new.email.as_ref().map(Email::as_str))
-            .bind(new.openid.as_ref().map(OpenId::as_str))
-            .bind(&new.sub_orders)
-            .bind(now)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await;
+            let inserted = insert_shipment(new, now, "ON CONFLICT (order_id) DO NOTHING")
+                .fetch_optional(&mut *tx)
+                .await;
             let row = match inserted {
                 Ok(row) => row,
                 Err(sqlx::Error::Database(e)) if e.is_check_violation() => {
@@ -646,24 +640,9 @@ impl Import {
     /// row at fault in `rows`; the import is then spoiled: drop it.
     pub async fn add(&mut self, rows: &[NewShipment]) -> Result<(), (usize, StorageError)> {
         for (i, new) in rows.iter().enumerate() {
-            let done = sqlx::query(
-                "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, \
-                 email, openid, sub_orders, next_poll_at, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&new.order_id)
-            .bind(&new.provider)
-            .bind(&new.tracking_no)
-            .bind(&new.carrier)
-            .bind(new.tier.as_str())
-            .bind(new.phone.as_ref().map(Phone::as_str))
-            .bind(new.email.as_ref().map(Email::as_str))
-            .bind(new.openid.as_ref().map(OpenId::as_str))
-            .bind(&new.sub_orders)
-            .bind(self.now)
-            .bind(self.now)
-            .execute(&mut *self.tx)
-            .await;
+            let done = insert_shipment(new, self.now, "")
+                .execute(&mut *self.tx)
+                .await;
             match done {
                 Ok(_) => self.added += 1,
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
