@@ -12,10 +12,17 @@ use tokio::time::Instant;
 /// the pace keeps this share of the quota in reserve.
 pub const HEADROOM: f64 = 0.02;
 
+/// How late a waiter may wake and still leave on its own slot: tokio's timer fires on whole
+/// milliseconds, so a wake a little after its slot is the timer, not a stall. A later wake moves
+/// the following slots on rather than letting them catch up.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
 /// A token bucket holding one token, refilled every `per / (calls × 0.98)`: calls are spaced
 /// evenly, so no window of the quota's length sees more than 98% of the quota leave (plus the
-/// one call at its edge), however large the backlog; the rest absorbs jitter on the way. Built on
-/// tokio's clock so that tests can pause time.
+/// one call at its edge), however large the backlog; the rest absorbs jitter on the way. Waiters
+/// go one at a time, and the next slot is counted from when the last waiter really left: when the
+/// process stalls (a busy machine, a paused VM), the waiters it held back leave spaced out as
+/// ever, not all at once when it resumes. Built on tokio's clock so that tests can pause time.
 #[derive(Debug)]
 pub struct Limiter {
     interval: Duration,
@@ -32,21 +39,25 @@ impl Limiter {
         }
     }
 
-    /// Waits for this caller's slot. A caller cancelled while waiting leaves its slot unused,
-    /// which errs on the side of the quota.
+    /// Waits for this caller's slot. Waiters queue on the bucket in turn (tokio's mutex is
+    /// fair); one cancelled while waiting leaves its slot to the next.
     pub async fn acquire(&self) {
         if self.interval.is_zero() {
             return;
         }
-        let slot = {
-            let mut next = self.next_slot.lock().await;
-            let now = Instant::now();
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
+        let mut next = self.next_slot.lock().await;
+        let slot = next.map_or_else(Instant::now, |n| n.max(Instant::now()));
         tokio::time::sleep_until(slot).await;
+        let left = Instant::now();
+        *next = Some(next_slot(slot, left, self.interval));
     }
+}
+
+/// The slot after one planned for `slot` that was left at `left`: a whole interval on, counted
+/// from the slot when the wake was on time (within [`TIMER_SLACK`]), from the leaving otherwise.
+fn next_slot(slot: Instant, left: Instant, interval: Duration) -> Instant {
+    let slack = TIMER_SLACK.min(interval / 2);
+    (slot + interval).max(left + interval - slack)
 }
 
 #[cfg(test)]
@@ -90,6 +101,54 @@ mod tests {
                 "{in_window} calls within a minute from {t:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_held_back_by_a_stall_leave_spaced_out_not_together() {
+        let interval = Duration::from_millis(100).div_f64(1.0 - HEADROOM);
+        let limiter = Arc::new(Limiter::new(Some(Duration::from_millis(100))));
+        let start = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..5 {
+            let (limiter, tx) = (limiter.clone(), tx.clone());
+            tokio::spawn(async move {
+                limiter.acquire().await;
+                tx.send(Instant::now()).unwrap();
+            });
+        }
+        tokio::task::yield_now().await;
+        // The first leaves at once; then the process stalls for a second and a half, past the
+        // slots of all the others.
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first, start);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let mut left = vec![first];
+        for _ in 0..4 {
+            left.push(rx.recv().await.unwrap());
+        }
+        for pair in left.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= interval - TIMER_SLACK,
+                "two calls {:?} apart after the stall: {left:?}",
+                pair[1] - pair[0]
+            );
+        }
+    }
+
+    #[test]
+    fn a_wake_late_by_the_timer_keeps_the_schedule_and_a_stall_moves_it() {
+        let slot = Instant::now();
+        let interval = Duration::from_millis(100);
+        let on_time = next_slot(slot, slot + Duration::from_millis(1), interval);
+        assert_eq!(on_time, slot + interval);
+        let stalled = next_slot(slot, slot + Duration::from_millis(500), interval);
+        assert_eq!(stalled, slot + Duration::from_millis(598));
+        // An interval shorter than the slack keeps half of it.
+        let short = Duration::from_millis(2);
+        assert_eq!(
+            next_slot(slot, slot + Duration::from_millis(10), short),
+            slot + Duration::from_millis(11)
+        );
     }
 
     #[tokio::test(start_paused = true)]
