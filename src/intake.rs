@@ -88,7 +88,7 @@ impl IntakeError {
             IntakeError::Phone(_) => Some("phone"),
             IntakeError::Email(_) => Some("email"),
             IntakeError::OpenId(_) => Some("openid"),
-            IntakeError::Provider(UnfitRequest(message)) => message
+            IntakeError::Provider(UnfitRequest { message, .. }) => message
                 .contains(&format!("{:?}", order_id.trim()))
                 .then_some("order_id"),
         }

@@ -383,20 +383,9 @@ pub fn check(
 
 /// The field an intake refusal is about, for the `errors` extension.
 pub fn intake_field(error: &IntakeError, order_id: &str) -> &'static str {
-    if let Some(column) = error.column(order_id) {
-        return column;
-    }
-    let message = error.to_string();
-    if message.contains("sub-order") || message.contains("sub_order") {
-        "sub_orders"
-    } else if message.contains("tracking") {
-        "tracking_no"
-    } else if message.contains("phone") {
-        "phone"
-    } else if message.contains("carrier") {
-        "carrier"
-    } else {
-        "order_id"
+    match error {
+        IntakeError::Provider(unfit) => unfit.field,
+        other => other.column(order_id).unwrap_or("order_id"),
     }
 }
 

@@ -225,10 +225,10 @@ mod tests {
             if request.order_id.bytes().all(|b| b.is_ascii_digit()) {
                 Ok(())
             } else {
-                Err(UnfitRequest(format!(
-                    "order id {:?} is not a numeric order id",
-                    request.order_id
-                )))
+                Err(UnfitRequest::new(
+                    "order_id",
+                    format!("order id {:?} is not a numeric order id", request.order_id),
+                ))
             }
         }
 

@@ -110,8 +110,8 @@ impl Provider for Alibaba1688 {
         parse_order_id(&request.order_id)
             .map(drop)
             .map_err(|e| match e {
-                ProviderError::Permanent(message) => UnfitRequest(message),
-                other => UnfitRequest(other.to_string()),
+                ProviderError::Permanent(message) => UnfitRequest::new("order_id", message),
+                other => UnfitRequest::new("order_id", other.to_string()),
             })
     }
 

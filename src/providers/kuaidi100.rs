@@ -177,25 +177,32 @@ pub(super) fn to_query(request: &TrackRequest) -> Result<Query, UnfitRequest> {
 
     let mut missing = Vec::new();
     if com.is_empty() {
-        missing.push("the carrier code (--carrier, e.g. yuantong)".to_owned());
-    } else if !com.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        missing.push(format!(
-            "the carrier's Kuaidi100 code such as yuantong or zhongtong, not {carrier:?} (--carrier)"
+        missing.push((
+            "carrier",
+            "the carrier code (--carrier, e.g. yuantong)".to_owned(),
         ));
+    } else if !com.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        missing.push(("carrier", format!(
+            "the carrier's Kuaidi100 code such as yuantong or zhongtong, not {carrier:?} (--carrier)"
+        )));
     }
     if num.is_empty() {
-        missing.push("the tracking number (--tracking-no)".to_owned());
-    }
-    if PHONE_CARRIERS.contains(&com.as_str()) && phone.is_none() {
-        missing.push(format!(
-            "the recipient's phone for {com} (--phone, the whole number: Kuaidi100 checks it against the waybill)"
+        missing.push((
+            "tracking_no",
+            "the tracking number (--tracking-no)".to_owned(),
         ));
     }
-    if !missing.is_empty() {
-        return Err(UnfitRequest(format!(
-            "kuaidi100 needs {}",
-            join_and(&missing)
+    if PHONE_CARRIERS.contains(&com.as_str()) && phone.is_none() {
+        missing.push(("phone", format!(
+            "the recipient's phone for {com} (--phone, the whole number: Kuaidi100 checks it against the waybill)"
         )));
+    }
+    if let Some((field, _)) = missing.first() {
+        let pieces: Vec<String> = missing.iter().map(|(_, piece)| piece.clone()).collect();
+        return Err(UnfitRequest::new(
+            field,
+            format!("kuaidi100 needs {}", join_and(&pieces)),
+        ));
     }
     Ok(Query {
         com,
@@ -613,38 +620,45 @@ mod tests {
         let kuaidi100 = adapter();
         let cases = [
             (
+                "carrier",
                 request(None, None, None),
                 "kuaidi100 needs the carrier code (--carrier, e.g. yuantong) and the tracking number (--tracking-no)",
             ),
             (
+                "carrier",
                 request(Some(""), Some("YT1"), None),
                 "kuaidi100 needs the carrier code (--carrier, e.g. yuantong)",
             ),
             (
+                "tracking_no",
                 request(Some("yuantong"), Some("  "), None),
                 "kuaidi100 needs the tracking number (--tracking-no)",
             ),
             (
+                "phone",
                 request(Some("shunfeng"), Some("SF1"), None),
                 "kuaidi100 needs the recipient's phone for shunfeng (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
+                "phone",
                 request(Some("shunfengkuaiyun"), Some("SF1"), None),
                 "kuaidi100 needs the recipient's phone for shunfengkuaiyun (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
+                "tracking_no",
                 request(Some("ZhongTong"), None, None),
                 "kuaidi100 needs the tracking number (--tracking-no) and the recipient's phone for zhongtong (--phone, the whole number: Kuaidi100 checks it against the waybill)",
             ),
             (
+                "carrier",
                 request(Some("圆通"), None, None),
                 "kuaidi100 needs the carrier's Kuaidi100 code such as yuantong or zhongtong, not \"圆通\" (--carrier) and the tracking number (--tracking-no)",
             ),
         ];
-        for (request, expected) in cases {
+        for (field, request, expected) in cases {
             assert_eq!(
                 kuaidi100.check(&request),
-                Err(UnfitRequest(expected.to_owned())),
+                Err(UnfitRequest::new(field, expected)),
                 "{request:?}"
             );
             assert!(!expected.contains('\n'));

@@ -87,16 +87,29 @@ pub enum ProviderError {
 }
 
 /// What a shipment lacks for a provider (a numeric order id, a tracking number…), in one line
-/// that tells how to fix it. The message is all there is: the shipment is refused or flagged
-/// with it.
+/// that tells how to fix it, and the shipment's field at fault (the first, when several are):
+/// the shipment is refused or flagged with the line, and the API names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UnfitRequest(pub String);
+#[error("{message}")]
+pub struct UnfitRequest {
+    /// A column of the `shipments` table: `order_id`, `tracking_no`, `carrier`, `phone`, …
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl UnfitRequest {
+    pub fn new(field: &'static str, message: impl Into<String>) -> UnfitRequest {
+        UnfitRequest {
+            field,
+            message: message.into(),
+        }
+    }
+}
 
 /// Polling a request that cannot work fails for good.
 impl From<UnfitRequest> for ProviderError {
     fn from(unfit: UnfitRequest) -> Self {
-        ProviderError::Permanent(unfit.0)
+        ProviderError::Permanent(unfit.message)
     }
 }
 

@@ -203,10 +203,15 @@ impl Provider for Taobao {
     }
 
     fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
-        Order::of(request).map(drop).map_err(|e| match e {
-            ProviderError::Permanent(message) => UnfitRequest(message),
-            other => UnfitRequest(other.to_string()),
-        })
+        let unfit = |field| {
+            move |e| match e {
+                ProviderError::Permanent(message) => UnfitRequest::new(field, message),
+                other => UnfitRequest::new(field, other.to_string()),
+            }
+        };
+        parse_tid(&request.order_id).map_err(unfit("order_id"))?;
+        parse_sub_tids(request.sub_orders.as_deref().unwrap_or("")).map_err(unfit("sub_orders"))?;
+        Ok(())
     }
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
