@@ -38,6 +38,7 @@ pub async fn serve(
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(crate::health::serve_connections(
+        "[http] public_listen",
         listener,
         router(dispatcher),
         stop,

@@ -209,13 +209,19 @@ pub async fn serve_with_routes(
             clock,
         })
         .merge(routes);
-    let task = tokio::spawn(serve_connections(listener, app, stop));
+    let task = tokio::spawn(serve_connections("[http] listen", listener, app, stop));
     Ok((bound, task))
 }
 
 /// Accepts connections until `stop` fires, serving each with the timeouts and the cap above, then
-/// lets the open ones finish within [`CLOSE_GRACE`].
-pub(crate) async fn serve_connections(listener: TcpListener, app: Router, stop: CancellationToken) {
+/// lets the open ones finish within [`CLOSE_GRACE`]. `name` is the listener's, for the log
+/// (`[http] listen`, `[http] public_listen`).
+pub(crate) async fn serve_connections(
+    name: &'static str,
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) {
     let open: Arc<Mutex<BTreeMap<u64, CancellationToken>>> = Arc::default();
     let tracker = TaskTracker::new();
     for id in 0u64.. {
@@ -230,7 +236,7 @@ pub(crate) async fn serve_connections(listener: TcpListener, app: Router, stop: 
             Err(e) => {
                 // Out of descriptors (EMFILE, ENFILE) or memory: the connection waits in the
                 // backlog, and accepting again at once would only spin.
-                warn!(error = %e, "health endpoint cannot accept a connection; trying again in 1s");
+                warn!(listener = name, error = %e, "cannot accept a connection; trying again in 1s");
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
