@@ -119,9 +119,21 @@ pub async fn take_over(db: &Db, now: Millis) -> Result<(), StorageError> {
 /// webhook endpoint gone), since a reload is how an operator says the cause is fixed. Other
 /// settings take effect at restart. A config that did not load is reported and the running
 /// one kept. Every outcome is logged; nothing is returned.
-pub async fn reload(loaded: anyhow::Result<Config>, dispatcher: &Dispatcher, sender: &Sender) {
+pub async fn reload(
+    loaded: anyhow::Result<Config>,
+    dispatcher: &Dispatcher,
+    sender: &Sender,
+    api: Option<&crate::api::ApiState>,
+) {
     let providers = loaded.and_then(|config| {
         let http = upstream_client(&config.http)?;
+        if let Some(api) = api {
+            let tokens = api.renew(&config)?;
+            info!(
+                tokens,
+                "config reloaded: the shipments API's tokens renewed"
+            );
+        }
         Ok(build_providers(&config, &http))
     });
     match providers {
@@ -169,7 +181,7 @@ pub struct Daemon {
     /// How stale the dispatcher's heartbeat may grow before `/healthz` says unhealthy.
     max_heartbeat_age: Duration,
     /// The shipments API, served beside `/healthz` when `[api]` has tokens.
-    api: Option<crate::api::ApiState>,
+    pub api: Option<crate::api::ApiState>,
 }
 
 impl Daemon {

@@ -12,7 +12,7 @@ mod openapi;
 pub mod problem;
 mod shipments;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -37,10 +37,24 @@ pub struct ApiState(Arc<Inner>);
 
 struct Inner {
     db: Db,
-    intake: Intake,
-    tokens: Tokens,
+    /// What a reload renews: the tokens and the providers a create is checked against.
+    renewable: RwLock<Renewable>,
     tiers: Tiers,
     clock: SharedClock,
+}
+
+struct Renewable {
+    intake: Arc<Intake>,
+    tokens: Arc<Tokens>,
+}
+
+impl Renewable {
+    fn of(config: &Config) -> anyhow::Result<Renewable> {
+        Ok(Renewable {
+            intake: Arc::new(Intake::new(Some(config))?),
+            tokens: Arc::new(Tokens::new(&config.api.tokens)),
+        })
+    }
 }
 
 impl ApiState {
@@ -51,11 +65,38 @@ impl ApiState {
         }
         Ok(Some(ApiState(Arc::new(Inner {
             db,
-            intake: Intake::new(Some(config))?,
-            tokens: Tokens::new(&config.api.tokens),
+            renewable: RwLock::new(Renewable::of(config)?),
             tiers: config.tiers,
             clock,
         }))))
+    }
+
+    /// Takes the tokens and providers of a reloaded config: a token added to the file works,
+    /// one removed is refused from now on (all of them removed: every request is refused until
+    /// tokens come back; turning the API on or off takes a restart).
+    pub fn renew(&self, config: &Config) -> anyhow::Result<usize> {
+        let renewed = Renewable::of(config)?;
+        let count = config.api.tokens.len();
+        *self.0.renewable.write().unwrap_or_else(|e| e.into_inner()) = renewed;
+        Ok(count)
+    }
+
+    fn intake(&self) -> Arc<Intake> {
+        self.0
+            .renewable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .intake
+            .clone()
+    }
+
+    fn tokens(&self) -> Arc<Tokens> {
+        self.0
+            .renewable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .tokens
+            .clone()
     }
 }
 

@@ -67,7 +67,7 @@ fn storage_problem(e: StorageError) -> Problem {
 
 impl ApiState {
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
-        self.0.tokens.caller(headers)
+        self.tokens().caller(headers)
     }
 
     /// The body of a POST or PATCH: JSON, and no larger than [`MAX_BODY`]. A `Content-Length`
@@ -108,12 +108,13 @@ impl ApiState {
         items: Vec<CreateItem>,
         batch: bool,
     ) -> Result<Vec<Created>, Problem> {
+        let intake = self.intake();
         let mut news = Vec::with_capacity(items.len());
         let mut given = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let gave = item.given.clone();
-            match body::check(&self.0.intake, batch.then_some(i), item) {
+            match body::check(&intake, batch.then_some(i), item) {
                 Ok(new) => {
                     news.push(new);
                     given.push(gave);

@@ -45,6 +45,7 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         global.clone(),
         daemon.dispatcher.clone(),
         daemon.sender.clone(),
+        daemon.api.clone(),
     ));
     // What can fail at start (the listener, the schedules) fails before the daemon says it
     // started, and before systemd hears it is ready.
@@ -80,6 +81,7 @@ fn reload_on_hangup(
     global: Global,
     dispatcher: Arc<crate::dispatch::Dispatcher>,
     sender: Arc<crate::notify::sender::Sender>,
+    api: Option<crate::api::ApiState>,
 ) -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
@@ -90,12 +92,13 @@ fn reload_on_hangup(
                 return;
             };
             while hangup.recv().await.is_some() {
-                crate::daemon::reload(require_config(&global), &dispatcher, &sender).await;
+                crate::daemon::reload(require_config(&global), &dispatcher, &sender, api.as_ref())
+                    .await;
             }
         }
         #[cfg(not(unix))]
         {
-            let _ = (global, dispatcher, sender);
+            let _ = (global, dispatcher, sender, api);
         }
     }
 }

@@ -358,6 +358,50 @@ async fn only_a_configured_token_opens_the_api_and_refusals_are_counted() {
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
+/// A token is rotated with a reload, not a restart: the new one works and the old one is refused
+/// once the file is rewritten and the daemon gets SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rotates_the_tokens() {
+    let (app, mut daemon, api) = api_app().await;
+    let fresh = "7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f";
+    assert_eq!(
+        api.with_token(Some(fresh))
+            .get("/v1/shipments")
+            .await
+            .status,
+        401
+    );
+    std::fs::write(
+        app.dir.path().join("api.tokens"),
+        format!("# rotated\n{fresh}\n{READER} contacts\n"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    app.wait_until("the daemon has reloaded", LIMIT, || {
+        daemon.log().contains("the shipments API's tokens renewed")
+    })
+    .await;
+    let created = api
+        .with_token(Some(fresh))
+        .post(
+            "/v1/shipments",
+            &json!({"order_id": tid(7), "tier": "high"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    problem(&api.get("/v1/shipments").await, 401);
+    assert_eq!(
+        api.with_token(Some(READER))
+            .get("/v1/shipments")
+            .await
+            .status,
+        200
+    );
+    let log = daemon.log();
+    assert!(!log.contains(fresh) && !log.contains(TOKEN), "{log}");
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_bad_field_is_a_422_naming_it() {
     let (app, mut daemon, api) = api_app().await;
