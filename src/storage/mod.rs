@@ -18,6 +18,7 @@ mod open;
 mod ops;
 mod outbox;
 mod polls;
+pub mod rules;
 mod shipments;
 mod subscriptions;
 mod writer;
@@ -32,6 +33,7 @@ use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{Email, InvalidContact, OpenId, Phone, Status, Tier};
 
 pub use maintenance::{Checkpointed, Pruned, Sweep, SweepWrite, UnreachablePoll};
+pub use open::POSTGRES_MIGRATOR;
 pub use ops::{
     ChannelState, Counts, GaugeCounts, NotificationCount, ProviderState, ShipmentCount, Stats,
 };

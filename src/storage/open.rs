@@ -13,6 +13,12 @@ use super::{Db, LockError, Result, StorageError, Synchronous, writer};
 /// The migrations this binary brings; a database that lacks some is older than the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The PostgreSQL schema (issue 17), beside SQLite's: the same tables, columns, keys, indexes and
+/// rules (`migrations/postgres/`, which `sqlx::migrate!` does not read as part of `./migrations`:
+/// it takes the files of a folder, not its subfolders). Nothing opens PostgreSQL yet; the tests
+/// check that the two schemas agree.
+pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 /// Permission bits for anyone but the owner.
 const GROUP_OR_OTHERS: u32 = 0o077;
 

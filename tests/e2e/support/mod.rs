@@ -15,6 +15,7 @@ pub mod fake_wechat;
 pub mod fake_wecom;
 pub mod hostile;
 pub mod immutable;
+pub mod postgres;
 pub mod smtp_sink;
 
 /// A free loopback port, for a listener the daemon opens itself (`[http] listen`).
