@@ -512,13 +512,26 @@ fn raw_exchange(base: &str, head: String, body: &[u8]) -> String {
 async fn a_body_over_a_mebibyte_is_refused() {
     let (_app, mut daemon, api) = api_app().await;
     let two_mib = 2 * 1024 * 1024;
-    // Declared too large: refused from the headers, before the body is sent.
+    // Declared too large by a client that waits to be let go on: refused from the headers,
+    // before the body is sent.
+    let head = format!(
+        "POST /v1/shipments/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {two_mib}\r\n\
+         Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    );
+    let base = api.base.clone();
+    let status = tokio::task::spawn_blocking(move || raw_exchange(&base, head, &[]))
+        .await
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    // Declared too large and sent at once: the client still reads the refusal, not a reset.
     let head = format!(
         "POST /v1/shipments/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Type: application/json\r\nContent-Length: {two_mib}\r\nConnection: close\r\n\r\n"
     );
     let base = api.base.clone();
-    let status = tokio::task::spawn_blocking(move || raw_exchange(&base, head, &[]))
+    let whole = vec![b' '; two_mib];
+    let status = tokio::task::spawn_blocking(move || raw_exchange(&base, head, &whole))
         .await
         .unwrap();
     assert!(status.starts_with("HTTP/1.1 413"), "{status}");
