@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::net::TcpListener;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::dispatch::{CallbackApplied, Dispatcher};
+use crate::health::BodyRefused;
 use crate::outage::Outage;
 use crate::providers::kuaidi100_push::{
     ACK, CallbackError, MAX_CALLBACK_BYTES, NOT_SAVED, read_callback,
@@ -50,7 +51,6 @@ pub async fn serve(
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     Router::new()
         .route(KUAIDI100_PATH, post(kuaidi100))
-        .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
         .with_state(dispatcher)
 }
 
@@ -71,8 +71,14 @@ fn count(provider: &str, outcome: &'static str) {
 async fn kuaidi100(
     State(dispatcher): State<Arc<Dispatcher>>,
     Path(name): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
+    let body = match crate::health::read_body(&headers, body, MAX_CALLBACK_BYTES).await {
+        Ok(body) => body,
+        Err(BodyRefused::TooLarge) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(BodyRefused::Broken) => return StatusCode::BAD_REQUEST.into_response(),
+    };
     // Only a configured push-mode provider has a callback; the name is the caller's, not ours,
     // until it is found.
     let Some(provider) = dispatcher.provider(&name) else {

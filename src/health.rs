@@ -213,6 +213,77 @@ pub async fn serve_with_routes(
     Ok((bound, task))
 }
 
+/// Why a request's body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRefused {
+    /// Over the limit, declared or sent.
+    TooLarge,
+    /// The connection broke or the body was malformed (chunked framing, say).
+    Broken,
+}
+
+/// How long a refused body is still read (and dropped) at most.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request's body, at most `limit` bytes, read frame by frame on either listener. Over the
+/// limit, up to seven times as much again is read and dropped (for [`DRAIN_TIME`] at most)
+/// before the refusal goes out: a client that sends its whole body before reading the answer
+/// would otherwise meet a connection closed with its data unread, which resets it and can take
+/// the refusal with it (the client sees a broken pipe and no reason). Beyond that the connection
+/// is closed anyway, so an endless body holds nothing. A client that sent `Expect:
+/// 100-continue` with a length over the limit has sent nothing yet and is refused at once.
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    mut body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, BodyRefused> {
+    use http_body_util::BodyExt;
+    let drain_bytes = limit.saturating_mul(8);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared
+        && declared > limit as u64
+    {
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits && declared <= drain_bytes as u64 {
+            drain(body, drain_bytes).await;
+        }
+        return Err(BodyRefused::TooLarge);
+    }
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyRefused::Broken)?.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > limit {
+            drain(body, drain_bytes - limit).await;
+            return Err(BodyRefused::TooLarge);
+        }
+        read.extend_from_slice(&data);
+    }
+    Ok(read.into())
+}
+
+/// Reads and drops up to `bytes` more of `body`, for at most [`DRAIN_TIME`].
+async fn drain(mut body: axum::body::Body, bytes: usize) {
+    use http_body_util::BodyExt;
+    let mut left = bytes;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let size = frame.data_ref().map_or(0, |data| data.len());
+            if size >= left {
+                return;
+            }
+            left -= size;
+        }
+    })
+    .await;
+}
+
 /// Accepts connections until `stop` fires, serving each with the timeouts and the cap above, then
 /// lets the open ones finish within [`CLOSE_GRACE`]. `name` is the listener's, for the log
 /// (`[http] listen`, `[http] public_listen`).
@@ -483,6 +554,37 @@ fn count(event: &PipelineEvent) {
 mod tests {
     use super::*;
     use crate::notify::ChannelKind;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> axum::http::HeaderMap {
+        let mut map = axum::http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_its_limit_and_refused_beyond() {
+        let body = |n: usize| axum::body::Body::from(vec![b'x'; n]);
+        let none = headers(&[]);
+        assert_eq!(read_body(&none, body(10), 10).await.unwrap().len(), 10);
+        assert_eq!(
+            read_body(&none, body(11), 10).await,
+            Err(BodyRefused::TooLarge)
+        );
+        // A length declared over the limit is refused whatever follows, and so it is for a
+        // client waiting for 100 Continue.
+        let declared = headers(&[("content-length", "11")]);
+        assert_eq!(
+            read_body(&declared, body(11), 10).await,
+            Err(BodyRefused::TooLarge)
+        );
+        let waiting = headers(&[("content-length", "11"), ("expect", "100-continue")]);
+        assert_eq!(
+            read_body(&waiting, body(11), 10).await,
+            Err(BodyRefused::TooLarge)
+        );
+    }
 
     #[test]
     fn unhealthy_reasons_read_as_one_line_to_the_second() {

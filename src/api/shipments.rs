@@ -1,13 +1,10 @@
 //! The handlers of `/v1/shipments`: each checks the token, then the body or the query, then
 //! calls one storage operation, and answers JSON (or a problem). Every answer is counted.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::json;
 use tracing::{debug, error, info};
@@ -17,6 +14,7 @@ use super::body::{self, CreateItem};
 use super::problem::{FieldError, Problem};
 use super::{ApiState, MAX_BODY, count};
 use crate::domain::{Email, OpenId, Phone};
+use crate::health::BodyRefused;
 use crate::storage::{
     CreateError, Created, NewShipment, NotificationView, ShipmentFilter, ShipmentRow,
     ShipmentUpdate, ShipmentView, StorageError,
@@ -68,29 +66,6 @@ fn storage_problem(e: StorageError) -> Problem {
     }
 }
 
-/// How much of a body over the limit is still read (and dropped) before the refusal, and for how
-/// long at most. A client that sends its whole body before reading the answer would otherwise
-/// meet a closed connection, and the close, with its data unread, resets the connection and can
-/// take the 413 with it: it would see a broken connection and no reason. Beyond these bounds the
-/// connection is closed anyway, so a client cannot hold it with an endless body.
-const DRAIN_BYTES: usize = 8 * MAX_BODY;
-const DRAIN_TIME: Duration = Duration::from_secs(5);
-
-/// Reads and drops up to `bytes` more of `body`, for at most [`DRAIN_TIME`].
-async fn drain(mut body: Body, bytes: usize) {
-    let mut left = bytes;
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(frame)) = body.frame().await {
-            let size = frame.data_ref().map_or(0, |data| data.len());
-            if size >= left {
-                return;
-            }
-            left -= size;
-        }
-    })
-    .await;
-}
-
 impl ApiState {
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
         self.tokens().caller(headers)
@@ -113,39 +88,12 @@ impl ApiState {
         if !json {
             return Err(Problem::unsupported_media_type());
         }
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(declared) = declared
-            && declared > MAX_BODY as u64
-        {
-            // A client that asked to go on (`Expect: 100-continue`) has sent nothing and reads
-            // the refusal; another one is sending the body now, and is let finish a bounded
-            // amount of it first.
-            let waits = headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            if !waits && declared <= DRAIN_BYTES as u64 {
-                drain(body, DRAIN_BYTES).await;
-            }
-            return Err(Problem::too_large(MAX_BODY));
-        }
-        let mut body = body;
-        let mut read = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|_| Problem::malformed("the body could not be read to its end"))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if read.len() + data.len() > MAX_BODY {
-                drain(body, DRAIN_BYTES - MAX_BODY).await;
-                return Err(Problem::too_large(MAX_BODY));
-            }
-            read.extend_from_slice(&data);
-        }
-        Ok(read.into())
+        crate::health::read_body(headers, body, MAX_BODY)
+            .await
+            .map_err(|refused| match refused {
+                BodyRefused::TooLarge => Problem::too_large(MAX_BODY),
+                BodyRefused::Broken => Problem::malformed("the body could not be read to its end"),
+            })
     }
 
     async fn create_all(
