@@ -97,6 +97,15 @@ impl From<&ShipmentRow> for ShipmentView {
     }
 }
 
+/// One row read whole, or refused with the reason it cannot be read.
+fn decode_shipment(row: sqlx::sqlite::SqliteRow) -> Result<ShipmentRow> {
+    let (mut rows, unreadable) = decode_shipments(vec![row]);
+    match unreadable.into_iter().next() {
+        Some((_, reason)) => Err(StorageError::Rejected(reason)),
+        None => Ok(rows.remove(0)),
+    }
+}
+
 /// One shipment's `INSERT`, due at once, with `on_conflict` before its `RETURNING` of the row.
 fn insert_shipment<'q>(
     new: &'q NewShipment,
@@ -202,11 +211,7 @@ impl Db {
         .fetch_optional(&self.read)
         .await?
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
-        let (mut rows, unreadable) = decode_shipments(vec![row]);
-        match unreadable.into_iter().next() {
-            Some((_, reason)) => Err(StorageError::Rejected(reason)),
-            None => Ok(rows.remove(0)),
-        }
+        decode_shipment(row)
     }
 
     /// Removes a shipment with its history and its notifications.
@@ -334,11 +339,7 @@ impl Db {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
-        let (mut rows, unreadable) = decode_shipments(vec![row]);
-        if let Some((_, reason)) = unreadable.into_iter().next() {
-            return Err(StorageError::Rejected(reason));
-        }
-        let row = rows.remove(0);
+        let row = decode_shipment(row)?;
         let write = decide(&row);
         write_recheck(&mut tx, row.id, &write, now).await?;
         tx.commit().await?;
@@ -565,12 +566,7 @@ impl Db {
                     (false, row)
                 }
             };
-            let (mut decoded, unreadable) = decode_shipments(vec![row]);
-            if let Some((_, reason)) = unreadable.into_iter().next() {
-                let source = StorageError::Rejected(reason);
-                return Err(CreateError::Row { index, source });
-            }
-            let row = decoded.remove(0);
+            let row = decode_shipment(row).map_err(|source| CreateError::Row { index, source })?;
             if fresh {
                 done.push(Created::New(row));
                 continue;
@@ -620,11 +616,7 @@ impl Db {
         .fetch_optional(&self.write)
         .await?
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
-        let (mut rows, unreadable) = decode_shipments(vec![row]);
-        match unreadable.into_iter().next() {
-            Some((_, reason)) => Err(StorageError::Rejected(reason)),
-            None => Ok(rows.remove(0)),
-        }
+        decode_shipment(row)
     }
 }
 
