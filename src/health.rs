@@ -148,28 +148,6 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let clock: SharedClock = Arc::new(SystemClock);
-    serve_with_clock(
-        listen,
-        db,
-        heartbeat,
-        max_heartbeat_age,
-        handle,
-        clock,
-        stop,
-    )
-    .await
-}
-
-/// [`serve`] with the daemon's clock, which the shipments' due times are written in.
-pub async fn serve_with_clock(
-    listen: SocketAddr,
-    db: Db,
-    heartbeat: Heartbeat,
-    max_heartbeat_age: Duration,
-    handle: PrometheusHandle,
-    clock: SharedClock,
-    stop: CancellationToken,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     serve_with_routes(
         listen,
         db,
@@ -183,8 +161,9 @@ pub async fn serve_with_clock(
     .await
 }
 
-/// [`serve_with_clock`] with more routes beside `/healthz` and `/metrics` (the shipments API),
-/// served through the same listener, with the same timeouts and connection cap.
+/// [`serve`] with the daemon's clock (which the shipments' due times are written in) and more
+/// routes beside `/healthz` and `/metrics` (the shipments API), served through the same
+/// listener, with the same timeouts and connection cap.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_with_routes(
     listen: SocketAddr,
