@@ -16,8 +16,8 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
         .as_deref()
         .map_or_else(String::new, |p| p.display().to_string());
     println!("config {source} is valid");
-    let database = global.db.as_deref().unwrap_or(&config.database);
-    println!("  database  {}", database.display());
+    let database = global.db.as_ref().unwrap_or(&config.database);
+    println!("  database  {database}");
     println!(
         "  tiers     high {}, normal {}, low {}",
         humantime::format_duration(config.tiers.high),
@@ -77,7 +77,9 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
     );
     let mut exposed: Vec<String> = config.tiers.order_warning().into_iter().collect();
     exposed.extend(crate::exposure::secret_warnings(&config));
-    exposed.extend(crate::exposure::database_warnings(database));
+    if let Some(file) = database.file() {
+        exposed.extend(crate::exposure::database_warnings(file));
+    }
     for warning in &exposed {
         println!("  WARNING   {warning}");
     }

@@ -22,13 +22,14 @@ mod test_notify;
 
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 use crate::domain::{Status, Tier};
 use crate::storage::Db;
+use crate::storage::Location;
 
 use print::term;
 
@@ -50,9 +51,9 @@ pub struct Global {
     /// Config file [default: $SHIPWATCH_CONFIG, ./shipwatch.toml, /etc/shipwatch/shipwatch.toml]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Database file (overrides `database` in the config)
-    #[arg(long, global = true, value_name = "FILE")]
-    pub db: Option<PathBuf>,
+    /// Database: a SQLite file, or postgres://USER@HOST/DB (overrides `database` in the config)
+    #[arg(long, global = true, value_name = "FILE|URL", value_parser = parse_location)]
+    pub db: Option<Location>,
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -283,7 +284,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     logging::init(&global, default_level);
     match command {
         Command::Run => run::run_daemon(&global).await,
-        Command::Demo(args) => crate::demo::run(args, global.db.clone()).await,
+        Command::Demo(args) => crate::demo::run(args, demo_file(&global)?).await,
         Command::CheckConfig => check_config::check_config(&global).await,
         Command::TestNotify { channel, to } => test_notify::test_notify(&global, channel, to).await,
         Command::Add(args) => add::add(&global, args).await,
@@ -333,7 +334,24 @@ fn optional_config(global: &Global) -> Result<Option<Config>> {
     }
 }
 
-fn database_path(global: &Global, config: Option<&Config>) -> Result<PathBuf> {
+/// The demo seeds a SQLite file of its own.
+fn demo_file(global: &Global) -> Result<Option<PathBuf>> {
+    match &global.db {
+        None => Ok(None),
+        Some(Location::Sqlite(path)) => Ok(Some(path.clone())),
+        Some(Location::Postgres(_)) => {
+            bail!(
+                "the demo runs on a SQLite file of its own; give --db a file path or leave it out"
+            )
+        }
+    }
+}
+
+fn parse_location(text: &str) -> std::result::Result<Location, String> {
+    Location::parse(text).map_err(|e| e.to_string())
+}
+
+fn database_path(global: &Global, config: Option<&Config>) -> Result<Location> {
     global
         .db
         .clone()
@@ -379,7 +397,7 @@ async fn open(global: &Global, access: Access) -> Result<(Db, Option<Config>)> {
 async fn open_if_there(global: &Global) -> Result<(Option<Db>, Option<Config>)> {
     let config = optional_config(global)?;
     let path = database_path(global, config.as_ref())?;
-    if !path.exists() {
+    if path.file().is_some_and(|file| !file.exists()) {
         return Ok((None, config));
     }
     Ok((Some(Db::open_read_only(&path).await?), config))

@@ -25,12 +25,17 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
     // Checked before opening: a database shipwatch creates is 0600 already.
     let mut exposed: Vec<String> = config.tiers.order_warning().into_iter().collect();
     exposed.extend(crate::exposure::secret_warnings(&config));
-    exposed.extend(crate::exposure::database_warnings(&config.database));
+    if let Some(file) = config.database.file() {
+        exposed.extend(crate::exposure::database_warnings(file));
+    }
     for warning in &exposed {
         tracing::warn!("{warning}");
     }
     let db = Db::open(&config.database, config.synchronous).await?;
-    let _lock = Db::lock_for_daemon(&config.database)?;
+    let _lock = match config.database.file() {
+        Some(file) => Some(Db::lock_for_daemon(file)?),
+        None => None,
+    };
     crate::daemon::take_over(&db, SystemClock.now()).await?;
     let daemon = Daemon::new(
         &config,
@@ -58,7 +63,7 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         }
     };
     tracing::info!(
-        database = %config.database.display(),
+        database = %config.database,
         providers = ?config.providers.keys().collect::<Vec<_>>(),
         channels = ?config.channels.rules().iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
         "shipwatch started"

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::clock::{Millis, millis};
 use crate::domain::Tier;
 pub use crate::notify::sender::Delivery;
+use crate::storage::Location;
 pub use crate::storage::Synchronous;
 
 pub use api::{ApiConfig, ApiToken, MIN_TOKEN_CHARS, parse_token_lines};
@@ -189,7 +190,8 @@ impl Default for Http {
 pub struct Config {
     /// The file it was read from, if any (the demo builds its config in code).
     pub source: Option<PathBuf>,
-    pub database: PathBuf,
+    /// A SQLite file, or a PostgreSQL server (`database = "postgres://…"` or `[database] url`).
+    pub database: Location,
     pub synchronous: Synchronous,
     /// How long in-flight polls and deliveries get to finish on SIGTERM before they are released.
     pub shutdown_timeout: Duration,
@@ -208,10 +210,24 @@ pub struct Config {
 
 // ---- raw shapes, as written in the file -------------------------------------------------------
 
+/// `database = "PATH or URL"`, or a `[database]` table with `url`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDatabase {
+    Text(String),
+    Table(RawDatabaseTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabaseTable {
+    url: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    database: Option<PathBuf>,
+    database: Option<RawDatabase>,
     synchronous: Option<Synchronous>,
     shutdown_timeout: Option<HumanDuration>,
     #[serde(default)]
@@ -478,10 +494,15 @@ impl Config {
 
         Ok(Config {
             source: source.map(Path::to_owned),
-            database: raw
-                .database
-                .map(|p| if p.is_relative() { base.join(p) } else { p })
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE)),
+            database: match raw.database {
+                None => Location::Sqlite(PathBuf::from(DEFAULT_DATABASE)),
+                Some(
+                    RawDatabase::Text(text) | RawDatabase::Table(RawDatabaseTable { url: text }),
+                ) => match Location::parse(&text).map_err(|e| invalid(e.to_string()))? {
+                    Location::Sqlite(p) if p.is_relative() => Location::Sqlite(base.join(p)),
+                    location => location,
+                },
+            },
             synchronous: raw.synchronous.unwrap_or_default(),
             shutdown_timeout: raw
                 .shutdown_timeout
@@ -561,7 +582,10 @@ mod tests {
         assert_eq!(config.delivery.backoff_max, Duration::from_secs(3600));
         assert_eq!(config.delivery.timeout, Duration::from_secs(15));
         assert_eq!(config.delivery.lease, Duration::from_secs(60));
-        assert_eq!(config.database, PathBuf::from(DEFAULT_DATABASE));
+        assert_eq!(
+            config.database,
+            Location::Sqlite(PathBuf::from(DEFAULT_DATABASE))
+        );
         assert_eq!(config.http.connect_timeout, Duration::from_secs(5));
         assert_eq!(config.http.timeout, Duration::from_secs(15));
         assert!(config.providers.is_empty());
@@ -643,7 +667,7 @@ mod tests {
         );
         let config = Config::load_without_secrets(&path).unwrap();
         assert!(config.providers.contains_key("t"));
-        assert_eq!(config.database, dir.path().join("x.db"));
+        assert_eq!(config.database, Location::Sqlite(dir.path().join("x.db")));
     }
 
     /// `Debug` of the whole config, as a careless `{config:?}` in a log line would print it,

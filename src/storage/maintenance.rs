@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, FromRow};
 use tracing::instrument;
 
 use super::outbox::insert_outbox;
-use super::{Db, OutboxRow, Result, SHIPMENT_COLUMNS, ShipmentRow};
+use super::{Db, Lite, OutboxRow, Result, SHIPMENT_COLUMNS, ShipmentRow};
 use crate::clock::Millis;
 use crate::domain::Status;
 
@@ -86,65 +86,67 @@ impl Db {
         write: SweepWrite<'_>,
         announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
     ) -> Result<Vec<ShipmentRow>> {
+        let lite = on_postgres!(self, pg => pg.sweep_shipments(which, cutoff, now, limit, write, announce));
         let select = match which {
             Sweep::Quiet => QUIET_FOR_GOOD,
             Sweep::NeverSeen => NEVER_SEEN,
         };
-        self.sweep(select, cutoff, now, limit, write, announce)
-            .await
+        sweep(lite, select, cutoff, now, limit, write, announce).await
     }
+}
 
-    /// Moves every shipment `select` picks (`?1` is the cutoff, `?2` now, `?3` the limit) to
-    /// `write` and queues its notifications, in one transaction.
-    async fn sweep(
-        &self,
-        select: &str,
-        cutoff: Millis,
-        now: Millis,
-        limit: i64,
-        write: SweepWrite<'_>,
-        mut announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
-    ) -> Result<Vec<ShipmentRow>> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
-            "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE {select} \
+/// Moves every shipment `select` picks (`?1` is the cutoff, `?2` now, `?3` the limit) to
+/// `write` and queues its notifications, in one transaction.
+async fn sweep(
+    lite: &Lite,
+    select: &str,
+    cutoff: Millis,
+    now: Millis,
+    limit: i64,
+    write: SweepWrite<'_>,
+    mut announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
+) -> Result<Vec<ShipmentRow>> {
+    let mut tx = lite.begin_write().await?;
+    let rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE {select} \
              AND (claimed_until IS NULL OR claimed_until <= ?2) ORDER BY id LIMIT ?3"
-        )))
-        .bind(cutoff)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let stop_polling = write.stop_polling;
-        for row in &rows {
-            let transition = row.transitions + 1;
-            // `error` says why for a shipment still polled; an expired one keeps its last raw
-            // status.
-            sqlx::query(
-                "UPDATE shipments SET status = ?, transitions = ?, status_changed_at = ?, \
+    )))
+    .bind(cutoff)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let stop_polling = write.stop_polling;
+    for row in &rows {
+        let transition = row.transitions + 1;
+        // `error` says why for a shipment still polled; an expired one keeps its last raw
+        // status.
+        sqlx::query(
+            "UPDATE shipments SET status = ?, transitions = ?, status_changed_at = ?, \
                  active = CASE WHEN ? THEN 0 ELSE active END, \
                  raw_status = CASE WHEN ? THEN raw_status ELSE ? END, \
                  error = CASE WHEN ? THEN error ELSE ? END, \
                  claimed_until = NULL WHERE id = ?",
-            )
-            .bind(write.status.as_str())
-            .bind(transition)
-            .bind(now)
-            .bind(stop_polling)
-            .bind(stop_polling)
-            .bind(write.raw_status)
-            .bind(stop_polling)
-            .bind(write.raw_status)
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
-            let outbox = announce(row, transition);
-            insert_outbox(&mut tx, row.id, &outbox).await?;
-        }
-        tx.commit().await?;
-        Ok(rows)
+        )
+        .bind(write.status.as_str())
+        .bind(transition)
+        .bind(now)
+        .bind(stop_polling)
+        .bind(stop_polling)
+        .bind(write.raw_status)
+        .bind(stop_polling)
+        .bind(write.raw_status)
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+        let outbox = announce(row, transition);
+        insert_outbox(&mut tx, row.id, &outbox).await?;
     }
+    tx.commit().await?;
+    Ok(rows)
+}
 
+impl Db {
     /// Active shipments whose `next_poll_at` is beyond `cutoff`, soonest first, at most `limit`.
     #[instrument(skip_all)]
     pub async fn unreachable_polls(
@@ -152,13 +154,14 @@ impl Db {
         cutoff: Millis,
         limit: i64,
     ) -> Result<Vec<UnreachablePoll>> {
+        let lite = on_postgres!(self, pg => pg.unreachable_polls(cutoff, limit));
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT id, order_id, next_poll_at FROM shipments \
              WHERE active = 1 AND next_poll_at > ?1 ORDER BY next_poll_at LIMIT ?2",
         )
         .bind(cutoff)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         Ok(rows
             .into_iter()
@@ -180,6 +183,7 @@ impl Db {
         now: Millis,
         cutoff: Millis,
     ) -> Result<bool> {
+        let lite = on_postgres!(self, pg => pg.stop_unreachable_poll(id, reason, now, cutoff));
         let done = sqlx::query(
             "UPDATE shipments SET active = 0, error = ?1, invalid_kind = 'schedule', \
              last_polled_at = ?2 WHERE id = ?3 AND active = 1 AND next_poll_at > ?4",
@@ -188,7 +192,7 @@ impl Db {
         .bind(now)
         .bind(id)
         .bind(cutoff)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -206,7 +210,9 @@ impl Db {
         limit: i64,
         mut alert: impl FnMut(&ShipmentRow, i64, Millis) -> Vec<OutboxRow>,
     ) -> Result<Vec<String>> {
-        let mut tx = self.begin_write().await?;
+        let lite =
+            on_postgres!(self, pg => pg.alert_stuck_shipments(moving, quiet_before, limit, alert));
+        let mut tx = lite.begin_write().await?;
         let moving: Vec<&str> = moving.iter().map(|s| s.as_str()).collect();
         let moving = serde_json::to_string(&moving).expect("plain strings");
         let rows = sqlx::query_as::<_, StuckRow>(AssertSqlSafe(format!(
@@ -243,7 +249,8 @@ impl Db {
     /// of the shipments that ended (delivered, returned, expired) before it, in one transaction.
     #[instrument(skip_all)]
     pub async fn prune(&self, cutoff: Millis) -> Result<Pruned> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.prune(cutoff));
+        let mut tx = lite.begin_write().await?;
         let notifications = sqlx::query(
             "DELETE FROM notifications WHERE state IN ('sent', 'skipped') \
              AND coalesce(sent_at, created_at) < ?",
@@ -271,9 +278,10 @@ impl Db {
     /// Folds the write-ahead log back into the database file and truncates it.
     #[instrument(skip_all)]
     pub async fn checkpoint(&self) -> Result<Checkpointed> {
+        let lite = on_postgres!(self, pg => pg.checkpoint());
         let (busy, wal_frames, checkpointed_frames) =
             sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&self.write)
+                .fetch_one(&lite.write)
                 .await?;
         Ok(Checkpointed {
             busy: busy != 0,

@@ -13,11 +13,25 @@
 //! `shipments`, `polls`, `outbox`, `ops` (provider and channel state, counts) and `maintenance`
 //! (the scheduled sweeps, pruning and the WAL checkpoint).
 
+/// The first line of every operation: on PostgreSQL it returns what the PostgreSQL side does;
+/// on SQLite it gives the pools, for the rest of the body.
+macro_rules! on_postgres {
+    ($self:ident, $pg:ident => $call:expr) => {
+        match &$self.engine {
+            $crate::storage::Engine::Sqlite(lite) => lite,
+            $crate::storage::Engine::Postgres($pg) => return $call.await,
+        }
+    };
+}
+
+mod location;
 mod maintenance;
 mod open;
 mod ops;
 mod outbox;
 mod polls;
+#[allow(dead_code)] // until every operation is carried out on PostgreSQL
+mod postgres;
 pub mod rules;
 mod shipments;
 mod subscriptions;
@@ -32,6 +46,7 @@ use sqlx::{FromRow, Row, Sqlite, Transaction};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{Email, InvalidContact, OpenId, Phone, Status, Tier};
 
+pub use location::{Location, LocationError};
 pub use maintenance::{Checkpointed, Pruned, Sweep, SweepWrite, UnreachablePoll};
 pub use open::POSTGRES_MIGRATOR;
 pub use ops::{
@@ -285,14 +300,28 @@ fn ser_opt_time<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok
     }
 }
 
-/// The daemon's handle on the database. Its pools are private to this folder: the rest of the
-/// program reaches the database only through the named operations.
+/// The daemon's handle on the database, SQLite's file or a PostgreSQL server. Its pools are
+/// private to this folder: the rest of the program reaches the database only through the named
+/// operations, which each engine carries out in its own SQL.
 #[derive(Clone)]
 pub struct Db {
-    write: SqlitePool,
-    read: SqlitePool,
+    engine: Engine,
     /// The daemon's one writer, started on first use (see [`Db::writer`]).
     writer: writer::WriterCell,
+}
+
+/// The engine behind a [`Db`].
+#[derive(Clone)]
+enum Engine {
+    Sqlite(Lite),
+    Postgres(postgres::Pg),
+}
+
+/// SQLite's pools: one connection that writes, a few that read.
+#[derive(Clone)]
+struct Lite {
+    write: SqlitePool,
+    read: SqlitePool,
 }
 
 /// The storage class a column must hold.
@@ -389,11 +418,42 @@ fn decode_shipments(rows: Vec<SqliteRow>) -> (Vec<ShipmentRow>, Vec<(i64, String
 }
 
 impl Db {
-    pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
+    fn from_engine(engine: Engine) -> Db {
+        Db {
+            engine,
+            writer: writer::WriterCell::default(),
+        }
     }
 
+    /// The engine's name, for logs and `stats`.
+    pub fn engine_name(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite(_) => "sqlite",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.engine {
+            Engine::Sqlite(lite) => {
+                lite.read.close().await;
+                lite.write.close().await;
+            }
+            Engine::Postgres(pg) => pg.close().await,
+        }
+    }
+
+    /// SQLite's pools, for the unit tests that write rows as another program would.
+    #[cfg(test)]
+    fn lite(&self) -> &Lite {
+        match &self.engine {
+            Engine::Sqlite(lite) => lite,
+            Engine::Postgres(_) => panic!("a SQLite test opened PostgreSQL"),
+        }
+    }
+}
+
+impl Lite {
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
@@ -441,7 +501,7 @@ mod tests {
             .bind(order_id)
             .bind(phone)
             .bind(email)
-            .execute(&db.write)
+            .execute(&db.lite().write)
             .await
             .unwrap();
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Db, LockError, Result, StorageError, Synchronous, writer};
+use super::postgres::Pg;
+use super::{Db, Engine, Lite, Location, LockError, Result, StorageError, Synchronous};
 
 /// The migrations this binary brings; a database that lacks some is older than the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -102,8 +103,24 @@ fn require_file(path: &Path) -> Result<()> {
 
 impl Db {
     /// Opens (creating it if needed) and migrates the database, for the daemon and the commands
-    /// that add shipments.
-    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Db> {
+    /// that add shipments. On PostgreSQL the database must exist (its administrator creates it);
+    /// its tables are created or brought up to date.
+    pub async fn open(at: impl Into<Location>, synchronous: Synchronous) -> Result<Db> {
+        match at.into() {
+            Location::Sqlite(path) => Db::open_file(&path, synchronous).await,
+            location @ Location::Postgres(_) => Db::open_postgres(&location, true).await,
+        }
+    }
+
+    async fn open_postgres(location: &Location, migrate: bool) -> Result<Db> {
+        let Location::Postgres(url) = location else {
+            unreachable!("only called with a PostgreSQL location")
+        };
+        let pg = Pg::connect(url, &location.to_string(), migrate).await?;
+        Ok(Db::from_engine(Engine::Postgres(pg)))
+    }
+
+    async fn open_file(path: &Path, synchronous: Synchronous) -> Result<Db> {
         let shown = path.display().to_string();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && !parent.exists()
@@ -164,18 +181,20 @@ impl Db {
             .connect_with(options.read_only(true))
             .await
             .map_err(open_err)?;
-        Ok(Db {
-            write,
-            read,
-            writer: writer::WriterCell::default(),
-        })
+        Ok(Db::from_engine(Engine::Sqlite(Lite { write, read })))
     }
 
     /// [`Db::open`] for the commands that change rows already there (`remove`, `retry`,
-    /// `set-tier`, `poll --apply`): a missing database is refused, not created empty.
-    pub async fn open_existing(path: &Path, synchronous: Synchronous) -> Result<Db> {
-        require_file(path)?;
-        Db::open(path, synchronous).await
+    /// `set-tier`, `poll --apply`): a missing database is refused, not created empty. On
+    /// PostgreSQL, a database without shipwatch's tables counts as missing.
+    pub async fn open_existing(at: impl Into<Location>, synchronous: Synchronous) -> Result<Db> {
+        match at.into() {
+            Location::Sqlite(path) => {
+                require_file(&path)?;
+                Db::open_file(&path, synchronous).await
+            }
+            location @ Location::Postgres(_) => Db::open_postgres(&location, false).await,
+        }
     }
 
     /// Opens the database for reading only, for the commands that only look (`list`, `show`,
@@ -186,7 +205,15 @@ impl Db {
     /// folder is writable, SQLite may leave an empty `-wal` and the `-shm` it made beside the
     /// file (a reader cannot checkpoint); the file alone stays whole, and the next writer to
     /// close removes them.
-    pub async fn open_read_only(path: &Path) -> Result<Db> {
+    ///
+    /// On PostgreSQL nothing is created or migrated either; what keeps the command from writing
+    /// is that it calls no operation that writes.
+    pub async fn open_read_only(at: impl Into<Location>) -> Result<Db> {
+        let path = match at.into() {
+            Location::Sqlite(path) => path,
+            location @ Location::Postgres(_) => return Db::open_postgres(&location, false).await,
+        };
+        let path = path.as_path();
         require_file(path)?;
         let shown = path.display().to_string();
         let options = SqliteConnectOptions::new()
@@ -221,11 +248,7 @@ impl Db {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_lazy_with(options);
-        Ok(Db {
-            write,
-            read,
-            writer: writer::WriterCell::default(),
-        })
+        Ok(Db::from_engine(Engine::Sqlite(Lite { write, read })))
     }
 
     /// A pool of reading connections that has read the schema version: a database that lacks
@@ -557,7 +580,7 @@ mod tests {
                 .is_empty()
         );
         let write = sqlx::query("INSERT INTO shipments (order_id, provider) VALUES ('1', 't')")
-            .execute(&db.write)
+            .execute(&db.lite().write)
             .await;
         assert!(write.is_err(), "a read-only handle wrote");
         db.close().await;

@@ -18,6 +18,7 @@ impl Db {
         reason: &str,
         now: Millis,
     ) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.ban_provider(provider, until, reason, now));
         sqlx::query(
             "INSERT INTO provider_state (provider, banned_until, reason, updated_at) \
              VALUES (?, ?, ?, ?) ON CONFLICT (provider) DO UPDATE SET \
@@ -28,27 +29,29 @@ impl Db {
         .bind(until)
         .bind(reason)
         .bind(now)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
 
     /// Shortens every provider ban that ends after `latest` to end then.
     pub async fn cap_provider_bans(&self, latest: Millis) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.cap_provider_bans(latest));
         sqlx::query("UPDATE provider_state SET banned_until = ?1 WHERE banned_until > ?1")
             .bind(latest)
-            .execute(&self.write)
+            .execute(&lite.write)
             .await?;
         Ok(())
     }
 
     /// Providers banned beyond `now`, with the time each ban ends.
     pub async fn provider_bans(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
+        let lite = on_postgres!(self, pg => pg.provider_bans(now));
         Ok(sqlx::query_as::<_, (String, Millis)>(
             "SELECT provider, banned_until FROM provider_state WHERE banned_until > ?",
         )
         .bind(now)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?)
     }
 
@@ -61,6 +64,7 @@ impl Db {
         reason: &str,
         now: Millis,
     ) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.pause_provider(provider, until, reason, now));
         sqlx::query(
             "INSERT INTO provider_state (provider, paused_until, pause_reason, updated_at) \
              VALUES (?, ?, ?, ?) ON CONFLICT (provider) DO UPDATE SET \
@@ -71,7 +75,7 @@ impl Db {
         .bind(until)
         .bind(reason)
         .bind(now)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -79,14 +83,16 @@ impl Db {
     /// Lifts every credentials or configuration pause: at daemon start, with the config as it
     /// is now.
     pub async fn clear_provider_pauses(&self) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.clear_provider_pauses());
         sqlx::query("UPDATE provider_state SET paused_until = NULL, pause_reason = NULL")
-            .execute(&self.write)
+            .execute(&lite.write)
             .await?;
         Ok(())
     }
 
     /// Every provider that is banned or paused beyond `now`.
     pub async fn provider_states(&self, now: Millis) -> Result<Vec<ProviderState>> {
+        let lite = on_postgres!(self, pg => pg.provider_states(now));
         Ok(sqlx::query_as::<_, ProviderState>(
             "SELECT provider, \
                  CASE WHEN banned_until > ?1 THEN banned_until END AS banned_until, \
@@ -96,7 +102,7 @@ impl Db {
              FROM provider_state WHERE banned_until > ?1 OR paused_until > ?1 ORDER BY provider",
         )
         .bind(now)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?)
     }
 
@@ -108,6 +114,7 @@ impl Db {
         reason: &str,
         now: Millis,
     ) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.pause_channel(channel, until, reason, now));
         sqlx::query(
             "INSERT INTO channel_state (channel, paused_until, reason, updated_at) \
              VALUES (?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET \
@@ -118,7 +125,7 @@ impl Db {
         .bind(until)
         .bind(reason)
         .bind(now)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -127,7 +134,8 @@ impl Db {
     /// pending ones whose last error is the stop's `reason`, become due at `at` instead of at
     /// the stop's end, and `stats` stops showing it. One transaction.
     pub async fn resume_channel(&self, channel: &str, reason: &str, at: Millis) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.resume_channel(channel, reason, at));
+        let mut tx = lite.begin_write().await?;
         let released = sqlx::query(
             "UPDATE notifications SET next_attempt_at = ?1 \
              WHERE state = 'pending' AND channel = ?2 AND last_error = ?3 AND next_attempt_at > ?1",
@@ -148,44 +156,47 @@ impl Db {
 
     /// Forgets every channel stop: at daemon start, when every channel is tried afresh.
     pub async fn clear_channel_pauses(&self) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.clear_channel_pauses());
         sqlx::query("DELETE FROM channel_state")
-            .execute(&self.write)
+            .execute(&lite.write)
             .await?;
         Ok(())
     }
 
     /// Every channel stopped beyond `now`.
     pub async fn channel_states(&self, now: Millis) -> Result<Vec<ChannelState>> {
+        let lite = on_postgres!(self, pg => pg.channel_states(now));
         Ok(sqlx::query_as::<_, ChannelState>(
             "SELECT channel, paused_until, reason FROM channel_state WHERE paused_until > ? \
              ORDER BY channel",
         )
         .bind(now)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?)
     }
 
     /// Shipments per provider, tier, status and activity, and notifications per channel and
     /// state: what `stats` shows.
     pub async fn stats(&self, now: Millis) -> Result<Stats> {
+        let lite = on_postgres!(self, pg => pg.stats(now));
         let shipments = sqlx::query_as::<_, ShipmentCount>(
             "SELECT provider, tier, status, active, count(*) AS count FROM shipments \
              GROUP BY provider, tier, status, active ORDER BY provider, tier, status",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let notifications = sqlx::query_as::<_, NotificationCount>(
             "SELECT channel, state, count(*) AS count FROM notifications \
              GROUP BY channel, state ORDER BY channel, state",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let (due_now, oldest_due) = sqlx::query_as::<_, (i64, Option<Millis>)>(
             "SELECT count(*), min(next_poll_at) FROM shipments \
              WHERE active = 1 AND next_poll_at <= ? AND claimed_until IS NULL",
         )
         .bind(now)
-        .fetch_one(&self.read)
+        .fetch_one(&lite.read)
         .await?;
         Ok(Stats {
             shipments,
@@ -197,7 +208,8 @@ impl Db {
 
     /// Asks the database a trivial question: it answers when it can be read.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
+        let lite = on_postgres!(self, pg => pg.ping());
+        sqlx::query("SELECT 1").execute(&lite.read).await?;
         Ok(())
     }
 
@@ -205,21 +217,22 @@ impl Db {
     /// the oldest due poll, and whether each provider with a recorded state is banned or paused
     /// at `now`.
     pub async fn gauge_counts(&self, now: Millis) -> Result<GaugeCounts> {
+        let lite = on_postgres!(self, pg => pg.gauge_counts(now));
         let outbox = sqlx::query_as::<_, (String, i64)>(
             "SELECT state, count(*) FROM notifications GROUP BY state",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let shipments = sqlx::query_as::<_, (String, String, i64)>(
             "SELECT tier, status, count(*) FROM shipments GROUP BY tier, status",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let oldest_due = sqlx::query_scalar::<_, Option<Millis>>(
             "SELECT min(next_poll_at) FROM shipments WHERE active = 1 AND next_poll_at <= ?",
         )
         .bind(now)
-        .fetch_one(&self.read)
+        .fetch_one(&lite.read)
         .await?;
         // Rows stay after a pause ends, so a provider that was paused once reads false afterwards.
         let providers = sqlx::query_as::<_, (String, bool)>(
@@ -227,7 +240,7 @@ impl Db {
              FROM provider_state",
         )
         .bind(now)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         Ok(GaugeCounts {
             outbox,
@@ -239,19 +252,20 @@ impl Db {
 
     /// Counts for the demo's summary and for tests: shipments per status, notifications per state.
     pub async fn counts(&self) -> Result<Counts> {
+        let lite = on_postgres!(self, pg => pg.counts());
         let statuses = sqlx::query_as::<_, (String, i64)>(
             "SELECT status, count(*) FROM shipments GROUP BY status ORDER BY status",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let states = sqlx::query_as::<_, (String, i64)>(
             "SELECT state, count(*) FROM notifications GROUP BY state ORDER BY state",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let active =
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shipments WHERE active = 1")
-                .fetch_one(&self.read)
+                .fetch_one(&lite.read)
                 .await?;
         Ok(Counts {
             statuses,

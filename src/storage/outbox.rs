@@ -131,7 +131,8 @@ impl Db {
         max_attempts: u32,
         limit: usize,
     ) -> Result<Vec<ClaimedNotification>> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.claim_notifications(now, lease_until, channels, max_attempts, limit));
+        let mut tx = lite.begin_write().await?;
         let rows =
             claim_notifications(&mut tx, now, lease_until, channels, max_attempts, limit).await?;
         tx.commit().await?;
@@ -140,23 +141,26 @@ impl Db {
 
     /// The earliest time a pending notification of these channels becomes due.
     pub async fn next_notification_at(&self, channels: &[ChannelKind]) -> Result<Option<Millis>> {
+        let lite = on_postgres!(self, pg => pg.next_notification_at(channels));
         let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
         Ok(sqlx::query_scalar::<_, Option<Millis>>(
             "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM notifications \
              WHERE state = 'pending' AND channel IN (SELECT value FROM json_each(?))",
         )
         .bind(serde_json::to_string(&channels).expect("a list of strings serialises"))
-        .fetch_one(&self.read)
+        .fetch_one(&lite.read)
         .await?)
     }
 
     pub async fn notification_sent(&self, id: i64, now: Millis) -> Result<()> {
+        let _ = on_postgres!(self, pg => pg.notification_sent(id, now));
         self.notifications_sent(&[(id, now)]).await
     }
 
     /// Marks several notifications sent in one transaction.
     pub async fn notifications_sent(&self, sent: &[(i64, Millis)]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.notifications_sent(sent));
+        let mut tx = lite.begin_write().await?;
         mark_sent(&mut tx, sent).await?;
         tx.commit().await?;
         Ok(())
@@ -169,6 +173,7 @@ impl Db {
         error: &str,
         retry_at: Option<Millis>,
     ) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.notification_failed(id, error, retry_at));
         match retry_at {
             Some(at) => sqlx::query(
                 "UPDATE notifications SET lease_until = NULL, last_error = ?, next_attempt_at = ? \
@@ -184,7 +189,7 @@ impl Db {
             .bind(error)
             .bind(id),
         }
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -193,13 +198,14 @@ impl Db {
     /// never get it. The row is kept, as a row queued without an address is, so `outbox` and
     /// `show` tell why the buyer heard nothing.
     pub async fn notification_undeliverable(&self, id: i64, reason: &str) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.notification_undeliverable(id, reason));
         sqlx::query(
             "UPDATE notifications SET state = 'skipped', lease_until = NULL, last_error = ? \
              WHERE id = ? AND state = 'pending'",
         )
         .bind(reason)
         .bind(id)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -207,6 +213,7 @@ impl Db {
     /// Puts a claimed notification back to wait until `at` without counting the attempt: its
     /// channel could not send anything (stopped for lack of credit or credentials).
     pub async fn notification_postponed(&self, id: i64, reason: &str, at: Millis) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.notification_postponed(id, reason, at));
         sqlx::query(
             "UPDATE notifications SET attempts = max(attempts - 1, 0), lease_until = NULL, \
              last_error = ?, next_attempt_at = ? WHERE id = ? AND state = 'pending'",
@@ -214,18 +221,19 @@ impl Db {
         .bind(reason)
         .bind(at)
         .bind(id)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
 
     /// Gives back a claimed notification whose attempt was cut short by shutdown.
     pub async fn release_notification(&self, id: i64) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.release_notification(id));
         sqlx::query(
             "UPDATE notifications SET lease_until = NULL WHERE id = ? AND state = 'pending'",
         )
         .bind(id)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -234,6 +242,7 @@ impl Db {
     /// still the one given (`lease_until`): the lease ends and the attempt the claim counted is
     /// taken back, so the message is due again at once with no attempt spent.
     pub async fn give_back_notifications(&self, claims: &[(i64, Millis)]) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.give_back_notifications(claims));
         if claims.is_empty() {
             return Ok(());
         }
@@ -245,7 +254,7 @@ impl Db {
                AND notifications.state = 'pending'",
         )
         .bind(claims)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -256,6 +265,7 @@ impl Db {
         state: Option<&str>,
         shipment_id: Option<i64>,
     ) -> Result<Vec<NotificationRow>> {
+        let lite = on_postgres!(self, pg => pg.list_notifications(state, shipment_id));
         Ok(sqlx::query_as::<_, NotificationRow>(
             "SELECT n.id, n.public_id, s.order_id, n.kind, n.channel, n.previous_status, n.status, \
                     n.state, n.attempts, n.next_attempt_at, n.lease_until, n.last_error, \
@@ -266,7 +276,7 @@ impl Db {
         )
         .bind(state)
         .bind(shipment_id)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?)
     }
 
@@ -274,6 +284,7 @@ impl Db {
     /// Returns the ids requeued; rows already sent or being delivered are left alone.
     #[instrument(skip_all)]
     pub async fn requeue(&self, ids: Option<&[i64]>, now: Millis) -> Result<Vec<i64>> {
+        let lite = on_postgres!(self, pg => pg.requeue(ids, now));
         let ids = ids.map(|ids| serde_json::to_string(ids).expect("ids serialise"));
         Ok(sqlx::query_scalar::<_, i64>(
             "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
@@ -285,7 +296,7 @@ impl Db {
         )
         .bind(now)
         .bind(ids)
-        .fetch_all(&self.write)
+        .fetch_all(&lite.write)
         .await?)
     }
 }

@@ -112,12 +112,13 @@ impl Db {
     /// The event history of a shipment, oldest first.
     #[instrument(skip_all)]
     pub async fn events(&self, shipment_id: i64) -> Result<Vec<EventRow>> {
+        let lite = on_postgres!(self, pg => pg.events(shipment_id));
         Ok(sqlx::query_as::<_, EventRow>(
             "SELECT id, time, description, location, raw_code FROM events \
              WHERE shipment_id = ? ORDER BY time, id",
         )
         .bind(shipment_id)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?)
     }
 
@@ -129,6 +130,7 @@ impl Db {
         now: Millis,
         next_poll_at: Millis,
     ) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.record_poll_error(id, error, now, next_poll_at));
         sqlx::query(
             "UPDATE shipments SET error = ?, last_polled_at = ?, next_poll_at = ?, \
              claimed_until = NULL WHERE id = ? AND active = 1",
@@ -137,7 +139,7 @@ impl Db {
         .bind(now)
         .bind(next_poll_at)
         .bind(id)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -151,6 +153,7 @@ impl Db {
         shipment_id: i64,
         poll: impl Decide + Sync,
     ) -> Result<Recorded> {
+        let _ = on_postgres!(self, pg => pg.record_poll(shipment_id, poll));
         let mut recorded = self.record_polls(&[(shipment_id, poll)]).await?;
         Ok(recorded.pop().unwrap_or_default())
     }
@@ -162,11 +165,12 @@ impl Db {
         &self,
         polls: &[(i64, D)],
     ) -> Result<Vec<Recorded>> {
+        let lite = on_postgres!(self, pg => pg.record_polls(polls));
         let polls: Vec<(i64, &(dyn Decide + Sync))> = polls
             .iter()
             .map(|(id, poll)| (*id, poll as &(dyn Decide + Sync)))
             .collect();
-        let mut tx = self.begin_write().await?;
+        let mut tx = lite.begin_write().await?;
         let recorded = record_polls(&mut tx, &polls).await?;
         tx.commit().await?;
         Ok(recorded)
@@ -175,7 +179,8 @@ impl Db {
     /// Adds the daemon's poll counts of the last few seconds to the minute they belong to, and
     /// forgets minutes older than a day.
     pub async fn add_poll_counts(&self, minute: Millis, counts: &[PollCount]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.add_poll_counts(minute, counts));
+        let mut tx = lite.begin_write().await?;
         for c in counts {
             sqlx::query(
                 "INSERT INTO poll_counts (minute, provider, result, count) VALUES (?, ?, ?, ?) \
@@ -198,22 +203,24 @@ impl Db {
 
     /// Polls per provider and result in the hour before `now`.
     pub async fn polls_last_hour(&self, now: Millis) -> Result<Vec<PollCount>> {
+        let lite = on_postgres!(self, pg => pg.polls_last_hour(now));
         Ok(sqlx::query_as::<_, PollCount>(
             "SELECT provider, result, sum(count) AS count FROM poll_counts WHERE minute > ? \
              GROUP BY provider, result ORDER BY provider, result",
         )
         .bind(now - HOUR_MS)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?)
     }
 
     /// Provider values no mapping table knew, most frequent first.
     pub async fn unmapped(&self) -> Result<Vec<UnmappedRow>> {
+        let lite = on_postgres!(self, pg => pg.unmapped());
         Ok(sqlx::query_as::<_, UnmappedRow>(
             "SELECT provider, value, count, first_seen, last_seen FROM unmapped \
              ORDER BY count DESC, provider, value",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?)
     }
 }

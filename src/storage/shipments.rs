@@ -135,9 +135,10 @@ impl Db {
 
     #[instrument(skip_all, fields(order_id = %new.order_id))]
     pub async fn add_shipment(&self, new: &NewShipment, now: Millis) -> Result<ShipmentRow> {
+        let lite = on_postgres!(self, pg => pg.add_shipment(new, now));
         let result = insert_shipment(new, now, "")
             .try_map(|row| <ShipmentRow as sqlx::FromRow<_>>::from_row(&row))
-            .fetch_one(&self.write)
+            .fetch_one(&lite.write)
             .await;
         match result {
             Ok(row) => Ok(row),
@@ -159,6 +160,7 @@ impl Db {
         rows: &[NewShipment],
         now: Millis,
     ) -> Result<usize, (usize, StorageError)> {
+        let _ = on_postgres!(self, pg => pg.import_shipments(rows, now));
         let mut import = self.begin_import(now).await.map_err(|e| (0, e))?;
         import.add(rows).await?;
         import.commit().await.map_err(|e| (rows.len(), e))
@@ -168,8 +170,9 @@ impl Db {
     /// one transaction at [`Import::commit`], or none if it is dropped before. The database's
     /// other writers wait meanwhile.
     pub async fn begin_import(&self, now: Millis) -> Result<Import> {
+        let lite = on_postgres!(self, pg => pg.begin_import(now));
         Ok(Import {
-            tx: self.begin_write().await?,
+            tx: lite.begin_write().await?,
             now,
             added: 0,
         })
@@ -178,6 +181,7 @@ impl Db {
     /// The shipments `filter` keeps, the first added first.
     #[instrument(skip_all)]
     pub async fn list_shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRow>> {
+        let lite = on_postgres!(self, pg => pg.list_shipments(filter));
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
@@ -193,7 +197,7 @@ impl Db {
         // A negative LIMIT is no limit in SQLite.
         .bind(filter.limit.map_or(-1, i64::from))
         .bind(filter.after)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let (rows, unreadable) = decode_shipments(rows);
         for (id, reason) in unreadable {
@@ -204,11 +208,12 @@ impl Db {
 
     #[instrument(skip_all)]
     pub async fn shipment(&self, order_id: &str) -> Result<ShipmentRow> {
+        let lite = on_postgres!(self, pg => pg.shipment(order_id));
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?"
         )))
         .bind(order_id)
-        .fetch_optional(&self.read)
+        .fetch_optional(&lite.read)
         .await?
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
         decode_shipment(row)
@@ -217,9 +222,10 @@ impl Db {
     /// Removes a shipment with its history and its notifications.
     #[instrument(skip_all)]
     pub async fn remove_shipment(&self, order_id: &str) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.remove_shipment(order_id));
         let done = sqlx::query("DELETE FROM shipments WHERE order_id = ?")
             .bind(order_id)
-            .execute(&self.write)
+            .execute(&lite.write)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NoSuchOrder(order_id.to_owned()));
@@ -230,13 +236,14 @@ impl Db {
     /// Moves a shipment to another tier; its next poll comes no later than `next_poll_at`.
     #[instrument(skip_all)]
     pub async fn set_tier(&self, order_id: &str, tier: Tier, next_poll_at: Millis) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.set_tier(order_id, tier, next_poll_at));
         let done = sqlx::query(
             "UPDATE shipments SET tier = ?, next_poll_at = min(next_poll_at, ?) WHERE order_id = ?",
         )
         .bind(tier.as_str())
         .bind(next_poll_at)
         .bind(order_id)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NoSuchOrder(order_id.to_owned()));
@@ -257,7 +264,9 @@ impl Db {
         paused: &[String],
         limit: usize,
     ) -> Result<Vec<ShipmentRow>> {
-        let mut tx = self.begin_write().await?;
+        let lite =
+            on_postgres!(self, pg => pg.claim_due_shipments(now, claimed_until, paused, limit));
+        let mut tx = lite.begin_write().await?;
         let rows = claim_due_shipments(&mut tx, now, claimed_until, paused, limit).await?;
         tx.commit().await?;
         Ok(rows)
@@ -268,7 +277,8 @@ impl Db {
     /// instead of when their claims expire. Leases on notifications are ended likewise; their
     /// attempts stay counted.
     pub async fn release_all_claims(&self, now: Millis) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.release_all_claims(now));
+        let mut tx = lite.begin_write().await?;
         sqlx::query("UPDATE shipments SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
             .execute(&mut *tx)
             .await?;
@@ -285,6 +295,7 @@ impl Db {
 
     /// The earliest time an unclaimed active shipment of a provider not paused is due.
     pub async fn next_due_at(&self, paused: &[String], now: Millis) -> Result<Option<Millis>> {
+        let lite = on_postgres!(self, pg => pg.next_due_at(paused, now));
         let paused = serde_json::to_string(paused).expect("a list of strings serialises");
         Ok(sqlx::query_scalar::<_, Option<Millis>>(
             "SELECT min(next_poll_at) FROM shipments WHERE active = 1 \
@@ -294,15 +305,16 @@ impl Db {
         )
         .bind(now)
         .bind(paused)
-        .fetch_one(&self.read)
+        .fetch_one(&lite.read)
         .await?)
     }
 
     /// Gives a claimed shipment back untouched.
     pub async fn release_shipment(&self, id: i64) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.release_shipment(id));
         sqlx::query("UPDATE shipments SET claimed_until = NULL WHERE id = ?")
             .bind(id)
-            .execute(&self.write)
+            .execute(&lite.write)
             .await?;
         Ok(())
     }
@@ -316,7 +328,8 @@ impl Db {
         reason: &str,
         now: Millis,
     ) -> Result<()> {
-        let mut conn = self.write.acquire().await?;
+        let lite = on_postgres!(self, pg => pg.mark_invalid(id, kind, reason, now));
+        let mut conn = lite.write.acquire().await?;
         mark_invalid(&mut conn, id, kind, reason, now).await
     }
 
@@ -331,7 +344,8 @@ impl Db {
         now: Millis,
         decide: impl FnOnce(&ShipmentRow) -> RecheckWrite,
     ) -> Result<(ShipmentRow, RecheckWrite)> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.recheck_order(order_id, now, decide));
+        let mut tx = lite.begin_write().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?"
         )))
@@ -359,13 +373,14 @@ impl Db {
         now: Millis,
         mut decide: impl FnMut(&ShipmentRow) -> RecheckWrite,
     ) -> Result<RecheckBatch> {
+        let lite = on_postgres!(self, pg => pg.recheck_invalid(which, after, limit, now, decide));
         let providers = match which {
             Invalid::All => None,
             Invalid::UnknownProviderIn(names) => {
                 Some(serde_json::to_string(names).expect("a list of strings serialises"))
             }
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = lite.begin_write().await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
              WHERE active = 0 AND error IS NOT NULL \
@@ -539,7 +554,8 @@ impl Db {
         now: Millis,
         differs: Differs<'_>,
     ) -> Result<Vec<Created>, CreateError> {
-        let mut tx = self.begin_write().await?;
+        let lite = on_postgres!(self, pg => pg.create_shipments(rows, now, differs));
+        let mut tx = lite.begin_write().await?;
         let mut done = Vec::with_capacity(rows.len());
         for (index, new) in rows.iter().enumerate() {
             let inserted = insert_shipment(new, now, "ON CONFLICT (order_id) DO NOTHING")
@@ -592,6 +608,7 @@ impl Db {
         order_id: &str,
         update: &ShipmentUpdate,
     ) -> Result<ShipmentRow> {
+        let lite = on_postgres!(self, pg => pg.update_shipment(order_id, update));
         let (tier, next_poll_at) = match update.tier {
             Some((tier, at)) => (Some(tier.as_str()), Some(at)),
             None => (None, None),
@@ -613,7 +630,7 @@ impl Db {
         .bind(update.openid.is_some())
         .bind(update.openid.clone().flatten().map(|o| o.as_str().to_owned()))
         .bind(order_id)
-        .fetch_optional(&self.write)
+        .fetch_optional(&lite.write)
         .await?
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
         decode_shipment(row)

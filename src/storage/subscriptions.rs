@@ -82,12 +82,13 @@ impl Db {
     /// The subscription of shipment `id`, if it was ever subscribed.
     #[instrument(skip_all)]
     pub async fn subscription(&self, id: i64) -> Result<Option<SubscriptionRow>> {
+        let lite = on_postgres!(self, pg => pg.subscription(id));
         let raw: Option<RawSubscription> = sqlx::query_as(
             "SELECT state, subscribed_at, subscribes, last_callback_at, ended_at, message \
              FROM subscriptions WHERE shipment_id = ?",
         )
         .bind(id)
-        .fetch_optional(&self.read)
+        .fetch_optional(&lite.read)
         .await?;
         Ok(raw.map(|r| SubscriptionRow {
             state: SubscriptionState::parse(&r.state),
@@ -109,7 +110,8 @@ impl Db {
         now: Millis,
         next_poll_at: Millis,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let lite = on_postgres!(self, pg => pg.record_subscribed(id, provider, now, next_poll_at));
+        let mut tx = lite.write.begin().await?;
         sqlx::query(
             "INSERT INTO subscriptions (shipment_id, provider, state, subscribed_at, subscribes) \
              VALUES (?1, ?2, 'active', ?3, 1) ON CONFLICT (shipment_id) DO UPDATE SET \
@@ -143,6 +145,7 @@ impl Db {
         provider: &str,
         number: &str,
     ) -> Result<Vec<ShipmentRow>> {
+        let lite = on_postgres!(self, pg => pg.shipments_by_waybill(provider, number));
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SHIPMENT_COLUMNS} FROM shipments \
              WHERE provider = ? AND upper(trim(tracking_no)) = upper(trim(?)) ORDER BY id LIMIT ?"
@@ -150,7 +153,7 @@ impl Db {
         .bind(provider)
         .bind(number)
         .bind(MAX_SHARED_WAYBILL)
-        .fetch_all(&self.read)
+        .fetch_all(&lite.read)
         .await?;
         let (rows, unreadable) = decode_shipments(rows);
         for (id, reason) in unreadable {
@@ -169,6 +172,7 @@ impl Db {
         provider: &str,
         note: &CallbackNote<'_>,
     ) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.note_callback(id, provider, note));
         let state = note.state.map(SubscriptionState::as_str);
         let ended = note
             .state
@@ -189,7 +193,7 @@ impl Db {
         .bind(note.now)
         .bind(ended)
         .bind(note.message)
-        .execute(&self.write)
+        .execute(&lite.write)
         .await?;
         Ok(())
     }
@@ -198,12 +202,13 @@ impl Db {
     /// claim.
     #[instrument(skip_all)]
     pub async fn reschedule(&self, id: i64, next_poll_at: Millis) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.reschedule(id, next_poll_at));
         sqlx::query(
             "UPDATE shipments SET next_poll_at = ?, claimed_until = NULL WHERE id = ? AND active = 1",
         )
             .bind(next_poll_at)
             .bind(id)
-            .execute(&self.write)
+            .execute(&lite.write)
             .await?;
         Ok(())
     }

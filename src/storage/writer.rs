@@ -92,11 +92,7 @@ impl Writer {
         let (bulk, bulk_jobs) = mpsc::channel(QUEUE);
         // The task keeps the pools, not this handle: once the last handle is dropped, the
         // queue closes and the task ends.
-        let db = Db {
-            write: db.write,
-            read: db.read,
-            writer: WriterCell::default(),
-        };
+        let db = Db::from_engine(db.engine);
         tokio::spawn(run(db, urgent_jobs, bulk_jobs));
         Writer { urgent, bulk }
     }
@@ -312,7 +308,7 @@ fn reply_each<T>(replies: Vec<Reply<T>>, outcomes: Vec<T>) {
 }
 
 /// What one transaction of the writer does.
-enum Work<'a> {
+pub(super) enum Work<'a> {
     Sent(&'a [(i64, Millis)]),
     /// Polls first (their shipments' claims end with them), then the claims.
     Rest(&'a [PollJob], &'a [NotificationClaim], &'a [ShipmentClaim]),
@@ -320,10 +316,10 @@ enum Work<'a> {
 
 /// What it gives back, in the order asked.
 #[derive(Default)]
-struct Written {
-    recorded: Vec<Recorded>,
-    notifications: Vec<Vec<ClaimedNotification>>,
-    shipments: Vec<Vec<ShipmentRow>>,
+pub(super) struct Written {
+    pub(super) recorded: Vec<Recorded>,
+    pub(super) notifications: Vec<Vec<ClaimedNotification>>,
+    pub(super) shipments: Vec<Vec<ShipmentRow>>,
 }
 
 async fn write_work(conn: &mut SqliteConnection, work: &Work<'_>) -> Result<Written> {
@@ -365,7 +361,13 @@ async fn write_work(conn: &mut SqliteConnection, work: &Work<'_>) -> Result<Writ
 /// any failure the connection is closed rather than given back: a failed `COMMIT` may leave it
 /// inside its transaction, and every later `BEGIN` would fail on it.
 async fn in_transaction(db: &Db, work: Work<'_>) -> Result<Written> {
-    let mut conn = db.write.acquire().await?;
+    let lite = match &db.engine {
+        super::Engine::Sqlite(lite) => lite,
+        super::Engine::Postgres(pg) => {
+            return super::postgres::writer::in_transaction(pg, &work).await;
+        }
+    };
+    let mut conn = lite.write.acquire().await?;
     let outcome = async {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let written = write_work(&mut tx, &work).await?;

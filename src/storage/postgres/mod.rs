@@ -1,0 +1,223 @@
+//! The store on PostgreSQL (issue 17): the same named operations as SQLite's files beside this
+//! folder, in PostgreSQL's SQL, for several daemons sharing one database. One file here per file
+//! there (`shipments.rs` for `../shipments.rs`, …), so that a change to an operation is made in
+//! both places side by side.
+//!
+//! What differs from SQLite, and why:
+//! - Many connections write at once, so there is no single write connection: every transaction
+//!   that reads and then writes locks what it reads (`FOR UPDATE`), and claims skip rows another
+//!   daemon holds (`FOR UPDATE SKIP LOCKED`), so that daemons take disjoint work.
+//! - Column types refuse a value of the wrong type, so rows read without SQLite's guarded select
+//!   list; `active` is a BIGINT 0/1 as in SQLite, read as a bool.
+//! - A rule a row breaks is named by its CHECK; [`crate::storage::rules::broken_rule`] turns it
+//!   into the line SQLite says.
+
+mod maintenance;
+mod ops;
+mod outbox;
+mod polls;
+mod shipments;
+mod subscriptions;
+pub(super) mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{FromRow, Row};
+
+pub(super) use super::*;
+use crate::domain::{Email, InvalidContact, OpenId, Phone};
+
+/// PostgreSQL's connections, shared by every task of the process.
+#[derive(Clone)]
+pub(crate) struct Pg {
+    pool: PgPool,
+    /// The URL with its password hidden, for errors.
+    shown: String,
+}
+
+/// How many connections one process opens at most: the dispatcher's and the sender's claims and
+/// commits, the API and the admin commands' reads. A few daemons stay well under PostgreSQL's
+/// default `max_connections` (100).
+const MAX_CONNECTIONS: u32 = 8;
+
+/// What a PostgreSQL operation not carried out yet answers: an error, never a silent success.
+pub(super) fn not_yet(operation: &str) -> StorageError {
+    StorageError::Rejected(format!(
+        "{operation} is not available on PostgreSQL in this version; use a SQLite database"
+    ))
+}
+
+impl Pg {
+    /// Connects to the server at `url` and, when `migrate`, brings its schema up to date;
+    /// otherwise a schema older than the binary is [`StorageError::Outdated`].
+    pub(super) async fn connect(url: &str, shown: &str, migrate: bool) -> Result<Pg> {
+        let open_err = |source| StorageError::Open {
+            path: shown.to_owned(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .application_name("shipwatch");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        if migrate {
+            // The migrator takes PostgreSQL's advisory lock, so that daemons starting together
+            // migrate one after the other.
+            if let Err(source) = POSTGRES_MIGRATOR.run(&pool).await {
+                pool.close().await;
+                return Err(StorageError::Migrate {
+                    path: shown.to_owned(),
+                    source,
+                });
+            }
+        } else {
+            let applied: Vec<i64> =
+                match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&pool)
+                    .await
+                {
+                    Ok(applied) => applied,
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        pool.close().await;
+                        return Err(open_err(e));
+                    }
+                };
+            let wanted: Vec<i64> = POSTGRES_MIGRATOR
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .map(|m| m.version)
+                .collect();
+            let have = wanted.iter().filter(|v| applied.contains(v)).count();
+            if have < wanted.len() {
+                pool.close().await;
+                return Err(if have == 0 {
+                    StorageError::Missing {
+                        path: shown.to_owned(),
+                    }
+                } else {
+                    StorageError::Outdated {
+                        path: shown.to_owned(),
+                        have,
+                        want: wanted.len(),
+                    }
+                });
+            }
+        }
+        Ok(Pg {
+            pool,
+            shown: shown.to_owned(),
+        })
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction at PostgreSQL's default isolation (read committed); what it reads and then
+    /// writes it locks with `FOR UPDATE`.
+    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The select list of a shipment row on PostgreSQL: the same names as SQLite's guarded list,
+/// with `active` read as a bool and no `type_error` (the column types let no misfit in).
+pub(super) const PG_SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, \
+     phone, email, openid, status, raw_status, (active = 1) AS active, error, transitions, \
+     next_poll_at, last_polled_at, last_event_at, status_changed_at, created_at, sub_orders, \
+     NULL::TEXT AS type_error";
+
+impl<'r> FromRow<'r, PgRow> for ShipmentRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        let phone = pg_contact(row, "phone", Phone::parse)?;
+        let email = pg_contact(row, "email", Email::parse)?;
+        let openid = pg_contact(row, "openid", OpenId::parse)?;
+        let invalid_contact = match (&phone, &email, &openid) {
+            (Err(e), _, _) => Some(InvalidContact::Phone(e.clone())),
+            (_, Err(e), _) => Some(InvalidContact::Email(e.clone())),
+            (_, _, Err(e)) => Some(InvalidContact::OpenId(e.clone())),
+            _ => None,
+        };
+        Ok(ShipmentRow {
+            id: row.try_get("id")?,
+            order_id: row.try_get("order_id")?,
+            provider: row.try_get("provider")?,
+            tracking_no: row.try_get("tracking_no")?,
+            carrier: row.try_get("carrier")?,
+            tier: pg_parsed(row, "tier")?,
+            phone: phone.ok().flatten(),
+            email: email.ok().flatten(),
+            openid: openid.ok().flatten(),
+            status: pg_parsed(row, "status")?,
+            raw_status: row.try_get("raw_status")?,
+            active: row.try_get("active")?,
+            error: row.try_get("error")?,
+            transitions: row.try_get("transitions")?,
+            next_poll_at: row.try_get("next_poll_at")?,
+            last_polled_at: row.try_get("last_polled_at")?,
+            last_event_at: row.try_get("last_event_at")?,
+            status_changed_at: row.try_get("status_changed_at")?,
+            created_at: row.try_get("created_at")?,
+            sub_orders: row.try_get("sub_orders")?,
+            type_error: row.try_get("type_error")?,
+            invalid_contact,
+        })
+    }
+}
+
+fn pg_parsed<T>(row: &PgRow, column: &str) -> sqlx::Result<T>
+where
+    T: TryFrom<String>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.try_get(column)?;
+    T::try_from(text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+fn pg_contact<T, E>(
+    row: &PgRow,
+    column: &str,
+    parse: fn(&str) -> std::result::Result<T, E>,
+) -> sqlx::Result<std::result::Result<Option<T>, E>> {
+    let text: Option<String> = row.try_get(column)?;
+    Ok(text
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| parse(&text))
+        .transpose())
+}
+
+/// Decodes rows one by one, as SQLite's `decode_shipments` does: a row that cannot be read is
+/// returned apart, by id with the reason.
+pub(super) fn decode_pg_shipments(rows: Vec<PgRow>) -> (Vec<ShipmentRow>, Vec<(i64, String)>) {
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match ShipmentRow::from_row(&row) {
+            Ok(shipment) => good.push(shipment),
+            Err(e) => {
+                let id = row.try_get::<i64, _>("id").unwrap_or_default();
+                bad.push((
+                    id,
+                    format!("the row cannot be read ({e}); fix or remove it"),
+                ));
+            }
+        }
+    }
+    (good, bad)
+}
