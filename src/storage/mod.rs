@@ -144,6 +144,20 @@ fn is_outage_code(code: &str) -> bool {
         .map_or(true, |code| OUTAGE_CODES.contains(&(code & 0xff)))
 }
 
+/// True for a PostgreSQL SQLSTATE that says the server or the connection failed, not the row:
+/// class 08 (connection), 25 (transaction state), 40 (rolled back: serialization, deadlock),
+/// 53 (insufficient resources: disk full, out of memory, too many connections), 57 (operator
+/// intervention: shutdown, cancelled), 58 (system error: I/O) and XX (internal error); the
+/// privilege error 42501 too, as SQLite's SQLITE_PERM is one
+/// (https://www.postgresql.org/docs/current/errcodes-appendix.html). A broken rule (class 23) or a
+/// bad value (class 22) is the row's fault.
+fn is_postgres_outage(code: &str) -> bool {
+    code == "42501"
+        || ["08", "25", "40", "53", "57", "58", "XX"]
+            .iter()
+            .any(|class| code.starts_with(class))
+}
+
 impl StorageError {
     /// True when the database itself failed (I/O, a full disk, a read-only or locked file, no
     /// connection): an outage. A value that could not be read, or a row the database refused, is
@@ -159,6 +173,13 @@ impl StorageError {
             | StorageError::Migrate { .. }
             | StorageError::Interrupted => true,
             StorageError::Sql(error) => match error {
+                sqlx::Error::Database(db)
+                    if db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .is_some() =>
+                {
+                    db.code().is_none_or(|code| is_postgres_outage(&code))
+                }
                 sqlx::Error::Database(db) => db.code().is_none_or(|code| is_outage_code(&code)),
                 sqlx::Error::ColumnDecode { .. }
                 | sqlx::Error::Decode(_)
@@ -475,6 +496,14 @@ mod tests {
             assert!(!is_outage_code(code), "{code}");
         }
         assert!(is_outage_code("not a number"));
+        // Connection lost, disk full, admin shutdown, deadlock; then a CHECK, a unique key, a
+        // value too long.
+        for code in ["08006", "53100", "57P01", "40P01"] {
+            assert!(is_postgres_outage(code), "{code}");
+        }
+        for code in ["23514", "23505", "22001"] {
+            assert!(!is_postgres_outage(code), "{code}");
+        }
         assert!(!StorageError::Rejected("x".into()).is_outage());
         assert!(!StorageError::Sql(sqlx::Error::RowNotFound).is_outage());
         assert!(StorageError::Sql(sqlx::Error::PoolTimedOut).is_outage());
