@@ -11,6 +11,9 @@ mod fake;
 #[path = "../tests/e2e/support/fake_top.rs"]
 #[allow(dead_code)]
 mod fake_top;
+#[path = "../tests/e2e/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -25,7 +28,7 @@ use shipwatch::config::{Http, Synchronous};
 use shipwatch::notify::receiver::{Behaviour, Receiver, generate_secret};
 use shipwatch::notify::webhook::WebhookSecret;
 use shipwatch::providers::taobao::{SignMethod, sign};
-use shipwatch::storage::Db;
+use shipwatch::storage::{Db, Location};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
@@ -59,6 +62,11 @@ struct Sizes {
     /// Shipments created through the API one POST each, and batches of [`API_BATCH`].
     api_single: usize,
     api_batches: usize,
+    /// Shipments on PostgreSQL for the claim query's time, and claims timed on them.
+    pg_claim_rows: usize,
+    pg_claims: usize,
+    /// Shipments polled by 1, 2 and 3 daemons sharing one PostgreSQL database.
+    pg_polls: usize,
 }
 
 impl Sizes {
@@ -77,6 +85,9 @@ impl Sizes {
                 big_run: Duration::from_secs(3),
                 api_single: 1_000,
                 api_batches: 5,
+                pg_claim_rows: 1_000_000,
+                pg_claims: 200,
+                pg_polls: 5_000,
             }
         } else {
             Sizes {
@@ -92,6 +103,9 @@ impl Sizes {
                 big_run: Duration::from_secs(10),
                 api_single: 10_000,
                 api_batches: 50,
+                pg_claim_rows: 10_000_000,
+                pg_claims: 1_000,
+                pg_polls: 20_000,
             }
         }
     }
@@ -163,7 +177,7 @@ fn main() {
 }
 
 async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> {
-    const SCENARIOS: [&str; 8] = [
+    const SCENARIOS: [&str; 9] = [
         "http",
         "sequential",
         "polls",
@@ -172,6 +186,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
         "quota",
         "big",
         "api",
+        "postgres",
     ];
     if let Some(name) = only.filter(|name| !SCENARIOS.contains(name)) {
         return Err(format!(
@@ -198,7 +213,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     let mut http_ceiling = None;
     if wants("http") {
-        eprintln!("[1/8] HTTP ceiling");
+        eprintln!("[1/9] HTTP ceiling");
         watch::begin("http", per_row(sizes.polls));
         let http_limit = http_limit(sizes.polls).await?;
         http_ceiling = Some(http_limit);
@@ -213,7 +228,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     let mut sequential_rate = None;
     if wants("sequential") {
         eprintln!(
-            "[2/8] sequential client: {} requests, one at a time, a new connection each",
+            "[2/9] sequential client: {} requests, one at a time, a new connection each",
             sizes.sequential
         );
         watch::begin("sequential", per_row(sizes.sequential * 10));
@@ -228,7 +243,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
 
     if wants("polls") {
-        eprintln!("[3/8] polls: {} shipments all due", sizes.polls);
+        eprintln!("[3/9] polls: {} shipments all due", sizes.polls);
         watch::begin("polls", per_row(sizes.polls));
         let polls = polls(sizes.polls).await?;
         figures.push(Figure {
@@ -255,7 +270,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("notifications") {
         eprintln!(
-            "[4/8] notifications: {} pending webhooks",
+            "[4/9] notifications: {} pending webhooks",
             sizes.notifications
         );
         watch::begin("notifications", per_row(sizes.notifications));
@@ -269,7 +284,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("latency") {
         eprintln!(
-            "[5/8] change to delivery: {} changes, {} ms apart",
+            "[5/9] change to delivery: {} changes, {} ms apart",
             sizes.latency_samples,
             sizes.latency_gap.as_millis()
         );
@@ -292,7 +307,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("quota") {
         eprintln!(
-            "[6/8] quota: 600/min, {} shipments due, {} s",
+            "[6/9] quota: 600/min, {} shipments due, {} s",
             sizes.quota_shipments,
             sizes.quota_run.as_secs()
         );
@@ -314,7 +329,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("big") {
         eprintln!(
-            "[7/8] {} shipments with {} events each",
+            "[7/9] {} shipments with {} events each",
             sizes.big, sizes.events_per_shipment
         );
         let rows = sizes.big * sizes.events_per_shipment;
@@ -348,7 +363,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
     if wants("api") {
         eprintln!(
-            "[8/8] API creates: {} single POSTs from {API_CLIENTS} clients, {} batches of {API_BATCH}",
+            "[8/9] API creates: {} single POSTs from {API_CLIENTS} clients, {} batches of {API_BATCH}",
             sizes.api_single, sizes.api_batches
         );
         watch::begin(
@@ -368,6 +383,39 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             unit: "creates/s",
             target: Target::Reported,
         });
+    }
+    if wants("postgres") {
+        eprintln!(
+            "[9/9] PostgreSQL: the claim query on {} shipments; {} shipments polled by 1, 2 and 3 daemons",
+            sizes.pg_claim_rows, sizes.pg_polls
+        );
+        watch::begin("postgres", per_row(sizes.pg_claim_rows / 20 + sizes.pg_polls * 3));
+        let claim = claim_query(sizes.pg_claim_rows, sizes.pg_claims).await?;
+        let label = if sizes.pg_claim_rows >= 10_000_000 { "10m" } else { "1m" };
+        figures.push(Figure {
+            name: if label == "10m" { "pg_claim_ms_p50_10m" } else { "pg_claim_ms_p50_1m" },
+            value: claim.p50_ms,
+            unit: "ms",
+            target: Target::AtMost(2.0),
+        });
+        figures.push(Figure {
+            name: if label == "10m" { "pg_claim_ms_p99_10m" } else { "pg_claim_ms_p99_1m" },
+            value: claim.p99_ms,
+            unit: "ms",
+            target: Target::Reported,
+        });
+        for (daemons, name) in [
+            (1, "pg_polls_per_sec_1_daemon"),
+            (2, "pg_polls_per_sec_2_daemons"),
+            (3, "pg_polls_per_sec_3_daemons"),
+        ] {
+            figures.push(Figure {
+                name,
+                value: pg_polls(daemons, sizes.pg_polls).await?,
+                unit: "polls/s",
+                target: Target::Reported,
+            });
+        }
     }
     watch::end();
 
@@ -685,14 +733,22 @@ sign_method = "hmac-sha256"
 
     /// Starts `shipwatch run` under a stand-in for systemd and waits for READY=1.
     fn start_daemon(&self) -> Result<Daemon, String> {
-        let socket_path = self.dir.path().join("notify.sock");
+        start_daemon(self.dir.path(), &self.config, "daemon")
+    }
+}
+
+/// Starts `shipwatch run` on `config` under a stand-in for systemd and waits for READY=1; its
+/// socket and log in `dir` are named after `name`, so that several can run side by side.
+fn start_daemon(dir: &std::path::Path, config: &std::path::Path, name: &str) -> Result<Daemon, String> {
+    {
+        let socket_path = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket_path);
         let socket = UnixDatagram::bind(&socket_path).map_err(|e| format!("notify socket: {e}"))?;
         // Short reads, so that a daemon that dies or never gets ready is seen in time.
         socket
             .set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| e.to_string())?;
-        let log = self.dir.path().join("daemon.log");
+        let log = dir.join(format!("{name}.log"));
         let started = Instant::now();
         // `BENCH_BIN` runs another build of the daemon against the same scenarios, to compare
         // two builds on the same machine state.
@@ -700,7 +756,7 @@ sign_method = "hmac-sha256"
             std::env::var_os("BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_shipwatch").into());
         let child = Command::new(bin)
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .arg("run")
             .env_remove("SHIPWATCH_CONFIG")
             .env_remove("CREDENTIALS_DIRECTORY")
@@ -1549,4 +1605,197 @@ async fn api_creates(single: usize, batches: usize) -> Result<ApiCreates, String
         single_per_sec,
         batch_per_sec,
     })
+}
+
+// ---- PostgreSQL ------------------------------------------------------------------------------
+
+/// A free port on 127.0.0.1, for the PostgreSQL cluster the bench starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_or(0, |addr| addr.port())
+}
+
+struct Claim {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Runs SQL on a PostgreSQL database through a connection of its own.
+async fn pg_sql(pg: &postgres::PgDatabase, statement: &str) -> Result<(), String> {
+    let shown: String = statement.chars().take(100).collect();
+    watch::doing(format!("running SQL on PostgreSQL: {shown}…"));
+    let mut conn = pg.connect().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("{e} in {statement}"))?;
+    conn.close().await.map_err(|e| e.to_string())
+}
+
+async fn pg_count(pg: &postgres::PgDatabase, query: &str) -> Result<i64, String> {
+    let mut conn = pg.connect().await;
+    let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| format!("{e} in {query}"))?;
+    conn.close().await.map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// `n` shipments on PostgreSQL as a grown shop has them (70% delivered and no longer polled,
+/// 29% polled later, 1% due now): the time of the claim of a batch of 64 due shipments, as the
+/// daemon asks for it, through the library.
+async fn claim_query(n: usize, samples: usize) -> Result<Claim, String> {
+    let pg = postgres::PgDatabase::create().await;
+    let db = Db::open(
+        Location::parse(&pg.url).map_err(|e| e.to_string())?,
+        Synchronous::Normal,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let now = now_millis();
+    let started = Instant::now();
+    pg_sql(
+        &pg,
+        &format!(
+            "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, status, active, \
+                 transitions, next_poll_at, created_at) \
+             SELECT g::text, 'taobao', 'ZT' || g, '中通快递', 'normal', \
+                 CASE WHEN g % 10 < 7 THEN 'delivered' ELSE 'in_transit' END, \
+                 CASE WHEN g % 10 < 7 THEN 0 ELSE 1 END, 3, \
+                 CASE WHEN g % 100 = 99 THEN {now} - 1000 ELSE {now} + 86400000 + g END, \
+                 {now} - 3600000 \
+             FROM generate_series(1, {n}) g; ANALYZE shipments;"
+        ),
+    )
+    .await?;
+    say(format!(
+        "{n} shipments inserted in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        watch::doing("timing the claim of due shipments");
+        let began = Instant::now();
+        let claimed = db
+            .claim_due_shipments(now, now + 60_000, &[], 64)
+            .await
+            .map_err(|e| e.to_string())?;
+        times.push(began.elapsed());
+        if claimed.len() != 64 {
+            return Err(format!(
+                "a claim took {} shipments where 64 were due",
+                claimed.len()
+            ));
+        }
+    }
+    db.close().await;
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    let claim = Claim {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    };
+    say(format!(
+        "claim of 64 due among {n}: p50 {:.3} ms, p99 {:.3} ms",
+        claim.p50_ms, claim.p99_ms
+    ));
+    Ok(claim)
+}
+
+/// `n` shipments due on one PostgreSQL database, polled by `daemons` daemons at once against the
+/// fake gateway: from the moment they are all ready until every shipment is polled. Each
+/// shipment must be polled once, whichever daemon took it.
+async fn pg_polls(daemons: usize, n: usize) -> Result<f64, String> {
+    let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
+    top.answer_any_tid(10);
+    let pg = postgres::PgDatabase::create().await;
+    let db = Db::open(
+        Location::parse(&pg.url).map_err(|e| e.to_string())?,
+        Synchronous::Normal,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    db.close().await;
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    watch::dir(dir.path().to_owned());
+    let config = dir.path().join("shipwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"database = "{url}"
+
+[tiers]
+high = "1h"
+normal = "1h"
+low = "2h"
+
+[providers.taobao]
+kind = "taobao"
+endpoint = "{top}"
+app_key = "{APP_KEY}"
+app_secret = "{APP_SECRET}"
+session = "{SESSION}"
+sign_method = "hmac-sha256"
+"#,
+            url = pg.url,
+            top = top.url,
+        ),
+    )
+    .map_err(|e| format!("config: {e}"))?;
+    // Not due until every daemon is up, so that they start together.
+    let later = now_millis() + 3_600_000;
+    pg_sql(&pg, &insert_shipments(1, n, true, later)).await?;
+    let mut running = Vec::new();
+    for i in 0..daemons {
+        running.push(start_daemon(dir.path(), &config, &format!("daemon{i}"))?);
+    }
+    let started = Instant::now();
+    pg_sql(&pg, "UPDATE shipments SET next_poll_at = 0").await?;
+    wait_for(
+        "the fake has answered every shipment",
+        Duration::from_millis(50),
+        || async {
+            let calls = top.call_count();
+            Ok((calls >= n, format!("{calls} of {n} answered")))
+        },
+    )
+    .await?;
+    wait_for(
+        "every poll is recorded",
+        Duration::from_millis(50),
+        || async {
+            let polled = pg_count(
+                &pg,
+                "SELECT count(*) FROM shipments WHERE last_polled_at IS NOT NULL",
+            )
+            .await?;
+            Ok((polled >= n as i64, format!("{polled} of {n} recorded")))
+        },
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    for daemon in running {
+        daemon.stop()?;
+    }
+    if top.signature_failures() > 0 {
+        return Err(format!(
+            "{} requests refused: {:?}",
+            top.signature_failures(),
+            top.rejections().first()
+        ));
+    }
+    if top.call_count() > n {
+        return Err(format!(
+            "{} calls for {n} shipments with {daemons} daemons: some were polled twice",
+            top.call_count()
+        ));
+    }
+    let per_sec = n as f64 / elapsed.as_secs_f64();
+    say(format!(
+        "{daemons} daemon(s) on PostgreSQL: {n} polls in {:.2} s ({per_sec:.0}/s)",
+        elapsed.as_secs_f64()
+    ));
+    Ok(per_sec)
 }
