@@ -27,6 +27,7 @@ mod opening;
 mod operations;
 mod pipes;
 mod postgres_schema;
+mod postgres_store;
 mod privacy;
 mod quiet_hours;
 mod rate_limit;
