@@ -23,7 +23,7 @@ pub(super) async fn claim_due_shipments_in(
              WHERE active = 1 AND next_poll_at <= $2 \
                AND (claimed_until IS NULL OR claimed_until <= $2) \
                AND provider <> ALL($3) \
-             ORDER BY next_poll_at LIMIT $4 \
+             ORDER BY next_poll_at, id LIMIT $4 \
              FOR UPDATE SKIP LOCKED) \
          RETURNING {PG_SHIPMENT_COLUMNS}"
     )))
@@ -48,6 +48,6 @@ pub(super) async fn claim_due_shipments_in(
         .await?;
     }
     // RETURNING keeps no order; the backlog drains oldest first.
-    rows.sort_by_key(|row| row.next_poll_at);
+    rows.sort_by_key(|row| (row.next_poll_at, row.id));
     Ok(rows)
 }

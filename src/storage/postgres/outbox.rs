@@ -20,9 +20,8 @@ impl Pg {
         limit: usize,
     ) -> Result<Vec<ClaimedNotification>> {
         let mut tx = self.begin().await?;
-        let rows =
-            claim_notifications_in(&mut tx, now, lease_until, channels, max_attempts, limit)
-                .await?;
+        let rows = claim_notifications_in(&mut tx, now, lease_until, channels, max_attempts, limit)
+            .await?;
         tx.commit().await?;
         Ok(rows)
     }

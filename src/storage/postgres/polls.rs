@@ -174,18 +174,17 @@ async fn record_round(
     // changed the rows while the polls were in flight, and must not change them now until this
     // commits.
     let ids: Vec<i64> = polls.iter().map(|(id, _)| *id).collect();
-    let stored: HashMap<i64, ShipmentRow> = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(
-        format!(
+    let stored: HashMap<i64, ShipmentRow> =
+        sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
             "SELECT {PG_SHIPMENT_COLUMNS} FROM shipments WHERE id = ANY($1) \
              ORDER BY id FOR UPDATE"
-        ),
-    ))
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|row| (row.id, row))
-    .collect();
+        )))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
     let writes: Vec<Option<(&ShipmentRow, PollWrite<'_>)>> = polls
         .iter()
         .map(|(id, poll)| {
@@ -238,7 +237,9 @@ async fn record_round(
         updates
             .last_event_at
             .push(details.and_then(|d| d.last_event_at));
-        updates.tracking_no.push(details.and_then(|d| d.tracking_no));
+        updates
+            .tracking_no
+            .push(details.and_then(|d| d.tracking_no));
         updates.carrier.push(details.and_then(|d| d.carrier));
         for value in write.unmapped {
             unmapped.push((current.provider.as_str(), value.as_str(), write.now));
