@@ -13,7 +13,7 @@
 //!   into the line SQLite says.
 
 mod maintenance;
-mod ops;
+pub(super) mod ops;
 mod outbox;
 mod polls;
 mod shipments;
