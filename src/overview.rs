@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::notify::ChannelKind;
 use crate::notify::template::QuietHours;
 use crate::storage::{
-    ChannelState, DaemonRow, Db, NotificationCount, PollCount, ProviderState, ShipmentCount, StorageError,
-    UnmappedRow,
+    ChannelState, DaemonRow, Db, NotificationCount, PollCount, ProviderState, ShipmentCount,
+    StorageError, UnmappedRow,
 };
 
 /// Unmapped provider values shown in the text summary, at most (`--json` has them all).

@@ -357,7 +357,10 @@ impl Maintenance {
                     let lock = match context.db.maintenance_lock(name).await {
                         Ok(Some(lock)) => lock,
                         Ok(None) => {
-                            debug!(job = name, "another daemon is running this job; run skipped");
+                            debug!(
+                                job = name,
+                                "another daemon is running this job; run skipped"
+                            );
                             return;
                         }
                         Err(e) => {

@@ -348,9 +348,10 @@ impl Pg {
         )
         .fetch_all(self.pool())
         .await?;
-        let active = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shipments WHERE active = 1")
-            .fetch_one(self.pool())
-            .await?;
+        let active =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shipments WHERE active = 1")
+                .fetch_one(self.pool())
+                .await?;
         Ok(Counts {
             statuses,
             states,
