@@ -333,3 +333,92 @@ async fn stats_shows_the_running_daemon_and_a_dead_one() {
     assert_eq!(daemons.len(), 1, "{stats:#}");
     assert_eq!(daemons[0]["host"], "old-machine");
 }
+
+/// A provider that counts its calls and says every parcel is in transit.
+#[derive(Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl shipwatch::providers::Provider for Counting {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+
+    async fn fetch(
+        &self,
+        _: &shipwatch::providers::TrackRequest,
+    ) -> Result<shipwatch::providers::Trace, shipwatch::providers::ProviderError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(shipwatch::providers::Trace {
+            status: shipwatch::domain::Status::InTransit,
+            raw_status: "运输中".to_owned(),
+            events: Vec::new(),
+            carrier: None,
+            tracking_no: None,
+            unmapped: Vec::new(),
+        })
+    }
+}
+
+/// A daemon's dispatcher picks up, at its refresh, a ban another daemon stored: it stops
+/// calling the provider until the ban ends. (On SQLite here, where the store's shipment
+/// operations are all there; the bans' own SQL is the same on PostgreSQL, checked above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_stored_by_another_daemon_pauses_this_one_at_its_refresh() {
+    use shipwatch::clock::{Clock, ManualClock};
+    use shipwatch::config::{Polling, Tiers};
+    use shipwatch::dispatch::{BAN_REFRESH, Dispatcher, ProviderRuntime};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bans.db");
+    let mine = Db::open(&file, Synchronous::Normal).await.unwrap();
+    let other = Db::open(&file, Synchronous::Normal).await.unwrap();
+    let clock = std::sync::Arc::new(ManualClock::new(NOW));
+    let provider = std::sync::Arc::new(Counting::default());
+    let mut providers = std::collections::BTreeMap::new();
+    providers.insert(
+        "p".to_owned(),
+        std::sync::Arc::new(ProviderRuntime::new("p", provider.clone(), None)),
+    );
+    let dispatcher = Dispatcher::new(
+        mine.clone(),
+        clock.clone(),
+        Tiers::default(),
+        Polling {
+            jitter: 0.0,
+            ..Polling::default()
+        },
+        providers,
+        Vec::new(),
+        shipwatch::events::Events::default(),
+    );
+    dispatcher.refresh_bans().await.unwrap();
+    other
+        .ban_provider("p", NOW + 600_000, "isv.api-call-limited", NOW)
+        .await
+        .unwrap();
+    let new = shipwatch::storage::NewShipment {
+        order_id: "o1".to_owned(),
+        provider: "p".to_owned(),
+        tracking_no: None,
+        carrier: None,
+        tier: shipwatch::domain::Tier::High,
+        phone: None,
+        email: None,
+        openid: None,
+        sub_orders: None,
+    };
+    mine.add_shipment(&new, clock.now()).await.unwrap();
+    // Within the refresh period the ban is not read yet; after it, it is, and nothing is polled.
+    clock.advance(BAN_REFRESH);
+    dispatcher.refresh_bans().await.unwrap();
+    dispatcher.run_once().await.unwrap();
+    assert_eq!(provider.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Once the ban ends, polling resumes.
+    clock.advance(Duration::from_secs(601));
+    dispatcher.refresh_bans().await.unwrap();
+    dispatcher.run_once().await.unwrap();
+    assert_eq!(provider.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    mine.close().await;
+    other.close().await;
+}
