@@ -27,6 +27,7 @@ mod opening;
 mod operations;
 mod pipes;
 mod postgres_outbox;
+mod postgres_ops;
 mod postgres_schema;
 mod postgres_store;
 mod privacy;
