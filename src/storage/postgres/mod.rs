@@ -16,6 +16,7 @@ mod maintenance;
 mod ops;
 mod outbox;
 mod polls;
+mod quota;
 mod shipments;
 mod subscriptions;
 pub(super) mod writer;
