@@ -28,6 +28,7 @@ mod operations;
 mod pipes;
 mod postgres_outbox;
 mod postgres_ops;
+mod postgres_quota;
 mod postgres_schema;
 mod postgres_store;
 mod privacy;
