@@ -4,6 +4,7 @@
 
 mod add;
 mod check_config;
+mod copy;
 mod generate;
 mod import;
 mod list;
@@ -135,6 +136,13 @@ pub enum Command {
         ids: Vec<i64>,
         #[arg(long)]
         dead: bool,
+    },
+    /// Copy every row of the database into an empty one (SQLite to PostgreSQL or back), then
+    /// check counts and a sample; stop the daemon first
+    Copy {
+        /// The target: a SQLite file, or postgres://USER@HOST/DB; it must hold no rows
+        #[arg(long, value_name = "FILE|URL", value_parser = parse_location)]
+        to: Location,
     },
     /// Check the config (secrets included) and say what it sets up
     CheckConfig,
@@ -310,6 +318,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => recheck::recheck(&global, &orders, all_invalid, json).await,
         Command::Outbox { state, json } => outbox::outbox(&global, state, json).await,
         Command::Retry { ids, dead } => retry::retry(&global, ids, dead).await,
+        Command::Copy { to } => copy::copy(&global, &to).await,
         Command::Completions { shell } => generate::completions(shell),
         Command::Man => generate::man(),
     }

@@ -24,6 +24,7 @@ macro_rules! on_postgres {
     };
 }
 
+pub mod copy;
 mod location;
 mod maintenance;
 mod open;

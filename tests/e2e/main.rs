@@ -7,6 +7,7 @@ mod bad_rows;
 mod buyer_channels;
 mod catch_up;
 mod cli;
+mod copy;
 mod crash;
 mod csv_files;
 mod deploy_files;
