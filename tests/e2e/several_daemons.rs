@@ -95,12 +95,11 @@ async fn three_daemons_share_the_work_the_quota_and_the_outbox_and_survive_a_kil
     .expect("2,000 shipments inserted in one statement");
 
     let mut daemons = app.spawn_daemons_with(DAEMONS, |i, config| {
-        if i == 0 {
-            if let Some(toml::Value::Table(providers)) = config.get_mut("providers") {
-                if let Some(toml::Value::Table(taobao)) = providers.get_mut("taobao") {
-                    taobao.insert("sign_method".to_owned(), DOOMED_SIGN.into());
-                }
-            }
+        if i == 0
+            && let Some(toml::Value::Table(providers)) = config.get_mut("providers")
+            && let Some(toml::Value::Table(taobao)) = providers.get_mut("taobao")
+        {
+            taobao.insert("sign_method".to_owned(), DOOMED_SIGN.into());
         }
     });
 
