@@ -12,6 +12,7 @@
 //! - A rule a row breaks is named by its CHECK; [`crate::storage::rules::broken_rule`] turns it
 //!   into the line SQLite says.
 
+mod claims;
 mod maintenance;
 mod ops;
 mod outbox;
