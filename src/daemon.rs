@@ -25,7 +25,7 @@ use crate::notify::webhook::Webhook;
 use crate::notify::wechat::Wechat;
 use crate::notify::wecom::Wecom;
 use crate::service::Supervisor;
-use crate::storage::{Db, StorageError};
+use crate::storage::{DAEMON_HEARTBEAT, DaemonIdentity, Db, Holds, StorageError};
 use crate::workers::Grace;
 
 /// The one HTTP client all upstream APIs share (its connection pool included).
@@ -107,9 +107,54 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
 /// Readies the database for the daemon that holds its lock ([`Db::lock_for_daemon`]). No other
 /// daemon runs on it, so claims left by one that died can go at once; and a restart is how an
 /// operator says the credentials or the config are fixed, so provider stops are lifted.
+///
+/// On PostgreSQL other daemons may be running on the database and holding claims: those are
+/// left alone, and a dead daemon's claims run out with their leases.
 pub async fn take_over(db: &Db, now: Millis) -> Result<(), StorageError> {
-    db.release_all_claims(now).await?;
+    if !db.is_shared() {
+        db.release_all_claims(now).await?;
+    }
     db.clear_provider_pauses().await
+}
+
+/// This machine's name, as `stats` shows a daemon's host.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Keeps this daemon's row in the `daemons` table: refreshed every [`DAEMON_HEARTBEAT`] with
+/// the polls and deliveries under way until `stop`. A failed write is logged and tried again at
+/// the next beat; the work goes on without it.
+async fn keep_presence(
+    db: Db,
+    clock: SharedClock,
+    identity: DaemonIdentity,
+    dispatcher: Arc<Dispatcher>,
+    sender: Arc<Sender>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(DAEMON_HEARTBEAT) => {}
+        }
+        let holds = Holds {
+            polling: dispatcher.polls_in_flight() as i64,
+            delivering: sender.deliveries_in_flight() as i64,
+        };
+        if let Err(e) = db.daemon_heartbeat(&identity, clock.now(), holds).await {
+            tracing::debug!(error = %e, "could not refresh this daemon's row");
+        }
+    }
 }
 
 /// What a reload (SIGHUP, `systemctl reload shipwatch`) does with the config as `loaded`: swaps
@@ -358,6 +403,25 @@ impl Started {
             this.dispatcher.cap_idle_wait(interval / 4);
         }
         let grace = Grace::new(this.grace);
+        let identity = DaemonIdentity::new(
+            &host_name(),
+            std::process::id(),
+            env!("CARGO_PKG_VERSION"),
+            this.clock.now(),
+        );
+        if let Err(e) = this.db.register_daemon(&identity).await {
+            tracing::warn!(error = %e, "could not record this daemon in the database; `stats` will not show it");
+        }
+        // The row stays fresh through the drain too: the work in flight is still this daemon's.
+        let present = CancellationToken::new();
+        let presence = tokio::spawn(keep_presence(
+            this.db.clone(),
+            this.clock.clone(),
+            identity.clone(),
+            this.dispatcher.clone(),
+            this.sender.clone(),
+            present.clone(),
+        ));
         let dispatcher = tokio::spawn(this.dispatcher.clone().run(stop.clone(), grace.clone()));
         let sender = tokio::spawn(this.sender.clone().run(stop.clone(), grace.clone()));
         let ops = tokio::spawn(crate::notify::ops::run(
@@ -395,6 +459,11 @@ impl Started {
                 drain.await
             }
         };
+        present.cancel();
+        let _ = presence.await;
+        if let Err(e) = this.db.leave(&identity.id).await {
+            tracing::warn!(error = %e, "could not take this daemon's row out of the database");
+        }
         if !maintenance_done {
             tracing::warn!(
                 "a maintenance job was cut short by the shutdown; it runs again on schedule"

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::notify::ChannelKind;
 use crate::notify::template::QuietHours;
 use crate::storage::{
-    ChannelState, Db, NotificationCount, PollCount, ProviderState, ShipmentCount, StorageError,
-    UnmappedRow,
+    ChannelState, DaemonRow, Db, NotificationCount, PollCount, ProviderState, ShipmentCount,
+    StorageError, UnmappedRow,
 };
 
 /// Unmapped provider values shown in the text summary, at most (`--json` has them all).
@@ -32,6 +32,8 @@ pub struct Overview {
     /// Channels that stopped themselves (SMS out of credit, credentials refused).
     pub channels: Vec<ChannelState>,
     pub unmapped: Vec<UnmappedRow>,
+    /// The daemons with a row in the database: those alive and those that stopped answering.
+    pub daemons: Vec<DaemonRow>,
 }
 
 /// A way to group the shipment counts.
@@ -97,6 +99,7 @@ impl Overview {
             providers: db.provider_states(now).await?,
             channels: db.channel_states(now).await?,
             unmapped: db.unmapped().await?,
+            daemons: db.daemons(now).await?,
         })
     }
 
@@ -264,6 +267,7 @@ mod tests {
                     last_seen: 0,
                 })
                 .collect(),
+            daemons: Vec::new(),
         }
     }
 

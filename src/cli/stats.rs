@@ -99,6 +99,25 @@ pub(super) async fn stats(global: &Global, json: bool) -> Result<()> {
     for state in &view.providers {
         print_provider_state(state);
     }
+    if view.daemons.is_empty() {
+        println!("daemons        none running");
+    } else {
+        let alive = view.daemons.iter().filter(|d| d.alive).count();
+        println!("daemons        {alive} alive of {}", view.daemons.len());
+        for d in &view.daemons {
+            println!(
+                "  {} ({}): host {}, pid {}, since {}, last seen {}, holds {} polls and {} deliveries",
+                term(&d.id),
+                if d.alive { "alive" } else { "GONE" },
+                term(&d.host),
+                d.pid,
+                crate::clock::to_rfc3339(d.started_at),
+                crate::clock::to_rfc3339(d.seen_at),
+                d.polling,
+                d.delivering
+            );
+        }
+    }
     if view.unmapped.is_empty() {
         println!("unmapped       none");
     } else {

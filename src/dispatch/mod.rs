@@ -2,7 +2,7 @@
 //! records what came back.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,6 +35,10 @@ pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
 
 use crate::limiter::Limiter;
 use tally::PollTally;
+
+/// How often a daemon reads the bans and pauses stored by the daemons it shares the database
+/// with (see [`Dispatcher::refresh_bans`]).
+pub const BAN_REFRESH: Duration = Duration::from_secs(5);
 
 /// A configured provider with its quota and its pause.
 pub struct ProviderRuntime {
@@ -179,6 +183,8 @@ pub struct Dispatcher {
     /// The longest an idle round sleeps, in ms, beyond the scan interval's own cap: under a
     /// systemd watchdog, rounds must beat often enough for every ping.
     max_idle_ms: AtomicU64,
+    /// When [`Dispatcher::refresh_bans`] last read the stored bans (0: never).
+    bans_read_at: AtomicI64,
 }
 
 impl Dispatcher {
@@ -207,6 +213,7 @@ impl Dispatcher {
             heartbeat: Heartbeat::new(),
             tally: PollTally::default(),
             max_idle_ms: AtomicU64::new(u64::MAX),
+            bans_read_at: AtomicI64::new(0),
         })
     }
 
@@ -233,6 +240,28 @@ impl Dispatcher {
             if let Some(provider) = providers.get(&name) {
                 provider.pause_until(until, self.clock.now());
                 warn!(provider = %name, until = %to_rfc3339(until), "provider still banned by upstream; no calls until then");
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks up the bans and pauses stored by the other daemons sharing the database (one small
+    /// read), so that a ban upstream pronounced to any of them pauses all of them. At most once
+    /// per [`BAN_REFRESH`]; this daemon's own are in memory already, and nothing changes for them.
+    pub async fn refresh_bans(&self) -> Result<(), StorageError> {
+        let now = self.clock.now();
+        let last = self.bans_read_at.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < millis(BAN_REFRESH) {
+            return Ok(());
+        }
+        self.bans_read_at.store(now.max(1), Ordering::Relaxed);
+        let providers = self.providers();
+        for state in self.db.provider_states(now).await? {
+            let until = state.banned_until.max(state.paused_until);
+            if let (Some(until), Some(provider)) = (until, providers.get(&state.provider))
+                && provider.pause_until(until, now)
+            {
+                warn!(provider = %state.provider, until = %to_rfc3339(until), "provider paused by another daemon; no calls until then");
             }
         }
         Ok(())
@@ -702,6 +731,9 @@ impl Dispatcher {
         let me = &self;
         self.workers
             .feed(&stop, || async move {
+                if let Err(e) = me.refresh_bans().await {
+                    debug!(error = %e, "could not read the bans other daemons stored");
+                }
                 match me.step().await {
                     // More may be due: claim again as soon as a slot is free, rather than
                     // after the idle wait. Claiming nothing writes nothing, so only a claim
@@ -766,6 +798,11 @@ impl Dispatcher {
     pub fn cap_idle_wait(&self, longest: Duration) {
         self.max_idle_ms
             .store(longest.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Polls under way, for the daemon's heartbeat in the database.
+    pub fn polls_in_flight(&self) -> usize {
+        self.in_flight.lock().expect("in-flight lock").len()
     }
 
     pub fn heartbeat(&self) -> Heartbeat {

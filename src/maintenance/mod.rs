@@ -353,12 +353,28 @@ impl Maintenance {
             let job = Job::new_async_tz(expr, tz, move |_, _| {
                 let context = context.clone();
                 guarded.run(async move {
+                    // Several daemons on one PostgreSQL database: one of them runs each job.
+                    let lock = match context.db.maintenance_lock(name).await {
+                        Ok(Some(lock)) => lock,
+                        Ok(None) => {
+                            debug!(
+                                job = name,
+                                "another daemon is running this job; run skipped"
+                            );
+                            return;
+                        }
+                        Err(e) => {
+                            context.failed("taking the maintenance job's lock", &e);
+                            return;
+                        }
+                    };
                     match step {
                         Step::Expire => context.expire_job().await,
                         Step::Stuck => context.stuck_job().await,
                         Step::Prune => context.prune_job().await,
                         Step::Checkpoint => context.checkpoint_job().await,
                     }
+                    lock.release().await;
                 });
                 Box::pin(async {})
             })

@@ -188,6 +188,14 @@ impl Sender {
         })
     }
 
+    /// Deliveries under way, all channels together, for the daemon's heartbeat in the database.
+    pub fn deliveries_in_flight(&self) -> usize {
+        self.lanes
+            .values()
+            .map(|lane| lane.slots.saturating_sub(lane.free()))
+            .sum()
+    }
+
     /// The channels with a free delivery slot.
     fn free_kinds(&self) -> Vec<ChannelKind> {
         self.lanes

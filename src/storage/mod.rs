@@ -50,7 +50,9 @@ pub use location::{Location, LocationError};
 pub use maintenance::{Checkpointed, Pruned, Sweep, SweepWrite, UnreachablePoll};
 pub use open::POSTGRES_MIGRATOR;
 pub use ops::{
-    ChannelState, Counts, GaugeCounts, NotificationCount, ProviderState, ShipmentCount, Stats,
+    ChannelState, Counts, DAEMON_ALIVE_WITHIN, DAEMON_HEARTBEAT, DAEMON_PRUNED_AFTER,
+    DaemonIdentity, DaemonRow, GaugeCounts, Holds, MaintenanceLock, NotificationCount,
+    ProviderState, ShipmentCount, Stats,
 };
 pub use outbox::{
     ClaimedNotification, NotificationKind, NotificationRow, NotificationView, OutboxRow,

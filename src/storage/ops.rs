@@ -250,6 +250,106 @@ impl Db {
         })
     }
 
+    // ---- daemons ------------------------------------------------------------------------------
+
+    /// True when several daemons may share this database (PostgreSQL): claims another daemon
+    /// holds must then be left to run out, not released.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.engine, super::Engine::Postgres(_))
+    }
+
+    /// Introduces a daemon that starts: its row, seen at `started_at`, holding nothing yet.
+    /// Rows of daemons not seen for [`DAEMON_PRUNED_AFTER`] are deleted on the way.
+    pub async fn register_daemon(&self, daemon: &DaemonIdentity) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.register_daemon(daemon));
+        let mut tx = lite.begin_write().await?;
+        sqlx::query("DELETE FROM daemons WHERE seen_at < ?")
+            .bind(
+                daemon
+                    .started_at
+                    .saturating_sub(DAEMON_PRUNED_AFTER.as_millis() as Millis),
+            )
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO daemons (id, host, pid, version, started_at, seen_at, polling, delivering) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0) ON CONFLICT (id) DO UPDATE SET \
+             host = excluded.host, pid = excluded.pid, version = excluded.version, \
+             started_at = excluded.started_at, seen_at = excluded.seen_at, polling = 0, delivering = 0",
+        )
+        .bind(&daemon.id)
+        .bind(&daemon.host)
+        .bind(daemon.pid)
+        .bind(&daemon.version)
+        .bind(daemon.started_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A daemon's heartbeat: seen at `now`, holding `holds`. A row pruned meanwhile (the daemon
+    /// was cut off from the database for long) is written again.
+    pub async fn daemon_heartbeat(
+        &self,
+        daemon: &DaemonIdentity,
+        now: Millis,
+        holds: Holds,
+    ) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.daemon_heartbeat(daemon, now, holds));
+        sqlx::query(
+            "INSERT INTO daemons (id, host, pid, version, started_at, seen_at, polling, delivering) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
+             seen_at = excluded.seen_at, polling = excluded.polling, \
+             delivering = excluded.delivering",
+        )
+        .bind(&daemon.id)
+        .bind(&daemon.host)
+        .bind(daemon.pid)
+        .bind(&daemon.version)
+        .bind(daemon.started_at)
+        .bind(now)
+        .bind(holds.polling)
+        .bind(holds.delivering)
+        .execute(&lite.write)
+        .await?;
+        Ok(())
+    }
+
+    /// A daemon that stops cleanly takes its row away.
+    pub async fn leave(&self, id: &str) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.leave(id));
+        sqlx::query("DELETE FROM daemons WHERE id = ?")
+            .bind(id)
+            .execute(&lite.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Every daemon with a row, the longest running first; alive when seen within
+    /// [`DAEMON_ALIVE_WITHIN`] of `now`.
+    pub async fn daemons(&self, now: Millis) -> Result<Vec<DaemonRow>> {
+        let lite = on_postgres!(self, pg => pg.daemons(now));
+        Ok(sqlx::query_as::<_, DaemonRow>(
+            "SELECT id, host, pid, version, started_at, seen_at, polling, delivering, \
+                 seen_at >= ? AS alive \
+             FROM daemons ORDER BY started_at, id",
+        )
+        .bind(now.saturating_sub(DAEMON_ALIVE_WITHIN.as_millis() as Millis))
+        .fetch_all(&lite.read)
+        .await?)
+    }
+
+    /// Takes the lock that lets one daemon at a time run the maintenance job `job`: `None` when
+    /// another daemon holds it (the run is skipped). On PostgreSQL it is an advisory lock on a
+    /// connection of its own, held until [`MaintenanceLock::release`] (or, should the job's task
+    /// be cut short, until the connection closes); on SQLite, where one daemon runs per file, it
+    /// is always granted.
+    pub async fn maintenance_lock(&self, job: &str) -> Result<Option<MaintenanceLock>> {
+        let _lite = on_postgres!(self, pg => pg.maintenance_lock(job));
+        Ok(Some(MaintenanceLock { held: None }))
+    }
+
     /// Counts for the demo's summary and for tests: shipments per status, notifications per state.
     pub async fn counts(&self) -> Result<Counts> {
         let lite = on_postgres!(self, pg => pg.counts());
@@ -272,6 +372,93 @@ impl Db {
             states,
             active,
         })
+    }
+}
+
+/// How often a running daemon refreshes its row.
+pub const DAEMON_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A daemon not seen for this long (three heartbeats) is shown as gone.
+pub const DAEMON_ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The row of a daemon not seen for this long is deleted when another daemon registers.
+pub const DAEMON_PRUNED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Who a running daemon is: its row's key and what `stats` shows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonIdentity {
+    /// `host:pid:started_at`, unique enough across machines and restarts.
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    /// The shipwatch version it runs.
+    pub version: String,
+    pub started_at: Millis,
+}
+
+impl DaemonIdentity {
+    pub fn new(host: &str, pid: u32, version: &str, started_at: Millis) -> DaemonIdentity {
+        DaemonIdentity {
+            id: format!("{host}:{pid}:{started_at}"),
+            host: host.to_owned(),
+            pid: i64::from(pid),
+            version: version.to_owned(),
+            started_at,
+        }
+    }
+}
+
+/// What a daemon holds, as its heartbeat reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// Shipments whose poll is under way.
+    pub polling: i64,
+    /// Notifications whose delivery is under way.
+    pub delivering: i64,
+}
+
+/// A daemon's row, as `stats` shows it.
+#[derive(Debug, Clone, FromRow, Serialize, PartialEq, Eq)]
+pub struct DaemonRow {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub version: String,
+    #[serde(serialize_with = "ser_time")]
+    pub started_at: Millis,
+    #[serde(serialize_with = "ser_time")]
+    pub seen_at: Millis,
+    pub polling: i64,
+    pub delivering: i64,
+    /// Seen within the last few heartbeats.
+    pub alive: bool,
+}
+
+/// The right to run one maintenance job now; see [`Db::maintenance_lock`].
+pub struct MaintenanceLock {
+    /// PostgreSQL's advisory lock, on its own connection; none on SQLite.
+    held: Option<super::postgres::ops::AdvisoryLock>,
+}
+
+impl MaintenanceLock {
+    pub(super) fn held(lock: super::postgres::ops::AdvisoryLock) -> MaintenanceLock {
+        MaintenanceLock { held: Some(lock) }
+    }
+
+    /// Lets the next run, on any daemon, take the job. An unlock that fails closes the
+    /// connection, which releases the lock just the same.
+    pub async fn release(self) {
+        if let Some(held) = self.held {
+            held.release().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for MaintenanceLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaintenanceLock")
+            .field("advisory", &self.held.is_some())
+            .finish()
     }
 }
 

@@ -26,6 +26,7 @@ mod maintenance;
 mod opening;
 mod operations;
 mod pipes;
+mod postgres_ops;
 mod postgres_outbox;
 mod postgres_schema;
 mod privacy;

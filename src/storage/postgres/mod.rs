@@ -14,7 +14,7 @@
 
 mod claims;
 mod maintenance;
-mod ops;
+pub(super) mod ops;
 mod outbox;
 mod polls;
 mod shipments;

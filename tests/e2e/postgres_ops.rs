@@ -1,0 +1,424 @@
+//! The operators' state on both engines (issue 17): provider bans and pauses, channel stops, the
+//! counts behind `stats` and `/metrics`, the daemons' rows, and the maintenance lock. The same
+//! calls on a SQLite file and on PostgreSQL give the same answers; what only PostgreSQL has to
+//! get right (several daemons) is checked with two handles on one database. Without PostgreSQL
+//! installed these tests fail, saying so.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shipwatch::config::Synchronous;
+use shipwatch::storage::{DaemonIdentity, Db, Holds, Location};
+use sqlx::{AssertSqlSafe, Connection, Executor, SqliteConnection};
+
+use crate::support::app::TestApp;
+use crate::support::postgres::PgDatabase;
+
+const NOW: i64 = 1_750_000_000_000;
+
+async fn pg_db(pg: &PgDatabase) -> Db {
+    Db::open(Location::parse(&pg.url).unwrap(), Synchronous::Normal)
+        .await
+        .unwrap()
+}
+
+/// Rows the store's own operations for them are not the subject here: two shipments and a
+/// pending notification postponed by a webhook stop, in SQL both engines take.
+const SEED: &[&str] = &[
+    "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, created_at) \
+     VALUES ('A1', 'taobao', 'high', 'in_transit', 1, 1749999990000, 1)",
+    "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, created_at) \
+     VALUES ('A2', 'kuaidi100', 'normal', 'delivered', 0, 1, 1)",
+    "INSERT INTO notifications (public_id, shipment_id, transition, channel, previous_status, \
+     status, payload, state, next_attempt_at, created_at, last_error) \
+     VALUES ('n1', (SELECT id FROM shipments WHERE order_id = 'A1'), 1, 'webhook', 'pending', \
+     'in_transit', '{}', 'pending', 1750000900000, 1, 'endpoint gone')",
+];
+
+/// Everything the ops answer, as text both engines must agree on.
+async fn run_ops(db: &Db) -> Vec<String> {
+    let mut seen = Vec::new();
+    db.ping().await.unwrap();
+    db.ban_provider("taobao", NOW + 60_000, "rate limited", NOW)
+        .await
+        .unwrap();
+    // A shorter ban later keeps the longer end, with the new reason.
+    db.ban_provider("taobao", NOW + 30_000, "rate limited again", NOW)
+        .await
+        .unwrap();
+    db.ban_provider("kuaidi100", NOW + 7_200_000, "banned", NOW)
+        .await
+        .unwrap();
+    db.cap_provider_bans(NOW + 3_600_000).await.unwrap();
+    db.pause_provider("cainiao", NOW + 10_000, "credentials refused", NOW)
+        .await
+        .unwrap();
+    let mut bans = db.provider_bans(NOW).await.unwrap();
+    bans.sort();
+    seen.push(format!("bans {bans:?}"));
+    seen.push(format!(
+        "provider states {:?}",
+        db.provider_states(NOW).await.unwrap()
+    ));
+    db.clear_provider_pauses().await.unwrap();
+    seen.push(format!(
+        "after clear {:?}",
+        db.provider_states(NOW).await.unwrap()
+    ));
+    let mut gauges = db.gauge_counts(NOW).await.unwrap();
+    gauges.outbox.sort();
+    gauges.shipments.sort();
+    gauges.providers.sort();
+    seen.push(format!("gauges {gauges:?}"));
+    db.pause_channel("webhook", NOW + 900_000, "endpoint gone", NOW)
+        .await
+        .unwrap();
+    db.pause_channel("sms", NOW + 100, "out of credit", NOW)
+        .await
+        .unwrap();
+    db.pause_channel("sms", NOW + 50, "still out of credit", NOW)
+        .await
+        .unwrap();
+    seen.push(format!(
+        "channels {:?}",
+        db.channel_states(NOW).await.unwrap()
+    ));
+    seen.push(format!(
+        "released {}",
+        db.resume_channel("webhook", "endpoint gone", NOW + 1)
+            .await
+            .unwrap()
+    ));
+    seen.push(format!(
+        "channels after resume {:?}",
+        db.channel_states(NOW).await.unwrap()
+    ));
+    db.clear_channel_pauses().await.unwrap();
+    seen.push(format!(
+        "channels after clear {:?}",
+        db.channel_states(NOW).await.unwrap()
+    ));
+    seen.push(format!("stats {:?}", db.stats(NOW).await.unwrap()));
+    let counts = db.counts().await.unwrap();
+    seen.push(format!(
+        "counts {:?} {:?} {}",
+        counts.statuses, counts.states, counts.active
+    ));
+    // Daemons: one alive, one not seen for a minute, one that left.
+    let alive = DaemonIdentity::new("host-a", 11, "1.0.0", NOW - 30_000);
+    let dead = DaemonIdentity::new("host-b", 22, "1.0.0", NOW - 120_000);
+    let gone = DaemonIdentity::new("host-c", 33, "1.0.0", NOW - 10_000);
+    for d in [&alive, &dead, &gone] {
+        db.register_daemon(d).await.unwrap();
+    }
+    let holds = Holds {
+        polling: 3,
+        delivering: 1,
+    };
+    db.daemon_heartbeat(&alive, NOW - 2_000, holds)
+        .await
+        .unwrap();
+    db.daemon_heartbeat(&dead, NOW - 60_000, Holds::default())
+        .await
+        .unwrap();
+    db.leave(&gone.id).await.unwrap();
+    seen.push(format!("daemons {:?}", db.daemons(NOW).await.unwrap()));
+    // A day later, a daemon that registers prunes the dead rows.
+    let later = DaemonIdentity::new("host-a", 12, "1.0.1", NOW + 25 * 3_600_000);
+    db.register_daemon(&later).await.unwrap();
+    seen.push(format!(
+        "daemons a day later {:?}",
+        db.daemons(later.started_at)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| (d.id.clone(), d.alive))
+            .collect::<Vec<_>>()
+    ));
+    seen.push(format!(
+        "maintenance lock {}",
+        db.maintenance_lock("prune").await.unwrap().is_some()
+    ));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_answer_the_same_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ops.db");
+    let lite = Db::open(&file, Synchronous::Normal).await.unwrap();
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    for statement in SEED {
+        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let pg = PgDatabase::create().await;
+    let postgres = pg_db(&pg).await;
+    let mut conn = pg.connect().await;
+    for statement in SEED {
+        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let on_sqlite = run_ops(&lite).await;
+    let on_postgres = run_ops(&postgres).await;
+    for (sqlite, postgres) in on_sqlite.iter().zip(&on_postgres) {
+        assert_eq!(sqlite, postgres);
+    }
+    assert_eq!(on_sqlite.len(), on_postgres.len());
+    // The answers are the expected ones, not only the same ones.
+    let all = on_sqlite.join("\n");
+    assert!(
+        all.contains("bans [(\"kuaidi100\", 1750003600000), (\"taobao\", 1750000060000)]"),
+        "{all}"
+    );
+    assert!(all.contains("released 1"), "{all}");
+    assert!(all.contains("alive: true"), "{all}");
+    assert!(all.contains("alive: false"), "{all}");
+    assert!(!all.contains("host-c"), "{all}");
+    assert!(
+        all.contains("daemons a day later [(\"host-a:12:1750090000000\", true)]"),
+        "{all}"
+    );
+    lite.close().await;
+    postgres.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_job_runs_on_one_daemon_at_a_time() {
+    let pg = PgDatabase::create().await;
+    let one = pg_db(&pg).await;
+    let two = pg_db(&pg).await;
+    let held = one.maintenance_lock("expire").await.unwrap();
+    assert!(held.is_some());
+    // The same job is refused to the other daemon, and to this one's next run...
+    assert!(two.maintenance_lock("expire").await.unwrap().is_none());
+    assert!(one.maintenance_lock("expire").await.unwrap().is_none());
+    // ...while another job is free.
+    let prune = two.maintenance_lock("prune").await.unwrap();
+    assert!(prune.is_some());
+    if let Some(lock) = held {
+        lock.release().await;
+    }
+    let again = two.maintenance_lock("expire").await.unwrap();
+    assert!(again.is_some(), "released, the job is free again");
+    // A daemon that dies mid-job lets go with its connection: a lock dropped unreleased.
+    drop(again);
+    let mut taken = false;
+    for _ in 0..50 {
+        if let Some(lock) = one.maintenance_lock("expire").await.unwrap() {
+            lock.release().await;
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken, "a lock whose connection closed is free again");
+    if let Some(lock) = prune {
+        lock.release().await;
+    }
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_stored_by_one_daemon_reaches_the_others_and_both_show_in_daemons() {
+    let pg = PgDatabase::create().await;
+    let one = pg_db(&pg).await;
+    let two = pg_db(&pg).await;
+    let a = DaemonIdentity::new("machine-a", 100, "1.0.0", NOW);
+    let b = DaemonIdentity::new("machine-b", 200, "1.0.0", NOW + 1);
+    one.register_daemon(&a).await.unwrap();
+    two.register_daemon(&b).await.unwrap();
+    one.daemon_heartbeat(
+        &a,
+        NOW + 5_000,
+        Holds {
+            polling: 4,
+            delivering: 0,
+        },
+    )
+    .await
+    .unwrap();
+    two.daemon_heartbeat(
+        &b,
+        NOW + 5_000,
+        Holds {
+            polling: 2,
+            delivering: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let seen = one.daemons(NOW + 6_000).await.unwrap();
+    let shown: Vec<_> = seen
+        .iter()
+        .map(|d| (d.host.as_str(), d.pid, d.polling, d.delivering, d.alive))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("machine-a", 100, 4, 0, true),
+            ("machine-b", 200, 2, 1, true)
+        ]
+    );
+    // One daemon is banned by upstream; the other reads the ban at its next refresh.
+    one.ban_provider("taobao", NOW + 60_000, "isv.api-call-limited", NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        two.provider_bans(NOW).await.unwrap(),
+        [("taobao".to_owned(), NOW + 60_000)]
+    );
+    let states = two.provider_states(NOW).await.unwrap();
+    assert_eq!(
+        states[0].ban_reason.as_deref(),
+        Some("isv.api-call-limited")
+    );
+    // B stops cleanly; A, silent for a while, reads as gone.
+    two.leave(&b.id).await.unwrap();
+    let seen = two.daemons(NOW + 60_000).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].id, a.id);
+    assert!(!seen[0].alive);
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_shows_the_running_daemon_and_a_dead_one() {
+    let app = TestApp::start().await;
+    let mut daemon = app.spawn_daemon();
+    let pid = i64::from(daemon.pid());
+    let mut alive = false;
+    for _ in 0..100 {
+        let out = app.cli(&["stats", "--json"]);
+        if out.status.success() {
+            let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if let Some(daemons) = stats["daemons"].as_array()
+                && daemons
+                    .iter()
+                    .any(|d| d["pid"].as_i64() == Some(pid) && d["alive"] == true)
+            {
+                alive = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(alive, "the daemon's row shows: {}", daemon.log());
+    // A daemon that died long ago on another machine, as PostgreSQL mode would show it.
+    let db = Db::open(&app.db, Synchronous::Normal).await.unwrap();
+    let dead = DaemonIdentity::new("old-machine", 4242, "0.9.0", 1_000);
+    db.register_daemon(&dead).await.unwrap();
+    db.close().await;
+    let text = app.cli_ok(&["stats"]);
+    assert!(text.contains("daemons        1 alive of 2"), "{text}");
+    assert!(
+        text.contains(&format!(":{pid}:")) && text.contains(&format!("pid {pid}, since")),
+        "{text}"
+    );
+    assert!(
+        text.contains("old-machine:4242:1000 (GONE): host old-machine, pid 4242"),
+        "{text}"
+    );
+    assert!(text.contains("holds 0 polls and 0 deliveries"), "{text}");
+    // A clean stop takes the row away.
+    assert!(daemon.terminate().success());
+    let stats: Value = serde_json::from_str(&app.cli_ok(&["stats", "--json"])).unwrap();
+    let daemons = stats["daemons"].as_array().unwrap();
+    assert_eq!(daemons.len(), 1, "{stats:#}");
+    assert_eq!(daemons[0]["host"], "old-machine");
+}
+
+/// A provider that counts its calls and says every parcel is in transit.
+#[derive(Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl shipwatch::providers::Provider for Counting {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+
+    async fn fetch(
+        &self,
+        _: &shipwatch::providers::TrackRequest,
+    ) -> Result<shipwatch::providers::Trace, shipwatch::providers::ProviderError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(shipwatch::providers::Trace {
+            status: shipwatch::domain::Status::InTransit,
+            raw_status: "运输中".to_owned(),
+            events: Vec::new(),
+            carrier: None,
+            tracking_no: None,
+            unmapped: Vec::new(),
+        })
+    }
+}
+
+/// A daemon's dispatcher picks up, at its refresh, a ban another daemon stored: it stops
+/// calling the provider until the ban ends. (On SQLite here, where the store's shipment
+/// operations are all there; the bans' own SQL is the same on PostgreSQL, checked above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_stored_by_another_daemon_pauses_this_one_at_its_refresh() {
+    use shipwatch::clock::{Clock, ManualClock};
+    use shipwatch::config::{Polling, Tiers};
+    use shipwatch::dispatch::{BAN_REFRESH, Dispatcher, ProviderRuntime};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bans.db");
+    let mine = Db::open(&file, Synchronous::Normal).await.unwrap();
+    let other = Db::open(&file, Synchronous::Normal).await.unwrap();
+    let clock = std::sync::Arc::new(ManualClock::new(NOW));
+    let provider = std::sync::Arc::new(Counting::default());
+    let mut providers = std::collections::BTreeMap::new();
+    providers.insert(
+        "p".to_owned(),
+        std::sync::Arc::new(ProviderRuntime::new("p", provider.clone(), None)),
+    );
+    let dispatcher = Dispatcher::new(
+        mine.clone(),
+        clock.clone(),
+        Tiers::default(),
+        Polling {
+            jitter: 0.0,
+            ..Polling::default()
+        },
+        providers,
+        Vec::new(),
+        shipwatch::events::Events::default(),
+    );
+    dispatcher.refresh_bans().await.unwrap();
+    other
+        .ban_provider("p", NOW + 600_000, "isv.api-call-limited", NOW)
+        .await
+        .unwrap();
+    let new = shipwatch::storage::NewShipment {
+        order_id: "o1".to_owned(),
+        provider: "p".to_owned(),
+        tracking_no: None,
+        carrier: None,
+        tier: shipwatch::domain::Tier::High,
+        phone: None,
+        email: None,
+        openid: None,
+        sub_orders: None,
+    };
+    mine.add_shipment(&new, clock.now()).await.unwrap();
+    // Within the refresh period the ban is not read yet; after it, it is, and nothing is polled.
+    clock.advance(BAN_REFRESH);
+    dispatcher.refresh_bans().await.unwrap();
+    dispatcher.run_once().await.unwrap();
+    assert_eq!(provider.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Once the ban ends, polling resumes.
+    clock.advance(Duration::from_secs(601));
+    dispatcher.refresh_bans().await.unwrap();
+    dispatcher.run_once().await.unwrap();
+    assert_eq!(provider.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    mine.close().await;
+    other.close().await;
+}
