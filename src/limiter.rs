@@ -1,7 +1,15 @@
 //! The token bucket that keeps calls within a quota: one per provider (the upstream's quota) and
 //! one per group robot (DingTalk's messages a minute). A shared leaf, so that polling and delivery
 //! both use it without importing each other.
+//!
+//! When several daemons share one database (PostgreSQL), a provider's quota is theirs together:
+//! its bucket then takes its slots from a schedule they share ([`SharedQuota`]), a few at a time.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -17,16 +25,70 @@ pub const HEADROOM: f64 = 0.02;
 /// the following slots on rather than letting them catch up.
 const TIMER_SLACK: Duration = Duration::from_millis(2);
 
+/// How much of the quota's time one grant from a shared schedule covers: small, so that one
+/// daemon cannot hoard the quota and the slots it leaves unused waste little; large enough that
+/// the database is asked a few times a second at most, not once a call.
+pub const GRANT_SPAN: Duration = Duration::from_millis(100);
+
+/// The most slots one grant holds, however fast the quota.
+const MAX_GRANT: u32 = 1_000;
+
+/// How long the bucket waits before asking a shared schedule again after it could not be reached:
+/// doubling from the first to the last, then every `RETRY_MAX` until it answers.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A run of call slots granted from a schedule shared with other processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// How long after the schedule's keeper made the grant its first slot comes, by the keeper's
+    /// own clock: only this distance is carried over to ours, so that clocks that disagree do not
+    /// matter.
+    pub first_after: Duration,
+    pub count: u32,
+    /// The spacing of the slots, as the keeper counted them.
+    pub interval: Duration,
+}
+
+/// Future of a grant from a [`SharedQuota`].
+pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Granted, String>> + Send + 'a>>;
+
+/// A schedule of call slots shared with other processes (a row in the shared database): a grant
+/// takes the next `count` slots, `interval` apart, for this process alone.
+pub trait SharedQuota: Send + Sync {
+    fn grant(&self, interval: Duration, count: u32) -> GrantFuture<'_>;
+}
+
 /// A token bucket holding one token, refilled every `per / (calls × 0.98)`: calls are spaced
 /// evenly, so no window of the quota's length sees more than 98% of the quota leave (plus the
 /// one call at its edge), however large the backlog; the rest absorbs jitter on the way. Waiters
 /// go one at a time, and the next slot is counted from when the last waiter really left: when the
 /// process stalls (a busy machine, a paused VM), the waiters it held back leave spaced out as
 /// ever, not all at once when it resumes. Built on tokio's clock so that tests can pause time.
-#[derive(Debug)]
+///
+/// Shared ([`Limiter::share`]), the slots come from the shared schedule instead, in grants sized
+/// by [`grant_size`]; a slot missed by more than half an interval is lost, never made up later.
 pub struct Limiter {
     interval: Duration,
     next_slot: Mutex<Option<Instant>>,
+    shared: OnceLock<Shared>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("interval", &self.interval)
+            .field("shared", &self.shared.get().is_some())
+            .finish()
+    }
+}
+
+/// A limiter's side of a shared schedule: the slots of its current grant, and how many callers
+/// wait, which sizes the next grant.
+struct Shared {
+    source: Arc<dyn SharedQuota>,
+    slots: Mutex<VecDeque<Instant>>,
+    waiting: AtomicUsize,
 }
 
 impl Limiter {
@@ -36,6 +98,25 @@ impl Limiter {
         Limiter {
             interval: spacing.map_or(Duration::ZERO, |s| s.div_f64(1.0 - HEADROOM)),
             next_slot: Mutex::new(None),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// True when the bucket limits anything.
+    pub fn is_limited(&self) -> bool {
+        !self.interval.is_zero()
+    }
+
+    /// From now on the bucket takes its slots from `source`, a schedule shared with other
+    /// processes, instead of pacing alone. A bucket without a quota, or shared already, stays as
+    /// it is.
+    pub fn share(&self, source: Arc<dyn SharedQuota>) {
+        if self.is_limited() {
+            let _ = self.shared.set(Shared {
+                source,
+                slots: Mutex::new(VecDeque::new()),
+                waiting: AtomicUsize::new(0),
+            });
         }
     }
 
@@ -45,12 +126,114 @@ impl Limiter {
         if self.interval.is_zero() {
             return;
         }
+        if let Some(shared) = self.shared.get() {
+            return self.acquire_shared(shared).await;
+        }
         let mut next = self.next_slot.lock().await;
         let slot = next.map_or_else(Instant::now, |n| n.max(Instant::now()));
         tokio::time::sleep_until(slot).await;
         let left = Instant::now();
         *next = Some(next_slot(slot, left, self.interval));
     }
+
+    async fn acquire_shared(&self, shared: &Shared) {
+        let _waiting = Waiting::enter(&shared.waiting);
+        let mut slots = shared.slots.lock().await;
+        loop {
+            let Some(&slot) = slots.front() else {
+                let waiting = shared.waiting.load(Ordering::Relaxed);
+                *slots = self.take_grant(shared, waiting).await;
+                continue;
+            };
+            if !in_time(slot, Instant::now(), self.interval) {
+                slots.pop_front();
+                continue;
+            }
+            // Cancelled while asleep, the slot stays for the next waiter.
+            tokio::time::sleep_until(slot).await;
+            slots.pop_front();
+            // A wake later than the slot allows (a stall) loses it: taken late, it would crowd
+            // the slots other processes hold after it.
+            if in_time(slot, Instant::now(), self.interval) {
+                return;
+            }
+        }
+    }
+
+    /// The next grant from the shared schedule, as instants of this process. While the schedule
+    /// cannot be reached (the database is down) no call leaves: a call made without a grant
+    /// would spend quota that the other processes cannot account for. So the bucket asks again,
+    /// spaced out, until it answers, and the caller waits meanwhile.
+    async fn take_grant(&self, shared: &Shared, waiting: usize) -> VecDeque<Instant> {
+        let mut retry = RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            let count = grant_size(self.interval, waiting);
+            match shared.source.grant(self.interval, count).await {
+                Ok(granted) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "the shared quota answers again");
+                    }
+                    return local_slots(Instant::now(), &granted);
+                }
+                Err(error) => {
+                    if failures == 0 {
+                        tracing::warn!(%error, "cannot take slots from the shared quota; calls wait until it answers");
+                    } else {
+                        tracing::debug!(%error, failures, "the shared quota still does not answer");
+                    }
+                    failures = failures.saturating_add(1);
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Counts a caller among the waiters for as long as it waits (cancelled too).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many slots to ask a shared schedule for: enough for [`GRANT_SPAN`] of the quota, at least
+/// one, and no more than the callers waiting for them (`waiting`), since unused slots are lost.
+pub fn grant_size(interval: Duration, waiting: usize) -> u32 {
+    let span = if interval.is_zero() {
+        u128::from(MAX_GRANT)
+    } else {
+        GRANT_SPAN.as_nanos().div_ceil(interval.as_nanos())
+    };
+    let waiting = u128::try_from(waiting).unwrap_or(u128::MAX);
+    let size = span.min(waiting).clamp(1, u128::from(MAX_GRANT));
+    u32::try_from(size).unwrap_or(MAX_GRANT)
+}
+
+/// A grant's slots as this process's instants, the grant having been received at `received`:
+/// each as far after `received` as the keeper counted it after its own reading of the time. The
+/// answer's way back only puts them a little later, never earlier.
+pub fn local_slots(received: Instant, granted: &Granted) -> VecDeque<Instant> {
+    (0..granted.count)
+        .map(|i| received + granted.first_after + granted.interval * i)
+        .collect()
+}
+
+/// True when a caller at `now` may still leave on `slot`: up to half an interval late. Calls never
+/// leave before their slots, so a window then holds no more calls than slots in a window half an
+/// interval longer: no more than the quota allows, plus the one at its edge.
+fn in_time(slot: Instant, now: Instant, interval: Duration) -> bool {
+    now <= slot + interval / 2
 }
 
 /// The slot after one planned for `slot` that was left at `left`: a whole interval on, counted
@@ -176,5 +359,162 @@ mod tests {
             waited >= spacing && waited < spacing + Duration::from_millis(2),
             "{waited:?}"
         );
+    }
+
+    /// The keeper of a shared schedule, in memory: GCRA on tokio's clock, unreachable for the
+    /// first `down` grants asked.
+    #[derive(Default)]
+    struct Keeper {
+        next: std::sync::Mutex<Option<Instant>>,
+        down: std::sync::atomic::AtomicU32,
+        grants: std::sync::atomic::AtomicU32,
+    }
+
+    impl SharedQuota for Keeper {
+        fn grant(&self, interval: Duration, count: u32) -> GrantFuture<'_> {
+            Box::pin(async move {
+                if self
+                    .down
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
+                    .is_ok()
+                {
+                    return Err("connection refused".to_owned());
+                }
+                self.grants.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                let mut next = self.next.lock().unwrap();
+                let first = next.map_or(now, |n| n.max(now));
+                *next = Some(first + interval * count);
+                Ok(Granted {
+                    first_after: first - now,
+                    count,
+                    interval,
+                })
+            })
+        }
+    }
+
+    fn shared_limiter(spacing: Duration, keeper: &Arc<Keeper>) -> Arc<Limiter> {
+        let limiter = Limiter::new(Some(spacing));
+        limiter.share(keeper.clone());
+        Arc::new(limiter)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn processes_sharing_a_schedule_keep_to_the_quota_together() {
+        let keeper = Arc::new(Keeper::default());
+        let start = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // Three processes at 100 calls a second together, each with ten callers always waiting.
+        for _ in 0..3 {
+            let limiter = shared_limiter(Duration::from_millis(10), &keeper);
+            for _ in 0..10 {
+                let (limiter, tx) = (limiter.clone(), tx.clone());
+                tokio::spawn(async move {
+                    while Instant::now() - start < Duration::from_secs(20) {
+                        limiter.acquire().await;
+                        if tx.send(Instant::now() - start).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        drop(tx);
+        let mut times = Vec::new();
+        while let Some(t) = rx.recv().await {
+            if t < Duration::from_secs(20) {
+                times.push(t);
+            }
+        }
+        times.sort();
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| **u - *t < Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= 99,
+                "{in_window} calls within a second from {t:?}"
+            );
+        }
+        // 98 a second is the pace, and grants of about ten slots lose none at full demand.
+        assert!(times.len() >= 1940, "{} calls in 20 s", times.len());
+        let grants = keeper.grants.load(Ordering::Relaxed);
+        assert!(
+            (190..=210).contains(&grants),
+            "{grants} grants for {} calls",
+            times.len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_call_leaves_while_the_schedule_cannot_be_reached() {
+        let keeper = Arc::new(Keeper::default());
+        keeper.down.store(3, Ordering::Relaxed);
+        let limiter = shared_limiter(Duration::from_millis(10), &keeper);
+        let start = Instant::now();
+        limiter.acquire().await;
+        // Asked again after 100, 200 and 400 ms, and the call left on the grant of the fourth.
+        assert_eq!(Instant::now() - start, Duration::from_millis(700));
+        assert_eq!(keeper.grants.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_missed_in_a_stall_are_lost_not_made_up() {
+        let keeper = Arc::new(Keeper::default());
+        let limiter = shared_limiter(Duration::from_millis(10), &keeper);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..10 {
+            let (limiter, tx) = (limiter.clone(), tx.clone());
+            tokio::spawn(async move {
+                limiter.acquire().await;
+                tx.send(Instant::now()).unwrap();
+            });
+        }
+        tokio::task::yield_now().await;
+        let first = rx.recv().await.unwrap();
+        // A stall past the whole grant: its other slots are gone, and the waiters leave on a new
+        // grant's, spaced out.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let mut left = vec![first];
+        for _ in 0..9 {
+            left.push(rx.recv().await.unwrap());
+        }
+        assert!(keeper.grants.load(Ordering::Relaxed) >= 2);
+        let interval = Duration::from_millis(10).div_f64(1.0 - HEADROOM);
+        for pair in left[1..].windows(2) {
+            assert!(pair[1] - pair[0] >= interval / 2, "{left:?}");
+        }
+    }
+
+    #[test]
+    fn a_grant_covers_a_tenth_of_a_second_but_no_more_than_the_waiters() {
+        let ms = Duration::from_millis;
+        assert_eq!(grant_size(ms(10), 50), 10);
+        assert_eq!(grant_size(ms(10), 3), 3);
+        assert_eq!(grant_size(ms(10), 0), 1);
+        assert_eq!(grant_size(ms(30), 50), 4);
+        assert_eq!(grant_size(Duration::from_secs(1), 50), 1);
+        assert_eq!(grant_size(Duration::from_micros(10), 1_000_000), MAX_GRANT);
+    }
+
+    #[test]
+    fn a_grant_is_placed_by_its_distance_from_the_keepers_now() {
+        let received = Instant::now();
+        let granted = Granted {
+            first_after: Duration::from_millis(50),
+            count: 3,
+            interval: Duration::from_millis(10),
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(
+            local_slots(received, &granted),
+            [received + ms(50), received + ms(60), received + ms(70)]
+        );
+        // Half an interval late still leaves; later does not.
+        let slot = received;
+        assert!(in_time(slot, slot + ms(5), ms(10)));
+        assert!(!in_time(slot, slot + ms(6), ms(10)));
     }
 }

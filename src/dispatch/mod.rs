@@ -24,6 +24,7 @@ use crate::workers::{Grace, Pace, Slot, Workers};
 mod commit;
 pub mod pollable;
 mod push;
+pub mod quota;
 mod tally;
 
 use commit::Finished;
@@ -198,6 +199,7 @@ impl Dispatcher {
         channels: Vec<ChannelRule>,
         events: Events,
     ) -> Arc<Self> {
+        quota::share_quotas(&db, &providers);
         Arc::new(Dispatcher {
             channels: channels.into(),
             db,
@@ -225,6 +227,7 @@ impl Dispatcher {
     /// rejected credentials or configuration are lifted. Upstream bans stay: they are restored
     /// from the database. Polls in flight finish with the providers they started with.
     pub async fn replace_providers(&self, providers: Providers) -> Result<(), StorageError> {
+        quota::share_quotas(&self.db, &providers);
         *self.providers.write().expect("providers lock") = Arc::new(providers);
         self.db.clear_provider_pauses().await?;
         self.load_bans().await

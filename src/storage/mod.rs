@@ -32,6 +32,7 @@ mod outbox;
 mod polls;
 #[allow(dead_code)] // until every operation is carried out on PostgreSQL
 mod postgres;
+mod quota;
 pub mod rules;
 mod shipments;
 mod subscriptions;
@@ -60,6 +61,7 @@ pub use outbox::{
 pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
+pub use quota::QuotaGrant;
 pub use shipments::{
     CreateError, Created, Differs, Import, Invalid, InvalidKind, NewShipment, RecheckBatch,
     RecheckWrite, ShipmentFilter, ShipmentUpdate, ShipmentView,

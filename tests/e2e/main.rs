@@ -28,6 +28,7 @@ mod operations;
 mod pipes;
 mod postgres_ops;
 mod postgres_outbox;
+mod postgres_quota;
 mod postgres_schema;
 mod privacy;
 mod quiet_hours;

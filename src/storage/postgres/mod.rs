@@ -17,6 +17,7 @@ mod maintenance;
 pub(super) mod ops;
 mod outbox;
 mod polls;
+mod quota;
 mod shipments;
 mod subscriptions;
 pub(super) mod writer;
