@@ -4,7 +4,15 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
+use crate::support::on_both_engines;
+
+on_both_engines!(
+    the_database_refuses_structural_mistakes,
+    a_row_for_an_unknown_provider_is_flagged_and_the_rest_carry_on,
+    garbage_from_the_gateway_is_reported_and_polling_goes_on,
+    add_refuses_a_duplicate_and_an_unknown_provider_in_one_line,
+);
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_top::{self, Fault};
 
@@ -27,9 +35,8 @@ fn one_line_error(what: &str, out: &Output) -> String {
     stderr.trim_end().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_database_refuses_structural_mistakes() {
-    let app = TestApp::start().await;
+async fn the_database_refuses_structural_mistakes(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     app.create_database();
 
     let error = app
@@ -52,9 +59,8 @@ async fn the_database_refuses_structural_mistakes() {
     assert!(app.shipments().is_empty(), "nothing was stored");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_row_for_an_unknown_provider_is_flagged_and_the_rest_carry_on() {
-    let app = TestApp::start().await;
+async fn a_row_for_an_unknown_provider_is_flagged_and_the_rest_carry_on(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     app.create_database();
     let mut daemon = app.spawn_daemon();
 
@@ -109,13 +115,13 @@ async fn a_row_for_an_unknown_provider_is_flagged_and_the_rest_carry_on() {
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_from_the_gateway_is_reported_and_polling_goes_on() {
+async fn garbage_from_the_gateway_is_reported_and_polling_goes_on(engine: Engine) {
     // A 3s tier keeps each poll error on show for a few seconds, long enough to see in `list`.
     let app = TestApp::builder()
         .provider(Provider::top())
         .channel(Channel::webhook())
         .tiers("1s", "3s", "3s")
+        .engine(engine)
         .start()
         .await;
     let order = tid(10);
@@ -210,9 +216,8 @@ async fn a_missing_secret_file_is_named_in_one_line() {
     assert!(log.contains(&shown), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_refuses_a_duplicate_and_an_unknown_provider_in_one_line() {
-    let app = TestApp::start().await;
+async fn add_refuses_a_duplicate_and_an_unknown_provider_in_one_line(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     app.cli_ok(&["add", "42"]);
 
     let line = one_line_error("a duplicate add", &app.cli(&["add", "42"]));

@@ -4,7 +4,13 @@
 
 use std::time::Duration;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
+use crate::support::on_both_engines;
+
+on_both_engines!(
+    bad_rows_from_outside_are_flagged_and_good_ones_flow,
+    an_absurd_ban_from_upstream_pauses_the_provider_without_a_crash,
+);
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_1688::Fake1688;
 use crate::support::fake_kuaidi100::{FakeKuaidi100, Fault};
@@ -17,8 +23,7 @@ fn tid(i: u64) -> u64 {
 /// 9999-12-31T23:59:59Z in milliseconds: a date no parcel has.
 const YEAR_9999: i64 = 253_402_300_799_000;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_rows_from_outside_are_flagged_and_good_ones_flow() {
+async fn bad_rows_from_outside_are_flagged_and_good_ones_flow(engine: Engine) {
     let alibaba = Fake1688::start(ALI_APP_KEY, ALI_SECRET, ALI_TOKEN).await;
     let kuaidi = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
     let app = TestApp::builder()
@@ -32,6 +37,7 @@ async fn bad_rows_from_outside_are_flagged_and_good_ones_flow() {
 expire = "* * * * * *"
 "#,
         )
+        .engine(engine)
         .start()
         .await;
     app.create_database();
@@ -195,9 +201,8 @@ expire = "* * * * * *"
 
 /// Upstream's numbers are as untrusted as a row's: a ban "for 18446744073709551615 more seconds"
 /// pauses the provider (for as long as a date can say) instead of overflowing the clock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_absurd_ban_from_upstream_pauses_the_provider_without_a_crash() {
-    let app = TestApp::start().await;
+async fn an_absurd_ban_from_upstream_pauses_the_provider_without_a_crash(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     app.top.fault(
         crate::support::fake_top::Fault::Ban { seconds: u64::MAX },
         1,

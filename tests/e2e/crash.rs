@@ -4,15 +4,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
+use crate::support::on_both_engines;
+
+on_both_engines!(killing_the_daemon_mid_run_loses_and_duplicates_no_notification,);
 
 fn tid(i: u64) -> u64 {
     6_100_000_000_000_000_000 + i
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_daemon_mid_run_loses_and_duplicates_no_notification() {
-    let app = TestApp::start().await;
+async fn killing_the_daemon_mid_run_loses_and_duplicates_no_notification(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     for i in 0..12 {
         app.top.journey(tid(i));
         let tier = ["high", "normal", "low"][i as usize % 3];
@@ -102,6 +104,7 @@ async fn killing_the_daemon_mid_run_loses_and_duplicates_no_notification() {
     assert_eq!(app.top.signature_failures(), 0);
 }
 
+/// One SQLite file, one daemon; on PostgreSQL several share the database (`several_daemons`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_database_is_refused() {
     let app = TestApp::start().await;

@@ -7,8 +7,14 @@ use std::time::Duration;
 
 use shipwatch::notify::receiver::Behaviour;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
+use crate::support::on_both_engines;
+
+on_both_engines!(
+    twenty_shipments_travel_from_order_to_doorstep,
+    each_shipments_notifications_arrive_in_the_order_they_were_queued,
+);
 
 const CHAIN: [(&str, &str); 5] = [
     ("pending", "info_received"),
@@ -46,9 +52,8 @@ fn accepted_changes(app: &TestApp) -> BTreeMap<String, Vec<(String, String)>> {
     per_order
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_shipments_travel_from_order_to_doorstep() {
-    let app = TestApp::start().await;
+async fn twenty_shipments_travel_from_order_to_doorstep(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     for i in 0..20 {
         app.top.journey(tid(i));
     }
@@ -174,8 +179,7 @@ async fn twenty_shipments_travel_from_order_to_doorstep() {
 /// queue, the receiver turns every `picked_up` away once (503, `Retry-After: 3`), while the next
 /// change of the same shipment is queued a second later: it must wait, not overtake. A
 /// shipment's notifications on a channel go out one at a time, in the order they were queued.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_shipments_notifications_arrive_in_the_order_they_were_queued() {
+async fn each_shipments_notifications_arrive_in_the_order_they_were_queued(engine: Engine) {
     let app = TestApp::builder()
         .provider(Provider::top())
         .channel(Channel::webhook())
@@ -185,6 +189,7 @@ async fn each_shipments_notifications_arrive_in_the_order_they_were_queued() {
             seconds: 3,
         })
         .receiver_backlog(5)
+        .engine(engine)
         .start()
         .await;
     for i in 100..120 {

@@ -42,6 +42,7 @@ mod robot_channels;
 mod schedule;
 mod secrets;
 mod service;
+mod several_daemons;
 mod sms_channels;
 mod soak;
 mod staff_and_buyers;

@@ -4,7 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
+use crate::support::on_both_engines;
+
+on_both_engines!(
+    a_ban_silences_every_call_until_it_ends,
+    a_ban_outlives_a_restart,
+    a_ban_outlives_a_crash,
+    a_ban_silences_concurrent_polling_too,
+);
 use crate::support::fake_top::{Call, Fault};
 
 const BAN_SECS: u64 = 5;
@@ -31,8 +39,8 @@ enum Restart {
 /// sent when the ban answer comes back reach the gateway after it, and nothing on the gateway's
 /// side tells them apart from a call made in spite of the ban. One at a time, every call after
 /// the ban was made after shipwatch knew of it.
-async fn banned_app() -> TestApp {
-    let app = TestApp::start().await;
+async fn banned_app(engine: Engine) -> TestApp {
+    let app = TestApp::start_on(engine).await;
     app.edit_config(|text| text.replacen("[polling]\n", "[polling]\nconcurrency = 1\n", 1));
     for i in 0..SHIPMENTS {
         app.top.journey(tid(i));
@@ -46,8 +54,8 @@ fn ban_call(app: &TestApp) -> Option<Call> {
     app.top.calls().into_iter().find(|c| c.answered == "ban")
 }
 
-async fn ban_scenario(restart: Restart) {
-    let app = banned_app().await;
+async fn ban_scenario(engine: Engine, restart: Restart) {
+    let app = banned_app(engine).await;
     let mut daemon = app.spawn_daemon();
 
     app.wait_until(
@@ -129,26 +137,22 @@ async fn ban_scenario(restart: Restart) {
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ban_silences_every_call_until_it_ends() {
-    ban_scenario(Restart::None).await;
+async fn a_ban_silences_every_call_until_it_ends(engine: Engine) {
+    ban_scenario(engine, Restart::None).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ban_outlives_a_restart() {
-    ban_scenario(Restart::Sigterm).await;
+async fn a_ban_outlives_a_restart(engine: Engine) {
+    ban_scenario(engine, Restart::Sigterm).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ban_outlives_a_crash() {
-    ban_scenario(Restart::Sigkill).await;
+async fn a_ban_outlives_a_crash(engine: Engine) {
+    ban_scenario(engine, Restart::Sigkill).await;
 }
 
 /// With the default number of polls in flight, a few calls sent together with the banned one
 /// may land just after it; after that the gateway hears nothing until the ban is over.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ban_silences_concurrent_polling_too() {
-    let app = TestApp::start().await;
+async fn a_ban_silences_concurrent_polling_too(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     for i in 0..SHIPMENTS {
         app.top.journey(tid(i));
         app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);

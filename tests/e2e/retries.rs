@@ -9,7 +9,17 @@ use std::time::Duration;
 use serde_json::Value;
 use shipwatch::notify::receiver::{Behaviour, Delivery};
 
-use crate::support::app::{Daemon, TestApp};
+use crate::support::app::{Daemon, Engine, TestApp};
+use crate::support::on_both_engines;
+
+on_both_engines!(
+    a_flaky_endpoint_gets_the_notification_on_the_third_attempt,
+    a_broken_endpoint_gets_three_attempts_then_the_row_is_dead_until_retried,
+    a_400_is_not_retried,
+    a_404_is_not_retried,
+    retry_after_from_the_endpoint_is_honoured,
+    retrying_an_unknown_notification_fails_with_one_line,
+);
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 
@@ -19,11 +29,12 @@ const TID: u64 = 7_100_000_000_000_000_001;
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// An app whose receiver behaves as given, tracking [`TID`], with the daemon running.
-async fn one_change(behaviour: Behaviour) -> (TestApp, Daemon) {
+async fn one_change(engine: Engine, behaviour: Behaviour) -> (TestApp, Daemon) {
     let app = TestApp::builder()
         .provider(Provider::top())
         .channel(Channel::webhook())
         .receiver(behaviour)
+        .engine(engine)
         .start()
         .await;
     app.top.script(
@@ -70,12 +81,14 @@ fn assert_one_id(deliveries: &[Delivery], row: &Value) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flaky_endpoint_gets_the_notification_on_the_third_attempt() {
-    let (app, mut daemon) = one_change(Behaviour::FailFirst {
-        failures: 2,
-        status: 500,
-    })
+async fn a_flaky_endpoint_gets_the_notification_on_the_third_attempt(engine: Engine) {
+    let (app, mut daemon) = one_change(
+        engine,
+        Behaviour::FailFirst {
+            failures: 2,
+            status: 500,
+        },
+    )
     .await;
 
     app.wait_until("the notification is sent", LIMIT, || {
@@ -93,9 +106,8 @@ async fn a_flaky_endpoint_gets_the_notification_on_the_third_attempt() {
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_endpoint_gets_three_attempts_then_the_row_is_dead_until_retried() {
-    let (app, mut daemon) = one_change(Behaviour::Always(500)).await;
+async fn a_broken_endpoint_gets_three_attempts_then_the_row_is_dead_until_retried(engine: Engine) {
+    let (app, mut daemon) = one_change(engine, Behaviour::Always(500)).await;
 
     app.wait_until("the notification is dead", LIMIT, || {
         app.outbox(Some("dead")).len() == 1
@@ -147,8 +159,8 @@ async fn a_broken_endpoint_gets_three_attempts_then_the_row_is_dead_until_retrie
 }
 
 /// A 4xx other than 408/429 cannot get better by retrying: one attempt, then dead.
-async fn refused_for_good(status: u16) {
-    let (app, mut daemon) = one_change(Behaviour::Always(status)).await;
+async fn refused_for_good(engine: Engine, status: u16) {
+    let (app, mut daemon) = one_change(engine, Behaviour::Always(status)).await;
 
     app.wait_until(&format!("the {status} makes the row dead"), LIMIT, || {
         app.outbox(Some("dead")).len() == 1
@@ -168,23 +180,23 @@ async fn refused_for_good(status: u16) {
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_400_is_not_retried() {
-    refused_for_good(400).await;
+async fn a_400_is_not_retried(engine: Engine) {
+    refused_for_good(engine, 400).await;
 }
 
 /// (A 410 Gone is different: it stops the whole channel, see `webhook_channel`.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_404_is_not_retried() {
-    refused_for_good(404).await;
+async fn a_404_is_not_retried(engine: Engine) {
+    refused_for_good(engine, 404).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_from_the_endpoint_is_honoured() {
-    let (app, mut daemon) = one_change(Behaviour::RetryAfter {
-        failures: 1,
-        seconds: 2,
-    })
+async fn retry_after_from_the_endpoint_is_honoured(engine: Engine) {
+    let (app, mut daemon) = one_change(
+        engine,
+        Behaviour::RetryAfter {
+            failures: 1,
+            seconds: 2,
+        },
+    )
     .await;
 
     app.wait_until("the notification is sent", LIMIT, || {
@@ -207,9 +219,8 @@ async fn retry_after_from_the_endpoint_is_honoured() {
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retrying_an_unknown_notification_fails_with_one_line() {
-    let app = TestApp::start().await;
+async fn retrying_an_unknown_notification_fails_with_one_line(engine: Engine) {
+    let app = TestApp::start_on(engine).await;
     app.create_database();
     let out = app.cli(&["retry", "99999"]);
     assert!(!out.status.success(), "an unknown id is an error");

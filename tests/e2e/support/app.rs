@@ -1,8 +1,10 @@
 //! The real `shipwatch` binary against a fake TOP gateway and a loopback webhook receiver, each
 //! test in a folder of its own. A test says which providers and channels its daemon has
 //! ([`TestApp::builder`]); `TestApp::start` is the TOP provider and the webhook channel alone.
+//! The database is a SQLite file in that folder unless the test asks for PostgreSQL
+//! ([`Builder::engine`]), then a database of its own in the shared test cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -10,16 +12,31 @@ use serde_json::Value;
 use shipwatch::notify::receiver::{Behaviour, Receiver, generate_secret};
 use shipwatch::notify::webhook::WebhookSecret;
 use sqlx::Connection;
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 pub use super::config::{APP_KEY, APP_SECRET, SESSION};
 use super::config::{APP_SECRET_FILE, Channel, Harness, Provider};
 use super::fake_top::FakeTop;
+use super::postgres::PgDatabase;
+
+/// Which database engine a test app's daemon and commands run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `shipwatch.db` in the test's folder.
+    Sqlite,
+    /// A database of its own in the throwaway cluster the tests share.
+    Postgres,
+}
 
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The SQLite file (on PostgreSQL, where it would be: nothing is ever written there).
     pub db: PathBuf,
+    pub engine: Engine,
+    /// The test's PostgreSQL database, held for as long as the app lives.
+    pub pg: Option<PgDatabase>,
     pub top: FakeTop,
     pub receiver: Receiver,
     /// `http://127.0.0.1:PORT` of `[http] listen`, when the builder was told to listen.
@@ -40,6 +57,7 @@ pub struct Builder {
     listen: bool,
     /// The API's tokens file, as written to `api.tokens` (`[api] tokens_file`).
     api_tokens: Option<String>,
+    engine: Engine,
 }
 
 impl Builder {
@@ -97,9 +115,20 @@ impl Builder {
         self
     }
 
-    /// Starts the harness's fake TOP gateway and webhook receiver, and writes the config.
+    /// The database engine (SQLite unless told).
+    pub fn engine(mut self, engine: Engine) -> Builder {
+        self.engine = engine;
+        self
+    }
+
+    /// Starts the harness's fake TOP gateway and webhook receiver, creates the PostgreSQL
+    /// database when the app is on PostgreSQL, and writes the config.
     pub async fn start(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
+        let pg = match self.engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(PgDatabase::create().await),
+        };
         let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
         let secret = generate_secret();
         let receiver = Receiver::start_with_backlog(
@@ -110,12 +139,16 @@ impl Builder {
         .await
         .expect("receiver starts");
         let db = dir.path().join("shipwatch.db");
+        let database = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => db.display().to_string(),
+        };
         let config = dir.path().join("shipwatch.toml");
         std::fs::write(dir.path().join(APP_SECRET_FILE), format!("{APP_SECRET}\n")).unwrap();
         let (high, normal, low) = self.tiers;
         let mut text = format!(
             r#"
-database = "{db}"
+database = "{database}"
 
 [tiers]
 high = "{high}"
@@ -138,7 +171,6 @@ lease = "5s"
 [maintenance]
 stuck_after = "3650days"
 "#,
-            db = db.display(),
             backoff = self.backoff,
         );
         let harness = Harness {
@@ -170,6 +202,8 @@ stuck_after = "3650days"
             dir,
             config,
             db,
+            engine: self.engine,
+            pg,
             top,
             receiver,
             http,
@@ -188,6 +222,16 @@ impl TestApp {
             .await
     }
 
+    /// [`TestApp::start`] on `engine`.
+    pub async fn start_on(engine: Engine) -> TestApp {
+        TestApp::builder()
+            .provider(Provider::top())
+            .channel(Channel::webhook())
+            .engine(engine)
+            .start()
+            .await
+    }
+
     /// An app with the providers and channels it is given, and no others. The harness's fake
     /// TOP gateway (`top`) and webhook receiver (`receiver`) run either way.
     pub fn builder() -> Builder {
@@ -201,14 +245,19 @@ impl TestApp {
             backlog: 1024,
             listen: false,
             api_tokens: None,
+            engine: Engine::Sqlite,
         }
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_from(&self.config, args)
+    }
+
+    fn command_from(&self, config: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shipwatch"));
         command
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .env_remove("SHIPWATCH_CONFIG")
             .env_remove("CREDENTIALS_DIRECTORY")
@@ -265,6 +314,10 @@ impl TestApp {
     /// Starts `shipwatch run` with extra arguments (`--log-format json`, say) and environment
     /// variables.
     pub fn spawn_daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        self.spawn_daemon_from(&self.config, args, env)
+    }
+
+    fn spawn_daemon_from(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let n = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter(|e| {
@@ -277,13 +330,56 @@ impl TestApp {
             .count();
         let log = self.dir.path().join(format!("daemon-{n}.log"));
         let child = self
-            .command(&[&["run"], args].concat())
+            .command_from(config, &[&["run"], args].concat())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("shipwatch run starts");
-        Daemon { child, log }
+        Daemon {
+            child,
+            log,
+            http: None,
+        }
+    }
+
+    /// Starts `n` daemons on the same database, each from a config of its own
+    /// (`daemon-config-N.toml` beside the app's) that differs only in its `[http] listen`: a
+    /// free loopback port per daemon (`Daemon::http`). Several daemons share one database only
+    /// on PostgreSQL; on SQLite the second is refused.
+    pub fn spawn_daemons(&self, n: usize) -> Vec<Daemon> {
+        self.spawn_daemons_with(n, |_, _| {})
+    }
+
+    /// [`TestApp::spawn_daemons`], each daemon's config changed by `edit(i, config)` first (a
+    /// key that tells daemon `i`'s calls apart at a fake, say).
+    pub fn spawn_daemons_with(
+        &self,
+        n: usize,
+        edit: impl Fn(usize, &mut toml::Table),
+    ) -> Vec<Daemon> {
+        let text = std::fs::read_to_string(&self.config).expect("config readable");
+        (0..n)
+            .map(|i| {
+                let mut table: toml::Table = text.parse().expect("the harness writes TOML");
+                let port = super::free_port();
+                let http = table
+                    .entry("http")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(http) = http {
+                    http.insert(
+                        "listen".to_owned(),
+                        toml::Value::String(format!("127.0.0.1:{port}")),
+                    );
+                }
+                edit(i, &mut table);
+                let config = self.dir.path().join(format!("daemon-config-{i}.toml"));
+                std::fs::write(&config, table.to_string()).expect("config writable");
+                let mut daemon = self.spawn_daemon_from(&config, &[], &[]);
+                daemon.http = Some(format!("http://127.0.0.1:{port}"));
+                daemon
+            })
+            .collect()
     }
 
     /// Creates the database with its tables and no rows, as a first `import` does: the commands
@@ -295,16 +391,66 @@ impl TestApp {
     }
 
     /// Runs SQL on the database through a connection of its own, as an outside tool would.
+    /// Plain SQL (an INSERT of text and integers) reads the same on both engines; the error is
+    /// the engine's own message (on PostgreSQL, a broken CHECK names its constraint).
     pub async fn sql(&self, statement: &str) -> Result<u64, String> {
-        let url = format!("sqlite://{}?mode=rwc", self.db.display());
-        let mut conn = SqliteConnection::connect(&url)
-            .await
-            .map_err(|e| e.to_string())?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-            .execute(&mut conn)
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(|e| e.to_string())
+        let statement = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()));
+        let done = match &self.pg {
+            Some(pg) => {
+                let mut conn = PgConnection::connect(&pg.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let done = statement.execute(&mut conn).await;
+                conn.close().await.ok();
+                done.map(|done| done.rows_affected())
+            }
+            None => {
+                let url = format!("sqlite://{}?mode=rwc", self.db.display());
+                let mut conn = SqliteConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                statement
+                    .execute(&mut conn)
+                    .await
+                    .map(|done| done.rows_affected())
+            }
+        };
+        done.map_err(|e| match e {
+            // PostgreSQL's Display is the message alone; the constraint it names is the rule.
+            sqlx::Error::Database(db) => match db.constraint() {
+                Some(constraint) => format!("{db} ({constraint})"),
+                None => db.to_string(),
+            },
+            other => other.to_string(),
+        })
+    }
+
+    /// One number from the database (`SELECT count(*) …`), on either engine.
+    pub async fn sql_count(&self, query: &str) -> Result<i64, String> {
+        let query = sqlx::AssertSqlSafe(query.to_owned());
+        match &self.pg {
+            Some(pg) => {
+                let mut conn = PgConnection::connect(&pg.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let n = sqlx::query_scalar(query)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string());
+                conn.close().await.ok();
+                n
+            }
+            None => {
+                let url = format!("sqlite://{}?mode=ro", self.db.display());
+                let mut conn = SqliteConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query_scalar(query)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
     }
 
     /// Rewrites the config file, for settings the builder has no knob for (a `[polling]` key, a
@@ -335,6 +481,8 @@ impl TestApp {
 pub struct Daemon {
     child: Child,
     pub log: PathBuf,
+    /// `http://127.0.0.1:PORT` of its own `[http] listen`, for one of several daemons.
+    pub http: Option<String>,
 }
 
 impl Daemon {

@@ -40,3 +40,25 @@ pub const KD_KEY: &str = "key100";
 pub const ALIYUN_KEY_ID: &str = "LTAI-test";
 pub const ALIYUN_SECRET: &str = "aliyun-secret";
 pub const ALIYUN_SIGN_NAME: &str = "小店";
+
+/// Runs each named scenario, an `async fn NAME(engine: Engine)` of the calling file, once on each
+/// engine: the tests `NAME::on_sqlite` and `NAME::on_postgres` (issue 17: the core scenarios
+/// behave the same on both).
+macro_rules! on_both_engines {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            use crate::support::app::Engine;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$scenario(Engine::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$scenario(Engine::Postgres).await;
+            }
+        }
+    )+};
+}
+pub(crate) use on_both_engines;
