@@ -389,17 +389,32 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             "[9/9] PostgreSQL: the claim query on {} shipments; {} shipments polled by 1, 2 and 3 daemons",
             sizes.pg_claim_rows, sizes.pg_polls
         );
-        watch::begin("postgres", per_row(sizes.pg_claim_rows / 20 + sizes.pg_polls * 3));
+        watch::begin(
+            "postgres",
+            per_row(sizes.pg_claim_rows / 20 + sizes.pg_polls * 3),
+        );
         let claim = claim_query(sizes.pg_claim_rows, sizes.pg_claims).await?;
-        let label = if sizes.pg_claim_rows >= 10_000_000 { "10m" } else { "1m" };
+        let label = if sizes.pg_claim_rows >= 10_000_000 {
+            "10m"
+        } else {
+            "1m"
+        };
         figures.push(Figure {
-            name: if label == "10m" { "pg_claim_ms_p50_10m" } else { "pg_claim_ms_p50_1m" },
+            name: if label == "10m" {
+                "pg_claim_ms_p50_10m"
+            } else {
+                "pg_claim_ms_p50_1m"
+            },
             value: claim.p50_ms,
             unit: "ms",
             target: Target::AtMost(2.0),
         });
         figures.push(Figure {
-            name: if label == "10m" { "pg_claim_ms_p99_10m" } else { "pg_claim_ms_p99_1m" },
+            name: if label == "10m" {
+                "pg_claim_ms_p99_10m"
+            } else {
+                "pg_claim_ms_p99_1m"
+            },
             value: claim.p99_ms,
             unit: "ms",
             target: Target::Reported,
@@ -739,7 +754,11 @@ sign_method = "hmac-sha256"
 
 /// Starts `shipwatch run` on `config` under a stand-in for systemd and waits for READY=1; its
 /// socket and log in `dir` are named after `name`, so that several can run side by side.
-fn start_daemon(dir: &std::path::Path, config: &std::path::Path, name: &str) -> Result<Daemon, String> {
+fn start_daemon(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    name: &str,
+) -> Result<Daemon, String> {
     {
         let socket_path = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket_path);

@@ -184,8 +184,13 @@ mod tests {
             err.contains("mysql://…") && !err.contains("secret"),
             "{err}"
         );
-        let err = Location::parse("postgres://ship:pw@[::1/ship").unwrap_err().to_string();
-        assert!(err.contains("cannot be read") && !err.contains("pw"), "{err}");
+        let err = Location::parse("postgres://ship:pw@[::1/ship")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot be read") && !err.contains("pw"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,7 +31,6 @@ mod open;
 mod ops;
 mod outbox;
 mod polls;
-#[allow(dead_code)] // until every operation is carried out on PostgreSQL
 mod postgres;
 mod quota;
 pub mod rules;

@@ -12,7 +12,6 @@
 //! - A rule a row breaks is named by its CHECK; [`crate::storage::rules::broken_rule`] turns it
 //!   into the line SQLite says.
 
-mod claims;
 mod maintenance;
 pub(super) mod ops;
 mod outbox;
@@ -35,21 +34,12 @@ use crate::domain::{Email, InvalidContact, OpenId, Phone};
 #[derive(Clone)]
 pub(crate) struct Pg {
     pool: PgPool,
-    /// The URL with its password hidden, for errors.
-    shown: String,
 }
 
 /// How many connections one process opens at most: the dispatcher's and the sender's claims and
 /// commits, the API and the admin commands' reads. A few daemons stay well under PostgreSQL's
 /// default `max_connections` (100).
 const MAX_CONNECTIONS: u32 = 8;
-
-/// What a PostgreSQL operation not carried out yet answers: an error, never a silent success.
-pub(super) fn not_yet(operation: &str) -> StorageError {
-    StorageError::Rejected(format!(
-        "{operation} is not available on PostgreSQL in this version; use a SQLite database"
-    ))
-}
 
 impl Pg {
     /// Connects to the server at `url` and, when `migrate`, brings its schema up to date;
@@ -114,10 +104,7 @@ impl Pg {
                 });
             }
         }
-        Ok(Pg {
-            pool,
-            shown: shown.to_owned(),
-        })
+        Ok(Pg { pool })
     }
 
     pub(super) async fn close(&self) {

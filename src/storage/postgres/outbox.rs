@@ -164,21 +164,6 @@ impl Pg {
     }
 }
 
-/// Inserts outbox rows of one shipment inside the transaction that records their change. See
-/// [`insert_outbox_rows`].
-pub(super) async fn insert_outbox(
-    conn: &mut PgConnection,
-    shipment_id: i64,
-    rows: &[OutboxRow],
-) -> Result<Vec<(ChannelKind, String)>> {
-    let rows: Vec<(i64, &OutboxRow)> = rows.iter().map(|row| (shipment_id, row)).collect();
-    Ok(insert_outbox_rows(conn, &rows)
-        .await?
-        .into_iter()
-        .map(|(_, channel, public_id)| (channel, public_id))
-        .collect())
-}
-
 /// SQLite's `insert_outbox_rows` on PostgreSQL: one statement for the whole batch, in the order
 /// given (the ids, which set the order of delivery, follow the order of the changes); a row whose
 /// key exists already is left alone. Returns the rows inserted to be sent (not the skipped ones):

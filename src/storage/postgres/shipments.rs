@@ -266,7 +266,7 @@ impl Pg {
                  WHERE active = 1 AND next_poll_at <= $2 \
                    AND (claimed_until IS NULL OR claimed_until <= $2) \
                    AND provider <> ALL($3::text[]) \
-                 ORDER BY next_poll_at LIMIT $4 \
+                 ORDER BY next_poll_at, id LIMIT $4 \
                  FOR UPDATE SKIP LOCKED) \
              RETURNING {PG_SHIPMENT_COLUMNS}"
         )))
@@ -281,8 +281,8 @@ impl Pg {
             tracing::warn!(shipment_id = id, %reason, "shipment invalid");
             Pg::mark_invalid_in(conn, id, InvalidKind::Row, &reason, now).await?;
         }
-        // RETURNING keeps no order; the backlog drains oldest first.
-        rows.sort_by_key(|row| row.next_poll_at);
+        // RETURNING keeps no order; the backlog drains oldest first, as SQLite's claims come.
+        rows.sort_by_key(|row| (row.next_poll_at, row.id));
         Ok(rows)
     }
 

@@ -2,7 +2,6 @@
 //! so the writer task keeps its batching (a round of polls and claims in one transaction) but
 //! takes a connection from the pool for each round instead of owning the only one.
 
-use super::claims::claim_due_shipments_in;
 use super::outbox::{claim_notifications_in, mark_sent_in};
 use super::polls::record_polls_in;
 use super::*;
@@ -40,8 +39,7 @@ pub(in crate::storage) async fn in_transaction(pg: &Pg, work: &Work<'_>) -> Resu
             }
             for c in shipment_claims.iter() {
                 written.shipments.push(
-                    claim_due_shipments_in(&mut tx, c.now, c.claimed_until, &c.paused, c.limit)
-                        .await?,
+                    Pg::claim_due_in(&mut tx, c.now, c.claimed_until, &c.paused, c.limit).await?,
                 );
             }
         }
