@@ -3,9 +3,10 @@
 //! ones that can never be polled, and rechecking the flagged ones.
 
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
+use super::postgres::Pg;
 use super::{Db, Result, SHIPMENT_COLUMNS, ShipmentRow, StorageError, decode_shipments};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{Email, OpenId, Phone, Status, Tier, mask_contact};
@@ -172,7 +173,7 @@ impl Db {
     pub async fn begin_import(&self, now: Millis) -> Result<Import> {
         let lite = on_postgres!(self, pg => pg.begin_import(now));
         Ok(Import {
-            tx: lite.begin_write().await?,
+            tx: ImportTx::Sqlite(lite.begin_write().await?),
             now,
             added: 0,
         })
@@ -639,19 +640,30 @@ impl Db {
 
 /// An import under way: see [`Db::begin_import`].
 pub struct Import {
-    tx: Transaction<'static, Sqlite>,
+    tx: ImportTx,
     now: Millis,
     added: usize,
+}
+
+/// The transaction an import holds, on its engine.
+enum ImportTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
 }
 
 impl Import {
     /// Adds a batch. On a duplicate order id or a refused row the error gives the index of the
     /// row at fault in `rows`; the import is then spoiled: drop it.
     pub async fn add(&mut self, rows: &[NewShipment]) -> Result<(), (usize, StorageError)> {
+        let tx = match &mut self.tx {
+            ImportTx::Sqlite(tx) => tx,
+            ImportTx::Postgres(tx) => {
+                self.added += Pg::import_rows(tx, rows, self.now).await?;
+                return Ok(());
+            }
+        };
         for (i, new) in rows.iter().enumerate() {
-            let done = insert_shipment(new, self.now, "")
-                .execute(&mut *self.tx)
-                .await;
+            let done = insert_shipment(new, self.now, "").execute(&mut **tx).await;
             match done {
                 Ok(_) => self.added += 1,
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -668,8 +680,20 @@ impl Import {
 
     /// Commits every row added; returns how many there were.
     pub async fn commit(self) -> Result<usize> {
-        self.tx.commit().await?;
+        match self.tx {
+            ImportTx::Sqlite(tx) => tx.commit().await?,
+            ImportTx::Postgres(tx) => tx.commit().await?,
+        }
         Ok(self.added)
+    }
+
+    /// An import on PostgreSQL, in transaction `tx`.
+    pub(super) fn postgres(tx: Transaction<'static, Postgres>, now: Millis) -> Import {
+        Import {
+            tx: ImportTx::Postgres(tx),
+            now,
+            added: 0,
+        }
     }
 }
 

@@ -30,6 +30,7 @@ mod postgres_ops;
 mod postgres_outbox;
 mod postgres_quota;
 mod postgres_schema;
+mod postgres_store;
 mod privacy;
 mod quiet_hours;
 mod rate_limit;
