@@ -73,8 +73,8 @@ async fn three_daemons_share_the_work_the_quota_and_the_outbox_and_survive_a_kil
             1,
         )
         .replacen(
-            "[polling]\n",
-            &format!("[polling]\nlease = \"{}s\"\n", LEASE.as_secs()),
+            "lease = \"10s\"\n",
+            &format!("lease = \"{}s\"\n", LEASE.as_secs()),
             1,
         )
     });
