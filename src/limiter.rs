@@ -41,10 +41,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// A run of call slots granted from a schedule shared with other processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Granted {
-    /// How long after the schedule's keeper made the grant its first slot comes, by the keeper's
-    /// own clock: only this distance is carried over to ours, so that clocks that disagree do not
-    /// matter.
-    pub first_after: Duration,
+    /// The first slot, in microseconds of the keeper's clock (the database server's).
+    pub first_slot_us: i64,
+    /// The keeper's clock when it made the grant, which places its clock against ours.
+    pub keeper_now_us: i64,
     pub count: u32,
     /// The spacing of the slots, as the keeper counted them.
     pub interval: Duration,
@@ -89,6 +89,57 @@ struct Shared {
     source: Arc<dyn SharedQuota>,
     slots: Mutex<VecDeque<Instant>>,
     waiting: AtomicUsize,
+    offset: std::sync::Mutex<Option<ClockOffset>>,
+}
+
+/// Where the keeper's clock stands against ours: its time `keeper_us` was our `local`, give or
+/// take `uncertainty` (half the round trip of the grant that told us), as read at `local`.
+/// Every grant's slots are placed by the best such reading rather than by the grant's own round
+/// trip, so that a grant slow to come back does not push its slots onto the next daemon's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockOffset {
+    pub local: Instant,
+    pub keeper_us: i64,
+    pub uncertainty: Duration,
+}
+
+/// How fast a reading of the keeper's clock loses its worth: 100 µs a second, far more than two
+/// clocks drift apart.
+const DRIFT_PER_SEC: Duration = Duration::from_micros(100);
+
+impl ClockOffset {
+    /// The reading of a grant asked at `sent` and answered at `received`, the keeper's clock
+    /// reading `keeper_us` in between.
+    pub fn sample(sent: Instant, received: Instant, keeper_us: i64) -> ClockOffset {
+        let half = received.saturating_duration_since(sent) / 2;
+        ClockOffset {
+            local: sent + half,
+            keeper_us,
+            uncertainty: half,
+        }
+    }
+
+    /// The better of `self` and a newer `sample`: the one with the smaller uncertainty, `self`'s
+    /// growing with its age.
+    pub fn better(self, sample: ClockOffset) -> ClockOffset {
+        let age = sample.local.saturating_duration_since(self.local);
+        if sample.uncertainty <= self.uncertainty + DRIFT_PER_SEC.mul_f64(age.as_secs_f64()) {
+            sample
+        } else {
+            self
+        }
+    }
+
+    /// Our instant for the keeper's time `keeper_us`.
+    pub fn local_at(&self, keeper_us: i64) -> Instant {
+        let delta = keeper_us.saturating_sub(self.keeper_us);
+        let magnitude = Duration::from_micros(delta.unsigned_abs());
+        if delta >= 0 {
+            self.local + magnitude
+        } else {
+            self.local.checked_sub(magnitude).unwrap_or(self.local)
+        }
+    }
 }
 
 impl Limiter {
@@ -116,6 +167,7 @@ impl Limiter {
                 source,
                 slots: Mutex::new(VecDeque::new()),
                 waiting: AtomicUsize::new(0),
+                offset: std::sync::Mutex::new(None),
             });
         }
     }
@@ -169,12 +221,17 @@ impl Limiter {
         let mut failures = 0u32;
         loop {
             let count = grant_size(self.interval, waiting);
+            let sent = Instant::now();
             match shared.source.grant(self.interval, count).await {
                 Ok(granted) => {
                     if failures > 0 {
                         tracing::info!(failures, "the shared quota answers again");
                     }
-                    return local_slots(Instant::now(), &granted);
+                    let sample = ClockOffset::sample(sent, Instant::now(), granted.keeper_now_us);
+                    let mut offset = shared.offset.lock().unwrap_or_else(|e| e.into_inner());
+                    let best = offset.map_or(sample, |best| best.better(sample));
+                    *offset = Some(best);
+                    return local_slots(&best, &granted);
                 }
                 Err(error) => {
                     if failures == 0 {
@@ -220,12 +277,12 @@ pub fn grant_size(interval: Duration, waiting: usize) -> u32 {
     u32::try_from(size).unwrap_or(MAX_GRANT)
 }
 
-/// A grant's slots as this process's instants, the grant having been received at `received`:
-/// each as far after `received` as the keeper counted it after its own reading of the time. The
-/// answer's way back only puts them a little later, never earlier.
-pub fn local_slots(received: Instant, granted: &Granted) -> VecDeque<Instant> {
+/// A grant's slots as this process's instants, placed by `offset` (slots that have passed by the
+/// time they are reached are dropped then, see [`in_time`]).
+pub fn local_slots(offset: &ClockOffset, granted: &Granted) -> VecDeque<Instant> {
+    let first = offset.local_at(granted.first_slot_us);
     (0..granted.count)
-        .map(|i| received + granted.first_after + granted.interval * i)
+        .map(|i| first + granted.interval * i)
         .collect()
 }
 
@@ -365,6 +422,8 @@ mod tests {
     /// first `down` grants asked.
     #[derive(Default)]
     struct Keeper {
+        /// When its clock read 10^12 µs: another clock than ours.
+        epoch: std::sync::OnceLock<Instant>,
         next: std::sync::Mutex<Option<Instant>>,
         down: std::sync::atomic::AtomicU32,
         grants: std::sync::atomic::AtomicU32,
@@ -385,8 +444,11 @@ mod tests {
                 let mut next = self.next.lock().unwrap();
                 let first = next.map_or(now, |n| n.max(now));
                 *next = Some(first + interval * count);
+                let epoch = *self.epoch.get_or_init(Instant::now);
+                let us = |t: Instant| 1_000_000_000_000 + (t - epoch).as_micros() as i64;
                 Ok(Granted {
-                    first_after: first - now,
+                    first_slot_us: us(first),
+                    keeper_now_us: us(now),
                     count,
                     interval,
                 })
@@ -501,17 +563,34 @@ mod tests {
 
     #[test]
     fn a_grant_is_placed_by_its_distance_from_the_keepers_now() {
-        let received = Instant::now();
-        let granted = Granted {
-            first_after: Duration::from_millis(50),
-            count: 3,
-            interval: Duration::from_millis(10),
-        };
         let ms = Duration::from_millis;
+        let sent = Instant::now();
+        // The keeper read 5_000_000 µs 4 ms after we asked; the answer came 4 ms later.
+        let offset = ClockOffset::sample(sent, sent + ms(8), 5_000_000);
+        assert_eq!(offset.uncertainty, ms(4));
+        let granted = Granted {
+            first_slot_us: 5_050_000,
+            keeper_now_us: 5_000_000,
+            count: 3,
+            interval: ms(10),
+        };
+        let received = sent + ms(4);
         assert_eq!(
-            local_slots(received, &granted),
+            local_slots(&offset, &granted),
             [received + ms(50), received + ms(60), received + ms(70)]
         );
+        // A slower answer later does not move the schedule; a quicker one, or an old reading
+        // gone stale, does.
+        let slow = ClockOffset::sample(sent + ms(100), sent + ms(180), 5_100_000);
+        assert_eq!(offset.better(slow), offset);
+        let quick = ClockOffset::sample(sent + ms(100), sent + ms(102), 5_097_500);
+        assert_eq!(offset.better(quick), quick);
+        let late = ClockOffset::sample(
+            sent + Duration::from_secs(60),
+            sent + Duration::from_secs(60) + ms(10),
+            65_000_000,
+        );
+        assert_eq!(offset.better(late), late);
         // Half an interval late still leaves; later does not.
         let slot = received;
         assert!(in_time(slot, slot + ms(5), ms(10)));

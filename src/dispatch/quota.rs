@@ -35,7 +35,8 @@ impl SharedQuota for DbQuota {
                 .await
                 .map_err(|e| format!("provider {}: {e}", self.provider))?;
             Ok(Granted {
-                first_after: grant.first_after_now(),
+                first_slot_us: grant.first_slot_us,
+                keeper_now_us: grant.server_now_us,
                 count: grant.count,
                 interval: grant.interval,
             })

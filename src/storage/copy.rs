@@ -181,7 +181,8 @@ const CHUNK: usize = 2000;
 /// Rows compared between source and target per table, besides the first and the last.
 const SAMPLE: i64 = 100;
 
-/// The tables of the engines' own bookkeeping, which the copy leaves to each side's migrations.
+/// The tables a copy does not carry: the engines' own bookkeeping (each side's migrations), and
+/// any state that only lives while daemons run (PostgreSQL's coordination between daemons).
 const NOT_COPIED: &[&str] = &["_sqlx_migrations"];
 
 #[derive(Debug, thiserror::Error)]
@@ -375,7 +376,11 @@ impl Side {
     }
 
     async fn count(&mut self, table: &Table) -> Result<i64, CopyError> {
-        let sql = format!("SELECT count(*) FROM {}", table.name);
+        self.count_named(table.name).await
+    }
+
+    async fn count_named(&mut self, table: &str) -> Result<i64, CopyError> {
+        let sql = format!("SELECT count(*) FROM \"{}\"", table.replace('"', "\"\""));
         Ok(match self {
             Side::Lite(tx) => {
                 sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -696,8 +701,7 @@ async fn copy_in(
     target_shown: &str,
     progress: &mut impl FnMut(&Copied),
 ) -> Result<Vec<Copied>, CopyError> {
-    covered(from, "the source").await?;
-    covered(to, target_shown).await?;
+    covered(from).await?;
     for table in TABLES {
         let rows = to.count(table).await?;
         if rows > 0 {
@@ -741,22 +745,34 @@ async fn copy_in(
     Ok(copied)
 }
 
-/// Refuses a database with a table or a column that [`TABLES`] does not carry.
-async fn covered(side: &mut Side, shown: &str) -> Result<(), CopyError> {
+/// Refuses a source with a column [`TABLES`] does not carry, or with rows in a table it does
+/// not know, so that nothing is left behind silently. An unknown table that holds no rows is
+/// passed over, and so is one the target has and the source lacks: the target's migrations made
+/// it, and it starts empty there.
+async fn covered(side: &mut Side) -> Result<(), CopyError> {
+    let mut unknown_tables: Vec<String> = Vec::new();
     for (table, column) in side.schema().await? {
         if NOT_COPIED.contains(&table.as_str()) {
             continue;
         }
         let Some(known) = TABLES.iter().find(|t| t.name == table) else {
-            return Err(CopyError::Unknown {
-                side: shown.to_owned(),
-                what: format!("a table {table:?}"),
-            });
+            if !unknown_tables.contains(&table) {
+                unknown_tables.push(table);
+            }
+            continue;
         };
         if !known.columns.iter().any(|(name, _)| *name == column) {
             return Err(CopyError::Unknown {
-                side: shown.to_owned(),
+                side: "the source".to_owned(),
                 what: format!("a column {table}.{column}"),
+            });
+        }
+    }
+    for table in unknown_tables {
+        if side.count_named(&table).await? > 0 {
+            return Err(CopyError::Unknown {
+                side: "the source".to_owned(),
+                what: format!("rows in a table {table:?}"),
             });
         }
     }

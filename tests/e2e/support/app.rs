@@ -159,7 +159,7 @@ low = "{low}"
 scan_interval = "200ms"
 jitter = 0.0
 timeout = "5s"
-
+{polling_lease}
 [delivery]
 backoff = "{backoff}"
 backoff_max = "1s"
@@ -172,6 +172,13 @@ lease = "5s"
 stuck_after = "3650days"
 "#,
             backoff = self.backoff,
+            // SQLite's one daemon takes the claims of the one before it back at start; on
+            // PostgreSQL, other daemons may be running, so a killed one's claims wait out the
+            // lease (five minutes unless told), longer than a test waits.
+            polling_lease = match self.engine {
+                Engine::Sqlite => "",
+                Engine::Postgres => "lease = \"10s\"\n",
+            },
         );
         let harness = Harness {
             top_url: &top.url,
