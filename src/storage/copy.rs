@@ -182,8 +182,10 @@ const CHUNK: usize = 2000;
 const SAMPLE: i64 = 100;
 
 /// The tables a copy does not carry: the engines' own bookkeeping (each side's migrations), and
-/// any state that only lives while daemons run (PostgreSQL's coordination between daemons).
-const NOT_COPIED: &[&str] = &["_sqlx_migrations"];
+/// any state that only lives while daemons run: who is running (`daemons`, each daemon registers
+/// itself at start) and where each provider's shared call schedule stands (`quota`, which starts
+/// afresh from the server's clock).
+const NOT_COPIED: &[&str] = &["_sqlx_migrations", "daemons", "quota"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {

@@ -73,15 +73,16 @@ INSERT INTO channel_state (channel, paused_until, reason, updated_at)
 VALUES ('sms', 1700003600000, 'out of credit', 1700000000000);
 "#;
 
-/// Every table of a SQLite file but the migrations', each as its rows, every value `quote`d
-/// (so that 1 and '1' differ), ordered by all columns, the key first.
+/// Every table of a SQLite file but the migrations' and the daemons' running state (`daemons`,
+/// `quota`, which `copy` leaves behind), each as its rows, every value `quote`d (so that 1 and
+/// '1' differ), ordered by all columns, the key first.
 async fn dump(path: &std::path::Path) -> Vec<(String, Vec<String>)> {
     let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=ro", path.display()))
         .await
         .unwrap();
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%'
-         AND name <> '_sqlx_migrations' ORDER BY name",
+         AND name NOT IN ('_sqlx_migrations', 'daemons', 'quota') ORDER BY name",
     )
     .fetch_all(&mut conn)
     .await
