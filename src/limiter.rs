@@ -67,9 +67,12 @@ pub trait SharedQuota: Send + Sync {
 /// ever, not all at once when it resumes. Built on tokio's clock so that tests can pause time.
 ///
 /// Shared ([`Limiter::share`]), the slots come from the shared schedule instead, in grants sized
-/// by [`grant_size`]; a slot missed by more than half an interval is lost, never made up later.
+/// by [`grant_size`]; a slot is never taken early, and one missed by more than its window's
+/// headroom allows ([`late_allowed`]) is lost, never made up later.
 pub struct Limiter {
     interval: Duration,
+    /// The quota's window (a second for `20/s`): what a shared slot's lateness is measured by.
+    window: Duration,
     next_slot: Mutex<Option<Instant>>,
     shared: OnceLock<Shared>,
 }
@@ -87,9 +90,16 @@ impl std::fmt::Debug for Limiter {
 /// wait, which sizes the next grant.
 struct Shared {
     source: Arc<dyn SharedQuota>,
-    slots: Mutex<VecDeque<Instant>>,
+    slots: Mutex<Slots>,
     waiting: AtomicUsize,
     offset: std::sync::Mutex<Option<ClockOffset>>,
+}
+
+/// The slots of the current grant, and how late each may still be taken.
+#[derive(Default)]
+struct Slots {
+    queue: VecDeque<Instant>,
+    late_allowed: Duration,
 }
 
 /// Where the keeper's clock stands against ours: its time `keeper_us` was our `local`, give or
@@ -148,9 +158,17 @@ impl Limiter {
     pub fn new(spacing: Option<Duration>) -> Self {
         Limiter {
             interval: spacing.map_or(Duration::ZERO, |s| s.div_f64(1.0 - HEADROOM)),
+            window: Duration::ZERO,
             next_slot: Mutex::new(None),
             shared: OnceLock::new(),
         }
+    }
+
+    /// The quota's window (`per` of `calls/per`), which bounds how late a shared slot may be
+    /// taken; without it, a single interval is assumed, the strictest.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
     }
 
     /// True when the bucket limits anything.
@@ -165,7 +183,7 @@ impl Limiter {
         if self.is_limited() {
             let _ = self.shared.set(Shared {
                 source,
-                slots: Mutex::new(VecDeque::new()),
+                slots: Mutex::new(Slots::default()),
                 waiting: AtomicUsize::new(0),
                 offset: std::sync::Mutex::new(None),
             });
@@ -192,21 +210,21 @@ impl Limiter {
         let _waiting = Waiting::enter(&shared.waiting);
         let mut slots = shared.slots.lock().await;
         loop {
-            let Some(&slot) = slots.front() else {
+            let Some(&slot) = slots.queue.front() else {
                 let waiting = shared.waiting.load(Ordering::Relaxed);
                 *slots = self.take_grant(shared, waiting).await;
                 continue;
             };
-            if !in_time(slot, Instant::now(), self.interval) {
-                slots.pop_front();
+            if !in_time(slot, Instant::now(), slots.late_allowed) {
+                slots.queue.pop_front();
                 continue;
             }
             // Cancelled while asleep, the slot stays for the next waiter.
             tokio::time::sleep_until(slot).await;
-            slots.pop_front();
+            slots.queue.pop_front();
             // A wake later than the slot allows (a stall) loses it: taken late, it would crowd
             // the slots other processes hold after it.
-            if in_time(slot, Instant::now(), self.interval) {
+            if in_time(slot, Instant::now(), slots.late_allowed) {
                 return;
             }
         }
@@ -216,7 +234,7 @@ impl Limiter {
     /// cannot be reached (the database is down) no call leaves: a call made without a grant
     /// would spend quota that the other processes cannot account for. So the bucket asks again,
     /// spaced out, until it answers, and the caller waits meanwhile.
-    async fn take_grant(&self, shared: &Shared, waiting: usize) -> VecDeque<Instant> {
+    async fn take_grant(&self, shared: &Shared, waiting: usize) -> Slots {
         let mut retry = RETRY_FIRST;
         let mut failures = 0u32;
         loop {
@@ -231,7 +249,10 @@ impl Limiter {
                     let mut offset = shared.offset.lock().unwrap_or_else(|e| e.into_inner());
                     let best = offset.map_or(sample, |best| best.better(sample));
                     *offset = Some(best);
-                    return local_slots(&best, &granted);
+                    return Slots {
+                        queue: local_slots(&best, &granted),
+                        late_allowed: late_allowed(self.interval, self.window, best.uncertainty),
+                    };
                 }
                 Err(error) => {
                     if failures == 0 {
@@ -277,20 +298,31 @@ pub fn grant_size(interval: Duration, waiting: usize) -> u32 {
     u32::try_from(size).unwrap_or(MAX_GRANT)
 }
 
-/// A grant's slots as this process's instants, placed by `offset` (slots that have passed by the
-/// time they are reached are dropped then, see [`in_time`]).
+/// A grant's slots as this process's instants, placed by `offset` and put off by its uncertainty,
+/// so that none is taken before its time on the keeper's clock, whichever way the reading errs
+/// (slots that have passed by the time they are reached are dropped then, see [`in_time`]).
 pub fn local_slots(offset: &ClockOffset, granted: &Granted) -> VecDeque<Instant> {
-    let first = offset.local_at(granted.first_slot_us);
+    let first = offset.local_at(granted.first_slot_us) + offset.uncertainty;
     (0..granted.count)
         .map(|i| first + granted.interval * i)
         .collect()
 }
 
-/// True when a caller at `now` may still leave on `slot`: up to half an interval late. Calls never
-/// leave before their slots, so a window then holds no more calls than slots in a window half an
-/// interval longer: no more than the quota allows, plus the one at its edge.
-fn in_time(slot: Instant, now: Instant, interval: Duration) -> bool {
-    now <= slot + interval / 2
+/// How late a shared slot may be taken, on the keeper's clock: the slots are spaced with
+/// [`HEADROOM`] (`interval` is the quota's spacing / 0.98), so a window of the quota (`window`)
+/// holds no more slots than the quota allows even when stretched by the headroom's share of it:
+/// calls never leave before their slots, and each leaves less than `window × HEADROOM` after its
+/// slot, so no window holds more calls than the quota. The placement's error (up to twice the
+/// reading's `uncertainty`: put off by one, off by one more either way) comes out of it; and never
+/// more than half an interval. Zero (only a wake on time leaves) when the reading is too poor.
+pub fn late_allowed(interval: Duration, window: Duration, uncertainty: Duration) -> Duration {
+    let window = window.max(interval);
+    (window.mul_f64(HEADROOM).min(interval / 2)).saturating_sub(uncertainty * 2)
+}
+
+/// True when a caller at `now` may still leave on `slot`, up to `late` after it.
+fn in_time(slot: Instant, now: Instant, late: Duration) -> bool {
+    now <= slot + late
 }
 
 /// The slot after one planned for `slot` that was left at `left`: a whole interval on, counted
@@ -457,7 +489,8 @@ mod tests {
     }
 
     fn shared_limiter(spacing: Duration, keeper: &Arc<Keeper>) -> Arc<Limiter> {
-        let limiter = Limiter::new(Some(spacing));
+        // The quotas of these tests are so many a second.
+        let limiter = Limiter::new(Some(spacing)).with_window(Duration::from_secs(1));
         limiter.share(keeper.clone());
         Arc::new(limiter)
     }
@@ -575,9 +608,10 @@ mod tests {
             interval: ms(10),
         };
         let received = sent + ms(4);
+        // Put off by the reading's uncertainty, so that none leaves early on the keeper's clock.
         assert_eq!(
             local_slots(&offset, &granted),
-            [received + ms(50), received + ms(60), received + ms(70)]
+            [received + ms(54), received + ms(64), received + ms(74)]
         );
         // A slower answer later does not move the schedule; a quicker one, or an old reading
         // gone stale, does.
@@ -591,9 +625,15 @@ mod tests {
             65_000_000,
         );
         assert_eq!(offset.better(late), late);
-        // Half an interval late still leaves; later does not.
+        // Up to the allowed lateness still leaves; later does not.
         let slot = received;
-        assert!(in_time(slot, slot + ms(5), ms(10)));
-        assert!(!in_time(slot, slot + ms(6), ms(10)));
+        assert!(in_time(slot, slot + ms(5), ms(5)));
+        assert!(!in_time(slot, slot + ms(6), ms(5)));
+        // 20/s: 2% of the second is 20 ms, less twice a 1 ms reading; never over half an
+        // interval (5 ms at 100/s); nothing left of it with a poor reading.
+        let interval = ms(50).div_f64(1.0 - HEADROOM);
+        assert_eq!(late_allowed(interval, ms(1000), ms(1)), ms(18));
+        assert_eq!(late_allowed(ms(10), ms(1000), ms(1)), ms(3));
+        assert_eq!(late_allowed(interval, ms(1000), ms(15)), Duration::ZERO);
     }
 }

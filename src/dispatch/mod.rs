@@ -61,7 +61,8 @@ impl ProviderRuntime {
             min_interval: adapter.min_interval(),
             // Every answer from upstream is cut to its documented bounds before it is used.
             adapter: Arc::new(crate::providers::Bounded(adapter)),
-            limiter: Limiter::new(rate_limit.map(|l| l.interval())),
+            limiter: Limiter::new(rate_limit.map(|l| l.interval()))
+                .with_window(rate_limit.map_or(Duration::ZERO, |l| l.per)),
             paused_until: Mutex::new(None),
             push: None,
         }

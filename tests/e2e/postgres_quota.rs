@@ -75,7 +75,8 @@ async fn three_daemons_keep_to_one_quota_together_and_use_it() {
     let mut dbs = Vec::new();
     for daemon in 0..3 {
         let db = open(&pg.url).await;
-        let limiter = Limiter::new(Some(Duration::from_secs(1) / RATE as u32));
+        let limiter = Limiter::new(Some(Duration::from_secs(1) / RATE as u32))
+            .with_window(Duration::from_secs(1));
         limiter.share(Arc::new(DbQuota::new(db.clone(), "top")));
         let limiter = Arc::new(limiter);
         dbs.push(db);
