@@ -306,8 +306,10 @@ pub(super) async fn claim_notifications_in(
     .execute(&mut *conn)
     .await?;
     let mut rows = sqlx::query_as::<_, ClaimedNotification>(
-        "UPDATE notifications SET attempts = attempts + 1, lease_until = $1 \
-         WHERE id IN (SELECT n.id FROM notifications AS n \
+        // The pick is a CTE, run once: as `id IN (subquery)` the planner may run the locking
+        // subquery again for each row it updates, and a row this statement already updated is
+        // then skipped, so the claim comes back short.
+        "WITH picked AS MATERIALIZED (SELECT n.id AS picked_id FROM notifications AS n \
              WHERE n.state = 'pending' AND n.next_attempt_at <= $2 \
                AND (n.lease_until IS NULL OR n.lease_until <= $2) \
                AND n.channel = ANY($3) \
@@ -316,6 +318,8 @@ pub(super) async fn claim_notifications_in(
                      AND earlier.state = 'pending' AND earlier.id < n.id) \
              ORDER BY n.next_attempt_at, n.id LIMIT $4 \
              FOR UPDATE SKIP LOCKED) \
+         UPDATE notifications SET attempts = attempts + 1, lease_until = $1 \
+         FROM picked WHERE id = picked_id \
          RETURNING id, public_id, channel, status, payload, recipient, attempts, \
              (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
     )
