@@ -1695,7 +1695,10 @@ async fn claim_query(n: usize, samples: usize) -> Result<Claim, String> {
         started.elapsed().as_secs_f64()
     ));
     if samples * 64 > n / 50 {
-        return Err(format!("{samples} claims of 64 need more than the {} due", n / 50));
+        return Err(format!(
+            "{samples} claims of 64 need more than the {} due",
+            n / 50
+        ));
     }
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
