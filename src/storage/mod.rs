@@ -41,7 +41,7 @@ mod writer;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{FromRow, Row, Sqlite, Transaction};
 
 use crate::clock::{Millis, to_rfc3339};
@@ -247,9 +247,16 @@ impl ShipmentRow {
 }
 
 /// Written out rather than derived: a contact that does not parse must leave the row readable,
-/// and sqlx's `try_from` would fail the row (nor can it fill an `Option`).
-impl<'r> FromRow<'r, SqliteRow> for ShipmentRow {
-    fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
+/// and sqlx's `try_from` would fail the row (nor can it fill an `Option`). One reading for both
+/// engines: SQLite's guarded select list and PostgreSQL's give the same columns.
+impl<'r, R: Row> FromRow<'r, R> for ShipmentRow
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> i64: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> bool: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
         let phone = contact(row, "phone", Phone::parse)?;
         let email = contact(row, "email", Email::parse)?;
         let openid = contact(row, "openid", OpenId::parse)?;
@@ -288,10 +295,12 @@ impl<'r> FromRow<'r, SqliteRow> for ShipmentRow {
 
 /// A text column parsed into a domain value; a value that does not parse fails the row, as
 /// sqlx's own decoding would.
-fn parsed<T>(row: &SqliteRow, column: &str) -> sqlx::Result<T>
+fn parsed<R: Row, T>(row: &R, column: &str) -> sqlx::Result<T>
 where
     T: TryFrom<String>,
     T::Error: std::error::Error + Send + Sync + 'static,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
 {
     let text: String = row.try_get(column)?;
     T::try_from(text).map_err(|e| sqlx::Error::ColumnDecode {
@@ -302,11 +311,15 @@ where
 
 /// A contact column: blank is none, and a value that does not parse is returned apart, so that
 /// the row can still be read and flagged by itself.
-fn contact<T, E>(
-    row: &SqliteRow,
+fn contact<R: Row, T, E>(
+    row: &R,
     column: &str,
     parse: fn(&str) -> std::result::Result<T, E>,
-) -> sqlx::Result<std::result::Result<Option<T>, E>> {
+) -> sqlx::Result<std::result::Result<Option<T>, E>>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+{
     let text: Option<String> = row.try_get(column)?;
     Ok(text
         .filter(|text| !text.trim().is_empty())
@@ -424,7 +437,13 @@ impl std::fmt::Display for ShipmentColumns {
 
 /// Decodes rows one by one: a row that still cannot be read (text that is not UTF-8) is
 /// returned apart, by id with the reason, instead of failing its neighbours.
-fn decode_shipments(rows: Vec<SqliteRow>) -> (Vec<ShipmentRow>, Vec<(i64, String)>) {
+fn decode_shipments<R: Row>(rows: Vec<R>) -> (Vec<ShipmentRow>, Vec<(i64, String)>)
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> i64: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> bool: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+{
     let mut good = Vec::with_capacity(rows.len());
     let mut bad = Vec::new();
     for row in rows {

@@ -25,10 +25,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{FromRow, Row};
 
 pub(super) use super::*;
-use crate::domain::{Email, InvalidContact, OpenId, Phone};
 
 /// PostgreSQL's connections, shared by every task of the process.
 #[derive(Clone)]
@@ -128,85 +126,3 @@ pub(super) const PG_SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_n
      phone, email, openid, status, raw_status, (active = 1) AS active, error, transitions, \
      next_poll_at, last_polled_at, last_event_at, status_changed_at, created_at, sub_orders, \
      NULL::TEXT AS type_error";
-
-impl<'r> FromRow<'r, PgRow> for ShipmentRow {
-    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
-        let phone = pg_contact(row, "phone", Phone::parse)?;
-        let email = pg_contact(row, "email", Email::parse)?;
-        let openid = pg_contact(row, "openid", OpenId::parse)?;
-        let invalid_contact = match (&phone, &email, &openid) {
-            (Err(e), _, _) => Some(InvalidContact::Phone(e.clone())),
-            (_, Err(e), _) => Some(InvalidContact::Email(e.clone())),
-            (_, _, Err(e)) => Some(InvalidContact::OpenId(e.clone())),
-            _ => None,
-        };
-        Ok(ShipmentRow {
-            id: row.try_get("id")?,
-            order_id: row.try_get("order_id")?,
-            provider: row.try_get("provider")?,
-            tracking_no: row.try_get("tracking_no")?,
-            carrier: row.try_get("carrier")?,
-            tier: pg_parsed(row, "tier")?,
-            phone: phone.ok().flatten(),
-            email: email.ok().flatten(),
-            openid: openid.ok().flatten(),
-            status: pg_parsed(row, "status")?,
-            raw_status: row.try_get("raw_status")?,
-            active: row.try_get("active")?,
-            error: row.try_get("error")?,
-            transitions: row.try_get("transitions")?,
-            next_poll_at: row.try_get("next_poll_at")?,
-            last_polled_at: row.try_get("last_polled_at")?,
-            last_event_at: row.try_get("last_event_at")?,
-            status_changed_at: row.try_get("status_changed_at")?,
-            created_at: row.try_get("created_at")?,
-            sub_orders: row.try_get("sub_orders")?,
-            type_error: row.try_get("type_error")?,
-            invalid_contact,
-        })
-    }
-}
-
-fn pg_parsed<T>(row: &PgRow, column: &str) -> sqlx::Result<T>
-where
-    T: TryFrom<String>,
-    T::Error: std::error::Error + Send + Sync + 'static,
-{
-    let text: String = row.try_get(column)?;
-    T::try_from(text).map_err(|e| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: Box::new(e),
-    })
-}
-
-fn pg_contact<T, E>(
-    row: &PgRow,
-    column: &str,
-    parse: fn(&str) -> std::result::Result<T, E>,
-) -> sqlx::Result<std::result::Result<Option<T>, E>> {
-    let text: Option<String> = row.try_get(column)?;
-    Ok(text
-        .filter(|text| !text.trim().is_empty())
-        .map(|text| parse(&text))
-        .transpose())
-}
-
-/// Decodes rows one by one, as SQLite's `decode_shipments` does: a row that cannot be read is
-/// returned apart, by id with the reason.
-pub(super) fn decode_pg_shipments(rows: Vec<PgRow>) -> (Vec<ShipmentRow>, Vec<(i64, String)>) {
-    let mut good = Vec::with_capacity(rows.len());
-    let mut bad = Vec::new();
-    for row in rows {
-        match ShipmentRow::from_row(&row) {
-            Ok(shipment) => good.push(shipment),
-            Err(e) => {
-                let id = row.try_get::<i64, _>("id").unwrap_or_default();
-                bad.push((
-                    id,
-                    format!("the row cannot be read ({e}); fix or remove it"),
-                ));
-            }
-        }
-    }
-    (good, bad)
-}

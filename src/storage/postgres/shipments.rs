@@ -43,7 +43,7 @@ fn sqlite_text(message: &str, constraint: Option<&str>) -> Option<String> {
 
 /// One row read whole, or refused with the reason it cannot be read.
 fn decode_pg_shipment(row: PgRow) -> Result<ShipmentRow> {
-    let (mut rows, unreadable) = decode_pg_shipments(vec![row]);
+    let (mut rows, unreadable) = decode_shipments(vec![row]);
     match unreadable.into_iter().next() {
         Some((_, reason)) => Err(StorageError::Rejected(reason)),
         None if rows.is_empty() => Err(StorageError::Rejected("no row".to_owned())),
@@ -190,7 +190,7 @@ impl Pg {
         .bind(filter.after)
         .fetch_all(self.pool())
         .await?;
-        let (rows, unreadable) = decode_pg_shipments(rows);
+        let (rows, unreadable) = decode_shipments(rows);
         for (id, reason) in unreadable {
             tracing::warn!(shipment_id = id, %reason, "shipment left out");
         }
@@ -282,7 +282,7 @@ impl Pg {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await?;
-        let (mut rows, unreadable) = decode_pg_shipments(rows);
+        let (mut rows, unreadable) = decode_shipments(rows);
         for (id, reason) in unreadable {
             tracing::warn!(shipment_id = id, %reason, "shipment invalid");
             Pg::mark_invalid_in(conn, id, InvalidKind::Row, &reason, now).await?;
@@ -403,7 +403,7 @@ impl Pg {
         .fetch_all(&mut *tx)
         .await?;
         let read = rows.len();
-        let (rows, unreadable) = decode_pg_shipments(rows);
+        let (rows, unreadable) = decode_shipments(rows);
         let rechecked: Vec<(ShipmentRow, RecheckWrite)> = rows
             .into_iter()
             .map(|row| {

@@ -92,7 +92,7 @@ impl Pg {
         .bind(MAX_SHARED_WAYBILL)
         .fetch_all(self.pool())
         .await?;
-        let (rows, unreadable) = decode_pg_shipments(rows);
+        let (rows, unreadable) = decode_shipments(rows);
         for (id, reason) in unreadable {
             tracing::warn!(shipment_id = id, %reason, "shipment left out of a callback");
         }
