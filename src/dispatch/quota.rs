@@ -44,14 +44,9 @@ impl SharedQuota for DbQuota {
     }
 }
 
-/// True when other daemons may share `db`, and with it the providers' quotas.
-pub fn is_shared(db: &Db) -> bool {
-    db.engine_name() == "postgres"
-}
-
 /// On a database other daemons share, turns each provider's bucket to its shared schedule.
 pub(super) fn share_quotas(db: &Db, providers: &Providers) {
-    if !is_shared(db) {
+    if !db.is_shared() {
         return;
     }
     for (name, provider) in providers {

@@ -253,7 +253,7 @@ impl Db {
     // ---- daemons ------------------------------------------------------------------------------
 
     /// True when several daemons may share this database (PostgreSQL): claims another daemon
-    /// holds must then be left to run out, not released.
+    /// holds must then be left to run out, not released, and the providers' quotas are shared.
     pub fn is_shared(&self) -> bool {
         matches!(self.engine, super::Engine::Postgres(_))
     }
