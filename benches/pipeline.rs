@@ -1700,6 +1700,9 @@ async fn claim_query(n: usize, samples: usize) -> Result<Claim, String> {
             n / 50
         ));
     }
+    // The batches are recorded through one connection of their own, as the daemon's commits go
+    // through its pool: a connection opened per batch would start a server process each time.
+    let mut recorder = pg.connect().await;
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         watch::doing("timing the claim of due shipments");
@@ -1717,17 +1720,17 @@ async fn claim_query(n: usize, samples: usize) -> Result<Claim, String> {
         }
         // Polled and recorded, as the daemon's commit would (not timed): next due in an hour,
         // the claim let go, so that the due rows ahead of the next claim are the untaken ones.
-        let ids: Vec<String> = claimed.iter().map(|row| row.id.to_string()).collect();
-        pg_sql(
-            &pg,
-            &format!(
-                "UPDATE shipments SET claimed_until = NULL, next_poll_at = {} WHERE id IN ({})",
-                now + 3_600_000,
-                ids.join(",")
-            ),
+        let ids: Vec<i64> = claimed.iter().map(|row| row.id).collect();
+        sqlx::query(
+            "UPDATE shipments SET claimed_until = NULL, next_poll_at = $1 WHERE id = ANY($2)",
         )
-        .await?;
+        .bind(now + 3_600_000)
+        .bind(&ids)
+        .execute(&mut recorder)
+        .await
+        .map_err(|e| format!("recording a claimed batch: {e}"))?;
     }
+    recorder.close().await.map_err(|e| e.to_string())?;
     db.close().await;
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;

@@ -235,14 +235,27 @@ pub(crate) async fn record_polls(
     polls: &[(i64, &(dyn Decide + Sync))],
 ) -> Result<Vec<Recorded>> {
     let mut recorded = Vec::with_capacity(polls.len());
-    let mut rest = polls;
-    while !rest.is_empty() {
-        let mut seen = HashSet::new();
-        let round = rest.iter().take_while(|(id, _)| seen.insert(*id)).count();
-        recorded.extend(record_round(conn, &rest[..round]).await?);
-        rest = &rest[round..];
+    for round in rounds(polls) {
+        recorded.extend(record_round(conn, round).await?);
     }
     Ok(recorded)
+}
+
+/// A batch of polls cut into rounds, in order, each the longest run that holds every shipment at
+/// most once: a shipment polled twice is in two rounds, so that its second poll is decided on
+/// what the first one wrote. Both engines record a batch round by round.
+pub(super) fn rounds<T>(polls: &[(i64, T)]) -> impl Iterator<Item = &[(i64, T)]> {
+    let mut rest = polls;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let (round, after) =
+            rest.split_at(rest.iter().take_while(|(id, _)| seen.insert(*id)).count());
+        rest = after;
+        Some(round)
+    })
 }
 
 /// The columns one poll sets on its shipment; `None` keeps what is stored.
@@ -422,4 +435,33 @@ async fn record_round(
             },
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rounds;
+
+    fn ids(polls: &[(i64, char)]) -> Vec<Vec<char>> {
+        rounds(polls)
+            .map(|round| round.iter().map(|(_, poll)| *poll).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_distinct_shipments_is_one_round() {
+        assert_eq!(ids(&[(1, 'a'), (2, 'b'), (3, 'c')]), [vec!['a', 'b', 'c']]);
+    }
+
+    #[test]
+    fn a_shipment_polled_again_starts_the_next_round_in_order() {
+        assert_eq!(
+            ids(&[(1, 'a'), (2, 'b'), (1, 'c'), (3, 'd'), (1, 'e')]),
+            [vec!['a', 'b'], vec!['c', 'd'], vec!['e']]
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_round() {
+        assert!(ids(&[]).is_empty());
+    }
 }

@@ -635,3 +635,55 @@ async fn the_claim_is_served_by_the_due_index() {
     assert!(plan.contains("shipments_due"), "{plan}");
     conn.close().await.unwrap();
 }
+
+/// A claim writes only `claimed_until`, which no index holds; with room left on each page
+/// (migration 0005's `fillfactor`), PostgreSQL writes each claimed row's new version on the row's
+/// own page and touches no index. Rows on full pages moved instead, each with an entry in every
+/// index: the claim on 10 million shipments took twice as long (docs/benchmarks.md#postgresql).
+/// The due rows are spread over the table, one in 25, as a grown shop's are; the room kept is
+/// for a few rows a page, not for a page whose rows are all due at once.
+#[tokio::test]
+async fn a_claim_updates_its_rows_in_place() {
+    let pg = PgDatabase::create().await;
+    let db = open_pg(&pg).await;
+    let mut conn = pg.connect().await;
+    sqlx::query(
+        "INSERT INTO shipments (order_id, provider, tracking_no, next_poll_at, created_at) \
+         SELECT 'P-' || g, 'taobao', 'ZT' || g, \
+             CASE WHEN g % 25 = 0 THEN $1 ELSE $1 + 86400000 END, $1 \
+         FROM generate_series(1, 5000) g",
+    )
+    .bind(T0)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let page_of = "SELECT id, (ctid::text::point)[0]::BIGINT FROM shipments ORDER BY id";
+    let before: Vec<(i64, i64)> = sqlx::query_as(page_of).fetch_all(&mut conn).await.unwrap();
+    let pages: std::collections::HashSet<i64> = before.iter().map(|(_, page)| *page).collect();
+    assert!(pages.len() > 10, "2,000 rows on {} pages", pages.len());
+    let claimed = db
+        .claim_due_shipments(T0 + 10 * MIN, T0 + 11 * MIN, &[], 64)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 64);
+    let after: Vec<(i64, i64)> = sqlx::query_as(page_of).fetch_all(&mut conn).await.unwrap();
+    let moved: Vec<i64> = before
+        .iter()
+        .zip(&after)
+        .filter(|(was, is)| was != is)
+        .map(|((id, _), _)| *id)
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "claimed rows moved to other pages: {moved:?}"
+    );
+    let claimed_until: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM shipments WHERE claimed_until = $1")
+            .bind(T0 + 11 * MIN)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(claimed_until, 64);
+    conn.close().await.unwrap();
+    db.close().await;
+}

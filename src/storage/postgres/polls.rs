@@ -5,7 +5,7 @@
 //! other in a circle), then the events, the shipments' columns, the outbox rows and the unmapped
 //! values each written in one, from arrays (`unnest`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sqlx::{AssertSqlSafe, PgConnection};
 
@@ -129,12 +129,8 @@ pub(super) async fn record_polls_in(
     polls: &[(i64, &(dyn Decide + Sync))],
 ) -> Result<Vec<Recorded>> {
     let mut recorded = Vec::with_capacity(polls.len());
-    let mut rest = polls;
-    while !rest.is_empty() {
-        let mut seen = HashSet::new();
-        let round = rest.iter().take_while(|(id, _)| seen.insert(*id)).count();
-        recorded.extend(record_round(conn, &rest[..round]).await?);
-        rest = &rest[round..];
+    for round in crate::storage::polls::rounds(polls) {
+        recorded.extend(record_round(conn, round).await?);
     }
     Ok(recorded)
 }
