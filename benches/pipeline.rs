@@ -28,7 +28,7 @@ use shipwatch::config::{Http, Synchronous};
 use shipwatch::notify::receiver::{Behaviour, Receiver, generate_secret};
 use shipwatch::notify::webhook::WebhookSecret;
 use shipwatch::providers::taobao::{SignMethod, sign};
-use shipwatch::storage::{Db, Location};
+use shipwatch::storage::{Db, Decide, Location, PollWrite, ShipmentRow, ShipmentWrite};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
@@ -393,6 +393,11 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             "postgres",
             per_row(sizes.pg_claim_rows / 20 + sizes.pg_polls * 3),
         );
+        let buffers = shared_buffers_mib();
+        say(format!(
+            "the server gets shared_buffers = {buffers} MB, as docs/postgres.md advises"
+        ));
+        postgres::server_settings(&[format!("shared_buffers={buffers}MB")]);
         let claim = claim_query(sizes.pg_claim_rows, sizes.pg_claims).await?;
         let label = if sizes.pg_claim_rows >= 10_000_000 {
             "10m"
@@ -704,32 +709,20 @@ sign_method = "hmac-sha256"
     }
 
     /// Runs SQL through a connection of its own, as an outside tool would.
-    async fn sql(&self, statement: &str) -> Result<u64, String> {
-        let shown: String = statement.chars().take(100).collect();
-        watch::doing(format!("running SQL: {shown}…"));
+    async fn sql(&self, statement: &str) -> Result<(), String> {
         let url = format!("sqlite://{}", self.db.display());
-        let mut conn = SqliteConnection::connect(&url)
+        let conn = SqliteConnection::connect(&url)
             .await
             .map_err(|e| e.to_string())?;
-        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| format!("{e} in {statement}"))?;
-        conn.close().await.map_err(|e| e.to_string())?;
-        Ok(done.rows_affected())
+        run_sql(conn, statement).await
     }
 
     async fn count(&self, query: &str) -> Result<i64, String> {
         let url = format!("sqlite://{}?mode=ro", self.db.display());
-        let mut conn = SqliteConnection::connect(&url)
+        let conn = SqliteConnection::connect(&url)
             .await
             .map_err(|e| e.to_string())?;
-        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_owned()))
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| format!("{e} in {query}"))?;
-        conn.close().await.map_err(|e| e.to_string())?;
-        Ok(n)
+        count_on(conn, query).await
     }
 
     /// Waits until the count `query` returns satisfies `done`.
@@ -1489,14 +1482,7 @@ async fn big_database(n: usize, events: usize, run: Duration) -> Result<Big, Str
                 rows.len()
             ));
         }
-        let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
-        setup
-            .sql(&format!(
-                "UPDATE shipments SET claimed_until = NULL, next_poll_at = {later} \
-                 WHERE id IN ({})",
-                ids.join(",")
-            ))
-            .await?;
+        record_unchanged(&db, &rows, now, later).await?;
     }
     db.close().await;
     times.sort();
@@ -1640,11 +1626,14 @@ struct Claim {
     p99_ms: f64,
 }
 
-/// Runs SQL on a PostgreSQL database through a connection of its own.
-async fn pg_sql(pg: &postgres::PgDatabase, statement: &str) -> Result<(), String> {
+/// Runs SQL (one statement or several) through `conn`, on either engine, and closes it.
+async fn run_sql<C>(mut conn: C, statement: &str) -> Result<(), String>
+where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
     let shown: String = statement.chars().take(100).collect();
-    watch::doing(format!("running SQL on PostgreSQL: {shown}…"));
-    let mut conn = pg.connect().await;
+    watch::doing(format!("running SQL: {shown}…"));
     sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
         .execute(&mut conn)
         .await
@@ -1652,14 +1641,88 @@ async fn pg_sql(pg: &postgres::PgDatabase, statement: &str) -> Result<(), String
     conn.close().await.map_err(|e| e.to_string())
 }
 
-async fn pg_count(pg: &postgres::PgDatabase, query: &str) -> Result<i64, String> {
-    let mut conn = pg.connect().await;
+/// The count `query` returns through `conn`, on either engine; then closes it.
+async fn count_on<C>(mut conn: C, query: &str) -> Result<i64, String>
+where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    (i64,): for<'r> sqlx::FromRow<'r, <C::Database as sqlx::Database>::Row>,
+    <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+{
     let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_owned()))
         .fetch_one(&mut conn)
         .await
         .map_err(|e| format!("{e} in {query}"))?;
     conn.close().await.map_err(|e| e.to_string())?;
     Ok(n)
+}
+
+/// Runs SQL on a PostgreSQL database through a connection of its own.
+async fn pg_sql(pg: &postgres::PgDatabase, statement: &str) -> Result<(), String> {
+    run_sql(pg.connect().await, statement).await
+}
+
+async fn pg_count(pg: &postgres::PgDatabase, query: &str) -> Result<i64, String> {
+    count_on(pg.connect().await, query).await
+}
+
+/// PostgreSQL's `shared_buffers` as docs/postgres.md advises for a server of its own: a quarter
+/// of the machine's memory (PostgreSQL's documentation), here at most 4 GB, which holds the
+/// bench's 10 million shipments and their indexes; 128 MB (PostgreSQL's default) when the
+/// memory cannot be read.
+fn shared_buffers_mib() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        });
+    total_kib.map_or(128, |kib| (kib / 1024 / 4).clamp(128, 4096))
+}
+
+/// A poll that found nothing new: the shipment is next due at `next`.
+struct Unchanged {
+    now: i64,
+    next: i64,
+}
+
+impl Decide for Unchanged {
+    fn decide(&self, _stored: &ShipmentRow) -> PollWrite<'_> {
+        PollWrite {
+            now: self.now,
+            next_poll_at: self.next,
+            events: &[],
+            shipment: ShipmentWrite::Schedule,
+            outbox: Vec::new(),
+            unmapped: &[],
+        }
+    }
+}
+
+/// Records claimed shipments as polled without a change, next due at `next`, through the same
+/// store call and connection as the dispatcher's commit (not timed), which also lets the claims
+/// go: the due rows ahead of the next claim are the untaken ones.
+async fn record_unchanged(
+    db: &Db,
+    claimed: &[ShipmentRow],
+    now: i64,
+    next: i64,
+) -> Result<(), String> {
+    let polls: Vec<(i64, Unchanged)> = claimed
+        .iter()
+        .map(|row| (row.id, Unchanged { now, next }))
+        .collect();
+    db.record_polls(&polls)
+        .await
+        .map(drop)
+        .map_err(|e| format!("recording a claimed batch: {e}"))
 }
 
 /// `n` shipments on PostgreSQL as a grown shop has them (70% delivered and no longer polled,
@@ -1700,9 +1763,6 @@ async fn claim_query(n: usize, samples: usize) -> Result<Claim, String> {
             n / 50
         ));
     }
-    // The batches are recorded through one connection of their own, as the daemon's commits go
-    // through its pool: a connection opened per batch would start a server process each time.
-    let mut recorder = pg.connect().await;
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         watch::doing("timing the claim of due shipments");
@@ -1718,19 +1778,10 @@ async fn claim_query(n: usize, samples: usize) -> Result<Claim, String> {
                 claimed.len()
             ));
         }
-        // Polled and recorded, as the daemon's commit would (not timed): next due in an hour,
-        // the claim let go, so that the due rows ahead of the next claim are the untaken ones.
-        let ids: Vec<i64> = claimed.iter().map(|row| row.id).collect();
-        sqlx::query(
-            "UPDATE shipments SET claimed_until = NULL, next_poll_at = $1 WHERE id = ANY($2)",
-        )
-        .bind(now + 3_600_000)
-        .bind(&ids)
-        .execute(&mut recorder)
-        .await
-        .map_err(|e| format!("recording a claimed batch: {e}"))?;
+        // Polled and recorded (not timed): next due in an hour, the claim let go, so that the
+        // due rows ahead of the next claim are the untaken ones.
+        record_unchanged(&db, &claimed, now, now + 3_600_000).await?;
     }
-    recorder.close().await.map_err(|e| e.to_string())?;
     db.close().await;
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;

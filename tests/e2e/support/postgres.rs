@@ -25,6 +25,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The cluster the tests of this process share while any of them holds a database.
 static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
 
+/// Server settings (`name=value`) the clusters this process starts from now on are given
+/// besides the tests' own; the tests give none, the bench sizes its server's memory.
+static SERVER_SETTINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Gives the clusters this process starts from now on `settings` (`name=value` each).
+pub fn server_settings(settings: &[String]) {
+    *SERVER_SETTINGS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings.to_vec();
+}
+
 /// One test's own database in the shared cluster.
 pub struct PgDatabase {
     /// `postgres://shipwatch@127.0.0.1:PORT/NAME`
@@ -150,11 +161,18 @@ impl Cluster {
         loop {
             tries += 1;
             cluster.port = free_port();
-            let options = format!(
+            let mut options = format!(
                 "-h 127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
                 cluster.port,
                 path_str(&cluster.path("sock"))
             );
+            for setting in SERVER_SETTINGS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+            {
+                options.push_str(&format!(" -c {setting}"));
+            }
             let started = cluster.run(
                 "pg_ctl",
                 &[
