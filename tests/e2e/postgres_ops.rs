@@ -422,3 +422,33 @@ async fn a_ban_stored_by_another_daemon_pauses_this_one_at_its_refresh() {
     mine.close().await;
     other.close().await;
 }
+
+/// The server drops every connection (a restart, a failover, an administrator's
+/// `pg_terminate_backend`): once they have been idle a moment, the next operations get fresh
+/// connections instead of failing as an outage. A connection in use a moment ago is not tested
+/// before each operation (a round trip each), so a busy daemon pays nothing for this.
+#[tokio::test]
+async fn connections_the_server_dropped_are_replaced_before_use() {
+    let pg = PgDatabase::create().await;
+    let db = pg_db(&pg).await;
+    // Several connections in the pool, all used a moment ago.
+    let reads = tokio::join!(db.stats(0), db.stats(0), db.stats(0), db.stats(0));
+    for read in [reads.0, reads.1, reads.2, reads.3] {
+        read.unwrap();
+    }
+    let mut admin = pg.connect().await;
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'shipwatch' AND datname = current_database()) AS t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(dropped >= 1, "no connection of the pool to drop");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for _ in 0..8 {
+        db.stats(0).await.unwrap();
+    }
+    admin.close().await.unwrap();
+    db.close().await;
+}

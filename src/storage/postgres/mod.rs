@@ -39,6 +39,9 @@ pub(crate) struct Pg {
 /// default `max_connections` (100).
 const MAX_CONNECTIONS: u32 = 8;
 
+/// A pooled connection idle for less than this is handed out without a test.
+const RECENTLY_USED: Duration = Duration::from_secs(1);
+
 impl Pg {
     /// Connects to the server at `url` and, when `migrate`, brings its schema up to date;
     /// otherwise a schema older than the binary is [`StorageError::Outdated`].
@@ -53,6 +56,18 @@ impl Pg {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx tests every connection before handing it out, a round trip on each
+            // operation: on two cores that took 0.6 ms of a 2.1 ms claim in the bench. A
+            // connection used a moment ago is handed out as it is (should the server have
+            // dropped it since, that one operation fails as the outage it is, and the pool,
+            // which tests each connection it takes back, closes it); one idle longer, as after
+            // a restart or a failover of the server, is tested first and replaced if it fails.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    Ok(meta.idle_for < RECENTLY_USED || sqlx::Connection::ping(conn).await.is_ok())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(open_err)?;
