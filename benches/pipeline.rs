@@ -1706,9 +1706,9 @@ impl Decide for Unchanged {
     }
 }
 
-/// Records claimed shipments as polled without a change, next due at `next`, through the same
-/// store call and connection as the dispatcher's commit (not timed), which also lets the claims
-/// go: the due rows ahead of the next claim are the untaken ones.
+/// Records claimed shipments as polled without a change, next due at `next`, through the store
+/// call the dispatcher's commit makes (not timed), which also lets the claims go: the due rows
+/// ahead of the next claim are the untaken ones.
 async fn record_unchanged(
     db: &Db,
     claimed: &[ShipmentRow],
