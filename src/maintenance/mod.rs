@@ -422,7 +422,7 @@ mod tests {
         let db = Db::open(&path, crate::storage::Synchronous::Normal)
             .await
             .unwrap();
-        let outage: &'static Outage = Box::leak(Box::new(Outage::new()));
+        let outage: &'static Outage = Box::leak(Box::new(Outage::settling_for(Duration::ZERO)));
         let clock = Arc::new(crate::clock::ManualClock::new(1_700_000_000_000));
         let context = |db: Db| Context {
             db,

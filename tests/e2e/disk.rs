@@ -175,6 +175,16 @@ async fn after_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) {
             && app.outbox(Some("pending")).is_empty()
     })
     .await;
+    // The outage ends once writes have gone on succeeding for a moment (`outage::SETTLE`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while health(healthz).await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still unhealthy 5 s after every change was delivered: {}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let log = daemon.log();
     for line in log
         .lines()
@@ -187,7 +197,6 @@ async fn after_the_outage(app: &TestApp, daemon: &mut Daemon, healthz: &str) {
         1,
         "the end of the outage is said once: {log}"
     );
-    assert_eq!(health(healthz).await.0, 200);
     assert_eq!(writable_gauge(healthz).await.as_deref(), Some("1"));
     assert!(daemon.terminate().success(), "{}", daemon.log());
 
