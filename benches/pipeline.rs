@@ -662,14 +662,11 @@ struct ConfigOptions<'a> {
     rate_limit: Option<&'a str>,
 }
 
-impl Setup {
-    /// A fresh, migrated database and a config for it.
-    async fn new(options: ConfigOptions<'_>) -> Result<Setup, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let db = dir.path().join("shipwatch.db");
-        let config = dir.path().join("shipwatch.toml");
-        let mut text = format!(
-            r#"database = "{db}"
+/// The config every bench daemon starts from: `database` (a path or a URL), hour-long tiers, and
+/// the fake TOP gateway at `top` as the one provider.
+fn base_config(database: &str, top: &str) -> String {
+    format!(
+        r#"database = "{database}"
 
 [tiers]
 high = "1h"
@@ -683,10 +680,17 @@ app_key = "{APP_KEY}"
 app_secret = "{APP_SECRET}"
 session = "{SESSION}"
 sign_method = "hmac-sha256"
-"#,
-            db = db.display(),
-            top = options.top,
-        );
+"#
+    )
+}
+
+impl Setup {
+    /// A fresh, migrated database and a config for it.
+    async fn new(options: ConfigOptions<'_>) -> Result<Setup, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let db = dir.path().join("shipwatch.db");
+        let config = dir.path().join("shipwatch.toml");
+        let mut text = base_config(&db.display().to_string(), options.top);
         if let Ok(extra) = std::env::var("BENCH_EXTRA") {
             text = format!("{text}\n{extra}\n");
         }
@@ -1822,29 +1826,7 @@ async fn pg_polls(daemons: usize, n: usize) -> Result<f64, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     watch::dir(dir.path().to_owned());
     let config = dir.path().join("shipwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"database = "{url}"
-
-[tiers]
-high = "1h"
-normal = "1h"
-low = "2h"
-
-[providers.taobao]
-kind = "taobao"
-endpoint = "{top}"
-app_key = "{APP_KEY}"
-app_secret = "{APP_SECRET}"
-session = "{SESSION}"
-sign_method = "hmac-sha256"
-"#,
-            url = pg.url,
-            top = top.url,
-        ),
-    )
-    .map_err(|e| format!("config: {e}"))?;
+    std::fs::write(&config, base_config(&pg.url, &top.url)).map_err(|e| format!("config: {e}"))?;
     // Not due until every daemon is up, so that they start together.
     let later = now_millis() + 3_600_000;
     pg_sql(&pg, &insert_shipments(1, n, true, later)).await?;
