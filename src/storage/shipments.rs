@@ -267,10 +267,13 @@ impl Db {
     ) -> Result<Vec<ShipmentRow>> {
         let lite =
             on_postgres!(self, pg => pg.claim_due_shipments(now, claimed_until, paused, limit));
-        let mut tx = lite.begin_write().await?;
-        let rows = claim_due_shipments(&mut tx, now, claimed_until, paused, limit).await?;
-        tx.commit().await?;
-        Ok(rows)
+        // One UPDATE, atomic by itself and a writer from its first step (SQLite takes the
+        // write lock before it reads, waiting out other writers): no transaction around it,
+        // whose BEGIN and COMMIT are two more trips to sqlx's SQLite thread. A row it cannot
+        // read is marked invalid by the next statement; should that fail, the row is claimed
+        // again and marked at its next claim.
+        let mut conn = lite.write.acquire().await?;
+        claim_due_shipments(&mut conn, now, claimed_until, paused, limit).await
     }
 
     /// Frees every claim: at daemon start, when no poll can be in flight (the daemon holds the
