@@ -713,7 +713,12 @@ pub(crate) async fn claim_due_shipments(
     // are claimed by their own index, to be flagged invalid by the dispatcher. Named, as the
     // planner would otherwise walk every active row through `shipments_due` (200 ms on a
     // million) since that index orders ties by id.
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    // The claim returns ids only; the rows are read apart by id, through the guarded select
+    // list. SQLite evaluates a RETURNING clause's expressions in a trigger program of its own,
+    // and the guards cost more there than the claim itself: 16 claimed rows among a million
+    // took 590–890 µs returned through the guards, 270–400 µs returning ids, and the read of
+    // the same 16 rows by id 110 µs.
+    let claimed: Vec<i64> = sqlx::query_scalar(
         "UPDATE shipments SET claimed_until = ?1 WHERE id IN ( \
              SELECT id FROM shipments \
              WHERE active = 1 AND next_poll_at <= ?2 \
@@ -724,12 +729,22 @@ pub(crate) async fn claim_due_shipments(
              SELECT id FROM shipments INDEXED BY shipments_mistyped \
              WHERE active = 1 AND (typeof(next_poll_at) <> 'integer' \
                  OR typeof(claimed_until) NOT IN ('integer', 'null')) LIMIT ?4) \
-         RETURNING {SHIPMENT_COLUMNS}"
-    )))
+         RETURNING id",
+    )
     .bind(claimed_until)
     .bind(now)
     .bind(&paused)
     .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(&claimed).expect("a list of ids serialises");
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id IN (SELECT value FROM json_each(?))"
+    )))
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     let (mut rows, unreadable) = decode_shipments(rows);
