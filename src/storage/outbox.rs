@@ -249,7 +249,7 @@ impl Db {
         let claims = serde_json::to_string(claims).expect("pairs of integers serialise");
         sqlx::query(
             "UPDATE notifications SET lease_until = NULL, attempts = max(attempts - 1, 0) \
-             FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM json_each(?)) AS given \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM jsonb_each(?)) AS given \
              WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
                AND notifications.state = 'pending'",
         )
@@ -353,8 +353,8 @@ pub(crate) async fn insert_outbox_rows(
         })
         .collect();
     let values = serde_json::to_string(&values).expect("outbox rows serialise");
-    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT; json_each
-    // yields the rows in array order.
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT; jsonb_each
+    // yields the rows in array order, each read in place (see `storage::polls::record_polls`).
     let inserted: Vec<(i64, String, String, String)> = sqlx::query_as(
         "INSERT INTO notifications (public_id, shipment_id, kind, transition, channel, \
          previous_status, status, payload, recipient, state, last_error, \
@@ -362,7 +362,7 @@ pub(crate) async fn insert_outbox_rows(
          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, \
              j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, \
              j.value ->> 10, j.value ->> 11, j.value ->> 12 \
-         FROM json_each(?) AS j ORDER BY j.key \
+         FROM jsonb_each(?) AS j ORDER BY j.key \
          ON CONFLICT (shipment_id, kind, transition, channel) DO NOTHING \
          RETURNING shipment_id, channel, public_id, state",
     )
@@ -395,7 +395,7 @@ pub(crate) async fn mark_sent(conn: &mut SqliteConnection, sent: &[(i64, Millis)
     sqlx::query(
         "UPDATE notifications SET state = 'sent', lease_until = NULL, last_error = NULL, \
              sent_at = j.at \
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each(?)) AS j \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM jsonb_each(?)) AS j \
          WHERE notifications.id = j.id",
     )
     .bind(sent)
