@@ -405,41 +405,32 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             "pg_stat_statements.track_planning=on".to_owned(),
         ]);
         let claim = claim_query(sizes.pg_claim_rows, sizes.pg_claims).await?;
-        let label = if sizes.pg_claim_rows >= 10_000_000 {
-            "10m"
-        } else {
-            "1m"
-        };
-        figures.push(Figure {
-            name: if label == "10m" {
-                "pg_claim_server_ms_mean_10m"
-            } else {
-                "pg_claim_server_ms_mean_1m"
-            },
-            value: claim.server_mean_ms,
-            unit: "ms",
-            target: Target::AtMost(2.0),
-        });
-        figures.push(Figure {
-            name: if label == "10m" {
-                "pg_claim_ms_p50_10m"
-            } else {
-                "pg_claim_ms_p50_1m"
-            },
-            value: claim.p50_ms,
-            unit: "ms",
-            target: Target::Reported,
-        });
-        figures.push(Figure {
-            name: if label == "10m" {
-                "pg_claim_ms_p99_10m"
-            } else {
-                "pg_claim_ms_p99_1m"
-            },
-            value: claim.p99_ms,
-            unit: "ms",
-            target: Target::Reported,
-        });
+        // The target is the claim's time at the server; the library's round trip is shown beside it.
+        let at_10m = sizes.pg_claim_rows >= 10_000_000;
+        for ((at_10m_name, at_1m_name), value, target) in [
+            (
+                ("pg_claim_server_ms_mean_10m", "pg_claim_server_ms_mean_1m"),
+                claim.server_mean_ms,
+                Target::AtMost(2.0),
+            ),
+            (
+                ("pg_claim_ms_p50_10m", "pg_claim_ms_p50_1m"),
+                claim.p50_ms,
+                Target::Reported,
+            ),
+            (
+                ("pg_claim_ms_p99_10m", "pg_claim_ms_p99_1m"),
+                claim.p99_ms,
+                Target::Reported,
+            ),
+        ] {
+            figures.push(Figure {
+                name: if at_10m { at_10m_name } else { at_1m_name },
+                value,
+                unit: "ms",
+                target,
+            });
+        }
         for (daemons, name) in [
             (1, "pg_polls_per_sec_1_daemon"),
             (2, "pg_polls_per_sec_2_daemons"),
