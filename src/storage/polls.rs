@@ -5,11 +5,12 @@
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
+use sqlx::{FromRow, SqliteConnection};
 use tracing::instrument;
 
 use super::outbox::insert_outbox_rows;
-use super::{Db, OutboxRow, Result, SHIPMENT_COLUMNS, ShipmentRow, ser_time};
+use super::shipments::rows_by_id;
+use super::{Db, OutboxRow, Result, ShipmentRow, ser_time};
 use crate::clock::Millis;
 use crate::domain::{ChannelKind, Status};
 use crate::providers::TraceEvent;
@@ -286,17 +287,11 @@ async fn record_round(
     // Read inside the write transaction: the CLI or another tool may have changed the rows
     // while the polls were in flight.
     let ids: Vec<i64> = polls.iter().map(|(id, _)| *id).collect();
-    let stored: HashMap<i64, ShipmentRow> =
-        sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
-            "SELECT {SHIPMENT_COLUMNS} FROM shipments \
-             WHERE id IN (SELECT value FROM json_each(?))"
-        )))
-        .bind(serde_json::to_string(&ids).expect("ids serialise"))
-        .fetch_all(&mut *conn)
+    let stored: HashMap<i64, ShipmentRow> = rows_by_id(conn, &ids)
         .await?
-        .into_iter()
-        .map(|row| (row.id, row))
-        .collect();
+        .iter()
+        .map(|row| ShipmentRow::from_row(row).map(|row| (row.id, row)))
+        .collect::<sqlx::Result<_>>()?;
     let writes: Vec<Option<(&ShipmentRow, PollWrite<'_>)>> = polls
         .iter()
         .map(|(id, poll)| {

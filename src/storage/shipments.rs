@@ -3,6 +3,7 @@
 //! ones that can never be polled, and rechecking the flagged ones.
 
 use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Postgres, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
@@ -740,14 +741,7 @@ pub(crate) async fn claim_due_shipments(
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(&claimed).expect("a list of ids serialises");
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id IN (SELECT value FROM json_each(?))"
-    )))
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let (mut rows, unreadable) = decode_shipments(rows);
+    let (mut rows, unreadable) = decode_shipments(rows_by_id(conn, &claimed).await?);
     for (id, reason) in unreadable {
         tracing::warn!(shipment_id = id, %reason, "shipment invalid");
         mark_invalid(conn, id, InvalidKind::Row, &reason, now).await?;
@@ -755,6 +749,17 @@ pub(crate) async fn claim_due_shipments(
     // RETURNING keeps no order; the backlog drains oldest first.
     rows.sort_by_key(|row| row.next_poll_at);
     Ok(rows)
+}
+
+/// The stored rows of these shipments, in no order, through the guarded select list and not
+/// yet decoded: in one statement, whatever their number.
+pub(crate) async fn rows_by_id(conn: &mut SqliteConnection, ids: &[i64]) -> Result<Vec<SqliteRow>> {
+    Ok(sqlx::query(AssertSqlSafe(format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id IN (SELECT value FROM json_each(?))"
+    )))
+    .bind(serde_json::to_string(ids).expect("ids serialise"))
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// The body of [`Db::mark_invalid`].
