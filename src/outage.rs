@@ -131,14 +131,10 @@ impl Outage {
     /// Ends the outage in `down` if writes have succeeded for the settling time by `now`, and
     /// says so; true then.
     fn end_if_settled(&self, down: &mut Option<Down>, now: Instant) -> bool {
-        let settled = down
-            .as_ref()
-            .and_then(|down| down.recovering_since)
-            .is_some_and(|since| now.saturating_duration_since(since) >= self.settle);
-        if !settled {
-            return false;
-        }
-        let Some(ended) = down.take() else {
+        let Some(ended) = down.take_if(|down| {
+            down.recovering_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= self.settle)
+        }) else {
             return false;
         };
         info!(
