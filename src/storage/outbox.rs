@@ -429,6 +429,8 @@ pub(crate) async fn claim_notifications(
     // Only the head of each shipment's queue on a channel: a notification waits while an
     // earlier one of the same shipment and channel is pending or in flight (a dead one no
     // longer holds the line), so a buyer never hears "delivered" before "out for delivery".
+    // `LIMIT +?4` so that SQLite does not prepare the statement again at every call, as for
+    // the shipments' claim (`storage::shipments::claim_due_shipments`).
     let rows = sqlx::query_as::<_, ClaimedNotification>(
         "UPDATE notifications SET attempts = attempts + 1, lease_until = ?1 \
          WHERE id IN (SELECT id FROM notifications AS n \
@@ -438,7 +440,7 @@ pub(crate) async fn claim_notifications(
                AND NOT EXISTS (SELECT 1 FROM notifications AS earlier \
                    WHERE earlier.shipment_id = n.shipment_id AND earlier.channel = n.channel \
                      AND earlier.state = 'pending' AND earlier.id < n.id) \
-             ORDER BY next_attempt_at, id LIMIT ?4) \
+             ORDER BY next_attempt_at, id LIMIT +?4) \
          RETURNING id, public_id, channel, status, payload, recipient, attempts, \
              (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
     )

@@ -719,17 +719,22 @@ pub(crate) async fn claim_due_shipments(
     // and the guards cost more there than the claim itself: 16 claimed rows among a million
     // took 590–890 µs returned through the guards, 270–400 µs returning ids, and the read of
     // the same 16 rows by id 110 µs.
+    // `LIMIT +?4`, not `LIMIT ?4`: SQLite plans a bare `LIMIT ?` for the value bound and
+    // marks the statement to be prepared again whenever that parameter is bound anew, which
+    // sqlx does at every call (`sqlite3ExprIsInteger` and `sqlite3VdbeSetVarmask` in the
+    // bundled SQLite). The unary plus makes it an expression read when the statement runs; the
+    // plan (EXPLAIN QUERY PLAN) is the same.
     let claimed: Vec<i64> = sqlx::query_scalar(
         "UPDATE shipments SET claimed_until = ?1 WHERE id IN ( \
              SELECT id FROM shipments \
              WHERE active = 1 AND next_poll_at <= ?2 \
                AND (claimed_until IS NULL OR claimed_until <= ?2) \
                AND provider NOT IN (SELECT value FROM json_each(?3)) \
-             ORDER BY next_poll_at LIMIT ?4) \
+             ORDER BY next_poll_at LIMIT +?4) \
          OR id IN ( \
              SELECT id FROM shipments INDEXED BY shipments_mistyped \
              WHERE active = 1 AND (typeof(next_poll_at) <> 'integer' \
-                 OR typeof(claimed_until) NOT IN ('integer', 'null')) LIMIT ?4) \
+                 OR typeof(claimed_until) NOT IN ('integer', 'null')) LIMIT +?4) \
          RETURNING id",
     )
     .bind(claimed_until)
