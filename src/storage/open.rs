@@ -28,10 +28,10 @@ pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrat
 /// statement. SQLite's default keeps only 64 KiB of it in memory (`SQLITE_STMTJRNL_SPILL`,
 /// https://www.sqlite.org/c3ref/c_config_covering_index_scan.html) and spills the rest to a
 /// temporary file that it creates, writes and deletes for that one statement: a profile of the
-/// polls benchmark put opening and writing those files at about 4% of the daemon's CPU. A
-/// round of 64 polls changes well under a thousand pages, so 4 MiB keeps every round's journal
-/// in memory, while a statement larger than that (a prune of years of history) still spills
-/// to disk rather than into the daemon's memory.
+/// polls benchmark put opening and writing those files at about 4% of the daemon's CPU. With
+/// 4 MiB (1,024 pages) the same profile showed no such file opened: a round's journal stays in
+/// memory, while a statement larger than that (a prune of years of history) still spills to
+/// disk rather than into the daemon's memory.
 const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 4 << 20;
 
 /// Sets [`STATEMENT_JOURNAL_IN_MEMORY`] for the process, once, before the first connection.
@@ -68,8 +68,8 @@ fn keep_statement_journals_in_memory() {
 /// events a poll make 640): with room for 50, the SQLite thread stopped a dozen times a round
 /// to wait for the reader, and each stop is two thread switches. In the polls benchmark this
 /// took the daemon from about 1.75 to about 1.1 context switches a poll (`perf stat -e
-/// context-switches`, three runs each). It holds at most that many rows of one statement, a
-/// few hundred KiB at most; the read connections keep sqlx's default.
+/// context-switches`, three runs each). What waits is at most that many rows of one statement;
+/// the read connections keep sqlx's default.
 const WRITER_ROW_BUFFER: usize = 1024;
 
 /// Permission bits for anyone but the owner.
