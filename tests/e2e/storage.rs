@@ -498,6 +498,63 @@ async fn a_shipments_notifications_are_claimed_one_at_a_time_in_queue_order() {
     assert_eq!(claim(T0 + 50).await, [pair("A", "out_for_delivery")]);
 }
 
+/// Each claim takes at most the limit it is given, a different one at each call as the
+/// dispatcher's and the sender's pace asks (the statements read their limit when they run, so
+/// that SQLite does not prepare them again for every new value), and never a row twice.
+#[tokio::test]
+async fn claims_take_at_most_the_limit_each_call_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    for i in 0..6 {
+        picked_up(&db, &format!("L{i}")).await;
+    }
+    let lease = 60_000;
+    let mut shipments = std::collections::BTreeSet::new();
+    for limit in [2, 3, 1] {
+        let claimed = db
+            .claim_due_shipments(T0 + 1, T0 + 1 + lease, &[], limit)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), limit, "a claim of {limit} shipments");
+        for row in claimed {
+            assert!(
+                shipments.insert(row.id),
+                "shipment {} claimed twice",
+                row.id
+            );
+        }
+    }
+    assert!(
+        db.claim_due_shipments(T0 + 1, T0 + 1 + lease, &[], 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let webhook = [ChannelKind::Webhook];
+    let mut notifications = std::collections::BTreeSet::new();
+    for limit in [4, 1, 1] {
+        let claimed = db
+            .claim_notifications(T0 + 1, T0 + 1 + lease, &webhook, 3, limit)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), limit, "a claim of {limit} notifications");
+        for n in claimed {
+            assert!(
+                notifications.insert(n.id),
+                "notification {} claimed twice",
+                n.id
+            );
+        }
+    }
+    assert!(
+        db.claim_notifications(T0 + 1, T0 + 1 + lease, &webhook, 3, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// A poll as the dispatcher hands it to the writer: owned, decided once the row is read.
 struct Owned {
     trace: Trace,
