@@ -1715,6 +1715,7 @@ impl Decide for Unchanged {
             now: self.now,
             next_poll_at: self.next,
             events: &[],
+            events_digest: None,
             shipment: ShipmentWrite::Schedule,
             outbox: Vec::new(),
             unmapped: &[],

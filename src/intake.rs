@@ -996,6 +996,7 @@ mod tests {
             status_changed_at: None,
             created_at,
             sub_orders: None,
+            events_digest: None,
             type_error: None,
             invalid_contact: None,
         }

@@ -6,6 +6,7 @@
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use sha2::{Digest, Sha256};
 
 use crate::clock::Millis;
 use crate::domain::{ChannelKind, Status};
@@ -36,7 +37,9 @@ impl Decide for PollRecord<'_> {
 /// Decides what `poll` writes for the shipment `stored`:
 /// - a shipment removed or deactivated while the poll was in flight: nothing;
 /// - a stale trace (see [`is_stale`]): the schedule only;
-/// - the same status: the new events, and the details (raw status, newest event time, tracking
+/// - the trace's events, unless the stored row says this very list of events was written
+///   already (see [`events_digest`]);
+/// - the same status: the details (raw status, newest event time, tracking
 ///   number and carrier when unknown) when any of them is news, else the schedule only;
 /// - a new status: the new events, the status with the next transition number (a terminal
 ///   status stops polling), and one outbox row per channel the new status triggers.
@@ -52,6 +55,7 @@ pub fn track<'a>(
         now: poll.now,
         next_poll_at: poll.next_poll_at,
         events: &[],
+        events_digest: None,
         shipment: ShipmentWrite::Skip,
         outbox: Vec::new(),
         unmapped: &trace.unmapped,
@@ -69,7 +73,11 @@ pub fn track<'a>(
         write.shipment = ShipmentWrite::Schedule;
         return write;
     }
-    write.events = &trace.events;
+    let digest = events_digest(&trace.events);
+    if stored.events_digest != Some(digest) {
+        write.events = &trace.events;
+        write.events_digest = Some(digest);
+    }
     let details = Details {
         raw_status: &trace.raw_status,
         last_event_at: newest_at,
@@ -120,6 +128,35 @@ pub fn is_stale(stored_newest: Option<Millis>, trace_newest: Option<Millis>) -> 
         (Some(_), None) => true,
         (None, _) => false,
     }
+}
+
+/// A fingerprint of a trace's list of events, stored with the shipment when they are written, so
+/// that the next poll that brings the same list (most polls: nothing happened since) need not
+/// hand every event to the database again only to find each one stored. A list that differs in
+/// anything (an event more, a field changed, another order) has another digest and is written,
+/// each event stored already skipped as before; so a digest that misses costs one write and
+/// loses nothing. The first 8 bytes of the SHA-256 of each event's time (as stored,
+/// in milliseconds) and texts, each text length-prefixed.
+pub fn events_digest(events: &[TraceEvent]) -> i64 {
+    fn text(hash: &mut Sha256, value: Option<&str>) {
+        match value {
+            None => hash.update([0]),
+            Some(value) => {
+                hash.update([1]);
+                hash.update((value.len() as u64).to_le_bytes());
+                hash.update(value.as_bytes());
+            }
+        }
+    }
+    let mut hash = Sha256::new();
+    for e in events {
+        hash.update(e.time.timestamp_millis().to_le_bytes());
+        text(&mut hash, Some(&e.description));
+        text(&mut hash, e.location.as_deref());
+        text(&mut hash, e.raw_code.as_deref());
+    }
+    let digest = hash.finalize();
+    i64::from_le_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
 }
 
 /// What recording a trace would change in a stored shipment, as `poll` reports it before (or
@@ -311,6 +348,7 @@ mod tests {
             status_changed_at: None,
             created_at: T0,
             sub_orders: None,
+            events_digest: None,
             type_error: None,
             invalid_contact: None,
         }
@@ -464,6 +502,86 @@ mod tests {
             assert_eq!(write.events.len(), events, "{case}: events to store");
             assert_eq!((write.now, write.next_poll_at), (NOW, NEXT), "{case}");
         }
+    }
+
+    #[test]
+    fn events_written_once_are_not_handed_over_again_while_the_trace_stays_the_same() {
+        use Status::*;
+        let e1 = event(T0 + HOUR, "揽收");
+        let e2 = event(T0 + 2 * HOUR, "到达杭州");
+        let same = trace(InTransit, vec![e1.clone(), e2.clone()]);
+        let channels = channels();
+        let first = decide(&stored(InTransit, None), &same, &channels);
+        let digest = first
+            .events_digest
+            .expect("the first write stores a digest");
+        assert_eq!(first.events.len(), 2);
+        assert_eq!(digest, events_digest(&same.events));
+
+        let written = ShipmentRow {
+            events_digest: Some(digest),
+            ..stored(InTransit, Some(T0 + 2 * HOUR))
+        };
+        let again = decide(&written, &same, &channels);
+        assert_eq!(outcome(&again), Outcome::Schedule);
+        assert!(
+            again.events.is_empty(),
+            "the same events again: none to write"
+        );
+        assert_eq!(again.events_digest, None, "the stored digest stays");
+
+        // Anything else in the list is written, whole, with its own digest: an event more, a
+        // field of one changed, the same events in another order, a status change.
+        let mut located = e2.clone();
+        located.location = Some("杭州".into());
+        let mut coded = e2.clone();
+        coded.raw_code = Some("ARRIVAL".into());
+        let e3 = event(T0 + 3 * HOUR, "派件中");
+        for (case, other) in [
+            (
+                "an event more",
+                trace(InTransit, vec![e1.clone(), e2.clone(), e3.clone()]),
+            ),
+            (
+                "a location learnt",
+                trace(InTransit, vec![e1.clone(), located]),
+            ),
+            ("a code learnt", trace(InTransit, vec![e1.clone(), coded])),
+            (
+                "another order",
+                trace(InTransit, vec![e2.clone(), e1.clone()]),
+            ),
+            (
+                "a new status",
+                trace(OutForDelivery, vec![e1.clone(), e2.clone(), e3.clone()]),
+            ),
+        ] {
+            let write = decide(&written, &other, &channels);
+            assert_eq!(write.events.len(), other.events.len(), "{case}");
+            let new = write.events_digest.expect(case);
+            assert_ne!(new, digest, "{case}");
+            assert_eq!(new, events_digest(&other.events), "{case}");
+        }
+
+        // A stale trace writes no events, so it leaves the digest alone.
+        let older = trace(InTransit, vec![e1.clone()]);
+        let stale = decide(&written, &older, &channels);
+        assert_eq!((stale.events.len(), stale.events_digest), (0, None));
+    }
+
+    #[test]
+    fn the_digest_tells_texts_apart_by_their_bounds() {
+        // Length-prefixed: moving characters from one text to the next changes the digest, and
+        // so does a missing text against an empty one.
+        let mut a = event(T0, "ab");
+        a.location = Some("c".into());
+        let mut b = event(T0, "a");
+        b.location = Some("bc".into());
+        assert_ne!(events_digest(&[a]), events_digest(&[b]));
+        let mut empty = event(T0, "a");
+        empty.location = Some(String::new());
+        assert_ne!(events_digest(&[event(T0, "a")]), events_digest(&[empty]));
+        assert_ne!(events_digest(&[]), events_digest(&[event(T0, "")]));
     }
 
     #[test]

@@ -271,6 +271,7 @@ mod tests {
             status_changed_at: None,
             created_at: NOW - 1_000,
             sub_orders: None,
+            events_digest: None,
             type_error: None,
             invalid_contact: None,
         }

@@ -101,6 +101,7 @@ pub fn shipment(now: Millis, recipient: &Recipient) -> ShipmentRow {
         status_changed_at: None,
         created_at: now,
         sub_orders: None,
+        events_digest: None,
         type_error: None,
         invalid_contact: None,
     }

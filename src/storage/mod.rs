@@ -228,6 +228,8 @@ pub struct ShipmentRow {
     pub created_at: Millis,
     /// The sub-orders a split order's parcel carries, comma-separated (TOP's `sub_tid`).
     pub sub_orders: Option<String>,
+    /// The digest of the trace events last written for this shipment (`track::events_digest`).
+    pub events_digest: Option<i64>,
     /// Set when a column holds a value of the wrong storage class (a REAL in `transitions`, a
     /// BLOB in `carrier`), stored before the schema refused them: the row is then flagged invalid
     /// by itself, and the column reads as a harmless stand-in meanwhile.
@@ -287,6 +289,7 @@ where
             status_changed_at: row.try_get("status_changed_at")?,
             created_at: row.try_get("created_at")?,
             sub_orders: row.try_get("sub_orders")?,
+            events_digest: row.try_get("events_digest")?,
             type_error: row.try_get("type_error")?,
             invalid_contact,
         })
@@ -431,7 +434,8 @@ impl std::fmt::Display for ShipmentColumns {
                  '{name} holds a ' || typeof({name}) || ' value where {belongs} belongs'"
             )?;
         }
-        f.write_str(" END AS type_error")
+        // Typed by triggers since the column was made (migrations/0016_events_digest.sql).
+        f.write_str(" END AS type_error, events_digest")
     }
 }
 
@@ -607,6 +611,6 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(list.ends_with("END AS type_error"));
+        assert!(list.ends_with("END AS type_error, events_digest"));
     }
 }

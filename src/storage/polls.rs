@@ -28,6 +28,9 @@ pub struct PollWrite<'a> {
     pub next_poll_at: Millis,
     /// Events to add (those already stored are skipped).
     pub events: &'a [TraceEvent],
+    /// The digest of the trace's events, stored with the shipment once they are written; `None`
+    /// keeps what is stored.
+    pub events_digest: Option<i64>,
     pub shipment: ShipmentWrite<'a>,
     /// Outbox rows to queue with the change; a row whose key exists already is not queued again.
     pub outbox: Vec<OutboxRow>,
@@ -277,6 +280,7 @@ struct Update<'a> {
     last_event_at: Option<Millis>,
     tracking_no: Option<&'a str>,
     carrier: Option<&'a str>,
+    events_digest: Option<i64>,
 }
 
 /// One round of [`record_polls`]: each shipment at most once.
@@ -328,6 +332,7 @@ async fn record_round(
             last_event_at: None,
             tracking_no: None,
             carrier: None,
+            events_digest: write.events_digest,
         };
         let details = match &write.shipment {
             ShipmentWrite::Skip | ShipmentWrite::Schedule => None,
@@ -386,13 +391,15 @@ async fn record_round(
                  claimed_until = NULL, \
                  last_event_at = coalesce(j.last_event_at, shipments.last_event_at), \
                  tracking_no = coalesce(shipments.tracking_no, j.tracking_no), \
-                 carrier = coalesce(shipments.carrier, j.carrier) \
+                 carrier = coalesce(shipments.carrier, j.carrier), \
+                 events_digest = coalesce(j.events_digest, shipments.events_digest) \
              FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, \
                        value ->> 'raw_status' AS raw_status, \
                        value ->> 'transitions' AS transitions, value ->> 'active' AS active, \
                        value ->> 'changed_at' AS changed_at, value ->> 'now' AS now, \
                        value ->> 'next' AS next, value ->> 'last_event_at' AS last_event_at, \
-                       value ->> 'tracking_no' AS tracking_no, value ->> 'carrier' AS carrier \
+                       value ->> 'tracking_no' AS tracking_no, value ->> 'carrier' AS carrier, \
+                       value ->> 'events_digest' AS events_digest \
                    FROM jsonb_each(?)) AS j \
              WHERE shipments.id = j.id",
         )

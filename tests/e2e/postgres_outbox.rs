@@ -16,7 +16,7 @@ use shipwatch::storage::{
     Db, Decide, Location, NotificationClaim, NotificationKind, OutboxRow, PollCount, PollWrite,
     ShipmentClaim, ShipmentRow, Sweep, SweepWrite,
 };
-use shipwatch::track::PollRecord;
+use shipwatch::track::{PollRecord, events_digest};
 use sqlx::{Connection, PgConnection, Row, SqliteConnection};
 
 use crate::support::postgres::PgDatabase;
@@ -263,6 +263,21 @@ async fn script(e: &mut Engine) -> Vec<String> {
             .collect();
         out.push(format!("events {id}: {events:?}"));
     }
+    // The digest of each shipment's events as last written: A's second poll of the same two
+    // events kept it, B's batch wrote a new one with its longer trace, C was never polled.
+    let mut digests = Vec::new();
+    for order in ["A", "B", "C"] {
+        digests.push(db.shipment(order).await.unwrap().events_digest);
+    }
+    out.push(format!("digests: {digests:?}"));
+    assert_eq!(
+        digests,
+        [
+            Some(events_digest(&trace(Status::OutForDelivery, 2, &[]).events)),
+            Some(events_digest(&trace(Status::InTransit, 3, &[]).events)),
+            None
+        ]
+    );
     out.push(format!("unmapped: {:?}", {
         let rows = db.unmapped().await.unwrap();
         rows.into_iter()
@@ -465,9 +480,13 @@ async fn script(e: &mut Engine) -> Vec<String> {
         db.prune(T0 + 10_000_000).await.unwrap()
     ));
     out.push(format!(
-        "after prune: {} notifications, events of B {}",
+        "after prune: {} notifications, events of B {}, digests {:?}",
         db.list_notifications(None, None).await.unwrap().len(),
-        db.events(b).await.unwrap().len()
+        db.events(b).await.unwrap().len(),
+        [
+            db.shipment("A").await.unwrap().events_digest,
+            db.shipment("B").await.unwrap().events_digest
+        ]
     ));
     out
 }

@@ -9,7 +9,7 @@ use shipwatch::domain::{Status, Tier};
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
 use shipwatch::storage::{Db, NewShipment};
-use shipwatch::track::PollRecord;
+use shipwatch::track::{PollRecord, events_digest};
 use sqlx::{AssertSqlSafe, Connection};
 
 const T0: i64 = 1_800_000_000_000;
@@ -405,6 +405,87 @@ async fn a_claim_given_back_untried_spends_no_attempt_and_only_the_lease_given_g
     let kept = rows.iter().find(|r| r.id == claimed[1].id).unwrap();
     assert_eq!(kept.attempts, 1);
     assert_eq!(kept.lease_until, Some(T0 + lease));
+}
+
+#[tokio::test]
+async fn events_written_once_are_not_written_again_until_the_trace_or_the_digest_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let id = add(&db, "1").await;
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let mut outside = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let t = trace(Status::InTransit, 3);
+    let poll = |now: i64, trace: &Trace| {
+        let trace = trace.clone();
+        let db = &db;
+        async move {
+            db.record_poll(
+                id,
+                PollRecord {
+                    now,
+                    trace: &trace,
+                    next_poll_at: now + 1,
+                    channels: WEBHOOK,
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(poll(T0, &t).await.new_events, 3);
+    let digest = db.shipment("1").await.unwrap().events_digest;
+    assert_eq!(digest, Some(events_digest(&t.events)));
+
+    // The same trace again hands no event to the database: one deleted by hand meanwhile
+    // stays deleted, where each event would otherwise be offered again and this one re-added.
+    sqlx::query("DELETE FROM events WHERE shipment_id = ? AND description = 'scan 0'")
+        .bind(id)
+        .execute(&mut outside)
+        .await
+        .unwrap();
+    assert_eq!(poll(T0 + 10, &t).await.new_events, 0);
+    assert_eq!(db.events(id).await.unwrap().len(), 2);
+    let row = db.shipment("1").await.unwrap();
+    assert_eq!(
+        (row.last_polled_at, row.events_digest),
+        (Some(T0 + 10), digest)
+    );
+
+    // A digest cleared (or never written, as for a row another program inserted) is unknown:
+    // the next poll offers every event again, the missing one is back, and so is the digest.
+    sqlx::query("UPDATE shipments SET events_digest = NULL WHERE id = ?")
+        .bind(id)
+        .execute(&mut outside)
+        .await
+        .unwrap();
+    assert_eq!(poll(T0 + 20, &t).await.new_events, 1);
+    assert_eq!(db.events(id).await.unwrap().len(), 3);
+    assert_eq!(db.shipment("1").await.unwrap().events_digest, digest);
+
+    // Another program may not put anything but an integer there.
+    let refused = sqlx::query("UPDATE shipments SET events_digest = 'abc' WHERE id = ?")
+        .bind(id)
+        .execute(&mut outside)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("events_digest must be an integer or NULL"),
+        "{refused}"
+    );
+
+    // A longer trace is written, with its own digest.
+    let longer = trace(Status::Delivered, 4);
+    assert_eq!(poll(T0 + 30, &longer).await.new_events, 1);
+    let row = db.shipment("1").await.unwrap();
+    assert_eq!(row.events_digest, Some(events_digest(&longer.events)));
+    assert!(!row.active, "delivered: polling stops");
+
+    // Pruning a finished shipment's history drops its digest with it, so that nothing would
+    // keep its events from being written again.
+    let pruned = db.prune(T0 + 1_000).await.unwrap();
+    assert_eq!(pruned.events, 4);
+    assert_eq!(db.shipment("1").await.unwrap().events_digest, None);
 }
 
 #[tokio::test]

@@ -54,6 +54,7 @@ pub const TABLES: &[Table] = &[
             ("sub_orders", Text),
             ("invalid_kind", Text),
             ("openid", Text),
+            ("events_digest", Integer),
         ],
         identity: true,
     },

@@ -200,6 +200,16 @@ impl Pg {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Their digests go with them: were one of them polled again, its events are written anew.
+        sqlx::query(
+            "UPDATE shipments SET events_digest = NULL \
+             WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \
+               AND coalesce(status_changed_at, last_event_at, created_at) < $1 \
+               AND events_digest IS NOT NULL",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Pruned {
             notifications,

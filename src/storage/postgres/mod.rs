@@ -140,4 +140,4 @@ impl Pg {
 pub(super) const PG_SHIPMENT_COLUMNS: &str = "id, order_id, provider, tracking_no, carrier, tier, \
      phone, email, openid, status, raw_status, (active = 1) AS active, error, transitions, \
      next_poll_at, last_polled_at, last_event_at, status_changed_at, created_at, sub_orders, \
-     NULL::TEXT AS type_error";
+     events_digest, NULL::TEXT AS type_error";

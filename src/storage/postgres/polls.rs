@@ -149,6 +149,7 @@ struct Updates<'a> {
     last_event_at: Vec<Option<Millis>>,
     tracking_no: Vec<Option<&'a str>>,
     carrier: Vec<Option<&'a str>>,
+    events_digest: Vec<Option<i64>>,
 }
 
 /// The events of one round, one array per column.
@@ -237,6 +238,7 @@ async fn record_round(
             .tracking_no
             .push(details.and_then(|d| d.tracking_no));
         updates.carrier.push(details.and_then(|d| d.carrier));
+        updates.events_digest.push(write.events_digest);
         for value in write.unmapped {
             unmapped.push((current.provider.as_str(), value.as_str(), write.now));
         }
@@ -272,12 +274,13 @@ async fn record_round(
                  claimed_until = NULL, \
                  last_event_at = coalesce(j.last_event_at, shipments.last_event_at), \
                  tracking_no = coalesce(shipments.tracking_no, j.tracking_no), \
-                 carrier = coalesce(shipments.carrier, j.carrier) \
+                 carrier = coalesce(shipments.carrier, j.carrier), \
+                 events_digest = coalesce(j.events_digest, shipments.events_digest) \
              FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], \
                      $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], \
-                     $11::TEXT[]) \
+                     $11::TEXT[], $12::BIGINT[]) \
                  AS j (id, status, raw_status, transitions, active, changed_at, now, next, \
-                     last_event_at, tracking_no, carrier) \
+                     last_event_at, tracking_no, carrier, events_digest) \
              WHERE shipments.id = j.id",
         )
         .bind(updates.id)
@@ -291,6 +294,7 @@ async fn record_round(
         .bind(updates.last_event_at)
         .bind(updates.tracking_no)
         .bind(updates.carrier)
+        .bind(updates.events_digest)
         .execute(&mut *conn)
         .await?;
     }
