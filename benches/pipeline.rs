@@ -25,10 +25,13 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDateTime, TimeZone};
 use fake_top::{FakeTop, GENERATED_STATUS, GENERATED_STEPS};
 use shipwatch::config::{Http, Synchronous};
+use shipwatch::domain::Status;
 use shipwatch::notify::receiver::{Behaviour, Receiver, generate_secret};
 use shipwatch::notify::webhook::WebhookSecret;
 use shipwatch::providers::taobao::{SignMethod, sign};
+use shipwatch::providers::{Trace, TraceEvent};
 use shipwatch::storage::{Db, Decide, Location, PollWrite, ShipmentRow, ShipmentWrite};
+use shipwatch::track::PollRecord;
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
@@ -67,6 +70,8 @@ struct Sizes {
     pg_claims: usize,
     /// Shipments polled by 1, 2 and 3 daemons sharing one PostgreSQL database.
     pg_polls: usize,
+    /// Shipments whose polls are recorded in the store alone, [`RECORD_ROUNDS`] times each.
+    record: usize,
 }
 
 impl Sizes {
@@ -88,6 +93,7 @@ impl Sizes {
                 pg_claim_rows: 1_000_000,
                 pg_claims: 200,
                 pg_polls: 5_000,
+                record: 6_400,
             }
         } else {
             Sizes {
@@ -106,6 +112,7 @@ impl Sizes {
                 pg_claim_rows: 10_000_000,
                 pg_claims: 1_000,
                 pg_polls: 20_000,
+                record: 64_000,
             }
         }
     }
@@ -155,7 +162,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let json = args.iter().any(|a| a == "--json");
-    // `--only polls` (http, sequential, polls, notifications, latency, quota, big) runs one
+    // `--only polls` (http, sequential, polls, record, notifications, latency, quota, big, api,
+    // postgres) runs one
     // scenario: for profiling.
     let only = args
         .iter()
@@ -177,10 +185,11 @@ fn main() {
 }
 
 async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> {
-    const SCENARIOS: [&str; 9] = [
+    const SCENARIOS: [&str; 10] = [
         "http",
         "sequential",
         "polls",
+        "record",
         "notifications",
         "latency",
         "quota",
@@ -213,7 +222,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     let mut http_ceiling = None;
     if wants("http") {
-        eprintln!("[1/9] HTTP ceiling");
+        eprintln!("[1/10] HTTP ceiling");
         watch::begin("http", per_row(sizes.polls));
         let http_limit = http_limit(sizes.polls).await?;
         http_ceiling = Some(http_limit);
@@ -228,7 +237,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     let mut sequential_rate = None;
     if wants("sequential") {
         eprintln!(
-            "[2/9] sequential client: {} requests, one at a time, a new connection each",
+            "[2/10] sequential client: {} requests, one at a time, a new connection each",
             sizes.sequential
         );
         watch::begin("sequential", per_row(sizes.sequential * 10));
@@ -243,7 +252,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
 
     if wants("polls") {
-        eprintln!("[3/9] polls: {} shipments all due", sizes.polls);
+        eprintln!("[3/10] polls: {} shipments all due", sizes.polls);
         watch::begin("polls", per_row(sizes.polls));
         let polls = polls(sizes.polls).await?;
         figures.push(Figure {
@@ -270,7 +279,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("notifications") {
         eprintln!(
-            "[4/9] notifications: {} pending webhooks",
+            "[4/10] notifications: {} pending webhooks",
             sizes.notifications
         );
         watch::begin("notifications", per_row(sizes.notifications));
@@ -284,7 +293,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("latency") {
         eprintln!(
-            "[5/9] change to delivery: {} changes, {} ms apart",
+            "[5/10] change to delivery: {} changes, {} ms apart",
             sizes.latency_samples,
             sizes.latency_gap.as_millis()
         );
@@ -307,7 +316,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("quota") {
         eprintln!(
-            "[6/9] quota: 600/min, {} shipments due, {} s",
+            "[6/10] quota: 600/min, {} shipments due, {} s",
             sizes.quota_shipments,
             sizes.quota_run.as_secs()
         );
@@ -329,7 +338,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("big") {
         eprintln!(
-            "[7/9] {} shipments with {} events each",
+            "[7/10] {} shipments with {} events each",
             sizes.big, sizes.events_per_shipment
         );
         let rows = sizes.big * sizes.events_per_shipment;
@@ -363,7 +372,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
     if wants("api") {
         eprintln!(
-            "[8/9] API creates: {} single POSTs from {API_CLIENTS} clients, {} batches of {API_BATCH}",
+            "[8/10] API creates: {} single POSTs from {API_CLIENTS} clients, {} batches of {API_BATCH}",
             sizes.api_single, sizes.api_batches
         );
         watch::begin(
@@ -384,9 +393,29 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
             target: Target::Reported,
         });
     }
+    if wants("record") {
+        eprintln!(
+            "[9/10] record: {} shipments with traces of {RECORD_EVENTS}+ events, polled in rounds, in the store alone",
+            sizes.record
+        );
+        watch::begin("record", per_row(sizes.record * RECORD_ROUNDS));
+        let record = record(sizes.record).await?;
+        figures.push(Figure {
+            name: "record_us_per_poll_same",
+            value: record.same_us,
+            unit: "µs",
+            target: Target::Reported,
+        });
+        figures.push(Figure {
+            name: "record_us_per_poll_newer",
+            value: record.newer_us,
+            unit: "µs",
+            target: Target::Reported,
+        });
+    }
     if wants("postgres") {
         eprintln!(
-            "[9/9] PostgreSQL: the claim query on {} shipments; {} shipments polled by 1, 2 and 3 daemons",
+            "[10/10] PostgreSQL: the claim query on {} shipments; {} shipments polled by 1, 2 and 3 daemons",
             sizes.pg_claim_rows, sizes.pg_polls
         );
         watch::begin(
@@ -973,8 +1002,28 @@ fn step_millis(time: &str) -> i64 {
         .timestamp_millis()
 }
 
+/// The digest the daemon stores with a shipment once it has written the events of the fake's
+/// steady answer (`track::events_digest`), as a poll of an earlier run would have left it.
+fn steady_digest() -> i64 {
+    let events: Vec<TraceEvent> = GENERATED_STEPS[..2]
+        .iter()
+        .map(|(time, description, action)| TraceEvent {
+            time: chrono::FixedOffset::east_opt(8 * 3600)
+                .expect("+08:00")
+                .timestamp_millis_opt(step_millis(time))
+                .single()
+                .expect("a step time"),
+            description: (*description).to_owned(),
+            location: None,
+            raw_code: Some((*action).to_owned()),
+        })
+        .collect();
+    shipwatch::track::events_digest(&events)
+}
+
 /// SQL that inserts `n` shipments of the TOP provider, tids from `TID_BASE + first`, in transit
-/// with the two events the fake's steady answer holds, due at `next_poll_at`.
+/// with the two events the fake's steady answer holds, due at `next_poll_at`: as the daemon
+/// leaves a shipment it has polled before, the digest of those events included.
 fn insert_shipments(first: usize, n: usize, active: bool, next_poll_at: i64) -> String {
     let [(t1, d1, a1), (t2, d2, a2), _] = GENERATED_STEPS;
     let (status, active) = if active {
@@ -986,16 +1035,18 @@ fn insert_shipments(first: usize, n: usize, active: bool, next_poll_at: i64) -> 
     format!(
         "WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
          INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, email, status, \
-             raw_status, active, transitions, next_poll_at, created_at, last_event_at) \
+             raw_status, active, transitions, next_poll_at, created_at, last_event_at, \
+             events_digest) \
          SELECT {TID_BASE} + i, 'taobao', 'ZT' || ({TID_BASE} + i), '中通快递', 'high', \
              'buyer' || i || '@example.com', '{status}', '{GENERATED_STATUS}', {active}, 2, \
-             {next_poll_at}, {created_at}, {m2} FROM n; \
+             {next_poll_at}, {created_at}, {m2}, {digest} FROM n; \
          INSERT INTO events (shipment_id, time, description, raw_code) \
              SELECT id, {m1}, '{d1}', '{a1}' FROM shipments; \
          INSERT INTO events (shipment_id, time, description, raw_code) \
              SELECT id, {m2}, '{d2}', '{a2}' FROM shipments;",
         m1 = step_millis(t1),
         m2 = step_millis(t2),
+        digest = steady_digest(),
         // A real start of tracking: the daemon flags a row whose created_at is before 2000.
         created_at = now_millis() - 3_600_000,
     )
@@ -1182,6 +1233,22 @@ async fn polls(n: usize) -> Result<Polls, String> {
             top.call_count()
         ));
     }
+    // The steady polls found their events written already, as in a daemon that has polled them
+    // before; a digest that no longer matches the adapter's reading of the answer would make
+    // every poll write its events again, and measure something else.
+    let steady = setup
+        .count(&format!(
+            "SELECT count(*) FROM shipments WHERE events_digest = {}",
+            steady_digest()
+        ))
+        .await?;
+    if steady + changed != n as i64 {
+        return Err(format!(
+            "{steady} of the {} steady polls kept the seeded digest of their events: \
+             steady_digest() no longer matches what the daemon reads from the fake's answer",
+            n as i64 - changed
+        ));
+    }
     let per_sec = n as f64 / elapsed.as_secs_f64();
     let cpu_us_per_poll = cpu.as_secs_f64() * 1e6 / n as f64;
     say(format!(
@@ -1193,6 +1260,116 @@ async fn polls(n: usize) -> Result<Polls, String> {
         per_sec,
         cpu_us_per_poll,
     })
+}
+
+/// Events in the first trace of the record scenario: a parcel some days on its way.
+const RECORD_EVENTS: usize = 15;
+/// Timed rounds of the record scenario, after one that writes the first trace: a newer trace,
+/// then the same one again, three times.
+const RECORD_ROUNDS: usize = 6;
+
+struct Record {
+    same_us: f64,
+    newer_us: f64,
+}
+
+/// What recording a poll costs the store, without HTTP or a daemon: `n` shipments in transit,
+/// each recorded through the store call the dispatcher's commit makes (`Db::record_polls`,
+/// batches of 64 decided by `track`), in rounds, after one untimed round of a first trace. A newer round brings the trace with one event
+/// more, so that every event is handed to the database and all but one found stored (as every
+/// poll did before the digest of events); a same round brings that trace again, as most polls of
+/// a tracked parcel do. Mean wall time per poll of each kind of round.
+async fn record(n: usize) -> Result<Record, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    watch::dir(dir.path().to_owned());
+    let path = dir.path().join("shipwatch.db");
+    let db = Db::open(&path, Synchronous::Normal)
+        .await
+        .map_err(|e| e.to_string())?;
+    let created_at = now_millis() - 3_600_000;
+    let conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .map_err(|e| e.to_string())?;
+    run_sql(
+        conn,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO shipments (order_id, provider, status, raw_status, active, \
+                 transitions, next_poll_at, created_at) \
+             SELECT {TID_BASE} + i, 'taobao', 'in_transit', '{GENERATED_STATUS}', 1, 1, 0, \
+                 {created_at} FROM n"
+        ),
+    )
+    .await?;
+    let ids: Vec<i64> = (1..=n as i64).collect();
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00");
+    let step = |i: usize| TraceEvent {
+        time: offset
+            .timestamp_millis_opt(created_at + i as i64 * 60_000)
+            .single()
+            .expect("a step time"),
+        description: format!("快件已到达【第{i}转运中心】，正在发往下一站"),
+        location: None,
+        raw_code: Some("ARRIVAL".to_owned()),
+    };
+    let (mut same, mut newer) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..=RECORD_ROUNDS {
+        let events = RECORD_EVENTS + round.div_ceil(2);
+        let trace = Trace {
+            status: Status::InTransit,
+            raw_status: GENERATED_STATUS.to_owned(),
+            events: (0..events).map(step).collect(),
+            carrier: None,
+            tracking_no: None,
+            unmapped: Vec::new(),
+        };
+        let now = now_millis();
+        watch::doing(format!("recording round {round} of {RECORD_ROUNDS}"));
+        let began = Instant::now();
+        for chunk in ids.chunks(64) {
+            let polls: Vec<(i64, PollRecord<'_>)> = chunk
+                .iter()
+                .map(|id| {
+                    let poll = PollRecord {
+                        now,
+                        trace: &trace,
+                        next_poll_at: now + 3_600_000,
+                        channels: &[],
+                    };
+                    (*id, poll)
+                })
+                .collect();
+            db.record_polls(&polls).await.map_err(|e| e.to_string())?;
+        }
+        let took = began.elapsed();
+        match round {
+            0 => {}
+            _ if round % 2 == 1 => newer += took,
+            _ => same += took,
+        }
+    }
+    let stored = db
+        .events(ids[n / 2])
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
+    db.close().await;
+    let expected = RECORD_EVENTS + RECORD_ROUNDS / 2;
+    if stored != expected {
+        return Err(format!(
+            "a shipment holds {stored} events after the rounds, where {expected} were brought"
+        ));
+    }
+    let per_poll = |total: Duration| total.as_secs_f64() * 1e6 / (n * RECORD_ROUNDS / 2) as f64;
+    let record = Record {
+        same_us: per_poll(same),
+        newer_us: per_poll(newer),
+    };
+    say(format!(
+        "a newer trace: {:.1} µs a poll; the same trace again: {:.1} µs a poll",
+        record.newer_us, record.same_us
+    ));
+    Ok(record)
 }
 
 /// `n` pending webhook notifications, a receiver that verifies each signature and answers 200:
