@@ -2,23 +2,26 @@
 //! and what its provider needs, before the database sees it. (Rows inserted with SQL are checked
 //! by the dispatcher when it picks them up.)
 
+mod csv;
 mod export;
+mod stored;
 mod text;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use csv::READ_BLOCK;
+pub use csv::{CsvRows, MAX_COLUMNS, MAX_FIELD_BYTES, Refusal};
 pub use export::{UnknownCarrier, carrier_code, column_of};
+pub use stored::{StoredRowError, check_stored, shown_time};
 pub use text::{EncodingChoice, SniffError, TextEncoding, choose};
 
 use crate::clock::Millis;
 use crate::config::Config;
-use crate::domain::{
-    Email, InvalidContact, InvalidOpenId, InvalidPhone, OpenId, Phone, Tier, UnknownTier,
-};
+use crate::domain::{Email, InvalidOpenId, InvalidPhone, OpenId, Phone, Tier, UnknownTier};
 use crate::providers::{Provider, TrackRequest, UnfitRequest};
-use crate::storage::{Db, NewShipment, ShipmentRow, StorageError};
+use crate::storage::{Db, NewShipment, StorageError};
 
 /// The columns of the `shipments` table a shop may fill in.
 pub const COLUMNS: [&str; 9] = [
@@ -122,23 +125,6 @@ impl CsvOptions {
             provider: None,
         }
     }
-}
-
-/// Why a row another program inserted cannot be polled as it stands: one line that names the
-/// column and never shows a phone number or an email address whole.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoredRowError {
-    #[error(transparent)]
-    Contact(#[from] InvalidContact),
-    #[error(
-        "{column} = {at} is before 2000: times are milliseconds since 1970-01-01 UTC, not seconds"
-    )]
-    Seconds { column: &'static str, at: Millis },
-    #[error(
-        "{column} = {at} ({}) is in the future: times are milliseconds since 1970-01-01 UTC",
-        shown_time(*.at)
-    )]
-    Future { column: &'static str, at: Millis },
 }
 
 /// Checks new shipments against the configured providers.
@@ -550,311 +536,6 @@ impl Intake {
     }
 }
 
-/// The longest field `import` takes, header included. Real values are short (the longest, a
-/// list of sub-order ids, a few hundred bytes); a longer field is a broken or wrong file, and
-/// refusing it keeps memory bounded whatever the file holds.
-pub const MAX_FIELD_BYTES: usize = 64 * 1024;
-
-/// The most columns a header may have: a seller centre's export has a few dozen, most of them
-/// left out; a row holds at most this many fields of [`MAX_FIELD_BYTES`].
-pub const MAX_COLUMNS: usize = 128;
-
-/// How much of a CSV file is read at a time.
-const READ_BLOCK: usize = 64 * 1024;
-
-/// The rows of a CSV file as checked shipments, each with its line: see [`Intake::csv_rows`].
-/// The first error ends the iteration.
-pub struct CsvRows<'a, R> {
-    intake: &'a Intake,
-    shown: String,
-    options: CsvOptions,
-    input: std::io::BufReader<text::Decoded<R>>,
-    parser: csv_core::Reader,
-    /// The line and quoting of the bytes the parser has taken.
-    position: text::Position,
-    /// One field at a time; one byte longer than the limit, so that filling it means too long:
-    /// csv-core's `Reader::read_field` answers `OutputFull` when a field does not fit the buffer
-    /// it is given (docs.rs/csv-core/0.1/csv_core/struct.Reader.html).
-    field: Vec<u8>,
-    /// The header's columns, in order; `None` for an export's column that is left out.
-    columns: Vec<Option<&'static str>>,
-    /// The names of the columns left out.
-    ignored: Vec<String>,
-    /// Whether the header is a seller centre's export (it uses one of their column names).
-    export: bool,
-    /// How many contact cells of an export were masked and read as empty.
-    masked: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    done: bool,
-}
-
-/// One record of a CSV file, its fields trimmed.
-struct Record {
-    line: u64,
-    fields: Vec<String>,
-    /// It had more fields than were asked for; those were read and dropped.
-    overflow: bool,
-}
-
-/// Why a row is not a shipment: `row_only` when reading can go on with the next row.
-#[derive(Debug)]
-pub struct Refusal {
-    pub error: CsvError,
-    pub row_only: bool,
-}
-
-impl<R: std::io::Read> CsvRows<'_, R> {
-    /// The export's columns that are left out, by their header.
-    pub fn ignored(&self) -> &[String] {
-        &self.ignored
-    }
-
-    /// A counter of the export's masked contact cells (`138****5678`), which are read as no
-    /// contact; it keeps counting while the rows are read, after they are handed on.
-    pub fn masked(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
-        self.masked.clone()
-    }
-
-    /// The next record and the line it starts on, its fields trimmed; `None` at the end of the
-    /// file. At most `max_fields` fields are kept: the rest of a longer record is read and
-    /// dropped, and the record says so.
-    fn record(&mut self, max_fields: usize) -> Result<Option<Record>, CsvError> {
-        use csv_core::ReadFieldResult;
-        use std::io::BufRead;
-        let shown = &self.shown;
-        self.position.start_record();
-        let mut fields = Vec::new();
-        let mut overflow = false;
-        let mut len = 0;
-        loop {
-            let input = match self.input.fill_buf() {
-                Ok(input) => input,
-                Err(e) => {
-                    return Err(match text::decode_error(&e) {
-                        Some(bad) => CsvError(format!(
-                            "{shown} line {}: {}",
-                            bad.line,
-                            undecodable(bad.encoding, self.options.choice)
-                        )),
-                        None => CsvError(format!(
-                            "cannot read {shown}: {}",
-                            crate::config::io_reason(&e)
-                        )),
-                    });
-                }
-            };
-            if input.is_empty()
-                && let Some(opened) = self.position.open_quote()
-            {
-                return Err(CsvError(format!(
-                    "{shown} line {opened}: a quoted field opened here is never closed; add the closing quote (a quote inside a quoted field is written twice: \"\")"
-                )));
-            }
-            let (result, read, written) = self.parser.read_field(input, &mut self.field[len..]);
-            for &b in &input[..read] {
-                self.position.feed(b);
-            }
-            self.input.consume(read);
-            len += written;
-            match result {
-                ReadFieldResult::InputEmpty => {}
-                ReadFieldResult::OutputFull => {
-                    return Err(CsvError(format!(
-                        "{shown} line {}: a field is longer than {} KiB (is this the right file?)",
-                        self.position.record_line(),
-                        MAX_FIELD_BYTES / 1024
-                    )));
-                }
-                ReadFieldResult::Field { record_end } => {
-                    if fields.len() == max_fields {
-                        overflow = true;
-                    } else {
-                        // Decoded to UTF-8 before it was parsed, and cut only at ASCII bytes.
-                        let text = std::str::from_utf8(&self.field[..len]).map_err(|_| {
-                            CsvError(format!(
-                                "{shown} line {}: not UTF-8 text; save the file as UTF-8",
-                                self.position.record_line()
-                            ))
-                        })?;
-                        fields.push(text.trim().to_owned());
-                    }
-                    len = 0;
-                    if record_end {
-                        return Ok(Some(Record {
-                            line: self.position.record_line(),
-                            fields,
-                            overflow,
-                        }));
-                    }
-                }
-                ReadFieldResult::End => return Ok(None),
-            }
-        }
-    }
-
-    fn shipment(&mut self) -> Option<Result<(u64, NewShipment), Refusal>> {
-        let fatal = |error| Refusal {
-            error,
-            row_only: false,
-        };
-        let row = |error| Refusal {
-            error,
-            row_only: true,
-        };
-        let record = match self.record(self.columns.len()) {
-            Ok(Some(record)) => record,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(fatal(e))),
-        };
-        let shown = &self.shown;
-        let line = record.line;
-        if record.overflow {
-            return Some(Err(row(CsvError(format!(
-                "{shown} line {line}: more fields than the header's {}",
-                self.columns.len()
-            )))));
-        }
-        if record.fields.len() != self.columns.len() {
-            return Some(Err(row(CsvError(format!(
-                "{shown} line {line}: {} fields where the header has {}",
-                record.fields.len(),
-                self.columns.len()
-            )))));
-        }
-        let get = |column: &str| {
-            self.columns
-                .iter()
-                .position(|c| *c == Some(column))
-                .map(|i| export::excel_text(&record.fields[i]).to_owned())
-        };
-        let carrier = match get("carrier").map(|c| carrier_code(&c)).transpose() {
-            Ok(carrier) => carrier,
-            Err(unknown) => {
-                return Some(Err(row(CsvError(format!(
-                    "{shown} line {line}, column carrier: {unknown}"
-                )))));
-            }
-        };
-        let provider = get("provider")
-            .filter(|p| !p.is_empty())
-            .or_else(|| self.options.provider.clone());
-        let export = self.export;
-        let contact = |column: &str| {
-            get(column).filter(|cell| {
-                let masked = export && export::is_masked(cell);
-                if masked {
-                    self.masked
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                !masked
-            })
-        };
-        let fields = Fields {
-            order_id: get("order_id").unwrap_or_default(),
-            provider,
-            tracking_no: get("tracking_no"),
-            carrier,
-            tier: get("tier"),
-            phone: contact("phone"),
-            email: contact("email"),
-            openid: contact("openid"),
-            sub_orders: get("sub_orders"),
-        };
-        let order_id = fields.order_id.clone();
-        let checked =
-            self.intake
-                .shipment(fields)
-                .map_err(|reason| match reason.column(&order_id) {
-                    Some(column) => {
-                        CsvError(format!("{shown} line {line}, column {column}: {reason}"))
-                    }
-                    None => CsvError(format!("{shown} line {line}: {reason}")),
-                });
-        Some(checked.map(|new| (line, new)).map_err(row))
-    }
-
-    /// The next row, or why it is refused: reading may go on after a refusal that is
-    /// `row_only`. (The iterator stops at the first refusal of any kind.)
-    pub fn next_row(&mut self) -> Option<Result<(u64, NewShipment), Refusal>> {
-        if self.done {
-            return None;
-        }
-        let next = self.shipment();
-        self.done = match &next {
-            None => true,
-            Some(Err(refusal)) => !refusal.row_only,
-            Some(Ok(_)) => false,
-        };
-        next
-    }
-}
-
-/// What to do about bytes that are not text in the encoding they were read in.
-fn undecodable(encoding: TextEncoding, choice: EncodingChoice) -> &'static str {
-    match (encoding, choice) {
-        (TextEncoding::Utf8, _) => {
-            "not UTF-8 text; a CSV file saved by Excel on Chinese Windows is GBK: give --encoding gbk"
-        }
-        (TextEncoding::Gb18030, EncodingChoice::Auto) => {
-            "not UTF-8 nor GBK (GB18030) text; save the file as UTF-8 (\"CSV UTF-8\" in Excel's Save As)"
-        }
-        (TextEncoding::Gb18030, _) => {
-            "not GBK (GB18030) text; if the file is UTF-8 give --encoding utf-8, or save it as UTF-8"
-        }
-    }
-}
-
-impl<R: std::io::Read> Iterator for CsvRows<'_, R> {
-    type Item = Result<(u64, NewShipment), CsvError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let next = self.shipment().map(|row| row.map_err(|r| r.error));
-        self.done = !matches!(next, Some(Ok(_)));
-        next
-    }
-}
-
-/// 2000-01-01T00:00:00Z: no parcel shipwatch tracks began earlier, and a time before it is
-/// almost always seconds written where milliseconds belong.
-const EARLIEST: Millis = 946_684_800_000;
-
-/// How far ahead of our clock the start of tracking may be (another machine's clock): a day.
-/// Further is a wrong unit or a typo, and would keep the shipment from ever expiring.
-const AHEAD_SLACK: Millis = 86_400_000;
-
-/// Checks what `add` and `import` check, for a row some other program inserted with SQL: the
-/// contact details, and when tracking began. The reason is one line that names the
-/// column and never shows a phone number or an email address whole.
-pub fn check_stored(row: &ShipmentRow, now: Millis) -> Result<(), StoredRowError> {
-    // Parsed when the row was read; what did not parse is kept apart for this.
-    if let Some(invalid) = &row.invalid_contact {
-        return Err(invalid.clone().into());
-    }
-    // Only the start of tracking: the other times are the daemon's own, or the carrier's, whose
-    // clock is not the shop's mistake.
-    check_time("created_at", row.created_at, now)
-}
-
-fn check_time(column: &'static str, at: Millis, now: Millis) -> Result<(), StoredRowError> {
-    if at < EARLIEST {
-        return Err(StoredRowError::Seconds { column, at });
-    }
-    if at > now.saturating_add(AHEAD_SLACK) {
-        return Err(StoredRowError::Future { column, at });
-    }
-    Ok(())
-}
-
-/// A database time for a message about the raw value: RFC 3339 in UTC, like the value itself.
-pub fn shown_time(at: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(at).map_or_else(
-        || "not a date".to_owned(),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    )
-}
-
 fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
@@ -972,88 +653,6 @@ mod tests {
             Some("oia2TjuEGTNoeX76QEjQNrcURxG8")
         );
         assert!(rows[1].1.openid.is_none());
-    }
-
-    fn stored(created_at: Millis) -> ShipmentRow {
-        ShipmentRow {
-            id: 1,
-            order_id: "123".into(),
-            provider: "taobao".into(),
-            tracking_no: None,
-            carrier: None,
-            tier: Tier::Normal,
-            phone: None,
-            email: None,
-            openid: None,
-            status: crate::domain::Status::Pending,
-            raw_status: None,
-            active: true,
-            error: None,
-            transitions: 0,
-            next_poll_at: created_at,
-            last_polled_at: None,
-            last_event_at: None,
-            status_changed_at: None,
-            created_at,
-            sub_orders: None,
-            events_digest: None,
-            type_error: None,
-            invalid_contact: None,
-        }
-    }
-
-    const NOW: Millis = 1_764_300_000_000;
-
-    #[test]
-    fn stored_rows_are_judged_like_added_ones_without_showing_contacts() {
-        assert_eq!(check_stored(&stored(NOW), NOW), Ok(()));
-        let good = ShipmentRow {
-            phone: Some(Phone::parse("+86 138-1234-5678").unwrap()),
-            email: Some(Email::parse("zhang@shop.example").unwrap()),
-            ..stored(NOW - 1)
-        };
-        assert_eq!(check_stored(&good, NOW), Ok(()));
-
-        // What the reader keeps apart when a contact column does not parse (storage's tests
-        // read such rows from a real database).
-        let bad_phone = ShipmentRow {
-            invalid_contact: Some(Phone::parse("138-1234-567").unwrap_err().into()),
-            ..stored(NOW)
-        };
-        let err = check_stored(&bad_phone, NOW).unwrap_err().to_string();
-        assert!(err.contains("not a mainland mobile"), "{err}");
-        assert!(!err.contains("138-1234-567"), "{err}");
-        let bad_email = ShipmentRow {
-            invalid_contact: Some(Email::parse("zhang.wei at shop").unwrap_err().into()),
-            ..stored(NOW)
-        };
-        let err = check_stored(&bad_email, NOW).unwrap_err().to_string();
-        assert!(err.contains("not an email address"), "{err}");
-        assert!(!err.contains("zhang.wei"), "{err}");
-    }
-
-    #[test]
-    fn a_start_of_tracking_in_the_future_or_in_seconds_is_refused() {
-        let err = check_stored(&stored(253_402_300_799_000), NOW)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "created_at = 253402300799000 (9999-12-31T23:59:59Z) is in the future: times are milliseconds since 1970-01-01 UTC"
-        );
-        let err = check_stored(&stored(i64::MAX), NOW)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("(not a date) is in the future"), "{err}");
-        let err = check_stored(&stored(NOW / 1000), NOW)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("before 2000") && err.contains("not seconds"),
-            "{err}"
-        );
-        // Another machine's clock a few hours ahead is not a mistake.
-        assert_eq!(check_stored(&stored(NOW + 3_600_000), NOW), Ok(()));
     }
 
     #[test]
