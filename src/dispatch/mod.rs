@@ -16,19 +16,22 @@ use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::outage::Outage;
-use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest, UnfitRequest};
+use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
-use crate::storage::{Db, InvalidKind, Recorded, ShipmentClaim, ShipmentRow, StorageError};
+use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
 use crate::workers::{Grace, Pace, Slot, Workers};
 
 mod commit;
+mod failure;
+mod once;
 pub mod pollable;
 mod push;
 pub mod quota;
 mod tally;
 
 use commit::Finished;
-use pollable::{Unpollable, configured, pollable};
+pub use once::{PollOnceError, PolledOnce};
+use pollable::{Unpollable, pollable};
 pub use push::CallbackApplied;
 
 /// The configured providers by name.
@@ -114,47 +117,6 @@ pub enum PollOutcome {
     /// recorded from outside would show in `stats` and `check-config` while the daemon, whose
     /// credentials may differ, goes on polling.
     NotRecorded(ProviderError),
-}
-
-/// Why a poll of one order on request could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum PollOnceError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(
-        "order {order_id} is on provider {provider:?}, which the config does not define (configured: {configured})"
-    )]
-    UnknownProvider {
-        order_id: String,
-        provider: String,
-        /// The configured provider names, or `none`.
-        configured: String,
-    },
-    /// The provider's adapter refuses the shipment as it stands.
-    #[error("order {order_id}: {reason}")]
-    Refused {
-        order_id: String,
-        reason: UnfitRequest,
-    },
-    /// `--apply` on a row flagged invalid: recording the answer would clear its reason and
-    /// leave it unpolled, neither invalid nor tracked. `recheck` is the way back.
-    #[error(
-        "order {order_id} is invalid ({reason}); fix it and run `shipwatch recheck {order_id}` (poll without --apply only looks)"
-    )]
-    Invalid { order_id: String, reason: String },
-}
-
-/// One poll of one order, made on request (`shipwatch poll`).
-#[derive(Debug)]
-pub struct PolledOnce {
-    /// The shipment as it was stored before the poll.
-    pub shipment: ShipmentRow,
-    /// The kind of adapter that polled it (`taobao`, `kuaidi100`...).
-    pub provider_kind: &'static str,
-    /// What the provider answered.
-    pub result: Result<Trace, ProviderError>,
-    /// What recording the answer did, when recording was asked for.
-    pub recorded: Option<Result<PollOutcome, StorageError>>,
 }
 
 pub struct Dispatcher {
@@ -478,52 +440,6 @@ impl Dispatcher {
         self.apply_in(provider, row, result, slot).await
     }
 
-    /// Polls the shipment of `order_id` once, now, and records the answer as the daemon would
-    /// (notifications included) only when `record` is true. Unlike the daemon's polls it waits
-    /// for no quota, pause or timeout: an operator asked for this one poll.
-    pub async fn poll_once(
-        &self,
-        order_id: &str,
-        record: bool,
-    ) -> Result<PolledOnce, PollOnceError> {
-        let shipment = self.db.shipment(order_id).await?;
-        if record && shipment.is_invalid() {
-            return Err(PollOnceError::Invalid {
-                order_id: order_id.to_owned(),
-                reason: shipment.error.clone().unwrap_or_default(),
-            });
-        }
-        let provider =
-            self.provider(&shipment.provider)
-                .ok_or_else(|| PollOnceError::UnknownProvider {
-                    order_id: order_id.to_owned(),
-                    provider: shipment.provider.clone(),
-                    configured: configured(&self.providers()),
-                })?;
-        let request = track_request(&shipment);
-        provider
-            .adapter
-            .check(&request)
-            .map_err(|reason| PollOnceError::Refused {
-                order_id: order_id.to_owned(),
-                reason,
-            })?;
-        let result = provider.adapter.fetch(&request).await;
-        let recorded = match &result {
-            _ if !record => None,
-            Err(error @ (ProviderError::AuthExpired(_) | ProviderError::Config(_))) => {
-                Some(Ok(PollOutcome::NotRecorded(error.clone())))
-            }
-            _ => Some(self.apply(&provider, &shipment, result.clone()).await),
-        };
-        Ok(PolledOnce {
-            provider_kind: provider.adapter.kind(),
-            shipment,
-            result,
-            recorded,
-        })
-    }
-
     /// Records what a poll of `row` returned, as the daemon does after every poll.
     pub async fn apply(
         &self,
@@ -623,106 +539,6 @@ impl Dispatcher {
         Ok(PollOutcome::Recorded(recorded))
     }
 
-    async fn failed(
-        &self,
-        provider: &ProviderRuntime,
-        row: &ShipmentRow,
-        error: &ProviderError,
-        now: Millis,
-    ) -> Result<(), StorageError> {
-        let tier = row.tier;
-        let (order_id, name) = (&row.order_id, &provider.name);
-        let settled;
-        let error = match error {
-            ProviderError::Unconfirmed(message) => {
-                settled =
-                    settle_unconfirmed(message, now, row.created_at, self.polling.no_info_after);
-                &settled
-            }
-            other => other,
-        };
-        match error {
-            ProviderError::RateLimited { retry_after, .. } => {
-                // Upstream chooses the number, and may choose an absurd one: never longer than
-                // the documented maximum, whoever built the error.
-                let until = now.saturating_add(millis((*retry_after).min(MAX_BAN)));
-                let first = provider.pause_until(until, now);
-                self.db
-                    .ban_provider(name, until, &error.to_string(), now)
-                    .await?;
-                self.db.release_shipment(row.id).await?;
-                if first {
-                    warn!(provider = %name, until = %to_rfc3339(until), %error, "provider paused: upstream rate limit");
-                    self.events.emit(PipelineEvent::ProviderPaused {
-                        provider: name.clone(),
-                        until,
-                        reason: error.to_string(),
-                    });
-                }
-            }
-            ProviderError::AuthExpired(_) | ProviderError::Config(_) => {
-                let until = now.saturating_add(millis(self.polling.auth_pause));
-                // Paused before the shipment is given back, so that no round claims it again
-                // in between.
-                let first = provider.pause_until(until, now);
-                self.db.release_shipment(row.id).await?;
-                // One loud line per pause, not one per poll that was in flight.
-                if first {
-                    self.db
-                        .pause_provider(name, until, &error.to_string(), now)
-                        .await?;
-                    error!(
-                        provider = %name, until = %to_rfc3339(until), %error,
-                        "PROVIDER STOPPED: upstream rejected our credentials or configuration; fix [providers.{name}], then reload or restart"
-                    );
-                    self.events.emit(PipelineEvent::ProviderPaused {
-                        provider: name.clone(),
-                        until,
-                        reason: error.to_string(),
-                    });
-                }
-            }
-            ProviderError::Transient(_) => {
-                let next = self.next_poll_for(provider, now, tier);
-                self.db
-                    .record_poll_error(row.id, &error.to_string(), now, next)
-                    .await?;
-                // A provider failing every poll the same way logs it once a minute.
-                if let Some(suppressed) =
-                    crate::throttle::admit(&format!("poll failed\0{name}\0{error}"))
-                {
-                    warn!(%order_id, provider = %name, %tier, %error, suppressed, "poll failed; will retry");
-                }
-                self.events.emit(PipelineEvent::PollFailed {
-                    order_id: order_id.clone(),
-                    provider: name.clone(),
-                    error: error.to_string(),
-                });
-            }
-            ProviderError::NotFound(_) => {
-                // Nothing to see yet: ask again no sooner than the slowest tier.
-                let next = self
-                    .next_poll_for(provider, now, tier)
-                    .max(self.next_poll_at(now, Tier::Low));
-                self.db
-                    .record_poll_error(row.id, &error.to_string(), now, next)
-                    .await?;
-                debug!(%order_id, provider = %name, %tier, %error, "no trace yet");
-            }
-            ProviderError::Permanent(_) | ProviderError::Unconfirmed(_) => {
-                self.db
-                    .mark_invalid(row.id, InvalidKind::Upstream, &error.to_string(), now)
-                    .await?;
-                warn!(%order_id, provider = %name, %tier, %error, "shipment invalid; polling stopped");
-                self.events.emit(PipelineEvent::ShipmentInvalid {
-                    order_id: order_id.clone(),
-                    reason: error.to_string(),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Claims and polls until `stop` fires, then lets in-flight polls finish within `grace`
     /// and gives back whatever is still unfinished after that.
     pub async fn run(self: Arc<Self>, stop: CancellationToken, grace: Grace) {
@@ -818,24 +634,6 @@ impl Dispatcher {
     }
 }
 
-/// An unexplained refusal is "no trace yet" while the shipment is younger than `window`, and
-/// stands (the shipment is flagged) once it is older.
-fn settle_unconfirmed(
-    message: &str,
-    now: Millis,
-    created_at: Millis,
-    window: Duration,
-) -> ProviderError {
-    if now.saturating_sub(created_at) < millis(window) {
-        ProviderError::NotFound(message.to_owned())
-    } else {
-        ProviderError::Permanent(format!(
-            "{message}, still after {} (the no-info window)",
-            humantime::format_duration(window)
-        ))
-    }
-}
-
 /// What an adapter needs to know about a shipment.
 pub fn track_request(row: &ShipmentRow) -> TrackRequest {
     TrackRequest {
@@ -845,36 +643,5 @@ pub fn track_request(row: &ShipmentRow) -> TrackRequest {
         phone: row.phone.clone(),
         sub_orders: row.sub_orders.clone(),
         created_at: row.created_at,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unexplained_refusal_is_nothing_yet_until_the_no_info_window_passes() {
-        let window = Duration::from_secs(3 * 86_400);
-        let created = 1_000_000;
-        let young = settle_unconfirmed("TOP error 15 (isv.x)", created + 1_000, created, window);
-        assert_eq!(
-            young,
-            ProviderError::NotFound("TOP error 15 (isv.x)".to_owned())
-        );
-        let old = settle_unconfirmed(
-            "TOP error 15 (isv.x)",
-            created + millis(window),
-            created,
-            window,
-        );
-        match old {
-            ProviderError::Permanent(message) => {
-                assert!(
-                    message.starts_with("TOP error 15 (isv.x), still after 3days"),
-                    "{message}"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }
