@@ -1,7 +1,7 @@
 //! The shape of the code, held in place: imports flow one way. A top-level module of `src/`
 //! that imports another (a `crate::x` path anywhere in its files) must not be imported back,
 //! directly or through others. And the store speaks SQL in one place: no file outside
-//! `src/storage/` runs a statement.
+//! `src/storage/` runs a statement. And no file runs over 800 lines unless half of it is its tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -178,4 +178,49 @@ sqlx::query("DELETE FROM events")
 "#;
     let lines: Vec<usize> = sql_lines(code).into_iter().map(|(line, _)| line).collect();
     assert_eq!(lines, [3, 5, 6]);
+}
+
+/// Lines of a file past which it must be split, unless at least half of it is its tests: issue
+/// 13's "no file in `src/` over about 800 lines except where half of it is tests".
+const MAX_LINES: usize = 800;
+
+/// A file's lines, and the lines of its tests (from its first `#[cfg(test)]` to the end).
+fn sizes(text: &str) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let tests = lines
+        .iter()
+        .position(|line| line.trim() == "#[cfg(test)]")
+        .map_or(0, |at| lines.len() - at);
+    (lines.len(), tests)
+}
+
+#[test]
+fn no_file_is_long_unless_half_of_it_is_tests() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let (lines, tests) = sizes(&std::fs::read_to_string(file).unwrap());
+            (lines > MAX_LINES && tests * 2 < lines).then(|| {
+                format!(
+                    "{} ({lines} lines, {tests} of tests)",
+                    file.strip_prefix(&src).unwrap().display()
+                )
+            })
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines with less than half of them tests: {}; split them along what they do",
+        long.join(", ")
+    );
+}
+
+#[test]
+fn the_size_check_counts_the_tests_from_their_module_on() {
+    let code = "fn a() {}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {}\n}\n";
+    assert_eq!(sizes(code), (7, 5));
+    assert_eq!(sizes("fn a() {}\nfn b() {}\n"), (2, 0));
 }
