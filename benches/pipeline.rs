@@ -70,7 +70,8 @@ struct Sizes {
     pg_claims: usize,
     /// Shipments polled by 1, 2 and 3 daemons sharing one PostgreSQL database.
     pg_polls: usize,
-    /// Shipments whose polls are recorded in the store alone, [`RECORD_ROUNDS`] times each.
+    /// Shipments whose polls are recorded in the store alone: a first round, then
+    /// [`RECORD_ROUNDS`] timed ones.
     record: usize,
 }
 
@@ -1275,10 +1276,11 @@ struct Record {
 
 /// What recording a poll costs the store, without HTTP or a daemon: `n` shipments in transit,
 /// each recorded through the store call the dispatcher's commit makes (`Db::record_polls`,
-/// batches of 64 decided by `track`), in rounds, after one untimed round of a first trace. A newer round brings the trace with one event
-/// more, so that every event is handed to the database and all but one found stored (as every
-/// poll did before the digest of events); a same round brings that trace again, as most polls of
-/// a tracked parcel do. Mean wall time per poll of each kind of round.
+/// batches of 64 decided by `track`), in rounds, after one untimed round of a first trace. A
+/// newer round brings the trace with one event more, so that every event is handed to the
+/// database and all but one found stored (as every poll did before the digest of events); a
+/// same round brings that trace again, as most polls of a tracked parcel do. Mean wall time per
+/// poll of each kind of round.
 async fn record(n: usize) -> Result<Record, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     watch::dir(dir.path().to_owned());
