@@ -399,8 +399,13 @@ impl fmt::Display for ChannelKind {
     }
 }
 
+/// A channel name that no channel kind has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown channel {0:?}: expected webhook, email, sms, dingtalk, wecom, feishu or wechat")]
+pub struct UnknownChannel(pub String);
+
 impl FromStr for ChannelKind {
-    type Err = String;
+    type Err = UnknownChannel;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -411,9 +416,7 @@ impl FromStr for ChannelKind {
             "wecom" => Ok(ChannelKind::Wecom),
             "feishu" => Ok(ChannelKind::Feishu),
             "wechat" => Ok(ChannelKind::Wechat),
-            other => Err(format!(
-                "unknown channel {other:?}: expected webhook, email, sms, dingtalk, wecom, feishu or wechat"
-            )),
+            other => Err(UnknownChannel(other.to_owned())),
         }
     }
 }
@@ -421,6 +424,22 @@ impl FromStr for ChannelKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_names_round_trip_and_an_unknown_one_lists_the_known() {
+        for name in [
+            "webhook", "email", "sms", "dingtalk", "wecom", "feishu", "wechat",
+        ] {
+            let kind: ChannelKind = name.parse().expect(name);
+            assert_eq!(kind.as_str(), name);
+        }
+        let err = "telegram".parse::<ChannelKind>().unwrap_err();
+        assert_eq!(err, UnknownChannel("telegram".to_owned()));
+        assert_eq!(
+            err.to_string(),
+            "unknown channel \"telegram\": expected webhook, email, sms, dingtalk, wecom, feishu or wechat"
+        );
+    }
 
     #[test]
     fn status_names_round_trip() {

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::api::Problem;
-use crate::config::{Config, ConfigError, HumanDuration, RateLimit};
+use crate::config::{BadDuration, BadRateLimit, Config, ConfigError, HumanDuration, RateLimit};
 use crate::intake::{CsvError, Intake};
 use crate::providers::{ProviderError, Trace};
 use crate::storage::NewShipment;
@@ -114,12 +114,12 @@ pub fn config(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// A duration as written in the config (`30s`, `2m`).
-pub fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, BadDuration> {
     text.parse::<HumanDuration>().map(|d| d.0)
 }
 
 /// A quota as written in the config (`500/min`).
-pub fn rate_limit(text: &str) -> Result<RateLimit, String> {
+pub fn rate_limit(text: &str) -> Result<RateLimit, BadRateLimit> {
     text.parse::<RateLimit>()
 }
 

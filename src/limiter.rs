@@ -51,7 +51,15 @@ pub struct Granted {
 }
 
 /// Future of a grant from a [`SharedQuota`].
-pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Granted, String>> + Send + 'a>>;
+pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Granted, GrantError>> + Send + 'a>>;
+
+/// Why the shared schedule gave a provider no slots (its keeper, the database, did not answer).
+#[derive(Debug, thiserror::Error)]
+#[error("provider {provider}: {source}")]
+pub struct GrantError {
+    pub provider: String,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
 
 /// A schedule of call slots shared with other processes (a row in the shared database): a grant
 /// takes the next `count` slots, `interval` apart, for this process alone.
@@ -469,7 +477,10 @@ mod tests {
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
                     .is_ok()
                 {
-                    return Err("connection refused".to_owned());
+                    return Err(GrantError {
+                        provider: "taobao".to_owned(),
+                        source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+                    });
                 }
                 self.grants.fetch_add(1, Ordering::Relaxed);
                 let now = Instant::now();

@@ -67,8 +67,13 @@ impl Since {
     }
 }
 
+/// A `--since` that is neither a duration nor a moment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("neither a duration (like 2h or 3d) nor an RFC 3339 time (like 2026-05-01T08:00:00+08:00)")]
+pub struct BadSince;
+
 impl FromStr for Since {
-    type Err = String;
+    type Err = BadSince;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Ok(at) = DateTime::parse_from_rfc3339(s.trim()) {
@@ -76,10 +81,7 @@ impl FromStr for Since {
         }
         match s.parse::<HumanDuration>() {
             Ok(HumanDuration(ago)) => Ok(Since::Ago(ago)),
-            Err(_) => Err(
-                "neither a duration (like 2h or 3d) nor an RFC 3339 time (like 2026-05-01T08:00:00+08:00)"
-                    .to_owned(),
-            ),
+            Err(_) => Err(BadSince),
         }
     }
 }
@@ -120,7 +122,7 @@ mod tests {
         assert_eq!(at("1970-01-01T08:00:00+08:00"), Ok(0));
         assert_eq!(at("2016-01-01T04:00:00Z"), Ok(1_451_620_800_000));
         for bad in ["", "soon", "2", "-2h", "2026-05-01", "2026-05-01 08:00:00"] {
-            let err = bad.parse::<Since>().expect_err(bad);
+            let err = bad.parse::<Since>().expect_err(bad).to_string();
             assert!(
                 err.contains("RFC 3339") && err.contains("2h"),
                 "{bad}: {err}"

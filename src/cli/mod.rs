@@ -53,7 +53,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Database: a SQLite file, or postgres://USER@HOST/DB (overrides `database` in the config)
-    #[arg(long, global = true, value_name = "FILE|URL", value_parser = parse_location)]
+    #[arg(long, global = true, value_name = "FILE|URL", value_parser = Location::parse)]
     pub db: Option<Location>,
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -141,7 +141,7 @@ pub enum Command {
     /// check counts and a sample; stop the daemon first
     Copy {
         /// The target: a SQLite file, or postgres://USER@HOST/DB; it must hold no rows
-        #[arg(long, value_name = "FILE|URL", value_parser = parse_location)]
+        #[arg(long, value_name = "FILE|URL", value_parser = Location::parse)]
         to: Location,
     },
     /// Check the config (secrets included) and say what it sets up
@@ -354,10 +354,6 @@ fn demo_file(global: &Global) -> Result<Option<PathBuf>> {
             )
         }
     }
-}
-
-fn parse_location(text: &str) -> std::result::Result<Location, String> {
-    Location::parse(text).map_err(|e| e.to_string())
 }
 
 fn database_path(global: &Global, config: Option<&Config>) -> Result<Location> {

@@ -50,7 +50,7 @@ pub(super) fn resolve_api(raw: RawApi, secrets: &SecretResolver) -> Result<ApiCo
 
 /// A tokens file: one token a line, optionally followed by the grant `contacts`; blank lines and
 /// lines starting with `#` are skipped. Errors name the line, never the token.
-pub fn parse_token_lines(text: &str) -> Result<Vec<ApiToken>, String> {
+pub fn parse_token_lines(text: &str) -> Result<Vec<ApiToken>, BadTokens> {
     let mut tokens = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -61,25 +61,16 @@ pub fn parse_token_lines(text: &str) -> Result<Vec<ApiToken>, String> {
         let mut words = line.split_whitespace();
         let Some(token) = words.next() else { continue };
         if token.chars().count() < MIN_TOKEN_CHARS {
-            return Err(format!(
-                "line {n}: the token is shorter than {MIN_TOKEN_CHARS} characters; make one with `openssl rand -hex 32`"
-            ));
+            return Err(BadTokens::Short(n));
         }
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!(
-                "line {n}: the token has a character that is not printable ASCII"
-            ));
+            return Err(BadTokens::NotPrintable(n));
         }
         let mut contacts = false;
         for grant in words {
             match grant {
                 "contacts" => contacts = true,
-                _ => {
-                    return Err(format!(
-                        "line {n}: unknown grant {:?} after the token (known: contacts)",
-                        crate::shown::for_terminal(grant)
-                    ));
-                }
+                _ => return Err(BadTokens::UnknownGrant(n, grant.to_owned())),
             }
         }
         tokens.push(ApiToken {
@@ -88,9 +79,27 @@ pub fn parse_token_lines(text: &str) -> Result<Vec<ApiToken>, String> {
         });
     }
     if tokens.is_empty() {
-        return Err("has no token (one a line; lines starting with # are comments)".to_owned());
+        return Err(BadTokens::None);
     }
     Ok(tokens)
+}
+
+/// What is wrong with a tokens file, by line number; never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadTokens {
+    #[error(
+        "line {0}: the token is shorter than {MIN_TOKEN_CHARS} characters; make one with `openssl rand -hex 32`"
+    )]
+    Short(usize),
+    #[error("line {0}: the token has a character that is not printable ASCII")]
+    NotPrintable(usize),
+    #[error(
+        "line {0}: unknown grant {grant:?} after the token (known: contacts)",
+        grant = crate::shown::for_terminal(.1)
+    )]
+    UnknownGrant(usize, String),
+    #[error("has no token (one a line; lines starting with # are comments)")]
+    None,
 }
 
 #[cfg(test)]
@@ -126,7 +135,7 @@ mod tests {
             ),
             ("# only a comment\n", "has no token"),
         ] {
-            let err = parse_token_lines(text).unwrap_err();
+            let err = parse_token_lines(text).unwrap_err().to_string();
             assert!(err.contains(said), "{text:?}: {err}");
             assert!(!err.contains("short-token") && !err.contains(A), "{err}");
             assert!(!err.contains('\n'), "{err}");

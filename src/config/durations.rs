@@ -11,13 +11,24 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// Text that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a duration ({reason}); write it like 30s, 2m, 1h or 30d")]
+pub struct BadDuration {
+    text: String,
+    reason: String,
+}
+
 impl FromStr for HumanDuration {
-    type Err = String;
+    type Err = BadDuration;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 30s, 2m, 1h or 30d"))
+            .map_err(|e| BadDuration {
+                text: s.to_owned(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -48,18 +59,24 @@ impl fmt::Display for RateLimit {
     }
 }
 
+/// Text that is not a call quota.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRateLimit {
+    #[error("rate_limit {0:?} is not a quota; write it like 500/min, 10/s or 1000/1h")]
+    NotAQuota(String),
+    #[error("rate_limit {0:?} allows no calls at all; give at least 1")]
+    NoCalls(String),
+}
+
 impl FromStr for RateLimit {
-    type Err = String;
+    type Err = BadRateLimit;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hint =
-            || format!("rate_limit {s:?} is not a quota; write it like 500/min, 10/s or 1000/1h");
+        let hint = || BadRateLimit::NotAQuota(s.to_owned());
         let (calls, per) = s.split_once('/').ok_or_else(hint)?;
         let calls: u32 = calls.trim().parse().map_err(|_| hint())?;
         if calls == 0 {
-            return Err(format!(
-                "rate_limit {s:?} allows no calls at all; give at least 1"
-            ));
+            return Err(BadRateLimit::NoCalls(s.to_owned()));
         }
         let per = match per.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
@@ -108,7 +125,17 @@ mod tests {
         assert_eq!(q.interval(), Duration::from_millis(100));
         let q: RateLimit = "100/5m".parse().unwrap();
         assert_eq!(q.per, Duration::from_secs(300));
-        assert!("0/min".parse::<RateLimit>().is_err());
-        assert!("fast".parse::<RateLimit>().is_err());
+        assert_eq!(
+            "0/min".parse::<RateLimit>().unwrap_err().to_string(),
+            "rate_limit \"0/min\" allows no calls at all; give at least 1"
+        );
+        assert_eq!(
+            "fast".parse::<RateLimit>().unwrap_err(),
+            BadRateLimit::NotAQuota("fast".to_owned())
+        );
+        assert_eq!(
+            "soon".parse::<HumanDuration>().unwrap_err().to_string(),
+            "\"soon\" is not a duration (expected number at 0); write it like 30s, 2m, 1h or 30d"
+        );
     }
 }

@@ -24,9 +24,9 @@ pub use crate::notify::sender::Delivery;
 use crate::storage::Location;
 pub use crate::storage::Synchronous;
 
-pub use api::{ApiConfig, ApiToken, MIN_TOKEN_CHARS, parse_token_lines};
+pub use api::{ApiConfig, ApiToken, BadTokens, MIN_TOKEN_CHARS, parse_token_lines};
 pub use channels::{ChannelSettings, Channels, SmsSettings};
-pub use durations::{HumanDuration, POLL_HORIZON, RateLimit};
+pub use durations::{BadDuration, BadRateLimit, HumanDuration, POLL_HORIZON, RateLimit};
 pub use maintenance::{InvalidMaintenance, MaintenanceConfig, Schedules};
 pub use polling::{Http, Polling, Tiers};
 pub use providers::{AdapterSettings, PROVIDER_KINDS, ProviderSettings};

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limiter::{GrantFuture, Granted, SharedQuota};
+use crate::limiter::{GrantError, GrantFuture, Granted, SharedQuota};
 use crate::storage::Db;
 
 use super::Providers;
@@ -33,7 +33,10 @@ impl SharedQuota for DbQuota {
                 .db
                 .quota_grant(&self.provider, interval, count)
                 .await
-                .map_err(|e| format!("provider {}: {e}", self.provider))?;
+                .map_err(|e| GrantError {
+                    provider: self.provider.clone(),
+                    source: e.into(),
+                })?;
             Ok(Granted {
                 first_slot_us: grant.first_slot_us,
                 keeper_now_us: grant.server_now_us,

@@ -88,23 +88,23 @@ impl Alerts {
 
     /// The alerts named in a channel's `alerts` list; an unknown name is refused with the known
     /// ones.
-    pub fn parse(names: &[String]) -> Result<Alerts, String> {
+    pub fn parse(names: &[String]) -> Result<Alerts, UnknownAlert> {
         let mut alerts = Alerts::default();
         for name in names {
             match name.as_str() {
                 payload::STUCK => alerts.stuck = true,
                 OPS => alerts.ops = true,
-                other => {
-                    return Err(format!(
-                        "unknown alert {other:?} (known: {})",
-                        Alerts::NAMES.join(", ")
-                    ));
-                }
+                other => return Err(UnknownAlert(other.to_owned())),
             }
         }
         Ok(alerts)
     }
 }
+
+/// An alert name in a channel's `alerts` list that no alert has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown alert {0:?} (known: {known})", known = Alerts::NAMES.join(", "))]
+pub struct UnknownAlert(pub String);
 
 /// The name of the alerts about shipwatch's own trouble.
 pub const OPS: &str = "ops";

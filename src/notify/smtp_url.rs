@@ -167,38 +167,51 @@ pub fn parse_smtp_url(url: &str) -> Result<SmtpEndpoint, EmailConfigError> {
     })
 }
 
-fn split_host_port(host_port: &str) -> Result<(String, Option<u16>), String> {
+fn split_host_port(host_port: &str) -> Result<(String, Option<u16>), BadHostPort> {
     let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or("an IPv6 host is missing its closing `]`")?;
+        let (host, after) = bracketed.split_once(']').ok_or(BadHostPort::Unclosed)?;
         match after {
             "" => (host, None),
             _ => match after.strip_prefix(':') {
                 Some(port) => (host, Some(port)),
-                None => return Err(format!("unexpected {after:?} after the IPv6 host")),
+                None => return Err(BadHostPort::AfterIpv6(after.to_owned())),
             },
         }
     } else {
         match host_port.split_once(':') {
             Some((_, port)) if port.contains(':') => {
-                return Err("an IPv6 host must be written in brackets: [::1]:25".to_owned());
+                return Err(BadHostPort::Unbracketed);
             }
             Some((host, port)) => (host, Some(port)),
             None => (host_port, None),
         }
     };
     if host.is_empty() {
-        return Err("no host".to_owned());
+        return Err(BadHostPort::NoHost);
     }
     let port = match port {
         None => None,
         Some(port) => match port.parse::<u16>() {
-            Ok(0) | Err(_) => return Err(format!("port {port:?} is not a port number")),
+            Ok(0) | Err(_) => return Err(BadHostPort::Port(port.to_owned())),
             Ok(port) => Some(port),
         },
     };
     Ok((host.to_owned(), port))
+}
+
+/// What is wrong with the host and port of an `smtp_url`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadHostPort {
+    #[error("an IPv6 host is missing its closing `]`")]
+    Unclosed,
+    #[error("unexpected {0:?} after the IPv6 host")]
+    AfterIpv6(String),
+    #[error("an IPv6 host must be written in brackets: [::1]:25")]
+    Unbracketed,
+    #[error("no host")]
+    NoHost,
+    #[error("port {0:?} is not a port number")]
+    Port(String),
 }
 
 fn percent_decode(text: &str) -> Option<String> {

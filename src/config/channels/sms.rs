@@ -241,7 +241,7 @@ fn sms_headers(
 }
 
 /// `Name: value` lines into pairs; the error says which line is wrong and how, not what it holds.
-fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, String> {
+fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, BadHeaderLine> {
     let mut headers = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -249,24 +249,30 @@ fn parse_header_lines(text: &str) -> Result<Vec<(String, String)>, String> {
             continue;
         }
         let n = i + 1;
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("line {n}: expected `Name: value`"))?;
+        let (name, value) = line.split_once(':').ok_or(BadHeaderLine::NoColon(n))?;
         let (name, value) = (name.trim(), value.trim());
         // A field name is an RFC 9110 token (https://www.rfc-editor.org/rfc/rfc9110#section-5.1).
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(format!(
-                "line {n}: the header name is not a valid HTTP token"
-            ));
+            return Err(BadHeaderLine::Name(n));
         }
         if value.is_empty() || reqwest::header::HeaderValue::from_str(value).is_err() {
-            return Err(format!(
-                "line {n}: the value of header {name} is empty or not a valid header value"
-            ));
+            return Err(BadHeaderLine::Value(n, name.to_owned()));
         }
         headers.push((name.to_owned(), value.to_owned()));
     }
     Ok(headers)
+}
+
+/// What is wrong with a line of a headers file; never the value it holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadHeaderLine {
+    #[error("line {0}: expected `Name: value`")]
+    NoColon(usize),
+    #[error("line {0}: the header name is not a valid HTTP token")]
+    Name(usize),
+    // The name is a valid HTTP token by now: printable ASCII, nothing to escape.
+    #[error("line {0}: the value of header {1} is empty or not a valid header value")]
+    Value(usize, String),
 }
 
 #[cfg(test)]
@@ -391,7 +397,7 @@ mod tests {
                     assert_eq!(got.as_ref(), Ok(&pairs), "{text:?}");
                 }
                 Err(said) => {
-                    let err = got.unwrap_err();
+                    let err = got.unwrap_err().to_string();
                     assert!(err.contains(said), "{text:?}: {err}");
                     assert!(!err.contains("t0k"), "{err}");
                 }
