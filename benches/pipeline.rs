@@ -1165,9 +1165,8 @@ async fn trace_request(client: &reqwest::Client, url: &str, tid: u64) -> Result<
 }
 
 /// The bare-HTTP figure beside the script poller: one request at a time, each on a new
-/// connection, as a simple
-/// script polls (`curl` in a loop, or an HTTP library called without a session), signed the
-/// same way, against the same fake.
+/// connection, signed the same way, against the same fake; compiled Rust in the bench's own
+/// process that reads each answer and stores nothing.
 async fn sequential(requests: usize) -> Result<f64, String> {
     let top = FakeTop::start(APP_KEY, APP_SECRET, SESSION).await;
     top.answer_any_tid(10);
@@ -1238,23 +1237,34 @@ async fn script_poller(polls: usize) -> Result<f64, String> {
         .filter(|s| *s > 0.0)
         .ok_or_else(|| format!("the script poller printed {said} without its seconds"))?;
     // It did the whole job: every order answered by the fake with a valid signature, and every
-    // answer's status stored (every 10th answer is the out-for-delivery trace).
+    // answer's status read and stored (every 10th answer is the out-for-delivery trace).
     let url = format!("sqlite://{}?mode=ro", db.display());
-    let conn = SqliteConnection::connect(&url)
-        .await
-        .map_err(|e| e.to_string())?;
-    let stored = count_on(
-        conn,
+    let count = |query: &'static str| {
+        let url = url.clone();
+        async move {
+            let conn = SqliteConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            count_on(conn, query).await
+        }
+    };
+    let stored = count(
         "SELECT count(*) FROM orders WHERE last_polled_at IS NOT NULL \
          AND status IN ('in_transit', 'out_for_delivery')",
     )
     .await?;
-    if top.signature_failures() > 0 || top.call_count() != polls || stored != polls as i64 {
+    let changed = count("SELECT count(*) FROM orders WHERE status = 'out_for_delivery'").await?;
+    if top.signature_failures() > 0
+        || top.call_count() != polls
+        || stored != polls as i64
+        || changed != (polls / 10) as i64
+    {
         return Err(format!(
-            "the script poller: the fake counted {} calls for {polls} orders, {} refused, \
-             {stored} statuses stored",
+            "the script poller: the fake counted {} calls for {polls} orders, {} refused; \
+             {stored} statuses stored, {changed} out for delivery (expected {})",
             top.call_count(),
-            top.signature_failures()
+            top.signature_failures(),
+            polls / 10
         ));
     }
     let rate = polls as f64 / seconds;
