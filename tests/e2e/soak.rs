@@ -352,6 +352,7 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
 
     let mut sent: BTreeMap<&str, usize> = BTreeMap::new();
     let mut dead: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dead_reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut duplicates: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, row) in &rows {
         let received = match row.channel.as_str() {
@@ -393,6 +394,13 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
                     row.public_id
                 );
                 *dead.entry(channel).or_default() += 1;
+                let why: String = row
+                    .last_error
+                    .iter()
+                    .flat_map(|e| e.chars())
+                    .take(160)
+                    .collect();
+                *dead_reasons.entry(format!("{channel}: {why}")).or_default() += 1;
             }
             other => panic!(
                 "{} {} of {} ends {other}, neither delivered nor dead",
@@ -418,6 +426,9 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
         duration.as_secs_f64(),
         rows.len(),
     );
+    for (why, n) in &dead_reasons {
+        println!("soak: {n} dead, {why}");
+    }
     // A kill repeats at most the deliveries in flight at that moment: those that reached the
     // receiver before the daemon could record them as sent. The sender runs at most
     // `[delivery] concurrency` (16 by default) at a time on each channel.
