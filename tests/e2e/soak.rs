@@ -169,6 +169,7 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
     // Generous for a busy 2-core machine: a debug daemon needs far less.
     let limit = Duration::from_secs(60 + size.shipments * 150 / 1000);
 
+    let steps = journey_bodies(tid(0)).len();
     let started = Instant::now();
     let mut daemon = app.spawn_daemon();
     for (k, target) in targets.iter().enumerate() {
@@ -178,7 +179,6 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
         // of reach; once every journey has served its last step and no delivery has come for
         // 3 s, the work is done and this kill lands at its end instead.
         let mut seen = (0, Instant::now());
-        let steps = journey_bodies(tid(0)).len();
         app.wait_until(
             &format!("{target} deliveries before kill {}", k + 1),
             limit,
