@@ -15,7 +15,7 @@ use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
 use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
-use crate::storage::{ClaimedNotification, Db, NotificationClaim, StorageError};
+use crate::storage::{ClaimedNotification, Db, Handed, NotificationClaim, StorageError};
 use crate::workers::{Grace, Pace, Workers};
 
 /// How the sender delivers notifications.
@@ -249,10 +249,14 @@ impl Sender {
             };
             lane.pace.lock().expect("pace lock").started(started.len());
             count += started.len();
+            // Each attempt is counted as it starts, not when it was claimed: a message claimed
+            // ahead spends nothing until it is tried, even if this daemon is killed first.
+            let writer = self.db.writer();
             for notification in started {
+                let mark = writer.started(vec![notification.id]).await?;
                 let (me, kind) = (self.clone(), *kind);
                 lane.workers.spawn(async move {
-                    me.deliver_in_background(kind, notification).await;
+                    me.deliver_in_background(kind, notification, mark).await;
                     me.freed.notify_one();
                 });
             }
@@ -270,14 +274,19 @@ impl Sender {
         Ok(claimed)
     }
 
-    async fn deliver_in_background(&self, kind: ChannelKind, notification: ClaimedNotification) {
+    async fn deliver_in_background(
+        &self,
+        kind: ChannelKind,
+        notification: ClaimedNotification,
+        started: Handed<()>,
+    ) {
         let Some(lane) = self.lanes.get(&kind) else {
             return;
         };
         let outcome = tokio::select! {
             biased;
             _ = lane.workers.aborted() => None,
-            outcome = self.deliver(&notification) => Some(outcome),
+            outcome = self.deliver(&notification, started) => Some(outcome),
         };
         let result = match outcome {
             Some(outcome) => outcome,
@@ -296,8 +305,16 @@ impl Sender {
         }
     }
 
-    /// Makes one attempt for a claimed notification and records the outcome.
-    pub async fn deliver(&self, n: &ClaimedNotification) -> Result<(), StorageError> {
+    /// Makes one attempt for a claimed notification and records the outcome. `started` is the
+    /// mark that counts the attempt, handed to the writer when the attempt was taken from the
+    /// claimed ones: nothing goes out before it is committed, so that a message never arrives
+    /// more often than it was counted, whenever the daemon is killed.
+    async fn deliver(
+        &self,
+        n: &ClaimedNotification,
+        started: Handed<()>,
+    ) -> Result<(), StorageError> {
+        started.written().await?;
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
             return self
                 .db

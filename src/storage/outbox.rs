@@ -166,6 +166,17 @@ impl Db {
         Ok(())
     }
 
+    /// Counts an attempt for each notification, whose delivery has started. A claim counts
+    /// none, so that a message claimed ahead and never tried spends nothing, even when the
+    /// daemon that claimed it is killed; the sender marks its starts through the writer.
+    pub async fn notifications_started(&self, ids: &[i64]) -> Result<()> {
+        let lite = on_postgres!(self, pg => pg.notifications_started(ids));
+        let mut tx = lite.begin_write().await?;
+        mark_started(&mut tx, ids).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records a failed attempt: retried at `retry_at`, or dead when that is `None`.
     pub async fn notification_failed(
         &self,
@@ -239,8 +250,8 @@ impl Db {
     }
 
     /// Gives back notifications claimed ahead and never attempted, each only while the claim is
-    /// still the one given (`lease_until`): the lease ends and the attempt the claim counted is
-    /// taken back, so the message is due again at once with no attempt spent.
+    /// still the one given (`lease_until`): the lease ends, so the message is due again at once,
+    /// with no attempt spent (a claim counts none; [`Db::notifications_started`] does).
     pub async fn give_back_notifications(&self, claims: &[(i64, Millis)]) -> Result<()> {
         let lite = on_postgres!(self, pg => pg.give_back_notifications(claims));
         if claims.is_empty() {
@@ -248,7 +259,7 @@ impl Db {
         }
         let claims = serde_json::to_string(claims).expect("pairs of integers serialise");
         sqlx::query(
-            "UPDATE notifications SET lease_until = NULL, attempts = max(attempts - 1, 0) \
+            "UPDATE notifications SET lease_until = NULL \
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM jsonb_each(?)) AS given \
              WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
                AND notifications.state = 'pending'",
@@ -404,6 +415,22 @@ pub(crate) async fn mark_sent(conn: &mut SqliteConnection, sent: &[(i64, Millis)
     Ok(())
 }
 
+/// Counts an attempt for each notification: its delivery has started.
+pub(crate) async fn mark_started(conn: &mut SqliteConnection, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids = serde_json::to_string(ids).expect("ids serialise");
+    sqlx::query(
+        "UPDATE notifications SET attempts = attempts + 1 \
+         WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending'",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The body of [`Db::claim_notifications`], inside a write transaction the caller commits.
 pub(crate) async fn claim_notifications(
     conn: &mut SqliteConnection,
@@ -432,7 +459,7 @@ pub(crate) async fn claim_notifications(
     // `LIMIT +?4` so that SQLite does not prepare the statement again at every call, as for
     // the shipments' claim (`storage::shipments::claim_due_shipments`).
     let rows = sqlx::query_as::<_, ClaimedNotification>(
-        "UPDATE notifications SET attempts = attempts + 1, lease_until = ?1 \
+        "UPDATE notifications SET lease_until = ?1 \
          WHERE id IN (SELECT id FROM notifications AS n \
              WHERE state = 'pending' AND next_attempt_at <= ?2 \
                AND (lease_until IS NULL OR lease_until <= ?2) \
@@ -441,7 +468,7 @@ pub(crate) async fn claim_notifications(
                    WHERE earlier.shipment_id = n.shipment_id AND earlier.channel = n.channel \
                      AND earlier.state = 'pending' AND earlier.id < n.id) \
              ORDER BY next_attempt_at, id LIMIT +?4) \
-         RETURNING id, public_id, channel, status, payload, recipient, attempts, \
+         RETURNING id, public_id, channel, status, payload, recipient, attempts + 1 AS attempts, \
              (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
     )
     .bind(lease_until)

@@ -4,8 +4,9 @@
 //! transaction, and several hops to SQLite's thread, per poll.
 //!
 //! Whoever hands work over gets its own outcome back once the transaction that holds it is
-//! committed. `sent` marks go first, in a transaction of their own: a delivery that reached its
-//! receiver is recorded before anything else, so that a crash repeats as few as possible. A
+//! committed. Marks go first, in a transaction of their own: an attempt is counted before its
+//! message leaves (the sender waits for that), and a delivery that reached its receiver is
+//! recorded before anything else, so that a crash repeats as few as possible. A
 //! batch that fails is written again one job at a time, so that one bad row costs only its own
 //! job. A connection whose transaction failed is closed, never reused: a failed `COMMIT` can
 //! leave it inside its transaction.
@@ -16,7 +17,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::outbox::{claim_notifications, mark_sent};
+use super::outbox::{claim_notifications, mark_sent, mark_started};
 use super::polls::record_polls;
 use super::shipments::claim_due_shipments;
 use super::{ClaimedNotification, Db, Decide, Recorded, Result, ShipmentRow, StorageError};
@@ -39,6 +40,7 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 pub type PollJob = (i64, Box<dyn Decide + Send + Sync>);
 
 enum Job {
+    Started(Vec<i64>, Reply<()>),
     Sent(i64, Millis, Reply<()>),
     Poll(PollJob, Reply<Recorded>),
     ClaimShipments(ShipmentClaim, Reply<Vec<ShipmentRow>>),
@@ -68,7 +70,7 @@ pub struct NotificationClaim {
 /// The handle on the writer task; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    /// `sent` marks and claims: their callers wait for them.
+    /// Marks (attempts started, deliveries sent) and claims: their callers wait for them.
     urgent: mpsc::Sender<Job>,
     /// Polls, whose callers have moved on.
     bulk: mpsc::Sender<Job>,
@@ -120,6 +122,13 @@ impl Writer {
         self.hand(|reply| Job::Poll(poll, reply)).await
     }
 
+    /// Counts an attempt for each notification whose delivery starts now, ahead of everything
+    /// else waiting (with the `sent` marks, before them); returns once the writer has it, and
+    /// [`Handed::written`] once it is committed.
+    pub async fn started(&self, ids: Vec<i64>) -> Result<Handed<()>> {
+        self.hand(|reply| Job::Started(ids, reply)).await
+    }
+
     /// Marks a delivered notification sent, ahead of everything else waiting; returns once
     /// that is committed.
     pub async fn sent(&self, id: i64, at: Millis) -> Result<()> {
@@ -150,8 +159,8 @@ impl Writer {
     }
 }
 
-/// The writer task. Each round it writes, in this order: every `sent` mark waiting, in a
-/// transaction of its own; then up to [`ROUND`] polls with every claim waiting, in one
+/// The writer task. Each round it writes, in this order: every mark waiting (attempts started,
+/// then deliveries sent), in a transaction of its own; then up to [`ROUND`] polls with every claim waiting, in one
 /// transaction. Urgent jobs (marks and claims) have a queue of their own, looked at before each
 /// round, so that they never wait behind a backlog of polls: a mark waits at most for the round
 /// under way.
@@ -162,8 +171,8 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
         while let Ok(job) = urgent.try_recv() {
             pending.add(job);
         }
-        if !pending.sent.is_empty() {
-            pending.write_sent(&db).await;
+        if !pending.marks_empty() {
+            pending.write_marks(&db).await;
             continue;
         }
         while pending.polls.len() < ROUND {
@@ -202,7 +211,7 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
                 }
             })
             .await;
-            if !pending.sent.is_empty() {
+            if !pending.marks_empty() {
                 continue;
             }
         }
@@ -213,6 +222,7 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
 /// The jobs of one round, sorted by kind.
 #[derive(Default)]
 struct Batch {
+    started: Vec<(Vec<i64>, Reply<()>)>,
     sent: Vec<((i64, Millis), Reply<()>)>,
     polls: std::collections::VecDeque<(PollJob, Reply<Recorded>)>,
     notification_claims: Vec<(NotificationClaim, Reply<Vec<ClaimedNotification>>)>,
@@ -222,6 +232,7 @@ struct Batch {
 impl Batch {
     fn add(&mut self, job: Job) {
         match job {
+            Job::Started(ids, reply) => self.started.push((ids, reply)),
             Job::Sent(id, at, reply) => self.sent.push(((id, at), reply)),
             Job::Poll(poll, reply) => self.polls.push_back((poll, reply)),
             Job::ClaimShipments(claim, reply) => self.shipment_claims.push((claim, reply)),
@@ -230,25 +241,40 @@ impl Batch {
     }
 
     fn is_empty(&self) -> bool {
-        self.sent.is_empty() && self.polls.is_empty() && self.claims_empty()
+        self.marks_empty() && self.polls.is_empty() && self.claims_empty()
+    }
+
+    fn marks_empty(&self) -> bool {
+        self.started.is_empty() && self.sent.is_empty()
     }
 
     fn claims_empty(&self) -> bool {
         self.notification_claims.is_empty() && self.shipment_claims.is_empty()
     }
 
-    /// Writes every `sent` mark waiting, in one transaction.
-    async fn write_sent(&mut self, db: &Db) {
-        let (marks, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent).into_iter().unzip();
-        match in_transaction(db, Work::Sent(&marks)).await {
-            Ok(_) => replies.into_iter().for_each(|reply| {
-                let _ = reply.send(Ok(()));
-            }),
+    /// Writes every mark waiting (attempts started, then deliveries sent) in one transaction;
+    /// should it fail, each job alone.
+    async fn write_marks(&mut self, db: &Db) {
+        let (started, started_replies): (Vec<Vec<i64>>, Vec<_>) =
+            std::mem::take(&mut self.started).into_iter().unzip();
+        let (sent, sent_replies): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.sent).into_iter().unzip();
+        let all_started: Vec<i64> = started.iter().flatten().copied().collect();
+        match in_transaction(db, Work::Marks(&all_started, &sent)).await {
+            Ok(_) => {
+                for reply in started_replies.into_iter().chain(sent_replies) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
             Err(e) => {
-                debug!(error = %e, marks = marks.len(), "sent marks written one by one");
-                for (mark, reply) in marks.iter().zip(replies) {
-                    let one = std::slice::from_ref(mark);
-                    let _ = reply.send(in_transaction(db, Work::Sent(one)).await.map(|_| ()));
+                debug!(error = %e, started = all_started.len(), sent = sent.len(), "marks written one by one");
+                for (ids, reply) in started.iter().zip(started_replies) {
+                    let work = Work::Marks(ids, &[]);
+                    let _ = reply.send(in_transaction(db, work).await.map(|_| ()));
+                }
+                for (mark, reply) in sent.iter().zip(sent_replies) {
+                    let work = Work::Marks(&[], std::slice::from_ref(mark));
+                    let _ = reply.send(in_transaction(db, work).await.map(|_| ()));
                 }
             }
         }
@@ -309,7 +335,8 @@ fn reply_each<T>(replies: Vec<Reply<T>>, outcomes: Vec<T>) {
 
 /// What one transaction of the writer does.
 pub(super) enum Work<'a> {
-    Sent(&'a [(i64, Millis)]),
+    /// Attempts started, then deliveries sent.
+    Marks(&'a [i64], &'a [(i64, Millis)]),
     /// Polls first (their shipments' claims end with them), then the claims.
     Rest(&'a [PollJob], &'a [NotificationClaim], &'a [ShipmentClaim]),
 }
@@ -325,7 +352,10 @@ pub(super) struct Written {
 async fn write_work(conn: &mut SqliteConnection, work: &Work<'_>) -> Result<Written> {
     let mut written = Written::default();
     match work {
-        Work::Sent(marks) => mark_sent(conn, marks).await?,
+        Work::Marks(started, sent) => {
+            mark_started(conn, started).await?;
+            mark_sent(conn, sent).await?;
+        }
         Work::Rest(polls, notification_claims, shipment_claims) => {
             if !polls.is_empty() {
                 let polls: Vec<(i64, &(dyn Decide + Sync))> = polls

@@ -555,6 +555,9 @@ async fn two_daemons_claiming_at_once_never_get_the_same_notification() {
                 if got.is_empty() {
                     break;
                 }
+                // As the sender does: each attempt counted as it starts.
+                let ids: Vec<i64> = got.iter().map(|n| n.id).collect();
+                db.notifications_started(&ids).await.unwrap();
                 let sent: Vec<(i64, i64)> = got.iter().map(|n| (n.id, T0 + 11)).collect();
                 claimed.lock().unwrap().extend(got.iter().map(|n| n.id));
                 db.notifications_sent(&sent).await.unwrap();
@@ -614,6 +617,8 @@ async fn a_shipments_notifications_go_out_in_order_across_two_daemons() {
                     continue;
                 }
                 idle = 0;
+                let ids: Vec<i64> = got.iter().map(|n| n.id).collect();
+                db.notifications_started(&ids).await.unwrap();
                 for n in &got {
                     let earlier = &lines[&n.order_id];
                     let done = done.lock().unwrap();

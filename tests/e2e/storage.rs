@@ -323,12 +323,14 @@ async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
     let webhook = [ChannelKind::Webhook];
     let lease = 60_000;
 
-    // A sender claims it and dies; nobody else may take it until the lease runs out.
+    // A sender claims it, starts the attempt and dies; nobody else may take it until the lease
+    // runs out.
     let claimed = db
         .claim_notifications(T0, T0 + lease, &webhook, 3, 10)
         .await
         .unwrap();
     assert_eq!(claimed[0].attempts, 1);
+    db.notifications_started(&[claimed[0].id]).await.unwrap();
     assert!(
         db.claim_notifications(T0 + 30_000, T0 + 30_000 + lease, &webhook, 3, 10)
             .await
@@ -341,11 +343,13 @@ async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
         .unwrap();
     assert_eq!(again[0].attempts, 2, "the lost attempt counted");
     assert_eq!(again[0].public_id, claimed[0].public_id);
+    db.notifications_started(&[again[0].id]).await.unwrap();
     let third = db
         .claim_notifications(T0 + 2 * lease, T0 + 3 * lease, &webhook, 3, 10)
         .await
         .unwrap();
     assert_eq!(third[0].attempts, 3);
+    db.notifications_started(&[third[0].id]).await.unwrap();
 
     // The third lease runs out too: no fourth attempt, the row is dead and says why.
     assert!(
@@ -368,6 +372,33 @@ async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
         .await
         .unwrap();
     assert_eq!(retried[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn a_claim_whose_sender_died_before_trying_it_spends_no_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    picked_up(&db, "1").await;
+    let webhook = [ChannelKind::Webhook];
+    let lease = 60_000;
+    // Claimed ahead by three senders in a row, each killed before the message's turn came: no
+    // attempt was made, none is counted, and the fourth claim still offers the first attempt.
+    for k in 0..4 {
+        let claimed = db
+            .claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "claim {k}: {claimed:?}");
+        assert_eq!(claimed[0].attempts, 1, "claim {k}");
+    }
+    assert!(
+        db.list_notifications(Some("dead"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let pending = db.list_notifications(Some("pending"), None).await.unwrap();
+    assert_eq!(pending[0].attempts, 0);
 }
 
 #[tokio::test]
@@ -403,7 +434,7 @@ async fn a_claim_given_back_untried_spends_no_attempt_and_only_the_lease_given_g
     );
     let rows = db.list_notifications(Some("pending"), None).await.unwrap();
     let kept = rows.iter().find(|r| r.id == claimed[1].id).unwrap();
-    assert_eq!(kept.attempts, 1);
+    assert_eq!(kept.attempts, 0, "claimed, not yet tried: nothing counted");
     assert_eq!(kept.lease_until, Some(T0 + lease));
 }
 

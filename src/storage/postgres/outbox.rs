@@ -46,6 +46,11 @@ impl Pg {
         mark_sent_in(&mut conn, sent).await
     }
 
+    pub async fn notifications_started(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.pool().acquire().await?;
+        mark_started_in(&mut conn, ids).await
+    }
+
     pub async fn notification_failed(
         &self,
         id: i64,
@@ -113,7 +118,7 @@ impl Pg {
         }
         let (ids, leases): (Vec<i64>, Vec<Millis>) = claims.iter().copied().unzip();
         sqlx::query(
-            "UPDATE notifications SET lease_until = NULL, attempts = greatest(attempts - 1, 0) \
+            "UPDATE notifications SET lease_until = NULL \
              FROM unnest($1::BIGINT[], $2::BIGINT[]) AS given (id, lease) \
              WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
                AND notifications.state = 'pending'",
@@ -275,6 +280,21 @@ pub(super) async fn mark_sent_in(conn: &mut PgConnection, sent: &[(i64, Millis)]
     Ok(())
 }
 
+/// Counts an attempt for each notification, whose delivery has started.
+pub(super) async fn mark_started_in(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE notifications SET attempts = attempts + 1 \
+         WHERE id = ANY($1::BIGINT[]) AND state = 'pending'",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The body of [`Pg::claim_notifications`], inside a transaction the caller commits.
 ///
 /// Across daemons: the rows taken are locked and those another daemon is taking are skipped, so
@@ -318,9 +338,9 @@ pub(super) async fn claim_notifications_in(
                      AND earlier.state = 'pending' AND earlier.id < n.id) \
              ORDER BY n.next_attempt_at, n.id LIMIT $4 \
              FOR UPDATE SKIP LOCKED) \
-         UPDATE notifications SET attempts = attempts + 1, lease_until = $1 \
+         UPDATE notifications SET lease_until = $1 \
          FROM picked WHERE id = picked_id \
-         RETURNING id, public_id, channel, status, payload, recipient, attempts, \
+         RETURNING id, public_id, channel, status, payload, recipient, attempts + 1 AS attempts, \
              (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
     )
     .bind(lease_until)

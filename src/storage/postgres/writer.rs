@@ -2,7 +2,7 @@
 //! so the writer task keeps its batching (a round of polls and claims in one transaction) but
 //! takes a connection from the pool for each round instead of owning the only one.
 
-use super::outbox::{claim_notifications_in, mark_sent_in};
+use super::outbox::{claim_notifications_in, mark_sent_in, mark_started_in};
 use super::polls::record_polls_in;
 use super::*;
 use crate::storage::writer::{Work, Written};
@@ -15,7 +15,10 @@ pub(in crate::storage) async fn in_transaction(pg: &Pg, work: &Work<'_>) -> Resu
     let mut tx = pg.begin().await?;
     let mut written = Written::default();
     match work {
-        Work::Sent(marks) => mark_sent_in(&mut tx, marks).await?,
+        Work::Marks(started, sent) => {
+            mark_started_in(&mut tx, started).await?;
+            mark_sent_in(&mut tx, sent).await?;
+        }
         Work::Rest(polls, notification_claims, shipment_claims) => {
             if !polls.is_empty() {
                 let polls: Vec<(i64, &(dyn Decide + Sync))> = polls
