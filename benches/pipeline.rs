@@ -719,6 +719,12 @@ fn base_config(database: &str, top: &str) -> String {
     format!(
         r#"database = "{database}"
 
+# The fake's journeys carry fixed dates, days old by now: without this, the stuck sweep (every
+# ten minutes on the clock) would queue a `shipment.stuck` webhook for every parcel still moving
+# whenever a scenario spans one, and the latency scenario would count them as its own.
+[maintenance]
+stuck_after = "3650days"
+
 [tiers]
 high = "1h"
 normal = "1h"
@@ -1592,8 +1598,14 @@ async fn change_to_delivery(samples: usize, gap: Duration) -> Result<Latency, St
         .filter_map(|call| Some((call.tid?, call.at)))
         .collect();
     if top.signature_failures() > 0 || top.call_count() != samples {
+        // What arrived instead says where to look: repeats of the changes, or other events.
+        let mut types = std::collections::BTreeMap::<String, usize>::new();
+        for delivery in receiver.deliveries() {
+            let kind = delivery.body["type"].as_str().unwrap_or("(no type)");
+            *types.entry(kind.to_owned()).or_default() += 1;
+        }
         return Err(format!(
-            "{} calls for {samples} shipments polled once each, {} refused",
+            "{} calls for {samples} shipments polled once each, {} refused; webhooks by type: {types:?}",
             top.call_count(),
             top.signature_failures()
         ));
