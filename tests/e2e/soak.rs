@@ -208,6 +208,13 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
         }
         daemon = app.spawn_daemon();
     }
+    // Kills at the end of the work leave the last daemon only just spawned, and the settle below
+    // may pass at once: its SIGTERM must find the handlers in place, as systemd's stop would
+    // after start-up.
+    app.wait_until("the last daemon started", limit, || {
+        daemon.log().contains("shipwatch started")
+    })
+    .await;
     let deadline = Instant::now() + limit;
     loop {
         let undelivered = count(
@@ -233,7 +240,8 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
     }
     let duration = started.elapsed();
     assert_no_panic(&daemon);
-    assert!(daemon.terminate().success(), "{}", daemon.log());
+    let status = daemon.terminate();
+    assert!(status.success(), "the daemon ended {status}\n{}", daemon.log());
 
     // What the daemon committed.
     let mut conn = open(&app.db).await;
