@@ -362,6 +362,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How many attempts of one notification may be cut short, with no outcome recorded, before it is
+/// given up. An attempt cut short (its daemon killed, crashed or stalled past the lease while it
+/// was under way) is given back rather than counted against the receiver: kills close together
+/// must not turn messages that no receiver refused into dead letters. The limit still ends a
+/// message that is in flight at every one of a run of daemon deaths, as one that kills the
+/// daemon would be.
+pub const MOST_ATTEMPTS_CUT_SHORT: u32 = 10;
+
 /// The ways a notification can travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

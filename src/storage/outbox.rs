@@ -7,7 +7,7 @@ use tracing::instrument;
 
 use super::{Db, Result};
 use crate::clock::{Millis, to_rfc3339};
-use crate::domain::{ChannelKind, Status};
+use crate::domain::{ChannelKind, MOST_ATTEMPTS_CUT_SHORT, Status};
 
 /// A notification row joined with its order id, for `outbox` and `show`.
 #[derive(Debug, Clone, FromRow)]
@@ -237,11 +237,16 @@ impl Db {
         Ok(())
     }
 
-    /// Gives back a claimed notification whose attempt was cut short by shutdown.
+    /// Gives back a claimed notification whose attempt was cut short by shutdown (or whose
+    /// channel is gone from the config): an attempt started is given back and counted as cut
+    /// short, as when its daemon dies.
     pub async fn release_notification(&self, id: i64) -> Result<()> {
         let lite = on_postgres!(self, pg => pg.release_notification(id));
         sqlx::query(
-            "UPDATE notifications SET lease_until = NULL WHERE id = ? AND state = 'pending'",
+            "UPDATE notifications SET lease_until = NULL, \
+                 attempts = max(attempts - attempt_started, 0), \
+                 cut_short = cut_short + attempt_started, attempt_started = 0 \
+             WHERE id = ? AND state = 'pending'",
         )
         .bind(id)
         .execute(&lite.write)
@@ -422,7 +427,7 @@ pub(crate) async fn mark_started(conn: &mut SqliteConnection, ids: &[i64]) -> Re
     }
     let ids = serde_json::to_string(ids).expect("ids serialise");
     sqlx::query(
-        "UPDATE notifications SET attempts = attempts + 1 \
+        "UPDATE notifications SET attempts = attempts + 1, attempt_started = 1 \
          WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending'",
     )
     .bind(ids)
@@ -442,6 +447,26 @@ pub(crate) async fn claim_notifications(
 ) -> Result<Vec<ClaimedNotification>> {
     let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
     let channels = serde_json::to_string(&channels).expect("a list of strings serialises");
+    // An attempt whose lease ran out with no outcome was cut short: given back, and counted
+    // as cut short; a message cut short too often is given up (`MOST_ATTEMPTS_CUT_SHORT`).
+    sqlx::query(
+        "UPDATE notifications SET attempts = max(attempts - 1, 0), attempt_started = 0, \
+             cut_short = cut_short + 1, \
+             state = CASE WHEN cut_short + 1 >= ?2 THEN 'dead' ELSE state END, \
+             lease_until = CASE WHEN cut_short + 1 >= ?2 THEN NULL ELSE lease_until END, \
+             last_error = CASE WHEN cut_short + 1 >= ?2 THEN \
+                 'cut short ' || (cut_short + 1) || ' times with no outcome (its daemon died or ' || \
+                 'stalled while it was under way)' || \
+                 coalesce(' (before that: ' || last_error || ')', '') ELSE last_error END \
+         WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until <= ?1 \
+           AND attempt_started = 1",
+    )
+    .bind(now)
+    .bind(MOST_ATTEMPTS_CUT_SHORT)
+    .execute(&mut *conn)
+    .await?;
+    // Claims made by a daemon before `attempt_started` existed counted their attempt at the
+    // claim: a last one whose lease ran out is given up, as then.
     sqlx::query(
         "UPDATE notifications SET state = 'dead', lease_until = NULL, \
          last_error = 'no answer within the lease on the last attempt' || \
@@ -459,7 +484,7 @@ pub(crate) async fn claim_notifications(
     // `LIMIT +?4` so that SQLite does not prepare the statement again at every call, as for
     // the shipments' claim (`storage::shipments::claim_due_shipments`).
     let rows = sqlx::query_as::<_, ClaimedNotification>(
-        "UPDATE notifications SET lease_until = ?1 \
+        "UPDATE notifications SET lease_until = ?1, attempt_started = 0 \
          WHERE id IN (SELECT id FROM notifications AS n \
              WHERE state = 'pending' AND next_attempt_at <= ?2 \
                AND (lease_until IS NULL OR lease_until <= ?2) \

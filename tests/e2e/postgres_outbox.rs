@@ -445,6 +445,16 @@ async fn script(e: &mut Engine) -> Vec<String> {
             .await
             .unwrap()
     ));
+    // Attempts cut short: each claim's attempt starts and its lease runs out with no outcome.
+    // Each is given back, so every claim offers the same attempt; the tenth gives the message
+    // up, saying why.
+    for k in 0..11 {
+        let at = T0 + 1_000_000 + k * 60_000;
+        let claimed = claim(at, 3).await;
+        let ids: Vec<i64> = claimed.iter().map(|(id, ..)| *id).collect();
+        db.notifications_started(&ids).await.unwrap();
+        out.push(format!("cut short {k}: {claimed:?}"));
+    }
     for n in db.list_notifications(None, None).await.unwrap() {
         out.push(format!(
             "notification {} {} {} {} {}->{} {} attempts {} next {} lease {:?} error {:?} \

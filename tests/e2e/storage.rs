@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 use shipwatch::config::Synchronous;
-use shipwatch::domain::{Status, Tier};
+use shipwatch::domain::{MOST_ATTEMPTS_CUT_SHORT, Status, Tier};
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
 use shipwatch::storage::{Db, NewShipment};
@@ -316,7 +316,7 @@ async fn many_writers_in_two_processes_never_see_database_locked() {
 }
 
 #[tokio::test]
-async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
+async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_message_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;
     picked_up(&db, "1").await;
@@ -337,41 +337,132 @@ async fn an_attempt_cut_short_counts_and_the_last_one_goes_dead() {
             .unwrap()
             .is_empty()
     );
-    let again = db
-        .claim_notifications(T0 + lease, T0 + 2 * lease, &webhook, 3, 10)
-        .await
-        .unwrap();
-    assert_eq!(again[0].attempts, 2, "the lost attempt counted");
-    assert_eq!(again[0].public_id, claimed[0].public_id);
-    db.notifications_started(&[again[0].id]).await.unwrap();
-    let third = db
-        .claim_notifications(T0 + 2 * lease, T0 + 3 * lease, &webhook, 3, 10)
-        .await
-        .unwrap();
-    assert_eq!(third[0].attempts, 3);
-    db.notifications_started(&[third[0].id]).await.unwrap();
+    // Its lease runs out with no outcome: the attempt was cut short and is given back, so the
+    // next claim offers the first attempt again. Nine daemons in a row die that way.
+    for k in 1..MOST_ATTEMPTS_CUT_SHORT as i64 {
+        let again = db
+            .claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "claim {k}");
+        assert_eq!(again[0].public_id, claimed[0].public_id);
+        assert_eq!(
+            again[0].attempts, 1,
+            "claim {k}: the attempts cut short are not spent"
+        );
+        db.notifications_started(&[again[0].id]).await.unwrap();
+    }
+    let pending = db.list_notifications(Some("pending"), None).await.unwrap();
+    assert_eq!(pending[0].attempts, 1, "the attempt under way is counted");
 
-    // The third lease runs out too: no fourth attempt, the row is dead and says why.
+    // The tenth runs out too: the message is given up, and says why.
+    let k = MOST_ATTEMPTS_CUT_SHORT as i64;
     assert!(
-        db.claim_notifications(T0 + 3 * lease, T0 + 4 * lease, &webhook, 3, 10)
+        db.claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
             .await
             .unwrap()
             .is_empty()
     );
     let dead = db.list_notifications(Some("dead"), None).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].last_error.as_deref().unwrap().contains("lease"));
+    assert_eq!(dead[0].attempts, 0, "no attempt had an outcome");
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("cut short 10 times with no outcome"),
+        "{:?}",
+        dead[0].last_error
+    );
 
     // `retry` gives it a fresh set of attempts.
     assert_eq!(
-        db.requeue(None, T0 + 5 * lease).await.unwrap(),
+        db.requeue(None, T0 + 20 * lease).await.unwrap(),
         vec![dead[0].id]
     );
     let retried = db
-        .claim_notifications(T0 + 5 * lease, T0 + 6 * lease, &webhook, 3, 10)
+        .claim_notifications(T0 + 20 * lease, T0 + 21 * lease, &webhook, 3, 10)
         .await
         .unwrap();
     assert_eq!(retried[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn an_attempt_cut_short_after_failures_keeps_the_failures_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    picked_up(&db, "1").await;
+    let webhook = [ChannelKind::Webhook];
+    let lease = 60_000;
+    // Two attempts fail at the receiver; the third is cut short by a kill and given back, so
+    // the claim after it offers the third again, and its failure then gives the message up.
+    for k in 0..2 {
+        let claimed = db
+            .claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed[0].attempts, k + 1);
+        db.notifications_started(&[claimed[0].id]).await.unwrap();
+        db.notification_failed(claimed[0].id, "HTTP 503", Some(T0 + (k + 1) * lease))
+            .await
+            .unwrap();
+    }
+    let third = db
+        .claim_notifications(T0 + 2 * lease, T0 + 3 * lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(third[0].attempts, 3);
+    db.notifications_started(&[third[0].id]).await.unwrap();
+    let again = db
+        .claim_notifications(T0 + 3 * lease, T0 + 4 * lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempts, 3, "the third attempt offered again");
+    assert_eq!(
+        db.list_notifications(Some("dead"), None)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_last_attempt_counted_at_its_claim_by_an_older_daemon_still_goes_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let id = picked_up(&db, "1").await;
+    // As a daemon from before `attempt_started` left it: its third attempt counted when
+    // claimed, and its lease ran out.
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let mut outside = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE notifications SET attempts = 3, lease_until = ? \
+         WHERE shipment_id = ? AND channel = 'webhook'",
+    )
+    .bind(T0 + 1_000)
+    .bind(id)
+    .execute(&mut outside)
+    .await
+    .unwrap();
+    outside.close().await.unwrap();
+    let webhook = [ChannelKind::Webhook];
+    assert!(
+        db.claim_notifications(T0 + 2_000, T0 + 62_000, &webhook, 3, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = db.list_notifications(Some("dead"), None).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no answer within the lease on the last attempt")
+    );
 }
 
 #[tokio::test]

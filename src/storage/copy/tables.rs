@@ -92,6 +92,8 @@ pub const TABLES: &[Table] = &[
             ("last_error", Text),
             ("created_at", Integer),
             ("sent_at", Integer),
+            ("attempt_started", Integer),
+            ("cut_short", Integer),
         ],
         identity: true,
     },

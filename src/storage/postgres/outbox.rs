@@ -8,7 +8,7 @@
 use sqlx::PgConnection;
 
 use super::*;
-use crate::domain::ChannelKind;
+use crate::domain::{ChannelKind, MOST_ATTEMPTS_CUT_SHORT};
 
 impl Pg {
     pub async fn claim_notifications(
@@ -104,7 +104,10 @@ impl Pg {
 
     pub async fn release_notification(&self, id: i64) -> Result<()> {
         sqlx::query(
-            "UPDATE notifications SET lease_until = NULL WHERE id = $1 AND state = 'pending'",
+            "UPDATE notifications SET lease_until = NULL, \
+                 attempts = greatest(attempts - attempt_started, 0), \
+                 cut_short = cut_short + attempt_started, attempt_started = 0 \
+             WHERE id = $1 AND state = 'pending'",
         )
         .bind(id)
         .execute(self.pool())
@@ -286,7 +289,7 @@ pub(super) async fn mark_started_in(conn: &mut PgConnection, ids: &[i64]) -> Res
         return Ok(());
     }
     sqlx::query(
-        "UPDATE notifications SET attempts = attempts + 1 \
+        "UPDATE notifications SET attempts = attempts + 1, attempt_started = 1 \
          WHERE id = ANY($1::BIGINT[]) AND state = 'pending'",
     )
     .bind(ids)
@@ -312,6 +315,27 @@ pub(super) async fn claim_notifications_in(
     limit: usize,
 ) -> Result<Vec<ClaimedNotification>> {
     let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    // As on SQLite (`storage::outbox::claim_notifications`): an attempt cut short is given back
+    // and counted; a message cut short too often is given up.
+    sqlx::query(
+        "UPDATE notifications SET attempts = greatest(attempts - 1, 0), attempt_started = 0, \
+             cut_short = cut_short + 1, \
+             state = CASE WHEN cut_short + 1 >= $2 THEN 'dead' ELSE state END, \
+             lease_until = CASE WHEN cut_short + 1 >= $2 THEN NULL ELSE lease_until END, \
+             last_error = CASE WHEN cut_short + 1 >= $2 THEN \
+                 'cut short ' || (cut_short + 1) || ' times with no outcome (its daemon died or ' || \
+                 'stalled while it was under way)' || \
+                 coalesce(' (before that: ' || last_error || ')', '') ELSE last_error END \
+         WHERE id IN (SELECT id FROM notifications \
+             WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until <= $1 \
+               AND attempt_started = 1 \
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(now)
+    .bind(i64::from(MOST_ATTEMPTS_CUT_SHORT))
+    .execute(&mut *conn)
+    .await?;
+    // Claims made before `attempt_started` existed counted their attempt at the claim.
     sqlx::query(
         "UPDATE notifications SET state = 'dead', lease_until = NULL, \
          last_error = 'no answer within the lease on the last attempt' || \
@@ -338,7 +362,7 @@ pub(super) async fn claim_notifications_in(
                      AND earlier.state = 'pending' AND earlier.id < n.id) \
              ORDER BY n.next_attempt_at, n.id LIMIT $4 \
              FOR UPDATE SKIP LOCKED) \
-         UPDATE notifications SET lease_until = $1 \
+         UPDATE notifications SET lease_until = $1, attempt_started = 0 \
          FROM picked WHERE id = picked_id \
          RETURNING id, public_id, channel, status, payload, recipient, attempts + 1 AS attempts, \
              (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
