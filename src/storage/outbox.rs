@@ -22,6 +22,9 @@ pub struct NotificationRow {
     pub status: String,
     pub state: String,
     pub attempts: i64,
+    /// Attempts cut short with no outcome (the daemon died while they were under way), given
+    /// back rather than counted in `attempts`.
+    pub cut_short: i64,
     pub next_attempt_at: Millis,
     pub lease_until: Option<Millis>,
     pub last_error: Option<String>,
@@ -42,6 +45,7 @@ pub struct NotificationView {
     pub status: String,
     pub state: String,
     pub attempts: i64,
+    pub cut_short: i64,
     pub next_attempt_at: Option<String>,
     pub last_error: Option<String>,
     pub created_at: String,
@@ -60,6 +64,7 @@ impl From<&NotificationRow> for NotificationView {
             status: row.status.clone(),
             state: row.state.clone(),
             attempts: row.attempts,
+            cut_short: row.cut_short,
             next_attempt_at: (row.state == "pending").then(|| to_rfc3339(row.next_attempt_at)),
             last_error: row.last_error.clone(),
             created_at: to_rfc3339(row.created_at),
@@ -284,7 +289,7 @@ impl Db {
         let lite = on_postgres!(self, pg => pg.list_notifications(state, shipment_id));
         Ok(sqlx::query_as::<_, NotificationRow>(
             "SELECT n.id, n.public_id, s.order_id, n.kind, n.channel, n.previous_status, n.status, \
-                    n.state, n.attempts, n.next_attempt_at, n.lease_until, n.last_error, \
+                    n.state, n.attempts, n.cut_short, n.next_attempt_at, n.lease_until, n.last_error, \
                     n.created_at, n.sent_at \
              FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
              WHERE (?1 IS NULL OR n.state = ?1) AND (?2 IS NULL OR n.shipment_id = ?2) \

@@ -140,7 +140,7 @@ impl Pg {
     ) -> Result<Vec<NotificationRow>> {
         Ok(sqlx::query_as::<_, NotificationRow>(
             "SELECT n.id, n.public_id, s.order_id, n.kind, n.channel, n.previous_status, n.status, \
-                    n.state, n.attempts, n.next_attempt_at, n.lease_until, n.last_error, \
+                    n.state, n.attempts, n.cut_short, n.next_attempt_at, n.lease_until, n.last_error, \
                     n.created_at, n.sent_at \
              FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
              WHERE ($1::TEXT IS NULL OR n.state = $1) \
