@@ -396,7 +396,7 @@ async fn an_attempt_cut_short_after_failures_keeps_the_failures_counted() {
     let webhook = [ChannelKind::Webhook];
     let lease = 60_000;
     // Two attempts fail at the receiver; the third is cut short by a kill and given back, so
-    // the claim after it offers the third again, and its failure then gives the message up.
+    // the claim after it offers the third again: the failures stay counted, the cut is not.
     for k in 0..2 {
         let claimed = db
             .claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
