@@ -54,11 +54,13 @@ pub struct Granted {
 pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Granted, GrantError>> + Send + 'a>>;
 
 /// Why the shared schedule gave a provider no slots (its keeper, the database, did not answer).
+/// The keeper's error is told in the text, and only there (not also as the error's `source`), so
+/// that a reporter walking the chain does not print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("provider {provider}: {source}")]
+#[error("provider {provider}: {reason}")]
 pub struct GrantError {
     pub provider: String,
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+    pub reason: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// A schedule of call slots shared with other processes (a row in the shared database): a grant
@@ -345,6 +347,21 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    #[test]
+    fn a_grant_error_tells_the_keepers_error_once() {
+        let e = GrantError {
+            provider: "taobao".to_owned(),
+            reason: "database is locked".into(),
+        };
+        assert_eq!(e.to_string(), "provider taobao: database is locked");
+        // A reporter that walks the chain (`{:#}` of anyhow) adds nothing to the text.
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "provider taobao: database is locked"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn calls_are_spaced_to_the_quota() {
         let limiter = Arc::new(Limiter::new(Some(Duration::from_millis(100))));
@@ -479,7 +496,7 @@ mod tests {
                 {
                     return Err(GrantError {
                         provider: "taobao".to_owned(),
-                        source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+                        reason: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
                     });
                 }
                 self.grants.fetch_add(1, Ordering::Relaxed);

@@ -35,7 +35,7 @@ impl SharedQuota for DbQuota {
                 .await
                 .map_err(|e| GrantError {
                     provider: self.provider.clone(),
-                    source: e.into(),
+                    reason: e.into(),
                 })?;
             Ok(Granted {
                 first_slot_us: grant.first_slot_us,
