@@ -308,8 +308,8 @@ impl Db {
         let lite = on_postgres!(self, pg => pg.requeue(ids, now));
         let ids = ids.map(|ids| serde_json::to_string(ids).expect("ids serialise"));
         Ok(sqlx::query_scalar::<_, i64>(
-            "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
-                 lease_until = NULL \
+            "UPDATE notifications SET state = 'pending', attempts = 0, cut_short = 0, \
+                 attempt_started = 0, next_attempt_at = ?1, lease_until = NULL \
              WHERE (?2 IS NULL AND state = 'dead') \
                 OR (?2 IS NOT NULL AND id IN (SELECT value FROM json_each(?2)) \
                     AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))) \

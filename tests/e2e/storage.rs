@@ -376,7 +376,8 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
         dead[0].last_error
     );
 
-    // `retry` gives it a fresh set of attempts.
+    // `retry` gives it a fresh set of attempts, and of attempts that may be cut short: the next
+    // one cut short is given back again instead of ending the message at once.
     assert_eq!(
         db.requeue(None, T0 + 20 * lease).await.unwrap(),
         vec![dead[0].id]
@@ -386,6 +387,19 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
         .await
         .unwrap();
     assert_eq!(retried[0].attempts, 1);
+    db.notifications_started(&[retried[0].id]).await.unwrap();
+    let after = db
+        .claim_notifications(T0 + 21 * lease, T0 + 22 * lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.len(),
+        1,
+        "cut short once after the retry, and still pending"
+    );
+    let rows = db.list_notifications(None, None).await.unwrap();
+    let row = rows.iter().find(|r| r.id == after[0].id).unwrap();
+    assert_eq!((row.attempts, row.cut_short), (0, 1));
 }
 
 #[tokio::test]

@@ -155,8 +155,8 @@ impl Pg {
 
     pub async fn requeue(&self, ids: Option<&[i64]>, now: Millis) -> Result<Vec<i64>> {
         let mut requeued = sqlx::query_scalar::<_, i64>(
-            "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-                 lease_until = NULL \
+            "UPDATE notifications SET state = 'pending', attempts = 0, cut_short = 0, \
+                 attempt_started = 0, next_attempt_at = $1, lease_until = NULL \
              WHERE ($2::BIGINT[] IS NULL AND state = 'dead') \
                 OR ($2::BIGINT[] IS NOT NULL AND id = ANY($2) \
                     AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))) \
