@@ -308,7 +308,8 @@ impl Sender {
     /// Makes one attempt for a claimed notification and records the outcome. `started` is the
     /// mark that counts the attempt, handed to the writer when the attempt was taken from the
     /// claimed ones: nothing goes out before it is committed, so that a message never arrives
-    /// more often than it was counted, whenever the daemon is killed.
+    /// more often than its attempts and its attempts cut short (given back after a kill) count,
+    /// whenever the daemon is killed.
     async fn deliver(
         &self,
         n: &ClaimedNotification,
