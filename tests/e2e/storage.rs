@@ -8,7 +8,7 @@ use shipwatch::config::Synchronous;
 use shipwatch::domain::{MOST_ATTEMPTS_CUT_SHORT, Status, Tier};
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
-use shipwatch::storage::{Db, NewShipment};
+use shipwatch::storage::{ClaimedNotification, Db, NewShipment};
 use shipwatch::track::{PollRecord, events_digest};
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -63,6 +63,21 @@ async fn add(db: &Db, order_id: &str) -> i64 {
 const WEBHOOK: &[ChannelRule] = &[];
 
 /// Adds `order_id` and records it picked up at `T0`, which queues its webhook notification.
+/// The webhook's claim of up to 10 notifications at the start of lease number `k` (leases of a
+/// minute from `T0`, each running until the next), up to 3 attempts.
+async fn claim_in_lease(db: &Db, k: i64) -> Vec<ClaimedNotification> {
+    const LEASE: i64 = 60_000;
+    db.claim_notifications(
+        T0 + k * LEASE,
+        T0 + (k + 1) * LEASE,
+        &[ChannelKind::Webhook],
+        3,
+        10,
+    )
+    .await
+    .unwrap()
+}
+
 async fn picked_up(db: &Db, order_id: &str) -> i64 {
     let id = add(db, order_id).await;
     let t = trace(Status::PickedUp, 1);
@@ -325,10 +340,7 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
 
     // A sender claims it, starts the attempt and dies; nobody else may take it until the lease
     // runs out.
-    let claimed = db
-        .claim_notifications(T0, T0 + lease, &webhook, 3, 10)
-        .await
-        .unwrap();
+    let claimed = claim_in_lease(&db, 0).await;
     assert_eq!(claimed[0].attempts, 1);
     db.notifications_started(&[claimed[0].id]).await.unwrap();
     assert!(
@@ -340,10 +352,7 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
     // Its lease runs out with no outcome: the attempt was cut short and is given back, so the
     // next claim offers the first attempt again. Nine daemons in a row die that way.
     for k in 1..MOST_ATTEMPTS_CUT_SHORT as i64 {
-        let again = db
-            .claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
-            .await
-            .unwrap();
+        let again = claim_in_lease(&db, k).await;
         assert_eq!(again.len(), 1, "claim {k}");
         assert_eq!(again[0].public_id, claimed[0].public_id);
         assert_eq!(
@@ -357,12 +366,7 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
 
     // The tenth runs out too: the message is given up, and says why.
     let k = MOST_ATTEMPTS_CUT_SHORT as i64;
-    assert!(
-        db.claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(claim_in_lease(&db, k).await.is_empty());
     let dead = db.list_notifications(Some("dead"), None).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 0, "no attempt had an outcome");
@@ -382,16 +386,10 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
         db.requeue(None, T0 + 20 * lease).await.unwrap(),
         vec![dead[0].id]
     );
-    let retried = db
-        .claim_notifications(T0 + 20 * lease, T0 + 21 * lease, &webhook, 3, 10)
-        .await
-        .unwrap();
+    let retried = claim_in_lease(&db, 20).await;
     assert_eq!(retried[0].attempts, 1);
     db.notifications_started(&[retried[0].id]).await.unwrap();
-    let after = db
-        .claim_notifications(T0 + 21 * lease, T0 + 22 * lease, &webhook, 3, 10)
-        .await
-        .unwrap();
+    let after = claim_in_lease(&db, 21).await;
     assert_eq!(
         after.len(),
         1,
@@ -407,31 +405,21 @@ async fn an_attempt_cut_short_after_failures_keeps_the_failures_counted() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;
     picked_up(&db, "1").await;
-    let webhook = [ChannelKind::Webhook];
     let lease = 60_000;
     // Two attempts fail at the receiver; the third is cut short by a kill and given back, so
     // the claim after it offers the third again: the failures stay counted, the cut is not.
     for k in 0..2 {
-        let claimed = db
-            .claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
-            .await
-            .unwrap();
+        let claimed = claim_in_lease(&db, k).await;
         assert_eq!(claimed[0].attempts, k + 1);
         db.notifications_started(&[claimed[0].id]).await.unwrap();
         db.notification_failed(claimed[0].id, "HTTP 503", Some(T0 + (k + 1) * lease))
             .await
             .unwrap();
     }
-    let third = db
-        .claim_notifications(T0 + 2 * lease, T0 + 3 * lease, &webhook, 3, 10)
-        .await
-        .unwrap();
+    let third = claim_in_lease(&db, 2).await;
     assert_eq!(third[0].attempts, 3);
     db.notifications_started(&[third[0].id]).await.unwrap();
-    let again = db
-        .claim_notifications(T0 + 3 * lease, T0 + 4 * lease, &webhook, 3, 10)
-        .await
-        .unwrap();
+    let again = claim_in_lease(&db, 3).await;
     assert_eq!(again[0].attempts, 3, "the third attempt offered again");
     assert_eq!(
         db.list_notifications(Some("dead"), None)
@@ -484,15 +472,10 @@ async fn a_claim_whose_sender_died_before_trying_it_spends_no_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;
     picked_up(&db, "1").await;
-    let webhook = [ChannelKind::Webhook];
-    let lease = 60_000;
     // Claimed ahead by three senders in a row, each killed before the message's turn came: no
     // attempt was made, none is counted, and the fourth claim still offers the first attempt.
     for k in 0..4 {
-        let claimed = db
-            .claim_notifications(T0 + k * lease, T0 + (k + 1) * lease, &webhook, 3, 10)
-            .await
-            .unwrap();
+        let claimed = claim_in_lease(&db, k).await;
         assert_eq!(claimed.len(), 1, "claim {k}: {claimed:?}");
         assert_eq!(claimed[0].attempts, 1, "claim {k}");
     }
