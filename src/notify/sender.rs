@@ -2,6 +2,7 @@
 //! records the outcome: sent, retried later with backoff, or dead.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub struct Sender {
     lanes: BTreeMap<ChannelKind, Lane>,
     /// Rung when an attempt ends: its slot is free for the next due message.
     freed: Notify,
+    /// Set when the sender stops: a slot that finishes no longer takes the next message.
+    stopping: AtomicBool,
     /// How often the outbox is looked at when nothing is due sooner.
     scan_interval: Duration,
     /// Retries of these channels wait for the end of their quiet hours.
@@ -176,6 +179,7 @@ impl Sender {
                 })
                 .collect(),
             freed: Notify::new(),
+            stopping: AtomicBool::new(false),
             delivery,
             channels: channels.into_iter().map(|c| (c.kind(), c)).collect(),
             events,
@@ -283,25 +287,83 @@ impl Sender {
         let Some(lane) = self.lanes.get(&kind) else {
             return;
         };
-        let outcome = tokio::select! {
-            biased;
-            _ = lane.workers.aborted() => None,
-            outcome = self.deliver(&notification, started) => Some(outcome),
+        let (mut notification, mut started) = (notification, started);
+        loop {
+            let mut next = None;
+            let outcome = tokio::select! {
+                biased;
+                _ = lane.workers.aborted() => None,
+                outcome = self.deliver(&notification, started, &mut next) => Some(outcome),
+            };
+            let result = match outcome {
+                Some(outcome) => outcome,
+                // Shutdown cut the attempt short: free the row for the next start at once.
+                None => {
+                    // So is the message this slot had taken next, its start mark maybe written
+                    // (then counted as cut short, as at a kill).
+                    if let Some((next, mark)) = next.take() {
+                        let _ = mark.written().await;
+                        let _ = self.db.release_notification(next.id).await;
+                    }
+                    self.db.release_notification(notification.id).await
+                }
+            };
+            if let Err(e) = result {
+                // The row stays pending under its lease; it is attempted again once the lease
+                // ends.
+                Outage::database().failed(
+                    &format!(
+                        "recording delivery {} of order {}",
+                        notification.public_id, notification.order_id
+                    ),
+                    &e,
+                );
+            }
+            // The slot goes on with the message it started with its `sent` mark.
+            match next {
+                Some((n, mark)) => (notification, started) = (n, mark),
+                None => return,
+            }
+        }
+    }
+
+    /// The next message claimed ahead for this slot, its start mark handed to the writer, so
+    /// that it is committed with the `sent` mark of the delivery before it: a slot that keeps
+    /// going waits for one commit between deliveries instead of two. None once the sender
+    /// stops, or when nothing claimed ahead can still be attempted within its lease.
+    async fn next_for_slot(
+        &self,
+        kind: ChannelKind,
+    ) -> Result<Option<(ClaimedNotification, Handed<()>)>, StorageError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(lane) = self.lanes.get(&kind) else {
+            return Ok(None);
         };
-        let result = match outcome {
-            Some(outcome) => outcome,
-            // Shutdown cut the attempt short: free the row for the next start at once.
-            None => self.db.release_notification(notification.id).await,
+        let by = self.clock.now() + millis(self.delivery.timeout);
+        let next = {
+            let mut ahead = lane.ahead.lock().expect("claimed-ahead lock");
+            match ahead.front() {
+                Some((_, until)) if *until > by => ahead.pop_front(),
+                // Too late to start: the next round gives it back.
+                _ => None,
+            }
         };
-        if let Err(e) = result {
-            // The row stays pending under its lease; it is attempted again once the lease ends.
-            Outage::database().failed(
-                &format!(
-                    "recording delivery {} of order {}",
-                    notification.public_id, notification.order_id
-                ),
-                &e,
-            );
+        let Some((next, until)) = next else {
+            return Ok(None);
+        };
+        match self.db.writer().started(vec![next.id]).await {
+            Ok(mark) => {
+                lane.pace.lock().expect("pace lock").started(1);
+                Ok(Some((next, mark)))
+            }
+            Err(e) => {
+                // Not started after all: back to the head of the line.
+                let mut ahead = lane.ahead.lock().expect("claimed-ahead lock");
+                ahead.push_front((next, until));
+                Err(e)
+            }
         }
     }
 
@@ -310,10 +372,15 @@ impl Sender {
     /// claimed ones: nothing goes out before it is committed, so that a message never arrives
     /// more often than its attempts and its attempts cut short (given back after a kill) count,
     /// whenever the daemon is killed.
+    ///
+    /// When the receiver accepts it, the slot's next message claimed ahead is put in `next`, its
+    /// start mark handed to the writer before this one's `sent` mark (see
+    /// [`Sender::next_for_slot`]).
     async fn deliver(
         &self,
         n: &ClaimedNotification,
         started: Handed<()>,
+        next: &mut Option<(ClaimedNotification, Handed<()>)>,
     ) -> Result<(), StorageError> {
         started.written().await?;
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
@@ -340,6 +407,7 @@ impl Sender {
                 // after a crash: the mark goes ahead of everything else the writer has waiting,
                 // and the slot stays taken until it is written, so that the slots bound how
                 // many such deliveries there are at any moment.
+                *next = self.next_for_slot(kind).await.ok().flatten();
                 self.db.writer().sent(n.id, now).await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
                 self.events.emit(PipelineEvent::Delivered {
@@ -526,6 +594,8 @@ impl Sender {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        // Slots that finish now take no next message: what is claimed ahead goes back below.
+        self.stopping.store(true, Ordering::Relaxed);
         // One grace for all: the lanes drain at the same time, each waited for in turn.
         let since = tokio::time::Instant::now();
         for (kind, lane) in &self.lanes {
