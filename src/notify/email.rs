@@ -18,17 +18,17 @@
 //! timeout error, so the message names the likely fix instead (see [`Email::deliver`]).
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::transport::smtp::{AsyncSmtpTransportBuilder, Error as SmtpError};
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{Address, Message};
 
+use super::smtp_connections::{ConnectError, SmtpConnections};
 use super::smtp_url::SUBMISSIONS_PORT;
 pub use super::smtp_url::{EmailConfigError, Security, SmtpEndpoint, parse_smtp_url};
 use super::{Channel, ChannelKind, DeliveryError, EmailMessage, Outgoing};
@@ -69,16 +69,13 @@ pub struct Email {
     from: Mailbox,
     reply_to: Option<Mailbox>,
     timeout: Duration,
-    builder: AsyncSmtpTransportBuilder,
-    /// Built on first use: lettre's pool spawns its idle reaper on the Tokio runtime, and
-    /// building lazily lets the channel be constructed (and its config checked) outside one.
-    /// Replaced after a timeout, see [`Email::discard_pool`].
-    transport: Mutex<Option<AsyncSmtpTransport<Tokio1Executor>>>,
+    /// Holds the credentials.
+    connections: SmtpConnections,
 }
 
 impl fmt::Debug for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The builder holds the credentials; keep it out.
+        // The connections hold the credentials; keep them out.
         f.debug_struct("Email")
             .field("endpoint", &self.endpoint.to_string())
             .field("from", &self.from.to_string())
@@ -88,7 +85,7 @@ impl fmt::Debug for Email {
 }
 
 impl Email {
-    /// Checks the configuration and prepares a pooled transport; nothing is sent and no
+    /// Checks the configuration and prepares the connections; nothing is sent and no
     /// connection is opened (see [`Email::test_connection`] for that).
     pub fn new(config: EmailConfig) -> Result<Email, EmailConfigError> {
         let endpoint = parse_smtp_url(&config.smtp_url)?;
@@ -152,21 +149,14 @@ impl Email {
                 "smtp credentials will cross the network unencrypted; plain smtp:// is meant for a local relay"
             );
         }
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&endpoint.host)
-            .port(endpoint.port)
-            .tls(tls)
-            .timeout(Some(config.timeout));
-        if let Some(credentials) = credentials {
-            builder = builder.credentials(credentials);
-        }
+        let connections = SmtpConnections::new(&endpoint.host, endpoint.port, tls, credentials);
 
         Ok(Email {
             endpoint,
             from,
             reply_to,
             timeout: config.timeout,
-            builder,
-            transport: Mutex::new(None),
+            connections,
         })
     }
 
@@ -179,38 +169,25 @@ impl Email {
     /// what an operator runs after editing the config. The error carries the same hints as a
     /// failed delivery.
     pub async fn test_connection(&self) -> Result<(), DeliveryError> {
-        match tokio::time::timeout(self.timeout, self.transport().test_connection()).await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(DeliveryError::Permanent(format!(
+        let check = async {
+            let mut conn = self.connections.take().await?;
+            let answered = conn.test_connected().await;
+            Ok::<_, ConnectError>((answered, conn))
+        };
+        // The attempt as a whole is bounded by dropping it: a connection abandoned mid-way goes
+        // with it and is never parked.
+        match tokio::time::timeout(self.timeout, check).await {
+            Ok(Ok((true, conn))) => {
+                self.connections.give_back(conn);
+                Ok(())
+            }
+            Ok(Ok((false, _))) => Err(DeliveryError::Permanent(format!(
                 "{} accepted the connection but did not answer NOOP",
                 self.endpoint
             ))),
-            Ok(Err(error)) => Err(self.classify(&error, None)),
-            Err(_) => {
-                self.discard_pool();
-                Err(self.timed_out(None))
-            }
+            Ok(Err(error)) => Err(self.classify_connect(&error, None)),
+            Err(_) => Err(self.timed_out(None)),
         }
-    }
-
-    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
-        let mut slot = self
-            .transport
-            .lock()
-            .expect("email transport lock poisoned");
-        slot.get_or_insert_with(|| self.builder.clone().build())
-            .clone()
-    }
-
-    /// lettre bounds only the TCP connect; the attempt as a whole is bounded here by dropping the
-    /// future. A connection abandoned mid-transaction would go back to the pool with a reply
-    /// still in flight and answer the next message's commands out of step, so the whole pool is
-    /// let go (its connections are closed once the abandoned one is handed back).
-    fn discard_pool(&self) {
-        *self
-            .transport
-            .lock()
-            .expect("email transport lock poisoned") = None;
     }
 
     /// `<{public_id}@{sender domain}>`: every attempt of one notification carries the same id,
@@ -269,6 +246,32 @@ impl Email {
         DeliveryError::Transient {
             message,
             retry_after: None,
+        }
+    }
+
+    /// A connection that could not be had, sorted as [`Email::classify`] sorts lettre's errors.
+    fn classify_connect(&self, error: &ConnectError, recipient: Option<&str>) -> DeliveryError {
+        match error {
+            ConnectError::Smtp(error) => self.classify(error, recipient),
+            ConnectError::Tcp(io) => {
+                let endpoint = &self.endpoint;
+                let to = sending_to(recipient);
+                if let Some(shortage) = super::local_shortage(io) {
+                    return super::not_attempted(
+                        &format!("email through {endpoint}{to}"),
+                        shortage,
+                    );
+                }
+                let message = if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    format!("connection refused by {endpoint}{to}")
+                } else {
+                    format!("connecting to {endpoint} failed{to}: {io}")
+                };
+                DeliveryError::Transient {
+                    message,
+                    retry_after: None,
+                }
+            }
         }
     }
 
@@ -468,13 +471,25 @@ impl Channel for Email {
         // but checks a line only once its line break has arrived: a server sending one endless
         // line is read until this timeout. The timeout is the bound (see docs/operations.md,
         // "What upstream may send").
-        match tokio::time::timeout(self.timeout, self.transport().send(mail)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(self.classify(&error, Some(&masked))),
-            Err(_) => {
-                self.discard_pool();
-                Err(self.timed_out(Some(&masked)))
+        //
+        // A connection abandoned at the timeout goes with the dropped attempt and is never
+        // parked, so no later message reads a reply meant for this one.
+        let envelope = mail.envelope().clone();
+        let formatted = mail.formatted();
+        let attempt = async {
+            let mut conn = self.connections.take().await?;
+            let sent = conn.send(&envelope, &formatted).await;
+            Ok::<_, ConnectError>((sent, conn))
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok((sent, conn))) => {
+                // Parked or closed without waiting on the server: the outcome is known.
+                self.connections.give_back(conn);
+                sent.map(drop)
+                    .map_err(|error| self.classify(&error, Some(&masked)))
             }
+            Ok(Err(error)) => Err(self.classify_connect(&error, Some(&masked))),
+            Err(_) => Err(self.timed_out(Some(&masked))),
         }
     }
 }

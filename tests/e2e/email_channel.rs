@@ -254,3 +254,54 @@ async fn email_a_closed_port_is_transient() {
     assert!(reason.contains("connection refused"), "{reason}");
     assert_masked(&reason);
 }
+
+#[tokio::test]
+async fn email_messages_one_after_another_share_one_connection() {
+    let sink = SmtpSink::start().await;
+    let email = channel(sink.url(), Duration::from_secs(5));
+    for i in 0..3 {
+        email
+            .deliver(&outgoing(&format!("msg_1{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.messages().len(), 3);
+    assert_eq!(
+        sink.connections(),
+        1,
+        "each message opened a connection of its own"
+    );
+}
+
+#[tokio::test]
+async fn email_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
+    let sink = SmtpSink::start().await;
+    let email = channel(sink.url(), Duration::from_secs(5));
+    email.deliver(&outgoing("msg_2001")).await.unwrap();
+    sink.hang_up_idle();
+    // The parked connection now answers NOOP with nothing; the next message takes a new one
+    // instead of failing an attempt.
+    email.deliver(&outgoing("msg_2002")).await.unwrap();
+    let ids: Vec<Option<String>> = sink.messages().iter().map(|m| m.message_id()).collect();
+    assert_eq!(
+        ids,
+        [
+            Some("<msg_2001@shop.example>".to_owned()),
+            Some("<msg_2002@shop.example>".to_owned())
+        ]
+    );
+    assert_eq!(sink.connections(), 2);
+}
+
+#[tokio::test]
+async fn email_a_connection_whose_transaction_failed_is_not_used_again() {
+    let sink = SmtpSink::start().await;
+    sink.set_script(vec![Reply::rcpt(550, "5.1.1 no such mailbox")]);
+    let email = channel(sink.url(), Duration::from_secs(5));
+    permanent(email.deliver(&outgoing("msg_3001")).await);
+    email.deliver(&outgoing("msg_3002")).await.unwrap();
+    email.deliver(&outgoing("msg_3003")).await.unwrap();
+    assert_eq!(sink.messages().len(), 2);
+    // One connection for the refused message, one shared by the two that followed.
+    assert_eq!(sink.connections(), 2);
+}

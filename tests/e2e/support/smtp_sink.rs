@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How the sink answers one mail transaction.
@@ -132,6 +133,8 @@ struct State {
 pub struct SmtpSink {
     pub port: u16,
     state: Arc<Mutex<State>>,
+    /// Bumped by [`SmtpSink::hang_up_idle`].
+    hang_up: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
@@ -141,13 +144,25 @@ impl SmtpSink {
         let port = listener.local_addr().unwrap().port();
         let state: Arc<Mutex<State>> = Arc::default();
         let shared = state.clone();
+        let (hang_up, hang_ups) = watch::channel(0);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 shared.lock().unwrap().connections += 1;
-                tokio::spawn(serve(stream, shared.clone()));
+                tokio::spawn(serve(stream, shared.clone(), hang_ups.clone()));
             }
         });
-        SmtpSink { port, state, task }
+        SmtpSink {
+            port,
+            state,
+            hang_up,
+            task,
+        }
+    }
+
+    /// Closes every connection waiting for its next command with `421`, as a server does when a
+    /// client has idled past its limit.
+    pub fn hang_up_idle(&self) {
+        self.hang_up.send_modify(|n| *n += 1);
     }
 
     /// `smtp://127.0.0.1:{port}`.
@@ -230,7 +245,7 @@ struct Transaction {
     reply: Reply,
 }
 
-async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
+async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch::Receiver<u64>) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     macro_rules! say {
@@ -248,8 +263,18 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
     say!("220 sink.test ESMTP shipwatch test sink");
     let mut greeted = false;
     let mut transaction: Option<Transaction> = None;
+    hang_ups.mark_unchanged();
     loop {
-        let Some(line) = read_line(&mut reader).await else {
+        // A hang-up already signalled wins over a command that arrived with it.
+        let line = tokio::select! {
+            biased;
+            _ = hang_ups.changed() => {
+                say!("421 4.4.2 sink.test closing idle connection");
+                return;
+            }
+            line = read_line(&mut reader) => line,
+        };
+        let Some(line) = line else {
             return;
         };
         let (verb, argument) = match line.split_once(' ') {

@@ -1,0 +1,181 @@
+//! The email channel's SMTP connections: opened with Nagle's algorithm off, kept open between
+//! messages, checked with `NOOP` before reuse.
+//!
+//! Why not lettre's own pool: lettre 0.11.23, the newest release, writes a message's body and its
+//! closing `\r\n.\r\n` in two writes on a socket with Nagle on, so the last five bytes wait for
+//! the server's delayed ACK, about 40 ms on Linux, on every message. lettre sets `TCP_NODELAY`
+//! from its PR #1159 ("perf(transport-smtp): set TCP_NODELAY on connections", merged after
+//! 0.11.23), which measured 42–44 ms a message before and 1.2–2.0 ms after. Besides the time, a
+//! daemon killed within those 40 ms leaves the closing dot in the kernel's send queue; the kernel
+//! sends it after the process is gone, the server accepts a message whose acceptance the daemon
+//! never saw, and the next daemon sends it again. So we open the TCP stream, set `TCP_NODELAY`
+//! and hand it to lettre (`AsyncSmtpConnection::connect_with_transport`), which still speaks
+//! SMTP, STARTTLS and AUTH; this file only keeps the connections. Once a lettre release sets the
+//! option itself, its pool can take this file's place.
+//!
+//! Implicit TLS (`smtps://`) still connects through lettre, Nagle on: lettre opens that TLS
+//! session before the greeting and takes no stream of ours for it.
+//!
+//! The pool follows lettre's defaults: at most [`MOST_IDLE`] idle connections, none idle longer
+//! than [`IDLE_TIMEOUT`], a `NOOP` before a parked connection is used again, and a connection
+//! whose transaction failed is closed rather than parked. A connection abandoned mid-transaction
+//! (the attempt timed out) is dropped with the attempt and never parked.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::net::TcpStream;
+
+/// Idle connections kept at most (lettre's `PoolConfig` default).
+pub const MOST_IDLE: usize = 10;
+/// A parked connection older than this is closed instead of used (lettre's default).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connection itself (refused, unreachable, no address).
+    #[error("{0}")]
+    Tcp(#[source] std::io::Error),
+    /// The greeting, EHLO, STARTTLS or AUTH, or lettre's own connect for implicit TLS.
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
+}
+
+struct Parked {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+}
+
+/// Where to connect and how; the connections kept for reuse.
+pub struct SmtpConnections {
+    host: String,
+    port: u16,
+    tls: Tls,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+    idle: Mutex<Vec<Parked>>,
+}
+
+impl fmt::Debug for SmtpConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The credentials stay out.
+        f.debug_struct("SmtpConnections")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("idle", &self.idle_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpConnections {
+    /// Opens nothing yet.
+    pub fn new(host: &str, port: u16, tls: Tls, credentials: Option<Credentials>) -> Self {
+        SmtpConnections {
+            host: host.to_owned(),
+            port,
+            tls,
+            hello: ClientId::default(),
+            credentials,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A parked connection that still answers `NOOP`, or a new one. Unbounded in time: the
+    /// caller bounds the whole attempt.
+    pub async fn take(&self) -> Result<AsyncSmtpConnection, ConnectError> {
+        loop {
+            let parked = self.lock().pop();
+            let Some(parked) = parked else {
+                return self.connect().await;
+            };
+            let mut conn = parked.conn;
+            if parked.since.elapsed() <= IDLE_TIMEOUT && conn.test_connected().await {
+                return Ok(conn);
+            }
+            close(conn);
+        }
+    }
+
+    /// Parks a connection after its transaction, unless it broke or enough are parked. Never
+    /// waits on the server: the transaction's outcome is already known and must not change.
+    pub fn give_back(&self, conn: AsyncSmtpConnection) {
+        if !conn.has_broken() {
+            let mut idle = self.lock();
+            if idle.len() < MOST_IDLE {
+                idle.push(Parked {
+                    conn,
+                    since: Instant::now(),
+                });
+                return;
+            }
+        }
+        close(conn);
+    }
+
+    /// Connections parked now.
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, ConnectError> {
+        let mut conn = match &self.tls {
+            Tls::Wrapper(parameters) => {
+                AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    None,
+                    &self.hello,
+                    Some(parameters.clone()),
+                    None,
+                )
+                .await?
+            }
+            tls => {
+                let stream = TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .map_err(ConnectError::Tcp)?;
+                stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
+                let mut conn =
+                    AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                        .await?;
+                match tls {
+                    Tls::Required(parameters) => {
+                        conn.starttls(parameters.clone(), &self.hello).await?;
+                    }
+                    Tls::Opportunistic(parameters) if conn.can_starttls() => {
+                        conn.starttls(parameters.clone(), &self.hello).await?;
+                    }
+                    _ => {}
+                }
+                conn
+            }
+        };
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(conn)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
+        // A panic while the list was held leaves a list of parked connections, still sound.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How long a connection let go may take to say `QUIT`.
+const QUIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Says `QUIT` (unless lettre already did, on a failed command) and closes, in the background and
+/// bounded: a server that no longer answers does not hold up the attempt.
+fn close(mut conn: AsyncSmtpConnection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(QUIT_WAIT, conn.abort()).await;
+    });
+}
