@@ -14,6 +14,9 @@ mod fake_top;
 #[path = "../tests/e2e/support/postgres.rs"]
 #[allow(dead_code)]
 mod postgres;
+#[path = "../tests/e2e/support/smtp_sink.rs"]
+#[allow(dead_code, unused_imports)]
+mod smtp_sink;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -73,6 +76,8 @@ struct Sizes {
     /// Shipments whose polls are recorded in the store alone: a first round, then
     /// [`RECORD_ROUNDS`] timed ones.
     record: usize,
+    /// Emails sent one after another through the email channel.
+    emails: usize,
 }
 
 impl Sizes {
@@ -95,6 +100,7 @@ impl Sizes {
                 pg_claims: 200,
                 pg_polls: 5_000,
                 record: 6_400,
+                emails: 500,
             }
         } else {
             Sizes {
@@ -114,6 +120,7 @@ impl Sizes {
                 pg_claims: 1_000,
                 pg_polls: 20_000,
                 record: 64_000,
+                emails: 2_000,
             }
         }
     }
@@ -164,7 +171,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let json = args.iter().any(|a| a == "--json");
     // `--only polls` (http, sequential, polls, record, notifications, latency, quota, big, api,
-    // postgres) runs one
+    // postgres, email) runs one
     // scenario: for profiling.
     let only = args
         .iter()
@@ -186,7 +193,7 @@ fn main() {
 }
 
 async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> {
-    const SCENARIOS: [&str; 10] = [
+    const SCENARIOS: [&str; 11] = [
         "http",
         "sequential",
         "polls",
@@ -197,6 +204,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
         "big",
         "api",
         "postgres",
+        "email",
     ];
     if let Some(name) = only.filter(|name| !SCENARIOS.contains(name)) {
         return Err(format!(
@@ -223,7 +231,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     let mut http_ceiling = None;
     if wants("http") {
-        eprintln!("[1/10] HTTP ceiling");
+        eprintln!("[1/11] HTTP ceiling");
         watch::begin("http", per_row(sizes.polls));
         let http_limit = http_limit(sizes.polls).await?;
         http_ceiling = Some(http_limit);
@@ -238,7 +246,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     let mut sequential_rates = None;
     if wants("sequential") {
         eprintln!(
-            "[2/10] sequential: {} polls by a script poller and {} bare requests, one at a time, \
+            "[2/11] sequential: {} polls by a script poller and {} bare requests, one at a time, \
              a new connection each",
             sizes.sequential, sizes.sequential
         );
@@ -261,7 +269,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
 
     if wants("polls") {
-        eprintln!("[3/10] polls: {} shipments all due", sizes.polls);
+        eprintln!("[3/11] polls: {} shipments all due", sizes.polls);
         watch::begin("polls", per_row(sizes.polls));
         let polls = polls(sizes.polls).await?;
         figures.push(Figure {
@@ -294,7 +302,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("notifications") {
         eprintln!(
-            "[4/10] notifications: {} pending webhooks",
+            "[4/11] notifications: {} pending webhooks",
             sizes.notifications
         );
         watch::begin("notifications", per_row(sizes.notifications));
@@ -308,7 +316,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("latency") {
         eprintln!(
-            "[5/10] change to delivery: {} changes, {} ms apart",
+            "[5/11] change to delivery: {} changes, {} ms apart",
             sizes.latency_samples,
             sizes.latency_gap.as_millis()
         );
@@ -331,7 +339,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("quota") {
         eprintln!(
-            "[6/10] quota: 600/min, {} shipments due, {} s",
+            "[6/11] quota: 600/min, {} shipments due, {} s",
             sizes.quota_shipments,
             sizes.quota_run.as_secs()
         );
@@ -353,7 +361,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
 
     if wants("big") {
         eprintln!(
-            "[7/10] {} shipments with {} events each",
+            "[7/11] {} shipments with {} events each",
             sizes.big, sizes.events_per_shipment
         );
         let rows = sizes.big * sizes.events_per_shipment;
@@ -387,7 +395,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
     if wants("api") {
         eprintln!(
-            "[8/10] API creates: {} single POSTs from {API_CLIENTS} clients, {} batches of {API_BATCH}",
+            "[8/11] API creates: {} single POSTs from {API_CLIENTS} clients, {} batches of {API_BATCH}",
             sizes.api_single, sizes.api_batches
         );
         watch::begin(
@@ -410,7 +418,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
     if wants("record") {
         eprintln!(
-            "[9/10] record: {} shipments with traces of {RECORD_EVENTS}+ events, polled in rounds, in the store alone",
+            "[9/11] record: {} shipments with traces of {RECORD_EVENTS}+ events, polled in rounds, in the store alone",
             sizes.record
         );
         watch::begin("record", per_row(sizes.record * RECORD_ROUNDS));
@@ -430,7 +438,7 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
     }
     if wants("postgres") {
         eprintln!(
-            "[10/10] PostgreSQL: the claim query on {} shipments; {} shipments polled by 1, 2 and 3 daemons",
+            "[10/11] PostgreSQL: the claim query on {} shipments; {} shipments polled by 1, 2 and 3 daemons",
             sizes.pg_claim_rows, sizes.pg_polls
         );
         watch::begin(
@@ -487,6 +495,19 @@ async fn run(quick: bool, json: bool, only: Option<&str>) -> Result<(), String> 
                 target: Target::Reported,
             });
         }
+    }
+    if wants("email") {
+        eprintln!(
+            "[11/11] email: {} messages one after another through the email channel to an SMTP sink",
+            sizes.emails
+        );
+        watch::begin("email", per_row(sizes.emails * 100));
+        figures.push(Figure {
+            name: "email_ms_per_message",
+            value: email_ms_per_message(sizes.emails).await?,
+            unit: "ms",
+            target: Target::Reported,
+        });
     }
     watch::end();
 
@@ -2000,6 +2021,62 @@ impl Decide for Unchanged {
             unmapped: &[],
         }
     }
+}
+
+/// Mean time of one email sent through the channel (`Email::deliver`) to the tests' SMTP sink on
+/// loopback, one after another on the connection the channel keeps, after an untimed first one
+/// that opens it. Every message is checked to have arrived. The figure shows the wait for the
+/// server's delayed ACK that lettre's own pool costs every message (about 40 ms on Linux) staying
+/// gone; see `src/notify/smtp_connections.rs`.
+async fn email_ms_per_message(n: usize) -> Result<f64, String> {
+    use shipwatch::notify::email::{Email, EmailConfig};
+    use shipwatch::notify::{Channel, EmailMessage, Outgoing};
+
+    let sink = smtp_sink::SmtpSink::start().await;
+    let email = Email::new(EmailConfig {
+        smtp_url: sink.url(),
+        username: None,
+        password: None,
+        from: "Shop <noreply@shop.example>".to_owned(),
+        reply_to: None,
+        timeout: Duration::from_secs(10),
+    })
+    .map_err(|e| format!("email channel: {e}"))?;
+    let payload = serde_json::to_string(&EmailMessage {
+        subject: "包裹已签收".to_owned(),
+        body: "您的包裹已签收,感谢您的信任。".to_owned(),
+    })
+    .map_err(|e| e.to_string())?;
+    let outgoing = |i: usize| Outgoing {
+        public_id: format!("bench_{i}"),
+        payload: payload.clone(),
+        recipient: Some(format!("buyer{i}@bench.example")),
+    };
+    let send = |i: usize| {
+        let message = outgoing(i);
+        let email = &email;
+        async move {
+            email
+                .deliver(&message)
+                .await
+                .map_err(|e| format!("email {i}: {e}"))
+        }
+    };
+    send(0).await?;
+    let started = Instant::now();
+    for i in 1..=n {
+        send(i).await?;
+    }
+    let per_message = started.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let arrived = sink.messages().len();
+    if arrived != n + 1 {
+        return Err(format!("the SMTP sink has {arrived} of {} emails", n + 1));
+    }
+    say(format!(
+        "{per_message:.3} ms a message over {} connection(s)",
+        sink.connections()
+    ));
+    Ok(per_message)
 }
 
 /// Records claimed shipments as polled without a change, next due at `next`, through the store
