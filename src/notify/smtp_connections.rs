@@ -13,8 +13,12 @@
 //! SMTP, STARTTLS and AUTH; this file only keeps the connections. Once a lettre release sets the
 //! option itself, its pool can take this file's place.
 //!
-//! Implicit TLS (`smtps://`) still connects through lettre, Nagle on: lettre opens that TLS
-//! session before the greeting and takes no stream of ours for it.
+//! Implicit TLS (`smtps://`) needs the TLS session before the greeting, which
+//! `connect_with_transport` does not open. lettre's own TLS (its `TlsParameters`, certificate
+//! checks and errors) is opened on our stream with `AsyncNetworkStream::upgrade_tls`, and the
+//! encrypted stream is handed to `connect_with_transport` like a plain one ([`Encrypted`]).
+//! `AsyncNetworkStream` is public but deprecated ("not meant to be made public"); it goes with
+//! this file.
 //!
 //! The pool follows lettre's defaults: at most [`MOST_IDLE`] idle connections, none idle longer
 //! than [`IDLE_TIMEOUT`], a `NOOP` before a parked connection is used again, and a connection
@@ -22,14 +26,20 @@
 //! (the attempt timed out) is dropped with the attempt and never parked.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls};
+#[allow(deprecated)]
+use lettre::transport::smtp::client::AsyncNetworkStream;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Tls};
 use lettre::transport::smtp::extension::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 /// Idle connections kept at most (lettre's `PoolConfig` default).
 pub const MOST_IDLE: usize = 10;
@@ -124,22 +134,20 @@ impl SmtpConnections {
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, ConnectError> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(ConnectError::Tcp)?;
+        stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
         let mut conn = match &self.tls {
             Tls::Wrapper(parameters) => {
-                AsyncSmtpConnection::connect_tokio1(
-                    (self.host.as_str(), self.port),
-                    None,
-                    &self.hello,
-                    Some(parameters.clone()),
-                    None,
-                )
-                .await?
+                #[allow(deprecated)]
+                let mut tls = AsyncNetworkStream::use_existing_tokio1(Box::new(stream));
+                tls.upgrade_tls(parameters.clone()).await?;
+                let encrypted = Encrypted(tls.compat());
+                AsyncSmtpConnection::connect_with_transport(Box::new(encrypted), &self.hello)
+                    .await?
             }
             tls => {
-                let stream = TcpStream::connect((self.host.as_str(), self.port))
-                    .await
-                    .map_err(ConnectError::Tcp)?;
-                stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
                 let mut conn =
                     AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
                         .await?;
@@ -166,6 +174,48 @@ impl SmtpConnections {
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// lettre's TLS session on our `TCP_NODELAY` stream, as the plain stream
+/// `connect_with_transport` takes. lettre then sees an unencrypted stream, which changes nothing
+/// it does for implicit TLS: it offers STARTTLS only when asked, and it sends AUTH whatever the
+/// stream.
+#[allow(deprecated)]
+#[derive(Debug)]
+struct Encrypted(Compat<AsyncNetworkStream>);
+
+impl AsyncTokioStream for Encrypted {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().peer_addr()
+    }
+}
+
+impl AsyncRead for Encrypted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Encrypted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

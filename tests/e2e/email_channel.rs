@@ -1,12 +1,16 @@
 //! The email channel against a real SMTP conversation: what the buyer's mailbox receives, and
-//! what the outbox is told when the server refuses, stalls, or speaks another TLS mode.
+//! what the outbox is told when the server refuses, stalls, or speaks another TLS mode. The TLS
+//! conversations run the real binary (`test-notify`), which is told to trust the sink's
+//! certificate authority through `SSL_CERT_FILE`, as a machine's certificate store would.
 
 use std::time::Duration;
 
 use shipwatch::notify::email::{Email, EmailConfig};
 use shipwatch::notify::{Channel, DeliveryError, EmailMessage, Outgoing};
 
-use crate::support::smtp_sink::{Reply, SilentPort, SmtpSink};
+use crate::support::app::TestApp;
+use crate::support::config::{Channel as ConfigChannel, Provider};
+use crate::support::smtp_sink::{Reply, SilentPort, SinkTls, SmtpSink};
 
 const BUYER: &str = "zhang.wei@buyer.example";
 const MASKED_BUYER: &str = "z***@buyer.example";
@@ -304,4 +308,60 @@ async fn email_a_connection_whose_transaction_failed_is_not_used_again() {
     assert_eq!(sink.messages().len(), 2);
     // One connection for the refused message, one shared by the two that followed.
     assert_eq!(sink.connections(), 2);
+}
+
+/// An app whose email channel logs in to `sink`, and the path of a file holding the sink's
+/// certificate authority.
+async fn app_for_tls(sink: &SmtpSink) -> (TestApp, String) {
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(ConfigChannel::email(sink).login("noreply@shop.example", "smtp-secret"))
+        .start()
+        .await;
+    let ca = app.dir.path().join("sink-ca.pem");
+    std::fs::write(&ca, sink.ca_pem().expect("a TLS sink")).unwrap();
+    let ca = ca.to_str().unwrap().to_owned();
+    (app, ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_implicit_tls_and_starttls_logs_in_and_arrives_encrypted() {
+    for tls in [SinkTls::Implicit, SinkTls::StartTls] {
+        let sink = SmtpSink::start_tls(tls).await;
+        let (app, ca) = app_for_tls(&sink).await;
+        let out = app.cli_with_env(
+            &["test-notify", "--channel", "email", "--to", BUYER],
+            &[("SSL_CERT_FILE", &ca)],
+        );
+        assert!(
+            out.status.success(),
+            "{tls:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let messages = sink.messages();
+        assert_eq!(messages.len(), 1, "{tls:?}");
+        assert!(messages[0].tls, "{tls:?}: the message came in plain text");
+        assert_eq!(messages[0].to, [BUYER]);
+        assert_eq!(
+            sink.logins(),
+            ["noreply@shop.example smtp-secret"],
+            "{tls:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_to_a_server_whose_certificate_nobody_vouches_for_sends_nothing_not_even_the_login() {
+    for tls in [SinkTls::Implicit, SinkTls::StartTls] {
+        let sink = SmtpSink::start_tls(tls).await;
+        let (app, _ca) = app_for_tls(&sink).await;
+        let out = app.cli(&["test-notify", "--channel", "email", "--to", BUYER]);
+        assert!(!out.status.success(), "{tls:?}: sent anyway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("certificate"), "{tls:?}: {stderr}");
+        assert!(!stderr.contains("smtp-secret"), "{tls:?}: {stderr}");
+        assert!(sink.attempts().is_empty(), "{tls:?}");
+        assert!(sink.logins().is_empty(), "{tls:?}: the password crossed");
+        assert_eq!(sink.connections(), 1, "{tls:?}");
+    }
 }

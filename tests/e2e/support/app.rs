@@ -275,7 +275,15 @@ impl TestApp {
 
     /// Runs an admin command to completion.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("shipwatch runs")
+        self.cli_with_env(args, &[])
+    }
+
+    /// Runs an admin command to completion with extra environment variables.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("shipwatch runs")
     }
 
     /// Runs an admin command that must succeed, and returns its stdout.

@@ -1,8 +1,11 @@
-//! A real SMTP server on loopback (plain text, no TLS), for the email channel.
+//! A real SMTP server on loopback, for the email channel.
 //!
 //! It speaks enough of RFC 5321 for a real client: greeting, EHLO/HELO, MAIL FROM, RCPT TO,
 //! DATA with dot-unstuffing, RSET, NOOP, QUIT; anything else gets a 500 or 502, as from a real
-//! server. `STARTTLS` is neither advertised nor accepted.
+//! server. [`SmtpSink::start`] speaks plain text and neither advertises nor accepts `STARTTLS`;
+//! [`SmtpSink::start_tls`] speaks TLS from the first byte or after `STARTTLS` (RFC 3207), with a
+//! certificate for 127.0.0.1 from a certificate authority made for the sink
+//! ([`SmtpSink::ca_pem`]), which no client trusts unless told to.
 //!
 //! Answers are scripted per mail transaction: each MAIL FROM takes the next [`Reply`] (the
 //! default, once the script is used up, is to accept). A transaction rejected at RCPT never
@@ -15,10 +18,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// How the sink answers one mail transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,8 @@ pub struct Received {
     pub data: String,
     /// What the sink answered to the data: 250, the scripted code, or nothing ([`Reply::Stall`]).
     pub code: Option<u16>,
+    /// Whether the message came over TLS.
+    pub tls: bool,
 }
 
 impl Received {
@@ -132,27 +138,87 @@ struct State {
 /// The running server; it stops when dropped.
 pub struct SmtpSink {
     pub port: u16,
+    tls: SinkTls,
+    /// The certificate authority of a TLS sink, PEM.
+    ca_pem: Option<String>,
     state: Arc<Mutex<State>>,
     /// Bumped by [`SmtpSink::hang_up_idle`].
     hang_up: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
+/// How a sink speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkTls {
+    /// Plain text; `STARTTLS` is refused.
+    None,
+    /// TLS from the first byte, as on port 465.
+    Implicit,
+    /// Plain text until the client says `STARTTLS`, which is advertised.
+    StartTls,
+}
+
 impl SmtpSink {
+    /// A plain-text sink.
     pub async fn start() -> SmtpSink {
+        SmtpSink::start_tls(SinkTls::None).await
+    }
+
+    /// A sink that speaks TLS as `tls` says.
+    pub async fn start_tls(tls: SinkTls) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state: Arc<Mutex<State>> = Arc::default();
         let shared = state.clone();
         let (hang_up, hang_ups) = watch::channel(0);
+        let (ca_pem, acceptor) = match tls {
+            SinkTls::None => (None, None),
+            SinkTls::Implicit | SinkTls::StartTls => {
+                let (ca_pem, acceptor) = certified();
+                (Some(ca_pem), Some(acceptor))
+            }
+        };
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 shared.lock().unwrap().connections += 1;
-                tokio::spawn(serve(stream, shared.clone(), hang_ups.clone()));
+                let (state, hang_ups, acceptor) =
+                    (shared.clone(), hang_ups.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let plain = Session {
+                        tls: false,
+                        greet: true,
+                        offer_starttls: tls == SinkTls::StartTls,
+                    };
+                    let encrypted = |greet| Session {
+                        tls: true,
+                        greet,
+                        offer_starttls: false,
+                    };
+                    match (tls, acceptor) {
+                        (SinkTls::Implicit, Some(acceptor)) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve(stream, state, hang_ups, encrypted(true)).await;
+                            }
+                        }
+                        (SinkTls::StartTls, Some(acceptor)) => {
+                            let asked = serve(stream, state.clone(), hang_ups.clone(), plain).await;
+                            if let Some(stream) = asked
+                                && let Ok(stream) = acceptor.accept(stream).await
+                            {
+                                serve(stream, state, hang_ups, encrypted(false)).await;
+                            }
+                        }
+                        _ => {
+                            serve(stream, state, hang_ups, plain).await;
+                        }
+                    }
+                });
             }
         });
         SmtpSink {
             port,
+            tls,
+            ca_pem,
             state,
             hang_up,
             task,
@@ -165,9 +231,19 @@ impl SmtpSink {
         self.hang_up.send_modify(|n| *n += 1);
     }
 
-    /// `smtp://127.0.0.1:{port}`.
+    /// `smtp://127.0.0.1:{port}`, `smtps://…` or `smtp://…?tls=starttls`, as the sink speaks.
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
+        match self.tls {
+            SinkTls::None => format!("smtp://127.0.0.1:{}", self.port),
+            SinkTls::Implicit => format!("smtps://127.0.0.1:{}", self.port),
+            SinkTls::StartTls => format!("smtp://127.0.0.1:{}?tls=starttls", self.port),
+        }
+    }
+
+    /// The certificate authority that signed a TLS sink's certificate, PEM: for a client's
+    /// `SSL_CERT_FILE`.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// Replaces the script; transactions beyond it are accepted.
@@ -245,8 +321,59 @@ struct Transaction {
     reply: Reply,
 }
 
-async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch::Receiver<u64>) {
-    let (read, mut write) = stream.into_split();
+/// A certificate authority made here, and a TLS acceptor with a certificate for 127.0.0.1 that
+/// it signed.
+fn certified() -> (String, TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    let mut authority = CertificateParams::new(Vec::<String>::new()).unwrap();
+    authority.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    authority
+        .distinguished_name
+        .push(DnType::CommonName, "shipwatch test sink CA");
+    let authority = CertifiedIssuer::self_signed(authority, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let certificate = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &authority)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![certificate.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    (authority.pem(), TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What one stretch of a conversation is.
+#[derive(Clone, Copy)]
+struct Session {
+    /// Over TLS.
+    tls: bool,
+    /// Says the greeting first (not after `STARTTLS`).
+    greet: bool,
+    /// Advertises and accepts `STARTTLS`.
+    offer_starttls: bool,
+}
+
+/// Serves one connection until it ends (`None`) or the client asks for `STARTTLS` where it is
+/// offered: then the stream is handed back, for the TLS handshake.
+async fn serve<S>(
+    stream: S,
+    state: Arc<Mutex<State>>,
+    mut hang_ups: watch::Receiver<u64>,
+    session: Session,
+) -> Option<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
     macro_rules! say {
         ($($arg:tt)*) => {
@@ -255,12 +382,14 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch:
                 .await
                 .is_err()
             {
-                return;
+                return None;
             }
         };
     }
 
-    say!("220 sink.test ESMTP shipwatch test sink");
+    if session.greet {
+        say!("220 sink.test ESMTP shipwatch test sink");
+    }
     let mut greeted = false;
     let mut transaction: Option<Transaction> = None;
     hang_ups.mark_unchanged();
@@ -270,13 +399,11 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch:
             biased;
             _ = hang_ups.changed() => {
                 say!("421 4.4.2 sink.test closing idle connection");
-                return;
+                return None;
             }
             line = read_line(&mut reader) => line,
         };
-        let Some(line) = line else {
-            return;
-        };
+        let line = line?;
         let (verb, argument) = match line.split_once(' ') {
             Some((verb, argument)) => (verb.to_ascii_uppercase(), argument.trim()),
             None => (line.to_ascii_uppercase(), ""),
@@ -288,6 +415,9 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch:
                 say!("250-sink.test greets {argument}");
                 say!("250-8BITMIME");
                 say!("250-ENHANCEDSTATUSCODES");
+                if session.offer_starttls {
+                    say!("250-STARTTLS");
+                }
                 say!("250-AUTH PLAIN");
                 say!("250 SIZE 10485760");
             }
@@ -303,7 +433,11 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch:
             }
             "QUIT" => {
                 say!("221 2.0.0 bye");
-                return;
+                return None;
+            }
+            "STARTTLS" if session.offer_starttls => {
+                say!("220 2.0.0 ready to start TLS");
+                return Some(reader.into_inner().unsplit(write));
             }
             "STARTTLS" => say!("502 5.5.1 STARTTLS not available"),
             "AUTH" => match argument.split_once(' ') {
@@ -362,11 +496,9 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch:
                 say!("354 end data with <CR><LF>.<CR><LF>");
                 if t.reply == Reply::DropInData {
                     let _ = read_line(&mut reader).await;
-                    return;
+                    return None;
                 }
-                let Some(data) = read_data(&mut reader).await else {
-                    return;
-                };
+                let data = read_data(&mut reader).await?;
                 let code = match &t.reply {
                     Reply::Data(code, _) => Some(*code),
                     Reply::Stall => None,
@@ -377,12 +509,13 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch:
                     to: t.to,
                     data,
                     code,
+                    tls: session.tls,
                 });
                 match t.reply {
                     Reply::Data(code, text) => say!("{code} {text}"),
                     Reply::Stall => {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
-                        return;
+                        return None;
                     }
                     _ => say!("250 2.0.0 queued"),
                 }
@@ -396,7 +529,7 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>, mut hang_ups: watch:
 /// One line without its line end; `None` at end of stream. Bytes that are not UTF-8 (a TLS
 /// handshake sent to this plain port) are kept lossily so that they get a 500, as from a real
 /// server.
-async fn read_line(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Option<String> {
+async fn read_line(reader: &mut (impl AsyncBufRead + Unpin)) -> Option<String> {
     let mut buffer = Vec::new();
     match reader.read_until(b'\n', &mut buffer).await {
         Ok(0) | Err(_) => None,
@@ -408,7 +541,7 @@ async fn read_line(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Op
 }
 
 /// The message data up to the lone `.`, dot-unstuffed, lines joined with CRLF.
-async fn read_data(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Option<String> {
+async fn read_data(reader: &mut (impl AsyncBufRead + Unpin)) -> Option<String> {
     let mut lines = Vec::new();
     loop {
         let line = read_line(reader).await?;
