@@ -335,6 +335,13 @@ impl Email {
                 endpoint.url_as(Security::Plain),
             ));
         }
+        if let Some(hint) = certificate_hint(&cause, &endpoint.host) {
+            // Retried like any failure to connect (a server's certificate can be fixed or
+            // renewed on its side), with what to do if it is ours to fix.
+            return transient(format!(
+                "sending through {endpoint} failed{to}: {cause}; {hint}"
+            ));
+        }
         if error.is_client() {
             // lettre's client errors are refusals on our side (no shared AUTH mechanism, a
             // non-ASCII address the server cannot take): the same message would fail again.
@@ -358,6 +365,28 @@ impl Email {
 fn tls_parameters(host: &str) -> Result<TlsParameters, EmailConfigError> {
     TlsParameters::new(host.to_owned())
         .map_err(|e| EmailConfigError(format!("cannot set up TLS for {host}: {e}")))
+}
+
+/// What to do about a server certificate that rustls refused, from its error's text.
+fn certificate_hint(cause: &str, host: &str) -> Option<String> {
+    if !cause.contains("invalid peer certificate") {
+        return None;
+    }
+    Some(if cause.contains("UnknownIssuer") {
+        "the server's certificate is not signed by an authority this machine trusts: add that \
+         authority to the system's certificate store, or name a PEM file of the certificates to \
+         trust in SSL_CERT_FILE"
+            .to_owned()
+    } else if cause.contains("NotValidForName") {
+        format!(
+            "the server's certificate is not made out to {host}: write the host name it names in \
+             smtp_url"
+        )
+    } else if cause.contains("Expired") {
+        "the server's certificate has expired (or this machine's clock is wrong)".to_owned()
+    } else {
+        "the server's certificate was refused".to_owned()
+    })
 }
 
 /// The tail of an error message naming the (masked) recipient, when there is one.
@@ -588,6 +617,22 @@ mod tests {
             "<msg_p5jXN8AQM9LWM0D4loKWxJek@shop.example>"
         );
         assert_eq!(email.message_id("a b<c>@d"), "<a-b-c--d@shop.example>");
+    }
+
+    #[test]
+    fn refused_certificates_say_what_to_fix() {
+        let hint = |cause: &str| certificate_hint(cause, "smtp.example").unwrap_or_default();
+        assert!(hint("invalid peer certificate: UnknownIssuer").contains("SSL_CERT_FILE"));
+        assert!(
+            hint("invalid peer certificate: NotValidForName")
+                .contains("not made out to smtp.example")
+        );
+        assert!(hint("invalid peer certificate: Expired").contains("expired"));
+        assert_eq!(
+            hint("invalid peer certificate: BadSignature"),
+            "the server's certificate was refused"
+        );
+        assert_eq!(certificate_hint("connection reset", "smtp.example"), None);
     }
 
     #[test]
