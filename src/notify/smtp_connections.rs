@@ -50,8 +50,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The TCP connection itself (refused, unreachable, no address).
-    #[error("{0}")]
-    Tcp(#[source] std::io::Error),
+    #[error(transparent)]
+    Tcp(std::io::Error),
     /// The greeting, EHLO, STARTTLS or AUTH, or lettre's own connect for implicit TLS.
     #[error(transparent)]
     Smtp(#[from] SmtpError),
@@ -117,6 +117,10 @@ impl SmtpConnections {
     pub fn give_back(&self, conn: AsyncSmtpConnection) {
         if !conn.has_broken() {
             let mut idle = self.lock();
+            // Those idle too long go now rather than at their turn, which may not come soon.
+            for stale in idle.extract_if(.., |parked| parked.since.elapsed() > IDLE_TIMEOUT) {
+                close(stale.conn);
+            }
             if idle.len() < MOST_IDLE {
                 idle.push(Parked {
                     conn,
