@@ -12,7 +12,9 @@
 //! SHIPWATCH_SOAK_SHIPMENTS=2000 SHIPWATCH_SOAK_KILLS=20 cargo test --release --locked --test e2e soak -- --nocapture
 //! ```
 //!
-//! `SHIPWATCH_SOAK_SEED` replays the kill moments of an earlier run (each run prints its seed).
+//! `SHIPWATCH_SOAK_SEED` replays the kill moments of an earlier run (each run prints its seed);
+//! `SHIPWATCH_SOAK_CONCURRENCY` sets `[delivery] concurrency` (16, the default, unless given), to
+//! see what fewer deliveries at once do to the repeats.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -40,13 +42,15 @@ const SMS_TRIGGERS: [Status; 4] = [
     Status::Exception,
 ];
 const CHANNELS: [&str; 3] = ["webhook", "email", "sms"];
-/// The default `[delivery] concurrency`, which the soak runs with.
-const DELIVERY_CONCURRENCY: usize = 16;
+/// The default `[delivery] concurrency`, which the soak runs with unless told otherwise.
+const DELIVERY_CONCURRENCY: u64 = 16;
 
 struct Size {
     shipments: u64,
     kills: usize,
     seed: u64,
+    /// `[delivery] concurrency`.
+    concurrency: usize,
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -68,6 +72,7 @@ fn size() -> Size {
         shipments: env_number("SHIPWATCH_SOAK_SHIPMENTS", 200).max(1),
         kills: env_number("SHIPWATCH_SOAK_KILLS", 5) as usize,
         seed: env_number("SHIPWATCH_SOAK_SEED", random_seed),
+        concurrency: env_number("SHIPWATCH_SOAK_CONCURRENCY", DELIVERY_CONCURRENCY).max(1) as usize,
     }
 }
 
@@ -135,8 +140,9 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
     let size = size();
     // Printed first so that a failing run can be replayed.
     println!(
-        "soak: seed {} ({} shipments, {} kills); replay with SHIPWATCH_SOAK_SEED={}",
-        size.seed, size.shipments, size.kills, size.seed
+        "soak: seed {} ({} shipments, {} kills, {} deliveries at once); replay with \
+         SHIPWATCH_SOAK_SEED={}",
+        size.seed, size.shipments, size.kills, size.concurrency, size.seed
     );
     let mut rng = StdRng::seed_from_u64(size.seed);
     let sink = SmtpSink::start().await;
@@ -147,6 +153,7 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
         .channel(Channel::email(&sink).from("小店 <noreply@shop.example>"))
         .channel(Channel::aliyun_sms(&aliyun))
         .tiers("1s", "1s", "1s")
+        .delivery_concurrency(size.concurrency)
         .start()
         .await;
 
@@ -457,7 +464,7 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
     // A kill repeats at most the deliveries in flight at that moment: those that reached the
     // receiver before the daemon could record them as sent. The sender runs at most
     // `[delivery] concurrency` (16 by default) at a time on each channel.
-    let in_flight = DELIVERY_CONCURRENCY * CHANNELS.len();
+    let in_flight = size.concurrency * CHANNELS.len();
     let repeats: usize = duplicates.values().sum();
     assert!(
         repeats <= size.kills * in_flight,

@@ -51,6 +51,8 @@ pub struct Builder {
     sections: Vec<String>,
     tiers: (&'static str, &'static str, &'static str),
     backoff: &'static str,
+    /// `[delivery] concurrency`, when not the default.
+    delivery_concurrency: Option<usize>,
     behaviour: Behaviour,
     backlog: u32,
     /// `[http] listen` on a free loopback port.
@@ -86,6 +88,12 @@ impl Builder {
     /// The first delay before a failed delivery is tried again (`200ms` unless told).
     pub fn backoff(mut self, backoff: &'static str) -> Builder {
         self.backoff = backoff;
+        self
+    }
+
+    /// Deliveries at once on each channel (`[delivery] concurrency`; the default unless told).
+    pub fn delivery_concurrency(mut self, concurrency: usize) -> Builder {
+        self.delivery_concurrency = Some(concurrency);
         self
     }
 
@@ -165,13 +173,17 @@ backoff = "{backoff}"
 backoff_max = "1s"
 timeout = "2s"
 lease = "5s"
-
+{delivery_concurrency}
 # The fakes' journeys carry fixed dates, days old by now: without this, the stuck sweep (every
 # ten minutes on the clock) would report the parcels still moving whenever a test spans one.
 [maintenance]
 stuck_after = "3650days"
 "#,
             backoff = self.backoff,
+            delivery_concurrency = self
+                .delivery_concurrency
+                .map(|n| format!("concurrency = {n}\n"))
+                .unwrap_or_default(),
             // SQLite's one daemon takes the claims of the one before it back at start; on
             // PostgreSQL, other daemons may be running, so a killed one's claims wait out the
             // lease (five minutes unless told), longer than a test waits.
@@ -248,6 +260,7 @@ impl TestApp {
             sections: Vec::new(),
             tiers: ("1s", "1s", "2s"),
             backoff: "200ms",
+            delivery_concurrency: None,
             behaviour: Behaviour::Accept,
             backlog: 1024,
             listen: false,
