@@ -174,6 +174,7 @@ backoff_max = "1s"
 timeout = "2s"
 lease = "5s"
 {delivery_concurrency}
+
 # The fakes' journeys carry fixed dates, days old by now: without this, the stuck sweep (every
 # ten minutes on the clock) would report the parcels still moving whenever a test spans one.
 [maintenance]
