@@ -18,7 +18,7 @@ pub mod sample;
 pub mod sender;
 pub mod sms_aliyun;
 pub mod sms_http;
-pub mod smtp_connections;
+mod smtp_connections;
 mod smtp_url;
 pub mod template;
 pub mod webhook;

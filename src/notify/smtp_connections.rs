@@ -133,7 +133,7 @@ impl SmtpConnections {
     }
 
     /// Connections parked now.
-    pub fn idle_count(&self) -> usize {
+    fn idle_count(&self) -> usize {
         self.lock().len()
     }
 
