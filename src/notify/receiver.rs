@@ -165,6 +165,15 @@ impl Receiver {
         lock(&self.shared.deliveries).clone()
     }
 
+    /// How many requests were answered `status`, without copying them (for a loop that asks
+    /// often).
+    pub fn answered(&self, status: u16) -> usize {
+        lock(&self.shared.deliveries)
+            .iter()
+            .filter(|d| d.answered == status)
+            .count()
+    }
+
     /// Requests from now on, as they arrive.
     pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
         self.shared.feed.subscribe()

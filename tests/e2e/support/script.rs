@@ -213,6 +213,11 @@ impl<C: Clone> Log<C> {
         self.calls.len()
     }
 
+    /// How many calls `which` picks, without copying them.
+    pub fn count_where(&self, which: impl Fn(&C) -> bool) -> usize {
+        self.calls.iter().filter(|call| which(call)).count()
+    }
+
     pub fn refusals(&self) -> Vec<String> {
         self.refusals.clone()
     }

@@ -251,6 +251,15 @@ impl SmtpSink {
         self.lock().script = script.into();
     }
 
+    /// How many messages the sink accepted, without copying them (for a loop that asks often).
+    pub fn accepted(&self) -> usize {
+        self.lock()
+            .attempts
+            .iter()
+            .filter(|m| m.code == Some(250))
+            .count()
+    }
+
     /// The messages the sink accepted, in order.
     pub fn messages(&self) -> Vec<Received> {
         self.lock()
