@@ -2,11 +2,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::{Millis, SharedClock};
 use crate::config::{Config, Http, SmsSettings};
@@ -106,11 +107,30 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
 
 /// Readies the database for the daemon that holds its lock ([`Db::lock_for_daemon`]). No other
 /// daemon runs on it, so claims left by one that died can go at once; and a restart is how an
-/// operator says the credentials or the config are fixed, so provider stops are lifted.
+/// operator says the credentials or the config are fixed, so provider stops are lifted. `file`,
+/// the SQLite database's, is where the delivery receipts are kept (`storage::receipts`): those
+/// of the run before are read and marked first.
 ///
 /// On PostgreSQL other daemons may be running on the database and holding claims: those are
 /// left alone, and a dead daemon's claims run out with their leases.
-pub async fn take_over(db: &Db, now: Millis) -> Result<(), StorageError> {
+pub async fn take_over(db: &Db, file: Option<&Path>, now: Millis) -> Result<(), StorageError> {
+    if let Some(file) = file {
+        // Before the claims are released: a receipt marks its delivery sent only while the row
+        // is still under the claim that delivered it.
+        let recovered = db.keep_receipts(file).await?;
+        if recovered.marked > 0 {
+            info!(
+                marked_sent = recovered.marked,
+                "deliveries accepted before the last run ended, their sent mark not yet written: marked sent now, not sent again"
+            );
+        }
+        if recovered.ignored > 0 {
+            warn!(
+                ignored_lines = recovered.ignored,
+                "lines of the delivery receipts that do not read back as receipts were ignored (cut short by a power cut, or not written by shipwatch); the deliveries they stood for may be sent again"
+            );
+        }
+    }
     if !db.is_shared() {
         db.release_all_claims(now).await?;
     }

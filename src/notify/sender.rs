@@ -305,7 +305,11 @@ impl Sender {
                         let _ = mark.written().await;
                         let _ = self.db.release_notification(next.id).await;
                     }
-                    self.db.release_notification(notification.id).await
+                    match self.db.writer().still_to_mark(notification.id) {
+                        // Its receiver had accepted it: marked sent, not given back to repeat.
+                        Some(received) => self.db.writer().sent(received).await,
+                        None => self.db.release_notification(notification.id).await,
+                    }
                 }
             };
             if let Err(e) = result {
@@ -403,12 +407,13 @@ impl Sender {
         let attempt = n.attempts;
         match result {
             Ok(()) => {
-                // A delivery the receiver accepted and that is not yet marked sent is repeated
-                // after a crash: the mark goes ahead of everything else the writer has waiting,
-                // and the slot stays taken until it is written, so that the slots bound how
-                // many such deliveries there are at any moment.
+                // A delivery the receiver accepted and that is not yet marked sent would be
+                // repeated after a crash: its receipt is written first, before any other await
+                // (a kill from then on does not repeat it); the mark goes ahead of everything
+                // else the writer has waiting, and the slot stays taken until it is written.
+                let received = self.db.writer().received(n.id, n.lease_until, now);
                 *next = self.next_for_slot(kind).await.ok().flatten();
-                self.db.writer().sent(n.id, now).await?;
+                self.db.writer().sent(received).await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
                 self.events.emit(PipelineEvent::Delivered {
                     order_id: n.order_id.clone(),
@@ -659,6 +664,7 @@ mod tests {
             payload: "{}".to_owned(),
             recipient: None,
             attempts: 1,
+            lease_until: 60_000,
         }
     }
 

@@ -33,12 +33,14 @@ mod outbox;
 mod polls;
 mod postgres;
 mod quota;
+pub mod receipts;
 pub mod rules;
 mod shipments;
 mod subscriptions;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use sqlx::sqlite::SqlitePool;
@@ -67,7 +69,7 @@ pub use shipments::{
     RecheckWrite, ShipmentFilter, ShipmentUpdate, ShipmentView,
 };
 pub use subscriptions::{CallbackNote, SubscriptionRow, SubscriptionState};
-pub use writer::{Handed, NotificationClaim, PollJob, ShipmentClaim, Writer};
+pub use writer::{Handed, NotificationClaim, PollJob, Received, ShipmentClaim, Writer};
 
 /// How hard SQLite works to keep the last commits through a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -349,6 +351,8 @@ pub struct Db {
     engine: Engine,
     /// The daemon's one writer, started on first use (see [`Db::writer`]).
     writer: writer::WriterCell,
+    /// The daemon's delivery receipts, once [`Db::keep_receipts`] has started them.
+    receipts: Arc<OnceLock<receipts::Receipts>>,
 }
 
 /// The engine behind a [`Db`].
@@ -470,6 +474,7 @@ impl Db {
         Db {
             engine,
             writer: writer::WriterCell::default(),
+            receipts: Arc::default(),
         }
     }
 

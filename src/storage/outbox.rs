@@ -85,6 +85,8 @@ pub struct ClaimedNotification {
     pub recipient: Option<String>,
     /// Attempts made so far, this one included.
     pub attempts: i64,
+    /// The end of the claim's lease: which claim a delivery receipt speaks for.
+    pub lease_until: Millis,
 }
 
 /// What a notification announces (the `kind` column).
@@ -425,6 +427,28 @@ pub(crate) async fn mark_sent(conn: &mut SqliteConnection, sent: &[(i64, Millis)
     Ok(())
 }
 
+/// Marks sent the deliveries that receipts left by a killed daemon say were accepted (see
+/// `storage::receipts`), each only while its row is still pending under the claim that
+/// delivered it; returns how many.
+pub(crate) async fn mark_received(
+    conn: &mut SqliteConnection,
+    receipts: &[super::receipts::Receipt],
+) -> Result<u64> {
+    let receipts = serde_json::to_string(receipts).expect("receipts serialise");
+    Ok(sqlx::query(
+        "UPDATE notifications SET state = 'sent', lease_until = NULL, last_error = NULL, \
+             sent_at = r.sent_at \
+         FROM (SELECT value ->> 'id' AS id, value ->> 'lease_until' AS lease_until, \
+                      value ->> 'sent_at' AS sent_at FROM json_each(?)) AS r \
+         WHERE notifications.id = r.id AND notifications.lease_until = r.lease_until \
+           AND notifications.state = 'pending' AND notifications.attempt_started = 1",
+    )
+    .bind(receipts)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// Counts an attempt for each notification: its delivery has started.
 pub(crate) async fn mark_started(conn: &mut SqliteConnection, ids: &[i64]) -> Result<()> {
     if ids.is_empty() {
@@ -499,7 +523,7 @@ pub(crate) async fn claim_notifications(
                      AND earlier.state = 'pending' AND earlier.id < n.id) \
              ORDER BY next_attempt_at, id LIMIT +?4) \
          RETURNING id, public_id, channel, status, payload, recipient, attempts + 1 AS attempts, \
-             (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
+             lease_until, (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
     )
     .bind(lease_until)
     .bind(now)

@@ -11,7 +11,7 @@
 //! job. A connection whose transaction failed is closed, never reused: a failed `COMMIT` can
 //! leave it inside its transaction.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::outbox::{claim_notifications, mark_sent, mark_started};
 use super::polls::record_polls;
+use super::receipts::{Receipt, Receipts};
 use super::shipments::claim_due_shipments;
 use super::{ClaimedNotification, Db, Decide, Recorded, Result, ShipmentRow, StorageError};
 use crate::clock::Millis;
@@ -74,6 +75,17 @@ pub struct Writer {
     urgent: mpsc::Sender<Job>,
     /// Polls, whose callers have moved on.
     bulk: mpsc::Sender<Job>,
+    /// The daemon's delivery receipts, once started (see [`Db::keep_receipts`]).
+    receipts: Arc<OnceLock<Receipts>>,
+}
+
+/// A delivery its receiver accepted, its receipt written (when the daemon keeps receipts);
+/// [`Writer::sent`] marks it sent.
+#[must_use = "a delivery received is marked sent with Writer::sent"]
+#[derive(Debug)]
+pub struct Received {
+    id: i64,
+    at: Millis,
 }
 
 /// Work handed over to the writer; await [`Handed::written`] for its outcome.
@@ -92,11 +104,16 @@ impl Writer {
     pub(crate) fn start(db: Db) -> Writer {
         let (urgent, urgent_jobs) = mpsc::channel(QUEUE);
         let (bulk, bulk_jobs) = mpsc::channel(QUEUE);
+        let receipts = db.receipts.clone();
         // The task keeps the pools, not this handle: once the last handle is dropped, the
         // queue closes and the task ends.
         let db = Db::from_engine(db.engine);
         tokio::spawn(run(db, urgent_jobs, bulk_jobs));
-        Writer { urgent, bulk }
+        Writer {
+            urgent,
+            bulk,
+            receipts,
+        }
     }
 
     async fn hand<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<Handed<T>>
@@ -129,13 +146,42 @@ impl Writer {
         self.hand(|reply| Job::Started(ids, reply)).await
     }
 
-    /// Marks a delivered notification sent, ahead of everything else waiting; returns once
-    /// that is committed.
-    pub async fn sent(&self, id: i64, at: Millis) -> Result<()> {
-        self.hand(|reply| Job::Sent(id, at, reply))
-            .await?
-            .written()
-            .await
+    /// Writes the receipt of a delivery its receiver accepted at `at`, under the claim whose
+    /// lease ends at `lease_until`: the first thing to do once a receiver says yes, so that a
+    /// crash before its `sent` mark does not repeat it (see `storage::receipts`).
+    pub fn received(&self, id: i64, lease_until: Millis, at: Millis) -> Received {
+        if let Some(receipts) = self.receipts.get() {
+            receipts.note(Receipt {
+                id,
+                lease_until,
+                sent_at: at,
+            });
+        }
+        Received { id, at }
+    }
+
+    /// The delivery of `id`, if its receiver accepted it and its mark is still to be written:
+    /// for a stop that cuts the delivery's task short after the receiver said yes.
+    pub fn still_to_mark(&self, id: i64) -> Option<Received> {
+        let receipt = self.receipts.get()?.waiting_for(id)?;
+        Some(Received {
+            id,
+            at: receipt.sent_at,
+        })
+    }
+
+    /// Marks a delivery received sent, ahead of everything else waiting; returns once that is
+    /// committed (and its receipt is no longer needed).
+    pub async fn sent(&self, received: Received) -> Result<()> {
+        let Received { id, at } = received;
+        let outcome = match self.hand(|reply| Job::Sent(id, at, reply)).await {
+            Ok(handed) => handed.written().await,
+            Err(e) => Err(e),
+        };
+        if let Some(receipts) = self.receipts.get() {
+            receipts.forget(id);
+        }
+        outcome
     }
 
     /// Claims due shipments, as [`Db::claim_due_shipments`] does, in the writer's next batch.

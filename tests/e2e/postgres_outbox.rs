@@ -736,7 +736,10 @@ async fn a_poll_handed_to_the_writer_on_postgres_commits_its_shipment_events_and
     let claimed = claim.await.unwrap();
     assert_eq!(claimed.len(), 5);
     for n in &claimed {
-        writer.sent(n.id, T0 + 20).await.unwrap();
+        writer
+            .sent(writer.received(n.id, n.lease_until, T0 + 20))
+            .await
+            .unwrap();
     }
     let rows = db.list_notifications(Some("sent"), None).await.unwrap();
     assert_eq!(rows.len(), 5);

@@ -851,7 +851,10 @@ async fn the_writer_answers_each_job_its_own_and_a_row_that_fails_costs_only_its
     let claimed = claim.await.unwrap();
     assert_eq!(claimed.len(), 19);
     for n in &claimed {
-        writer.sent(n.id, T0 + 20).await.unwrap();
+        writer
+            .sent(writer.received(n.id, n.lease_until, T0 + 20))
+            .await
+            .unwrap();
     }
     let states = db.list_notifications(None, None).await.unwrap();
     assert_eq!(states.len(), 19);
@@ -869,4 +872,91 @@ async fn the_writer_answers_each_job_its_own_and_a_row_that_fails_costs_only_its
             .unwrap();
     assert_eq!(broken, ("teleported".to_owned(), None));
     assert_eq!(db.shipment("W-8").await.unwrap().status, Status::PickedUp);
+}
+
+/// Delivery receipts (`storage::receipts`): a line written the moment a receiver accepts a
+/// delivery, read at the next start so that a kill before the `sent` mark does not repeat it.
+#[tokio::test]
+async fn receipts_left_by_a_killed_daemon_mark_sent_only_the_claims_they_were_written_for() {
+    use shipwatch::storage::receipts::{Receipt, path_beside};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.db");
+    let db = open(&dir).await;
+    for order in ["1", "2", "3", "4"] {
+        picked_up(&db, order).await;
+    }
+    let lease_until = T0 + 60_000;
+    let claimed = claim_in_lease(&db, 0).await;
+    assert_eq!(claimed.len(), 4);
+    assert!(claimed.iter().all(|n| n.lease_until == lease_until));
+    let ids: Vec<i64> = claimed.iter().map(|n| n.id).collect();
+    db.notifications_started(&ids).await.unwrap();
+    let (a, b, c, d) = (ids[0], ids[1], ids[2], ids[3]);
+    // D was marked sent before the kill; its receipt was still in the file.
+    let writer = db.writer();
+    writer
+        .sent(writer.received(d, lease_until, T0 + 100))
+        .await
+        .unwrap();
+
+    // What the killed daemon left: A's receipt under its claim, B's under a claim it no longer
+    // holds, D's, a line that is not a receipt, and a last line cut short. C has none.
+    let receipt = |id, lease_until, sent_at| Receipt {
+        id,
+        lease_until,
+        sent_at,
+    };
+    let mut text = String::new();
+    text += &receipt(a, lease_until, T0 + 200).line();
+    text += &receipt(b, T0 + 1, T0 + 300).line();
+    text += &receipt(d, lease_until, T0 + 400).line();
+    text += "7 1 1 0000000000000000\n";
+    text += &receipt(c, lease_until, T0 + 500).line()[..12];
+    std::fs::write(path_beside(&file), text).unwrap();
+
+    let recovered = db.keep_receipts(&file).await.unwrap();
+    assert_eq!(
+        (recovered.read, recovered.marked, recovered.ignored),
+        (3, 1, 2)
+    );
+    let rows = db.list_notifications(None, None).await.unwrap();
+    let row = |id| rows.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(row(a).state, "sent");
+    assert_eq!(
+        row(a).sent_at,
+        Some(T0 + 200),
+        "sent when the receiver said"
+    );
+    assert_eq!((row(a).attempts, row(a).cut_short), (1, 0));
+    assert_eq!(row(a).lease_until, None);
+    assert_eq!(row(b).state, "pending", "its receipt names another claim");
+    assert_eq!(row(c).state, "pending", "no whole receipt of its own");
+    assert_eq!(
+        row(d).sent_at,
+        Some(T0 + 100),
+        "marked once, by its own mark"
+    );
+    assert_eq!(
+        std::fs::read(path_beside(&file)).unwrap(),
+        b"",
+        "read, then emptied for this run"
+    );
+
+    // This run's receipts: written at once, and a kill before the mark (the database closed
+    // with the mark never handed over) is made good at the next start.
+    let unmarked = writer.received(c, lease_until, T0 + 600);
+    let written = std::fs::read_to_string(path_beside(&file)).unwrap();
+    assert_eq!(written, receipt(c, lease_until, T0 + 600).line());
+    drop(unmarked);
+    drop(writer);
+    db.close().await;
+    let db = open(&dir).await;
+    let recovered = db.keep_receipts(&file).await.unwrap();
+    assert_eq!((recovered.read, recovered.marked), (1, 1));
+    let rows = db.list_notifications(None, None).await.unwrap();
+    let c_row = rows.iter().find(|r| r.id == c).unwrap();
+    assert_eq!(
+        (c_row.state.as_str(), c_row.sent_at),
+        ("sent", Some(T0 + 600))
+    );
 }

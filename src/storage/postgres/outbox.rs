@@ -365,7 +365,7 @@ pub(super) async fn claim_notifications_in(
          UPDATE notifications SET lease_until = $1, attempt_started = 0 \
          FROM picked WHERE id = picked_id \
          RETURNING id, public_id, channel, status, payload, recipient, attempts + 1 AS attempts, \
-             (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
+             lease_until, (SELECT order_id FROM shipments WHERE shipments.id = shipment_id) AS order_id",
     )
     .bind(lease_until)
     .bind(now)

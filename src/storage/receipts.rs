@@ -1,0 +1,413 @@
+//! Delivery receipts: a line written to a small file beside the SQLite database (`NAME.sent`)
+//! the moment a receiver accepts a delivery, kept until the writer's `sent` mark for it is
+//! committed.
+//!
+//! Why: a delivery that reached its receiver is repeated after a crash unless it was recorded
+//! first, and the `sent` mark waits for the writer's round under way. Measured in the crash soak
+//! (2,000 orders, 20 kills, three channels), that wait was 0.9–5.1 ms on average and up to 22 ms
+//! at the 99th percentile, while a line written to a file costs one `write` of under 100 bytes.
+//! A process killed with SIGKILL loses nothing it had written (the kernel holds it), so the line
+//! survives the kill that the mark did not; at the next start [`Db::keep_receipts`] marks those
+//! deliveries sent before anything is claimed. Like SQLite's commits under `synchronous =
+//! NORMAL`, the lines are not synced to disk: a power cut may lose them, and the deliveries they
+//! noted are then repeated, as without them.
+//!
+//! A receipt can only ever stop a repeat, so every doubt goes the way that repeats: a line that
+//! does not read back exactly (its checksum, its three numbers) is ignored, and a receipt marks
+//! its row sent only while the row is still pending under the very claim that delivered it (its
+//! `lease_until`), so a receipt left over from an earlier run never marks a later attempt. If the
+//! file cannot be written, the daemon says so once and goes on without it.
+//!
+//! Only SQLite keeps receipts: on PostgreSQL several daemons share the rows, and a file on one
+//! machine could not speak for another's claims.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+use super::{Db, Result};
+use crate::clock::Millis;
+
+/// What follows the database's file name in the receipts' file name.
+pub const SUFFIX: &str = ".sent";
+/// The file is rewritten with only the receipts still waiting for their mark once it holds
+/// this much (about 1,500 lines).
+const COMPACT_AT: u64 = 64 * 1024;
+/// Once nothing waits, the file is emptied if it holds at least this much.
+const EMPTY_AT: u64 = 4 * 1024;
+/// A start reads at most this much of the file; a longer one was not written by shipwatch.
+const MOST_READ: u64 = 16 * 1024 * 1024;
+/// The longest line shipwatch writes, its newline aside: three numbers of up to 20 characters,
+/// a 16-digit checksum and three spaces, 79 bytes.
+const LONGEST_LINE: usize = 80;
+
+/// One delivery its receiver accepted: the notification, the end of the lease it was delivered
+/// under, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Receipt {
+    pub id: i64,
+    pub lease_until: Millis,
+    pub sent_at: Millis,
+}
+
+impl Receipt {
+    /// `ID LEASE_UNTIL SENT_AT CHECK`, CHECK the first 8 bytes of a SHA-256 over what precedes
+    /// it, in hex.
+    pub fn line(&self) -> String {
+        let body = format!("{} {} {}", self.id, self.lease_until, self.sent_at);
+        let check = check(&body);
+        format!("{body} {check}\n")
+    }
+
+    /// The receipt a line (without its newline) holds, or None for anything else.
+    pub fn parse(line: &str) -> Option<Receipt> {
+        let (body, sum) = line.rsplit_once(' ')?;
+        if sum != check(body) {
+            return None;
+        }
+        let mut numbers = body.split(' ').map(|n| n.parse::<i64>().ok());
+        let (Some(Some(id)), Some(Some(lease_until)), Some(Some(sent_at)), None) = (
+            numbers.next(),
+            numbers.next(),
+            numbers.next(),
+            numbers.next(),
+        ) else {
+            return None;
+        };
+        Some(Receipt {
+            id,
+            lease_until,
+            sent_at,
+        })
+    }
+}
+
+fn check(body: &str) -> String {
+    hex::encode(&Sha256::digest(body.as_bytes())[..8])
+}
+
+/// What a receipts file held.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    pub receipts: Vec<Receipt>,
+    /// Lines that did not read back as a receipt (a power cut's leftovers, or not ours).
+    pub ignored: usize,
+}
+
+/// Reads the receipts in `text`: whole lines only (a last line with no newline was cut short
+/// while written), each checked.
+pub fn read_lines(text: &[u8]) -> ReadBack {
+    let mut back = ReadBack::default();
+    let mut lines = text.split(|b| *b == b'\n');
+    let last = lines.next_back();
+    for line in lines {
+        let receipt = std::str::from_utf8(line)
+            .ok()
+            .filter(|line| line.len() <= LONGEST_LINE)
+            .and_then(Receipt::parse);
+        match receipt {
+            Some(receipt) => back.receipts.push(receipt),
+            None => back.ignored += 1,
+        }
+    }
+    if last.is_some_and(|line| !line.is_empty()) {
+        back.ignored += 1;
+    }
+    back
+}
+
+/// The receipts' file of the database at `database`.
+pub fn path_beside(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(SUFFIX);
+    PathBuf::from(name)
+}
+
+fn read_file(path: &Path) -> std::io::Result<ReadBack> {
+    let mut text = Vec::new();
+    match File::open(path) {
+        Ok(file) => {
+            file.take(MOST_READ).read_to_end(&mut text)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(read_lines(&text))
+}
+
+/// What [`Db::keep_receipts`] found at the start.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Receipts the file held.
+    pub read: usize,
+    /// Deliveries marked sent by them: the others had their mark already, or their row moved on.
+    pub marked: u64,
+    /// Lines that did not read back as a receipt.
+    pub ignored: usize,
+}
+
+/// The receipts of this run: the open file and the receipts whose `sent` mark is not committed
+/// yet.
+pub struct Receipts {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// None once a write failed: the daemon goes on without receipts.
+    file: Option<File>,
+    bytes: u64,
+    waiting: HashMap<i64, Receipt>,
+}
+
+impl std::fmt::Debug for Receipts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipts")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receipts {
+    /// Creates (or empties) the file at `path`, readable by its owner only: the receipts of an
+    /// earlier run must have been read already.
+    pub fn create(path: &Path) -> std::io::Result<Receipts> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Receipts {
+            path: path.to_owned(),
+            inner: Mutex::new(Inner {
+                file: Some(file),
+                bytes: 0,
+                waiting: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Notes a delivery its receiver accepted, before anything else happens to it.
+    pub fn note(&self, receipt: Receipt) {
+        let mut inner = self.inner.lock().expect("receipts lock");
+        let line = receipt.line();
+        if inner.bytes + line.len() as u64 > COMPACT_AT {
+            let outcome = inner.rewrite();
+            self.failed(&mut inner, outcome);
+        }
+        if let Some(file) = inner.file.as_mut() {
+            let outcome = file.write_all(line.as_bytes());
+            self.failed(&mut inner, outcome);
+        }
+        inner.bytes += line.len() as u64;
+        inner.waiting.insert(receipt.id, receipt);
+    }
+
+    /// Forgets a receipt once its `sent` mark is committed (or has failed: the row then stays
+    /// under its claim, and the line stays in the file until the next rewrite).
+    pub fn forget(&self, id: i64) {
+        let mut inner = self.inner.lock().expect("receipts lock");
+        inner.waiting.remove(&id);
+        if inner.waiting.is_empty() && inner.bytes >= EMPTY_AT {
+            let outcome = inner.rewrite();
+            self.failed(&mut inner, outcome);
+        }
+    }
+
+    /// The receipt of `id`, while it waits for its mark.
+    pub fn waiting_for(&self, id: i64) -> Option<Receipt> {
+        let inner = self.inner.lock().expect("receipts lock");
+        inner.waiting.get(&id).copied()
+    }
+
+    /// Receipts waiting for their mark.
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().expect("receipts lock").waiting.len()
+    }
+
+    fn failed(&self, inner: &mut Inner, outcome: std::io::Result<()>) {
+        if let Err(error) = outcome
+            && inner.file.take().is_some()
+        {
+            warn!(
+                path = %self.path.display(),
+                %error,
+                "cannot write delivery receipts; going on without them (a crash repeats the deliveries whose sent mark it cuts short)"
+            );
+        }
+    }
+}
+
+impl Inner {
+    /// Empties the file and writes again only the receipts still waiting. A kill in between
+    /// loses those lines, and their deliveries are repeated, as without receipts.
+    fn rewrite(&mut self) -> std::io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.set_len(0)?;
+        file.rewind()?;
+        let lines: String = self.waiting.values().map(Receipt::line).collect();
+        file.write_all(lines.as_bytes())?;
+        self.bytes = lines.len() as u64;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// For the daemon at its start, holding the database's lock and before anything is claimed:
+    /// marks sent the deliveries that the receipts of a killed run say were accepted, then starts
+    /// this run's receipts, which [`super::Writer::received`] writes to. On PostgreSQL it does
+    /// nothing (see the module's header).
+    pub async fn keep_receipts(&self, database: &Path) -> Result<Recovered> {
+        let super::Engine::Sqlite(lite) = &self.engine else {
+            return Ok(Recovered::default());
+        };
+        let path = path_beside(database);
+        let back = match read_file(&path) {
+            Ok(back) => back,
+            Err(error) => {
+                warn!(path = %path.display(), %error, "cannot read the delivery receipts of the last run; the deliveries they hold are repeated");
+                ReadBack::default()
+            }
+        };
+        let mut marked = 0;
+        if !back.receipts.is_empty() {
+            let mut tx = lite.begin_write().await?;
+            marked = super::outbox::mark_received(&mut tx, &back.receipts).await?;
+            tx.commit().await?;
+        }
+        match Receipts::create(&path) {
+            Ok(receipts) => {
+                let _ = self.receipts.set(receipts);
+            }
+            Err(error) => warn!(
+                path = %path.display(),
+                %error,
+                "cannot create the delivery receipts; going on without them (a crash repeats the deliveries whose sent mark it cuts short)"
+            ),
+        }
+        Ok(Recovered {
+            read: back.receipts.len(),
+            marked,
+            ignored: back.ignored,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: Receipt = Receipt {
+        id: 42,
+        lease_until: 1_764_000_060_000,
+        sent_at: 1_764_000_001_234,
+    };
+
+    #[test]
+    fn a_receipt_reads_back_from_its_line_and_nothing_else_does() {
+        let line = R.line();
+        assert!(line.ends_with('\n'));
+        assert!(line.len() <= LONGEST_LINE + 1, "{line:?}");
+        assert_eq!(Receipt::parse(line.trim_end()), Some(R));
+        let widest = Receipt {
+            id: i64::MIN,
+            lease_until: i64::MIN,
+            sent_at: i64::MIN,
+        };
+        assert!(widest.line().len() <= LONGEST_LINE + 1);
+        // One digit changed, the checksum changed, a field more or less, garbage.
+        let body = line.trim_end();
+        assert_eq!(Receipt::parse(&body.replacen("42 ", "43 ", 1)), None);
+        let (numbers, sum) = body.rsplit_once(' ').unwrap();
+        let other = if sum.starts_with('0') { "1" } else { "0" };
+        assert_eq!(
+            Receipt::parse(&format!("{numbers} {other}{}", &sum[1..])),
+            None
+        );
+        let four = format!("1 {numbers}");
+        assert_eq!(Receipt::parse(&format!("{four} {}", check(&four))), None);
+        let two = "42 1764000060000";
+        assert_eq!(Receipt::parse(&format!("{two} {}", check(two))), None);
+        assert_eq!(Receipt::parse(""), None);
+        assert_eq!(Receipt::parse("\0\0\0\0"), None);
+    }
+
+    #[test]
+    fn only_whole_checked_lines_are_read() {
+        let second = Receipt { id: 7, ..R };
+        let mut text = R.line().into_bytes();
+        text.extend_from_slice(b"\0\0\0\0\0\0\n");
+        text.extend_from_slice(second.line().as_bytes());
+        text.extend_from_slice(&[b'9'; 300]);
+        text.push(b'\n');
+        // The last line, cut short while written.
+        text.extend_from_slice(&R.line().as_bytes()[..20]);
+        let back = read_lines(&text);
+        assert_eq!(back.receipts, vec![R, second]);
+        assert_eq!(back.ignored, 3);
+        assert_eq!(read_lines(b""), ReadBack::default());
+    }
+
+    #[test]
+    fn the_file_holds_the_receipts_still_waiting_and_is_rewritten_with_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shipwatch.db.sent");
+        let receipts = Receipts::create(&path).unwrap();
+        let read = || read_file(&path).unwrap();
+        receipts.note(R);
+        receipts.note(Receipt { id: 43, ..R });
+        assert_eq!(read().receipts.len(), 2);
+        receipts.forget(42);
+        // Forgotten, but still in the file until it is rewritten: harmless, its row is sent.
+        assert_eq!(read().receipts.len(), 2);
+        assert_eq!(receipts.waiting(), 1);
+        // Enough lines to pass the rewrite size, each forgotten at once but the first.
+        for id in 1_000..3_000 {
+            receipts.note(Receipt { id, ..R });
+            receipts.forget(id);
+        }
+        let back = read();
+        assert!(back.receipts.contains(&Receipt { id: 43, ..R }));
+        assert!(
+            (back.receipts.len() as u64) * 40 < COMPACT_AT,
+            "rewritten: {} lines",
+            back.receipts.len()
+        );
+        assert_eq!(back.ignored, 0);
+        // Once nothing waits and the file has grown, it is emptied.
+        for id in 5_000..5_200 {
+            receipts.note(Receipt { id, ..R });
+        }
+        for id in 5_000..5_200 {
+            receipts.forget(id);
+        }
+        receipts.forget(43);
+        assert_eq!(read(), ReadBack::default());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_left_and_nothing_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shipwatch.db.sent");
+        let receipts = Receipts::create(&path).unwrap();
+        // Another handle read-only in its place: every write fails.
+        receipts.inner.lock().unwrap().file = Some(File::open(&path).unwrap());
+        receipts.note(R);
+        assert!(receipts.inner.lock().unwrap().file.is_none());
+        receipts.note(Receipt { id: 43, ..R });
+        receipts.forget(42);
+        assert_eq!(receipts.waiting(), 1);
+    }
+}
