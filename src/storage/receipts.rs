@@ -1,6 +1,6 @@
-//! Delivery receipts: a line written to a small file beside the SQLite database (`NAME.sent`)
-//! the moment a receiver accepts a delivery, kept until the writer's `sent` mark for it is
-//! committed.
+//! Delivery receipts: a line written to a small file beside the SQLite database (`NAME.sent`,
+//! beside the file the database path resolves to) the moment a receiver accepts a delivery, kept
+//! until the writer's `sent` mark for it is committed.
 //!
 //! Why: a delivery that reached its receiver is repeated after a crash unless it was recorded
 //! first, and the `sent` mark waits for the writer's round under way. Measured in the crash soak
@@ -270,7 +270,9 @@ impl Db {
         let super::Engine::Sqlite(lite) = &self.engine else {
             return Ok(Recovered::default());
         };
-        let path = path_beside(database);
+        // Beside the file the path resolves to, as the daemon's lock: a symlink or `..` in the
+        // config names the same database, and so the same receipts.
+        let path = path_beside(&std::fs::canonicalize(database).unwrap_or(database.to_owned()));
         let back = match read_file(&path) {
             Ok(back) => back,
             Err(error) => {
