@@ -305,11 +305,10 @@ impl Sender {
                         let _ = mark.written().await;
                         let _ = self.db.release_notification(next.id).await;
                     }
-                    match self.db.writer().still_to_mark(notification.id) {
-                        // Its receiver had accepted it: marked sent, not given back to repeat.
-                        Some(received) => self.db.writer().sent(received).await,
-                        None => self.db.release_notification(notification.id).await,
-                    }
+                    // A delivery whose `sent` mark was already handed to the writer still ends
+                    // sent: the release leaves a sent row alone, and the mark sets it whatever
+                    // the release did before it.
+                    self.db.release_notification(notification.id).await
                 }
             };
             if let Err(e) = result {

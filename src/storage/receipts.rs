@@ -221,12 +221,6 @@ impl Receipts {
         }
     }
 
-    /// The receipt of `id`, while it waits for its mark.
-    pub fn waiting_for(&self, id: i64) -> Option<Receipt> {
-        let inner = self.inner.lock().expect("receipts lock");
-        inner.waiting.get(&id).copied()
-    }
-
     /// Receipts waiting for their mark.
     pub fn waiting(&self) -> usize {
         self.inner.lock().expect("receipts lock").waiting.len()

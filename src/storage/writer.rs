@@ -160,16 +160,6 @@ impl Writer {
         Received { id, at }
     }
 
-    /// The delivery of `id`, if its receiver accepted it and its mark is still to be written:
-    /// for a stop that cuts the delivery's task short after the receiver said yes.
-    pub fn still_to_mark(&self, id: i64) -> Option<Received> {
-        let receipt = self.receipts.get()?.waiting_for(id)?;
-        Some(Received {
-            id,
-            at: receipt.sent_at,
-        })
-    }
-
     /// Marks a delivery received sent, ahead of everything else waiting; returns once that is
     /// committed (and its receipt is no longer needed).
     pub async fn sent(&self, received: Received) -> Result<()> {
