@@ -480,6 +480,11 @@ impl Channel for Email {
     /// - `?tls=starttls` to a server that does not offer STARTTLS → permanent, with a hint;
     /// - `smtp://` to a port that expects implicit TLS → a timeout (the server waits for a
     ///   handshake, we wait for a greeting), so transient, with a hint naming `smtps://`.
+    /// The parked connections say `QUIT`.
+    async fn close(&self) {
+        self.connections.close_idle().await;
+    }
+
     async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         let email: EmailMessage = serde_json::from_str(&message.payload).map_err(|e| {
             DeliveryError::Permanent(format!("queued email payload is unreadable: {e}"))

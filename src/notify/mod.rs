@@ -281,6 +281,11 @@ pub trait Channel: Send + Sync {
     /// Lifts a stop the channel put on itself ([`ChannelStop`]): the operator says the cause is
     /// fixed (a reload). Channels that never stop have nothing to lift.
     fn resume(&self) {}
+
+    /// Ends, politely and bounded in time, what the channel keeps open between attempts (the
+    /// email channel's SMTP connections say `QUIT`): at the daemon's stop, once its deliveries
+    /// are drained. Channels that keep nothing open have nothing to end.
+    async fn close(&self) {}
 }
 
 /// A channel that stopped itself because no message can go out until a person acts (no credit,

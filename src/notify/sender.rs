@@ -612,6 +612,9 @@ impl Sender {
                 error!(channel = %kind, error = %e, "could not give back the notifications claimed ahead");
             }
         }
+        for channel in self.channels.values() {
+            channel.close().await;
+        }
     }
 
     /// How long to wait before the next round when it claimed nothing: until the next message

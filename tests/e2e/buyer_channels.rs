@@ -50,6 +50,11 @@ async fn each_change_reaches_sms_email_and_webhook_by_their_trigger_lists() {
     )
     .await;
     assert!(daemon.terminate().success());
+    assert_eq!(
+        sink.quits(),
+        sink.connections(),
+        "the SMTP connection kept between messages says QUIT at the stop"
+    );
 
     // Webhook and email on every change; SMS on picked_up, out_for_delivery and delivered.
     let statuses = |channel: &str| -> Vec<String> {

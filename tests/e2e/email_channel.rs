@@ -278,6 +278,19 @@ async fn email_messages_one_after_another_share_one_connection() {
 }
 
 #[tokio::test]
+async fn email_a_connection_kept_between_messages_says_quit_at_the_stop() {
+    let sink = SmtpSink::start().await;
+    let email = channel(sink.url(), Duration::from_secs(5));
+    email.deliver(&outgoing("msg_3001")).await.unwrap();
+    assert_eq!(sink.quits(), 0, "kept open for the next message");
+    email.close().await;
+    assert_eq!(sink.quits(), 1);
+    // A message after all opens a connection of its own.
+    email.deliver(&outgoing("msg_3002")).await.unwrap();
+    assert_eq!((sink.messages().len(), sink.connections()), (2, 2));
+}
+
+#[tokio::test]
 async fn email_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
     let sink = SmtpSink::start().await;
     let email = channel(sink.url(), Duration::from_secs(5));

@@ -133,6 +133,8 @@ struct State {
     connections: usize,
     /// `user password` of each AUTH PLAIN.
     logins: Vec<String>,
+    /// Clients that said `QUIT`.
+    quits: usize,
 }
 
 /// The running server; it stops when dropped.
@@ -275,12 +277,17 @@ impl SmtpSink {
         self.lock().attempts.clone()
     }
 
-    /// TCP connections accepted so far.
     /// `user password` of each AUTH PLAIN a client sent.
     pub fn logins(&self) -> Vec<String> {
         self.state.lock().unwrap().logins.clone()
     }
 
+    /// How many clients said `QUIT` before closing.
+    pub fn quits(&self) -> usize {
+        self.lock().quits
+    }
+
+    /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.lock().connections
     }
@@ -441,6 +448,7 @@ where
                 say!("250 2.0.0 OK");
             }
             "QUIT" => {
+                state.lock().unwrap().quits += 1;
                 say!("221 2.0.0 bye");
                 return None;
             }
