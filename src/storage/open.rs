@@ -76,7 +76,7 @@ const WRITER_ROW_BUFFER: usize = 1024;
 const GROUP_OR_OTHERS: u32 = 0o077;
 
 /// `PATH-wal`, `PATH-shm`: the files SQLite keeps beside a database in WAL mode.
-fn beside(path: &Path, suffix: &str) -> PathBuf {
+pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

@@ -47,6 +47,9 @@ const MOST_READ: u64 = 16 * 1024 * 1024;
 /// a 16-digit checksum and three spaces, 79 bytes.
 const LONGEST_LINE: usize = 80;
 
+/// What the log says when the receipts cannot be written.
+const WITHOUT_RECEIPTS: &str = "cannot write the delivery receipts; going on without them (a crash repeats the deliveries whose sent mark it cuts short)";
+
 /// One delivery its receiver accepted: the notification, the end of the lease it was delivered
 /// under, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -124,9 +127,7 @@ pub fn read_lines(text: &[u8]) -> ReadBack {
 
 /// The receipts' file of the database at `database`.
 pub fn path_beside(database: &Path) -> PathBuf {
-    let mut name = database.as_os_str().to_owned();
-    name.push(SUFFIX);
-    PathBuf::from(name)
+    super::open::beside(database, SUFFIX)
 }
 
 fn read_file(path: &Path) -> std::io::Result<ReadBack> {
@@ -230,11 +231,7 @@ impl Receipts {
         if let Err(error) = outcome
             && inner.file.take().is_some()
         {
-            warn!(
-                path = %self.path.display(),
-                %error,
-                "cannot write delivery receipts; going on without them (a crash repeats the deliveries whose sent mark it cuts short)"
-            );
+            warn!(path = %self.path.display(), %error, "{WITHOUT_RECEIPTS}");
         }
     }
 }
@@ -284,11 +281,7 @@ impl Db {
             Ok(receipts) => {
                 let _ = self.receipts.set(receipts);
             }
-            Err(error) => warn!(
-                path = %path.display(),
-                %error,
-                "cannot create the delivery receipts; going on without them (a crash repeats the deliveries whose sent mark it cuts short)"
-            ),
+            Err(error) => warn!(path = %path.display(), %error, "{WITHOUT_RECEIPTS}"),
         }
         Ok(Recovered {
             read: back.receipts.len(),

@@ -2,16 +2,14 @@
 //! and a notification is never queued twice, however often the daemon dies.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
 use shipwatch::storage::receipts::{Receipt, path_beside};
 use sqlx::{Connection, SqliteConnection};
-use tokio::sync::watch;
 
 use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
+use crate::support::hostile::SlowWebhook;
 use crate::support::on_both_engines;
 
 on_both_engines!(killing_the_daemon_mid_run_loses_and_duplicates_no_notification,);
@@ -139,49 +137,13 @@ async fn a_second_daemon_on_the_same_database_is_refused() {
     assert!(first.terminate().success());
 }
 
-/// A webhook endpoint that notes each request's `webhook-id` as it arrives and answers 200 once
-/// the test opens it: the test decides what happens between the arrival and the answer.
-struct GatedReceiver {
-    url: String,
-    arrived: Arc<Mutex<Vec<String>>>,
-    open: watch::Sender<bool>,
-}
-
-impl GatedReceiver {
-    async fn start() -> GatedReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let arrived = Arc::new(Mutex::new(Vec::new()));
-        let (open, opened) = watch::channel(false);
-        let noted = arrived.clone();
-        let router = axum::Router::new().fallback(move |headers: HeaderMap| {
-            let (noted, mut opened) = (noted.clone(), opened.clone());
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|id| id.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                noted.lock().unwrap().push(id);
-                let _ = opened.wait_for(|open| *open).await;
-                StatusCode::OK
-            }
-        });
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        GatedReceiver { url, arrived, open }
-    }
-
-    fn arrived(&self) -> Vec<String> {
-        self.arrived.lock().unwrap().clone()
-    }
-}
-
 /// The receiver says yes, and the daemon is killed before its `sent` mark is committed (the
 /// test holds SQLite's write lock meanwhile): the receipt written at the yes keeps the next
 /// daemon from sending it again (`storage::receipts`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
-    let receiver = GatedReceiver::start().await;
+    let receiver = SlowWebhook::gated().await;
+    let arrived = || -> Vec<String> { receiver.requests().into_iter().map(|(id, _)| id).collect() };
     let app = TestApp::builder()
         .provider(Provider::top())
         .channel(Channel::webhook_to(&receiver.url))
@@ -195,7 +157,7 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
     app.wait_until(
         "the first webhook reaches the receiver",
         Duration::from_secs(30),
-        || !receiver.arrived().is_empty(),
+        || !arrived().is_empty(),
     )
     .await;
 
@@ -207,8 +169,8 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
         .execute(&mut lock)
         .await
         .unwrap();
-    let first = receiver.arrived()[0].clone();
-    receiver.open.send_replace(true);
+    let first = arrived()[0].clone();
+    receiver.open();
     let receipts = path_beside(&app.db);
     app.wait_until(
         "the daemon writes the receipt of the delivery accepted",
@@ -251,7 +213,7 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
         .unwrap();
     assert_eq!(row["state"], "sent", "{row}");
     assert_eq!(row["attempts"], 1, "{row}");
-    let arrived = receiver.arrived();
+    let arrived = arrived();
     for n in &outbox {
         let id = n["webhook_id"].as_str().unwrap();
         assert_eq!(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How the hostile gateway answers a request for one order.
@@ -219,22 +220,42 @@ async fn serve_gateway(mut stream: TcpStream, state: Arc<Mutex<GatewayState>>) {
     let _ = stream.shutdown().await;
 }
 
-/// A webhook endpoint that answers 200, but only after `delay`: slower than the sender waits.
+/// A webhook endpoint that answers 200, but only after `delay` (slower than the sender waits),
+/// or only once the test opens it ([`SlowWebhook::gated`]).
 pub struct SlowWebhook {
     pub url: String,
     ids: Arc<Mutex<Vec<(String, Instant)>>>,
     task: JoinHandle<()>,
+    gate: Option<watch::Sender<bool>>,
 }
 
 impl SlowWebhook {
     pub async fn start(delay: Duration) -> SlowWebhook {
+        SlowWebhook::hold(delay, None).await
+    }
+
+    /// Holds every answer until [`SlowWebhook::open`]: the test decides what happens between a
+    /// request's arrival and its answer.
+    pub async fn gated() -> SlowWebhook {
+        SlowWebhook::hold(Duration::ZERO, Some(watch::channel(false).0)).await
+    }
+
+    /// From now on, answers at once, those held included.
+    pub fn open(&self) {
+        if let Some(gate) = &self.gate {
+            gate.send_replace(true);
+        }
+    }
+
+    async fn hold(delay: Duration, gate: Option<watch::Sender<bool>>) -> SlowWebhook {
+        let opened = gate.as_ref().map(|gate| gate.subscribe());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/webhook", listener.local_addr().unwrap());
         let ids: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
         let shared = ids.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let shared = shared.clone();
+                let (shared, mut opened) = (shared.clone(), opened.clone());
                 tokio::spawn(async move {
                     // A kept-alive connection may carry several requests.
                     while let Some((head, _)) = read_request(&mut stream).await {
@@ -248,7 +269,12 @@ impl SlowWebhook {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .push((id, Instant::now()));
-                        tokio::time::sleep(delay).await;
+                        match opened.as_mut() {
+                            Some(opened) => {
+                                let _ = opened.wait_for(|open| *open).await;
+                            }
+                            None => tokio::time::sleep(delay).await,
+                        }
                         let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
                         if stream.write_all(ok.as_bytes()).await.is_err() {
                             return;
@@ -257,7 +283,12 @@ impl SlowWebhook {
                 });
             }
         });
-        SlowWebhook { url, ids, task }
+        SlowWebhook {
+            url,
+            ids,
+            task,
+            gate,
+        }
     }
 
     /// The `webhook-id` of every request, in arrival order.
