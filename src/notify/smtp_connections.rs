@@ -29,7 +29,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
@@ -59,7 +59,8 @@ pub enum ConnectError {
 
 struct Parked {
     conn: AsyncSmtpConnection,
-    since: Instant,
+    /// Tokio's clock, so that a test can move it past the idle limit.
+    since: tokio::time::Instant,
 }
 
 /// Where to connect and how; the connections kept for reuse.
@@ -124,7 +125,7 @@ impl SmtpConnections {
             if idle.len() < MOST_IDLE {
                 idle.push(Parked {
                     conn,
-                    since: Instant::now(),
+                    since: tokio::time::Instant::now(),
                 });
                 return;
             }

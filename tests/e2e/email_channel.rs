@@ -291,6 +291,33 @@ async fn email_a_connection_kept_between_messages_says_quit_at_the_stop() {
 }
 
 #[tokio::test]
+async fn email_a_connection_idle_for_over_a_minute_is_closed_and_replaced() {
+    let sink = SmtpSink::start().await;
+    let email = channel(sink.url(), Duration::from_secs(5));
+    email.deliver(&outgoing("msg_3101")).await.unwrap();
+    // 59 s later the parked connection is still good; past 60 s it is let go with a QUIT and
+    // the next message opens another.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(59)).await;
+    tokio::time::resume();
+    email.deliver(&outgoing("msg_3102")).await.unwrap();
+    assert_eq!((sink.connections(), sink.quits()), (1, 0));
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::resume();
+    email.deliver(&outgoing("msg_3103")).await.unwrap();
+    assert_eq!(sink.messages().len(), 3);
+    assert_eq!(sink.connections(), 2);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while sink.quits() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the connection let go says QUIT");
+}
+
+#[tokio::test]
 async fn email_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
     let sink = SmtpSink::start().await;
     let email = channel(sink.url(), Duration::from_secs(5));
