@@ -353,18 +353,28 @@ fn certified() -> (String, TlsAcceptor) {
         .unwrap()
         .signed_by(&key, &authority)
         .unwrap();
+    let acceptor = tls_acceptor(
+        certificate.der().clone(),
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    );
+    (authority.pem(), acceptor)
+}
+
+/// A TLS acceptor that presents `certificate` (the sink's, and the TLS tests of other channels).
+pub fn tls_acceptor(
+    certificate: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    key: tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+) -> TlsAcceptor {
+    use tokio_rustls::rustls;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(
-        vec![certificate.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
+    .with_single_cert(vec![certificate], key)
     .unwrap();
-    (authority.pem(), TlsAcceptor::from(Arc::new(config)))
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// What one stretch of a conversation is.
