@@ -23,11 +23,15 @@
 //! The pool follows lettre's defaults: at most [`MOST_IDLE`] idle connections, none idle longer
 //! than [`IDLE_TIMEOUT`], a `NOOP` before a parked connection is used again, and a connection
 //! whose transaction failed is closed rather than parked. A connection abandoned mid-transaction
-//! (the attempt timed out) is dropped with the attempt and never parked.
+//! (the attempt timed out) is dropped with the attempt and never parked. As lettre's pool does,
+//! a task looks for connections idle too long every [`REAP_EVERY`] and closes them, so none
+//! waits open for a next message that may not come; at the daemon's stop the rest say `QUIT`
+//! ([`SmtpConnections::close_idle`]).
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,6 +49,8 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 pub const MOST_IDLE: usize = 10;
 /// A parked connection older than this is closed instead of used (lettre's default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the connections left idle too long are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(30);
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +76,10 @@ pub struct SmtpConnections {
     tls: Tls,
     hello: ClientId,
     credentials: Option<Credentials>,
-    idle: Mutex<Vec<Parked>>,
+    idle: Arc<Mutex<Vec<Parked>>>,
+    /// Whether the task that closes connections left idle too long runs (see
+    /// [`SmtpConnections::reap`]).
+    reaping: AtomicBool,
 }
 
 impl fmt::Debug for SmtpConnections {
@@ -93,7 +102,8 @@ impl SmtpConnections {
             tls,
             hello: ClientId::default(),
             credentials,
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::default(),
+            reaping: AtomicBool::new(false),
         }
     }
 
@@ -119,21 +129,40 @@ impl SmtpConnections {
         if !conn.has_broken() {
             let mut idle = self.lock();
             // Those idle too long go now rather than at their turn, which may not come soon.
-            for stale in idle.extract_if(.., |parked| parked.since.elapsed() > IDLE_TIMEOUT) {
-                close(stale.conn);
-            }
+            close_stale(&mut idle);
             if idle.len() < MOST_IDLE {
                 idle.push(Parked {
                     conn,
                     since: tokio::time::Instant::now(),
                 });
+                drop(idle);
+                self.reap();
                 return;
             }
         }
         close(conn);
     }
 
-    /// Connections parked now.
+    /// Starts, at the first park (inside the runtime), a task that closes every
+    /// [`REAP_EVERY`] the connections idle longer than [`IDLE_TIMEOUT`], so that none stays
+    /// open long after the last message (at most 90 s in all). It ends once the connections are
+    /// dropped.
+    fn reap(&self) {
+        if self.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let idle = Arc::downgrade(&self.idle);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REAP_EVERY).await;
+                let Some(idle) = idle.upgrade() else {
+                    return;
+                };
+                close_stale(&mut lock(&idle));
+            }
+        });
+    }
+
     /// Says `QUIT` on every parked connection and closes it, all at once and waiting at most
     /// [`QUIT_WAIT`] in all: at the daemon's stop, so that the server hears a goodbye instead of
     /// a connection dropped.
@@ -148,6 +177,7 @@ impl SmtpConnections {
         let _ = tokio::time::timeout(QUIT_WAIT, quits.join_all()).await;
     }
 
+    /// Connections parked now.
     fn idle_count(&self) -> usize {
         self.lock().len()
     }
@@ -189,10 +219,7 @@ impl SmtpConnections {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
-        // A panic while the list was held leaves a list of parked connections, still sound.
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.idle)
     }
 }
 
@@ -235,6 +262,19 @@ impl AsyncWrite for Encrypted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+fn lock(idle: &Mutex<Vec<Parked>>) -> std::sync::MutexGuard<'_, Vec<Parked>> {
+    // A panic while the list was held leaves a list of parked connections, still sound.
+    idle.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Closes the parked connections idle longer than [`IDLE_TIMEOUT`].
+fn close_stale(idle: &mut Vec<Parked>) {
+    for stale in idle.extract_if(.., |parked| parked.since.elapsed() > IDLE_TIMEOUT) {
+        close(stale.conn);
     }
 }
 

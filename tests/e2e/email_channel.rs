@@ -318,6 +318,27 @@ async fn email_a_connection_idle_for_over_a_minute_is_closed_and_replaced() {
 }
 
 #[tokio::test]
+async fn email_a_connection_left_idle_is_closed_within_a_minute_and_a_half_with_no_message_after() {
+    let sink = SmtpSink::start().await;
+    let email = channel(sink.url(), Duration::from_secs(5));
+    email.deliver(&outgoing("msg_3201")).await.unwrap();
+    // The idle connections are looked at every 30 s from the first park (the task that looks
+    // is spawned then: let it start before the clock moves).
+    tokio::task::yield_now().await;
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(91)).await;
+    tokio::time::resume();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while sink.quits() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the connection idle past the limit says QUIT without waiting for a next message");
+    assert_eq!(sink.connections(), 1);
+}
+
+#[tokio::test]
 async fn email_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
     let sink = SmtpSink::start().await;
     let email = channel(sink.url(), Duration::from_secs(5));
