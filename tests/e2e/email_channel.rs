@@ -290,6 +290,25 @@ async fn email_a_connection_kept_between_messages_says_quit_at_the_stop() {
     assert_eq!((sink.messages().len(), sink.connections()), (2, 2));
 }
 
+/// Moves tokio's clock, which the parked connections' idle time is read on, by `by`.
+async fn move_clock(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+/// Waits (5 s at most) for a connection to say `QUIT`, which a closing one does in the
+/// background.
+async fn until_quit(sink: &SmtpSink, what: &str) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while sink.quits() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect(what);
+}
+
 #[tokio::test]
 async fn email_a_connection_idle_for_over_a_minute_is_closed_and_replaced() {
     let sink = SmtpSink::start().await;
@@ -297,24 +316,14 @@ async fn email_a_connection_idle_for_over_a_minute_is_closed_and_replaced() {
     email.deliver(&outgoing("msg_3101")).await.unwrap();
     // 59 s later the parked connection is still good; past 60 s it is let go with a QUIT and
     // the next message opens another.
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(59)).await;
-    tokio::time::resume();
+    move_clock(Duration::from_secs(59)).await;
     email.deliver(&outgoing("msg_3102")).await.unwrap();
     assert_eq!((sink.connections(), sink.quits()), (1, 0));
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(61)).await;
-    tokio::time::resume();
+    move_clock(Duration::from_secs(61)).await;
     email.deliver(&outgoing("msg_3103")).await.unwrap();
     assert_eq!(sink.messages().len(), 3);
     assert_eq!(sink.connections(), 2);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while sink.quits() < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the connection let go says QUIT");
+    until_quit(&sink, "the connection let go says QUIT").await;
 }
 
 #[tokio::test]
@@ -325,16 +334,12 @@ async fn email_a_connection_left_idle_is_closed_within_a_minute_and_a_half_with_
     // The idle connections are looked at every 30 s from the first park (the task that looks
     // is spawned then: let it start before the clock moves).
     tokio::task::yield_now().await;
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(91)).await;
-    tokio::time::resume();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while sink.quits() < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the connection idle past the limit says QUIT without waiting for a next message");
+    move_clock(Duration::from_secs(91)).await;
+    until_quit(
+        &sink,
+        "the connection idle past the limit says QUIT without waiting for a next message",
+    )
+    .await;
     assert_eq!(sink.connections(), 1);
 }
 
