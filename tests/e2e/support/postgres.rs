@@ -161,8 +161,11 @@ impl Cluster {
         loop {
             tries += 1;
             cluster.port = free_port();
+            // The WAL is kept small: with the default max_wal_size (1 GB) one cluster of the
+            // suite grew to 750 MB of WAL, on a machine whose free disk is not promised.
             let mut options = format!(
-                "-h 127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                "-h 127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c max_wal_size=64MB -c min_wal_size=32MB",
                 cluster.port,
                 path_str(&cluster.path("sock"))
             );
