@@ -299,11 +299,14 @@ impl Sender {
                 Some(outcome) => outcome,
                 // Shutdown cut the attempt short: free the row for the next start at once.
                 None => {
-                    // So is the message this slot had taken next, its start mark maybe written
-                    // (then counted as cut short, as at a kill).
+                    // So is the message this slot had taken next. It never left: its start
+                    // mark, once written, is taken back, not counted as cut short.
                     if let Some((next, mark)) = next.take() {
                         let _ = mark.written().await;
-                        let _ = self.db.release_notification(next.id).await;
+                        let _ = self
+                            .db
+                            .give_back_notifications(&[(next.id, next.lease_until)])
+                            .await;
                     }
                     // A delivery whose `sent` mark was already handed to the writer still ends
                     // sent: the release leaves a sent row alone, and the mark sets it whatever

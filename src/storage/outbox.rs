@@ -261,9 +261,11 @@ impl Db {
         Ok(())
     }
 
-    /// Gives back notifications claimed ahead and never attempted, each only while the claim is
+    /// Gives back notifications claimed ahead that never left, each only while the claim is
     /// still the one given (`lease_until`): the lease ends, so the message is due again at once,
-    /// with no attempt spent (a claim counts none; [`Db::notifications_started`] does).
+    /// with no attempt spent (a claim counts none; [`Db::notifications_started`] does, and a
+    /// start marked for a message that was then not sent is taken back, not counted as cut
+    /// short as [`Db::release_notification`] counts it).
     pub async fn give_back_notifications(&self, claims: &[(i64, Millis)]) -> Result<()> {
         let lite = on_postgres!(self, pg => pg.give_back_notifications(claims));
         if claims.is_empty() {
@@ -271,7 +273,8 @@ impl Db {
         }
         let claims = serde_json::to_string(claims).expect("pairs of integers serialise");
         sqlx::query(
-            "UPDATE notifications SET lease_until = NULL \
+            "UPDATE notifications SET lease_until = NULL, \
+                 attempts = max(attempts - attempt_started, 0), attempt_started = 0 \
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM jsonb_each(?)) AS given \
              WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
                AND notifications.state = 'pending'",

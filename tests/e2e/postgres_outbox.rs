@@ -347,8 +347,19 @@ async fn script(e: &mut Engine) -> Vec<String> {
         .map(|(id, ..)| (*id, T0 + 70_000 + 60_000))
         .chain([(a1, 1)])
         .collect();
+    // One of them had its start marked: given back unsent, the start is taken back.
+    db.notifications_started(&[fourth[1].0]).await.unwrap();
     db.give_back_notifications(&given).await.unwrap();
     db.give_back_notifications(&[]).await.unwrap();
+    out.push(format!(
+        "given back: {:?}",
+        db.list_notifications(Some("pending"), None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| (n.id, n.attempts, n.cut_short, n.lease_until))
+            .collect::<Vec<_>>()
+    ));
     let fifth = claim(T0 + 75_000, 2).await;
     out.push(format!("claim 6: {fifth:?}"));
     db.notifications_sent(&[(fifth[0].0, T0 + 75_001)])

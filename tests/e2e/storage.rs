@@ -527,6 +527,47 @@ async fn a_claim_given_back_untried_spends_no_attempt_and_only_the_lease_given_g
 }
 
 #[tokio::test]
+async fn a_message_started_but_never_sent_goes_back_with_its_start_taken_back_not_counted_cut_short()
+ {
+    // A slot takes its next message with the `sent` mark of the one before; a hurried stop
+    // between the two gives that next message back, unsent. Counted as cut short, three such
+    // stops would make it dead without it ever leaving.
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    picked_up(&db, "1").await;
+    let webhook = [ChannelKind::Webhook];
+    let lease = 60_000;
+    for round in 0..4 {
+        let now = T0 + round * 10;
+        let claimed = db
+            .claim_notifications(now, now + lease, &webhook, 3, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "round {round}: still due at once");
+        db.notifications_started(&[claimed[0].id]).await.unwrap();
+        db.give_back_notifications(&[(claimed[0].id, now + lease)])
+            .await
+            .unwrap();
+        let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
+        assert_eq!(
+            (row.attempts, row.cut_short, row.lease_until),
+            (0, 0, None),
+            "round {round}"
+        );
+    }
+    // Given back with `release_notification` instead, as an attempt that may have left is,
+    // the start counts as cut short.
+    let claimed = db
+        .claim_notifications(T0 + 100, T0 + 100 + lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    db.notifications_started(&[claimed[0].id]).await.unwrap();
+    db.release_notification(claimed[0].id).await.unwrap();
+    let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
+    assert_eq!((row.attempts, row.cut_short), (0, 1));
+}
+
+#[tokio::test]
 async fn events_written_once_are_not_written_again_until_the_trace_or_the_digest_changes() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;

@@ -121,7 +121,8 @@ impl Pg {
         }
         let (ids, leases): (Vec<i64>, Vec<Millis>) = claims.iter().copied().unzip();
         sqlx::query(
-            "UPDATE notifications SET lease_until = NULL \
+            "UPDATE notifications SET lease_until = NULL, \
+                 attempts = greatest(attempts - attempt_started, 0), attempt_started = 0 \
              FROM unnest($1::BIGINT[], $2::BIGINT[]) AS given (id, lease) \
              WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
                AND notifications.state = 'pending'",
