@@ -107,14 +107,14 @@ pub fn build_channels(config: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> 
 
 /// Readies the database for the daemon that holds its lock ([`Db::lock_for_daemon`]). No other
 /// daemon runs on it, so claims left by one that died can go at once; and a restart is how an
-/// operator says the credentials or the config are fixed, so provider stops are lifted. `file`,
-/// the SQLite database's, is where the delivery receipts are kept (`storage::receipts`): those
-/// of the run before are read and marked first.
+/// operator says the credentials or the config are fixed, so provider stops are lifted.
+/// `receipts` is where this daemon keeps its delivery receipts ([`Config::receipts_file`],
+/// `storage::receipts`): those of the run before are read and marked first.
 ///
 /// On PostgreSQL other daemons may be running on the database and holding claims: those are
 /// left alone, and a dead daemon's claims run out with their leases.
-pub async fn take_over(db: &Db, file: Option<&Path>, now: Millis) -> Result<(), StorageError> {
-    if let Some(file) = file {
+pub async fn take_over(db: &Db, receipts: Option<&Path>, now: Millis) -> Result<(), StorageError> {
+    if let Some(file) = receipts {
         // Before the claims are released: a receipt marks its delivery sent only while the row
         // is still under the claim that delivered it.
         let recovered = db.keep_receipts(file).await?;

@@ -18,6 +18,14 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
     println!("config {source} is valid");
     let database = global.db.as_ref().unwrap_or(&config.database);
     println!("  database  {database}");
+    if global.db.is_none() {
+        match config.receipts_file() {
+            Some(file) => println!("  receipts  {}", term(&file.display().to_string())),
+            None => println!(
+                "  receipts  none: a crash repeats the deliveries accepted just before it (set [database] receipts = PATH)"
+            ),
+        }
+    }
     println!(
         "  tiers     high {}, normal {}, low {}",
         humantime::format_duration(config.tiers.high),

@@ -36,7 +36,7 @@ pub(super) async fn run_daemon(global: &Global) -> Result<()> {
         Some(file) => Some(Db::lock_for_daemon(file)?),
         None => None,
     };
-    crate::daemon::take_over(&db, config.database.file(), SystemClock.now()).await?;
+    crate::daemon::take_over(&db, config.receipts_file().as_deref(), SystemClock.now()).await?;
     let daemon = Daemon::new(
         &config,
         db.clone(),

@@ -67,6 +67,10 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// A SQLite file, or a PostgreSQL server (`database = "postgres://…"` or `[database] url`).
     pub database: Location,
+    /// On PostgreSQL, this daemon's delivery receipts' file (`[database] receipts`, or
+    /// `postgres.sent` in systemd's `STATE_DIRECTORY`); None keeps none. A SQLite database keeps
+    /// them beside its file. See [`Config::receipts_file`].
+    pub postgres_receipts: Option<PathBuf>,
     pub synchronous: Synchronous,
     /// How long in-flight polls and deliveries get to finish on SIGTERM before they are released.
     pub shutdown_timeout: Duration,
@@ -85,7 +89,8 @@ pub struct Config {
 
 // ---- raw shapes, as written in the file -------------------------------------------------------
 
-/// `database = "PATH or URL"`, or a `[database]` table with `url`.
+/// `database = "PATH or URL"`, or a `[database]` table with `url` (and, for PostgreSQL,
+/// `receipts`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawDatabase {
@@ -97,6 +102,7 @@ enum RawDatabase {
 #[serde(deny_unknown_fields)]
 struct RawDatabaseTable {
     url: String,
+    receipts: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -367,17 +373,44 @@ impl Config {
         let mut channels = resolve_channels(raw.channels, &secrets, delivery.timeout)?;
         channels.link = raw.notify.link.map(|link| parse_link(&link)).transpose()?;
 
+        let (database, receipts) = match raw.database {
+            None => (Location::Sqlite(PathBuf::from(DEFAULT_DATABASE)), None),
+            Some(RawDatabase::Text(url)) => (
+                Location::parse(&url).map_err(|e| invalid(e.to_string()))?,
+                None,
+            ),
+            Some(RawDatabase::Table(RawDatabaseTable { url, receipts })) => (
+                Location::parse(&url).map_err(|e| invalid(e.to_string()))?,
+                receipts,
+            ),
+        };
+        let (database, postgres_receipts) = match database {
+            Location::Sqlite(_) if receipts.is_some() => {
+                return Err(invalid(
+                    "[database] receipts is for PostgreSQL: a SQLite database keeps its delivery receipts beside its file (NAME.sent); remove the key",
+                ));
+            }
+            Location::Sqlite(p) if p.is_relative() => (Location::Sqlite(base.join(p)), None),
+            Location::Sqlite(p) => (Location::Sqlite(p), None),
+            Location::Postgres(url) => {
+                let receipts = match receipts {
+                    Some(path) if path.as_os_str().is_empty() => {
+                        return Err(invalid(
+                            "[database] receipts is empty; give the file this daemon keeps its delivery receipts in, or remove the key",
+                        ));
+                    }
+                    Some(path) => Some(base.join(path)),
+                    None => state_directory(std::env::var_os("STATE_DIRECTORY"))
+                        .map(|dir| dir.join(POSTGRES_RECEIPTS)),
+                };
+                (Location::Postgres(url), receipts)
+            }
+        };
+
         Ok(Config {
             source: source.map(Path::to_owned),
-            database: match raw.database {
-                None => Location::Sqlite(PathBuf::from(DEFAULT_DATABASE)),
-                Some(
-                    RawDatabase::Text(text) | RawDatabase::Table(RawDatabaseTable { url: text }),
-                ) => match Location::parse(&text).map_err(|e| invalid(e.to_string()))? {
-                    Location::Sqlite(p) if p.is_relative() => Location::Sqlite(base.join(p)),
-                    location => location,
-                },
-            },
+            database,
+            postgres_receipts,
             synchronous: raw.synchronous.unwrap_or_default(),
             shutdown_timeout: raw
                 .shutdown_timeout
@@ -392,6 +425,31 @@ impl Config {
             channels,
             secret_places: secrets.places.into_inner(),
         })
+    }
+}
+
+/// The receipts' file of a PostgreSQL daemon in systemd's `STATE_DIRECTORY`.
+pub const POSTGRES_RECEIPTS: &str = "postgres.sent";
+
+/// The first of the folders systemd gives the service in `STATE_DIRECTORY` (`StateDirectory=`),
+/// from the variable's value.
+fn state_directory(value: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    std::env::split_paths(&value?)
+        .next()
+        .filter(|dir| dir.is_absolute())
+}
+
+impl Config {
+    /// Where the daemon keeps its delivery receipts (`storage::receipts`): beside a SQLite
+    /// database's file (the file its path resolves to, as the daemon's lock), or the PostgreSQL
+    /// daemon's own file, if it has one.
+    pub fn receipts_file(&self) -> Option<PathBuf> {
+        match &self.database {
+            Location::Sqlite(file) => Some(crate::storage::receipts::path_beside(
+                &std::fs::canonicalize(file).unwrap_or_else(|_| file.clone()),
+            )),
+            Location::Postgres(_) => self.postgres_receipts.clone(),
+        }
     }
 }
 
@@ -445,6 +503,54 @@ mod tests {
 
     pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, None, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn a_postgresql_daemon_keeps_its_receipts_where_it_is_told_or_in_its_state_directory() {
+        let config = Config::parse(
+            "[database]\nurl = \"postgres://shipwatch@db/shipwatch\"\nreceipts = \"a.sent\"",
+            None,
+            Path::new("/etc/shipwatch"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.receipts_file(),
+            Some(PathBuf::from("/etc/shipwatch/a.sent")),
+            "relative to the config's folder"
+        );
+        let sqlite = parse("database = \"/var/lib/x/s.db\"").unwrap();
+        assert_eq!(
+            sqlite.receipts_file(),
+            Some(PathBuf::from("/var/lib/x/s.db.sent")),
+            "a SQLite database's beside its file"
+        );
+        for (text, says) in [
+            (
+                "[database]\nurl = \"/var/lib/x/s.db\"\nreceipts = \"a.sent\"",
+                "[database] receipts is for PostgreSQL",
+            ),
+            (
+                "[database]\nurl = \"postgres://u@db/s\"\nreceipts = \"\"",
+                "[database] receipts is empty",
+            ),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        // systemd's StateDirectory=shipwatch: the first folder of the list, absolute only.
+        for (value, dir) in [
+            (Some("/var/lib/shipwatch"), Some("/var/lib/shipwatch")),
+            (Some("/var/lib/a:/var/lib/b"), Some("/var/lib/a")),
+            (Some("relative"), None),
+            (Some(""), None),
+            (None, None),
+        ] {
+            assert_eq!(
+                state_directory(value.map(Into::into)),
+                dir.map(PathBuf::from),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

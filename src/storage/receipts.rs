@@ -18,8 +18,10 @@
 //! `lease_until`), so a receipt left over from an earlier run never marks a later attempt. If the
 //! file cannot be written, the daemon says so once and goes on without it.
 //!
-//! Only SQLite keeps receipts: on PostgreSQL several daemons share the rows, and a file on one
-//! machine could not speak for another's claims.
+//! On PostgreSQL, where several daemons share the rows, each daemon keeps its own file on its own
+//! machine (`[database] receipts`, or `postgres.sent` in systemd's `STATE_DIRECTORY`): a receipt
+//! names the claim it was written under, so it marks nothing another daemon claimed since. The
+//! file is locked while its daemon runs, so two daemons never share one.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -130,15 +132,28 @@ pub fn path_beside(database: &Path) -> PathBuf {
     super::open::beside(database, SUFFIX)
 }
 
-fn read_file(path: &Path) -> std::io::Result<ReadBack> {
-    let mut text = Vec::new();
-    match File::open(path) {
-        Ok(file) => {
-            file.take(MOST_READ).read_to_end(&mut text)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+/// Opens (or creates, readable by its owner only) the receipts' file at `path` and locks it for
+/// this daemon: two daemons never read, empty or write one file.
+fn open_locked(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(
+            "another running daemon keeps its delivery receipts in this file",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+fn read_back(file: &mut File) -> std::io::Result<ReadBack> {
+    let mut text = Vec::new();
+    file.take(MOST_READ).read_to_end(&mut text)?;
     Ok(read_lines(&text))
 }
 
@@ -176,15 +191,17 @@ impl std::fmt::Debug for Receipts {
 }
 
 impl Receipts {
-    /// Creates (or empties) the file at `path`, readable by its owner only: the receipts of an
-    /// earlier run must have been read already.
+    /// Creates (or empties) the file at `path`, readable by its owner only, and locks it: the
+    /// receipts of an earlier run must have been read already.
     pub fn create(path: &Path) -> std::io::Result<Receipts> {
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
+        let file = open_locked(path)?;
+        Receipts::start(path, file)
+    }
+
+    /// Empties `file`, locked by [`open_locked`], for this run's receipts.
+    fn start(path: &Path, mut file: File) -> std::io::Result<Receipts> {
+        file.set_len(0)?;
+        file.rewind()?;
         Ok(Receipts {
             path: path.to_owned(),
             inner: Mutex::new(Inner {
@@ -253,31 +270,35 @@ impl Inner {
 }
 
 impl Db {
-    /// For the daemon at its start, holding the database's lock and before anything is claimed:
-    /// marks sent the deliveries that the receipts of a killed run say were accepted, then starts
-    /// this run's receipts, which [`super::Writer::received`] writes to. On PostgreSQL it does
-    /// nothing (see the module's header).
-    pub async fn keep_receipts(&self, database: &Path) -> Result<Recovered> {
-        let super::Engine::Sqlite(lite) = &self.engine else {
-            return Ok(Recovered::default());
-        };
-        // Beside the file the path resolves to, as the daemon's lock: a symlink or `..` in the
-        // config names the same database, and so the same receipts.
-        let path = path_beside(&std::fs::canonicalize(database).unwrap_or(database.to_owned()));
-        let back = match read_file(&path) {
-            Ok(back) => back,
+    /// For the daemon at its start, before anything is claimed: marks sent the deliveries that
+    /// the receipts of a killed run, in `path`, say were accepted, then starts this run's
+    /// receipts in the same file, which [`super::Writer::received`] writes to. The file is locked
+    /// while the daemon runs; one that another daemon holds, or that cannot be read or written,
+    /// gets one warning and the daemon goes on without receipts.
+    pub async fn keep_receipts(&self, path: &Path) -> Result<Recovered> {
+        let (file, back) = match open_locked(path).and_then(|mut file| {
+            let back = read_back(&mut file)?;
+            Ok((file, back))
+        }) {
+            Ok(opened) => opened,
             Err(error) => {
-                warn!(path = %path.display(), %error, "cannot read the delivery receipts of the last run; the deliveries they hold are repeated");
-                ReadBack::default()
+                warn!(path = %path.display(), %error, "{WITHOUT_RECEIPTS}");
+                return Ok(Recovered::default());
             }
         };
         let mut marked = 0;
         if !back.receipts.is_empty() {
-            let mut tx = lite.begin_write().await?;
-            marked = super::outbox::mark_received(&mut tx, &back.receipts).await?;
-            tx.commit().await?;
+            marked = match &self.engine {
+                super::Engine::Sqlite(lite) => {
+                    let mut tx = lite.begin_write().await?;
+                    let marked = super::outbox::mark_received(&mut tx, &back.receipts).await?;
+                    tx.commit().await?;
+                    marked
+                }
+                super::Engine::Postgres(pg) => pg.mark_received(&back.receipts).await?,
+            };
         }
-        match Receipts::create(&path) {
+        match Receipts::start(path, file) {
             Ok(receipts) => {
                 let _ = self.receipts.set(receipts);
             }
@@ -351,7 +372,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shipwatch.db.sent");
         let receipts = Receipts::create(&path).unwrap();
-        let read = || read_file(&path).unwrap();
+        let read = || read_lines(&std::fs::read(&path).unwrap());
         receipts.note(R);
         receipts.note(Receipt { id: 43, ..R });
         assert_eq!(read().receipts.len(), 2);
@@ -398,5 +419,25 @@ mod tests {
         receipts.note(Receipt { id: 43, ..R });
         receipts.forget(42);
         assert_eq!(receipts.waiting(), 1);
+    }
+
+    #[test]
+    fn a_file_another_run_holds_is_refused_until_that_run_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postgres.sent");
+        let first = Receipts::create(&path).unwrap();
+        first.note(R);
+        let error = Receipts::create(&path).unwrap_err();
+        assert!(
+            error.to_string().contains("another running daemon"),
+            "{error}"
+        );
+        assert_eq!(
+            read_lines(&std::fs::read(&path).unwrap()).receipts,
+            vec![R],
+            "the refused one emptied nothing"
+        );
+        drop(first);
+        Receipts::create(&path).unwrap();
     }
 }

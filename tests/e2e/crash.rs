@@ -4,15 +4,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shipwatch::storage::receipts::{Receipt, path_beside};
-use sqlx::{Connection, SqliteConnection};
+use shipwatch::storage::receipts::Receipt;
+use sqlx::{Connection, PgConnection, SqliteConnection};
 
 use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
 use crate::support::hostile::SlowWebhook;
 use crate::support::on_both_engines;
 
-on_both_engines!(killing_the_daemon_mid_run_loses_and_duplicates_no_notification,);
+on_both_engines!(
+    killing_the_daemon_mid_run_loses_and_duplicates_no_notification,
+    a_delivery_accepted_just_before_a_kill_is_not_sent_again,
+);
 
 fn tid(i: u64) -> u64 {
     6_100_000_000_000_000_000 + i
@@ -138,13 +141,15 @@ async fn a_second_daemon_on_the_same_database_is_refused() {
 }
 
 /// The receiver says yes, and the daemon is killed before its `sent` mark is committed (the
-/// test holds SQLite's write lock meanwhile): the receipt written at the yes keeps the next
-/// daemon from sending it again (`storage::receipts`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
+/// test holds the write lock meanwhile: SQLite's, or PostgreSQL's on the outbox table): the
+/// receipt written at the yes keeps the next daemon from sending it again
+/// (`storage::receipts`).
+async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again(engine: Engine) {
     let receiver = SlowWebhook::gated().await;
     let arrived = || -> Vec<String> { receiver.requests().into_iter().map(|(id, _)| id).collect() };
     let app = TestApp::builder()
+        .engine(engine)
+        .receipts_on_postgres()
         .provider(Provider::top())
         .channel(Channel::webhook_to(&receiver.url))
         .tiers("1s", "1s", "1s")
@@ -161,17 +166,11 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
     )
     .await;
 
-    // Nothing the daemon writes gets through from here on: its `sent` mark waits.
-    let mut lock = SqliteConnection::connect(&format!("sqlite://{}", app.db.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    // Nothing the daemon writes to the outbox gets through from here on: its `sent` mark waits.
+    let mut lock = WriteLock::take(&app).await;
     let first = arrived()[0].clone();
     receiver.open();
-    let receipts = path_beside(&app.db);
+    let receipts = app.receipts();
     app.wait_until(
         "the daemon writes the receipt of the delivery accepted",
         Duration::from_secs(30),
@@ -181,19 +180,12 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
     daemon.kill9();
     let written = std::fs::read_to_string(&receipts).unwrap();
     let receipt = Receipt::parse(written.lines().next().unwrap()).unwrap();
-    let (state, lease_until): (String, Option<i64>) =
-        sqlx::query_as("SELECT state, lease_until FROM notifications WHERE public_id = ?")
-            .bind(&first)
-            .fetch_one(&mut lock)
-            .await
-            .unwrap();
     assert_eq!(
-        (state.as_str(), lease_until),
-        ("pending", Some(receipt.lease_until)),
+        lock.state_of(&first).await,
+        ("pending".to_owned(), Some(receipt.lease_until)),
         "killed before its mark: still pending under the claim the receipt names"
     );
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    lock.close().await.unwrap();
+    lock.release().await;
 
     // The next daemon marks it sent instead of sending it again, and the journey goes on.
     let mut daemon = app.spawn_daemon();
@@ -222,5 +214,80 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again() {
             "{id} ({}) arrived {arrived:?}",
             n["status"]
         );
+    }
+}
+
+/// The database's write lock, held by the test: SQLite's (`BEGIN IMMEDIATE`), or on PostgreSQL
+/// the outbox table's (`LOCK TABLE … IN EXCLUSIVE MODE`: reads go on, writes wait).
+enum WriteLock {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl WriteLock {
+    async fn take(app: &TestApp) -> WriteLock {
+        match &app.pg {
+            None => {
+                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", app.db.display()))
+                    .await
+                    .unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Sqlite(conn)
+            }
+            Some(pg) => {
+                let mut conn = PgConnection::connect(&pg.url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("LOCK TABLE notifications IN EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Postgres(conn)
+            }
+        }
+    }
+
+    /// A notification's state and lease, read under the lock.
+    async fn state_of(&mut self, public_id: &str) -> (String, Option<i64>) {
+        match self {
+            WriteLock::Sqlite(conn) => {
+                sqlx::query_as("SELECT state, lease_until FROM notifications WHERE public_id = ?")
+                    .bind(public_id)
+                    .fetch_one(conn)
+                    .await
+                    .unwrap()
+            }
+            WriteLock::Postgres(conn) => {
+                sqlx::query_as("SELECT state, lease_until FROM notifications WHERE public_id = $1")
+                    .bind(public_id)
+                    .fetch_one(conn)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    /// Lets go. On PostgreSQL, the killed daemon's sessions are ended first, as the server ends
+    /// them once it notices: otherwise its `sent` mark, waiting on the lock, would commit now.
+    async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            WriteLock::Postgres(mut conn) => {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
     }
 }

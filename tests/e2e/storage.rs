@@ -955,7 +955,7 @@ async fn receipts_left_by_a_killed_daemon_mark_sent_only_the_claims_they_were_wr
     text += &receipt(c, lease_until, T0 + 500).line()[..12];
     std::fs::write(path_beside(&file), text).unwrap();
 
-    let recovered = db.keep_receipts(&file).await.unwrap();
+    let recovered = db.keep_receipts(&path_beside(&file)).await.unwrap();
     assert_eq!(
         (recovered.read, recovered.marked, recovered.ignored),
         (3, 1, 2)
@@ -991,8 +991,10 @@ async fn receipts_left_by_a_killed_daemon_mark_sent_only_the_claims_they_were_wr
     drop(unmarked);
     drop(writer);
     db.close().await;
+    // As at a kill, the file's lock goes with the run that held it.
+    drop(db);
     let db = open(&dir).await;
-    let recovered = db.keep_receipts(&file).await.unwrap();
+    let recovered = db.keep_receipts(&path_beside(&file)).await.unwrap();
     assert_eq!((recovered.read, recovered.marked), (1, 1));
     let rows = db.list_notifications(None, None).await.unwrap();
     let c_row = rows.iter().find(|r| r.id == c).unwrap();

@@ -46,6 +46,31 @@ impl Pg {
         mark_sent_in(&mut conn, sent).await
     }
 
+    /// As SQLite's `storage::outbox::mark_received`: each receipt marks its row sent only while
+    /// the row is still pending under the claim it names, its attempt started. Another daemon
+    /// that took the row since holds another lease, and its row is left alone.
+    pub async fn mark_received(
+        &self,
+        receipts: &[crate::storage::receipts::Receipt],
+    ) -> Result<u64> {
+        let ids: Vec<i64> = receipts.iter().map(|r| r.id).collect();
+        let leases: Vec<Millis> = receipts.iter().map(|r| r.lease_until).collect();
+        let sent_at: Vec<Millis> = receipts.iter().map(|r| r.sent_at).collect();
+        Ok(sqlx::query(
+            "UPDATE notifications SET state = 'sent', lease_until = NULL, last_error = NULL, \
+                 sent_at = r.sent_at \
+             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS r (id, lease, sent_at) \
+             WHERE notifications.id = r.id AND notifications.lease_until = r.lease \
+               AND notifications.state = 'pending' AND notifications.attempt_started = 1",
+        )
+        .bind(ids)
+        .bind(leases)
+        .bind(sent_at)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
     pub async fn notifications_started(&self, ids: &[i64]) -> Result<()> {
         let mut conn = self.pool().acquire().await?;
         mark_started_in(&mut conn, ids).await

@@ -20,6 +20,9 @@ use super::config::{APP_SECRET_FILE, Channel, Harness, Provider};
 use super::fake_top::FakeTop;
 use super::postgres::PgDatabase;
 
+/// The receipts' file of a daemon on PostgreSQL, in the test's folder.
+const POSTGRES_RECEIPTS: &str = "daemon.sent";
+
 /// Which database engine a test app's daemon and commands run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -60,6 +63,8 @@ pub struct Builder {
     /// The API's tokens file, as written to `api.tokens` (`[api] tokens_file`).
     api_tokens: Option<String>,
     engine: Engine,
+    /// On PostgreSQL, `[database] receipts` (see [`TestApp::receipts`]).
+    receipts_on_postgres: bool,
 }
 
 impl Builder {
@@ -129,6 +134,13 @@ impl Builder {
         self
     }
 
+    /// On PostgreSQL, the daemon keeps delivery receipts in the test's folder (`[database]
+    /// receipts`), as a SQLite database does beside its file; without, it keeps none.
+    pub fn receipts_on_postgres(mut self) -> Builder {
+        self.receipts_on_postgres = true;
+        self
+    }
+
     /// Starts the harness's fake TOP gateway and webhook receiver, creates the PostgreSQL
     /// database when the app is on PostgreSQL, and writes the config.
     pub async fn start(self) -> TestApp {
@@ -148,15 +160,19 @@ impl Builder {
         .expect("receiver starts");
         let db = dir.path().join("shipwatch.db");
         let database = match &pg {
-            Some(pg) => pg.url.clone(),
-            None => db.display().to_string(),
+            Some(pg) if self.receipts_on_postgres => format!(
+                "[database]\nurl = \"{}\"\nreceipts = \"{POSTGRES_RECEIPTS}\"",
+                pg.url
+            ),
+            Some(pg) => format!("database = \"{}\"", pg.url),
+            None => format!("database = \"{}\"", db.display()),
         };
         let config = dir.path().join("shipwatch.toml");
         std::fs::write(dir.path().join(APP_SECRET_FILE), format!("{APP_SECRET}\n")).unwrap();
         let (high, normal, low) = self.tiers;
         let mut text = format!(
             r#"
-database = "{database}"
+{database}
 
 [tiers]
 high = "{high}"
@@ -267,6 +283,16 @@ impl TestApp {
             listen: false,
             api_tokens: None,
             engine: Engine::Sqlite,
+            receipts_on_postgres: false,
+        }
+    }
+
+    /// Where the daemon keeps its delivery receipts: beside the SQLite file, or, on PostgreSQL,
+    /// in the test's folder when the builder was told [`Builder::receipts_on_postgres`].
+    pub fn receipts(&self) -> PathBuf {
+        match self.engine {
+            Engine::Sqlite => shipwatch::storage::receipts::path_beside(&self.db),
+            Engine::Postgres => self.dir.path().join(POSTGRES_RECEIPTS),
         }
     }
 
@@ -282,6 +308,7 @@ impl TestApp {
             .args(args)
             .env_remove("SHIPWATCH_CONFIG")
             .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
             .env("RUST_LOG", "shipwatch=debug")
             .stdin(Stdio::null());
         command
