@@ -3,9 +3,13 @@
 //! to one file, without losing its history. The copy and its check are the store's
 //! ([`crate::storage::copy`]); this file opens both sides and prints what was copied.
 
+use std::path::PathBuf;
+
 use anyhow::{Result, bail};
 
+use crate::config::Config;
 use crate::storage::copy::{Copied, copy_database};
+use crate::storage::receipts::path_beside;
 use crate::storage::{Db, Location};
 
 use super::{Global, database_path, optional_config, term};
@@ -47,5 +51,32 @@ pub(super) async fn copy(global: &Global, to: &Location) -> Result<()> {
     println!(
         "checked: every table holds as many rows on both sides, and {sampled} sampled rows are equal column by column"
     );
+    // A source whose daemon was killed, not stopped, may have left receipts of deliveries its
+    // receivers accepted, not yet marked sent: the copy marks them, or its daemon would send
+    // them again. The source and its receipts stay as they are.
+    if let Some(receipts) = source_receipts(&from, config.as_ref()) {
+        let target = Db::open(to, sync).await?;
+        let marked = target.mark_from_receipts(&receipts).await;
+        target.close().await;
+        let marked = marked?.marked;
+        if marked > 0 {
+            println!(
+                "marked sent in the copy: {marked} deliveries accepted just before the source's daemon stopped (its receipts, {})",
+                term(&receipts.display().to_string())
+            );
+        }
+    }
     Ok(())
+}
+
+/// The delivery receipts of the source's daemon: beside a SQLite file, or on PostgreSQL the file
+/// the config names for this machine's daemon.
+fn source_receipts(from: &Location, config: Option<&Config>) -> Option<PathBuf> {
+    match (from, config) {
+        (Location::Sqlite(file), _) => Some(path_beside(
+            &std::fs::canonicalize(file).unwrap_or_else(|_| file.clone()),
+        )),
+        (Location::Postgres(_), Some(config)) if config.database == *from => config.receipts_file(),
+        (Location::Postgres(_), _) => None,
+    }
 }

@@ -6,6 +6,7 @@
 
 mod api;
 mod channels;
+mod database;
 mod durations;
 mod maintenance;
 mod polling;
@@ -34,6 +35,7 @@ pub use secrets::{SecretPlaces, io_reason};
 
 use api::{RawApi, resolve_api};
 use channels::{RawChannels, resolve_channels};
+use database::{RawDatabase, resolve_database};
 use maintenance::{RawMaintenance, resolve_maintenance};
 use providers::{RawProvider, resolve_provider};
 use secrets::{SecretResolver, Secrets};
@@ -88,22 +90,6 @@ pub struct Config {
 }
 
 // ---- raw shapes, as written in the file -------------------------------------------------------
-
-/// `database = "PATH or URL"`, or a `[database]` table with `url` (and, for PostgreSQL,
-/// `receipts`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawDatabase {
-    Text(String),
-    Table(RawDatabaseTable),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDatabaseTable {
-    url: String,
-    receipts: Option<PathBuf>,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -373,39 +359,7 @@ impl Config {
         let mut channels = resolve_channels(raw.channels, &secrets, delivery.timeout)?;
         channels.link = raw.notify.link.map(|link| parse_link(&link)).transpose()?;
 
-        let (database, receipts) = match raw.database {
-            None => (Location::Sqlite(PathBuf::from(DEFAULT_DATABASE)), None),
-            Some(RawDatabase::Text(url)) => (
-                Location::parse(&url).map_err(|e| invalid(e.to_string()))?,
-                None,
-            ),
-            Some(RawDatabase::Table(RawDatabaseTable { url, receipts })) => (
-                Location::parse(&url).map_err(|e| invalid(e.to_string()))?,
-                receipts,
-            ),
-        };
-        let (database, postgres_receipts) = match database {
-            Location::Sqlite(_) if receipts.is_some() => {
-                return Err(invalid(
-                    "[database] receipts is for PostgreSQL: a SQLite database keeps its delivery receipts beside its file (NAME.sent); remove the key",
-                ));
-            }
-            Location::Sqlite(p) if p.is_relative() => (Location::Sqlite(base.join(p)), None),
-            Location::Sqlite(p) => (Location::Sqlite(p), None),
-            Location::Postgres(url) => {
-                let receipts = match receipts {
-                    Some(path) if path.as_os_str().is_empty() => {
-                        return Err(invalid(
-                            "[database] receipts is empty; give the file this daemon keeps its delivery receipts in, or remove the key",
-                        ));
-                    }
-                    Some(path) => Some(base.join(path)),
-                    None => state_directory(std::env::var_os("STATE_DIRECTORY"))
-                        .map(|dir| dir.join(POSTGRES_RECEIPTS)),
-                };
-                (Location::Postgres(url), receipts)
-            }
-        };
+        let (database, postgres_receipts) = resolve_database(raw.database, base)?;
 
         Ok(Config {
             source: source.map(Path::to_owned),
@@ -425,31 +379,6 @@ impl Config {
             channels,
             secret_places: secrets.places.into_inner(),
         })
-    }
-}
-
-/// The receipts' file of a PostgreSQL daemon in systemd's `STATE_DIRECTORY`.
-pub const POSTGRES_RECEIPTS: &str = "postgres.sent";
-
-/// The first of the folders systemd gives the service in `STATE_DIRECTORY` (`StateDirectory=`),
-/// from the variable's value.
-fn state_directory(value: Option<std::ffi::OsString>) -> Option<PathBuf> {
-    std::env::split_paths(&value?)
-        .next()
-        .filter(|dir| dir.is_absolute())
-}
-
-impl Config {
-    /// Where the daemon keeps its delivery receipts (`storage::receipts`): beside a SQLite
-    /// database's file (the file its path resolves to, as the daemon's lock), or the PostgreSQL
-    /// daemon's own file, if it has one.
-    pub fn receipts_file(&self) -> Option<PathBuf> {
-        match &self.database {
-            Location::Sqlite(file) => Some(crate::storage::receipts::path_beside(
-                &std::fs::canonicalize(file).unwrap_or_else(|_| file.clone()),
-            )),
-            Location::Postgres(_) => self.postgres_receipts.clone(),
-        }
     }
 }
 
@@ -503,54 +432,6 @@ mod tests {
 
     pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, None, Path::new("/nonexistent"))
-    }
-
-    #[test]
-    fn a_postgresql_daemon_keeps_its_receipts_where_it_is_told_or_in_its_state_directory() {
-        let config = Config::parse(
-            "[database]\nurl = \"postgres://shipwatch@db/shipwatch\"\nreceipts = \"a.sent\"",
-            None,
-            Path::new("/etc/shipwatch"),
-        )
-        .unwrap();
-        assert_eq!(
-            config.receipts_file(),
-            Some(PathBuf::from("/etc/shipwatch/a.sent")),
-            "relative to the config's folder"
-        );
-        let sqlite = parse("database = \"/var/lib/x/s.db\"").unwrap();
-        assert_eq!(
-            sqlite.receipts_file(),
-            Some(PathBuf::from("/var/lib/x/s.db.sent")),
-            "a SQLite database's beside its file"
-        );
-        for (text, says) in [
-            (
-                "[database]\nurl = \"/var/lib/x/s.db\"\nreceipts = \"a.sent\"",
-                "[database] receipts is for PostgreSQL",
-            ),
-            (
-                "[database]\nurl = \"postgres://u@db/s\"\nreceipts = \"\"",
-                "[database] receipts is empty",
-            ),
-        ] {
-            let error = parse(text).unwrap_err().to_string();
-            assert!(error.contains(says), "{text}: {error}");
-        }
-        // systemd's StateDirectory=shipwatch: the first folder of the list, absolute only.
-        for (value, dir) in [
-            (Some("/var/lib/shipwatch"), Some("/var/lib/shipwatch")),
-            (Some("/var/lib/a:/var/lib/b"), Some("/var/lib/a")),
-            (Some("relative"), None),
-            (Some(""), None),
-            (None, None),
-        ] {
-            assert_eq!(
-                state_directory(value.map(Into::into)),
-                dir.map(PathBuf::from),
-                "{value:?}"
-            );
-        }
     }
 
     #[test]

@@ -286,18 +286,7 @@ impl Db {
                 return Ok(Recovered::default());
             }
         };
-        let mut marked = 0;
-        if !back.receipts.is_empty() {
-            marked = match &self.engine {
-                super::Engine::Sqlite(lite) => {
-                    let mut tx = lite.begin_write().await?;
-                    let marked = super::outbox::mark_received(&mut tx, &back.receipts).await?;
-                    tx.commit().await?;
-                    marked
-                }
-                super::Engine::Postgres(pg) => pg.mark_received(&back.receipts).await?,
-            };
-        }
+        let marked = self.mark_received(&back.receipts).await?;
         match Receipts::start(path, file) {
             Ok(receipts) => {
                 let _ = self.receipts.set(receipts);
@@ -309,6 +298,43 @@ impl Db {
             marked,
             ignored: back.ignored,
         })
+    }
+
+    /// Marks sent, in this database, the deliveries that the receipts in `path` say were
+    /// accepted, each only under the claim it names, and leaves the file as it is. `copy` reads
+    /// the receipts of its source's daemon this way: one that was killed, not stopped, may have
+    /// left some, and the copy would otherwise send those deliveries again. A file that cannot
+    /// be read gets one warning, and marks nothing.
+    pub async fn mark_from_receipts(&self, path: &Path) -> Result<Recovered> {
+        let back = match File::open(path) {
+            Ok(mut file) => read_back(&mut file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReadBack::default()),
+            Err(e) => Err(e),
+        };
+        let back = back.unwrap_or_else(|error| {
+            warn!(path = %path.display(), %error, "cannot read the delivery receipts; the deliveries they hold may be sent again");
+            ReadBack::default()
+        });
+        Ok(Recovered {
+            read: back.receipts.len(),
+            marked: self.mark_received(&back.receipts).await?,
+            ignored: back.ignored,
+        })
+    }
+
+    async fn mark_received(&self, receipts: &[Receipt]) -> Result<u64> {
+        if receipts.is_empty() {
+            return Ok(0);
+        }
+        match &self.engine {
+            super::Engine::Sqlite(lite) => {
+                let mut tx = lite.begin_write().await?;
+                let marked = super::outbox::mark_received(&mut tx, receipts).await?;
+                tx.commit().await?;
+                Ok(marked)
+            }
+            super::Engine::Postgres(pg) => pg.mark_received(receipts).await,
+        }
     }
 }
 

@@ -276,6 +276,66 @@ async fn the_copy_waits_for_no_daemon_on_its_source() {
     );
 }
 
+/// A source whose daemon was killed may have left receipts of deliveries accepted and not yet
+/// marked sent: the copy marks those sent, each only under the claim it names, so that the
+/// target's daemon does not send them again; the source and its receipts stay as they were.
+#[tokio::test]
+async fn the_copy_marks_sent_what_the_killed_daemons_receipts_say_was_accepted() {
+    use shipwatch::storage::receipts::{Receipt, path_beside};
+
+    let app = TestApp::start().await;
+    app.create_database();
+    app.sql(ROWS).await.unwrap();
+    // msg_b (id 2) was under way under its lease when the daemon died; so was msg_e (id 8),
+    // but the receipt left for it names another claim.
+    app.sql(
+        "UPDATE notifications SET attempt_started = 1 WHERE id = 2; \
+         UPDATE notifications SET attempt_started = 1, lease_until = 1700000080000 WHERE id = 8",
+    )
+    .await
+    .unwrap();
+    let accepted = Receipt {
+        id: 2,
+        lease_until: 1_700_000_060_000,
+        sent_at: 1_700_000_055_000,
+    };
+    let other_claim = Receipt {
+        id: 8,
+        lease_until: 1_700_000_070_000,
+        sent_at: 1_700_000_056_000,
+    };
+    let receipts = path_beside(&app.db);
+    let lines = accepted.line() + &other_claim.line();
+    std::fs::write(&receipts, &lines).unwrap();
+    let before = dump(&app.db).await;
+
+    let target = app.dir.path().join("target.db");
+    let out = app.cli_ok(&["copy", "--to", target.to_str().unwrap()]);
+    assert!(
+        out.contains("marked sent in the copy: 1 deliveries accepted just before"),
+        "{out}"
+    );
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", target.display()))
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT id, state, sent_at, lease_until FROM notifications WHERE id IN (2, 8) ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.ok();
+    assert_eq!(
+        rows,
+        vec![
+            (2, "sent".to_owned(), Some(1_700_000_055_000), None),
+            (8, "pending".to_owned(), None, Some(1_700_000_080_000)),
+        ]
+    );
+    assert_eq!(dump(&app.db).await, before, "the source is left as it was");
+    assert_eq!(std::fs::read_to_string(&receipts).unwrap(), lines);
+}
+
 /// More rows than one chunk, in a table keyed by id and in one keyed by three columns: the copy
 /// goes on from where each chunk ended and carries every row once.
 #[tokio::test]
