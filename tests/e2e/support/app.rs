@@ -483,18 +483,35 @@ impl TestApp {
 
     /// One number from the database (`SELECT count(*) …`), on either engine.
     pub async fn sql_count(&self, query: &str) -> Result<i64, String> {
+        self.sql_column::<i64>(query)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("no row from {query}"))
+    }
+
+    /// The first column of every row a query returns, on either engine (read-only on SQLite).
+    pub async fn sql_column<T>(&self, query: &str) -> Result<Vec<T>, String>
+    where
+        T: Send
+            + Unpin
+            + sqlx::Type<sqlx::Postgres>
+            + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+            + sqlx::Type<sqlx::Sqlite>
+            + for<'r> sqlx::Decode<'r, sqlx::Sqlite>,
+    {
         let query = sqlx::AssertSqlSafe(query.to_owned());
         match &self.pg {
             Some(pg) => {
                 let mut conn = PgConnection::connect(&pg.url)
                     .await
                     .map_err(|e| e.to_string())?;
-                let n = sqlx::query_scalar(query)
-                    .fetch_one(&mut conn)
+                let values = sqlx::query_scalar(query)
+                    .fetch_all(&mut conn)
                     .await
                     .map_err(|e| e.to_string());
                 conn.close().await.ok();
-                n
+                values
             }
             None => {
                 let url = format!("sqlite://{}?mode=ro", self.db.display());
@@ -502,7 +519,7 @@ impl TestApp {
                     .await
                     .map_err(|e| e.to_string())?;
                 sqlx::query_scalar(query)
-                    .fetch_one(&mut conn)
+                    .fetch_all(&mut conn)
                     .await
                     .map_err(|e| e.to_string())
             }
