@@ -21,8 +21,10 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
     if global.db.is_none() {
         match config.receipts_file() {
             Some(file) => println!("  receipts  {}", term(&file.display().to_string())),
+            // Only PostgreSQL has none without the key, and then only outside systemd, whose
+            // unit gives the daemon a state folder: this command may well run outside it.
             None => println!(
-                "  receipts  none: a crash repeats the deliveries accepted just before it (set [database] receipts = PATH)"
+                "  receipts  none here; the daemon under systemd keeps postgres.sent in its StateDirectory= (set [database] receipts = PATH to choose; without receipts a crash repeats the deliveries accepted just before it)"
             ),
         }
     }
