@@ -155,6 +155,11 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again(engine: Engine
         .tiers("1s", "1s", "1s")
         .start()
         .await;
+    let checked = app.cli_ok(&["check-config"]);
+    assert!(
+        checked.contains(&format!("receipts  {}", app.receipts().display())),
+        "check-config says where the receipts go: {checked}"
+    );
     let order = tid(900);
     app.top.journey(order);
     app.cli_ok(&["add", &order.to_string(), "--tier", "high"]);
