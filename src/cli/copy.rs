@@ -54,7 +54,7 @@ pub(super) async fn copy(global: &Global, to: &Location) -> Result<()> {
     // A source whose daemon was killed, not stopped, may have left receipts of deliveries its
     // receivers accepted, not yet marked sent: the copy marks them, or its daemon would send
     // them again. The source and its receipts stay as they are.
-    if let Some(receipts) = source_receipts(&from, config.as_ref()) {
+    if let Some(receipts) = source_receipts(&from, config.as_ref()).filter(|file| file.exists()) {
         let target = Db::open(to, sync).await?;
         let marked = target.mark_from_receipts(&receipts).await;
         target.close().await;

@@ -191,9 +191,10 @@ impl std::fmt::Debug for Receipts {
 }
 
 impl Receipts {
-    /// Creates (or empties) the file at `path`, readable by its owner only, and locks it: the
-    /// receipts of an earlier run must have been read already.
-    pub fn create(path: &Path) -> std::io::Result<Receipts> {
+    /// Creates (or empties) the file at `path`, readable by its owner only, and locks it, as
+    /// [`Db::keep_receipts`] does once it has read what an earlier run left.
+    #[cfg(test)]
+    fn create(path: &Path) -> std::io::Result<Receipts> {
         let file = open_locked(path)?;
         Receipts::start(path, file)
     }
