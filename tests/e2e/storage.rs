@@ -527,8 +527,7 @@ async fn a_claim_given_back_untried_spends_no_attempt_and_only_the_lease_given_g
 }
 
 #[tokio::test]
-async fn a_message_started_but_never_sent_goes_back_with_its_start_taken_back_not_counted_cut_short()
- {
+async fn a_message_given_back_unsent_has_its_start_taken_back_not_cut_short() {
     // A slot takes its next message with the `sent` mark of the one before; a hurried stop
     // between the two gives that next message back, unsent. Counted as cut short, three such
     // stops would make it dead without it ever leaving.
