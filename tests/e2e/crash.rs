@@ -222,6 +222,48 @@ async fn a_delivery_accepted_just_before_a_kill_is_not_sent_again(engine: Engine
     }
 }
 
+/// Two daemons on one PostgreSQL database, on one machine, given the same receipts' file: the
+/// file is the first one's, and the second says so and goes on without receipts (neither reads
+/// nor empties the first one's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_given_the_same_receipts_file_goes_on_without_receipts() {
+    let app = TestApp::builder()
+        .engine(Engine::Postgres)
+        .receipts_on_postgres()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .start()
+        .await;
+    let started = |daemon: &crate::support::app::Daemon| daemon.log().contains("shipwatch started");
+    let first = app.spawn_daemon();
+    app.wait_until("the first daemon starts", Duration::from_secs(30), || {
+        started(&first)
+    })
+    .await;
+    let second = app.spawn_daemon();
+    app.wait_until("the second daemon starts", Duration::from_secs(30), || {
+        started(&second)
+    })
+    .await;
+    let held = "another running daemon keeps its delivery receipts in this file";
+    assert!(second.log().contains(held), "{}", second.log());
+    assert!(!first.log().contains(held), "{}", first.log());
+
+    // Both go on: an order added now is delivered, by whichever claims it.
+    let order = tid(901);
+    app.top.journey(order);
+    app.cli_ok(&["add", &order.to_string(), "--tier", "high"]);
+    app.wait_until(
+        "the order's first change is delivered",
+        Duration::from_secs(30),
+        || !app.receiver.deliveries().is_empty(),
+    )
+    .await;
+    for mut daemon in [first, second] {
+        assert!(daemon.terminate().success(), "{}", daemon.log());
+    }
+}
+
 /// The database's write lock, held by the test: SQLite's (`BEGIN IMMEDIATE`), or on PostgreSQL
 /// the outbox table's (`LOCK TABLE … IN EXCLUSIVE MODE`: reads go on, writes wait).
 enum WriteLock {
