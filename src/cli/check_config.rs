@@ -72,8 +72,9 @@ pub(super) async fn check_config(global: &Global) -> Result<()> {
             .channels
             .shown_target(rule.kind)
             .map_or(String::new(), |url| format!(", to {url}"));
+        let at_once = rule.concurrency.unwrap_or(config.delivery.concurrency);
         println!(
-            "  channel   {} on {}{quiet}{target}",
+            "  channel   {} on {}{quiet}{target}, {at_once} at once",
             rule.kind,
             triggers.join(", ")
         );

@@ -59,6 +59,11 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The most polls, or deliveries on one channel, at once that a config may ask for. Far above
+/// what any upstream's quota or receiver allows; it keeps a typo (a stray digit) from asking for
+/// more tasks and connections than the machine has.
+pub const MAX_CONCURRENCY: usize = 1024;
+
 fn invalid(message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(message.into())
 }
@@ -259,8 +264,10 @@ impl Config {
             auth_pause: raw.polling.auth_pause.map_or(d.auth_pause, |v| v.0),
             no_info_after: d.no_info_after,
         };
-        if polling.concurrency == 0 {
-            return Err(invalid("[polling] concurrency must be at least 1"));
+        if !(1..=MAX_CONCURRENCY).contains(&polling.concurrency) {
+            return Err(invalid(format!(
+                "[polling] concurrency must be between 1 and {MAX_CONCURRENCY}"
+            )));
         }
         if !(0.0..=0.5).contains(&polling.jitter) {
             return Err(invalid(
@@ -283,8 +290,10 @@ impl Config {
         if !(1..=20).contains(&delivery.attempts) {
             return Err(invalid("[delivery] attempts must be between 1 and 20"));
         }
-        if delivery.concurrency == 0 {
-            return Err(invalid("[delivery] concurrency must be at least 1"));
+        if !(1..=MAX_CONCURRENCY).contains(&delivery.concurrency) {
+            return Err(invalid(format!(
+                "[delivery] concurrency must be between 1 and {MAX_CONCURRENCY}"
+            )));
         }
         if delivery.lease <= delivery.timeout {
             return Err(invalid(format!(
@@ -356,7 +365,7 @@ impl Config {
             )));
         }
 
-        let mut channels = resolve_channels(raw.channels, &secrets, delivery.timeout)?;
+        let mut channels = resolve_channels(raw.channels, &secrets, &delivery)?;
         channels.link = raw.notify.link.map(|link| parse_link(&link)).transpose()?;
 
         let (database, postgres_receipts) = resolve_database(raw.database, base)?;

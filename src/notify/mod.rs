@@ -42,6 +42,9 @@ pub struct ChannelRule {
     pub alerts: Alerts,
     /// `[notify] link`: the order's page.
     pub link: Option<template::Template>,
+    /// Deliveries at once on this channel (its section's `concurrency`); `None` for
+    /// `[delivery] concurrency`.
+    pub concurrency: Option<usize>,
 }
 
 impl ChannelRule {
@@ -53,6 +56,7 @@ impl ChannelRule {
             texts: Texts::default(),
             alerts: Alerts::default_for(kind),
             link: None,
+            concurrency: None,
         }
     }
 }

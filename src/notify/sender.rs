@@ -80,8 +80,8 @@ pub struct Sender {
     delivery: Delivery,
     channels: BTreeMap<ChannelKind, Arc<dyn Channel>>,
     events: Events,
-    /// Delivery slots, `[delivery] concurrency` for each channel: a receiver that never answers
-    /// fills its own channel's slots only, and the other channels' messages go out meanwhile.
+    /// Delivery slots, each channel's own ([`lane_slots`]): a receiver that never answers fills
+    /// its own channel's slots only, and the other channels' messages go out meanwhile.
     lanes: BTreeMap<ChannelKind, Lane>,
     /// Rung when an attempt ends: its slot is free for the next due message.
     freed: Notify,
@@ -94,6 +94,15 @@ pub struct Sender {
     /// The end of each channel's pause last put on the bus: every message a pause holds back
     /// meets it, and the bus hears of it once.
     pauses_told: Mutex<HashMap<ChannelKind, Millis>>,
+}
+
+/// A channel's delivery slots: what the config gives it (its section's `concurrency`, else
+/// `[delivery] concurrency`), but no more than the channel itself takes at once
+/// ([`Channel::max_in_flight`]), and at least one.
+fn lane_slots(configured: usize, channel_cap: Option<usize>) -> usize {
+    channel_cap
+        .map_or(configured, |cap| cap.min(configured))
+        .max(1)
 }
 
 /// One channel's delivery slots and the messages claimed for them ahead.
@@ -172,10 +181,13 @@ impl Sender {
             lanes: channels
                 .iter()
                 .map(|c| {
-                    let slots = c
-                        .max_in_flight()
-                        .map_or(delivery.concurrency, |n| n.clamp(1, delivery.concurrency));
-                    (c.kind(), Lane::new(slots))
+                    let kind = c.kind();
+                    let configured = rules
+                        .iter()
+                        .find(|r| r.kind == kind)
+                        .and_then(|r| r.concurrency)
+                        .unwrap_or(delivery.concurrency);
+                    (kind, Lane::new(lane_slots(configured, c.max_in_flight())))
                 })
                 .collect(),
             freed: Notify::new(),
@@ -686,6 +698,18 @@ mod tests {
         // Once the pause has ended, a new one is news again.
         assert!(pause_is_news(&mut told, dingtalk, 120_000, 60_000));
         assert!(!pause_is_news(&mut told, dingtalk, 120_000, 60_001));
+    }
+
+    #[test]
+    fn a_channel_gets_the_slots_its_config_gives_unless_it_takes_fewer_at_once() {
+        // The config's number: its section's `concurrency`, or `[delivery] concurrency`.
+        assert_eq!(lane_slots(16, None), 16);
+        assert_eq!(lane_slots(4, None), 4);
+        // A robot takes one at a time whatever the config says.
+        assert_eq!(lane_slots(16, Some(1)), 1);
+        // A channel's own limit never raises the config's.
+        assert_eq!(lane_slots(2, Some(8)), 2);
+        assert_eq!(lane_slots(1, Some(0)), 1);
     }
 
     #[test]

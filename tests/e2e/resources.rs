@@ -334,6 +334,77 @@ async fn a_receiver_that_never_answers_does_not_hold_back_email() {
     );
 }
 
+/// Eight parcels signed at once, their webhooks and SMS to receivers that take 300 ms to answer:
+/// the webhook goes out eight at once (`[delivery] concurrency`, 16), the SMS four at once, the
+/// default for a buyer's phone, whose repeats after a crash reach the buyer twice; the SMS
+/// section's own `concurrency` changes that after a restart. Every message still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_goes_out_four_at_once_by_default_and_as_many_as_its_section_says() {
+    let hook = SlowWebhook::start(Duration::from_millis(300)).await;
+    let gateway = SlowWebhook::start(Duration::from_millis(300)).await;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook_to(&hook.url))
+        .channel(Channel::http_sms(
+            &gateway.url,
+            r#"{{"to":"{phone}","text":"{text}"}}"#,
+        ))
+        .start()
+        .await;
+    let checked = app.cli_ok(&["check-config"]);
+    assert!(checked.contains(", 4 at once"), "{checked}");
+
+    let signed = |first: u64| {
+        for tid in first..first + 8 {
+            app.top.script(
+                tid,
+                vec![fake_top::trace_response(
+                    tid,
+                    "对方已签收",
+                    &[("2026-11-20 08:00:05", "【上海市】快件已签收", "SIGNED")],
+                )],
+            );
+            app.cli_ok(&[
+                "add",
+                &tid.to_string(),
+                "--tier",
+                "high",
+                "--phone",
+                "13800138000",
+            ]);
+        }
+    };
+    let sms_sent = || {
+        app.outbox(Some("sent"))
+            .iter()
+            .filter(|m| m["channel"] == "sms")
+            .count()
+    };
+    signed(8_700_000_000_000_000_101);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the eight SMS are sent", LIMIT, || sms_sent() == 8)
+        .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert_eq!(gateway.requests().len(), 8);
+    assert_eq!(gateway.take_peak(), 4, "SMS held by the gateway at once");
+    assert_eq!(hook.take_peak(), 8, "webhooks held by the receiver at once");
+
+    app.edit_config(|text| text.replace("[channels.sms]\n", "[channels.sms]\nconcurrency = 2\n"));
+    let checked = app.cli_ok(&["check-config"]);
+    assert!(checked.contains(", 2 at once"), "{checked}");
+    signed(8_700_000_000_000_000_201);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the next eight SMS are sent", LIMIT, || sms_sent() == 16)
+        .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert_eq!(gateway.requests().len(), 16);
+    assert_eq!(
+        gateway.take_peak(),
+        2,
+        "SMS held at once with concurrency = 2"
+    );
+}
+
 /// A CSV whose field (or header) is 100 KiB: refused with its line, in one short line that does
 /// not echo the field, and nothing imported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

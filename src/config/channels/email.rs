@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::super::secrets::SecretResolver;
-use super::super::{ConfigError, invalid};
-use super::{ChannelSettings, RawTexts, parse_texts, parse_triggers, yes};
+use super::super::{ConfigError, Delivery, invalid};
+use super::{ChannelSettings, RawTexts, concurrency, parse_texts, parse_triggers, yes};
 use crate::notify::email::EmailConfig;
 
 #[derive(Deserialize)]
@@ -26,12 +25,13 @@ pub(super) struct RawEmail {
     statuses: Option<Vec<String>>,
     #[serde(default)]
     templates: BTreeMap<String, RawTexts>,
+    concurrency: Option<usize>,
 }
 
 pub(super) fn resolve_email(
     raw: RawEmail,
     secrets: &SecretResolver,
-    timeout: Duration,
+    delivery: &Delivery,
 ) -> Result<ChannelSettings<EmailConfig>, ConfigError> {
     let section = "[channels.email]";
     secrets.note_url(section, "smtp_url", &raw.smtp_url);
@@ -57,7 +57,7 @@ pub(super) fn resolve_email(
         password,
         from: raw.from,
         reply_to: raw.reply_to,
-        timeout,
+        timeout: delivery.timeout,
     };
     // Building the channel checks the URL and the mailboxes, without connecting.
     crate::notify::email::Email::new(settings.clone())
@@ -68,5 +68,6 @@ pub(super) fn resolve_email(
         quiet_hours: None,
         texts: parse_texts("channels.email", raw.templates, &["subject", "body"])?,
         alerts: None,
+        concurrency: concurrency(section, raw.concurrency, delivery.concurrency)?,
     })
 }

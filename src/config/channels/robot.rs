@@ -122,5 +122,7 @@ pub(super) fn resolve_robot(
             raw.templates,
             &["subject", "body"],
         )?,
+        // One at a time: the robot paces its sends (`Channel::max_in_flight`).
+        concurrency: 1,
     })
 }

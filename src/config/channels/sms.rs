@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::super::secrets::SecretResolver;
-use super::super::{ConfigError, check_url, endpoint, invalid, required};
-use super::{BUYER_TRIGGERS, ChannelSettings, RawTexts, parse_texts, parse_triggers, yes};
+use super::super::{ConfigError, Delivery, check_url, endpoint, invalid, required};
+use super::{
+    BUYER_PHONE_CONCURRENCY, BUYER_TRIGGERS, ChannelSettings, RawTexts, concurrency, parse_texts,
+    parse_triggers, yes,
+};
 use crate::domain::Secret;
 use crate::notify::sms_aliyun::AliyunSmsConfig;
 use crate::notify::sms_http::HttpSmsConfig;
@@ -58,14 +60,17 @@ pub(super) struct RawSms {
     /// A JSON pointer into the answer and the value it must hold for the SMS to count as sent.
     success_pointer: Option<String>,
     success_value: Option<String>,
+    /// Deliveries at once; `BUYER_PHONE_CONCURRENCY` by default.
+    concurrency: Option<usize>,
 }
 
 pub(super) fn resolve_sms(
     raw: RawSms,
     secrets: &SecretResolver,
-    timeout: Duration,
+    delivery: &Delivery,
 ) -> Result<ChannelSettings<SmsSettings>, ConfigError> {
     let section = "[channels.sms]";
+    let timeout = delivery.timeout;
     let settings = match raw.kind.as_str() {
         "aliyun" => {
             let access_key_id = required(section, "access_key_id", raw.access_key_id)?;
@@ -202,6 +207,11 @@ pub(super) fn resolve_sms(
         quiet_hours,
         texts,
         alerts: None,
+        concurrency: concurrency(
+            section,
+            raw.concurrency,
+            BUYER_PHONE_CONCURRENCY.min(delivery.concurrency),
+        )?,
     })
 }
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::super::secrets::{SecretResolver, Secrets};
-use super::super::{ConfigError, check_url, invalid};
-use super::{ChannelSettings, parse_triggers, yes};
+use super::super::{ConfigError, Delivery, check_url, invalid};
+use super::{ChannelSettings, concurrency, parse_triggers, yes};
 use crate::notify::Texts;
 use crate::notify::webhook::{WebhookConfig, WebhookSecret};
 
@@ -19,11 +19,13 @@ pub(super) struct RawWebhook {
     secret: Option<String>,
     secret_file: Option<PathBuf>,
     statuses: Option<Vec<String>>,
+    concurrency: Option<usize>,
 }
 
 pub(super) fn resolve_webhook(
     raw: RawWebhook,
     secrets: &SecretResolver,
+    delivery: &Delivery,
 ) -> Result<ChannelSettings<WebhookConfig>, ConfigError> {
     let section = "[channels.webhook]";
     check_url(section, "url", &raw.url)?;
@@ -44,5 +46,6 @@ pub(super) fn resolve_webhook(
         quiet_hours: None,
         texts: Texts::default(),
         alerts: None,
+        concurrency: concurrency(section, raw.concurrency, delivery.concurrency)?,
     })
 }

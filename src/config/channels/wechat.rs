@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::super::secrets::SecretResolver;
-use super::super::{ConfigError, RateLimit, check_url, endpoint, invalid};
-use super::{BUYER_TRIGGERS, ChannelSettings, parse_triggers, yes};
+use super::super::{ConfigError, Delivery, RateLimit, check_url, endpoint, invalid};
+use super::{
+    BUYER_PHONE_CONCURRENCY, BUYER_TRIGGERS, ChannelSettings, concurrency, parse_triggers, yes,
+};
 use crate::notify::Texts;
 use crate::notify::template::{PLACEHOLDERS, Template, Values};
 use crate::notify::wechat::{DEFAULT_ENDPOINT, WechatConfig};
@@ -33,12 +34,14 @@ pub(super) struct RawWechat {
     rate_limit: Option<RateLimit>,
     /// `https://api.weixin.qq.com` by default.
     endpoint: Option<String>,
+    /// Deliveries at once; `BUYER_PHONE_CONCURRENCY` by default.
+    concurrency: Option<usize>,
 }
 
 pub(super) fn resolve_wechat(
     raw: RawWechat,
     secrets: &SecretResolver,
-    timeout: Duration,
+    delivery: &Delivery,
 ) -> Result<ChannelSettings<WechatConfig>, ConfigError> {
     let section = "[channels.wechat]";
     let appid = raw.appid.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
@@ -101,7 +104,7 @@ pub(super) fn resolve_wechat(
             secret,
             template_id,
             spacing: raw.rate_limit.map(|r| r.interval()),
-            timeout,
+            timeout: delivery.timeout,
         },
         triggers: parse_triggers(section, raw.statuses, Some(&BUYER_TRIGGERS))?,
         alerts: None,
@@ -111,5 +114,10 @@ pub(super) fn resolve_wechat(
             wechat_url: url,
             ..Texts::default()
         },
+        concurrency: concurrency(
+            section,
+            raw.concurrency,
+            BUYER_PHONE_CONCURRENCY.min(delivery.concurrency),
+        )?,
     })
 }

@@ -7,6 +7,7 @@
 //! serve reqwest, so that every byte they send, or do not send, is under the test's control.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -220,13 +221,22 @@ async fn serve_gateway(mut stream: TcpStream, state: Arc<Mutex<GatewayState>>) {
     let _ = stream.shutdown().await;
 }
 
-/// A webhook endpoint that answers 200, but only after `delay` (slower than the sender waits),
-/// or only once the test opens it ([`SlowWebhook::gated`]).
+/// A webhook endpoint (or any HTTP receiver: an SMS gateway) that answers 200, but only after
+/// `delay` (slower than the sender waits), or only once the test opens it
+/// ([`SlowWebhook::gated`]). It counts the requests it holds at once.
 pub struct SlowWebhook {
     pub url: String,
     ids: Arc<Mutex<Vec<(String, Instant)>>>,
+    held: Arc<Held>,
     task: JoinHandle<()>,
     gate: Option<watch::Sender<bool>>,
+}
+
+/// Requests taken and not answered yet, and the most of them at any one time.
+#[derive(Default)]
+struct Held {
+    now: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 impl SlowWebhook {
@@ -252,10 +262,12 @@ impl SlowWebhook {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/webhook", listener.local_addr().unwrap());
         let ids: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let shared = ids.clone();
+        let held: Arc<Held> = Arc::default();
+        let (shared, holding) = (ids.clone(), held.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let (shared, mut opened) = (shared.clone(), opened.clone());
+                let holding = holding.clone();
                 tokio::spawn(async move {
                     // A kept-alive connection may carry several requests.
                     while let Some((head, _)) = read_request(&mut stream).await {
@@ -269,6 +281,8 @@ impl SlowWebhook {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .push((id, Instant::now()));
+                        let now = holding.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        holding.peak.fetch_max(now, Ordering::SeqCst);
                         match opened.as_mut() {
                             Some(opened) => {
                                 let _ = opened.wait_for(|open| *open).await;
@@ -276,7 +290,9 @@ impl SlowWebhook {
                             None => tokio::time::sleep(delay).await,
                         }
                         let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-                        if stream.write_all(ok.as_bytes()).await.is_err() {
+                        let written = stream.write_all(ok.as_bytes()).await;
+                        holding.now.fetch_sub(1, Ordering::SeqCst);
+                        if written.is_err() {
                             return;
                         }
                     }
@@ -286,9 +302,17 @@ impl SlowWebhook {
         SlowWebhook {
             url,
             ids,
+            held,
             task,
             gate,
         }
+    }
+
+    /// The most requests held at once since the start or the last call, which starts the count
+    /// again from those held now.
+    pub fn take_peak(&self) -> usize {
+        let now = self.held.now.load(Ordering::SeqCst);
+        self.held.peak.swap(now, Ordering::SeqCst)
     }
 
     /// The `webhook-id` of every request, in arrival order.
