@@ -13,8 +13,9 @@
 //! ```
 //!
 //! `SHIPWATCH_SOAK_SEED` replays the kill moments of an earlier run (each run prints its seed);
-//! `SHIPWATCH_SOAK_CONCURRENCY` sets `[delivery] concurrency` (16, the default, unless given), to
-//! see what fewer deliveries at once do to the repeats; `SHIPWATCH_SOAK_ENGINE=postgres` runs it
+//! `SHIPWATCH_SOAK_CONCURRENCY` sets `[delivery] concurrency` (16, the default, unless given; SMS
+//! takes at most 4 at once, its own default), to see what fewer deliveries at once do to the
+//! repeats; `SHIPWATCH_SOAK_ENGINE=postgres` runs it
 //! on a PostgreSQL database of the tests' cluster, the daemon keeping its receipts in the test's
 //! folder (`[database] receipts`), instead of SQLite.
 
@@ -44,6 +45,8 @@ const SMS_TRIGGERS: [Status; 4] = [
 const CHANNELS: [&str; 3] = ["webhook", "email", "sms"];
 /// The default `[delivery] concurrency`, which the soak runs with unless told otherwise.
 const DELIVERY_CONCURRENCY: u64 = 16;
+/// The SMS channel's default: at most this many at once, fewer if `[delivery] concurrency` is.
+const SMS_CONCURRENCY: usize = 4;
 
 struct Size {
     shipments: u64,
@@ -51,6 +54,8 @@ struct Size {
     seed: u64,
     /// `[delivery] concurrency`.
     concurrency: usize,
+    /// The SMS channel's, from it.
+    sms_concurrency: usize,
     engine: Engine,
 }
 
@@ -69,11 +74,14 @@ fn size() -> Size {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(7);
+    let concurrency =
+        env_number("SHIPWATCH_SOAK_CONCURRENCY", DELIVERY_CONCURRENCY).max(1) as usize;
     Size {
         shipments: env_number("SHIPWATCH_SOAK_SHIPMENTS", 200).max(1),
         kills: env_number("SHIPWATCH_SOAK_KILLS", 5) as usize,
         seed: env_number("SHIPWATCH_SOAK_SEED", random_seed),
-        concurrency: env_number("SHIPWATCH_SOAK_CONCURRENCY", DELIVERY_CONCURRENCY).max(1) as usize,
+        concurrency,
+        sms_concurrency: concurrency.min(SMS_CONCURRENCY),
         engine: match std::env::var("SHIPWATCH_SOAK_ENGINE").as_deref() {
             Err(_) | Ok("sqlite") => Engine::Sqlite,
             Ok("postgres") => Engine::Postgres,
@@ -140,9 +148,15 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
     let size = size();
     // Printed first so that a failing run can be replayed.
     println!(
-        "soak: seed {} ({} shipments, {} kills, {} deliveries at once, on {:?}); replay with \
-         SHIPWATCH_SOAK_SEED={}",
-        size.seed, size.shipments, size.kills, size.concurrency, size.engine, size.seed
+        "soak: seed {} ({} shipments, {} kills, {} deliveries at once, {} for SMS, on {:?}); \
+         replay with SHIPWATCH_SOAK_SEED={}",
+        size.seed,
+        size.shipments,
+        size.kills,
+        size.concurrency,
+        size.sms_concurrency,
+        size.engine,
+        size.seed
     );
     let mut rng = StdRng::seed_from_u64(size.seed);
     let sink = SmtpSink::start().await;
@@ -487,8 +501,8 @@ async fn soak_kill9_at_random_moments_loses_no_change_and_repeats_only_deliverie
     );
     // A kill repeats at most the deliveries in flight at that moment: those that reached the
     // receiver before the daemon could record them as sent. The sender runs at most
-    // `[delivery] concurrency` (16 by default) at a time on each channel.
-    let in_flight = size.concurrency * CHANNELS.len();
+    // `[delivery] concurrency` (16 by default) at a time on webhook and email, 4 on SMS.
+    let in_flight = size.concurrency * (CHANNELS.len() - 1) + size.sms_concurrency;
     let repeats: usize = duplicates.values().sum();
     assert!(
         repeats <= size.kills * in_flight,
