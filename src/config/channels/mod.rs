@@ -237,7 +237,7 @@ fn concurrency(section: &str, given: Option<usize>, default: usize) -> Result<us
         None => Ok(default),
         Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
         Some(n) => Err(invalid(format!(
-            "{section} concurrency = {n}: give the deliveries at once on this channel, between 1 and {MAX_CONCURRENCY}"
+            "{section} concurrency = {n} is out of range: the deliveries at once on this channel are between 1 and {MAX_CONCURRENCY}"
         ))),
     }
 }
