@@ -184,6 +184,12 @@ async fn every_gateway_fault_is_a_transient_error_retried_at_the_tier_interval()
 
 /// One order whose trace goes straight to signed: one change, one webhook and one email.
 pub(crate) async fn signed_in_one_step(app: &TestApp, tid: u64) {
+    signed_in_one_step_reaching(app, tid, &["--email", "buyer@shop.example"]);
+}
+
+/// One high-tier order whose trace goes straight to signed, its buyer reached as `contact` says
+/// (`add`'s `--email`, `--phone`…).
+pub(crate) fn signed_in_one_step_reaching(app: &TestApp, tid: u64, contact: &[&str]) {
     app.top.script(
         tid,
         vec![fake_top::trace_response(
@@ -196,14 +202,10 @@ pub(crate) async fn signed_in_one_step(app: &TestApp, tid: u64) {
             )],
         )],
     );
-    app.cli_ok(&[
-        "add",
-        &tid.to_string(),
-        "--tier",
-        "high",
-        "--email",
-        "buyer@shop.example",
-    ]);
+    let tid = tid.to_string();
+    let mut args = vec!["add", &tid, "--tier", "high"];
+    args.extend_from_slice(contact);
+    app.cli_ok(&args);
 }
 
 fn row<'a>(rows: &'a [Value], channel: &str) -> &'a Value {

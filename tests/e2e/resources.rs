@@ -11,7 +11,7 @@ use sqlx::sqlite::SqliteConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::faults::signed_in_one_step;
+use crate::faults::{signed_in_one_step, signed_in_one_step_reaching};
 use crate::support::app::TestApp;
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
@@ -356,22 +356,7 @@ async fn sms_goes_out_four_at_once_by_default_and_as_many_as_its_section_says() 
 
     let signed = |first: u64| {
         for tid in first..first + 8 {
-            app.top.script(
-                tid,
-                vec![fake_top::trace_response(
-                    tid,
-                    "对方已签收",
-                    &[("2026-11-20 08:00:05", "【上海市】快件已签收", "SIGNED")],
-                )],
-            );
-            app.cli_ok(&[
-                "add",
-                &tid.to_string(),
-                "--tier",
-                "high",
-                "--phone",
-                "13800138000",
-            ]);
+            signed_in_one_step_reaching(&app, tid, &["--phone", "13800138000"]);
         }
     };
     let sms_sent = || {
