@@ -220,16 +220,16 @@ pub(super) fn resolve_channels(
     Ok(channels)
 }
 
-/// Deliveries at once on SMS and WeChat unless their section says otherwise (and never more than
-/// `[delivery] concurrency`). A message to a buyer's phone carries nothing a phone could
-/// deduplicate on, unlike a webhook's `webhook-id` or an email's `Message-ID`: a delivery that a
-/// crash repeats reaches the buyer twice (and an SMS is billed twice), and a crash repeats at
-/// most the deliveries under way (an SMS repeated also counts against Aliyun's limit of 50
+/// Deliveries at once on SMS unless its section says otherwise (and never more than
+/// `[delivery] concurrency`). An SMS carries nothing a phone could deduplicate on, unlike a
+/// webhook's `webhook-id`, an email's `Message-ID` or a WeChat message's `client_msg_id` (which
+/// WeChat itself deduplicates on, `notify::wechat`): an SMS that a crash repeats reaches the
+/// buyer twice and is billed twice, and a crash repeats at most the deliveries under way (an SMS repeated also counts against Aliyun's limit of 50
 /// notifications a day to one number: https://help.aliyun.com/document_detail/2881383.html).
 /// Four at once still sends about 40 a second to a gateway that answers in 100 ms, far more than
 /// a shop's buyers' texts need. Nothing upstream asks for fewer: Aliyun allows 5,000 `SendSms`
 /// calls a second (https://help.aliyun.com/en/sms/developer-reference/api-dysmsapi-2017-05-25-quota).
-pub(super) const BUYER_PHONE_CONCURRENCY: usize = 4;
+pub(super) const SMS_CONCURRENCY: usize = 4;
 
 /// A channel's `concurrency` key, or `default` without it.
 fn concurrency(section: &str, given: Option<usize>, default: usize) -> Result<usize, ConfigError> {
@@ -371,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn each_channel_sends_as_many_at_once_as_its_section_says_and_a_buyers_phone_four_by_default() {
+    fn each_channel_sends_as_many_at_once_as_its_section_says_and_sms_four_by_default() {
         let sections = r#"
             [channels.webhook]
             url = "https://shop.example/hook"
@@ -404,10 +404,10 @@ mod tests {
                 (Webhook, Some(16)),
                 (Sms, Some(4)),
                 (Dingtalk, Some(1)),
-                (Wechat, Some(4))
+                (Wechat, Some(16))
             ]
         );
-        // Fewer at once for every channel lowers the buyer's phone's too.
+        // Fewer at once for every channel lowers the SMS's too.
         let fewer = format!("[delivery]\nconcurrency = 2\n{sections}");
         assert_eq!(
             at_once(&fewer),
@@ -428,7 +428,7 @@ mod tests {
                 (Webhook, Some(3)),
                 (Sms, Some(16)),
                 (Dingtalk, Some(1)),
-                (Wechat, Some(4))
+                (Wechat, Some(16))
             ]
         );
 

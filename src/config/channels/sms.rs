@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::super::secrets::SecretResolver;
 use super::super::{ConfigError, Delivery, check_url, endpoint, invalid, required};
 use super::{
-    BUYER_PHONE_CONCURRENCY, BUYER_TRIGGERS, ChannelSettings, RawTexts, concurrency, parse_texts,
+    BUYER_TRIGGERS, ChannelSettings, RawTexts, SMS_CONCURRENCY, concurrency, parse_texts,
     parse_triggers, yes,
 };
 use crate::domain::Secret;
@@ -60,7 +60,7 @@ pub(super) struct RawSms {
     /// A JSON pointer into the answer and the value it must hold for the SMS to count as sent.
     success_pointer: Option<String>,
     success_value: Option<String>,
-    /// Deliveries at once; `BUYER_PHONE_CONCURRENCY` by default.
+    /// Deliveries at once; `SMS_CONCURRENCY` by default.
     concurrency: Option<usize>,
 }
 
@@ -210,7 +210,7 @@ pub(super) fn resolve_sms(
         concurrency: concurrency(
             section,
             raw.concurrency,
-            BUYER_PHONE_CONCURRENCY.min(delivery.concurrency),
+            SMS_CONCURRENCY.min(delivery.concurrency),
         )?,
     })
 }

@@ -9,9 +9,7 @@ use serde::Deserialize;
 
 use super::super::secrets::SecretResolver;
 use super::super::{ConfigError, Delivery, RateLimit, check_url, endpoint, invalid};
-use super::{
-    BUYER_PHONE_CONCURRENCY, BUYER_TRIGGERS, ChannelSettings, concurrency, parse_triggers, yes,
-};
+use super::{BUYER_TRIGGERS, ChannelSettings, concurrency, parse_triggers, yes};
 use crate::notify::Texts;
 use crate::notify::template::{PLACEHOLDERS, Template, Values};
 use crate::notify::wechat::{DEFAULT_ENDPOINT, WechatConfig};
@@ -34,7 +32,7 @@ pub(super) struct RawWechat {
     rate_limit: Option<RateLimit>,
     /// `https://api.weixin.qq.com` by default.
     endpoint: Option<String>,
-    /// Deliveries at once; `BUYER_PHONE_CONCURRENCY` by default.
+    /// Deliveries at once; `[delivery] concurrency` by default.
     concurrency: Option<usize>,
 }
 
@@ -114,10 +112,6 @@ pub(super) fn resolve_wechat(
             wechat_url: url,
             ..Texts::default()
         },
-        concurrency: concurrency(
-            section,
-            raw.concurrency,
-            BUYER_PHONE_CONCURRENCY.min(delivery.concurrency),
-        )?,
+        concurrency: concurrency(section, raw.concurrency, delivery.concurrency)?,
     })
 }
