@@ -378,3 +378,38 @@ async fn test_notify_sends_a_sample_to_an_openid_and_check_config_explains_a_mis
     assert!(err.contains("[channels.wechat] needs template_id"), "{err}");
     assert_no_credentials("check-config", &err, &wechat);
 }
+
+/// Six buyers' messages at once through a channel paced at 30 a minute (one every 2 s), with
+/// the test's 5 s lease: one at a time, each waits its turn outside any claim, and every message
+/// is sent once. With a slot each, the later ones outwaited their claims in the bucket, were
+/// claimed again and sent a second time (WeChat drops a repeated `client_msg_id`, but each was
+/// still a call of the account's quota).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_channel_sends_each_message_once_however_long_its_turn() {
+    let wechat = account().await;
+    let tids: Vec<u64> = (0..6).map(|i| TID + 500 + i).collect();
+    let app = app_with(config::Channel::wechat(&wechat), &[]).await;
+    app.edit_config(|text| {
+        text.replace(
+            "[channels.wechat]\n",
+            "[channels.wechat]\nrate_limit = \"30/min\"\n",
+        )
+    });
+    let checked = app.cli_ok(&["check-config"]);
+    assert!(checked.contains(", 1 at once"), "{checked}");
+    for tid in &tids {
+        crate::faults::signed_in_one_step_reaching(&app, *tid, &["--openid", OPENID]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("every message is sent", LIMIT, || {
+        app.outbox(Some("sent"))
+            .iter()
+            .filter(|n| n["channel"] == "wechat")
+            .count()
+            == tids.len()
+    })
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert_eq!(wechat.delivered().len(), tids.len());
+    assert_eq!(wechat.repeats(), 0, "a message sent a second time");
+}

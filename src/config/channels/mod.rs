@@ -465,6 +465,35 @@ mod tests {
     }
 
     #[test]
+    fn a_paced_wechat_channel_takes_one_at_a_time_unless_its_turns_fit_in_the_lease() {
+        let wechat = |extra: &str| {
+            parse(&format!(
+                "[channels.wechat]\nappid = \"wx1\"\nsecret = \"s\"\ntemplate_id = \"t\"\n\
+                 data = {{ thing1 = \"{{order_id}}\" }}\n{extra}"
+            ))
+            .map(|c| c.channels.rules()[0].concurrency)
+        };
+        assert_eq!(wechat("").unwrap(), Some(16));
+        assert_eq!(wechat("rate_limit = \"30/min\"").unwrap(), Some(1));
+        // Four turns of about 2 s and the 15 s timeout fit in the 1 min lease.
+        assert_eq!(
+            wechat("rate_limit = \"30/min\"\nconcurrency = 4").unwrap(),
+            Some(4)
+        );
+        // Five turns of about 10 s do not.
+        let err = wechat("rate_limit = \"6/min\"\nconcurrency = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[channels.wechat] concurrency = 5 with its rate_limit")
+                && err.contains("51s 20ms")
+                && err.contains("outlasts [delivery] lease (1m)"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
     fn a_wechat_channel_parses_with_its_template_data_and_hides_its_secret() {
         let config = parse(
             r#"
