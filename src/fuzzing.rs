@@ -469,6 +469,8 @@ mod tests {
                         "kind = \"taobao\"", "kind = \"kuaidi100\"", "kind = \"simulator\"",
                         "kind = \"aliyun\"", "kind = \"http\"", "high = \"1s\"", "low = \"400d\"",
                         "rate_limit = \"0/min\"", "rate_limit = \"4294967296/s\"",
+                        "rate_limit = \"1/18446744073709551615s\"", "[channels.wechat]",
+                        "concurrency = 9223372036854775807", "concurrency = 3",
                         "jitter = 0.7", "concurrency = 0", "attempts = 99",
                         "timeout = \"0s\"", "lease = \"1s\"", "expire = \"30 3 * * *\"",
                         "timezone = \"Mars/Olympus\"", "quiet_hours = \"25:00-08:00\"",

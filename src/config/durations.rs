@@ -66,6 +66,10 @@ pub enum BadRateLimit {
     NotAQuota(String),
     #[error("rate_limit {0:?} allows no calls at all; give at least 1")]
     NoCalls(String),
+    #[error(
+        "rate_limit {0:?} counts its calls over more than 366d; give a quota per second, minute, hour or day"
+    )]
+    TooLong(String),
 }
 
 impl FromStr for RateLimit {
@@ -87,6 +91,11 @@ impl FromStr for RateLimit {
         };
         if per.is_zero() {
             return Err(hint());
+        }
+        // Spacings are computed from it (`per / calls`, a little wider for headroom): a period of
+        // centuries would overflow them.
+        if per > POLL_HORIZON {
+            return Err(BadRateLimit::TooLong(s.to_owned()));
         }
         Ok(RateLimit { calls, per })
     }
@@ -133,6 +142,12 @@ mod tests {
             "fast".parse::<RateLimit>().unwrap_err(),
             BadRateLimit::NotAQuota("fast".to_owned())
         );
+        // A daemon given this one panicked at start, computing the bucket's spacing.
+        assert_eq!(
+            "1/18446744073709551615s".parse::<RateLimit>().unwrap_err(),
+            BadRateLimit::TooLong("1/18446744073709551615s".to_owned())
+        );
+        assert_eq!("1/366d".parse::<RateLimit>().unwrap().per, POLL_HORIZON);
         assert_eq!(
             "soon".parse::<HumanDuration>().unwrap_err().to_string(),
             "\"soon\" is not a duration (expected number at 0); write it like 30s, 2m, 1h or 30d"
