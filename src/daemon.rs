@@ -26,7 +26,7 @@ use crate::notify::webhook::Webhook;
 use crate::notify::wechat::Wechat;
 use crate::notify::wecom::Wecom;
 use crate::service::Supervisor;
-use crate::storage::{DAEMON_HEARTBEAT, DaemonIdentity, Db, Holds, StorageError};
+use crate::storage::{DAEMON_HEARTBEAT, DaemonIdentity, Db, DbQuota, Holds, StorageError};
 use crate::workers::Grace;
 
 /// The one HTTP client all upstream APIs share (its connection pool included).
@@ -268,6 +268,13 @@ impl Daemon {
             events.clone(),
         );
         let channels = build_channels(config)?;
+        // A paced channel's quota is the vendor's, for every daemon of a shared database together:
+        // a robot that hears 20 a minute from each of two daemons locks itself for 10 minutes.
+        for channel in &channels {
+            if let Some(pace) = channel.pace() {
+                DbQuota::share(&db, &DbQuota::channel_key(channel.kind().as_str()), pace);
+            }
+        }
         // The robots that hear of incidents share their channel (and its quota) with the sender.
         let ops = channels
             .iter()

@@ -53,13 +53,14 @@ pub struct Granted {
 /// Future of a grant from a [`SharedQuota`].
 pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Granted, GrantError>> + Send + 'a>>;
 
-/// Why the shared schedule gave a provider no slots (its keeper, the database, did not answer).
+/// Why the shared schedule gave a bucket (a provider's, a paced channel's) no slots (its keeper, the database, did not answer).
 /// The keeper's error is told in the text, and only there (not also as the error's `source`), so
 /// that a reporter walking the chain does not print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("provider {provider}: {reason}")]
+#[error("quota {schedule}: {reason}")]
 pub struct GrantError {
-    pub provider: String,
+    /// The schedule's key: the provider's name, or `channel:` and the channel's kind.
+    pub schedule: String,
     pub reason: Box<dyn std::error::Error + Send + Sync>,
 }
 
@@ -350,15 +351,15 @@ mod tests {
     #[test]
     fn a_grant_error_tells_the_keepers_error_once() {
         let e = GrantError {
-            provider: "taobao".to_owned(),
+            schedule: "taobao".to_owned(),
             reason: "database is locked".into(),
         };
-        assert_eq!(e.to_string(), "provider taobao: database is locked");
+        assert_eq!(e.to_string(), "quota taobao: database is locked");
         // A reporter that walks the chain (`{:#}` of anyhow) adds nothing to the text.
         assert!(std::error::Error::source(&e).is_none());
         assert_eq!(
             format!("{:#}", anyhow::Error::from(e)),
-            "provider taobao: database is locked"
+            "quota taobao: database is locked"
         );
     }
 
@@ -495,7 +496,7 @@ mod tests {
                     .is_ok()
                 {
                     return Err(GrantError {
-                        provider: "taobao".to_owned(),
+                        schedule: "taobao".to_owned(),
                         reason: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
                     });
                 }

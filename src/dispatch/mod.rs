@@ -26,7 +26,7 @@ mod failure;
 mod once;
 pub mod pollable;
 mod push;
-pub mod quota;
+mod quota;
 mod tally;
 
 use commit::Finished;

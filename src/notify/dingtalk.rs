@@ -30,6 +30,7 @@ use sha2::Sha256;
 use super::robot::{Robot, Wording};
 use super::{Channel, ChannelKind, DeliveryError, Outgoing};
 use crate::domain::Secret;
+use crate::limiter::Limiter;
 
 pub use super::robot::{MISCONFIGURED_PAUSE, RobotConfig as DingtalkConfig, Verdict};
 
@@ -172,6 +173,10 @@ impl Channel for Dingtalk {
     /// a claimed message waits one spacing at most, never its lease.
     fn max_in_flight(&self) -> Option<usize> {
         Some(1)
+    }
+
+    fn pace(&self) -> Option<&Limiter> {
+        Some(self.robot.limiter())
     }
 
     /// A reload or restart ends both the stop and DingTalk's lock ([`Robot::resume`]).

@@ -33,6 +33,7 @@ use sha2::Sha256;
 use super::robot::{Robot, Wording, cut_to_bytes};
 use super::{Channel, ChannelKind, DeliveryError, Outgoing};
 use crate::domain::Secret;
+use crate::limiter::Limiter;
 
 pub use super::robot::{RobotConfig as FeishuConfig, Verdict};
 
@@ -210,6 +211,10 @@ impl Channel for Feishu {
     /// One message at a time, as the other robots.
     fn max_in_flight(&self) -> Option<usize> {
         Some(1)
+    }
+
+    fn pace(&self) -> Option<&Limiter> {
+        Some(self.robot.limiter())
     }
 
     /// A reload or restart ends both the stop and the pause ([`Robot::resume`]).

@@ -28,6 +28,7 @@ pub mod wecom;
 /// The channel names are domain values: storage keys outbox rows by them without depending on
 /// how a channel sends.
 pub use crate::domain::ChannelKind;
+use crate::limiter::Limiter;
 
 /// An enabled channel as the outbox sees it: which statuses it announces and in what words.
 #[derive(Debug, Clone)]
@@ -279,6 +280,13 @@ pub trait Channel: Send + Sync {
     /// message waits in a slot for its turn longer than one spacing, far inside its lease. A
     /// message that outwaited its lease would be claimed and sent a second time.
     fn max_in_flight(&self) -> Option<usize> {
+        None
+    }
+
+    /// The bucket that spaces the channel's sends (a group robot's, a paced WeChat channel's),
+    /// for the daemon to share with the other daemons of a shared database: the quota is the
+    /// vendor's, for all of them together.
+    fn pace(&self) -> Option<&Limiter> {
         None
     }
 

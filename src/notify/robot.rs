@@ -120,6 +120,11 @@ impl Robot {
         self.url.expose()
     }
 
+    /// The bucket that spaces the robot's messages.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
     /// Whether the channel is stopped or paused, and for how much longer.
     pub fn stopped_for(&self) -> Option<Duration> {
         self.stop.remaining().or_else(|| self.too_fast.remaining())

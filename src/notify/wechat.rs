@@ -543,6 +543,10 @@ impl Channel for Wechat {
         ChannelKind::Wechat
     }
 
+    fn pace(&self) -> Option<&Limiter> {
+        self.limiter.is_limited().then_some(&self.limiter)
+    }
+
     /// A reload or restart ends the stop, and the next send fetches a token anew.
     fn resume(&self) {
         self.stop.lift();

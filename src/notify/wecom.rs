@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::robot::{Robot, Wording, cut_to_bytes};
 use super::{Channel, ChannelKind, DeliveryError, Outgoing};
+use crate::limiter::Limiter;
 
 pub use super::robot::{RobotConfig as WecomConfig, Verdict};
 
@@ -134,6 +135,10 @@ impl Channel for Wecom {
     /// claimed message waits one spacing at most, never its lease.
     fn max_in_flight(&self) -> Option<usize> {
         Some(1)
+    }
+
+    fn pace(&self) -> Option<&Limiter> {
+        Some(self.robot.limiter())
     }
 
     /// A reload or restart ends both the stop and the pause ([`Robot::resume`]).

@@ -63,7 +63,7 @@ pub use outbox::{
 pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
-pub use quota::QuotaGrant;
+pub use quota::{DbQuota, QuotaGrant};
 pub use shipments::{
     CreateError, Created, Differs, Import, Invalid, InvalidKind, NewShipment, RecheckBatch,
     RecheckWrite, ShipmentFilter, ShipmentUpdate, ShipmentView,

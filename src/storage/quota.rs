@@ -1,9 +1,13 @@
-//! A provider's quota shared by the daemons of one database: grants of call slots from its GCRA
-//! schedule (`quota`), timed by the database server's clock.
+//! A quota shared by the daemons of one database: grants of call slots from its GCRA schedule
+//! (`quota`), timed by the database server's clock. A provider's `rate_limit` keeps its schedule
+//! under the provider's name (issue 17); a paced channel's (a group robot's 20 a minute, WeChat's
+//! `rate_limit`) under `channel:` and its kind.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Db, Result};
+use crate::limiter::{GrantError, GrantFuture, Granted, Limiter, SharedQuota};
 
 /// `count` calls of one provider, one `interval` apart from `first_slot_us` on, in microseconds of
 /// the database server's clock, which read `server_now_us` while granting them: the daemon turns
@@ -66,6 +70,60 @@ impl Db {
             server_now_us,
             count,
             interval: Duration::from_micros(u64::try_from(step).unwrap_or(u64::MAX)),
+        })
+    }
+}
+
+/// One schedule in the shared database, as a bucket's source of slots ([`Limiter::share`]).
+///
+/// A provider named like a channel's key (`[providers."channel:dingtalk"]`) would share that
+/// channel's schedule: each call of either then waits for the other's, so both keep within their
+/// quotas, only more slowly. Nothing is sent over a quota for it.
+pub struct DbQuota {
+    db: Db,
+    key: String,
+}
+
+impl DbQuota {
+    /// The schedule kept under `key`: a provider's name, or [`DbQuota::channel_key`].
+    pub fn new(db: Db, key: &str) -> Self {
+        DbQuota {
+            db,
+            key: key.to_owned(),
+        }
+    }
+
+    /// The key of a paced channel's schedule.
+    pub fn channel_key(kind: &str) -> String {
+        format!("channel:{kind}")
+    }
+
+    /// Turns `limiter` to the schedule under `key` when other daemons share `db`; on a database
+    /// this daemon owns alone (SQLite) the bucket paces alone, as ever.
+    pub fn share(db: &Db, key: &str, limiter: &Limiter) {
+        if db.is_shared() {
+            limiter.share(Arc::new(DbQuota::new(db.clone(), key)));
+        }
+    }
+}
+
+impl SharedQuota for DbQuota {
+    fn grant(&self, interval: Duration, count: u32) -> GrantFuture<'_> {
+        Box::pin(async move {
+            let grant = self
+                .db
+                .quota_grant(&self.key, interval, count)
+                .await
+                .map_err(|e| GrantError {
+                    schedule: self.key.clone(),
+                    reason: e.into(),
+                })?;
+            Ok(Granted {
+                first_slot_us: grant.first_slot_us,
+                keeper_now_us: grant.server_now_us,
+                count: grant.count,
+                interval: grant.interval,
+            })
         })
     }
 }

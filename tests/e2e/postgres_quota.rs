@@ -7,8 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shipwatch::dispatch::quota::DbQuota;
 use shipwatch::limiter::Limiter;
+use shipwatch::storage::DbQuota;
 use shipwatch::storage::{Db, Location, QuotaGrant, Synchronous};
 
 use crate::support::postgres::PgDatabase;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
 use crate::support::config;
 use crate::support::fake_dingtalk::{self, FakeDingtalk};
 use crate::support::fake_top;
@@ -365,6 +365,72 @@ async fn a_burst_for_the_robot_reaches_the_group_once_each() {
     expected.sort();
     assert_eq!(titles, expected, "each message once");
     assert!(robot.refusals().is_empty(), "{:?}", robot.refusals());
+}
+
+/// Two daemons on one PostgreSQL database keep to the robot's quota together: the quota is the
+/// robot's, whichever daemon sends. Each daemon used to pace alone at `rate_limit`, so two sent
+/// twice as fast, and DingTalk locks a robot that hears more than its 20 a minute for 10 minutes
+/// (130101). Here the robot takes 5 messages in any 2 s and `rate_limit` is 2 a second: alone,
+/// the two daemons sent 4 a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_database_keep_to_the_robots_quota_together() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    robot.quota(5, Duration::from_secs(2));
+    let app = TestApp::builder()
+        .engine(Engine::Postgres)
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(
+            config::Channel::dingtalk(&robot)
+                .statuses(&["failed_attempt"])
+                .rate_limit("2/s"),
+        )
+        .start()
+        .await;
+    app.create_database();
+    let tids: Vec<u64> = (0..12).map(|i| TID + 200 + i).collect();
+    for tid in &tids {
+        app.top.script(*tid, troubled_journey(*tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    // Each daemon's webhook names it, for the count below; the robot ignores the extra key.
+    let mut daemons = app.spawn_daemons_with(2, |i, config| {
+        if let Some(toml::Value::Table(channels)) = config.get_mut("channels")
+            && let Some(toml::Value::Table(dingtalk)) = channels.get_mut("dingtalk")
+        {
+            let url = format!("{}&daemon={i}", robot.url);
+            dingtalk.insert("url".to_owned(), url.into());
+        }
+    });
+    app.wait_until("every failed attempt is marked sent", LIMIT, || {
+        let rows = robot_rows(&app);
+        rows.len() == tids.len() && rows.iter().all(|n| n["state"] == "sent")
+    })
+    .await;
+    for daemon in &mut daemons {
+        assert!(daemon.terminate().success(), "{}", daemon.log());
+    }
+
+    assert!(robot.refusals().is_empty(), "{:?}", robot.refusals());
+    let delivered = robot.delivered();
+    let mut titles: Vec<String> = delivered.iter().map(|m| m.title().to_owned()).collect();
+    titles.sort();
+    let mut expected: Vec<String> = tids
+        .iter()
+        .map(|tid| format!("订单{tid}:派送未成功"))
+        .collect();
+    expected.sort();
+    assert_eq!(titles, expected, "each message once");
+    for daemon in ["0", "1"] {
+        let sent = delivered
+            .iter()
+            .filter(|m| m.query.get("daemon").map(String::as_str) == Some(daemon))
+            .count();
+        assert!(
+            sent > 0,
+            "daemon {daemon} sent nothing: the test shows no sharing"
+        );
+    }
 }
 
 /// The `ops` trigger: a provider whose session the gateway refuses stops, and the staff group

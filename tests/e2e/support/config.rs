@@ -433,6 +433,11 @@ impl Channel {
         Channel(self.0.set("secret", secret))
     }
 
+    /// For a robot or WeChat: this `rate_limit`.
+    pub fn rate_limit(self, rate: &str) -> Channel {
+        Channel(self.0.set("rate_limit", rate))
+    }
+
     /// For a robot: these trigger statuses.
     pub fn statuses(self, statuses: &[&str]) -> Channel {
         let list: Vec<toml::Value> = statuses.iter().map(|s| (*s).into()).collect();

@@ -34,6 +34,8 @@ const TIMESTAMP_TOLERANCE_MS: i64 = 60 * 60 * 1000;
 pub struct Message {
     pub body: Value,
     pub errcode: i64,
+    /// The webhook's query, `access_token`, `timestamp` and `sign` included.
+    pub query: BTreeMap<String, String>,
 }
 
 impl Message {
@@ -87,6 +89,11 @@ impl FakeDingtalk {
 
     pub fn secret(&self) -> Option<String> {
         self.shared.lock().secret.clone()
+    }
+
+    /// Takes `limit` messages a `window` from now on instead of DingTalk's 20 a minute.
+    pub fn quota(&self, limit: usize, window: Duration) {
+        self.shared.lock().script.quota(limit, window);
     }
 
     /// The next `n` verified messages are answered `errcode` instead of 0.
@@ -177,11 +184,15 @@ async fn handle(State(shared): State<Shared>, RawQuery(query): RawQuery, body: B
         return answer(40035, "缺少参数 markdown");
     }
     if inner.script.arrive(None, Instant::now()).is_some() {
-        inner.log.refuse("over 20 a minute".into());
+        inner.log.refuse("over the robot's quota".into());
         return answer(130101, "send too fast, exceed 20 times per minute");
     }
     let errcode = inner.script.take_next().unwrap_or(0);
-    inner.log.record(Message { body, errcode });
+    inner.log.record(Message {
+        body,
+        errcode,
+        query: params,
+    });
     match errcode {
         0 => answer(0, "ok"),
         130101 => answer(130101, "send too fast, exceed 20 times per minute"),
