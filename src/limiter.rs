@@ -182,6 +182,12 @@ impl Limiter {
         self
     }
 
+    /// The bucket's spacing between two calls (the quota's, stretched by the headroom); zero
+    /// without a quota.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// True when the bucket limits anything.
     pub fn is_limited(&self) -> bool {
         !self.interval.is_zero()

@@ -57,6 +57,8 @@ pub struct Workers {
     abort: CancellationToken,
     /// Tasks not yet finished, slot or no slot, and the bell rung as each ends.
     running: Arc<(AtomicUsize, Notify)>,
+    /// Rung when work held back may start before a slot frees ([`Workers::nudge`]).
+    nudge: Notify,
 }
 
 /// A task's place among the workers. A task may give it up before it ends (a poll, once its
@@ -75,6 +77,7 @@ impl Workers {
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
             running: Arc::new((AtomicUsize::new(0), Notify::new())),
+            nudge: Notify::new(),
         }
     }
 
@@ -148,8 +151,16 @@ impl Workers {
                 _ = stop.cancelled() => break,
                 _ = self.slots.acquire(), if full => {}
                 _ = tokio::time::sleep(wait), if !full => {}
+                _ = self.nudge.notified(), if !full => {}
             }
         }
+    }
+
+    /// Ends [`Workers::feed`]'s wait for the next round: work it held back (a provider's
+    /// shipments, while its bucket had all the polls it could take) may start now. A round
+    /// already under way is followed by another at once.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
     }
 
     /// Lets running tasks finish within `grace`, counted from `since`; after that, or once the

@@ -2,7 +2,7 @@
 //! records what came back.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct ProviderRuntime {
     /// No shipment of this provider is polled more often than this, whatever its tier.
     min_interval: Duration,
     paused_until: Mutex<Option<Millis>>,
+    /// Polls started and still waiting for the bucket (see [`waiting_cap`]).
+    waiting: Arc<AtomicUsize>,
     /// Kuaidi100 subscription push (`mode = "push"`): shipments are subscribed instead of
     /// queried, and queried only as `fallback_poll` says.
     pub push: Option<Arc<crate::providers::kuaidi100_push::Subscriber>>,
@@ -67,6 +69,7 @@ impl ProviderRuntime {
             limiter: Limiter::new(rate_limit.map(|l| l.interval()))
                 .with_window(rate_limit.map_or(Duration::ZERO, |l| l.per)),
             paused_until: Mutex::new(None),
+            waiting: Arc::new(AtomicUsize::new(0)),
             push: None,
         }
     }
@@ -100,6 +103,43 @@ impl ProviderRuntime {
             .expect("pause lock")
             .is_some_and(|until| until > now)
     }
+
+    /// Counts a poll among those waiting for the bucket until the guard is dropped.
+    fn wait_turn(&self) -> Waiting {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self.waiting.clone())
+    }
+
+    /// How many more polls may wait for the bucket now ([`waiting_cap`]): none once as many wait
+    /// as its quota serves while their claims last, since another would outwait its claim.
+    fn room(&self, polling: &Polling) -> usize {
+        waiting_cap(self.limiter.interval(), polling.lease)
+            .saturating_sub(self.waiting.load(Ordering::Relaxed))
+    }
+}
+
+/// A poll counted among those waiting for its provider's bucket, until dropped (its turn came,
+/// or it was cut short while waiting).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many polls of a provider may wait for its bucket at once (each in a slot, its shipment
+/// claimed): as many as the quota serves, one `interval` apart, while a claim
+/// lasts (`lease`), so that each call leaves before its claim runs out; at least one, and any
+/// number without a quota. A poll that outwaited its claim was claimed again, found still polling
+/// and given back, at once and over and over (one daemon spun a core on it with
+/// `rate_limit = "6/min"` and a 3 s lease); on a shared database another daemon could poll it too.
+pub fn waiting_cap(interval: Duration, lease: Duration) -> usize {
+    if interval.is_zero() {
+        return usize::MAX;
+    }
+    let turns = lease.as_nanos() / interval.as_nanos();
+    usize::try_from(turns).unwrap_or(usize::MAX).max(1)
 }
 
 /// What a poll led to, for `poll` and for tests.
@@ -233,10 +273,12 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn paused(&self, now: Millis) -> Vec<String> {
+    /// The providers whose shipments are not claimed now: those paused, and those whose bucket
+    /// has as many polls waiting as it serves within a claim's lease ([`waiting_cap`]).
+    fn held_back(&self, now: Millis) -> Vec<String> {
         self.providers()
             .values()
-            .filter(|p| p.is_paused(now))
+            .filter(|p| p.is_paused(now) || p.room(&self.polling) == 0)
             .map(|p| p.name.clone())
             .collect()
     }
@@ -269,14 +311,29 @@ impl Dispatcher {
             return Ok(0);
         }
         let now = self.clock.now();
+        let providers = self.providers();
+        // How many more polls each provider's bucket takes now: rows of one that takes none
+        // stay claimed ahead, unstarted, and none of its shipments is claimed meanwhile.
+        let mut room: Vec<(&str, usize)> = providers
+            .values()
+            .map(|p| (p.name.as_str(), p.room(&self.polling)))
+            .collect();
         let short = {
             let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
             // A claim that ran out is anyone's again: its shipment may be polled elsewhere.
             ahead.retain(|(_, until)| *until > now);
-            free.saturating_sub(ahead.len())
+            let ready = ahead
+                .iter()
+                .filter(|(row, _)| {
+                    room.iter()
+                        .find(|(name, _)| *name == row.provider)
+                        .is_none_or(|(_, n)| *n > 0)
+                })
+                .count();
+            free.saturating_sub(ready)
         };
         if short > 0 {
-            let paused = self.paused(now);
+            let paused = self.held_back(now);
             let claimed_until = now + millis(self.polling.lease);
             let beyond = self.pace.lock().expect("pace lock").claim(
                 now,
@@ -302,12 +359,30 @@ impl Dispatcher {
         }
         let rows: Vec<ShipmentRow> = {
             let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
-            let take = free.min(ahead.len());
-            ahead.drain(..take).map(|(row, _)| row).collect()
+            if room.iter().all(|(_, n)| *n >= free) {
+                // Every bucket takes what the slots can: the claimed-ahead rows go in order.
+                let take = free.min(ahead.len());
+                ahead.drain(..take).map(|(row, _)| row).collect()
+            } else {
+                let mut taken = Vec::new();
+                let mut kept = VecDeque::with_capacity(ahead.len());
+                for (row, until) in ahead.drain(..) {
+                    let bucket = room.iter_mut().find(|(name, _)| *name == row.provider);
+                    if taken.len() < free && bucket.as_ref().is_none_or(|(_, n)| *n > 0) {
+                        if let Some((_, n)) = bucket {
+                            *n -= 1;
+                        }
+                        taken.push(row);
+                    } else {
+                        kept.push_back((row, until));
+                    }
+                }
+                *ahead = kept;
+                taken
+            }
         };
         let claimed = rows.len();
         self.pace.lock().expect("pace lock").started(claimed);
-        let providers = self.providers();
         for row in rows {
             let provider = match pollable(&row, &providers, now) {
                 Ok(provider) => provider,
@@ -328,10 +403,11 @@ impl Dispatcher {
                 self.db.release_shipment(row.id).await?;
                 continue;
             }
+            let waiting = provider.wait_turn();
             let me = self.clone();
             self.workers.spawn_with_slot(move |slot| async move {
                 let id = row.id;
-                me.poll_in_background(&provider, row, slot).await;
+                me.poll_in_background(&provider, row, slot, waiting).await;
                 me.in_flight.lock().expect("in-flight lock").remove(&id);
             });
         }
@@ -374,11 +450,17 @@ impl Dispatcher {
     /// Polls `row` in a worker slot, freed as soon as the answer is handed to the writer: the
     /// next poll's request goes out while this one is written (the shipment stays claimed until
     /// then).
-    async fn poll_in_background(&self, provider: &ProviderRuntime, row: ShipmentRow, slot: Slot) {
+    async fn poll_in_background(
+        &self,
+        provider: &ProviderRuntime,
+        row: ShipmentRow,
+        slot: Slot,
+        waiting: Waiting,
+    ) {
         let released = tokio::select! {
             biased;
             _ = self.workers.aborted() => true,
-            outcome = self.poll_in(provider, &row, Some(slot)) => {
+            outcome = self.poll_in(provider, &row, Some(slot), Some(waiting)) => {
                 if let Err(e) = outcome {
                     // The shipment stays due: its poll is repeated once the database is writable.
                     Outage::database().failed(&format!("recording a poll of order {}", row.order_id), &e);
@@ -400,7 +482,7 @@ impl Dispatcher {
         provider: &ProviderRuntime,
         row: &ShipmentRow,
     ) -> Result<PollOutcome, StorageError> {
-        self.poll_in(provider, row, None).await
+        self.poll_in(provider, row, None, None).await
     }
 
     async fn poll_in(
@@ -408,11 +490,18 @@ impl Dispatcher {
         provider: &ProviderRuntime,
         row: &ShipmentRow,
         slot: Option<Slot>,
+        waiting: Option<Waiting>,
     ) -> Result<PollOutcome, StorageError> {
         // Time spent waiting for the quota: its sum per provider shows how far behind the quota
         // keeps the daemon.
         let waited = tokio::time::Instant::now();
         provider.limiter.acquire().await;
+        let was_full = waiting.is_some() && provider.room(&self.polling) == 0;
+        drop(waiting);
+        if was_full {
+            // The bucket took all it could: its next shipment may start waiting now.
+            self.workers.nudge();
+        }
         metrics::histogram!("shipwatch_rate_limit_wait_seconds", "provider" => provider.name.clone())
             .record(waited.elapsed().as_secs_f64());
         if provider.is_paused(self.clock.now()) {
@@ -606,7 +695,7 @@ impl Dispatcher {
         let longest = self.polling.scan_interval.min(Duration::from_millis(
             self.max_idle_ms.load(Ordering::Relaxed),
         ));
-        match self.db.next_due_at(&self.paused(now), now).await {
+        match self.db.next_due_at(&self.held_back(now), now).await {
             Ok(Some(at)) if at > now => Duration::from_millis((at - now) as u64).min(longest),
             Ok(Some(_)) => Duration::from_millis(10).min(longest),
             _ => longest,
@@ -643,5 +732,24 @@ pub fn track_request(row: &ShipmentRow) -> TrackRequest {
         phone: row.phone.clone(),
         sub_orders: row.sub_orders.clone(),
         created_at: row.created_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_holds_as_many_waiting_polls_as_its_quota_serves_within_a_claim() {
+        let s = Duration::from_secs;
+        let lease = s(300);
+        // TOP's 250 a second: thousands fit in the default 5 min lease, far more than the slots.
+        assert_eq!(waiting_cap(Duration::from_millis(4), lease), 75_000);
+        // 6 a minute (10.2 s apart with the headroom): 29 turns fit.
+        assert_eq!(waiting_cap(Duration::from_millis(10_204), lease), 29);
+        // 100 a day: not one turn fits, but one poll may still wait, alone.
+        assert_eq!(waiting_cap(s(881), lease), 1);
+        // No quota: no bound.
+        assert_eq!(waiting_cap(Duration::ZERO, lease), usize::MAX);
     }
 }

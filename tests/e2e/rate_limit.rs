@@ -189,3 +189,57 @@ async fn a_ban_silences_concurrent_polling_too(engine: Engine) {
     );
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
+
+/// A quota slower than a claim lasts: at `rate_limit = "6/min"` a poll waits up to 10 s for its
+/// turn, longer than `[polling] lease = "3s"`. Each poll that outwaited its claim was claimed
+/// again, found still polling and given back, at once and over and over: the daemon spun a core
+/// (about 14 s of CPU in 20 s) while it waited. Now a provider with as many polls waiting as its
+/// quota serves within a lease is left out of the claims until its queue moves: the daemon idles
+/// while it waits, and still polls each shipment at the quota's pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_slower_than_a_claim_lasts_keeps_the_daemon_idle_while_it_waits() {
+    let app = TestApp::start_on(Engine::Sqlite).await;
+    app.edit_config(|text| {
+        text.replacen(
+            "sign_method = \"hmac-sha256\"",
+            "sign_method = \"hmac-sha256\"\nrate_limit = \"6/min\"",
+            1,
+        )
+        .replacen("[polling]\n", "[polling]\nlease = \"3s\"\n", 1)
+    });
+    for i in 0..SHIPMENTS {
+        app.top.journey(tid(100 + i));
+        app.cli_ok(&["add", &tid(100 + i).to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the first poll", Duration::from_secs(20), || {
+        app.top.call_count() >= 1
+    })
+    .await;
+    // Every claim of the first poll's round has run out by now, with the next turn 10 s away.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = daemon.cpu_time();
+    let watched = Duration::from_secs(8);
+    tokio::time::sleep(watched).await;
+    let used = daemon.cpu_time() - before;
+    let calls = app.top.calls();
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    // A spinning daemon takes most of a core even on a busy machine; an idle one a few percent.
+    assert!(
+        used < watched / 5,
+        "the daemon used {used:?} of CPU in {watched:?} while waiting for its quota"
+    );
+    // The quota held: calls 10.2 s apart (6 a minute with the 2% headroom), each shipment once.
+    for pair in calls.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_secs(10), "calls {gap:?} apart");
+    }
+    let mut polled: Vec<u64> = calls.iter().filter_map(|c| c.tid).collect();
+    polled.sort_unstable();
+    polled.dedup();
+    assert_eq!(
+        polled.len(),
+        calls.len(),
+        "a shipment polled twice: {calls:?}"
+    );
+}

@@ -610,6 +610,26 @@ impl Daemon {
             .expect("VmHWM in /proc/PID/status")
     }
 
+    /// The CPU time the process has used so far, user and system (`utime` and `stime` of
+    /// `/proc/PID/stat`, in the kernel's clock ticks of 1/100 s that it shows to user space).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("the daemon is running");
+        // The command's name, in parentheses, may hold spaces: count the fields after it.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 1..]
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .map(|&i| {
+                fields[i]
+                    .parse::<u64>()
+                    .expect("utime and stime are numbers")
+            })
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
