@@ -242,6 +242,7 @@ fn recorded_view(outcome: &PollOutcome) -> RecordedView {
         },
         PollOutcome::Failed(_) => none("failure_recorded"),
         PollOutcome::Skipped => none("skipped"),
+        PollOutcome::TakenOver => none("taken_over"),
         PollOutcome::Subscribed => none("subscribed"),
         PollOutcome::NotRecorded(_) => none("not_recorded"),
     }

@@ -122,6 +122,13 @@ impl ProviderRuntime {
 /// or it was cut short while waiting).
 struct Waiting(Arc<AtomicUsize>);
 
+/// A claimed shipment's poll as the dispatcher starts it: counted among its bucket's waiting
+/// polls, and holding the claim that ends at `claimed_until`.
+struct Turn {
+    waiting: Waiting,
+    claimed_until: Millis,
+}
+
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -149,6 +156,9 @@ pub enum PollOutcome {
     Failed(ProviderError),
     /// The provider is paused; the shipment was given back untouched.
     Skipped,
+    /// The shipment's claim ran out while the poll waited for its turn, and another daemon holds
+    /// it now: no call was made, so that the shipment is not polled twice.
+    TakenOver,
     /// A push-mode provider's shipment was subscribed (or found subscribed already).
     Subscribed,
     /// A one-off poll (`poll --apply`) whose credentials or configuration upstream rejected:
@@ -357,12 +367,12 @@ impl Dispatcher {
             let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
             ahead.extend(rows.into_iter().map(|row| (row, claimed_until)));
         }
-        let rows: Vec<ShipmentRow> = {
+        let rows: Vec<(ShipmentRow, Millis)> = {
             let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
             if room.iter().all(|(_, n)| *n >= free) {
                 // Every bucket takes what the slots can: the claimed-ahead rows go in order.
                 let take = free.min(ahead.len());
-                ahead.drain(..take).map(|(row, _)| row).collect()
+                ahead.drain(..take).collect()
             } else {
                 let mut taken = Vec::new();
                 let mut kept = VecDeque::with_capacity(ahead.len());
@@ -372,7 +382,7 @@ impl Dispatcher {
                         if let Some((_, n)) = bucket {
                             *n -= 1;
                         }
-                        taken.push(row);
+                        taken.push((row, until));
                     } else {
                         kept.push_back((row, until));
                     }
@@ -383,7 +393,7 @@ impl Dispatcher {
         };
         let claimed = rows.len();
         self.pace.lock().expect("pace lock").started(claimed);
-        for row in rows {
+        for (row, claimed_until) in rows {
             let provider = match pollable(&row, &providers, now) {
                 Ok(provider) => provider,
                 Err(why) => {
@@ -403,11 +413,14 @@ impl Dispatcher {
                 self.db.release_shipment(row.id).await?;
                 continue;
             }
-            let waiting = provider.wait_turn();
+            let turn = Turn {
+                waiting: provider.wait_turn(),
+                claimed_until,
+            };
             let me = self.clone();
             self.workers.spawn_with_slot(move |slot| async move {
                 let id = row.id;
-                me.poll_in_background(&provider, row, slot, waiting).await;
+                me.poll_in_background(&provider, row, slot, turn).await;
                 me.in_flight.lock().expect("in-flight lock").remove(&id);
             });
         }
@@ -455,12 +468,12 @@ impl Dispatcher {
         provider: &ProviderRuntime,
         row: ShipmentRow,
         slot: Slot,
-        waiting: Waiting,
+        turn: Turn,
     ) {
         let released = tokio::select! {
             biased;
             _ = self.workers.aborted() => true,
-            outcome = self.poll_in(provider, &row, Some(slot), Some(waiting)) => {
+            outcome = self.poll_in(provider, &row, Some(slot), Some(turn)) => {
                 if let Err(e) = outcome {
                     // The shipment stays due: its poll is repeated once the database is writable.
                     Outage::database().failed(&format!("recording a poll of order {}", row.order_id), &e);
@@ -490,23 +503,44 @@ impl Dispatcher {
         provider: &ProviderRuntime,
         row: &ShipmentRow,
         slot: Option<Slot>,
-        waiting: Option<Waiting>,
+        turn: Option<Turn>,
     ) -> Result<PollOutcome, StorageError> {
         // Time spent waiting for the quota: its sum per provider shows how far behind the quota
         // keeps the daemon.
         let waited = tokio::time::Instant::now();
         provider.limiter.acquire().await;
-        let was_full = waiting.is_some() && provider.room(&self.polling) == 0;
-        drop(waiting);
-        if was_full {
-            // The bucket took all it could: its next shipment may start waiting now.
-            self.workers.nudge();
-        }
+        let claimed_until = turn.map(
+            |Turn {
+                 waiting,
+                 claimed_until,
+             }| {
+                let was_full = provider.room(&self.polling) == 0;
+                drop(waiting);
+                if was_full {
+                    // The bucket took all it could: its next shipment may start waiting now.
+                    self.workers.nudge();
+                }
+                claimed_until
+            },
+        );
         metrics::histogram!("shipwatch_rate_limit_wait_seconds", "provider" => provider.name.clone())
             .record(waited.elapsed().as_secs_f64());
-        if provider.is_paused(self.clock.now()) {
+        let now = self.clock.now();
+        if provider.is_paused(now) {
             self.db.release_shipment(row.id).await?;
             return Ok(PollOutcome::Skipped);
+        }
+        if let Some(held) = claimed_until
+            && held <= now + millis(self.polling.timeout)
+        {
+            // The claim may run out before the answer is recorded: on a shared database another
+            // daemon may take the shipment then (the other daemons' turns in a shared quota
+            // make waits longer than the lease this daemon sized its queue by). Renewed while
+            // still this daemon's; taken over already, the call is not made: one poll each.
+            let until = now + millis(self.polling.lease.max(self.polling.timeout));
+            if !self.db.renew_shipment_claim(row.id, held, until).await? {
+                return Ok(PollOutcome::TakenOver);
+            }
         }
         if let Some(subscriber) = &provider.push
             && let Some(outcome) = self.push_turn(provider, subscriber, row).await?

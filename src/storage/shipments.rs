@@ -324,6 +324,22 @@ impl Db {
         Ok(())
     }
 
+    /// Extends the claim on a shipment to `until`, while it is still the claim this daemon took
+    /// (`held`, its `claimed_until`). False when the claim is gone: given back, recorded, or
+    /// taken by another daemon once it ran out.
+    pub async fn renew_shipment_claim(&self, id: i64, held: Millis, until: Millis) -> Result<bool> {
+        let lite = on_postgres!(self, pg => pg.renew_shipment_claim(id, held, until));
+        let done = sqlx::query(
+            "UPDATE shipments SET claimed_until = ?3 WHERE id = ?1 AND claimed_until = ?2",
+        )
+        .bind(id)
+        .bind(held)
+        .bind(until)
+        .execute(&lite.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Stops polling a shipment and says why (unknown provider, a request that can never work).
     #[instrument(skip_all, fields(id))]
     pub async fn mark_invalid(

@@ -447,6 +447,55 @@ async fn claims_invalid_rows_and_rechecks_answer_the_same() {
     both.close().await;
 }
 
+/// A poll that waited long for its turn renews its claim before it calls: only while the claim
+/// is still the one it took, never once another daemon has taken the shipment again or the
+/// claim was given back.
+#[tokio::test]
+async fn a_claim_is_renewed_only_while_it_is_the_one_taken() {
+    let both = both().await;
+    both.same(async |db: &Db| {
+        db.add_shipment(&new("R-1"), T0).await.unwrap();
+        let mut out = Vec::new();
+        let first = db.claim_due_shipments(T0, T0 + MIN, &[], 1).await.unwrap();
+        let id = first[0].id;
+        let renew =
+            async |held: i64, until: i64| db.renew_shipment_claim(id, held, until).await.unwrap();
+        out.push(format!("renewed {}", renew(T0 + MIN, T0 + 2 * MIN).await));
+        out.push(format!(
+            "renewed on the old claim {}",
+            renew(T0 + MIN, T0 + 3 * MIN).await
+        ));
+        // Run out, and taken again (by another daemon): the first claim is gone.
+        let again = db
+            .claim_due_shipments(T0 + 3 * MIN, T0 + 4 * MIN, &[], 1)
+            .await
+            .unwrap();
+        out.push(format!("taken again {}", orders(&again)));
+        out.push(format!(
+            "renewed once taken {}",
+            renew(T0 + 2 * MIN, T0 + 5 * MIN).await
+        ));
+        db.release_shipment(id).await.unwrap();
+        out.push(format!(
+            "renewed once given back {}",
+            renew(T0 + 4 * MIN, T0 + 5 * MIN).await
+        ));
+        assert_eq!(
+            out,
+            [
+                "renewed true",
+                "renewed on the old claim false",
+                "taken again R-1",
+                "renewed once taken false",
+                "renewed once given back false",
+            ]
+        );
+        out
+    })
+    .await;
+    both.close().await;
+}
+
 #[tokio::test]
 async fn subscriptions_answer_the_same() {
     let both = both().await;

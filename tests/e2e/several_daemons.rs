@@ -375,3 +375,51 @@ async fn all_done(app: &TestApp) -> bool {
         .await;
     undelivered == Ok(0) && unsent == Ok(0)
 }
+
+/// Two daemons, one slow quota they share: each poll waits for its turn behind the other
+/// daemon's, longer than a claim lasts (`rate_limit = "60/min"`, a turn about a second apart,
+/// against `[polling] lease = "1500ms"`). A claim that ran out while its poll waited was taken
+/// by the other daemon, and the shipment polled twice, spending the quota twice on one answer.
+/// Now a poll whose claim may run out before its answer is recorded renews it first, and gives
+/// the call up when another daemon holds the shipment: every shipment is polled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_outwaits_its_claim_is_not_made_twice_by_two_daemons() {
+    const ORDERS: u64 = 8;
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .tiers("1h", "1h", "1h")
+        .engine(Engine::Postgres)
+        .start()
+        .await;
+    app.edit_config(|text| {
+        text.replacen(
+            "sign_method = \"hmac-sha256\"",
+            "sign_method = \"hmac-sha256\"\nrate_limit = \"60/min\"",
+            1,
+        )
+        .replacen("lease = \"10s\"\n", "lease = \"1500ms\"\n", 1)
+    });
+    app.create_database();
+    for i in 0..ORDERS {
+        app.top.journey(tid(9_000 + i));
+        app.cli_ok(&["add", &tid(9_000 + i).to_string(), "--tier", "high"]);
+    }
+    let mut daemons = app.spawn_daemons(2);
+    wait_for("every order polled", Duration::from_secs(60), || {
+        let polled: BTreeSet<u64> = app.top.calls().iter().filter_map(|c| c.tid).collect();
+        polled.len() == ORDERS as usize
+    })
+    .await;
+    // Long enough for a second poll of a shipment whose claim ran out to reach the gateway.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for daemon in &mut daemons {
+        assert!(daemon.terminate().success(), "{}", daemon.log());
+    }
+    let mut times: BTreeMap<u64, usize> = BTreeMap::new();
+    for call in app.top.calls() {
+        *times.entry(call.tid.unwrap_or_default()).or_default() += 1;
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "polled more than once: {twice:?}");
+}

@@ -323,6 +323,18 @@ impl Pg {
         Ok(())
     }
 
+    pub async fn renew_shipment_claim(&self, id: i64, held: Millis, until: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE shipments SET claimed_until = $3 WHERE id = $1 AND claimed_until = $2",
+        )
+        .bind(id)
+        .bind(held)
+        .bind(until)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn mark_invalid(
         &self,
         id: i64,
