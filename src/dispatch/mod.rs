@@ -122,6 +122,12 @@ impl ProviderRuntime {
 /// or it was cut short while waiting).
 struct Waiting(Arc<AtomicUsize>);
 
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A claimed shipment's poll as the dispatcher starts it: counted among its bucket's waiting
 /// polls, and holding the claim that ends at `claimed_until`.
 struct Turn {
@@ -129,18 +135,12 @@ struct Turn {
     claimed_until: Millis,
 }
 
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// How many polls of a provider may wait for its bucket at once (each in a slot, its shipment
-/// claimed): as many as the quota serves, one `interval` apart, while a claim
-/// lasts (`lease`), so that each call leaves before its claim runs out; at least one, and any
-/// number without a quota. A poll that outwaited its claim was claimed again, found still polling
-/// and given back, at once and over and over (one daemon spun a core on it with
-/// `rate_limit = "6/min"` and a 3 s lease); on a shared database another daemon could poll it too.
+/// claimed): as many as the quota serves, one `interval` apart, while a claim lasts (`lease`),
+/// so that each call leaves before its claim runs out; at least one, and any number without a
+/// quota. A poll that outwaited its claim was claimed again, found still polling and given back,
+/// at once and over and over (one daemon spun a core on it with `rate_limit = "6/min"` and a 3 s
+/// lease); on a shared database another daemon could poll it too.
 pub fn waiting_cap(interval: Duration, lease: Duration) -> usize {
     if interval.is_zero() {
         return usize::MAX;
@@ -156,8 +156,9 @@ pub enum PollOutcome {
     Failed(ProviderError),
     /// The provider is paused; the shipment was given back untouched.
     Skipped,
-    /// The shipment's claim ran out while the poll waited for its turn, and another daemon holds
-    /// it now: no call was made, so that the shipment is not polled twice.
+    /// The shipment's claim ran out while the poll waited for its turn and is this poll's no
+    /// more (another daemon took the shipment, or it was given back): no call was made, so that
+    /// the shipment is not polled twice.
     TakenOver,
     /// A push-mode provider's shipment was subscribed (or found subscribed already).
     Subscribed,
