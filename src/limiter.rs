@@ -53,7 +53,8 @@ pub struct Granted {
 /// Future of a grant from a [`SharedQuota`].
 pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Granted, GrantError>> + Send + 'a>>;
 
-/// Why the shared schedule gave a bucket (a provider's, a paced channel's) no slots (its keeper, the database, did not answer).
+/// Why the shared schedule gave a bucket (a provider's, a paced channel's) no slots: its keeper,
+/// the database, did not answer.
 /// The keeper's error is told in the text, and only there (not also as the error's `source`), so
 /// that a reporter walking the chain does not print it twice.
 #[derive(Debug, thiserror::Error)]
