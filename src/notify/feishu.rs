@@ -299,6 +299,7 @@ mod tests {
                 )),
                 secret: Some(Secret::new("SIGN-SECRET-78")),
                 spacing: Duration::ZERO,
+                window: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
             crate::notify::no_redirect_client().unwrap(),

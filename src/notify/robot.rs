@@ -25,6 +25,9 @@ pub struct RobotConfig {
     pub secret: Option<Secret>,
     /// The quota's spacing: a minute / `rate_limit`'s calls.
     pub spacing: Duration,
+    /// The quota's window (`rate_limit`'s `per`, a minute by default): how late a turn shared
+    /// with other daemons may still be taken ([`Limiter::with_window`]).
+    pub window: Duration,
     pub timeout: Duration,
 }
 
@@ -103,7 +106,7 @@ impl Robot {
             url: config.url.clone(),
             shown_url,
             timeout: config.timeout,
-            limiter: Limiter::new(Some(config.spacing)),
+            limiter: Limiter::new(Some(config.spacing)).with_window(config.window),
             stop: ChannelStop::new(MISCONFIGURED_PAUSE),
             too_fast: ChannelStop::new(too_fast_pause),
         }

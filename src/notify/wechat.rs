@@ -110,6 +110,9 @@ pub struct WechatConfig {
     pub template_id: String,
     /// The spacing of `rate_limit`, when one is set.
     pub spacing: Option<Duration>,
+    /// `rate_limit`'s `per`: how late a turn shared with other daemons may still be taken
+    /// ([`Limiter::with_window`]).
+    pub window: Duration,
     pub timeout: Duration,
 }
 
@@ -352,7 +355,7 @@ pub struct Wechat {
 impl Wechat {
     pub fn new(config: WechatConfig, http: reqwest::Client) -> Wechat {
         Wechat {
-            limiter: Limiter::new(config.spacing),
+            limiter: Limiter::new(config.spacing).with_window(config.window),
             config,
             http,
             token: tokio::sync::Mutex::new(None),
@@ -716,6 +719,7 @@ mod tests {
             secret: Secret::new("APPSECRET-77"),
             template_id: "tpl".into(),
             spacing: None,
+            window: Duration::ZERO,
             timeout: Duration::from_secs(5),
         };
         let shown = format!("{:?}", Wechat::new(config, reqwest::Client::new()));

@@ -203,6 +203,7 @@ mod tests {
                 )),
                 secret: None,
                 spacing: Duration::ZERO,
+                window: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
             crate::notify::no_redirect_client().unwrap(),

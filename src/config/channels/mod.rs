@@ -475,6 +475,15 @@ mod tests {
         };
         assert_eq!(wechat("").unwrap(), Some(16));
         assert_eq!(wechat("rate_limit = \"30/min\"").unwrap(), Some(1));
+        // The rate's window goes with its spacing, for turns shared with other daemons.
+        let paced = parse(
+            "[channels.wechat]\nappid = \"wx1\"\nsecret = \"s\"\ntemplate_id = \"t\"\n\
+             data = { thing1 = \"{order_id}\" }\nrate_limit = \"600/min\"",
+        )
+        .unwrap();
+        let settings = &paced.channels.wechat.as_ref().unwrap().settings;
+        assert_eq!(settings.spacing, Some(Duration::from_millis(100)));
+        assert_eq!(settings.window, Duration::from_secs(60));
         // Four turns of about 2 s and the 15 s timeout fit in the 1 min lease.
         assert_eq!(
             wechat("rate_limit = \"30/min\"\nconcurrency = 4").unwrap(),
@@ -642,6 +651,9 @@ mod tests {
         );
         let robot = &config.channels.dingtalk.as_ref().unwrap().settings;
         assert_eq!(robot.spacing, Duration::from_secs(3));
+        // DingTalk counts its 20 in a minute: a turn shared with other daemons may be taken
+        // up to a fiftieth of that late, not of the spacing.
+        assert_eq!(robot.window, Duration::from_secs(60));
         assert_eq!(robot.secret.as_ref().unwrap().expose(), "SEC-SIGNING-5");
         for shown in [
             format!("{config:?}"),
@@ -670,6 +682,7 @@ mod tests {
         );
         let robot = &custom.channels.dingtalk.as_ref().unwrap().settings;
         assert_eq!(robot.spacing, Duration::from_secs(6));
+        assert_eq!(robot.window, Duration::from_secs(60));
         assert!(robot.secret.is_none());
     }
 

@@ -107,6 +107,7 @@ pub(super) fn resolve_robot(
             url,
             secret,
             spacing: rate_limit.interval(),
+            window: rate_limit.per,
             timeout,
         },
         triggers: parse_triggers(section, raw.statuses, Some(&DEFAULT_TRIGGERS))?,

@@ -104,6 +104,7 @@ pub(super) fn resolve_wechat(
             secret,
             template_id,
             spacing,
+            window: raw.rate_limit.map_or(Duration::ZERO, |r| r.per),
             timeout: delivery.timeout,
         },
         triggers: parse_triggers(section, raw.statuses, Some(&BUYER_TRIGGERS))?,
