@@ -34,6 +34,7 @@ mod polls;
 mod postgres;
 mod quota;
 pub mod receipts;
+mod recheck;
 pub mod rules;
 mod shipments;
 mod subscriptions;
@@ -64,9 +65,10 @@ pub use polls::{
     Decide, Details, EventRow, PollCount, PollWrite, Recorded, ShipmentWrite, UnmappedRow,
 };
 pub use quota::{DbQuota, QuotaGrant};
+pub use recheck::{Invalid, InvalidKind, RecheckBatch, RecheckWrite};
 pub use shipments::{
-    CreateError, Created, Differs, Import, Invalid, InvalidKind, NewShipment, RecheckBatch,
-    RecheckWrite, ShipmentFilter, ShipmentUpdate, ShipmentView,
+    CreateError, Created, Differs, Import, NewShipment, ShipmentFilter, ShipmentUpdate,
+    ShipmentView,
 };
 pub use subscriptions::{CallbackNote, SubscriptionRow, SubscriptionState};
 pub use writer::{Handed, NotificationClaim, PollJob, Received, ShipmentClaim, Writer};

@@ -17,6 +17,7 @@ pub(super) mod ops;
 mod outbox;
 mod polls;
 mod quota;
+mod recheck;
 mod shipments;
 mod subscriptions;
 pub(super) mod writer;

@@ -1,0 +1,122 @@
+//! Rechecking the shipments flagged invalid, on PostgreSQL (`storage/recheck.rs` on SQLite).
+
+use sqlx::{AssertSqlSafe, PgConnection};
+
+use super::shipments::decode_pg_shipment;
+use super::*;
+
+impl Pg {
+    pub async fn recheck_order(
+        &self,
+        order_id: &str,
+        now: Millis,
+        decide: impl FnOnce(&ShipmentRow) -> RecheckWrite,
+    ) -> Result<(ShipmentRow, RecheckWrite)> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PG_SHIPMENT_COLUMNS} FROM shipments WHERE order_id = $1 FOR UPDATE"
+        )))
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
+        let row = decode_pg_shipment(row)?;
+        let write = decide(&row);
+        write_rechecks(&mut tx, &[(row.id, &write)], now).await?;
+        tx.commit().await?;
+        Ok((row, write))
+    }
+
+    pub async fn recheck_invalid(
+        &self,
+        which: Invalid<'_>,
+        after: i64,
+        limit: i64,
+        now: Millis,
+        mut decide: impl FnMut(&ShipmentRow) -> RecheckWrite,
+    ) -> Result<RecheckBatch> {
+        let providers: Option<Vec<String>> = match which {
+            Invalid::All => None,
+            Invalid::UnknownProviderIn(names) => Some(names.to_vec()),
+        };
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PG_SHIPMENT_COLUMNS} FROM shipments \
+             WHERE active = 0 AND error IS NOT NULL \
+               AND status NOT IN ('delivered', 'returned', 'expired') AND id > $1 \
+               AND ($2::text[] IS NULL OR (invalid_kind = 'unknown_provider' \
+                    AND provider = ANY($2::text[]))) \
+             ORDER BY id LIMIT $3 FOR UPDATE"
+        )))
+        .bind(after)
+        .bind(providers)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let read = rows.len();
+        let (rows, unreadable) = decode_shipments(rows);
+        let rechecked: Vec<(ShipmentRow, RecheckWrite)> = rows
+            .into_iter()
+            .map(|row| {
+                let write = decide(&row);
+                (row, write)
+            })
+            .collect();
+        let writes: Vec<(i64, &RecheckWrite)> = rechecked
+            .iter()
+            .map(|(row, write)| (row.id, write))
+            .collect();
+        write_rechecks(&mut tx, &writes, now).await?;
+        tx.commit().await?;
+        Ok(RecheckBatch {
+            read,
+            rechecked,
+            unreadable,
+        })
+    }
+}
+
+/// What rechecks decided, written in two statements whatever their number: the revived rows
+/// due at `now`, the others' new reasons.
+async fn write_rechecks(
+    conn: &mut PgConnection,
+    writes: &[(i64, &RecheckWrite)],
+    now: Millis,
+) -> Result<()> {
+    let mut revive = Vec::new();
+    let (mut still, mut reasons, mut kinds) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, write) in writes {
+        match write {
+            RecheckWrite::Revive => revive.push(*id),
+            RecheckWrite::StillInvalid { kind, reason } => {
+                still.push(*id);
+                reasons.push(reason.clone());
+                kinds.push(kind.as_str().to_owned());
+            }
+            RecheckWrite::Leave => {}
+        }
+    }
+    if !revive.is_empty() {
+        sqlx::query(
+            "UPDATE shipments SET active = 1, error = NULL, invalid_kind = NULL, \
+             next_poll_at = $1, claimed_until = NULL WHERE id = ANY($2::bigint[])",
+        )
+        .bind(now)
+        .bind(revive)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !still.is_empty() {
+        sqlx::query(
+            "UPDATE shipments SET error = u.reason, invalid_kind = u.kind \
+             FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, reason, kind) \
+             WHERE shipments.id = u.id",
+        )
+        .bind(still)
+        .bind(reasons)
+        .bind(kinds)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
