@@ -189,6 +189,11 @@ impl Limiter {
         self.interval
     }
 
+    /// The quota's window given by [`Limiter::with_window`] (zero without one).
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// True when the bucket limits anything.
     pub fn is_limited(&self) -> bool {
         !self.interval.is_zero()

@@ -28,6 +28,7 @@ pub mod pollable;
 mod push;
 mod quota;
 mod tally;
+mod turns;
 
 use commit::Finished;
 pub use once::{PollOnceError, PolledOnce};
@@ -39,6 +40,8 @@ pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
 
 use crate::limiter::Limiter;
 use tally::PollTally;
+pub use turns::waiting_cap;
+use turns::{Turn, Waiting};
 
 /// How often a daemon reads the bans and pauses stored by the daemons it shares the database
 /// with (see [`Dispatcher::refresh_bans`]).
@@ -48,7 +51,9 @@ pub const BAN_REFRESH: Duration = Duration::from_secs(5);
 pub struct ProviderRuntime {
     pub name: String,
     pub adapter: Arc<dyn Provider>,
-    limiter: Limiter,
+    /// Shared with the runtime a reload replaces, when the quota stays the same
+    /// ([`ProviderRuntime::keep_bucket_of`]).
+    limiter: Arc<Limiter>,
     /// No shipment of this provider is polled more often than this, whatever its tier.
     min_interval: Duration,
     paused_until: Mutex<Option<Millis>>,
@@ -66,8 +71,10 @@ impl ProviderRuntime {
             min_interval: adapter.min_interval(),
             // Every answer from upstream is cut to its documented bounds before it is used.
             adapter: Arc::new(crate::providers::Bounded(adapter)),
-            limiter: Limiter::new(rate_limit.map(|l| l.interval()))
-                .with_window(rate_limit.map_or(Duration::ZERO, |l| l.per)),
+            limiter: Arc::new(
+                Limiter::new(rate_limit.map(|l| l.interval()))
+                    .with_window(rate_limit.map_or(Duration::ZERO, |l| l.per)),
+            ),
             paused_until: Mutex::new(None),
             waiting: Arc::new(AtomicUsize::new(0)),
             push: None,
@@ -104,10 +111,22 @@ impl ProviderRuntime {
             .is_some_and(|until| until > now)
     }
 
+    /// Takes over `old`'s bucket, and its count of waiting polls, when a reload leaves the quota
+    /// as it was: the polls waiting in it go on in their turns, and the next call keeps its
+    /// distance from the last. With a bucket of its own, empty, a reloaded provider called at once
+    /// while the old bucket's polls went on at the quota's pace: twice the quota for a while.
+    fn keep_bucket_of(&mut self, old: &ProviderRuntime) {
+        if self.limiter.interval() == old.limiter.interval()
+            && self.limiter.window() == old.limiter.window()
+        {
+            self.limiter = old.limiter.clone();
+            self.waiting = old.waiting.clone();
+        }
+    }
+
     /// Counts a poll among those waiting for the bucket until the guard is dropped.
     fn wait_turn(&self) -> Waiting {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(self.waiting.clone())
+        Waiting::enter(&self.waiting)
     }
 
     /// How many more polls may wait for the bucket now ([`waiting_cap`]): none once as many wait
@@ -116,37 +135,6 @@ impl ProviderRuntime {
         waiting_cap(self.limiter.interval(), polling.lease)
             .saturating_sub(self.waiting.load(Ordering::Relaxed))
     }
-}
-
-/// A poll counted among those waiting for its provider's bucket, until dropped (its turn came,
-/// or it was cut short while waiting).
-struct Waiting(Arc<AtomicUsize>);
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A claimed shipment's poll as the dispatcher starts it: counted among its bucket's waiting
-/// polls, and holding the claim that ends at `claimed_until`.
-struct Turn {
-    waiting: Waiting,
-    claimed_until: Millis,
-}
-
-/// How many polls of a provider may wait for its bucket at once (each in a slot, its shipment
-/// claimed): as many as the quota serves, one `interval` apart, while a claim lasts (`lease`),
-/// so that each call leaves before its claim runs out; at least one, and any number without a
-/// quota. A poll that outwaited its claim was claimed again, found still polling and given back,
-/// at once and over and over (one daemon spun a core on it with `rate_limit = "6/min"` and a 3 s
-/// lease); on a shared database another daemon could poll it too.
-pub fn waiting_cap(interval: Duration, lease: Duration) -> usize {
-    if interval.is_zero() {
-        return usize::MAX;
-    }
-    let turns = lease.as_nanos() / interval.as_nanos();
-    usize::try_from(turns).unwrap_or(usize::MAX).max(1)
 }
 
 /// What a poll led to, for `poll` and for tests.
@@ -240,7 +228,13 @@ impl Dispatcher {
     /// Swaps in the providers of a reloaded config: new credentials take effect, and pauses for
     /// rejected credentials or configuration are lifted. Upstream bans stay: they are restored
     /// from the database. Polls in flight finish with the providers they started with.
-    pub async fn replace_providers(&self, providers: Providers) -> Result<(), StorageError> {
+    pub async fn replace_providers(&self, mut providers: Providers) -> Result<(), StorageError> {
+        let old = self.providers();
+        for (name, provider) in &mut providers {
+            if let (Some(new), Some(old)) = (Arc::get_mut(provider), old.get(name)) {
+                new.keep_bucket_of(old);
+            }
+        }
         quota::share_quotas(&self.db, &providers);
         *self.providers.write().expect("providers lock") = Arc::new(providers);
         self.db.clear_provider_pauses().await?;
@@ -767,24 +761,5 @@ pub fn track_request(row: &ShipmentRow) -> TrackRequest {
         phone: row.phone.clone(),
         sub_orders: row.sub_orders.clone(),
         created_at: row.created_at,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bucket_holds_as_many_waiting_polls_as_its_quota_serves_within_a_claim() {
-        let s = Duration::from_secs;
-        let lease = s(300);
-        // TOP's 250 a second: thousands fit in the default 5 min lease, far more than the slots.
-        assert_eq!(waiting_cap(Duration::from_millis(4), lease), 75_000);
-        // 6 a minute (10.2 s apart with the headroom): 29 turns fit.
-        assert_eq!(waiting_cap(Duration::from_millis(10_204), lease), 29);
-        // 100 a day: not one turn fits, but one poll may still wait, alone.
-        assert_eq!(waiting_cap(s(881), lease), 1);
-        // No quota: no bound.
-        assert_eq!(waiting_cap(Duration::ZERO, lease), usize::MAX);
     }
 }

@@ -243,3 +243,54 @@ async fn a_quota_slower_than_a_claim_lasts_keeps_the_daemon_idle_while_it_waits(
         "a shipment polled twice: {calls:?}"
     );
 }
+
+/// A reload (SIGHUP) renews the providers, credentials and all, while polls wait for their turns.
+/// Each reload used to give the provider a bucket of its own, empty: its first call left at once
+/// however recently the last one had, while the polls already waiting went on through the old
+/// bucket at the quota's pace, so for a while the gateway saw twice the quota. A provider whose
+/// `rate_limit` a reload leaves as it was keeps its bucket, and the gateway never sees more than
+/// the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_providers_bucket_and_the_gateway_never_sees_more_than_the_quota() {
+    let app = TestApp::start_on(Engine::Sqlite).await;
+    app.edit_config(|text| {
+        text.replacen(
+            "sign_method = \"hmac-sha256\"",
+            "sign_method = \"hmac-sha256\"\nrate_limit = \"5/s\"",
+            1,
+        )
+    });
+    app.top.enforce_quota(5, Duration::from_secs(1));
+    for i in 0..40 {
+        app.top.journey(tid(200 + i));
+        app.cli_ok(&["add", &tid(200 + i).to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("ten polls", Duration::from_secs(20), || {
+        app.top.call_count() >= 10
+    })
+    .await;
+    for _ in 0..3 {
+        daemon.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert_eq!(
+        daemon.log().matches("config reloaded").count(),
+        3,
+        "{}",
+        daemon.log()
+    );
+    // The gateway's own count of calls beyond 5 in any second; the calls' times, to see where.
+    let calls = app.top.calls();
+    let times: Vec<u128> = calls
+        .iter()
+        .map(|c| (c.at - calls[0].at).as_millis())
+        .collect();
+    assert_eq!(
+        app.top.over_quota(),
+        0,
+        "calls over the quota of 5 a second, at these ms: {times:?}"
+    );
+}
