@@ -5,18 +5,17 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 
 const QUOTA_PER_SECOND: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_of_a_thousand_drains_oldest_first_within_the_quota() {
-    let app = TestApp::start().await;
-    app.edit_config(|text| {
-        text.replace(
-            "sign_method = \"hmac-sha256\"",
-            &format!("sign_method = \"hmac-sha256\"\nrate_limit = \"{QUOTA_PER_SECOND}/s\""),
-        )
-    });
+    let app = TestApp::builder()
+        .provider(Provider::top().rate_limit(&format!("{QUOTA_PER_SECOND}/s")))
+        .channel(Channel::webhook())
+        .start()
+        .await;
     app.create_database();
     let base = 7_700_000_000_000_000_000u64;
     // Overdue by 1000 s down to 1 s: shipment i is the i-th oldest.

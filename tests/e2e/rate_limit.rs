@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::app::{Engine, TestApp};
+use crate::support::config::{Channel, Provider};
 use crate::support::on_both_engines;
 
 on_both_engines!(
@@ -190,6 +191,15 @@ async fn a_ban_silences_concurrent_polling_too(engine: Engine) {
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
+/// The TOP provider at `rate`, the webhook receiver, on SQLite.
+async fn slow_quota_app(rate: &str) -> TestApp {
+    TestApp::builder()
+        .provider(Provider::top().rate_limit(rate))
+        .channel(Channel::webhook())
+        .start()
+        .await
+}
+
 /// A quota slower than a claim lasts: at `rate_limit = "6/min"` a poll waits up to 10 s for its
 /// turn, longer than `[polling] lease = "3s"`. Each poll that outwaited its claim was claimed
 /// again, found still polling and given back, at once and over and over: the daemon spun a core
@@ -198,15 +208,8 @@ async fn a_ban_silences_concurrent_polling_too(engine: Engine) {
 /// while it waits, and still polls each shipment at the quota's pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_slower_than_a_claim_lasts_keeps_the_daemon_idle_while_it_waits() {
-    let app = TestApp::start_on(Engine::Sqlite).await;
-    app.edit_config(|text| {
-        text.replacen(
-            "sign_method = \"hmac-sha256\"",
-            "sign_method = \"hmac-sha256\"\nrate_limit = \"6/min\"",
-            1,
-        )
-        .replacen("[polling]\n", "[polling]\nlease = \"3s\"\n", 1)
-    });
+    let app = slow_quota_app("6/min").await;
+    app.edit_config(|text| text.replacen("[polling]\n", "[polling]\nlease = \"3s\"\n", 1));
     for i in 0..SHIPMENTS {
         app.top.journey(tid(100 + i));
         app.cli_ok(&["add", &tid(100 + i).to_string(), "--tier", "high"]);
@@ -252,14 +255,7 @@ async fn a_quota_slower_than_a_claim_lasts_keeps_the_daemon_idle_while_it_waits(
 /// the quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_the_providers_bucket_and_the_gateway_never_sees_more_than_the_quota() {
-    let app = TestApp::start_on(Engine::Sqlite).await;
-    app.edit_config(|text| {
-        text.replacen(
-            "sign_method = \"hmac-sha256\"",
-            "sign_method = \"hmac-sha256\"\nrate_limit = \"5/s\"",
-            1,
-        )
-    });
+    let app = slow_quota_app("5/s").await;
     app.top.enforce_quota(5, Duration::from_secs(1));
     for i in 0..40 {
         app.top.journey(tid(200 + i));

@@ -60,7 +60,7 @@ fn doomed(call: &Call) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_share_the_work_the_quota_and_the_outbox_and_survive_a_kill() {
     let app = TestApp::builder()
-        .provider(Provider::top())
+        .provider(Provider::top().rate_limit(&format!("{QUOTA_PER_SECOND}/s")))
         .channel(Channel::webhook())
         .tiers("12s", "12s", "12s")
         .engine(Engine::Postgres)
@@ -68,11 +68,6 @@ async fn three_daemons_share_the_work_the_quota_and_the_outbox_and_survive_a_kil
         .await;
     app.edit_config(|text| {
         text.replacen(
-            "sign_method = \"hmac-sha256\"",
-            &format!("sign_method = \"hmac-sha256\"\nrate_limit = \"{QUOTA_PER_SECOND}/s\""),
-            1,
-        )
-        .replacen(
             "lease = \"10s\"\n",
             &format!("lease = \"{}s\"\n", LEASE.as_secs()),
             1,
@@ -386,20 +381,13 @@ async fn all_done(app: &TestApp) -> bool {
 async fn a_poll_that_outwaits_its_claim_is_not_made_twice_by_two_daemons() {
     const ORDERS: u64 = 8;
     let app = TestApp::builder()
-        .provider(Provider::top())
+        .provider(Provider::top().rate_limit("60/min"))
         .channel(Channel::webhook())
         .tiers("1h", "1h", "1h")
         .engine(Engine::Postgres)
         .start()
         .await;
-    app.edit_config(|text| {
-        text.replacen(
-            "sign_method = \"hmac-sha256\"",
-            "sign_method = \"hmac-sha256\"\nrate_limit = \"60/min\"",
-            1,
-        )
-        .replacen("lease = \"10s\"\n", "lease = \"1500ms\"\n", 1)
-    });
+    app.edit_config(|text| text.replacen("lease = \"10s\"\n", "lease = \"1500ms\"\n", 1));
     app.create_database();
     for i in 0..ORDERS {
         app.top.journey(tid(9_000 + i));

@@ -129,6 +129,11 @@ impl Provider {
         ))
     }
 
+    /// This `rate_limit` (`6/min`, `5/s`…).
+    pub fn rate_limit(self, rate: &str) -> Provider {
+        Provider(self.0.set("rate_limit", rate))
+    }
+
     /// `[providers.ali]`: 1688 on `fake`, with its credentials.
     pub fn alibaba1688(fake: &Fake1688) -> Provider {
         Provider::alibaba1688_with(
