@@ -110,9 +110,16 @@ async fn tracking(db: Option<&Path>) -> (TestApp, Daemon, String) {
         app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
     }
     let daemon = app.spawn_daemon();
-    app.wait_until("every order is info_received", LIMIT, || {
-        app.receiver.deliveries().len() == ORDERS.len()
-    })
+    // Received and marked sent: a delivery whose `sent` mark meets the outage is made again
+    // after it under the same `webhook-id`, as it should be, and would count twice below.
+    app.wait_until(
+        "every order is info_received and its notification marked sent",
+        LIMIT,
+        || {
+            app.receiver.deliveries().len() == ORDERS.len()
+                && app.outbox(Some("pending")).is_empty()
+        },
+    )
     .await;
     (app, daemon, format!("http://127.0.0.1:{port}/healthz"))
 }
