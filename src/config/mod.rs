@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::Tier;
-pub use crate::notify::sender::Delivery;
+pub use crate::notify::delivery::Delivery;
 use crate::storage::Location;
 pub use crate::storage::Synchronous;
 

@@ -184,8 +184,11 @@ impl Channel for Dingtalk {
         self.robot.resume();
     }
 
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
-        self.robot.ready().await?;
+    async fn ready(&self) -> Result<(), DeliveryError> {
+        self.robot.ready().await
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         let timestamp = chrono::Utc::now().timestamp_millis();
         let url = signed_url(
             self.robot.url(),

@@ -485,7 +485,7 @@ impl Channel for Email {
         self.connections.close_idle().await;
     }
 
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         let email: EmailMessage = serde_json::from_str(&message.payload).map_err(|e| {
             DeliveryError::Permanent(format!("queued email payload is unreadable: {e}"))
         })?;

@@ -222,8 +222,11 @@ impl Channel for Feishu {
         self.robot.resume();
     }
 
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
-        self.robot.ready().await?;
+    async fn ready(&self) -> Result<(), DeliveryError> {
+        self.robot.ready().await
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         let url = reqwest::Url::parse(self.robot.url()).map_err(|_| self.robot.not_a_url())?;
         let timestamp = chrono::Utc::now().timestamp();
         let body = signed_body(

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod delivery;
 pub mod dingtalk;
 pub mod email;
 pub mod feishu;
+mod lane;
 pub mod ops;
 pub mod payload;
 pub mod receiver;
@@ -272,8 +274,22 @@ pub fn not_attempted(what: &str, shortage: &str) -> DeliveryError {
 pub trait Channel: Send + Sync {
     fn kind(&self) -> ChannelKind;
 
-    /// Makes one delivery attempt.
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError>;
+    /// Makes one delivery attempt: waits for the channel's turn ([`Channel::ready`]), then sends.
+    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+        self.ready().await?;
+        self.send(message).await
+    }
+
+    /// Waits for the channel's next turn to send (a paced channel's bucket), or refuses at once
+    /// while the channel is stopped or paused. The sender calls it apart from [`Channel::send`]
+    /// to make sure of its claim between the two: the turn may come late, other daemons' turns
+    /// coming first.
+    async fn ready(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+
+    /// Sends one message now, its turn taken ([`Channel::ready`]).
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError>;
 
     /// At most this many attempts at once, below `[delivery] concurrency`: a channel that paces
     /// its own sends (a group robot's few a minute) takes one at a time, so that no claimed

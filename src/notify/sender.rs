@@ -1,78 +1,24 @@
 //! The sender: claims due notifications with a lease, makes one delivery attempt each, and
 //! records the outcome: sent, retried later with backoff, or dead.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::delivery::{Delivery, renewal_due, retry_delay};
+use super::lane::{Lane, lane_slots};
 use super::template::QuietHours;
 use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
 use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, Handed, NotificationClaim, StorageError};
-use crate::workers::{Grace, Pace, Workers};
-
-/// How the sender delivers notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    /// Attempts in total, the first one included.
-    pub attempts: u32,
-    /// Delay before the first retry; it doubles each time, with jitter.
-    pub backoff: Duration,
-    pub backoff_max: Duration,
-    /// Longest wait for one receiver answer.
-    pub timeout: Duration,
-    /// How long a claimed notification is held; a sender that dies frees it when this runs out.
-    pub lease: Duration,
-    /// Deliveries in flight at once.
-    pub concurrency: usize,
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Delivery {
-            attempts: 3,
-            // Three attempts spread over at least a quarter of an hour: the last comes 15 to
-            // 30 minutes after the first, so a receiver down for 15 minutes (a deploy, a
-            // restart) still gets the notification.
-            backoff: Duration::from_secs(5 * 60),
-            backoff_max: Duration::from_secs(60 * 60),
-            timeout: Duration::from_secs(15),
-            lease: Duration::from_secs(60),
-            concurrency: 16,
-        }
-    }
-}
-
-/// The longest `Retry-After` a receiver is obeyed for.
-pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-/// The delay before attempt `attempts + 1`, after `attempts` failed ones: `backoff` doubling up
-/// to `backoff_max`, with jitter, and never sooner than the receiver's `Retry-After`.
-pub fn retry_delay(delivery: &Delivery, attempts: u32, retry_after: Option<Duration>) -> Duration {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(delivery.backoff)
-        .with_max_delay(delivery.backoff_max)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(attempts.saturating_sub(1) as usize)
-        .unwrap_or(delivery.backoff_max)
-        .min(delivery.backoff_max);
-    // A receiver's `Retry-After` is obeyed up to a day, as upstream bans are: a longer one (or a
-    // hostile one) would hold the message back for good.
-    let delay = backoff.max(retry_after.unwrap_or_default().min(LONGEST_RETRY_AFTER));
-    // Whole milliseconds: finer is noise in logs and in the database.
-    Duration::from_millis(delay.as_millis() as u64)
-}
+use crate::workers::Grace;
 
 pub struct Sender {
     db: Db,
@@ -94,59 +40,6 @@ pub struct Sender {
     /// The end of each channel's pause last put on the bus: every message a pause holds back
     /// meets it, and the bus hears of it once.
     pauses_told: Mutex<HashMap<ChannelKind, Millis>>,
-}
-
-/// A channel's delivery slots: what the config gives it (its section's `concurrency`, else
-/// `[delivery] concurrency`), but no more than the channel itself takes at once
-/// ([`Channel::max_in_flight`]), and at least one.
-fn lane_slots(configured: usize, channel_cap: Option<usize>) -> usize {
-    channel_cap
-        .map_or(configured, |cap| cap.min(configured))
-        .max(1)
-}
-
-/// One channel's delivery slots and the messages claimed for them ahead.
-struct Lane {
-    workers: Workers,
-    slots: usize,
-    /// Claimed but not attempted yet, each with the end of its lease. Claiming ahead of the free
-    /// slots lets a freed slot start its next attempt without waiting for a claim.
-    ahead: Mutex<VecDeque<(ClaimedNotification, Millis)>>,
-    /// How fast the slots have been taking what was claimed ahead, which sizes the next claim.
-    pace: Mutex<Pace>,
-}
-
-impl Lane {
-    fn new(slots: usize) -> Lane {
-        Lane {
-            workers: Workers::new(slots),
-            slots,
-            ahead: Mutex::new(VecDeque::new()),
-            pace: Mutex::new(Pace::default()),
-        }
-    }
-
-    fn free(&self) -> usize {
-        self.workers.free()
-    }
-
-    /// Takes out the claims that end before `by`: too late to start an attempt on.
-    fn take_ending(&self, by: Millis) -> Vec<(i64, Millis)> {
-        let mut ahead = self.ahead.lock().expect("claimed-ahead lock");
-        let (ending, keep): (Vec<_>, Vec<_>) = ahead.drain(..).partition(|(_, until)| *until <= by);
-        ahead.extend(keep);
-        ending.into_iter().map(|(n, until)| (n.id, until)).collect()
-    }
-
-    /// Takes out every claim not started, to give back.
-    fn take_all(&self) -> Vec<(i64, Millis)> {
-        self.ahead
-            .lock()
-            .expect("claimed-ahead lock")
-            .drain(..)
-            .map(|(n, until)| (n.id, until))
-            .collect()
-    }
 }
 
 /// Waits for the next status change announced on the event bus: its notifications are queued
@@ -416,7 +309,15 @@ impl Sender {
             payload: n.payload.clone(),
             recipient: n.recipient.clone(),
         };
-        let result = channel.deliver(&message).await;
+        let mut lease_until = n.lease_until;
+        let result = match self
+            .ready_keeping_claim(&**channel, n, &mut lease_until)
+            .await?
+        {
+            Some(Ok(())) => channel.send(&message).await,
+            Some(Err(refused)) => Err(refused),
+            None => return Ok(()),
+        };
         let now = self.clock.now();
         let attempt = n.attempts;
         match result {
@@ -425,7 +326,7 @@ impl Sender {
                 // repeated after a crash: its receipt is written first, before any other await
                 // (a kill from then on does not repeat it); the mark goes ahead of everything
                 // else the writer has waiting, and the slot stays taken until it is written.
-                let received = self.db.writer().received(n.id, n.lease_until, now);
+                let received = self.db.writer().received(n.id, lease_until, now);
                 *next = self.next_for_slot(kind).await.ok().flatten();
                 self.db.writer().sent(received).await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");
@@ -514,6 +415,68 @@ impl Sender {
             }
         }
         Ok(())
+    }
+
+    /// Waits for the channel's turn ([`Channel::ready`]) with the claim on `n` kept meanwhile,
+    /// `lease_until` following it. A paced channel's turn can come late, after the turns of the
+    /// other daemons sharing its quota; a claim that ran out meanwhile would let another daemon
+    /// take the message and send it too. So the claim is renewed while the wait lasts (at
+    /// [`renewal_due`]), and once more after the turn if it could end before the answer is read.
+    /// None when another daemon took the message over all the same (this one stalled past its
+    /// lease): that one sends it, and this attempt counts as cut short.
+    async fn ready_keeping_claim(
+        &self,
+        channel: &dyn Channel,
+        n: &ClaimedNotification,
+        lease_until: &mut Millis,
+    ) -> Result<Option<Result<(), DeliveryError>>, StorageError> {
+        if channel.pace().is_none() {
+            if let Err(refused) = channel.ready().await {
+                return Ok(Some(Err(refused)));
+            }
+        } else {
+            let ready = channel.ready();
+            tokio::pin!(ready);
+            loop {
+                let due = renewal_due(*lease_until, &self.delivery) - self.clock.now();
+                tokio::select! {
+                    biased;
+                    outcome = &mut ready => match outcome {
+                        Ok(()) => break,
+                        Err(refused) => return Ok(Some(Err(refused))),
+                    },
+                    () = tokio::time::sleep(Duration::from_millis(due.max(0) as u64)) => {}
+                }
+                if !self.renew_claim(n, lease_until).await? {
+                    return Ok(None);
+                }
+            }
+        }
+        let by = self.clock.now() + millis(self.delivery.timeout);
+        if *lease_until <= by && !self.renew_claim(n, lease_until).await? {
+            return Ok(None);
+        }
+        Ok(Some(Ok(())))
+    }
+
+    /// Renews the claim on `n` for a lease from now, while it is still the one `lease_until`
+    /// names. False, with a line in the log, when another daemon took the message over.
+    async fn renew_claim(
+        &self,
+        n: &ClaimedNotification,
+        lease_until: &mut Millis,
+    ) -> Result<bool, StorageError> {
+        let until = self.clock.now() + millis(self.delivery.lease);
+        if self
+            .db
+            .renew_notification_claim(n.id, *lease_until, until)
+            .await?
+        {
+            *lease_until = until;
+            return Ok(true);
+        }
+        info!(order_id = %n.order_id, channel = %n.channel, notification = %n.public_id, "delivery left to the daemon that took it over");
+        Ok(false)
     }
 
     /// Whether a pause of `kind` ending at `until` is news: no pause of it told yet, or the last
@@ -731,49 +694,5 @@ mod tests {
         assert_eq!(left, vec![2]);
         assert_eq!(lane.take_all(), vec![(2, 5_000)]);
         assert!(lane.ahead.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
-        let delivery = Delivery::default(); // 5m doubling, at most 1h
-        let secs = |attempts| retry_delay(&delivery, attempts, None).as_secs_f64();
-        for _ in 0..100 {
-            // Jitter adds up to the delay itself on top of it.
-            assert!((300.0..=600.0).contains(&secs(1)), "{}", secs(1));
-            assert!((600.0..=1200.0).contains(&secs(2)), "{}", secs(2));
-            assert!((1200.0..=2400.0).contains(&secs(3)), "{}", secs(3));
-            assert_eq!(secs(10), 3600.0);
-        }
-        let spread: std::collections::HashSet<u128> = (0..20)
-            .map(|_| retry_delay(&delivery, 1, None).as_millis())
-            .collect();
-        assert!(spread.len() > 1, "jitter spreads retries");
-    }
-
-    #[test]
-    fn the_default_attempts_outlast_a_receiver_down_for_a_quarter_of_an_hour() {
-        let delivery = Delivery::default();
-        assert_eq!(delivery.attempts, 3);
-        for _ in 0..1000 {
-            // The first attempt fails at 0; the third comes after both retry delays.
-            let last = retry_delay(&delivery, 1, None) + retry_delay(&delivery, 2, None);
-            assert!(last >= Duration::from_secs(15 * 60), "{last:?}");
-            assert!(last <= Duration::from_secs(30 * 60), "{last:?}");
-        }
-    }
-
-    #[test]
-    fn retry_after_is_honoured_when_longer() {
-        let delivery = Delivery::default();
-        let hour = Duration::from_secs(3600);
-        assert_eq!(retry_delay(&delivery, 1, Some(hour)), hour);
-        assert!(retry_delay(&delivery, 1, Some(Duration::from_secs(1))) >= delivery.backoff);
-    }
-
-    #[test]
-    fn a_retry_after_beyond_a_day_is_obeyed_for_a_day() {
-        let delivery = Delivery::default();
-        let forever = Some(Duration::from_secs(u64::MAX / 1000));
-        assert_eq!(retry_delay(&delivery, 1, forever), LONGEST_RETRY_AFTER);
     }
 }

@@ -414,7 +414,7 @@ impl Channel for AliyunSms {
         self.stop.lift();
     }
 
-    async fn deliver(&self, outgoing: &Outgoing) -> Result<(), DeliveryError> {
+    async fn send(&self, outgoing: &Outgoing) -> Result<(), DeliveryError> {
         if let Some(paused) = self.stop.check() {
             return Err(paused);
         }

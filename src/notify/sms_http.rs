@@ -409,7 +409,7 @@ impl Channel for HttpSms {
         ChannelKind::Sms
     }
 
-    async fn deliver(&self, outgoing: &Outgoing) -> Result<(), DeliveryError> {
+    async fn send(&self, outgoing: &Outgoing) -> Result<(), DeliveryError> {
         let phone = outgoing
             .recipient
             .as_deref()

@@ -303,7 +303,7 @@ impl Channel for Webhook {
         self.stop.lift();
     }
 
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         if let Some(stopped) = self.stop.check() {
             return Err(stopped);
         }

@@ -438,7 +438,7 @@ impl Wechat {
     }
 
     /// One send with `token`; its `errcode` and `errmsg`.
-    async fn send(&self, token: &Secret, body: &str) -> Result<(i64, String), DeliveryError> {
+    async fn send_with(&self, token: &Secret, body: &str) -> Result<(i64, String), DeliveryError> {
         let at = format!("wechat at {}", self.shown_send_url());
         let mut url = reqwest::Url::parse(&self.url(SEND_PATH))
             .map_err(|_| DeliveryError::Permanent(format!("{at}: the URL is unusable")))?;
@@ -558,7 +558,15 @@ impl Channel for Wechat {
         }
     }
 
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+    async fn ready(&self) -> Result<(), DeliveryError> {
+        if let Some(stopped) = self.stop.check() {
+            return Err(stopped);
+        }
+        self.limiter.acquire().await;
+        Ok(())
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         if let Some(stopped) = self.stop.check() {
             return Err(stopped);
         }
@@ -584,16 +592,15 @@ impl Channel for Wechat {
             client_msg_id: &message.public_id,
         })
         .expect("plain data");
-        self.limiter.acquire().await;
         let token = self.token().await?;
-        let (mut errcode, mut errmsg) = self.send(&token, &body).await?;
+        let (mut errcode, mut errmsg) = self.send_with(&token, &body).await?;
         if classify_send(errcode) == SendVerdict::Refresh {
             // The token ended early (renewed elsewhere, or WeChat's clock): one fresh token and
             // one resend, inside this attempt.
             tracing::debug!(errcode, "wechat token refused; fetching a fresh one");
             self.forget(&token).await;
             let fresh = self.token().await?;
-            (errcode, errmsg) = self.send(&fresh, &body).await?;
+            (errcode, errmsg) = self.send_with(&fresh, &body).await?;
         }
         self.outcome(errcode, &errmsg, openid)
     }

@@ -146,8 +146,11 @@ impl Channel for Wecom {
         self.robot.resume();
     }
 
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
-        self.robot.ready().await?;
+    async fn ready(&self) -> Result<(), DeliveryError> {
+        self.robot.ready().await
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         let url = reqwest::Url::parse(self.robot.url()).map_err(|_| self.robot.not_a_url())?;
         let (status, body) = self
             .robot

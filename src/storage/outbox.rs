@@ -261,6 +261,28 @@ impl Db {
         Ok(())
     }
 
+    /// Extends the claim on a notification to `until`, while it is still the claim this daemon
+    /// took (`held`, its `lease_until`) and the row is pending. False when the claim is gone:
+    /// given back, or taken by another daemon once it ran out.
+    pub async fn renew_notification_claim(
+        &self,
+        id: i64,
+        held: Millis,
+        until: Millis,
+    ) -> Result<bool> {
+        let lite = on_postgres!(self, pg => pg.renew_notification_claim(id, held, until));
+        let done = sqlx::query(
+            "UPDATE notifications SET lease_until = ?3 \
+             WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(held)
+        .bind(until)
+        .execute(&lite.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Gives back notifications claimed ahead that never left, each only while the claim is
     /// still the one given (`lease_until`): the lease ends, so the message is due again at once,
     /// with no attempt spent (a claim counts none; [`Db::notifications_started`] does, and a

@@ -329,6 +329,23 @@ async fn script(e: &mut Engine) -> Vec<String> {
     let second = claim(T0 + 13, 3).await;
     out.push(format!("claim 3: {second:?}"));
     let a2 = second[0].0;
+    // A claim is renewed while it is the one held (a message waiting long for a paced
+    // channel's turn), never on a lease it no longer has nor once its message is sent.
+    let held = T0 + 13 + 60_000;
+    let renew = async |id: i64, held: i64, until: i64| {
+        db.renew_notification_claim(id, held, until).await.unwrap()
+    };
+    out.push(format!(
+        "renewed {}, on the old lease {}, once sent {}",
+        renew(a2, held, held + 5).await,
+        renew(a2, held, held + 9).await,
+        renew(a1, T0 + 10 + 60_000, held + 9).await,
+    ));
+    assert!(
+        out.last()
+            .unwrap()
+            .ends_with("renewed true, on the old lease false, once sent false")
+    );
     db.notification_failed(a2, "HTTP 400", None).await.unwrap();
     let third = claim(T0 + 14, 3).await;
     out.push(format!("claim 4: {third:?}"));

@@ -33,7 +33,7 @@ impl Channel for Recording {
         self.kind
     }
 
-    async fn deliver(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
         let mut fail = self.fail_first.lock().unwrap();
         if *fail {
             *fail = false;
@@ -247,7 +247,7 @@ impl Channel for StopsOnce {
         ChannelKind::Sms
     }
 
-    async fn deliver(&self, _message: &Outgoing) -> Result<(), DeliveryError> {
+    async fn send(&self, _message: &Outgoing) -> Result<(), DeliveryError> {
         let mut stopped = self.stopped.lock().unwrap();
         if !*stopped {
             *stopped = true;

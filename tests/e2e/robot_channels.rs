@@ -435,6 +435,50 @@ async fn two_daemons_on_one_database_keep_to_the_robots_quota_together() {
     }
 }
 
+/// A message that waits for a turn of a robot shared by several daemons can wait past its
+/// claim: each daemon takes one message at a time, but the turns of the other daemons come
+/// between its own. Once the claim ran out another daemon took the message and sent it too, so
+/// the group heard of the same trouble twice. Here three daemons share a robot at one message
+/// every 2 s under a 3 s lease and a 2 s timeout: a message whose turn comes after another
+/// daemon's cannot be sent inside its claim. It is now sent once: the claim is renewed after the turn, or the
+/// message is left to the daemon that took it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_outwaits_its_claim_for_a_shared_robots_turn_is_sent_once() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let app = TestApp::builder()
+        .engine(Engine::Postgres)
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(
+            config::Channel::dingtalk(&robot)
+                .statuses(&["failed_attempt"])
+                .rate_limit("1/2s"),
+        )
+        .start()
+        .await;
+    app.create_database();
+    let tids: Vec<u64> = (0..6).map(|i| TID + 300 + i).collect();
+    for tid in &tids {
+        app.top.script(*tid, troubled_journey(*tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let mut daemons = app.spawn_daemons_with(3, |_, config| {
+        if let Some(toml::Value::Table(delivery)) = config.get_mut("delivery") {
+            delivery.insert("lease".to_owned(), "3s".into());
+        }
+    });
+    app.wait_until("every failed attempt is marked sent", LIMIT, || {
+        let rows = robot_rows(&app);
+        rows.len() == tids.len() && rows.iter().all(|n| n["state"] == "sent")
+    })
+    .await;
+    for daemon in &mut daemons {
+        assert!(daemon.terminate().success(), "{}", daemon.log());
+    }
+
+    assert_each_failed_attempt_once(&robot.delivered(), &tids);
+}
+
 /// The `ops` trigger: a provider whose session the gateway refuses stops, and the staff group
 /// hears of it once, however many shipments and rounds meet the stop; the shipments' own
 /// messages are not sent for it.

@@ -380,10 +380,12 @@ async fn test_notify_sends_a_sample_to_an_openid_and_check_config_explains_a_mis
 }
 
 /// Six buyers' messages at once through a channel paced at 30 a minute (one every 2 s), with
-/// the test's 5 s lease: one at a time, each waits its turn outside any claim, and every message
-/// is sent once. With a slot each, the later ones outwaited their claims in the bucket, were
-/// claimed again and sent a second time (WeChat drops a repeated `client_msg_id`, but each was
-/// still a call of the account's quota).
+/// the test's 5 s lease and a slot for each: the last waits about 12 s for its turn, well past
+/// its claim, and every message is still sent once. Waiting in their slots, the later ones used
+/// to outwait their claims, were claimed again and sent a second time (WeChat drops a repeated
+/// `client_msg_id`, but each was still a call of the account's quota), so such a `concurrency`
+/// was refused; each now keeps its claim while it waits. Unless told, a paced channel still
+/// takes one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_channel_sends_each_message_once_however_long_its_turn() {
     let wechat = account().await;
@@ -397,6 +399,14 @@ async fn a_paced_channel_sends_each_message_once_however_long_its_turn() {
     });
     let checked = app.cli_ok(&["check-config"]);
     assert!(checked.contains(", 1 at once"), "{checked}");
+    app.edit_config(|text| {
+        text.replace(
+            "rate_limit = \"30/min\"\n",
+            "rate_limit = \"30/min\"\nconcurrency = 6\n",
+        )
+    });
+    let checked = app.cli_ok(&["check-config"]);
+    assert!(checked.contains(", 6 at once"), "{checked}");
     for tid in &tids {
         crate::faults::signed_in_one_step_reaching(&app, *tid, &["--openid", OPENID]);
     }

@@ -465,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn a_paced_wechat_channel_takes_one_at_a_time_unless_its_turns_fit_in_the_lease() {
+    fn a_paced_wechat_channel_takes_one_at_a_time_unless_told_otherwise() {
         let wechat = |extra: &str| {
             parse(&format!(
                 "[channels.wechat]\nappid = \"wx1\"\nsecret = \"s\"\ntemplate_id = \"t\"\n\
@@ -484,22 +484,12 @@ mod tests {
         let settings = &paced.channels.wechat.as_ref().unwrap().settings;
         assert_eq!(settings.spacing, Some(Duration::from_millis(100)));
         assert_eq!(settings.window, Duration::from_secs(60));
-        // Four turns of about 2 s and the 15 s timeout fit in the 1 min lease.
+        // As many as told, however long the last one waits for its turn (about 51 s for the
+        // fifth at 6 a minute): each keeps its claim while it waits.
         assert_eq!(
-            wechat("rate_limit = \"30/min\"\nconcurrency = 4").unwrap(),
-            Some(4)
+            wechat("rate_limit = \"6/min\"\nconcurrency = 5").unwrap(),
+            Some(5)
         );
-        // Five turns of about 10 s do not.
-        let err = wechat("rate_limit = \"6/min\"\nconcurrency = 5")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("[channels.wechat] concurrency = 5 with its rate_limit")
-                && err.contains("51s 20ms")
-                && err.contains("outlasts [delivery] lease (1m)"),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]

@@ -119,33 +119,19 @@ pub(super) fn resolve_wechat(
     })
 }
 
-/// Messages at once. Each waits in its slot for the `rate_limit` bucket's turn, and a message
-/// that outwaits its claim's lease is claimed again and sent twice. So a paced channel takes one
-/// at a time unless told otherwise, as the group robots do, and a `concurrency` whose last
-/// message would wait past the lease is refused.
+/// Messages at once. A paced channel takes one at a time unless told otherwise, as the group
+/// robots do: more slots only wait for the same turns. A message waiting in its slot keeps its
+/// claim meanwhile (the sender renews it), however many wait before it.
 fn paced_concurrency(
     section: &str,
     given: Option<usize>,
     spacing: Option<Duration>,
     delivery: &Delivery,
 ) -> Result<usize, ConfigError> {
-    let Some(spacing) = spacing else {
-        return concurrency(section, given, delivery.concurrency);
+    let default = if spacing.is_some() {
+        1
+    } else {
+        delivery.concurrency
     };
-    let n = concurrency(section, given, 1)?;
-    // The limiter's own spacing, a little wider than the quota's (`limiter::HEADROOM`).
-    let wait = spacing.div_f64(1.0 - crate::limiter::HEADROOM) * n as u32;
-    if n > 1 && wait + delivery.timeout >= delivery.lease {
-        return Err(invalid(format!(
-            "{section} concurrency = {n} with its rate_limit makes a message wait up to {} for its turn, which with [delivery] timeout ({}) outlasts [delivery] lease ({}): it could be sent twice; lower concurrency, or raise lease",
-            humantime::format_duration(round_to_millis(wait)),
-            humantime::format_duration(delivery.timeout),
-            humantime::format_duration(delivery.lease),
-        )));
-    }
-    Ok(n)
-}
-
-fn round_to_millis(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
+    concurrency(section, given, default)
 }

@@ -127,6 +127,24 @@ impl Pg {
         Ok(())
     }
 
+    pub async fn renew_notification_claim(
+        &self,
+        id: i64,
+        held: Millis,
+        until: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE notifications SET lease_until = $3 \
+             WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(held)
+        .bind(until)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn release_notification(&self, id: i64) -> Result<()> {
         sqlx::query(
             "UPDATE notifications SET lease_until = NULL, \
