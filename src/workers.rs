@@ -13,7 +13,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+mod claim;
 mod pace;
+pub use claim::{renewal_due, wait_keeping_claim};
 pub use pace::Pace;
 
 /// How long the shutdown lets work in flight finish: its period from the moment each drain

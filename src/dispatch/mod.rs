@@ -19,7 +19,7 @@ use crate::outage::Outage;
 use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
-use crate::workers::{Grace, Pace, Slot, Workers};
+use crate::workers::{Grace, Pace, Slot, Workers, wait_keeping_claim};
 
 mod commit;
 mod failure;
@@ -469,9 +469,16 @@ impl Dispatcher {
             biased;
             _ = self.workers.aborted() => true,
             outcome = self.poll_in(provider, &row, Some(slot), Some(turn)) => {
-                if let Err(e) = outcome {
-                    // The shipment stays due: its poll is repeated once the database is writable.
-                    Outage::database().failed(&format!("recording a poll of order {}", row.order_id), &e);
+                match outcome {
+                    Err(e) => {
+                        // The shipment stays due: its poll is repeated once the database is
+                        // writable.
+                        Outage::database().failed(&format!("recording a poll of order {}", row.order_id), &e);
+                    }
+                    Ok(PollOutcome::TakenOver) => {
+                        info!(order_id = %row.order_id, provider = %provider.name, "poll left to the daemon that took the shipment over");
+                    }
+                    Ok(_) => {}
                 }
                 false
             }
@@ -493,6 +500,20 @@ impl Dispatcher {
         self.poll_in(provider, row, None, None).await
     }
 
+    /// How long a claim lasts, renewed: the lease, and never less than a poll's timeout.
+    fn claim_lease(&self) -> std::time::Duration {
+        self.polling.lease.max(self.polling.timeout)
+    }
+
+    /// Renews the claim on shipment `id` for a lease from now, while it is still the one ending
+    /// at `held`: its new end, or None once another daemon has taken the shipment (or the claim
+    /// was given back).
+    async fn renew_claim(&self, id: i64, held: Millis) -> Result<Option<Millis>, StorageError> {
+        let until = self.clock.now() + millis(self.claim_lease());
+        let renewed = self.db.renew_shipment_claim(id, held, until).await?;
+        Ok(renewed.then_some(until))
+    }
+
     async fn poll_in(
         &self,
         provider: &ProviderRuntime,
@@ -503,21 +524,34 @@ impl Dispatcher {
         // Time spent waiting for the quota: its sum per provider shows how far behind the quota
         // keeps the daemon.
         let waited = tokio::time::Instant::now();
-        provider.limiter.acquire().await;
-        let claimed_until = turn.map(
-            |Turn {
-                 waiting,
-                 claimed_until,
-             }| {
-                let was_full = provider.room(&self.polling) == 0;
-                drop(waiting);
-                if was_full {
-                    // The bucket took all it could: its next shipment may start waiting now.
-                    self.workers.nudge();
-                }
-                claimed_until
-            },
-        );
+        // The claim is kept while the poll waits: on a shared database the other daemons' turns
+        // in a shared quota make waits longer than the lease this daemon sized its queue by.
+        let mut claimed_until = turn.as_ref().map(|turn| turn.claimed_until);
+        let came = match claimed_until.as_mut() {
+            Some(held) if provider.limiter.is_limited() => {
+                let times = (self.claim_lease(), self.polling.timeout);
+                let renew = |held| self.renew_claim(row.id, held);
+                let turn = provider.limiter.acquire();
+                wait_keeping_claim(turn, &self.clock, held, times, renew)
+                    .await?
+                    .is_some()
+            }
+            _ => {
+                provider.limiter.acquire().await;
+                true
+            }
+        };
+        if let Some(Turn { waiting, .. }) = turn {
+            let was_full = provider.room(&self.polling) == 0;
+            drop(waiting);
+            if was_full {
+                // The bucket took all it could: its next shipment may start waiting now.
+                self.workers.nudge();
+            }
+        }
+        if !came {
+            return Ok(PollOutcome::TakenOver);
+        }
         metrics::histogram!("shipwatch_rate_limit_wait_seconds", "provider" => provider.name.clone())
             .record(waited.elapsed().as_secs_f64());
         let now = self.clock.now();
@@ -527,15 +561,11 @@ impl Dispatcher {
         }
         if let Some(held) = claimed_until
             && held <= now + millis(self.polling.timeout)
+            && self.renew_claim(row.id, held).await?.is_none()
         {
-            // The claim may run out before the answer is recorded: on a shared database another
-            // daemon may take the shipment then (the other daemons' turns in a shared quota
-            // make waits longer than the lease this daemon sized its queue by). Renewed while
-            // still this daemon's; taken over already, the call is not made: one poll each.
-            let until = now + millis(self.polling.lease.max(self.polling.timeout));
-            if !self.db.renew_shipment_claim(row.id, held, until).await? {
-                return Ok(PollOutcome::TakenOver);
-            }
+            // The claim could run out before the answer is recorded, and is renewed first;
+            // taken over already, the call is not made: one poll each.
+            return Ok(PollOutcome::TakenOver);
         }
         if let Some(subscriber) = &provider.push
             && let Some(outcome) = self.push_turn(provider, subscriber, row).await?

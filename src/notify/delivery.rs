@@ -1,11 +1,8 @@
-//! How the sender delivers: its settings, when a failed attempt is retried, and when a claim
-//! held while a message waits for its turn is renewed.
+//! How the sender delivers: its settings, and when a failed attempt is retried.
 
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-
-use crate::clock::{Millis, millis};
 
 /// How the sender delivers notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +59,6 @@ pub fn retry_delay(delivery: &Delivery, attempts: u32, retry_after: Option<Durat
     Duration::from_millis(delay.as_millis() as u64)
 }
 
-/// When a claim ending at `lease_until` is renewed while its message waits for a turn: halfway
-/// through the slack the lease leaves beyond an attempt's `timeout` (the config keeps the lease
-/// longer), so that a renewal has time to be written before the claim could run out.
-pub fn renewal_due(lease_until: Millis, delivery: &Delivery) -> Millis {
-    let (lease, timeout) = (millis(delivery.lease), millis(delivery.timeout));
-    lease_until - timeout - (lease - timeout).max(0) / 2
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,26 +105,5 @@ mod tests {
         let delivery = Delivery::default();
         let forever = Some(Duration::from_secs(u64::MAX / 1000));
         assert_eq!(retry_delay(&delivery, 1, forever), LONGEST_RETRY_AFTER);
-    }
-
-    #[test]
-    fn a_claim_is_renewed_halfway_through_the_slack_its_lease_leaves_beyond_an_attempt() {
-        let delivery = Delivery {
-            lease: Duration::from_secs(60),
-            timeout: Duration::from_secs(15),
-            ..Delivery::default()
-        };
-        // Claimed at 0 until 60 s: 45 s of slack beyond an attempt, renewed 22.5 s in, with
-        // 37.5 s left, time for the renewal and an attempt after it.
-        assert_eq!(renewal_due(60_000, &delivery), 22_500);
-        // Renewed at 22.5 s until 82.5 s: the next renewal is as far ahead again.
-        assert_eq!(renewal_due(82_500, &delivery), 45_000);
-        // The tests' 3 s lease and 2 s timeout: every half second.
-        let short = Delivery {
-            lease: Duration::from_secs(3),
-            timeout: Duration::from_secs(2),
-            ..Delivery::default()
-        };
-        assert_eq!(renewal_due(3_000, &short), 500);
     }
 }

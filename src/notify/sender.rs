@@ -10,7 +10,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::delivery::{Delivery, renewal_due, retry_delay};
+use super::delivery::{Delivery, retry_delay};
 use super::lane::{Lane, lane_slots};
 use super::template::QuietHours;
 use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
@@ -18,7 +18,7 @@ use crate::clock::{Millis, SharedClock, millis};
 use crate::events::{Events, PipelineEvent};
 use crate::outage::Outage;
 use crate::storage::{ClaimedNotification, Db, Handed, NotificationClaim, StorageError};
-use crate::workers::Grace;
+use crate::workers::{Grace, wait_keeping_claim};
 
 pub struct Sender {
     db: Db,
@@ -420,8 +420,8 @@ impl Sender {
     /// Waits for the channel's turn ([`Channel::ready`]) with the claim on `n` kept meanwhile,
     /// `lease_until` following it. A paced channel's turn can come late, after the turns of the
     /// other daemons sharing its quota; a claim that ran out meanwhile would let another daemon
-    /// take the message and send it too. So the claim is renewed while the wait lasts (at
-    /// [`renewal_due`]), and once more after the turn if it could end before the answer is read.
+    /// take the message and send it too. So the claim is renewed while the wait lasts
+    /// ([`wait_keeping_claim`]), and once more after the turn if it could end before the answer is read.
     /// None when another daemon took the message over all the same (this one stalled past its
     /// lease): that one sends it, and this attempt counts as cut short.
     async fn ready_keeping_claim(
@@ -435,48 +435,39 @@ impl Sender {
                 return Ok(Some(Err(refused)));
             }
         } else {
-            let ready = channel.ready();
-            tokio::pin!(ready);
-            loop {
-                let due = renewal_due(*lease_until, &self.delivery) - self.clock.now();
-                tokio::select! {
-                    biased;
-                    outcome = &mut ready => match outcome {
-                        Ok(()) => break,
-                        Err(refused) => return Ok(Some(Err(refused))),
-                    },
-                    () = tokio::time::sleep(Duration::from_millis(due.max(0) as u64)) => {}
-                }
-                if !self.renew_claim(n, lease_until).await? {
-                    return Ok(None);
-                }
+            let times = (self.delivery.lease, self.delivery.timeout);
+            let renew = |held| self.renew_claim(n, held);
+            match wait_keeping_claim(channel.ready(), &self.clock, lease_until, times, renew)
+                .await?
+            {
+                Some(Ok(())) => {}
+                Some(Err(refused)) => return Ok(Some(Err(refused))),
+                None => return Ok(None),
             }
         }
         let by = self.clock.now() + millis(self.delivery.timeout);
-        if *lease_until <= by && !self.renew_claim(n, lease_until).await? {
-            return Ok(None);
+        if *lease_until <= by {
+            match self.renew_claim(n, *lease_until).await? {
+                Some(until) => *lease_until = until,
+                None => return Ok(None),
+            }
         }
         Ok(Some(Ok(())))
     }
 
-    /// Renews the claim on `n` for a lease from now, while it is still the one `lease_until`
-    /// names. False, with a line in the log, when another daemon took the message over.
+    /// Renews the claim on `n` for a lease from now, while it is still the one ending at `held`:
+    /// its new end. None, with a line in the log, when another daemon took the message over.
     async fn renew_claim(
         &self,
         n: &ClaimedNotification,
-        lease_until: &mut Millis,
-    ) -> Result<bool, StorageError> {
+        held: Millis,
+    ) -> Result<Option<Millis>, StorageError> {
         let until = self.clock.now() + millis(self.delivery.lease);
-        if self
-            .db
-            .renew_notification_claim(n.id, *lease_until, until)
-            .await?
-        {
-            *lease_until = until;
-            return Ok(true);
+        if self.db.renew_notification_claim(n.id, held, until).await? {
+            return Ok(Some(until));
         }
         info!(order_id = %n.order_id, channel = %n.channel, notification = %n.public_id, "delivery left to the daemon that took it over");
-        Ok(false)
+        Ok(None)
     }
 
     /// Whether a pause of `kind` ending at `until` is news: no pause of it told yet, or the last

@@ -375,8 +375,10 @@ async fn all_done(app: &TestApp) -> bool {
 /// daemon's, longer than a claim lasts (`rate_limit = "60/min"`, a turn about a second apart,
 /// against `[polling] lease = "1500ms"`). A claim that ran out while its poll waited was taken
 /// by the other daemon, and the shipment polled twice, spending the quota twice on one answer.
-/// Now a poll whose claim may run out before its answer is recorded renews it first, and gives
-/// the call up when another daemon holds the shipment: every shipment is polled once.
+/// Now a poll keeps its claim while it waits (renewed as it would run out), and every shipment
+/// is polled once. Before that, a poll renewed its claim only once its turn came, and gave the
+/// call (and the turn) up when the other daemon had taken the shipment meanwhile: no shipment
+/// was polled twice, but turns of the quota went to waste.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_that_outwaits_its_claim_is_not_made_twice_by_two_daemons() {
     const ORDERS: u64 = 8;
@@ -410,4 +412,11 @@ async fn a_poll_that_outwaits_its_claim_is_not_made_twice_by_two_daemons() {
     }
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "polled more than once: {twice:?}");
+    for daemon in &daemons {
+        let log = daemon.log();
+        assert!(
+            !log.contains("poll left to the daemon that took the shipment over"),
+            "a claim was lost while its poll waited:\n{log}"
+        );
+    }
 }
