@@ -42,6 +42,25 @@ pub struct Sender {
     pauses_told: Mutex<HashMap<ChannelKind, Millis>>,
 }
 
+/// How far a delivery attempt got, for a drain that cuts it short: the end of its claim (renewed
+/// while it waits for a turn), whether its start is committed, and whether it left for the
+/// channel. One that never left is given back whole, its start taken back.
+struct Progress {
+    lease_until: Millis,
+    counted: bool,
+    sending: bool,
+}
+
+impl Progress {
+    fn new(n: &ClaimedNotification) -> Progress {
+        Progress {
+            lease_until: n.lease_until,
+            counted: false,
+            sending: false,
+        }
+    }
+}
+
 /// Waits for the next status change announced on the event bus: its notifications are queued
 /// by then (the event follows the commit). A bus that overflowed may have carried one too.
 async fn next_queued(events: &mut broadcast::Receiver<PipelineEvent>) {
@@ -195,10 +214,11 @@ impl Sender {
         let (mut notification, mut started) = (notification, started);
         loop {
             let mut next = None;
+            let mut progress = Progress::new(&notification);
             let outcome = tokio::select! {
                 biased;
                 _ = lane.workers.aborted() => None,
-                outcome = self.deliver(&notification, started, &mut next) => Some(outcome),
+                outcome = self.deliver(&notification, started, &mut next, &mut progress) => Some(outcome),
             };
             let result = match outcome {
                 Some(outcome) => outcome,
@@ -213,10 +233,17 @@ impl Sender {
                             .give_back_notifications(&[(next.id, next.lease_until)])
                             .await;
                     }
-                    // A delivery whose `sent` mark was already handed to the writer still ends
-                    // sent: the release leaves a sent row alone, and the mark sets it whatever
-                    // the release did before it.
-                    self.db.release_notification(notification.id).await
+                    if progress.counted && !progress.sending {
+                        // Still waiting for its turn: it never left either.
+                        self.db
+                            .give_back_notifications(&[(notification.id, progress.lease_until)])
+                            .await
+                    } else {
+                        // A delivery whose `sent` mark was already handed to the writer still
+                        // ends sent: the release leaves a sent row alone, and the mark sets it
+                        // whatever the release did before it.
+                        self.db.release_notification(notification.id).await
+                    }
                 }
             };
             if let Err(e) = result {
@@ -292,8 +319,10 @@ impl Sender {
         n: &ClaimedNotification,
         started: Handed<()>,
         next: &mut Option<(ClaimedNotification, Handed<()>)>,
+        progress: &mut Progress,
     ) -> Result<(), StorageError> {
         started.written().await?;
+        progress.counted = true;
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
             return self
                 .db
@@ -309,12 +338,14 @@ impl Sender {
             payload: n.payload.clone(),
             recipient: n.recipient.clone(),
         };
-        let mut lease_until = n.lease_until;
         let result = match self
-            .ready_keeping_claim(&**channel, n, &mut lease_until)
+            .ready_keeping_claim(&**channel, n, &mut progress.lease_until)
             .await?
         {
-            Some(Ok(())) => channel.send(&message).await,
+            Some(Ok(())) => {
+                progress.sending = true;
+                channel.send(&message).await
+            }
             Some(Err(refused)) => Err(refused),
             None => return Ok(()),
         };
@@ -326,7 +357,7 @@ impl Sender {
                 // repeated after a crash: its receipt is written first, before any other await
                 // (a kill from then on does not repeat it); the mark goes ahead of everything
                 // else the writer has waiting, and the slot stays taken until it is written.
-                let received = self.db.writer().received(n.id, lease_until, now);
+                let received = self.db.writer().received(n.id, progress.lease_until, now);
                 *next = self.next_for_slot(kind).await.ok().flatten();
                 self.db.writer().sent(received).await?;
                 info!(order_id = %n.order_id, channel = %kind, status = %n.status, attempt, notification = %n.public_id, "notification delivered");

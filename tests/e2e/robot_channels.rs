@@ -479,6 +479,59 @@ async fn a_message_that_outwaits_its_claim_for_a_shared_robots_turn_is_sent_once
     assert_each_failed_attempt_once(&robot.delivered(), &tids);
 }
 
+/// A message still waiting for the robot's turn when the daemon stops never left: the drain
+/// gives it back with its attempt taken back, not counted as an attempt cut short (a message cut
+/// short ten times is given up, so restarts alone used to wear down one that waited for a slow
+/// robot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waiting_for_its_turn_at_a_stop_is_given_back_whole() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(
+            config::Channel::dingtalk(&robot)
+                .statuses(&["failed_attempt"])
+                .rate_limit("1/30s"),
+        )
+        .start()
+        .await;
+    app.edit_config(|text| format!("shutdown_timeout = \"1s\"\n{text}"));
+    let tids = [TID + 400, TID + 401];
+    for tid in tids {
+        app.top.script(tid, troubled_journey(tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    // One message goes at once; the other waits in the robot's slot, its attempt started.
+    app.wait_until(
+        "one message sent and the other waiting for its turn",
+        LIMIT,
+        || {
+            let rows = robot_rows(&app);
+            rows.len() == 2
+                && rows.iter().any(|n| n["state"] == "sent")
+                && rows
+                    .iter()
+                    .any(|n| n["state"] == "pending" && n["attempts"] == 1)
+        },
+    )
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    assert_eq!(robot.delivered().len(), 1);
+    let waiting: Vec<_> = robot_rows(&app)
+        .into_iter()
+        .filter(|n| n["state"] == "pending")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(
+        (&waiting[0]["attempts"], &waiting[0]["cut_short"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{waiting:?}"
+    );
+}
+
 /// The `ops` trigger: a provider whose session the gateway refuses stops, and the staff group
 /// hears of it once, however many shipments and rounds meet the stop; the shipments' own
 /// messages are not sent for it.
