@@ -533,12 +533,12 @@ impl Dispatcher {
                 let renew = |held| self.renew_claim(row.id, held);
                 let turn = provider.limiter.acquire();
                 wait_keeping_claim(turn, &self.clock, held, times, renew)
-                    .await?
-                    .is_some()
+                    .await
+                    .map(|came| came.is_some())
             }
             _ => {
                 provider.limiter.acquire().await;
-                true
+                Ok(true)
             }
         };
         if let Some(Turn { waiting, .. }) = turn {
@@ -549,7 +549,7 @@ impl Dispatcher {
                 self.workers.nudge();
             }
         }
-        if !came {
+        if !came? {
             return Ok(PollOutcome::TakenOver);
         }
         metrics::histogram!("shipwatch_rate_limit_wait_seconds", "provider" => provider.name.clone())
