@@ -452,9 +452,9 @@ impl Sender {
     /// `lease_until` following it. A paced channel's turn can come late, after the turns of the
     /// other daemons sharing its quota; a claim that ran out meanwhile would let another daemon
     /// take the message and send it too. So the claim is renewed while the wait lasts
-    /// ([`wait_keeping_claim`]), and once more after the turn if it could end before the answer is read.
-    /// None when another daemon took the message over all the same (this one stalled past its
-    /// lease): that one sends it, and this attempt counts as cut short.
+    /// ([`wait_keeping_claim`]), and once more after the turn if it could end before the answer
+    /// is read. None when another daemon took the message over all the same (this one stalled
+    /// past its lease): that one sends it, and this attempt counts as cut short.
     async fn ready_keeping_claim(
         &self,
         channel: &dyn Channel,
