@@ -368,6 +368,34 @@ fn assert_each_failed_attempt_once(delivered: &[fake_dingtalk::Message], tids: &
     assert_eq!(titles, expected, "each message once");
 }
 
+/// An app on a PostgreSQL database for several daemons, whose robot hears of failed attempts at
+/// `rate`, with `count` troubled journeys added from order `first` on: the app and the orders.
+async fn shared_robot(
+    robot: &FakeDingtalk,
+    rate: &str,
+    first: u64,
+    count: u64,
+) -> (TestApp, Vec<u64>) {
+    let app = TestApp::builder()
+        .engine(Engine::Postgres)
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(
+            config::Channel::dingtalk(robot)
+                .statuses(&["failed_attempt"])
+                .rate_limit(rate),
+        )
+        .start()
+        .await;
+    app.create_database();
+    let tids: Vec<u64> = (0..count).map(|i| first + i).collect();
+    for tid in &tids {
+        app.top.script(*tid, troubled_journey(*tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    (app, tids)
+}
+
 /// Two daemons on one PostgreSQL database keep to the robot's quota together: the quota is the
 /// robot's, whichever daemon sends. Each daemon used to pace alone at `rate_limit`, so two sent
 /// twice as fast, and DingTalk locks a robot that hears more than its 20 a minute for 10 minutes
@@ -379,23 +407,7 @@ fn assert_each_failed_attempt_once(delivered: &[fake_dingtalk::Message], tids: &
 async fn two_daemons_on_one_database_keep_to_the_robots_quota_together() {
     let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
     robot.quota(25, Duration::from_secs(1));
-    let app = TestApp::builder()
-        .engine(Engine::Postgres)
-        .provider(config::Provider::top())
-        .channel(config::Channel::webhook())
-        .channel(
-            config::Channel::dingtalk(&robot)
-                .statuses(&["failed_attempt"])
-                .rate_limit("20/s"),
-        )
-        .start()
-        .await;
-    app.create_database();
-    let tids: Vec<u64> = (0..40).map(|i| TID + 200 + i).collect();
-    for tid in &tids {
-        app.top.script(*tid, troubled_journey(*tid));
-        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
-    }
+    let (app, tids) = shared_robot(&robot, "20/s", TID + 200, 40).await;
     // Each daemon's webhook names it, for the count below; the robot ignores the extra key.
     let mut daemons = app.spawn_daemons_with(2, |i, config| {
         if let Some(toml::Value::Table(channels)) = config.get_mut("channels")
@@ -438,30 +450,14 @@ async fn two_daemons_on_one_database_keep_to_the_robots_quota_together() {
 /// A message that waits for a turn of a robot shared by several daemons can wait past its
 /// claim: each daemon takes one message at a time, but the turns of the other daemons come
 /// between its own. Once the claim ran out another daemon took the message and sent it too, so
-/// the group heard of the same trouble twice. Here three daemons share a robot at one message
-/// every 2 s under a 3 s lease and a 2 s timeout: a message whose turn comes after another
-/// daemon's cannot be sent inside its claim. It is now sent once: the claim is renewed after the turn, or the
-/// message is left to the daemon that took it over.
+/// the group heard of the same trouble twice (4 of 6 here). Here three daemons share a robot at
+/// one message every 2 s under a 3 s lease and a 2 s timeout: a message whose turn comes after
+/// another daemon's waits past its claim. It is now sent once: its claim is renewed while it
+/// waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_outwaits_its_claim_for_a_shared_robots_turn_is_sent_once() {
     let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
-    let app = TestApp::builder()
-        .engine(Engine::Postgres)
-        .provider(config::Provider::top())
-        .channel(config::Channel::webhook())
-        .channel(
-            config::Channel::dingtalk(&robot)
-                .statuses(&["failed_attempt"])
-                .rate_limit("1/2s"),
-        )
-        .start()
-        .await;
-    app.create_database();
-    let tids: Vec<u64> = (0..6).map(|i| TID + 300 + i).collect();
-    for tid in &tids {
-        app.top.script(*tid, troubled_journey(*tid));
-        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
-    }
+    let (app, tids) = shared_robot(&robot, "1/2s", TID + 300, 6).await;
     let mut daemons = app.spawn_daemons_with(3, |_, config| {
         if let Some(toml::Value::Table(delivery)) = config.get_mut("delivery") {
             delivery.insert("lease".to_owned(), "3s".into());
