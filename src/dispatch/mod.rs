@@ -144,9 +144,9 @@ pub enum PollOutcome {
     Failed(ProviderError),
     /// The provider is paused; the shipment was given back untouched.
     Skipped,
-    /// The shipment's claim ran out while the poll waited for its turn and is this poll's no
-    /// more (another daemon took the shipment, or it was given back): no call was made, so that
-    /// the shipment is not polled twice.
+    /// The shipment's claim is this poll's no more (another daemon took the shipment while this
+    /// one stalled past its lease, or the claim was given back): no call was made, so that the
+    /// shipment is not polled twice.
     TakenOver,
     /// A push-mode provider's shipment was subscribed (or found subscribed already).
     Subscribed,
