@@ -343,8 +343,17 @@ impl Sender {
             .await?
         {
             Some(Ok(())) => {
+                // The claim is kept until the answer is in, however many requests the attempt
+                // makes (WeChat's may fetch a token, then send again with a fresh one).
                 progress.sending = true;
-                channel.send(&message).await
+                let times = (self.delivery.lease, self.delivery.timeout);
+                let renew = |held| self.renew_claim(n, held);
+                let send = channel.send(&message);
+                let lease_until = &mut progress.lease_until;
+                match wait_keeping_claim(send, &self.clock, lease_until, times, renew).await? {
+                    Some(result) => result,
+                    None => return Ok(()),
+                }
             }
             Some(Err(refused)) => Err(refused),
             None => return Ok(()),

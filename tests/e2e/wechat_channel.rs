@@ -379,6 +379,33 @@ async fn test_notify_sends_a_sample_to_an_openid_and_check_config_explains_a_mis
     assert_no_credentials("check-config", &err, &wechat);
 }
 
+/// An attempt that outlasts its claim's lease: a token fetched, a send refused for its token
+/// (40001), a fresh token and the send again, each answer 1.5 s in coming, 6 s in all against
+/// the test's 5 s lease. The claim ran out while the attempt went on, a free slot claimed the
+/// message again and sent it a second time. Now the claim is kept until the answer is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_longer_than_its_lease_sends_the_message_once() {
+    let wechat = account().await;
+    wechat.slow(Duration::from_millis(1_500));
+    wechat.reply(40001, 1);
+    let tid = TID + 600;
+    let app = app_with(config::Channel::wechat(&wechat), &[]).await;
+    crate::faults::signed_in_one_step_reaching(&app, tid, &["--openid", OPENID]);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the message is sent", LIMIT, || {
+        app.outbox(Some("sent"))
+            .iter()
+            .any(|n| n["channel"] == "wechat")
+    })
+    .await;
+    // Long enough for a second attempt that claimed the message at the lease's end to arrive.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert_eq!(wechat.token_requests().len(), 2, "a token, then a fresh one");
+    assert_eq!(wechat.repeats(), 0, "a message sent a second time");
+    assert_eq!(wechat.delivered().len(), 1);
+}
+
 /// Six buyers' messages at once through a channel paced at 30 a minute (one every 2 s), with
 /// the test's 5 s lease and a slot for each: the last waits about 12 s for its turn, well past
 /// its claim, and every message is still sent once. Waiting in their slots, the later ones used

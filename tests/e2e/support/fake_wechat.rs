@@ -73,6 +73,8 @@ struct Inner {
     script: Script<(), i64>,
     log: Log<Sent>,
     repeats: usize,
+    /// How long every answer takes.
+    delay: Duration,
 }
 
 type Shared = super::fake::Shared<Inner>;
@@ -106,6 +108,7 @@ impl FakeWechat {
             script: Script::new(),
             log: Log::new(),
             repeats: 0,
+            delay: Duration::ZERO,
         });
         let app = Router::new()
             .route("/cgi-bin/stable_token", post(token))
@@ -144,6 +147,11 @@ impl FakeWechat {
         for token in &mut self.shared.lock().tokens {
             token.ends = token.ends.min(now);
         }
+    }
+
+    /// Every answer, a token's or a send's, comes `delay` after its request from now on.
+    pub fn slow(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
     }
 
     /// The next `n` sends that pass the checks are answered `errcode` instead of 0.
@@ -199,6 +207,8 @@ fn answer(errcode: i64, errmsg: &str) -> Response {
 }
 
 async fn token(State(shared): State<Shared>, body: Bytes) -> Response {
+    let delay = shared.lock().delay;
+    tokio::time::sleep(delay).await;
     let mut inner = shared.lock();
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         inner.log.refuse("token request is not JSON".into());
@@ -262,6 +272,8 @@ fn limit(key: &str) -> Option<usize> {
 
 async fn send(State(shared): State<Shared>, RawQuery(query): RawQuery, body: Bytes) -> Response {
     let params = super::fake::parse_form(query.as_deref().unwrap_or(""));
+    let delay = shared.lock().delay;
+    tokio::time::sleep(delay).await;
     let mut inner = shared.lock();
     let Some(token) = params.get("access_token").cloned() else {
         inner.log.refuse("no access_token".into());
