@@ -291,6 +291,13 @@ pub trait Channel: Send + Sync {
     /// Sends one message now, its turn taken ([`Channel::ready`]).
     async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError>;
 
+    /// At most this many requests in one attempt, each allowed `[delivery] timeout`: one unless
+    /// the channel says otherwise. The sender keeps a claim that could run out before so many
+    /// answers are in.
+    fn requests_per_attempt(&self) -> u32 {
+        1
+    }
+
     /// At most this many attempts at once, below `[delivery] concurrency`: a channel that paces
     /// its own sends (a group robot's few a minute) takes one at a time, so that no claimed
     /// message waits in a slot for its turn longer than one spacing, far inside its lease. A

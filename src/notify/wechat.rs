@@ -550,6 +550,11 @@ impl Channel for Wechat {
         self.limiter.is_limited().then_some(&self.limiter)
     }
 
+    /// A token when none is cached, the send, and once more both when WeChat refuses the token.
+    fn requests_per_attempt(&self) -> u32 {
+        4
+    }
+
     /// A reload or restart ends the stop, and the next send fetches a token anew.
     fn resume(&self) {
         self.stop.lift();

@@ -401,7 +401,11 @@ async fn an_attempt_longer_than_its_lease_sends_the_message_once() {
     // Long enough for a second attempt that claimed the message at the lease's end to arrive.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(daemon.terminate().success(), "{}", daemon.log());
-    assert_eq!(wechat.token_requests().len(), 2, "a token, then a fresh one");
+    assert_eq!(
+        wechat.token_requests().len(),
+        2,
+        "a token, then a fresh one"
+    );
     assert_eq!(wechat.repeats(), 0, "a message sent a second time");
     assert_eq!(wechat.delivered().len(), 1);
 }
