@@ -353,10 +353,10 @@ impl Sender {
                     // attempt makes (WeChat's may fetch a token, then send again with a fresh
                     // one). Only then: a timer for every delivery costs a webhook a tenth of
                     // its pace.
-                    let times = (self.delivery.lease, self.delivery.timeout);
-                    let renew = |held| self.renew_claim(n, held);
-                    let lease_until = &mut progress.lease_until;
-                    match wait_keeping_claim(send, &self.clock, lease_until, times, renew).await? {
+                    match self
+                        .keeping_claim(n, &mut progress.lease_until, send)
+                        .await?
+                    {
                         Some(result) => result,
                         None => return Ok(()),
                     }
@@ -482,11 +482,7 @@ impl Sender {
                 return Ok(Some(Err(refused)));
             }
         } else {
-            let times = (self.delivery.lease, self.delivery.timeout);
-            let renew = |held| self.renew_claim(n, held);
-            match wait_keeping_claim(channel.ready(), &self.clock, lease_until, times, renew)
-                .await?
-            {
+            match self.keeping_claim(n, lease_until, channel.ready()).await? {
                 Some(Ok(())) => {}
                 Some(Err(refused)) => return Ok(Some(Err(refused))),
                 None => return Ok(None),
@@ -500,6 +496,19 @@ impl Sender {
             }
         }
         Ok(Some(Ok(())))
+    }
+
+    /// Waits for `work` with the claim on `n` kept meanwhile ([`wait_keeping_claim`] with the
+    /// delivery's lease and timeout), `lease_until` following it. None when the claim was lost.
+    async fn keeping_claim<T>(
+        &self,
+        n: &ClaimedNotification,
+        lease_until: &mut Millis,
+        work: impl Future<Output = T>,
+    ) -> Result<Option<T>, StorageError> {
+        let times = (self.delivery.lease, self.delivery.timeout);
+        let renew = |held| self.renew_claim(n, held);
+        wait_keeping_claim(work, &self.clock, lease_until, times, renew).await
     }
 
     /// Renews the claim on `n` for a lease from now, while it is still the one ending at `held`:
