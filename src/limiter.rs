@@ -8,11 +8,11 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 /// Upstream counts calls as they arrive, and arrivals bunch up when the network or this machine
@@ -82,17 +82,24 @@ pub trait SharedQuota: Send + Sync {
 /// by [`grant_size`]; a slot is never taken early, and one missed by more than its window's
 /// headroom allows ([`late_allowed`]) is lost, never made up later.
 pub struct Limiter {
-    interval: Duration,
-    /// The quota's window (a second for `20/s`): what a shared slot's lateness is measured by.
-    window: Duration,
-    next_slot: Mutex<Option<Instant>>,
+    /// The spacing in nanoseconds; zero without a quota. Changed in place by
+    /// [`Limiter::retune`].
+    interval_ns: AtomicU64,
+    /// The quota's window (a second for `20/s`), in nanoseconds: what a shared slot's lateness is
+    /// measured by.
+    window_ns: AtomicU64,
+    /// The slot the last caller was given and when it left, from which the next slot is counted
+    /// at the pace of the moment.
+    last: Mutex<Option<(Instant, Instant)>>,
+    /// Wakes the waiters when the pace changes, so that the one asleep on its slot counts it again.
+    retuned: Notify,
     shared: OnceLock<Shared>,
 }
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
-            .field("interval", &self.interval)
+            .field("interval", &self.interval())
             .field("shared", &self.shared.get().is_some())
             .finish()
     }
@@ -111,6 +118,8 @@ struct Shared {
 #[derive(Default)]
 struct Slots {
     queue: VecDeque<Instant>,
+    /// The pace they were granted at.
+    interval: Duration,
     late_allowed: Duration,
 }
 
@@ -169,34 +178,47 @@ impl Limiter {
     /// `None` for no quota.
     pub fn new(spacing: Option<Duration>) -> Self {
         Limiter {
-            interval: spacing.map_or(Duration::ZERO, |s| s.div_f64(1.0 - HEADROOM)),
-            window: Duration::ZERO,
-            next_slot: Mutex::new(None),
+            interval_ns: AtomicU64::new(nanos(paced(spacing))),
+            window_ns: AtomicU64::new(0),
+            last: Mutex::new(None),
+            retuned: Notify::new(),
             shared: OnceLock::new(),
         }
     }
 
     /// The quota's window (`per` of `calls/per`), which bounds how late a shared slot may be
     /// taken; without it, a single interval is assumed, the strictest.
-    pub fn with_window(mut self, window: Duration) -> Self {
-        self.window = window;
+    pub fn with_window(self, window: Duration) -> Self {
+        self.window_ns.store(nanos(window), Ordering::Relaxed);
         self
+    }
+
+    /// Changes the quota in place (a reload that changed `rate_limit`): the next call is spaced
+    /// from the last one at the new pace, the caller already waiting for its slot included, so
+    /// that no window sees more calls than the stricter of the two quotas allows around the change
+    /// and none waits on at the old pace. Slots already granted from a shared schedule at the old
+    /// pace are given up. A bucket without a quota lets its waiters go at once.
+    pub fn retune(&self, spacing: Option<Duration>, window: Duration) {
+        self.window_ns.store(nanos(window), Ordering::Relaxed);
+        self.interval_ns
+            .store(nanos(paced(spacing)), Ordering::Relaxed);
+        self.retuned.notify_waiters();
     }
 
     /// The bucket's spacing between two calls (the quota's, stretched by the headroom); zero
     /// without a quota.
     pub fn interval(&self) -> Duration {
-        self.interval
+        Duration::from_nanos(self.interval_ns.load(Ordering::Relaxed))
     }
 
     /// The quota's window given by [`Limiter::with_window`] (zero without one).
     pub fn window(&self) -> Duration {
-        self.window
+        Duration::from_nanos(self.window_ns.load(Ordering::Relaxed))
     }
 
     /// True when the bucket limits anything.
     pub fn is_limited(&self) -> bool {
-        !self.interval.is_zero()
+        self.interval_ns.load(Ordering::Relaxed) != 0
     }
 
     /// From now on the bucket takes its slots from `source`, a schedule shared with other
@@ -216,26 +238,52 @@ impl Limiter {
     /// Waits for this caller's slot. Waiters queue on the bucket in turn (tokio's mutex is
     /// fair); one cancelled while waiting leaves its slot to the next.
     pub async fn acquire(&self) {
-        if self.interval.is_zero() {
+        if !self.is_limited() {
             return;
         }
         if let Some(shared) = self.shared.get() {
             return self.acquire_shared(shared).await;
         }
-        let mut next = self.next_slot.lock().await;
-        let slot = next.map_or_else(Instant::now, |n| n.max(Instant::now()));
-        tokio::time::sleep_until(slot).await;
-        let left = Instant::now();
-        *next = Some(next_slot(slot, left, self.interval));
+        let mut last = self.last.lock().await;
+        loop {
+            let retuned = self.retuned.notified();
+            tokio::pin!(retuned);
+            retuned.as_mut().enable();
+            // Read after enabling, so that a retune from here on wakes this wait.
+            let interval = self.interval();
+            if interval.is_zero() {
+                return;
+            }
+            let now = Instant::now();
+            let slot = last.map_or(now, |(slot, left)| next_slot(slot, left, interval).max(now));
+            tokio::select! {
+                () = tokio::time::sleep_until(slot) => {
+                    *last = Some((slot, Instant::now()));
+                    return;
+                }
+                () = retuned => {}
+            }
+        }
     }
 
     async fn acquire_shared(&self, shared: &Shared) {
         let _waiting = Waiting::enter(&shared.waiting);
         let mut slots = shared.slots.lock().await;
         loop {
+            let retuned = self.retuned.notified();
+            tokio::pin!(retuned);
+            retuned.as_mut().enable();
+            let interval = self.interval();
+            if interval.is_zero() {
+                return;
+            }
+            if slots.interval != interval {
+                // Granted at another pace: given up, the next grant is at the new one.
+                slots.queue.clear();
+            }
             let Some(&slot) = slots.queue.front() else {
                 let waiting = shared.waiting.load(Ordering::Relaxed);
-                *slots = self.take_grant(shared, waiting).await;
+                *slots = self.take_grant(shared, interval, waiting).await;
                 continue;
             };
             if !in_time(slot, Instant::now(), slots.late_allowed) {
@@ -243,7 +291,10 @@ impl Limiter {
                 continue;
             }
             // Cancelled while asleep, the slot stays for the next waiter.
-            tokio::time::sleep_until(slot).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(slot) => {}
+                () = retuned => continue,
+            }
             slots.queue.pop_front();
             // A wake later than the slot allows (a stall) loses it: taken late, it would crowd
             // the slots other processes hold after it.
@@ -257,13 +308,13 @@ impl Limiter {
     /// cannot be reached (the database is down) no call leaves: a call made without a grant
     /// would spend quota that the other processes cannot account for. So the bucket asks again,
     /// spaced out, until it answers, and the caller waits meanwhile.
-    async fn take_grant(&self, shared: &Shared, waiting: usize) -> Slots {
+    async fn take_grant(&self, shared: &Shared, interval: Duration, waiting: usize) -> Slots {
         let mut retry = RETRY_FIRST;
         let mut failures = 0u32;
         loop {
-            let count = grant_size(self.interval, waiting);
+            let count = grant_size(interval, waiting);
             let sent = Instant::now();
-            match shared.source.grant(self.interval, count).await {
+            match shared.source.grant(interval, count).await {
                 Ok(granted) => {
                     if failures > 0 {
                         tracing::info!(failures, "the shared quota answers again");
@@ -274,7 +325,8 @@ impl Limiter {
                     *offset = Some(best);
                     return Slots {
                         queue: local_slots(&best, &granted),
-                        late_allowed: late_allowed(self.interval, self.window, best.uncertainty),
+                        interval,
+                        late_allowed: late_allowed(interval, self.window(), best.uncertainty),
                     };
                 }
                 Err(error) => {
@@ -290,6 +342,16 @@ impl Limiter {
             }
         }
     }
+}
+
+/// The bucket's spacing for a quota's own `spacing`: stretched by [`HEADROOM`]; zero for none.
+fn paced(spacing: Option<Duration>) -> Duration {
+    spacing.map_or(Duration::ZERO, |s| s.div_f64(1.0 - HEADROOM))
+}
+
+/// A duration in whole nanoseconds, as the bucket keeps it (saturating: 584 years).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Counts a caller among the waiters for as long as it waits (cancelled too).
@@ -488,6 +550,103 @@ mod tests {
         );
     }
 
+    /// Callers always waiting on `limiter` until `until`, each call's time since `start` sent.
+    fn callers(
+        limiter: &Arc<Limiter>,
+        count: usize,
+        start: Instant,
+        until: Duration,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<Duration> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..count {
+            let (limiter, tx) = (limiter.clone(), tx.clone());
+            tokio::spawn(async move {
+                while Instant::now() - start < until {
+                    limiter.acquire().await;
+                    if tx.send(Instant::now() - start).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        rx
+    }
+
+    async fn times(mut rx: tokio::sync::mpsc::UnboundedReceiver<Duration>) -> Vec<Duration> {
+        let mut times = Vec::new();
+        while let Some(t) = rx.recv().await {
+            times.push(t);
+        }
+        times.sort();
+        times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retuned_bucket_counts_the_next_call_from_the_last_at_the_new_pace() {
+        let limiter = Arc::new(Limiter::new(Some(Duration::from_millis(100))));
+        let start = Instant::now();
+        let rx = callers(&limiter, 10, start, Duration::from_secs(5));
+        let (slow, fast) = (Duration::from_secs(1), Duration::from_millis(100));
+        tokio::time::sleep_until(start + Duration::from_secs(1)).await;
+        limiter.retune(Some(slow), slow);
+        tokio::time::sleep_until(start + Duration::from_millis(3500)).await;
+        limiter.retune(Some(fast), slow);
+        let times = times(rx).await;
+
+        let ms = |ms: u64| Duration::from_millis(ms);
+        let before: Vec<_> = times.iter().filter(|t| **t < ms(1000)).collect();
+        assert_eq!(before.len(), 10, "{times:?}");
+        // Lowered: every call after the change keeps the new spacing from the one before it,
+        // the caller already asleep on its old slot included.
+        let spacing = slow.div_f64(1.0 - HEADROOM);
+        let slowed: Vec<_> = times
+            .iter()
+            .filter(|t| (ms(1000)..ms(3500)).contains(*t))
+            .collect();
+        assert_eq!(slowed.len(), 2, "{times:?}");
+        assert!(
+            *slowed[0] - *before[9] >= spacing - TIMER_SLACK,
+            "{times:?}"
+        );
+        assert!(
+            *slowed[1] - *slowed[0] >= spacing - TIMER_SLACK,
+            "{times:?}"
+        );
+        // Raised: the caller asleep until a second after the last call leaves at once, as the
+        // new spacing from the last call has passed, and the rest follow at the new pace.
+        let raised: Vec<_> = times
+            .iter()
+            .filter(|t| (ms(3500)..ms(5000)).contains(*t))
+            .collect();
+        assert_eq!(*raised[0], ms(3500), "{times:?}");
+        let fast_spacing = fast.div_f64(1.0 - HEADROOM);
+        for pair in raised.windows(2) {
+            assert!(
+                *pair[1] - *pair[0] >= fast_spacing - TIMER_SLACK,
+                "{times:?}"
+            );
+        }
+        assert!((14..=16).contains(&raised.len()), "{times:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_retuned_to_no_quota_lets_its_waiters_go_at_once() {
+        let limiter = Arc::new(Limiter::new(Some(Duration::from_secs(60))));
+        limiter.acquire().await;
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                limiter.acquire().await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        limiter.retune(None, Duration::ZERO);
+        assert!(!limiter.is_limited());
+        assert_eq!(waiter.await.unwrap() - start, Duration::from_secs(1));
+    }
+
     /// The keeper of a shared schedule, in memory: GCRA on tokio's clock, unreachable for the
     /// first `down` grants asked.
     #[derive(Default)]
@@ -582,6 +741,34 @@ mod tests {
             "{grants} grants for {} calls",
             times.len()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_granted_at_the_old_pace_are_given_up_when_the_quota_changes() {
+        let keeper = Arc::new(Keeper::default());
+        let limiter = shared_limiter(Duration::from_millis(10), &keeper);
+        let start = Instant::now();
+        let rx = callers(&limiter, 10, start, Duration::from_secs(2));
+        // Within the first grant of ten slots, 10 ms apart.
+        tokio::time::sleep_until(start + Duration::from_millis(45)).await;
+        limiter.retune(Some(Duration::from_millis(100)), Duration::from_secs(1));
+        let times = times(rx).await;
+
+        let changed = Duration::from_millis(45);
+        assert_eq!(
+            times.iter().filter(|t| **t < changed).count(),
+            5,
+            "{times:?}"
+        );
+        let after: Vec<_> = times.iter().filter(|t| **t >= changed).collect();
+        let spacing = Duration::from_millis(100).div_f64(1.0 - HEADROOM);
+        // The first new grant starts where the keeper's schedule stood, after the old grant's
+        // last slot; from then on the new pace.
+        assert!(*after[0] >= Duration::from_millis(100), "{times:?}");
+        for pair in after.windows(2) {
+            assert!(*pair[1] - *pair[0] >= spacing - TIMER_SLACK, "{times:?}");
+        }
+        assert!(after.len() >= 17, "{times:?}");
     }
 
     #[tokio::test(start_paused = true)]

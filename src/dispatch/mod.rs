@@ -51,9 +51,11 @@ pub const BAN_REFRESH: Duration = Duration::from_secs(5);
 pub struct ProviderRuntime {
     pub name: String,
     pub adapter: Arc<dyn Provider>,
-    /// Shared with the runtime a reload replaces, when the quota stays the same
+    /// Shared with the runtime a reload replaces, retuned when the quota changed
     /// ([`ProviderRuntime::keep_bucket_of`]).
     limiter: Arc<Limiter>,
+    /// The quota the bucket was made for, which a reload compares.
+    rate_limit: Option<RateLimit>,
     /// No shipment of this provider is polled more often than this, whatever its tier.
     min_interval: Duration,
     paused_until: Mutex<Option<Millis>>,
@@ -75,6 +77,7 @@ impl ProviderRuntime {
                 Limiter::new(rate_limit.map(|l| l.interval()))
                     .with_window(rate_limit.map_or(Duration::ZERO, |l| l.per)),
             ),
+            rate_limit,
             paused_until: Mutex::new(None),
             waiting: Arc::new(AtomicUsize::new(0)),
             push: None,
@@ -111,17 +114,20 @@ impl ProviderRuntime {
             .is_some_and(|until| until > now)
     }
 
-    /// Takes over `old`'s bucket, and its count of waiting polls, when a reload leaves the quota
-    /// as it was: the polls waiting in it go on in their turns, and the next call keeps its
-    /// distance from the last. With a bucket of its own, empty, a reloaded provider called at once
-    /// while the old bucket's polls went on at the quota's pace: twice the quota for a while.
+    /// Takes over `old`'s bucket, and its count of waiting polls, across a reload: the polls
+    /// waiting in it go on in their turns, and the next call keeps its distance from the last.
+    /// With a bucket of its own, empty, a reloaded provider called at once while the old bucket's
+    /// polls went on at the quota's pace: twice the quota for a while. A changed `rate_limit` is
+    /// applied to the bucket in place ([`Limiter::retune`]), waiting polls included.
     fn keep_bucket_of(&mut self, old: &ProviderRuntime) {
-        if self.limiter.interval() == old.limiter.interval()
-            && self.limiter.window() == old.limiter.window()
-        {
-            self.limiter = old.limiter.clone();
-            self.waiting = old.waiting.clone();
+        if self.rate_limit != old.rate_limit {
+            old.limiter.retune(
+                self.rate_limit.map(|l| l.interval()),
+                self.rate_limit.map_or(Duration::ZERO, |l| l.per),
+            );
         }
+        self.limiter = old.limiter.clone();
+        self.waiting = old.waiting.clone();
     }
 
     /// Counts a poll among those waiting for the bucket until the guard is dropped.

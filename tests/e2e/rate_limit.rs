@@ -293,3 +293,52 @@ async fn a_reload_keeps_the_providers_bucket_and_the_gateway_never_sees_more_tha
         "calls over the quota of 6 a second, at these ms: {times:?}"
     );
 }
+
+/// A reload that lowers a provider's `rate_limit` slows the polls already waiting for their turns
+/// too. A changed quota used to start a new bucket beside the old one: the polls waiting in the
+/// old one (a slot's worth, 16 by default) went on at the old pace while the new bucket's calls
+/// left at the new one, so for seconds after the reload the gateway saw more than either quota
+/// allows. Now the bucket is retuned in place, and every call after the reload keeps the new
+/// distance from the one before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_lowers_the_quota_slows_the_polls_already_waiting() {
+    let app = slow_quota_app("5/s").await;
+    for i in 0..40 {
+        app.top.journey(tid(300 + i));
+        app.cli_ok(&["add", &tid(300 + i).to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("five polls", Duration::from_secs(20), || {
+        app.top.call_count() >= 5
+    })
+    .await;
+    app.edit_config(|text| {
+        assert!(text.contains("rate_limit = \"5/s\""), "{text}");
+        text.replacen("rate_limit = \"5/s\"", "rate_limit = \"1/s\"", 1)
+    });
+    daemon.signal("HUP");
+    app.wait_until("the reload", Duration::from_secs(10), || {
+        daemon.log().contains("config reloaded")
+    })
+    .await;
+    // Seen up to the wait's 100 ms after the reload: a call in between left at the new pace.
+    let reloaded = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    let calls = app.top.calls();
+    let start = calls[0].at;
+    let ms = |at: Instant| (at - start).as_millis();
+    let after: Vec<u128> = calls
+        .windows(2)
+        .filter(|pair| pair[1].at > reloaded)
+        .map(|pair| (pair[1].at - pair[0].at).as_millis())
+        .collect();
+    // 1/s paced at 98%: 1,020 ms apart; the margin is the network's and the machine's jitter.
+    assert!(
+        after.len() >= 3 && after.iter().all(|gap| *gap >= 800),
+        "gaps of {after:?} ms between the calls after the reload at {} ms; calls at {:?}",
+        ms(reloaded),
+        calls.iter().map(|c| ms(c.at)).collect::<Vec<_>>()
+    );
+}
