@@ -2,7 +2,7 @@
 //! records what came back.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{Millis, SharedClock, millis, to_rfc3339};
-use crate::config::{Polling, RateLimit, Tiers};
+use crate::config::{Polling, Tiers};
 use crate::domain::Tier;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::outage::Outage;
-use crate::providers::{MAX_BAN, Provider, ProviderError, Trace, TrackRequest};
+use crate::providers::{MAX_BAN, ProviderError, Trace, TrackRequest};
 use crate::service::Heartbeat;
 use crate::storage::{Db, Recorded, ShipmentClaim, ShipmentRow, StorageError};
 use crate::workers::{Grace, Pace, Slot, Workers, wait_keeping_claim};
@@ -25,6 +25,7 @@ mod commit;
 mod failure;
 mod once;
 pub mod pollable;
+mod provider;
 mod push;
 mod quota;
 mod tally;
@@ -33,115 +34,19 @@ mod turns;
 use commit::Finished;
 pub use once::{PollOnceError, PolledOnce};
 use pollable::{Unpollable, pollable};
+pub use provider::ProviderRuntime;
 pub use push::CallbackApplied;
 
 /// The configured providers by name.
 pub type Providers = BTreeMap<String, Arc<ProviderRuntime>>;
 
-use crate::limiter::Limiter;
 use tally::PollTally;
+use turns::Turn;
 pub use turns::waiting_cap;
-use turns::{Turn, Waiting};
 
 /// How often a daemon reads the bans and pauses stored by the daemons it shares the database
 /// with (see [`Dispatcher::refresh_bans`]).
 pub const BAN_REFRESH: Duration = Duration::from_secs(5);
-
-/// A configured provider with its quota and its pause.
-pub struct ProviderRuntime {
-    pub name: String,
-    pub adapter: Arc<dyn Provider>,
-    /// Shared with the runtime a reload replaces, retuned when the quota changed
-    /// ([`ProviderRuntime::keep_bucket_of`]).
-    limiter: Arc<Limiter>,
-    /// The quota the bucket was made for, which a reload compares.
-    rate_limit: Option<RateLimit>,
-    /// No shipment of this provider is polled more often than this, whatever its tier.
-    min_interval: Duration,
-    paused_until: Mutex<Option<Millis>>,
-    /// Polls started and still waiting for the bucket (see [`waiting_cap`]).
-    waiting: Arc<AtomicUsize>,
-    /// Kuaidi100 subscription push (`mode = "push"`): shipments are subscribed instead of
-    /// queried, and queried only as `fallback_poll` says.
-    pub push: Option<Arc<crate::providers::kuaidi100_push::Subscriber>>,
-}
-
-impl ProviderRuntime {
-    pub fn new(name: &str, adapter: Arc<dyn Provider>, rate_limit: Option<RateLimit>) -> Self {
-        ProviderRuntime {
-            name: name.to_owned(),
-            min_interval: adapter.min_interval(),
-            // Every answer from upstream is cut to its documented bounds before it is used.
-            adapter: Arc::new(crate::providers::Bounded(adapter)),
-            limiter: Arc::new(
-                Limiter::new(rate_limit.map(|l| l.interval()))
-                    .with_window(rate_limit.map_or(Duration::ZERO, |l| l.per)),
-            ),
-            rate_limit,
-            paused_until: Mutex::new(None),
-            waiting: Arc::new(AtomicUsize::new(0)),
-            push: None,
-        }
-    }
-
-    /// The provider in push mode, subscribing through `subscriber`.
-    pub fn with_push(
-        mut self,
-        subscriber: Option<crate::providers::kuaidi100_push::Subscriber>,
-    ) -> Self {
-        self.push = subscriber.map(Arc::new);
-        self
-    }
-
-    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
-        self.min_interval = min_interval;
-        self
-    }
-
-    /// Pauses the provider until `until`; true when it was not paused already (so that a pause
-    /// is reported once, not once per poll that was in flight).
-    fn pause_until(&self, until: Millis, now: Millis) -> bool {
-        let mut paused = self.paused_until.lock().expect("pause lock");
-        let was_paused = paused.is_some_and(|p| p > now);
-        *paused = Some(paused.map_or(until, |p| p.max(until)));
-        !was_paused
-    }
-
-    fn is_paused(&self, now: Millis) -> bool {
-        self.paused_until
-            .lock()
-            .expect("pause lock")
-            .is_some_and(|until| until > now)
-    }
-
-    /// Takes over `old`'s bucket, and its count of waiting polls, across a reload: the polls
-    /// waiting in it go on in their turns, and the next call keeps its distance from the last.
-    /// With a bucket of its own, empty, a reloaded provider called at once while the old bucket's
-    /// polls went on at the quota's pace: twice the quota for a while. A changed `rate_limit` is
-    /// applied to the bucket in place ([`Limiter::retune`]), waiting polls included.
-    fn keep_bucket_of(&mut self, old: &ProviderRuntime) {
-        if self.rate_limit != old.rate_limit {
-            old.limiter.retune(
-                self.rate_limit.map(|l| l.interval()),
-                self.rate_limit.map_or(Duration::ZERO, |l| l.per),
-            );
-        }
-        self.limiter = old.limiter.clone();
-        self.waiting = old.waiting.clone();
-    }
-
-    /// Counts a poll among those waiting for the bucket until the guard is dropped.
-    fn wait_turn(&self) -> Waiting {
-        Waiting::enter(&self.waiting)
-    }
-
-    /// How many more polls may wait for the bucket now ([`waiting_cap`]): none once as many wait
-    /// as its quota serves while their claims last, since another would outwait its claim.
-    fn room(&self, polling: &Polling) -> usize {
-        waiting_cap(self.limiter.interval(), polling.lease)
-            .saturating_sub(self.waiting.load(Ordering::Relaxed))
-    }
-}
 
 /// What a poll led to, for `poll` and for tests.
 #[derive(Debug)]
