@@ -86,6 +86,14 @@ impl ProviderRuntime {
     /// applied to the bucket in place ([`Limiter::retune`]), waiting polls included.
     pub(super) fn keep_bucket_of(&mut self, old: &ProviderRuntime) {
         if self.rate_limit != old.rate_limit {
+            let shown =
+                |limit: Option<RateLimit>| limit.map_or("none".to_owned(), |l| l.to_string());
+            tracing::info!(
+                provider = %self.name,
+                from = %shown(old.rate_limit),
+                to = %shown(self.rate_limit),
+                "rate_limit changed; the polls waiting for their turns go at the new pace"
+            );
             old.limiter.retune(
                 self.rate_limit.map(|l| l.interval()),
                 self.rate_limit.map_or(Duration::ZERO, |l| l.per),

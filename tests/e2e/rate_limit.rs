@@ -323,6 +323,14 @@ async fn a_reload_that_lowers_the_quota_slows_the_polls_already_waiting() {
     .await;
     // Seen up to the wait's 100 ms after the reload: a call in between left at the new pace.
     let reloaded = Instant::now();
+    assert!(
+        daemon.log().contains(
+            "rate_limit changed; the polls waiting for their turns go at the new pace \
+             provider=taobao from=5/1s to=1/1s"
+        ),
+        "{}",
+        daemon.log()
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(daemon.terminate().success(), "{}", daemon.log());
 
