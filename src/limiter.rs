@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::futures::Notified;
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
@@ -246,11 +247,7 @@ impl Limiter {
         }
         let mut last = self.last.lock().await;
         loop {
-            let retuned = self.retuned.notified();
-            tokio::pin!(retuned);
-            retuned.as_mut().enable();
-            // Read after enabling, so that a retune from here on wakes this wait.
-            let interval = self.interval();
+            let (retuned, interval) = self.pace();
             if interval.is_zero() {
                 return;
             }
@@ -266,14 +263,19 @@ impl Limiter {
         }
     }
 
+    /// The spacing of the moment, with a wake for the next [`Limiter::retune`], registered
+    /// before the spacing is read so that no change between the two goes unnoticed.
+    fn pace(&self) -> (Pin<Box<Notified<'_>>>, Duration) {
+        let mut retuned = Box::pin(self.retuned.notified());
+        retuned.as_mut().enable();
+        (retuned, self.interval())
+    }
+
     async fn acquire_shared(&self, shared: &Shared) {
         let _waiting = Waiting::enter(&shared.waiting);
         let mut slots = shared.slots.lock().await;
         loop {
-            let retuned = self.retuned.notified();
-            tokio::pin!(retuned);
-            retuned.as_mut().enable();
-            let interval = self.interval();
+            let (retuned, interval) = self.pace();
             if interval.is_zero() {
                 return;
             }

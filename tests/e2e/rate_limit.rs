@@ -27,6 +27,14 @@ fn tid(i: u64) -> u64 {
 
 const SHIPMENTS: u64 = 4;
 
+/// Journeys `ids` at the fake gateway, each added on the high tier.
+fn track_high(app: &TestApp, ids: std::ops::Range<u64>) {
+    for i in ids {
+        app.top.journey(tid(i));
+        app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Restart {
     None,
@@ -43,10 +51,7 @@ enum Restart {
 async fn banned_app(engine: Engine) -> TestApp {
     let app = TestApp::start_on(engine).await;
     app.edit_config(|text| text.replacen("[polling]\n", "[polling]\nconcurrency = 1\n", 1));
-    for i in 0..SHIPMENTS {
-        app.top.journey(tid(i));
-        app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);
-    }
+    track_high(&app, 0..SHIPMENTS);
     app.top.fault(Fault::Ban { seconds: BAN_SECS }, 1);
     app
 }
@@ -154,10 +159,7 @@ async fn a_ban_outlives_a_crash(engine: Engine) {
 /// may land just after it; after that the gateway hears nothing until the ban is over.
 async fn a_ban_silences_concurrent_polling_too(engine: Engine) {
     let app = TestApp::start_on(engine).await;
-    for i in 0..SHIPMENTS {
-        app.top.journey(tid(i));
-        app.cli_ok(&["add", &tid(i).to_string(), "--tier", "high"]);
-    }
+    track_high(&app, 0..SHIPMENTS);
     app.top.fault(Fault::Ban { seconds: BAN_SECS }, 1);
     let mut daemon = app.spawn_daemon();
 
@@ -210,10 +212,7 @@ async fn slow_quota_app(rate: &str) -> TestApp {
 async fn a_quota_slower_than_a_claim_lasts_keeps_the_daemon_idle_while_it_waits() {
     let app = slow_quota_app("6/min").await;
     app.edit_config(|text| text.replacen("[polling]\n", "[polling]\nlease = \"3s\"\n", 1));
-    for i in 0..SHIPMENTS {
-        app.top.journey(tid(100 + i));
-        app.cli_ok(&["add", &tid(100 + i).to_string(), "--tier", "high"]);
-    }
+    track_high(&app, 100..100 + SHIPMENTS);
     let mut daemon = app.spawn_daemon();
     app.wait_until("the first poll", Duration::from_secs(20), || {
         app.top.call_count() >= 1
@@ -260,10 +259,7 @@ async fn a_reload_keeps_the_providers_bucket_and_the_gateway_never_sees_more_tha
     // network, since a reload's new connection can delay one call by a tenth of a second and
     // bunch it with the next. Twice the quota, as two buckets made, still crosses it.
     app.top.enforce_quota(6, Duration::from_secs(1));
-    for i in 0..40 {
-        app.top.journey(tid(200 + i));
-        app.cli_ok(&["add", &tid(200 + i).to_string(), "--tier", "high"]);
-    }
+    track_high(&app, 200..240);
     let mut daemon = app.spawn_daemon();
     app.wait_until("ten polls", Duration::from_secs(20), || {
         app.top.call_count() >= 10
@@ -303,10 +299,7 @@ async fn a_reload_keeps_the_providers_bucket_and_the_gateway_never_sees_more_tha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_lowers_the_quota_slows_the_polls_already_waiting() {
     let app = slow_quota_app("5/s").await;
-    for i in 0..40 {
-        app.top.journey(tid(300 + i));
-        app.cli_ok(&["add", &tid(300 + i).to_string(), "--tier", "high"]);
-    }
+    track_high(&app, 300..340);
     let mut daemon = app.spawn_daemon();
     app.wait_until("five polls", Duration::from_secs(20), || {
         app.top.call_count() >= 5
