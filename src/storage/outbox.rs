@@ -229,11 +229,13 @@ impl Db {
     }
 
     /// Puts a claimed notification back to wait until `at` without counting the attempt: its
-    /// channel could not send anything (stopped for lack of credit or credentials).
+    /// channel could not send anything (stopped for lack of credit or credentials). The start
+    /// counted for it, if any, is taken back (a paced channel refuses before it is counted).
     pub async fn notification_postponed(&self, id: i64, reason: &str, at: Millis) -> Result<()> {
         let lite = on_postgres!(self, pg => pg.notification_postponed(id, reason, at));
         sqlx::query(
-            "UPDATE notifications SET attempts = max(attempts - 1, 0), lease_until = NULL, \
+            "UPDATE notifications SET attempts = max(attempts - attempt_started, 0), \
+                 attempt_started = 0, lease_until = NULL, \
              last_error = ?, next_attempt_at = ? WHERE id = ? AND state = 'pending'",
         )
         .bind(reason)

@@ -567,6 +567,51 @@ async fn a_message_given_back_unsent_has_its_start_taken_back_not_cut_short() {
 }
 
 #[tokio::test]
+async fn a_postponed_message_takes_back_only_the_start_it_counted() {
+    // A channel that stops (no credit, credentials refused) postpones the message without
+    // spending its attempt. A paced channel refuses before the attempt is counted (the count
+    // waits for the turn), so the postponement takes back only a start that was counted: taking
+    // one back regardless used to erase a failure counted before.
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    picked_up(&db, "1").await;
+    let webhook = [ChannelKind::Webhook];
+    let lease = 60_000;
+    let claimed = db
+        .claim_notifications(T0, T0 + lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    db.notifications_started(&[claimed[0].id]).await.unwrap();
+    db.notification_failed(claimed[0].id, "HTTP 503", Some(T0 + 1))
+        .await
+        .unwrap();
+    let attempts = async || {
+        let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
+        (row.attempts, row.cut_short, row.lease_until)
+    };
+    assert_eq!(attempts().await, (1, 0, None));
+    // Refused before its turn: nothing counted, nothing taken back.
+    let claimed = db
+        .claim_notifications(T0 + 10, T0 + 10 + lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    db.notification_postponed(claimed[0].id, "robot stopped", T0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(attempts().await, (1, 0, None));
+    // Refused once counted: the start is taken back.
+    let claimed = db
+        .claim_notifications(T0 + 30, T0 + 30 + lease, &webhook, 3, 10)
+        .await
+        .unwrap();
+    db.notifications_started(&[claimed[0].id]).await.unwrap();
+    db.notification_postponed(claimed[0].id, "no credit", T0 + 40)
+        .await
+        .unwrap();
+    assert_eq!(attempts().await, (1, 0, None));
+}
+
+#[tokio::test]
 async fn events_written_once_are_not_written_again_until_the_trace_or_the_digest_changes() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;

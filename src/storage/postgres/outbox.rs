@@ -116,7 +116,8 @@ impl Pg {
 
     pub async fn notification_postponed(&self, id: i64, reason: &str, at: Millis) -> Result<()> {
         sqlx::query(
-            "UPDATE notifications SET attempts = greatest(attempts - 1, 0), lease_until = NULL, \
+            "UPDATE notifications SET attempts = greatest(attempts - attempt_started, 0), \
+                 attempt_started = 0, lease_until = NULL, \
              last_error = $1, next_attempt_at = $2 WHERE id = $3 AND state = 'pending'",
         )
         .bind(reason)
