@@ -178,10 +178,15 @@ impl Sender {
             lane.pace.lock().expect("pace lock").started(started.len());
             count += started.len();
             // Each attempt is counted as it starts, not when it was claimed: a message claimed
-            // ahead spends nothing until it is tried, even if this daemon is killed first.
+            // ahead spends nothing until it is tried, even if this daemon is killed first. A
+            // paced channel's message is counted once its turn has come ([`Sender::deliver`]).
             let writer = self.db.writer();
+            let paced = self.paced(*kind);
             for notification in started {
-                let mark = writer.started(vec![notification.id]).await?;
+                let mark = match paced {
+                    true => None,
+                    false => Some(writer.started(vec![notification.id]).await?),
+                };
                 let (me, kind) = (self.clone(), *kind);
                 lane.workers.spawn(async move {
                     me.deliver_in_background(kind, notification, mark).await;
@@ -206,7 +211,7 @@ impl Sender {
         &self,
         kind: ChannelKind,
         notification: ClaimedNotification,
-        started: Handed<()>,
+        started: Option<Handed<()>>,
     ) {
         let Some(lane) = self.lanes.get(&kind) else {
             return;
@@ -227,7 +232,9 @@ impl Sender {
                     // So is the message this slot had taken next. It never left: its start
                     // mark, once written, is taken back, not counted as cut short.
                     if let Some((next, mark)) = next.take() {
-                        let _ = mark.written().await;
+                        if let Some(mark) = mark {
+                            let _ = mark.written().await;
+                        }
                         let _ = self
                             .db
                             .give_back_notifications(&[(next.id, next.lease_until)])
@@ -272,7 +279,7 @@ impl Sender {
     async fn next_for_slot(
         &self,
         kind: ChannelKind,
-    ) -> Result<Option<(ClaimedNotification, Handed<()>)>, StorageError> {
+    ) -> Result<Option<(ClaimedNotification, Option<Handed<()>>)>, StorageError> {
         if self.stopping.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -291,10 +298,14 @@ impl Sender {
         let Some((next, until)) = next else {
             return Ok(None);
         };
+        if self.paced(kind) {
+            lane.pace.lock().expect("pace lock").started(1);
+            return Ok(Some((next, None)));
+        }
         match self.db.writer().started(vec![next.id]).await {
             Ok(mark) => {
                 lane.pace.lock().expect("pace lock").started(1);
-                Ok(Some((next, mark)))
+                Ok(Some((next, Some(mark))))
             }
             Err(e) => {
                 // Not started after all: back to the head of the line.
@@ -309,7 +320,9 @@ impl Sender {
     /// mark that counts the attempt, handed to the writer when the attempt was taken from the
     /// claimed ones: nothing goes out before it is committed, so that a message never arrives
     /// more often than its attempts and its attempts cut short (given back after a kill) count,
-    /// whenever the daemon is killed.
+    /// whenever the daemon is killed. A paced channel's message has none yet: it may wait long
+    /// for its turn, and a kill meanwhile must not count an attempt that never left, so its
+    /// start is written and committed once the turn has come, before the send.
     ///
     /// When the receiver accepts it, the slot's next message claimed ahead is put in `next`, its
     /// start mark handed to the writer before this one's `sent` mark (see
@@ -317,12 +330,14 @@ impl Sender {
     async fn deliver(
         &self,
         n: &ClaimedNotification,
-        started: Handed<()>,
-        next: &mut Option<(ClaimedNotification, Handed<()>)>,
+        started: Option<Handed<()>>,
+        next: &mut Option<(ClaimedNotification, Option<Handed<()>>)>,
         progress: &mut Progress,
     ) -> Result<(), StorageError> {
-        started.written().await?;
-        progress.counted = true;
+        if let Some(started) = started {
+            started.written().await?;
+            progress.counted = true;
+        }
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
             return self
                 .db
@@ -343,6 +358,15 @@ impl Sender {
             .await?
         {
             Some(Ok(())) => {
+                if !progress.counted {
+                    self.db
+                        .writer()
+                        .started(vec![n.id])
+                        .await?
+                        .written()
+                        .await?;
+                    progress.counted = true;
+                }
                 progress.sending = true;
                 let send = channel.send(&message);
                 let longest = self.delivery.timeout * channel.requests_per_attempt();
@@ -496,6 +520,13 @@ impl Sender {
             }
         }
         Ok(Some(Ok(())))
+    }
+
+    /// True when `kind`'s channel paces its sends: its messages may wait long for their turns.
+    fn paced(&self, kind: ChannelKind) -> bool {
+        self.channels
+            .get(&kind)
+            .is_some_and(|channel| channel.pace().is_some())
     }
 
     /// Waits for `work` with the claim on `n` kept meanwhile ([`wait_keeping_claim`] with the

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::support::app::{Engine, TestApp};
+use serde_json::{Value, json};
+
+use crate::support::app::{Daemon, Engine, TestApp};
 use crate::support::config;
 use crate::support::fake_dingtalk::{self, FakeDingtalk};
 use crate::support::fake_top;
@@ -475,56 +477,104 @@ async fn a_message_that_outwaits_its_claim_for_a_shared_robots_turn_is_sent_once
     assert_each_failed_attempt_once(&robot.delivered(), &tids);
 }
 
-/// A message still waiting for the robot's turn when the daemon stops never left: the drain
-/// gives it back with its attempt taken back, not counted as an attempt cut short (a message cut
-/// short ten times is given up, so restarts alone used to wear down one that waited for a slow
-/// robot).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_waiting_for_its_turn_at_a_stop_is_given_back_whole() {
-    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+/// An app whose DingTalk robot takes one message every 30 s, and a daemon that has sent one of
+/// two robot messages and holds the other, claimed, waiting for the robot's next turn.
+async fn one_sent_one_waiting_for_its_turn(robot: &FakeDingtalk, first: u64) -> (TestApp, Daemon) {
     let app = TestApp::builder()
         .provider(config::Provider::top())
         .channel(config::Channel::webhook())
         .channel(
-            config::Channel::dingtalk(&robot)
+            config::Channel::dingtalk(robot)
                 .statuses(&["failed_attempt"])
                 .rate_limit("1/30s"),
         )
         .start()
         .await;
     app.edit_config(|text| format!("shutdown_timeout = \"1s\"\n{text}"));
-    let tids = [TID + 400, TID + 401];
-    for tid in tids {
+    for tid in [first, first + 1] {
         app.top.script(tid, troubled_journey(tid));
         app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
     }
-    let mut daemon = app.spawn_daemon();
-    // One message goes at once; the other waits in the robot's slot, its attempt started.
-    app.wait_until(
-        "one message sent and the other waiting for its turn",
-        LIMIT,
-        || {
-            let rows = robot_rows(&app);
-            rows.len() == 2
-                && rows.iter().any(|n| n["state"] == "sent")
-                && rows
-                    .iter()
-                    .any(|n| n["state"] == "pending" && n["attempts"] == 1)
-        },
-    )
+    let daemon = app.spawn_daemon();
+    app.wait_until("one robot message sent and another queued", LIMIT, || {
+        robot_rows(&app).len() == 2 && robot.delivered().len() == 1
+    })
     .await;
-    assert!(daemon.terminate().success(), "{}", daemon.log());
+    // The slot takes the next message as soon as the first is sent; a second is ample.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let claimed = app
+        .sql_count(
+            "SELECT count(*) FROM notifications \
+             WHERE channel = 'dingtalk' AND state = 'pending' AND lease_until IS NOT NULL",
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed, 1, "{}", daemon.log());
+    (app, daemon)
+}
 
-    assert_eq!(robot.delivered().len(), 1);
-    let waiting: Vec<_> = robot_rows(&app)
+/// The robot's one waiting message, as the outbox shows it.
+fn waiting_row(app: &TestApp) -> Value {
+    let waiting: Vec<_> = robot_rows(app)
         .into_iter()
         .filter(|n| n["state"] == "pending")
         .collect();
     assert_eq!(waiting.len(), 1, "{waiting:?}");
+    waiting[0].clone()
+}
+
+/// A row's state, attempts and attempts cut short.
+fn counts(row: &Value) -> (Value, Value, Value) {
+    (
+        row["state"].clone(),
+        row["attempts"].clone(),
+        row["cut_short"].clone(),
+    )
+}
+
+/// A message still waiting for the robot's turn when the daemon stops never left: the drain
+/// gives it back with no attempt counted, not as an attempt cut short (a message cut short ten
+/// times is given up, so restarts alone used to wear down one that waited for a slow robot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waiting_for_its_turn_at_a_stop_is_given_back_whole() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let (app, mut daemon) = one_sent_one_waiting_for_its_turn(&robot, TID + 400).await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    assert_eq!(robot.delivered().len(), 1);
     assert_eq!(
-        (&waiting[0]["attempts"], &waiting[0]["cut_short"]),
-        (&serde_json::json!(0), &serde_json::json!(0)),
-        "{waiting:?}"
+        counts(&waiting_row(&app)),
+        (json!("pending"), json!(0), json!(0))
+    );
+}
+
+/// Nor does a kill count it: a paced channel's attempt is counted once its turn has come, just
+/// before the send. It used to be counted as the message took its slot, so a kill while it
+/// waited (for half a minute here, for longer behind other daemons' turns) counted an attempt cut
+/// short that never left, and ten such kills gave the message up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_while_a_message_waits_for_its_turn_counts_no_attempt() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    let (app, mut daemon) = one_sent_one_waiting_for_its_turn(&robot, TID + 410).await;
+    daemon.kill9();
+    let waiting = waiting_row(&app);
+    assert_eq!(counts(&waiting), (json!("pending"), json!(0), json!(0)));
+
+    // The next daemon takes it once the dead one's claim ends, and its first turn comes at once.
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the waiting message sent", LIMIT, || {
+        robot.delivered().len() == 2
+    })
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    let sent = robot_rows(&app)
+        .into_iter()
+        .find(|n| n["id"] == waiting["id"])
+        .unwrap();
+    assert_eq!(
+        counts(&sent),
+        (json!("sent"), json!(1), json!(0)),
+        "{sent:?}"
     );
 }
 
