@@ -43,8 +43,9 @@ pub struct Sender {
 }
 
 /// How far a delivery attempt got, for a drain that cuts it short: the end of its claim (renewed
-/// while it waits for a turn), whether its start is committed, and whether it left for the
-/// channel. One that never left is given back whole, its start taken back.
+/// while it waits for a turn), whether its start is committed (a paced channel's is written once
+/// its turn comes), and whether it left for the channel. One that never left is given back
+/// whole, its start taken back.
 struct Progress {
     lease_until: Millis,
     counted: bool,
@@ -240,8 +241,10 @@ impl Sender {
                             .give_back_notifications(&[(next.id, next.lease_until)])
                             .await;
                     }
-                    if progress.counted && !progress.sending {
-                        // Still waiting for its turn: it never left either.
+                    if !progress.sending {
+                        // Still waiting for its start mark or its turn: it never left either,
+                        // and goes back under the claim it holds, its start (if counted) taken
+                        // back.
                         self.db
                             .give_back_notifications(&[(notification.id, progress.lease_until)])
                             .await
