@@ -575,37 +575,27 @@ async fn a_postponed_message_takes_back_only_the_start_it_counted() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;
     picked_up(&db, "1").await;
-    let webhook = [ChannelKind::Webhook];
-    let lease = 60_000;
-    let claimed = db
-        .claim_notifications(T0, T0 + lease, &webhook, 3, 10)
-        .await
-        .unwrap();
-    db.notifications_started(&[claimed[0].id]).await.unwrap();
-    db.notification_failed(claimed[0].id, "HTTP 503", Some(T0 + 1))
-        .await
-        .unwrap();
     let attempts = async || {
         let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
         (row.attempts, row.cut_short, row.lease_until)
     };
-    assert_eq!(attempts().await, (1, 0, None));
-    // Refused before its turn: nothing counted, nothing taken back.
-    let claimed = db
-        .claim_notifications(T0 + 10, T0 + 10 + lease, &webhook, 3, 10)
+    // One failure, counted; each claim in a lease of its own, the row due again by then.
+    let id = claim_in_lease(&db, 0).await[0].id;
+    db.notifications_started(&[id]).await.unwrap();
+    db.notification_failed(id, "HTTP 503", Some(T0))
         .await
         .unwrap();
-    db.notification_postponed(claimed[0].id, "robot stopped", T0 + 20)
+    assert_eq!(attempts().await, (1, 0, None));
+    // Refused before its turn: nothing counted, nothing taken back.
+    let id = claim_in_lease(&db, 1).await[0].id;
+    db.notification_postponed(id, "robot stopped", T0)
         .await
         .unwrap();
     assert_eq!(attempts().await, (1, 0, None));
     // Refused once counted: the start is taken back.
-    let claimed = db
-        .claim_notifications(T0 + 30, T0 + 30 + lease, &webhook, 3, 10)
-        .await
-        .unwrap();
-    db.notifications_started(&[claimed[0].id]).await.unwrap();
-    db.notification_postponed(claimed[0].id, "no credit", T0 + 40)
+    let id = claim_in_lease(&db, 2).await[0].id;
+    db.notifications_started(&[id]).await.unwrap();
+    db.notification_postponed(id, "no credit", T0)
         .await
         .unwrap();
     assert_eq!(attempts().await, (1, 0, None));
