@@ -25,6 +25,9 @@ pub(super) struct Lane {
     pub(super) ahead: Mutex<VecDeque<(ClaimedNotification, Millis)>>,
     /// How fast the slots have been taking what was claimed ahead, which sizes the next claim.
     pub(super) pace: Mutex<Pace>,
+    /// The channel paces its sends ([`Channel::pace`]): a message may wait long in its slot for
+    /// its turn, and its attempt is counted only once the turn has come.
+    pub(super) paced: bool,
 }
 
 impl Lane {
@@ -34,7 +37,14 @@ impl Lane {
             slots,
             ahead: Mutex::new(VecDeque::new()),
             pace: Mutex::new(Pace::default()),
+            paced: false,
         }
+    }
+
+    /// The lane of a channel that paces its sends (see [`Lane::paced`]).
+    pub(super) fn paced(mut self, paced: bool) -> Lane {
+        self.paced = paced;
+        self
     }
 
     pub(super) fn free(&self) -> usize {

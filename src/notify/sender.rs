@@ -100,7 +100,8 @@ impl Sender {
                         .find(|r| r.kind == kind)
                         .and_then(|r| r.concurrency)
                         .unwrap_or(delivery.concurrency);
-                    (kind, Lane::new(lane_slots(configured, c.max_in_flight())))
+                    let lane = Lane::new(lane_slots(configured, c.max_in_flight()));
+                    (kind, lane.paced(c.pace().is_some()))
                 })
                 .collect(),
             freed: Notify::new(),
@@ -182,9 +183,8 @@ impl Sender {
             // ahead spends nothing until it is tried, even if this daemon is killed first. A
             // paced channel's message is counted once its turn has come ([`Sender::deliver`]).
             let writer = self.db.writer();
-            let paced = self.paced(*kind);
             for notification in started {
-                let mark = match paced {
+                let mark = match lane.paced {
                     true => None,
                     false => Some(writer.started(vec![notification.id]).await?),
                 };
@@ -301,7 +301,7 @@ impl Sender {
         let Some((next, until)) = next else {
             return Ok(None);
         };
-        if self.paced(kind) {
+        if lane.paced {
             lane.pace.lock().expect("pace lock").started(1);
             return Ok(Some((next, None)));
         }
@@ -523,13 +523,6 @@ impl Sender {
             }
         }
         Ok(Some(Ok(())))
-    }
-
-    /// True when `kind`'s channel paces its sends: its messages may wait long for their turns.
-    fn paced(&self, kind: ChannelKind) -> bool {
-        self.channels
-            .get(&kind)
-            .is_some_and(|channel| channel.pace().is_some())
     }
 
     /// Waits for `work` with the claim on `n` kept meanwhile ([`wait_keeping_claim`] with the
