@@ -43,12 +43,10 @@ pub struct Sender {
 }
 
 /// How far a delivery attempt got, for a drain that cuts it short: the end of its claim (renewed
-/// while it waits for a turn), whether its start is committed (a paced channel's is written once
-/// its turn comes), and whether it left for the channel. One that never left is given back
-/// whole, its start taken back.
+/// while it waits for a turn), and whether it left for the channel. One that never left is given
+/// back whole, its start (if counted) taken back.
 struct Progress {
     lease_until: Millis,
-    counted: bool,
     sending: bool,
 }
 
@@ -56,7 +54,6 @@ impl Progress {
     fn new(n: &ClaimedNotification) -> Progress {
         Progress {
             lease_until: n.lease_until,
-            counted: false,
             sending: false,
         }
     }
@@ -337,9 +334,10 @@ impl Sender {
         next: &mut Option<(ClaimedNotification, Option<Handed<()>>)>,
         progress: &mut Progress,
     ) -> Result<(), StorageError> {
+        // A paced channel's start comes with no mark: it is written once the turn has come.
+        let start_at_turn = started.is_none();
         if let Some(started) = started {
             started.written().await?;
-            progress.counted = true;
         }
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
             return self
@@ -361,14 +359,13 @@ impl Sender {
             .await?
         {
             Some(Ok(())) => {
-                if !progress.counted {
+                if start_at_turn {
                     self.db
                         .writer()
                         .started(vec![n.id])
                         .await?
                         .written()
                         .await?;
-                    progress.counted = true;
                 }
                 progress.sending = true;
                 let send = channel.send(&message);
