@@ -183,7 +183,11 @@ impl Sender {
             for notification in started {
                 let mark = match lane.paced {
                     true => None,
-                    false => Some(writer.started(vec![notification.id]).await?),
+                    false => Some(
+                        writer
+                            .started(notification.id, notification.lease_until)
+                            .await?,
+                    ),
                 };
                 let (me, kind) = (self.clone(), *kind);
                 lane.workers.spawn(async move {
@@ -209,7 +213,7 @@ impl Sender {
         &self,
         kind: ChannelKind,
         notification: ClaimedNotification,
-        started: Option<Handed<()>>,
+        started: Option<Handed<bool>>,
     ) {
         let Some(lane) = self.lanes.get(&kind) else {
             return;
@@ -279,7 +283,7 @@ impl Sender {
     async fn next_for_slot(
         &self,
         kind: ChannelKind,
-    ) -> Result<Option<(ClaimedNotification, Option<Handed<()>>)>, StorageError> {
+    ) -> Result<Option<(ClaimedNotification, Option<Handed<bool>>)>, StorageError> {
         if self.stopping.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -302,7 +306,7 @@ impl Sender {
             lane.pace.lock().expect("pace lock").started(1);
             return Ok(Some((next, None)));
         }
-        match self.db.writer().started(vec![next.id]).await {
+        match self.db.writer().started(next.id, until).await {
             Ok(mark) => {
                 lane.pace.lock().expect("pace lock").started(1);
                 Ok(Some((next, Some(mark))))
@@ -322,7 +326,10 @@ impl Sender {
     /// more often than its attempts and its attempts cut short (given back after a kill) count,
     /// whenever the daemon is killed. A paced channel's message has none yet: it may wait long
     /// for its turn, and a kill meanwhile must not count an attempt that never left, so its
-    /// start is written and committed once the turn has come, before the send.
+    /// start is written and committed once the turn has come, before the send. A start counts
+    /// only under the claim it was made under: one that finds its claim gone (a stop gave the
+    /// message back while the start waited for the writer, or another daemon took it over)
+    /// counts nothing, and the message does not leave.
     ///
     /// When the receiver accepts it, the slot's next message claimed ahead is put in `next`, its
     /// start mark handed to the writer before this one's `sent` mark (see
@@ -330,14 +337,17 @@ impl Sender {
     async fn deliver(
         &self,
         n: &ClaimedNotification,
-        started: Option<Handed<()>>,
-        next: &mut Option<(ClaimedNotification, Option<Handed<()>>)>,
+        started: Option<Handed<bool>>,
+        next: &mut Option<(ClaimedNotification, Option<Handed<bool>>)>,
         progress: &mut Progress,
     ) -> Result<(), StorageError> {
         // A paced channel's start comes with no mark: it is written once the turn has come.
         let start_at_turn = started.is_none();
-        if let Some(started) = started {
-            started.written().await?;
+        if let Some(started) = started
+            && !started.written().await?
+        {
+            claim_gone(n);
+            return Ok(());
         }
         let Ok(kind) = n.channel.parse::<ChannelKind>() else {
             return self
@@ -359,13 +369,17 @@ impl Sender {
             .await?
         {
             Some(Ok(())) => {
-                if start_at_turn {
-                    self.db
+                if start_at_turn
+                    && !self
+                        .db
                         .writer()
-                        .started(vec![n.id])
+                        .started(n.id, progress.lease_until)
                         .await?
                         .written()
-                        .await?;
+                        .await?
+                {
+                    claim_gone(n);
+                    return Ok(());
                 }
                 progress.sending = true;
                 let send = channel.send(&message);
@@ -682,6 +696,12 @@ impl Sender {
             _ => self.scan_interval,
         }
     }
+}
+
+/// A message whose start found its claim gone (given back by a stop, or taken over after its
+/// lease ran out) does not leave: its next claim, this daemon's or another's, sends it.
+fn claim_gone(n: &ClaimedNotification) {
+    info!(order_id = %n.order_id, channel = %n.channel, notification = %n.public_id, "delivery not started: its claim ended before its start was counted; left to its next claim");
 }
 
 /// Whether a pause of `kind` ending at `until` is news, given the end of the last pause told

@@ -173,15 +173,16 @@ impl Db {
         Ok(())
     }
 
-    /// Counts an attempt for each notification, whose delivery has started. A claim counts
+    /// Counts an attempt for each notification whose delivery has started, under the claim
+    /// whose lease ends at the time given with it; returns the ids counted. A claim counts
     /// none, so that a message claimed ahead and never tried spends nothing, even when the
     /// daemon that claimed it is killed; the sender marks its starts through the writer.
-    pub async fn notifications_started(&self, ids: &[i64]) -> Result<()> {
-        let lite = on_postgres!(self, pg => pg.notifications_started(ids));
+    pub async fn notifications_started(&self, claims: &[(i64, Millis)]) -> Result<Vec<i64>> {
+        let lite = on_postgres!(self, pg => pg.notifications_started(claims));
         let mut tx = lite.begin_write().await?;
-        mark_started(&mut tx, ids).await?;
+        let counted = mark_started(&mut tx, claims).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(counted)
     }
 
     /// Records a failed attempt: retried at `retry_at`, or dead when that is `None`.
@@ -476,20 +477,27 @@ pub(crate) async fn mark_received(
     .rows_affected())
 }
 
-/// Counts an attempt for each notification: its delivery has started.
-pub(crate) async fn mark_started(conn: &mut SqliteConnection, ids: &[i64]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
+/// Counts an attempt for each notification whose delivery has started, each only under the
+/// claim (the end of its lease) it was started under; returns the ids counted. A start that
+/// comes after its claim was given back, or taken over, counts nothing: the attempt never left.
+pub(crate) async fn mark_started(
+    conn: &mut SqliteConnection,
+    claims: &[(i64, Millis)],
+) -> Result<Vec<i64>> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(ids).expect("ids serialise");
-    sqlx::query(
+    let claims = serde_json::to_string(claims).expect("pairs of integers serialise");
+    Ok(sqlx::query_scalar(
         "UPDATE notifications SET attempts = attempts + 1, attempt_started = 1 \
-         WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending'",
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM jsonb_each(?)) AS given \
+         WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
+           AND notifications.state = 'pending' \
+         RETURNING notifications.id",
     )
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .bind(claims)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// The body of [`Db::claim_notifications`], inside a write transaction the caller commits.

@@ -41,7 +41,7 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 pub type PollJob = (i64, Box<dyn Decide + Send + Sync>);
 
 enum Job {
-    Started(Vec<i64>, Reply<()>),
+    Started((i64, Millis), Reply<bool>),
     Sent(i64, Millis, Reply<()>),
     Poll(PollJob, Reply<Recorded>),
     ClaimShipments(ShipmentClaim, Reply<Vec<ShipmentRow>>),
@@ -139,11 +139,14 @@ impl Writer {
         self.hand(|reply| Job::Poll(poll, reply)).await
     }
 
-    /// Counts an attempt for each notification whose delivery starts now, ahead of everything
-    /// else waiting (with the `sent` marks, before them); returns once the writer has it, and
-    /// [`Handed::written`] once it is committed.
-    pub async fn started(&self, ids: Vec<i64>) -> Result<Handed<()>> {
-        self.hand(|reply| Job::Started(ids, reply)).await
+    /// Counts an attempt for a notification whose delivery starts now, under the claim whose
+    /// lease ends at `lease_until`, ahead of everything else waiting (with the `sent` marks,
+    /// before them); returns once the writer has it, and [`Handed::written`] once it is
+    /// committed: `false` when the claim was no longer there to count it under (given back, or
+    /// taken over), and then the message must not leave.
+    pub async fn started(&self, id: i64, lease_until: Millis) -> Result<Handed<bool>> {
+        self.hand(|reply| Job::Started((id, lease_until), reply))
+            .await
     }
 
     /// Writes the receipt of a delivery its receiver accepted at `at`, under the claim whose
@@ -258,7 +261,7 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
 /// The jobs of one round, sorted by kind.
 #[derive(Default)]
 struct Batch {
-    started: Vec<(Vec<i64>, Reply<()>)>,
+    started: Vec<((i64, Millis), Reply<bool>)>,
     sent: Vec<((i64, Millis), Reply<()>)>,
     polls: std::collections::VecDeque<(PollJob, Reply<Recorded>)>,
     notification_claims: Vec<(NotificationClaim, Reply<Vec<ClaimedNotification>>)>,
@@ -268,7 +271,7 @@ struct Batch {
 impl Batch {
     fn add(&mut self, job: Job) {
         match job {
-            Job::Started(ids, reply) => self.started.push((ids, reply)),
+            Job::Started(claim, reply) => self.started.push((claim, reply)),
             Job::Sent(id, at, reply) => self.sent.push(((id, at), reply)),
             Job::Poll(poll, reply) => self.polls.push_back((poll, reply)),
             Job::ClaimShipments(claim, reply) => self.shipment_claims.push((claim, reply)),
@@ -291,22 +294,26 @@ impl Batch {
     /// Writes every mark waiting (attempts started, then deliveries sent) in one transaction;
     /// should it fail, each job alone.
     async fn write_marks(&mut self, db: &Db) {
-        let (started, started_replies): (Vec<Vec<i64>>, Vec<_>) =
+        let (started, started_replies): (Vec<(i64, Millis)>, Vec<_>) =
             std::mem::take(&mut self.started).into_iter().unzip();
         let (sent, sent_replies): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.sent).into_iter().unzip();
-        let all_started: Vec<i64> = started.iter().flatten().copied().collect();
-        match in_transaction(db, Work::Marks(&all_started, &sent)).await {
-            Ok(_) => {
-                for reply in started_replies.into_iter().chain(sent_replies) {
+        match in_transaction(db, Work::Marks(&started, &sent)).await {
+            Ok(written) => {
+                let counted: std::collections::HashSet<i64> = written.started.into_iter().collect();
+                for ((id, _), reply) in started.iter().zip(started_replies) {
+                    let _ = reply.send(Ok(counted.contains(id)));
+                }
+                for reply in sent_replies {
                     let _ = reply.send(Ok(()));
                 }
             }
             Err(e) => {
-                debug!(error = %e, started = all_started.len(), sent = sent.len(), "marks written one by one");
-                for (ids, reply) in started.iter().zip(started_replies) {
-                    let work = Work::Marks(ids, &[]);
-                    let _ = reply.send(in_transaction(db, work).await.map(|_| ()));
+                debug!(error = %e, started = started.len(), sent = sent.len(), "marks written one by one");
+                for (claim, reply) in started.iter().zip(started_replies) {
+                    let work = Work::Marks(std::slice::from_ref(claim), &[]);
+                    let outcome = in_transaction(db, work).await;
+                    let _ = reply.send(outcome.map(|w| !w.started.is_empty()));
                 }
                 for (mark, reply) in sent.iter().zip(sent_replies) {
                     let work = Work::Marks(&[], std::slice::from_ref(mark));
@@ -331,6 +338,7 @@ impl Batch {
                 recorded,
                 notifications,
                 shipments,
+                ..
             }) => {
                 reply_each(poll_replies, recorded);
                 reply_each(n_replies, notifications);
@@ -371,8 +379,8 @@ fn reply_each<T>(replies: Vec<Reply<T>>, outcomes: Vec<T>) {
 
 /// What one transaction of the writer does.
 pub(super) enum Work<'a> {
-    /// Attempts started, then deliveries sent.
-    Marks(&'a [i64], &'a [(i64, Millis)]),
+    /// Attempts started (each under its claim), then deliveries sent.
+    Marks(&'a [(i64, Millis)], &'a [(i64, Millis)]),
     /// Polls first (their shipments' claims end with them), then the claims.
     Rest(&'a [PollJob], &'a [NotificationClaim], &'a [ShipmentClaim]),
 }
@@ -380,6 +388,8 @@ pub(super) enum Work<'a> {
 /// What it gives back, in the order asked.
 #[derive(Default)]
 pub(super) struct Written {
+    /// The attempts counted: those whose claim was still there.
+    pub(super) started: Vec<i64>,
     pub(super) recorded: Vec<Recorded>,
     pub(super) notifications: Vec<Vec<ClaimedNotification>>,
     pub(super) shipments: Vec<Vec<ShipmentRow>>,
@@ -389,7 +399,7 @@ async fn write_work(conn: &mut SqliteConnection, work: &Work<'_>) -> Result<Writ
     let mut written = Written::default();
     match work {
         Work::Marks(started, sent) => {
-            mark_started(conn, started).await?;
+            written.started = mark_started(conn, started).await?;
             mark_sent(conn, sent).await?;
         }
         Work::Rest(polls, notification_claims, shipment_claims) => {

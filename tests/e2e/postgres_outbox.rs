@@ -364,10 +364,30 @@ async fn script(e: &mut Engine) -> Vec<String> {
         .map(|(id, ..)| (*id, T0 + 70_000 + 60_000))
         .chain([(a1, 1)])
         .collect();
-    // One of them had its start marked: given back unsent, the start is taken back.
-    db.notifications_started(&[fourth[1].0]).await.unwrap();
+    // One of them had its start marked: given back unsent, the start is taken back. A start
+    // under a claim the row no longer has (the first, failed above) counts nothing.
+    let counted = db
+        .notifications_started(&[(fourth[1].0, T0 + 130_000), (fourth[0].0, T0 + 130_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        counted,
+        [fourth[1].0],
+        "counted only under the row's own lease"
+    );
+    out.push(format!("started: {counted:?}"));
     db.give_back_notifications(&given).await.unwrap();
     db.give_back_notifications(&[]).await.unwrap();
+    // A start that comes after its claim was given back counts nothing either.
+    let late = db
+        .notifications_started(&[(fourth[1].0, T0 + 130_000)])
+        .await
+        .unwrap();
+    assert!(
+        late.is_empty(),
+        "a start after the give-back counted {late:?}"
+    );
+    out.push(format!("late start: {late:?}"));
     out.push(format!(
         "given back: {:?}",
         db.list_notifications(Some("pending"), None)
@@ -479,8 +499,8 @@ async fn script(e: &mut Engine) -> Vec<String> {
     for k in 0..11 {
         let at = T0 + 1_000_000 + k * 60_000;
         let claimed = claim(at, 3).await;
-        let ids: Vec<i64> = claimed.iter().map(|(id, ..)| *id).collect();
-        db.notifications_started(&ids).await.unwrap();
+        let claims: Vec<(i64, i64)> = claimed.iter().map(|(id, ..)| (*id, at + 60_000)).collect();
+        db.notifications_started(&claims).await.unwrap();
         out.push(format!("cut short {k}: {claimed:?}"));
     }
     for n in db.list_notifications(None, None).await.unwrap() {
@@ -594,8 +614,8 @@ async fn two_daemons_claiming_at_once_never_get_the_same_notification() {
                     break;
                 }
                 // As the sender does: each attempt counted as it starts.
-                let ids: Vec<i64> = got.iter().map(|n| n.id).collect();
-                db.notifications_started(&ids).await.unwrap();
+                let claims: Vec<(i64, i64)> = got.iter().map(|n| (n.id, n.lease_until)).collect();
+                db.notifications_started(&claims).await.unwrap();
                 let sent: Vec<(i64, i64)> = got.iter().map(|n| (n.id, T0 + 11)).collect();
                 claimed.lock().unwrap().extend(got.iter().map(|n| n.id));
                 db.notifications_sent(&sent).await.unwrap();
@@ -655,8 +675,8 @@ async fn a_shipments_notifications_go_out_in_order_across_two_daemons() {
                     continue;
                 }
                 idle = 0;
-                let ids: Vec<i64> = got.iter().map(|n| n.id).collect();
-                db.notifications_started(&ids).await.unwrap();
+                let claims: Vec<(i64, i64)> = got.iter().map(|n| (n.id, n.lease_until)).collect();
+                db.notifications_started(&claims).await.unwrap();
                 for n in &got {
                     let earlier = &lines[&n.order_id];
                     let done = done.lock().unwrap();

@@ -65,6 +65,17 @@ const WEBHOOK: &[ChannelRule] = &[];
 /// Adds `order_id` and records it picked up at `T0`, which queues its webhook notification.
 /// The webhook's claim of up to 10 notifications at the start of lease number `k` (leases of a
 /// minute from `T0`, each running until the next), up to 3 attempts.
+/// Counts the start of an attempt for each message claimed, under its claim, as the sender does.
+async fn start(db: &Db, claimed: &[ClaimedNotification]) {
+    let claims: Vec<(i64, i64)> = claimed.iter().map(|n| (n.id, n.lease_until)).collect();
+    let counted = db.notifications_started(&claims).await.unwrap();
+    assert_eq!(
+        counted.len(),
+        claims.len(),
+        "every start counted under its claim"
+    );
+}
+
 async fn claim_in_lease(db: &Db, k: i64) -> Vec<ClaimedNotification> {
     const LEASE: i64 = 60_000;
     db.claim_notifications(
@@ -331,6 +342,30 @@ async fn many_writers_in_two_processes_never_see_database_locked() {
 }
 
 #[tokio::test]
+async fn a_start_that_comes_after_its_claim_was_given_back_counts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    picked_up(&db, "1").await;
+    // A stop gives the message back while its start waits for the writer; the start lands
+    // after the give-back, under the claim that is no longer there.
+    let claimed = claim_in_lease(&db, 0).await;
+    let claim = (claimed[0].id, claimed[0].lease_until);
+    db.give_back_notifications(&[claim]).await.unwrap();
+    assert!(db.notifications_started(&[claim]).await.unwrap().is_empty());
+    let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
+    assert_eq!((row.attempts, row.cut_short, row.lease_until), (0, 0, None));
+    // The next claim offers the first attempt, and once its lease runs out with no start,
+    // nothing was cut short: the message never left.
+    let again = claim_in_lease(&db, 1).await;
+    assert_eq!(again[0].attempts, 1);
+    // A start under the earlier claim does not count on this one either.
+    assert!(db.notifications_started(&[claim]).await.unwrap().is_empty());
+    start(&db, &again).await;
+    let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
+    assert_eq!((row.attempts, row.cut_short), (1, 0));
+}
+
+#[tokio::test]
 async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_message_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir).await;
@@ -342,7 +377,7 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
     // runs out.
     let claimed = claim_in_lease(&db, 0).await;
     assert_eq!(claimed[0].attempts, 1);
-    db.notifications_started(&[claimed[0].id]).await.unwrap();
+    start(&db, &claimed[..1]).await;
     assert!(
         db.claim_notifications(T0 + 30_000, T0 + 30_000 + lease, &webhook, 3, 10)
             .await
@@ -359,7 +394,7 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
             again[0].attempts, 1,
             "claim {k}: the attempts cut short are not spent"
         );
-        db.notifications_started(&[again[0].id]).await.unwrap();
+        start(&db, &again[..1]).await;
     }
     let pending = db.list_notifications(Some("pending"), None).await.unwrap();
     assert_eq!(pending[0].attempts, 1, "the attempt under way is counted");
@@ -388,7 +423,7 @@ async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_mes
     );
     let retried = claim_in_lease(&db, 20).await;
     assert_eq!(retried[0].attempts, 1);
-    db.notifications_started(&[retried[0].id]).await.unwrap();
+    start(&db, &retried[..1]).await;
     let after = claim_in_lease(&db, 21).await;
     assert_eq!(
         after.len(),
@@ -411,14 +446,14 @@ async fn an_attempt_cut_short_after_failures_keeps_the_failures_counted() {
     for k in 0..2 {
         let claimed = claim_in_lease(&db, k).await;
         assert_eq!(claimed[0].attempts, k + 1);
-        db.notifications_started(&[claimed[0].id]).await.unwrap();
+        start(&db, &claimed[..1]).await;
         db.notification_failed(claimed[0].id, "HTTP 503", Some(T0 + (k + 1) * lease))
             .await
             .unwrap();
     }
     let third = claim_in_lease(&db, 2).await;
     assert_eq!(third[0].attempts, 3);
-    db.notifications_started(&[third[0].id]).await.unwrap();
+    start(&db, &third[..1]).await;
     let again = claim_in_lease(&db, 3).await;
     assert_eq!(again[0].attempts, 3, "the third attempt offered again");
     assert_eq!(
@@ -543,7 +578,7 @@ async fn a_message_given_back_unsent_has_its_start_taken_back_not_cut_short() {
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "round {round}: still due at once");
-        db.notifications_started(&[claimed[0].id]).await.unwrap();
+        start(&db, &claimed[..1]).await;
         db.give_back_notifications(&[(claimed[0].id, now + lease)])
             .await
             .unwrap();
@@ -560,7 +595,7 @@ async fn a_message_given_back_unsent_has_its_start_taken_back_not_cut_short() {
         .claim_notifications(T0 + 100, T0 + 100 + lease, &webhook, 3, 10)
         .await
         .unwrap();
-    db.notifications_started(&[claimed[0].id]).await.unwrap();
+    start(&db, &claimed[..1]).await;
     db.release_notification(claimed[0].id).await.unwrap();
     let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
     assert_eq!((row.attempts, row.cut_short), (0, 1));
@@ -580,8 +615,9 @@ async fn a_postponed_message_takes_back_only_the_start_it_counted() {
         (row.attempts, row.cut_short, row.lease_until)
     };
     // One failure, counted; each claim in a lease of its own, the row due again by then.
-    let id = claim_in_lease(&db, 0).await[0].id;
-    db.notifications_started(&[id]).await.unwrap();
+    let claimed = claim_in_lease(&db, 0).await;
+    start(&db, &claimed).await;
+    let id = claimed[0].id;
     db.notification_failed(id, "HTTP 503", Some(T0))
         .await
         .unwrap();
@@ -593,8 +629,9 @@ async fn a_postponed_message_takes_back_only_the_start_it_counted() {
         .unwrap();
     assert_eq!(attempts().await, (1, 0, None));
     // Refused once counted: the start is taken back.
-    let id = claim_in_lease(&db, 2).await[0].id;
-    db.notifications_started(&[id]).await.unwrap();
+    let claimed = claim_in_lease(&db, 2).await;
+    start(&db, &claimed).await;
+    let id = claimed[0].id;
     db.notification_postponed(id, "no credit", T0)
         .await
         .unwrap();
@@ -964,8 +1001,8 @@ async fn receipts_left_by_a_killed_daemon_mark_sent_only_the_claims_they_were_wr
     let claimed = claim_in_lease(&db, 0).await;
     assert_eq!(claimed.len(), 4);
     assert!(claimed.iter().all(|n| n.lease_until == lease_until));
+    start(&db, &claimed).await;
     let ids: Vec<i64> = claimed.iter().map(|n| n.id).collect();
-    db.notifications_started(&ids).await.unwrap();
     let (a, b, c, d) = (ids[0], ids[1], ids[2], ids[3]);
     // D was marked sent before the kill; its receipt was still in the file.
     let writer = db.writer();

@@ -71,9 +71,9 @@ impl Pg {
         .rows_affected())
     }
 
-    pub async fn notifications_started(&self, ids: &[i64]) -> Result<()> {
+    pub async fn notifications_started(&self, claims: &[(i64, Millis)]) -> Result<Vec<i64>> {
         let mut conn = self.pool().acquire().await?;
-        mark_started_in(&mut conn, ids).await
+        mark_started_in(&mut conn, claims).await
     }
 
     pub async fn notification_failed(
@@ -328,19 +328,27 @@ pub(super) async fn mark_sent_in(conn: &mut PgConnection, sent: &[(i64, Millis)]
     Ok(())
 }
 
-/// Counts an attempt for each notification, whose delivery has started.
-pub(super) async fn mark_started_in(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
+/// Counts an attempt for each notification whose delivery has started, under the claim it was
+/// started under; returns the ids counted (as on SQLite: `storage::outbox::mark_started`).
+pub(super) async fn mark_started_in(
+    conn: &mut PgConnection,
+    claims: &[(i64, Millis)],
+) -> Result<Vec<i64>> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
     }
-    sqlx::query(
+    let (ids, leases): (Vec<i64>, Vec<Millis>) = claims.iter().copied().unzip();
+    Ok(sqlx::query_scalar(
         "UPDATE notifications SET attempts = attempts + 1, attempt_started = 1 \
-         WHERE id = ANY($1::BIGINT[]) AND state = 'pending'",
+         FROM unnest($1::BIGINT[], $2::BIGINT[]) AS given (id, lease) \
+         WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
+           AND notifications.state = 'pending' \
+         RETURNING notifications.id",
     )
     .bind(ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .bind(leases)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// The body of [`Pg::claim_notifications`], inside a transaction the caller commits.

@@ -16,7 +16,7 @@ pub(in crate::storage) async fn in_transaction(pg: &Pg, work: &Work<'_>) -> Resu
     let mut written = Written::default();
     match work {
         Work::Marks(started, sent) => {
-            mark_started_in(&mut tx, started).await?;
+            written.started = mark_started_in(&mut tx, started).await?;
             mark_sent_in(&mut tx, sent).await?;
         }
         Work::Rest(polls, notification_claims, shipment_claims) => {
