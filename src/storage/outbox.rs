@@ -487,15 +487,29 @@ pub(crate) async fn mark_started(
     if claims.is_empty() {
         return Ok(Vec::new());
     }
-    let claims = serde_json::to_string(claims).expect("pairs of integers serialise");
-    Ok(sqlx::query_scalar(
+    let json = serde_json::to_string(claims).expect("pairs of integers serialise");
+    let counted = sqlx::query(
         "UPDATE notifications SET attempts = attempts + 1, attempt_started = 1 \
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM jsonb_each(?)) AS given \
          WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
-           AND notifications.state = 'pending' \
-         RETURNING notifications.id",
+           AND notifications.state = 'pending'",
     )
-    .bind(claims)
+    .bind(&json)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if counted == claims.len() as u64 {
+        // The usual case, without a row sent back for each start.
+        return Ok(claims.iter().map(|(id, _)| *id).collect());
+    }
+    // Those still under the claim they were started under are the ones just counted.
+    Ok(sqlx::query_scalar(
+        "SELECT n.id FROM notifications n \
+         JOIN (SELECT value ->> 0 AS id, value ->> 1 AS lease FROM jsonb_each(?)) AS given \
+           ON n.id = given.id AND n.lease_until = given.lease \
+         WHERE n.state = 'pending'",
+    )
+    .bind(&json)
     .fetch_all(&mut *conn)
     .await?)
 }

@@ -338,15 +338,28 @@ pub(super) async fn mark_started_in(
         return Ok(Vec::new());
     }
     let (ids, leases): (Vec<i64>, Vec<Millis>) = claims.iter().copied().unzip();
-    Ok(sqlx::query_scalar(
+    let counted = sqlx::query(
         "UPDATE notifications SET attempts = attempts + 1, attempt_started = 1 \
          FROM unnest($1::BIGINT[], $2::BIGINT[]) AS given (id, lease) \
          WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
-           AND notifications.state = 'pending' \
-         RETURNING notifications.id",
+           AND notifications.state = 'pending'",
     )
-    .bind(ids)
-    .bind(leases)
+    .bind(&ids)
+    .bind(&leases)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if counted == claims.len() as u64 {
+        return Ok(ids);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT n.id FROM notifications n \
+         JOIN unnest($1::BIGINT[], $2::BIGINT[]) AS given (id, lease) \
+           ON n.id = given.id AND n.lease_until = given.lease \
+         WHERE n.state = 'pending'",
+    )
+    .bind(&ids)
+    .bind(&leases)
     .fetch_all(&mut *conn)
     .await?)
 }
