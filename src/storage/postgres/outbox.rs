@@ -329,7 +329,9 @@ pub(super) async fn mark_sent_in(conn: &mut PgConnection, sent: &[(i64, Millis)]
 }
 
 /// Counts an attempt for each notification whose delivery has started, under the claim it was
-/// started under; returns the ids counted (as on SQLite: `storage::outbox::mark_started`).
+/// started under; returns the ids counted (as on SQLite: `storage::outbox::mark_started`). The
+/// ids counted come back with the answer to the one statement here; SQLite's side reads them
+/// back only when fewer were counted, since sqlx hands each row over from its SQLite thread.
 pub(super) async fn mark_started_in(
     conn: &mut PgConnection,
     claims: &[(i64, Millis)],
@@ -338,28 +340,15 @@ pub(super) async fn mark_started_in(
         return Ok(Vec::new());
     }
     let (ids, leases): (Vec<i64>, Vec<Millis>) = claims.iter().copied().unzip();
-    let counted = sqlx::query(
+    Ok(sqlx::query_scalar(
         "UPDATE notifications SET attempts = attempts + 1, attempt_started = 1 \
          FROM unnest($1::BIGINT[], $2::BIGINT[]) AS given (id, lease) \
          WHERE notifications.id = given.id AND notifications.lease_until = given.lease \
-           AND notifications.state = 'pending'",
+           AND notifications.state = 'pending' \
+         RETURNING notifications.id",
     )
-    .bind(&ids)
-    .bind(&leases)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if counted == claims.len() as u64 {
-        return Ok(ids);
-    }
-    Ok(sqlx::query_scalar(
-        "SELECT n.id FROM notifications n \
-         JOIN unnest($1::BIGINT[], $2::BIGINT[]) AS given (id, lease) \
-           ON n.id = given.id AND n.lease_until = given.lease \
-         WHERE n.state = 'pending'",
-    )
-    .bind(&ids)
-    .bind(&leases)
+    .bind(ids)
+    .bind(leases)
     .fetch_all(&mut *conn)
     .await?)
 }
