@@ -62,9 +62,6 @@ async fn add(db: &Db, order_id: &str) -> i64 {
 
 const WEBHOOK: &[ChannelRule] = &[];
 
-/// Adds `order_id` and records it picked up at `T0`, which queues its webhook notification.
-/// The webhook's claim of up to 10 notifications at the start of lease number `k` (leases of a
-/// minute from `T0`, each running until the next), up to 3 attempts.
 /// Counts the start of an attempt for each message claimed, under its claim, as the sender does.
 async fn start(db: &Db, claimed: &[ClaimedNotification]) {
     let claims: Vec<(i64, i64)> = claimed.iter().map(|n| (n.id, n.lease_until)).collect();
@@ -76,6 +73,8 @@ async fn start(db: &Db, claimed: &[ClaimedNotification]) {
     );
 }
 
+/// The webhook's claim of up to 10 notifications at the start of lease number `k` (leases of a
+/// minute from `T0`, each running until the next), up to 3 attempts.
 async fn claim_in_lease(db: &Db, k: i64) -> Vec<ClaimedNotification> {
     const LEASE: i64 = 60_000;
     db.claim_notifications(
@@ -89,6 +88,7 @@ async fn claim_in_lease(db: &Db, k: i64) -> Vec<ClaimedNotification> {
     .unwrap()
 }
 
+/// Adds `order_id` and records it picked up at `T0`, which queues its webhook notification.
 async fn picked_up(db: &Db, order_id: &str) -> i64 {
     let id = add(db, order_id).await;
     let t = trace(Status::PickedUp, 1);
@@ -354,8 +354,7 @@ async fn a_start_that_comes_after_its_claim_was_given_back_counts_nothing() {
     assert!(db.notifications_started(&[claim]).await.unwrap().is_empty());
     let row = &db.list_notifications(Some("pending"), None).await.unwrap()[0];
     assert_eq!((row.attempts, row.cut_short, row.lease_until), (0, 0, None));
-    // The next claim offers the first attempt, and once its lease runs out with no start,
-    // nothing was cut short: the message never left.
+    // The next claim offers the first attempt: the late start spent nothing.
     let again = claim_in_lease(&db, 1).await;
     assert_eq!(again[0].attempts, 1);
     // A start under the earlier claim does not count on this one either.
