@@ -231,12 +231,10 @@ impl Sender {
                 Some(outcome) => outcome,
                 // Shutdown cut the attempt short: free the row for the next start at once.
                 None => {
-                    // So is the message this slot had taken next. It never left: its start
-                    // mark, once written, is taken back, not counted as cut short.
-                    if let Some((next, mark)) = next.take() {
-                        if let Some(mark) = mark {
-                            let _ = mark.written().await;
-                        }
+                    // So is the message this slot had taken next. It never left, and goes back
+                    // under its claim: its start, whether committed before the give-back or
+                    // after it, is not counted (a start counts only under its claim).
+                    if let Some((next, _)) = next.take() {
                         let _ = self
                             .db
                             .give_back_notifications(&[(next.id, next.lease_until)])
@@ -244,8 +242,8 @@ impl Sender {
                     }
                     if !progress.sending {
                         // Still waiting for its start mark or its turn: it never left either,
-                        // and goes back under the claim it holds, its start (if counted) taken
-                        // back.
+                        // and goes back under the claim it holds, its start (if committed first)
+                        // taken back.
                         self.db
                             .give_back_notifications(&[(notification.id, progress.lease_until)])
                             .await
