@@ -1,11 +1,27 @@
 //! The one way an HTTP answer's body is read, by every provider and every channel, on success
-//! and error paths alike: at most a given number of bytes, whatever the other end sends.
+//! and error paths alike: at most a given number of bytes, whatever the other end sends. Also
+//! the answer's `Retry-After`, and a POST to a URL parsed once.
 //!
 //! An upstream gateway or a receiver is outside our control: a broken one can answer with a body
 //! that never ends (an error page streamed forever, a proxy looping). Read whole, such a body
 //! costs the daemon all its memory, and the same again at each restart while the message is
 //! still due. Reading stops at the limit; the rest is never downloaded (dropping the response
 //! closes the connection), and the client's request timeout bounds the time spent.
+
+/// A POST to a configured URL, parsed once by its owner (`parsed`) rather than at every request:
+/// reqwest parses a URL given as text at each call. With `parsed` None (a URL that does not
+/// parse, which the config refuses at load), the text goes to reqwest, whose error then names
+/// what is wrong with it.
+pub fn post(
+    http: &reqwest::Client,
+    parsed: Option<&reqwest::Url>,
+    raw: &str,
+) -> reqwest::RequestBuilder {
+    match parsed {
+        Some(url) => http.post(url.clone()),
+        None => http.post(raw),
+    }
+}
 
 /// How long an answer's `Retry-After` asks to wait: delta-seconds or an HTTP-date (RFC 9110,
 /// section 10.2.3); a date in the past means "now". `None` when there is none or it is neither.

