@@ -479,7 +479,7 @@ impl Dispatcher {
             return Ok(PollOutcome::TakenOver);
         }
         if let Some(subscriber) = &provider.push
-            && let Some(outcome) = self.push_turn(provider, subscriber, row).await?
+            && let Some(outcome) = Box::pin(self.push_turn(provider, subscriber, row)).await?
         {
             return Ok(outcome);
         }
@@ -535,7 +535,7 @@ impl Dispatcher {
         let trace = match result {
             Ok(trace) => trace,
             Err(error) => {
-                self.failed(provider, row, &error, now).await?;
+                Box::pin(self.failed(provider, row, &error, now)).await?;
                 return Ok(PollOutcome::Failed(error));
             }
         };
