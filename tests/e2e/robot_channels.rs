@@ -480,17 +480,31 @@ async fn a_message_that_outwaits_its_claim_for_a_shared_robots_turn_is_sent_once
 /// An app whose DingTalk robot takes one message every 30 s, and a daemon that has sent one of
 /// two robot messages and holds the other, claimed, waiting for the robot's next turn.
 async fn one_sent_one_waiting_for_its_turn(robot: &FakeDingtalk, first: u64) -> (TestApp, Daemon) {
+    one_sent_one_waiting_at(robot, first, "1/30s", "5s").await
+}
+
+/// [`one_sent_one_waiting_for_its_turn`], the robot taking one message per `rate` and a
+/// delivery's claim lasting `lease`.
+async fn one_sent_one_waiting_at(
+    robot: &FakeDingtalk,
+    first: u64,
+    rate: &str,
+    lease: &str,
+) -> (TestApp, Daemon) {
     let app = TestApp::builder()
         .provider(config::Provider::top())
         .channel(config::Channel::webhook())
         .channel(
             config::Channel::dingtalk(robot)
                 .statuses(&["failed_attempt"])
-                .rate_limit("1/30s"),
+                .rate_limit(rate),
         )
         .start()
         .await;
-    app.edit_config(|text| format!("shutdown_timeout = \"1s\"\n{text}"));
+    app.edit_config(|text| {
+        let text = text.replace("lease = \"5s\"", &format!("lease = \"{lease}\""));
+        format!("shutdown_timeout = \"1s\"\n{text}")
+    });
     for tid in [first, first + 1] {
         app.top.script(tid, troubled_journey(tid));
         app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
@@ -567,6 +581,70 @@ async fn a_kill_while_a_message_waits_for_its_turn_counts_no_attempt() {
     })
     .await;
     assert!(daemon.terminate().success(), "{}", daemon.log());
+    let sent = robot_rows(&app)
+        .into_iter()
+        .find(|n| n["id"] == waiting["id"])
+        .unwrap();
+    assert_eq!(
+        counts(&sent),
+        (json!("sent"), json!(1), json!(0)),
+        "{sent:?}"
+    );
+}
+
+/// A message whose claim ends while it waits for its turn is not sent under that claim. Here the
+/// claim is written over, as another daemon's takeover after a stall past the lease would: the
+/// start at the turn counts nothing, since a start counts only under the claim it was made
+/// under, and the message does not leave (with the claim left out of the start's SQL, this test
+/// finds the message sent at the turn). It is sent once, by its next claim, with one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_claim_ends_while_it_waits_for_its_turn_is_not_sent_under_it() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    // The turn comes 8 s after the first message, 6 s or more after this point; the claim, 30 s
+    // long, is not renewed before it.
+    let (app, mut daemon) = one_sent_one_waiting_at(&robot, TID + 420, "1/8s", "30s").await;
+    let waiting = waiting_row(&app);
+    let id = waiting["id"].as_i64().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Another claim, ending well after the turn, so that no claim of this daemon's takes the
+    // message before the turn's start has been looked at.
+    let taken = app
+        .sql(&format!(
+            "UPDATE notifications SET lease_until = {} WHERE id = {id} AND state = 'pending'",
+            now_ms + 15_000
+        ))
+        .await
+        .unwrap();
+    assert_eq!(taken, 1);
+
+    let gone = "delivery not started: its claim ended before its start was counted";
+    for _ in 0..LIMIT.as_millis() / 100 {
+        if daemon.log().contains(gone) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.log().contains(gone), "{}", daemon.log());
+    assert_eq!(robot.delivered().len(), 1, "{}", daemon.log());
+    let row = waiting_row(&app);
+    assert_eq!(
+        counts(&row),
+        (json!("pending"), json!(0), json!(0)),
+        "{row:?}"
+    );
+
+    // Once the other claim ends, the daemon claims the message again and sends it.
+    app.wait_until("the message sent under its next claim", LIMIT, || {
+        robot_rows(&app)
+            .iter()
+            .any(|n| n["id"] == waiting["id"] && n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert_eq!(robot.delivered().len(), 2, "{:?}", robot.delivered());
     let sent = robot_rows(&app)
         .into_iter()
         .find(|n| n["id"] == waiting["id"])
