@@ -17,7 +17,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::outbox::{claim_notifications, mark_sent, mark_started};
+use super::outbox::claim_notifications;
 use super::polls::record_polls;
 use super::receipts::{Receipt, Receipts};
 use super::shipments::claim_due_shipments;
@@ -379,7 +379,8 @@ fn reply_each<T>(replies: Vec<Reply<T>>, outcomes: Vec<T>) {
 
 /// What one transaction of the writer does.
 pub(super) enum Work<'a> {
-    /// Attempts started (each under its claim), then deliveries sent.
+    /// Attempts started (each under its claim) and deliveries sent: on SQLite in one trip to
+    /// its thread (`outbox::mark_round`).
     Marks(&'a [(i64, Millis)], &'a [(i64, Millis)]),
     /// Polls first (their shipments' claims end with them), then the claims.
     Rest(&'a [PollJob], &'a [NotificationClaim], &'a [ShipmentClaim]),
@@ -395,40 +396,38 @@ pub(super) struct Written {
     pub(super) shipments: Vec<Vec<ShipmentRow>>,
 }
 
-async fn write_work(conn: &mut SqliteConnection, work: &Work<'_>) -> Result<Written> {
+/// A round of polls and claims, inside the transaction the caller commits.
+async fn write_rest(
+    conn: &mut SqliteConnection,
+    polls: &[PollJob],
+    notification_claims: &[NotificationClaim],
+    shipment_claims: &[ShipmentClaim],
+) -> Result<Written> {
     let mut written = Written::default();
-    match work {
-        Work::Marks(started, sent) => {
-            written.started = mark_started(conn, started).await?;
-            mark_sent(conn, sent).await?;
-        }
-        Work::Rest(polls, notification_claims, shipment_claims) => {
-            if !polls.is_empty() {
-                let polls: Vec<(i64, &(dyn Decide + Sync))> = polls
-                    .iter()
-                    .map(|(id, poll)| (*id, poll.as_ref() as &(dyn Decide + Sync)))
-                    .collect();
-                written.recorded = record_polls(conn, &polls).await?;
-            }
-            for c in notification_claims.iter() {
-                written.notifications.push(
-                    claim_notifications(
-                        conn,
-                        c.now,
-                        c.lease_until,
-                        &c.channels,
-                        c.max_attempts,
-                        c.limit,
-                    )
-                    .await?,
-                );
-            }
-            for c in shipment_claims.iter() {
-                written.shipments.push(
-                    claim_due_shipments(conn, c.now, c.claimed_until, &c.paused, c.limit).await?,
-                );
-            }
-        }
+    if !polls.is_empty() {
+        let polls: Vec<(i64, &(dyn Decide + Sync))> = polls
+            .iter()
+            .map(|(id, poll)| (*id, poll.as_ref() as &(dyn Decide + Sync)))
+            .collect();
+        written.recorded = record_polls(conn, &polls).await?;
+    }
+    for c in notification_claims.iter() {
+        written.notifications.push(
+            claim_notifications(
+                conn,
+                c.now,
+                c.lease_until,
+                &c.channels,
+                c.max_attempts,
+                c.limit,
+            )
+            .await?,
+        );
+    }
+    for c in shipment_claims.iter() {
+        written
+            .shipments
+            .push(claim_due_shipments(conn, c.now, c.claimed_until, &c.paused, c.limit).await?);
     }
     Ok(written)
 }
@@ -443,10 +442,23 @@ async fn in_transaction(db: &Db, work: Work<'_>) -> Result<Written> {
             return super::postgres::writer::in_transaction(pg, &work).await;
         }
     };
+    let (polls, notification_claims, shipment_claims) = match work {
+        // In one trip to SQLite's thread, its transaction included.
+        Work::Marks(started, sent) => {
+            let started = lite.marks(started, sent).await?;
+            return Ok(Written {
+                started,
+                ..Written::default()
+            });
+        }
+        Work::Rest(polls, notification_claims, shipment_claims) => {
+            (polls, notification_claims, shipment_claims)
+        }
+    };
     let mut conn = lite.write.acquire().await?;
     let outcome = async {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let written = write_work(&mut tx, &work).await?;
+        let written = write_rest(&mut tx, polls, notification_claims, shipment_claims).await?;
         tx.commit().await?;
         Ok(written)
     }

@@ -364,6 +364,70 @@ async fn a_start_that_comes_after_its_claim_was_given_back_counts_nothing() {
     assert_eq!((row.attempts, row.cut_short), (1, 0));
 }
 
+/// The writer's marks (on SQLite one batch of statements, its transaction included): two starts
+/// handed together, one of them under a claim given back, and a `sent` mark behind them. Each
+/// start answers for itself, and each row says what its mark did.
+#[tokio::test]
+async fn the_writers_marks_answer_for_each_start_and_mark_the_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    for order in ["1", "2", "3"] {
+        picked_up(&db, order).await;
+    }
+    let claimed = claim_in_lease(&db, 0).await;
+    assert_eq!(claimed.len(), 3);
+    let (kept, given_back, delivered) = (&claimed[0], &claimed[1], &claimed[2]);
+    start(&db, std::slice::from_ref(delivered)).await;
+    db.give_back_notifications(&[(given_back.id, given_back.lease_until)])
+        .await
+        .unwrap();
+
+    let writer = db.writer();
+    let first = writer.started(kept.id, kept.lease_until).await.unwrap();
+    let second = writer
+        .started(given_back.id, given_back.lease_until)
+        .await
+        .unwrap();
+    let received = writer.received(delivered.id, delivered.lease_until, T0 + 5);
+    writer.sent(received).await.unwrap();
+    assert!(
+        first.written().await.unwrap(),
+        "the start under its claim counts"
+    );
+    assert!(
+        !second.written().await.unwrap(),
+        "the start under a claim given back counts nothing"
+    );
+
+    let rows = db.list_notifications(None, None).await.unwrap();
+    let row = |id| rows.iter().find(|n| n.id == id).unwrap();
+    let (kept, given_back, delivered) = (row(kept.id), row(given_back.id), row(delivered.id));
+    assert_eq!(
+        (kept.state.as_str(), kept.attempts),
+        ("pending", 1),
+        "{kept:?}"
+    );
+    assert!(kept.lease_until.is_some());
+    assert_eq!(
+        (
+            given_back.state.as_str(),
+            given_back.attempts,
+            given_back.lease_until
+        ),
+        ("pending", 0, None),
+        "{given_back:?}"
+    );
+    assert_eq!(
+        (
+            delivered.state.as_str(),
+            delivered.attempts,
+            delivered.lease_until
+        ),
+        ("sent", 1, None),
+        "{delivered:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_attempt_cut_short_is_given_back_and_the_tenth_in_a_row_gives_the_message_up() {
     let dir = tempfile::tempdir().unwrap();
