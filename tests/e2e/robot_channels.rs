@@ -546,6 +546,19 @@ fn counts(row: &Value) -> (Value, Value, Value) {
     )
 }
 
+/// Asserts that the robot's `waiting` message ended sent, with one attempt and none cut short.
+fn assert_sent_with_one_attempt(app: &TestApp, waiting: &Value) {
+    let sent = robot_rows(app)
+        .into_iter()
+        .find(|n| n["id"] == waiting["id"])
+        .unwrap();
+    assert_eq!(
+        counts(&sent),
+        (json!("sent"), json!(1), json!(0)),
+        "{sent:?}"
+    );
+}
+
 /// A message still waiting for the robot's turn when the daemon stops never left: the drain
 /// gives it back with no attempt counted, not as an attempt cut short (a message cut short ten
 /// times is given up, so restarts alone used to wear down one that waited for a slow robot).
@@ -581,15 +594,7 @@ async fn a_kill_while_a_message_waits_for_its_turn_counts_no_attempt() {
     })
     .await;
     assert!(daemon.terminate().success(), "{}", daemon.log());
-    let sent = robot_rows(&app)
-        .into_iter()
-        .find(|n| n["id"] == waiting["id"])
-        .unwrap();
-    assert_eq!(
-        counts(&sent),
-        (json!("sent"), json!(1), json!(0)),
-        "{sent:?}"
-    );
+    assert_sent_with_one_attempt(&app, &waiting);
 }
 
 /// A message whose claim ends while it waits for its turn is not sent under that claim. Here the
@@ -645,15 +650,7 @@ async fn a_message_whose_claim_ends_while_it_waits_for_its_turn_is_not_sent_unde
     .await;
     assert!(daemon.terminate().success(), "{}", daemon.log());
     assert_eq!(robot.delivered().len(), 2, "{:?}", robot.delivered());
-    let sent = robot_rows(&app)
-        .into_iter()
-        .find(|n| n["id"] == waiting["id"])
-        .unwrap();
-    assert_eq!(
-        counts(&sent),
-        (json!("sent"), json!(1), json!(0)),
-        "{sent:?}"
-    );
+    assert_sent_with_one_attempt(&app, &waiting);
 }
 
 /// The `ops` trigger: a provider whose session the gateway refuses stops, and the staff group

@@ -399,32 +399,20 @@ async fn the_writers_marks_answer_for_each_start_and_mark_the_sent() {
         "the start under a claim given back counts nothing"
     );
 
+    // State, attempts, and whether a claim is held, of each row.
     let rows = db.list_notifications(None, None).await.unwrap();
-    let row = |id| rows.iter().find(|n| n.id == id).unwrap();
-    let (kept, given_back, delivered) = (row(kept.id), row(given_back.id), row(delivered.id));
+    let seen = |id| {
+        let n = rows.iter().find(|n| n.id == id).unwrap();
+        (n.state.clone(), n.attempts, n.lease_until.is_some())
+    };
     assert_eq!(
-        (kept.state.as_str(), kept.attempts),
-        ("pending", 1),
-        "{kept:?}"
-    );
-    assert!(kept.lease_until.is_some());
-    assert_eq!(
-        (
-            given_back.state.as_str(),
-            given_back.attempts,
-            given_back.lease_until
-        ),
-        ("pending", 0, None),
-        "{given_back:?}"
-    );
-    assert_eq!(
-        (
-            delivered.state.as_str(),
-            delivered.attempts,
-            delivered.lease_until
-        ),
-        ("sent", 1, None),
-        "{delivered:?}"
+        [seen(kept.id), seen(given_back.id), seen(delivered.id)],
+        [
+            ("pending".to_owned(), 1, true),
+            ("pending".to_owned(), 0, false),
+            ("sent".to_owned(), 1, false),
+        ],
+        "{rows:?}"
     );
 }
 
