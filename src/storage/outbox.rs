@@ -482,7 +482,7 @@ impl Lite {
 /// reads back the counted starts only when fewer were counted than given (`changes()` is the
 /// starts' `UPDATE`'s count); its first row carries that count, under id -1. A statement that
 /// fails ends the batch inside its transaction: the caller closes the connection then.
-pub(crate) async fn mark_round(
+async fn mark_round(
     conn: &mut SqliteConnection,
     started: &[(i64, Millis)],
     sent: &[(i64, Millis)],
