@@ -507,15 +507,15 @@ impl Started {
 
 /// A one-line summary for systemd's STATUS=.
 async fn summary(db: &Db, clock: &SharedClock) -> String {
-    match db.stats(clock.now()).await {
-        Ok(stats) => {
-            let active = crate::overview::still_polled(&stats.shipments);
-            let pending = crate::overview::notifications_in(&stats.notifications, "pending");
-            format!(
-                "tracking {active} shipments, {} due, lag {}s, {pending} notifications pending",
-                stats.due_now, stats.lag_seconds
-            )
-        }
+    let now = clock.now();
+    match db.status_counts(now).await {
+        Ok(counts) => format!(
+            "tracking {} shipments, {} due, lag {}s, {} notifications pending",
+            counts.polled,
+            counts.due_now,
+            counts.lag_seconds(now),
+            counts.pending
+        ),
         Err(e) => format!("database unreadable: {e}"),
     }
 }

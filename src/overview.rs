@@ -110,7 +110,11 @@ impl Overview {
 
     /// The shipments still polled.
     pub fn still_polled(&self) -> i64 {
-        still_polled(&self.shipments)
+        self.shipments
+            .iter()
+            .filter(|c| c.active)
+            .map(|c| c.count)
+            .sum()
     }
 
     /// The shipment counts summed by `key`, in its order.
@@ -183,20 +187,6 @@ impl Overview {
     pub fn unmapped_shown(&self) -> &[UnmappedRow] {
         &self.unmapped[..self.unmapped.len().min(UNMAPPED_SHOWN)]
     }
-}
-
-/// The shipments still polled, of these counts.
-pub fn still_polled(shipments: &[ShipmentCount]) -> i64 {
-    shipments.iter().filter(|c| c.active).map(|c| c.count).sum()
-}
-
-/// The notifications in `state`, of these counts.
-pub fn notifications_in(notifications: &[NotificationCount], state: &str) -> i64 {
-    notifications
-        .iter()
-        .filter(|c| c.state == state)
-        .map(|c| c.count)
-        .sum()
 }
 
 #[cfg(test)]
@@ -287,8 +277,6 @@ mod tests {
             o.shipments_by(ShipmentKey::Provider),
             [("kd", 3), ("taobao", 7)]
         );
-        assert_eq!(notifications_in(&o.notifications, "pending"), 3);
-        assert_eq!(notifications_in(&o.notifications, "dead"), 0);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub use open::POSTGRES_MIGRATOR;
 pub use ops::{
     ChannelState, Counts, DAEMON_ALIVE_WITHIN, DAEMON_HEARTBEAT, DAEMON_PRUNED_AFTER,
     DaemonIdentity, DaemonRow, GaugeCounts, Holds, MaintenanceLock, NotificationCount,
-    ProviderState, ShipmentCount, Stats,
+    ProviderState, ShipmentCount, Stats, StatusCounts,
 };
 pub use outbox::{
     ClaimedNotification, NotificationKind, NotificationRow, NotificationView, OutboxRow,

@@ -206,6 +206,19 @@ impl Db {
         })
     }
 
+    /// The few counts of the daemon's status line (`systemctl status`, at start and every 30 s),
+    /// read in one statement from the partial indexes alone: unlike [`Db::stats`], whose
+    /// grouping reads every shipment row (about 0.75 s at a million shipments on a 2-core
+    /// machine), it costs a walk of the active shipments' index and the pending
+    /// notifications'.
+    pub async fn status_counts(&self, now: Millis) -> Result<StatusCounts> {
+        let lite = on_postgres!(self, pg => pg.status_counts(now));
+        Ok(sqlx::query_as::<_, StatusCounts>(STATUS_COUNTS)
+            .bind(now)
+            .fetch_one(&lite.read)
+            .await?)
+    }
+
     /// Asks the database a trivial question: it answers when it can be read.
     pub async fn ping(&self) -> Result<()> {
         let lite = on_postgres!(self, pg => pg.ping());
@@ -506,6 +519,34 @@ pub struct Stats {
     pub due_now: i64,
     /// How late the most overdue of them is.
     pub lag_seconds: i64,
+}
+
+/// [`Db::status_counts`]' statement, the same on both engines (`$1` is SQLite's `?1` too).
+pub(super) const STATUS_COUNTS: &str = "SELECT \
+    (SELECT count(*) FROM shipments WHERE active = 1) AS polled, \
+    (SELECT count(*) FROM notifications WHERE state = 'pending') AS pending, \
+    count(*) AS due_now, min(next_poll_at) AS oldest_due FROM shipments \
+    WHERE active = 1 AND next_poll_at <= $1 AND claimed_until IS NULL";
+
+/// What the daemon's status line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct StatusCounts {
+    /// Shipments still polled.
+    pub polled: i64,
+    /// Notifications waiting to be sent.
+    pub pending: i64,
+    /// Shipments whose poll is due and not under way.
+    pub due_now: i64,
+    /// The `next_poll_at` of the most overdue of them.
+    pub oldest_due: Option<Millis>,
+}
+
+impl StatusCounts {
+    /// How late the most overdue shipment is at `now`, in whole seconds.
+    pub fn lag_seconds(&self, now: Millis) -> i64 {
+        self.oldest_due
+            .map_or(0, |at| now.saturating_sub(at).max(0) / 1000)
+    }
 }
 
 /// What the `/metrics` gauges are set from; label sets without rows are absent.

@@ -187,6 +187,67 @@ async fn the_ops_answer_the_same_on_sqlite_and_postgres() {
     postgres.close().await;
 }
 
+/// Rows that each count, or do not, toward one figure of the status line: due, due but under a
+/// poll, not yet due, no longer polled though overdue; a pending notification, a sent one.
+const STATUS_SEED: &[&str] = &[
+    "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, created_at) \
+     VALUES ('due', 'taobao', 'high', 'in_transit', 1, 1749999990000, 1)",
+    "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, created_at) \
+     VALUES ('most-overdue', 'taobao', 'high', 'in_transit', 1, 1749999875500, 1)",
+    "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, \
+     claimed_until, created_at) \
+     VALUES ('under-a-poll', 'taobao', 'high', 'in_transit', 1, 1, 1750000030000, 1)",
+    "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, created_at) \
+     VALUES ('later', 'taobao', 'normal', 'in_transit', 1, 1750000600000, 1)",
+    "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, created_at) \
+     VALUES ('done', 'taobao', 'normal', 'delivered', 0, 1, 1)",
+    "INSERT INTO notifications (public_id, shipment_id, transition, channel, previous_status, \
+     status, payload, state, next_attempt_at, created_at) \
+     VALUES ('n1', (SELECT id FROM shipments WHERE order_id = 'due'), 1, 'webhook', 'pending', \
+     'in_transit', '{}', 'pending', 1, 1)",
+    "INSERT INTO notifications (public_id, shipment_id, transition, channel, previous_status, \
+     status, payload, state, next_attempt_at, created_at) \
+     VALUES ('n2', (SELECT id FROM shipments WHERE order_id = 'done'), 1, 'webhook', \
+     'in_transit', 'delivered', '{}', 'sent', 1, 1)",
+];
+
+/// The daemon's status line (`systemctl status`) is read from the indexes alone, and says the
+/// same on both engines: four shipments polled, two of them due and not under a poll, the most
+/// overdue 124.5 s late, one notification pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_line_counts_the_polled_the_due_and_the_pending_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("status.db");
+    let lite = Db::open(&file, Synchronous::Normal).await.unwrap();
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    for statement in STATUS_SEED {
+        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let pg = PgDatabase::create().await;
+    let postgres = pg_db(&pg).await;
+    let mut conn = pg.connect().await;
+    for statement in STATUS_SEED {
+        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    for (engine, db) in [("SQLite", &lite), ("PostgreSQL", &postgres)] {
+        let counts = db.status_counts(NOW).await.unwrap();
+        let seen = (
+            counts.polled,
+            counts.due_now,
+            counts.lag_seconds(NOW),
+            counts.pending,
+        );
+        assert_eq!(seen, (4, 2, 124, 1), "{engine}: {counts:?}");
+    }
+    lite.close().await;
+    postgres.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_maintenance_job_runs_on_one_daemon_at_a_time() {
     let pg = PgDatabase::create().await;

@@ -209,6 +209,15 @@ impl Pg {
         })
     }
 
+    pub async fn status_counts(&self, now: Millis) -> Result<StatusCounts> {
+        Ok(
+            sqlx::query_as::<_, StatusCounts>(crate::storage::ops::STATUS_COUNTS)
+                .bind(now)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
