@@ -28,11 +28,15 @@ pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrat
 /// statement. SQLite's default keeps only 64 KiB of it in memory (`SQLITE_STMTJRNL_SPILL`,
 /// https://www.sqlite.org/c3ref/c_config_covering_index_scan.html) and spills the rest to a
 /// temporary file that it creates, writes and deletes for that one statement: a profile of the
-/// polls benchmark put opening and writing those files at about 4% of the daemon's CPU. With
-/// 4 MiB (1,024 pages) the same profile showed no such file opened: a round's journal stays in
-/// memory, while a statement larger than that (a prune of years of history) still spills to
-/// disk rather than into the daemon's memory.
-const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 4 << 20;
+/// polls benchmark put opening and writing those files at about 4% of the daemon's CPU.
+///
+/// It cannot be more than 128 KiB less a byte. The journal is held in memory as one chunk of
+/// this size, and a spill writes that chunk to the file in one call; SQLite's unix VFS writes
+/// at most `0x1ffff` bytes a call (`seekAndWriteFd` in the bundled `sqlite3.c` masks the count
+/// with it). A threshold of 4 MiB was masked to a write of nothing, which SQLite reports as
+/// "database or disk is full": every statement whose journal outgrew memory failed, such as a
+/// prune of a busy month or a migration that rebuilds an index of a large table.
+const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 0x1ffff;
 
 /// Sets [`STATEMENT_JOURNAL_IN_MEMORY`] for the process, once, before the first connection.
 ///

@@ -10,6 +10,9 @@ use shipwatch::events::Events;
 use shipwatch::maintenance::{self, Maintenance, MaintenanceConfig, Schedules};
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::storage::{Db, NewShipment};
+
+use crate::support::app::TestApp;
+use crate::support::config::{Channel, Provider};
 use sqlx::SqlitePool;
 
 const T0: i64 = 1_800_000_000_000;
@@ -447,4 +450,53 @@ async fn the_scheduler_starts_with_a_valid_config_and_stops_promptly() {
     .unwrap()
     .to_string();
     assert!(err.contains("schedule stuck"), "{err}");
+}
+
+/// A prune that deletes more than the statement journal keeps in memory (128 KiB less a byte):
+/// the journal spills to a temporary file and the prune goes through, in the real binary, which
+/// sets that limit before anything else touches SQLite. With a limit over SQLite's largest single
+/// write the spill wrote nothing, and every such prune failed with "database or disk is full".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_larger_than_the_journal_kept_in_memory_goes_through() {
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .section("[maintenance.schedules]\nprune = \"* * * * * *\"\n")
+        .start()
+        .await;
+    app.create_database();
+    // 12,000 parcels delivered a year ago, each row about 500 bytes, with their webhooks sent
+    // then: past the 90 days kept, the prune clears each row's event digest, which changes 6 MiB
+    // of pages in one statement under the table's typed-update trigger (a statement that may
+    // abort, and so is journaled).
+    let year_ago = chrono::Utc::now().timestamp_millis() - 365 * DAY;
+    app.sql(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) \
+         INSERT INTO shipments (order_id, provider, carrier, tier, status, active, transitions, \
+             next_poll_at, created_at, status_changed_at, events_digest) \
+         SELECT 'old-' || i, 'taobao', printf('%.400c', 'x'), 'normal', 'delivered', 0, 1, \
+             {year_ago}, {year_ago}, {year_ago}, i FROM n; \
+         INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+             previous_status, status, payload, state, attempts, next_attempt_at, created_at, \
+             sent_at) \
+         SELECT 'msg-' || id, id, 1, 'webhook', 'in_transit', 'delivered', '{{}}', 'sent', 1, \
+             {year_ago}, {year_ago}, {year_ago} \
+         FROM shipments;"
+    ))
+    .await
+    .unwrap();
+    let sent = "SELECT count(*) FROM notifications";
+    assert_eq!(app.sql_count(sent).await.unwrap(), 12_000);
+
+    let daemon = app.spawn_daemon();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.sql_count(sent).await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the year-old webhooks are still there after a minute of prunes; the daemon's log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!daemon.log().contains("disk is full"), "{}", daemon.log());
 }
