@@ -72,6 +72,10 @@ pub enum Sweep {
     NeverSeen,
 }
 
+/// How many ids of shipments one statement of `prune` clears digests among: at most that many
+/// rows, a few MiB of pages for its statement journal.
+const PRUNE_SLICE: i64 = 5_000;
+
 impl Db {
     /// Moves every shipment `which` picks to `write`, queuing the outbox rows `announce` gives
     /// for each (the row as it was, and its new transition count), in one transaction. A
@@ -269,15 +273,27 @@ impl Db {
         .await?
         .rows_affected();
         // Their digests go with them: were one of them polled again, its events are written anew.
-        sqlx::query(
-            "UPDATE shipments SET events_digest = NULL \
-             WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \
-               AND coalesce(status_changed_at, last_event_at, created_at) < ? \
-               AND events_digest IS NOT NULL",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
+        // A slice of ids at a time: each statement's journal (kept in memory, see
+        // `STATEMENT_JOURNAL_IN_MEMORY`) holds the pages of a slice, not of every row cleared.
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM shipments")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut from = 0;
+        while from < last.unwrap_or(0) {
+            sqlx::query(
+                "UPDATE shipments SET events_digest = NULL \
+                 WHERE id > ?2 AND id <= ?2 + ?3 \
+                   AND active = 0 AND status IN ('delivered', 'returned', 'expired') \
+                   AND coalesce(status_changed_at, last_event_at, created_at) < ?1 \
+                   AND events_digest IS NOT NULL",
+            )
+            .bind(cutoff)
+            .bind(from)
+            .bind(PRUNE_SLICE)
+            .execute(&mut *tx)
+            .await?;
+            from += PRUNE_SLICE;
+        }
         tx.commit().await?;
         Ok(Pruned {
             notifications,

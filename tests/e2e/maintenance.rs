@@ -452,12 +452,13 @@ async fn the_scheduler_starts_with_a_valid_config_and_stops_promptly() {
     assert!(err.contains("schedule stuck"), "{err}");
 }
 
-/// A prune that deletes more than the statement journal keeps in memory (128 KiB less a byte):
-/// the journal spills to a temporary file and the prune goes through, in the real binary, which
-/// sets that limit before anything else touches SQLite. With a limit over SQLite's largest single
-/// write the spill wrote nothing, and every such prune failed with "database or disk is full".
+/// A prune whose statements change more pages than fit in 4 MiB goes through, in the real
+/// binary, which configures SQLite's statement journals before anything else touches SQLite.
+/// With the journal kept in memory up to 4 MiB, a statement that outgrew it could not be written
+/// out (SQLite writes at most 128 KiB less a byte in one call) and failed with "database or disk
+/// is full": the prune failed every time, and the daemon took the database for unwritable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prune_larger_than_the_journal_kept_in_memory_goes_through() {
+async fn a_prune_of_a_busy_months_history_goes_through() {
     let app = TestApp::builder()
         .provider(Provider::top())
         .channel(Channel::webhook())
@@ -465,16 +466,16 @@ async fn a_prune_larger_than_the_journal_kept_in_memory_goes_through() {
         .start()
         .await;
     app.create_database();
-    // 12,000 parcels delivered a year ago, each row about 500 bytes, with their webhooks sent
-    // then: past the 90 days kept, the prune clears each row's event digest, which changes 6 MiB
-    // of pages in one statement under the table's typed-update trigger (a statement that may
-    // abort, and so is journaled).
+    // 12,000 parcels delivered a year ago, each row about 1 KiB, with their webhooks sent then:
+    // past the 90 days kept, the prune clears each row's event digest under the table's
+    // typed-update trigger (a statement that may abort, and so is journaled), 5,000 rows and
+    // about 5 MiB of pages a statement.
     let year_ago = chrono::Utc::now().timestamp_millis() - 365 * DAY;
     app.sql(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) \
          INSERT INTO shipments (order_id, provider, carrier, tier, status, active, transitions, \
              next_poll_at, created_at, status_changed_at, events_digest) \
-         SELECT 'old-' || i, 'taobao', printf('%.400c', 'x'), 'normal', 'delivered', 0, 1, \
+         SELECT 'old-' || i, 'taobao', printf('%.900c', 'x'), 'normal', 'delivered', 0, 1, \
              {year_ago}, {year_ago}, {year_ago}, i FROM n; \
          INSERT INTO notifications (public_id, shipment_id, transition, channel, \
              previous_status, status, payload, state, attempts, next_attempt_at, created_at, \
