@@ -72,8 +72,8 @@ pub enum Sweep {
     NeverSeen,
 }
 
-/// How many ids of shipments one statement of `prune` clears digests among: at most that many
-/// rows, a few MiB of pages for its statement journal.
+/// How many shipments one statement of `prune` clears the digests of: a few MiB of pages at most
+/// for its statement journal.
 const PRUNE_SLICE: i64 = 5_000;
 
 impl Db {
@@ -273,26 +273,29 @@ impl Db {
         .await?
         .rows_affected();
         // Their digests go with them: were one of them polled again, its events are written anew.
-        // A slice of ids at a time: each statement's journal (kept in memory, see
-        // `STATEMENT_JOURNAL_IN_MEMORY`) holds the pages of a slice, not of every row cleared.
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM shipments")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut from = 0;
-        while from < last.unwrap_or(0) {
-            sqlx::query(
-                "UPDATE shipments SET events_digest = NULL \
-                 WHERE id > ?2 AND id <= ?2 + ?3 \
-                   AND active = 0 AND status IN ('delivered', 'returned', 'expired') \
-                   AND coalesce(status_changed_at, last_event_at, created_at) < ?1 \
-                   AND events_digest IS NOT NULL",
+        // A slice of rows at a time, in the order of their ids: each statement's journal (kept in
+        // memory, see `STATEMENT_JOURNAL_IN_MEMORY`) holds the pages of a slice, not of every
+        // row cleared, and the slices together read the table once.
+        let mut after = i64::MIN;
+        loop {
+            let cleared: Vec<i64> = sqlx::query_scalar(
+                "UPDATE shipments SET events_digest = NULL WHERE id IN ( \
+                     SELECT id FROM shipments WHERE id > ?2 \
+                       AND active = 0 AND status IN ('delivered', 'returned', 'expired') \
+                       AND coalesce(status_changed_at, last_event_at, created_at) < ?1 \
+                       AND events_digest IS NOT NULL \
+                     ORDER BY id LIMIT ?3) \
+                 RETURNING id",
             )
             .bind(cutoff)
-            .bind(from)
+            .bind(after)
             .bind(PRUNE_SLICE)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            from += PRUNE_SLICE;
+            match cleared.iter().max() {
+                Some(&last) if cleared.len() as i64 == PRUNE_SLICE => after = last,
+                _ => break,
+            }
         }
         tx.commit().await?;
         Ok(Pruned {

@@ -30,7 +30,8 @@ pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrat
 /// https://www.sqlite.org/c3ref/c_config_covering_index_scan.html) and spills the rest to a
 /// temporary file that it creates, writes and deletes for that one statement: a profile of the
 /// polls benchmark put opening and writing those files at about 4% of the daemon's CPU, and a
-/// threshold of 128 KiB cost 12% more CPU a poll than none (115 → 129 µs, interleaved pairs).
+/// threshold of 128 KiB less a byte 12% more CPU a poll than one of 4 MiB, which no round
+/// outgrew (115 → 129 µs, interleaved pairs).
 ///
 /// No positive threshold above 128 KiB can work. The journal is held in memory as one chunk of
 /// the threshold's size, and a spill writes that chunk in one call; SQLite's unix VFS writes at
@@ -39,10 +40,10 @@ pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrat
 /// or disk is full": every statement whose journal outgrew it failed (a prune of a busy month, a
 /// migration rebuilding an index of a million shipments).
 ///
-/// What a journal holds is the pages one statement changes. The writer's statements change a
-/// round's rows, and the daemon's maintenance works in batches (`prune` clears digests a batch
-/// at a time); a one-off statement (a migration, `retry --dead`) holds at most the pages it
-/// changes, for as long as it runs.
+/// What a journal holds is the pages one statement changes, until the statement ends. The
+/// writer's statements change a round's rows, the sweeps a batch's, and `prune` clears digests
+/// a slice of rows at a time; a one-off statement (a migration, `retry --dead`) holds at most
+/// the pages it changes.
 const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = -1;
 
 /// Sets [`STATEMENT_JOURNAL_IN_MEMORY`] for the process, once, before the first connection.
