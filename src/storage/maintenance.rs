@@ -275,13 +275,15 @@ impl Db {
         // Their digests go with them: were one of them polled again, its events are written anew.
         // A slice of rows at a time, in the order of their ids: each statement's journal (kept in
         // memory, see `STATEMENT_JOURNAL_IN_MEMORY`) holds the pages of a slice, not of every
-        // row cleared, and the slices together read the table once.
+        // row cleared, and the slices together read the table once (`+status` keeps SQLite on
+        // the ids' order, where a slice stops at its limit: by the status index, every slice
+        // would read and sort every finished shipment after it).
         let mut after = i64::MIN;
         loop {
             let cleared: Vec<i64> = sqlx::query_scalar(
                 "UPDATE shipments SET events_digest = NULL WHERE id IN ( \
                      SELECT id FROM shipments WHERE id > ?2 \
-                       AND active = 0 AND status IN ('delivered', 'returned', 'expired') \
+                       AND active = 0 AND +status IN ('delivered', 'returned', 'expired') \
                        AND coalesce(status_changed_at, last_event_at, created_at) < ?1 \
                        AND events_digest IS NOT NULL \
                      ORDER BY id LIMIT ?3) \
