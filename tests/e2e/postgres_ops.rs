@@ -35,6 +35,44 @@ const SEED: &[&str] = &[
      'in_transit', '{}', 'pending', 1750000900000, 1, 'endpoint gone')",
 ];
 
+/// A SQLite file and a PostgreSQL database, both migrated by the library and given the same rows
+/// through connections of their own, as an outside tool would.
+struct Seeded {
+    lite: Db,
+    postgres: Db,
+    // Kept for as long as the databases are used: the file's folder and the PostgreSQL database.
+    _dir: tempfile::TempDir,
+    _pg: PgDatabase,
+}
+
+impl Seeded {
+    async fn with(seed: &[&str]) -> Seeded {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ops.db");
+        let lite = Db::open(&file, Synchronous::Normal).await.unwrap();
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        for statement in seed {
+            conn.execute(AssertSqlSafe(*statement)).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        let pg = PgDatabase::create().await;
+        let postgres = pg_db(&pg).await;
+        let mut conn = pg.connect().await;
+        for statement in seed {
+            conn.execute(AssertSqlSafe(*statement)).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        Seeded {
+            lite,
+            postgres,
+            _dir: dir,
+            _pg: pg,
+        }
+    }
+}
+
 /// Everything the ops answer, as text both engines must agree on.
 async fn run_ops(db: &Db) -> Vec<String> {
     let mut seen = Vec::new();
@@ -144,27 +182,11 @@ async fn run_ops(db: &Db) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ops_answer_the_same_on_sqlite_and_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ops.db");
-    let lite = Db::open(&file, Synchronous::Normal).await.unwrap();
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", file.display()))
-        .await
-        .unwrap();
-    for statement in SEED {
-        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
-    }
-    conn.close().await.unwrap();
+    let seeded = Seeded::with(SEED).await;
+    let (lite, postgres) = (&seeded.lite, &seeded.postgres);
 
-    let pg = PgDatabase::create().await;
-    let postgres = pg_db(&pg).await;
-    let mut conn = pg.connect().await;
-    for statement in SEED {
-        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
-    }
-    conn.close().await.unwrap();
-
-    let on_sqlite = run_ops(&lite).await;
-    let on_postgres = run_ops(&postgres).await;
+    let on_sqlite = run_ops(lite).await;
+    let on_postgres = run_ops(postgres).await;
     for (sqlite, postgres) in on_sqlite.iter().zip(&on_postgres) {
         assert_eq!(sqlite, postgres);
     }
@@ -216,25 +238,10 @@ const STATUS_SEED: &[&str] = &[
 /// overdue 124.5 s late, one notification pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_line_counts_the_polled_the_due_and_the_pending_on_both_engines() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("status.db");
-    let lite = Db::open(&file, Synchronous::Normal).await.unwrap();
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", file.display()))
-        .await
-        .unwrap();
-    for statement in STATUS_SEED {
-        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
-    }
-    conn.close().await.unwrap();
-    let pg = PgDatabase::create().await;
-    let postgres = pg_db(&pg).await;
-    let mut conn = pg.connect().await;
-    for statement in STATUS_SEED {
-        conn.execute(AssertSqlSafe(*statement)).await.unwrap();
-    }
-    conn.close().await.unwrap();
+    let seeded = Seeded::with(STATUS_SEED).await;
+    let (lite, postgres) = (&seeded.lite, &seeded.postgres);
 
-    for (engine, db) in [("SQLite", &lite), ("PostgreSQL", &postgres)] {
+    for (engine, db) in [("SQLite", lite), ("PostgreSQL", postgres)] {
         let counts = db.status_counts(NOW).await.unwrap();
         let seen = (
             counts.polled,
