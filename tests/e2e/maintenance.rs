@@ -1,4 +1,5 @@
-//! Maintenance jobs against a real database file, with time passed in explicitly.
+//! Maintenance jobs against a real database file, with time passed in explicitly; and a prune of a
+//! large history through the real binary, whose SQLite is configured as a user's is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,10 @@ use shipwatch::events::Events;
 use shipwatch::maintenance::{self, Maintenance, MaintenanceConfig, Schedules};
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::storage::{Db, NewShipment};
+use sqlx::SqlitePool;
 
 use crate::support::app::TestApp;
 use crate::support::config::{Channel, Provider};
-use sqlx::SqlitePool;
 
 const T0: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
