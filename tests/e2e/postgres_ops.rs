@@ -233,7 +233,7 @@ const STATUS_SEED: &[&str] = &[
      'in_transit', 'delivered', '{}', 'sent', 1, 1)",
 ];
 
-/// The daemon's status line (`systemctl status`) is read from the indexes alone, and says the
+/// The daemon's status line (`systemctl status`) is read from the partial indexes, and says the
 /// same on both engines: four shipments polled, two of them due and not under a poll, the most
 /// overdue 124.5 s late, one notification pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
