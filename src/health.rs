@@ -64,8 +64,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// answer it is writing.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-const OUTBOX_STATES: [&str; 4] = ["pending", "sent", "dead", "skipped"];
-
 /// The process's Prometheus recorder, installed on first use. The `metrics` facade takes one
 /// global recorder per process, so the daemon and every test share this one.
 pub fn install_recorder() -> PrometheusHandle {
@@ -455,8 +453,7 @@ async fn refresh_gauges(db: &Db, now: Millis) -> Result<(), StorageError> {
         oldest_due,
         providers,
     } = db.gauge_counts(now).await?;
-    for state in OUTBOX_STATES {
-        let n = outbox.iter().find(|(s, _)| s == state).map_or(0, |r| r.1);
+    for (state, n) in outbox.by_state() {
         gauge!("shipwatch_outbox", "state" => state).set(n as f64);
     }
     for tier in Tier::ALL {

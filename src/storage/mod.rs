@@ -56,7 +56,7 @@ pub use open::POSTGRES_MIGRATOR;
 pub use ops::{
     ChannelState, Counts, DAEMON_ALIVE_WITHIN, DAEMON_HEARTBEAT, DAEMON_PRUNED_AFTER,
     DaemonIdentity, DaemonRow, GaugeCounts, Holds, MaintenanceLock, NotificationCount,
-    ProviderState, ShipmentCount, Stats, StatusCounts,
+    OutboxCounts, ProviderState, ShipmentCount, Stats, StatusCounts,
 };
 pub use outbox::{
     ClaimedNotification, NotificationKind, NotificationRow, NotificationView, OutboxRow,
@@ -516,6 +516,8 @@ impl Lite {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::{AssertSqlSafe, Row};
+
     use super::*;
 
     #[test]
@@ -541,6 +543,50 @@ mod tests {
         assert!(!StorageError::Rejected("x".into()).is_outage());
         assert!(!StorageError::Sql(sqlx::Error::RowNotFound).is_outage());
         assert!(StorageError::Sql(sqlx::Error::PoolTimedOut).is_outage());
+    }
+
+    /// The `/metrics` gauges are counted at every scrape: from indexes, never by reading the
+    /// rows of the shipments or notifications table (1.2 s a scrape at a million shipments and
+    /// three million notifications; 0.12 s from the indexes). Read from the statements' bytecode
+    /// (`EXPLAIN`): no `Column` is read through a cursor on either table. A partial index whose
+    /// condition the query repeats, as the outbox's counts do, leaves a table cursor opened but
+    /// never read, so the cursors opened alone would not say it.
+    #[tokio::test]
+    async fn the_gauges_are_counted_from_indexes_not_by_reading_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("gauges.db"), Synchronous::Normal)
+            .await
+            .unwrap();
+        let read = &db.lite().read;
+        let tables: Vec<i64> = sqlx::query_scalar(
+            "SELECT rootpage FROM sqlite_schema \
+             WHERE type = 'table' AND name IN ('notifications', 'shipments')",
+        )
+        .fetch_all(read)
+        .await
+        .unwrap();
+        assert_eq!(tables.len(), 2);
+        for statement in [ops::OUTBOX_COUNTS, ops::SHIPMENT_COUNTS] {
+            let program: Vec<(String, i64, i64)> =
+                sqlx::query(AssertSqlSafe(format!("EXPLAIN {statement}")))
+                    .fetch_all(read)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|op| (op.get("opcode"), op.get("p1"), op.get("p2")))
+                    .collect();
+            let on_a_table: Vec<i64> = program
+                .iter()
+                .filter(|(opcode, _, root)| opcode == "OpenRead" && tables.contains(root))
+                .map(|(_, cursor, _)| *cursor)
+                .collect();
+            let rows_read = program
+                .iter()
+                .filter(|(opcode, cursor, _)| opcode == "Column" && on_a_table.contains(cursor))
+                .count();
+            assert_eq!(rows_read, 0, "{statement}: {program:?}");
+        }
+        db.close().await;
     }
 
     #[tokio::test]

@@ -104,7 +104,6 @@ async fn run_ops(db: &Db) -> Vec<String> {
         db.provider_states(NOW).await.unwrap()
     ));
     let mut gauges = db.gauge_counts(NOW).await.unwrap();
-    gauges.outbox.sort();
     gauges.shipments.sort();
     gauges.providers.sort();
     seen.push(format!("gauges {gauges:?}"));
@@ -250,6 +249,70 @@ async fn the_status_line_counts_the_polled_the_due_and_the_pending_on_both_engin
             counts.pending,
         );
         assert_eq!(seen, (4, 2, 124, 1), "{engine}: {counts:?}");
+    }
+    lite.close().await;
+    postgres.close().await;
+}
+
+/// Shipments in three tier and status pairs, and notifications in each of the four states, a
+/// different number in each (1 pending, 2 sent, 3 dead, 4 skipped) so that a state counted as
+/// another shows.
+fn gauge_seed() -> Vec<String> {
+    let mut seed: Vec<String> = [
+        ("g1", "high", "in_transit", 1),
+        ("g2", "high", "in_transit", 1),
+        ("g3", "low", "exception", 1),
+        ("g4", "normal", "delivered", 0),
+    ]
+    .iter()
+    .map(|(order, tier, status, active)| {
+        format!(
+            "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, \
+             created_at) VALUES ('{order}', 'taobao', '{tier}', '{status}', {active}, \
+             1750000600000, 1)"
+        )
+    })
+    .collect();
+    let states = [(1, "pending"), (2, "sent"), (3, "dead"), (4, "skipped")];
+    let mut transition = 0;
+    for (count, state) in states {
+        for _ in 0..count {
+            transition += 1;
+            seed.push(format!(
+                "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+                 previous_status, status, payload, state, next_attempt_at, created_at) \
+                 VALUES ('n{transition}', (SELECT id FROM shipments WHERE order_id = 'g4'), \
+                 {transition}, 'webhook', 'in_transit', 'delivered', '{{}}', '{state}', 1, 1)"
+            ));
+        }
+    }
+    seed
+}
+
+/// The `/metrics` gauges, counted from indexes (migration 0018), count every state of the outbox
+/// and every tier and status pair the same on both engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gauges_count_each_outbox_state_and_each_tier_and_status_on_both_engines() {
+    let seed = gauge_seed();
+    let seeded = Seeded::with(&seed.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (lite, postgres) = (&seeded.lite, &seeded.postgres);
+
+    for (engine, db) in [("SQLite", lite), ("PostgreSQL", postgres)] {
+        let gauges = db.gauge_counts(NOW).await.unwrap();
+        assert_eq!(
+            gauges.outbox.by_state(),
+            [("pending", 1), ("sent", 2), ("dead", 3), ("skipped", 4)],
+            "{engine}"
+        );
+        let mut shipments = gauges.shipments.clone();
+        shipments.sort();
+        let expected = [
+            ("high", "in_transit", 2),
+            ("low", "exception", 1),
+            ("normal", "delivered", 1),
+        ]
+        .map(|(tier, status, n)| (tier.to_owned(), status.to_owned(), n));
+        assert_eq!(shipments, expected, "{engine}");
     }
     lite.close().await;
     postgres.close().await;

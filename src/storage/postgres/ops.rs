@@ -224,16 +224,13 @@ impl Pg {
     }
 
     pub async fn gauge_counts(&self, now: Millis) -> Result<GaugeCounts> {
-        let outbox = sqlx::query_as::<_, (String, i64)>(
-            "SELECT state, count(*) FROM notifications GROUP BY state",
-        )
-        .fetch_all(self.pool())
-        .await?;
-        let shipments = sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT tier, status, count(*) FROM shipments GROUP BY tier, status",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let outbox = sqlx::query_as::<_, OutboxCounts>(crate::storage::ops::OUTBOX_COUNTS)
+            .fetch_one(self.pool())
+            .await?;
+        let shipments =
+            sqlx::query_as::<_, (String, String, i64)>(crate::storage::ops::SHIPMENT_COUNTS)
+                .fetch_all(self.pool())
+                .await?;
         let oldest_due = sqlx::query_scalar::<_, Option<Millis>>(
             "SELECT min(next_poll_at) FROM shipments WHERE active = 1 AND next_poll_at <= $1",
         )
