@@ -307,6 +307,8 @@ async fn record_round(
 
     let mut events = Vec::new();
     let mut updates = Vec::new();
+    // (id, now, next poll, events digest) of the polls that bring nothing new: most of them.
+    let mut schedules: Vec<(i64, Millis, Millis, Option<i64>)> = Vec::new();
     let mut outbox = Vec::new();
     let mut unmapped = Vec::new();
     for (current, write) in writes.iter().flatten() {
@@ -319,6 +321,13 @@ async fn record_round(
                 e.location.as_deref(),
                 e.raw_code.as_deref(),
             ));
+        }
+        for value in write.unmapped {
+            unmapped.push((current.provider.as_str(), value.as_str(), write.now));
+        }
+        if write.shipment == ShipmentWrite::Schedule {
+            schedules.push((id, write.now, write.next_poll_at, write.events_digest));
+            continue;
         }
         let mut update = Update {
             id,
@@ -359,9 +368,6 @@ async fn record_round(
             update.carrier = details.carrier;
         }
         updates.push(update);
-        for value in write.unmapped {
-            unmapped.push((current.provider.as_str(), value.as_str(), write.now));
-        }
     }
 
     let mut new_events: HashMap<i64, u64> = HashMap::new();
@@ -379,6 +385,24 @@ async fn record_round(
         for (id,) in added {
             *new_events.entry(id).or_default() += 1;
         }
+    }
+    // A poll that brings nothing new sets only its schedule's columns. Setting the others to
+    // what they hold would cost SQLite as much as changing them: it rewrites the entries of
+    // every index on a column the statement sets (the status index) and checks the constraints
+    // and the type trigger of each (about 16 against 10 µs a row in a batch of 64, measured with
+    // Python's sqlite3 on a million shipments).
+    if !schedules.is_empty() {
+        sqlx::query(
+            "UPDATE shipments SET error = NULL, last_polled_at = j.now, next_poll_at = j.next, \
+                 claimed_until = NULL, \
+                 events_digest = coalesce(j.events_digest, shipments.events_digest) \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS now, value ->> 2 AS next, \
+                       value ->> 3 AS events_digest FROM jsonb_each(?)) AS j \
+             WHERE shipments.id = j.id",
+        )
+        .bind(serde_json::to_string(&schedules).expect("schedules serialise"))
+        .execute(&mut *conn)
+        .await?;
     }
     if !updates.is_empty() {
         sqlx::query(

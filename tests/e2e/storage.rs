@@ -1125,3 +1125,138 @@ async fn receipts_left_by_a_killed_daemon_mark_sent_only_the_claims_they_were_wr
         ("sent", Some(T0 + 600))
     );
 }
+
+/// A round of polls that bring nothing new, newer details and a new status writes each shipment
+/// its own columns. The polls that bring nothing (most of them) are written by a statement of
+/// their own that sets only the schedule: they still clear the error, end the claim and count
+/// the provider's unmapped values, and leave the status and details as they were.
+#[tokio::test]
+async fn a_round_of_unchanged_refreshed_and_changed_polls_writes_each_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let mut ids = Vec::new();
+    for order in ["same", "reworded", "changed"] {
+        let id = add(&db, order).await;
+        let first = Owned {
+            trace: trace(Status::InTransit, 2),
+            now: T0,
+            channels: channels(),
+        };
+        db.record_poll(id, first).await.unwrap();
+        db.record_poll_error(id, "upstream said no", T0 + 1, T0 + 2)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let claimed = db
+        .claim_due_shipments(T0 + 2, T0 + 3_600_000, &[], 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3, "all three claimed for the round");
+
+    let at = T0 + 10;
+    let poll = |trace| Owned {
+        trace,
+        now: at,
+        channels: channels(),
+    };
+    let round = [
+        (
+            ids[0],
+            poll(Trace {
+                unmapped: vec!["X9".to_owned()],
+                ..trace(Status::InTransit, 2)
+            }),
+        ),
+        (
+            ids[1],
+            poll(Trace {
+                raw_status: "运输中".to_owned(),
+                ..trace(Status::InTransit, 2)
+            }),
+        ),
+        (ids[2], poll(trace(Status::Delivered, 2))),
+    ];
+    let recorded = db.record_polls(&round).await.unwrap();
+    let changes: Vec<_> = recorded.iter().map(|r| r.change).collect();
+    assert_eq!(
+        changes,
+        [None, None, Some((Status::InTransit, Status::Delivered))]
+    );
+
+    let row = |order| {
+        let db = &db;
+        async move {
+            let row = db.shipment(order).await.unwrap();
+            (
+                row.status,
+                row.raw_status,
+                row.error,
+                row.transitions,
+                row.active,
+                row.last_polled_at,
+                row.next_poll_at,
+                row.status_changed_at,
+            )
+        }
+    };
+    let raw = |text: &str| Some(text.to_owned());
+    let next = at + 60_000;
+    assert_eq!(
+        row("same").await,
+        (
+            Status::InTransit,
+            raw("物流公司揽收成功"),
+            None,
+            1,
+            true,
+            Some(at),
+            next,
+            Some(T0)
+        )
+    );
+    assert_eq!(
+        row("reworded").await,
+        (
+            Status::InTransit,
+            raw("运输中"),
+            None,
+            1,
+            true,
+            Some(at),
+            next,
+            Some(T0)
+        )
+    );
+    assert_eq!(
+        row("changed").await,
+        (
+            Status::Delivered,
+            raw("物流公司揽收成功"),
+            None,
+            2,
+            false,
+            Some(at),
+            next,
+            Some(at)
+        )
+    );
+    let unmapped: Vec<_> = db
+        .unmapped()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.value, u.count))
+        .collect();
+    assert_eq!(unmapped, [("X9".to_owned(), 1)]);
+    // The claims ended with the round: the two still polled are claimed again when due, long
+    // before the first claim's lease would have run out.
+    let again: Vec<i64> = db
+        .claim_due_shipments(next, next + 3_600_000, &[], 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.id)
+        .collect();
+    assert_eq!(again, ids[..2]);
+}
