@@ -548,11 +548,11 @@ impl StatusCounts {
 /// (migration 0018), never by reading every row: pending on `notifications_due`, sent and
 /// skipped apart on `notifications_done` (which holds the state), and dead as what is left of
 /// the count of every row (SQLite counts the entries of the smallest index; the table's CHECK
-/// allows no fifth state). The sent and
-/// skipped counts repeat that index's whole condition: SQLite uses a partial index only for a
-/// query whose WHERE holds each of the index's own terms, and does not infer
-/// `state IN ('sent', 'skipped')` from `state = 'sent'` (sqlite.org/partialindex.html, "Queries
-/// Using Partial Indexes"). One statement, so the counts are of one moment.
+/// allows no fifth state). The sent and skipped counts repeat that index's whole condition:
+/// SQLite uses a partial index only for a query whose WHERE holds each of the index's own
+/// terms, and does not infer `state IN ('sent', 'skipped')` from `state = 'sent'`
+/// (sqlite.org/partialindex.html, "Queries Using Partial Indexes"). One statement, so the
+/// counts are of one moment.
 pub(super) const OUTBOX_COUNTS: &str = "SELECT pending, sent, skipped, \
     total - pending - sent - skipped AS dead FROM (SELECT \
     (SELECT count(*) FROM notifications WHERE state = 'pending') AS pending, \
