@@ -1184,63 +1184,45 @@ async fn a_round_of_unchanged_refreshed_and_changed_polls_writes_each_its_own() 
         [None, None, Some((Status::InTransit, Status::Delivered))]
     );
 
-    let row = |order| {
-        let db = &db;
-        async move {
-            let row = db.shipment(order).await.unwrap();
-            (
-                row.status,
-                row.raw_status,
-                row.error,
-                row.transitions,
-                row.active,
-                row.last_polled_at,
-                row.next_poll_at,
-                row.status_changed_at,
-            )
-        }
-    };
-    let raw = |text: &str| Some(text.to_owned());
+    // Every row: its error cleared, polled at `at`, due a minute later; then what each changed.
     let next = at + 60_000;
-    assert_eq!(
-        row("same").await,
+    let expected = [
+        ("same", Status::InTransit, "物流公司揽收成功", 1, true, T0),
+        ("reworded", Status::InTransit, "运输中", 1, true, T0),
         (
-            Status::InTransit,
-            raw("物流公司揽收成功"),
-            None,
-            1,
-            true,
-            Some(at),
-            next,
-            Some(T0)
-        )
-    );
-    assert_eq!(
-        row("reworded").await,
-        (
-            Status::InTransit,
-            raw("运输中"),
-            None,
-            1,
-            true,
-            Some(at),
-            next,
-            Some(T0)
-        )
-    );
-    assert_eq!(
-        row("changed").await,
-        (
+            "changed",
             Status::Delivered,
-            raw("物流公司揽收成功"),
-            None,
+            "物流公司揽收成功",
             2,
             false,
-            Some(at),
-            next,
-            Some(at)
-        )
-    );
+            at,
+        ),
+    ];
+    for (order, status, raw_status, transitions, active, changed_at) in expected {
+        let row = db.shipment(order).await.unwrap();
+        assert_eq!(
+            (row.error, row.last_polled_at, row.next_poll_at),
+            (None, Some(at), next),
+            "{order}"
+        );
+        assert_eq!(
+            (
+                row.status,
+                row.raw_status.as_deref(),
+                row.transitions,
+                row.active,
+                row.status_changed_at
+            ),
+            (
+                status,
+                Some(raw_status),
+                transitions,
+                active,
+                Some(changed_at)
+            ),
+            "{order}"
+        );
+    }
     let unmapped: Vec<_> = db
         .unmapped()
         .await
