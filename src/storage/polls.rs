@@ -325,47 +325,41 @@ async fn record_round(
         for value in write.unmapped {
             unmapped.push((current.provider.as_str(), value.as_str(), write.now));
         }
-        if write.shipment == ShipmentWrite::Schedule {
-            schedules.push((id, write.now, write.next_poll_at, write.events_digest));
-            continue;
-        }
+        let details = match &write.shipment {
+            // Left out of `writes` above.
+            ShipmentWrite::Skip => continue,
+            ShipmentWrite::Schedule => {
+                schedules.push((id, write.now, write.next_poll_at, write.events_digest));
+                continue;
+            }
+            ShipmentWrite::Refresh(details) | ShipmentWrite::Change { details, .. } => details,
+        };
         let mut update = Update {
             id,
             status: None,
-            raw_status: None,
+            raw_status: Some(details.raw_status),
             transitions: None,
             active: None,
             changed_at: None,
             now: write.now,
             next: write.next_poll_at,
-            last_event_at: None,
-            tracking_no: None,
-            carrier: None,
+            last_event_at: details.last_event_at,
+            tracking_no: details.tracking_no,
+            carrier: details.carrier,
             events_digest: write.events_digest,
         };
-        let details = match &write.shipment {
-            ShipmentWrite::Skip | ShipmentWrite::Schedule => None,
-            ShipmentWrite::Refresh(details) => Some(details),
-            ShipmentWrite::Change {
-                status,
-                transition,
-                keep_polling,
-                details,
-                ..
-            } => {
-                update.status = Some(status.as_str());
-                update.transitions = Some(*transition);
-                update.active = Some(i64::from(*keep_polling));
-                update.changed_at = Some(write.now);
-                outbox.extend(write.outbox.iter().map(|row| (id, row)));
-                Some(details)
-            }
-        };
-        if let Some(details) = details {
-            update.raw_status = Some(details.raw_status);
-            update.last_event_at = details.last_event_at;
-            update.tracking_no = details.tracking_no;
-            update.carrier = details.carrier;
+        if let ShipmentWrite::Change {
+            status,
+            transition,
+            keep_polling,
+            ..
+        } = &write.shipment
+        {
+            update.status = Some(status.as_str());
+            update.transitions = Some(*transition);
+            update.active = Some(i64::from(*keep_polling));
+            update.changed_at = Some(write.now);
+            outbox.extend(write.outbox.iter().map(|row| (id, row)));
         }
         updates.push(update);
     }
