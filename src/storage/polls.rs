@@ -266,12 +266,13 @@ pub(super) fn rounds<T>(polls: &[(i64, T)]) -> impl Iterator<Item = &[(i64, T)]>
     })
 }
 
-/// The columns one poll sets on its shipment; `None` keeps what is stored.
+/// The columns a poll with news sets on its shipment (a poll without any sets only its
+/// schedule); `None` keeps what is stored.
 #[derive(Serialize)]
 struct Update<'a> {
     id: i64,
     status: Option<&'a str>,
-    raw_status: Option<&'a str>,
+    raw_status: &'a str,
     transitions: Option<i64>,
     active: Option<i64>,
     changed_at: Option<Millis>,
@@ -337,7 +338,7 @@ async fn record_round(
         let mut update = Update {
             id,
             status: None,
-            raw_status: Some(details.raw_status),
+            raw_status: details.raw_status,
             transitions: None,
             active: None,
             changed_at: None,
@@ -401,7 +402,7 @@ async fn record_round(
     if !updates.is_empty() {
         sqlx::query(
             "UPDATE shipments SET status = coalesce(j.status, shipments.status), \
-                 raw_status = coalesce(j.raw_status, shipments.raw_status), \
+                 raw_status = j.raw_status, \
                  transitions = coalesce(j.transitions, shipments.transitions), \
                  active = coalesce(j.active, shipments.active), \
                  status_changed_at = coalesce(j.changed_at, shipments.status_changed_at), \
