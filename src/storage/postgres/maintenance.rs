@@ -184,8 +184,9 @@ impl Pg {
     pub async fn prune(&self, cutoff: Millis) -> Result<Pruned> {
         let mut tx = self.begin().await?;
         let notifications = sqlx::query(
+            // `created_at < $1` as on SQLite (`PRUNE_NOTIFICATIONS`): a range of the done index.
             "DELETE FROM notifications WHERE state IN ('sent', 'skipped') \
-             AND coalesce(sent_at, created_at) < $1",
+             AND created_at < $1 AND coalesce(sent_at, created_at) < $1",
         )
         .bind(cutoff)
         .execute(&mut *tx)
