@@ -331,18 +331,25 @@ pub(super) async fn list(
                 limit: Some(query.limit + 1),
                 after: query.after,
             };
-            let mut rows = state
+            let page = state
                 .0
                 .db
-                .list_shipments(&filter)
+                .shipments_page(&filter)
                 .await
                 .map_err(storage_problem)?;
-            let more = rows.len() > query.limit as usize;
-            rows.truncate(query.limit as usize);
-            let next_cursor = more
-                .then(|| rows.last().map(|row| body::encode_cursor(row.id)))
-                .flatten();
-            let shipments: Vec<ShipmentView> = rows.iter().map(|row| view(row, caller)).collect();
+            // The page ends at the last of `limit` rows read, one that cannot be read (logged
+            // and left out) included: such a row neither ends the listing nor is served twice.
+            let end = page
+                .ids
+                .get(query.limit as usize)
+                .and(page.ids.get(query.limit as usize - 1));
+            let shipments: Vec<ShipmentView> = page
+                .rows
+                .iter()
+                .filter(|row| end.is_none_or(|&end| row.id <= end))
+                .map(|row| view(row, caller))
+                .collect();
+            let next_cursor = end.map(|&end| body::encode_cursor(end));
             Ok(json_answer(
                 StatusCode::OK,
                 &json!({ "shipments": shipments, "next_cursor": next_cursor }),

@@ -67,8 +67,8 @@ pub use polls::{
 pub use quota::{DbQuota, QuotaGrant};
 pub use recheck::{Invalid, InvalidKind, RecheckBatch, RecheckWrite};
 pub use shipments::{
-    CreateError, Created, Differs, Import, NewShipment, ShipmentFilter, ShipmentUpdate,
-    ShipmentView,
+    CreateError, Created, Differs, Import, NewShipment, ShipmentFilter, ShipmentPage,
+    ShipmentUpdate, ShipmentView,
 };
 pub use subscriptions::{CallbackNote, SubscriptionRow, SubscriptionState};
 pub use writer::{Handed, NotificationClaim, PollJob, Received, ShipmentClaim, Writer};
@@ -612,6 +612,52 @@ mod tests {
         assert_eq!(
             plan,
             ["SEARCH notifications USING INDEX notifications_done (state=? AND created_at<?)"]
+        );
+        db.close().await;
+    }
+
+    /// A page of a listing (`list`, `outbox`, the API's `GET /v1/shipments`) starts at its
+    /// cursor in the table, and a shipment's notifications (`show`, the API's `GET` of one) are
+    /// found by the outbox's key on the shipment: neither reads the rows before it or beside it
+    /// (a page at the end of a million shipments took 89 ms, a `show` at three million
+    /// notifications 0.85 s).
+    #[tokio::test]
+    async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("plans.db"), Synchronous::Normal)
+            .await
+            .unwrap();
+        let plan = |statement: String| {
+            let read = db.lite().read.clone();
+            async move {
+                sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {statement}")))
+                    .fetch_all(&read)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|step| step.get::<String, _>("detail"))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            plan(shipments::shipments_page_sql()).await,
+            ["SEARCH shipments USING INTEGER PRIMARY KEY (rowid>?)"]
+        );
+        assert_eq!(
+            plan(outbox::notifications_page_sql()).await,
+            [
+                "SEARCH n USING INTEGER PRIMARY KEY (rowid>?)",
+                "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"
+            ]
+        );
+        let by_shipment = plan(outbox::shipment_notifications_sql()).await;
+        assert!(
+            by_shipment
+                .iter()
+                .any(|step| step.starts_with("SEARCH n USING INDEX")
+                    && step.ends_with("(shipment_id=?)"))
+                && !by_shipment.iter().any(|step| step.starts_with("SCAN")),
+            "{by_shipment:?}"
         );
         db.close().await;
     }

@@ -2,12 +2,36 @@
 //! attempt at a time, marked sent, failed, postponed or dead, listed and requeued.
 
 use serde::Serialize;
-use sqlx::{FromRow, Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::{Db, Lite, Result};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{ChannelKind, MOST_ATTEMPTS_CUT_SHORT, Status};
+
+/// The columns of a [`NotificationRow`], the order id from the shipment `s`: on both engines.
+pub(super) const NOTIFICATION_COLUMNS: &str = "n.id, n.public_id, s.order_id, n.kind, n.channel, \
+     n.previous_status, n.status, n.state, n.attempts, n.cut_short, n.next_attempt_at, \
+     n.lease_until, n.last_error, n.created_at, n.sent_at";
+
+/// A shipment's notifications (`?1`), in one state (`?2`) or in any, in the order they were
+/// queued: by the outbox's unique key, which starts with the shipment.
+pub(super) fn shipment_notifications_sql() -> String {
+    format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
+         WHERE n.shipment_id = ?1 AND (?2 IS NULL OR n.state = ?2) ORDER BY n.id"
+    )
+}
+
+/// The notifications after the one numbered `?1`, in one state (`?2`) or in any, at most `?3`.
+/// A bare `n.id > ?1` (never `?1 IS NULL OR …`): SQLite starts each page at its cursor in the
+/// table instead of reading every row before it.
+pub(super) fn notifications_page_sql() -> String {
+    format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
+         WHERE n.id > ?1 AND (?2 IS NULL OR n.state = ?2) ORDER BY n.id LIMIT ?3"
+    )
+}
 
 /// A notification row joined with its order id, for `outbox` and `show`.
 #[derive(Debug, Clone, FromRow)]
@@ -304,25 +328,58 @@ impl Db {
         Ok(())
     }
 
-    #[instrument(skip_all)]
+    /// The notifications of one shipment (`shipment_id`) or of all, in the order they were
+    /// queued, in one state or in any.
     pub async fn list_notifications(
         &self,
         state: Option<&str>,
         shipment_id: Option<i64>,
     ) -> Result<Vec<NotificationRow>> {
-        let lite = on_postgres!(self, pg => pg.list_notifications(state, shipment_id));
-        Ok(sqlx::query_as::<_, NotificationRow>(
-            "SELECT n.id, n.public_id, s.order_id, n.kind, n.channel, n.previous_status, n.status, \
-                    n.state, n.attempts, n.cut_short, n.next_attempt_at, n.lease_until, n.last_error, \
-                    n.created_at, n.sent_at \
-             FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
-             WHERE (?1 IS NULL OR n.state = ?1) AND (?2 IS NULL OR n.shipment_id = ?2) \
-             ORDER BY n.id",
+        match shipment_id {
+            Some(shipment_id) => self.shipment_notifications(shipment_id, state).await,
+            None => self.notifications_page(state, None, None).await,
+        }
+    }
+
+    /// A shipment's notifications, in the order they were queued: read by the outbox's key on
+    /// the shipment (`show`, the API's `GET /v1/shipments/{order_id}`), not by reading every
+    /// notification kept (0.85 s a `show` at three million).
+    #[instrument(skip_all)]
+    pub async fn shipment_notifications(
+        &self,
+        shipment_id: i64,
+        state: Option<&str>,
+    ) -> Result<Vec<NotificationRow>> {
+        let lite = on_postgres!(self, pg => pg.shipment_notifications(shipment_id, state));
+        Ok(
+            sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(shipment_notifications_sql()))
+                .bind(shipment_id)
+                .bind(state)
+                .fetch_all(&lite.read)
+                .await?,
         )
-        .bind(state)
-        .bind(shipment_id)
-        .fetch_all(&lite.read)
-        .await?)
+    }
+
+    /// At most `limit` notifications (every one: `None`) queued after the one numbered `after`
+    /// (from the first: `None`), in the order they were queued, in one state or in any: `outbox`
+    /// reads the outbox a page at a time, each from where the one before ended.
+    #[instrument(skip_all)]
+    pub async fn notifications_page(
+        &self,
+        state: Option<&str>,
+        after: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<Vec<NotificationRow>> {
+        let lite = on_postgres!(self, pg => pg.notifications_page(state, after, limit));
+        Ok(
+            sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(notifications_page_sql()))
+                .bind(after.unwrap_or(i64::MIN))
+                .bind(state)
+                // A negative LIMIT is no limit in SQLite.
+                .bind(limit.map_or(-1, i64::from))
+                .fetch_all(&lite.read)
+                .await?,
+        )
     }
 
     /// Requeues the given notifications (or every dead one) with a fresh set of attempts.

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Postgres, Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::postgres::Pg;
@@ -45,6 +45,52 @@ pub struct ShipmentFilter {
     /// Only the rows after this one (by `id`, the order rows are listed in): where the previous
     /// page ended.
     pub after: Option<i64>,
+}
+
+/// The shipments of a status (`?1`), tier (`?2`), provider (`?3`) and changed since (`?4`),
+/// each when given, after the one numbered `?6`, at most `?5`. A bare `id > ?6` (never `?6 IS
+/// NULL OR …`): SQLite starts each page at its cursor in the table instead of reading every row
+/// before it (89 ms a page at the end of a million, where the page itself takes 0.1 ms).
+pub(super) fn shipments_page_sql() -> String {
+    format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM shipments \
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
+           AND (?3 IS NULL OR provider = ?3) \
+           AND (?4 IS NULL OR coalesce(status_changed_at, created_at) >= ?4) \
+           AND id > ?6 \
+         ORDER BY id LIMIT ?5"
+    )
+}
+
+/// One page of a listing of shipments.
+#[derive(Debug, Default)]
+pub struct ShipmentPage {
+    /// The rows that could be read.
+    pub rows: Vec<ShipmentRow>,
+    /// The id of every row read, in order, those that could not be read included: the next page
+    /// starts after the last.
+    pub ids: Vec<i64>,
+}
+
+impl ShipmentPage {
+    /// Decodes the rows, logging and leaving out each one that cannot be read.
+    pub(super) fn from_rows<R: Row>(rows: Vec<R>) -> ShipmentPage
+    where
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+        for<'q> i64: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+        for<'q> bool: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    {
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>("id").unwrap_or_default())
+            .collect();
+        let (rows, unreadable) = decode_shipments(rows);
+        for (id, reason) in unreadable {
+            tracing::warn!(shipment_id = id, %reason, "shipment left out");
+        }
+        ShipmentPage { rows, ids }
+    }
 }
 
 /// The stable JSON shape of a shipment for `list --json` and `show --json`.
@@ -183,31 +229,27 @@ impl Db {
     }
 
     /// The shipments `filter` keeps, the first added first.
-    #[instrument(skip_all)]
     pub async fn list_shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRow>> {
-        let lite = on_postgres!(self, pg => pg.list_shipments(filter));
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SHIPMENT_COLUMNS} FROM shipments \
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
-               AND (?3 IS NULL OR provider = ?3) \
-               AND (?4 IS NULL OR coalesce(status_changed_at, created_at) >= ?4) \
-               AND (?6 IS NULL OR id > ?6) \
-             ORDER BY id LIMIT ?5"
-        )))
-        .bind(filter.status.map(Status::as_str))
-        .bind(filter.tier.map(Tier::as_str))
-        .bind(filter.provider.as_deref())
-        .bind(filter.changed_since)
-        // A negative LIMIT is no limit in SQLite.
-        .bind(filter.limit.map_or(-1, i64::from))
-        .bind(filter.after)
-        .fetch_all(&lite.read)
-        .await?;
-        let (rows, unreadable) = decode_shipments(rows);
-        for (id, reason) in unreadable {
-            tracing::warn!(shipment_id = id, %reason, "shipment left out");
-        }
-        Ok(rows)
+        Ok(self.shipments_page(filter).await?.rows)
+    }
+
+    /// A page of the shipments `filter` keeps, the first added first: the rows that can be read,
+    /// and the id of every row read, so that the next page starts after the last one even when
+    /// it could not be read (each one that cannot is logged and left out).
+    #[instrument(skip_all)]
+    pub async fn shipments_page(&self, filter: &ShipmentFilter) -> Result<ShipmentPage> {
+        let lite = on_postgres!(self, pg => pg.shipments_page(filter));
+        let rows = sqlx::query(AssertSqlSafe(shipments_page_sql()))
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.tier.map(Tier::as_str))
+            .bind(filter.provider.as_deref())
+            .bind(filter.changed_since)
+            // A negative LIMIT is no limit in SQLite.
+            .bind(filter.limit.map_or(-1, i64::from))
+            .bind(filter.after.unwrap_or(i64::MIN))
+            .fetch_all(&lite.read)
+            .await?;
+        Ok(ShipmentPage::from_rows(rows))
     }
 
     #[instrument(skip_all)]

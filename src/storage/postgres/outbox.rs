@@ -5,10 +5,11 @@
 //! shipment's line on a channel: a notification waits while an earlier one of the same shipment
 //! and channel is pending, leased by any daemon or not, exactly as on SQLite.
 
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::*;
 use crate::domain::{ChannelKind, MOST_ATTEMPTS_CUT_SHORT};
+use crate::storage::outbox::NOTIFICATION_COLUMNS;
 
 impl Pg {
     pub async fn claim_notifications(
@@ -178,22 +179,37 @@ impl Pg {
         Ok(())
     }
 
-    pub async fn list_notifications(
+    pub async fn shipment_notifications(
+        &self,
+        shipment_id: i64,
+        state: Option<&str>,
+    ) -> Result<Vec<NotificationRow>> {
+        Ok(sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(format!(
+            "SELECT {NOTIFICATION_COLUMNS} \
+             FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
+             WHERE n.shipment_id = $1 AND ($2::TEXT IS NULL OR n.state = $2) ORDER BY n.id"
+        )))
+        .bind(shipment_id)
+        .bind(state)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn notifications_page(
         &self,
         state: Option<&str>,
-        shipment_id: Option<i64>,
+        after: Option<i64>,
+        limit: Option<u32>,
     ) -> Result<Vec<NotificationRow>> {
-        Ok(sqlx::query_as::<_, NotificationRow>(
-            "SELECT n.id, n.public_id, s.order_id, n.kind, n.channel, n.previous_status, n.status, \
-                    n.state, n.attempts, n.cut_short, n.next_attempt_at, n.lease_until, n.last_error, \
-                    n.created_at, n.sent_at \
+        Ok(sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(format!(
+            "SELECT {NOTIFICATION_COLUMNS} \
              FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
-             WHERE ($1::TEXT IS NULL OR n.state = $1) \
-               AND ($2::BIGINT IS NULL OR n.shipment_id = $2) \
-             ORDER BY n.id",
-        )
+             WHERE n.id > $1 AND ($2::TEXT IS NULL OR n.state = $2) ORDER BY n.id LIMIT $3"
+        )))
+        .bind(after.unwrap_or(i64::MIN))
         .bind(state)
-        .bind(shipment_id)
+        // LIMIT NULL is no limit.
+        .bind(limit.map(i64::from))
         .fetch_all(self.pool())
         .await?)
     }

@@ -172,13 +172,13 @@ impl Pg {
         }
     }
 
-    pub async fn list_shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRow>> {
+    pub async fn shipments_page(&self, filter: &ShipmentFilter) -> Result<ShipmentPage> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {PG_SHIPMENT_COLUMNS} FROM shipments \
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR tier = $2) \
                AND ($3::text IS NULL OR provider = $3) \
                AND ($4::bigint IS NULL OR coalesce(status_changed_at, created_at) >= $4) \
-               AND ($6::bigint IS NULL OR id > $6) \
+               AND id > $6 \
              ORDER BY id LIMIT $5"
         )))
         .bind(filter.status.map(Status::as_str))
@@ -187,14 +187,11 @@ impl Pg {
         .bind(filter.changed_since)
         // LIMIT NULL is no limit.
         .bind(filter.limit.map(i64::from))
-        .bind(filter.after)
+        // A bare `id > $6`, as on SQLite: the page starts at the cursor in the primary key.
+        .bind(filter.after.unwrap_or(i64::MIN))
         .fetch_all(self.pool())
         .await?;
-        let (rows, unreadable) = decode_shipments(rows);
-        for (id, reason) in unreadable {
-            tracing::warn!(shipment_id = id, %reason, "shipment left out");
-        }
-        Ok(rows)
+        Ok(ShipmentPage::from_rows(rows))
     }
 
     pub async fn shipment(&self, order_id: &str) -> Result<ShipmentRow> {
