@@ -10,41 +10,47 @@ use crate::clock::{Clock, Millis, SystemClock, millis, to_rfc3339};
 use crate::config::HumanDuration;
 use crate::storage::{ShipmentFilter, ShipmentRow, ShipmentView};
 
-use super::print::{print_json, print_table};
+use super::print::{Listing, PAGE};
 use super::{Access, Global, ListArgs, open};
 
+const HEADERS: &[&str] = &[
+    "ORDER",
+    "PROVIDER",
+    "TIER",
+    "STATUS",
+    "RAW STATUS",
+    "NEXT POLL",
+    "NOTE",
+];
+
+/// Reads and prints a page of shipments at a time ([`PAGE`]), so that a listing of a million
+/// starts at once and holds one page in memory.
 pub(super) async fn list(global: &Global, args: ListArgs) -> Result<()> {
     let (db, _) = open(global, Access::Read).await?;
-    let filter = ShipmentFilter {
+    let mut filter = ShipmentFilter {
         provider: args.provider,
         status: args.status,
         tier: args.tier,
         changed_since: args.since.map(|since| since.at(SystemClock.now())),
-        limit: args.limit,
+        limit: None,
         after: None,
     };
-    let rows = db.list_shipments(&filter).await?;
-    if args.json {
-        let views: Vec<ShipmentView> = rows.iter().map(ShipmentView::from).collect();
-        return print_json(&views);
+    let mut left = args.limit;
+    let mut listing = Listing::new(args.json, HEADERS);
+    loop {
+        let want = left.map_or(PAGE, |left| left.min(PAGE));
+        filter.limit = Some(want);
+        let page = db.shipments_page(&filter).await?;
+        listing.page(&page.rows, |row| ShipmentView::from(row), shipment_line)?;
+        left = left.map(|left| left - page.rows.len() as u32);
+        match page.ids.last() {
+            Some(&last) if page.ids.len() == want as usize && left != Some(0) => {
+                filter.after = Some(last);
+            }
+            _ => break,
+        }
     }
-    if rows.is_empty() {
-        println!("no shipments");
-        return Ok(());
-    }
-    let table: Vec<Vec<String>> = rows.iter().map(shipment_line).collect();
-    print_table(
-        &[
-            "ORDER",
-            "PROVIDER",
-            "TIER",
-            "STATUS",
-            "RAW STATUS",
-            "NEXT POLL",
-            "NOTE",
-        ],
-        &table,
-    );
+    listing.finish("no shipments")?;
     db.close().await;
     Ok(())
 }

@@ -21,34 +21,186 @@ pub(super) fn print_json<T: Serialize>(value: &T) -> Result<()> {
 const MAX_CELL: usize = 48;
 const MAX_LAST_CELL: usize = 120;
 
-pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let last = headers.len().saturating_sub(1);
-    let cut = |i: usize, cell: &str| {
-        crate::shown::cell(cell, if i == last { MAX_LAST_CELL } else { MAX_CELL })
-    };
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| row.iter().enumerate().map(|(i, c)| cut(i, c)).collect())
-        .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| crate::shown::width(h)).collect();
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(crate::shown::width(cell));
+pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut table = Table::stdout(headers);
+    table.print(rows)?;
+    table.finish()?;
+    Ok(())
+}
+
+/// How many rows a listing (`list`, `outbox`) reads and prints at a time: the memory it holds
+/// whatever the size of the database (a million shipments read whole took 4 GiB and 19 s before
+/// the first line).
+pub(super) const PAGE: u32 = 1_000;
+
+/// A table printed a page of rows at a time. Each column is as wide as its widest cell so far:
+/// the first page sets the widths, and a wider cell on a later page widens its column from
+/// there on. One page alone is printed exactly as if whole.
+pub(super) struct Table<'h, W: Write> {
+    headers: &'h [&'h str],
+    widths: Vec<usize>,
+    out: W,
+    started: bool,
+}
+
+impl<'h> Table<'h, std::io::BufWriter<std::io::Stdout>> {
+    pub(super) fn stdout(headers: &'h [&'h str]) -> Self {
+        Table::new(headers, std::io::BufWriter::new(std::io::stdout()))
+    }
+}
+
+impl<'h, W: Write> Table<'h, W> {
+    pub(super) fn new(headers: &'h [&'h str], out: W) -> Self {
+        Table {
+            headers,
+            widths: headers.iter().map(|h| crate::shown::width(h)).collect(),
+            out,
+            started: false,
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            out.push_str(cell);
-            if i + 1 < cells.len() {
-                out.push_str(&" ".repeat(widths[i] - crate::shown::width(cell) + 2));
+
+    /// Prints `rows`, the header first if nothing was printed yet.
+    pub(super) fn print(&mut self, rows: &[Vec<String>]) -> Result<()> {
+        let last = self.headers.len().saturating_sub(1);
+        let cut = |i: usize, cell: &str| {
+            crate::shown::cell(cell, if i == last { MAX_LAST_CELL } else { MAX_CELL })
+        };
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| row.iter().enumerate().map(|(i, c)| cut(i, c)).collect())
+            .collect();
+        for row in &rows {
+            for (i, cell) in row.iter().enumerate() {
+                self.widths[i] = self.widths[i].max(crate::shown::width(cell));
             }
         }
-        println!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
+        if !self.started {
+            self.started = true;
+            let headers: Vec<&str> = self.headers.to_vec();
+            self.line(&headers)?;
+        }
+        for row in &rows {
+            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+            self.line(&cells)?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, cells: &[&str]) -> Result<()> {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < cells.len() {
+                line.push_str(&" ".repeat(self.widths[i] - crate::shown::width(cell) + 2));
+            }
+        }
+        writeln!(self.out, "{}", line.trim_end())?;
+        Ok(())
+    }
+
+    /// Flushes what is printed; returns the writer.
+    pub(super) fn finish(mut self) -> Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// A JSON array printed an element at a time, as [`print_json`] prints a whole one: each
+/// element pretty-printed and indented one step (a string's line breaks are escaped in JSON, so
+/// every line of an element's text is a line of the array's).
+pub(super) struct JsonArray<W: Write> {
+    out: W,
+    written: usize,
+}
+
+impl JsonArray<std::io::BufWriter<std::io::Stdout>> {
+    pub(super) fn stdout() -> Self {
+        JsonArray::new(std::io::BufWriter::new(std::io::stdout()))
+    }
+}
+
+impl<W: Write> JsonArray<W> {
+    pub(super) fn new(out: W) -> Self {
+        JsonArray { out, written: 0 }
+    }
+
+    pub(super) fn push<T: Serialize>(&mut self, element: &T) -> Result<()> {
+        let text = serde_json::to_string_pretty(element)?;
+        self.out
+            .write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
+        for (i, line) in text.lines().enumerate() {
+            if i > 0 {
+                self.out.write_all(b"\n")?;
+            }
+            write!(self.out, "  {line}")?;
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Closes the array and flushes it; returns the writer.
+    pub(super) fn finish(mut self) -> Result<W> {
+        self.out
+            .write_all(if self.written == 0 { b"[]\n" } else { b"\n]\n" })?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// A listing printed a page at a time: a JSON array (`--json`) or a table.
+pub(super) enum Listing<'h> {
+    Json(JsonArray<std::io::BufWriter<std::io::Stdout>>),
+    Table {
+        table: Table<'h, std::io::BufWriter<std::io::Stdout>>,
+        rows: usize,
+    },
+}
+
+impl<'h> Listing<'h> {
+    pub(super) fn new(json: bool, headers: &'h [&'h str]) -> Self {
+        if json {
+            Listing::Json(JsonArray::stdout())
+        } else {
+            Listing::Table {
+                table: Table::stdout(headers),
+                rows: 0,
+            }
+        }
+    }
+
+    /// Prints `items`: each one's `view` as JSON, or its `line` in the table.
+    pub(super) fn page<T, V: Serialize>(
+        &mut self,
+        items: &[T],
+        view: impl Fn(&T) -> V,
+        line: impl Fn(&T) -> Vec<String>,
+    ) -> Result<()> {
+        match self {
+            Listing::Json(array) => items.iter().try_for_each(|item| array.push(&view(item))),
+            Listing::Table { table, rows } => {
+                *rows += items.len();
+                if items.is_empty() {
+                    return Ok(());
+                }
+                table.print(&items.iter().map(line).collect::<Vec<_>>())
+            }
+        }
+    }
+
+    /// Ends the listing; a table that got no row prints `none` instead.
+    pub(super) fn finish(self, none: &str) -> Result<()> {
+        match self {
+            Listing::Json(array) => {
+                array.finish()?;
+            }
+            Listing::Table { table, rows } => {
+                table.finish()?;
+                if rows == 0 {
+                    println!("{none}");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +239,52 @@ pub(super) fn print_provider_state(state: &crate::storage::ProviderState) {
             term(&state.provider),
             to_rfc3339(until),
             term(reason)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_array_printed_an_element_at_a_time_reads_as_the_whole_array_printed_at_once() {
+        let elements = [
+            serde_json::json!({"order_id": "1001", "events": [{"at": 1, "text": "a\nb"}]}),
+            serde_json::json!({"order_id": "1002", "events": [], "note": null}),
+            serde_json::json!("plain"),
+        ];
+        for n in 0..=elements.len() {
+            let mut array = JsonArray::new(Vec::new());
+            for element in &elements[..n] {
+                array.push(element).unwrap();
+            }
+            let printed = String::from_utf8(array.finish().unwrap()).unwrap();
+            let whole = serde_json::to_string_pretty(&elements[..n]).unwrap() + "\n";
+            assert_eq!(printed, whole, "{n} elements");
+        }
+    }
+
+    #[test]
+    fn a_table_printed_a_page_at_a_time_widens_a_column_from_the_page_that_needs_it() {
+        let row = |cells: &[&str]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let mut table = Table::new(&["ORDER", "STATUS", "NOTE"], Vec::new());
+        table
+            .print(&[
+                row(&["1001", "delivered", ""]),
+                row(&["1002", "in_transit", "x"]),
+            ])
+            .unwrap();
+        table
+            .print(&[row(&["SIM-100000", "pending", "late"])])
+            .unwrap();
+        let printed = String::from_utf8(table.finish().unwrap()).unwrap();
+        assert_eq!(
+            printed,
+            "ORDER  STATUS      NOTE\n\
+             1001   delivered\n\
+             1002   in_transit  x\n\
+             SIM-100000  pending     late\n"
         );
     }
 }

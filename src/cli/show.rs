@@ -123,7 +123,7 @@ pub(super) async fn show(global: &Global, order_id: &str, json: bool, reveal: bo
         print_table(
             &["ID", "CHANNEL", "CHANGE", "STATE", "ATTEMPTS", "LAST ERROR"],
             &table,
-        );
+        )?;
     }
     db.close().await;
     Ok(())

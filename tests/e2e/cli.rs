@@ -6,8 +6,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
+use crate::support::on_both_engines;
 
 /// The binary with no config anywhere it looks: an empty working folder and no
 /// `$SHIPWATCH_CONFIG`.
@@ -377,4 +378,100 @@ fn completions_and_the_man_page_need_no_config() {
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "nothing was written"
     );
+}
+
+on_both_engines!(long_listings_go_a_page_at_a_time_and_print_every_row_once);
+
+/// `list` and `outbox` read and print 1,000 rows at a time, so a listing of a million starts at
+/// once and holds one page in memory. Across the pages of 2,345 shipments and their 2,368
+/// notifications every row is printed once and in order, `--limit` counts across pages, and on
+/// SQLite a row that cannot be read (a status no shipwatch writes, put there with the CHECK
+/// constraints off) is left out while the rows after it, on its page and the next, still come.
+async fn long_listings_go_a_page_at_a_time_and_print_every_row_once(engine: Engine) {
+    let app = TestApp::builder()
+        .provider(Provider::simulator())
+        .channel(Channel::webhook())
+        .engine(engine)
+        .start()
+        .await;
+    app.create_database();
+    let shipments = 2_345;
+    app.sql(&format!(
+        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {shipments}) \
+         INSERT INTO shipments (order_id, provider, status, active, transitions) \
+         SELECT 'P' || i, 'sim', 'delivered', 0, 2 FROM n"
+    ))
+    .await
+    .unwrap();
+    // A sent webhook for each, and a dead one more for every hundredth.
+    app.sql(
+        "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+             previous_status, status, payload, state, next_attempt_at, created_at, sent_at) \
+         SELECT 'msg_' || id, id, 1, 'webhook', 'pending', 'in_transit', '{}', 'sent', \
+             1764000000000, 1764000000000, 1764000000000 FROM shipments",
+    )
+    .await
+    .unwrap();
+    app.sql(
+        "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+             previous_status, status, payload, state, next_attempt_at, created_at) \
+         SELECT 'dead_' || s.id, s.id, 2, 'webhook', 'in_transit', 'delivered', '{}', 'dead', \
+             1764000000000, 1764000000000 FROM shipments s \
+         WHERE CAST(substr(s.order_id, 2) AS INTEGER) % 100 = 0",
+    )
+    .await
+    .unwrap();
+    let mut expected: Vec<String> = (1..=shipments).map(|i| format!("P{i}")).collect();
+    if engine == Engine::Sqlite {
+        app.sql(
+            "PRAGMA ignore_check_constraints = ON; \
+             UPDATE shipments SET status = 'lost' WHERE order_id = 'P1500'",
+        )
+        .await
+        .unwrap();
+        expected.retain(|order| order != "P1500");
+    }
+
+    let listed = orders(&app.json(&["list", "--json"]));
+    assert_eq!(listed.len(), expected.len());
+    assert!(listed == expected, "not every shipment once and in order");
+    let table = app.cli_ok(&["list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 1 + expected.len(), "{:?}", &lines[..3]);
+    assert!(lines[0].starts_with("ORDER"), "{}", lines[0]);
+    let first_column: Vec<&str> = lines[1..]
+        .iter()
+        .map(|line| line.split_whitespace().next().unwrap())
+        .collect();
+    assert!(first_column == expected, "the table's orders");
+    let limited = orders(&app.json(&["list", "--json", "--limit", "1500"]));
+    assert!(
+        limited == expected[..1500],
+        "--limit 1500: {:?}",
+        limited.last()
+    );
+
+    let ids = |listed: &[Value]| -> Vec<i64> {
+        listed.iter().map(|n| n["id"].as_i64().unwrap()).collect()
+    };
+    let all = ids(&app.json(&["outbox", "--json"]));
+    let stored: Vec<i64> = app
+        .sql_column("SELECT id FROM notifications ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(all.len(), shipments + shipments / 100);
+    assert!(all == stored, "not every notification once and in order");
+    let dead = app.json(&["outbox", "--state", "dead", "--json"]);
+    assert_eq!(dead.len(), shipments / 100);
+    assert!(dead.iter().all(|n| n["state"] == "dead"), "{dead:?}");
+    let table = app.cli_ok(&["outbox"]);
+    assert_eq!(table.lines().count(), 1 + stored.len());
+    let show = app.shipment("P2300");
+    let shown: Vec<&str> = show["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["sent", "dead"]);
 }
