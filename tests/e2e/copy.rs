@@ -364,3 +364,71 @@ async fn tables_larger_than_a_chunk_are_copied_whole() {
     app.cli_ok(&["--db", &pg.url, "copy", "--to", back.to_str().unwrap()]);
     assert_eq!(dump(&back).await, before);
 }
+
+/// Into a SQLite file, a chunk of rows goes in as one statement (a JSON array read back value by
+/// value), and nothing of a value changes on the way: an integer at either end of its range, a
+/// text that reads as a number, a text holding a NUL character.
+/// A row the target refuses (a status outside the CHECK, stored by another program with the
+/// constraints off) fails the copy naming the row, and leaves nothing behind.
+#[tokio::test]
+async fn a_copy_into_sqlite_keeps_every_value_and_its_type_and_names_a_refused_row() {
+    let app = TestApp::start().await;
+    app.create_database();
+    app.sql(ROWS).await.unwrap();
+    app.sql(
+        "UPDATE notifications SET last_error = 'a' || char(0) || 'b' WHERE id = 4;
+         UPDATE shipments SET tracking_no = '12', carrier = '007' WHERE id = 2;
+         UPDATE poll_counts SET count = 9223372036854775807 WHERE result = 'error';
+         UPDATE events SET time = -9223372036854775808 WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    let before = dump(&app.db).await;
+    let back = app.dir.path().join("back.db");
+    let back_str = back.to_str().unwrap();
+    let out = app.cli_ok(&["copy", "--to", back_str]);
+    assert!(out.contains("checked"), "{out}");
+    assert_eq!(dump(&back).await, before);
+    let nul: String = {
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{back_str}?mode=ro"))
+            .await
+            .unwrap();
+        let hex = sqlx::query_scalar("SELECT hex(last_error) FROM notifications WHERE id = 4")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        hex
+    };
+    assert_eq!(nul, "610062");
+
+    app.sql(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE shipments SET status = 'lost' WHERE id = 5;",
+    )
+    .await
+    .unwrap();
+    let fresh = app.dir.path().join("fresh.db");
+    let out = app.cli(&["copy", "--to", fresh.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains("cannot copy shipments row id 5: ")
+            && said.contains("status must be a canonical status")
+            && said.contains("nothing was written"),
+        "{said}"
+    );
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    let left: i64 = {
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=ro", fresh.display()))
+            .await
+            .unwrap();
+        let n = sqlx::query_scalar("SELECT count(*) FROM shipments")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        n
+    };
+    assert_eq!(left, 0);
+}
