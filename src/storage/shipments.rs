@@ -564,6 +564,57 @@ impl Import {
                 return Ok(());
             }
         };
+        // The batch goes in as one statement, its rows a JSON array of strings and nulls read
+        // back by `->>`: a statement a row (each a hop to sqlx's SQLite thread, and returning
+        // the row it added) took 118 µs a shipment, 200,000 in 23.5 s; now 1.8 s. A batch the
+        // database refuses goes again row by row, to name the row at fault.
+        let batch = serde_json::to_string(
+            &rows
+                .iter()
+                .map(|new| {
+                    (
+                        &new.order_id,
+                        &new.provider,
+                        &new.tracking_no,
+                        &new.carrier,
+                        new.tier.as_str(),
+                        new.phone.as_ref().map(Phone::as_str),
+                        new.email.as_ref().map(Email::as_str),
+                        new.openid.as_ref().map(OpenId::as_str),
+                        &new.sub_orders,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .expect("plain values");
+        let step = |e: sqlx::Error| (0, StorageError::from(e));
+        sqlx::query("SAVEPOINT batch")
+            .execute(&mut **tx)
+            .await
+            .map_err(step)?;
+        let inserted = sqlx::query(
+            "INSERT INTO shipments (order_id, provider, tracking_no, carrier, tier, phone, email, \
+                 openid, sub_orders, next_poll_at, created_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                 value ->> 5, value ->> 6, value ->> 7, value ->> 8, ?2, ?2 \
+             FROM jsonb_each(?1)",
+        )
+        .bind(batch)
+        .bind(self.now)
+        .execute(&mut **tx)
+        .await;
+        if inserted.is_ok() {
+            sqlx::query("RELEASE batch")
+                .execute(&mut **tx)
+                .await
+                .map_err(step)?;
+            self.added += rows.len();
+            return Ok(());
+        }
+        sqlx::raw_sql("ROLLBACK TO batch; RELEASE batch")
+            .execute(&mut **tx)
+            .await
+            .map_err(step)?;
         for (i, new) in rows.iter().enumerate() {
             let done = insert_shipment(new, self.now, "").execute(&mut **tx).await;
             match done {
