@@ -589,6 +589,17 @@ mod tests {
         db.close().await;
     }
 
+    /// The steps of SQLite's plan for `statement` (`EXPLAIN QUERY PLAN`), its parameters unbound.
+    async fn query_plan(db: &Db, statement: &str) -> Vec<String> {
+        sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {statement}")))
+            .fetch_all(&db.lite().read)
+            .await
+            .unwrap()
+            .iter()
+            .map(|step| step.get("detail"))
+            .collect()
+    }
+
     /// The nightly prune of delivered notifications reads the done index from its start to the
     /// cutoff, not every delivered message kept (0.68–0.79 s a night at three million over 90
     /// days, 0.12–0.13 s by the range).
@@ -598,17 +609,7 @@ mod tests {
         let db = Db::open(&dir.path().join("prune.db"), Synchronous::Normal)
             .await
             .unwrap();
-        let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            maintenance::PRUNE_NOTIFICATIONS
-        )))
-        .bind(0_i64)
-        .fetch_all(&db.lite().read)
-        .await
-        .unwrap()
-        .iter()
-        .map(|step| step.get("detail"))
-        .collect();
+        let plan = query_plan(&db, maintenance::PRUNE_NOTIFICATIONS).await;
         assert_eq!(
             plan,
             ["SEARCH notifications USING INDEX notifications_done (state=? AND created_at<?)"]
@@ -627,30 +628,18 @@ mod tests {
         let db = Db::open(&dir.path().join("plans.db"), Synchronous::Normal)
             .await
             .unwrap();
-        let plan = |statement: String| {
-            let read = db.lite().read.clone();
-            async move {
-                sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {statement}")))
-                    .fetch_all(&read)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|step| step.get::<String, _>("detail"))
-                    .collect::<Vec<_>>()
-            }
-        };
         assert_eq!(
-            plan(shipments::shipments_page_sql()).await,
+            query_plan(&db, &shipments::shipments_page_sql()).await,
             ["SEARCH shipments USING INTEGER PRIMARY KEY (rowid>?)"]
         );
         assert_eq!(
-            plan(outbox::notifications_page_sql()).await,
+            query_plan(&db, &outbox::notifications_page_sql()).await,
             [
                 "SEARCH n USING INTEGER PRIMARY KEY (rowid>?)",
                 "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"
             ]
         );
-        let by_shipment = plan(outbox::shipment_notifications_sql()).await;
+        let by_shipment = query_plan(&db, &outbox::shipment_notifications_sql()).await;
         assert!(
             by_shipment
                 .iter()

@@ -389,17 +389,11 @@ async fn a_copy_into_sqlite_keeps_every_value_and_its_type_and_names_a_refused_r
     let out = app.cli_ok(&["copy", "--to", back_str]);
     assert!(out.contains("checked"), "{out}");
     assert_eq!(dump(&back).await, before);
-    let nul: String = {
-        let mut conn = SqliteConnection::connect(&format!("sqlite://{back_str}?mode=ro"))
-            .await
-            .unwrap();
-        let hex = sqlx::query_scalar("SELECT hex(last_error) FROM notifications WHERE id = 4")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.ok();
-        hex
-    };
+    let nul: String = one(
+        &back,
+        "SELECT hex(last_error) FROM notifications WHERE id = 4",
+    )
+    .await;
     assert_eq!(nul, "610062");
 
     app.sql(
@@ -419,16 +413,22 @@ async fn a_copy_into_sqlite_keeps_every_value_and_its_type_and_names_a_refused_r
         "{said}"
     );
     assert_eq!(said.trim().lines().count(), 1, "{said}");
-    let left: i64 = {
-        let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=ro", fresh.display()))
-            .await
-            .unwrap();
-        let n = sqlx::query_scalar("SELECT count(*) FROM shipments")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.ok();
-        n
-    };
+    let left: i64 = one(&fresh, "SELECT count(*) FROM shipments").await;
     assert_eq!(left, 0);
+}
+
+/// The one value `query` reads from the SQLite file at `path`.
+async fn one<T>(path: &std::path::Path, query: &'static str) -> T
+where
+    T: Send + Unpin + sqlx::Type<sqlx::Sqlite> + for<'r> sqlx::Decode<'r, sqlx::Sqlite>,
+{
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .unwrap();
+    let value = sqlx::query_scalar(query)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    value
 }
