@@ -337,19 +337,18 @@ pub(super) async fn list(
                 .shipments_page(&filter)
                 .await
                 .map_err(storage_problem)?;
-            // The page ends at the last of `limit` rows read, one that cannot be read (logged
-            // and left out) included: such a row neither ends the listing nor is served twice.
-            let end = page
-                .ids
-                .get(query.limit as usize)
-                .and(page.ids.get(query.limit as usize - 1));
+            // Another page follows when one row more than `limit` was read; this one then ends
+            // at the `limit`th row read, one that cannot be read (logged and left out)
+            // included: such a row neither ends the listing nor is served twice.
+            let limit = query.limit as usize;
+            let end = (page.ids.len() > limit).then(|| page.ids[limit - 1]);
             let shipments: Vec<ShipmentView> = page
                 .rows
                 .iter()
-                .filter(|row| end.is_none_or(|&end| row.id <= end))
+                .filter(|row| end.is_none_or(|end| row.id <= end))
                 .map(|row| view(row, caller))
                 .collect();
-            let next_cursor = end.map(|&end| body::encode_cursor(end));
+            let next_cursor = end.map(body::encode_cursor);
             Ok(json_answer(
                 StatusCode::OK,
                 &json!({ "shipments": shipments, "next_cursor": next_cursor }),
