@@ -188,6 +188,13 @@ async fn recheck_revives_fixed_rows_and_says_why_the_others_stay_invalid() {
     .await;
     let dhl = app.shipment(&orders[1]);
     assert_eq!(dhl["shipment"]["active"], false, "{dhl}");
+    // Its row keeps the reason of this recheck, not the one before.
+    assert!(
+        dhl["shipment"]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("configured providers are taobao, tb2")),
+        "{dhl}"
+    );
     // An invalid order can still be removed.
     app.cli_ok(&["remove", &orders[1]]);
     assert_eq!(app.shipments().len(), 2);
