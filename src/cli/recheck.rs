@@ -10,7 +10,7 @@ use crate::daemon::{build_providers, upstream_client};
 use crate::dispatch::pollable::{self, Rechecked, Seen};
 use crate::storage::{Db, Invalid, StorageError};
 
-use super::print::print_json;
+use super::print::JsonArray;
 use super::{Global, Reported, database_path, term};
 
 /// One shipment's line in `--json`.
@@ -44,25 +44,24 @@ pub(super) async fn recheck(
     let providers = build_providers(&config, &upstream_client(&config.http)?);
     let db = Db::open_existing(&database_path(global, Some(&config))?, config.synchronous).await?;
     let now = SystemClock.now();
-    let mut lines = Vec::new();
+    let mut out = Out::new(json, all_invalid);
     let mut missing = 0;
     if all_invalid {
-        for (seen, rechecked) in
-            pollable::recheck_invalid(&db, &providers, Invalid::All, now).await?
-        {
-            lines.push(match seen {
+        pollable::recheck_invalid(&db, &providers, Invalid::All, now, |seen, rechecked| {
+            out.push(match seen {
                 Seen::Order(order_id) => line(Some(order_id), None, rechecked),
                 Seen::Unreadable(id) => line(None, Some(id), rechecked),
-            });
-        }
+            })
+        })
+        .await?;
     } else {
         for order_id in orders {
             match pollable::recheck_order(&db, &providers, order_id, now).await {
-                Ok(rechecked) => lines.push(line(Some(order_id.clone()), None, rechecked)),
+                Ok(rechecked) => out.push(line(Some(order_id.clone()), None, rechecked)),
                 Err(e @ StorageError::NoSuchOrder(_)) => {
                     missing += 1;
                     eprintln!("error: {}", term(&e.to_string()));
-                    lines.push(Line {
+                    out.push(Line {
                         order_id: Some(order_id.clone()),
                         shipment_id: None,
                         result: "not_found",
@@ -77,15 +76,83 @@ pub(super) async fn recheck(
         }
     }
     db.close().await;
-    if json {
-        print_json(&lines)?;
-    } else {
-        print_lines(&lines, all_invalid);
-    }
+    out.finish()?;
     if missing > 0 {
         return Err(Reported.into());
     }
     Ok(())
+}
+
+/// Where the lines go, each as it comes (a recheck of every invalid shipment may see a million):
+/// elements of one JSON array, or a line of text each and, after `--all-invalid`, the counts.
+enum Out {
+    Json {
+        array: JsonArray<std::io::BufWriter<std::io::Stdout>>,
+        /// The first failure to write, returned by [`Out::finish`].
+        failed: Option<anyhow::Error>,
+    },
+    Text {
+        all_invalid: bool,
+        seen: usize,
+        revived: usize,
+    },
+}
+
+impl Out {
+    fn new(json: bool, all_invalid: bool) -> Out {
+        if json {
+            Out::Json {
+                array: JsonArray::stdout(),
+                failed: None,
+            }
+        } else {
+            Out::Text {
+                all_invalid,
+                seen: 0,
+                revived: 0,
+            }
+        }
+    }
+
+    fn push(&mut self, line: Line) {
+        match self {
+            Out::Json { array, failed } => {
+                if failed.is_none()
+                    && let Err(e) = array.push(&line)
+                {
+                    *failed = Some(e);
+                }
+            }
+            Out::Text { seen, revived, .. } => {
+                *seen += 1;
+                *revived += usize::from(line.result == "revived");
+                print_line(&line);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Out::Json { array, failed } => {
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                array.finish()?;
+            }
+            Out::Text {
+                all_invalid: true,
+                seen: 0,
+                ..
+            } => println!("no invalid shipments"),
+            Out::Text {
+                all_invalid: true,
+                seen,
+                revived,
+            } => println!("{revived} revived, {} still invalid", seen - revived),
+            Out::Text { .. } => {}
+        }
+        Ok(())
+    }
 }
 
 fn line(order_id: Option<String>, shipment_id: Option<i64>, rechecked: Rechecked) -> Line {
@@ -102,29 +169,19 @@ fn line(order_id: Option<String>, shipment_id: Option<i64>, rechecked: Rechecked
     }
 }
 
-fn print_lines(lines: &[Line], all_invalid: bool) {
-    if all_invalid && lines.is_empty() {
-        println!("no invalid shipments");
-        return;
-    }
-    for line in lines {
-        let who = match (&line.order_id, line.shipment_id) {
-            (Some(order_id), _) => format!("order {}", term(order_id)),
-            (None, Some(id)) => format!("shipment #{id}"),
-            (None, None) => continue,
-        };
-        match (line.result, &line.reason) {
-            ("revived", _) => println!("{who}: revived"),
-            ("still_invalid", Some(reason)) => {
-                println!("{who}: still invalid: {}", term(reason))
-            }
-            ("not_invalid", _) => println!("{who}: not invalid; nothing to do"),
-            // Said on stderr as it happened.
-            _ => {}
+fn print_line(line: &Line) {
+    let who = match (&line.order_id, line.shipment_id) {
+        (Some(order_id), _) => format!("order {}", term(order_id)),
+        (None, Some(id)) => format!("shipment #{id}"),
+        (None, None) => return,
+    };
+    match (line.result, &line.reason) {
+        ("revived", _) => println!("{who}: revived"),
+        ("still_invalid", Some(reason)) => {
+            println!("{who}: still invalid: {}", term(reason))
         }
-    }
-    if all_invalid {
-        let revived = lines.iter().filter(|l| l.result == "revived").count();
-        println!("{revived} revived, {} still invalid", lines.len() - revived);
+        ("not_invalid", _) => println!("{who}: not invalid; nothing to do"),
+        // Said on stderr as it happened.
+        _ => {}
     }
 }

@@ -142,14 +142,16 @@ pub enum Seen {
     Unreadable(i64),
 }
 
-/// Rechecks the invalid shipments `which` picks, in batches, reviving those that are now fine.
+/// Rechecks the invalid shipments `which` picks, in batches, reviving those that are now fine,
+/// and hands each one to `each` as its batch is committed: what is kept of them is the caller's
+/// (a mass recheck of a million holds one batch).
 pub async fn recheck_invalid(
     db: &Db,
     providers: &Providers,
     which: Invalid<'_>,
     now: Millis,
-) -> Result<Vec<(Seen, Rechecked)>, StorageError> {
-    let mut seen = Vec::new();
+    mut each: impl FnMut(Seen, Rechecked),
+) -> Result<(), StorageError> {
     let mut after = 0;
     loop {
         let batch = db
@@ -161,20 +163,14 @@ pub async fn recheck_invalid(
             .map(|(row, _)| row.id)
             .chain(batch.unreadable.iter().map(|(id, _)| *id))
             .fold(after, i64::max);
-        seen.extend(
-            batch
-                .rechecked
-                .into_iter()
-                .map(|(row, write)| (Seen::Order(row.order_id), write.into())),
-        );
-        seen.extend(
-            batch
-                .unreadable
-                .into_iter()
-                .map(|(id, reason)| (Seen::Unreadable(id), Rechecked::StillInvalid(reason))),
-        );
+        for (row, write) in batch.rechecked {
+            each(Seen::Order(row.order_id), write.into());
+        }
+        for (id, reason) in batch.unreadable {
+            each(Seen::Unreadable(id), Rechecked::StillInvalid(reason));
+        }
         if batch.read < BATCH as usize {
-            return Ok(seen);
+            return Ok(());
         }
     }
 }
@@ -187,15 +183,22 @@ pub async fn revive_known_providers(
     now: Millis,
 ) -> Result<usize, StorageError> {
     let names: Vec<String> = providers.keys().cloned().collect();
-    let seen = recheck_invalid(db, providers, Invalid::UnknownProviderIn(&names), now).await?;
-    let revived = seen
-        .iter()
-        .filter(|(_, r)| *r == Rechecked::Revived)
-        .count();
-    if !seen.is_empty() {
+    let (mut seen, mut revived) = (0, 0);
+    recheck_invalid(
+        db,
+        providers,
+        Invalid::UnknownProviderIn(&names),
+        now,
+        |_, rechecked| {
+            seen += 1;
+            revived += usize::from(rechecked == Rechecked::Revived);
+        },
+    )
+    .await?;
+    if seen > 0 {
         info!(
             revived,
-            still_invalid = seen.len() - revived,
+            still_invalid = seen - revived,
             "rechecked the shipments flagged for a provider the config now defines: {revived} revived"
         );
     }
