@@ -29,10 +29,8 @@ impl Db {
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
         let row = decode_shipment(row)?;
         let write = decide(&row);
-        let decided = [(row, write)];
-        write_rechecks(&mut tx, &decided, now).await?;
+        write_rechecks(&mut tx, &[(row.id, &write)], now).await?;
         tx.commit().await?;
-        let [(row, write)] = decided;
         Ok((row, write))
     }
 
@@ -47,7 +45,7 @@ impl Db {
         after: i64,
         limit: i64,
         now: Millis,
-        mut decide: impl FnMut(&ShipmentRow) -> RecheckWrite,
+        decide: impl FnMut(&ShipmentRow) -> RecheckWrite,
     ) -> Result<RecheckBatch> {
         let lite = on_postgres!(self, pg => pg.recheck_invalid(which, after, limit, now, decide));
         let providers = match which {
@@ -72,14 +70,12 @@ impl Db {
         .await?;
         let read = rows.len();
         let (rows, unreadable) = decode_shipments(rows);
-        let rechecked: Vec<(ShipmentRow, RecheckWrite)> = rows
-            .into_iter()
-            .map(|row| {
-                let write = decide(&row);
-                (row, write)
-            })
+        let rechecked = decide_each(rows, decide);
+        let writes: Vec<(i64, &RecheckWrite)> = rechecked
+            .iter()
+            .map(|(row, write)| (row.id, write))
             .collect();
-        write_rechecks(&mut tx, &rechecked, now).await?;
+        write_rechecks(&mut tx, &writes, now).await?;
         tx.commit().await?;
         Ok(RecheckBatch {
             read,
@@ -144,24 +140,46 @@ pub struct RecheckBatch {
     pub unreadable: Vec<(i64, String)>,
 }
 
-/// Writes a batch's decisions in two statements, the revived and the still invalid, whatever
-/// its size: a statement a shipment took 122 µs each (300,000 revived in 36.6 s).
-async fn write_rechecks(
-    conn: &mut SqliteConnection,
-    writes: &[(ShipmentRow, RecheckWrite)],
-    now: Millis,
-) -> Result<()> {
+/// Each row with what `decide` says of it.
+pub(super) fn decide_each(
+    rows: Vec<ShipmentRow>,
+    mut decide: impl FnMut(&ShipmentRow) -> RecheckWrite,
+) -> Vec<(ShipmentRow, RecheckWrite)> {
+    rows.into_iter()
+        .map(|row| {
+            let write = decide(&row);
+            (row, write)
+        })
+        .collect()
+}
+
+/// What a batch's decisions write, on both engines: the ids revived, and each one still
+/// invalid with its new reason and kind.
+pub(super) fn to_write<'a>(
+    writes: &[(i64, &'a RecheckWrite)],
+) -> (Vec<i64>, Vec<(i64, &'a str, &'static str)>) {
     let mut revive = Vec::new();
     let mut still = Vec::new();
-    for (row, write) in writes {
+    for &(id, write) in writes {
         match write {
-            RecheckWrite::Revive => revive.push(row.id),
+            RecheckWrite::Revive => revive.push(id),
             RecheckWrite::StillInvalid { kind, reason } => {
-                still.push((row.id, reason.as_str(), kind.as_str()));
+                still.push((id, reason.as_str(), kind.as_str()));
             }
             RecheckWrite::Leave => {}
         }
     }
+    (revive, still)
+}
+
+/// Writes a batch's decisions in two statements, the revived and the still invalid, whatever
+/// its size: a statement a shipment took 122 µs each (300,000 revived in 36.6 s).
+async fn write_rechecks(
+    conn: &mut SqliteConnection,
+    writes: &[(i64, &RecheckWrite)],
+    now: Millis,
+) -> Result<()> {
+    let (revive, still) = to_write(writes);
     if !revive.is_empty() {
         sqlx::query(
             "UPDATE shipments SET active = 1, error = NULL, invalid_kind = NULL, \

@@ -4,6 +4,7 @@ use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::shipments::decode_pg_shipment;
 use super::*;
+use crate::storage::recheck::{decide_each, to_write};
 
 impl Pg {
     pub async fn recheck_order(
@@ -33,7 +34,7 @@ impl Pg {
         after: i64,
         limit: i64,
         now: Millis,
-        mut decide: impl FnMut(&ShipmentRow) -> RecheckWrite,
+        decide: impl FnMut(&ShipmentRow) -> RecheckWrite,
     ) -> Result<RecheckBatch> {
         let providers: Option<Vec<String>> = match which {
             Invalid::All => None,
@@ -55,13 +56,7 @@ impl Pg {
         .await?;
         let read = rows.len();
         let (rows, unreadable) = decode_shipments(rows);
-        let rechecked: Vec<(ShipmentRow, RecheckWrite)> = rows
-            .into_iter()
-            .map(|row| {
-                let write = decide(&row);
-                (row, write)
-            })
-            .collect();
+        let rechecked = decide_each(rows, decide);
         let writes: Vec<(i64, &RecheckWrite)> = rechecked
             .iter()
             .map(|(row, write)| (row.id, write))
@@ -83,19 +78,10 @@ async fn write_rechecks(
     writes: &[(i64, &RecheckWrite)],
     now: Millis,
 ) -> Result<()> {
-    let mut revive = Vec::new();
-    let (mut still, mut reasons, mut kinds) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, write) in writes {
-        match write {
-            RecheckWrite::Revive => revive.push(*id),
-            RecheckWrite::StillInvalid { kind, reason } => {
-                still.push(*id);
-                reasons.push(reason.clone());
-                kinds.push(kind.as_str().to_owned());
-            }
-            RecheckWrite::Leave => {}
-        }
-    }
+    let (revive, still_invalid) = to_write(writes);
+    let still: Vec<i64> = still_invalid.iter().map(|(id, ..)| *id).collect();
+    let reasons: Vec<&str> = still_invalid.iter().map(|(_, reason, _)| *reason).collect();
+    let kinds: Vec<&str> = still_invalid.iter().map(|(.., kind)| *kind).collect();
     if !revive.is_empty() {
         sqlx::query(
             "UPDATE shipments SET active = 1, error = NULL, invalid_kind = NULL, \
