@@ -29,7 +29,7 @@ impl Db {
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
         let row = decode_shipment(row)?;
         let write = decide(&row);
-        write_rechecks(&mut tx, &[(row.id, &write)], now).await?;
+        write_rechecks(&mut tx, [(row.id, &write)], now).await?;
         tx.commit().await?;
         Ok((row, write))
     }
@@ -71,11 +71,8 @@ impl Db {
         let read = rows.len();
         let (rows, unreadable) = decode_shipments(rows);
         let rechecked = decide_each(rows, decide);
-        let writes: Vec<(i64, &RecheckWrite)> = rechecked
-            .iter()
-            .map(|(row, write)| (row.id, write))
-            .collect();
-        write_rechecks(&mut tx, &writes, now).await?;
+        let writes = rechecked.iter().map(|(row, write)| (row.id, write));
+        write_rechecks(&mut tx, writes, now).await?;
         tx.commit().await?;
         Ok(RecheckBatch {
             read,
@@ -156,11 +153,11 @@ pub(super) fn decide_each(
 /// What a batch's decisions write, on both engines: the ids revived, and each one still
 /// invalid with its new reason and kind.
 pub(super) fn to_write<'a>(
-    writes: &[(i64, &'a RecheckWrite)],
+    writes: impl IntoIterator<Item = (i64, &'a RecheckWrite)>,
 ) -> (Vec<i64>, Vec<(i64, &'a str, &'static str)>) {
     let mut revive = Vec::new();
     let mut still = Vec::new();
-    for &(id, write) in writes {
+    for (id, write) in writes {
         match write {
             RecheckWrite::Revive => revive.push(id),
             RecheckWrite::StillInvalid { kind, reason } => {
@@ -174,9 +171,9 @@ pub(super) fn to_write<'a>(
 
 /// Writes a batch's decisions in two statements, the revived and the still invalid, whatever
 /// its size: a statement a shipment took 122 µs each (300,000 revived in 36.6 s).
-async fn write_rechecks(
+async fn write_rechecks<'a>(
     conn: &mut SqliteConnection,
-    writes: &[(i64, &RecheckWrite)],
+    writes: impl IntoIterator<Item = (i64, &'a RecheckWrite)>,
     now: Millis,
 ) -> Result<()> {
     let (revive, still) = to_write(writes);

@@ -23,7 +23,7 @@ impl Pg {
         .ok_or_else(|| StorageError::NoSuchOrder(order_id.to_owned()))?;
         let row = decode_pg_shipment(row)?;
         let write = decide(&row);
-        write_rechecks(&mut tx, &[(row.id, &write)], now).await?;
+        write_rechecks(&mut tx, [(row.id, &write)], now).await?;
         tx.commit().await?;
         Ok((row, write))
     }
@@ -57,11 +57,8 @@ impl Pg {
         let read = rows.len();
         let (rows, unreadable) = decode_shipments(rows);
         let rechecked = decide_each(rows, decide);
-        let writes: Vec<(i64, &RecheckWrite)> = rechecked
-            .iter()
-            .map(|(row, write)| (row.id, write))
-            .collect();
-        write_rechecks(&mut tx, &writes, now).await?;
+        let writes = rechecked.iter().map(|(row, write)| (row.id, write));
+        write_rechecks(&mut tx, writes, now).await?;
         tx.commit().await?;
         Ok(RecheckBatch {
             read,
@@ -73,9 +70,9 @@ impl Pg {
 
 /// What rechecks decided, written in two statements whatever their number: the revived rows
 /// due at `now`, the others' new reasons.
-async fn write_rechecks(
+async fn write_rechecks<'a>(
     conn: &mut PgConnection,
-    writes: &[(i64, &RecheckWrite)],
+    writes: impl IntoIterator<Item = (i64, &'a RecheckWrite)>,
     now: Millis,
 ) -> Result<()> {
     let (revive, still_invalid) = to_write(writes);
