@@ -25,11 +25,38 @@ pub(super) fn shipment_notifications_sql() -> String {
 
 /// The notifications after the one numbered `?1`, in one state (`?2`) or in any, at most `?3`.
 /// A bare `n.id > ?1` (never `?1 IS NULL OR …`): SQLite starts each page at its cursor in the
-/// table instead of reading every row before it.
-pub(super) fn notifications_page_sql() -> String {
+/// table instead of reading every row before it. The dead ones (`dead`) are read from their own
+/// index (migration 0019) rather than by reading the whole outbox for the few there are: the
+/// state is then written into the statement, since SQLite uses a partial index only for a WHERE
+/// that holds its condition as written (sqlite.org/partialindex.html). The other states stay a
+/// parameter, read along the table in its order: an index on one of them would be read whole
+/// and sorted for each page.
+pub(super) fn notifications_page_sql(dead: bool) -> String {
+    let state = if dead {
+        "n.state = 'dead' AND n.state = ?2"
+    } else {
+        "(?2 IS NULL OR n.state = ?2)"
+    };
     format!(
         "SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
-         WHERE n.id > ?1 AND (?2 IS NULL OR n.state = ?2) ORDER BY n.id LIMIT ?3"
+         WHERE n.id > ?1 AND {state} ORDER BY n.id LIMIT ?3"
+    )
+}
+
+/// [`Db::requeue`]'s statement: the notifications named in `?2` (a JSON array) when `named`,
+/// else every dead one, read from the dead index (migration 0019). Two statements rather than
+/// one with `?2 IS NULL OR …`, which read every row of the outbox (0.5 s at three million).
+pub(super) fn requeue_sql(named: bool) -> String {
+    let which = if named {
+        "id IN (SELECT value FROM json_each(?2)) \
+         AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))"
+    } else {
+        "state = 'dead' AND ?2 IS NULL"
+    };
+    format!(
+        "UPDATE notifications SET state = 'pending', attempts = 0, cut_short = 0, \
+             attempt_started = 0, next_attempt_at = ?1, lease_until = NULL \
+         WHERE {which} RETURNING id"
     )
 }
 
@@ -372,13 +399,15 @@ impl Db {
     ) -> Result<Vec<NotificationRow>> {
         let lite = on_postgres!(self, pg => pg.notifications_page(state, after, limit));
         Ok(
-            sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(notifications_page_sql()))
-                .bind(after.unwrap_or(i64::MIN))
-                .bind(state)
-                // A negative LIMIT is no limit in SQLite.
-                .bind(limit.map_or(-1, i64::from))
-                .fetch_all(&lite.read)
-                .await?,
+            sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(notifications_page_sql(
+                state == Some("dead"),
+            )))
+            .bind(after.unwrap_or(i64::MIN))
+            .bind(state)
+            // A negative LIMIT is no limit in SQLite.
+            .bind(limit.map_or(-1, i64::from))
+            .fetch_all(&lite.read)
+            .await?,
         )
     }
 
@@ -387,19 +416,13 @@ impl Db {
     #[instrument(skip_all)]
     pub async fn requeue(&self, ids: Option<&[i64]>, now: Millis) -> Result<Vec<i64>> {
         let lite = on_postgres!(self, pg => pg.requeue(ids, now));
-        let ids = ids.map(|ids| serde_json::to_string(ids).expect("ids serialise"));
-        Ok(sqlx::query_scalar::<_, i64>(
-            "UPDATE notifications SET state = 'pending', attempts = 0, cut_short = 0, \
-                 attempt_started = 0, next_attempt_at = ?1, lease_until = NULL \
-             WHERE (?2 IS NULL AND state = 'dead') \
-                OR (?2 IS NOT NULL AND id IN (SELECT value FROM json_each(?2)) \
-                    AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))) \
-             RETURNING id",
-        )
-        .bind(now)
-        .bind(ids)
-        .fetch_all(&lite.write)
-        .await?)
+        let requeue = sqlx::query_scalar::<_, i64>(AssertSqlSafe(requeue_sql(ids.is_some())))
+            .bind(now)
+            .bind(ids.map(|ids| serde_json::to_string(ids).expect("ids serialise")));
+        let mut requeued = requeue.fetch_all(&lite.write).await?;
+        // RETURNING promises no order; they are printed by id.
+        requeued.sort_unstable();
+        Ok(requeued)
     }
 }
 

@@ -474,4 +474,17 @@ async fn long_listings_go_a_page_at_a_time_and_print_every_row_once(engine: Engi
         .map(|n| n["state"].as_str().unwrap())
         .collect();
     assert_eq!(shown, ["sent", "dead"]);
+
+    // `retry --dead` requeues those and no other.
+    let out = app.cli_ok(&["retry", "--dead"]);
+    assert!(
+        out.contains(&format!("requeued {} notification(s)", shipments / 100)),
+        "{out}"
+    );
+    let pending = ids(&app.json(&["outbox", "--state", "pending", "--json"]));
+    assert!(pending == ids(&dead), "{pending:?}");
+    assert!(
+        app.json(&["outbox", "--state", "dead", "--json"])
+            .is_empty()
+    );
 }

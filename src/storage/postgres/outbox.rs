@@ -201,10 +201,16 @@ impl Pg {
         after: Option<i64>,
         limit: Option<u32>,
     ) -> Result<Vec<NotificationRow>> {
+        // As on SQLite (`notifications_page_sql`): the dead ones from their own index.
+        let state_is = if state == Some("dead") {
+            "n.state = 'dead' AND n.state = $2"
+        } else {
+            "($2::TEXT IS NULL OR n.state = $2)"
+        };
         Ok(sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(format!(
             "SELECT {NOTIFICATION_COLUMNS} \
              FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
-             WHERE n.id > $1 AND ($2::TEXT IS NULL OR n.state = $2) ORDER BY n.id LIMIT $3"
+             WHERE n.id > $1 AND {state_is} ORDER BY n.id LIMIT $3"
         )))
         .bind(after.unwrap_or(i64::MIN))
         .bind(state)
@@ -215,19 +221,21 @@ impl Pg {
     }
 
     pub async fn requeue(&self, ids: Option<&[i64]>, now: Millis) -> Result<Vec<i64>> {
-        let mut requeued = sqlx::query_scalar::<_, i64>(
+        // As on SQLite (`requeue_sql`): every dead one from the dead index, or the ones named.
+        let which = if ids.is_some() {
+            "id = ANY($2) AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))"
+        } else {
+            "state = 'dead' AND $2::BIGINT[] IS NULL"
+        };
+        let requeue = sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
             "UPDATE notifications SET state = 'pending', attempts = 0, cut_short = 0, \
                  attempt_started = 0, next_attempt_at = $1, lease_until = NULL \
-             WHERE ($2::BIGINT[] IS NULL AND state = 'dead') \
-                OR ($2::BIGINT[] IS NOT NULL AND id = ANY($2) \
-                    AND (state = 'dead' OR (state = 'pending' AND lease_until IS NULL))) \
-             RETURNING id",
-        )
+             WHERE {which} RETURNING id"
+        )))
         .bind(now)
-        .bind(ids)
-        .fetch_all(self.pool())
-        .await?;
-        // RETURNING keeps no order; SQLite's answer comes by id.
+        .bind(ids);
+        let mut requeued = requeue.fetch_all(self.pool()).await?;
+        // RETURNING promises no order; they are printed by id.
         requeued.sort_unstable();
         Ok(requeued)
     }
