@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::postgres::Pg;
+use super::postgres::{Pg, Schema};
 use super::{Db, Engine, Lite, Location, LockError, Result, StorageError, Synchronous};
 
 /// The migrations this binary brings; a database that lacks some is older than the binary.
@@ -172,15 +172,15 @@ impl Db {
     pub async fn open(at: impl Into<Location>, synchronous: Synchronous) -> Result<Db> {
         match at.into() {
             Location::Sqlite(path) => Db::open_file(&path, synchronous).await,
-            location @ Location::Postgres(_) => Db::open_postgres(&location, true).await,
+            location @ Location::Postgres(_) => Db::open_postgres(&location, Schema::Migrate).await,
         }
     }
 
-    async fn open_postgres(location: &Location, migrate: bool) -> Result<Db> {
+    async fn open_postgres(location: &Location, schema: Schema) -> Result<Db> {
         let Location::Postgres(url) = location else {
             unreachable!("only called with a PostgreSQL location")
         };
-        let pg = Pg::connect(url, &location.to_string(), migrate).await?;
+        let pg = Pg::connect(url, &location.to_string(), schema).await?;
         Ok(Db::from_engine(Engine::Postgres(pg)))
     }
 
@@ -257,15 +257,18 @@ impl Db {
     }
 
     /// [`Db::open`] for the commands that change rows already there (`remove`, `retry`,
-    /// `set-tier`, `poll --apply`): a missing database is refused, not created empty. On
-    /// PostgreSQL, a database without shipwatch's tables counts as missing.
+    /// `set-tier`, `poll --apply`): a missing database is refused, not created empty; an older
+    /// one is brought up to date. On PostgreSQL, a database without shipwatch's tables counts as
+    /// missing.
     pub async fn open_existing(at: impl Into<Location>, synchronous: Synchronous) -> Result<Db> {
         match at.into() {
             Location::Sqlite(path) => {
                 require_file(&path)?;
                 Db::open_file(&path, synchronous).await
             }
-            location @ Location::Postgres(_) => Db::open_postgres(&location, false).await,
+            location @ Location::Postgres(_) => {
+                Db::open_postgres(&location, Schema::MigrateExisting).await
+            }
         }
     }
 
@@ -283,7 +286,9 @@ impl Db {
     pub async fn open_read_only(at: impl Into<Location>) -> Result<Db> {
         let path = match at.into() {
             Location::Sqlite(path) => path,
-            location @ Location::Postgres(_) => return Db::open_postgres(&location, false).await,
+            location @ Location::Postgres(_) => {
+                return Db::open_postgres(&location, Schema::AsItIs).await;
+            }
         };
         keep_statement_journals_in_memory();
         let path = path.as_path();

@@ -7,8 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
 use crate::support::immutable::Immutable;
+use crate::support::on_both_engines;
+use crate::support::postgres::PgDatabase;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -127,42 +129,99 @@ async fn reading_commands_work_on_a_database_and_folder_nobody_may_write() {
     assert!(!listed.contains("8400000000000000003"), "{listed}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_with_an_older_schema_is_not_upgraded_by_a_reading_command() {
-    let app = TestApp::start().await;
+on_both_engines!(an_older_schema_is_upgraded_by_a_command_that_writes_and_never_by_one_that_reads);
+
+/// A database made by the version before this one (its newest migration undone) is refused by
+/// the commands that only read, which migrate nothing, with a line that says what upgrades it;
+/// and a command that changes rows (`retry`) does upgrade it, on PostgreSQL as on SQLite.
+async fn an_older_schema_is_upgraded_by_a_command_that_writes_and_never_by_one_that_reads(
+    engine: Engine,
+) {
+    let app = TestApp::start_on(engine).await;
     app.cli_ok(&["add", "8400000000000000005"]);
-    // As a database made before the newest migration: its row is gone.
-    app.sql(
-        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
-    )
+    // As a database made before the newest migration (0019 on SQLite, 0009 on PostgreSQL).
+    let newest = match engine {
+        Engine::Sqlite => 19,
+        Engine::Postgres => 9,
+    };
+    app.sql(&format!(
+        "DELETE FROM _sqlx_migrations WHERE version = {newest}; DROP INDEX notifications_dead"
+    ))
     .await
     .unwrap();
-    let count = || async {
-        let url = format!("sqlite://{}?mode=ro", app.db.display());
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-            .await
-            .unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        n
-    };
-    let before = count().await;
+    let applied = || app.sql_count("SELECT count(*) FROM _sqlx_migrations");
+    let before = applied().await.unwrap();
+    let older = format!("(schema {before} of {})", before + 1);
     for args in [vec!["list"], vec!["stats"], vec!["outbox"]] {
         let out = app.cli(&args);
         assert!(!out.status.success(), "{args:?}");
         let stderr = stderr_of(&out);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
-            stderr.starts_with(&format!(
-                "error: database {} was made by an older shipwatch",
-                app.db.display()
-            )) && stderr.contains("`shipwatch run` or any command that writes"),
+            stderr.starts_with("error: database ")
+                && stderr.contains(&format!("was made by an older shipwatch {older}"))
+                && stderr.contains("`shipwatch run` or any command that writes upgrades it"),
             "{stderr}"
         );
     }
-    assert_eq!(count().await, before, "a reading command migrates nothing");
+    assert_eq!(
+        applied().await,
+        Ok(before),
+        "a reading command migrates nothing"
+    );
+
+    let out = app.cli_ok(&["retry", "--dead"]);
+    assert!(out.contains("requeued 0 notification(s)"), "{out}");
+    assert_eq!(applied().await, Ok(before + 1), "retry upgrades it");
+    let indexes = app
+        .sql_count(match engine {
+            Engine::Sqlite => {
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'notifications_dead'"
+            }
+            Engine::Postgres => {
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'notifications_dead'"
+            }
+        })
+        .await;
+    assert_eq!(indexes, Ok(1));
+    assert!(app.cli_ok(&["list"]).contains("8400000000000000005"));
+}
+
+/// On PostgreSQL a database without shipwatch's tables is a missing one to the commands that
+/// change rows already there, as a missing file is on SQLite: refused in one line, and no table
+/// is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_without_tables_is_refused_and_left_empty() {
+    let app = TestApp::start().await;
+    let empty = PgDatabase::create().await;
+    for args in [
+        vec!["list"],
+        vec!["remove", "8400000000000000001"],
+        vec!["retry", "1"],
+        vec!["set-tier", "8400000000000000001", "high"],
+    ] {
+        let mut with_db = vec!["--db", empty.url.as_str()];
+        with_db.extend(&args);
+        let out = app.cli(&with_db);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = stderr_of(&out);
+        assert!(
+            stderr.starts_with("error: no database at postgres://")
+                && stderr.ends_with("; `shipwatch run` or `add` creates it\n")
+                && stderr.lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&empty.url)
+        .await
+        .unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "a table was created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

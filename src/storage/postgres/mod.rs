@@ -43,10 +43,23 @@ const MAX_CONNECTIONS: u32 = 8;
 /// A pooled connection idle for less than this is handed out without a test.
 const RECENTLY_USED: Duration = Duration::from_secs(1);
 
+/// What opening does with the schema it finds, as on SQLite for each kind of command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Schema {
+    /// Create the tables, or bring them up to date (`run`, `add`, `import`, `copy`'s target).
+    Migrate,
+    /// Bring existing tables up to date; a database without them is refused as missing (the
+    /// commands that change rows already there: `remove`, `retry`, `set-tier`, …).
+    MigrateExisting,
+    /// Use them as they are; missing or older tables are refused (the commands that only read).
+    AsItIs,
+}
+
 impl Pg {
-    /// Connects to the server at `url` and, when `migrate`, brings its schema up to date;
-    /// otherwise a schema older than the binary is [`StorageError::Outdated`].
-    pub(super) async fn connect(url: &str, shown: &str, migrate: bool) -> Result<Pg> {
+    /// Connects to the server at `url` and does with its schema what `schema` says: a database
+    /// without shipwatch's tables is [`StorageError::Missing`] and, to a command that only reads,
+    /// one older than the binary is [`StorageError::Outdated`].
+    pub(super) async fn connect(url: &str, shown: &str, schema: Schema) -> Result<Pg> {
         let open_err = |source| StorageError::Open {
             path: shown.to_owned(),
             source,
@@ -72,7 +85,33 @@ impl Pg {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        if migrate {
+        if schema != Schema::Migrate {
+            let (have, want) = match Pg::schema_version(&pool).await {
+                Ok(version) => version,
+                Err(e) => {
+                    pool.close().await;
+                    return Err(open_err(e));
+                }
+            };
+            let refused = if have == 0 {
+                Some(StorageError::Missing {
+                    path: shown.to_owned(),
+                })
+            } else if have < want && schema == Schema::AsItIs {
+                Some(StorageError::Outdated {
+                    path: shown.to_owned(),
+                    have,
+                    want,
+                })
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
+                pool.close().await;
+                return Err(refused);
+            }
+        }
+        if schema != Schema::AsItIs {
             // The migrator takes PostgreSQL's advisory lock, so that daemons starting together
             // migrate one after the other.
             if let Err(source) = POSTGRES_MIGRATOR.run(&pool).await {
@@ -82,43 +121,29 @@ impl Pg {
                     source,
                 });
             }
-        } else {
-            let applied: Vec<i64> =
-                match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                    .fetch_all(&pool)
-                    .await
-                {
-                    Ok(applied) => applied,
-                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        pool.close().await;
-                        return Err(open_err(e));
-                    }
-                };
-            let wanted: Vec<i64> = POSTGRES_MIGRATOR
-                .iter()
-                .filter(|m| !m.migration_type.is_down_migration())
-                .map(|m| m.version)
-                .collect();
-            let have = wanted.iter().filter(|v| applied.contains(v)).count();
-            if have < wanted.len() {
-                pool.close().await;
-                return Err(if have == 0 {
-                    StorageError::Missing {
-                        path: shown.to_owned(),
-                    }
-                } else {
-                    StorageError::Outdated {
-                        path: shown.to_owned(),
-                        have,
-                        want: wanted.len(),
-                    }
-                });
-            }
         }
         Ok(Pg { pool })
+    }
+
+    /// How many of the binary's migrations the database has applied, and how many there are.
+    async fn schema_version(pool: &PgPool) -> Result<(usize, usize), sqlx::Error> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(pool)
+                .await
+            {
+                Ok(applied) => applied,
+                // No such table: nothing applied.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+                Err(e) => return Err(e),
+            };
+        let wanted: Vec<i64> = POSTGRES_MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        let have = wanted.iter().filter(|v| applied.contains(v)).count();
+        Ok((have, wanted.len()))
     }
 
     pub(super) async fn close(&self) {
