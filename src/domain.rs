@@ -388,6 +388,17 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    /// Every kind, in the order the schema's CHECK lists them.
+    pub const ALL: [ChannelKind; 7] = [
+        ChannelKind::Webhook,
+        ChannelKind::Email,
+        ChannelKind::Sms,
+        ChannelKind::Dingtalk,
+        ChannelKind::Wecom,
+        ChannelKind::Feishu,
+        ChannelKind::Wechat,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Webhook => "webhook",
@@ -435,12 +446,14 @@ mod tests {
 
     #[test]
     fn channel_names_round_trip_and_an_unknown_one_lists_the_known() {
-        for name in [
+        let names = [
             "webhook", "email", "sms", "dingtalk", "wecom", "feishu", "wechat",
-        ] {
+        ];
+        for name in names {
             let kind: ChannelKind = name.parse().expect(name);
             assert_eq!(kind.as_str(), name);
         }
+        assert_eq!(ChannelKind::ALL.map(ChannelKind::as_str), names);
         let err = "telegram".parse::<ChannelKind>().unwrap_err();
         assert_eq!(err, UnknownChannel("telegram".to_owned()));
         assert_eq!(

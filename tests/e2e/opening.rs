@@ -139,7 +139,7 @@ async fn an_older_schema_is_upgraded_by_a_command_that_writes_and_never_by_one_t
 ) {
     let app = TestApp::start_on(engine).await;
     app.cli_ok(&["add", "8400000000000000005"]);
-    // As a database made before the newest migration (0019 on SQLite, 0009 on PostgreSQL).
+    // As a database made before migration 0019 (0009 on PostgreSQL), the dead index.
     let newest = match engine {
         Engine::Sqlite => 19,
         Engine::Postgres => 9,

@@ -256,7 +256,7 @@ async fn the_status_line_counts_the_polled_the_due_and_the_pending_on_both_engin
 
 /// Shipments in three tier and status pairs, and notifications in each of the four states, a
 /// different number in each (1 pending, 2 sent, 3 dead, 4 skipped) so that a state counted as
-/// another shows.
+/// another shows, on two channels by turns.
 fn gauge_seed() -> Vec<String> {
     let mut seed: Vec<String> = [
         ("g1", "high", "in_transit", 1),
@@ -278,19 +278,24 @@ fn gauge_seed() -> Vec<String> {
     for (count, state) in states {
         for _ in 0..count {
             transition += 1;
+            let channel = if transition % 2 == 0 {
+                "email"
+            } else {
+                "webhook"
+            };
             seed.push(format!(
                 "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
                  previous_status, status, payload, state, next_attempt_at, created_at) \
                  VALUES ('n{transition}', (SELECT id FROM shipments WHERE order_id = 'g4'), \
-                 {transition}, 'webhook', 'in_transit', 'delivered', '{{}}', '{state}', 1, 1)"
+                 {transition}, '{channel}', 'in_transit', 'delivered', '{{}}', '{state}', 1, 1)"
             ));
         }
     }
     seed
 }
 
-/// The `/metrics` gauges, counted from indexes (migration 0018), count every state of the outbox
-/// and every tier and status pair the same on both engines.
+/// The `/metrics` gauges and `stats`, counted from indexes (migrations 0018 to 0020), count every
+/// state of the outbox and every tier and status pair the same on both engines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gauges_count_each_outbox_state_and_each_tier_and_status_on_both_engines() {
     let seed = gauge_seed();
@@ -313,6 +318,48 @@ async fn the_gauges_count_each_outbox_state_and_each_tier_and_status_on_both_eng
         ]
         .map(|(tier, status, n)| (tier.to_owned(), status.to_owned(), n));
         assert_eq!(shipments, expected, "{engine}");
+
+        let stats = db.stats(NOW).await.unwrap();
+        let notifications: Vec<(&str, &str, i64)> = stats
+            .notifications
+            .iter()
+            .map(|n| (n.channel.as_str(), n.state.as_str(), n.count))
+            .collect();
+        assert_eq!(
+            notifications,
+            [
+                ("email", "dead", 2),
+                ("email", "sent", 1),
+                ("email", "skipped", 2),
+                ("webhook", "dead", 1),
+                ("webhook", "pending", 1),
+                ("webhook", "sent", 1),
+                ("webhook", "skipped", 2),
+            ],
+            "{engine}"
+        );
+        let shipments: Vec<(&str, &str, &str, bool, i64)> = stats
+            .shipments
+            .iter()
+            .map(|s| {
+                (
+                    s.provider.as_str(),
+                    s.tier.as_str(),
+                    s.status.as_str(),
+                    s.active,
+                    s.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shipments,
+            [
+                ("taobao", "high", "in_transit", true, 2),
+                ("taobao", "low", "exception", true, 1),
+                ("taobao", "normal", "delivered", false, 1),
+            ],
+            "{engine}"
+        );
     }
     lite.close().await;
     postgres.close().await;

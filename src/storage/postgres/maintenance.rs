@@ -183,11 +183,10 @@ impl Pg {
 
     pub async fn prune(&self, cutoff: Millis) -> Result<Pruned> {
         let mut tx = self.begin().await?;
-        let notifications = sqlx::query(
-            // `created_at < $1` as on SQLite (`PRUNE_NOTIFICATIONS`): a range of the done index.
-            "DELETE FROM notifications WHERE state IN ('sent', 'skipped') \
-             AND created_at < $1 AND coalesce(sent_at, created_at) < $1",
-        )
+        // As on SQLite: ranges of the done index.
+        let notifications = sqlx::query(AssertSqlSafe(
+            crate::storage::maintenance::prune_notifications_sql("$1"),
+        ))
         .bind(cutoff)
         .execute(&mut *tx)
         .await?

@@ -1,7 +1,7 @@
 //! PostgreSQL: the operations of `storage/ops.rs`.
 
 use sqlx::Connection;
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::*;
 
@@ -187,10 +187,9 @@ impl Pg {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let notifications = sqlx::query_as::<_, NotificationCount>(
-            "SELECT channel, state, count(*) AS count FROM notifications \
-             GROUP BY channel, state ORDER BY channel COLLATE \"C\", state COLLATE \"C\"",
-        )
+        let notifications = sqlx::query_as::<_, NotificationCount>(AssertSqlSafe(
+            crate::storage::ops::stats_notifications_sql(" COLLATE \"C\""),
+        ))
         .fetch_all(&mut *tx)
         .await?;
         let (due_now, oldest_due) = sqlx::query_as::<_, (i64, Option<Millis>)>(
