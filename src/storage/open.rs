@@ -16,9 +16,20 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The PostgreSQL schema (issue 17), beside SQLite's: the same tables, columns, keys, indexes and
 /// rules (`migrations/postgres/`, which `sqlx::migrate!` does not read as part of `./migrations`:
-/// it takes the files of a folder, not its subfolders). Nothing opens PostgreSQL yet; the tests
-/// check that the two schemas agree.
+/// it takes the files of a folder, not its subfolders). `Pg::connect` applies it; the tests check
+/// that the two schemas agree.
 pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How many of `migrator`'s migrations are among the versions `applied`, and how many it has.
+pub(super) fn schema_of(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> (usize, usize) {
+    let wanted: Vec<i64> = migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    let have = wanted.iter().filter(|v| applied.contains(v)).count();
+    (have, wanted.len())
+}
 
 /// How large a statement journal may grow in memory before SQLite moves it to a temporary file:
 /// never (a negative size), it stays in memory.
@@ -348,18 +359,13 @@ impl Db {
                 return Err(open_err(e));
             }
         };
-        let wanted: Vec<i64> = MIGRATOR
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-            .map(|m| m.version)
-            .collect();
-        let have = wanted.iter().filter(|v| applied.contains(v)).count();
-        if have < wanted.len() {
+        let (have, want) = schema_of(&MIGRATOR, &applied);
+        if have < want {
             pool.close().await;
             return Err(StorageError::Outdated {
                 path: shown.to_owned(),
                 have,
-                want: wanted.len(),
+                want,
             });
         }
         Ok(pool)

@@ -137,13 +137,10 @@ impl Pg {
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
                 Err(e) => return Err(e),
             };
-        let wanted: Vec<i64> = POSTGRES_MIGRATOR
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-            .map(|m| m.version)
-            .collect();
-        let have = wanted.iter().filter(|v| applied.contains(v)).count();
-        Ok((have, wanted.len()))
+        Ok(crate::storage::open::schema_of(
+            &POSTGRES_MIGRATOR,
+            &applied,
+        ))
     }
 
     pub(super) async fn close(&self) {
