@@ -45,12 +45,31 @@ pub(super) async fn copy(global: &Global, to: &Location) -> Result<()> {
     })
     .await;
     source.close().await;
-    target.close().await;
-    let copied = done?;
+    let copied = match done {
+        Ok(copied) => copied,
+        Err(e) => {
+            target.close().await;
+            return Err(e.into());
+        }
+    };
     let sampled: usize = copied.iter().map(|c| c.sampled).sum();
     println!(
         "checked: every table holds as many rows on both sides, and {sampled} sampled rows are equal column by column"
     );
+    // The copy is committed: a failure here loses nothing, and autovacuum does the same later.
+    let started = std::time::Instant::now();
+    match target.settle_after_copy().await {
+        Ok(true) => println!(
+            "vacuumed and analyzed in {:.1} s: PostgreSQL has statistics of every table",
+            started.elapsed().as_secs_f64()
+        ),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "warning: the copy is whole, but VACUUM (ANALYZE) failed: {}; PostgreSQL's autovacuum will do it within minutes",
+            term(&e.to_string())
+        ),
+    }
+    target.close().await;
     // A source whose daemon was killed, not stopped, may have left receipts of deliveries its
     // receivers accepted, not yet marked sent: the copy marks them, or its daemon would send
     // them again. The source and its receipts stay as they are.

@@ -13,7 +13,7 @@ use std::fmt;
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Postgres, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, Sqlite, Transaction};
 
 use super::rules::broken_rule;
 use super::{Db, Engine, StorageError};
@@ -554,6 +554,27 @@ impl Db {
             Engine::Sqlite(lite) => Side::Lite(lite.begin_write().await?),
             Engine::Postgres(pg) => Side::Pg(pg.begin().await?),
         })
+    }
+
+    /// After a copy into PostgreSQL, `VACUUM (ANALYZE)` of each table it wrote, so that the first
+    /// daemon starts on a database PostgreSQL knows: planner statistics for the tables
+    /// (PostgreSQL's own advice after a bulk load: "Run ANALYZE Afterwards",
+    /// postgresql.org/docs/current/populate.html), and a visibility map that lets the counts be
+    /// read from indexes alone. Until autovacuum gets to the new rows (a minute or so later), a
+    /// `/metrics` scrape's counts took 3.2 s instead of 0.2–0.4 s at three million
+    /// notifications, and `stats` 2.0 s instead of 0.5 s; this takes 2.2 s at that size. Nothing
+    /// to do on SQLite, whose plans use no statistics. `Ok(false)` when there was nothing to do.
+    pub async fn settle_after_copy(&self) -> Result<bool, CopyError> {
+        let Engine::Postgres(pg) = &self.engine else {
+            return Ok(false);
+        };
+        for table in TABLES {
+            // VACUUM cannot run inside a transaction: each on a pooled connection by itself.
+            sqlx::raw_sql(AssertSqlSafe(format!("VACUUM (ANALYZE) {}", table.name)))
+                .execute(pg.pool())
+                .await?;
+        }
+        Ok(true)
     }
 }
 
