@@ -131,36 +131,40 @@ async fn reading_commands_work_on_a_database_and_folder_nobody_may_write() {
 
 on_both_engines!(an_older_schema_is_upgraded_by_a_command_that_writes_and_never_by_one_that_reads);
 
-/// A database made by the version before this one (its newest migration undone) is refused by
-/// the commands that only read, which migrate nothing, with a line that says what upgrades it;
-/// and a command that changes rows (`retry`) does upgrade it, on PostgreSQL as on SQLite.
+/// A database made by an older version (migration 0019 undone: its row and its index) is refused
+/// by the commands that only read, which migrate nothing, with a line that says what upgrades
+/// it; and a command that changes rows (`retry`) does upgrade it, on PostgreSQL as on SQLite.
 async fn an_older_schema_is_upgraded_by_a_command_that_writes_and_never_by_one_that_reads(
     engine: Engine,
 ) {
     let app = TestApp::start_on(engine).await;
     app.cli_ok(&["add", "8400000000000000005"]);
     // As a database made before migration 0019 (0009 on PostgreSQL), the dead index.
-    let newest = match engine {
+    let undone = match engine {
         Engine::Sqlite => 19,
         Engine::Postgres => 9,
     };
     app.sql(&format!(
-        "DELETE FROM _sqlx_migrations WHERE version = {newest}; DROP INDEX notifications_dead"
+        "DELETE FROM _sqlx_migrations WHERE version = {undone}; DROP INDEX notifications_dead"
     ))
     .await
     .unwrap();
     let applied = || app.sql_count("SELECT count(*) FROM _sqlx_migrations");
     let before = applied().await.unwrap();
     let older = format!("(schema {before} of {})", before + 1);
+    let shown = match &app.pg {
+        Some(pg) => pg.url.clone(),
+        None => app.db.display().to_string(),
+    };
     for args in [vec!["list"], vec!["stats"], vec!["outbox"]] {
         let out = app.cli(&args);
         assert!(!out.status.success(), "{args:?}");
         let stderr = stderr_of(&out);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
-            stderr.starts_with("error: database ")
-                && stderr.contains(&format!("was made by an older shipwatch {older}"))
-                && stderr.contains("`shipwatch run` or any command that writes upgrades it"),
+            stderr.starts_with(&format!(
+                "error: database {shown} was made by an older shipwatch {older}"
+            )) && stderr.contains("`shipwatch run` or any command that writes upgrades it"),
             "{stderr}"
         );
     }
