@@ -15,10 +15,7 @@ use crate::domain::ChannelKind;
 /// cursor opened but never read, so the cursors opened alone would not say it.
 #[tokio::test]
 async fn the_gauges_are_counted_from_indexes_not_by_reading_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("gauges.db"), Synchronous::Normal)
-        .await
-        .unwrap();
+    let (_dir, db) = empty_db().await;
     let read = &db.lite().read;
     let tables: Vec<i64> = sqlx::query_scalar(
         "SELECT rootpage FROM sqlite_schema \
@@ -63,6 +60,16 @@ async fn the_gauges_are_counted_from_indexes_not_by_reading_rows() {
     db.close().await;
 }
 
+/// A database made by the migrations with no rows, and the folder that holds it (kept while the
+/// test runs).
+async fn empty_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("plans.db"), Synchronous::Normal)
+        .await
+        .unwrap();
+    (dir, db)
+}
+
 /// The index each step of `statement`'s plan reads the outbox by, with what it searches for
 /// (`notifications_done (state=?)`); a step that reads the table itself is given whole.
 async fn outbox_indexes_read(db: &Db, statement: &str) -> Vec<String> {
@@ -93,10 +100,7 @@ async fn query_plan(db: &Db, statement: &str) -> Vec<String> {
 /// days, 0.12–0.13 s by the range).
 #[tokio::test]
 async fn the_prune_reads_the_delivered_notifications_only_up_to_its_cutoff() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("prune.db"), Synchronous::Normal)
-        .await
-        .unwrap();
+    let (_dir, db) = empty_db().await;
     let plan = query_plan(&db, &maintenance::prune_notifications_sql("?1")).await;
     assert_eq!(
         plan,
@@ -155,10 +159,7 @@ async fn the_prune_reads_the_delivered_notifications_only_up_to_its_cutoff() {
 /// either table (2.1 s at a million shipments and three million notifications; 0.5 s).
 #[tokio::test]
 async fn stats_counts_from_indexes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("stats.db"), Synchronous::Normal)
-        .await
-        .unwrap();
+    let (_dir, db) = empty_db().await;
     assert_eq!(
         query_plan(&db, ops::STATS_SHIPMENTS).await,
         [
@@ -184,10 +185,7 @@ async fn stats_counts_from_indexes() {
 /// notifications 0.85 s).
 #[tokio::test]
 async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("plans.db"), Synchronous::Normal)
-        .await
-        .unwrap();
+    let (_dir, db) = empty_db().await;
     assert_eq!(
         query_plan(&db, &shipments::shipments_page_sql()).await,
         ["SEARCH shipments USING INTEGER PRIMARY KEY (rowid>?)"]
