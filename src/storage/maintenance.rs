@@ -93,9 +93,36 @@ pub enum Sweep {
     NeverSeen,
 }
 
-/// How many shipments one statement of `prune` clears the digests of: a few MiB of pages at most
-/// for its statement journal.
-const PRUNE_SLICE: i64 = 5_000;
+/// How many shipments' events one transaction of `prune` deletes: a few MiB of pages at most for
+/// its statement journal, and a short hold of the writer.
+pub(super) const PRUNE_SLICE: i64 = 1_000;
+
+/// Up to `limit` shipments whose events are left to prune (see migration
+/// `0021_prune_index.sql`): ended before `cutoff`, with a digest, which the prune clears as it
+/// deletes their events. Both are parameters (`?1`, `?2` on SQLite). Written to be read from the
+/// index of such shipments alone, so that a night reads those that ended since the last one, not
+/// every shipment ever finished: the condition is spelt as in the index, as SQLite requires to
+/// use a partial index, and SQLite is told the index by name (its planner would take the status
+/// index and read every finished shipment).
+pub(super) fn left_to_prune_sql(cutoff: &str, limit: &str) -> String {
+    format!(
+        "WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \
+           AND events_digest IS NOT NULL \
+           AND coalesce(status_changed_at, last_event_at, created_at) < {cutoff} \
+         LIMIT {limit}"
+    )
+}
+
+/// Clears the digests of a slice of the shipments left to prune (`?1` the cutoff, `?2` the
+/// slice), and returns their ids, for their events to be deleted with it.
+pub(super) fn clear_left_to_prune_sql() -> String {
+    format!(
+        "UPDATE shipments SET events_digest = NULL WHERE id IN ( \
+             SELECT id FROM shipments INDEXED BY shipments_prunable {}) \
+         RETURNING id",
+        left_to_prune_sql("?1", "?2")
+    )
+}
 
 impl Db {
     /// Moves every shipment `which` picks to `write`, queuing the outbox rows `announce` gives
@@ -270,54 +297,43 @@ impl Db {
         Ok(alerted)
     }
 
-    /// Deletes the notifications delivered (or skipped) before `cutoff`, and the event history
-    /// of the shipments that ended (delivered, returned, expired) before it, in one transaction.
+    /// Deletes the notifications delivered (or skipped) before `cutoff`, then the event history
+    /// of the shipments that ended (delivered, returned, expired) before it, and their digests,
+    /// [`PRUNE_SLICE`] shipments a transaction.
     #[instrument(skip_all)]
     pub async fn prune(&self, cutoff: Millis) -> Result<Pruned> {
         let lite = on_postgres!(self, pg => pg.prune(cutoff));
-        let mut tx = lite.begin_write().await?;
         let notifications = sqlx::query(AssertSqlSafe(prune_notifications_sql("?1")))
             .bind(cutoff)
+            .execute(&lite.write)
+            .await?
+            .rows_affected();
+        // A slice of shipments a transaction. Their digests go with their events (were one of
+        // them polled again, its events are written anew), which also takes them out of the
+        // index of those left to prune, so the next slice reads on from there. Each statement's
+        // journal (kept in memory, see `STATEMENT_JOURNAL_IN_MEMORY`) holds a slice's pages, and
+        // the writer is free between slices.
+        let mut events = 0;
+        loop {
+            let mut tx = lite.begin_write().await?;
+            let cleared: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(clear_left_to_prune_sql()))
+                .bind(cutoff)
+                .bind(PRUNE_SLICE)
+                .fetch_all(&mut *tx)
+                .await?;
+            let ids = serde_json::to_string(&cleared).expect("plain integers");
+            events += sqlx::query(
+                "DELETE FROM events WHERE shipment_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(ids)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let events = sqlx::query(
-            "DELETE FROM events WHERE shipment_id IN (SELECT id FROM shipments \
-                 WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \
-                   AND coalesce(status_changed_at, last_event_at, created_at) < ?)",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Their digests go with them: were one of them polled again, its events are written anew.
-        // A slice of rows at a time, in the order of their ids: each statement's journal (kept in
-        // memory, see `STATEMENT_JOURNAL_IN_MEMORY`) holds the pages of a slice, not of every
-        // row cleared, and the slices together read the table once (`+status` keeps SQLite on
-        // the ids' order, where a slice stops at its limit: by the status index, every slice
-        // would read and sort every finished shipment after it).
-        let mut after = i64::MIN;
-        loop {
-            let cleared: Vec<i64> = sqlx::query_scalar(
-                "UPDATE shipments SET events_digest = NULL WHERE id IN ( \
-                     SELECT id FROM shipments WHERE id > ?2 \
-                       AND active = 0 AND +status IN ('delivered', 'returned', 'expired') \
-                       AND coalesce(status_changed_at, last_event_at, created_at) < ?1 \
-                       AND events_digest IS NOT NULL \
-                     ORDER BY id LIMIT ?3) \
-                 RETURNING id",
-            )
-            .bind(cutoff)
-            .bind(after)
-            .bind(PRUNE_SLICE)
-            .fetch_all(&mut *tx)
-            .await?;
-            match cleared.iter().max() {
-                Some(&last) if cleared.len() as i64 == PRUNE_SLICE => after = last,
-                _ => break,
+            tx.commit().await?;
+            if (cleared.len() as i64) < PRUNE_SLICE {
+                break;
             }
         }
-        tx.commit().await?;
         Ok(Pruned {
             notifications,
             events,

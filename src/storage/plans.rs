@@ -155,6 +155,72 @@ async fn the_prune_reads_the_delivered_notifications_only_up_to_its_cutoff() {
     db.close().await;
 }
 
+/// The nightly prune of events reads the shipments left to prune on the index of those alone,
+/// from its start to the cutoff, not every shipment ever finished: at 700,000 shipments finished
+/// and pruned already, each night read them all again. It goes a slice at a time, and every
+/// slice leaves the index as its events go.
+#[tokio::test]
+async fn the_prune_of_events_reads_only_the_shipments_left_to_prune() {
+    let (_dir, db) = empty_db().await;
+    let plan = query_plan(&db, &maintenance::clear_left_to_prune_sql()).await;
+    assert!(
+        plan.iter()
+            .any(|step| step == "SEARCH shipments USING INDEX shipments_prunable (<expr><?)"),
+        "{plan:?}"
+    );
+    assert!(
+        !plan.iter().any(|step| step.starts_with("SCAN")),
+        "{plan:?}"
+    );
+    // More than a slice ended long ago, one lately, and one was pruned already.
+    let write = &db.lite().write;
+    let day = 86_400_000;
+    let now = 1_800_000_000_000_i64;
+    let old = maintenance::PRUNE_SLICE * 5 / 2;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+         INSERT INTO shipments (order_id, provider, status, active, transitions, created_at, \
+             status_changed_at, events_digest) \
+         SELECT 'old-' || i, 'sim', 'delivered', 0, 1, ?2, ?2, i FROM n",
+    )
+    .bind(old)
+    .bind(now - 100 * day)
+    .execute(write)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO shipments (order_id, provider, status, active, transitions, created_at, \
+             status_changed_at, events_digest) \
+         VALUES ('lately', 'sim', 'returned', 0, 1, ?1, ?1, 7), \
+                ('pruned', 'sim', 'expired', 0, 1, ?2, ?2, NULL); \
+         INSERT INTO events (shipment_id, time, description) \
+         SELECT id, created_at + n, 'scan' FROM shipments, (SELECT 1 AS n UNION SELECT 2) \
+         WHERE order_id <> 'pruned'",
+    )
+    .bind(now - day)
+    .bind(now - 200 * day)
+    .execute(write)
+    .await
+    .unwrap();
+    let pruned = db.prune(now - 90 * day).await.unwrap();
+    assert_eq!(pruned.events, 2 * old as u64);
+    let left: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT order_id, (SELECT count(*) FROM events WHERE shipment_id = shipments.id), \
+             events_digest \
+         FROM shipments WHERE order_id NOT LIKE 'old-%' OR events_digest IS NOT NULL \
+             OR id IN (SELECT shipment_id FROM events) ORDER BY order_id",
+    )
+    .fetch_all(write)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        [("lately".into(), 2, Some(7)), ("pruned".into(), 0, None)]
+    );
+    assert_eq!(db.prune(now - 90 * day).await.unwrap().events, 0);
+    db.close().await;
+}
+
 /// `stats` counts shipments and notifications from indexes, never by grouping every row of
 /// either table (2.1 s at a million shipments and three million notifications; 0.5 s).
 #[tokio::test]

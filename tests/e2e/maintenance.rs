@@ -13,8 +13,9 @@ use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::storage::{Db, NewShipment};
 use sqlx::SqlitePool;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
+use crate::support::on_both_engines;
 
 const T0: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
@@ -343,6 +344,11 @@ async fn pruning_removes_old_delivered_history_and_keeps_what_needs_attention() 
             .await
             .unwrap();
     }
+    // As a poll writes events: with the digest of their trace.
+    sqlx::query("UPDATE shipments SET events_digest = id")
+        .execute(&f.sql)
+        .await
+        .unwrap();
     for (transition, state, sent_at) in [
         (1, "sent", Some(T0 + DAY)),
         (2, "skipped", None),
@@ -379,10 +385,15 @@ async fn pruning_removes_old_delivered_history_and_keeps_what_needs_attention() 
     assert_eq!(states, ["dead", "pending", "sent"]);
     assert!(f.db.events(done).await.unwrap().is_empty());
     assert_eq!(f.db.events(live).await.unwrap().len(), 1);
-    // The shipment itself stays: it belongs to the shop.
+    // The shipment itself stays: it belongs to the shop. Its digest goes with its events.
+    let done_row = f.db.shipment("done").await.unwrap();
     assert_eq!(
-        f.db.shipment("done").await.unwrap().status,
-        Status::Delivered
+        (done_row.status, done_row.events_digest),
+        (Status::Delivered, None)
+    );
+    assert_eq!(
+        f.db.shipment("live").await.unwrap().events_digest,
+        Some(live)
     );
 }
 
@@ -467,22 +478,17 @@ async fn a_prune_of_a_busy_months_history_goes_through() {
         .start()
         .await;
     app.create_database();
-    // 12,000 parcels delivered a year ago, each row about 1 KiB, with their webhooks sent then:
+    // 3,000 parcels delivered a year ago, each row about 5 KiB, with their webhooks sent then:
     // past the 90 days kept, the prune clears each row's event digest under the table's
-    // typed-update trigger (a statement that may abort, and so is journaled), 5,000 rows and
-    // about 5 MiB of pages a statement. One more row, put in by another program, has an id near
-    // the top of the range: the prune goes by the rows there are, not by every id there could be.
+    // typed-update trigger (a statement that may abort, and so is journaled), 1,000 rows and
+    // about 5 MiB of pages a statement.
     let year_ago = chrono::Utc::now().timestamp_millis() - 365 * DAY;
     app.sql(&format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) \
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
          INSERT INTO shipments (order_id, provider, carrier, tier, status, active, transitions, \
              next_poll_at, created_at, status_changed_at, events_digest) \
-         SELECT 'old-' || i, 'taobao', printf('%.900c', 'x'), 'normal', 'delivered', 0, 1, \
+         SELECT 'old-' || i, 'taobao', printf('%.5000c', 'x'), 'normal', 'delivered', 0, 1, \
              {year_ago}, {year_ago}, {year_ago}, i FROM n; \
-         INSERT INTO shipments (id, order_id, provider, tier, status, active, transitions, \
-             next_poll_at, created_at, status_changed_at, events_digest) \
-         VALUES (9000000000000000000, 'far', 'taobao', 'normal', 'delivered', 0, 1, \
-             {year_ago}, {year_ago}, {year_ago}, 7); \
          INSERT INTO notifications (public_id, shipment_id, transition, channel, \
              previous_status, status, payload, state, attempts, next_attempt_at, created_at, \
              sent_at) \
@@ -494,7 +500,7 @@ async fn a_prune_of_a_busy_months_history_goes_through() {
     .unwrap();
     let left = "SELECT (SELECT count(*) FROM notifications) \
                 + (SELECT count(*) FROM shipments WHERE events_digest IS NOT NULL)";
-    assert_eq!(app.sql_count(left).await.unwrap(), 2 * 12_001);
+    assert_eq!(app.sql_count(left).await.unwrap(), 2 * 3_000);
 
     let daemon = app.spawn_daemon();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -507,4 +513,89 @@ async fn a_prune_of_a_busy_months_history_goes_through() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!daemon.log().contains("disk is full"), "{}", daemon.log());
+}
+
+on_both_engines!(events_kept_before_digests_are_pruned_after_the_upgrade);
+
+/// The prune finds the shipments whose events are left to delete by their digest (migration
+/// 0021), and events written before shipments kept a digest (migration 0016) have none. The
+/// upgrade marks every shipment that has events with a digest no trace has: the events of one
+/// that ended long ago then go at the next prune, those of one that ended lately stay, and a
+/// shipment without events is left unmarked.
+async fn events_kept_before_digests_are_pruned_after_the_upgrade(engine: Engine) {
+    let app = TestApp::builder()
+        .engine(engine)
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .section("[maintenance.schedules]\nprune = \"* * * * * *\"\n")
+        .start()
+        .await;
+    // Long ago, lately, still on its way, and long ago without events.
+    let orders = [
+        "8400000000000000001",
+        "8400000000000000002",
+        "8400000000000000003",
+        "8400000000000000004",
+    ];
+    for order in orders {
+        app.cli_ok(&["add", order]);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let (year_ago, yesterday) = (now - 365 * DAY, now - DAY);
+    let undone = match engine {
+        Engine::Sqlite => 21,
+        Engine::Postgres => 11,
+    };
+    app.sql(&format!(
+        "UPDATE shipments SET status = 'delivered', active = 0, transitions = 1, \
+             status_changed_at = {year_ago} WHERE order_id IN ('{0}', '{3}'); \
+         UPDATE shipments SET status = 'delivered', active = 0, transitions = 1, \
+             status_changed_at = {yesterday} WHERE order_id = '{1}'; \
+         UPDATE shipments SET status = 'in_transit', transitions = 1, \
+             next_poll_at = {yesterday} + 2 * {DAY} WHERE order_id = '{2}'; \
+         INSERT INTO events (shipment_id, time, description) \
+             SELECT id, {year_ago} + n, 'scan ' || n FROM shipments, \
+                 (SELECT 1 AS n UNION ALL SELECT 2) AS two \
+             WHERE order_id IN ('{0}', '{1}', '{2}'); \
+         UPDATE shipments SET events_digest = NULL; \
+         DELETE FROM _sqlx_migrations WHERE version = {undone}; DROP INDEX shipments_prunable",
+        orders[0], orders[1], orders[2], orders[3]
+    ))
+    .await
+    .unwrap();
+    let digests =
+        || app.sql_column::<Option<i64>>("SELECT events_digest FROM shipments ORDER BY order_id");
+    assert_eq!(digests().await.unwrap(), [None; 4]);
+
+    // A command that writes upgrades the database.
+    app.cli_ok(&["retry", "--dead"]);
+    assert_eq!(
+        digests().await.unwrap(),
+        [Some(-1), Some(-1), Some(-1), None]
+    );
+
+    let daemon = app.spawn_daemon();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while events_of(&app, orders[0]).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the year-old events are still there after 30 s of prunes; the daemon's log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(events_of(&app, orders[1]).await, 2, "ended yesterday: kept");
+    assert_eq!(events_of(&app, orders[2]).await, 2, "on its way: kept");
+    let after = digests().await.unwrap();
+    assert_eq!((after[0], after[1], after[3]), (None, Some(-1), None));
+}
+
+/// How many events of the order `order_id` the database holds.
+async fn events_of(app: &TestApp, order_id: &str) -> i64 {
+    app.sql_count(&format!(
+        "SELECT count(*) FROM events JOIN shipments ON shipments.id = shipment_id \
+         WHERE order_id = '{order_id}'"
+    ))
+    .await
+    .unwrap()
 }

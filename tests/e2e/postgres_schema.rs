@@ -104,12 +104,14 @@ async fn sqlite_schema(conn: &mut SqliteConnection) -> Schema {
         .unwrap();
         for index in indexes {
             let name: String = index.get("name");
-            let columns: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM pragma_index_info(?) ORDER BY seqno")
-                    .bind(&name)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .unwrap();
+            let columns: Vec<String> = sqlx::query_scalar(
+                "SELECT coalesce(name, '(expression)') FROM pragma_index_info(?) \
+                     ORDER BY seqno",
+            )
+            .bind(&name)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
             if index.get::<String, _>("origin") == "u" {
                 schema.unique.insert((table.clone(), columns));
             } else {
@@ -192,8 +194,10 @@ async fn postgres_schema(conn: &mut PgConnection) -> Schema {
     let indexes = sqlx::query(
         "SELECT i.relname::text AS name, t.relname::text AS table, ix.indisunique AS uniq, \
            ix.indpred IS NOT NULL AS partial, \
-           ARRAY(SELECT a.attname::text FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
-                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum ORDER BY k.ord) AS columns \
+           ARRAY(SELECT coalesce(a.attname::text, '(expression)') \
+                 FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+                 ORDER BY k.ord) AS columns \
          FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid JOIN pg_class t ON t.oid = ix.indrelid \
          WHERE t.relnamespace = 'public'::regnamespace AND t.relname <> '_sqlx_migrations' \
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid)",

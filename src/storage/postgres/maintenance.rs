@@ -181,36 +181,39 @@ impl Pg {
             .collect())
     }
 
+    /// As on SQLite: the notifications by ranges of the done index, then the events of the
+    /// shipments left to prune, a slice a transaction, found on the index of such shipments.
     pub async fn prune(&self, cutoff: Millis) -> Result<Pruned> {
-        let mut tx = self.begin().await?;
-        // As on SQLite: ranges of the done index.
         let notifications = sqlx::query(AssertSqlSafe(
             crate::storage::maintenance::prune_notifications_sql("$1"),
         ))
         .bind(cutoff)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?
         .rows_affected();
-        let events = sqlx::query(
-            "DELETE FROM events WHERE shipment_id IN (SELECT id FROM shipments \
-                 WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \
-                   AND coalesce(status_changed_at, last_event_at, created_at) < $1)",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Their digests go with them: were one of them polled again, its events are written anew.
-        sqlx::query(
-            "UPDATE shipments SET events_digest = NULL \
-             WHERE active = 0 AND status IN ('delivered', 'returned', 'expired') \
-               AND coalesce(status_changed_at, last_event_at, created_at) < $1 \
-               AND events_digest IS NOT NULL",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let slice = crate::storage::maintenance::PRUNE_SLICE;
+        let mut events = 0;
+        loop {
+            let mut tx = self.begin().await?;
+            let cleared: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "UPDATE shipments SET events_digest = NULL \
+                 WHERE id IN (SELECT id FROM shipments {}) RETURNING id",
+                crate::storage::maintenance::left_to_prune_sql("$1", "$2")
+            )))
+            .bind(cutoff)
+            .bind(slice)
+            .fetch_all(&mut *tx)
+            .await?;
+            events += sqlx::query("DELETE FROM events WHERE shipment_id = ANY($1)")
+                .bind(&cleared)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            if (cleared.len() as i64) < slice {
+                break;
+            }
+        }
         Ok(Pruned {
             notifications,
             events,
