@@ -78,9 +78,9 @@ struct StuckRow {
 }
 
 /// The shipments a sweep picks: `?1` is the cutoff.
-const QUIET_FOR_GOOD: &str = "active = 1 AND status NOT IN ('returned', 'delivered', 'expired') \
+pub(super) const QUIET_FOR_GOOD: &str = "active = 1 AND status NOT IN ('returned', 'delivered', 'expired') \
      AND coalesce(last_event_at, created_at) < ?1";
-const NEVER_SEEN: &str =
+pub(super) const NEVER_SEEN: &str =
     "active = 1 AND status = 'pending' AND transitions = 0 AND created_at < ?1";
 
 /// Which shipments a sweep takes, given its cutoff.
@@ -147,8 +147,73 @@ impl Db {
     }
 }
 
-/// Moves every shipment `select` picks (`?1` is the cutoff, `?2` now, `?3` the limit) to
-/// `write` and queues its notifications, in one transaction.
+/// Which reading of a sweep's or alert's shipments a statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// The search, on a reader.
+    Search,
+    /// The second reading, under the write lock, of the shipments the search found (`?4`, their
+    /// ids as a JSON array), each by its id: `NOT INDEXED` keeps SQLite off the status index,
+    /// which it would otherwise take for a status the condition names, and leaves it the
+    /// lookups by id.
+    Found,
+}
+
+impl Reading {
+    /// The table as the statement's FROM names it, and what its WHERE adds.
+    fn table_and_condition(self) -> (&'static str, &'static str) {
+        match self {
+            Reading::Search => ("shipments", ""),
+            Reading::Found => (
+                "shipments NOT INDEXED",
+                "AND id IN (SELECT value FROM json_each(?4))",
+            ),
+        }
+    }
+}
+
+/// The `columns` of the shipments a sweep takes: those `select` picks (`?1` is the cutoff), not
+/// in a poll at `?2` (their claim), in the order of their ids, at most `?3`.
+pub(super) fn sweep_sql(select: &str, columns: &str, reading: Reading) -> String {
+    let (table, among) = reading.table_and_condition();
+    format!(
+        "SELECT {columns} FROM {table} WHERE {select} \
+           AND (claimed_until IS NULL OR claimed_until <= ?2) {among} ORDER BY id LIMIT ?3"
+    )
+}
+
+/// The `columns` of the stuck shipments: active, in a status of the JSON array `?1`, quiet
+/// since before `?2` and not yet alerted for that stall, at most `?3` in the order of their ids.
+pub(super) fn stuck_sql(columns: &str, reading: Reading) -> String {
+    let (table, among) = reading.table_and_condition();
+    format!(
+        "SELECT {columns} FROM (SELECT *, \
+             coalesce(last_event_at, status_changed_at, created_at) AS quiet_since \
+             FROM {table}) \
+         WHERE active = 1 AND status IN (SELECT value FROM json_each(?1)) AND quiet_since < ?2 \
+           AND (stuck_alerted_for IS NULL OR stuck_alerted_for <> quiet_since) {among} \
+         ORDER BY id LIMIT ?3"
+    )
+}
+
+/// The write transaction of a sweep or alert whose shipments were `found` on a reader, or none
+/// when none were. The search reads on a reader, so that a run with nothing to do (most runs)
+/// never takes the writer: at a million shipments the search of the quiet ones or of the stuck
+/// ones reads the whole table (0.3 s), and the writer held meanwhile kept every poll's write
+/// waiting. Each one found is then taken only if it still qualifies, read again under the lock
+/// by its id.
+async fn begin_if_found(
+    lite: &Lite,
+    found: &[i64],
+) -> Result<Option<sqlx::Transaction<'static, sqlx::Sqlite>>> {
+    if found.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(lite.begin_write().await?))
+}
+
+/// Moves every shipment `select` picks (see [`sweep_sql`]) to `write` and queues its
+/// notifications, in one transaction.
 async fn sweep(
     lite: &Lite,
     select: &str,
@@ -158,14 +223,25 @@ async fn sweep(
     write: SweepWrite<'_>,
     mut announce: impl FnMut(&ShipmentRow, i64) -> Vec<OutboxRow>,
 ) -> Result<Vec<ShipmentRow>> {
-    let mut tx = lite.begin_write().await?;
-    let rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(format!(
-        "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE {select} \
-             AND (claimed_until IS NULL OR claimed_until <= ?2) ORDER BY id LIMIT ?3"
+    let found: Vec<i64> =
+        sqlx::query_scalar(AssertSqlSafe(sweep_sql(select, "id", Reading::Search)))
+            .bind(cutoff)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&lite.read)
+            .await?;
+    let Some(mut tx) = begin_if_found(lite, &found).await? else {
+        return Ok(Vec::new());
+    };
+    let rows = sqlx::query_as::<_, ShipmentRow>(AssertSqlSafe(sweep_sql(
+        select,
+        &SHIPMENT_COLUMNS.to_string(),
+        Reading::Found,
     )))
     .bind(cutoff)
     .bind(now)
     .bind(limit)
+    .bind(serde_json::to_string(&found).expect("plain integers"))
     .fetch_all(&mut *tx)
     .await?;
     let stop_polling = write.stop_polling;
@@ -264,20 +340,25 @@ impl Db {
     ) -> Result<Vec<String>> {
         let lite =
             on_postgres!(self, pg => pg.alert_stuck_shipments(moving, quiet_before, limit, alert));
-        let mut tx = lite.begin_write().await?;
         let moving: Vec<&str> = moving.iter().map(|s| s.as_str()).collect();
         let moving = serde_json::to_string(&moving).expect("plain strings");
-        let rows = sqlx::query_as::<_, StuckRow>(AssertSqlSafe(format!(
-            "SELECT {SHIPMENT_COLUMNS}, quiet_since, stalls FROM (SELECT *, \
-                 coalesce(last_event_at, status_changed_at, created_at) AS quiet_since \
-                 FROM shipments) \
-             WHERE active = 1 AND status IN (SELECT value FROM json_each(?1)) AND quiet_since < ?2 \
-               AND (stuck_alerted_for IS NULL OR stuck_alerted_for <> quiet_since) \
-             ORDER BY id LIMIT ?3"
+        let found: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(stuck_sql("id", Reading::Search)))
+            .bind(&moving)
+            .bind(quiet_before)
+            .bind(limit)
+            .fetch_all(&lite.read)
+            .await?;
+        let Some(mut tx) = begin_if_found(lite, &found).await? else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query_as::<_, StuckRow>(AssertSqlSafe(stuck_sql(
+            &format!("{SHIPMENT_COLUMNS}, quiet_since, stalls"),
+            Reading::Found,
         )))
         .bind(&moving)
         .bind(quiet_before)
         .bind(limit)
+        .bind(serde_json::to_string(&found).expect("plain integers"))
         .fetch_all(&mut *tx)
         .await?;
         let mut alerted = Vec::with_capacity(rows.len());

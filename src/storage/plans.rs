@@ -221,6 +221,29 @@ async fn the_prune_of_events_reads_only_the_shipments_left_to_prune() {
     db.close().await;
 }
 
+/// Under the write lock, a sweep or alert reads again only the shipments it found on a reader,
+/// each by its id: the lock is held for them, not for another read of the table.
+#[tokio::test]
+async fn the_sweeps_read_under_the_lock_only_the_shipments_they_found() {
+    use maintenance::Reading;
+    let (_dir, db) = empty_db().await;
+    let columns = SHIPMENT_COLUMNS.to_string();
+    for statement in [
+        maintenance::sweep_sql(maintenance::QUIET_FOR_GOOD, &columns, Reading::Found),
+        maintenance::sweep_sql(maintenance::NEVER_SEEN, &columns, Reading::Found),
+        maintenance::stuck_sql(&columns, Reading::Found),
+    ] {
+        let plan = query_plan(&db, &statement).await;
+        let shipments: Vec<&String> = plan.iter().filter(|s| s.contains(" shipments")).collect();
+        assert_eq!(
+            shipments,
+            ["SEARCH shipments USING INTEGER PRIMARY KEY (rowid=?)"],
+            "{statement}: {plan:?}"
+        );
+    }
+    db.close().await;
+}
+
 /// `stats` counts shipments and notifications from indexes, never by grouping every row of
 /// either table (2.1 s at a million shipments and three million notifications; 0.5 s).
 #[tokio::test]

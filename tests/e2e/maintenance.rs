@@ -397,6 +397,63 @@ async fn pruning_removes_old_delivered_history_and_keeps_what_needs_attention() 
     );
 }
 
+/// The sweeps search on a reader, so a run with nothing to do (most runs) never takes the
+/// writer, and never waits for it. Here another program holds the write lock meanwhile, as the
+/// daemon's own writer holds it for each round of polls: the expiry, no-information and stuck
+/// runs answer that there is nothing to do, where they used to wait for the lock (30 s) and
+/// fail with "database is locked". Once the lock is free, one with something to do does it.
+#[tokio::test]
+async fn sweeps_with_nothing_to_do_never_wait_for_the_writer() {
+    let f = fixture().await;
+    let now = T0 + 10 * DAY;
+    let moving = f.add("moving", now - HOUR).await;
+    f.set(moving, "in_transit", true, Some(now - HOUR)).await;
+    let (expire_after, no_info_after, stuck_after) = (
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(3 * 86_400),
+        Duration::from_secs(72 * 3_600),
+    );
+
+    let mut lock = f.sql.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let nothing = (
+        maintenance::expire(&f.db, now, expire_after, &webhook()).await,
+        maintenance::no_info(&f.db, now, no_info_after, &webhook()).await,
+        maintenance::stuck(&f.db, now, stuck_after, &webhook()).await,
+    );
+    assert_eq!(
+        (
+            nothing.0.map_err(|e| e.to_string()),
+            nothing.1.map_err(|e| e.to_string()),
+            nothing.2.map_err(|e| e.to_string())
+        ),
+        (Ok(0), Ok(0), Ok(0))
+    );
+    sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+
+    let later = now + 31 * DAY;
+    assert_eq!(
+        maintenance::stuck(&f.db, now + 4 * DAY, stuck_after, &webhook())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        maintenance::expire(&f.db, later, expire_after, &webhook())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.db.shipment("moving").await.unwrap().status,
+        Status::Expired
+    );
+}
+
 #[tokio::test]
 async fn checkpoint_empties_the_wal() {
     let f = fixture().await;
