@@ -1,6 +1,7 @@
 //! The SQL of the maintenance jobs: sweeps that change the status of shipments gone quiet, the
-//! stuck alerts, pruning and the WAL checkpoint. Every sweep that reads and then writes is one
-//! short `BEGIN IMMEDIATE` transaction over at most `limit` shipments. What a change says and
+//! stuck alerts, pruning and the WAL checkpoint. A sweep or alert searches on a reader, and only
+//! when it finds shipments is it one short `BEGIN IMMEDIATE` transaction over at most `limit`
+//! of them (see `begin_if_found`); the prune goes a slice a transaction. What a change says and
 //! which notifications it queues is decided by the caller (the `maintenance` and `track`
 //! modules), passed in as a function; storage only executes the answer.
 
