@@ -235,8 +235,8 @@ pub struct ShipmentRow {
     /// The sub-orders a split order's parcel carries, comma-separated (TOP's `sub_tid`).
     pub sub_orders: Option<String>,
     /// The digest of the trace events last written for this shipment (`track::events_digest`);
-    /// `-1` for events written before digests were kept (migration 0021), `None` when none are
-    /// kept or their list is unknown. The prune goes by it (see `Db::prune`).
+    /// `-1` for events written before digests were kept (marked by migration 0021), `None` when
+    /// none are kept or their list is unknown. The prune goes by it (see `Db::prune`).
     pub events_digest: Option<i64>,
     /// Set when a column holds a value of the wrong storage class (a REAL in `transitions`, a
     /// BLOB in `carrier`), stored before the schema refused them: the row is then flagged invalid
