@@ -5,7 +5,7 @@
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{FromRow, SqliteConnection};
+use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 use tracing::instrument;
 
 use super::outbox::insert_outbox_rows;
@@ -284,6 +284,35 @@ struct Update<'a> {
     events_digest: Option<i64>,
 }
 
+/// The statement that writes a batch of [`Update`]s (a JSON array, `?`): those that `change` a
+/// status, or those that refresh the details of one.
+pub(super) fn update_sql(change: bool) -> String {
+    let status = if change {
+        "status = j.status, transitions = j.transitions, active = j.active, \
+         status_changed_at = j.changed_at, "
+    } else {
+        ""
+    };
+    format!(
+        "UPDATE shipments SET {status}raw_status = j.raw_status, \
+             error = NULL, last_polled_at = j.now, next_poll_at = j.next, \
+             claimed_until = NULL, \
+             last_event_at = coalesce(j.last_event_at, shipments.last_event_at), \
+             tracking_no = coalesce(shipments.tracking_no, j.tracking_no), \
+             carrier = coalesce(shipments.carrier, j.carrier), \
+             events_digest = coalesce(j.events_digest, shipments.events_digest) \
+         FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, \
+                   value ->> 'raw_status' AS raw_status, \
+                   value ->> 'transitions' AS transitions, value ->> 'active' AS active, \
+                   value ->> 'changed_at' AS changed_at, value ->> 'now' AS now, \
+                   value ->> 'next' AS next, value ->> 'last_event_at' AS last_event_at, \
+                   value ->> 'tracking_no' AS tracking_no, value ->> 'carrier' AS carrier, \
+                   value ->> 'events_digest' AS events_digest \
+               FROM jsonb_each(?)) AS j \
+         WHERE shipments.id = j.id"
+    )
+}
+
 /// One round of [`record_polls`]: each shipment at most once.
 async fn record_round(
     conn: &mut SqliteConnection,
@@ -399,32 +428,18 @@ async fn record_round(
         .execute(&mut *conn)
         .await?;
     }
-    if !updates.is_empty() {
-        sqlx::query(
-            "UPDATE shipments SET status = coalesce(j.status, shipments.status), \
-                 raw_status = j.raw_status, \
-                 transitions = coalesce(j.transitions, shipments.transitions), \
-                 active = coalesce(j.active, shipments.active), \
-                 status_changed_at = coalesce(j.changed_at, shipments.status_changed_at), \
-                 error = NULL, last_polled_at = j.now, next_poll_at = j.next, \
-                 claimed_until = NULL, \
-                 last_event_at = coalesce(j.last_event_at, shipments.last_event_at), \
-                 tracking_no = coalesce(shipments.tracking_no, j.tracking_no), \
-                 carrier = coalesce(shipments.carrier, j.carrier), \
-                 events_digest = coalesce(j.events_digest, shipments.events_digest) \
-             FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, \
-                       value ->> 'raw_status' AS raw_status, \
-                       value ->> 'transitions' AS transitions, value ->> 'active' AS active, \
-                       value ->> 'changed_at' AS changed_at, value ->> 'now' AS now, \
-                       value ->> 'next' AS next, value ->> 'last_event_at' AS last_event_at, \
-                       value ->> 'tracking_no' AS tracking_no, value ->> 'carrier' AS carrier, \
-                       value ->> 'events_digest' AS events_digest \
-                   FROM jsonb_each(?)) AS j \
-             WHERE shipments.id = j.id",
-        )
-        .bind(serde_json::to_string(&updates).expect("updates serialise"))
-        .execute(&mut *conn)
-        .await?;
+    // Only a change sets the status's columns: a poll that brings events without a new status
+    // leaves the status and change-time indexes alone (the same cost as above).
+    let (changes, refreshes): (Vec<&Update>, Vec<&Update>) =
+        updates.iter().partition(|update| update.status.is_some());
+    for (batch, change) in [(refreshes, false), (changes, true)] {
+        if batch.is_empty() {
+            continue;
+        }
+        sqlx::query(AssertSqlSafe(update_sql(change)))
+            .bind(serde_json::to_string(&batch).expect("updates serialise"))
+            .execute(&mut *conn)
+            .await?;
     }
     let mut queued: HashMap<i64, Vec<(ChannelKind, String)>> = HashMap::new();
     for (id, channel, public_id) in insert_outbox_rows(conn, &outbox).await? {

@@ -226,6 +226,82 @@ async fn adding_showing_listing_and_removing_answer_the_same() {
     both.close().await;
 }
 
+/// `list --since` and the API's `updated_since` take the shipments changed since a time from
+/// their index while they are fewer than 10,000, and read along the table from 10,000 on: either
+/// way a listing pages through the same shipments, in the order they were added, each once, on
+/// both engines. The shipments are added a batch at a time, the batches' times not in the order
+/// of their ids, so that those changed since a time are spread along the table.
+#[tokio::test]
+async fn listings_since_a_time_keep_the_same_shipments_however_many_changed() {
+    let both = both().await;
+    both.same(async |db: &Db| {
+        for batch in 0..52_i64 {
+            let at = T0 + MIN * if batch % 2 == 0 { batch } else { 104 - batch };
+            let rows: Vec<NewShipment> = (0..200)
+                .map(|i| {
+                    let mut shipment = new(&format!("S-{batch}-{i}"));
+                    if i % 3 == 0 {
+                        shipment.tier = Tier::High;
+                    }
+                    shipment
+                })
+                .collect();
+            db.import_shipments(&rows, at).await.unwrap();
+        }
+        let all = db.list_shipments(&ShipmentFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 10_400);
+        let mut out = Vec::new();
+        // 10,400 changed since T0 (read along the table), then 8,400, 4,400, 1,467 of the high
+        // tier, 200 and none (from the index).
+        for (since, tier) in [
+            (T0, None),
+            (T0 + 20 * MIN, None),
+            (T0 + 60 * MIN, None),
+            (T0 + 60 * MIN, Some(Tier::High)),
+            (T0 + 103 * MIN, None),
+            (T0 + 999 * MIN, None),
+        ] {
+            let expected: Vec<&str> = all
+                .iter()
+                .filter(|row| row.created_at >= since && tier.is_none_or(|t| row.tier == t))
+                .map(|row| row.order_id.as_str())
+                .collect();
+            for limit in [1_000, 333] {
+                let mut listed = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = db
+                        .list_shipments(&ShipmentFilter {
+                            tier,
+                            changed_since: Some(since),
+                            limit: Some(limit),
+                            after,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                    listed.extend(page.iter().map(|row| row.order_id.clone()));
+                    match page.last() {
+                        Some(last) if page.len() == limit as usize => after = Some(last.id),
+                        _ => break,
+                    }
+                }
+                assert_eq!(
+                    listed, expected,
+                    "since {since}, tier {tier:?}, {limit} a page"
+                );
+                out.push(format!(
+                    "since {since} {tier:?}, {limit} a page: {}",
+                    listed.len()
+                ));
+            }
+        }
+        out
+    })
+    .await;
+    both.close().await;
+}
+
 #[tokio::test]
 async fn imports_and_the_apis_create_answer_the_same() {
     let both = both().await;
