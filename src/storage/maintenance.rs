@@ -396,21 +396,24 @@ impl Db {
         // journal (kept in memory, see `STATEMENT_JOURNAL_IN_MEMORY`) holds a slice's pages, and
         // the writer is free between slices.
         let mut events = 0;
+        let clear = clear_left_to_prune_sql();
         loop {
             let mut tx = lite.begin_write().await?;
-            let cleared: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(clear_left_to_prune_sql()))
+            let cleared: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(clear.as_str()))
                 .bind(cutoff)
                 .bind(PRUNE_SLICE)
                 .fetch_all(&mut *tx)
                 .await?;
-            let ids = serde_json::to_string(&cleared).expect("plain integers");
-            events += sqlx::query(
-                "DELETE FROM events WHERE shipment_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(ids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            if !cleared.is_empty() {
+                let ids = serde_json::to_string(&cleared).expect("plain integers");
+                events += sqlx::query(
+                    "DELETE FROM events WHERE shipment_id IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
             tx.commit().await?;
             if (cleared.len() as i64) < PRUNE_SLICE {
                 break;

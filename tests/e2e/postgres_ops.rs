@@ -41,8 +41,8 @@ struct Seeded {
     lite: Db,
     postgres: Db,
     // Kept for as long as the databases are used: the file's folder and the PostgreSQL database.
-    _dir: tempfile::TempDir,
-    _pg: PgDatabase,
+    dir: tempfile::TempDir,
+    pg: PgDatabase,
 }
 
 impl Seeded {
@@ -67,8 +67,8 @@ impl Seeded {
         Seeded {
             lite,
             postgres,
-            _dir: dir,
-            _pg: pg,
+            dir,
+            pg,
         }
     }
 }
@@ -629,4 +629,53 @@ async fn connections_the_server_dropped_are_replaced_before_use() {
     }
     admin.close().await.unwrap();
     db.close().await;
+}
+
+/// The nightly prune takes the shipments left to prune 1,000 a transaction, each slice read on
+/// from where the one before left the index: with 2,500 of them both engines delete every
+/// event of the three slices, clear their digests, and keep the history of the shipments that
+/// ended after the cutoff; a second prune finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_of_more_than_a_slice_deletes_the_same_on_both_engines() {
+    const DAY: i64 = 86_400_000;
+    let (year_ago, yesterday) = (NOW - 365 * DAY, NOW - DAY);
+    let seed = [
+        format!(
+            "INSERT INTO shipments (order_id, provider, tier, status, active, transitions, \
+                 next_poll_at, created_at, status_changed_at, events_digest) \
+             WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2510) \
+             SELECT 'P-' || i, 'taobao', 'normal', 'delivered', 0, 1, 1, {year_ago}, \
+                 CASE WHEN i <= 2500 THEN {year_ago} + i ELSE {yesterday} END, 7 FROM n"
+        ),
+        "INSERT INTO events (shipment_id, time, description) \
+         SELECT id, created_at + 1, 'collected' FROM shipments \
+         UNION ALL SELECT id, created_at + 2, 'signed' FROM shipments"
+            .to_owned(),
+    ];
+    let seeded = Seeded::with(&seed.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let cutoff = NOW - 90 * DAY;
+    const LEFT: &str = "SELECT (SELECT count(*) FROM events) * 1000 \
+         + (SELECT count(*) FROM shipments WHERE events_digest IS NOT NULL)";
+    for (engine, db) in [("SQLite", &seeded.lite), ("PostgreSQL", &seeded.postgres)] {
+        let pruned = db.prune(cutoff).await.unwrap();
+        assert_eq!(pruned.events, 5_000, "{engine}");
+        let left: i64 = if engine == "SQLite" {
+            let file = seeded.dir.path().join("ops.db");
+            let mut conn = SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+                .await
+                .unwrap();
+            sqlx::query_scalar(LEFT).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let mut conn = seeded.pg.connect().await;
+            sqlx::query_scalar(LEFT).fetch_one(&mut conn).await.unwrap()
+        };
+        assert_eq!(
+            left,
+            20 * 1000 + 10,
+            "{engine}: the ten that ended yesterday keep their events and digests"
+        );
+        assert_eq!(db.prune(cutoff).await.unwrap().events, 0, "{engine}");
+    }
+    seeded.lite.close().await;
+    seeded.postgres.close().await;
 }

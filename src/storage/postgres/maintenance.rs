@@ -193,22 +193,25 @@ impl Pg {
         .rows_affected();
         let slice = crate::storage::maintenance::PRUNE_SLICE;
         let mut events = 0;
+        let clear = format!(
+            "UPDATE shipments SET events_digest = NULL \
+             WHERE id IN (SELECT id FROM shipments {}) RETURNING id",
+            crate::storage::maintenance::left_to_prune_sql("$1", "$2")
+        );
         loop {
             let mut tx = self.begin().await?;
-            let cleared: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-                "UPDATE shipments SET events_digest = NULL \
-                 WHERE id IN (SELECT id FROM shipments {}) RETURNING id",
-                crate::storage::maintenance::left_to_prune_sql("$1", "$2")
-            )))
-            .bind(cutoff)
-            .bind(slice)
-            .fetch_all(&mut *tx)
-            .await?;
-            events += sqlx::query("DELETE FROM events WHERE shipment_id = ANY($1)")
-                .bind(&cleared)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let cleared: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(clear.as_str()))
+                .bind(cutoff)
+                .bind(slice)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !cleared.is_empty() {
+                events += sqlx::query("DELETE FROM events WHERE shipment_id = ANY($1)")
+                    .bind(&cleared)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
             tx.commit().await?;
             if (cleared.len() as i64) < slice {
                 break;
