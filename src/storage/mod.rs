@@ -25,6 +25,7 @@ macro_rules! on_postgres {
 }
 
 pub mod copy;
+mod listing;
 mod location;
 mod maintenance;
 mod open;
@@ -52,6 +53,7 @@ use sqlx::{FromRow, Row, Sqlite, Transaction};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{Email, InvalidContact, OpenId, Phone, Status, Tier};
 
+pub use listing::{ShipmentFilter, ShipmentPage};
 pub use location::{Location, LocationError};
 pub use maintenance::{Checkpointed, Pruned, Sweep, SweepWrite, UnreachablePoll};
 pub use open::POSTGRES_MIGRATOR;
@@ -69,8 +71,7 @@ pub use polls::{
 pub use quota::{DbQuota, QuotaGrant};
 pub use recheck::{Invalid, InvalidKind, RecheckBatch, RecheckWrite};
 pub use shipments::{
-    CreateError, Created, Differs, Import, NewShipment, ShipmentFilter, ShipmentPage,
-    ShipmentUpdate, ShipmentView,
+    CreateError, Created, Differs, Import, NewShipment, ShipmentUpdate, ShipmentView,
 };
 pub use subscriptions::{CallbackNote, SubscriptionRow, SubscriptionState};
 pub use writer::{Handed, NotificationClaim, PollJob, Received, ShipmentClaim, Writer};

@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::domain::ChannelKind;
-use shipments::PageReading;
+use listing::PageReading;
 
 /// The `/metrics` gauges are counted at every scrape: from indexes, never by reading the
 /// rows of the shipments or notifications table (1.1–1.2 s a scrape at a million shipments
@@ -277,7 +277,7 @@ async fn stats_counts_from_indexes() {
 async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_key() {
     let (_dir, db) = empty_db().await;
     assert_eq!(
-        query_plan(&db, &shipments::shipments_page_sql(PageReading::FromCursor)).await,
+        query_plan(&db, &listing::shipments_page_sql(PageReading::FromCursor)).await,
         ["SEARCH shipments USING INTEGER PRIMARY KEY (rowid>?)"]
     );
     assert_eq!(
@@ -317,28 +317,68 @@ async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_k
     db.close().await;
 }
 
-/// A listing of the shipments changed since a time (`list --since`, the API's `updated_since`)
-/// counts them from the index of change times, and when they are few takes them from it (0.13 s
-/// a page at a million shipments along the table, under a millisecond from the index): it never
-/// reads the table for the count, nor along the table for the few.
+/// A listing of the shipments of a status (`list --status`, the API's `status`) or changed
+/// since a time (`list --since`, `updated_since`) counts them on the index that holds them, and
+/// when they are few takes them from it (0.13–0.16 s a page at a million shipments along the
+/// table, under a millisecond from the index): it never reads the table for a count, nor along
+/// the table for the few.
 #[tokio::test]
-async fn a_listing_of_few_changed_shipments_takes_them_from_their_index() {
+async fn a_listing_of_few_shipments_takes_them_from_their_index() {
     let (_dir, db) = empty_db().await;
-    let count = query_plan(&db, shipments::CHANGED_COUNT).await;
-    let of_shipments: Vec<&String> = count.iter().filter(|s| s.contains(" shipments")).collect();
-    assert_eq!(
-        of_shipments,
-        ["SEARCH shipments USING COVERING INDEX shipments_changed (<expr>>?)"],
-        "{count:?}"
-    );
-    assert_eq!(
-        query_plan(&db, &shipments::shipments_page_sql(PageReading::FewChanged)).await,
-        [
-            "SEARCH shipments USING INDEX shipments_changed (<expr>>?)",
-            "USE TEMP B-TREE FOR ORDER BY"
-        ]
-    );
+    for (count, index) in [
+        (listing::STATUS_COUNT, "shipments_status (status=?)"),
+        (listing::CHANGED_COUNT, "shipments_changed (<expr>>?)"),
+    ] {
+        let plan = query_plan(&db, count).await;
+        let of_shipments: Vec<&String> = plan.iter().filter(|s| s.contains(" shipments")).collect();
+        assert_eq!(
+            of_shipments,
+            [&format!("SEARCH shipments USING COVERING INDEX {index}")],
+            "{count}: {plan:?}"
+        );
+    }
+    for (reading, index) in [
+        (PageReading::FewOfStatus, "shipments_status (status=?)"),
+        (PageReading::FewChanged, "shipments_changed (<expr>>?)"),
+    ] {
+        assert_eq!(
+            query_plan(&db, &listing::shipments_page_sql(reading)).await,
+            [
+                format!("SEARCH shipments USING INDEX {index}"),
+                "USE TEMP B-TREE FOR ORDER BY".to_owned()
+            ],
+            "{reading:?}"
+        );
+    }
     db.close().await;
+}
+
+/// A listing reads from the index that holds fewer of the shipments it asks for, while they
+/// are fewer than 10,000, and along the table otherwise.
+#[test]
+fn a_listing_reads_from_the_index_of_the_fewest() {
+    use PageReading::*;
+    let few = listing::FEW;
+    for (of_status, changed, reading) in [
+        (None, None, FromCursor),
+        (Some(0), None, FewOfStatus),
+        (Some(few - 1), None, FewOfStatus),
+        (Some(few), None, FromCursor),
+        (None, Some(3), FewChanged),
+        (None, Some(few), FromCursor),
+        (Some(5), Some(3), FewChanged),
+        (Some(3), Some(5), FewOfStatus),
+        (Some(3), Some(3), FewOfStatus),
+        (Some(few), Some(few - 1), FewChanged),
+        (Some(few - 1), Some(few), FewOfStatus),
+        (Some(few), Some(few), FromCursor),
+    ] {
+        assert_eq!(
+            listing::page_reading(of_status, changed),
+            reading,
+            "{of_status:?} of the status, {changed:?} changed"
+        );
+    }
 }
 
 /// A poll that brings events without a new status writes none of the indexes of the status or

@@ -1,11 +1,11 @@
 //! Shipments as the admin commands and the dispatcher see them: adding one or a whole file,
-//! listing, removing, moving to another tier, claiming the due ones for a poll (and renewing a
-//! claim), flagging the ones that can never be polled. Rechecking the flagged ones is in
-//! `recheck.rs`.
+//! removing, moving to another tier, claiming the due ones for a poll (and renewing a claim),
+//! flagging the ones that can never be polled. Listing them is in `listing.rs`, rechecking the
+//! flagged ones in `recheck.rs`.
 
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Postgres, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
 use super::postgres::Pg;
@@ -28,116 +28,6 @@ pub struct NewShipment {
     pub openid: Option<OpenId>,
     /// Sub-order ids separated by commas, for a split order.
     pub sub_orders: Option<String>,
-}
-
-/// Which shipments `list` shows; a part left out keeps them all.
-#[derive(Debug, Clone, Default)]
-pub struct ShipmentFilter {
-    /// The provider's name as configured (`[providers.NAME]`).
-    pub provider: Option<String>,
-    pub status: Option<Status>,
-    pub tier: Option<Tier>,
-    /// Only the shipments whose status last changed at or after this time; one whose status
-    /// never changed counts from when it was added.
-    pub changed_since: Option<Millis>,
-    /// At most this many rows.
-    pub limit: Option<u32>,
-    /// Only the rows after this one (by `id`, the order rows are listed in): where the previous
-    /// page ended.
-    pub after: Option<i64>,
-}
-
-/// The shipments of a status (`?1`), tier (`?2`), provider (`?3`) and changed since (`?4`),
-/// each when given, after the one numbered `?6`, at most `?5`, read as `reading` says.
-pub(super) fn shipments_page_sql(reading: PageReading) -> String {
-    let (from, changed, order) = match reading {
-        // A bare `id > ?6` (never `?6 IS NULL OR …`): SQLite starts each page at its cursor in
-        // the table instead of reading every row before it (89 ms a page at the end of a
-        // million, where the page itself takes 0.1 ms).
-        PageReading::FromCursor => (
-            "shipments",
-            "(?4 IS NULL OR coalesce(status_changed_at, created_at) >= ?4)",
-            "id",
-        ),
-        // A bare `>= ?4` too, which SQLite can search the index by, and `+id`, which keeps it
-        // from walking the table in the listing's order: it takes the changed shipments from
-        // their index and sorts them, keeping the page's rows alone.
-        PageReading::FewChanged => (
-            "shipments INDEXED BY shipments_changed",
-            "coalesce(status_changed_at, created_at) >= ?4",
-            "+id",
-        ),
-    };
-    format!(
-        "SELECT {SHIPMENT_COLUMNS} FROM {from} \
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
-           AND (?3 IS NULL OR provider = ?3) AND {changed} AND id > ?6 \
-         ORDER BY {order} LIMIT ?5"
-    )
-}
-
-/// How a page of a listing is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PageReading {
-    /// Along the table from the page's cursor, keeping the rows the filter keeps: each page reads
-    /// the rows between its cursor and its last row, so a whole listing reads the table once.
-    FromCursor,
-    /// From the index of change times (migration 0022), sorted: a page reads every shipment
-    /// changed since the time given, so this is for when they are few.
-    FewChanged,
-}
-
-/// Below this many shipments changed since the time a listing gives, each of its pages reads
-/// them all from their index ([`PageReading::FewChanged`]): at most a few milliseconds, where
-/// reading along the table to find them took 0.13–0.26 s a page at a million shipments. From
-/// this many on, the listing reads along the table, where they are at least one in a hundred at
-/// a million (and so a page finds its rows soon), and where a page does not pay for sorting all
-/// of them.
-pub(super) const FEW_CHANGED: i64 = 10_000;
-
-/// How the pages of `filter` are read, given how many shipments changed since its time, counted
-/// up to [`FEW_CHANGED`] (`None` when it gives none).
-pub(super) fn page_reading(changed: Option<i64>) -> PageReading {
-    match changed {
-        Some(count) if count < FEW_CHANGED => PageReading::FewChanged,
-        _ => PageReading::FromCursor,
-    }
-}
-
-/// The shipments changed since `?1`, counted up to `?2`, from their index.
-pub(super) const CHANGED_COUNT: &str = "SELECT count(*) FROM (SELECT 1 \
-     FROM shipments INDEXED BY shipments_changed \
-     WHERE coalesce(status_changed_at, created_at) >= ?1 LIMIT ?2)";
-
-/// One page of a listing of shipments.
-#[derive(Debug, Default)]
-pub struct ShipmentPage {
-    /// The rows that could be read.
-    pub rows: Vec<ShipmentRow>,
-    /// The id of every row read, in order, those that could not be read included: the next page
-    /// starts after the last.
-    pub ids: Vec<i64>,
-}
-
-impl ShipmentPage {
-    /// Decodes the rows, logging and leaving out each one that cannot be read.
-    pub(super) fn from_rows<R: Row>(rows: Vec<R>) -> ShipmentPage
-    where
-        for<'a> &'a str: sqlx::ColumnIndex<R>,
-        for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
-        for<'q> i64: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
-        for<'q> bool: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
-    {
-        let ids = rows
-            .iter()
-            .map(|row| row.try_get::<i64, _>("id").unwrap_or_default())
-            .collect();
-        let (rows, unreadable) = decode_shipments(rows);
-        for (id, reason) in unreadable {
-            tracing::warn!(shipment_id = id, %reason, "shipment left out");
-        }
-        ShipmentPage { rows, ids }
-    }
 }
 
 /// The stable JSON shape of a shipment for `list --json` and `show --json`.
@@ -273,40 +163,6 @@ impl Db {
             now,
             added: 0,
         })
-    }
-
-    /// The shipments `filter` keeps, the first added first.
-    pub async fn list_shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRow>> {
-        Ok(self.shipments_page(filter).await?.rows)
-    }
-
-    /// A page of the shipments `filter` keeps, the first added first: the rows that can be read,
-    /// and the id of every row read, so that the next page starts after the last one even when
-    /// it could not be read (each one that cannot is logged and left out).
-    #[instrument(skip_all)]
-    pub async fn shipments_page(&self, filter: &ShipmentFilter) -> Result<ShipmentPage> {
-        let lite = on_postgres!(self, pg => pg.shipments_page(filter));
-        let changed = match filter.changed_since {
-            Some(since) => Some(
-                sqlx::query_scalar(CHANGED_COUNT)
-                    .bind(since)
-                    .bind(FEW_CHANGED)
-                    .fetch_one(&lite.read)
-                    .await?,
-            ),
-            None => None,
-        };
-        let rows = sqlx::query(AssertSqlSafe(shipments_page_sql(page_reading(changed))))
-            .bind(filter.status.map(Status::as_str))
-            .bind(filter.tier.map(Tier::as_str))
-            .bind(filter.provider.as_deref())
-            .bind(filter.changed_since)
-            // A negative LIMIT is no limit in SQLite.
-            .bind(filter.limit.map_or(-1, i64::from))
-            .bind(filter.after.unwrap_or(i64::MIN))
-            .fetch_all(&lite.read)
-            .await?;
-        Ok(ShipmentPage::from_rows(rows))
     }
 
     #[instrument(skip_all)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shipwatch::config::Synchronous;
-use shipwatch::storage::{DaemonIdentity, Db, Holds, Location};
+use shipwatch::domain::{Status, Tier};
+use shipwatch::storage::{DaemonIdentity, Db, Holds, Location, ShipmentFilter};
 use sqlx::{AssertSqlSafe, Connection, Executor, SqliteConnection};
 
 use crate::support::app::TestApp;
@@ -675,6 +676,84 @@ async fn a_prune_of_more_than_a_slice_deletes_the_same_on_both_engines() {
             "{engine}: the ten that ended yesterday keep their events and digests"
         );
         assert_eq!(db.prune(cutoff).await.unwrap().events, 0, "{engine}");
+    }
+    seeded.lite.close().await;
+    seeded.postgres.close().await;
+}
+
+/// `list --status` and the API's `status` take the shipments of a status from the status index
+/// while they are fewer than 10,000 (with the tier and provider asked for), and read along the
+/// table from 10,000 on; with a time too, from whichever index holds fewer. Every way, a listing
+/// pages through the same shipments in the order they were added, each once, on both engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_of_a_status_keep_the_same_shipments_however_many_it_has() {
+    const MIN: i64 = 60_000;
+    // 10,400 shipments, one in a hundred in exception, the others on their way (10,296: read
+    // along the table), a third of them high, added a minute apart in batches of 200 whose
+    // times are not in the order of their ids.
+    let seed = [format!(
+        "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, \
+             created_at) \
+         WITH RECURSIVE n (i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 10399) \
+         SELECT 'Q-' || i, 'taobao', CASE WHEN i % 3 = 0 THEN 'high' ELSE 'normal' END, \
+             CASE WHEN i % 100 = 0 THEN 'exception' ELSE 'in_transit' END, 1, {NOW}, \
+             {NOW} + {MIN} * CASE WHEN (i / 200) % 2 = 0 THEN i / 200 ELSE 104 - i / 200 END \
+         FROM n"
+    )];
+    let seeded = Seeded::with(&seed.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    for (engine, db) in [("SQLite", &seeded.lite), ("PostgreSQL", &seeded.postgres)] {
+        let all = db.list_shipments(&ShipmentFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 10_400, "{engine}");
+        for (status, tier, since) in [
+            (Status::Exception, None, None),
+            (Status::InTransit, None, None),
+            (Status::InTransit, Some(Tier::High), None),
+            (Status::Exception, None, Some(NOW + 60 * MIN)),
+            (Status::InTransit, None, Some(NOW + 103 * MIN)),
+            (Status::InTransit, Some(Tier::High), Some(NOW + 20 * MIN)),
+            (Status::Delivered, None, None),
+        ] {
+            let expected: Vec<&str> = all
+                .iter()
+                .filter(|row| {
+                    row.status == status
+                        && tier.is_none_or(|tier| row.tier == tier)
+                        && since.is_none_or(|since| row.created_at >= since)
+                })
+                .map(|row| row.order_id.as_str())
+                .collect();
+            assert_eq!(
+                expected.is_empty(),
+                status == Status::Delivered,
+                "{status:?} {tier:?} {since:?}"
+            );
+            for limit in [1_000, 333] {
+                let mut listed = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = db
+                        .list_shipments(&ShipmentFilter {
+                            status: Some(status),
+                            tier,
+                            changed_since: since,
+                            limit: Some(limit),
+                            after,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                    listed.extend(page.iter().map(|row| row.order_id.clone()));
+                    match page.last() {
+                        Some(last) if page.len() == limit as usize => after = Some(last.id),
+                        _ => break,
+                    }
+                }
+                assert_eq!(
+                    listed, expected,
+                    "{engine}: {status:?} {tier:?} since {since:?}, {limit} a page"
+                );
+            }
+        }
     }
     seeded.lite.close().await;
     seeded.postgres.close().await;

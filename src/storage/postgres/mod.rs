@@ -12,6 +12,7 @@
 //! - A rule a row breaks is named by its CHECK; [`crate::storage::rules::broken_rule`] turns it
 //!   into the line SQLite says.
 
+mod listing;
 mod maintenance;
 pub(super) mod ops;
 mod outbox;

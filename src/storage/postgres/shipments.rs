@@ -9,7 +9,6 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 
 use super::*;
 use crate::storage::rules::broken_rule;
-use crate::storage::shipments::{FEW_CHANGED, PageReading, page_reading};
 
 /// The columns an added shipment sets; the rest take their defaults.
 const INSERT_COLUMNS: &str = "order_id, provider, tracking_no, carrier, tier, phone, email, \
@@ -171,55 +170,6 @@ impl Pg {
             }
             Err(e) => Err((0, e.into())),
         }
-    }
-
-    pub async fn shipments_page(&self, filter: &ShipmentFilter) -> Result<ShipmentPage> {
-        let changed = match filter.changed_since {
-            // Ordered by the index's expression, so that the count reads the index: PostgreSQL
-            // guessed the changed shipments spread along the table and read it from its start
-            // until it had counted enough (97 ms at a million, where they were at its end).
-            Some(since) => Some(
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT 1 FROM shipments \
-                     WHERE coalesce(status_changed_at, created_at) >= $1 \
-                     ORDER BY coalesce(status_changed_at, created_at) LIMIT $2) AS changed",
-                )
-                .bind(since)
-                .bind(FEW_CHANGED)
-                .fetch_one(self.pool())
-                .await?,
-            ),
-            None => None,
-        };
-        // `id + 0`, as SQLite's `+id`: ordered by the key itself, PostgreSQL walks the primary
-        // key from the cursor and reads most of the table to find a few changed shipments
-        // (0.14 s a page at a million, with the index and fresh statistics); by `id + 0` it
-        // takes them from the index of change times and sorts them.
-        // And a bare `>= $4` then, which a generic plan can search the index by too.
-        let (changed, order) = match page_reading(changed) {
-            PageReading::FromCursor => (
-                "($4::bigint IS NULL OR coalesce(status_changed_at, created_at) >= $4)",
-                "id",
-            ),
-            PageReading::FewChanged => ("coalesce(status_changed_at, created_at) >= $4", "id + 0"),
-        };
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {PG_SHIPMENT_COLUMNS} FROM shipments \
-             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR tier = $2) \
-               AND ($3::text IS NULL OR provider = $3) AND {changed} AND id > $6 \
-             ORDER BY {order} LIMIT $5"
-        )))
-        .bind(filter.status.map(Status::as_str))
-        .bind(filter.tier.map(Tier::as_str))
-        .bind(filter.provider.as_deref())
-        .bind(filter.changed_since)
-        // LIMIT NULL is no limit.
-        .bind(filter.limit.map(i64::from))
-        // A bare `id > $6`, as on SQLite: the page starts at the cursor in the primary key.
-        .bind(filter.after.unwrap_or(i64::MIN))
-        .fetch_all(self.pool())
-        .await?;
-        Ok(ShipmentPage::from_rows(rows))
     }
 
     pub async fn shipment(&self, order_id: &str) -> Result<ShipmentRow> {
