@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, FromRow, Sqlite, SqliteConnection, Transaction};
 use tracing::instrument;
 
+use super::listing::FEW;
 use super::{Db, Lite, Result};
 use crate::clock::{Millis, to_rfc3339};
 use crate::domain::{ChannelKind, MOST_ATTEMPTS_CUT_SHORT, Status};
@@ -23,25 +24,59 @@ pub(super) fn shipment_notifications_sql() -> String {
     )
 }
 
-/// The notifications after the one numbered `?1`, in one state (`?2`) or in any, at most `?3`.
-/// A bare `n.id > ?1` (never `?1 IS NULL OR …`): SQLite starts each page at its cursor in the
-/// table instead of reading every row before it. The dead ones (`dead`) are read from their own
-/// index (migration 0019) rather than by reading the whole outbox for the few there are: the
-/// state is then written into the statement, since SQLite uses a partial index only for a WHERE
-/// that holds its condition as written (sqlite.org/partialindex.html). The other states stay a
-/// parameter, read along the table in its order: an index on one of them would be read whole
-/// and sorted for each page.
-pub(super) fn notifications_page_sql(dead: bool) -> String {
-    let state = if dead {
-        "n.state = 'dead' AND n.state = ?2"
-    } else {
-        "(?2 IS NULL OR n.state = ?2)"
+/// The notifications after the one numbered `?1`, in one state (`?2`) or in any, at most `?3`,
+/// read as `reading` says. A bare `n.id > ?1` (never `?1 IS NULL OR …`): SQLite starts each page
+/// at its cursor in the table instead of reading every row before it. Read from an index, the
+/// state is written into the statement, since SQLite uses a partial index only for a WHERE that
+/// holds its condition as written (sqlite.org/partialindex.html).
+pub(super) fn notifications_page_sql(reading: OutboxReading) -> String {
+    let (from, state, order) = match reading {
+        OutboxReading::FromCursor => ("notifications n", "(?2 IS NULL OR n.state = ?2)", "n.id"),
+        OutboxReading::Dead => (
+            "notifications n",
+            "n.state = 'dead' AND n.state = ?2",
+            "n.id",
+        ),
+        // `+n.id`, as for a listing of few shipments: the pending ones from their index, sorted.
+        OutboxReading::FewPending => (
+            "notifications n INDEXED BY notifications_due",
+            "n.state = 'pending' AND n.state = ?2",
+            "+n.id",
+        ),
     };
     format!(
-        "SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN shipments s ON s.id = n.shipment_id \
-         WHERE n.id > ?1 AND {state} ORDER BY n.id LIMIT ?3"
+        "SELECT {NOTIFICATION_COLUMNS} FROM {from} JOIN shipments s ON s.id = n.shipment_id \
+         WHERE n.id > ?1 AND {state} ORDER BY {order} LIMIT ?3"
     )
 }
+
+/// How a page of `outbox` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutboxReading {
+    /// Along the table from the page's cursor, keeping the rows of the state asked for.
+    FromCursor,
+    /// From the index of the dead ones (migration 0019), in its order.
+    Dead,
+    /// From the index of the pending ones, sorted: a page reads every pending one, so this is
+    /// for when they are few (the queue as it mostly is, where along the table a page read
+    /// three million sent ones to find it: 0.58 s).
+    FewPending,
+}
+
+/// How the pages of `outbox --state STATE` are read, given how many notifications are pending,
+/// counted up to [`FEW`] (`None` when it was not counted): the dead from their index, the few
+/// pending from theirs, and every other listing along the table.
+pub(super) fn outbox_reading(state: Option<&str>, pending: Option<i64>) -> OutboxReading {
+    match (state, pending) {
+        (Some("dead"), _) => OutboxReading::Dead,
+        (Some("pending"), Some(count)) if count < FEW => OutboxReading::FewPending,
+        _ => OutboxReading::FromCursor,
+    }
+}
+
+/// The pending notifications, counted up to `?1`, from their index.
+pub(super) const PENDING_COUNT: &str = "SELECT count(*) FROM (SELECT 1 \
+     FROM notifications INDEXED BY notifications_due WHERE state = 'pending' LIMIT ?1)";
 
 /// [`Db::requeue`]'s statement: the notifications named in `?2` (a JSON array) when `named`,
 /// else every dead one, read from the dead index (migration 0019). Two statements rather than
@@ -398,16 +433,24 @@ impl Db {
         limit: Option<u32>,
     ) -> Result<Vec<NotificationRow>> {
         let lite = on_postgres!(self, pg => pg.notifications_page(state, after, limit));
+        let pending = match state {
+            Some("pending") => Some(
+                sqlx::query_scalar(PENDING_COUNT)
+                    .bind(FEW)
+                    .fetch_one(&lite.read)
+                    .await?,
+            ),
+            _ => None,
+        };
+        let reading = outbox_reading(state, pending);
         Ok(
-            sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(notifications_page_sql(
-                state == Some("dead"),
-            )))
-            .bind(after.unwrap_or(i64::MIN))
-            .bind(state)
-            // A negative LIMIT is no limit in SQLite.
-            .bind(limit.map_or(-1, i64::from))
-            .fetch_all(&lite.read)
-            .await?,
+            sqlx::query_as::<_, NotificationRow>(AssertSqlSafe(notifications_page_sql(reading)))
+                .bind(after.unwrap_or(i64::MIN))
+                .bind(state)
+                // A negative LIMIT is no limit in SQLite.
+                .bind(limit.map_or(-1, i64::from))
+                .fetch_all(&lite.read)
+                .await?,
         )
     }
 

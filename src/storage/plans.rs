@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::*;
 use crate::domain::ChannelKind;
 use listing::PageReading;
+use outbox::OutboxReading;
 
 /// The `/metrics` gauges are counted at every scrape: from indexes, never by reading the
 /// rows of the shipments or notifications table (1.1–1.2 s a scrape at a million shipments
@@ -281,7 +282,11 @@ async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_k
         ["SEARCH shipments USING INTEGER PRIMARY KEY (rowid>?)"]
     );
     assert_eq!(
-        query_plan(&db, &outbox::notifications_page_sql(false)).await,
+        query_plan(
+            &db,
+            &outbox::notifications_page_sql(OutboxReading::FromCursor)
+        )
+        .await,
         [
             "SEARCH n USING INTEGER PRIMARY KEY (rowid>?)",
             "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"
@@ -289,11 +294,29 @@ async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_k
     );
     // The dead ones, from their own index (migration 0019), in its order.
     assert_eq!(
-        query_plan(&db, &outbox::notifications_page_sql(true)).await,
+        query_plan(&db, &outbox::notifications_page_sql(OutboxReading::Dead)).await,
         [
             "SEARCH n USING INDEX notifications_dead (id>?)",
             "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"
         ]
+    );
+    // The pending ones, while few, from their own index, counted there first.
+    assert_eq!(
+        query_plan(
+            &db,
+            &outbox::notifications_page_sql(OutboxReading::FewPending)
+        )
+        .await,
+        [
+            "SCAN n USING INDEX notifications_due",
+            "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)",
+            "USE TEMP B-TREE FOR ORDER BY"
+        ]
+    );
+    let count = query_plan(&db, outbox::PENDING_COUNT).await;
+    assert!(
+        count.contains(&"SCAN notifications USING COVERING INDEX notifications_due".to_owned()),
+        "{count:?}"
     );
     // `retry --dead` finds them there too; `retry ID…` by their keys.
     assert_eq!(
@@ -351,6 +374,29 @@ async fn a_listing_of_few_shipments_takes_them_from_their_index() {
         );
     }
     db.close().await;
+}
+
+/// `outbox` reads the dead from their index, the pending from theirs while they are fewer than
+/// 10,000, and every other listing along the table.
+#[test]
+fn the_outbox_reads_the_dead_and_the_few_pending_from_their_indexes() {
+    use OutboxReading::*;
+    let few = listing::FEW;
+    for (state, pending, reading) in [
+        (None, None, FromCursor),
+        (Some("sent"), None, FromCursor),
+        (Some("skipped"), None, FromCursor),
+        (Some("dead"), None, Dead),
+        (Some("pending"), Some(0), FewPending),
+        (Some("pending"), Some(few - 1), FewPending),
+        (Some("pending"), Some(few), FromCursor),
+    ] {
+        assert_eq!(
+            outbox::outbox_reading(state, pending),
+            reading,
+            "{state:?} with {pending:?} pending"
+        );
+    }
 }
 
 /// A listing reads from the index that holds fewer of the shipments it asks for, while they

@@ -387,6 +387,7 @@ on_both_engines!(long_listings_go_a_page_at_a_time_and_print_every_row_once);
 /// notifications every row is printed once and in order, `--limit` counts across pages, and on
 /// SQLite a row that cannot be read (a status no shipwatch writes, put there with the CHECK
 /// constraints off) is left out while the rows after it, on its page and the next, still come.
+/// So are more than a page of pending notifications, read from their index.
 async fn long_listings_go_a_page_at_a_time_and_print_every_row_once(engine: Engine) {
     let app = TestApp::builder()
         .provider(Provider::simulator())
@@ -486,5 +487,24 @@ async fn long_listings_go_a_page_at_a_time_and_print_every_row_once(engine: Engi
     assert!(
         app.json(&["outbox", "--state", "dead", "--json"])
             .is_empty()
+    );
+
+    // Half the sent ones pending again: more than a page of pending notifications, read from
+    // their index while they are few, each once and in order.
+    app.sql(
+        "UPDATE notifications SET state = 'pending', sent_at = NULL \
+         WHERE state = 'sent' AND id % 2 = 0",
+    )
+    .await
+    .unwrap();
+    let pending = ids(&app.json(&["outbox", "--state", "pending", "--json"]));
+    let stored: Vec<i64> = app
+        .sql_column("SELECT id FROM notifications WHERE state = 'pending' ORDER BY id")
+        .await
+        .unwrap();
+    assert!(pending.len() > 1_000, "{}", pending.len());
+    assert!(
+        pending == stored,
+        "not every pending notification once and in order"
     );
 }
