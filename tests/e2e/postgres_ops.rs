@@ -13,6 +13,7 @@ use shipwatch::storage::{DaemonIdentity, Db, Holds, Location, ShipmentFilter};
 use sqlx::{AssertSqlSafe, Connection, Executor, SqliteConnection};
 
 use crate::support::app::TestApp;
+use crate::support::listed_page_by_page;
 use crate::support::postgres::PgDatabase;
 
 const NOW: i64 = 1_750_000_000_000;
@@ -727,27 +728,14 @@ async fn listings_of_a_status_keep_the_same_shipments_however_many_it_has() {
                 status == Status::Delivered,
                 "{status:?} {tier:?} {since:?}"
             );
+            let filter = ShipmentFilter {
+                status: Some(status),
+                tier,
+                changed_since: since,
+                ..Default::default()
+            };
             for limit in [1_000, 333] {
-                let mut listed = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = db
-                        .list_shipments(&ShipmentFilter {
-                            status: Some(status),
-                            tier,
-                            changed_since: since,
-                            limit: Some(limit),
-                            after,
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap();
-                    listed.extend(page.iter().map(|row| row.order_id.clone()));
-                    match page.last() {
-                        Some(last) if page.len() == limit as usize => after = Some(last.id),
-                        _ => break,
-                    }
-                }
+                let listed = listed_page_by_page(db, &filter, limit).await;
                 assert_eq!(
                     listed, expected,
                     "{engine}: {status:?} {tier:?} since {since:?}, {limit} a page"

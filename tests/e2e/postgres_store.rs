@@ -17,6 +17,7 @@ use shipwatch::storage::{
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
 
+use crate::support::listed_page_by_page;
 use crate::support::postgres::PgDatabase;
 
 const T0: i64 = 1_700_000_000_000;
@@ -266,26 +267,13 @@ async fn listings_since_a_time_keep_the_same_shipments_however_many_changed() {
                 .filter(|row| row.created_at >= since && tier.is_none_or(|t| row.tier == t))
                 .map(|row| row.order_id.as_str())
                 .collect();
+            let filter = ShipmentFilter {
+                tier,
+                changed_since: Some(since),
+                ..Default::default()
+            };
             for limit in [1_000, 333] {
-                let mut listed = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = db
-                        .list_shipments(&ShipmentFilter {
-                            tier,
-                            changed_since: Some(since),
-                            limit: Some(limit),
-                            after,
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap();
-                    listed.extend(page.iter().map(|row| row.order_id.clone()));
-                    match page.last() {
-                        Some(last) if page.len() == limit as usize => after = Some(last.id),
-                        _ => break,
-                    }
-                }
+                let listed = listed_page_by_page(db, &filter, limit).await;
                 assert_eq!(
                     listed, expected,
                     "since {since}, tier {tier:?}, {limit} a page"

@@ -62,3 +62,30 @@ macro_rules! on_both_engines {
     )+};
 }
 pub(crate) use on_both_engines;
+
+/// The order ids of the shipments `filter` keeps, read `limit` at a time as `list` and the API
+/// page: each page after the last row of the one before, until a page comes short.
+pub async fn listed_page_by_page(
+    db: &shipwatch::storage::Db,
+    filter: &shipwatch::storage::ShipmentFilter,
+    limit: u32,
+) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db
+            .list_shipments(&shipwatch::storage::ShipmentFilter {
+                limit: Some(limit),
+                after,
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        listed.extend(page.iter().map(|row| row.order_id.clone()));
+        match page.last() {
+            Some(last) if page.len() == limit as usize => after = Some(last.id),
+            _ => break,
+        }
+    }
+    listed
+}
