@@ -442,7 +442,7 @@ async fn a_poll_without_a_new_status_leaves_the_status_indexes_alone() {
     .fetch_all(read)
     .await
     .unwrap();
-    let written = async |statement: String| -> Vec<String> {
+    let written = async |statement: &str| -> Vec<String> {
         let program: Vec<(String, i64)> =
             sqlx::query(AssertSqlSafe(format!("EXPLAIN {statement}")))
                 .fetch_all(read)

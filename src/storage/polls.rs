@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 use tracing::instrument;
@@ -285,8 +286,14 @@ struct Update<'a> {
 }
 
 /// The statement that writes a batch of [`Update`]s (a JSON array, `?`): those that `change` a
-/// status, or those that refresh the details of one.
-pub(super) fn update_sql(change: bool) -> String {
+/// status, or those that refresh the details of one. Each text is built once.
+pub(super) fn update_sql(change: bool) -> &'static str {
+    static CHANGE: LazyLock<String> = LazyLock::new(|| update_text(true));
+    static REFRESH: LazyLock<String> = LazyLock::new(|| update_text(false));
+    if change { &CHANGE } else { &REFRESH }
+}
+
+fn update_text(change: bool) -> String {
     let status = if change {
         "status = j.status, transitions = j.transitions, active = j.active, \
          status_changed_at = j.changed_at, "
