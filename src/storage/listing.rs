@@ -1,6 +1,6 @@
 //! Listing shipments (`list`, the API's `GET /v1/shipments`): a page at a time, each page read
-//! along the table from its cursor, or, when the status or the change time the listing asks for
-//! keeps few shipments, from the index that holds them.
+//! along the table from its cursor, or, when the status, tier, provider or change time the
+//! listing asks for keeps few shipments, from the index that holds them.
 
 use sqlx::{AssertSqlSafe, Row};
 use tracing::instrument;
@@ -27,9 +27,11 @@ pub struct ShipmentFilter {
 }
 
 /// The shipments of a status (`?1`), tier (`?2`), provider (`?3`) and changed since (`?4`),
-/// each when given, after the one numbered `?6`, at most `?5`, read as `reading` says.
-pub(super) fn shipments_page_sql(reading: PageReading) -> String {
-    const STATUS: &str = "(?1 IS NULL OR status = ?1)";
+/// each when `filter` gives it, after the one numbered `?6`, at most `?5`, read as `reading`
+/// says.
+pub(super) fn shipments_page_sql(reading: PageReading, filter: &ShipmentFilter) -> String {
+    const STATUS: &str = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
+                          AND (?3 IS NULL OR provider = ?3)";
     const CHANGED: &str = "(?4 IS NULL OR coalesce(status_changed_at, created_at) >= ?4)";
     // A bare `id > ?6` (never `?6 IS NULL OR …`): SQLite starts each page at its cursor in the
     // table instead of reading every row before it (89 ms a page at the end of a million, where
@@ -37,14 +39,20 @@ pub(super) fn shipments_page_sql(reading: PageReading) -> String {
     // SQLite to search it by, and the order is `+id`, which keeps SQLite from walking the table
     // in the listing's order: it takes the few from the index and sorts them, keeping the page's
     // rows alone.
+    let of_status;
     let (from, status, changed, order) = match reading {
         PageReading::FromCursor => ("shipments", STATUS, CHANGED, "id"),
-        PageReading::FewOfStatus => (
-            "shipments INDEXED BY shipments_status",
-            "status = ?1",
-            CHANGED,
-            "+id",
-        ),
+        PageReading::FewOfStatus => {
+            // Always some: this reading follows a count of the same terms.
+            of_status =
+                status_index_terms(filter, ["?1", "?2", "?3"]).unwrap_or_else(|| STATUS.to_owned());
+            (
+                "shipments INDEXED BY shipments_status",
+                of_status.as_str(),
+                CHANGED,
+                "+id",
+            )
+        }
         PageReading::FewChanged => (
             "shipments INDEXED BY shipments_changed",
             STATUS,
@@ -54,8 +62,7 @@ pub(super) fn shipments_page_sql(reading: PageReading) -> String {
     };
     format!(
         "SELECT {SHIPMENT_COLUMNS} FROM {from} \
-         WHERE {status} AND (?2 IS NULL OR tier = ?2) AND (?3 IS NULL OR provider = ?3) \
-           AND {changed} AND id > ?6 \
+         WHERE {status} AND {changed} AND id > ?6 \
          ORDER BY {order} LIMIT ?5"
     )
 }
@@ -66,26 +73,25 @@ pub(super) enum PageReading {
     /// Along the table from the page's cursor, keeping the rows the filter keeps: each page reads
     /// the rows between its cursor and its last row, so a whole listing reads the table once.
     FromCursor,
-    /// From the status index, sorted: a page reads every shipment of the status (and of the
-    /// tier and provider, when given), so this is for when they are few.
+    /// From the status index (status, tier, provider, active), sorted: a page reads every
+    /// shipment of the status, tier and provider given, so this is for when they are few.
     FewOfStatus,
     /// From the index of change times (migration 0022), sorted: a page reads every shipment
     /// changed since the time given, so this is for when they are few.
     FewChanged,
 }
 
-/// Below this many shipments of the status a listing asks for, or changed since the time it
-/// gives, each of its pages reads them all from their index: at most a few milliseconds, where
-/// reading along the table to find them took 0.13–0.26 s a page at a million shipments. From
-/// this many on, the listing reads along the table, where they are at least one in a hundred at
-/// a million (and so a page finds its rows soon), and where a page does not pay for sorting all
-/// of them.
+/// Below this many shipments of the status, tier or provider a listing asks for, or changed
+/// since the time it gives, each of its pages reads them all from their index: at most a few
+/// milliseconds, where reading along the table to find them took 0.13–0.26 s a page at a
+/// million shipments. From this many on, the listing reads along the table, where they are at
+/// least one in a hundred at a million (and so a page finds its rows soon), and where a page does
+/// not pay for sorting all of them.
 pub(super) const FEW: i64 = 10_000;
 
-/// How the pages of a listing are read, given how many shipments its status (and tier and
-/// provider) keeps and how many changed since its time, each counted up to [`FEW`] on its
-/// index (`None` for a filter it does not give): from the index that holds fewer, when they
-/// are few.
+/// How the pages of a listing are read, given how many shipments its status, tier and provider
+/// keep and how many changed since its time, each counted up to [`FEW`] on its index (`None`
+/// for a filter it does not give): from the index that holds fewer, when they are few.
 pub(super) fn page_reading(of_status: Option<i64>, changed: Option<i64>) -> PageReading {
     let few = |count: Option<i64>| count.filter(|count| *count < FEW);
     match (few(of_status), few(changed)) {
@@ -96,11 +102,50 @@ pub(super) fn page_reading(of_status: Option<i64>, changed: Option<i64>) -> Page
     }
 }
 
-/// The shipments of the status `?1` (and the tier `?2` and provider `?3`, when given), counted
-/// up to `?4`, from the status index.
-pub(super) const STATUS_COUNT: &str = "SELECT count(*) FROM (SELECT 1 \
-     FROM shipments INDEXED BY shipments_status \
-     WHERE status = ?1 AND (?2 IS NULL OR tier = ?2) AND (?3 IS NULL OR provider = ?3) LIMIT ?4)";
+/// The terms that find the status, tier and provider `filter` gives in the status index
+/// (status, tier, provider, active), `params` naming the engine's parameters of the three; `None`
+/// when it gives none of them. Each column before the last one given is named too: one given is
+/// equal to its parameter, one not given is in every value its CHECK allows (both engines refuse
+/// any other), so that the index is searched for each of them, a handful of searches, instead of
+/// read whole for a provider or a tier alone. The values are the domain's own, never the user's.
+pub(super) fn status_index_terms(filter: &ShipmentFilter, params: [&str; 3]) -> Option<String> {
+    fn every<T>(all: &[T], name: fn(&T) -> &'static str) -> String {
+        let values: Vec<String> = all
+            .iter()
+            .map(|value| format!("'{}'", name(value)))
+            .collect();
+        format!("IN ({})", values.join(", "))
+    }
+    let [status, tier, provider] = params;
+    let given = [
+        filter.status.is_some(),
+        filter.tier.is_some(),
+        filter.provider.is_some(),
+    ];
+    let last = given.iter().rposition(|given| *given)?;
+    let terms = [
+        match filter.status {
+            Some(_) => format!("status = {status}"),
+            None => format!("status {}", every(&Status::ALL, |s| s.as_str())),
+        },
+        match filter.tier {
+            Some(_) => format!("tier = {tier}"),
+            None => format!("tier {}", every(&Tier::ALL, |t| t.as_str())),
+        },
+        format!("provider = {provider}"),
+    ];
+    Some(terms[..=last].join(" AND "))
+}
+
+/// The shipments `filter`'s status, tier and provider keep, counted up to `?4`, from the status
+/// index; `None` when it gives none of the three.
+pub(super) fn status_count_sql(filter: &ShipmentFilter) -> Option<String> {
+    let terms = status_index_terms(filter, ["?1", "?2", "?3"])?;
+    Some(format!(
+        "SELECT count(*) FROM (SELECT 1 FROM shipments INDEXED BY shipments_status \
+         WHERE {terms} LIMIT ?4)"
+    ))
+}
 
 /// The shipments changed since `?1`, counted up to `?2`, from their index.
 pub(super) const CHANGED_COUNT: &str = "SELECT count(*) FROM (SELECT 1 \
@@ -150,10 +195,10 @@ impl Db {
     #[instrument(skip_all)]
     pub async fn shipments_page(&self, filter: &ShipmentFilter) -> Result<ShipmentPage> {
         let lite = on_postgres!(self, pg => pg.shipments_page(filter));
-        let of_status = match filter.status {
-            Some(status) => Some(
-                sqlx::query_scalar(STATUS_COUNT)
-                    .bind(status.as_str())
+        let of_status = match status_count_sql(filter) {
+            Some(count) => Some(
+                sqlx::query_scalar(AssertSqlSafe(count))
+                    .bind(filter.status.map(Status::as_str))
                     .bind(filter.tier.map(Tier::as_str))
                     .bind(filter.provider.as_deref())
                     .bind(FEW)
@@ -173,7 +218,7 @@ impl Db {
             None => None,
         };
         let reading = page_reading(of_status, changed);
-        let rows = sqlx::query(AssertSqlSafe(shipments_page_sql(reading)))
+        let rows = sqlx::query(AssertSqlSafe(shipments_page_sql(reading, filter)))
             .bind(filter.status.map(Status::as_str))
             .bind(filter.tier.map(Tier::as_str))
             .bind(filter.provider.as_deref())

@@ -278,7 +278,11 @@ async fn stats_counts_from_indexes() {
 async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_key() {
     let (_dir, db) = empty_db().await;
     assert_eq!(
-        query_plan(&db, &listing::shipments_page_sql(PageReading::FromCursor)).await,
+        query_plan(
+            &db,
+            &listing::shipments_page_sql(PageReading::FromCursor, &ShipmentFilter::default())
+        )
+        .await,
         ["SEARCH shipments USING INTEGER PRIMARY KEY (rowid>?)"]
     );
     assert_eq!(
@@ -340,39 +344,85 @@ async fn listings_read_from_their_cursor_and_a_shipment_s_notifications_by_its_k
     db.close().await;
 }
 
-/// A listing of the shipments of a status (`list --status`, the API's `status`) or changed
-/// since a time (`list --since`, `updated_since`) counts them on the index that holds them, and
-/// when they are few takes them from it (0.13–0.16 s a page at a million shipments along the
-/// table, under a millisecond from the index): it never reads the table for a count, nor along
-/// the table for the few.
+/// A listing of the shipments of a status, tier or provider (`list --status`, `--tier`,
+/// `--provider`, the API's `status`, `tier`, `provider`) or changed since a time (`list
+/// --since`, `updated_since`) counts them on the index that holds them, and when they are few
+/// takes them from it (0.13–0.16 s a page at a million shipments along the table, under a
+/// millisecond from the index): it never reads the table for a count, nor along the table for
+/// the few, nor the whole status index for a tier or a provider alone.
 #[tokio::test]
 async fn a_listing_of_few_shipments_takes_them_from_their_index() {
     let (_dir, db) = empty_db().await;
-    for (count, index) in [
-        (listing::STATUS_COUNT, "shipments_status (status=?)"),
-        (listing::CHANGED_COUNT, "shipments_changed (<expr>>?)"),
-    ] {
-        let plan = query_plan(&db, count).await;
+    let filter =
+        |status: Option<Status>, tier: Option<Tier>, provider: Option<&str>| ShipmentFilter {
+            status,
+            tier,
+            provider: provider.map(str::to_owned),
+            ..Default::default()
+        };
+    let of_status = [
+        (
+            filter(Some(Status::Exception), None, None),
+            "shipments_status (status=?)",
+        ),
+        (
+            filter(Some(Status::Exception), Some(Tier::High), None),
+            "shipments_status (status=? AND tier=?)",
+        ),
+        (
+            filter(None, Some(Tier::High), None),
+            "shipments_status (status=? AND tier=?)",
+        ),
+        (
+            filter(None, None, Some("kuaidi100")),
+            "shipments_status (status=? AND tier=? AND provider=?)",
+        ),
+        (
+            filter(Some(Status::Exception), None, Some("kuaidi100")),
+            "shipments_status (status=? AND tier=? AND provider=?)",
+        ),
+    ];
+    assert_eq!(listing::status_count_sql(&ShipmentFilter::default()), None);
+    for (filter, index) in &of_status {
+        let count = listing::status_count_sql(filter).unwrap();
+        let plan = query_plan(&db, &count).await;
         let of_shipments: Vec<&String> = plan.iter().filter(|s| s.contains(" shipments")).collect();
         assert_eq!(
             of_shipments,
             [&format!("SEARCH shipments USING COVERING INDEX {index}")],
-            "{count}: {plan:?}"
+            "{filter:?}: {plan:?}"
         );
-    }
-    for (reading, index) in [
-        (PageReading::FewOfStatus, "shipments_status (status=?)"),
-        (PageReading::FewChanged, "shipments_changed (<expr>>?)"),
-    ] {
         assert_eq!(
-            query_plan(&db, &listing::shipments_page_sql(reading)).await,
+            query_plan(
+                &db,
+                &listing::shipments_page_sql(PageReading::FewOfStatus, filter)
+            )
+            .await,
             [
                 format!("SEARCH shipments USING INDEX {index}"),
                 "USE TEMP B-TREE FOR ORDER BY".to_owned()
             ],
-            "{reading:?}"
+            "{filter:?}"
         );
     }
+    let plan = query_plan(&db, listing::CHANGED_COUNT).await;
+    let of_shipments: Vec<&String> = plan.iter().filter(|s| s.contains(" shipments")).collect();
+    assert_eq!(
+        of_shipments,
+        ["SEARCH shipments USING COVERING INDEX shipments_changed (<expr>>?)"],
+        "{plan:?}"
+    );
+    assert_eq!(
+        query_plan(
+            &db,
+            &listing::shipments_page_sql(PageReading::FewChanged, &ShipmentFilter::default())
+        )
+        .await,
+        [
+            "SEARCH shipments USING INDEX shipments_changed (<expr>>?)",
+            "USE TEMP B-TREE FOR ORDER BY"
+        ]
+    );
     db.close().await;
 }
 

@@ -690,56 +690,70 @@ async fn a_prune_of_more_than_a_slice_deletes_the_same_on_both_engines() {
 async fn listings_of_a_status_keep_the_same_shipments_however_many_it_has() {
     const MIN: i64 = 60_000;
     // 10,400 shipments, one in a hundred in exception, the others on their way (10,296: read
-    // along the table), a third of them high, added a minute apart in batches of 200 whose
-    // times are not in the order of their ids.
+    // along the table), a third of them high, one in forty on kuaidi100 (260, half of the exceptions), added a minute
+    // apart in batches of 200 whose times are not in the order of their ids.
     let seed = [format!(
         "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, \
              created_at) \
          WITH RECURSIVE n (i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 10399) \
-         SELECT 'Q-' || i, 'taobao', CASE WHEN i % 3 = 0 THEN 'high' ELSE 'normal' END, \
+         SELECT 'Q-' || i, CASE WHEN i % 40 = 0 THEN 'kuaidi100' ELSE 'taobao' END, \
+             CASE WHEN i % 3 = 0 THEN 'high' ELSE 'normal' END, \
              CASE WHEN i % 100 = 0 THEN 'exception' ELSE 'in_transit' END, 1, {NOW}, \
              {NOW} + {MIN} * CASE WHEN (i / 200) % 2 = 0 THEN i / 200 ELSE 104 - i / 200 END \
          FROM n"
     )];
     let seeded = Seeded::with(&seed.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (exception, in_transit, delivered) = (
+        Some(Status::Exception),
+        Some(Status::InTransit),
+        Some(Status::Delivered),
+    );
+    let (high, normal) = (Some(Tier::High), Some(Tier::Normal));
+    let (kuaidi100, taobao) = (Some("kuaidi100"), Some("taobao"));
     for (engine, db) in [("SQLite", &seeded.lite), ("PostgreSQL", &seeded.postgres)] {
         let all = db.list_shipments(&ShipmentFilter::default()).await.unwrap();
         assert_eq!(all.len(), 10_400, "{engine}");
-        for (status, tier, since) in [
-            (Status::Exception, None, None),
-            (Status::InTransit, None, None),
-            (Status::InTransit, Some(Tier::High), None),
-            (Status::Exception, None, Some(NOW + 60 * MIN)),
-            (Status::InTransit, None, Some(NOW + 103 * MIN)),
-            (Status::InTransit, Some(Tier::High), Some(NOW + 20 * MIN)),
-            (Status::Delivered, None, None),
+        for (status, tier, provider, since) in [
+            (exception, None, None, None),
+            (in_transit, None, None, None),
+            (in_transit, high, None, None),
+            (exception, None, None, Some(NOW + 60 * MIN)),
+            (in_transit, None, None, Some(NOW + 103 * MIN)),
+            (in_transit, high, None, Some(NOW + 20 * MIN)),
+            (delivered, None, None, None),
+            // A tier or a provider alone: few (the high ones, 3,467, and kuaidi100's) from the
+            // status index, many (the normal ones, taobao's) along the table.
+            (None, high, None, None),
+            (None, normal, None, None),
+            (None, None, kuaidi100, None),
+            (None, None, taobao, None),
+            (None, high, kuaidi100, None),
+            (None, normal, kuaidi100, Some(NOW + 50 * MIN)),
+            (exception, None, kuaidi100, None),
+            (exception, None, taobao, None),
         ] {
             let expected: Vec<&str> = all
                 .iter()
                 .filter(|row| {
-                    row.status == status
+                    status.is_none_or(|status| row.status == status)
                         && tier.is_none_or(|tier| row.tier == tier)
+                        && provider.is_none_or(|provider| row.provider == provider)
                         && since.is_none_or(|since| row.created_at >= since)
                 })
                 .map(|row| row.order_id.as_str())
                 .collect();
-            assert_eq!(
-                expected.is_empty(),
-                status == Status::Delivered,
-                "{status:?} {tier:?} {since:?}"
-            );
+            let what = format!("{status:?} {tier:?} {provider:?} since {since:?}");
+            assert_eq!(expected.is_empty(), status == delivered, "{what}");
             let filter = ShipmentFilter {
-                status: Some(status),
+                status,
                 tier,
+                provider: provider.map(str::to_owned),
                 changed_since: since,
                 ..Default::default()
             };
             for limit in [1_000, 333] {
                 let listed = listed_page_by_page(db, &filter, limit).await;
-                assert_eq!(
-                    listed, expected,
-                    "{engine}: {status:?} {tier:?} since {since:?}, {limit} a page"
-                );
+                assert_eq!(listed, expected, "{engine}: {what}, {limit} a page");
             }
         }
     }

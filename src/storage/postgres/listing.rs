@@ -1,22 +1,22 @@
 //! PostgreSQL: the listing of `storage/listing.rs`, read the same way: along the primary key
-//! from the page's cursor, or from the index that holds the few shipments of the status or of
-//! the change time asked for.
+//! from the page's cursor, or from the index that holds the few shipments of the status, tier,
+//! provider or change time asked for.
 
 use sqlx::AssertSqlSafe;
 
 use super::*;
-use crate::storage::listing::{FEW, PageReading, page_reading};
+use crate::storage::listing::{FEW, PageReading, page_reading, status_index_terms};
 
 impl Pg {
     pub async fn shipments_page(&self, filter: &ShipmentFilter) -> Result<ShipmentPage> {
-        let of_status = match filter.status {
-            Some(status) => Some(
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT 1 FROM shipments WHERE status = $1 \
-                       AND ($2::text IS NULL OR tier = $2) AND ($3::text IS NULL OR provider = $3) \
-                     LIMIT $4) AS of_status",
-                )
-                .bind(status.as_str())
+        let terms = status_index_terms(filter, ["$1", "$2", "$3"]);
+        let of_status = match &terms {
+            Some(terms) => Some(
+                sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM shipments WHERE {terms} LIMIT $4) \
+                     AS of_status"
+                )))
+                .bind(filter.status.map(Status::as_str))
                 .bind(filter.tier.map(Tier::as_str))
                 .bind(filter.provider.as_deref())
                 .bind(FEW)
@@ -47,12 +47,14 @@ impl Pg {
         // (0.14 s a page at a million, with the index and fresh statistics); by `id + 0` it
         // takes the few from their index and sorts them. The filter that index holds is bare
         // then, which a generic plan can search the index by too.
-        const STATUS: &str = "($1::text IS NULL OR status = $1)";
+        const STATUS: &str = "($1::text IS NULL OR status = $1) \
+                              AND ($2::text IS NULL OR tier = $2) \
+                              AND ($3::text IS NULL OR provider = $3)";
         const CHANGED: &str =
             "($4::bigint IS NULL OR coalesce(status_changed_at, created_at) >= $4)";
         let (status, changed, order) = match page_reading(of_status, changed) {
             PageReading::FromCursor => (STATUS, CHANGED, "id"),
-            PageReading::FewOfStatus => ("status = $1", CHANGED, "id + 0"),
+            PageReading::FewOfStatus => (terms.as_deref().unwrap_or(STATUS), CHANGED, "id + 0"),
             PageReading::FewChanged => (
                 STATUS,
                 "coalesce(status_changed_at, created_at) >= $4",
@@ -61,8 +63,7 @@ impl Pg {
         };
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {PG_SHIPMENT_COLUMNS} FROM shipments \
-             WHERE {status} AND ($2::text IS NULL OR tier = $2) \
-               AND ($3::text IS NULL OR provider = $3) AND {changed} AND id > $6 \
+             WHERE {status} AND {changed} AND id > $6 \
              ORDER BY {order} LIMIT $5"
         )))
         .bind(filter.status.map(Status::as_str))
