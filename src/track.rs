@@ -456,6 +456,21 @@ mod tests {
             carrier: Some("中通速递".into()),
             ..trace(InTransit, vec![e1.clone(), e2.clone()])
         };
+        let waybill_news = ShipmentRow {
+            tracking_no: None,
+            ..stored(InTransit, Some(T0 + 2 * HOUR))
+        };
+        let waybill_trace = Trace {
+            tracking_no: Some("YT2".into()),
+            ..trace(InTransit, vec![e1.clone(), e2.clone()])
+        };
+        // A trace naming a waybill and a carrier of its own where the row knows both: the row's
+        // are kept (learnt only when unknown), so there is nothing to write.
+        let both_known_trace = Trace {
+            tracking_no: Some("YT2".into()),
+            carrier: Some("中通速递".into()),
+            ..trace(InTransit, vec![e1.clone(), e2.clone()])
+        };
         #[rustfmt::skip]
         let rows: Vec<(&str, ShipmentRow, Trace, Outcome, usize)> = vec![
             ("first trace, no events yet",
@@ -473,6 +488,10 @@ mod tests {
              stored(InTransit, Some(T0 + 2 * HOUR)), same_raw_changed, Outcome::Refresh, 2),
             ("same status, carrier learnt",
              carrier_news, carrier_trace, Outcome::Refresh, 2),
+            ("same status, waybill learnt",
+             waybill_news, waybill_trace, Outcome::Refresh, 2),
+            ("same status, waybill and carrier known already",
+             stored(InTransit, Some(T0 + 2 * HOUR)), both_known_trace, Outcome::Schedule, 2),
             ("in transit: SMS does not fire",
              stored(PickedUp, Some(T0 + HOUR)), trace(InTransit, vec![e1.clone(), e2.clone()]),
              Outcome::Change(PickedUp, InTransit, 3, true, vec![Webhook, Email]), 2),
