@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::clock::Millis;
@@ -255,10 +255,14 @@ impl QuietHours {
         if local.time() >= self.end && self.start > self.end {
             day = day.succ_opt().unwrap_or(day);
         }
-        self.zone
-            .from_local_datetime(&day.and_time(self.end))
-            .earliest()
-            .map_or(at, |end| end.timestamp_millis())
+        let end = day.and_time(self.end);
+        match self.zone.from_local_datetime(&end).earliest() {
+            Some(end) => end.timestamp_millis(),
+            // The end falls in the hour a clock skips when it is set forward: it is read with the
+            // offset in force before the jump, so the message waits as long past the jump as the
+            // end lay into it (02:30 in a jump from 02:00 to 03:00 is 03:30), never less.
+            None => (end - local.offset().fix()).and_utc().timestamp_millis(),
+        }
     }
 }
 
@@ -358,5 +362,31 @@ mod tests {
         );
         assert!(QuietHours::parse("late", "Asia/Shanghai").is_err());
         assert!(QuietHours::parse("21:00-08:00", "Mars/Olympus").is_err());
+    }
+
+    /// New York sets its clocks from 02:00 to 03:00 on 8 March 2026, so that night has no 02:30:
+    /// a message held by quiet hours ending at 02:30 goes at 03:30 (07:30 UTC), not at once.
+    #[test]
+    fn quiet_hours_ending_in_a_skipped_hour_end_after_the_jump() {
+        let quiet = QuietHours::parse("21:00-02:30", "America/New_York").unwrap();
+        let zone = chrono_tz::America::New_York;
+        let late = zone.with_ymd_and_hms(2026, 3, 7, 23, 0, 0).unwrap();
+        let after_jump = Utc.with_ymd_and_hms(2026, 3, 8, 7, 30, 0).unwrap();
+        assert_eq!(
+            quiet.next_allowed(late.timestamp_millis()),
+            after_jump.timestamp_millis()
+        );
+        assert_eq!(
+            after_jump.with_timezone(&zone).time(),
+            NaiveTime::from_hms_opt(3, 30, 0).unwrap()
+        );
+        // The night after, with the end on the clock again: 02:30 EDT.
+        let next_night = zone.with_ymd_and_hms(2026, 3, 8, 22, 0, 0).unwrap();
+        assert_eq!(
+            quiet.next_allowed(next_night.timestamp_millis()),
+            zone.with_ymd_and_hms(2026, 3, 9, 2, 30, 0)
+                .unwrap()
+                .timestamp_millis()
+        );
     }
 }
