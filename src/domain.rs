@@ -520,7 +520,7 @@ mod tests {
         );
         let phone: Phone = "13812345678".to_owned().try_into().unwrap();
         assert_eq!(phone.to_string(), "13812345678");
-        assert!(!format!("{phone:?}").contains("13812345678"));
+        assert_eq!(format!("{phone:?}"), r#"Phone("138****5678")"#);
     }
 
     #[test]
@@ -528,7 +528,7 @@ mod tests {
         let email = Email::parse(" zhang@shop.example ").unwrap();
         assert_eq!(email.as_str(), "zhang@shop.example");
         assert_eq!(email.to_string(), "zhang@shop.example");
-        assert!(!format!("{email:?}").contains("zhang@"));
+        assert_eq!(format!("{email:?}"), r#"Email("z***@shop.example")"#);
         let err = Email::parse("zhang.wei at shop").unwrap_err().to_string();
         assert!(err.contains("is not an email address"), "{err}");
         assert!(!err.contains("zhang.wei"), "{err}");
@@ -539,7 +539,7 @@ mod tests {
     fn openids_are_trimmed_or_refused_masked() {
         let openid = OpenId::parse(" oia2TjuEGTNoeX76QEjQNrcURxG8 ").unwrap();
         assert_eq!(openid.as_str(), "oia2TjuEGTNoeX76QEjQNrcURxG8");
-        assert!(!format!("{openid:?}").contains("oia2TjuEGTNoeX76QEjQNrcURxG8"));
+        assert_eq!(format!("{openid:?}"), r#"OpenId("oia****RxG8")"#);
         assert!(OpenId::parse("o-_9").is_ok());
         assert!(OpenId::parse(&"a".repeat(OpenId::MAX_CHARS)).is_ok());
         let too_long = "a".repeat(OpenId::MAX_CHARS + 1);
@@ -563,7 +563,7 @@ mod tests {
     #[test]
     fn secrets_do_not_leak_through_debug() {
         let secret = Secret::new("hunter2");
-        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert_eq!(format!("{secret:?}"), r#"Secret("***")"#);
         assert_eq!(secret.expose(), "hunter2");
     }
 }
