@@ -356,9 +356,20 @@ mod tests {
         assert_eq!(quiet.next_allowed(eight), eight);
 
         let lunch = QuietHours::parse("12:00-13:30", "Asia/Shanghai").unwrap();
+        let lunch_end = shanghai_ms(2026, 11, 28, 13, 30);
+        for (h, min) in [(12, 0), (12, 45), (13, 29)] {
+            let at = shanghai_ms(2026, 11, 28, h, min);
+            assert_eq!(lunch.next_allowed(at), lunch_end, "{h}:{min:02}");
+        }
+        for (h, min) in [(11, 59), (13, 30), (23, 0), (0, 0)] {
+            let at = shanghai_ms(2026, 11, 28, h, min);
+            assert_eq!(lunch.next_allowed(at), at, "{h}:{min:02} is outside");
+        }
+        let off = QuietHours::parse("08:00-08:00", "Asia/Shanghai").unwrap();
         assert_eq!(
-            lunch.next_allowed(shanghai_ms(2026, 11, 28, 12, 45)),
-            shanghai_ms(2026, 11, 28, 13, 30)
+            off.next_allowed(eight),
+            eight,
+            "an empty window holds nothing"
         );
         assert!(QuietHours::parse("late", "Asia/Shanghai").is_err());
         assert!(QuietHours::parse("21:00-08:00", "Mars/Olympus").is_err());
