@@ -539,6 +539,7 @@ mod tests {
     fn openids_are_trimmed_or_refused_masked() {
         let openid = OpenId::parse(" oia2TjuEGTNoeX76QEjQNrcURxG8 ").unwrap();
         assert_eq!(openid.as_str(), "oia2TjuEGTNoeX76QEjQNrcURxG8");
+        assert_eq!(openid.to_string(), "oia2TjuEGTNoeX76QEjQNrcURxG8");
         assert_eq!(format!("{openid:?}"), r#"OpenId("oia****RxG8")"#);
         assert!(OpenId::parse("o-_9").is_ok());
         assert!(OpenId::parse(&"a".repeat(OpenId::MAX_CHARS)).is_ok());
