@@ -490,6 +490,7 @@ mod tests {
                 tx.send(Instant::now()).unwrap();
             });
         }
+        drop(tx);
         tokio::task::yield_now().await;
         // The first leaves at once; then the process stalls for a second and a half, past the
         // slots of all the others.
@@ -563,7 +564,10 @@ mod tests {
         for _ in 0..count {
             let (limiter, tx) = (limiter.clone(), tx.clone());
             tokio::spawn(async move {
-                while Instant::now() - start < until {
+                for _ in 0..CALLS_AT_MOST {
+                    if Instant::now() - start >= until {
+                        return;
+                    }
                     limiter.acquire().await;
                     if tx.send(Instant::now() - start).is_err() {
                         return;
@@ -573,6 +577,11 @@ mod tests {
         }
         rx
     }
+
+    /// Each caller's calls at the most: far more than any quota of these tests lets through,
+    /// so a limiter that stops waiting fails its test on the count instead of spinning it
+    /// forever at one paused instant.
+    const CALLS_AT_MOST: usize = 1_000;
 
     async fn times(mut rx: tokio::sync::mpsc::UnboundedReceiver<Duration>) -> Vec<Duration> {
         let mut times = Vec::new();
@@ -673,7 +682,10 @@ mod tests {
                         reason: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
                     });
                 }
-                self.grants.fetch_add(1, Ordering::Relaxed);
+                // A limiter asking again and again without waiting would spin the test forever
+                // at one paused instant; this ends it, and the test fails on what it counts.
+                let asked = self.grants.fetch_add(1, Ordering::Relaxed);
+                assert!(asked < 10_000, "10,000 grants: the limiter asks in a loop");
                 let now = Instant::now();
                 let mut next = self.next.lock().unwrap();
                 let first = next.map_or(now, |n| n.max(now));
@@ -708,7 +720,10 @@ mod tests {
             for _ in 0..10 {
                 let (limiter, tx) = (limiter.clone(), tx.clone());
                 tokio::spawn(async move {
-                    while Instant::now() - start < Duration::from_secs(20) {
+                    for _ in 0..CALLS_AT_MOST {
+                        if Instant::now() - start >= Duration::from_secs(20) {
+                            return;
+                        }
                         limiter.acquire().await;
                         if tx.send(Instant::now() - start).is_err() {
                             return;
@@ -797,6 +812,7 @@ mod tests {
                 tx.send(Instant::now()).unwrap();
             });
         }
+        drop(tx);
         tokio::task::yield_now().await;
         let first = rx.recv().await.unwrap();
         // A stall past the whole grant: its other slots are gone, and the waiters leave on a new
