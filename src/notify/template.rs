@@ -301,6 +301,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.render(&values()), "订单123 已签收, {literal} ");
+        assert_eq!(
+            t.to_string(),
+            "订单{order_id} {status}, {{literal}} {carrier}"
+        );
         let err = Template::parse("hi {name}", &PLACEHOLDERS).unwrap_err();
         assert!(err.to_string().contains("{name}"), "{err}");
         assert!(Template::parse("oops {order_id", &PLACEHOLDERS).is_err());
