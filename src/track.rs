@@ -866,6 +866,17 @@ mod tests {
     }
 
     #[test]
+    fn notification_ids_are_msg_and_24_random_letters_or_digits() {
+        let (a, b) = (new_public_id(), new_public_id());
+        for id in [&a, &b] {
+            let suffix = id.strip_prefix("msg_").expect(id);
+            assert_eq!(suffix.len(), 24, "{id}");
+            assert!(suffix.bytes().all(|c| c.is_ascii_alphanumeric()), "{id}");
+        }
+        assert_ne!(a, b, "two notifications, two ids");
+    }
+
+    #[test]
     fn would_change_tells_what_recording_would_write() {
         let stored = stored(Status::InTransit, Some(T0));
         let cases = [
