@@ -256,7 +256,14 @@ impl QuietHours {
             day = day.succ_opt().unwrap_or(day);
         }
         let end = day.and_time(self.end);
-        match self.zone.from_local_datetime(&end).earliest() {
+        let readings = self.zone.from_local_datetime(&end);
+        // When clocks go back, the end reads twice: the first, unless it has passed already (a
+        // message held in the repeated hour waits for the second).
+        let first_to_come = readings
+            .earliest()
+            .filter(|first| first.timestamp_millis() >= at)
+            .or(readings.latest());
+        match first_to_come {
             Some(end) => end.timestamp_millis(),
             // The end falls in the hour a clock skips when it is set forward: it is read with the
             // offset in force before the jump, so the message waits as long past the jump as the
@@ -377,6 +384,32 @@ mod tests {
         );
         assert!(QuietHours::parse("late", "Asia/Shanghai").is_err());
         assert!(QuietHours::parse("21:00-08:00", "Mars/Olympus").is_err());
+    }
+
+    /// New York sets its clocks back from 02:00 to 01:00 on 1 November 2026, so that night reads
+    /// 01:15 twice: a message held by quiet hours ending at 01:30 goes at the first 01:30 when
+    /// held before it, and at the second when held in the repeated hour.
+    #[test]
+    fn quiet_hours_ending_in_a_repeated_hour_end_at_the_next_reading() {
+        let quiet = QuietHours::parse("21:00-01:30", "America/New_York").unwrap();
+        let utc = |h, min| {
+            Utc.with_ymd_and_hms(2026, 11, 1, h, min, 0)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let evening = chrono_tz::America::New_York
+            .with_ymd_and_hms(2026, 10, 31, 23, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        // 01:30 EDT is 05:30 UTC; 01:30 EST is 06:30 UTC.
+        assert_eq!(quiet.next_allowed(evening), utc(5, 30));
+        assert_eq!(quiet.next_allowed(utc(5, 15)), utc(5, 30), "01:15 EDT");
+        assert_eq!(
+            quiet.next_allowed(utc(5, 45)),
+            utc(5, 45),
+            "01:45 EDT is free"
+        );
+        assert_eq!(quiet.next_allowed(utc(6, 15)), utc(6, 30), "01:15 EST");
     }
 
     /// New York sets its clocks from 02:00 to 03:00 on 8 March 2026, so that night has no 02:30:
