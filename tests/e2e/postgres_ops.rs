@@ -690,8 +690,9 @@ async fn a_prune_of_more_than_a_slice_deletes_the_same_on_both_engines() {
 async fn listings_of_a_status_keep_the_same_shipments_however_many_it_has() {
     const MIN: i64 = 60_000;
     // 10,400 shipments, one in a hundred in exception, the others on their way (10,296: read
-    // along the table), a third of them high, one in forty on kuaidi100 (260, half of the exceptions), added a minute
-    // apart in batches of 200 whose times are not in the order of their ids.
+    // along the table), a third of them high, one in forty on kuaidi100 (260, half of the
+    // exceptions), added a minute apart in batches of 200 whose times are not in the order of
+    // their ids.
     let seed = [format!(
         "INSERT INTO shipments (order_id, provider, tier, status, active, next_poll_at, \
              created_at) \
