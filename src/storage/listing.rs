@@ -27,9 +27,9 @@ pub struct ShipmentFilter {
 }
 
 /// The shipments of a status (`?1`), tier (`?2`), provider (`?3`) and changed since (`?4`),
-/// each when `filter` gives it, after the one numbered `?6`, at most `?5`, read as `reading`
-/// says.
-pub(super) fn shipments_page_sql(reading: PageReading, filter: &ShipmentFilter) -> String {
+/// each when the listing gives it, after the one numbered `?6`, at most `?5`, read as `reading`
+/// says; `of_status` is the listing's [`status_index_terms`], which the status index is read by.
+pub(super) fn shipments_page_sql(reading: PageReading, of_status: Option<&str>) -> String {
     const STATUS: &str = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR tier = ?2) \
                           AND (?3 IS NULL OR provider = ?3)";
     const CHANGED: &str = "(?4 IS NULL OR coalesce(status_changed_at, created_at) >= ?4)";
@@ -39,20 +39,15 @@ pub(super) fn shipments_page_sql(reading: PageReading, filter: &ShipmentFilter) 
     // SQLite to search it by, and the order is `+id`, which keeps SQLite from walking the table
     // in the listing's order: it takes the few from the index and sorts them, keeping the page's
     // rows alone.
-    let of_status;
     let (from, status, changed, order) = match reading {
         PageReading::FromCursor => ("shipments", STATUS, CHANGED, "id"),
-        PageReading::FewOfStatus => {
-            // Always some: this reading follows a count of the same terms.
-            of_status =
-                status_index_terms(filter, ["?1", "?2", "?3"]).unwrap_or_else(|| STATUS.to_owned());
-            (
-                "shipments INDEXED BY shipments_status",
-                of_status.as_str(),
-                CHANGED,
-                "+id",
-            )
-        }
+        // Always some: this reading follows a count of the same terms.
+        PageReading::FewOfStatus => (
+            "shipments INDEXED BY shipments_status",
+            of_status.unwrap_or(STATUS),
+            CHANGED,
+            "+id",
+        ),
         PageReading::FewChanged => (
             "shipments INDEXED BY shipments_changed",
             STATUS,
@@ -137,14 +132,13 @@ pub(super) fn status_index_terms(filter: &ShipmentFilter, params: [&str; 3]) -> 
     Some(terms[..=last].join(" AND "))
 }
 
-/// The shipments `filter`'s status, tier and provider keep, counted up to `?4`, from the status
-/// index; `None` when it gives none of the three.
-pub(super) fn status_count_sql(filter: &ShipmentFilter) -> Option<String> {
-    let terms = status_index_terms(filter, ["?1", "?2", "?3"])?;
-    Some(format!(
+/// The shipments a listing's status, tier and provider keep, counted up to `?4`, from the
+/// status index; `terms` are the listing's [`status_index_terms`].
+pub(super) fn status_count_sql(terms: &str) -> String {
+    format!(
         "SELECT count(*) FROM (SELECT 1 FROM shipments INDEXED BY shipments_status \
          WHERE {terms} LIMIT ?4)"
-    ))
+    )
 }
 
 /// The shipments changed since `?1`, counted up to `?2`, from their index.
@@ -195,9 +189,10 @@ impl Db {
     #[instrument(skip_all)]
     pub async fn shipments_page(&self, filter: &ShipmentFilter) -> Result<ShipmentPage> {
         let lite = on_postgres!(self, pg => pg.shipments_page(filter));
-        let of_status = match status_count_sql(filter) {
-            Some(count) => Some(
-                sqlx::query_scalar(AssertSqlSafe(count))
+        let terms = status_index_terms(filter, ["?1", "?2", "?3"]);
+        let of_status = match &terms {
+            Some(terms) => Some(
+                sqlx::query_scalar(AssertSqlSafe(status_count_sql(terms)))
                     .bind(filter.status.map(Status::as_str))
                     .bind(filter.tier.map(Tier::as_str))
                     .bind(filter.provider.as_deref())
@@ -218,7 +213,7 @@ impl Db {
             None => None,
         };
         let reading = page_reading(of_status, changed);
-        let rows = sqlx::query(AssertSqlSafe(shipments_page_sql(reading, filter)))
+        let rows = sqlx::query(AssertSqlSafe(shipments_page_sql(reading, terms.as_deref())))
             .bind(filter.status.map(Status::as_str))
             .bind(filter.tier.map(Tier::as_str))
             .bind(filter.provider.as_deref())
