@@ -243,4 +243,11 @@ mod tests {
         assert!(outage.succeeded());
         assert_eq!(outage.current(), None);
     }
+
+    /// The dispatcher and the sender record the database's failures where `/healthz`, the
+    /// metrics and the ops alerts look for them: one outage, whoever asks.
+    #[test]
+    fn the_database_s_outage_is_the_same_one_for_everyone() {
+        assert!(std::ptr::eq(Outage::database(), Outage::database()));
+    }
 }

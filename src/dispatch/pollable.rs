@@ -406,4 +406,101 @@ mod tests {
             );
         }
     }
+
+    /// A bulk recheck goes a batch at a time, and every invalid shipment is seen once: the
+    /// last batch is the one short of [`BATCH`] (here 500, 500 and 1 of 1,001).
+    #[tokio::test]
+    async fn a_recheck_of_more_than_a_batch_sees_every_shipment_once() {
+        use crate::storage::{Created, NewShipment, Synchronous};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("recheck.db"), Synchronous::Normal)
+            .await
+            .unwrap();
+        // One in a hundred has an order id the provider refuses, and stays invalid.
+        let total = 2 * BATCH as usize + 1;
+        let news: Vec<NewShipment> = (0..total)
+            .map(|i| NewShipment {
+                order_id: if i % 100 == 7 {
+                    format!("TB-{i}")
+                } else {
+                    format!("{}", 1_000_000 + i)
+                },
+                provider: "dhl".into(),
+                tracking_no: None,
+                carrier: None,
+                tier: Tier::Normal,
+                phone: None,
+                email: None,
+                openid: None,
+                sub_orders: None,
+            })
+            .collect();
+        let created = db
+            .create_shipments(&news, NOW, &|_, _, _| Vec::new())
+            .await
+            .unwrap();
+        for created in &created {
+            let (Created::New(row) | Created::Existing(row)) = created;
+            db.mark_invalid(
+                row.id,
+                InvalidKind::UnknownProvider,
+                "unknown provider",
+                NOW,
+            )
+            .await
+            .unwrap();
+        }
+
+        let mut seen = BTreeMap::new();
+        recheck_invalid(
+            &db,
+            &providers(&["dhl"]),
+            Invalid::UnknownProviderIn(&["dhl".to_owned()]),
+            NOW,
+            |shipment, rechecked| {
+                let Seen::Order(order) = shipment else {
+                    panic!("every row is readable: {shipment:?}");
+                };
+                assert!(seen.insert(order, rechecked).is_none(), "seen twice");
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen.len(), total);
+        let still: Vec<&String> = seen
+            .iter()
+            .filter(|(_, rechecked)| **rechecked != Rechecked::Revived)
+            .map(|(order, _)| order)
+            .collect();
+        assert_eq!(still.len(), 10, "{still:?}");
+        assert!(
+            still.iter().all(|order| order.starts_with("TB-")),
+            "{still:?}"
+        );
+
+        // Flagged for an unknown provider again, all of them: the revival a start or a reload
+        // makes counts the 991 it revives, over the same batches.
+        for created in &created {
+            let (Created::New(row) | Created::Existing(row)) = created;
+            db.mark_invalid(
+                row.id,
+                InvalidKind::UnknownProvider,
+                "unknown provider",
+                NOW,
+            )
+            .await
+            .unwrap();
+        }
+        let providers = providers(&["dhl"]);
+        assert_eq!(
+            revive_known_providers(&db, &providers, NOW).await.unwrap(),
+            991
+        );
+        // The 10 left are flagged for their order ids now, which no provider fixes.
+        assert_eq!(
+            revive_known_providers(&db, &providers, NOW).await.unwrap(),
+            0
+        );
+        db.close().await;
+    }
 }
