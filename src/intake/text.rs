@@ -359,6 +359,24 @@ mod tests {
         assert!(!is_utf8(&text[..]).unwrap());
     }
 
+    /// A file that cannot be read to its end (a disk error, a file cut off by another program)
+    /// is that error, not a GBK file.
+    #[test]
+    fn a_read_error_while_sniffing_is_an_error_not_an_encoding() {
+        let failing = "订单编号\n".as_bytes().chain(FailingReader);
+        let err = is_utf8(failing).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Other);
+        assert_eq!(err.to_string(), "the disk said no");
+    }
+
+    struct FailingReader;
+
+    impl Read for FailingReader {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("the disk said no"))
+        }
+    }
+
     #[test]
     fn decoding_gbk_gives_utf8_and_names_the_line_of_a_bad_byte() {
         let (gbk, _, _) = encoding_rs::GBK.encode("订单编号\r\n1,张三\r\n");
