@@ -278,24 +278,24 @@ mod tests {
     use super::*;
 
     fn lines_of(text: &[u8]) -> Vec<u64> {
-        // The line of each record's first byte, as the reader sees them.
+        // The line of each record, as the CSV reader asks for it: at the record's end, having
+        // started the record right after the one before, so that the line breaks between them
+        // (the `\n` of a `\r\n`, blank lines) are fed to it first.
         let mut position = Position::default();
-        let mut starts = Vec::new();
+        let mut lines = Vec::new();
         let mut in_record = false;
+        position.start_record();
         for &b in text {
-            if !in_record && b != b'\n' && b != b'\r' {
-                position.start_record();
-            }
             position.feed(b);
-            if !in_record && b != b'\n' && b != b'\r' {
-                starts.push(position.record_line());
-                in_record = true;
-            }
-            if (b == b'\n' || b == b'\r') && position.open_quote().is_none() {
+            let newline = b == b'\n' || b == b'\r';
+            in_record |= !newline;
+            if newline && in_record && position.open_quote().is_none() {
+                lines.push(position.record_line());
+                position.start_record();
                 in_record = false;
             }
         }
-        starts
+        lines
     }
 
     #[test]
@@ -325,6 +325,10 @@ mod tests {
             lines_of(b"h\n1,\"say \"\"hi\"\"\nthere\"\n2\n"),
             vec![1, 2, 4]
         );
+        // A record whose first field is quoted: the quote opens it after any line break.
+        assert_eq!(lines_of(b"h\n\"a\nb\"\n2\n"), vec![1, 2, 4]);
+        assert_eq!(lines_of(b"h\r\n\"a\r\nb\"\r\n2\r\n"), vec![1, 2, 4]);
+        assert_eq!(lines_of(b"h\r\"a\rb\"\r2\r"), vec![1, 2, 4]);
     }
 
     #[test]
