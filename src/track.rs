@@ -650,6 +650,24 @@ mod tests {
         let wechat: serde_json::Value = serde_json::from_str(&wechat.payload).expect("JSON");
         assert_eq!(wechat["url"], want, "{wechat}");
 
+        // A robot text that places {link} itself shows it there, and not again below.
+        let mut placed = channels[0].clone();
+        placed.texts.body.insert(
+            Status::Delivered,
+            crate::notify::template::Template::parse(
+                "签收了,[订单]({link})",
+                &crate::notify::template::TEXT_PLACEHOLDERS,
+            )
+            .expect("a body"),
+        );
+        let placed = [placed];
+        let write = decide(&stored, &trace, &placed);
+        let robot: serde_json::Value =
+            serde_json::from_str(&write.outbox[0].payload).expect("JSON");
+        let text = robot["markdown"]["text"].as_str().expect("markdown");
+        assert!(text.ends_with(&format!("签收了,[订单]({want})")), "{text}");
+        assert!(!text.contains("查看订单"), "{text}");
+
         // Without [notify] link: no link line, and {link} is empty.
         for rule in &mut channels {
             rule.link = None;
