@@ -269,6 +269,8 @@ mod tests {
         let v6 = endpoint("smtp://[::1]:2525");
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 2525));
         assert_eq!(v6.to_string(), "smtp://[::1]:2525");
+        let v6 = endpoint("smtps://[2001:db8::25]");
+        assert_eq!((v6.host.as_str(), v6.port), ("2001:db8::25", 465));
     }
 
     #[test]
