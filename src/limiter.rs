@@ -667,6 +667,8 @@ mod tests {
         next: std::sync::Mutex<Option<Instant>>,
         down: std::sync::atomic::AtomicU32,
         grants: std::sync::atomic::AtomicU32,
+        /// How many slots the last grant asked for.
+        last_count: std::sync::atomic::AtomicU32,
     }
 
     impl SharedQuota for Keeper {
@@ -685,6 +687,7 @@ mod tests {
                 // A limiter asking again and again without waiting would spin the test forever
                 // at one paused instant; this ends it, and the test fails on what it counts.
                 let asked = self.grants.fetch_add(1, Ordering::Relaxed);
+                self.last_count.store(count, Ordering::Relaxed);
                 assert!(asked < 10_000, "10,000 grants: the limiter asks in a loop");
                 let now = Instant::now();
                 let mut next = self.next.lock().unwrap();
@@ -786,6 +789,26 @@ mod tests {
             assert!(*pair[1] - *pair[0] >= spacing - TIMER_SLACK, "{times:?}");
         }
         assert!(after.len() >= 17, "{times:?}");
+    }
+
+    /// A caller counts among the waiters only while it waits: once ten callers have had their
+    /// calls, a lone one's grant is one slot, not ten that it would leave unused and lost to the
+    /// other processes.
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_is_sized_by_the_callers_still_waiting() {
+        let keeper = Arc::new(Keeper::default());
+        let limiter = shared_limiter(Duration::from_millis(10), &keeper);
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let limiter = limiter.clone();
+            callers.spawn(async move { limiter.acquire().await });
+        }
+        while let Some(done) = callers.join_next().await {
+            done.expect("a caller");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        limiter.acquire().await;
+        assert_eq!(keeper.last_count.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test(start_paused = true)]
