@@ -439,17 +439,20 @@ mod tests {
             .create_shipments(&news, NOW, &|_, _, _| Vec::new())
             .await
             .unwrap();
-        for created in &created {
-            let (Created::New(row) | Created::Existing(row)) = created;
-            db.mark_invalid(
-                row.id,
-                InvalidKind::UnknownProvider,
-                "unknown provider",
-                NOW,
-            )
-            .await
-            .unwrap();
-        }
+        let flag_all = async || {
+            for created in &created {
+                let (Created::New(row) | Created::Existing(row)) = created;
+                db.mark_invalid(
+                    row.id,
+                    InvalidKind::UnknownProvider,
+                    "unknown provider",
+                    NOW,
+                )
+                .await
+                .unwrap();
+            }
+        };
+        flag_all().await;
 
         let mut seen = BTreeMap::new();
         recheck_invalid(
@@ -480,17 +483,7 @@ mod tests {
 
         // Flagged for an unknown provider again, all of them: the revival a start or a reload
         // makes counts the 991 it revives, over the same batches.
-        for created in &created {
-            let (Created::New(row) | Created::Existing(row)) = created;
-            db.mark_invalid(
-                row.id,
-                InvalidKind::UnknownProvider,
-                "unknown provider",
-                NOW,
-            )
-            .await
-            .unwrap();
-        }
+        flag_all().await;
         let providers = providers(&["dhl"]);
         assert_eq!(
             revive_known_providers(&db, &providers, NOW).await.unwrap(),
