@@ -427,6 +427,60 @@ mod tests {
     }
 
     #[test]
+    fn a_create_puts_each_column_in_its_own_field() {
+        let item = create(
+            br#"{"order_id": "42", "provider": "tb", "tracking_no": "SF1", "carrier": "SF",
+                 "tier": "low", "phone": "13800138000", "email": "a@shop.example",
+                 "openid": "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "sub_orders": "1;2"}"#,
+        )
+        .unwrap();
+        let f = &item.fields;
+        let got = [
+            &f.provider,
+            &f.tracking_no,
+            &f.carrier,
+            &f.tier,
+            &f.phone,
+            &f.email,
+            &f.openid,
+            &f.sub_orders,
+        ]
+        .map(|v| v.as_deref());
+        assert_eq!(
+            got,
+            [
+                Some("tb"),
+                Some("SF1"),
+                Some("SF"),
+                Some("low"),
+                Some("13800138000"),
+                Some("a@shop.example"),
+                Some("o6_bmjrPTlm6_2sgVt7hMZOPfL2M"),
+                Some("1;2"),
+            ]
+        );
+        assert_eq!(item.given.len(), COLUMNS.len());
+    }
+
+    #[test]
+    fn an_order_id_given_as_a_number_is_one_error_that_says_why() {
+        let p = create(br#"{"order_id": 7100000000000000001}"#).unwrap_err();
+        assert_eq!(fields_of(&p), vec![(None, "order_id".to_owned())]);
+        assert!(
+            p.errors[0].detail.contains("long order ids lose digits"),
+            "{p:?}"
+        );
+        // A missing order id is named even beside another field at fault.
+        let p = create(br#"{"colour": "red"}"#).unwrap_err();
+        let mut got = fields_of(&p);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(None, "colour".to_owned()), (None, "order_id".to_owned())]
+        );
+    }
+
+    #[test]
     fn a_batch_gives_the_index_of_each_bad_item() {
         let p = batch(br#"{"shipments": [{"order_id": "1"}, {"order_id": "2", "tier": 3}]}"#)
             .unwrap_err();
@@ -444,6 +498,11 @@ mod tests {
             vec![(None, "shipments".to_owned())]
         );
         assert_eq!(batch(br#"{"shipments": []}"#).unwrap_err().status, 422);
+        let full = format!(
+            "{{\"shipments\": [{}]}}",
+            vec!["{\"order_id\": \"1\"}"; MAX_BATCH].join(",")
+        );
+        assert_eq!(batch(full.as_bytes()).unwrap().len(), MAX_BATCH);
     }
 
     #[test]
@@ -498,5 +557,8 @@ mod tests {
     fn names_sent_back_are_escaped_and_cut() {
         assert_eq!(shown_name("a\u{1b}[31m"), "a\\u{1b}[31m");
         assert!(shown_name(&"x".repeat(500)).ends_with('…'));
+        let name = "é".repeat(SHOWN_NAME);
+        assert_eq!(shown_name(&name), name);
+        assert_eq!(shown_name(&format!("{name}x")), format!("{name}…"));
     }
 }
