@@ -539,6 +539,32 @@ mod tests {
             (Some(Status::Delivered), 5, Some(7))
         );
         assert_eq!(list_query(None).unwrap().limit, DEFAULT_LIMIT);
+        // Every key read into its place, percent-encoding and `+` decoded.
+        let q = list_query(Some(
+            "tier=low&provider=tb%20shop&updated_since=2026-11-20T08:00:00%2B08:00&limit=1000",
+        ))
+        .unwrap();
+        assert_eq!(
+            q,
+            ListQuery {
+                status: None,
+                tier: Some(Tier::Low),
+                provider: Some("tb shop".to_owned()),
+                updated_since: Some(1_795_132_800_000),
+                limit: MAX_LIMIT,
+                after: None,
+            }
+        );
+        // A known key with a bad value says what is wrong with the value, not that the key is
+        // unknown.
+        for (query, detail) in [
+            ("provider=", "is empty"),
+            ("tier=urgent", "urgent"),
+            ("updated_since=yesterday", "RFC 3339"),
+        ] {
+            let p = list_query(Some(query)).unwrap_err();
+            assert!(p.errors[0].detail.contains(detail), "{query}: {p:?}");
+        }
         for (query, field) in [
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
@@ -551,6 +577,47 @@ mod tests {
                 vec![(None, field.to_owned())]
             );
         }
+    }
+
+    #[test]
+    fn an_intake_refusal_names_its_field_and_item() {
+        let config = crate::config::Config::parse(
+            "[providers.taobao]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret = \"s\"\nsession = \"s\"",
+            None,
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let intake = Intake::new(Some(&config)).unwrap();
+        let item = |json: &str| create(json.as_bytes()).unwrap();
+        let refused = |index, json: &str| {
+            let e = check(&intake, index, item(json)).unwrap_err();
+            (e.index, e.field)
+        };
+        assert_eq!(
+            refused(Some(3), r#"{"order_id": "42", "tier": "urgent"}"#),
+            (Some(3), "tier".to_owned())
+        );
+        // Taobao's order ids are numbers: its refusal is about the order id.
+        assert_eq!(
+            refused(None, r#"{"order_id": "abc"}"#),
+            (None, "order_id".to_owned())
+        );
+        assert_eq!(
+            refused(None, r#"{"order_id": "42", "email": "nobody"}"#),
+            (None, "email".to_owned())
+        );
+        let unfit = IntakeError::Provider(crate::providers::UnfitRequest::new(
+            "carrier",
+            "needs a carrier code",
+        ));
+        assert_eq!(intake_field(&unfit, "42"), "carrier");
+        let added = check(
+            &intake,
+            Some(0),
+            item(r#"{"order_id": "42", "tier": "high"}"#),
+        )
+        .unwrap();
+        assert_eq!((added.order_id.as_str(), added.tier), ("42", Tier::High));
     }
 
     #[test]
