@@ -162,7 +162,8 @@ mod tests {
     async fn a_body_is_read_up_to_the_limit_and_no_further() {
         // (status, MiB sent, Content-Length given, limit, bytes kept, cut)
         let table: &[(u16, usize, bool, usize, usize, bool)] = &[
-            (500, 50, false, 64 << 10, 64 << 10, true),
+            // An error answer: 64 KiB of it, as docs/operations.md says.
+            (500, 50, false, MAX_ANSWER_BYTES, 64 << 10, true),
             (200, 50, false, 8 << 20, 8 << 20, true),
             (200, 2, false, 8 << 20, 2 << 20, false),
             (500, 50, true, 64 << 10, 64 << 10, true),
@@ -176,5 +177,29 @@ mod tests {
             assert_eq!(read.bytes.len(), kept, "{row:?}");
             assert_eq!(read.cut, cut, "{row:?}");
         }
+    }
+
+    /// A server that announces 1,000 bytes of body, sends `sent` of them and hangs up.
+    async fn serve_broken(sent: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 502 X\r\nContent-Length: 1000\r\n\r\n";
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&vec![b'x'; sent]).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_keeps_what_arrived_and_one_with_nothing_is_the_error() {
+        let response = reqwest::get(&serve_broken(300).await).await.unwrap();
+        let read = read_capped(response, MAX_ANSWER_BYTES).await.unwrap();
+        assert_eq!(read.bytes, vec![b'x'; 300]);
+        let response = reqwest::get(&serve_broken(0).await).await.unwrap();
+        assert!(read_capped(response, MAX_ANSWER_BYTES).await.is_err());
     }
 }
