@@ -310,7 +310,7 @@ mod tests {
             r#"
 [providers.kd]
 kind = "simulator"
-rate_limit = "2/s"
+rate_limit = "30/h"
 [providers.sim]
 kind = "simulator"
 [channels.webhook]
@@ -330,7 +330,7 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
                     name: "kd",
                     kind: "simulator",
                     condition: ProviderCondition::Banned,
-                    calls_per_minute: Some(120.0),
+                    calls_per_minute: Some(0.5),
                 },
                 ProviderLine {
                     name: "sim",

@@ -110,4 +110,20 @@ mod tests {
         }
         assert!(throttle.keys.lock().unwrap().len() <= MAX_KEYS);
     }
+
+    #[test]
+    fn a_full_throttle_forgets_the_keys_whose_interval_passed_and_keeps_the_rest() {
+        let throttle = Throttle::new(Duration::from_secs(60));
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        for n in 0..MAX_KEYS - 1 {
+            throttle.admit(&format!("old {n}"), at(0));
+        }
+        assert_eq!(throttle.admit("recent", at(30)), Some(0));
+        // Full: a new key makes room by forgetting the old ones only.
+        assert_eq!(throttle.admit("new", at(61)), Some(0));
+        assert_eq!(throttle.keys.lock().unwrap().len(), 2);
+        assert_eq!(throttle.admit("new", at(62)), None);
+        assert_eq!(throttle.admit("recent", at(62)), None);
+    }
 }
