@@ -125,6 +125,35 @@ mod tests {
         tally.flush(&db, t0 + 20_000).await.unwrap();
         let later = db.polls_last_hour(t0 + 30_000).await.unwrap();
         assert_eq!(later[1], row("taobao", "ok", 3));
-        assert!(db.polls_last_hour(t0 + 3_700_000).await.unwrap().is_empty());
+        // Counts go to the minute they were made in (t0 here, though flushed 20 s into it):
+        // an hour after that minute began they are gone.
+        assert_eq!(db.polls_last_hour(t0 + 3_599_999).await.unwrap().len(), 3);
+        assert!(db.polls_last_hour(t0 + 3_600_000).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn counts_that_cannot_be_written_are_kept_for_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &'static str| {
+            let path = dir.path().join(name);
+            async move { Db::open(&path, Synchronous::Normal).await.unwrap() }
+        };
+        let (gone, db) = (open("gone.db").await, open("t.db").await);
+        gone.close().await;
+        let tally = PollTally::default();
+        let t0: Millis = 1_800_000_000_000;
+        tally.count("taobao", "ok");
+        tally.count("taobao", "ok");
+        assert!(tally.flush(&gone, t0).await.is_err());
+        tally.count("taobao", "ok");
+        tally.flush(&db, t0 + 1_000).await.unwrap();
+        assert_eq!(
+            db.polls_last_hour(t0 + 2_000).await.unwrap(),
+            vec![PollCount {
+                provider: "taobao".into(),
+                result: "ok".into(),
+                count: 3,
+            }]
+        );
     }
 }

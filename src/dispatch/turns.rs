@@ -51,6 +51,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_poll_counts_among_the_waiting_until_its_guard_goes() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let first = Waiting::enter(&count);
+        let second = Waiting::enter(&count);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        drop(first);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        drop(second);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn a_bucket_holds_as_many_waiting_polls_as_its_quota_serves_within_a_claim() {
         let s = Duration::from_secs;
         let lease = s(300);
