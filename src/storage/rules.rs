@@ -189,6 +189,10 @@ mod tests {
             ),
             ("CHECK constraint failed: length(trim(x)) > 0", None),
             ("column \"x\" does not exist", None),
+            // A trigger of another program's, in the same form but not one of ours.
+            ("price must be positive", None),
+            ("Order Id must be text", None),
+            ("CHECK constraint failed: Tier IN ('a', 'b')", None),
         ] {
             assert_eq!(broken_rule(message, constraint), None, "{message}");
         }
