@@ -102,6 +102,13 @@ mod tests {
     }
 
     #[test]
+    fn the_process_wide_throttle_holds_a_repeated_warning_back() {
+        let key = "throttle test: the same warning twice";
+        assert_eq!(admit(key), Some(0));
+        assert_eq!(admit(key), None);
+    }
+
+    #[test]
     fn the_keys_held_are_bounded() {
         let throttle = Throttle::new(Duration::from_secs(60));
         let now = Instant::now();
@@ -116,8 +123,9 @@ mod tests {
         let throttle = Throttle::new(Duration::from_secs(60));
         let start = Instant::now();
         let at = |secs: u64| start + Duration::from_secs(secs);
+        // Their interval passes at 61 s, just when the new key comes.
         for n in 0..MAX_KEYS - 1 {
-            throttle.admit(&format!("old {n}"), at(0));
+            throttle.admit(&format!("old {n}"), at(1));
         }
         assert_eq!(throttle.admit("recent", at(30)), Some(0));
         // Full: a new key makes room by forgetting the old ones only.
