@@ -539,7 +539,7 @@ mod tests {
             (Some(Status::Delivered), 5, Some(7))
         );
         assert_eq!(list_query(None).unwrap().limit, DEFAULT_LIMIT);
-        // Every key read into its place, percent-encoding and `+` decoded.
+        // Every key read into its place, percent-encoding decoded (`%20` a space, `%2B` a plus).
         let q = list_query(Some(
             "tier=low&provider=tb%20shop&updated_since=2026-11-20T08:00:00%2B08:00&limit=1000",
         ))
