@@ -102,5 +102,21 @@ mod tests {
         assert_eq!(clock.now(), 1_000);
         clock.advance(std::time::Duration::from_secs(2));
         assert_eq!(clock.now(), 3_000);
+        // Set, it goes to that time, backwards too (a test's clock stepping back).
+        clock.set(500);
+        assert_eq!(clock.now(), 500);
+    }
+
+    #[test]
+    fn the_system_clock_reads_the_wall_clock_in_milliseconds() {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let read = SystemClock.now();
+        assert!(
+            (read - millis(wall)).abs() < 60_000,
+            "{read} against {}",
+            millis(wall)
+        );
     }
 }
