@@ -288,6 +288,179 @@ mod tests {
 
     const T0: Millis = 1_767_196_800_000;
 
+    /// A robot that gives the answers of its script in turn (then `Ok`), and keeps the body of
+    /// every attempt it was given.
+    struct Scripted {
+        answers: std::sync::Mutex<std::collections::VecDeque<Result<(), DeliveryError>>>,
+        sent: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn answering(answers: Vec<Result<(), DeliveryError>>) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                answers: std::sync::Mutex::new(answers.into()),
+                sent: std::sync::Mutex::default(),
+            })
+        }
+
+        fn attempts(&self) -> usize {
+            self.sent.lock().unwrap().len()
+        }
+
+        /// The attempts whose message is about `what`.
+        fn about(&self, what: &str) -> usize {
+            let sent = self.sent.lock().unwrap();
+            sent.iter().filter(|body| body.contains(what)).count()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Channel for Scripted {
+        fn kind(&self) -> crate::domain::ChannelKind {
+            crate::domain::ChannelKind::Dingtalk
+        }
+
+        async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+            self.sent.lock().unwrap().push(message.payload.clone());
+            self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        }
+    }
+
+    fn transient() -> Result<(), DeliveryError> {
+        Err(DeliveryError::Transient {
+            message: "503".to_owned(),
+            retry_after: None,
+        })
+    }
+
+    fn robot_paused(minutes: u64) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Paused {
+            message: "send too fast".to_owned(),
+            retry_after: Duration::from_secs(minutes * 60),
+        })
+    }
+
+    fn message() -> OpsMessage {
+        OpsMessage {
+            title: "shipwatch:taobao 已暂停查询".to_owned(),
+            body: "credentials refused".to_owned(),
+        }
+    }
+
+    /// Tells `robot` one message, and says how long it took on the paused clock.
+    async fn tell_timed(robot: &Arc<Scripted>) -> Duration {
+        let started = tokio::time::Instant::now();
+        tell(robot.clone(), message(), CancellationToken::new()).await;
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_gets_three_attempts_thirty_seconds_apart() {
+        let robot = Scripted::answering((0..5).map(|_| transient()).collect());
+        let took = tell_timed(&robot).await;
+        assert_eq!(robot.attempts(), 3);
+        assert_eq!(took, Duration::from_secs(60));
+        // A robot that answers on the third attempt has the message.
+        let robot = Scripted::answering(vec![transient(), transient(), Ok(())]);
+        tell_timed(&robot).await;
+        assert_eq!(robot.attempts(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_that_no_retry_helps_is_one_attempt() {
+        let robot = Scripted::answering(vec![Err(DeliveryError::Permanent("400".to_owned()))]);
+        assert_eq!(tell_timed(&robot).await, Duration::ZERO);
+        assert_eq!(robot.attempts(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_robots_pause_is_waited_out_without_spending_an_attempt() {
+        let robot = Scripted::answering(vec![
+            robot_paused(10),
+            transient(),
+            robot_paused(10),
+            transient(),
+            Ok(()),
+        ]);
+        let took = tell_timed(&robot).await;
+        assert_eq!(
+            robot.attempts(),
+            5,
+            "two pauses and two failures, then sent"
+        );
+        assert_eq!(took, Duration::from_secs(20 * 60 + 2 * 30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_are_waited_out_for_an_hour_in_all_and_no_longer() {
+        // Forty minutes and twenty: an hour exactly, waited out.
+        let robot = Scripted::answering(vec![robot_paused(40), robot_paused(20), Ok(())]);
+        assert_eq!(tell_timed(&robot).await, Duration::from_secs(3_600));
+        assert_eq!(robot.attempts(), 3);
+        // One minute more is past the hour: given up without waiting for it.
+        let robot = Scripted::answering(vec![robot_paused(40), robot_paused(20), robot_paused(1)]);
+        assert_eq!(tell_timed(&robot).await, Duration::from_secs(3_600));
+        assert_eq!(robot.attempts(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_for_the_next_attempt() {
+        let robot = Scripted::answering((0..5).map(|_| transient()).collect());
+        let stop = CancellationToken::new();
+        let telling = tokio::spawn(tell(robot.clone(), message(), stop.clone()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+        telling.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(robot.attempts(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_robot_is_told_of_an_incident_once_and_the_watch_ends_at_the_stop() {
+        let events = Events::default();
+        let robots = [
+            Scripted::answering(Vec::new()),
+            Scripted::answering(Vec::new()),
+        ];
+        let stop = CancellationToken::new();
+        let watching = tokio::spawn(run(
+            events.clone(),
+            robots
+                .iter()
+                .map(|r| r.clone() as Arc<dyn Channel>)
+                .collect(),
+            Arc::new(crate::clock::ManualClock::new(T0)),
+            stop.clone(),
+            Grace::new(Duration::from_secs(5)),
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let paused = || PipelineEvent::ProviderPaused {
+            provider: "taobao".to_owned(),
+            until: T0 + 3_600_000,
+            reason: "credentials refused".to_owned(),
+        };
+        events.emit(paused());
+        events.emit(paused());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Other tests of this process may put the database down (a process-wide state): only
+        // this incident's messages are counted.
+        for robot in &robots {
+            assert_eq!(robot.about("taobao"), 1);
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), watching)
+            .await
+            .expect("the watch ends at the stop")
+            .unwrap();
+        events.emit(PipelineEvent::ProviderPaused {
+            provider: "k100".to_owned(),
+            until: T0 + 3_600_000,
+            reason: "banned".to_owned(),
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(robots[0].about("k100"), 0);
+    }
+
     fn paused(provider: &str, until: Millis) -> Signal {
         Signal::ProviderPaused {
             provider: provider.to_owned(),
