@@ -296,6 +296,45 @@ pub fn cut_to_bytes(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::StatusCode;
+
+    fn retried(status: u16) -> bool {
+        let status = StatusCode::from_u16(status).unwrap();
+        match unreadable("dingtalk robot answered".to_owned(), status) {
+            DeliveryError::Transient { message, .. } => {
+                assert_eq!(message, "dingtalk robot answered");
+                true
+            }
+            DeliveryError::Permanent(message) => {
+                assert_eq!(message, "dingtalk robot answered");
+                false
+            }
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_retried_when_the_server_or_the_network_is_the_trouble() {
+        // A 200 with a gateway's page, a server's error, a timeout, a rate limit: another try.
+        for status in [200, 500, 502, 503, 504, 408, 429] {
+            assert!(retried(status), "{status}");
+        }
+        // The request itself is wrong (a bad URL, a robot deleted): no retry helps.
+        for status in [400, 401, 403, 404, 405, 410, 413] {
+            assert!(!retried(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn an_answer_is_shown_by_its_start_and_an_empty_one_says_so() {
+        assert_eq!(shown(""), "empty body");
+        assert_eq!(shown(" \r\n"), "empty body");
+        assert_eq!(
+            shown("<h1>502 Bad Gateway</h1>\n"),
+            "<h1>502 Bad Gateway</h1>"
+        );
+        assert_eq!(shown("a\nb"), "a\\nb");
+    }
 
     #[test]
     fn cutting_keeps_characters_whole_and_within_the_limit() {
