@@ -202,5 +202,23 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("ship:****@db.example"), "{shown}");
+        assert_eq!(
+            format!("{pg:?}"),
+            "Location(postgres://ship:****@db.example/ship?password=****)"
+        );
+        let file = Location::parse("/var/lib/shipwatch/shipwatch.db").unwrap();
+        assert_eq!(
+            format!("{file} {file:?}"),
+            "/var/lib/shipwatch/shipwatch.db Location(/var/lib/shipwatch/shipwatch.db)"
+        );
+    }
+
+    #[test]
+    fn only_a_file_location_has_a_file() {
+        let file = Location::parse("sqlite:///tmp/x.db").unwrap();
+        assert_eq!(file.file(), Some(Path::new("/tmp/x.db")));
+        assert!(!file.is_postgres());
+        let pg = Location::parse("postgres://ship@localhost/ship").unwrap();
+        assert_eq!(pg.file(), None);
     }
 }
