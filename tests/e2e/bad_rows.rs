@@ -197,6 +197,16 @@ expire = "* * * * * *"
     assert!(daemon.is_running(), "{}", daemon.log());
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
     assert!(daemon.terminate().success(), "{}", daemon.log());
+    // The maintenance job that finds a poll time out of reach names the order in its warning,
+    // not only the row's number.
+    let log = daemon.log();
+    let named = format!("order_id={}", tid(4));
+    assert!(
+        log.lines().any(|line| line.contains("shipment invalid")
+            && line.contains(&named)
+            && line.contains("would never be polled")),
+        "{log}"
+    );
 }
 
 /// Upstream's numbers are as untrusted as a row's: a ban "for 18446744073709551615 more seconds"
