@@ -325,6 +325,103 @@ mod tests {
         }
     }
 
+    const WORDING: Wording = Wording {
+        kind: ChannelKind::Dingtalk,
+        code_field: "errcode",
+        too_fast: "send too fast",
+        refused: "keyword mismatch",
+        fix: "add the keyword",
+        remedy: "fix the keyword, then reload",
+    };
+
+    fn config() -> RobotConfig {
+        RobotConfig {
+            url: Secret::new("https://oapi.dingtalk.com/robot/send?access_token=TOKEN-abc123"),
+            secret: Some(Secret::new("SEC-xyz789")),
+            spacing: Duration::from_secs(3),
+            window: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn robot() -> Robot {
+        let too_fast_pause = Duration::from_secs(600);
+        Robot::new(WORDING, &config(), crate::shown::endpoint, too_fast_pause)
+    }
+
+    /// The stop's length, as the error and `stopped_for` tell it.
+    fn stopped(robot: &Robot, refusal: Result<(), DeliveryError>) -> (String, Duration, Duration) {
+        let Err(DeliveryError::Paused {
+            message,
+            retry_after,
+        }) = refusal
+        else {
+            panic!("not a pause: {refusal:?}");
+        };
+        let left = robot.stopped_for().expect("the robot is stopped");
+        (message, retry_after, left)
+    }
+
+    #[tokio::test]
+    async fn a_refused_configuration_stops_the_robot_for_an_hour_until_it_is_resumed() {
+        let robot = robot();
+        assert_eq!(robot.stopped_for(), None);
+        let refusal = robot.outcome(Verdict::Stop, 310_000, "keywords not in content");
+        let (message, retry_after, left) = stopped(&robot, refusal);
+        assert_eq!(
+            message,
+            "dingtalk channel stopped: the robot refused the message (310000: keyword mismatch); fix the keyword, then reload"
+        );
+        assert_eq!(retry_after, Duration::from_secs(3_600));
+        assert!(
+            left > Duration::from_secs(3_590) && left <= retry_after,
+            "{left:?}"
+        );
+        assert!(matches!(
+            robot.ready().await,
+            Err(DeliveryError::Paused { .. })
+        ));
+        robot.resume();
+        assert_eq!(robot.stopped_for(), None);
+        assert!(robot.ready().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_answer_pauses_the_robot_for_its_pause_until_it_is_resumed() {
+        let robot = robot();
+        let refusal = robot.outcome(Verdict::TooFast, 130_101, "send too fast");
+        let (message, retry_after, left) = stopped(&robot, refusal);
+        assert_eq!(
+            message,
+            "dingtalk robot paused for 10 min: it answered 130101 (send too fast)"
+        );
+        assert_eq!(retry_after, Duration::from_secs(600));
+        assert!(
+            left > Duration::from_secs(590) && left <= retry_after,
+            "{left:?}"
+        );
+        robot.resume();
+        assert_eq!(robot.stopped_for(), None);
+    }
+
+    #[test]
+    fn a_robot_is_shown_by_its_endpoint_never_its_credentials() {
+        let shown = format!("{:?} {:?}", config(), robot());
+        assert!(
+            !shown.contains("TOKEN-abc123") && !shown.contains("SEC-xyz789"),
+            "{shown}"
+        );
+        assert_eq!(
+            shown.matches("https://oapi.dingtalk.com/…").count(),
+            2,
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("RobotConfig {") && shown.contains("Robot { kind: Dingtalk"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn an_answer_is_shown_by_its_start_and_an_empty_one_says_so() {
         assert_eq!(shown(""), "empty body");
