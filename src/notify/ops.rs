@@ -289,7 +289,7 @@ mod tests {
     const T0: Millis = 1_767_196_800_000;
 
     /// A robot that gives the answers of its script in turn (then `Ok`), and keeps the body of
-    /// every attempt it was given.
+    /// every call: a call its pause refuses is no attempt spent, but is one call.
     struct Scripted {
         answers: std::sync::Mutex<std::collections::VecDeque<Result<(), DeliveryError>>>,
         sent: std::sync::Mutex<Vec<String>>,
@@ -303,7 +303,7 @@ mod tests {
             })
         }
 
-        fn attempts(&self) -> usize {
+        fn calls(&self) -> usize {
             self.sent.lock().unwrap().len()
         }
 
@@ -358,19 +358,19 @@ mod tests {
     async fn a_message_gets_three_attempts_thirty_seconds_apart() {
         let robot = Scripted::answering((0..5).map(|_| transient()).collect());
         let took = tell_timed(&robot).await;
-        assert_eq!(robot.attempts(), 3);
+        assert_eq!(robot.calls(), 3);
         assert_eq!(took, Duration::from_secs(60));
         // A robot that answers on the third attempt has the message.
         let robot = Scripted::answering(vec![transient(), transient(), Ok(())]);
         tell_timed(&robot).await;
-        assert_eq!(robot.attempts(), 3);
+        assert_eq!(robot.calls(), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refusal_that_no_retry_helps_is_one_attempt() {
         let robot = Scripted::answering(vec![Err(DeliveryError::Permanent("400".to_owned()))]);
         assert_eq!(tell_timed(&robot).await, Duration::ZERO);
-        assert_eq!(robot.attempts(), 1);
+        assert_eq!(robot.calls(), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -383,11 +383,7 @@ mod tests {
             Ok(()),
         ]);
         let took = tell_timed(&robot).await;
-        assert_eq!(
-            robot.attempts(),
-            5,
-            "two pauses and two failures, then sent"
-        );
+        assert_eq!(robot.calls(), 5, "two pauses and two failures, then sent");
         assert_eq!(took, Duration::from_secs(20 * 60 + 2 * 30));
     }
 
@@ -396,11 +392,11 @@ mod tests {
         // Forty minutes and twenty: an hour exactly, waited out.
         let robot = Scripted::answering(vec![robot_paused(40), robot_paused(20), Ok(())]);
         assert_eq!(tell_timed(&robot).await, Duration::from_secs(3_600));
-        assert_eq!(robot.attempts(), 3);
+        assert_eq!(robot.calls(), 3);
         // One minute more is past the hour: given up without waiting for it.
         let robot = Scripted::answering(vec![robot_paused(40), robot_paused(20), robot_paused(1)]);
         assert_eq!(tell_timed(&robot).await, Duration::from_secs(3_600));
-        assert_eq!(robot.attempts(), 3);
+        assert_eq!(robot.calls(), 3);
     }
 
     #[tokio::test(start_paused = true)]
@@ -412,7 +408,7 @@ mod tests {
         stop.cancel();
         telling.await.unwrap();
         tokio::time::sleep(Duration::from_secs(600)).await;
-        assert_eq!(robot.attempts(), 1);
+        assert_eq!(robot.calls(), 1);
     }
 
     #[tokio::test(start_paused = true)]
