@@ -560,6 +560,14 @@ mod tests {
             read_body(&waiting, body(11), 10).await,
             Err(BodyRefused::TooLarge)
         );
+        // The declared length decides before a byte is read; a length of exactly the limit is
+        // taken.
+        assert_eq!(
+            read_body(&declared, body(3), 10).await,
+            Err(BodyRefused::TooLarge)
+        );
+        let at_limit = headers(&[("content-length", "10")]);
+        assert_eq!(read_body(&at_limit, body(10), 10).await.unwrap().len(), 10);
     }
 
     #[test]
