@@ -570,6 +570,84 @@ mod tests {
         assert_eq!(read_body(&at_limit, body(10), 10).await.unwrap().len(), 10);
     }
 
+    /// A body of `frames` frames of `size` bytes each that counts the bytes pulled from it.
+    struct Counted {
+        size: usize,
+        frames: usize,
+        pulled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl http_body::Body for Counted {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            if self.frames == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            self.frames -= 1;
+            self.pulled
+                .fetch_add(self.size, std::sync::atomic::Ordering::SeqCst);
+            let data = axum::body::Bytes::from(vec![b'x'; self.size]);
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+        }
+    }
+
+    /// How many bytes `read_body` with a limit of 10 pulls from a body of `bytes` bytes sent in
+    /// frames of 5, under `headers`.
+    async fn pulled_by_a_refusal(pairs: &[(&'static str, &str)], bytes: usize) -> usize {
+        let pulled = std::sync::Arc::default();
+        let body = Counted {
+            size: 5,
+            frames: bytes / 5,
+            pulled: std::sync::Arc::clone(&pulled),
+        };
+        let answer = read_body(&headers(pairs), axum::body::Body::new(body), 10).await;
+        assert_eq!(answer, Err(BodyRefused::TooLarge));
+        pulled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_drained_up_to_eight_times_the_limit_unless_it_waits() {
+        // Sent without a length: the 10 taken, the frame that went over, then 70 more, eight
+        // times the limit in all (to the frame), and the rest is left for the close.
+        assert_eq!(pulled_by_a_refusal(&[], 200).await, 85);
+        // A declared length within eight times the limit is drained whole before the refusal.
+        assert_eq!(
+            pulled_by_a_refusal(&[("content-length", "50")], 50).await,
+            50
+        );
+        // Nothing is read from a client that waits for 100 Continue (it has sent nothing), nor
+        // from one that declares more than draining would take.
+        let waits = [("content-length", "50"), ("expect", "100-continue")];
+        assert_eq!(pulled_by_a_refusal(&waits, 50).await, 0);
+        assert_eq!(
+            pulled_by_a_refusal(&[("content-length", "1000")], 1000).await,
+            0
+        );
+    }
+
+    #[test]
+    fn every_gauge_of_the_page_says_what_it_counts() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            gauge!("shipwatch_database_writable").set(1.0);
+            counter!("shipwatch_status_changes_total", "status" => "delivered").increment(1);
+        });
+        let page = handle.render();
+        for help in [
+            "# HELP shipwatch_database_writable 0 while the daemon's writes fail",
+            "# HELP shipwatch_status_changes_total Status changes by new status",
+        ] {
+            assert!(page.contains(help), "{help} is not in\n{page}");
+        }
+    }
+
     #[test]
     fn unhealthy_reasons_read_as_one_line_to_the_second() {
         let stalled = Unhealthy::Stalled {
