@@ -31,6 +31,9 @@ mod quota;
 mod tally;
 mod turns;
 
+#[cfg(test)]
+mod tests;
+
 use commit::Finished;
 pub use once::{PollOnceError, PolledOnce};
 use pollable::{Unpollable, pollable};
