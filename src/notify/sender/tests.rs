@@ -1,0 +1,421 @@
+//! The sender's rules, on a real SQLite file, a clock the tests move and a channel that answers
+//! as each test scripts it: what a refusal does to a message, its attempts and its next try, and
+//! how long an idle round sleeps.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::domain::Status;
+use crate::storage::{
+    Decide, Details, NewShipment, NotificationKind, NotificationRow, OutboxRow, PollWrite,
+    ShipmentRow, ShipmentWrite, Synchronous,
+};
+
+/// 2025-11-28 11:20 in Shanghai.
+const NOW: Millis = 1_764_300_000_000;
+const MINUTE: Millis = 60_000;
+
+fn claimed(id: i64) -> ClaimedNotification {
+    ClaimedNotification {
+        id,
+        public_id: format!("msg_{id}"),
+        order_id: id.to_string(),
+        channel: "webhook".to_owned(),
+        status: "in_transit".to_owned(),
+        payload: "{}".to_owned(),
+        recipient: None,
+        attempts: 1,
+        lease_until: 60_000,
+    }
+}
+
+#[test]
+fn a_pause_is_news_once_until_it_ends_and_per_channel() {
+    let mut told = HashMap::new();
+    let (dingtalk, wecom) = (ChannelKind::Dingtalk, ChannelKind::Wecom);
+    // A backlog meets the same pause again and again: told once.
+    assert!(pause_is_news(&mut told, dingtalk, 60_000, 1_000));
+    assert!(!pause_is_news(&mut told, dingtalk, 60_000, 2_000));
+    assert!(!pause_is_news(&mut told, dingtalk, 61_000, 59_999));
+    // Another channel's pause is its own news.
+    assert!(pause_is_news(&mut told, wecom, 30_000, 2_000));
+    // Once the pause has ended, a new one is news again.
+    assert!(pause_is_news(&mut told, dingtalk, 120_000, 60_000));
+    assert!(!pause_is_news(&mut told, dingtalk, 120_000, 60_001));
+}
+
+#[test]
+fn a_channel_gets_the_slots_its_config_gives_unless_it_takes_fewer_at_once() {
+    // The config's number: its section's `concurrency`, or `[delivery] concurrency`.
+    assert_eq!(lane_slots(16, None), 16);
+    assert_eq!(lane_slots(4, None), 4);
+    // A robot takes one at a time whatever the config says.
+    assert_eq!(lane_slots(16, Some(1)), 1);
+    // A channel's own limit never raises the config's.
+    assert_eq!(lane_slots(2, Some(8)), 2);
+    assert_eq!(lane_slots(1, Some(0)), 1);
+}
+
+#[test]
+fn claims_that_end_before_an_attempt_could_finish_are_taken_out_in_order() {
+    let lane = Lane::new(2);
+    lane.ahead.lock().unwrap().extend([
+        (claimed(1), 1_000),
+        (claimed(2), 5_000),
+        (claimed(3), 900),
+    ]);
+    assert_eq!(lane.take_ending(1_000), vec![(1, 1_000), (3, 900)]);
+    let left: Vec<i64> = lane
+        .ahead
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.id)
+        .collect();
+    assert_eq!(left, vec![2]);
+    assert_eq!(lane.take_all(), vec![(2, 5_000)]);
+    assert!(lane.ahead.lock().unwrap().is_empty());
+}
+
+/// A webhook channel that answers each send as scripted (then accepts), or never.
+#[derive(Default)]
+struct Script {
+    answers: Mutex<VecDeque<Result<(), DeliveryError>>>,
+    sent: Mutex<Vec<String>>,
+    resumed: AtomicBool,
+    silent: bool,
+}
+
+#[async_trait::async_trait]
+impl Channel for Script {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Webhook
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+        self.sent.lock().unwrap().push(message.public_id.clone());
+        if self.silent {
+            std::future::pending::<()>().await;
+        }
+        self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()))
+    }
+
+    fn resume(&self) {
+        self.resumed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Script {
+    fn answering(answers: impl IntoIterator<Item = Result<(), DeliveryError>>) -> Script {
+        Script {
+            answers: Mutex::new(answers.into_iter().collect()),
+            ..Script::default()
+        }
+    }
+
+    fn sends(&self) -> usize {
+        self.sent.lock().unwrap().len()
+    }
+}
+
+fn transient(retry_after: Duration) -> Result<(), DeliveryError> {
+    Err(DeliveryError::Transient {
+        message: "502 Bad Gateway".into(),
+        retry_after: Some(retry_after),
+    })
+}
+
+fn paused(retry_after: Duration) -> Result<(), DeliveryError> {
+    Err(DeliveryError::Paused {
+        message: "out of credit".into(),
+        retry_after,
+    })
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: Db,
+    clock: Arc<ManualClock>,
+    channel: Arc<Script>,
+    sender: Arc<Sender>,
+    events: Events,
+}
+
+/// A sender of `channel` under `rule` (a webhook's), with a scan interval of one second.
+async fn fixture(rule: ChannelRule, channel: Script) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("sender.db"), Synchronous::Normal)
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let events = Events::default();
+    let channel = Arc::new(channel);
+    let sender = Sender::new(
+        db.clone(),
+        clock.clone(),
+        Delivery::default(),
+        vec![channel.clone() as Arc<dyn Channel>],
+        &[rule],
+        events.clone(),
+        Duration::from_secs(1),
+    );
+    Fixture {
+        _dir: dir,
+        db,
+        clock,
+        channel,
+        sender,
+        events,
+    }
+}
+
+fn webhook() -> ChannelRule {
+    ChannelRule::new(ChannelKind::Webhook, vec![Status::InTransit])
+}
+
+/// A poll that finds the shipment in transit and queues its webhook, due at once, as the
+/// dispatcher records one.
+struct InTransit(Millis);
+
+impl Decide for InTransit {
+    fn decide(&self, stored: &ShipmentRow) -> PollWrite<'_> {
+        let (now, transition) = (self.0, stored.transitions + 1);
+        PollWrite {
+            now,
+            next_poll_at: now + 60 * MINUTE,
+            events: &[],
+            events_digest: None,
+            shipment: ShipmentWrite::Change {
+                previous: stored.status,
+                status: Status::InTransit,
+                transition,
+                keep_polling: true,
+                details: Details {
+                    raw_status: "TRANSPORT",
+                    last_event_at: None,
+                    tracking_no: None,
+                    carrier: None,
+                },
+            },
+            outbox: vec![OutboxRow {
+                public_id: format!("msg_{}", stored.order_id),
+                kind: NotificationKind::StatusChanged,
+                transition,
+                channel: ChannelKind::Webhook,
+                previous: stored.status,
+                status: Status::InTransit,
+                payload: format!(r#"{{"order_id":"{}"}}"#, stored.order_id),
+                recipient: None,
+                skipped: None,
+                next_attempt_at: now,
+                created_at: now,
+            }],
+            unmapped: &[],
+        }
+    }
+}
+
+/// Queues the webhook of `order_id` going in transit.
+async fn queue(f: &Fixture, order_id: &str) {
+    let new = NewShipment {
+        order_id: order_id.into(),
+        provider: "sim".into(),
+        tracking_no: None,
+        carrier: None,
+        tier: crate::domain::Tier::Normal,
+        phone: None,
+        email: None,
+        openid: None,
+        sub_orders: None,
+    };
+    let now = f.clock.now();
+    let row = f.db.add_shipment(&new, now).await.unwrap();
+    f.db.record_poll(row.id, InTransit(now)).await.unwrap();
+}
+
+/// Every notification queued, oldest first.
+async fn outbox(f: &Fixture) -> Vec<NotificationRow> {
+    f.db.list_notifications(None, None).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_message_the_receiver_takes_is_sent_once() {
+    let f = fixture(webhook(), Script::default()).await;
+    queue(&f, "1001").await;
+    assert_eq!(f.sender.run_once().await.unwrap(), 1);
+    assert_eq!(f.sender.run_once().await.unwrap(), 0);
+    let row = &outbox(&f).await[0];
+    assert_eq!((row.state.as_str(), row.attempts), ("sent", 1));
+    assert_eq!(row.sent_at, Some(NOW));
+    assert_eq!(*f.channel.sent.lock().unwrap(), vec![row.public_id.clone()]);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_message_is_tried_again_when_its_delay_is_over_and_given_up_after_the_third() {
+    // The receiver's Retry-After of two hours is longer than any backoff of the defaults (5
+    // minutes doubling, an hour at most), so it decides.
+    let hours = Duration::from_secs(2 * 3600);
+    let script = Script::answering([transient(hours), transient(hours), transient(hours)]);
+    let f = fixture(webhook(), script).await;
+    queue(&f, "1001").await;
+    let mut failures = f.events.subscribe();
+    for attempt in 1..=3 {
+        assert_eq!(f.sender.run_once().await.unwrap(), 1, "attempt {attempt}");
+        let row = &outbox(&f).await[0];
+        assert_eq!(row.attempts, attempt);
+        let PipelineEvent::DeliveryFailed { retry_in, .. } = failures.recv().await.unwrap() else {
+            panic!("attempt {attempt} did not fail");
+        };
+        if attempt < 3 {
+            // Still pending: due again once the delay is over.
+            assert_eq!(row.state, "pending");
+            assert_eq!(row.last_error.as_deref(), Some("502 Bad Gateway"));
+            assert_eq!(retry_in, Some(hours));
+            assert_eq!(row.next_attempt_at, f.clock.now() + 120 * MINUTE);
+            // Not a moment sooner.
+            f.clock.advance(Duration::from_secs(2 * 3600 - 1));
+            assert_eq!(f.sender.run_once().await.unwrap(), 0);
+            f.clock.advance(Duration::from_secs(1));
+        } else {
+            assert_eq!(row.state, "dead");
+            assert_eq!(retry_in, None);
+            assert_eq!(
+                row.last_error.as_deref(),
+                Some("gave up after 3 attempts: 502 Bad Gateway")
+            );
+        }
+    }
+    assert_eq!(f.channel.sends(), 3);
+    f.clock.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(f.sender.run_once().await.unwrap(), 0);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_retry_never_falls_in_the_channels_quiet_hours() {
+    // 11:20 in Shanghai; a retry ten minutes on falls in 11:25-12:00 and waits for its end.
+    let rule = ChannelRule {
+        quiet_hours: Some(QuietHours::parse("11:25-12:00", "Asia/Shanghai").unwrap()),
+        ..webhook()
+    };
+    let script = Script::answering([transient(Duration::from_secs(600))]);
+    let f = fixture(rule, script).await;
+    queue(&f, "1001").await;
+    f.sender.run_once().await.unwrap();
+    let row = &outbox(&f).await[0];
+    assert_eq!((row.state.as_str(), row.attempts), ("pending", 1));
+    assert_eq!(row.next_attempt_at, NOW + 40 * MINUTE);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_paused_channel_holds_its_messages_without_spending_attempts_until_resumed() {
+    let hour = Duration::from_secs(3600);
+    let f = fixture(webhook(), Script::answering([paused(hour), paused(hour)])).await;
+    queue(&f, "1001").await;
+    queue(&f, "1002").await;
+    let mut told = f.events.subscribe();
+    assert_eq!(f.sender.run_once().await.unwrap(), 2);
+    for row in outbox(&f).await {
+        assert_eq!(row.state, "pending", "{}", row.order_id);
+        assert_eq!(row.attempts, 0, "{}", row.order_id);
+        assert_eq!(row.next_attempt_at, NOW + 60 * MINUTE, "{}", row.order_id);
+        assert_eq!(row.last_error.as_deref(), Some("out of credit"));
+    }
+    // Two messages met the pause; the bus hears of it once.
+    let mut pauses = 0;
+    while let Ok(event) = told.try_recv() {
+        if let PipelineEvent::ChannelPaused { until, .. } = event {
+            assert_eq!(until, NOW + 60 * MINUTE);
+            pauses += 1;
+        }
+    }
+    assert_eq!(pauses, 1);
+    assert_eq!(f.sender.run_once().await.unwrap(), 0);
+
+    // A reload says the cause is fixed: the channel is resumed and both go at once.
+    f.clock.advance(Duration::from_secs(60));
+    assert_eq!(f.sender.resume_stopped_channels().await.unwrap(), 2);
+    assert!(f.channel.resumed.load(Ordering::SeqCst));
+    assert_eq!(f.sender.run_once().await.unwrap(), 2);
+    let states: Vec<(String, i64)> = outbox(&f)
+        .await
+        .into_iter()
+        .map(|row| (row.state, row.attempts))
+        .collect();
+    assert_eq!(states, vec![("sent".into(), 1), ("sent".into(), 1)]);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_recipient_no_one_can_reach_is_skipped_and_a_local_shortage_spends_no_attempt() {
+    let script = Script::answering([
+        Err(DeliveryError::Undeliverable("not a follower".into())),
+        Err(DeliveryError::LocalShortage("too many open files".into())),
+    ]);
+    let f = fixture(webhook(), script).await;
+    queue(&f, "1001").await;
+    queue(&f, "1002").await;
+    assert_eq!(f.sender.run_once().await.unwrap(), 2);
+    let rows = outbox(&f).await;
+    let (skipped, short) = (&rows[0], &rows[1]);
+    assert_eq!(skipped.state, "skipped");
+    assert_eq!(skipped.last_error.as_deref(), Some("not a follower"));
+    assert_eq!(short.state, "pending");
+    assert_eq!(short.attempts, 0);
+    assert_eq!(short.last_error.as_deref(), Some("too many open files"));
+    // The first retry delay: 5 minutes with jitter, never less.
+    let wait = short.next_attempt_at - NOW;
+    assert!((5 * MINUTE..=10 * MINUTE).contains(&wait), "{wait} ms");
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn an_idle_round_sleeps_until_the_next_message_of_a_channel_with_a_free_slot() {
+    let rule = ChannelRule {
+        concurrency: Some(1),
+        ..webhook()
+    };
+    let f = fixture(
+        rule,
+        Script::answering([transient(Duration::from_millis(400))]),
+    )
+    .await;
+    // Nothing queued: one scan interval.
+    assert_eq!(f.sender.idle_wait().await, Duration::from_secs(1));
+    queue(&f, "1001").await;
+    // Due now yet not claimed: a short nap, not a spin.
+    assert_eq!(f.sender.idle_wait().await, Duration::from_millis(10));
+    f.sender.run_once().await.unwrap();
+    // The backoff is five minutes at least: beyond the scan interval, which caps the wait.
+    assert_eq!(f.sender.idle_wait().await, Duration::from_secs(1));
+    let due = outbox(&f).await[0].next_attempt_at;
+    f.clock.set(due - 250);
+    assert_eq!(f.sender.idle_wait().await, Duration::from_millis(250));
+    assert_eq!(f.sender.deliveries_in_flight(), 0);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_channel_whose_slots_are_all_taken_is_not_waited_for() {
+    let rule = ChannelRule {
+        concurrency: Some(1),
+        ..webhook()
+    };
+    let silent = Script {
+        silent: true,
+        ..Script::default()
+    };
+    let f = fixture(rule, silent).await;
+    queue(&f, "1001").await;
+    queue(&f, "1002").await;
+    assert_eq!(f.sender.step().await.unwrap(), 1);
+    assert_eq!(f.sender.deliveries_in_flight(), 1);
+    assert!(f.sender.free_kinds().is_empty());
+    // The second is due, but its channel has no slot: the freed slot rings, not the clock.
+    assert_eq!(f.sender.idle_wait().await, Duration::from_secs(1));
+    assert_eq!(f.sender.step().await.unwrap(), 0);
+    f.db.close().await;
+}
