@@ -43,12 +43,6 @@ impl SignMethod {
     }
 }
 
-impl fmt::Display for SignMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown sign_method {0:?}: expected md5, hmac or hmac-sha256")]
 pub struct UnknownSignMethod(pub String);

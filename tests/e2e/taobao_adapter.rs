@@ -73,10 +73,11 @@ async fn every_sign_method_is_accepted() {
     for method in [SignMethod::Md5, SignMethod::Hmac, SignMethod::HmacSha256] {
         let tid = TID + method as u64;
         fake.journey(tid);
+        let name = method.as_str();
         let trace = poll(&adapter(&fake, SECRET, SESSION, method), tid)
             .await
-            .unwrap_or_else(|err| panic!("{method}: {err}"));
-        assert_eq!(trace.status, Status::InfoReceived, "{method}");
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(trace.status, Status::InfoReceived, "{name}");
         let call = fake.calls().pop().unwrap();
         assert_eq!(call.sign_method.as_deref(), Some(method.as_str()));
         assert_eq!(call.answered, "trace");
