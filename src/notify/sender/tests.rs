@@ -419,3 +419,34 @@ async fn a_channel_whose_slots_are_all_taken_is_not_waited_for() {
     assert_eq!(f.sender.step().await.unwrap(), 0);
     f.db.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sender_wakes_for_a_status_change_and_nothing_else() {
+    let events = Events::default();
+    let mut bus = events.subscribe();
+    let never = Duration::from_secs(3600);
+    let pause = || PipelineEvent::ChannelPaused {
+        channel: ChannelKind::Webhook,
+        until: NOW,
+        reason: "out of credit".into(),
+    };
+    events.emit(pause());
+    let woken = tokio::time::timeout(never, next_queued(&mut bus)).await;
+    assert!(woken.is_err(), "woken by a channel's pause");
+    events.emit(PipelineEvent::StatusChanged {
+        order_id: "1001".into(),
+        provider: "sim".into(),
+        tier: crate::domain::Tier::Normal,
+        from: Status::Pending,
+        to: Status::InTransit,
+        raw_status: "TRANSPORT".into(),
+    });
+    let woken = tokio::time::timeout(never, next_queued(&mut bus)).await;
+    assert!(woken.is_ok(), "not woken by a status change");
+    // A bus that overflowed may have carried one.
+    for _ in 0..1_100 {
+        events.emit(pause());
+    }
+    let woken = tokio::time::timeout(never, next_queued(&mut bus)).await;
+    assert!(woken.is_ok(), "not woken by an overflow");
+}
