@@ -450,3 +450,33 @@ async fn the_sender_wakes_for_a_status_change_and_nothing_else() {
     let woken = tokio::time::timeout(never, next_queued(&mut bus)).await;
     assert!(woken.is_ok(), "not woken by an overflow");
 }
+
+#[tokio::test]
+async fn a_round_claims_a_round_of_slots_ahead_for_a_lease_and_starts_them_next() {
+    let rule = ChannelRule {
+        concurrency: Some(2),
+        ..webhook()
+    };
+    let later = Duration::from_secs(600);
+    let f = fixture(
+        rule,
+        Script::answering([transient(later), transient(later)]),
+    )
+    .await;
+    for order in 1001..=1005 {
+        queue(&f, &order.to_string()).await;
+    }
+    // Two slots: two tried (and refused), two more claimed ahead for the delivery lease (a
+    // minute), the fifth left for whoever gets to it.
+    assert_eq!(f.sender.run_once().await.unwrap(), 2);
+    let rows = outbox(&f).await;
+    let leases: Vec<Option<Millis>> = rows.iter().map(|row| row.lease_until).collect();
+    let claimed = Some(NOW + MINUTE);
+    assert_eq!(leases, [None, None, claimed, claimed, None]);
+    // The next round starts the two claimed ahead and claims nothing more: its slots had them.
+    assert_eq!(f.sender.run_once().await.unwrap(), 2);
+    let states: Vec<String> = outbox(&f).await.into_iter().map(|row| row.state).collect();
+    assert_eq!(states, ["pending", "pending", "sent", "sent", "pending"]);
+    assert_eq!(outbox(&f).await[4].lease_until, None);
+    f.db.close().await;
+}
