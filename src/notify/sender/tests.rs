@@ -78,13 +78,15 @@ fn claims_that_end_before_an_attempt_could_finish_are_taken_out_in_order() {
     assert!(lane.ahead.lock().unwrap().is_empty());
 }
 
-/// A webhook channel that answers each send as scripted (then accepts), or never.
+/// A webhook channel that answers each send as scripted (then accepts), or never; paced (its
+/// sends spaced by a bucket, as a robot's are) when it has one.
 #[derive(Default)]
 struct Script {
     answers: Mutex<VecDeque<Result<(), DeliveryError>>>,
     sent: Mutex<Vec<String>>,
     resumed: AtomicBool,
     silent: bool,
+    pace: Option<crate::limiter::Limiter>,
 }
 
 #[async_trait::async_trait]
@@ -103,6 +105,10 @@ impl Channel for Script {
 
     fn resume(&self) {
         self.resumed.store(true, Ordering::SeqCst);
+    }
+
+    fn pace(&self) -> Option<&crate::limiter::Limiter> {
+        self.pace.as_ref()
     }
 }
 
@@ -265,7 +271,8 @@ async fn a_failed_message_is_tried_again_when_its_delay_is_over_and_given_up_aft
         assert_eq!(f.sender.run_once().await.unwrap(), 1, "attempt {attempt}");
         let row = &outbox(&f).await[0];
         assert_eq!(row.attempts, attempt);
-        let PipelineEvent::DeliveryFailed { retry_in, .. } = failures.recv().await.unwrap() else {
+        let failed = tokio::time::timeout(Duration::from_secs(10), failures.recv()).await;
+        let Ok(Ok(PipelineEvent::DeliveryFailed { retry_in, .. })) = failed else {
             panic!("attempt {attempt} did not fail");
         };
         if attempt < 3 {
@@ -478,5 +485,76 @@ async fn a_round_claims_a_round_of_slots_ahead_for_a_lease_and_starts_them_next(
     let states: Vec<String> = outbox(&f).await.into_iter().map(|row| row.state).collect();
     assert_eq!(states, ["pending", "pending", "sent", "sent", "pending"]);
     assert_eq!(outbox(&f).await[4].lease_until, None);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_slot_that_delivered_goes_on_with_the_next_message_claimed_ahead() {
+    let rule = ChannelRule {
+        concurrency: Some(1),
+        ..webhook()
+    };
+    let f = fixture(rule, Script::default()).await;
+    for order in 1001..=1003 {
+        queue(&f, &order.to_string()).await;
+    }
+    // One slot, one message claimed for it and one ahead: the slot sends both in its round,
+    // the second as soon as the first is taken; the third waits for the next claim.
+    assert_eq!(f.sender.run_once().await.unwrap(), 1);
+    let states: Vec<String> = outbox(&f).await.into_iter().map(|row| row.state).collect();
+    assert_eq!(states, ["sent", "sent", "pending"]);
+    assert_eq!(f.channel.sends(), 2);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_paced_channels_attempt_counts_once_its_turn_has_come() {
+    let paced = Script {
+        pace: Some(crate::limiter::Limiter::new(None)),
+        ..Script::default()
+    };
+    let f = fixture(webhook(), paced).await;
+    queue(&f, "1001").await;
+    queue(&f, "1002").await;
+    assert_eq!(f.sender.run_once().await.unwrap(), 2);
+    for row in outbox(&f).await {
+        assert_eq!(
+            (row.state.as_str(), row.attempts),
+            ("sent", 1),
+            "{}",
+            row.order_id
+        );
+    }
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_stop_gives_back_a_message_under_way_counted_as_cut_short() {
+    let silent = Script {
+        silent: true,
+        ..Script::default()
+    };
+    let f = fixture(webhook(), silent).await;
+    queue(&f, "1001").await;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(
+        f.sender
+            .clone()
+            .run(stop.clone(), Grace::new(Duration::ZERO)),
+    );
+    let under_way = tokio::time::timeout(Duration::from_secs(10), async {
+        while f.channel.sends() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(under_way.await.is_ok(), "the message never left");
+    stop.cancel();
+    running.await.unwrap();
+    // It left, so it may have arrived: its attempt is not counted, but the outbox shows it was
+    // cut short, and it is due again at once.
+    let row = &outbox(&f).await[0];
+    assert_eq!(row.state, "pending");
+    assert_eq!((row.attempts, row.cut_short), (0, 1));
+    assert_eq!(row.lease_until, None);
     f.db.close().await;
 }
