@@ -87,6 +87,14 @@ struct Script {
     resumed: AtomicBool,
     silent: bool,
     pace: Option<crate::limiter::Limiter>,
+    /// What the turn ([`Channel::ready`]) does: refuses with a pause of this long, or takes
+    /// this long on the clock.
+    turn: Option<Turn>,
+}
+
+enum Turn {
+    Refused(Duration),
+    Takes(Arc<ManualClock>, Duration),
 }
 
 #[async_trait::async_trait]
@@ -109,6 +117,17 @@ impl Channel for Script {
 
     fn pace(&self) -> Option<&crate::limiter::Limiter> {
         self.pace.as_ref()
+    }
+
+    async fn ready(&self) -> Result<(), DeliveryError> {
+        match &self.turn {
+            Some(Turn::Refused(retry_after)) => paused(*retry_after),
+            Some(Turn::Takes(clock, long)) => {
+                clock.advance(*long);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -150,11 +169,14 @@ struct Fixture {
 
 /// A sender of `channel` under `rule` (a webhook's), with a scan interval of one second.
 async fn fixture(rule: ChannelRule, channel: Script) -> Fixture {
+    fixture_on(Arc::new(ManualClock::new(NOW)), rule, channel).await
+}
+
+async fn fixture_on(clock: Arc<ManualClock>, rule: ChannelRule, channel: Script) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("sender.db"), Synchronous::Normal)
         .await
         .unwrap();
-    let clock = Arc::new(ManualClock::new(NOW));
     let events = Events::default();
     let channel = Arc::new(channel);
     let sender = Sender::new(
@@ -556,5 +578,47 @@ async fn a_stop_gives_back_a_message_under_way_counted_as_cut_short() {
     assert_eq!(row.state, "pending");
     assert_eq!((row.attempts, row.cut_short), (0, 1));
     assert_eq!(row.lease_until, None);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_channel_that_refuses_its_turn_sends_nothing_and_spends_no_attempt() {
+    let refusing = Script {
+        turn: Some(Turn::Refused(Duration::from_secs(3600))),
+        ..Script::default()
+    };
+    let f = fixture(webhook(), refusing).await;
+    queue(&f, "1001").await;
+    assert_eq!(f.sender.run_once().await.unwrap(), 1);
+    assert_eq!(f.channel.sends(), 0);
+    let row = &outbox(&f).await[0];
+    assert_eq!((row.state.as_str(), row.attempts), ("pending", 0));
+    assert_eq!(row.next_attempt_at, NOW + 60 * MINUTE);
+    f.db.close().await;
+}
+
+#[tokio::test]
+async fn a_claim_that_a_long_turn_brought_near_its_end_is_renewed_before_the_send() {
+    // The turn takes 50 s of the minute's lease: 10 s are left, less than the 15 s a send may
+    // take, so the claim is renewed for a lease from then before the message leaves.
+    let clock = Arc::new(ManualClock::new(NOW));
+    let paced = Script {
+        pace: Some(crate::limiter::Limiter::new(None)),
+        turn: Some(Turn::Takes(clock.clone(), Duration::from_secs(50))),
+        silent: true,
+        ..Script::default()
+    };
+    let f = fixture_on(clock, webhook(), paced).await;
+    queue(&f, "1001").await;
+    assert_eq!(f.sender.step().await.unwrap(), 1);
+    let sent = tokio::time::timeout(Duration::from_secs(10), async {
+        while f.channel.sends() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(sent.await.is_ok(), "the message never left");
+    let row = &outbox(&f).await[0];
+    assert_eq!(row.lease_until, Some(NOW + 50_000 + MINUTE));
+    assert_eq!(row.attempts, 1);
     f.db.close().await;
 }
