@@ -262,6 +262,16 @@ async fn queue(f: &Fixture, order_id: &str) {
     f.db.record_poll(row.id, InTransit(now)).await.unwrap();
 }
 
+/// Waits (10 s at most) until the channel has been handed a message.
+async fn until_handed_over(f: &Fixture) {
+    let handed = tokio::time::timeout(Duration::from_secs(10), async {
+        while f.channel.sends() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(handed.await.is_ok(), "the message never left");
+}
+
 /// Every notification queued, oldest first.
 async fn outbox(f: &Fixture) -> Vec<NotificationRow> {
     f.db.list_notifications(None, None).await.unwrap()
@@ -564,12 +574,7 @@ async fn a_stop_gives_back_a_message_under_way_counted_as_cut_short() {
             .clone()
             .run(stop.clone(), Grace::new(Duration::ZERO)),
     );
-    let under_way = tokio::time::timeout(Duration::from_secs(10), async {
-        while f.channel.sends() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    assert!(under_way.await.is_ok(), "the message never left");
+    until_handed_over(&f).await;
     stop.cancel();
     running.await.unwrap();
     // It left, so it may have arrived: its attempt is not counted, but the outbox shows it was
@@ -611,12 +616,7 @@ async fn a_claim_that_a_long_turn_brought_near_its_end_is_renewed_before_the_sen
     let f = fixture_on(clock, webhook(), paced).await;
     queue(&f, "1001").await;
     assert_eq!(f.sender.step().await.unwrap(), 1);
-    let sent = tokio::time::timeout(Duration::from_secs(10), async {
-        while f.channel.sends() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    assert!(sent.await.is_ok(), "the message never left");
+    until_handed_over(&f).await;
     let row = &outbox(&f).await[0];
     assert_eq!(row.lease_until, Some(NOW + 50_000 + MINUTE));
     assert_eq!(row.attempts, 1);
