@@ -394,10 +394,16 @@ async fn a_recipient_no_one_can_reach_is_skipped_and_a_local_shortage_spends_no_
         Err(DeliveryError::Undeliverable("not a follower".into())),
         Err(DeliveryError::LocalShortage("too many open files".into())),
     ]);
-    let f = fixture(webhook(), script).await;
+    // One slot, so that the answers meet the messages in the order they were queued.
+    let rule = ChannelRule {
+        concurrency: Some(1),
+        ..webhook()
+    };
+    let f = fixture(rule, script).await;
     queue(&f, "1001").await;
     queue(&f, "1002").await;
-    assert_eq!(f.sender.run_once().await.unwrap(), 2);
+    assert_eq!(f.sender.run_once().await.unwrap(), 1);
+    assert_eq!(f.sender.run_once().await.unwrap(), 1);
     let rows = outbox(&f).await;
     let (skipped, short) = (&rows[0], &rows[1]);
     assert_eq!(skipped.state, "skipped");
