@@ -631,21 +631,48 @@ mod tests {
     }
 
     #[test]
-    fn every_gauge_of_the_page_says_what_it_counts() {
+    fn every_metric_of_the_page_says_what_it_counts() {
+        const GAUGES: [&str; 6] = [
+            "shipwatch_outbox",
+            "shipwatch_shipments",
+            "shipwatch_poll_lag_seconds",
+            "shipwatch_provider_paused",
+            "shipwatch_database_up",
+            "shipwatch_database_writable",
+        ];
+        const COUNTERS: [&str; 5] = [
+            "shipwatch_status_changes_total",
+            "shipwatch_polls_failed_total",
+            "shipwatch_notifications_total",
+            "shipwatch_provider_pauses_total",
+            "shipwatch_shipments_invalid_total",
+        ];
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             describe();
-            gauge!("shipwatch_database_writable").set(1.0);
-            counter!("shipwatch_status_changes_total", "status" => "delivered").increment(1);
+            for name in GAUGES {
+                gauge!(name).set(1.0);
+            }
+            for name in COUNTERS {
+                counter!(name).increment(1);
+            }
         });
         let page = handle.render();
-        for help in [
-            "# HELP shipwatch_database_writable 0 while the daemon's writes fail",
-            "# HELP shipwatch_status_changes_total Status changes by new status",
-        ] {
-            assert!(page.contains(help), "{help} is not in\n{page}");
+        for name in GAUGES.into_iter().chain(COUNTERS) {
+            assert!(
+                page.contains(&format!("# HELP {name} ")),
+                "{name} has no help text in\n{page}"
+            );
         }
+        assert!(
+            page.contains("# HELP shipwatch_database_writable 0 while the daemon's writes fail"),
+            "{page}"
+        );
+        assert!(
+            page.contains("# HELP shipwatch_status_changes_total Status changes by new status"),
+            "{page}"
+        );
     }
 
     #[test]
