@@ -202,6 +202,14 @@ fn webhook() -> ChannelRule {
     ChannelRule::new(ChannelKind::Webhook, vec![Status::InTransit])
 }
 
+/// The webhook's rule with `slots` deliveries at once.
+fn webhook_with_slots(slots: usize) -> ChannelRule {
+    ChannelRule {
+        concurrency: Some(slots),
+        ..webhook()
+    }
+}
+
 /// A poll that finds the shipment in transit and queues its webhook, due at once, as the
 /// dispatcher records one.
 struct InTransit(Millis);
@@ -395,10 +403,7 @@ async fn a_recipient_no_one_can_reach_is_skipped_and_a_local_shortage_spends_no_
         Err(DeliveryError::LocalShortage("too many open files".into())),
     ]);
     // One slot, so that the answers meet the messages in the order they were queued.
-    let rule = ChannelRule {
-        concurrency: Some(1),
-        ..webhook()
-    };
+    let rule = webhook_with_slots(1);
     let f = fixture(rule, script).await;
     queue(&f, "1001").await;
     queue(&f, "1002").await;
@@ -419,10 +424,7 @@ async fn a_recipient_no_one_can_reach_is_skipped_and_a_local_shortage_spends_no_
 
 #[tokio::test]
 async fn an_idle_round_sleeps_until_the_next_message_of_a_channel_with_a_free_slot() {
-    let rule = ChannelRule {
-        concurrency: Some(1),
-        ..webhook()
-    };
+    let rule = webhook_with_slots(1);
     let f = fixture(
         rule,
         Script::answering([transient(Duration::from_millis(400))]),
@@ -445,10 +447,7 @@ async fn an_idle_round_sleeps_until_the_next_message_of_a_channel_with_a_free_sl
 
 #[tokio::test]
 async fn a_channel_whose_slots_are_all_taken_is_not_waited_for() {
-    let rule = ChannelRule {
-        concurrency: Some(1),
-        ..webhook()
-    };
+    let rule = webhook_with_slots(1);
     let silent = Script {
         silent: true,
         ..Script::default()
@@ -498,10 +497,7 @@ async fn the_sender_wakes_for_a_status_change_and_nothing_else() {
 
 #[tokio::test]
 async fn a_round_claims_a_round_of_slots_ahead_for_a_lease_and_starts_them_next() {
-    let rule = ChannelRule {
-        concurrency: Some(2),
-        ..webhook()
-    };
+    let rule = webhook_with_slots(2);
     let later = Duration::from_secs(600);
     let f = fixture(
         rule,
@@ -528,10 +524,7 @@ async fn a_round_claims_a_round_of_slots_ahead_for_a_lease_and_starts_them_next(
 
 #[tokio::test]
 async fn a_slot_that_delivered_goes_on_with_the_next_message_claimed_ahead() {
-    let rule = ChannelRule {
-        concurrency: Some(1),
-        ..webhook()
-    };
+    let rule = webhook_with_slots(1);
     let f = fixture(rule, Script::default()).await;
     for order in 1001..=1003 {
         queue(&f, &order.to_string()).await;
