@@ -453,16 +453,18 @@ async fn two_daemons_on_one_database_keep_to_the_robots_quota_together() {
 /// claim: each daemon takes one message at a time, but the turns of the other daemons come
 /// between its own. Once the claim ran out another daemon took the message and sent it too, so
 /// the group heard of the same trouble twice (4 of 6 here). Here three daemons share a robot at
-/// one message every 2 s under a 3 s lease and a 2 s timeout: a message whose turn comes after
-/// another daemon's waits past its claim. It is now sent once: its claim is renewed while it
-/// waits.
+/// one message every 4 s under a 6 s lease and a 4 s timeout: a message whose turn comes after
+/// two other daemons' waits past its claim. It is now sent once: its claim is renewed while it
+/// waits. (At half these times, one message every 2 s under a 3 s lease, a daemon that a busy
+/// machine held still for 2 s let its claim run out between its turn and its `sent` mark.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_outwaits_its_claim_for_a_shared_robots_turn_is_sent_once() {
     let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
-    let (app, tids) = shared_robot(&robot, "1/2s", TID + 300, 6).await;
+    let (app, tids) = shared_robot(&robot, "1/4s", TID + 300, 6).await;
     let mut daemons = app.spawn_daemons_with(3, |_, config| {
         if let Some(toml::Value::Table(delivery)) = config.get_mut("delivery") {
-            delivery.insert("lease".to_owned(), "3s".into());
+            delivery.insert("lease".to_owned(), "6s".into());
+            delivery.insert("timeout".to_owned(), "4s".into());
         }
     });
     app.wait_until("every failed attempt is marked sent", LIMIT, || {
