@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -123,6 +123,26 @@ fn describe() {
     describe_counter!(
         "shipwatch_shipments_invalid_total",
         "Shipments whose polling stopped as invalid"
+    );
+    describe_counter!(
+        "shipwatch_polls_total",
+        "Polls by provider and result (ok, transient, rate_limited, not_found, permanent, auth_expired, config, unconfirmed)"
+    );
+    describe_histogram!(
+        "shipwatch_rate_limit_wait_seconds",
+        "Time each poll waited for its provider's quota"
+    );
+    describe_counter!(
+        "shipwatch_subscriptions_total",
+        "Kuaidi100 subscriptions (push mode) by result (subscribed, already_subscribed, failed)"
+    );
+    describe_counter!(
+        "shipwatch_callbacks_total",
+        "Callbacks on the public listener by provider and outcome"
+    );
+    describe_counter!(
+        "shipwatch_api_requests_total",
+        "Shipments API requests by route and answer status (401s are refused tokens)"
     );
 }
 
@@ -630,39 +650,46 @@ mod tests {
         );
     }
 
+    /// The metrics the operations page lists, with the type it gives each:
+    /// `("shipwatch_polls_total", "counter")`, ….
+    fn documented_metrics() -> Vec<(&'static str, &'static str)> {
+        include_str!("../docs/operations.md")
+            .lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("| `shipwatch_")?.split_once('`')?;
+                let name = name.split('{').next()?;
+                let kind = rest.trim_start().strip_prefix('|')?.split('|').next()?;
+                Some((&line[3..3 + "shipwatch_".len() + name.len()], kind.trim()))
+            })
+            .collect()
+    }
+
     #[test]
-    fn every_metric_of_the_page_says_what_it_counts() {
-        const GAUGES: [&str; 6] = [
-            "shipwatch_outbox",
-            "shipwatch_shipments",
-            "shipwatch_poll_lag_seconds",
-            "shipwatch_provider_paused",
-            "shipwatch_database_up",
-            "shipwatch_database_writable",
-        ];
-        const COUNTERS: [&str; 5] = [
-            "shipwatch_status_changes_total",
-            "shipwatch_polls_failed_total",
-            "shipwatch_notifications_total",
-            "shipwatch_provider_pauses_total",
-            "shipwatch_shipments_invalid_total",
-        ];
+    fn every_metric_the_operations_page_lists_has_its_help_text_and_type() {
+        let documented = documented_metrics();
+        assert_eq!(documented.len(), 16, "{documented:?}");
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             describe();
-            for name in GAUGES {
-                gauge!(name).set(1.0);
-            }
-            for name in COUNTERS {
-                counter!(name).increment(1);
+            for (name, kind) in &documented {
+                match *kind {
+                    "gauge" => gauge!(*name).set(1.0),
+                    "counter" => counter!(*name).increment(1),
+                    "summary" => metrics::histogram!(*name).record(0.5),
+                    other => panic!("{name}: unknown type {other} on the operations page"),
+                }
             }
         });
         let page = handle.render();
-        for name in GAUGES.into_iter().chain(COUNTERS) {
+        for (name, kind) in documented {
             assert!(
                 page.contains(&format!("# HELP {name} ")),
                 "{name} has no help text in\n{page}"
+            );
+            assert!(
+                page.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} is not a {kind} in\n{page}"
             );
         }
         assert!(
@@ -670,7 +697,7 @@ mod tests {
             "{page}"
         );
         assert!(
-            page.contains("# HELP shipwatch_status_changes_total Status changes by new status"),
+            page.contains("# HELP shipwatch_rate_limit_wait_seconds Time each poll waited"),
             "{page}"
         );
     }

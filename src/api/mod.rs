@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::routing::{get, post};
-use metrics::{counter, describe_counter};
+use metrics::counter;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, Tiers};
@@ -102,10 +102,6 @@ impl ApiState {
 
 /// The `/v1` routes, to be merged into the `[http]` listener's router.
 pub fn router(state: ApiState) -> Router {
-    describe_counter!(
-        "shipwatch_api_requests_total",
-        "Shipments API requests by route and answer status (401s are refused tokens)"
-    );
     let v1 = Router::new()
         .route("/shipments", post(shipments::create).get(shipments::list))
         .route("/shipments/batch", post(shipments::batch))
