@@ -170,6 +170,59 @@ async fn idle_and_slowloris_connections_are_closed_and_healthz_still_answers() {
     assert_eq!(client.get(&healthz).send().await.unwrap().status(), 200);
 }
 
+/// The CPU time a process has used, user and system (`utime` and `stime` of `/proc/PID/stat`).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon is running");
+    // The command name, in parentheses, may hold spaces: the fields are counted after it, the
+    // state (field 3) first, so that field n is at n - 3.
+    let after = &stat[stat.rfind(')').expect("stat names the command") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// A daemon with nothing due sleeps between its rounds: once a parcel's webhook has gone out,
+/// and nothing is due for an hour, it uses well under a tenth of a core. A loop that went round
+/// again at once after a round that found nothing to do would take a whole core, however
+/// little each round costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_with_nothing_due_sleeps_between_its_rounds() {
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .channel(Channel::webhook())
+        .tiers("1h", "1h", "1h")
+        .start()
+        .await;
+    let tid = 8_700_000_000_000_000_002u64;
+    app.top.script(
+        tid,
+        vec![fake_top::trace_response(tid, "物流公司已接单", &[])],
+    );
+    app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    let daemon = app.spawn_daemon();
+    app.wait_until("the webhook is delivered", LIMIT, || {
+        app.receiver.deliveries().len() == 1
+    })
+    .await;
+
+    let (before, since) = (cpu_time(daemon.pid()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_time(daemon.pid()) - before;
+    let share = used.as_secs_f64() / since.elapsed().as_secs_f64();
+    println!(
+        "idle for {:?}: {used:?} of CPU ({share:.3} of a core)",
+        since.elapsed()
+    );
+    assert!(
+        share < 0.1,
+        "the idle daemon used {used:?} of CPU in {:?}:\n{}",
+        since.elapsed(),
+        daemon.log()
+    );
+}
+
 /// Sets the soft limit on open files of a running process (`prlimit(2)`), keeping the hard one.
 fn set_nofile(pid: u32, soft: u64) {
     let mut old = libc::rlimit {
