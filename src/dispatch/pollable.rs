@@ -419,20 +419,9 @@ mod tests {
         // One in a hundred has an order id the provider refuses, and stays invalid.
         let total = 2 * BATCH as usize + 1;
         let news: Vec<NewShipment> = (0..total)
-            .map(|i| NewShipment {
-                order_id: if i % 100 == 7 {
-                    format!("TB-{i}")
-                } else {
-                    format!("{}", 1_000_000 + i)
-                },
-                provider: "dhl".into(),
-                tracking_no: None,
-                carrier: None,
-                tier: Tier::Normal,
-                phone: None,
-                email: None,
-                openid: None,
-                sub_orders: None,
+            .map(|i| match i % 100 {
+                7 => NewShipment::plain(&format!("TB-{i}"), "dhl"),
+                _ => NewShipment::plain(&format!("{}", 1_000_000 + i), "dhl"),
             })
             .collect();
         let created = db

@@ -81,15 +81,11 @@ fn no_jitter() -> Polling {
 
 fn shipment(order_id: &str) -> NewShipment {
     NewShipment {
-        order_id: order_id.into(),
-        provider: "sim".into(),
         tracking_no: Some("SF1234567890".into()),
         carrier: Some("SF".into()),
-        tier: Tier::Normal,
         phone: Some(Phone::parse("13800138000").unwrap()),
-        email: None,
-        openid: None,
         sub_orders: Some("1,2".into()),
+        ..NewShipment::plain(order_id, "sim")
     }
 }
 

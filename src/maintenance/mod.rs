@@ -445,17 +445,7 @@ mod tests {
             .unwrap();
         let now = crate::clock::Clock::now(clock.as_ref());
         db.add_shipment(
-            &crate::storage::NewShipment {
-                order_id: "M1".to_owned(),
-                provider: "sim".to_owned(),
-                tracking_no: None,
-                carrier: None,
-                tier: crate::domain::Tier::Normal,
-                phone: None,
-                email: None,
-                openid: None,
-                sub_orders: None,
-            },
+            &crate::storage::NewShipment::plain("M1", "sim"),
             now - 400 * DAY.as_millis() as Millis,
         )
         .await

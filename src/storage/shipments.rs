@@ -30,6 +30,25 @@ pub struct NewShipment {
     pub sub_orders: Option<String>,
 }
 
+#[cfg(test)]
+impl NewShipment {
+    /// `order_id` for `provider` on the normal tier, with no tracking number, carrier, contact
+    /// or sub-orders: what the library's tests start from, naming only what their case needs.
+    pub(crate) fn plain(order_id: &str, provider: &str) -> NewShipment {
+        NewShipment {
+            order_id: order_id.to_owned(),
+            provider: provider.to_owned(),
+            tracking_no: None,
+            carrier: None,
+            tier: Tier::Normal,
+            phone: None,
+            email: None,
+            openid: None,
+            sub_orders: None,
+        }
+    }
+}
+
 /// The stable JSON shape of a shipment for `list --json` and `show --json`.
 #[derive(Debug, Serialize)]
 pub struct ShipmentView {

@@ -254,17 +254,7 @@ impl Decide for InTransit {
 
 /// Queues the webhook of `order_id` going in transit.
 async fn queue(f: &Fixture, order_id: &str) {
-    let new = NewShipment {
-        order_id: order_id.into(),
-        provider: "sim".into(),
-        tracking_no: None,
-        carrier: None,
-        tier: crate::domain::Tier::Normal,
-        phone: None,
-        email: None,
-        openid: None,
-        sub_orders: None,
-    };
+    let new = NewShipment::plain(order_id, "sim");
     let now = f.clock.now();
     let row = f.db.add_shipment(&new, now).await.unwrap();
     f.db.record_poll(row.id, InTransit(now)).await.unwrap();
