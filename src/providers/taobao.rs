@@ -913,6 +913,25 @@ mod tests {
         assert_eq!(trace.status, Status::OutForDelivery);
     }
 
+    /// Steps of one second (a parcel scanned and sent out together) keep the order TOP lists
+    /// them in, oldest first, and the last of them decides the status.
+    #[test]
+    fn steps_of_the_same_second_keep_the_order_top_lists_them_in() {
+        let body = r#"{"logistics_trace_search_response":{"tid":1,"status":"物流公司揽收成功",
+            "trace_list":{"transit_step_info":[
+                {"status_time":"2026-11-20 08:00:01","status_desc":"揽收","action":"GOT"},
+                {"status_time":"2026-11-20 08:00:01","status_desc":"派件","action":"SENT_SCAN"}
+            ]}}}"#;
+        let trace = parse_response(body).unwrap().trace;
+        let descs: Vec<&str> = trace
+            .events
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect();
+        assert_eq!(descs, ["揽收", "派件"]);
+        assert_eq!(trace.status, Status::OutForDelivery);
+    }
+
     #[test]
     fn a_single_step_object_and_a_bad_time_are_tolerated() {
         let body = r#"{"logistics_trace_search_response":{"tid":1,"status":"物流公司揽收成功",
