@@ -823,6 +823,11 @@ mod tests {
         assert_eq!(status, Status::Pending);
         assert_eq!(unmapped, ["status=TEST_UNKNOWN_STATUS"]);
         assert_eq!(canonical_status("", &[]), Status::Pending);
+        // A status TOP's table knows, or none at all, is nothing to report.
+        for known_or_none in ["物流公司揽收成功", "", "  "] {
+            let (_, unmapped) = map_status(known_or_none, &[]);
+            assert!(unmapped.is_empty(), "{known_or_none:?}: {unmapped:?}");
+        }
         let mystery = [scan("系统处理中", Some("TEST_MYSTERY"))];
         let (status, unmapped) = map_status("对方已签收", &mystery);
         assert_eq!(status, Status::InTransit);
