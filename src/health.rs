@@ -652,14 +652,14 @@ mod tests {
 
     /// The metrics the operations page lists, with the type it gives each:
     /// `("shipwatch_polls_total", "counter")`, ….
-    fn documented_metrics() -> Vec<(&'static str, &'static str)> {
+    fn documented_metrics() -> Vec<(String, &'static str)> {
         include_str!("../docs/operations.md")
             .lines()
             .filter_map(|line| {
                 let (name, rest) = line.strip_prefix("| `shipwatch_")?.split_once('`')?;
                 let name = name.split('{').next()?;
                 let kind = rest.trim_start().strip_prefix('|')?.split('|').next()?;
-                Some((&line[3..3 + "shipwatch_".len() + name.len()], kind.trim()))
+                Some((format!("shipwatch_{name}"), kind.trim()))
             })
             .collect()
     }
@@ -674,9 +674,9 @@ mod tests {
             describe();
             for (name, kind) in &documented {
                 match *kind {
-                    "gauge" => gauge!(*name).set(1.0),
-                    "counter" => counter!(*name).increment(1),
-                    "summary" => metrics::histogram!(*name).record(0.5),
+                    "gauge" => gauge!(name.clone()).set(1.0),
+                    "counter" => counter!(name.clone()).increment(1),
+                    "summary" => metrics::histogram!(name.clone()).record(0.5),
                     other => panic!("{name}: unknown type {other} on the operations page"),
                 }
             }
