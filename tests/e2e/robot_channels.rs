@@ -455,8 +455,9 @@ async fn two_daemons_on_one_database_keep_to_the_robots_quota_together() {
 /// the group heard of the same trouble twice (4 of 6 here). Here three daemons share a robot at
 /// one message every 4 s under a 6 s lease and a 4 s timeout: a message whose turn comes after
 /// two other daemons' waits past its claim. It is now sent once: its claim is renewed while it
-/// waits. (At half these times, one message every 2 s under a 3 s lease, a daemon that a busy
-/// machine held still for 2 s let its claim run out between its turn and its `sent` mark.)
+/// waits. (At half these times a run on a busy machine once sent a message twice: a turn then
+/// left its claim 2 s at least, and a daemon held still that long loses it before its `sent`
+/// mark; twice the times double that margin.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_outwaits_its_claim_for_a_shared_robots_turn_is_sent_once() {
     let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
