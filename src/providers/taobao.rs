@@ -1215,9 +1215,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_form_carries_every_system_parameter_and_a_valid_signature() {
-        let taobao = Taobao::new(
+    /// An adapter on TOP's endpoint whose secret and session are `helloworld` and `test`.
+    fn adapter() -> Taobao {
+        Taobao::new(
             TaobaoConfig {
                 endpoint: DEFAULT_ENDPOINT.to_owned(),
                 app_key: "12345678".to_owned(),
@@ -1227,7 +1227,49 @@ mod tests {
                 seller_nick: None,
             },
             reqwest::Client::new(),
+        )
+    }
+
+    /// A row TOP could never be asked about is refused when it is added or checked, with the
+    /// column to mend named; a tid with its parcel and its sub-orders is fine.
+    #[test]
+    fn a_request_top_cannot_answer_is_unfit_and_names_its_column() {
+        let taobao = adapter();
+        let request = |order_id: &str, sub_orders: Option<&str>| TrackRequest {
+            order_id: order_id.to_owned(),
+            tracking_no: None,
+            carrier: None,
+            phone: None,
+            sub_orders: sub_orders.map(str::to_owned),
+            created_at: 0,
+        };
+        assert!(taobao.check(&request("42#2", Some("7, 8"))).is_ok());
+        let unfit = taobao.check(&request("E2026-001", None)).unwrap_err();
+        assert_eq!(unfit.field, "order_id");
+        assert!(
+            unfit.message.contains("numeric order id (tid)"),
+            "{}",
+            unfit.message
         );
+        let unfit = taobao.check(&request("42", Some("7;8"))).unwrap_err();
+        assert_eq!(unfit.field, "sub_orders");
+    }
+
+    /// The adapter in a log line names its endpoint and app key, and never its secret or the
+    /// shop's session.
+    #[test]
+    fn the_adapter_debugs_without_its_secrets() {
+        let shown = format!("{:?}", adapter());
+        assert!(shown.starts_with("Taobao"), "{shown}");
+        assert!(shown.contains(DEFAULT_ENDPOINT), "{shown}");
+        assert!(shown.contains("12345678"), "{shown}");
+        assert!(!shown.contains("helloworld"), "{shown}");
+        assert!(!shown.contains("\"test\""), "{shown}");
+    }
+
+    #[test]
+    fn the_form_carries_every_system_parameter_and_a_valid_signature() {
+        let taobao = adapter();
         let order = Order {
             tid: 1_234_567_890_123_456_789,
             sub_tids: Vec::new(),
