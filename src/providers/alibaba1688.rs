@@ -713,6 +713,18 @@ mod tests {
         )
     }
 
+    /// The adapter in a log line names its gateway and app key, and never its secret or the
+    /// buyer's token.
+    #[test]
+    fn the_adapter_debugs_without_its_secrets() {
+        let shown = format!("{:?}", adapter(DEFAULT_ENDPOINT));
+        assert!(shown.starts_with("Alibaba1688"), "{shown}");
+        assert!(shown.contains(DEFAULT_ENDPOINT), "{shown}");
+        assert!(shown.contains("1000000"), "{shown}");
+        assert!(!shown.contains("test123"), "{shown}");
+        assert!(!shown.contains("buyer-token"), "{shown}");
+    }
+
     #[test]
     fn the_form_carries_every_parameter_and_a_valid_signature() {
         let a1688 = adapter(DEFAULT_ENDPOINT);
