@@ -1214,6 +1214,7 @@ mod tests {
         for body in [
             r#"{"success":true,"logisticsTrace":[]}"#,
             r#"{"success":true}"#,
+            r#"{"success":"true"}"#,
             r#"{"success":"true","logisticsTrace":[{"orderId":1,"logisticsSteps":[]}]}"#,
             r#"{"logisticsTrace":[{"orderId":1}]}"#,
         ] {
@@ -1356,11 +1357,17 @@ mod tests {
                     .to_string();
             assert_class(&parse_response(&body).unwrap_err(), &want, message);
         }
-        let body = r#"{"success":false,"errorCode":"500","errorMessage":"该订单没有物流跟踪信息"}"#;
-        assert_eq!(
-            parse_response(body).unwrap_err(),
-            ProviderError::NotFound("1688 error 500: 该订单没有物流跟踪信息".to_owned())
-        );
+        // `success` written as text reads as the flag it spells.
+        for success in ["false", r#""false""#, r#"" false ""#] {
+            let body = format!(
+                r#"{{"success":{success},"errorCode":"500","errorMessage":"该订单没有物流跟踪信息"}}"#
+            );
+            assert_eq!(
+                parse_response(&body).unwrap_err(),
+                ProviderError::NotFound("1688 error 500: 该订单没有物流跟踪信息".to_owned()),
+                "{body}"
+            );
+        }
         let body = r#"{"success":false}"#;
         assert_eq!(
             parse_response(body).unwrap_err(),
