@@ -899,6 +899,15 @@ mod tests {
         assert_eq!(parse_response(body).unwrap().trace.status, Status::Pending);
     }
 
+    /// The trace's steps as their descriptions, in the order the trace gives them.
+    fn descriptions(trace: &Trace) -> Vec<&str> {
+        trace
+            .events
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect()
+    }
+
     #[test]
     fn events_come_out_oldest_first_whatever_the_order_in() {
         let body = r#"{"logistics_trace_search_response":{"tid":1,"status":"物流公司揽收成功",
@@ -909,11 +918,7 @@ mod tests {
                 {"status_time":"2026-11-20 08:00:01","status_desc":"揽收","action":"GOT"}
             ]}}}"#;
         let trace = parse_response(body).unwrap().trace;
-        let descs: Vec<&str> = trace
-            .events
-            .iter()
-            .map(|e| e.description.as_str())
-            .collect();
+        let descs = descriptions(&trace);
         assert_eq!(descs, ["揽收", "到达a", "到达b", "派件"]);
         assert_eq!(trace.status, Status::OutForDelivery);
     }
@@ -928,11 +933,7 @@ mod tests {
                 {"status_time":"2026-11-20 08:00:01","status_desc":"派件","action":"SENT_SCAN"}
             ]}}}"#;
         let trace = parse_response(body).unwrap().trace;
-        let descs: Vec<&str> = trace
-            .events
-            .iter()
-            .map(|e| e.description.as_str())
-            .collect();
+        let descs = descriptions(&trace);
         assert_eq!(descs, ["揽收", "派件"]);
         assert_eq!(trace.status, Status::OutForDelivery);
     }
