@@ -403,7 +403,8 @@ async fn a_round_whose_claimed_ahead_shipments_fill_its_free_slots_claims_no_mor
     assert_eq!(f.dispatcher.run_once().await.unwrap(), 3);
     let mut polled = Vec::new();
     for order_id in orders {
-        if f.db.shipment(order_id).await.unwrap().last_polled_at.is_some() {
+        let row = f.db.shipment(order_id).await.unwrap();
+        if row.last_polled_at.is_some() {
             polled.push(order_id);
         }
     }

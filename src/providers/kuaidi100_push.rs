@@ -440,6 +440,26 @@ mod tests {
             subscribe_endpoint_beside("http://127.0.0.1:7/other"),
             DEFAULT_SUBSCRIBE_ENDPOINT
         );
+        // A query endpoint that is not Kuaidi100's layout says nothing of where subscriptions go.
+        assert_eq!(
+            subscribe_endpoint_beside("http://127.0.0.1:7/api/query.do"),
+            DEFAULT_SUBSCRIBE_ENDPOINT
+        );
+    }
+
+    /// The subscriber in a log line names where it subscribes and where callbacks come, and
+    /// never the account's key or the callbacks' salt.
+    #[test]
+    fn the_subscriber_debugs_without_its_secrets() {
+        let shown = format!("{:?}", subscriber());
+        assert!(shown.starts_with("Subscriber"), "{shown}");
+        assert!(shown.contains(DEFAULT_SUBSCRIBE_ENDPOINT), "{shown}");
+        assert!(
+            shown.contains("https://shop.example/callbacks/kuaidi100/kd"),
+            "{shown}"
+        );
+        assert!(!shown.contains("k3y"), "{shown}");
+        assert!(!shown.contains("salt-9f"), "{shown}");
     }
 
     #[test]
