@@ -249,16 +249,6 @@ impl PushStatus {
             other => PushStatus::Other(other.to_owned()),
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            PushStatus::Polling => "polling",
-            PushStatus::Shutdown => "shutdown",
-            PushStatus::Abort => "abort",
-            PushStatus::UpdateAll => "updateall",
-            PushStatus::Other(other) => other,
-        }
-    }
 }
 
 /// A callback whose sign was good, read.
@@ -621,5 +611,17 @@ mod tests {
         let odd = read_param(r#"{"status":"later"}"#).unwrap();
         assert_eq!(odd.status, PushStatus::Other("later".to_owned()));
         assert_eq!(odd.trace, None);
+    }
+
+    /// The waybill a callback is matched to its shipments by: a number written as a JSON
+    /// number is still that waybill, not an unmatched callback.
+    #[test]
+    fn a_waybill_number_written_as_a_number_reads_as_its_digits() {
+        let abort = read_param(
+            r#"{"status":"abort","message":"3天查询无记录","lastResult":{"com":"zhongtong","nu":773012345678}}"#,
+        )
+        .unwrap();
+        assert_eq!(abort.number.as_deref(), Some("773012345678"));
+        assert_eq!(abort.company.as_deref(), Some("zhongtong"));
     }
 }
