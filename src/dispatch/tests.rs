@@ -1,5 +1,6 @@
-//! The dispatcher's timing, on a real SQLite file and a clock the tests move: when a polled
-//! shipment is due again, how long a claim is renewed for, and how long an idle round sleeps.
+//! The dispatcher's rounds and timing, on a real SQLite file and a clock the tests move: when a
+//! polled shipment is due again, what a round claims and starts (rate-limited buckets, rows
+//! claimed ahead, rows it cannot poll), how claims are kept, and how long an idle round sleeps.
 
 use super::*;
 use crate::clock::ManualClock;
@@ -106,6 +107,15 @@ fn no_jitter() -> Polling {
     }
 }
 
+/// Claims of `lease`, calls of at most `timeout`, no jitter.
+fn leased(lease: Duration, timeout: Duration) -> Polling {
+    Polling {
+        lease,
+        timeout,
+        ..no_jitter()
+    }
+}
+
 fn shipment(order_id: &str) -> NewShipment {
     NewShipment {
         tracking_no: Some("SF1234567890".into()),
@@ -171,11 +181,7 @@ async fn a_providers_floor_holds_back_a_poll_its_tier_would_make_sooner() {
 
 #[tokio::test]
 async fn a_claim_is_renewed_for_its_lease_and_never_less_than_a_polls_timeout() {
-    let polling = Polling {
-        lease: Duration::from_secs(10),
-        timeout: Duration::from_secs(30),
-        ..no_jitter()
-    };
+    let polling = leased(Duration::from_secs(10), Duration::from_secs(30));
     let f = fixture(polling, Duration::ZERO).await;
     assert_eq!(f.dispatcher.claim_lease(), Duration::from_secs(30));
     let long = fixture(no_jitter(), Duration::ZERO).await;
@@ -456,11 +462,7 @@ async fn a_shipment_of_a_provider_the_config_lacks_is_flagged_and_revived_once_i
 async fn a_poll_whose_claim_would_end_within_its_timeout_renews_the_claim_before_calling() {
     // A 10 s lease under a 30 s timeout: the claim would run out while the call may still be
     // waiting for its answer, and another daemon would poll the shipment too.
-    let polling = Polling {
-        lease: Duration::from_secs(10),
-        timeout: Duration::from_secs(30),
-        ..no_jitter()
-    };
+    let polling = leased(Duration::from_secs(10), Duration::from_secs(30));
     let asked = Arc::new(Asked::default());
     let clock = Arc::new(ManualClock::new(NOW));
     let f = fixture_of(polling, asked.clone(), Duration::ZERO, clock).await;
@@ -476,11 +478,7 @@ async fn a_poll_whose_claim_would_end_within_its_timeout_renews_the_claim_before
 #[tokio::test]
 async fn a_poll_waiting_for_its_buckets_turn_keeps_its_claim() {
     // One call in ten minutes and a 1 s lease: the second poll waits far longer than its claim.
-    let polling = Polling {
-        lease: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        ..no_jitter()
-    };
+    let polling = leased(Duration::from_secs(1), Duration::from_secs(1));
     let asked = Arc::new(Asked::default());
     let clock = Arc::new(ManualClock::new(NOW));
     let f = fixture_with(
