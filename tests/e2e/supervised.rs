@@ -235,3 +235,24 @@ async fn a_stop_or_reload_right_after_start_is_handled_not_fatal() {
     let status = daemon.terminate();
     assert!(status.success(), "{status}\n{}", daemon.log());
 }
+
+/// Some service managers and shells export `NOTIFY_SOCKET` empty when there is no manager to
+/// tell. That is "not supervised", as when it is unset: the daemon runs, stops cleanly, and says
+/// nothing about a socket it was never given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_notify_socket_means_not_supervised() {
+    let app = TestApp::start().await;
+    let mut daemon =
+        app.spawn_daemon_with_env(&[("NOTIFY_SOCKET", ""), ("WATCHDOG_USEC", "400000")]);
+    started(&daemon).await;
+    let status = daemon.terminate();
+    let log = daemon.log();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        log.contains("shutting down"),
+        "the stop went its whole way:\n{log}"
+    );
+    for complaint in ["NOTIFY_SOCKET", "notify systemd"] {
+        assert!(!log.contains(complaint), "{complaint:?} in the log:\n{log}");
+    }
+}
