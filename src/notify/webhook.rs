@@ -515,6 +515,27 @@ mod tests {
         assert_eq!(format!("{:?}", spec_secret()), "WebhookSecret(<redacted>)");
     }
 
+    /// The config's `Debug` (in a reload's or a test's output) names the receiver's endpoint, and
+    /// neither the token in its URL nor the key.
+    #[test]
+    fn the_config_shows_its_endpoint_and_hides_its_token_and_key() {
+        let config = WebhookConfig {
+            url: "https://hooks.shop.example:8443/T0123/B456/s3cr3t-path?token=s3cr3t-query".into(),
+            secret: spec_secret(),
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("https://hooks.shop.example:8443/…"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains(SPEC_SECRET.trim_start_matches("whsec_")),
+            "{shown}"
+        );
+    }
+
     /// A refusal says what is wrong and how to fix it, in one line, and quotes no part of the
     /// secret (not even the character that is not base64).
     #[test]
@@ -762,7 +783,8 @@ mod tests {
                 message,
                 retry_after,
             }) => {
-                assert_eq!(retry_after, GONE_PAUSE);
+                // docs/webhooks.md: the endpoint is tried again after an hour.
+                assert_eq!(retry_after, Duration::from_secs(60 * 60));
                 message
             }
             other => panic!("expected the channel to stop, got {other:?}"),
@@ -776,7 +798,11 @@ mod tests {
             }
         }
         assert_eq!(*hits.lock().unwrap(), 1);
-        assert!(channel.stopped_for().is_some());
+        let left = channel.stopped_for().expect("stopped");
+        assert!(
+            left > Duration::from_secs(59 * 60) && left <= GONE_PAUSE,
+            "{left:?}"
+        );
 
         channel.resume();
         assert!(channel.stopped_for().is_none());
