@@ -919,6 +919,42 @@ mod tests {
         assert_eq!(retry_after, None);
     }
 
+    /// A receiver that takes the request and hangs up without an answer: a failed attempt, to be
+    /// retried, whose message gives the cause reqwest's own top line leaves out (and does not
+    /// call it a refused connection: the connection was made).
+    #[tokio::test]
+    async fn a_receiver_that_hangs_up_is_transient_and_the_cause_is_said() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                // The whole request is read first, so that the hang-up is a clean close.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !request.ends_with(outgoing().payload.as_bytes()) {
+                    match tokio::io::AsyncReadExt::read(&mut socket, &mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            }
+        });
+        let (message, retry_after) = transient(
+            webhook(url.clone(), Duration::from_secs(5))
+                .deliver(&outgoing())
+                .await,
+        );
+        assert!(
+            message.starts_with(&format!("request to {url} failed: ")),
+            "{message}"
+        );
+        assert!(
+            message.contains("connection closed before message completed"),
+            "{message}"
+        );
+        assert_eq!(retry_after, None);
+    }
+
     #[tokio::test]
     async fn a_slow_receiver_times_out() {
         let router = Router::new().route(
