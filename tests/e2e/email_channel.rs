@@ -177,6 +177,28 @@ async fn email_replies_are_sorted_by_their_class() {
     assert!(sink.messages().is_empty());
 }
 
+/// A server that takes mail over TLS only refuses a plain `MAIL FROM` with 530 "Must issue a
+/// STARTTLS command first" (Postfix with `smtpd_tls_security_level = encrypt`): a configuration
+/// mistake no retry mends, so the attempt fails for good at once, naming the URL that works.
+#[tokio::test]
+async fn email_plain_smtp_to_a_server_that_wants_starttls_names_the_fix() {
+    const WANTS_TLS: &str = "5.7.0 Must issue a STARTTLS command first";
+    let sink = SmtpSink::start().await;
+    sink.set_script(vec![Reply::mail(530, WANTS_TLS)]);
+    let email = channel(sink.url(), Duration::from_secs(5));
+    let reason = permanent(email.deliver(&outgoing("msg_0010")).await);
+    assert!(reason.contains(&format!("530 {WANTS_TLS}")), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "the server wants TLS first: try smtp://127.0.0.1:{}?tls=starttls",
+            sink.port
+        )),
+        "{reason}"
+    );
+    assert_masked(&reason);
+    assert!(sink.attempts().is_empty());
+}
+
 #[tokio::test]
 async fn email_smtps_to_a_plain_port_names_the_fix() {
     let sink = SmtpSink::start().await;

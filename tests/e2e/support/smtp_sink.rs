@@ -29,6 +29,9 @@ use tokio_rustls::TlsAcceptor;
 pub enum Reply {
     /// 250 to every step.
     Accept,
+    /// This code and text to MAIL FROM, which then starts no transaction (e.g. `530 5.7.0 Must
+    /// issue a STARTTLS command first`, from a server that takes mail over TLS only).
+    Mail(u16, String),
     /// This code and text to RCPT TO (e.g. `550 5.1.1 <addr> no such mailbox`).
     Rcpt(u16, String),
     /// This code and text after the message data (e.g. `451 4.3.0 try later`).
@@ -41,6 +44,10 @@ pub enum Reply {
 }
 
 impl Reply {
+    pub fn mail(code: u16, text: impl Into<String>) -> Reply {
+        Reply::Mail(code, text.into())
+    }
+
     pub fn rcpt(code: u16, text: impl Into<String>) -> Reply {
         Reply::Rcpt(code, text.into())
     }
@@ -490,12 +497,16 @@ where
                         .script
                         .pop_front()
                         .unwrap_or(Reply::Accept);
-                    transaction = Some(Transaction {
-                        from,
-                        to: Vec::new(),
-                        reply,
-                    });
-                    say!("250 2.1.0 OK");
+                    if let Reply::Mail(code, text) = &reply {
+                        say!("{code} {text}");
+                    } else {
+                        transaction = Some(Transaction {
+                            from,
+                            to: Vec::new(),
+                            reply,
+                        });
+                        say!("250 2.1.0 OK");
+                    }
                 }
                 None => say!("501 5.5.4 syntax: MAIL FROM:<address>"),
             },
