@@ -548,7 +548,10 @@ mod tests {
         let mut config = config("smtps://smtp.example");
         config.username = Some("noreply@shop.example".into());
         config.password = Some(Secret::new("hunter2"));
-        assert!(!format!("{config:?}").contains("hunter2"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("smtps://smtp.example/"), "{shown}");
+        assert!(shown.contains("Shop <noreply@shop.example>"), "{shown}");
         let email = Email::new(config).unwrap();
         let shown = format!("{email:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
