@@ -540,6 +540,29 @@ mod tests {
             .collect()
     }
 
+    /// The config's `Debug` (the channel's too) names the endpoint and the key's id, and hides
+    /// the secret and anything the endpoint's path or query might carry.
+    #[test]
+    fn the_config_shows_its_endpoint_and_hides_its_secret() {
+        let config = AliyunSmsConfig {
+            endpoint: "https://dysmsapi.aliyuncs.com/?token=s3cr3t-query".into(),
+            access_key_id: "LTAI5tExampleKeyId".into(),
+            access_key_secret: Secret::new("s3cr3t-key"),
+            sign_name: "小店".into(),
+            template_code: Some("SMS_154950909".into()),
+            params: vec!["status".into()],
+            param_max_chars: DEFAULT_PARAM_MAX_CHARS,
+            timeout: Duration::from_secs(5),
+        };
+        let channel = AliyunSms::new(config.clone(), reqwest::Client::new());
+        for shown in [format!("{config:?}"), format!("{channel:?}")] {
+            assert!(shown.contains("https://dysmsapi.aliyuncs.com/…"), "{shown}");
+            assert!(shown.contains("LTAI5tExampleKeyId"), "{shown}");
+            assert!(shown.contains("SMS_154950909"), "{shown}");
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
+    }
+
     #[test]
     fn percent_encoding_follows_rfc_3986() {
         for (raw, encoded) in [

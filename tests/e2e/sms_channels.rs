@@ -259,7 +259,8 @@ async fn aliyun_out_of_credit_stops_the_channel_and_alerts_once() {
 
     let (first, retry_after) = paused(channel.deliver(&outgoing(&message(None))).await);
     assert!(first.contains("isv.AMOUNT_NOT_ENOUGH"), "{first}");
-    assert_eq!(retry_after, Some(sms_aliyun::PAUSE));
+    // docs/notifications.md: a stopped channel sends nothing for one hour.
+    assert_eq!(retry_after, Some(Duration::from_secs(60 * 60)));
     assert!(channel.paused_for().is_some());
 
     // While stopped, attempts fail at once without reaching Aliyun.
