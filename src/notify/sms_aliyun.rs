@@ -710,6 +710,9 @@ mod tests {
             ("isv.SMS_SIGNATURE_ILLEGAL", "", Verdict::Dead),
             ("isv.INVALID_PARAMETERS", "", Verdict::Dead),
             ("isv.SOMETHING_NEW", "", Verdict::Dead),
+            // The gateway's own refusals of a malformed request: no retry mends them either.
+            ("MissingParameter", "", Verdict::Dead),
+            ("InvalidParameter", "", Verdict::Dead),
             ("isv.AMOUNT_NOT_ENOUGH", "", Verdict::Stop(FIX_CREDIT)),
             ("isv.OUT_OF_SERVICE", "", Verdict::Stop(FIX_CREDIT)),
             (
