@@ -806,6 +806,9 @@ mod tests {
             ("138abc45678", None),
             ("", None),
             ("+86", None),
+            // Five digits is the shortest number sent; four is a typo, refused before Aliyun.
+            ("+86 10086", Some("10086")),
+            ("1008", None),
         ] {
             assert_eq!(normalize_phone(raw).as_deref(), phone, "{raw:?}");
         }
