@@ -140,6 +140,8 @@ async fn email_550_is_permanent_and_the_echoed_address_is_masked() {
         reason.contains("550") && reason.contains("no such mailbox"),
         "{reason}"
     );
+    // A refusal that says nothing of TLS is not sent to a TLS setting.
+    assert!(!reason.contains("TLS"), "{reason}");
     assert_masked(&reason);
     assert!(
         sink.attempts().is_empty(),
