@@ -355,9 +355,6 @@ impl Email {
                 format_duration(self.timeout)
             ));
         }
-        if is_connection_refused(error) {
-            return transient(format!("connection refused by {endpoint}{to}"));
-        }
         transient(format!("sending through {endpoint} failed{to}: {cause}"))
     }
 }
@@ -432,19 +429,6 @@ fn mask_addresses(text: &str) -> String {
     }
     flush(&mut token, &mut out);
     out
-}
-
-fn is_connection_refused(error: &SmtpError) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }
 
 /// lettre's own messages are generic ("Connection error") and sometimes nested twice; the
