@@ -33,9 +33,14 @@ async fn fake() -> FakeAliyunSms {
 }
 
 fn aliyun(fake: &FakeAliyunSms, secret: &str) -> AliyunSms {
+    aliyun_at(fake.url.clone(), secret)
+}
+
+/// The channel as `aliyun` builds it, sending to `endpoint`.
+fn aliyun_at(endpoint: String, secret: &str) -> AliyunSms {
     AliyunSms::new(
         AliyunSmsConfig {
-            endpoint: fake.url.clone(),
+            endpoint,
             access_key_id: KEY_ID.to_owned(),
             access_key_secret: Secret::new(secret),
             sign_name: SIGN_NAME.to_owned(),
@@ -355,24 +360,68 @@ async fn aliyun_unreachable_is_transient_without_the_number() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}/", listener.local_addr().unwrap());
     drop(listener);
-    let channel = AliyunSms::new(
-        AliyunSmsConfig {
-            endpoint,
-            access_key_id: KEY_ID.to_owned(),
-            access_key_secret: Secret::new(KEY_SECRET),
-            sign_name: SIGN_NAME.to_owned(),
-            template_code: Some("SMS_100000001".to_owned()),
-            params: default_params(),
-            param_max_chars: sms_aliyun::DEFAULT_PARAM_MAX_CHARS,
-            timeout: Duration::from_secs(5),
-        },
-        shipwatch::notify::no_redirect_client().unwrap(),
-    );
+    let channel = aliyun_at(endpoint, KEY_SECRET);
     let (text, retry_after) = transient(channel.deliver(&outgoing(&message(None))).await);
     assert!(text.contains("could not connect"), "{text}");
     assert_eq!(retry_after, None);
     assert_no_phone(&text);
     assert!(channel.paused_for().is_none());
+}
+
+/// An answer that is not Aliyun's JSON (a proxy's or a firewall's page, an empty body) is sorted
+/// by its HTTP status: a 200, 408, 429 or 5xx is retried (Aliyun or the way to it may be better
+/// later), any other refusal is final. The message quotes the start of the body, or says it was
+/// empty, and never the number.
+#[tokio::test]
+async fn aliyun_answers_that_are_not_json_are_sorted_by_their_status() {
+    let cases: [(u16, &str, bool); 5] = [
+        (200, "<html>upgrade in progress</html>", true),
+        (408, "request timeout", true),
+        (429, "", true),
+        (503, "", true),
+        (403, "<html>blocked by the firewall</html>", false),
+    ];
+    for (code, body, retried) in cases {
+        let status = StatusCode::from_u16(code).unwrap();
+        let router = Router::new().route("/", any(move || async move { (status, body) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+        let result = aliyun_at(endpoint, KEY_SECRET)
+            .deliver(&outgoing(&message(None)))
+            .await;
+        let text = if retried {
+            let (text, retry_after) = transient(result);
+            assert_eq!(retry_after, None, "{code}");
+            text
+        } else {
+            permanent(result)
+        };
+        let quoted = if body.is_empty() { "empty body" } else { body };
+        assert!(
+            text.starts_with(&format!("Aliyun SMS answered {status}: {quoted}")),
+            "{code}: {text}"
+        );
+        assert_no_phone(&text);
+    }
+}
+
+/// A reload lifts a stop at once (`resume`): the next message goes to Aliyun without waiting
+/// for the pause to end.
+#[tokio::test]
+async fn aliyun_resumes_at_once_when_lifted() {
+    let fake = fake().await;
+    fake.reply("isv.AMOUNT_NOT_ENOUGH", 1);
+    let channel = aliyun(&fake, KEY_SECRET);
+    paused(channel.deliver(&outgoing(&message(None))).await);
+    assert!(channel.paused_for().is_some());
+
+    channel.resume();
+    assert!(channel.paused_for().is_none());
+    channel.deliver(&outgoing(&message(None))).await.unwrap();
+    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(fake.accepted(), 1);
 }
 
 /// The fake itself refuses replays and stale requests, so the tests above prove the channel
