@@ -563,6 +563,29 @@ mod tests {
         }
     }
 
+    /// The error names the byte where the mistake is, counted over the escaped braces and the
+    /// placeholders before it, so that a long JSON template can be fixed without guessing.
+    #[test]
+    fn stray_braces_are_placed_at_their_byte() {
+        let values = values(&[("phone", "1"), ("text", "x")]);
+        for (template, error) in [
+            ("{{ {phone} } ", BodyTemplateError::Unmatched { at: 11 }),
+            (
+                "{phone} {{x}} {text",
+                BodyTemplateError::Unclosed { at: 14 },
+            ),
+            (
+                "{{{phone}}} {bad-name}",
+                BodyTemplateError::NotAPlaceholder {
+                    name: "bad-name".into(),
+                    at: 12,
+                },
+            ),
+        ] {
+            assert_eq!(render(template, &values), Err(error), "{template}");
+        }
+    }
+
     #[test]
     fn placeholders_lists_each_name_once_in_order() {
         assert_eq!(
