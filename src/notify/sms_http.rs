@@ -593,6 +593,9 @@ mod tests {
             ["text", "phone", "event_time"]
         );
         assert!(placeholders("no placeholders").is_empty());
+        // A malformed template yields the names before its fault, and none from it.
+        assert_eq!(placeholders("{phone} {bad-name} {text}"), ["phone"]);
+        assert_eq!(placeholders("{phone} {} {text}"), ["phone"]);
         for name in placeholders("{phone} {text} {order_id}") {
             assert!(PLACEHOLDERS.contains(&name.as_str()));
         }
