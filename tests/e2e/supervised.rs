@@ -236,9 +236,9 @@ async fn a_stop_or_reload_right_after_start_is_handled_not_fatal() {
     assert!(status.success(), "{status}\n{}", daemon.log());
 }
 
-/// Some service managers and shells export `NOTIFY_SOCKET` empty when there is no manager to
-/// tell. That is "not supervised", as when it is unset: the daemon runs, stops cleanly, and says
-/// nothing about a socket it was never given.
+/// A `NOTIFY_SOCKET` that is set but empty (a wrapper that clears it with `NOTIFY_SOCKET=`)
+/// names no socket: the daemon is not supervised, as when it is unset. It runs, stops cleanly,
+/// and says nothing about a socket it was never given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_notify_socket_means_not_supervised() {
     let app = TestApp::start().await;
