@@ -18,6 +18,7 @@ use shipwatch::notify::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessag
 
 use crate::support::app::TestApp;
 use crate::support::config;
+use crate::support::fake;
 use crate::support::fake_aliyun_sms::{self, FakeAliyunSms};
 use crate::support::fake_sms_gateway::FakeSmsGateway;
 use crate::support::fake_top;
@@ -384,11 +385,9 @@ async fn aliyun_answers_that_are_not_json_are_sorted_by_their_status() {
     for (code, body, retried) in cases {
         let status = StatusCode::from_u16(code).unwrap();
         let router = Router::new().route("/", any(move || async move { (status, body) }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let stand_in = fake::serve(router, "the stand-in for Aliyun").await;
 
-        let result = aliyun_at(endpoint, KEY_SECRET)
+        let result = aliyun_at(format!("{}/", stand_in.base), KEY_SECRET)
             .deliver(&outgoing(&message(None)))
             .await;
         let text = if retried {
