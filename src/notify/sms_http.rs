@@ -263,36 +263,6 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>, BodyTemplateError> {
     Ok(pieces)
 }
 
-/// The placeholder names a template uses, each once, in order of first use; for checking a
-/// template against [`PLACEHOLDERS`] when the config is loaded. A malformed template yields the
-/// names before the fault; [`render`] reports the fault itself.
-pub fn placeholders(template: &str) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    let mut rest = template;
-    while let Some(at) = rest.find(['{', '}']) {
-        let brace = &rest[at..at + 1];
-        if rest[at + 1..].starts_with(brace) {
-            rest = &rest[at + 2..];
-            continue;
-        }
-        if brace == "}" {
-            break;
-        }
-        let Some(len) = rest[at + 1..].find('}') else {
-            break;
-        };
-        let name = &rest[at + 1..at + 1 + len];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            break;
-        }
-        if !names.iter().any(|known| known == name) {
-            names.push(name.to_owned());
-        }
-        rest = &rest[at + len + 2..];
-    }
-    names
-}
-
 /// Fills a template with `values`, escaped for the body kind (see the module documentation).
 /// Fails on a placeholder that has no value, naming it, and on stray braces.
 pub fn render(
@@ -533,7 +503,6 @@ mod tests {
     fn doubled_braces_are_literal() {
         let body = render("{{literal}} {{{text}}}", &values(&[("text", "x")])).unwrap();
         assert_eq!(body, "{literal} {x}");
-        assert_eq!(placeholders("{{literal}} {{{text}}}"), ["text"]);
     }
 
     #[test]
@@ -583,21 +552,6 @@ mod tests {
             ),
         ] {
             assert_eq!(render(template, &values), Err(error), "{template}");
-        }
-    }
-
-    #[test]
-    fn placeholders_lists_each_name_once_in_order() {
-        assert_eq!(
-            placeholders(r#"{{"a":"{text}","b":"{phone}","c":"{text}","d":"{event_time}"}}"#),
-            ["text", "phone", "event_time"]
-        );
-        assert!(placeholders("no placeholders").is_empty());
-        // A malformed template yields the names before its fault, and none from it.
-        assert_eq!(placeholders("{phone} {bad-name} {text}"), ["phone"]);
-        assert_eq!(placeholders("{phone} {} {text}"), ["phone"]);
-        for name in placeholders("{phone} {text} {order_id}") {
-            assert!(PLACEHOLDERS.contains(&name.as_str()));
         }
     }
 
