@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::any;
 use shipwatch::domain::Secret;
 use shipwatch::notify::sms_aliyun::{self, AliyunSms, AliyunSmsConfig};
-use shipwatch::notify::sms_http::{HttpSms, HttpSmsConfig};
+use shipwatch::notify::sms_http::{HttpSms, HttpSmsConfig, SuccessRule};
 use shipwatch::notify::{Channel, ChannelKind, DeliveryError, Outgoing, SmsMessage};
 
 use crate::support::app::TestApp;
@@ -552,6 +552,10 @@ async fn gateway_gets_the_rendered_json_body_and_headers() {
     assert_eq!(header("authorization"), "Bearer gw-token-123");
     assert_eq!(header("x-tenant"), "shop-7");
     assert_eq!(header("content-type"), "application/json");
+    assert_eq!(
+        header("user-agent"),
+        concat!("shipwatch/", env!("CARGO_PKG_VERSION"))
+    );
     let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
     assert_eq!(
         body,
@@ -581,12 +585,62 @@ async fn gateway_5xx_is_transient_with_retry_after() {
 #[tokio::test]
 async fn gateway_4xx_is_permanent_with_the_body_masked() {
     let (url, seen) = gateway(StatusCode::BAD_REQUEST).await;
+    // The gateway is named by its URL with the query's values masked.
+    let shown = url.replace("sk-in-the-query", "***");
     let reason = permanent(http_sms(url).deliver(&outgoing(&message(None))).await);
-    assert!(reason.contains("400 Bad Request"), "{reason}");
+    assert!(
+        reason.starts_with(&format!("SMS gateway {shown} answered 400 Bad Request")),
+        "{reason}"
+    );
     assert!(reason.contains("rejected 138****5678"), "{reason}");
     assert_no_phone(&reason);
     assert!(!reason.contains("sk-in-the-query"), "{reason}");
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// A status outside the success range: a timeout, a rate limit, a server's trouble and a 2xx the
+/// rule does not count are retried, any other 4xx is dead. The message quotes the body's start,
+/// or says it was empty.
+#[tokio::test]
+async fn gateway_answers_outside_the_success_range_are_sorted_by_their_status() {
+    let cases: [(u16, &str, bool); 6] = [
+        (202, "queued", true),
+        (408, "", true),
+        (429, "slow down", true),
+        (502, "<html>bad gateway</html>", true),
+        (401, "", false),
+        (404, "no such route", false),
+    ];
+    for (code, body, retried) in cases {
+        let status = StatusCode::from_u16(code).unwrap();
+        let router = Router::new().route("/send", any(move || async move { (status, body) }));
+        let stand_in = fake::serve(router, "the stand-in SMS gateway").await;
+        let channel = HttpSms::new(
+            HttpSmsConfig {
+                url: format!("{}/send", stand_in.base),
+                body: "to={phone}&msg={text}".to_owned(),
+                success: SuccessRule::parse(Some("200"), None, None).unwrap(),
+                ..HttpSmsConfig::default()
+            },
+            shipwatch::notify::no_redirect_client().unwrap(),
+        );
+
+        let result = channel.deliver(&outgoing(&message(None))).await;
+        let text = if retried {
+            transient(result).0
+        } else {
+            permanent(result)
+        };
+        let quoted = if body.is_empty() { "empty body" } else { body };
+        assert_eq!(
+            text,
+            format!(
+                "SMS gateway {}/send answered {status} for +86****5678: {quoted}",
+                stand_in.base
+            ),
+            "{code}"
+        );
+    }
 }
 
 #[tokio::test]
