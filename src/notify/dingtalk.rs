@@ -151,12 +151,6 @@ impl Dingtalk {
         }
     }
 
-    /// Overrides [`TOO_FAST_PAUSE`]; tests use a short one to see the robot resume.
-    pub fn with_too_fast_pause(mut self, pause: Duration) -> Dingtalk {
-        self.robot = self.robot.with_too_fast_pause(pause);
-        self
-    }
-
     /// Whether the channel is stopped or paused, and for how much longer.
     pub fn stopped_for(&self) -> Option<Duration> {
         self.robot.stopped_for()
@@ -293,16 +287,23 @@ mod tests {
         let (ok, _) = robot(r#"{"errcode":0,"errmsg":"ok"}"#).await;
         assert_eq!(ok.deliver(&outgoing()).await, Ok(()));
 
+        // DingTalk locks a robot that sent too fast for 10 minutes: it pauses as long, and a
+        // second message meets the pause without a request.
         let (fast, _) = robot(r#"{"errcode":130101,"errmsg":"send too fast"}"#).await;
-        let fast = fast.with_too_fast_pause(Duration::from_secs(60));
         for _ in 0..2 {
             match fast.deliver(&outgoing()).await {
-                Err(DeliveryError::Paused { message, .. }) => {
-                    assert!(message.contains("130101"), "{message}")
-                }
+                Err(DeliveryError::Paused { message, .. }) => assert_eq!(
+                    message,
+                    "dingtalk robot paused for 10 min: it answered 130101 (send too fast)"
+                ),
                 other => panic!("{other:?}"),
             }
         }
+        let left = fast.stopped_for().expect("paused");
+        assert!(
+            left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+            "{left:?}"
+        );
         fast.resume();
         assert!(fast.stopped_for().is_none());
 
@@ -314,6 +315,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(wrong.stopped_for() > Some(Duration::from_secs(3_590)));
         wrong.resume();
         assert!(wrong.stopped_for().is_none());
 

@@ -278,6 +278,28 @@ mod tests {
         assert_eq!(signed_body("[1]", None, 1), None);
     }
 
+    /// Feishu takes a body of at most 20 KB: a long card is cut to fit, signed, with room to
+    /// spare, and still carries as much of the text as fits.
+    #[test]
+    fn a_long_card_is_cut_to_fit_the_body_limit() {
+        let card = FeishuMessage::card(&"标题".repeat(400), &"派送异常。".repeat(3_000));
+        let markdown = &card.card.elements[0].content;
+        assert!(markdown.ends_with('…'), "{}", markdown.len());
+        assert!(
+            markdown.len() <= 18 * 1024 && markdown.len() > 18 * 1024 - 6,
+            "{}",
+            markdown.len()
+        );
+        let title = &card.card.header.title.content;
+        assert!(
+            title.len() <= 512 && title.ends_with('…'),
+            "{}",
+            title.len()
+        );
+        let signed = signed_body(&card.to_json(), Some("secret-1"), 1_599_360_473).unwrap();
+        assert!(signed.len() <= 20_000, "{}", signed.len());
+    }
+
     #[test]
     fn codes() {
         assert_eq!(classify(0), Verdict::Sent);
@@ -327,11 +349,17 @@ mod tests {
         }
         let fast = bot(r#"{"code":11232,"data":{},"msg":"frequency limited"}"#).await;
         match fast.deliver(&outgoing()).await {
-            Err(DeliveryError::Paused { message, .. }) => {
-                assert!(message.contains("11232"), "{message}")
-            }
+            Err(DeliveryError::Paused { message, .. }) => assert_eq!(
+                message,
+                "feishu robot paused for 1 min: it answered 11232 (frequency limited)"
+            ),
             other => panic!("{other:?}"),
         }
+        let left = fast.stopped_for().expect("paused");
+        assert!(
+            left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
         fast.resume();
         assert!(fast.stopped_for().is_none());
         let wrong = bot(r#"{"code":19021,"data":{},"msg":"sign match fail or timestamp is not within one hour from current time"}"#).await;

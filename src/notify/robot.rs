@@ -112,12 +112,6 @@ impl Robot {
         }
     }
 
-    /// Overrides the rate-limit pause; tests use a short one to see the robot resume.
-    pub fn with_too_fast_pause(mut self, pause: Duration) -> Robot {
-        self.too_fast = ChannelStop::new(pause);
-        self
-    }
-
     /// The configured webhook, credential and all, for the request only.
     pub fn url(&self) -> &str {
         self.url.expose()

@@ -113,12 +113,6 @@ impl Wecom {
         }
     }
 
-    /// Overrides [`TOO_FAST_PAUSE`]; tests use a short one to see the robot resume.
-    pub fn with_too_fast_pause(mut self, pause: Duration) -> Wecom {
-        self.robot = self.robot.with_too_fast_pause(pause);
-        self
-    }
-
     /// Whether the channel is stopped or paused, and for how much longer.
     pub fn stopped_for(&self) -> Option<Duration> {
         self.robot.stopped_for()
@@ -230,15 +224,23 @@ mod tests {
                 .await,
             Ok(())
         );
+        // The quota is per minute: the robot pauses a minute, and a second message meets the
+        // pause without a request.
         let fast = robot(r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#).await;
         for _ in 0..2 {
             match fast.deliver(&outgoing()).await {
-                Err(DeliveryError::Paused { message, .. }) => {
-                    assert!(message.contains("45009"), "{message}")
-                }
+                Err(DeliveryError::Paused { message, .. }) => assert_eq!(
+                    message,
+                    "wecom robot paused for 1 min: it answered 45009 (api freq out of limit)"
+                ),
                 other => panic!("{other:?}"),
             }
         }
+        let left = fast.stopped_for().expect("paused");
+        assert!(
+            left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
         fast.resume();
         assert!(fast.stopped_for().is_none());
 
