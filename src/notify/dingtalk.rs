@@ -287,8 +287,8 @@ mod tests {
         let (ok, _) = robot(r#"{"errcode":0,"errmsg":"ok"}"#).await;
         assert_eq!(ok.deliver(&outgoing()).await, Ok(()));
 
-        // DingTalk locks a robot that sent too fast for 10 minutes: it pauses as long, and a
-        // second message meets the pause without a request.
+        // DingTalk locks a robot that sent too fast for 10 minutes: it pauses as long, and the
+        // next message meets the same pause.
         let (fast, _) = robot(r#"{"errcode":130101,"errmsg":"send too fast"}"#).await;
         for _ in 0..2 {
             match fast.deliver(&outgoing()).await {

@@ -278,8 +278,8 @@ mod tests {
         assert_eq!(signed_body("[1]", None, 1), None);
     }
 
-    /// Feishu takes a body of at most 20 KB: a long card is cut to fit, signed, with room to
-    /// spare, and still carries as much of the text as fits.
+    /// Feishu takes a body of at most 20 KB: a long card is cut so that, signed, it fits, and it
+    /// keeps as much of the text as its share of the body holds.
     #[test]
     fn a_long_card_is_cut_to_fit_the_body_limit() {
         let card = FeishuMessage::card(&"标题".repeat(400), &"派送异常。".repeat(3_000));

@@ -19,8 +19,8 @@
 //! status must be in its range (2xx by default) and, when it names a JSON pointer, the answer must
 //! hold the expected value there. A status in range whose body fails the rule is a failed attempt
 //! (retried, then dead), with the start of the gateway's answer as the reason. Outside the range,
-//! 408, 429 and 5xx are retried (honouring `Retry-After`); anything else is dead with the status
-//! and the start of the body.
+//! any other 2xx, 408, 429 and 5xx are retried (honouring `Retry-After`); anything else is dead
+//! with the status and the start of the body.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;

@@ -224,8 +224,8 @@ mod tests {
                 .await,
             Ok(())
         );
-        // The quota is per minute: the robot pauses a minute, and a second message meets the
-        // pause without a request.
+        // The quota is per minute: the robot pauses a minute, and the next message meets the
+        // same pause.
         let fast = robot(r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#).await;
         for _ in 0..2 {
             match fast.deliver(&outgoing()).await {
