@@ -369,6 +369,19 @@ async fn aliyun_unreachable_is_transient_without_the_number() {
     assert!(channel.paused_for().is_none());
 }
 
+/// A stand-in that answers every request at `path` with the status `code` and `body`, as a proxy,
+/// a firewall or a gateway's error page does; `name` says which stand-in failed, should it.
+async fn answering(
+    path: &str,
+    code: u16,
+    body: &'static str,
+    name: &'static str,
+) -> (StatusCode, fake::Server) {
+    let status = StatusCode::from_u16(code).unwrap();
+    let router = Router::new().route(path, any(move || async move { (status, body) }));
+    (status, fake::serve(router, name).await)
+}
+
 /// An answer that is not Aliyun's JSON (a proxy's or a firewall's page, an empty body) is sorted
 /// by its HTTP status: a 200, 408, 429 or 5xx is retried (Aliyun or the way to it may be better
 /// later), any other refusal is final. The message quotes the start of the body, or says it was
@@ -383,10 +396,7 @@ async fn aliyun_answers_that_are_not_json_are_sorted_by_their_status() {
         (403, "<html>blocked by the firewall</html>", false),
     ];
     for (code, body, retried) in cases {
-        let status = StatusCode::from_u16(code).unwrap();
-        let router = Router::new().route("/", any(move || async move { (status, body) }));
-        let stand_in = fake::serve(router, "the stand-in for Aliyun").await;
-
+        let (status, stand_in) = answering("/", code, body, "the stand-in for Aliyun").await;
         let result = aliyun_at(format!("{}/", stand_in.base), KEY_SECRET)
             .deliver(&outgoing(&message(None)))
             .await;
@@ -612,9 +622,7 @@ async fn gateway_answers_outside_the_success_range_are_sorted_by_their_status() 
         (404, "no such route", false),
     ];
     for (code, body, retried) in cases {
-        let status = StatusCode::from_u16(code).unwrap();
-        let router = Router::new().route("/send", any(move || async move { (status, body) }));
-        let stand_in = fake::serve(router, "the stand-in SMS gateway").await;
+        let (status, stand_in) = answering("/send", code, body, "the stand-in SMS gateway").await;
         let channel = HttpSms::new(
             HttpSmsConfig {
                 url: format!("{}/send", stand_in.base),
