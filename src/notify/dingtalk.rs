@@ -165,10 +165,6 @@ impl Channel for Dingtalk {
 
     /// One message at a time: the robot's token bucket spaces them 3 s apart at 20 a minute, so
     /// a claimed message waits one spacing at most, never its lease.
-    fn max_in_flight(&self) -> Option<usize> {
-        Some(1)
-    }
-
     fn pace(&self) -> Option<&Limiter> {
         Some(self.robot.limiter())
     }

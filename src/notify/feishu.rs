@@ -209,10 +209,6 @@ impl Channel for Feishu {
     }
 
     /// One message at a time, as the other robots.
-    fn max_in_flight(&self) -> Option<usize> {
-        Some(1)
-    }
-
     fn pace(&self) -> Option<&Limiter> {
         Some(self.robot.limiter())
     }

@@ -7,15 +7,6 @@ use crate::clock::Millis;
 use crate::storage::ClaimedNotification;
 use crate::workers::{Pace, Workers};
 
-/// A channel's delivery slots: what the config gives it (its section's `concurrency`, else
-/// `[delivery] concurrency`), but no more than the channel itself takes at once
-/// ([`Channel::max_in_flight`]), and at least one.
-pub(super) fn lane_slots(configured: usize, channel_cap: Option<usize>) -> usize {
-    channel_cap
-        .map_or(configured, |cap| cap.min(configured))
-        .max(1)
-}
-
 /// One channel's delivery slots and the messages claimed for them ahead.
 pub(super) struct Lane {
     pub(super) workers: Workers,
@@ -31,7 +22,10 @@ pub(super) struct Lane {
 }
 
 impl Lane {
+    /// A lane of `slots` delivery slots, at least one: what the config gives the channel (its
+    /// section's `concurrency`, else `[delivery] concurrency`; one for a group robot).
     pub(super) fn new(slots: usize) -> Lane {
+        let slots = slots.max(1);
         Lane {
             workers: Workers::new(slots),
             slots,

@@ -298,14 +298,6 @@ pub trait Channel: Send + Sync {
         1
     }
 
-    /// At most this many attempts at once, below `[delivery] concurrency`: a channel that paces
-    /// its own sends (a group robot's few a minute) takes one at a time, so that no claimed
-    /// message waits in a slot for its turn longer than one spacing, far inside its lease. A
-    /// message that outwaited its lease would be claimed and sent a second time.
-    fn max_in_flight(&self) -> Option<usize> {
-        None
-    }
-
     /// The bucket that spaces the channel's sends (a group robot's, a paced WeChat channel's),
     /// for the daemon to share with the other daemons of a shared database: the quota is the
     /// vendor's, for all of them together.

@@ -127,10 +127,6 @@ impl Channel for Wecom {
 
     /// One message at a time, as the DingTalk robot: the bucket spaces them 3 s apart, so a
     /// claimed message waits one spacing at most, never its lease.
-    fn max_in_flight(&self) -> Option<usize> {
-        Some(1)
-    }
-
     fn pace(&self) -> Option<&Limiter> {
         Some(self.robot.limiter())
     }

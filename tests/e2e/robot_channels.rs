@@ -358,6 +358,53 @@ async fn a_burst_for_the_robot_reaches_the_group_once_each() {
     assert!(robot.refusals().is_empty(), "{:?}", robot.refusals());
 }
 
+/// "Send too fast" in a burst: the robot hears nothing more until the pause ends. Five shipments
+/// fail a delivery at once; the robot takes the first message, and its lock answers the second,
+/// 3 s later (its turn at 20 a minute). The three behind it wait out the pause without being
+/// sent and without spending an attempt. Were every delivery slot to hold a message in line for
+/// the robot's turn, those already in line when the pause began would reach the locked robot one
+/// by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_too_fast_in_a_burst_sends_nothing_more_during_the_pause() {
+    let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
+    robot.reply(0, 1);
+    robot.reply(130101, 1);
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(config::Channel::dingtalk(&robot).statuses(&["failed_attempt"]))
+        .start()
+        .await;
+    let tids: Vec<u64> = (0..5).map(|i| TID + 200 + i).collect();
+    for tid in &tids {
+        app.top.script(*tid, troubled_journey(*tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    let mut daemon = app.spawn_daemon();
+    // Each message's turn would have come within 15 s; the pause is 10 min.
+    app.wait_until("every message is sent or held by the pause", LIMIT, || {
+        let rows = robot_rows(&app);
+        rows.len() == tids.len()
+            && rows.iter().all(|n| {
+                n["state"] == "sent"
+                    || n["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("130101"))
+            })
+    })
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    let calls: Vec<i64> = robot.messages().iter().map(|m| m.errcode).collect();
+    assert_eq!(calls, [0, 130101], "the locked robot was called again");
+    let rows = robot_rows(&app);
+    let held = rows
+        .iter()
+        .filter(|n| n["state"] == "pending" && n["attempts"] == 0)
+        .count();
+    assert_eq!(held, 4, "{rows:?}");
+}
+
 /// The group was told of each order's failed attempt once.
 fn assert_each_failed_attempt_once(delivered: &[fake_dingtalk::Message], tids: &[u64]) {
     let mut titles: Vec<String> = delivered.iter().map(|m| m.title().to_owned()).collect();

@@ -123,7 +123,9 @@ pub(super) fn resolve_robot(
             raw.templates,
             &["subject", "body"],
         )?,
-        // One at a time: the robot paces its sends (`Channel::max_in_flight`).
+        // One at a time, whatever `[delivery] concurrency` says: the robot paces its sends, so
+        // more slots would only wait for the same turns, and once it answers "send too fast" no
+        // message already in line for its turn may reach it during the pause.
         concurrency: 1,
     })
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::delivery::{Delivery, retry_delay};
-use super::lane::{Lane, lane_slots};
+use super::lane::Lane;
 use super::template::QuietHours;
 use super::{Channel, ChannelKind, ChannelRule, DeliveryError, Outgoing};
 use crate::clock::{Millis, SharedClock, millis};
@@ -26,7 +26,7 @@ pub struct Sender {
     delivery: Delivery,
     channels: BTreeMap<ChannelKind, Arc<dyn Channel>>,
     events: Events,
-    /// Delivery slots, each channel's own ([`lane_slots`]): a receiver that never answers fills
+    /// Delivery slots, each channel's own ([`Lane::new`]): a receiver that never answers fills
     /// its own channel's slots only, and the other channels' messages go out meanwhile.
     lanes: BTreeMap<ChannelKind, Lane>,
     /// Rung when an attempt ends: its slot is free for the next due message.
@@ -97,7 +97,7 @@ impl Sender {
                         .find(|r| r.kind == kind)
                         .and_then(|r| r.concurrency)
                         .unwrap_or(delivery.concurrency);
-                    let lane = Lane::new(lane_slots(configured, c.max_in_flight()));
+                    let lane = Lane::new(configured);
                     (kind, lane.paced(c.pace().is_some()))
                 })
                 .collect(),

@@ -46,15 +46,10 @@ fn a_pause_is_news_once_until_it_ends_and_per_channel() {
 }
 
 #[test]
-fn a_channel_gets_the_slots_its_config_gives_unless_it_takes_fewer_at_once() {
-    // The config's number: its section's `concurrency`, or `[delivery] concurrency`.
-    assert_eq!(lane_slots(16, None), 16);
-    assert_eq!(lane_slots(4, None), 4);
-    // A robot takes one at a time whatever the config says.
-    assert_eq!(lane_slots(16, Some(1)), 1);
-    // A channel's own limit never raises the config's.
-    assert_eq!(lane_slots(2, Some(8)), 2);
-    assert_eq!(lane_slots(1, Some(0)), 1);
+fn a_channel_gets_the_slots_its_config_gives_and_at_least_one() {
+    assert_eq!(Lane::new(16).slots, 16);
+    assert_eq!(Lane::new(1).slots, 1);
+    assert_eq!(Lane::new(0).slots, 1);
 }
 
 #[test]
