@@ -39,6 +39,7 @@ mod recheck;
 mod resources;
 mod retries;
 mod robot_channels;
+mod robot_turns;
 mod schedule;
 mod secrets;
 mod service;
