@@ -150,11 +150,6 @@ impl Dingtalk {
             http,
         }
     }
-
-    /// Whether the channel is stopped or paused, and for how much longer.
-    pub fn stopped_for(&self) -> Option<Duration> {
-        self.robot.stopped_for()
-    }
 }
 
 #[async_trait]
@@ -200,9 +195,12 @@ impl Channel for Dingtalk {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
-    use axum::Router;
-    use axum::routing::post;
+    use crate::notify::robot::MISCONFIGURED_PAUSE;
+    use crate::notify::robot::testing::{assert_pause, stand_in};
 
     /// DingTalk's Python sample (customize-robot-security-settings): HMAC-SHA256 keyed by the
     /// secret over `timestamp\nsecret`, base64, then URL-encoded.
@@ -251,11 +249,10 @@ mod tests {
         assert_eq!(classify(400013), Verdict::Dead);
     }
 
-    async fn robot(answer: &'static str) -> (Dingtalk, String) {
-        let app = Router::new().route("/robot/send", post(move || async move { answer }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+    /// A channel to a stand-in robot answering `answer`: the channel, its URL and the count of
+    /// calls.
+    async fn robot(answer: &'static str) -> (Dingtalk, String, Arc<AtomicUsize>) {
+        let (addr, calls) = stand_in("/robot/send", answer).await;
         let url = format!("http://{addr}/robot/send?access_token=TOKEN-SECRET-77");
         let channel = Dingtalk::new(
             DingtalkConfig {
@@ -267,7 +264,7 @@ mod tests {
             },
             crate::notify::no_redirect_client().unwrap(),
         );
-        (channel, url)
+        (channel, url, calls)
     }
 
     fn outgoing() -> Outgoing {
@@ -280,42 +277,24 @@ mod tests {
 
     #[tokio::test]
     async fn answers_decide_the_outcome_and_never_show_the_token() {
-        let (ok, _) = robot(r#"{"errcode":0,"errmsg":"ok"}"#).await;
+        let (ok, _, _) = robot(r#"{"errcode":0,"errmsg":"ok"}"#).await;
         assert_eq!(ok.deliver(&outgoing()).await, Ok(()));
 
-        // DingTalk locks a robot that sent too fast for 10 minutes: it pauses as long, and the
-        // next message meets the same pause.
-        let (fast, _) = robot(r#"{"errcode":130101,"errmsg":"send too fast"}"#).await;
-        for _ in 0..2 {
-            match fast.deliver(&outgoing()).await {
-                Err(DeliveryError::Paused { message, .. }) => assert_eq!(
-                    message,
-                    "dingtalk robot paused for 10 min: it answered 130101 (send too fast)"
-                ),
-                other => panic!("{other:?}"),
-            }
-        }
-        let left = fast.stopped_for().expect("paused");
-        assert!(
-            left > Duration::from_secs(590) && left <= Duration::from_secs(600),
-            "{left:?}"
+        // DingTalk locks a robot that sent too fast for 10 minutes: it pauses as long.
+        let (fast, _, calls) = robot(r#"{"errcode":130101,"errmsg":"send too fast"}"#).await;
+        let ten_minutes = Duration::from_secs(600);
+        assert_eq!(
+            assert_pause(&fast, &outgoing(), &calls, ten_minutes).await,
+            "dingtalk robot paused for 10 min: it answered 130101 (send too fast)"
         );
-        fast.resume();
-        assert!(fast.stopped_for().is_none());
 
-        let (wrong, _) = robot(r#"{"errcode":310000,"errmsg":"sign not match"}"#).await;
-        match wrong.deliver(&outgoing()).await {
-            Err(DeliveryError::Paused { message, .. }) => {
-                assert!(message.contains("310000"), "{message}");
-                assert!(!message.contains("TOKEN-SECRET-77"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(wrong.stopped_for() > Some(Duration::from_secs(3_590)));
-        wrong.resume();
-        assert!(wrong.stopped_for().is_none());
+        // A refused signature stops the channel for an hour.
+        let (wrong, _, calls) = robot(r#"{"errcode":310000,"errmsg":"sign not match"}"#).await;
+        let message = assert_pause(&wrong, &outgoing(), &calls, MISCONFIGURED_PAUSE).await;
+        assert!(message.contains("310000"), "{message}");
+        assert!(!message.contains("TOKEN-SECRET-77"), "{message}");
 
-        let (other, _) = robot(r#"{"errcode":400013,"errmsg":"bad"}"#).await;
+        let (other, _, _) = robot(r#"{"errcode":400013,"errmsg":"bad"}"#).await;
         match other.deliver(&outgoing()).await {
             Err(DeliveryError::Permanent(message)) => {
                 assert!(message.contains("400013"), "{message}");
@@ -323,12 +302,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let (busy, _) = robot(r#"{"errcode":-1,"errmsg":"busy"}"#).await;
+        let (busy, _, _) = robot(r#"{"errcode":-1,"errmsg":"busy"}"#).await;
         assert!(matches!(
             busy.deliver(&outgoing()).await,
             Err(DeliveryError::Transient { .. })
         ));
-        let (html, url) = robot("<html>gateway</html>").await;
+        let (html, url, _) = robot("<html>gateway</html>").await;
         match html.deliver(&outgoing()).await {
             Err(DeliveryError::Transient { message, .. }) => {
                 assert!(!message.contains("TOKEN-SECRET-77"), "{message}")

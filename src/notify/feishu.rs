@@ -195,11 +195,6 @@ impl Feishu {
             http,
         }
     }
-
-    /// Whether the channel is stopped or paused, and for how much longer.
-    pub fn stopped_for(&self) -> Option<Duration> {
-        self.robot.stopped_for()
-    }
 }
 
 #[async_trait]
@@ -244,9 +239,12 @@ impl Channel for Feishu {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
-    use axum::Router;
-    use axum::routing::post;
+    use crate::notify::robot::MISCONFIGURED_PAUSE;
+    use crate::notify::robot::testing::{assert_pause, stand_in};
 
     /// The guide's Python sample: `hmac.new(f"{timestamp}\n{secret}", b"", sha256)`, base64.
     #[test]
@@ -305,15 +303,10 @@ mod tests {
         assert_eq!(classify(9499), Verdict::Dead);
     }
 
-    async fn bot(answer: &'static str) -> Feishu {
-        let app = Router::new().route(
-            "/open-apis/bot/v2/hook/{token}",
-            post(move || async move { answer }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Feishu::new(
+    /// A channel to a stand-in bot answering `answer`, and the count of calls.
+    async fn counted(answer: &'static str) -> (Feishu, Arc<AtomicUsize>) {
+        let (addr, calls) = stand_in("/open-apis/bot/v2/hook/{token}", answer).await;
+        let channel = Feishu::new(
             FeishuConfig {
                 url: Secret::new(format!(
                     "http://{addr}/open-apis/bot/v2/hook/HOOK-SECRET-77"
@@ -324,7 +317,12 @@ mod tests {
                 timeout: Duration::from_secs(5),
             },
             crate::notify::no_redirect_client().unwrap(),
-        )
+        );
+        (channel, calls)
+    }
+
+    async fn bot(answer: &'static str) -> Feishu {
+        counted(answer).await.0
     }
 
     fn outgoing() -> Outgoing {
@@ -343,29 +341,18 @@ mod tests {
         ] {
             assert_eq!(bot(ok).await.deliver(&outgoing()).await, Ok(()), "{ok}");
         }
-        let fast = bot(r#"{"code":11232,"data":{},"msg":"frequency limited"}"#).await;
-        match fast.deliver(&outgoing()).await {
-            Err(DeliveryError::Paused { message, .. }) => assert_eq!(
-                message,
-                "feishu robot paused for 1 min: it answered 11232 (frequency limited)"
-            ),
-            other => panic!("{other:?}"),
-        }
-        let left = fast.stopped_for().expect("paused");
-        assert!(
-            left > Duration::from_secs(50) && left <= Duration::from_secs(60),
-            "{left:?}"
+        // Over its rate, the bot pauses a minute.
+        let (fast, calls) = counted(r#"{"code":11232,"data":{},"msg":"frequency limited"}"#).await;
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            assert_pause(&fast, &outgoing(), &calls, minute).await,
+            "feishu robot paused for 1 min: it answered 11232 (frequency limited)"
         );
-        fast.resume();
-        assert!(fast.stopped_for().is_none());
-        let wrong = bot(r#"{"code":19021,"data":{},"msg":"sign match fail or timestamp is not within one hour from current time"}"#).await;
-        match wrong.deliver(&outgoing()).await {
-            Err(DeliveryError::Paused { message, .. }) => {
-                assert!(message.contains("feishu channel stopped"), "{message}");
-                assert!(message.contains("19021"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+        // A refused signature stops the channel for an hour.
+        let (wrong, calls) = counted(r#"{"code":19021,"data":{},"msg":"sign match fail or timestamp is not within one hour from current time"}"#).await;
+        let message = assert_pause(&wrong, &outgoing(), &calls, MISCONFIGURED_PAUSE).await;
+        assert!(message.contains("feishu channel stopped"), "{message}");
+        assert!(message.contains("19021"), "{message}");
         let other = bot(r#"{"code":9499,"data":{},"msg":"Bad Request"}"#).await;
         match other.deliver(&outgoing()).await {
             Err(DeliveryError::Permanent(message)) => {

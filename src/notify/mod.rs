@@ -361,15 +361,6 @@ impl ChannelStop {
         })
     }
 
-    /// How much of the stop is left, if the channel is stopped.
-    pub fn remaining(&self) -> Option<Duration> {
-        let current = self.lock();
-        current
-            .as_ref()?
-            .until
-            .checked_duration_since(Instant::now())
-    }
-
     /// Stops the channel. `begin` runs only when no stop is running yet: it logs the one loud
     /// line and returns the reason every postponed row carries. Concurrent attempts that meet the
     /// same wall get the running stop's reason and log nothing.
@@ -519,7 +510,7 @@ mod tests {
             }
         }
         stop.lift();
-        assert!(stop.check().is_none() && stop.remaining().is_none());
+        assert!(stop.check().is_none());
 
         let brief = ChannelStop::new(Duration::ZERO);
         brief.trip(|| "gone".to_owned());

@@ -122,11 +122,6 @@ impl Robot {
         &self.limiter
     }
 
-    /// Whether the channel is stopped or paused, and for how much longer.
-    pub fn stopped_for(&self) -> Option<Duration> {
-        self.stop.remaining().or_else(|| self.too_fast.remaining())
-    }
-
     /// A reload or restart is the operator saying "try now": both the stop and the robot's lock
     /// end here. A robot still locked answers so again and pauses again.
     pub fn resume(&self) {
@@ -287,6 +282,80 @@ pub fn cut_to_bytes(text: &str, max: usize) -> String {
     format!("{}{ellipsis}", &text[..end])
 }
 
+/// What the three robots' tests share: a stand-in robot, and the check of a pause.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use crate::notify::{Channel, DeliveryError, Outgoing};
+
+    /// A stand-in robot that answers every POST to `path` with `answer`: its address, and the
+    /// count of the calls that reached it.
+    pub async fn stand_in(path: &str, answer: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().route(
+            path,
+            axum::routing::post(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                answer
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, calls)
+    }
+
+    /// Delivers `message` through `channel`, whose robot answers so that the channel pauses or
+    /// stops, and asserts what the sender relies on: the pause lasts `length`; a second message
+    /// meets it without reaching the robot; once resumed (a reload), the next message reaches
+    /// the robot again. The pause's message, for the caller's own checks.
+    pub async fn assert_pause(
+        channel: &dyn Channel,
+        message: &Outgoing,
+        calls: &AtomicUsize,
+        length: Duration,
+    ) -> String {
+        let before = calls.load(Ordering::SeqCst);
+        let (first, retry_after) = paused(channel.deliver(message).await);
+        assert_eq!(retry_after, length, "{first}");
+        let (again, left) = paused(channel.deliver(message).await);
+        assert_eq!(again, first);
+        assert!(
+            left < length && left > length - Duration::from_secs(10),
+            "{left:?}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before + 1,
+            "the paused robot was called"
+        );
+        channel.resume();
+        let (resumed, retry_after) = paused(channel.deliver(message).await);
+        assert_eq!((resumed.as_str(), retry_after), (first.as_str(), length));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before + 2,
+            "the resumed robot was not called"
+        );
+        first
+    }
+
+    fn paused(result: Result<(), DeliveryError>) -> (String, Duration) {
+        match result {
+            Err(DeliveryError::Paused {
+                message,
+                retry_after,
+            }) => (message, retry_after),
+            other => panic!("expected a pause, got {other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,8 +412,8 @@ mod tests {
         Robot::new(WORDING, &config(), crate::shown::endpoint, too_fast_pause)
     }
 
-    /// The stop's length, as the error and `stopped_for` tell it.
-    fn stopped(robot: &Robot, refusal: Result<(), DeliveryError>) -> (String, Duration, Duration) {
+    /// A pause's message and length.
+    fn paused(refusal: Result<(), DeliveryError>) -> (String, Duration) {
         let Err(DeliveryError::Paused {
             message,
             retry_after,
@@ -352,16 +421,28 @@ mod tests {
         else {
             panic!("not a pause: {refusal:?}");
         };
-        let left = robot.stopped_for().expect("the robot is stopped");
+        (message, retry_after)
+    }
+
+    /// The stop's message and length as the refusal tells them, and what is left of it when the
+    /// next message asks for its turn.
+    async fn stopped(
+        robot: &Robot,
+        refusal: Result<(), DeliveryError>,
+    ) -> (String, Duration, Duration) {
+        let (message, retry_after) = paused(refusal);
+        let (again, left) = paused(robot.ready().await);
+        assert_eq!(again, message);
         (message, retry_after, left)
     }
 
-    #[tokio::test]
+    // The paused clock lets the bucket's turns, 3 s apart, come at once.
+    #[tokio::test(start_paused = true)]
     async fn a_refused_configuration_stops_the_robot_for_an_hour_until_it_is_resumed() {
         let robot = robot();
-        assert_eq!(robot.stopped_for(), None);
+        assert!(robot.ready().await.is_ok());
         let refusal = robot.outcome(Verdict::Stop, 310_000, "keywords not in content");
-        let (message, retry_after, left) = stopped(&robot, refusal);
+        let (message, retry_after, left) = stopped(&robot, refusal).await;
         assert_eq!(
             message,
             "dingtalk channel stopped: the robot refused the message (310000: keyword mismatch); fix the keyword, then reload"
@@ -371,20 +452,15 @@ mod tests {
             left > Duration::from_secs(3_590) && left <= retry_after,
             "{left:?}"
         );
-        assert!(matches!(
-            robot.ready().await,
-            Err(DeliveryError::Paused { .. })
-        ));
         robot.resume();
-        assert_eq!(robot.stopped_for(), None);
         assert!(robot.ready().await.is_ok());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_rate_limit_answer_pauses_the_robot_for_its_pause_until_it_is_resumed() {
         let robot = robot();
         let refusal = robot.outcome(Verdict::TooFast, 130_101, "send too fast");
-        let (message, retry_after, left) = stopped(&robot, refusal);
+        let (message, retry_after, left) = stopped(&robot, refusal).await;
         assert_eq!(
             message,
             "dingtalk robot paused for 10 min: it answered 130101 (send too fast)"
@@ -395,7 +471,7 @@ mod tests {
             "{left:?}"
         );
         robot.resume();
-        assert_eq!(robot.stopped_for(), None);
+        assert!(robot.ready().await.is_ok());
     }
 
     #[test]

@@ -112,11 +112,6 @@ impl Wecom {
             http,
         }
     }
-
-    /// Whether the channel is stopped or paused, and for how much longer.
-    pub fn stopped_for(&self) -> Option<Duration> {
-        self.robot.stopped_for()
-    }
 }
 
 #[async_trait]
@@ -157,9 +152,12 @@ impl Channel for Wecom {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
     use crate::domain::Secret;
-    use axum::Router;
-    use axum::routing::post;
+    use crate::notify::robot::MISCONFIGURED_PAUSE;
+    use crate::notify::robot::testing::{assert_pause, stand_in};
 
     #[test]
     fn errcodes() {
@@ -184,12 +182,10 @@ mod tests {
         );
     }
 
-    async fn robot(answer: &'static str) -> Wecom {
-        let app = Router::new().route("/cgi-bin/webhook/send", post(move || async move { answer }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Wecom::new(
+    /// A channel to a stand-in robot answering `answer`, and the count of calls.
+    async fn counted(answer: &'static str) -> (Wecom, Arc<AtomicUsize>) {
+        let (addr, calls) = stand_in("/cgi-bin/webhook/send", answer).await;
+        let channel = Wecom::new(
             WecomConfig {
                 url: Secret::new(format!(
                     "http://{addr}/cgi-bin/webhook/send?key=KEY-SECRET-77"
@@ -200,7 +196,12 @@ mod tests {
                 timeout: Duration::from_secs(5),
             },
             crate::notify::no_redirect_client().unwrap(),
-        )
+        );
+        (channel, calls)
+    }
+
+    async fn robot(answer: &'static str) -> Wecom {
+        counted(answer).await.0
     }
 
     fn outgoing() -> Outgoing {
@@ -220,35 +221,20 @@ mod tests {
                 .await,
             Ok(())
         );
-        // The quota is per minute: the robot pauses a minute, and the next message meets the
-        // same pause.
-        let fast = robot(r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#).await;
-        for _ in 0..2 {
-            match fast.deliver(&outgoing()).await {
-                Err(DeliveryError::Paused { message, .. }) => assert_eq!(
-                    message,
-                    "wecom robot paused for 1 min: it answered 45009 (api freq out of limit)"
-                ),
-                other => panic!("{other:?}"),
-            }
-        }
-        let left = fast.stopped_for().expect("paused");
-        assert!(
-            left > Duration::from_secs(50) && left <= Duration::from_secs(60),
-            "{left:?}"
+        // The quota is per minute: the robot pauses a minute.
+        let (fast, calls) = counted(r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#).await;
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            assert_pause(&fast, &outgoing(), &calls, minute).await,
+            "wecom robot paused for 1 min: it answered 45009 (api freq out of limit)"
         );
-        fast.resume();
-        assert!(fast.stopped_for().is_none());
 
-        let wrong = robot(r#"{"errcode":93000,"errmsg":"invalid webhook url"}"#).await;
-        match wrong.deliver(&outgoing()).await {
-            Err(DeliveryError::Paused { message, .. }) => {
-                assert!(message.contains("wecom channel stopped"), "{message}");
-                assert!(message.contains("93000"), "{message}");
-                assert!(!message.contains("KEY-SECRET-77"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+        // A wrong key stops the channel for an hour.
+        let (wrong, calls) = counted(r#"{"errcode":93000,"errmsg":"invalid webhook url"}"#).await;
+        let message = assert_pause(&wrong, &outgoing(), &calls, MISCONFIGURED_PAUSE).await;
+        assert!(message.contains("wecom channel stopped"), "{message}");
+        assert!(message.contains("93000"), "{message}");
+        assert!(!message.contains("KEY-SECRET-77"), "{message}");
         let busy = robot(r#"{"errcode":-1,"errmsg":"system busy"}"#).await;
         match busy.deliver(&outgoing()).await {
             Err(DeliveryError::Transient { message, .. }) => {

@@ -267,7 +267,6 @@ async fn aliyun_out_of_credit_stops_the_channel_and_alerts_once() {
     assert!(first.contains("isv.AMOUNT_NOT_ENOUGH"), "{first}");
     // docs/notifications.md: a stopped channel sends nothing for one hour.
     assert_eq!(retry_after, Some(Duration::from_secs(60 * 60)));
-    assert!(channel.paused_for().is_some());
 
     // While stopped, attempts fail at once without reaching Aliyun.
     for _ in 0..3 {
@@ -291,28 +290,30 @@ async fn aliyun_out_of_credit_stops_the_channel_and_alerts_once() {
     assert_no_phone(&logs);
 }
 
+/// A reload lifts a stop at once (`resume`): the next message goes to Aliyun without waiting
+/// for the pause to end. Still out of credit, it stops again, with one more alert; topped up,
+/// the next message after a reload goes through.
 #[tokio::test]
-async fn aliyun_resumes_after_the_pause() {
+async fn aliyun_is_tried_again_at_once_after_a_reload() {
     let (logs, _guard) = Logs::capture();
     let fake = fake().await;
     fake.reply("isv.AMOUNT_NOT_ENOUGH", 2);
-    let channel = aliyun(&fake, KEY_SECRET).with_pause(Duration::from_millis(200));
+    let channel = aliyun(&fake, KEY_SECRET);
 
     paused(channel.deliver(&outgoing(&message(None))).await);
     paused(channel.deliver(&outgoing(&message(None))).await);
     assert_eq!(fake.calls().len(), 1);
 
-    // Still out of credit after the pause: one more request, one more alert.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    paused(channel.deliver(&outgoing(&message(None))).await);
+    channel.resume();
+    let (_, retry_after) = paused(channel.deliver(&outgoing(&message(None))).await);
+    assert_eq!(retry_after, Some(sms_aliyun::PAUSE), "a new stop, whole");
     assert_eq!(fake.calls().len(), 2);
     assert_eq!(logs.text().matches("SMS CHANNEL STOPPED").count(), 2);
 
-    // Topped up: the next attempt after the pause goes through.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    channel.resume();
     channel.deliver(&outgoing(&message(None))).await.unwrap();
-    assert!(channel.paused_for().is_none());
     assert_eq!(fake.calls().len(), 3);
+    assert_eq!(fake.accepted(), 1);
 }
 
 #[tokio::test]
@@ -366,7 +367,8 @@ async fn aliyun_unreachable_is_transient_without_the_number() {
     assert!(text.contains("could not connect"), "{text}");
     assert_eq!(retry_after, None);
     assert_no_phone(&text);
-    assert!(channel.paused_for().is_none());
+    // Not a stop: the next message tries again.
+    transient(channel.deliver(&outgoing(&message(None))).await);
 }
 
 /// A stand-in that answers every request at `path` with the status `code` and `body`, as a proxy,
@@ -414,23 +416,6 @@ async fn aliyun_answers_that_are_not_json_are_sorted_by_their_status() {
         );
         assert_no_phone(&text);
     }
-}
-
-/// A reload lifts a stop at once (`resume`): the next message goes to Aliyun without waiting
-/// for the pause to end.
-#[tokio::test]
-async fn aliyun_resumes_at_once_when_lifted() {
-    let fake = fake().await;
-    fake.reply("isv.AMOUNT_NOT_ENOUGH", 1);
-    let channel = aliyun(&fake, KEY_SECRET);
-    paused(channel.deliver(&outgoing(&message(None))).await);
-    assert!(channel.paused_for().is_some());
-
-    channel.resume();
-    assert!(channel.paused_for().is_none());
-    channel.deliver(&outgoing(&message(None))).await.unwrap();
-    assert_eq!(fake.calls().len(), 2);
-    assert_eq!(fake.accepted(), 1);
 }
 
 /// The fake itself refuses replays and stale requests, so the tests above prove the channel

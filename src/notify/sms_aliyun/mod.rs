@@ -333,17 +333,6 @@ impl AliyunSms {
         }
     }
 
-    /// Overrides [`PAUSE`]; tests use a short one to see the channel resume.
-    pub fn with_pause(mut self, pause: Duration) -> AliyunSms {
-        self.stop = ChannelStop::new(pause);
-        self
-    }
-
-    /// Whether the channel is stopped, and until when.
-    pub fn paused_for(&self) -> Option<Duration> {
-        self.stop.remaining()
-    }
-
     /// Stops the channel, logging once per pause: concurrent attempts that hit the same wall
     /// while a pause is already running do not log again.
     fn stop(&self, code: &str, detail: &str, fix: &str) -> DeliveryError {
