@@ -363,11 +363,6 @@ impl Wechat {
         }
     }
 
-    /// Whether the channel is stopped, and for how much longer.
-    pub fn stopped_for(&self) -> Option<Duration> {
-        self.stop.remaining()
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.config.endpoint.trim_end_matches('/'))
     }
@@ -669,6 +664,9 @@ mod tests {
             ValueKind::CharacterString
         );
         assert_eq!(ValueKind::of("phrase"), ValueKind::Phrase);
+        assert_eq!(ValueKind::of("amount3"), ValueKind::Amount);
+        assert_eq!(ValueKind::of("time4"), ValueKind::Time);
+        assert_eq!(ValueKind::of("date5"), ValueKind::Time);
         assert_eq!(ValueKind::of("keyword1"), ValueKind::Other);
         assert_eq!(ValueKind::of("things1"), ValueKind::Other);
     }
@@ -726,7 +724,7 @@ mod tests {
         let no_url = WechatMessage::new(None, BTreeMap::new()).to_json();
         assert_eq!(no_url, r#"{"data":{}}"#);
         let config = WechatConfig {
-            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            endpoint: "https://proxy.example/wechat/PATHKEY".to_owned(),
             appid: "wx1234".into(),
             secret: Secret::new("APPSECRET-77"),
             template_id: "tpl".into(),
@@ -736,5 +734,9 @@ mod tests {
         };
         let shown = format!("{:?}", Wechat::new(config, reqwest::Client::new()));
         assert!(!shown.contains("APPSECRET-77"), "{shown}");
+        // What names the account is shown; nothing past the endpoint's host.
+        assert!(shown.contains(r#"appid: "wx1234""#), "{shown}");
+        assert!(shown.contains("https://proxy.example/…"), "{shown}");
+        assert!(!shown.contains("PATHKEY"), "{shown}");
     }
 }
