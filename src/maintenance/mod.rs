@@ -17,14 +17,13 @@ pub use crate::config::{MaintenanceConfig, POLL_HORIZON, Schedules};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::clock::{Millis, SharedClock};
+use crate::clock::SharedClock;
 use crate::events::{Events, PipelineEvent};
 use crate::notify::ChannelRule;
 use crate::outage::Outage;
@@ -32,50 +31,9 @@ use crate::storage::{Db, Result, StorageError};
 use crate::workers::Grace;
 
 pub use crate::storage::{Checkpointed, Pruned};
-pub use steps::{BATCH, Changed, MOVING, checkpoint, prune, span};
-
-#[cfg(test)]
-const DAY: Duration = Duration::from_secs(86_400);
-#[cfg(test)]
-const HOUR: Duration = Duration::from_secs(3_600);
-
-// ---- the steps --------------------------------------------------------------------------------
-
-/// Expires shipments with no news for `expire_after`; returns how many.
-pub async fn expire(
-    db: &Db,
-    now: Millis,
-    expire_after: Duration,
-    channels: &[ChannelRule],
-) -> Result<usize> {
-    Ok(steps::expire_changes(db, now, expire_after, channels)
-        .await?
-        .len())
-}
-
-/// Flags shipments without carrier information after `no_info_after`; returns how many.
-pub async fn no_info(
-    db: &Db,
-    now: Millis,
-    no_info_after: Duration,
-    channels: &[ChannelRule],
-) -> Result<usize> {
-    Ok(steps::no_info_changes(db, now, no_info_after, channels)
-        .await?
-        .len())
-}
-
-/// Queues a stuck alert for each newly stalled shipment; returns how many.
-pub async fn stuck(
-    db: &Db,
-    now: Millis,
-    stuck_after: Duration,
-    channels: &[ChannelRule],
-) -> Result<usize> {
-    Ok(steps::stuck_alerts(db, now, stuck_after, channels)
-        .await?
-        .len())
-}
+pub use steps::{
+    BATCH, Changed, MOVING, checkpoint, expire_changes, no_info_changes, prune, span, stuck_alerts,
+};
 
 // ---- running them -----------------------------------------------------------------------------
 
@@ -411,7 +369,12 @@ impl Maintenance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Millis;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+    const HOUR: Duration = Duration::from_secs(3_600);
 
     /// A job's failed write is the database's outage (what `/healthz` reports and "DATABASE NOT
     /// WRITABLE" says once), not a warning of its own; a job that writes again ends it.

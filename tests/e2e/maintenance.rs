@@ -104,6 +104,14 @@ impl Fixture {
     }
 }
 
+/// The orders a sweep changed.
+fn orders(changed: Vec<maintenance::Changed>) -> Vec<String> {
+    changed.into_iter().map(|c| c.order_id).collect()
+}
+
+/// What a sweep with nothing to do returns.
+const NOTHING_CHANGED: [&str; 0] = [];
+
 fn row(kind: &str, status: &str, state: &str) -> (String, String, String, String) {
     (
         kind.to_owned(),
@@ -127,10 +135,12 @@ async fn a_shipment_with_no_news_for_a_month_expires_once_and_is_announced() {
     let expire_after = Duration::from_secs(30 * 86_400);
 
     assert_eq!(
-        maintenance::expire(&f.db, now, expire_after, &webhook())
-            .await
-            .unwrap(),
-        1
+        orders(
+            maintenance::expire_changes(&f.db, now, expire_after, &webhook())
+                .await
+                .unwrap()
+        ),
+        ["quiet"]
     );
     let row_after = f.db.shipment("quiet").await.unwrap();
     assert_eq!(row_after.status, Status::Expired);
@@ -147,10 +157,12 @@ async fn a_shipment_with_no_news_for_a_month_expires_once_and_is_announced() {
     assert_eq!(payload["data"]["raw_status"], "no update for 30 days");
 
     assert_eq!(
-        maintenance::expire(&f.db, now + DAY, expire_after, &webhook())
-            .await
-            .unwrap(),
-        0
+        orders(
+            maintenance::expire_changes(&f.db, now + DAY, expire_after, &webhook())
+                .await
+                .unwrap()
+        ),
+        NOTHING_CHANGED
     );
     assert_eq!(f.notifications(quiet).await.len(), 1);
     assert_eq!(
@@ -174,10 +186,12 @@ async fn a_shipment_the_carrier_never_saw_becomes_an_exception_and_stays_polled(
     let after = Duration::from_secs(3 * 86_400);
 
     assert_eq!(
-        maintenance::no_info(&f.db, now, after, &webhook())
-            .await
-            .unwrap(),
-        1
+        orders(
+            maintenance::no_info_changes(&f.db, now, after, &webhook())
+                .await
+                .unwrap()
+        ),
+        ["old"]
     );
     let flagged = f.db.shipment("old").await.unwrap();
     assert_eq!(flagged.status, Status::Exception);
@@ -200,10 +214,12 @@ async fn a_shipment_the_carrier_never_saw_becomes_an_exception_and_stays_polled(
     );
     assert!(f.notifications(young).await.is_empty());
     assert_eq!(
-        maintenance::no_info(&f.db, now + DAY, after, &webhook())
-            .await
-            .unwrap(),
-        0
+        orders(
+            maintenance::no_info_changes(&f.db, now + DAY, after, &webhook())
+                .await
+                .unwrap()
+        ),
+        NOTHING_CHANGED
     );
 }
 
@@ -226,10 +242,10 @@ async fn a_stalled_parcel_is_told_to_the_robots_as_well_as_the_webhook() {
     ];
     let after = Duration::from_secs(72 * 3_600);
     assert_eq!(
-        maintenance::stuck(&f.db, now, after, &channels)
+        maintenance::stuck_alerts(&f.db, now, after, &channels)
             .await
             .unwrap(),
-        1
+        ["stalled"]
     );
     let rows: Vec<(String, String)> = f
         .notifications(id)
@@ -252,10 +268,10 @@ async fn a_stalled_parcel_is_told_to_the_robots_as_well_as_the_webhook() {
     assert_eq!(payloads[2]["msg_type"], "interactive", "{}", payloads[2]);
     // Once per stall on every channel.
     assert_eq!(
-        maintenance::stuck(&f.db, now + HOUR, after, &channels)
+        maintenance::stuck_alerts(&f.db, now + HOUR, after, &channels)
             .await
             .unwrap(),
-        0
+        NOTHING_CHANGED
     );
 }
 
@@ -271,10 +287,10 @@ async fn a_stalled_parcel_is_reported_once_per_stall() {
     let after = Duration::from_secs(72 * 3_600);
 
     assert_eq!(
-        maintenance::stuck(&f.db, now, after, &webhook())
+        maintenance::stuck_alerts(&f.db, now, after, &webhook())
             .await
             .unwrap(),
-        1
+        ["stalled"]
     );
     assert_eq!(
         f.notifications(id).await,
@@ -290,26 +306,26 @@ async fn a_stalled_parcel_is_reported_once_per_stall() {
 
     // The same stall is not reported again.
     assert_eq!(
-        maintenance::stuck(&f.db, now + HOUR, after, &webhook())
+        maintenance::stuck_alerts(&f.db, now + HOUR, after, &webhook())
             .await
             .unwrap(),
-        0
+        NOTHING_CHANGED
     );
     // News, then a new stall: a new report (the other parcel keeps moving meanwhile).
     f.set(id, "in_transit", true, Some(now + 2 * HOUR)).await;
     f.set(moving, "in_transit", true, Some(now + 70 * HOUR))
         .await;
     assert_eq!(
-        maintenance::stuck(&f.db, now + 3 * HOUR, after, &webhook())
+        maintenance::stuck_alerts(&f.db, now + 3 * HOUR, after, &webhook())
             .await
             .unwrap(),
-        0
+        NOTHING_CHANGED
     );
     assert_eq!(
-        maintenance::stuck(&f.db, now + 80 * HOUR, after, &webhook())
+        maintenance::stuck_alerts(&f.db, now + 80 * HOUR, after, &webhook())
             .await
             .unwrap(),
-        1
+        ["stalled"]
     );
     assert_eq!(
         f.notifications(id).await,
@@ -320,10 +336,10 @@ async fn a_stalled_parcel_is_reported_once_per_stall() {
     );
     // Without a webhook there is nobody to tell.
     assert_eq!(
-        maintenance::stuck(&f.db, now + 400 * HOUR, after, &[])
+        maintenance::stuck_alerts(&f.db, now + 400 * HOUR, after, &[])
             .await
             .unwrap(),
-        0
+        NOTHING_CHANGED
     );
 }
 
@@ -420,33 +436,35 @@ async fn sweeps_with_nothing_to_do_never_wait_for_the_writer() {
         .await
         .unwrap();
     let nothing = (
-        maintenance::expire(&f.db, now, expire_after, &webhook()).await,
-        maintenance::no_info(&f.db, now, no_info_after, &webhook()).await,
-        maintenance::stuck(&f.db, now, stuck_after, &webhook()).await,
+        maintenance::expire_changes(&f.db, now, expire_after, &webhook()).await,
+        maintenance::no_info_changes(&f.db, now, no_info_after, &webhook()).await,
+        maintenance::stuck_alerts(&f.db, now, stuck_after, &webhook()).await,
     );
     assert_eq!(
         (
-            nothing.0.map_err(|e| e.to_string()),
-            nothing.1.map_err(|e| e.to_string()),
+            nothing.0.map(orders).map_err(|e| e.to_string()),
+            nothing.1.map(orders).map_err(|e| e.to_string()),
             nothing.2.map_err(|e| e.to_string())
         ),
-        (Ok(0), Ok(0), Ok(0))
+        (Ok(vec![]), Ok(vec![]), Ok(vec![]))
     );
     sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
     drop(lock);
 
     let later = now + 31 * DAY;
     assert_eq!(
-        maintenance::stuck(&f.db, now + 4 * DAY, stuck_after, &webhook())
+        maintenance::stuck_alerts(&f.db, now + 4 * DAY, stuck_after, &webhook())
             .await
             .unwrap(),
-        1
+        ["moving"]
     );
     assert_eq!(
-        maintenance::expire(&f.db, later, expire_after, &webhook())
-            .await
-            .unwrap(),
-        1
+        orders(
+            maintenance::expire_changes(&f.db, later, expire_after, &webhook())
+                .await
+                .unwrap()
+        ),
+        ["moving"]
     );
     assert_eq!(
         f.db.shipment("moving").await.unwrap().status,
