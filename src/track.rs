@@ -756,7 +756,7 @@ mod tests {
     #[test]
     fn quiet_hours_delay_sms_and_leave_other_channels_alone() {
         let mut channels = channels();
-        channels[2].quiet_hours = Some(QuietHours::default_for_sms());
+        channels[2].quiet_hours = Some(QuietHours::parse("21:00-08:00", "Asia/Shanghai").unwrap());
         let trace = trace(Status::PickedUp, vec![event(T0, "揽收")]);
         let stored = stored(Status::Pending, None);
         // 22:30 in Shanghai is inside 21:00–08:00: SMS waits for 08:00 the next morning.

@@ -210,15 +210,6 @@ pub enum InvalidQuietHours {
 }
 
 impl QuietHours {
-    /// 21:00–08:00 Asia/Shanghai.
-    pub fn default_for_sms() -> Self {
-        QuietHours {
-            start: NaiveTime::from_hms_opt(21, 0, 0).expect("valid"),
-            end: NaiveTime::from_hms_opt(8, 0, 0).expect("valid"),
-            zone: chrono_tz::Asia::Shanghai,
-        }
-    }
-
     /// Parses `21:00-08:00` and a zone name such as `Asia/Shanghai`.
     pub fn parse(window: &str, zone: &str) -> Result<QuietHours, InvalidQuietHours> {
         let hint = || InvalidQuietHours::Window(window.to_owned());
@@ -350,7 +341,7 @@ mod tests {
 
     #[test]
     fn quiet_hours_hold_messages_until_morning() {
-        let quiet = QuietHours::default_for_sms();
+        let quiet = QuietHours::parse("21:00-08:00", "Asia/Shanghai").unwrap();
         let morning = shanghai_ms(2026, 11, 29, 8, 0);
         assert_eq!(
             quiet.next_allowed(shanghai_ms(2026, 11, 28, 22, 30)),

@@ -178,11 +178,6 @@ impl ShipmentPage {
 }
 
 impl Db {
-    /// The shipments `filter` keeps, the first added first.
-    pub async fn list_shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRow>> {
-        Ok(self.shipments_page(filter).await?.rows)
-    }
-
     /// A page of the shipments `filter` keeps, the first added first: the rows that can be read,
     /// and the id of every row read, so that the next page starts after the last one even when
     /// it could not be read (each one that cannot is logged and left out).

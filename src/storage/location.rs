@@ -68,10 +68,6 @@ impl Location {
             Location::Postgres(_) => None,
         }
     }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Location::Postgres(_))
-    }
 }
 
 /// A URL with its password replaced by `****`, for logs and errors.
@@ -160,18 +156,16 @@ mod tests {
             Location::parse("relative.db").unwrap(),
             Location::Sqlite("relative.db".into())
         );
-        let pg = Location::parse("postgresql://ship:pw@db.example:5432/ship").unwrap();
-        assert!(pg.is_postgres());
-        assert!(
-            Location::parse("postgres://ship@localhost/ship")
-                .unwrap()
-                .is_postgres()
-        );
-        assert!(
-            Location::parse("postgres:///ship?host=/run/postgresql")
-                .unwrap()
-                .is_postgres()
-        );
+        for url in [
+            "postgresql://ship:pw@db.example:5432/ship",
+            "postgres://ship@localhost/ship",
+            "postgres:///ship?host=/run/postgresql",
+        ] {
+            assert!(
+                matches!(Location::parse(url), Ok(Location::Postgres(_))),
+                "{url}"
+            );
+        }
     }
 
     #[test]
@@ -217,7 +211,6 @@ mod tests {
     fn only_a_file_location_has_a_file() {
         let file = Location::parse("sqlite:///tmp/x.db").unwrap();
         assert_eq!(file.file(), Some(Path::new("/tmp/x.db")));
-        assert!(!file.is_postgres());
         let pg = Location::parse("postgres://ship@localhost/ship").unwrap();
         assert_eq!(pg.file(), None);
     }

@@ -485,14 +485,6 @@ impl Db {
         }
     }
 
-    /// The engine's name, for logs and `stats`.
-    pub fn engine_name(&self) -> &'static str {
-        match self.engine {
-            Engine::Sqlite(_) => "sqlite",
-            Engine::Postgres(_) => "postgres",
-        }
-    }
-
     pub async fn close(&self) {
         match &self.engine {
             Engine::Sqlite(lite) => {
@@ -573,7 +565,11 @@ mod tests {
             .await
             .unwrap();
         }
-        let read = db.list_shipments(&ShipmentFilter::default()).await.unwrap();
+        let read = db
+            .shipments_page(&ShipmentFilter::default())
+            .await
+            .unwrap()
+            .rows;
         let seen: Vec<_> = read
             .iter()
             .map(|row| {

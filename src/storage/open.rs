@@ -694,9 +694,10 @@ mod tests {
             .await;
         let db = Db::open_read_only(&path).await.unwrap();
         assert!(
-            db.list_shipments(&ShipmentFilter::default())
+            db.shipments_page(&ShipmentFilter::default())
                 .await
                 .unwrap()
+                .rows
                 .is_empty()
         );
         let write = sqlx::query("INSERT INTO shipments (order_id, provider) VALUES ('1', 't')")

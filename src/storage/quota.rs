@@ -21,16 +21,6 @@ pub struct QuotaGrant {
     pub interval: Duration,
 }
 
-impl QuotaGrant {
-    /// How far after the server's reading the first slot is (never negative: a grant starts at
-    /// the earliest at the moment it was made).
-    pub fn first_after_now(&self) -> Duration {
-        Duration::from_micros(
-            u64::try_from(self.first_slot_us.saturating_sub(self.server_now_us)).unwrap_or(0),
-        )
-    }
-}
-
 /// The interval in whole microseconds, rounded up so that a grant never spaces calls closer than
 /// asked; at least one.
 pub(super) fn interval_us(interval: Duration) -> i64 {

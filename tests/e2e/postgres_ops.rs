@@ -712,7 +712,11 @@ async fn listings_of_a_status_keep_the_same_shipments_however_many_it_has() {
     let (high, normal) = (Some(Tier::High), Some(Tier::Normal));
     let (kuaidi100, taobao) = (Some("kuaidi100"), Some("taobao"));
     for (engine, db) in [("SQLite", &seeded.lite), ("PostgreSQL", &seeded.postgres)] {
-        let all = db.list_shipments(&ShipmentFilter::default()).await.unwrap();
+        let all = db
+            .shipments_page(&ShipmentFilter::default())
+            .await
+            .unwrap()
+            .rows;
         assert_eq!(all.len(), 10_400, "{engine}");
         for (status, tier, provider, since) in [
             (exception, None, None, None),

@@ -27,14 +27,7 @@ async fn grants(db: &Db) -> Vec<(bool, u32, Duration, i64)> {
     let other = db.quota_grant("kuaidi100", interval, 2).await.unwrap();
     [(a, 0), (b, b.first_slot_us - a.first_slot_us), (other, 0)]
         .into_iter()
-        .map(|(g, gap)| {
-            (
-                g.first_after_now() > Duration::ZERO,
-                g.count,
-                g.interval,
-                gap,
-            )
-        })
+        .map(|(g, gap)| (g.first_slot_us > g.server_now_us, g.count, g.interval, gap))
         .collect()
 }
 

@@ -97,7 +97,7 @@ async fn one_change_queued(
         .await
         .unwrap();
     let mut sms = ChannelRule::new(ChannelKind::Sms, vec![status]);
-    sms.quiet_hours = Some(QuietHours::default_for_sms());
+    sms.quiet_hours = Some(QuietHours::parse("21:00-08:00", "Asia/Shanghai").unwrap());
     let rules = vec![sms, ChannelRule::new(ChannelKind::Email, vec![status])];
     let trace = Trace {
         status,

@@ -333,9 +333,10 @@ async fn many_writers_in_two_processes_never_see_database_locked() {
     }
     assert_eq!(
         admin
-            .list_shipments(&shipwatch::storage::ShipmentFilter::default())
+            .shipments_page(&shipwatch::storage::ShipmentFilter::default())
             .await
             .unwrap()
+            .rows
             .len(),
         200
     );

@@ -74,13 +74,14 @@ pub async fn listed_page_by_page(
     let mut after = None;
     loop {
         let page = db
-            .list_shipments(&shipwatch::storage::ShipmentFilter {
+            .shipments_page(&shipwatch::storage::ShipmentFilter {
                 limit: Some(limit),
                 after,
                 ..filter.clone()
             })
             .await
-            .unwrap();
+            .unwrap()
+            .rows;
         listed.extend(page.iter().map(|row| row.order_id.clone()));
         match page.last() {
             Some(last) if page.len() == limit as usize => after = Some(last.id),
