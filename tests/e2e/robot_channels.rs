@@ -326,6 +326,23 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
+/// An app whose robot hears of failed attempts, with five troubled journeys added from order
+/// `first` on, their failed attempts coming at once: the app and the orders.
+async fn burst(robot: &FakeDingtalk, first: u64) -> (TestApp, Vec<u64>) {
+    let app = TestApp::builder()
+        .provider(config::Provider::top())
+        .channel(config::Channel::webhook())
+        .channel(config::Channel::dingtalk(robot).statuses(&["failed_attempt"]))
+        .start()
+        .await;
+    let tids: Vec<u64> = (0..5).map(|i| first + i).collect();
+    for tid in &tids {
+        app.top.script(*tid, troubled_journey(*tid));
+        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    }
+    (app, tids)
+}
+
 /// A burst for the robot waits its turn without outwaiting its lease: five shipments fail a
 /// delivery at once, the robot takes one message every 3 s (20 a minute), and the test's lease is
 /// 5 s. With every delivery slot claiming a message and waiting for the bucket inside it, the
@@ -333,17 +350,7 @@ fn url_encode(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_for_the_robot_reaches_the_group_once_each() {
     let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
-    let app = TestApp::builder()
-        .provider(config::Provider::top())
-        .channel(config::Channel::webhook())
-        .channel(config::Channel::dingtalk(&robot).statuses(&["failed_attempt"]))
-        .start()
-        .await;
-    let tids: Vec<u64> = (0..5).map(|i| TID + 100 + i).collect();
-    for tid in &tids {
-        app.top.script(*tid, troubled_journey(*tid));
-        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
-    }
+    let (app, tids) = burst(&robot, TID + 100).await;
     let mut daemon = app.spawn_daemon();
     app.wait_until("every failed attempt is marked sent", LIMIT, || {
         let rows = robot_rows(&app);
@@ -367,17 +374,7 @@ async fn send_too_fast_in_a_burst_sends_nothing_more_during_the_pause() {
     let robot = FakeDingtalk::start(TOKEN, Some(SECRET)).await;
     robot.reply(0, 1);
     robot.reply(130101, 1);
-    let app = TestApp::builder()
-        .provider(config::Provider::top())
-        .channel(config::Channel::webhook())
-        .channel(config::Channel::dingtalk(&robot).statuses(&["failed_attempt"]))
-        .start()
-        .await;
-    let tids: Vec<u64> = (0..5).map(|i| TID + 200 + i).collect();
-    for tid in &tids {
-        app.top.script(*tid, troubled_journey(*tid));
-        app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
-    }
+    let (app, tids) = burst(&robot, TID + 200).await;
     let mut daemon = app.spawn_daemon();
     // Each message's turn would have come within 15 s; the pause is 10 min.
     app.wait_until("every message is sent or held by the pause", LIMIT, || {
