@@ -282,7 +282,8 @@ pub fn cut_to_bytes(text: &str, max: usize) -> String {
     format!("{}{ellipsis}", &text[..end])
 }
 
-/// What the three robots' tests share: a stand-in robot, and the check of a pause.
+/// What the robots' tests share: a stand-in robot, and the check of a pause (WeChat's tests use it
+/// too).
 #[cfg(test)]
 pub(super) mod testing {
     use std::net::SocketAddr;
@@ -310,10 +311,11 @@ pub(super) mod testing {
         (addr, calls)
     }
 
-    /// Delivers `message` through `channel`, whose robot answers so that the channel pauses or
+    /// Delivers `message` through `channel`, whose vendor answers so that the channel pauses or
     /// stops, and asserts what the sender relies on: the pause lasts `length`; a second message
-    /// meets it without reaching the robot; once resumed (a reload), the next message reaches
-    /// the robot again. The pause's message, for the caller's own checks.
+    /// meets it without reaching the vendor (`calls` counts what reaches it); once resumed (a
+    /// reload), the next message reaches the vendor again. The pause's message, for the caller's
+    /// own checks.
     pub async fn assert_pause(
         channel: &dyn Channel,
         message: &Outgoing,
@@ -332,7 +334,7 @@ pub(super) mod testing {
         assert_eq!(
             calls.load(Ordering::SeqCst),
             before + 1,
-            "the paused robot was called"
+            "the paused channel called its vendor"
         );
         channel.resume();
         let (resumed, retry_after) = paused(channel.deliver(message).await);
@@ -340,7 +342,7 @@ pub(super) mod testing {
         assert_eq!(
             calls.load(Ordering::SeqCst),
             before + 2,
-            "the resumed robot was not called"
+            "the resumed channel did not call its vendor"
         );
         first
     }

@@ -276,6 +276,50 @@ async fn a_buyer_who_does_not_follow_is_skipped_with_the_reason_and_the_others_g
     assert!(log.contains("oia****THER"), "{log}");
 }
 
+/// WeChat busy (-1), then over its minute's quota (45011): each is worth another attempt, and the
+/// warning names the send URL with the token masked and WeChat's own words; the third attempt
+/// shows the message, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_account_gets_the_message_on_a_later_attempt_and_the_error_masks_the_token() {
+    let wechat = account().await;
+    wechat.reply(-1, 1);
+    wechat.reply(45011, 1);
+    let app = app_with(config::Channel::wechat(&wechat), &[TID]).await;
+    app.cli_ok(&[
+        "add",
+        &TID.to_string(),
+        "--tier",
+        "high",
+        "--openid",
+        OPENID,
+    ]);
+    let mut daemon = app.spawn_daemon();
+    app.wait_until("the buyer heard of the delivery", LIMIT, || {
+        let rows = wechat_rows(&app, TID);
+        rows.len() == 3 && rows.iter().all(|n| n["state"] == "sent")
+    })
+    .await;
+    assert!(daemon.terminate().success());
+
+    let attempts: Vec<i64> = wechat_rows(&app, TID)
+        .iter()
+        .map(|n| n["attempts"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [3, 1, 1], "the first message met both answers");
+    let codes: Vec<i64> = wechat.sends().iter().map(|s| s.errcode).collect();
+    assert_eq!(codes, [-1, 45011, 0, 0, 0]);
+    assert_eq!(wechat.delivered().len(), 3);
+    let log = daemon.log();
+    let send_url = format!(
+        "wechat at {}/cgi-bin/message/template/send?access_token=*** answered errcode",
+        wechat.base
+    );
+    for said in ["-1 (system error", "45011 (scripted"] {
+        assert!(log.contains(&format!("{send_url} {said}")), "{log}");
+    }
+    assert_no_credentials("the daemon log", &log, &wechat);
+}
+
 /// Runs the standard journey of `TID` through `channel` until its first message meets the stop,
 /// then checks that all three are held untried and the loud line came once; returns the log.
 async fn held_by_a_stop(wechat: &FakeWechat, channel: config::Channel) -> (TestApp, String) {
@@ -316,9 +360,16 @@ async fn held_by_a_stop(wechat: &FakeWechat, channel: config::Channel) -> (TestA
 async fn a_wrong_template_stops_the_channel_once_and_holds_every_message() {
     let wechat = account().await;
     let channel = config::Channel::wechat(&wechat).template_id("not-the-accounts-template");
-    let (_app, log) = held_by_a_stop(&wechat, channel).await;
+    let (app, log) = held_by_a_stop(&wechat, channel).await;
     assert_eq!(wechat.refusals(), ["wrong template_id"]);
     assert!(log.contains("40037"), "{log}");
+    let reason = wechat_rows(&app, TID)[0]["last_error"].clone();
+    assert!(
+        reason
+            .as_str()
+            .is_some_and(|r| r.contains("(40037: invalid template_id); fix template_id")),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,7 +467,7 @@ async fn an_attempt_longer_than_its_lease_sends_the_message_once() {
 /// to outwait their claims, were claimed again and sent a second time (WeChat drops a repeated
 /// `client_msg_id`, but each was still a call of the account's quota), so such a `concurrency`
 /// was refused; each now keeps its claim while it waits. Unless told, a paced channel still
-/// takes one at a time.
+/// takes one at a time. However many slots wait, the account hears the messages at its pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_channel_sends_each_message_once_however_long_its_turn() {
     let wechat = account().await;
@@ -451,6 +502,10 @@ async fn a_paced_channel_sends_each_message_once_however_long_its_turn() {
     })
     .await;
     assert!(daemon.terminate().success(), "{}", daemon.log());
-    assert_eq!(wechat.delivered().len(), tids.len());
+    let sent = wechat.delivered();
+    assert_eq!(sent.len(), tids.len());
     assert_eq!(wechat.repeats(), 0, "a message sent a second time");
+    // Five turns at least 2 s apart; a late first request may shorten the span a little.
+    let span = sent[sent.len() - 1].at - sent[0].at;
+    assert!(span >= Duration::from_secs(8), "{span:?}");
 }

@@ -32,6 +32,8 @@ pub struct Sent {
     /// The token it came with.
     pub token: String,
     pub errcode: i64,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl Sent {
@@ -348,6 +350,7 @@ async fn send(State(shared): State<Shared>, RawQuery(query): RawQuery, body: Byt
         body,
         token,
         errcode,
+        at: Instant::now(),
     });
     match errcode {
         0 => super::fake::json_reply(
