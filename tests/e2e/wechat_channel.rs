@@ -40,6 +40,18 @@ async fn app_with(wechat: config::Channel, tids: &[u64]) -> TestApp {
     app
 }
 
+/// Adds order `tid` on the high tier for the buyer `openid`.
+fn add_for(app: &TestApp, tid: u64, openid: &str) {
+    app.cli_ok(&[
+        "add",
+        &tid.to_string(),
+        "--tier",
+        "high",
+        "--openid",
+        openid,
+    ]);
+}
+
 fn wechat_rows(app: &TestApp, tid: u64) -> Vec<serde_json::Value> {
     let order_id = tid.to_string();
     app.outbox(None)
@@ -107,14 +119,7 @@ fn app_file(app: &TestApp, name: &str, text: &str) -> String {
 async fn a_journey_reaches_the_buyer_in_order_and_a_shipment_without_openid_is_skipped() {
     let wechat = account().await;
     let app = app_with(config::Channel::wechat(&wechat), &[TID, TID + 1]).await;
-    app.cli_ok(&[
-        "add",
-        &TID.to_string(),
-        "--tier",
-        "high",
-        "--openid",
-        OPENID,
-    ]);
+    add_for(&app, TID, OPENID);
     app.cli_ok(&["add", &(TID + 1).to_string(), "--tier", "high"]);
     let mut daemon = app.spawn_daemon();
     app.wait_until("the buyer heard of the delivery", LIMIT, || {
@@ -186,14 +191,7 @@ async fn a_journey_reaches_the_buyer_in_order_and_a_shipment_without_openid_is_s
 async fn a_token_that_ends_mid_run_is_replaced_once_and_nothing_is_lost() {
     let wechat = account().await;
     let app = app_with(config::Channel::wechat(&wechat), &[TID]).await;
-    app.cli_ok(&[
-        "add",
-        &TID.to_string(),
-        "--tier",
-        "high",
-        "--openid",
-        OPENID,
-    ]);
+    add_for(&app, TID, OPENID);
     let mut daemon = app.spawn_daemon();
     app.wait_until("the first message is shown", LIMIT, || {
         !wechat.delivered().is_empty()
@@ -231,22 +229,8 @@ async fn a_buyer_who_does_not_follow_is_skipped_with_the_reason_and_the_others_g
     let wechat = account().await;
     wechat.unfollow(OTHER_OPENID);
     let app = app_with(config::Channel::wechat(&wechat), &[TID, TID + 1]).await;
-    app.cli_ok(&[
-        "add",
-        &TID.to_string(),
-        "--tier",
-        "high",
-        "--openid",
-        OPENID,
-    ]);
-    app.cli_ok(&[
-        "add",
-        &(TID + 1).to_string(),
-        "--tier",
-        "high",
-        "--openid",
-        OTHER_OPENID,
-    ]);
+    add_for(&app, TID, OPENID);
+    add_for(&app, TID + 1, OTHER_OPENID);
     let mut daemon = app.spawn_daemon();
     app.wait_until("every wechat row has settled", LIMIT, || {
         let (mine, theirs) = (wechat_rows(&app, TID), wechat_rows(&app, TID + 1));
@@ -285,14 +269,7 @@ async fn a_busy_account_gets_the_message_on_a_later_attempt_and_the_error_masks_
     wechat.reply(-1, 1);
     wechat.reply(45011, 1);
     let app = app_with(config::Channel::wechat(&wechat), &[TID]).await;
-    app.cli_ok(&[
-        "add",
-        &TID.to_string(),
-        "--tier",
-        "high",
-        "--openid",
-        OPENID,
-    ]);
+    add_for(&app, TID, OPENID);
     let mut daemon = app.spawn_daemon();
     app.wait_until("the buyer heard of the delivery", LIMIT, || {
         let rows = wechat_rows(&app, TID);
@@ -324,14 +301,7 @@ async fn a_busy_account_gets_the_message_on_a_later_attempt_and_the_error_masks_
 /// then checks that all three are held untried and the loud line came once; returns the log.
 async fn held_by_a_stop(wechat: &FakeWechat, channel: config::Channel) -> (TestApp, String) {
     let app = app_with(channel, &[TID]).await;
-    app.cli_ok(&[
-        "add",
-        &TID.to_string(),
-        "--tier",
-        "high",
-        "--openid",
-        OPENID,
-    ]);
+    add_for(&app, TID, OPENID);
     let mut daemon = app.spawn_daemon();
     app.wait_until("every message is queued and held", LIMIT, || {
         let rows = wechat_rows(&app, TID);

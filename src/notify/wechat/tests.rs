@@ -120,21 +120,26 @@ fn the_queued_message_cuts_its_values_and_the_config_hides_the_secret() {
     assert_eq!(json["url"], "https://shop.example/o/1");
     let no_url = WechatMessage::new(None, BTreeMap::new()).to_json();
     assert_eq!(no_url, r#"{"data":{}}"#);
-    let config = WechatConfig {
-        endpoint: "https://proxy.example/wechat/PATHKEY".to_owned(),
+    let settings = config("https://proxy.example/wechat/PATHKEY".to_owned());
+    let shown = format!("{:?}", Wechat::new(settings, reqwest::Client::new()));
+    assert!(!shown.contains("APPSECRET-77"), "{shown}");
+    // What names the account is shown; nothing past the endpoint's host.
+    assert!(shown.contains(r#"appid: "wx1234""#), "{shown}");
+    assert!(shown.contains("https://proxy.example/…"), "{shown}");
+    assert!(!shown.contains("PATHKEY"), "{shown}");
+}
+
+/// An account's settings, at `endpoint`, unpaced.
+fn config(endpoint: String) -> WechatConfig {
+    WechatConfig {
+        endpoint,
         appid: "wx1234".into(),
         secret: Secret::new("APPSECRET-77"),
         template_id: "tpl".into(),
         spacing: None,
         window: Duration::ZERO,
         timeout: Duration::from_secs(5),
-    };
-    let shown = format!("{:?}", Wechat::new(config, reqwest::Client::new()));
-    assert!(!shown.contains("APPSECRET-77"), "{shown}");
-    // What names the account is shown; nothing past the endpoint's host.
-    assert!(shown.contains(r#"appid: "wx1234""#), "{shown}");
-    assert!(shown.contains("https://proxy.example/…"), "{shown}");
-    assert!(!shown.contains("PATHKEY"), "{shown}");
+    }
 }
 
 const TOKEN: &str = r#"{"access_token":"T1","expires_in":7200}"#;
@@ -166,16 +171,8 @@ async fn account(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = WechatConfig {
-        endpoint: format!("http://{addr}"),
-        appid: "wx1234".into(),
-        secret: Secret::new("APPSECRET-77"),
-        template_id: "tpl".into(),
-        spacing: None,
-        window: Duration::ZERO,
-        timeout: Duration::from_secs(5),
-    };
-    let channel = Wechat::new(config, crate::notify::no_redirect_client().unwrap());
+    let settings = config(format!("http://{addr}"));
+    let channel = Wechat::new(settings, crate::notify::no_redirect_client().unwrap());
     (channel, sends, tokens)
 }
 
