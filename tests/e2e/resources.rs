@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::faults::{signed_in_one_step, signed_in_one_step_reaching};
-use crate::support::app::TestApp;
+use crate::support::app::{Daemon, TestApp};
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_top;
 use crate::support::hostile::SlowWebhook;
@@ -39,6 +39,18 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|dir| dir.count())
         .unwrap_or(0)
+}
+
+/// Waits for `/healthz` to answer 200.
+async fn until_healthy(client: &reqwest::Client, healthz: &str, daemon: &Daemon) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match client.get(healthz).send().await {
+            Ok(r) if r.status() == 200 => return,
+            _ if Instant::now() > deadline => panic!("/healthz never healthy:\n{}", daemon.log()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Opens a connection that sends nothing, or (`slow`) the start of a request and then one
@@ -100,14 +112,7 @@ async fn idle_and_slowloris_connections_are_closed_and_healthz_still_answers() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match client.get(&healthz).send().await {
-            Ok(r) if r.status() == 200 => break,
-            _ if Instant::now() > deadline => panic!("/healthz never healthy:\n{}", daemon.log()),
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    until_healthy(&client, &healthz, &daemon).await;
     let baseline = open_fds(daemon.pid());
 
     let closed: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -335,6 +340,76 @@ async fn a_delivery_that_meets_emfile_keeps_its_attempts() {
         "only the attempt that went out counts: {sent}"
     );
     assert!(daemon.terminate().success(), "{}", daemon.log());
+}
+
+/// The health listener runs out of file descriptors: a probe that connects meanwhile waits in
+/// the backlog while the daemon says so once a second (not in a loop that would take a core),
+/// and is answered once descriptors are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_that_meets_emfile_waits_and_is_answered_once_descriptors_are_back() {
+    let port = free_port();
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .section(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .start()
+        .await;
+    let daemon = app.spawn_daemon();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    until_healthy(
+        &client,
+        &format!("http://127.0.0.1:{port}/healthz"),
+        &daemon,
+    )
+    .await;
+
+    let pid = daemon.pid();
+    set_nofile(pid, lowest_free_fd(pid));
+    let out_since = Instant::now();
+    // The kernel completes the handshake; the daemon cannot take the connection.
+    let mut probe = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    const WARNING: &str = "cannot accept a connection; trying again in 1s";
+    let warnings = || daemon.log().matches(WARNING).count();
+    app.wait_until("the daemon says it cannot accept", LIMIT, || {
+        warnings() >= 2
+    })
+    .await;
+    let mut answer = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(500), probe.read_to_end(&mut answer));
+    assert!(
+        early.await.is_err(),
+        "answered without a descriptor: {answer:?}"
+    );
+
+    set_nofile(pid, 4096);
+    tokio::time::timeout(LIMIT, probe.read_to_end(&mut answer))
+        .await
+        .expect("the waiting probe is answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert!(answer.contains(r#""status""#), "{answer}");
+    let (said, out_for) = (warnings(), out_since.elapsed().as_secs() as usize);
+    assert!(
+        said <= out_for + 2,
+        "{said} warnings in {out_for} s out of descriptors:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 /// With one delivery slot, three parcels change at once: their webhooks go to a receiver that
