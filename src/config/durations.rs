@@ -130,6 +130,8 @@ mod tests {
         let q: RateLimit = "500/min".parse().unwrap();
         assert_eq!((q.calls, q.per), (500, Duration::from_secs(60)));
         assert_eq!(q.interval(), Duration::from_millis(120));
+        // As the reload's log line shows a changed quota.
+        assert_eq!(q.to_string(), "500/1m");
         let q: RateLimit = "10/s".parse().unwrap();
         assert_eq!(q.interval(), Duration::from_millis(100));
         let q: RateLimit = "100/5m".parse().unwrap();

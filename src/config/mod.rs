@@ -519,6 +519,11 @@ mod tests {
             "{missing}"
         );
         assert!(!missing.contains('\n'));
+        // Either timeout at 0 would fail every request at once.
+        for key in ["timeout", "connect_timeout"] {
+            let zero = err(&format!("[http]\n{key} = \"0s\""));
+            assert_eq!(zero, "[http] timeouts must be longer than 0s", "{key}");
+        }
     }
 
     #[test]
@@ -614,6 +619,20 @@ from = "noreply@shop.example"
         // A device that never ends is read to the limit, not to the end of memory.
         let err = secret_from("/dev/zero");
         assert!(err.contains("/dev/zero is over 65536 bytes"), "{err}");
+        // 64 KiB is the most a secret file may hold, its own end of line included.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        let taobao = |path: &Path| {
+            parse(&format!(
+                "[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\nsession = \"s\"\napp_secret_file = \"{}\"",
+                path.display()
+            ))
+        };
+        std::fs::write(&file, "k".repeat(65_535) + "\n").unwrap();
+        assert!(taobao(&file).is_ok());
+        std::fs::write(&file, "k".repeat(65_536) + "\n").unwrap();
+        let err = taobao(&file).unwrap_err().to_string();
+        assert!(err.contains("is over 65536 bytes"), "{err}");
         let err = parse("[tiers]\nlow = \"400d\"").unwrap_err().to_string();
         assert!(
             err.contains("[tiers] low") && err.contains("too long"),

@@ -23,6 +23,44 @@ fn bare(dir: &std::path::Path, args: &[&str]) -> Output {
         .expect("shipwatch runs")
 }
 
+/// Without `--config`, `$SHIPWATCH_CONFIG` names the config file; set but empty, it counts as
+/// unset and `./shipwatch.toml` is read.
+#[test]
+fn the_config_is_the_one_shipwatch_config_names_and_an_empty_name_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = dir.path().join("elsewhere.toml");
+    std::fs::write(&named, "[tiers]\nhigh = \"3m\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("shipwatch.toml"),
+        "[tiers]\nhigh = \"4m\"\n",
+    )
+    .unwrap();
+    let check = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+            .arg("check-config")
+            .current_dir(dir.path())
+            .env("SHIPWATCH_CONFIG", value)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("shipwatch runs")
+    };
+    let out = check(named.to_str().unwrap());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("config {} is valid", named.display())) && said.contains("high 3m"),
+        "{said}"
+    );
+    let out = check("");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("shipwatch.toml is valid") && said.contains("high 4m"),
+        "{said}"
+    );
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use shipwatch::notify::receiver::Behaviour;
 
 use crate::support::app::TestApp;
-use crate::support::config::{Channel, Provider};
+use crate::support::config::{APP_SECRET, APP_SECRET_FILE, Channel, Provider, SESSION};
 use crate::support::fake_sms_gateway::FakeSmsGateway;
 
 const TID: u64 = 7_400_000_000_000_000_301;
@@ -119,6 +119,63 @@ async fn a_toml_syntax_error_names_the_line_and_key_but_not_the_secret() {
     let log = daemon.log();
     assert!(log.contains("key key in [providers.kd]"), "{log}");
     assert!(!log.contains(KEY), "{log}");
+}
+
+/// The secrets as the unit hands them over (`LoadCredential=`, deploy/INSTALL.md): a relative
+/// `*_file` is looked up in `$CREDENTIALS_DIRECTORY` first and beside the config only when it
+/// is not there, and a key the config leaves out is the credential `{provider}.{key}`. The
+/// daemon signs its polls with what it found, the parcel's webhook goes out signed, and only
+/// the file beside the config is warned about: systemd keeps the folder private whatever its
+/// files' modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_come_from_the_credentials_folder_first_then_beside_the_config() {
+    let app = TestApp::start().await;
+    let credentials = tempfile::tempdir().unwrap();
+    let handed = |name: &str, value: &str| {
+        let path = credentials.path().join(name);
+        std::fs::write(&path, value).unwrap();
+        chmod(&path, 0o644);
+    };
+    handed(APP_SECRET_FILE, &format!("{APP_SECRET}\n"));
+    handed("taobao.session", SESSION);
+    // A stale copy beside the config: the folder's wins.
+    std::fs::write(app.dir.path().join(APP_SECRET_FILE), "stale-secret\n").unwrap();
+    let hook_secret = app.dir.path().join("hook.secret");
+    app.edit_config(|text| {
+        let text = text.replace(&format!("session = \"{SESSION}\"\n"), "");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("secret = \"whsec_"))
+            .expect("the webhook's inline secret")
+            .to_owned();
+        let value = line["secret = \"".len()..line.len() - 1].to_owned();
+        std::fs::write(&hook_secret, value).unwrap();
+        text.replace(&line, "secret_file = \"hook.secret\"")
+    });
+    chmod(&hook_secret, 0o644);
+
+    let folder = credentials.path().to_str().unwrap();
+    app.top.journey(TID);
+    app.cli_ok(&["add", &TID.to_string(), "--tier", "high"]);
+    let mut daemon = app.spawn_daemon_with_env(&[("CREDENTIALS_DIRECTORY", folder)]);
+    app.wait_until("a signed webhook arrives, or a failure", LIMIT, || {
+        app.receiver.deliveries().iter().any(|d| d.verified)
+            || app.top.signature_failures() > 0
+            || !daemon.is_running()
+    })
+    .await;
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert_eq!(app.top.signature_failures(), 0, "the stale secret signed");
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "secret file {} is readable",
+            hook_secret.display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains(folder), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
