@@ -231,6 +231,7 @@ impl Db {
             path: shown.clone(),
             source,
         };
+        let migrating = one_migrator_at_a_time(path).await.map_err(open_err)?;
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
@@ -257,6 +258,7 @@ impl Db {
                 path: shown.clone(),
                 source,
             })?;
+        drop(migrating);
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             // No ping before each read either (see the write pool above).
@@ -432,6 +434,68 @@ impl Db {
     }
 }
 
+/// How long a process waits for another to finish creating or upgrading the database: an
+/// upgrade of a large database takes minutes, not hours.
+const MIGRATION_WAIT: Duration = Duration::from_secs(600);
+
+/// Keeps other shipwatch processes from creating or upgrading the database at `path` while this
+/// one does, until the returned folder is dropped. Without it, the daemon starting while an
+/// `add` ran (or two commands at once) on a new or older database both created its tables or
+/// applied the same migration, and one of them failed ("table shipments already exists",
+/// "duplicate column name", "database is locked"): sqlx takes no lock of its own to migrate a
+/// SQLite database (its `lock` does nothing there; PostgreSQL's takes an advisory lock).
+///
+/// The lock is an flock on the database's folder, which every writer can open and which adds no
+/// file; never on the database file itself (see [`Db::lock_for_daemon`]). Where the folder
+/// cannot be opened or locked (a file system without flock), the process goes on without it,
+/// as before.
+async fn one_migrator_at_a_time(path: &Path) -> sqlx::Result<Option<std::fs::File>> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let dir = match std::fs::File::open(folder) {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::debug!(
+                "cannot open {} to lock it: {e}; migrating without",
+                folder.display()
+            );
+            return Ok(None);
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let mut said = false;
+    loop {
+        match dir.try_lock() {
+            Ok(()) => return Ok(Some(dir)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::debug!("cannot lock {}: {e}; migrating without", folder.display());
+                return Ok(None);
+            }
+        }
+        let waited = started.elapsed();
+        if waited >= MIGRATION_WAIT {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "another process has been creating or upgrading it for {}; is an earlier upgrade still running?",
+                    humantime::format_duration(MIGRATION_WAIT)
+                ),
+            )));
+        }
+        if !said && waited >= Duration::from_secs(1) {
+            tracing::info!(
+                "waiting for another shipwatch process to finish creating or upgrading {}",
+                path.display()
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The versions of the migrations applied to the database; none when it has no migrations
 /// table (an empty file).
 async fn applied_migrations(pool: &sqlx::SqlitePool) -> sqlx::Result<Vec<i64>> {
@@ -483,6 +547,26 @@ fn holder_pid(lock_path: &Path) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::storage::ShipmentFilter;
+
+    /// Another process holding the folder (creating or upgrading the database): the open waits
+    /// for it, however long, and goes on once it lets go.
+    #[tokio::test]
+    async fn a_database_another_process_is_migrating_is_opened_once_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let folder = std::fs::File::open(dir.path()).unwrap();
+        folder.lock().unwrap();
+        let opening = tokio::spawn(async move { Db::open(&path, Synchronous::Normal).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!opening.is_finished(), "opened while the folder was held");
+        folder.unlock().unwrap();
+        let db = tokio::time::timeout(Duration::from_secs(30), opening)
+            .await
+            .expect("opened once the folder is let go")
+            .unwrap()
+            .unwrap();
+        db.ping().await.unwrap();
+    }
 
     #[test]
     fn only_group_and_others_lose_their_permissions() {

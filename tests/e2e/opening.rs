@@ -228,6 +228,35 @@ async fn a_postgres_database_without_tables_is_refused_and_left_empty() {
     assert_eq!(tables, 0, "a table was created");
 }
 
+/// The daemon and an `add` starting at once on a new database both open it: one of them creates
+/// its tables while the other waits. (Without the wait, about one start in two failed here, the
+/// daemon's or the command's, with "table shipments already exists", "duplicate column name" or
+/// "database is locked".) Six databases, to give the race its chances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_and_a_command_starting_at_once_on_a_new_database_both_open_it() {
+    let mut apps = Vec::new();
+    for _ in 0..6 {
+        apps.push(TestApp::start().await);
+    }
+    let mut daemons = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        assert!(!app.db.exists());
+        daemons.push(app.spawn_daemon());
+        let tid = (8_500_000_000_000_000_000u64 + i as u64).to_string();
+        let added = app.cli(&["add", &tid]);
+        assert!(added.status.success(), "add: {}", stderr_of(&added));
+    }
+    for (app, daemon) in apps.iter().zip(&mut daemons) {
+        app.wait_until("the daemon has started", LIMIT, || {
+            daemon.log().contains("shipwatch started") || !daemon.is_running()
+        })
+        .await;
+        assert!(daemon.is_running(), "{}", daemon.log());
+        assert_eq!(app.shipments().len(), 1);
+        assert!(daemon.terminate().success(), "{}", daemon.log());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_per_database_however_its_path_is_spelled() {
     let app = TestApp::start().await;
