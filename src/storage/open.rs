@@ -486,7 +486,7 @@ async fn one_migrator_at_a_time(path: &Path) -> sqlx::Result<Option<std::fs::Fil
             )));
         }
         if !said && waited >= Duration::from_secs(1) {
-            tracing::info!(
+            tracing::warn!(
                 "waiting for another shipwatch process to finish creating or upgrading {}",
                 path.display()
             );

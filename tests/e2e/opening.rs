@@ -257,6 +257,46 @@ async fn the_daemon_and_a_command_starting_at_once_on_a_new_database_both_open_i
     }
 }
 
+/// A command that finds another process creating or upgrading the database (here the test,
+/// holding the database's folder as that process would) says that it waits, and adds its order
+/// once the other is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_waits_for_an_upgrade_under_way_and_says_so() {
+    let app = TestApp::start().await;
+    let folder = std::fs::File::open(app.dir.path()).unwrap();
+    folder.lock().unwrap();
+    let said = app.dir.path().join("add.stderr");
+    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+        .arg("--config")
+        .arg(&app.config)
+        .args(["add", "8500000000000000100"])
+        .env_remove("SHIPWATCH_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&said).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(&said).unwrap_or_default();
+    app.wait_until("the command says it waits", LIMIT, || {
+        stderr().contains("waiting for another shipwatch process to finish creating or upgrading")
+    })
+    .await;
+    assert!(add.try_wait().unwrap().is_none(), "{}", stderr());
+    folder.unlock().unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = add.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "add never ends");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{}", stderr());
+    assert_eq!(app.shipments().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_per_database_however_its_path_is_spelled() {
     let app = TestApp::start().await;
