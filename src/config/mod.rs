@@ -478,6 +478,7 @@ mod tests {
             app_secret = "helloworld"
             session = "test"
             sign_method = "md5"
+            seller_nick = "shop-nick"
             rate_limit = "500/min"
             [channels.webhook]
             url = "https://shop.example/hooks"
@@ -493,7 +494,17 @@ mod tests {
             AdapterSettings::Taobao(t) => {
                 assert_eq!(t.app_secret.expose(), "helloworld");
                 assert_eq!(t.sign_method, SignMethod::Md5);
+                assert_eq!(t.seller_nick.as_deref(), Some("shop-nick"));
             }
+            other => panic!("{other:?}"),
+        }
+        // A blank nick is not sent at all.
+        let blank = parse(
+            "[providers.t]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret = \"s\"\nsession = \"s\"\nseller_nick = \"  \"",
+        )
+        .unwrap();
+        match &blank.providers["t"].adapter {
+            AdapterSettings::Taobao(t) => assert_eq!(t.seller_nick, None),
             other => panic!("{other:?}"),
         }
         let rules = config.channels.rules();
@@ -643,6 +654,7 @@ from = "noreply@shop.example"
             .to_string();
         assert!(err.contains("min_interval is too long"), "{err}");
         assert!(parse("[tiers]\nlow = \"366d\"").is_ok());
+        assert!(parse("[providers.s]\nkind = \"simulator\"\nmin_interval = \"366d\"").is_ok());
     }
 
     /// The example shipped for operators is read by the real loader, so it cannot drift from it.

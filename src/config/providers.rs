@@ -348,6 +348,16 @@ mod push_tests {
             "{PUSH}callback_url = \"https://shop.example/k\"\nsalt = \"s\"\nendpoint = \"http://127.0.0.1:7/poll/query.do\"\n"
         ));
         assert_eq!(quiet.fallback_poll, None, "off by default");
+        // As long as a tier may be, and no longer.
+        let longest = push_of(&format!(
+            "{PUSH}callback_url = \"https://shop.example/k\"\nsalt = \"s\"\nfallback_poll = \"366d\"\n"
+        ));
+        assert_eq!(longest.fallback_poll, Some(POLL_HORIZON));
+        // A public address is taken as it is.
+        let public = push_of(&format!(
+            "{PUSH}callback_url = \"https://203.0.113.7/k\"\nsalt = \"s\"\n"
+        ));
+        assert_eq!(public.callback_url, "https://203.0.113.7/k");
         assert_eq!(quiet.subscribe_endpoint, "http://127.0.0.1:7/poll");
         // Query mode is the default and has no push.
         let config =
@@ -366,6 +376,7 @@ mod push_tests {
             (format!("{PUSH}callback_url = \"https://127.0.0.1/k\"\nsalt = \"s\"\n"), "Kuaidi100 cannot reach"),
             (format!("{PUSH}callback_url = \"https://localhost/k\"\nsalt = \"s\"\n"), "Kuaidi100 cannot reach"),
             (format!("{PUSH}callback_url = \"https://shop.example/k\"\nsalt = \"s\"\nfallback_poll = \"0s\"\n"), "fallback_poll must be longer than 0s"),
+            (format!("{PUSH}callback_url = \"https://shop.example/k\"\nsalt = \"s\"\nfallback_poll = \"367d\"\n"), "fallback_poll must be longer than 0s and at most 366d"),
             (PUSH.replace("\"push\"", "\"pull\""), "is not a Kuaidi100 mode"),
             (
                 PUSH.replace("[http]\npublic_listen = \"127.0.0.1:9465\"\n", "")
@@ -381,6 +392,10 @@ mod push_tests {
                 "mode is only for kind = \"kuaidi100\"",
             ),
             (
+                "[providers.sim]\nkind = \"simulator\"\nsalt_file = \"kd.salt\"\n".to_owned(),
+                "salt is only for kind = \"kuaidi100\"",
+            ),
+            (
                 "[http]\nlisten = \"127.0.0.1:9464\"\npublic_listen = \"127.0.0.1:9464\"\n".to_owned(),
                 "public_listen must differ from listen",
             ),
@@ -389,7 +404,21 @@ mod push_tests {
                 "[http] public_listen is not an address",
             ),
         ];
-        for (text, expected) in cases {
+        let unreachable = [
+            "10.0.0.5",
+            "192.168.1.2",
+            "0.0.0.0",
+            "169.254.1.1",
+            "[::1]",
+            "[::]",
+        ]
+        .map(|host| {
+            (
+                format!("{PUSH}callback_url = \"https://{host}/k\"\nsalt = \"s\"\n"),
+                "Kuaidi100 cannot reach",
+            )
+        });
+        for (text, expected) in cases.into_iter().chain(unreachable) {
             let err = parse(&text).expect_err(&text).to_string();
             assert!(err.contains(expected), "{text}\n→ {err}");
             assert!(!err.contains('\n'), "{err}");

@@ -61,6 +61,31 @@ fn the_config_is_the_one_shipwatch_config_names_and_an_empty_name_is_ignored() {
     );
 }
 
+/// `check-config` names each provider with its kind and its quota, as the operator wrote them.
+#[test]
+fn check_config_names_each_provider_with_its_kind_and_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shipwatch.toml"),
+        "[providers.shop]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret = \"s\"\nsession = \"s\"\nrate_limit = \"500/min\"\n\
+         [providers.b2b]\nkind = \"alibaba1688\"\napp_key = \"1\"\napp_secret = \"s\"\naccess_token = \"t\"\n\
+         [providers.kd]\nkind = \"kuaidi100\"\ncustomer = \"C1\"\nkey = \"k\"\nrate_limit = \"10/s\"\n\
+         [providers.demo]\nkind = \"simulator\"\n",
+    )
+    .unwrap();
+    let out = bare(dir.path(), &["check-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    for line in [
+        "  provider  shop (taobao, rate limit 500/1m)",
+        "  provider  b2b (alibaba1688, no rate limit)",
+        "  provider  kd (kuaidi100, rate limit 10/1s)",
+        "  provider  demo (simulator, no rate limit)",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} in\n{said}");
+    }
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
