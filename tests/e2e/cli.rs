@@ -10,14 +10,20 @@ use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
 use crate::support::on_both_engines;
 
-/// The binary with no config anywhere it looks: an empty working folder and no
-/// `$SHIPWATCH_CONFIG`.
+/// The binary run in `dir` with no `$SHIPWATCH_CONFIG` and no credentials: it finds a config
+/// as `dir/shipwatch.toml` or not at all (a test machine has no /etc/shipwatch).
 fn bare(dir: &std::path::Path, args: &[&str]) -> Output {
+    bare_with(dir, args, &[])
+}
+
+/// [`bare`] with these variables set.
+fn bare_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shipwatch"))
         .args(args)
         .current_dir(dir)
         .env_remove("SHIPWATCH_CONFIG")
         .env_remove("CREDENTIALS_DIRECTORY")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("shipwatch runs")
@@ -36,14 +42,11 @@ fn the_config_is_the_one_shipwatch_config_names_and_an_empty_name_is_ignored() {
     )
     .unwrap();
     let check = |value: &str| {
-        Command::new(env!("CARGO_BIN_EXE_shipwatch"))
-            .arg("check-config")
-            .current_dir(dir.path())
-            .env("SHIPWATCH_CONFIG", value)
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .stdin(Stdio::null())
-            .output()
-            .expect("shipwatch runs")
+        bare_with(
+            dir.path(),
+            &["check-config"],
+            &[("SHIPWATCH_CONFIG", value)],
+        )
     };
     let out = check(named.to_str().unwrap());
     assert!(out.status.success(), "{}", stderr(&out));
