@@ -549,7 +549,7 @@ mod tests {
     use crate::storage::ShipmentFilter;
 
     /// Another process holding the folder (creating or upgrading the database): the open waits
-    /// for it, however long, and goes on once it lets go.
+    /// for it (up to `MIGRATION_WAIT`) and goes on once it lets go.
     #[tokio::test]
     async fn a_database_another_process_is_migrating_is_opened_once_it_is_done() {
         let dir = tempfile::tempdir().unwrap();
