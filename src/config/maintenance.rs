@@ -51,9 +51,7 @@ pub(super) fn resolve_maintenance(raw: RawMaintenance) -> Result<MaintenanceConf
             checkpoint: raw.schedules.checkpoint.unwrap_or(d.schedules.checkpoint),
         },
     };
-    config
-        .validate()
-        .map_err(|e| invalid(format!("[maintenance] {e}")))?;
+    config.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(config)
 }
 
@@ -114,11 +112,11 @@ impl Default for MaintenanceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidMaintenance {
     #[error(
-        "maintenance schedule {name} {expr:?} is not a cron expression \
+        "[maintenance.schedules] {name} = {expr:?} is not a cron expression \
          (six fields: sec min hour day-of-month month day-of-week, e.g. \"0 */10 * * * *\")"
     )]
     Schedule { name: &'static str, expr: String },
-    #[error("maintenance {name} must be longer than zero")]
+    #[error("[maintenance] {name} must be longer than zero")]
     ZeroSpan { name: &'static str },
 }
 
@@ -165,4 +163,64 @@ fn parse_schedule(
             expr: expr.to_owned(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::parse;
+    use super::*;
+
+    #[test]
+    fn the_section_sets_the_zone_the_spans_and_the_schedules_and_the_rest_stay_default() {
+        let config = parse(
+            "[maintenance]\ntimezone = \"Europe/Berlin\"\nexpire_after = \"7d\"\n\
+             no_info_after = \"2d\"\nstuck_after = \"36h\"\nretain = \"14d\"\n\
+             [maintenance.schedules]\nprune = \"0 0 4 * * *\"\ncheckpoint = \"0 15 * * * *\"\n",
+        )
+        .unwrap();
+        let m = &config.maintenance;
+        assert_eq!(m.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(m.expire_after, 7 * DAY);
+        assert_eq!(m.no_info_after, 2 * DAY);
+        assert_eq!(m.stuck_after, Duration::from_secs(36 * 3600));
+        assert_eq!(m.retain, 14 * DAY);
+        let d = Schedules::default();
+        assert_eq!(
+            m.schedules,
+            Schedules {
+                prune: "0 0 4 * * *".to_owned(),
+                checkpoint: "0 15 * * * *".to_owned(),
+                ..d
+            }
+        );
+        // The polls' "no trace yet" window follows the maintenance one.
+        assert_eq!(config.polling.no_info_after, 2 * DAY);
+
+        let m = parse("").unwrap().maintenance;
+        assert_eq!(m.timezone, chrono_tz::Asia::Shanghai);
+        assert_eq!(m.expire_after, 30 * DAY);
+        assert_eq!(m.schedules, Schedules::default());
+    }
+
+    #[test]
+    fn each_mistake_in_the_section_is_named_in_one_line() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert_eq!(
+            err("[maintenance]\ntimezone = \"Mars/Olympus\""),
+            "[maintenance] timezone \"Mars/Olympus\" is not a time zone name such as Asia/Shanghai"
+        );
+        for key in ["expire_after", "no_info_after", "stuck_after", "retain"] {
+            assert_eq!(
+                err(&format!("[maintenance]\n{key} = \"0s\"")),
+                format!("[maintenance] {key} must be longer than zero")
+            );
+        }
+        let five_fields = err("[maintenance.schedules]\nstuck = \"*/10 * * * *\"");
+        assert!(
+            five_fields.starts_with(
+                "[maintenance.schedules] stuck = \"*/10 * * * *\" is not a cron expression (six fields"
+            ),
+            "{five_fields}"
+        );
+    }
 }

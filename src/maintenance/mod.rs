@@ -433,7 +433,7 @@ mod tests {
         let mut config = MaintenanceConfig::default();
         config.schedules.prune = "every night".to_owned();
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("schedule prune \"every night\""), "{err}");
+        assert!(err.contains("prune = \"every night\""), "{err}");
         assert!(!err.contains('\n'));
         // Five fields (no seconds) is the classic mistake.
         config.schedules.prune = "30 3 * * *".to_owned();
