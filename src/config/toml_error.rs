@@ -146,6 +146,23 @@ mod tests {
                 "line 2",
                 "Secret-5",
             ),
+            // A quote escaped inside a quoted value does not end it.
+            (
+                "[tiers]\nhigh = \"x\\\"Secret-6\"\n",
+                "key high in [tiers]: \"…\" is not a duration",
+                "Secret-6",
+            ),
+            // A value line holding `=` or opening with `[` is neither a key nor a section.
+            (
+                "[channels.webhook]\nstatuses = [\n  \"Secret 7=x\", oops\n]\n",
+                "line 3, column 17, in [channels.webhook]:",
+                "Secret 7",
+            ),
+            (
+                "[channels.webhook]\nstatuses = [\n[\"Secret-8\", \"x\"],\n]\nurl = oops\n",
+                "line 5, column 7, key url in [channels.webhook]:",
+                "Secret-8",
+            ),
         ];
         for (text, said, secret) in rows {
             let err = parse(text).unwrap_err().to_string();
