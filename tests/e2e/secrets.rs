@@ -10,6 +10,7 @@ use shipwatch::notify::receiver::Behaviour;
 use crate::support::app::TestApp;
 use crate::support::config::{APP_SECRET, APP_SECRET_FILE, Channel, Provider, SESSION};
 use crate::support::fake_sms_gateway::FakeSmsGateway;
+use crate::support::smtp_sink::SmtpSink;
 
 const TID: u64 = 7_400_000_000_000_000_301;
 const URL_USER: &str = "hook-user-2b9";
@@ -176,6 +177,48 @@ async fn secrets_come_from_the_credentials_folder_first_then_beside_the_config()
         "{log}"
     );
     assert!(!log.contains(folder), "{log}");
+}
+
+/// An email login whose password is not in the config takes the systemd credential
+/// `email.password`; an email channel without a login logs in with nothing, even with that
+/// credential at hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_login_takes_its_password_from_the_credential_and_no_login_takes_none() {
+    const PASSWORD: &str = "Cred-Smtp-5e7a";
+    let sink = SmtpSink::start().await;
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(
+        credentials.path().join("email.password"),
+        format!("{PASSWORD}\n"),
+    )
+    .unwrap();
+    let folder = credentials.path().to_str().unwrap();
+    for login in [true, false] {
+        let channel = Channel::email(&sink);
+        let app = TestApp::builder()
+            .provider(Provider::top())
+            .channel(if login {
+                channel.username("mailer")
+            } else {
+                channel
+            })
+            .start()
+            .await;
+        let out = app.cli_with_env(
+            &[
+                "test-notify",
+                "--channel",
+                "email",
+                "--to",
+                "buyer@shop.example",
+            ],
+            &[("CREDENTIALS_DIRECTORY", folder)],
+        );
+        assert!(out.status.success(), "login {login}: {}", all_output(&out));
+        assert!(!all_output(&out).contains(PASSWORD));
+    }
+    assert_eq!(sink.logins(), [format!("mailer {PASSWORD}")]);
+    assert_eq!(sink.messages().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

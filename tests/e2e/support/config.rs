@@ -290,6 +290,12 @@ impl Channel {
         Channel(self.0.set("username", username).set("password", password))
     }
 
+    /// For email: log in with this user name, the password left to the credential
+    /// `email.password`.
+    pub fn username(self, username: &str) -> Channel {
+        Channel(self.0.set("username", username))
+    }
+
     /// For email: the subject of the mail for `status` (a template such as `订单{order_id}已签收`).
     pub fn subject(mut self, status: &str, subject: &str) -> Channel {
         self.0.tables.push(Section::new(
