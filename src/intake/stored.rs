@@ -146,5 +146,10 @@ mod tests {
         );
         // Another machine's clock a few hours ahead is not a mistake.
         assert_eq!(check_stored(&stored(NOW + 3_600_000), NOW), Ok(()));
+        // The bounds themselves: 2000-01-01T00:00:00Z is taken, and so is a whole day ahead.
+        assert_eq!(check_stored(&stored(EARLIEST), NOW), Ok(()));
+        assert!(check_stored(&stored(EARLIEST - 1), NOW).is_err());
+        assert_eq!(check_stored(&stored(NOW + AHEAD_SLACK), NOW), Ok(()));
+        assert!(check_stored(&stored(NOW + AHEAD_SLACK + 1), NOW).is_err());
     }
 }
