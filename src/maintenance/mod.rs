@@ -262,7 +262,7 @@ pub enum StartError {
     Invalid(#[from] InvalidMaintenance),
     #[error("cannot start the maintenance scheduler: {0}")]
     Scheduler(JobSchedulerError),
-    #[error("maintenance schedule {name} {expr:?} is not a cron expression")]
+    #[error("[maintenance.schedules] {name} = {expr:?} is not a cron expression")]
     Schedule { name: &'static str, expr: String },
     #[error("cannot schedule maintenance job {name}: {error}")]
     Add {

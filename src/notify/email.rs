@@ -126,7 +126,8 @@ impl Email {
             }
             (Some(user), None) => {
                 return Err(EmailConfigError(format!(
-                    "smtp user {user:?} has no password: set `password` or `password_file`"
+                    "smtp user {user:?} has no password: set `password`, `password_file` or the systemd \
+                     credential email.password"
                 )));
             }
             (None, Some(_)) => {
