@@ -560,6 +560,56 @@ mod tests {
         file
     }
 
+    /// The provider a row names must be configured; a row that names none takes the only one,
+    /// and with several the error lists them. Without a config nothing can be checked.
+    #[test]
+    fn the_provider_is_the_one_named_or_the_only_one_and_mistakes_list_the_configured_ones() {
+        let row = |provider: Option<&str>| Fields {
+            order_id: "123".into(),
+            provider: provider.map(str::to_owned),
+            ..Fields::default()
+        };
+        let said = |intake: &Intake, provider: Option<&str>| match intake.shipment(row(provider)) {
+            Ok(new) => new.provider,
+            Err(e) => e.to_string(),
+        };
+        let one = intake();
+        assert_eq!(said(&one, None), "taobao");
+        assert_eq!(
+            said(&one, Some("dhl")),
+            "unknown provider \"dhl\": configured providers are taobao"
+        );
+        assert!(one.check_provider("taobao").is_ok());
+        assert_eq!(
+            one.check_provider("dhl").unwrap_err().to_string(),
+            "unknown provider \"dhl\": configured providers are taobao"
+        );
+
+        let config = Config::parse(
+            "[providers.tb]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret = \"s\"\nsession = \"s\"\n\
+             [providers.sim]\nkind = \"simulator\"\n",
+            None,
+            Path::new("."),
+        )
+        .unwrap();
+        let two = Intake::new(Some(&config)).unwrap();
+        assert_eq!(
+            said(&two, None),
+            "which provider? give one (configured: sim, tb)"
+        );
+        assert_eq!(said(&two, Some("sim")), "sim");
+
+        let none = Intake::new(Some(&Config::parse("", None, Path::new(".")).unwrap())).unwrap();
+        assert_eq!(
+            said(&none, Some("tb")),
+            "unknown provider \"tb\": configured providers are none"
+        );
+        let unchecked = Intake::new(None).unwrap();
+        assert_eq!(said(&unchecked, Some("tb")), "tb");
+        assert_eq!(said(&unchecked, None), "which provider? give one");
+        assert!(unchecked.check_provider("anything").is_ok());
+    }
+
     #[test]
     fn a_good_file_reads_whole() {
         let file = write("order_id,tier,phone\n123,high,+86 138-1234-5678\n124,,\n");
