@@ -536,7 +536,10 @@ async fn the_scheduler_starts_with_a_valid_config_and_stops_promptly() {
     .err()
     .unwrap()
     .to_string();
-    assert!(err.contains("schedule stuck"), "{err}");
+    assert!(
+        err.contains("[maintenance.schedules] stuck = \"0 */10 * * *\""),
+        "{err}"
+    );
 }
 
 /// A prune whose statements change more pages than fit in 4 MiB goes through, in the real
