@@ -299,3 +299,48 @@ async fn a_dry_run_reports_and_writes_nothing() {
     let out = app.cli_ok(&["import", &good]);
     assert!(out.contains("imported 2 shipments"), "{out}");
 }
+
+/// A dry run over a file with many bad rows lists the first 20 and counts the rest; one over a
+/// broken file counts what it read before the break and says the rest was not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_lists_twenty_reasons_and_stops_at_a_broken_file() {
+    let app = TestApp::start().await;
+    let mut text = "order_id,tier\n5800000000000000000,high\n".to_owned();
+    for i in 1..=25 {
+        text.push_str(&format!("58000000000000000{i:02},urgent\n"));
+    }
+    let many = write_bytes(&app, "many.csv", text.as_bytes());
+    let out = app.cli(&["import", "--dry-run", &many]);
+    assert!(!out.status.success(), "the import would be refused");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 to add, 0 to skip (tracked already or repeated), 25 refused"),
+        "{stdout}"
+    );
+    let reasons: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("column tier"))
+        .collect();
+    assert_eq!(reasons.len(), 20, "{stdout}");
+    assert!(reasons[0].contains("line 3, column tier"), "{stdout}");
+    assert!(reasons[19].contains("line 22, column tier"), "{stdout}");
+    assert!(stdout.contains("… and 5 more"), "{stdout}");
+
+    let broken = write_bytes(
+        &app,
+        "broken.csv",
+        b"order_id,tier\n5800000000000000101,high\n5800000000000000102,normal\n5800000000000000103,\"low\n5800000000000000104,low\n",
+    );
+    let out = app.cli(&["import", "--dry-run", &broken]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 to add, 0 to skip"), "{stdout}");
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("line 4: a quoted field opened here is never closed")
+            && err.contains("the rest of the file was not read"),
+        "{err}"
+    );
+    assert!(!app.db.exists(), "a dry run created the database");
+}
