@@ -193,7 +193,7 @@ pub async fn reload(
     let providers = loaded.and_then(|config| {
         let http = upstream_client(&config.http)?;
         if let Some(api) = api {
-            let tokens = api.renew(&config)?;
+            let tokens = api.renew(&config);
             info!(
                 tokens,
                 "config reloaded: the shipments API's tokens renewed"
@@ -304,7 +304,7 @@ impl Daemon {
             public_listen: config.http.public_listen,
             // A round ends at the latest when a poll times out and frees its slot.
             max_heartbeat_age: (config.polling.timeout + config.polling.scan_interval) * 2,
-            api: crate::api::ApiState::new(config, db.clone(), clock.clone())?,
+            api: crate::api::ApiState::new(config, db.clone(), clock.clone()),
         })
     }
 

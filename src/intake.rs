@@ -9,7 +9,6 @@ mod text;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 use csv::READ_BLOCK;
 pub use csv::{CsvRows, MAX_COLUMNS, MAX_FIELD_BYTES, Refusal};
@@ -18,9 +17,9 @@ pub use stored::{StoredRowError, check_stored, shown_time};
 pub use text::{EncodingChoice, SniffError, TextEncoding, choose};
 
 use crate::clock::Millis;
-use crate::config::Config;
+use crate::config::{AdapterSettings, Config};
 use crate::domain::{Email, InvalidOpenId, InvalidPhone, OpenId, Phone, Tier, UnknownTier};
-use crate::providers::{Provider, TrackRequest, UnfitRequest};
+use crate::providers::{TrackRequest, UnfitRequest};
 use crate::storage::{Db, NewShipment, StorageError};
 
 /// The columns of the `shipments` table a shop may fill in.
@@ -127,22 +126,23 @@ impl CsvOptions {
     }
 }
 
-/// Checks new shipments against the configured providers.
+/// Checks new shipments against the configured providers, by the rules of each one's kind: no
+/// HTTP client or adapter is built to add a row.
 pub struct Intake {
     /// `None` when there is no config: provider names cannot be checked then.
-    providers: Option<BTreeMap<String, Arc<dyn Provider>>>,
+    providers: Option<BTreeMap<String, AdapterSettings>>,
 }
 
 impl Intake {
-    pub fn new(config: Option<&Config>) -> anyhow::Result<Intake> {
-        let providers = match config {
-            None => None,
-            Some(config) => {
-                let http = crate::upstream::client(&config.http)?;
-                Some(crate::upstream::adapters(config, &http))
-            }
-        };
-        Ok(Intake { providers })
+    pub fn new(config: Option<&Config>) -> Intake {
+        let providers = config.map(|config| {
+            config
+                .providers
+                .iter()
+                .map(|(name, settings)| (name.clone(), settings.adapter.clone()))
+                .collect()
+        });
+        Intake { providers }
     }
 
     fn known(&self) -> String {
@@ -200,15 +200,18 @@ impl Intake {
             openid,
             sub_orders: non_empty(fields.sub_orders).map(|ids| ids.replace(' ', "")),
         };
-        if let Some(adapter) = self.providers.as_ref().and_then(|p| p.get(&new.provider)) {
-            adapter.check(&TrackRequest {
-                order_id: new.order_id.clone(),
-                tracking_no: new.tracking_no.clone(),
-                carrier: new.carrier.clone(),
-                phone: new.phone.clone(),
-                sub_orders: new.sub_orders.clone(),
-                created_at: 0,
-            })?;
+        if let Some(settings) = self.providers.as_ref().and_then(|p| p.get(&new.provider)) {
+            crate::upstream::check(
+                settings,
+                &TrackRequest {
+                    order_id: new.order_id.clone(),
+                    tracking_no: new.tracking_no.clone(),
+                    carrier: new.carrier.clone(),
+                    phone: new.phone.clone(),
+                    sub_orders: new.sub_orders.clone(),
+                    created_at: 0,
+                },
+            )?;
         }
         Ok(new)
     }
@@ -541,233 +544,4 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn intake() -> Intake {
-        let config = Config::parse(
-            "[providers.taobao]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret = \"s\"\nsession = \"s\"",
-            None,
-            Path::new("."),
-        )
-        .unwrap();
-        Intake::new(Some(&config)).unwrap()
-    }
-
-    fn write(text: &str) -> tempfile::NamedTempFile {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), text).unwrap();
-        file
-    }
-
-    /// The provider a row names must be configured; a row that names none takes the only one,
-    /// and with several the error lists them. Without a config nothing can be checked.
-    #[test]
-    fn the_provider_is_the_one_named_or_the_only_one_and_mistakes_list_the_configured_ones() {
-        let row = |provider: Option<&str>| Fields {
-            order_id: "123".into(),
-            provider: provider.map(str::to_owned),
-            ..Fields::default()
-        };
-        let said = |intake: &Intake, provider: Option<&str>| match intake.shipment(row(provider)) {
-            Ok(new) => new.provider,
-            Err(e) => e.to_string(),
-        };
-        let one = intake();
-        assert_eq!(said(&one, None), "taobao");
-        assert_eq!(
-            said(&one, Some("dhl")),
-            "unknown provider \"dhl\": configured providers are taobao"
-        );
-        assert!(one.check_provider("taobao").is_ok());
-        assert_eq!(
-            one.check_provider("dhl").unwrap_err().to_string(),
-            "unknown provider \"dhl\": configured providers are taobao"
-        );
-
-        let config = Config::parse(
-            "[providers.tb]\nkind = \"taobao\"\napp_key = \"1\"\napp_secret = \"s\"\nsession = \"s\"\n\
-             [providers.sim]\nkind = \"simulator\"\n",
-            None,
-            Path::new("."),
-        )
-        .unwrap();
-        let two = Intake::new(Some(&config)).unwrap();
-        assert_eq!(
-            said(&two, None),
-            "which provider? give one (configured: sim, tb)"
-        );
-        assert_eq!(said(&two, Some("sim")), "sim");
-
-        let none = Intake::new(Some(&Config::parse("", None, Path::new(".")).unwrap())).unwrap();
-        assert_eq!(
-            said(&none, Some("tb")),
-            "unknown provider \"tb\": configured providers are none"
-        );
-        let unchecked = Intake::new(None).unwrap();
-        assert_eq!(said(&unchecked, Some("tb")), "tb");
-        assert_eq!(said(&unchecked, None), "which provider? give one");
-        assert!(unchecked.check_provider("anything").is_ok());
-    }
-
-    #[test]
-    fn a_good_file_reads_whole() {
-        let file = write("order_id,tier,phone\n123,high,+86 138-1234-5678\n124,,\n");
-        let rows = intake().read_csv(file.path()).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].0, 2);
-        assert_eq!(rows[0].1.provider, "taobao");
-        assert_eq!(rows[0].1.tier, Tier::High);
-        assert_eq!(rows[1].1.tier, Tier::Normal);
-        assert_eq!(
-            rows[0].1.phone.as_ref().map(Phone::as_str),
-            Some("13812345678")
-        );
-        assert_eq!(rows[1].1.phone, None);
-    }
-
-    #[test]
-    fn a_bad_line_is_named_with_its_column() {
-        let mut text = "order_id,provider,tier\n".to_owned();
-        for i in 0..5 {
-            text.push_str(&format!("10{i},taobao,high\n"));
-        }
-        text.push_str("106,taobao,urgent\n");
-        let err = intake()
-            .read_csv(write(&text).path())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("line 7, column tier: unknown tier \"urgent\""),
-            "{err}"
-        );
-
-        let err = intake()
-            .read_csv(write("order_id,provider\nabc,taobao\n").path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2, column order_id"), "{err}");
-        assert!(err.contains("numeric"), "{err}");
-
-        let err = intake()
-            .read_csv(write("order_id,provider\n1,dhl\n").path())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("line 2, column provider: unknown provider \"dhl\""),
-            "{err}"
-        );
-
-        let err = intake()
-            .read_csv(write("order_id\n1\n2\n1\n").path())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("line 4, column order_id: order 1 is already on line 2"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn phones_and_emails_are_checked() {
-        let err = intake()
-            .read_csv(write("order_id,phone\n1,12345\n").path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2, column phone"), "{err}");
-        let err = intake()
-            .read_csv(write("order_id,email\n1,not-an-address\n").path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2, column email"), "{err}");
-        for bad in ["o pen", "oia2Tju/EG", "微信"] {
-            let err = intake()
-                .read_csv(write(&format!("order_id,openid\n1,{bad}\n")).path())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("line 2, column openid"), "{err}");
-            assert!(err.contains("is not a WeChat OpenID"), "{err}");
-            assert_eq!(err.lines().count(), 1, "{err}");
-        }
-        let long = "o".repeat(crate::domain::OpenId::MAX_CHARS + 1);
-        let err = intake()
-            .read_csv(write(&format!("order_id,openid\n1,{long}\n")).path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("column openid"), "{err}");
-        let rows = intake()
-            .read_csv(write("order_id,openid\n1,oia2TjuEGTNoeX76QEjQNrcURxG8\n2,\n").path())
-            .unwrap();
-        assert_eq!(
-            rows[0].1.openid.as_ref().map(|o| o.as_str()),
-            Some("oia2TjuEGTNoeX76QEjQNrcURxG8")
-        );
-        assert!(rows[1].1.openid.is_none());
-    }
-
-    #[test]
-    fn csv_fields_are_bounded_and_never_echoed() {
-        let at_limit = "y".repeat(MAX_FIELD_BYTES);
-        let over = "x".repeat(MAX_FIELD_BYTES + 1);
-        // (file, Ok(rows) or Err(what the one-line error holds))
-        let table: Vec<(String, Result<usize, &str>)> = vec![
-            (format!("order_id,carrier\n1,{at_limit}\n"), Ok(1)),
-            (
-                format!("order_id,carrier\n1,{over}\n"),
-                Err("line 2: a field is longer than 64 KiB"),
-            ),
-            (
-                format!("order_id,carrier\n1,a\n2,\"{over}\"\n"),
-                Err("line 3: a field is longer than 64 KiB"),
-            ),
-            (
-                format!("order_id,{over}\n1,a\n"),
-                Err("line 1: a field is longer than 64 KiB"),
-            ),
-            (
-                "order_id,tier\n1,high,extra,more\n".to_owned(),
-                Err("line 2: more fields than the header's 2"),
-            ),
-            (
-                "order_id,tier\n1\n".to_owned(),
-                Err("line 2: 1 fields where the header has 2"),
-            ),
-            (
-                format!("{}\n", ["order_id"; MAX_COLUMNS + 1].join(",")),
-                Err("the header has more than 128 columns"),
-            ),
-            ("\u{feff}order_id,tier\n1,high\n".to_owned(), Ok(1)),
-            ("order_id,carrier\n1,\"a,\nb\"\n2,c\n".to_owned(), Ok(2)),
-            ("order_id\n\n1\n\n2\n".to_owned(), Ok(2)),
-            (String::new(), Err("the header has no order_id column")),
-        ];
-        for (text, want) in table {
-            let got = intake().read_csv_from(text.as_bytes(), "f.csv");
-            match (&got, want) {
-                (Ok(rows), Ok(n)) => assert_eq!(rows.len(), n, "{:.80}", text),
-                (Err(e), Err(part)) => {
-                    let e = e.to_string();
-                    assert!(e.contains(part), "{e:.300}");
-                    assert!(e.len() < 300 && !e.contains('\n'), "{e:.300}");
-                }
-                _ => panic!("{:.80}: {got:.300?}", text),
-            }
-        }
-        let bad = b"order_id,carrier\n1,\xff\xfe\n";
-        let err = intake()
-            .read_csv_from(&bad[..], "f.csv")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2: not UTF-8"), "{err}");
-    }
-
-    #[test]
-    fn an_unknown_column_is_refused() {
-        let err = intake()
-            .read_csv(write("order_id,colour\n1,red\n").path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown column \"colour\""), "{err}");
-        assert!(!err.contains('\n'));
-    }
-}
+mod tests;

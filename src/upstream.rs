@@ -1,16 +1,16 @@
 //! The upstream APIs a config names: the one HTTP client they share, and one adapter per
-//! `[providers.NAME]`. Intake checks new shipments against these adapters and the daemon polls
-//! through them, so both build them here.
+//! `[providers.NAME]`, which the daemon polls through; and the rules each kind of provider sets
+//! for a shipment, which intake checks without building a client or an adapter.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{AdapterSettings, Config, Http};
-use crate::providers::Provider;
-use crate::providers::alibaba1688::Alibaba1688;
-use crate::providers::kuaidi100::Kuaidi100;
+use crate::providers::alibaba1688::{self, Alibaba1688};
+use crate::providers::kuaidi100::{self, Kuaidi100};
 use crate::providers::simulator::Simulator;
-use crate::providers::taobao::Taobao;
+use crate::providers::taobao::{self, Taobao};
+use crate::providers::{Provider, TrackRequest, UnfitRequest};
 
 /// The one HTTP client all upstream APIs share (its connection pool included).
 pub fn client(http: &Http) -> reqwest::Result<reqwest::Client> {
@@ -42,4 +42,15 @@ pub fn adapters(config: &Config, http: &reqwest::Client) -> BTreeMap<String, Arc
             (name.clone(), adapter)
         })
         .collect()
+}
+
+/// What a shipment lacks for a provider of this kind: the rules its adapter's `check` applies
+/// when the dispatcher picks the row up, without a client or an adapter built.
+pub fn check(settings: &AdapterSettings, request: &TrackRequest) -> Result<(), UnfitRequest> {
+    match settings {
+        AdapterSettings::Taobao(_) => taobao::check(request),
+        AdapterSettings::Alibaba1688(_) => alibaba1688::check(request),
+        AdapterSettings::Kuaidi100(_) => kuaidi100::check(request),
+        AdapterSettings::Simulator { .. } => Ok(()),
+    }
 }

@@ -587,7 +587,7 @@ mod tests {
             std::path::Path::new("."),
         )
         .unwrap();
-        let intake = Intake::new(Some(&config)).unwrap();
+        let intake = Intake::new(Some(&config));
         let item = |json: &str| create(json.as_bytes()).unwrap();
         let refused = |index, json: &str| {
             let e = check(&intake, index, item(json)).unwrap_err();

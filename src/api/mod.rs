@@ -49,36 +49,36 @@ struct Renewable {
 }
 
 impl Renewable {
-    fn of(config: &Config) -> anyhow::Result<Renewable> {
-        Ok(Renewable {
-            intake: Arc::new(Intake::new(Some(config))?),
+    fn of(config: &Config) -> Renewable {
+        Renewable {
+            intake: Arc::new(Intake::new(Some(config))),
             tokens: Arc::new(Tokens::new(&config.api.tokens)),
-        })
+        }
     }
 }
 
 impl ApiState {
     /// The API's state for `config`, or `None` when it has no tokens (the API is off).
-    pub fn new(config: &Config, db: Db, clock: SharedClock) -> anyhow::Result<Option<ApiState>> {
+    pub fn new(config: &Config, db: Db, clock: SharedClock) -> Option<ApiState> {
         if !config.api.enabled() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(ApiState(Arc::new(Inner {
+        Some(ApiState(Arc::new(Inner {
             db,
-            renewable: RwLock::new(Renewable::of(config)?),
+            renewable: RwLock::new(Renewable::of(config)),
             tiers: config.tiers,
             clock,
-        }))))
+        })))
     }
 
     /// Takes the tokens and providers of a reloaded config: a token added to the file works,
     /// one removed is refused from now on (all of them removed: every request is refused until
     /// tokens come back; turning the API on or off takes a restart).
-    pub fn renew(&self, config: &Config) -> anyhow::Result<usize> {
-        let renewed = Renewable::of(config)?;
+    pub fn renew(&self, config: &Config) -> usize {
+        let renewed = Renewable::of(config);
         let count = config.api.tokens.len();
         *self.0.renewable.write().unwrap_or_else(|e| e.into_inner()) = renewed;
-        Ok(count)
+        count
     }
 
     fn intake(&self) -> Arc<Intake> {

@@ -9,7 +9,7 @@ use super::{Access, AddArgs, Global, open, term};
 
 pub(super) async fn add(global: &Global, args: AddArgs) -> Result<()> {
     let (db, config) = open(global, Access::Create).await?;
-    let intake = Intake::new(config.as_ref())?;
+    let intake = Intake::new(config.as_ref());
     let new = intake.shipment(Fields {
         order_id: args.order_id,
         provider: args.provider,

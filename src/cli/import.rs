@@ -20,7 +20,7 @@ pub(super) async fn import(global: &Global, args: ImportArgs) -> Result<()> {
         let (db, config) = open(global, Access::Create).await?;
         (Some(db), config)
     };
-    let intake = Intake::new(config.as_ref())?;
+    let intake = Intake::new(config.as_ref());
     if let Some(provider) = &args.provider {
         intake
             .check_provider(provider)

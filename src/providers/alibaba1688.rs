@@ -107,12 +107,7 @@ impl Provider for Alibaba1688 {
     }
 
     fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
-        parse_order_id(&request.order_id)
-            .map(drop)
-            .map_err(|e| match e {
-                ProviderError::Permanent(message) => UnfitRequest::new("order_id", message),
-                other => UnfitRequest::new("order_id", other.to_string()),
-            })
+        check(request)
     }
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
@@ -136,6 +131,17 @@ impl Provider for Alibaba1688 {
         }
         Ok(found.trace)
     }
+}
+
+/// What a shipment must carry for the 1688 gateway: a numeric order id. Pure, so a shipment is
+/// checked without an adapter or its HTTP client.
+pub fn check(request: &TrackRequest) -> Result<(), UnfitRequest> {
+    parse_order_id(&request.order_id)
+        .map(drop)
+        .map_err(|e| match e {
+            ProviderError::Permanent(message) => UnfitRequest::new("order_id", message),
+            other => UnfitRequest::new("order_id", other.to_string()),
+        })
 }
 
 fn parse_order_id(order_id: &str) -> Result<u64, ProviderError> {

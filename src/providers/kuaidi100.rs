@@ -135,7 +135,7 @@ impl Provider for Kuaidi100 {
     }
 
     fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
-        to_query(request).map(drop)
+        check(request)
     }
 
     fn min_interval(&self) -> Duration {
@@ -161,6 +161,12 @@ impl Provider for Kuaidi100 {
 
 pub(super) fn same_number(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// What a shipment must carry for Kuaidi100 ([`to_query`]). Pure, so a shipment is checked
+/// without an adapter or its HTTP client.
+pub fn check(request: &TrackRequest) -> Result<(), UnfitRequest> {
+    to_query(request).map(drop)
 }
 
 /// What the shipment must carry: the carrier's Kuaidi100 code, the tracking number and, for the

@@ -203,15 +203,7 @@ impl Provider for Taobao {
     }
 
     fn check(&self, request: &TrackRequest) -> Result<(), UnfitRequest> {
-        let unfit = |field| {
-            move |e| match e {
-                ProviderError::Permanent(message) => UnfitRequest::new(field, message),
-                other => UnfitRequest::new(field, other.to_string()),
-            }
-        };
-        parse_tid(&request.order_id).map_err(unfit("order_id"))?;
-        parse_sub_tids(request.sub_orders.as_deref().unwrap_or("")).map_err(unfit("sub_orders"))?;
-        Ok(())
+        check(request)
     }
 
     async fn fetch(&self, request: &TrackRequest) -> Result<Trace, ProviderError> {
@@ -243,6 +235,20 @@ impl Provider for Taobao {
         }
         Ok(found.trace)
     }
+}
+
+/// What a shipment must carry for TOP: a numeric order id (tid) and numeric sub-order ids.
+/// Pure, so a shipment is checked without an adapter or its HTTP client.
+pub fn check(request: &TrackRequest) -> Result<(), UnfitRequest> {
+    let unfit = |field| {
+        move |e| match e {
+            ProviderError::Permanent(message) => UnfitRequest::new(field, message),
+            other => UnfitRequest::new(field, other.to_string()),
+        }
+    };
+    parse_tid(&request.order_id).map_err(unfit("order_id"))?;
+    parse_sub_tids(request.sub_orders.as_deref().unwrap_or("")).map_err(unfit("sub_orders"))?;
+    Ok(())
 }
 
 /// The trade id of an order id: the number itself, or the number before a `#` that tells apart

@@ -2,6 +2,7 @@
 //! that imports another (a `crate::x` path anywhere in its files) must not be imported back,
 //! directly or through others. And the store speaks SQL in one place: no file outside
 //! `src/storage/` runs a statement. And no file runs over 800 lines unless half of it is its tests.
+//! And adding a row builds no HTTP client.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -130,19 +131,24 @@ const RUNS_SQL: &[&str] = &[
     ".begin_with(",
 ];
 
-/// Each line of `text` that runs SQL, by number, with what gave it away. Comments are left
-/// out: a doc comment may name `sqlx::migrate!` to say why a file exists.
-fn sql_lines(text: &str) -> Vec<(usize, &'static str)> {
+/// Each line of `text` whose code holds one of `patterns`, by number, with the one it holds.
+/// Comments are left out: a doc comment may name `sqlx::migrate!` to say why a file exists.
+fn lines_with(text: &str, patterns: &[&'static str]) -> Vec<(usize, &'static str)> {
     text.lines()
         .enumerate()
         .filter_map(|(i, line)| {
             let code = line.split("//").next().unwrap_or_default();
-            RUNS_SQL
+            patterns
                 .iter()
                 .find(|pattern| code.contains(*pattern))
                 .map(|pattern| (i + 1, *pattern))
         })
         .collect()
+}
+
+/// Each line of `text` that runs SQL, by number, with what gave it away.
+fn sql_lines(text: &str) -> Vec<(usize, &'static str)> {
+    lines_with(text, RUNS_SQL)
 }
 
 #[test]
@@ -178,6 +184,43 @@ sqlx::query("DELETE FROM events")
 "#;
     let lines: Vec<usize> = sql_lines(code).into_iter().map(|(line, _)| line).collect();
     assert_eq!(lines, [3, 5, 6]);
+}
+
+/// What building an HTTP client or an upstream adapter looks like in code.
+const BUILDS_HTTP: &[&str] = &[
+    "reqwest",
+    "upstream::client",
+    "upstream::adapters",
+    "Client::builder",
+];
+
+/// Issue 13: "intake/ add, import, row checks (no HTTP clients built to add a row)". A row is
+/// checked by the rules of its provider's kind (`upstream::check`), which need no client.
+#[test]
+fn adding_a_row_builds_no_http_client() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        root.join("src/intake.rs"),
+        root.join("src/cli/add.rs"),
+        root.join("src/cli/import.rs"),
+    ];
+    rust_files(&root.join("src/intake"), &mut files);
+    assert!(files.len() > 5, "read the files of intake: {files:?}");
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, pattern) in lines_with(&text, BUILDS_HTTP) {
+            let shown = file.strip_prefix(root).unwrap().display();
+            found.push(format!("{shown}:{line} ({pattern})"));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "intake builds an HTTP client or an adapter (check a row with upstream::check): {}",
+        found.join(", ")
+    );
+    let built = "let http = crate::upstream::client(&config.http)?; // to check a row\n";
+    assert_eq!(lines_with(built, BUILDS_HTTP), [(1, "upstream::client")]);
 }
 
 /// Lines of a file past which it must be split, unless at least half of it is its tests: issue
