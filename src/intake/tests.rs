@@ -247,6 +247,11 @@ fn csv_fields_are_bounded_and_never_echoed() {
         ("order_id,carrier\n1,\"a,\nb\"\n2,c\n".to_owned(), Ok(2)),
         ("order_id\n\n1\n\n2\n".to_owned(), Ok(2)),
         (String::new(), Err("the header has no order_id column")),
+        // A first line of blanks is an empty header, not a column named "".
+        (
+            " \norder_id\n1\n".to_owned(),
+            Err("the header has no order_id column"),
+        ),
     ];
     for (text, want) in table {
         let got = intake().read_csv_from(text.as_bytes(), "f.csv");
@@ -276,4 +281,40 @@ fn an_unknown_column_is_refused() {
         .to_string();
     assert!(err.contains("unknown column \"colour\""), "{err}");
     assert!(!err.contains('\n'));
+}
+
+/// A column named twice, or named once by its own name and once by an export's, is refused
+/// with words that say which.
+#[test]
+fn a_column_given_twice_is_named_as_given() {
+    let refusal = |text: &str| {
+        intake()
+            .read_csv_from(text.as_bytes(), "f.csv")
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        refusal("order_id,tier,order_id\n1,high,1\n"),
+        "f.csv: column \"order_id\" appears twice in the header"
+    );
+    assert_eq!(
+        refusal("订单编号,order_id\n1,1\n"),
+        "f.csv: columns \"订单编号\" and \"order_id\" are both order_id; keep one of them"
+    );
+}
+
+/// A file that is not UTF-8 is read as GBK (GB18030), as a seller centre writes its exports;
+/// its carrier names become Kuaidi100 codes.
+#[test]
+fn a_file_that_is_not_utf8_is_read_as_gbk() {
+    // 订单编号,物流公司 / 1,圆通, in GBK.
+    let gbk =
+        b"\xb6\xa9\xb5\xa5\xb1\xe0\xba\xc5,\xce\xef\xc1\xf7\xb9\xab\xcb\xbe\n1,\xd4\xb2\xcd\xa8\n";
+    let rows = intake().read_csv_from(gbk, "f.csv").unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].1.carrier.as_deref(),
+        Some("yuantong"),
+        "圆通 is yuantong"
+    );
 }
