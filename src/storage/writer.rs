@@ -480,3 +480,75 @@ impl Db {
 
 /// Where a [`Db`] keeps its writer.
 pub(crate) type WriterCell = Arc<std::sync::OnceLock<Writer>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::storage::NewShipment;
+
+    const NOW: Millis = 1_780_000_000_000;
+
+    /// Marks written together are written again one by one when their transaction fails, so
+    /// that a row whose update is refused costs only its own mark: the other attempt is counted
+    /// and its message may leave.
+    #[tokio::test]
+    async fn a_mark_refused_costs_only_its_own_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("writer.db"), Synchronous::Normal)
+            .await
+            .unwrap();
+        let super::super::Engine::Sqlite(lite) = &db.engine else {
+            unreachable!("opened on SQLite")
+        };
+        // Two shipments, one webhook each: a shipment's messages on a channel are claimed one
+        // at a time.
+        for order in ["1", "2"] {
+            let row = db
+                .add_shipment(&NewShipment::plain(order, "sim"), NOW)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO notifications (public_id, shipment_id, transition, channel, \
+                 previous_status, status, payload, next_attempt_at, created_at) \
+                 VALUES (?, ?, 1, 'webhook', 'pending', 'in_transit', '{}', ?, ?)",
+            )
+            .bind(format!("msg_{order}"))
+            .bind(row.id)
+            .bind(NOW)
+            .bind(NOW)
+            .execute(&lite.write)
+            .await
+            .unwrap();
+        }
+        let writer = db.writer();
+        let lease_until = NOW + 60_000;
+        let claimed = writer
+            .claim_notifications(NotificationClaim {
+                now: NOW,
+                lease_until,
+                channels: vec![ChannelKind::Webhook],
+                max_attempts: 3,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let (good, bad) = (claimed[0].id, claimed[1].id);
+        // The id is an integer the test was given: nothing to escape.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON notifications WHEN OLD.id = {bad} \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )))
+        .execute(&lite.write)
+        .await
+        .unwrap();
+
+        // Both handed over before the writer runs: one round, one transaction, which fails.
+        let first = writer.started(good, lease_until).await.unwrap();
+        let second = writer.started(bad, lease_until).await.unwrap();
+        assert!(first.written().await.unwrap(), "the good mark is counted");
+        let refused = second.written().await.unwrap_err().to_string();
+        assert!(refused.contains("refused"), "{refused}");
+    }
+}
