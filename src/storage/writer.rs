@@ -484,8 +484,7 @@ pub(crate) type WriterCell = Arc<std::sync::OnceLock<Writer>>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Synchronous;
-    use crate::storage::NewShipment;
+    use crate::storage::{NewShipment, Synchronous};
 
     const NOW: Millis = 1_780_000_000_000;
 
