@@ -487,21 +487,14 @@ mod tests {
     use crate::storage::{NewShipment, Synchronous};
 
     const NOW: Millis = 1_780_000_000_000;
+    const LEASE: Millis = NOW + 60_000;
 
-    /// Marks written together are written again one by one when their transaction fails, so
-    /// that a row whose update is refused costs only its own mark: the other attempt is counted
-    /// and its message may leave.
-    #[tokio::test]
-    async fn a_mark_refused_costs_only_its_own_job() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("writer.db"), Synchronous::Normal)
-            .await
-            .unwrap();
+    /// Two shipments with a webhook each, both claimed until `NOW + 60_000` (a shipment's
+    /// messages on a channel are claimed one at a time): the ids, in the order claimed.
+    async fn two_claimed_webhooks(db: &Db) -> [i64; 2] {
         let super::super::Engine::Sqlite(lite) = &db.engine else {
             unreachable!("opened on SQLite")
         };
-        // Two shipments, one webhook each: a shipment's messages on a channel are claimed one
-        // at a time.
         for order in ["1", "2"] {
             let row = db
                 .add_shipment(&NewShipment::plain(order, "sim"), NOW)
@@ -520,12 +513,11 @@ mod tests {
             .await
             .unwrap();
         }
-        let writer = db.writer();
-        let lease_until = NOW + 60_000;
-        let claimed = writer
+        let claimed = db
+            .writer()
             .claim_notifications(NotificationClaim {
                 now: NOW,
-                lease_until,
+                lease_until: LEASE,
                 channels: vec![ChannelKind::Webhook],
                 max_attempts: 3,
                 limit: 10,
@@ -533,7 +525,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claimed.len(), 2);
-        let (good, bad) = (claimed[0].id, claimed[1].id);
+        assert!(claimed.iter().all(|n| n.lease_until == LEASE));
+        [claimed[0].id, claimed[1].id]
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> Db {
+        Db::open(&dir.path().join("writer.db"), Synchronous::Normal)
+            .await
+            .unwrap()
+    }
+
+    /// Marks written together are written again one by one when their transaction fails, so
+    /// that a row whose update is refused costs only its own mark: the other attempt is counted
+    /// and its message may leave.
+    #[tokio::test]
+    async fn a_mark_refused_costs_only_its_own_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir).await;
+        let [good, bad] = two_claimed_webhooks(&db).await;
+        let super::super::Engine::Sqlite(lite) = &db.engine else {
+            unreachable!("opened on SQLite")
+        };
         // The id is an integer the test was given: nothing to escape.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE TRIGGER refuse BEFORE UPDATE ON notifications WHEN OLD.id = {bad} \
@@ -544,10 +556,31 @@ mod tests {
         .unwrap();
 
         // Both handed over before the writer runs: one round, one transaction, which fails.
-        let first = writer.started(good, lease_until).await.unwrap();
-        let second = writer.started(bad, lease_until).await.unwrap();
+        let writer = db.writer();
+        let first = writer.started(good, LEASE).await.unwrap();
+        let second = writer.started(bad, LEASE).await.unwrap();
         assert!(first.written().await.unwrap(), "the good mark is counted");
         let refused = second.written().await.unwrap_err().to_string();
         assert!(refused.contains("refused"), "{refused}");
+    }
+
+    /// A start under a claim that is no longer held (its lease ran out and the message went to
+    /// another claim) counts nothing, and the start beside it in the same round still counts.
+    #[tokio::test]
+    async fn a_start_under_a_claim_gone_counts_nothing_and_its_neighbour_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir).await;
+        let [held, gone] = two_claimed_webhooks(&db).await;
+        let writer = db.writer();
+        let first = writer.started(gone, LEASE - 1).await.unwrap();
+        let second = writer.started(held, LEASE).await.unwrap();
+        assert!(
+            !first.written().await.unwrap(),
+            "a claim gone starts nothing"
+        );
+        assert!(second.written().await.unwrap(), "the claim held starts");
+        let rows = db.list_notifications(None, None).await.unwrap();
+        let attempts = |id| rows.iter().find(|n| n.id == id).unwrap().attempts;
+        assert_eq!((attempts(held), attempts(gone)), (1, 0));
     }
 }
