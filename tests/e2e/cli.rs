@@ -531,6 +531,11 @@ async fn long_listings_go_a_page_at_a_time_and_print_every_row_once(engine: Engi
     let dead = app.json(&["outbox", "--state", "dead", "--json"]);
     assert_eq!(dead.len(), shipments / 100);
     assert!(dead.iter().all(|n| n["state"] == "dead"), "{dead:?}");
+    // A row that waits for no attempt shows no next attempt.
+    assert!(
+        dead.iter().all(|n| n["next_attempt_at"].is_null()),
+        "{dead:?}"
+    );
     let table = app.cli_ok(&["outbox"]);
     assert_eq!(table.lines().count(), 1 + stored.len());
     let show = app.shipment("P2300");
@@ -548,7 +553,12 @@ async fn long_listings_go_a_page_at_a_time_and_print_every_row_once(engine: Engi
         out.contains(&format!("requeued {} notification(s)", shipments / 100)),
         "{out}"
     );
-    let pending = ids(&app.json(&["outbox", "--state", "pending", "--json"]));
+    let requeued = app.json(&["outbox", "--state", "pending", "--json"]);
+    assert!(
+        requeued.iter().all(|n| n["next_attempt_at"].is_string()),
+        "{requeued:?}"
+    );
+    let pending = ids(&requeued);
     assert!(pending == ids(&dead), "{pending:?}");
     assert!(
         app.json(&["outbox", "--state", "dead", "--json"])
