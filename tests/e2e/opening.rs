@@ -266,14 +266,8 @@ async fn a_command_waits_for_an_upgrade_under_way_and_says_so() {
     let folder = std::fs::File::open(app.dir.path()).unwrap();
     folder.lock().unwrap();
     let said = app.dir.path().join("add.stderr");
-    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_shipwatch"))
-        .arg("--config")
-        .arg(&app.config)
-        .args(["add", "8500000000000000100"])
-        .env_remove("SHIPWATCH_CONFIG")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
+    let mut add = app
+        .command(&["add", "8500000000000000100"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&said).unwrap())
         .spawn()

@@ -296,7 +296,8 @@ impl TestApp {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// An admin command, not yet started: for a test that watches it while it runs.
+    pub fn command(&self, args: &[&str]) -> Command {
         self.command_from(&self.config, args)
     }
 
