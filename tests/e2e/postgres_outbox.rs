@@ -135,6 +135,15 @@ impl Engine {
         }
     }
 
+    /// The minutes `poll_counts` keeps, oldest first.
+    async fn poll_minutes(&mut self) -> Vec<i64> {
+        const QUERY: &str = "SELECT DISTINCT minute FROM poll_counts ORDER BY minute";
+        match &mut self.raw {
+            Raw::Lite(conn) => sqlx::query_scalar(QUERY).fetch_all(conn).await.unwrap(),
+            Raw::Pg(conn) => sqlx::query_scalar(QUERY).fetch_all(conn).await.unwrap(),
+        }
+    }
+
     /// Every shipment's columns, as text, in id order.
     async fn shipments(&mut self) -> Vec<String> {
         const COLUMNS: &str = "id, order_id, status, raw_status, active, error, transitions, \
@@ -292,6 +301,9 @@ async fn script(e: &mut Engine) -> Vec<String> {
     db.add_poll_counts(T0 - 2 * 86_400_000, &[count("taobao", "ok", 100)])
         .await
         .unwrap();
+    db.add_poll_counts(T0 - 7_200_000, &[count("taobao", "ok", 50)])
+        .await
+        .unwrap();
     db.add_poll_counts(T0, &[count("taobao", "ok", 3), count("taobao", "error", 1)])
         .await
         .unwrap();
@@ -302,6 +314,9 @@ async fn script(e: &mut Engine) -> Vec<String> {
         "polls: {:?}",
         db.polls_last_hour(T0 + 120_000).await.unwrap()
     ));
+    // The minutes of the last day are kept, older ones forgotten.
+    let minutes = e.poll_minutes().await;
+    assert_eq!(minutes, [T0 - 7_200_000, T0, T0 + 60_000]);
 
     // The outbox: the head of each line, one attempt at a time.
     let claim = |at: i64, max_attempts: u32| {
