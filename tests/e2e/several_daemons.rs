@@ -412,6 +412,15 @@ async fn a_poll_that_outwaits_its_claim_is_not_made_twice_by_two_daemons() {
     }
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "polled more than once: {twice:?}");
+    // The two daemons take their turns from one schedule, a second apart: each pacing alone
+    // would have made the eight calls in about half the time.
+    let at: Vec<Instant> = app.top.calls().iter().map(|c| c.at).collect();
+    let span = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+    assert!(
+        span >= Duration::from_secs(5),
+        "{} calls in {span:?}: the daemons did not share the quota",
+        at.len()
+    );
     for daemon in &daemons {
         let log = daemon.log();
         assert!(
