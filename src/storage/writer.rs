@@ -489,7 +489,7 @@ mod tests {
     const NOW: Millis = 1_780_000_000_000;
     const LEASE: Millis = NOW + 60_000;
 
-    /// Two shipments with a webhook each, both claimed until `NOW + 60_000` (a shipment's
+    /// Two shipments with a webhook each, both claimed until `LEASE` (a shipment's
     /// messages on a channel are claimed one at a time): the ids, in the order claimed.
     async fn two_claimed_webhooks(db: &Db) -> [i64; 2] {
         let super::super::Engine::Sqlite(lite) = &db.engine else {
