@@ -22,6 +22,8 @@ use crate::support::free_port;
 use crate::support::immutable::Immutable;
 
 const LIMIT: Duration = Duration::from_secs(60);
+/// The API's token, for an order added over HTTP while the database cannot be written.
+const TOKEN: &str = "5d2e8f0a1b3c4d6e7f8091a2b3c4d5e6";
 const ORDERS: [u64; 3] = [
     8_400_000_000_000_000_001,
     8_400_000_000_000_000_002,
@@ -91,12 +93,11 @@ fn delivered(tid: u64) -> String {
 /// An app whose database is `db`, tracking [`ORDERS`], each of which has reached
 /// `info_received` (its webhook delivered), with the daemon running and serving `/healthz`.
 async fn tracking(db: Option<&Path>) -> (TestApp, Daemon, String) {
-    let port = free_port();
     let mut app = TestApp::builder()
         .provider(Provider::top())
         .channel(Channel::webhook())
         .tiers("1s", "1s", "1s")
-        .section(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .api_tokens(&format!("{TOKEN}\n"))
         .start()
         .await;
     if let Some(db) = db {
@@ -121,7 +122,21 @@ async fn tracking(db: Option<&Path>) -> (TestApp, Daemon, String) {
         },
     )
     .await;
-    (app, daemon, format!("http://127.0.0.1:{port}/healthz"))
+    let healthz = format!("{}/healthz", app.http.as_deref().expect("listening"));
+    (app, daemon, healthz)
+}
+
+/// `POST /v1/shipments` of `order_id` through the API: the status and the body.
+async fn create(app: &TestApp, order_id: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/shipments", app.http.as_deref().unwrap()))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "order_id": order_id }))
+        .send()
+        .await
+        .expect("the API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
 }
 
 async fn health(url: &str) -> (u16, String) {
@@ -269,13 +284,27 @@ async fn a_read_only_database_is_one_error_and_the_daemon_resumes_when_writable(
     let immutable = Immutable::set(&[app.db.clone(), wal]);
 
     during_the_outage(&app, &mut daemon, &healthz).await;
+    // The database is at fault, not the order: `add` says so, and the API answers 503 (try
+    // again), not 422 (a bad row, not worth sending again).
     let out = app.cli(&["add", "8400000000000000009", "--tier", "high"]);
     assert!(!out.status.success(), "add cannot write an immutable file");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.contains("readonly"), "{stderr}");
+    assert!(!stderr.contains("refused the row"), "{stderr}");
+    let (status, problem) = create(&app, "8400000000000000010").await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(
+        problem["type"], "urn:shipwatch:problem:unavailable",
+        "{problem}"
+    );
 
     drop(immutable);
     after_the_outage(&app, &mut daemon, &healthz).await;
+    let listed = app.cli_ok(&["list"]);
+    for refused in ["8400000000000000009", "8400000000000000010"] {
+        assert!(!listed.contains(refused), "{listed}");
+    }
 }
 
 /// The outage as an operator makes it by hand while the daemon polls: both files immutable for
