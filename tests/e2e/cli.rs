@@ -1,6 +1,6 @@
 //! The command line's own edges: argument mistakes answered with clap's whole message (usage,
-//! what is missing, what was meant), the `list` filters, `poll --json`, and the completions and
-//! man page, which need neither a config nor a database.
+//! what is missing, what was meant), the `list` filters, `poll --json`, `set-tier`, and the
+//! completions and man page, which need neither a config nor a database.
 
 use std::process::{Command, Output, Stdio};
 
@@ -395,6 +395,62 @@ async fn poll_json_shows_the_answer_and_what_apply_did() {
     assert!(
         err.contains("poll of order") && err.contains("failed"),
         "{err}"
+    );
+}
+
+on_both_engines!(set_tier_moves_an_order_and_brings_its_next_poll_forward);
+
+/// `set-tier` moves an order to another tier, and its next poll comes on the new tier's
+/// interval from now, never later than it was already due: a low order polled a moment ago (next
+/// poll an hour away) moved to high is polled within the minute, and moved back to low keeps
+/// that sooner poll. An order that is not tracked is named, with a non-zero exit.
+async fn set_tier_moves_an_order_and_brings_its_next_poll_forward(engine: Engine) {
+    let app = TestApp::builder()
+        .provider(Provider::top())
+        .tiers("1m", "10m", "1h")
+        .engine(engine)
+        .start()
+        .await;
+    let tid = 8_000_000_000_000_000_102u64.to_string();
+    app.top.journey(tid.parse().unwrap());
+    app.cli_ok(&["add", &tid, "--tier", "low"]);
+    app.cli_ok(&["poll", &tid, "--apply"]);
+    let shown = |app: &TestApp| {
+        let shipment = app.shipment(&tid)["shipment"].clone();
+        let next = shipment["next_poll_at"].as_str().unwrap();
+        let next = chrono::DateTime::parse_from_rfc3339(next).unwrap();
+        (shipment["tier"].as_str().unwrap().to_owned(), next)
+    };
+    let start = chrono::Utc::now();
+    let (tier, polled) = shown(&app);
+    assert_eq!(tier, "low");
+    assert!(polled > start + chrono::Duration::minutes(50), "{polled}");
+
+    let said = app.cli_ok(&["set-tier", &tid, "high"]);
+    assert!(
+        said.contains(&format!("order {tid} is now tier high")),
+        "{said}"
+    );
+    let (tier, moved) = shown(&app);
+    assert_eq!(tier, "high");
+    assert!(moved >= start, "{moved}");
+    assert!(
+        moved <= chrono::Utc::now() + chrono::Duration::minutes(1),
+        "{moved}"
+    );
+
+    app.cli_ok(&["set-tier", &tid, "low"]);
+    assert_eq!(
+        shown(&app),
+        ("low".to_owned(), moved),
+        "moved back, it keeps the sooner poll"
+    );
+
+    let out = app.cli(&["set-tier", "8000000000000000999", "high"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: no shipment with order id 8000000000000000999"
     );
 }
 
