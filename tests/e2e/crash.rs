@@ -140,6 +140,54 @@ async fn a_second_daemon_on_the_same_database_is_refused() {
     assert!(first.terminate().success());
 }
 
+/// A daemon killed mid-poll and mid-delivery leaves the shipment claimed and the message leased
+/// for minutes (`lease`, 5 minutes by default). One SQLite file has one daemon, so the next one
+/// frees them as it starts: the order is polled and the message delivered within seconds, not
+/// once the lease runs out, and the attempt begun before the kill stays counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_daemon_held_is_taken_up_at_once_by_the_next() {
+    let app = TestApp::start().await;
+    let (polling, delivering) = (tid(50).to_string(), tid(51).to_string());
+    for order in [&polling, &delivering] {
+        app.top.journey(order.parse().unwrap());
+        app.cli_ok(&["add", order]);
+    }
+    // Its first change queued, the message not yet sent.
+    app.cli_ok(&["poll", &delivering, "--apply"]);
+    // As the killed daemon left them: both claimed, the message leased with an attempt begun.
+    let held = chrono::Utc::now().timestamp_millis() + 10 * 60_000;
+    app.sql(&format!(
+        "UPDATE shipments SET claimed_until = {held}; \
+         UPDATE notifications SET lease_until = {held}, attempts = 1"
+    ))
+    .await
+    .unwrap();
+
+    let mut daemon = app.spawn_daemon();
+    app.wait_until(
+        "the held order is polled and the held message delivered",
+        Duration::from_secs(30),
+        || {
+            app.shipment(&polling)["shipment"]["status"] != "pending"
+                && app
+                    .receiver
+                    .deliveries()
+                    .iter()
+                    .any(|d| d.raw_body.contains(&delivering))
+        },
+    )
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    // The attempt the killed daemon began stays counted.
+    let sent: Vec<_> = app
+        .outbox(None)
+        .into_iter()
+        .filter(|n| n["order_id"] == delivering.as_str() && n["state"] == "sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["attempts"], 2, "{sent:?}");
+}
+
 /// The receiver says yes, and the daemon is killed before its `sent` mark is committed (the
 /// test holds the write lock meanwhile: SQLite's, or PostgreSQL's on the outbox table): the
 /// receipt written at the yes keeps the next daemon from sending it again
