@@ -91,7 +91,8 @@ fn delivered(tid: u64) -> String {
 }
 
 /// An app whose database is `db`, tracking [`ORDERS`], each of which has reached
-/// `info_received` (its webhook delivered), with the daemon running and serving `/healthz`.
+/// `info_received` (its webhook delivered), with the daemon running and serving
+/// `/healthz` and the API (its token [`TOKEN`]).
 async fn tracking(db: Option<&Path>) -> (TestApp, Daemon, String) {
     let mut app = TestApp::builder()
         .provider(Provider::top())
