@@ -5,7 +5,7 @@
 //! which notifications it queues is decided by the caller (the `maintenance` and `track`
 //! modules), passed in as a function; storage only executes the answer.
 
-use sqlx::{AssertSqlSafe, FromRow};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, FromRow};
 use tracing::instrument;
 
 use super::outbox::insert_outbox;
@@ -97,6 +97,10 @@ pub enum Sweep {
 /// How many shipments' events one transaction of `prune` deletes: a few MiB of pages at most for
 /// its statement journal, and a short hold of the writer.
 pub(super) const PRUNE_SLICE: i64 = 1_000;
+
+/// How long a checkpoint waits for readers to leave the write-ahead log before it gives up
+/// truncating it until its next time (see [`Db::checkpoint`]); new writes wait behind it.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Up to `limit` shipments whose events are left to prune (see migration
 /// `0021_prune_index.sql`): ended before `cutoff`, with a digest, which the prune clears as it
@@ -425,14 +429,38 @@ impl Db {
         })
     }
 
-    /// Folds the write-ahead log back into the database file and truncates it.
+    /// Folds the write-ahead log back into the database file and truncates it, with the frames
+    /// the log held and those folded.
+    ///
+    /// It runs on a connection of its own, never the writer's: a `TRUNCATE` checkpoint waits,
+    /// for as long as its connection's busy timeout, until no reader holds a snapshot of the log
+    /// ("it blocks (calls the busy-handler callback) until all readers are reading from the
+    /// database file only", sqlite.org/c3ref/wal_checkpoint_v2.html). On the writer, with its 30 s
+    /// timeout, an open `sqlite3` shell or a backup held every write for 30 s. Here it waits
+    /// [`CHECKPOINT_WAIT`] at most, new writes waiting behind it that long, and tries again at
+    /// its next time. A closed database is refused, as its writer refuses it.
+    ///
+    /// A `TRUNCATE` that succeeds also answers `(0, 0, 0)`: what it counts is the log it has just
+    /// emptied (seen so on the bundled SQLite 3.51). So a `PASSIVE` pass, which waits for nobody,
+    /// folds what it can and counts it first; the `TRUNCATE` then only resets the log.
     #[instrument(skip_all)]
     pub async fn checkpoint(&self) -> Result<Checkpointed> {
         let lite = on_postgres!(self, pg => pg.checkpoint());
-        let (busy, wal_frames, checkpointed_frames) =
-            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&lite.write)
+        if lite.write.is_closed() {
+            return Err(sqlx::Error::PoolClosed.into());
+        }
+        let options = (*lite.write.connect_options())
+            .clone()
+            .busy_timeout(CHECKPOINT_WAIT);
+        let mut conn = options.connect().await?;
+        let (_, wal_frames, checkpointed_frames) =
+            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut conn)
                 .await?;
+        let (busy, ..) = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
         Ok(Checkpointed {
             busy: busy != 0,
             wal_frames,
