@@ -162,7 +162,10 @@ async fn run_ops(db: &Db) -> Vec<String> {
         .unwrap();
     db.leave(&gone.id).await.unwrap();
     seen.push(format!("daemons {:?}", db.daemons(NOW).await.unwrap()));
-    // A day later, a daemon that registers prunes the dead rows.
+    // A day later, a daemon that registers prunes the rows not seen for a day, and keeps one
+    // that was seen five hours before.
+    let evening = DaemonIdentity::new("host-d", 44, "1.0.0", NOW + 20 * 3_600_000);
+    db.register_daemon(&evening).await.unwrap();
     let later = DaemonIdentity::new("host-a", 12, "1.0.1", NOW + 25 * 3_600_000);
     db.register_daemon(&later).await.unwrap();
     seen.push(format!(
@@ -203,8 +206,36 @@ async fn the_ops_answer_the_same_on_sqlite_and_postgres() {
     assert!(all.contains("alive: false"), "{all}");
     assert!(!all.contains("host-c"), "{all}");
     assert!(
-        all.contains("daemons a day later [(\"host-a:12:1750090000000\", true)]"),
+        all.contains(
+            "daemons a day later [(\"host-d:44:1750072000000\", false), \
+             (\"host-a:12:1750090000000\", true)]"
+        ),
         "{all}"
+    );
+    // A pause is shown until it is cleared, and the clear leaves the bans.
+    let line = |start: &str| {
+        on_sqlite
+            .iter()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in {all}"))
+            .clone()
+    };
+    assert!(
+        line("provider states ").contains("pause_reason: Some(\"credentials refused\")"),
+        "{all}"
+    );
+    let cleared = line("after clear ");
+    assert!(!cleared.contains("credentials refused"), "{all}");
+    assert!(cleared.contains("ban_reason: Some(\"banned\")"), "{all}");
+    // A channel stop is shown until it is lifted or forgotten.
+    assert!(
+        line("channels after resume ").contains("out of credit"),
+        "{all}"
+    );
+    assert_eq!(line("channels after clear "), "channels after clear []");
+    assert_eq!(
+        line("counts "),
+        "counts [(\"delivered\", 1), (\"in_transit\", 1)] [(\"pending\", 1)] 1"
     );
     lite.close().await;
     postgres.close().await;
