@@ -436,9 +436,10 @@ impl Db {
     /// for as long as its connection's busy timeout, until no reader holds a snapshot of the log
     /// ("it blocks (calls the busy-handler callback) until all readers are reading from the
     /// database file only", sqlite.org/c3ref/wal_checkpoint_v2.html). On the writer, with its 30 s
-    /// timeout, an open `sqlite3` shell or a backup held every write for 30 s. Here it waits
+    /// timeout, an open `sqlite3` shell or a backup would hold every write for 30 s. Here it waits
     /// [`CHECKPOINT_WAIT`] at most, new writes waiting behind it that long, and tries again at
-    /// its next time. A closed database is refused, as its writer refuses it.
+    /// its next time. A closed database is refused, as its writer refuses it, and a file removed under the running
+    /// daemon is not created anew.
     ///
     /// A `TRUNCATE` that succeeds also answers `(0, 0, 0)`: what it counts is the log it has just
     /// emptied (seen so on the bundled SQLite 3.51). So a `PASSIVE` pass, which waits for nobody,
@@ -451,6 +452,7 @@ impl Db {
         }
         let options = (*lite.write.connect_options())
             .clone()
+            .create_if_missing(false)
             .busy_timeout(CHECKPOINT_WAIT);
         let mut conn = options.connect().await?;
         let (_, wal_frames, checkpointed_frames) =

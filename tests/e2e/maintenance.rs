@@ -475,7 +475,7 @@ async fn sweeps_with_nothing_to_do_never_wait_for_the_writer() {
 /// A checkpoint folds the write-ahead log into the file and empties it, and says how much it
 /// folded. While a reader (a `sqlite3` shell, a backup) holds a snapshot it says it is busy and
 /// gives up after a moment, rather than holding every write for the writer's 30 s busy timeout;
-/// once the reader is gone, the next one empties the log.
+/// once the reader is gone, the next one empties the log. A file removed meanwhile stays removed.
 #[tokio::test]
 async fn checkpoint_empties_the_wal_and_does_not_wait_out_a_reader() {
     let f = fixture().await;
@@ -509,6 +509,15 @@ async fn checkpoint_empties_the_wal_and_does_not_wait_out_a_reader() {
     assert!(!done.busy, "{done:?}");
     assert_eq!(wal_bytes(), 0, "the log is emptied once the reader is gone");
     assert_eq!(f.db.shipment("c").await.unwrap().order_id, "c");
+
+    // A file removed under the running daemon is not made anew, empty, by its next checkpoint.
+    let file = f.dir.path().join("s.db");
+    std::fs::remove_file(&file).unwrap();
+    assert!(maintenance::checkpoint(&f.db).await.is_err());
+    assert!(
+        !file.exists(),
+        "the checkpoint created the removed file again"
+    );
 }
 
 #[tokio::test]
