@@ -10,6 +10,7 @@ mod cli;
 mod copy;
 mod crash;
 mod csv_files;
+mod demo;
 mod deploy_files;
 mod disk;
 mod docs;
