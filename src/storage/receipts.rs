@@ -241,7 +241,8 @@ impl Receipts {
     }
 
     /// Receipts waiting for their mark.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.inner.lock().expect("receipts lock").waiting.len()
     }
 
@@ -403,15 +404,24 @@ mod tests {
         receipts.note(R);
         receipts.note(Receipt { id: 43, ..R });
         assert_eq!(read().receipts.len(), 2);
+        assert_eq!(receipts.waiting(), 2);
         receipts.forget(42);
         // Forgotten, but still in the file until it is rewritten: harmless, its row is sent.
         assert_eq!(read().receipts.len(), 2);
         assert_eq!(receipts.waiting(), 1);
-        // Enough lines to pass the rewrite size, each forgotten at once but the first.
+        // Enough lines to pass the rewrite size, each forgotten at once but the first. A receipt
+        // costs one appended line: the file is rewritten only once it holds 64 KiB, not before.
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let mut largest = 0;
         for id in 1_000..3_000 {
             receipts.note(Receipt { id, ..R });
             receipts.forget(id);
+            largest = largest.max(size());
         }
+        assert!(
+            (60 * 1024..=64 * 1024).contains(&largest),
+            "the file held at most {largest} bytes before it was rewritten"
+        );
         let back = read();
         assert!(back.receipts.contains(&Receipt { id: 43, ..R }));
         assert!(
@@ -420,14 +430,24 @@ mod tests {
             back.receipts.len()
         );
         assert_eq!(back.ignored, 0);
-        // Once nothing waits and the file has grown, it is emptied.
+        // Once nothing waits and the file holds 4 KiB or more, it is emptied; a smaller one is
+        // left as it is.
+        receipts.forget(43);
+        assert_eq!(receipts.waiting(), 0);
+        assert_eq!(read(), ReadBack::default(), "emptied");
+        for id in 4_000..4_030 {
+            receipts.note(Receipt { id, ..R });
+        }
+        for id in 4_000..4_030 {
+            receipts.forget(id);
+        }
+        assert_eq!(read().receipts.len(), 30, "{} bytes left", size());
         for id in 5_000..5_200 {
             receipts.note(Receipt { id, ..R });
         }
         for id in 5_000..5_200 {
             receipts.forget(id);
         }
-        receipts.forget(43);
         assert_eq!(read(), ReadBack::default());
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
