@@ -540,27 +540,71 @@ mod tests {
         assert!(StorageError::Sql(sqlx::Error::PoolTimedOut).is_outage());
     }
 
+    /// The errors SQLite itself returns, not only their codes: a broken rule is the row's fault,
+    /// a database that cannot be written is an outage.
+    #[tokio::test]
+    async fn a_refused_row_is_not_an_outage_and_a_read_only_database_is() {
+        use sqlx::Connection as _;
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errors.db");
+        let options = SqliteConnectOptions::new().filename(&file);
+        let mut rw = SqliteConnection::connect_with(&options.clone().create_if_missing(true))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .execute(&mut rw)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES ('a')")
+            .execute(&mut rw)
+            .await
+            .unwrap();
+        let duplicate = sqlx::query("INSERT INTO t VALUES ('a')")
+            .execute(&mut rw)
+            .await
+            .unwrap_err();
+        let duplicate = StorageError::Sql(duplicate);
+        assert!(!duplicate.is_outage(), "{duplicate}");
+        let mut ro = SqliteConnection::connect_with(&options.read_only(true))
+            .await
+            .unwrap();
+        let read_only = sqlx::query("INSERT INTO t VALUES ('b')")
+            .execute(&mut ro)
+            .await
+            .unwrap_err();
+        let read_only = StorageError::Sql(read_only);
+        assert!(read_only.is_outage(), "{read_only}");
+    }
+
     #[tokio::test]
     async fn contacts_are_parsed_when_read_and_a_bad_one_is_kept_apart() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("contacts.db"), Synchronous::Normal)
             .await
             .unwrap();
-        // (order id, phone, email) as another program may write them.
+        // (order id, phone, email, openid) as another program may write them.
         let rows = [
-            ("1", Some("+86 138-1234-5678"), Some(" zhang@shop.example ")),
-            ("2", Some("138-1234-567"), Some("zhang.wei at shop")),
-            ("3", Some(" "), Some("zhang.wei at shop")),
-            ("4", Some(""), None),
-            ("5", None, None),
+            (
+                "1",
+                Some("+86 138-1234-5678"),
+                Some(" zhang@shop.example "),
+                Some("o6_bmjrPTlm6_2sgVt7hMZOPfL2M"),
+            ),
+            ("2", Some("138-1234-567"), Some("zhang.wei at shop"), None),
+            ("3", Some(" "), Some("zhang.wei at shop"), Some("o6 bmj")),
+            ("4", Some(""), None, Some(" ")),
+            ("5", None, None, None),
+            ("6", None, None, Some("o6_bmjrPTlm6 2sgVt7hMZOPfL2M")),
         ];
-        for (order_id, phone, email) in rows {
+        for (order_id, phone, email, openid) in rows {
             sqlx::query(
-                "INSERT INTO shipments (order_id, provider, phone, email) VALUES (?, 't', ?, ?)",
+                "INSERT INTO shipments (order_id, provider, phone, email, openid) VALUES (?, 't', ?, ?, ?)",
             )
             .bind(order_id)
             .bind(phone)
             .bind(email)
+            .bind(openid)
             .execute(&db.lite().write)
             .await
             .unwrap();
@@ -577,6 +621,7 @@ mod tests {
                     row.order_id.as_str(),
                     row.phone.as_ref().map(Phone::as_str),
                     row.email.as_ref().map(Email::as_str),
+                    row.openid.as_ref().map(OpenId::as_str),
                     row.invalid_contact.as_ref().map(ToString::to_string),
                 )
             })
@@ -584,9 +629,16 @@ mod tests {
         assert_eq!(
             seen,
             [
-                ("1", Some("13812345678"), Some("zhang@shop.example"), None),
+                (
+                    "1",
+                    Some("13812345678"),
+                    Some("zhang@shop.example"),
+                    Some("o6_bmjrPTlm6_2sgVt7hMZOPfL2M"),
+                    None
+                ),
                 (
                     "2",
+                    None,
                     None,
                     None,
                     Some(
@@ -597,13 +649,23 @@ mod tests {
                     "3",
                     None,
                     None,
+                    None,
                     Some(
                         "email \"zha****shop\" is not an email address (like name@example.com)"
                             .to_owned()
                     )
                 ),
-                ("4", None, None, None),
-                ("5", None, None, None),
+                ("4", None, None, None, None),
+                ("5", None, None, None, None),
+                (
+                    "6",
+                    None,
+                    None,
+                    None,
+                    Some(
+                        "openid \"o6_****fL2M\" is not a WeChat OpenID (1 to 128 letters, digits, '-' or '_', as the official account gives it)".to_owned()
+                    )
+                ),
             ]
         );
         db.close().await;
