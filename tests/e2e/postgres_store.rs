@@ -819,3 +819,35 @@ async fn a_claim_updates_its_rows_in_place() {
     conn.close().await.unwrap();
     db.close().await;
 }
+
+/// PostgreSQL's errors are told apart by their SQLSTATE class, not read as SQLite's result codes
+/// (`StorageError::is_outage`): a value the server cannot take is the row's fault, a statement
+/// the server cancelled is an outage.
+#[tokio::test]
+async fn postgres_errors_are_outages_by_their_class() {
+    use shipwatch::storage::StorageError;
+    let pg = PgDatabase::create().await;
+    let mut conn = pg.connect().await;
+    let code = |e: &sqlx::Error| {
+        let code = e.as_database_error().and_then(|d| d.code());
+        code.map(|c| c.into_owned()).unwrap_or_default()
+    };
+    let bad_value = sqlx::query("SELECT 'twelve'::int")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&bad_value), "22P02");
+    let bad_value = StorageError::Sql(bad_value);
+    assert!(!bad_value.is_outage(), "{bad_value}");
+    sqlx::query("SET statement_timeout = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let cancelled = sqlx::query("SELECT pg_sleep(1)")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&cancelled), "57014");
+    let cancelled = StorageError::Sql(cancelled);
+    assert!(cancelled.is_outage(), "{cancelled}");
+}
