@@ -552,28 +552,20 @@ mod tests {
         let mut rw = SqliteConnection::connect_with(&options.clone().create_if_missing(true))
             .await
             .unwrap();
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+        // What a statement on `conn` fails with, as the store would return it.
+        async fn refused(conn: &mut SqliteConnection, sql: &'static str) -> StorageError {
+            StorageError::Sql(sqlx::raw_sql(sql).execute(conn).await.unwrap_err())
+        }
+        sqlx::raw_sql("CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('a')")
             .execute(&mut rw)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO t VALUES ('a')")
-            .execute(&mut rw)
-            .await
-            .unwrap();
-        let duplicate = sqlx::query("INSERT INTO t VALUES ('a')")
-            .execute(&mut rw)
-            .await
-            .unwrap_err();
-        let duplicate = StorageError::Sql(duplicate);
+        let duplicate = refused(&mut rw, "INSERT INTO t VALUES ('a')").await;
         assert!(!duplicate.is_outage(), "{duplicate}");
         let mut ro = SqliteConnection::connect_with(&options.read_only(true))
             .await
             .unwrap();
-        let read_only = sqlx::query("INSERT INTO t VALUES ('b')")
-            .execute(&mut ro)
-            .await
-            .unwrap_err();
-        let read_only = StorageError::Sql(read_only);
+        let read_only = refused(&mut ro, "INSERT INTO t VALUES ('b')").await;
         assert!(read_only.is_outage(), "{read_only}");
     }
 

@@ -828,26 +828,19 @@ async fn postgres_errors_are_outages_by_their_class() {
     use shipwatch::storage::StorageError;
     let pg = PgDatabase::create().await;
     let mut conn = pg.connect().await;
-    let code = |e: &sqlx::Error| {
-        let code = e.as_database_error().and_then(|d| d.code());
-        code.map(|c| c.into_owned()).unwrap_or_default()
-    };
-    let bad_value = sqlx::query("SELECT 'twelve'::int")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
-    assert_eq!(code(&bad_value), "22P02");
+    // What a statement fails with, and its SQLSTATE.
+    async fn refused(conn: &mut sqlx::PgConnection, sql: &'static str) -> (String, sqlx::Error) {
+        let error = sqlx::raw_sql(sql).execute(conn).await.unwrap_err();
+        let code = error.as_database_error().and_then(|d| d.code());
+        (code.map(|c| c.into_owned()).unwrap_or_default(), error)
+    }
+    let (code, bad_value) = refused(&mut conn, "SELECT 'twelve'::int").await;
+    assert_eq!(code, "22P02");
     let bad_value = StorageError::Sql(bad_value);
     assert!(!bad_value.is_outage(), "{bad_value}");
-    sqlx::query("SET statement_timeout = 1")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let cancelled = sqlx::query("SELECT pg_sleep(1)")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
-    assert_eq!(code(&cancelled), "57014");
+    let (code, cancelled) =
+        refused(&mut conn, "SET statement_timeout = 1; SELECT pg_sleep(1)").await;
+    assert_eq!(code, "57014");
     let cancelled = StorageError::Sql(cancelled);
     assert!(cancelled.is_outage(), "{cancelled}");
 }
