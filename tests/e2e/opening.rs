@@ -280,6 +280,7 @@ async fn a_command_waits_for_an_upgrade_under_way_and_says_so() {
     let folder = std::fs::File::open(app.dir.path()).unwrap();
     folder.lock().unwrap();
     let said = app.dir.path().join("add.stderr");
+    let spawned = std::time::Instant::now();
     let mut add = app
         .command(&["add", "8500000000000000100"])
         .stdout(std::process::Stdio::null())
@@ -291,6 +292,8 @@ async fn a_command_waits_for_an_upgrade_under_way_and_says_so() {
         stderr().contains("waiting for another shipwatch process to finish creating or upgrading")
     })
     .await;
+    // A wait shorter than a second (an upgrade of a small database) is not worth a line.
+    assert!(spawned.elapsed() >= Duration::from_secs(1), "{}", stderr());
     assert!(add.try_wait().unwrap().is_none(), "{}", stderr());
     folder.unlock().unwrap();
     let deadline = std::time::Instant::now() + LIMIT;
@@ -302,6 +305,12 @@ async fn a_command_waits_for_an_upgrade_under_way_and_says_so() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{}", stderr());
+    assert_eq!(
+        stderr().matches("waiting for another").count(),
+        1,
+        "{}",
+        stderr()
+    );
     assert_eq!(app.shipments().len(), 1);
 }
 
