@@ -59,7 +59,8 @@ async fn a_missing_database_is_refused_in_one_line_and_nothing_is_created() {
             assert!(!file.exists(), "{args:?} created {}", file.display());
         }
     }
-    // Something is there that cannot be read: that is said, not that nothing is there.
+    // Something is there that cannot be read: that is said (ELOOP, whatever the language of the
+    // system's messages), not that nothing is there.
     let looped = app.dir.path().join("loop.db");
     std::os::unix::fs::symlink(&looped, &looped).unwrap();
     for args in [vec!["list"], vec!["remove", "8400000000000000001"]] {
@@ -69,7 +70,9 @@ async fn a_missing_database_is_refused_in_one_line_and_nothing_is_created() {
         assert!(!out.status.success(), "{args:?} succeeded");
         let error = stderr_of(&out);
         assert!(
-            error.contains("Too many levels of symbolic links") && error.lines().count() == 1,
+            error.contains("(os error 40)")
+                && !error.contains("no database")
+                && error.lines().count() == 1,
             "{args:?}: {error}"
         );
     }
