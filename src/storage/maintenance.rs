@@ -438,8 +438,8 @@ impl Db {
     /// database file only", sqlite.org/c3ref/wal_checkpoint_v2.html). On the writer, with its 30 s
     /// timeout, an open `sqlite3` shell or a backup would hold every write for 30 s. Here it waits
     /// [`CHECKPOINT_WAIT`] at most, new writes waiting behind it that long, and tries again at
-    /// its next time. A closed database is refused, as its writer refuses it, and a file removed under the running
-    /// daemon is not created anew.
+    /// its next time. A closed database is refused, as its writer refuses it, and a file removed
+    /// under the running daemon is not created anew.
     ///
     /// A `TRUNCATE` that succeeds also answers `(0, 0, 0)`: what it counts is the log it has just
     /// emptied (seen so on the bundled SQLite 3.51). So a `PASSIVE` pass, which waits for nobody,
