@@ -375,6 +375,12 @@ async fn tables_larger_than_a_chunk_are_copied_whole() {
         there.contains("4500 rows") && there.contains("2500 rows"),
         "{there}"
     );
+    // 101 rows of each table are compared, spread from its first to its last: the ids step
+    // by 3 and the sample by about 135, so none is taken twice.
+    assert!(
+        there.contains("and 202 sampled rows are equal column by column"),
+        "{there}"
+    );
     assert_eq!(pg_count(&pg, "shipments").await, 4500);
     let back = app.dir.path().join("back.db");
     app.cli_ok(&["--db", &pg.url, "copy", "--to", back.to_str().unwrap()]);
@@ -447,4 +453,63 @@ where
         .unwrap();
     conn.close().await.ok();
     value
+}
+
+/// The check before the commit compares the copy with its source: a target that changes a value
+/// on the way, loses a row, or files a row under another key (here a trigger another program
+/// put on the target) fails the copy with the table, the row and what differs, and leaves the
+/// target empty.
+#[tokio::test]
+async fn a_copy_that_does_not_agree_with_its_source_is_not_committed() {
+    let app = TestApp::start().await;
+    app.create_database();
+    let pg = PgDatabase::create().await;
+    // The copy of an empty database makes the target's tables, for the trigger.
+    app.cli_ok(&["copy", "--to", &pg.url]);
+    app.sql(ROWS).await.unwrap();
+    let cases = [
+        (
+            "shipments",
+            "IF NEW.id = 9 THEN NEW.raw_status := 'Y'; END IF; RETURN NEW;",
+            "shipments row id 9 holds \"Y\" in raw_status where the source holds \"X\"",
+        ),
+        (
+            "events",
+            "IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW;",
+            "events holds 3 rows in the source, 3 were copied and the target holds 2",
+        ),
+        (
+            "events",
+            "IF NEW.id = 2 THEN NEW.id := 200; END IF; RETURN NEW;",
+            "events row id 2 is missing from the target",
+        ),
+    ];
+    for (table, body, differs) in cases {
+        let mut conn = pg.connect().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE OR REPLACE FUNCTION meddle() RETURNS trigger AS $$ BEGIN {body} END $$
+                 LANGUAGE plpgsql;
+             DROP TRIGGER IF EXISTS meddle ON shipments;
+             DROP TRIGGER IF EXISTS meddle ON events;
+             CREATE TRIGGER meddle BEFORE INSERT ON {table} FOR EACH ROW
+                 EXECUTE FUNCTION meddle();"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.ok();
+        let out = app.cli(&["copy", "--to", &pg.url]);
+        assert!(!out.status.success(), "{table}: {body}");
+        let said = stderr(&out);
+        assert!(
+            said.contains(&format!(
+                "the copy does not agree with its source: {differs}; nothing was written"
+            )),
+            "{said}"
+        );
+        assert_eq!(said.trim().lines().count(), 1, "{said}");
+        for table in ["shipments", "events", "notifications"] {
+            assert_eq!(pg_count(&pg, table).await, 0, "{table}");
+        }
+    }
 }
