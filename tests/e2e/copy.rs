@@ -270,8 +270,24 @@ async fn a_row_the_target_cannot_take_fails_the_copy_and_leaves_it_empty() {
     );
     assert_eq!(pg_count(&pg, "shipments").await, 0);
 
+    // And so would a column the copy does not know.
+    app.sql("DELETE FROM notes; ALTER TABLE events ADD COLUMN note TEXT")
+        .await
+        .unwrap();
+    let out = app.cli(&["copy", "--to", &pg.url]);
+    assert!(
+        stderr(&out).contains(
+            "the source has a column events.note that this version does not copy; use the shipwatch that made it"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(pg_count(&pg, "shipments").await, 0);
+
     // Fixed, the copy goes through into the same database.
-    app.sql("DELETE FROM notes").await.unwrap();
+    app.sql("ALTER TABLE events DROP COLUMN note")
+        .await
+        .unwrap();
     let out = app.cli_ok(&["copy", "--to", &pg.url]);
     assert!(out.contains("checked"), "{out}");
     assert_eq!(pg_count(&pg, "notifications").await, 5);
