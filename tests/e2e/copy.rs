@@ -377,7 +377,7 @@ async fn tables_larger_than_a_chunk_are_copied_whole() {
     app.sql(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4500)
          INSERT INTO shipments (id, order_id, provider, next_poll_at, created_at)
-         SELECT 3 * i, 'o' || i, 'taobao', 1700000000000 + i, 1699990000000 + i FROM n;
+         SELECT 1000000 + 3 * i, 'o' || i, 'taobao', 1700000000000 + i, 1699990000000 + i FROM n;
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
          INSERT INTO poll_counts (minute, provider, result, count)
          SELECT 60000 * (i / 2), 'taobao', CASE i % 2 WHEN 0 THEN 'ok' ELSE 'error' END, i FROM n;",
@@ -391,8 +391,9 @@ async fn tables_larger_than_a_chunk_are_copied_whole() {
         there.contains("4500 rows") && there.contains("2500 rows"),
         "{there}"
     );
-    // 101 rows of each table are compared, spread from its first to its last: the ids step
-    // by 3 and the sample by about 135, so none is taken twice.
+    // 101 rows of each table are compared, spread from its first to its last: the ids (from
+    // 1,000,003, as where older rows were removed) step by 3 and the sample by about 135, so
+    // none is taken twice.
     assert!(
         there.contains("and 202 sampled rows are equal column by column"),
         "{there}"
