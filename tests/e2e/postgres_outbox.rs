@@ -369,6 +369,23 @@ async fn script(e: &mut Engine) -> Vec<String> {
             .await
             .unwrap();
     }
+    // Put off with their leases let go: due again at the time given, the reason kept.
+    let postponed: Vec<_> = db
+        .list_notifications(Some("pending"), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| third.iter().any(|(id, ..)| *id == n.id))
+        .map(|n| (n.id, n.last_error, n.next_attempt_at, n.lease_until))
+        .collect();
+    assert!(
+        !postponed.is_empty()
+            && postponed.iter().all(|(_, error, at, lease)| {
+                error.as_deref() == Some("no credit") && *at == T0 + 1_000 && lease.is_none()
+            }),
+        "{postponed:?}"
+    );
+    out.push(format!("postponed: {postponed:?}"));
     let fourth = claim(T0 + 70_000, 3).await;
     out.push(format!("claim 5: {fourth:?}"));
     db.notification_failed(fourth[0].0, "HTTP 503", Some(T0 + 75_000))
