@@ -392,7 +392,7 @@ async fn tables_larger_than_a_chunk_are_copied_whole() {
         "{there}"
     );
     // 101 rows of each table are compared, spread from its first to its last: the ids (from
-    // 1,000,003, as where older rows were removed) step by 3 and the sample by about 135, so
+    // 1,000,003, as after older rows were removed) step by 3 and the sample by about 135, so
     // none is taken twice.
     assert!(
         there.contains("and 202 sampled rows are equal column by column"),
