@@ -2,13 +2,13 @@
 //! what is missing, what was meant), the `list` filters, `poll --json`, `set-tier`, and the
 //! completions and man page, which need neither a config nor a database.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
 use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
-use crate::support::on_both_engines;
+use crate::support::{on_both_engines, shipwatch};
 
 /// The binary run in `dir` with no `$SHIPWATCH_CONFIG` and no credentials: it finds a config
 /// as `dir/shipwatch.toml` or not at all (a test machine has no /etc/shipwatch).
@@ -18,11 +18,9 @@ fn bare(dir: &std::path::Path, args: &[&str]) -> Output {
 
 /// [`bare`] with these variables set.
 fn bare_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+    shipwatch()
         .args(args)
         .current_dir(dir)
-        .env_remove("SHIPWATCH_CONFIG")
-        .env_remove("CREDENTIALS_DIRECTORY")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()

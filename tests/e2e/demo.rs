@@ -1,7 +1,7 @@
 //! The demo as the README's newcomer runs it: the binary, no config and no database of their
 //! own, ending by itself once every parcel is final and every webhook delivered, and summing up.
 
-use std::process::Command;
+use crate::support::shipwatch;
 
 /// `N label` pairs of a summary line, as `5 delivered, 1 returned`.
 fn counted(text: &str) -> Vec<(u64, String)> {
@@ -18,12 +18,9 @@ fn the_demo_tracks_every_parcel_to_the_end_and_sums_it_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
     let shipwatch = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+        shipwatch()
             .args(args)
             .current_dir(dir.path())
-            .env_remove("SHIPWATCH_CONFIG")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("STATE_DIRECTORY")
             .output()
             .expect("shipwatch runs")
     };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::support::app::{APP_SECRET, SESSION, TestApp};
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_aliyun_sms::FakeAliyunSms;
+use crate::support::shipwatch;
 use crate::support::smtp_sink::SmtpSink;
 
 const PHONE: &str = "13987654321";
@@ -24,12 +25,10 @@ const ALI_TOKEN: &str = "ali-token-6f7a8b9c0d";
 /// Runs an admin command at debug level, as an operator chasing a problem would, and returns
 /// everything it printed.
 fn run_debug(app: &TestApp, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+    let out = shipwatch()
         .arg("--config")
         .arg(&app.config)
         .args(args)
-        .env_remove("SHIPWATCH_CONFIG")
-        .env_remove("CREDENTIALS_DIRECTORY")
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .output()

@@ -2,7 +2,7 @@
 //! on the health listener, a process out of file descriptors, a webhook receiver that never
 //! answers, and CSV files too big or too wide to hold in memory.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,9 @@ use tokio::net::TcpStream;
 use crate::faults::{signed_in_one_step, signed_in_one_step_reaching};
 use crate::support::app::{Daemon, TestApp};
 use crate::support::config::{Channel, Provider};
-use crate::support::fake_top;
 use crate::support::hostile::SlowWebhook;
 use crate::support::smtp_sink::SmtpSink;
+use crate::support::{fake_top, shipwatch};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -616,11 +616,10 @@ async fn a_50_mb_csv_imports_in_bounded_memory() {
     std::fs::write(&path, &text).unwrap();
     drop(text);
 
-    let child = Command::new(env!("CARGO_BIN_EXE_shipwatch"))
+    let child = shipwatch()
         .arg("--config")
         .arg(&app.config)
         .args(["import", path.to_str().unwrap()])
-        .env_remove("SHIPWATCH_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -302,14 +302,11 @@ impl TestApp {
     }
 
     fn command_from(&self, config: &Path, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shipwatch"));
+        let mut command = super::shipwatch();
         command
             .arg("--config")
             .arg(config)
             .args(args)
-            .env_remove("SHIPWATCH_CONFIG")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("STATE_DIRECTORY")
             .env("RUST_LOG", "shipwatch=debug")
             .stdin(Stdio::null());
         command

@@ -18,6 +18,17 @@ pub mod immutable;
 pub mod postgres;
 pub mod smtp_sink;
 
+/// The shipwatch binary, not yet started, with none of the variables that would point it at
+/// another config, credentials or state directory than the test gives it.
+pub fn shipwatch() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shipwatch"));
+    command
+        .env_remove("SHIPWATCH_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("STATE_DIRECTORY");
+    command
+}
+
 /// A free loopback port, for a listener the daemon opens itself (`[http] listen`).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
