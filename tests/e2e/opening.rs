@@ -30,6 +30,17 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `args` on the database at `db`, which must refuse them in one line, and returns that line.
+fn refused_on(app: &TestApp, db: &str, args: &[&str]) -> String {
+    let mut with_db = vec!["--db", db];
+    with_db.extend(args);
+    let out = app.cli(&with_db);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let error = stderr_of(&out);
+    assert_eq!(error.lines().count(), 1, "{args:?}: {error}");
+    error
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_database_is_refused_in_one_line_and_nothing_is_created() {
     let app = TestApp::start().await;
@@ -45,12 +56,8 @@ async fn a_missing_database_is_refused_in_one_line_and_nothing_is_created() {
         vec!["set-tier", "8400000000000000001", "high"],
         vec!["poll", "8400000000000000001"],
     ] {
-        let mut with_db = vec!["--db", db];
-        with_db.extend(&args);
-        let out = app.cli(&with_db);
-        assert!(!out.status.success(), "{args:?} succeeded");
         assert_eq!(
-            stderr_of(&out),
+            refused_on(&app, db, &args),
             format!("error: no database at {db}; `shipwatch run` or `add` creates it\n"),
             "{args:?}"
         );
@@ -64,15 +71,9 @@ async fn a_missing_database_is_refused_in_one_line_and_nothing_is_created() {
     let looped = app.dir.path().join("loop.db");
     std::os::unix::fs::symlink(&looped, &looped).unwrap();
     for args in [vec!["list"], vec!["remove", "8400000000000000001"]] {
-        let mut with_db = vec!["--db", looped.to_str().unwrap()];
-        with_db.extend(&args);
-        let out = app.cli(&with_db);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let error = stderr_of(&out);
+        let error = refused_on(&app, looped.to_str().unwrap(), &args);
         assert!(
-            error.contains("(os error 40)")
-                && !error.contains("no database")
-                && error.lines().count() == 1,
+            error.contains("(os error 40)") && !error.contains("no database"),
             "{args:?}: {error}"
         );
     }
@@ -221,15 +222,10 @@ async fn a_postgres_database_without_tables_is_refused_and_left_empty() {
         vec!["retry", "1"],
         vec!["set-tier", "8400000000000000001", "high"],
     ] {
-        let mut with_db = vec!["--db", empty.url.as_str()];
-        with_db.extend(&args);
-        let out = app.cli(&with_db);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let stderr = stderr_of(&out);
+        let stderr = refused_on(&app, &empty.url, &args);
         assert!(
             stderr.starts_with("error: no database at postgres://")
-                && stderr.ends_with("; `shipwatch run` or `add` creates it\n")
-                && stderr.lines().count() == 1,
+                && stderr.ends_with("; `shipwatch run` or `add` creates it\n"),
             "{args:?}: {stderr}"
         );
     }
