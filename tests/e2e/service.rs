@@ -148,11 +148,13 @@ use shipwatch::events::{Events, PipelineEvent};
 use shipwatch::health;
 use shipwatch::notify::{ChannelKind, ChannelRule};
 use shipwatch::providers::{Trace, TraceEvent, shanghai};
-use shipwatch::storage::{Db, NewShipment};
+use shipwatch::storage::{Db, Location, NewShipment};
 use shipwatch::track::PollRecord;
 
+use crate::support::postgres::PgDatabase;
+
 struct HealthServer {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     db: Db,
     base: String,
     stop: CancellationToken,
@@ -164,6 +166,16 @@ impl HealthServer {
         let db = Db::open(&dir.path().join("s.db"), Synchronous::Normal)
             .await
             .unwrap();
+        HealthServer::serving(db, Some(dir), heartbeat, max_heartbeat_age).await
+    }
+
+    /// A server on `db`, which lives in `dir` if it is a file.
+    async fn serving(
+        db: Db,
+        dir: Option<tempfile::TempDir>,
+        heartbeat: Heartbeat,
+        max_heartbeat_age: Duration,
+    ) -> HealthServer {
         let stop = CancellationToken::new();
         let (addr, _task) = health::serve(
             "127.0.0.1:0".parse().unwrap(),
@@ -273,6 +285,31 @@ async fn healthz_is_unhealthy_when_the_database_is_gone() {
         format!("database: {}", sqlx::Error::PoolClosed),
         "{body}"
     );
+}
+
+/// A PostgreSQL database can go away under a running daemon (dropped by an operator, or lost
+/// with its server); `/healthz` says so, from the database's answer alone.
+#[tokio::test]
+async fn healthz_is_unhealthy_when_the_postgres_database_is_gone() {
+    let pg = PgDatabase::create().await;
+    let db = Db::open(Location::parse(&pg.url).unwrap(), Synchronous::Normal)
+        .await
+        .unwrap();
+    let heartbeat = Heartbeat::new();
+    heartbeat.beat();
+    let server = HealthServer::serving(db, None, heartbeat, Duration::from_secs(60)).await;
+    assert_eq!(server.healthz().await.0, 200);
+
+    pg.drop_while_in_use().await;
+    // The first probe finds its session ended, the next one no database to connect to.
+    for _ in 0..2 {
+        let (status, body) = server.healthz().await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["reason"].as_str().unwrap().starts_with("database: "),
+            "{body}"
+        );
+    }
 }
 
 fn in_transit() -> Trace {

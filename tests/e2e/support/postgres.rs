@@ -76,6 +76,22 @@ impl PgDatabase {
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.url))
     }
 
+    /// Drops the database while its clients are still connected (their sessions end), as an
+    /// operator could, or as it is lost with its server.
+    pub async fn drop_while_in_use(&self) {
+        let mut admin = PgConnection::connect(&self.cluster.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"));
+        let name = &self.name;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
+        admin.close().await.ok();
+    }
+
     /// The cluster's port, for a test that wants to see it.
     pub fn port(&self) -> u16 {
         self.cluster.port
