@@ -1,17 +1,19 @@
 //! Kuaidi100 subscription push through the binary: shipments are subscribed on the fake
 //! Kuaidi100, its callbacks are played (signed with the salt each subscription sent) to the
 //! daemon's public listener, and what a buyer would notice is checked on the webhook receiver.
+//! The journey and an abort run on both engines: each keeps its subscription's state in its own
+//! SQL.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_kuaidi100::{
     COM, FakeKuaidi100, callback_param, callback_sign, journey_bodies, post_callback,
 };
-use crate::support::{KD_CUSTOMER, KD_KEY, free_port};
+use crate::support::{KD_CUSTOMER, KD_KEY, free_port, on_both_engines};
 
 const SALT: &str = "pushsalt-7c1e";
 const CALLBACK_URL: &str = "https://shop.example/callbacks/kuaidi100/kd";
@@ -25,14 +27,24 @@ const JOURNEY: [&str; 5] = [
 ];
 
 /// An app with the Kuaidi100 provider `kd` in push mode on `fake`, the webhook channel, the
-/// admin listener and the public one. Returns the app and both ports (admin, public).
+/// admin listener and the public one, on SQLite. Returns the app and both ports (admin, public).
 async fn push_app(fake: &FakeKuaidi100, fallback: Option<&str>) -> (TestApp, u16, u16) {
+    push_app_on(Engine::Sqlite, fake, fallback).await
+}
+
+/// [`push_app`] on `engine`.
+async fn push_app_on(
+    engine: Engine,
+    fake: &FakeKuaidi100,
+    fallback: Option<&str>,
+) -> (TestApp, u16, u16) {
     let (admin, public) = (free_port(), free_port());
     let mut provider = Provider::kuaidi100(fake).push(CALLBACK_URL, SALT);
     if let Some(every) = fallback {
         provider = provider.fallback_poll(every);
     }
     let app = TestApp::builder()
+        .engine(engine)
         .provider(provider)
         .channel(Channel::webhook())
         .section(&format!(
@@ -92,10 +104,11 @@ fn statuses(app: &TestApp, order_id: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_journey_played_by_callbacks_is_notified_once_each_in_order() {
+on_both_engines!(a_journey_played_by_callbacks_is_notified_once_each_in_order);
+
+async fn a_journey_played_by_callbacks_is_notified_once_each_in_order(engine: Engine) {
     let fake = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
-    let (app, _, public) = push_app(&fake, None).await;
+    let (app, _, public) = push_app_on(engine, &fake, None).await;
     let num = "YT9400000001";
     add(&app, "KP-1", num);
     let mut daemon = app.spawn_daemon();
@@ -264,10 +277,11 @@ async fn bad_signs_are_refused_counted_and_change_nothing() {
     assert_eq!(app.shipment("KP-2")["shipment"]["status"], "pending");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn abort_ends_the_subscription_and_the_waybill_is_subscribed_again() {
+on_both_engines!(abort_ends_the_subscription_and_the_waybill_is_subscribed_again);
+
+async fn abort_ends_the_subscription_and_the_waybill_is_subscribed_again(engine: Engine) {
     let fake = FakeKuaidi100::start(KD_CUSTOMER, KD_KEY).await;
-    let (app, _, public) = push_app(&fake, None).await;
+    let (app, _, public) = push_app_on(engine, &fake, None).await;
     let num = "YT9400000003";
     add(&app, "KP-3", num);
     let mut daemon = app.spawn_daemon();
