@@ -17,14 +17,14 @@ fn counted(text: &str) -> Vec<(u64, String)> {
 fn the_demo_tracks_every_parcel_to_the_end_and_sums_it_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
-    let shipwatch = |args: &[&str]| {
+    let run = |args: &[&str]| {
         shipwatch()
             .args(args)
             .current_dir(dir.path())
             .output()
             .expect("shipwatch runs")
     };
-    let out = shipwatch(&["demo", "--shipments", "6", "--db", db.to_str().unwrap()]);
+    let out = run(&["demo", "--shipments", "6", "--db", db.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let all = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{all}");
@@ -66,7 +66,7 @@ fn the_demo_tracks_every_parcel_to_the_end_and_sums_it_up() {
     );
     assert!(requests > sent, "no delivery was retried: {all}");
     // The database given stays, for a look around afterwards.
-    let listed = shipwatch(&["--db", db.to_str().unwrap(), "list"]);
+    let listed = run(&["--db", db.to_str().unwrap(), "list"]);
     assert!(listed.status.success());
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(

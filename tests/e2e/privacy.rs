@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::support::app::{APP_SECRET, SESSION, TestApp};
 use crate::support::config::{Channel, Provider};
 use crate::support::fake_aliyun_sms::FakeAliyunSms;
-use crate::support::shipwatch;
 use crate::support::smtp_sink::SmtpSink;
+use crate::support::{isolated, shipwatch};
 
 const PHONE: &str = "13987654321";
 const EMAIL: &str = "li.na.private@shop.example";
@@ -217,15 +217,13 @@ async fn the_database_and_its_wal_are_created_owner_only_under_a_permissive_umas
     let tid = 9_600_000_000_000_000_010u64;
     app.top.journey(tid);
     // The shell sets the umask, then becomes the daemon.
-    let mut daemon = Command::new("sh")
+    let mut daemon = isolated(&mut Command::new("sh"))
         .arg("-c")
         .arg("umask 0022 && exec \"$0\" \"$@\"")
         .arg(env!("CARGO_BIN_EXE_shipwatch"))
         .arg("--config")
         .arg(&app.config)
         .arg("run")
-        .env_remove("SHIPWATCH_CONFIG")
-        .env_remove("CREDENTIALS_DIRECTORY")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

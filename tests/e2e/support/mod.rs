@@ -22,11 +22,18 @@ pub mod smtp_sink;
 /// another config, credentials or state directory than the test gives it.
 pub fn shipwatch() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shipwatch"));
+    isolated(&mut command);
+    command
+}
+
+/// Removes from `command` the variables that would point the daemon at another config,
+/// credentials or state directory than the test gives it; for a command that starts the daemon
+/// through another program (a shell that sets the umask first).
+pub fn isolated(command: &mut std::process::Command) -> &mut std::process::Command {
     command
         .env_remove("SHIPWATCH_CONFIG")
         .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("STATE_DIRECTORY");
-    command
+        .env_remove("STATE_DIRECTORY")
 }
 
 /// A free loopback port, for a listener the daemon opens itself (`[http] listen`).

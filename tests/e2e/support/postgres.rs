@@ -55,14 +55,7 @@ impl PgDatabase {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut admin = PgConnection::connect(&cluster.url("postgres"))
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        admin.close().await.ok();
+        cluster.admin(&format!("CREATE DATABASE {name}")).await;
         PgDatabase {
             url: cluster.url(&name),
             name,
@@ -79,17 +72,10 @@ impl PgDatabase {
     /// Drops the database while its clients are still connected (their sessions end), as an
     /// operator could, or as it is lost with its server.
     pub async fn drop_while_in_use(&self) {
-        let mut admin = PgConnection::connect(&self.cluster.url("postgres"))
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"));
         let name = &self.name;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
-        admin.close().await.ok();
+        self.cluster
+            .admin(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await;
     }
 
     /// The cluster's port, for a test that wants to see it.
@@ -230,6 +216,19 @@ impl Cluster {
 
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs one statement on the cluster's maintenance database (`postgres`), as its
+    /// administrator: a statement that cannot run inside the database it is about.
+    async fn admin(&self, statement: &str) {
+        let mut admin = PgConnection::connect(&self.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        admin.close().await.ok();
     }
 
     fn path(&self, name: &str) -> PathBuf {
