@@ -10,7 +10,9 @@ use crate::clock::Millis;
 impl Db {
     // ---- providers ----------------------------------------------------------------------------
 
-    /// Pauses a provider until `until`; the pause survives restarts.
+    /// Pauses a provider until `until`; the pause survives restarts. A ban that ends sooner than
+    /// the one already kept changes neither its end nor its reason: the reason shown is that of
+    /// the ban that ends last.
     pub async fn ban_provider(
         &self,
         provider: &str,
@@ -23,7 +25,8 @@ impl Db {
             "INSERT INTO provider_state (provider, banned_until, reason, updated_at) \
              VALUES (?, ?, ?, ?) ON CONFLICT (provider) DO UPDATE SET \
              banned_until = max(coalesce(banned_until, 0), excluded.banned_until), \
-             reason = excluded.reason, updated_at = excluded.updated_at",
+             reason = CASE WHEN excluded.banned_until >= coalesce(banned_until, 0) \
+             THEN excluded.reason ELSE reason END, updated_at = excluded.updated_at",
         )
         .bind(provider)
         .bind(until)

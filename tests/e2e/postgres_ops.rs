@@ -82,11 +82,15 @@ async fn run_ops(db: &Db) -> Vec<String> {
     db.ban_provider("taobao", NOW + 60_000, "rate limited", NOW)
         .await
         .unwrap();
-    // A shorter ban later keeps the longer end, with the new reason.
+    // A shorter ban later keeps the longer end, with its reason.
     db.ban_provider("taobao", NOW + 30_000, "rate limited again", NOW)
         .await
         .unwrap();
     db.ban_provider("kuaidi100", NOW + 7_200_000, "banned", NOW)
+        .await
+        .unwrap();
+    // A longer ban later takes its end and its reason.
+    db.ban_provider("kuaidi100", NOW + 7_300_000, "banned longer", NOW)
         .await
         .unwrap();
     db.cap_provider_bans(NOW + 3_600_000).await.unwrap();
@@ -201,6 +205,9 @@ async fn the_ops_answer_the_same_on_sqlite_and_postgres() {
         all.contains("bans [(\"kuaidi100\", 1750003600000), (\"taobao\", 1750000060000)]"),
         "{all}"
     );
+    assert!(all.contains("ban_reason: Some(\"rate limited\")"), "{all}");
+    assert!(!all.contains("rate limited again"), "{all}");
+    assert!(all.contains("ban_reason: Some(\"banned longer\")"), "{all}");
     assert!(all.contains("released 1"), "{all}");
     assert!(all.contains("alive: true"), "{all}");
     assert!(all.contains("alive: false"), "{all}");
@@ -226,7 +233,7 @@ async fn the_ops_answer_the_same_on_sqlite_and_postgres() {
     );
     let cleared = line("after clear ");
     assert!(!cleared.contains("credentials refused"), "{all}");
-    assert!(cleared.contains("ban_reason: Some(\"banned\")"), "{all}");
+    assert!(cleared.contains("ban_reason: Some(\"banned longer\")"), "{all}");
     // A channel stop is shown until it is lifted or forgotten.
     assert!(
         line("channels after resume ").contains("out of credit"),

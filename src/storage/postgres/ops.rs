@@ -38,12 +38,14 @@ impl Pg {
         reason: &str,
         now: Millis,
     ) -> Result<()> {
-        // One statement: two daemons banning at once both land, and the later end wins.
+        // One statement: two daemons banning at once both land, and the later end wins, with
+        // its reason.
         sqlx::query(
             "INSERT INTO provider_state (provider, banned_until, reason, updated_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (provider) DO UPDATE SET \
              banned_until = greatest(coalesce(provider_state.banned_until, 0), excluded.banned_until), \
-             reason = excluded.reason, updated_at = excluded.updated_at",
+             reason = CASE WHEN excluded.banned_until >= coalesce(provider_state.banned_until, 0) \
+             THEN excluded.reason ELSE provider_state.reason END, updated_at = excluded.updated_at",
         )
         .bind(provider)
         .bind(until)
