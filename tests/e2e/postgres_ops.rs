@@ -233,7 +233,10 @@ async fn the_ops_answer_the_same_on_sqlite_and_postgres() {
     );
     let cleared = line("after clear ");
     assert!(!cleared.contains("credentials refused"), "{all}");
-    assert!(cleared.contains("ban_reason: Some(\"banned longer\")"), "{all}");
+    assert!(
+        cleared.contains("ban_reason: Some(\"banned longer\")"),
+        "{all}"
+    );
     // A channel stop is shown until it is lifted or forgotten.
     assert!(
         line("channels after resume ").contains("out of credit"),
@@ -667,6 +670,43 @@ async fn connections_the_server_dropped_are_replaced_before_use() {
     for _ in 0..8 {
         db.stats(0).await.unwrap();
     }
+    admin.close().await.unwrap();
+    db.close().await;
+}
+
+/// A connection idle a moment that the server still holds is tested and kept: after the pause
+/// the sessions the pool held before the pause are all still open, none closed and replaced (a
+/// new session forks a server process).
+#[tokio::test]
+async fn connections_idle_a_moment_are_kept_when_the_server_still_holds_them() {
+    let pg = PgDatabase::create().await;
+    let db = pg_db(&pg).await;
+    let mut admin = pg.connect().await;
+    let sessions = async |admin: &mut sqlx::PgConnection| -> Vec<i32> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE application_name = 'shipwatch' AND datname = current_database() ORDER BY pid",
+        )
+        .fetch_all(admin)
+        .await
+        .unwrap()
+    };
+    let reads = tokio::join!(db.stats(0), db.stats(0), db.stats(0), db.stats(0));
+    for read in [reads.0, reads.1, reads.2, reads.3] {
+        read.unwrap();
+    }
+    let before = sessions(&mut admin).await;
+    assert!(!before.is_empty(), "the pool holds no session");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for _ in 0..8 {
+        db.stats(0).await.unwrap();
+    }
+    let after = sessions(&mut admin).await;
+    let closed: Vec<_> = before.iter().filter(|pid| !after.contains(pid)).collect();
+    assert!(
+        closed.is_empty(),
+        "sessions {closed:?} closed; before {before:?}, after {after:?}"
+    );
     admin.close().await.unwrap();
     db.close().await;
 }
