@@ -143,7 +143,8 @@ impl TryFrom<String> for Tier {
     }
 }
 
-/// Masks a phone number or an email address for logs and tables: `138****5678`, `z***@shop.example`.
+/// Masks a phone number or an email address for logs and tables: `138****5678`,
+/// `z***@shop.example`.
 pub fn mask_contact(value: &str) -> String {
     if let Some((local, domain)) = value.split_once('@') {
         let first: String = local.chars().take(1).collect();

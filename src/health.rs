@@ -44,10 +44,11 @@ const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client has this long to send a request's headers, counted from when its connection opens or
 /// from the previous answer on a kept-alive one: idle connections and headers trickled a byte at
 /// a time (slowloris) are closed then. A probe sends its few headers at once. hyper's
-/// `http1::Builder::header_read_timeout` (docs.rs/hyper/1/hyper/server/conn/http1/struct.Builder.html)
-/// does this, and only with a timer set (`axum::serve` sets none, hence no timeout at all); its
-/// timer starts whenever a request head is awaited, the first or the next one on a kept-alive
-/// connection (hyper 1.x, `proto/h1/conn.rs`, `poll_read_head`).
+/// `http1::Builder::header_read_timeout`
+/// (docs.rs/hyper/1/hyper/server/conn/http1/struct.Builder.html) does this, and only with a timer
+/// set (`axum::serve` sets none, hence no timeout at all); its timer starts whenever a request head
+/// is awaited, the first or the next one on a kept-alive connection (hyper 1.x, `proto/h1/conn.rs`,
+/// `poll_read_head`).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// No connection lives longer than this, whatever it does: a client that never reads its answer

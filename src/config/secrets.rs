@@ -113,7 +113,8 @@ impl SecretResolver {
 
     /// A secret file whose mode is worth a warning. Files in `$CREDENTIALS_DIRECTORY` are not:
     /// systemd makes that folder accessible to the service's user only (systemd.exec(5),
-    /// "Credentials", https://www.freedesktop.org/software/systemd/man/latest/systemd.exec.html#Credentials),
+    /// "Credentials",
+    /// https://www.freedesktop.org/software/systemd/man/latest/systemd.exec.html#Credentials),
     /// whatever the files' own modes say.
     fn note_file(&self, path: &Path) {
         if self

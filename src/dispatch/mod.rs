@@ -222,8 +222,8 @@ impl Dispatcher {
     }
 
     /// One round: starts a poll in each free slot, with shipments claimed ahead, claiming more
-    /// (beyond the free slots, as many as [`Pace`] says) when too few are left. Returns how many shipments
-    /// it took up (polls started, rows flagged); the polls go on in the background.
+    /// (beyond the free slots, as many as [`Pace`] says) when too few are left. Returns how many
+    /// shipments it took up (polls started, rows flagged); the polls go on in the background.
     pub async fn step(self: &Arc<Self>) -> Result<usize, StorageError> {
         let free = self.workers.free();
         if free == 0 {

@@ -4,11 +4,11 @@
 //!
 //! Incidents: a provider paused (credentials or configuration refused, or banned by upstream),
 //! a channel stopped or paused (credentials refused, out of credit, a robot's quota spent by
-//! someone else), the database not writable and writable again, and notifications going dead. They are sent
-//! from memory, not through the outbox: while the database is not writable nothing can be
-//! queued there, and an incident still open at a restart is met again and told again by the
-//! next process. A message gets up to [`ATTEMPTS`] attempts; a robot's own pause (its quota)
-//! delays it without spending one.
+//! someone else), the database not writable and writable again, and notifications going dead. They
+//! are sent from memory, not through the outbox: while the database is not writable nothing can be
+//! queued there, and an incident still open at a restart is met again and told again by the next
+//! process. A message gets up to [`ATTEMPTS`] attempts; a robot's own pause (its quota) delays it
+//! without spending one.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -323,8 +323,8 @@ pub struct HttpSms {
 }
 
 impl HttpSms {
-    /// `http` should not follow redirects (see [`super::no_redirect_client`]): a redirect means the URL
-    /// is wrong, and following it would hand the phone number and tokens to another host.
+    /// `http` should not follow redirects (see [`super::no_redirect_client`]): a redirect means the
+    /// URL is wrong, and following it would hand the phone number and tokens to another host.
     pub fn new(config: HttpSmsConfig, http: reqwest::Client) -> HttpSms {
         HttpSms { config, http }
     }

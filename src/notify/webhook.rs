@@ -222,8 +222,8 @@ pub struct Webhook {
 
 impl Webhook {
     /// `http` should be built with `redirect(reqwest::redirect::Policy::none())` (see
-    /// [`super::no_redirect_client`]): a redirect means the configured URL is wrong, and following it
-    /// would hand the signed payload to whatever host the redirect names.
+    /// [`super::no_redirect_client`]): a redirect means the configured URL is wrong, and following
+    /// it would hand the signed payload to whatever host the redirect names.
     pub fn new(config: WebhookConfig, http: reqwest::Client, timeout: Duration) -> Webhook {
         Webhook {
             url: reqwest::Url::parse(&config.url).ok(),

@@ -1,11 +1,11 @@
 //! The store's SQL lives in this folder. The rest of the program calls named operations, each
 //! one short transaction; nothing holds a transaction across network I/O.
 //!
-//! SQLite allows one writer at a time, and the admin CLI and outside tools write the same file while
-//! the daemon runs. So: WAL, a busy timeout, one write connection per process, and every
+//! SQLite allows one writer at a time, and the admin CLI and outside tools write the same file
+//! while the daemon runs. So: WAL, a busy timeout, one write connection per process, and every
 //! transaction that reads before it writes starts with `BEGIN IMMEDIATE`, which takes the write
-//! lock up front (a deferred transaction that upgrades fails at once with "database is locked"
-//! when another process wrote in between, whatever the busy timeout).
+//! lock up front (a deferred transaction that upgrades fails at once with "database is locked" when
+//! another process wrote in between, whatever the busy timeout).
 //!
 //! `open` opens the database (to write, to change existing rows, or only to read) and takes the
 //! daemon's lock. This file holds what every kind of data shares: the errors, the shipment row
@@ -244,8 +244,8 @@ pub struct ShipmentRow {
     /// by itself, and the column reads as a harmless stand-in meanwhile.
     pub type_error: Option<String>,
     /// Set when the phone, the email or the openid column holds a value that does not parse
-    /// (the first of them, when more do not): the row is then flagged invalid by itself, like `type_error`, instead
-    /// of failing the read of its neighbours.
+    /// (the first of them, when more do not): the row is then flagged invalid by itself, like
+    /// `type_error`, instead of failing the read of its neighbours.
     pub invalid_contact: Option<InvalidContact>,
 }
 

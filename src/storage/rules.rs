@@ -4,8 +4,8 @@
 //! SQLite says a broken rule in one of three ways: the text of a typed trigger's `RAISE` (`tier
 //! must be text`), `CHECK constraint failed: NAME` for a named CHECK whose name is the line, and
 //! `CHECK constraint failed: EXPR` for the few unnamed ones (`channel IN ('webhook', …)`).
-//! PostgreSQL names the CHECK: its constraints are named with the same lines, save those longer than
-//! its 63-byte identifiers, which [`SHORT_NAMES`] maps back; and its column types stand for
+//! PostgreSQL names the CHECK: its constraints are named with the same lines, save those longer
+//! than its 63-byte identifiers, which [`SHORT_NAMES`] maps back; and its column types stand for
 //! SQLite's typed triggers: a value of the wrong type bound to a BIGINT column is refused with
 //! `column "X" is of type bigint but expression is of type text`, which becomes X's trigger line.
 

@@ -199,10 +199,10 @@ impl Writer {
 }
 
 /// The writer task. Each round it writes, in this order: every mark waiting (attempts started,
-/// then deliveries sent), in a transaction of its own; then up to [`ROUND`] polls with every claim waiting, in one
-/// transaction. Urgent jobs (marks and claims) have a queue of their own, looked at before each
-/// round, so that they never wait behind a backlog of polls: a mark waits at most for the round
-/// under way.
+/// then deliveries sent), in a transaction of its own; then up to [`ROUND`] polls with every claim
+/// waiting, in one transaction. Urgent jobs (marks and claims) have a queue of their own, looked at
+/// before each round, so that they never wait behind a backlog of polls: a mark waits at most for
+/// the round under way.
 async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<Job>) {
     let mut pending = Batch::default();
     let (mut urgent_open, mut bulk_open) = (true, true);

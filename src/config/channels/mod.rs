@@ -224,11 +224,12 @@ pub(super) fn resolve_channels(
 /// `[delivery] concurrency`). An SMS carries nothing a phone could deduplicate on, unlike a
 /// webhook's `webhook-id`, an email's `Message-ID` or a WeChat message's `client_msg_id` (which
 /// WeChat itself deduplicates on, `notify::wechat`): an SMS that a crash repeats reaches the
-/// buyer twice and is billed twice, and a crash repeats at most the deliveries under way (an SMS repeated also counts against Aliyun's limit of 50
-/// notifications a day to one number: https://help.aliyun.com/document_detail/2881383.html).
-/// Four at once still sends about 40 a second to a gateway that answers in 100 ms, far more than
-/// a shop's buyers' texts need. Nothing upstream asks for fewer: Aliyun allows 5,000 `SendSms`
-/// calls a second (https://help.aliyun.com/en/sms/developer-reference/api-dysmsapi-2017-05-25-quota).
+/// buyer twice and is billed twice, and a crash repeats at most the deliveries under way (an SMS
+/// repeated also counts against Aliyun's limit of 50 notifications a day to one number:
+/// https://help.aliyun.com/document_detail/2881383.html). Four at once still sends about 40 a
+/// second to a gateway that answers in 100 ms, far more than a shop's buyers' texts need. Nothing
+/// upstream asks for fewer: Aliyun allows 5,000 `SendSms` calls a second
+/// (https://help.aliyun.com/en/sms/developer-reference/api-dysmsapi-2017-05-25-quota).
 pub(super) const SMS_CONCURRENCY: usize = 4;
 
 /// A channel's `concurrency` key, or `default` without it.

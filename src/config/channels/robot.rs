@@ -1,6 +1,7 @@
 //! The group robots' sections, `[channels.dingtalk]`, `[channels.wecom]` and `[channels.feishu]`:
-//! the robot's webhook (a secret: its `access_token`, `key` or path lets anyone post into the group), the signing secret
-//! for a robot that signs, the statuses the staff want and the robot's quota.
+//! the robot's webhook (a secret: its `access_token`, `key` or path lets anyone post into the
+//! group), the signing secret for a robot that signs, the statuses the staff want and the robot's
+//! quota.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

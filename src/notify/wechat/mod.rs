@@ -15,10 +15,11 @@
 //! The access token comes from the stable-token endpoint, `POST /cgi-bin/stable_token` with
 //! `{grant_type: "client_credential", appid, secret, force_refresh: false}`; in that normal mode a
 //! call within a token's life hands back the same token, and force_refresh would void the one in
-//! use ("获取稳定版接口调用凭据", https://developers.weixin.qq.com/doc/service/api/base/api_getstableaccesstoken.html).
-//! One token is cached and shared by every send until shortly before its `expires_in`
-//! ([`use_for`]). The token and the secret are credentials: neither is logged, and a URL shown
-//! in an error reads `access_token=***`.
+//! use ("获取稳定版接口调用凭据",
+//! https://developers.weixin.qq.com/doc/service/api/base/api_getstableaccesstoken.html). One token
+//! is cached and shared by every send until shortly before its `expires_in` ([`use_for`]). The
+//! token and the secret are credentials: neither is logged, and a URL shown in an error reads
+//! `access_token=***`.
 //!
 //! What WeChat's answer codes mean ("Global Return Code",
 //! https://developers.weixin.qq.com/doc/service/en/Getting_Started/Global_Return_Code.html; 40243
