@@ -378,7 +378,7 @@ async fn healthz(State(probe): State<Probe>) -> Response {
 /// Why `/healthz` answers 503: the reason it gives.
 #[derive(Debug, thiserror::Error)]
 enum Unhealthy {
-    #[error("database: {}", in_its_own_words(.0))]
+    #[error("database: {}", .0.in_its_own_words())]
     Database(StorageError),
     #[error("database: no answer within {}", humantime::format_duration(*.0))]
     DatabaseSilent(Duration),
@@ -437,7 +437,7 @@ async fn metrics_page(State(probe): State<Probe>) -> Response {
     match refresh_gauges(&probe.db, probe.clock.now()).await {
         Ok(()) => gauge!("shipwatch_database_up").set(1.0),
         Err(e) => {
-            warn!(error = %in_its_own_words(&e), "metrics: cannot read the database; gauges are stale");
+            warn!(error = %e.in_its_own_words(), "metrics: cannot read the database; gauges are stale");
             gauge!("shipwatch_database_up").set(0.0);
         }
     }
@@ -454,15 +454,6 @@ async fn metrics_page(State(probe): State<Probe>) -> Response {
         probe.metrics.render(),
     )
         .into_response()
-}
-
-/// A storage error as the database put it, without the store's own prefix: what `/healthz`
-/// and the metrics warning say.
-fn in_its_own_words(error: &StorageError) -> String {
-    match error {
-        StorageError::Sql(e) => e.to_string(),
-        other => other.to_string(),
-    }
 }
 
 /// Sets every database gauge. Label sets that have no rows are set to 0, not left at their last

@@ -94,8 +94,10 @@ const OUTAGE_CODES: [i64; 11] = [3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 26];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("cannot open database {path}: {source}")]
-    Open { path: String, source: sqlx::Error },
+    /// The database's error is part of the text and not a `source`: a reporter that walks the
+    /// chain would repeat it in sqlx's words (see [`Shown`]).
+    #[error("cannot open database {path}: {}", Shown(error))]
+    Open { path: String, error: sqlx::Error },
     /// For the commands that need rows already there: they never create the file.
     #[error("no database at {path}; `shipwatch run` or `add` creates it")]
     Missing { path: String },
@@ -108,10 +110,10 @@ pub enum StorageError {
         have: usize,
         want: usize,
     },
-    #[error("cannot bring database {path} up to date: {source}")]
+    #[error("cannot bring database {path} up to date: {}", ShownMigrate(error))]
     Migrate {
         path: String,
-        source: sqlx::migrate::MigrateError,
+        error: sqlx::migrate::MigrateError,
     },
     #[error("order {0} is already tracked")]
     Duplicate(String),
@@ -119,10 +121,54 @@ pub enum StorageError {
     NoSuchOrder(String),
     #[error("database refused the row: {0}")]
     Rejected(String),
-    #[error("database error: {0}")]
-    Sql(#[from] sqlx::Error),
+    #[error("database error: {}", Shown(.0))]
+    Sql(sqlx::Error),
     #[error("the transaction holding this write was cut short; it is retried at the next poll")]
     Interrupted,
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> Self {
+        StorageError::Sql(error)
+    }
+}
+
+/// An sqlx error as an operator reads it. PostgreSQL's read as SQLite's do, the code, then the
+/// server's message (`(code: 42501) permission denied for table shipments`): sqlx's own text ends
+/// them with ` at line N`, where N is a line of the server's C source, which reads as a line of
+/// something the operator wrote.
+struct Shown<'a>(&'a sqlx::Error);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let sqlx::Error::Database(db) = self.0
+            && let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        {
+            return write!(
+                f,
+                "error returned from database: (code: {}) {}",
+                pg.code(),
+                pg.message()
+            );
+        }
+        self.0.fmt(f)
+    }
+}
+
+/// A migration's failure, its database error read as [`Shown`] says.
+struct ShownMigrate<'a>(&'a sqlx::migrate::MigrateError);
+
+impl std::fmt::Display for ShownMigrate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use sqlx::migrate::MigrateError;
+        match self.0 {
+            MigrateError::Execute(e) => write!(f, "while executing migrations: {}", Shown(e)),
+            MigrateError::ExecuteMigration(e, version) => {
+                write!(f, "while executing migration {version}: {}", Shown(e))
+            }
+            other => other.fmt(f),
+        }
+    }
 }
 
 /// Why the daemon cannot take its lock on the database (see [`Db::lock_for_daemon`]).
@@ -170,6 +216,14 @@ fn is_postgres_outage(code: &str) -> bool {
 }
 
 impl StorageError {
+    /// The error as the database put it, without the store's own prefix (`database error: `).
+    pub fn in_its_own_words(&self) -> String {
+        match self {
+            StorageError::Sql(e) => Shown(e).to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// True when the database itself failed (I/O, a full disk, a read-only or locked file, no
     /// connection): an outage. A value that could not be read, or a row the database refused, is
     /// that row's fault, and the database is fine.

@@ -171,7 +171,7 @@ fn require_file(path: &Path) -> Result<()> {
         }
         Err(e) => Err(StorageError::Open {
             path: path.display().to_string(),
-            source: sqlx::Error::Io(e),
+            error: sqlx::Error::Io(e),
         }),
     }
 }
@@ -203,7 +203,7 @@ impl Db {
         {
             return Err(StorageError::Open {
                 path: shown,
-                source: sqlx::Error::Io(std::io::Error::new(
+                error: sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     format!(
                         "folder {} does not exist; create it or fix the path",
@@ -214,7 +214,7 @@ impl Db {
         }
         create_private(path).map_err(|source| StorageError::Open {
             path: shown.clone(),
-            source: sqlx::Error::Io(source),
+            error: sqlx::Error::Io(source),
         })?;
         make_private(path);
         let options = SqliteConnectOptions::new()
@@ -229,7 +229,7 @@ impl Db {
             .foreign_keys(true);
         let open_err = |source| StorageError::Open {
             path: shown.clone(),
-            source,
+            error: source,
         };
         let migrating = one_migrator_at_a_time(path).await.map_err(open_err)?;
         let write = SqlitePoolOptions::new()
@@ -256,7 +256,7 @@ impl Db {
             .await
             .map_err(|source| StorageError::Migrate {
                 path: shown.clone(),
-                source,
+                error: source,
             })?;
         drop(migrating);
         let read = SqlitePoolOptions::new()
@@ -347,7 +347,7 @@ impl Db {
     async fn read_pool(options: SqliteConnectOptions, shown: &str) -> Result<sqlx::SqlitePool> {
         let open_err = |source| StorageError::Open {
             path: shown.to_owned(),
-            source,
+            error: source,
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

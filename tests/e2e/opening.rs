@@ -241,6 +241,49 @@ async fn a_postgres_database_without_tables_is_refused_and_left_empty() {
     assert_eq!(tables, 0, "a table was created");
 }
 
+/// A role the server does not let read shipwatch's tables is refused with the server's reason in
+/// one line: told that the database has no tables, its operator would go and create them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_role_that_may_not_read_the_tables_is_told_why() {
+    let app = TestApp::start().await;
+    let pg = PgDatabase::create().await;
+    app.cli_ok(&["--db", &pg.url, "add", "8400000000000000001"]);
+    // Roles belong to the whole cluster, which the tests share: one name per database.
+    let outsider = format!("{}_outsider", pg.name);
+    let mut conn = pg.connect().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {outsider} LOGIN")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = pg.url.replacen(
+        "postgres://shipwatch@",
+        &format!("postgres://{outsider}@"),
+        1,
+    );
+    assert_ne!(url, pg.url);
+    // The server's code and message, without the line of the server's C source that sqlx would
+    // add (" at line 3655").
+    let unreadable = ": (code: 42501) permission denied for table _sqlx_migrations\n";
+    for args in [vec!["list"], vec!["remove", "8400000000000000001"]] {
+        let stderr = refused_on(&app, &url, &args);
+        assert!(
+            stderr.starts_with("error: cannot open database ") && stderr.ends_with(unreadable),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A command that writes would bring the tables up to date first, and may not.
+    let stderr = refused_on(&app, &url, &["add", "8400000000000000002"]);
+    assert!(
+        stderr.contains(" up to date: while executing migrations: ")
+            && stderr.ends_with(": (code: 42501) permission denied for schema public\n"),
+        "{stderr}"
+    );
+    // Nothing was removed, nothing added.
+    let listed = app.cli_ok(&["--db", &pg.url, "list"]);
+    assert!(listed.contains("8400000000000000001"), "{listed}");
+    assert!(!listed.contains("8400000000000000002"), "{listed}");
+}
+
 /// The daemon and an `add` starting at once on a new database both open it: one of them creates
 /// its tables while the other waits. (Without the wait, about one start in two failed here, the
 /// daemon's or the command's, with "table shipments already exists", "duplicate column name" or

@@ -63,7 +63,7 @@ impl Pg {
     pub(super) async fn connect(url: &str, shown: &str, schema: Schema) -> Result<Pg> {
         let open_err = |source| StorageError::Open {
             path: shown.to_owned(),
-            source,
+            error: source,
         };
         let options = PgConnectOptions::from_str(url)
             .map_err(open_err)?
@@ -119,7 +119,7 @@ impl Pg {
                 pool.close().await;
                 return Err(StorageError::Migrate {
                     path: shown.to_owned(),
-                    source,
+                    error: source,
                 });
             }
         }
