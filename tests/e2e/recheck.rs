@@ -264,3 +264,51 @@ async fn a_restart_with_the_provider_revives_its_rows() {
     assert!(daemon.log().contains("1 revived"), "{}", daemon.log());
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
+
+/// `recheck --all-invalid` in text: a line for each row it looked at, then how many it revived
+/// and how many stay invalid; with none left, it says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recheck_of_every_invalid_row_ends_with_its_counts() {
+    let app = TestApp::start().await;
+    app.create_database();
+    let (fixed, on_dhl, on_ups) = (tid(11), tid(12), tid(13));
+    // Flagged by hand: the first row's provider is the configured one now.
+    app.sql(&format!(
+        "INSERT INTO shipments (order_id, provider, tier, active, error) VALUES \
+         ('{fixed}', 'taobao', 'high', 0, 'unknown provider \"taobo\"'), \
+         ('{on_dhl}', 'dhl', 'high', 0, 'unknown provider \"dhl\"'), \
+         ('{on_ups}', 'ups', 'high', 0, 'unknown provider \"ups\"');"
+    ))
+    .await
+    .unwrap();
+    let first = app.cli_ok(&["recheck", "--all-invalid"]);
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 4, "{first}");
+    assert!(
+        lines.contains(&format!("order {fixed}: revived").as_str()),
+        "{first}"
+    );
+    for order in [on_dhl, on_ups] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("order {order}: still invalid: unknown provider"))),
+            "{first}"
+        );
+    }
+    assert_eq!(lines[3], "1 revived, 2 still invalid", "{first}");
+
+    app.cli_ok(&["remove", &on_ups.to_string()]);
+    let second = app.cli_ok(&["recheck", "--all-invalid"]);
+    assert_eq!(
+        second.lines().last(),
+        Some("0 revived, 1 still invalid"),
+        "{second}"
+    );
+
+    app.cli_ok(&["remove", &on_dhl.to_string()]);
+    assert_eq!(
+        app.cli_ok(&["recheck", "--all-invalid"]),
+        "no invalid shipments\n"
+    );
+}
