@@ -266,7 +266,7 @@ async fn a_restart_with_the_provider_revives_its_rows() {
 }
 
 /// `recheck --all-invalid` in text: a line for each row it looked at, then how many it revived
-/// and how many stay invalid; with none left, it says so.
+/// and how many stay invalid; with none left, it says so. A row that is not invalid is said to be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recheck_of_every_invalid_row_ends_with_its_counts() {
     let app = TestApp::start().await;
@@ -297,6 +297,11 @@ async fn recheck_of_every_invalid_row_ends_with_its_counts() {
         );
     }
     assert_eq!(lines[3], "1 revived, 2 still invalid", "{first}");
+    // A row that is not invalid (any more) is left as it is, and said so.
+    assert_eq!(
+        app.cli_ok(&["recheck", &fixed.to_string()]),
+        format!("order {fixed}: not invalid; nothing to do\n")
+    );
 
     app.cli_ok(&["remove", &on_ups.to_string()]);
     let second = app.cli_ok(&["recheck", "--all-invalid"]);
