@@ -7,7 +7,7 @@
 
 use sqlx::{Connection, SqliteConnection};
 
-use crate::support::app::TestApp;
+use crate::support::app::{Engine, TestApp};
 use crate::support::postgres::PgDatabase;
 
 /// Rows in every table, in the states the daemon leaves them: shipments active, delivered,
@@ -366,6 +366,79 @@ async fn the_copy_marks_sent_what_the_killed_daemons_receipts_say_was_accepted()
     );
     assert_eq!(dump(&app.db).await, before, "the source is left as it was");
     assert_eq!(std::fs::read_to_string(&receipts).unwrap(), lines);
+}
+
+/// On PostgreSQL the receipts are where the config says its daemon keeps them: the copy of the
+/// config's database marks sent what they say; the copy of another database (`--db`) leaves them
+/// out, since their ids name the config's rows. A copy of that copy finds nothing left to mark
+/// and says nothing of it.
+#[tokio::test]
+async fn a_copy_of_a_postgres_database_takes_its_daemons_receipts_and_no_other_databases() {
+    use shipwatch::storage::receipts::{Receipt, path_beside};
+
+    let app = TestApp::builder()
+        .engine(Engine::Postgres)
+        .receipts_on_postgres()
+        .start()
+        .await;
+    app.create_database();
+    let other = PgDatabase::create().await;
+    app.cli_ok(&[
+        "--db",
+        &other.url,
+        "import",
+        app.dir.path().join("no-shipments.csv").to_str().unwrap(),
+    ]);
+    let under_way = "UPDATE notifications SET attempt_started = 1 WHERE id = 2";
+    for url in [&app.pg.as_ref().unwrap().url, &other.url] {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{ROWS}; {under_way}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+    }
+    let accepted = Receipt {
+        id: 2,
+        lease_until: 1_700_000_060_000,
+        sent_at: 1_700_000_055_000,
+    };
+    std::fs::write(app.receipts(), accepted.line()).unwrap();
+    let state_of_2 = async |db: &std::path::Path| -> String {
+        one(db, "SELECT state FROM notifications WHERE id = 2").await
+    };
+
+    let copy = app.dir.path().join("copy.db");
+    let out = app.cli_ok(&["copy", "--to", copy.to_str().unwrap()]);
+    assert!(
+        out.contains("marked sent in the copy: 1 deliveries accepted just before"),
+        "{out}"
+    );
+    assert_eq!(state_of_2(&copy).await, "sent");
+
+    let of_other = app.dir.path().join("of-other.db");
+    let out = app.cli_ok(&[
+        "--db",
+        &other.url,
+        "copy",
+        "--to",
+        of_other.to_str().unwrap(),
+    ]);
+    assert!(!out.contains("marked sent"), "{out}");
+    assert_eq!(state_of_2(&of_other).await, "pending");
+
+    // The copy's own receipts, beside it, name a delivery it already holds as sent.
+    std::fs::write(path_beside(&copy), accepted.line()).unwrap();
+    let again = app.dir.path().join("again.db");
+    let out = app.cli_ok(&[
+        "--db",
+        copy.to_str().unwrap(),
+        "copy",
+        "--to",
+        again.to_str().unwrap(),
+    ]);
+    assert!(!out.contains("marked sent"), "{out}");
+    assert_eq!(state_of_2(&again).await, "sent");
 }
 
 /// More rows than one chunk, in a table keyed by id and in one keyed by three columns: the copy
