@@ -282,6 +282,8 @@ async fn a_dry_run_reports_and_writes_nothing() {
         stdout.contains("line 6, column order_id: order 5700000000000000002 is already on line 3"),
         "{stdout}"
     );
+    // Every reason is listed, so none is counted as more.
+    assert!(!stdout.contains("more"), "{stdout}");
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("import would refuse the file"), "{err}");
