@@ -271,11 +271,13 @@ async fn a_postgres_role_that_may_not_read_the_tables_is_told_why() {
             "{args:?}: {stderr}"
         );
     }
-    // A command that writes would bring the tables up to date first, and may not.
+    // A command that writes would bring the tables up to date first, and may not: it may not
+    // create tables in the schema (PostgreSQL 15 on) or read the migrations table (before).
     let stderr = refused_on(&app, &url, &["add", "8400000000000000002"]);
     assert!(
         stderr.contains(" up to date: while executing migrations: ")
-            && stderr.ends_with(": (code: 42501) permission denied for schema public\n"),
+            && (stderr.ends_with(": (code: 42501) permission denied for schema public\n")
+                || stderr.ends_with(unreadable)),
         "{stderr}"
     );
     // Nothing was removed, nothing added.
