@@ -255,12 +255,7 @@ async fn a_postgres_role_that_may_not_read_the_tables_is_told_why() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let url = pg.url.replacen(
-        "postgres://shipwatch@",
-        &format!("postgres://{outsider}@"),
-        1,
-    );
-    assert_ne!(url, pg.url);
+    let url = pg.url_as(&outsider);
     // The server's code and message, without the line of the server's C source that sqlx would
     // add (" at line 3655").
     let unreadable = ": (code: 42501) permission denied for table _sqlx_migrations\n";

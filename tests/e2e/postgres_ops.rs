@@ -644,6 +644,23 @@ async fn a_ban_stored_by_another_daemon_pauses_this_one_at_its_refresh() {
     other.close().await;
 }
 
+/// Four reads at once, so that the pool holds several connections, all used a moment ago.
+async fn fill_the_pool(db: &Db) {
+    let reads = tokio::join!(db.stats(0), db.stats(0), db.stats(0), db.stats(0));
+    for read in [reads.0, reads.1, reads.2, reads.3] {
+        read.unwrap();
+    }
+}
+
+/// Past the second within which the pool trusts a connection it used, eight reads that must
+/// each succeed.
+async fn read_after_the_recent_use_second(db: &Db) {
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for _ in 0..8 {
+        db.stats(0).await.unwrap();
+    }
+}
+
 /// The server drops every connection (a restart, a failover, an administrator's
 /// `pg_terminate_backend`): once they have been idle a moment, the next operations get fresh
 /// connections instead of failing as an outage. A connection in use a moment ago is not tested
@@ -652,11 +669,7 @@ async fn a_ban_stored_by_another_daemon_pauses_this_one_at_its_refresh() {
 async fn connections_the_server_dropped_are_replaced_before_use() {
     let pg = PgDatabase::create().await;
     let db = pg_db(&pg).await;
-    // Several connections in the pool, all used a moment ago.
-    let reads = tokio::join!(db.stats(0), db.stats(0), db.stats(0), db.stats(0));
-    for read in [reads.0, reads.1, reads.2, reads.3] {
-        read.unwrap();
-    }
+    fill_the_pool(&db).await;
     let mut admin = pg.connect().await;
     let dropped: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -666,10 +679,7 @@ async fn connections_the_server_dropped_are_replaced_before_use() {
     .await
     .unwrap();
     assert!(dropped >= 1, "no connection of the pool to drop");
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    for _ in 0..8 {
-        db.stats(0).await.unwrap();
-    }
+    read_after_the_recent_use_second(&db).await;
     admin.close().await.unwrap();
     db.close().await;
 }
@@ -691,16 +701,10 @@ async fn connections_idle_a_moment_are_kept_when_the_server_still_holds_them() {
         .await
         .unwrap()
     };
-    let reads = tokio::join!(db.stats(0), db.stats(0), db.stats(0), db.stats(0));
-    for read in [reads.0, reads.1, reads.2, reads.3] {
-        read.unwrap();
-    }
+    fill_the_pool(&db).await;
     let before = sessions(&mut admin).await;
     assert!(!before.is_empty(), "the pool holds no session");
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    for _ in 0..8 {
-        db.stats(0).await.unwrap();
-    }
+    read_after_the_recent_use_second(&db).await;
     let after = sessions(&mut admin).await;
     let closed: Vec<_> = before.iter().filter(|pid| !after.contains(pid)).collect();
     assert!(

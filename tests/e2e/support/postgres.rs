@@ -78,6 +78,11 @@ impl PgDatabase {
             .await;
     }
 
+    /// The URL of this database for another role of the cluster (one the test created).
+    pub fn url_as(&self, role: &str) -> String {
+        self.cluster.url_as(role, &self.name)
+    }
+
     /// The cluster's port, for a test that wants to see it.
     pub fn port(&self) -> u16 {
         self.cluster.port
@@ -215,7 +220,11 @@ impl Cluster {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{USER}@127.0.0.1:{}/{database}", self.port)
+        self.url_as(USER, database)
+    }
+
+    fn url_as(&self, role: &str, database: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{database}", self.port)
     }
 
     /// Runs one statement on the cluster's maintenance database (`postgres`), as its
