@@ -489,6 +489,15 @@ async fn two_daemons_on_one_database_keep_to_the_robots_quota_together() {
             "daemon {daemon} sent nothing: the test shows no sharing"
         );
     }
+    // The schedule they shared is the row docs/notifications.md names, apart from any provider's.
+    let schedules: Vec<String> = app
+        .sql_column("SELECT provider FROM quota ORDER BY provider")
+        .await
+        .unwrap();
+    assert!(
+        schedules.iter().any(|key| key == "channel:dingtalk"),
+        "{schedules:?}"
+    );
 }
 
 /// A message that waits for a turn of a robot shared by several daemons can wait past its
