@@ -287,4 +287,28 @@ mod tests {
              SIM-100000  pending     late\n"
         );
     }
+
+    /// A column is cut at 48 terminal columns, the last at 120: a long error message is read
+    /// whole in the last column without one long value widening every row of the others.
+    #[test]
+    fn a_long_cell_is_cut_at_its_columns_limit_and_the_last_column_has_the_widest() {
+        let (middle, last) = ("m".repeat(MAX_CELL + 12), "e".repeat(MAX_CELL + 52));
+        let mut table = Table::new(&["ID", "NOTE", "LAST ERROR"], Vec::new());
+        table
+            .print(&[vec!["1".to_owned(), middle.clone(), last.clone()]])
+            .unwrap();
+        let printed = String::from_utf8(table.finish().unwrap()).unwrap();
+        let row = printed.lines().nth(1).unwrap();
+        let cut_middle = format!("{}…", &middle[..MAX_CELL - 1]);
+        assert_eq!(row, format!("1   {cut_middle}  {last}"), "{printed}");
+        // Past its own limit, the last column is cut too.
+        let mut table = Table::new(&["ID", "LAST ERROR"], Vec::new());
+        let longer = "e".repeat(MAX_LAST_CELL + 1);
+        table
+            .print(&[vec!["1".to_owned(), longer.clone()]])
+            .unwrap();
+        let printed = String::from_utf8(table.finish().unwrap()).unwrap();
+        let row = printed.lines().nth(1).unwrap();
+        assert_eq!(row, format!("1   {}…", &longer[..MAX_LAST_CELL - 1]));
+    }
 }
