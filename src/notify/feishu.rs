@@ -8,7 +8,8 @@
 //! base64(HMAC-SHA256 keyed by `timestamp + "\n" + secret`, over an empty message), and a
 //! timestamp more than an hour off is refused with 19021 like a wrong signature. A bot takes
 //! 100 messages a minute and 5 a second, and a body of at most 20 KB; beyond the rate it answers
-//! 11232 ("自定义机器人使用指南", https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot,
+//! 11232 ("自定义机器人使用指南",
+//! https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot,
 //! formerly https://open.feishu.cn/document/ukTMukTMukTM/ucTM5YjL3ETO24yNxkjN).
 //!
 //! The message is an `interactive` card: a header with the title and one `markdown` element,

@@ -3,10 +3,11 @@
 //!
 //! Every attempt POSTs the queued JSON body (`{"msgtype":"markdown","markdown":{"content":…}}`)
 //! to the robot's webhook, `https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…`. The `key` is
-//! the credential: anyone who has the URL can post into the group ("特别特别要注意:一定要保护好机器人
-//! 的webhook地址"), so the URL is a secret and is only ever shown as `key=***`. The markdown
-//! `content` takes at most 4096 bytes of UTF-8, and a robot takes at most 20 messages a minute
-//! ("群机器人配置说明", https://developer.work.weixin.qq.com/document/path/91770).
+//! the credential: anyone who has the URL can post into the group
+//! ("特别特别要注意:一定要保护好机器人的webhook地址"), so the URL is a secret and is only ever
+//! shown as `key=***`. The markdown `content` takes at most 4096 bytes of UTF-8, and a robot
+//! takes at most 20 messages a minute ("群机器人配置说明",
+//! https://developer.work.weixin.qq.com/document/path/91770).
 //!
 //! WeCom answers `errcode` 0 for a message it took ("全局错误码",
 //! https://developer.work.weixin.qq.com/document/path/90313): 45009 is the frequency limit, so

@@ -8,9 +8,10 @@
 //! queued ([`WechatMessage`]), and the template id is the configured one at the time of sending,
 //! so that a corrected id and a reload send what a wrong one held back. `client_msg_id` is the
 //! notification's public id: WeChat sends one message per OpenID and `client_msg_id` within 10
-//! minutes ("防重入id。对于同一个openid + client_msg_id, 只发送一条消息,10分钟有效,超过10分钟不保证效果",
-//! same page), so a delivery repeated after a crash inside those minutes is not shown twice; past
-//! them WeChat promises nothing, and the buyer may see it twice, as with every other channel.
+//! minutes ("防重入id。对于同一个openid + client_msg_id, 只发送一条消息,
+//! 10分钟有效,超过10分钟不保证效果", same page), so a delivery repeated after a crash inside those
+//! minutes is not shown twice; past them WeChat promises nothing, and the buyer may see it twice,
+//! as with every other channel.
 //!
 //! The access token comes from the stable-token endpoint, `POST /cgi-bin/stable_token` with
 //! `{grant_type: "client_credential", appid, secret, force_refresh: false}`; in that normal mode a
@@ -23,8 +24,9 @@
 //!
 //! What WeChat's answer codes mean ("Global Return Code",
 //! https://developers.weixin.qq.com/doc/service/en/Getting_Started/Global_Return_Code.html; 40243
-//! from "服务端 API 调用说明", https://developers.weixin.qq.com/doc/oplatform/developers/dev/api/index.md;
-//! 48001 from "服务端 API 问题定位与解决",
+//! from "服务端 API 调用说明",
+//! https://developers.weixin.qq.com/doc/oplatform/developers/dev/api/index.md; 48001 from
+//! "服务端 API 问题定位与解决",
 //! https://developers.weixin.qq.com/doc/oplatform/developers/troubleshooting) and what the
 //! channel does with each:
 //! - 40001, 40014, 42001 (token invalid, not the latest, expired) on a send: the token is
