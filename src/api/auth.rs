@@ -42,12 +42,7 @@ impl Tokens {
                 "send Authorization: Bearer TOKEN with a token from [api] tokens_file",
             ));
         };
-        let token = value
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.as_bytes().strip_prefix(b"bearer "))
-            .map(|t| t.trim_ascii())
-            .filter(|t| !t.is_empty())
+        let token = bearer_token(value.as_bytes())
             .ok_or_else(|| Problem::unauthorized("the Authorization header is not Bearer TOKEN"))?;
         self.check(token)
             .ok_or_else(|| Problem::unauthorized("the token is not one of the configured tokens"))
@@ -67,6 +62,15 @@ impl Tokens {
             contacts: bool::from(contacts),
         })
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme's name is case-insensitive
+/// and is followed by one or more spaces (RFC 9110, section 11.1 and 11.4: `credentials =
+/// auth-scheme [ 1*SP ( token68 / … ) ]`; RFC 6750, section 2.1, for `Bearer`).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(b"Bearer ".len())?;
+    let token = token.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"Bearer ") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -97,12 +101,21 @@ mod tests {
         ]);
         let a = tokens.caller(&headers(&format!("Bearer {A}"))).unwrap();
         assert!(!a.contacts);
+        // The scheme's name in any case, the token after one space or more.
+        for scheme in ["bearer", "BEARER", "bEaReR", "Bearer  "] {
+            let a = tokens.caller(&headers(&format!("{scheme} {A}")));
+            assert_eq!(a.ok(), Some(Caller { contacts: false }), "{scheme}");
+        }
         let b = tokens.caller(&headers(&format!("Bearer {B}"))).unwrap();
         assert!(b.contacts);
         for wrong in [
             format!("Bearer {A}x"),
             format!("Basic {A}"),
+            format!("Bearer{A}"),
+            format!("Bearers {A}"),
             "Bearer ".to_owned(),
+            "Bearer    ".to_owned(),
+            "Bearer".to_owned(),
             A.to_owned(),
         ] {
             let refused = tokens.caller(&headers(&wrong)).unwrap_err();
