@@ -45,7 +45,7 @@ impl Tokens {
         let token = bearer_token(value.as_bytes())
             .ok_or_else(|| Problem::unauthorized("the Authorization header is not Bearer TOKEN"))?;
         self.check(token)
-            .ok_or_else(|| Problem::unauthorized("the token is not one of the configured tokens"))
+            .ok_or_else(|| Problem::invalid_token("the token is not one of the configured tokens"))
     }
 
     /// Every token is compared, whichever matches.
@@ -108,8 +108,18 @@ mod tests {
         }
         let b = tokens.caller(&headers(&format!("Bearer {B}"))).unwrap();
         assert!(b.contacts);
+        // A token that is not one of them: the challenge says so (RFC 6750, section 3.1).
+        let unknown = tokens
+            .caller(&headers(&format!("Bearer {A}x")))
+            .unwrap_err();
+        assert_eq!(unknown.status, 401);
+        assert_eq!(
+            unknown.challenge,
+            Some("Bearer realm=\"shipwatch\", error=\"invalid_token\"")
+        );
+        assert!(!unknown.detail.contains(A), "{}", unknown.detail);
+        // No bearer token at all: the challenge names the scheme, with no error.
         for wrong in [
-            format!("Bearer {A}x"),
             format!("Basic {A}"),
             format!("Bearer{A}"),
             format!("Bearers {A}"),
@@ -120,8 +130,15 @@ mod tests {
         ] {
             let refused = tokens.caller(&headers(&wrong)).unwrap_err();
             assert_eq!(refused.status, 401, "{wrong}");
+            assert_eq!(
+                refused.challenge,
+                Some("Bearer realm=\"shipwatch\""),
+                "{wrong}"
+            );
             assert!(!refused.detail.contains(A), "{}", refused.detail);
         }
-        assert_eq!(tokens.caller(&HeaderMap::new()).unwrap_err().status, 401);
+        let none = tokens.caller(&HeaderMap::new()).unwrap_err();
+        assert_eq!(none.status, 401);
+        assert_eq!(none.challenge, Some("Bearer realm=\"shipwatch\""));
     }
 }

@@ -44,6 +44,8 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// A 401's `WWW-Authenticate` challenge.
+    pub challenge: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -70,16 +72,34 @@ impl Problem {
             title,
             detail: detail.into(),
             errors: Vec::new(),
+            challenge: None,
         }
     }
 
+    /// A request without a bearer token. RFC 6750, section 3: the challenge names the scheme
+    /// and the realm, and no error, when the request "lacks any authentication information"
+    /// (no `Authorization`, or another scheme).
     pub fn unauthorized(detail: &str) -> Problem {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "A valid bearer token is needed",
-            detail,
-        )
+        Problem {
+            challenge: Some("Bearer realm=\"shipwatch\""),
+            ..Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "A valid bearer token is needed",
+                detail,
+            )
+        }
+    }
+
+    /// A request whose bearer token is not one of the configured ones. RFC 6750, section 3:
+    /// when the request "included an access token and failed authentication", the challenge
+    /// says `error="invalid_token"` (section 3.1), so that a client tells a wrong or revoked
+    /// token from a missing one.
+    pub fn invalid_token(detail: &str) -> Problem {
+        Problem {
+            challenge: Some("Bearer realm=\"shipwatch\", error=\"invalid_token\""),
+            ..Problem::unauthorized(detail)
+        }
     }
 
     pub fn malformed(detail: impl Into<String>) -> Problem {
@@ -185,11 +205,10 @@ impl IntoResponse for Problem {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if self.status == StatusCode::UNAUTHORIZED {
-            // RFC 6750 section 3: a 401 names the scheme it wants.
+        if let Some(challenge) = self.challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"shipwatch\""),
+                HeaderValue::from_static(challenge),
             );
         }
         response

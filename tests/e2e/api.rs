@@ -324,14 +324,19 @@ async fn shipments_are_added_read_paged_changed_and_removed() {
 async fn only_a_configured_token_opens_the_api_and_refusals_are_counted() {
     let (app, mut daemon, api) = api_app().await;
     let wrong = "0000000000000000000000000000000000000000";
-    for client in [api.with_token(None), api.with_token(Some(wrong))] {
+    // RFC 6750, section 3: the challenge names the scheme, and says `invalid_token` when the
+    // request brought a token that failed.
+    for (client, challenge) in [
+        (api.with_token(None), "Bearer realm=\"shipwatch\""),
+        (
+            api.with_token(Some(wrong)),
+            "Bearer realm=\"shipwatch\", error=\"invalid_token\"",
+        ),
+    ] {
         let refused = client.get("/v1/shipments").await;
         problem(&refused, 401);
-        assert!(
-            refused.headers["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer"),
+        assert_eq!(
+            refused.headers["www-authenticate"], challenge,
             "{refused:?}"
         );
         assert!(!format!("{:?}", refused.body).contains(wrong));
