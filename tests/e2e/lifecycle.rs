@@ -357,3 +357,28 @@ async fn poll_apply_with_rejected_credentials_records_no_stop_behind_the_daemons
         daemon.log()
     );
 }
+
+/// Without `RUST_LOG`, as its systemd unit runs it, the daemon logs at info: its start, each
+/// notification it delivers and its stop, and not the debug line of every poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rust_log_the_daemon_logs_its_start_its_deliveries_and_its_stop() {
+    let app = TestApp::start().await;
+    let tid: u64 = 8_300_000_000_000_000_001;
+    app.top.journey(tid);
+    app.cli_ok(&["add", &tid.to_string(), "--tier", "high"]);
+    let mut daemon = app.spawn_daemon_at_default_level();
+    app.wait_until("a notification is delivered", LIMIT, || {
+        !app.receiver.deliveries().is_empty() && daemon.log().contains("notification delivered")
+    })
+    .await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    let log = daemon.log();
+    for line in ["shipwatch started", "notification delivered", "stopped"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" INFO ") && l.contains(line)),
+            "no {line:?} at info: {log}"
+        );
+    }
+    assert!(!log.contains(" DEBUG "), "{log}");
+}

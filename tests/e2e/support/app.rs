@@ -371,7 +371,23 @@ impl TestApp {
         self.spawn_daemon_from(&self.config, args, env)
     }
 
+    /// Starts `shipwatch run` without `RUST_LOG`, as its systemd unit does: at the daemon's own
+    /// default level.
+    pub fn spawn_daemon_at_default_level(&self) -> Daemon {
+        let mut command = self.command_from(&self.config, &["run"]);
+        command.env_remove("RUST_LOG");
+        self.spawn_logged(command)
+    }
+
     fn spawn_daemon_from(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut command = self.command_from(config, &[&["run"], args].concat());
+        command.envs(env.iter().copied());
+        self.spawn_logged(command)
+    }
+
+    /// Starts `command` (a `shipwatch run`), its stderr in the next `daemon-N.log` of the app's
+    /// folder.
+    fn spawn_logged(&self, mut command: Command) -> Daemon {
         let n = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter(|e| {
@@ -383,9 +399,7 @@ impl TestApp {
             })
             .count();
         let log = self.dir.path().join(format!("daemon-{n}.log"));
-        let child = self
-            .command_from(config, &[&["run"], args].concat())
-            .envs(env.iter().copied())
+        let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
