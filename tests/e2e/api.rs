@@ -21,7 +21,6 @@ fn tid(i: u64) -> String {
     (7_100_000_000_000_000_000 + i).to_string()
 }
 
-/// An app with the API on, its daemon running and answering.
 /// Every shipment `GET /v1/shipments` lists in pages of `limit`, following `next_cursor`, and
 /// how many pages it took.
 async fn every_page(api: &Client, limit: u32) -> (Vec<String>, usize) {
@@ -42,6 +41,7 @@ async fn every_page(api: &Client, limit: u32) -> (Vec<String>, usize) {
     }
 }
 
+/// An app with the API on, its daemon running and answering.
 async fn api_app() -> (TestApp, Daemon, Client) {
     let app = TestApp::builder()
         .provider(Provider::top())
@@ -590,6 +590,41 @@ async fn a_body_over_a_mebibyte_is_refused() {
         .await;
     problem(&refused, 413);
     assert!(daemon.is_running());
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+}
+
+/// The largest batch, each shipment with its contacts, fits in the largest body with room to
+/// spare: padded to exactly a mebibyte it is taken whole; a byte more is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_in_a_body_of_exactly_a_mebibyte_is_taken() {
+    let (app, mut daemon, api) = api_app().await;
+    let items: Vec<Value> = (0..shipwatch::api::body::MAX_BATCH as u64)
+        .map(|i| {
+            json!({
+                "order_id": tid(100_000 + i),
+                "tier": "low",
+                "phone": format!("139{:08}", i),
+                "email": format!("buyer{i}@example.com"),
+            })
+        })
+        .collect();
+    let mut body = serde_json::to_vec(&json!({ "shipments": items })).unwrap();
+    // The limit docs/api.md gives.
+    const MEBIBYTE: usize = 1024 * 1024;
+    assert!(body.len() < MEBIBYTE / 2, "{}", body.len());
+    // JSON allows whitespace after the document.
+    body.resize(MEBIBYTE + 1, b' ');
+    let refused = api
+        .raw("/v1/shipments/batch", "application/json", body.clone())
+        .await;
+    problem(&refused, 413);
+    body.pop();
+    let taken = api
+        .raw("/v1/shipments/batch", "application/json", body)
+        .await;
+    assert_eq!(taken.status, 201, "{taken:?}");
+    assert_eq!(taken.body["created"], shipwatch::api::body::MAX_BATCH);
+    assert_eq!(app.shipments().len(), shipwatch::api::body::MAX_BATCH);
     assert!(daemon.terminate().success(), "{}", daemon.log());
 }
 
