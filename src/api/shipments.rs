@@ -494,4 +494,70 @@ mod tests {
             assert_eq!(differing_fields(given, &create, &row), differ, "{given:?}");
         }
     }
+
+    #[test]
+    fn a_repeat_of_every_field_differs_in_none_and_each_field_changed_alone_is_named() {
+        const EVERY: &[&str] = &[
+            "order_id",
+            "provider",
+            "tracking_no",
+            "carrier",
+            "tier",
+            "phone",
+            "email",
+            "openid",
+            "sub_orders",
+        ];
+        let mut row = stored();
+        row.email = Some(Email::parse("buyer@shop.example").unwrap());
+        row.openid = Some(OpenId::parse("o6_bmjrPTlm6_2sgVt7hMZOPfL2M").unwrap());
+        row.sub_orders = Some("1001,1002".to_owned());
+        let same = NewShipment {
+            email: row.email.clone(),
+            openid: row.openid.clone(),
+            sub_orders: row.sub_orders.clone(),
+            ..new(Tier::High, "13812345678")
+        };
+        assert_eq!(differing_fields(EVERY, &same, &row), Vec::<&str>::new());
+        let changes: [(&str, NewShipment); 5] = [
+            (
+                "provider",
+                NewShipment {
+                    provider: "taobao".to_owned(),
+                    ..same.clone()
+                },
+            ),
+            (
+                "tracking_no",
+                NewShipment {
+                    tracking_no: Some("YT0000000001".to_owned()),
+                    ..same.clone()
+                },
+            ),
+            (
+                "carrier",
+                NewShipment {
+                    carrier: None,
+                    ..same.clone()
+                },
+            ),
+            (
+                "openid",
+                NewShipment {
+                    openid: Some(OpenId::parse("o6_bmjrPTlm6_2sgVt7hMZOPfL2N").unwrap()),
+                    ..same.clone()
+                },
+            ),
+            (
+                "sub_orders",
+                NewShipment {
+                    sub_orders: Some("1001,1003".to_owned()),
+                    ..same.clone()
+                },
+            ),
+        ];
+        for (field, changed) in changes {
+            assert_eq!(differing_fields(EVERY, &changed, &row), [field], "{field}");
+        }
+    }
 }
