@@ -31,7 +31,9 @@ async fn every_page(api: &Client, limit: u32) -> (Vec<String>, usize) {
         let page = api.get(&path).await;
         assert_eq!(page.status, 200, "{page:?}");
         pages += 1;
-        for s in page.body["shipments"].as_array().unwrap() {
+        let shipments = page.body["shipments"].as_array().unwrap();
+        assert!(shipments.len() <= limit as usize, "{page:?}");
+        for s in shipments {
             seen.push(s["order_id"].as_str().unwrap().to_owned());
         }
         match page.body["next_cursor"].as_str() {
@@ -210,6 +212,21 @@ async fn shipments_are_added_read_paged_changed_and_removed() {
         .await;
     assert_eq!(problem(&conflict, 409), vec![(None, "tier".to_owned())]);
     assert_eq!(app.shipment(&order)["shipment"]["tier"], "high");
+    // So is any other field given with another value than the tracked row's.
+    for (field, value) in [
+        ("tracking_no", "YT0000000001"),
+        ("carrier", "圆通速递"),
+        ("sub_orders", "1001,1002"),
+    ] {
+        let conflict = api
+            .post(
+                "/v1/shipments",
+                &json!({"order_id": order, "tier": "high", field: value}),
+            )
+            .await;
+        assert_eq!(problem(&conflict, 409), vec![(None, field.to_owned())]);
+    }
+    assert_eq!(app.shipment(&order)["shipment"]["tracking_no"], Value::Null);
     // An order `add` inserted compares the same way: the fields given, nothing else.
     app.cli_ok(&["add", &tid(2), "--tier", "low"]);
     let same = api
@@ -255,12 +272,23 @@ async fn shipments_are_added_read_paged_changed_and_removed() {
     assert_eq!(batch.body["created"], 22);
     assert_eq!(batch.body["existing"], 1);
     assert_eq!(batch.body["shipments"].as_array().unwrap().len(), 23);
+    // The same batch again adds nothing: 200, as a repeat of one create is.
+    let again = api
+        .post("/v1/shipments/batch", &json!({ "shipments": items }))
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.body["created"], 0);
+    assert_eq!(again.body["existing"], 23);
 
     // Pages of 5 over all 24: each row once, none missed, in a stable order.
     let (seen, pages) = every_page(&api, 5).await;
     assert_eq!(pages, 5);
     assert_eq!(seen.len(), 24, "{seen:?}");
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 24, "{seen:?}");
+    // Pages of 6: the fourth is full and the last, with no cursor to an empty fifth.
+    let (sixes, pages) = every_page(&api, 6).await;
+    assert_eq!(pages, 4);
+    assert_eq!(sixes, seen);
     // A row no shipwatch writes (a status outside the CHECK, put there by another program with
     // the constraints off) cannot be read: it is left out of its page, the last row of the first,
     // and the pages go on past it.
@@ -276,6 +304,14 @@ async fn shipments_are_added_read_paged_changed_and_removed() {
     let mut expected = seen.clone();
     expected.remove(4);
     assert_eq!(after, expected);
+    // Asked for alone, that row is a 500 (the log says why), not the 503 of an outage that a
+    // retry would outlast.
+    let unreadable = api.get(&format!("/v1/shipments/{}", seen[4])).await;
+    problem(&unreadable, 500);
+    assert_eq!(
+        unreadable.body["type"], "urn:shipwatch:problem:internal",
+        "{unreadable:?}"
+    );
     let lows = api.get("/v1/shipments?tier=low&limit=1000").await;
     assert!(
         lows.body["shipments"]
