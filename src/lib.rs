@@ -26,6 +26,8 @@ pub mod providers;
 pub mod service;
 pub mod shown;
 pub mod storage;
+#[cfg(test)]
+mod test_logs;
 pub mod throttle;
 pub mod track;
 pub mod upstream;

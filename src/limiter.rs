@@ -422,6 +422,7 @@ fn next_slot(slot: Instant, left: Instant, interval: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_logs::Logs;
     use std::sync::Arc;
 
     #[test]
@@ -817,18 +818,7 @@ mod tests {
         keeper.down.store(3, Ordering::Relaxed);
         let limiter = shared_limiter(Duration::from_millis(10), &keeper);
         let start = Instant::now();
-        let logs = Logs::default();
-        let _logging = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::DEBUG)
-                .with_ansi(false)
-                .without_time()
-                .with_writer({
-                    let logs = logs.clone();
-                    move || logs.clone()
-                })
-                .finish(),
-        );
+        let (logs, _logging) = Logs::capture();
         limiter.acquire().await;
         // Asked again after 100, 200 and 400 ms, and the call left on the grant of the fourth.
         assert_eq!(Instant::now() - start, Duration::from_millis(700));
@@ -839,47 +829,25 @@ mod tests {
 
         // The operator reads one warning when the schedule stops answering and one line when
         // it answers again; the askings between are for debugging.
-        let logs = logs.text();
-        let lines = |level: &str, text: &str| {
-            logs.lines()
-                .filter(|line| line.trim_start().starts_with(level) && line.contains(text))
-                .count()
-        };
+        let text = logs.text();
         assert_eq!(
-            lines("WARN", "cannot take slots from the shared quota"),
+            logs.lines("WARN", "cannot take slots from the shared quota"),
             1,
-            "{logs}"
+            "{text}"
         );
-        assert_eq!(lines("WARN", "connection refused"), 1, "{logs}");
+        assert_eq!(logs.lines("WARN", "connection refused"), 1, "{text}");
         assert_eq!(
-            lines("DEBUG", "the shared quota still does not answer"),
+            logs.lines("DEBUG", "the shared quota still does not answer"),
             2,
-            "{logs}"
+            "{text}"
         );
-        assert_eq!(lines("INFO", "the shared quota answers again"), 1, "{logs}");
-        assert_eq!(lines("INFO", "failures=3"), 1, "{logs}");
-        assert_eq!(logs.lines().count(), 4, "{logs}");
-    }
-
-    /// What a test's subscriber wrote.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Logs {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-        }
-    }
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        assert_eq!(
+            logs.lines("INFO", "the shared quota answers again"),
+            1,
+            "{text}"
+        );
+        assert_eq!(logs.lines("INFO", "failures=3"), 1, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 
     #[tokio::test(start_paused = true)]
