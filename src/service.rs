@@ -230,6 +230,7 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_logs::Logs;
 
     #[tokio::test(start_paused = true)]
     async fn heartbeat_age_counts_from_the_last_beat() {
@@ -257,6 +258,57 @@ mod tests {
         supervisor
             .run_watchdog(Heartbeat::new(), CancellationToken::new())
             .await;
+    }
+
+    /// The watchdog as systemd hears it, on an abstract socket (`@…`, which `sd_notify(3)` says
+    /// `NOTIFY_SOCKET` may name): no ping before the dispatcher's first round, a ping each half
+    /// interval in which it completed one, none while it is stuck, and one warning per stall.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_pings_after_rounds_only_and_warns_once_per_stall() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+        let name = format!("shipwatch-watchdog-test-{}", std::process::id());
+        let systemd =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        systemd.set_nonblocking(true).unwrap();
+        let pings = || {
+            let mut buf = [0u8; 512];
+            let mut count = 0;
+            while let Ok(len) = systemd.recv(&mut buf) {
+                count += usize::from(buf[..len].starts_with(b"WATCHDOG=1"));
+            }
+            count
+        };
+        let (logs, _logging) = Logs::capture();
+        let stalls = || logs.lines("WARN", "withholding pings");
+        let heartbeat = Heartbeat::new();
+        let stop = CancellationToken::new();
+        let watchdog = tokio::spawn(
+            Supervisor::with_socket(format!("@{name}"), Some(Duration::from_millis(400)))
+                .run_watchdog(heartbeat.clone(), stop.clone()),
+        );
+
+        // Ticks every 200 ms from 0; the test acts between them. Starting takes its time.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!((pings(), stalls()), (0, 0), "before the first round");
+        for _ in 0..5 {
+            heartbeat.beat();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            (pings(), stalls()),
+            (5, 0),
+            "a round between each two ticks"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!((pings(), stalls()), (0, 1), "ten ticks with no round");
+        heartbeat.beat();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!((pings(), stalls()), (1, 2), "one round, then stuck again");
+        stop.cancel();
+        watchdog.await.unwrap();
     }
 
     #[test]
