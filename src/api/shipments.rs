@@ -528,7 +528,7 @@ mod tests {
             (
                 "carrier",
                 NewShipment {
-                    carrier: None,
+                    carrier: Some("圆通速递".to_owned()),
                     ..same.clone()
                 },
             ),
