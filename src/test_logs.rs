@@ -1,5 +1,6 @@
 //! For tests that read what the daemon logs: a subscriber for the current thread that keeps its
-//! lines in memory, as the daemon writes them (level first, no time, no colours).
+//! lines in memory in the text format's shape, without the time and the colours (each line
+//! starts with its level).
 
 use std::sync::{Arc, Mutex};
 

@@ -265,17 +265,14 @@ async fn shipments_are_added_read_paged_changed_and_removed() {
         })
         .chain([json!({"order_id": order, "tier": "high"})])
         .collect();
-    let batch = api
-        .post("/v1/shipments/batch", &json!({ "shipments": items }))
-        .await;
+    let items = json!({ "shipments": items });
+    let batch = api.post("/v1/shipments/batch", &items).await;
     assert_eq!(batch.status, 201, "{batch:?}");
     assert_eq!(batch.body["created"], 22);
     assert_eq!(batch.body["existing"], 1);
     assert_eq!(batch.body["shipments"].as_array().unwrap().len(), 23);
     // The same batch again adds nothing: 200, as a repeat of one create is.
-    let again = api
-        .post("/v1/shipments/batch", &json!({ "shipments": items }))
-        .await;
+    let again = api.post("/v1/shipments/batch", &items).await;
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(again.body["created"], 0);
     assert_eq!(again.body["existing"], 23);
