@@ -255,20 +255,74 @@ mod tests {
         assert!(grace.is_cut());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn feed_rounds_until_stopped() {
-        let workers = Workers::new(1);
+    /// Runs [`Workers::feed`] for `rounds` rounds and gives the time each started, from the
+    /// first. `round(n, workers)` is the n-th round (from 0): it starts what it likes and gives
+    /// the wait.
+    async fn round_times(
+        workers: &Workers,
+        rounds: usize,
+        mut round: impl FnMut(usize, &Workers) -> Duration,
+    ) -> Vec<Duration> {
         let stop = CancellationToken::new();
-        let rounds = AtomicUsize::new(0);
-        let (rounds_ref, stopper) = (&rounds, &stop);
+        let start = tokio::time::Instant::now();
+        let mut times = Vec::new();
         workers
-            .feed(&stop, || async move {
-                if rounds_ref.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
-                    stopper.cancel();
+            .feed(&stop, || {
+                times.push(start.elapsed());
+                if times.len() == rounds {
+                    stop.cancel();
                 }
-                Duration::from_secs(1)
+                let wait = round(times.len() - 1, workers);
+                async move { wait }
             })
             .await;
-        assert_eq!(rounds.load(Ordering::SeqCst), 5);
+        times
+    }
+
+    fn secs(list: &[u64]) -> Vec<Duration> {
+        list.iter().map(|&s| Duration::from_secs(s)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_slots_free_rounds_come_one_wait_apart_until_stopped() {
+        let workers = Workers::new(2);
+        let times = round_times(&workers, 5, |n, _| Duration::from_secs(n as u64 + 1)).await;
+        assert_eq!(times, secs(&[0, 1, 3, 6, 10]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_slot_busy_the_next_round_comes_when_one_frees() {
+        let workers = Workers::new(2);
+        let times = round_times(&workers, 3, |n, workers| {
+            if n == 0 {
+                for secs in [7, 4] {
+                    workers.spawn(tokio::time::sleep(Duration::from_secs(secs)));
+                }
+            }
+            Duration::from_secs(60)
+        })
+        .await;
+        // The task of 4 s frees its slot: the round's wait of 60 s is not slept. With that slot
+        // free again, the next wait is.
+        assert_eq!(times, secs(&[0, 4, 64]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nudge_starts_the_next_round_at_once() {
+        let workers = Arc::new(Workers::new(2));
+        let nudger = workers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            nudger.nudge();
+        });
+        let times = round_times(&workers, 4, |n, workers| {
+            // A nudge during a round is not lost: the next round follows at once.
+            if n == 1 {
+                workers.nudge();
+            }
+            Duration::from_secs(60)
+        })
+        .await;
+        assert_eq!(times, secs(&[0, 5, 5, 65]));
     }
 }
