@@ -34,18 +34,25 @@ impl Tokens {
         )
     }
 
-    /// The caller a request's `Authorization` header names, or a 401 that never repeats what
-    /// was sent.
+    /// The caller a request's `Authorization` header names, or a refusal that never repeats
+    /// what was sent.
     pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(Problem::unauthorized(
                 "send Authorization: Bearer TOKEN with a token from [api] tokens_file",
             ));
         };
-        let token = bearer_token(value.as_bytes())
-            .ok_or_else(|| Problem::unauthorized("the Authorization header is not Bearer TOKEN"))?;
-        self.check(token)
-            .ok_or_else(|| Problem::invalid_token("the token is not one of the configured tokens"))
+        match bearer_token(value.as_bytes()) {
+            Bearer::OtherScheme => Err(Problem::unauthorized(
+                "the Authorization header is not Bearer TOKEN",
+            )),
+            Bearer::Empty => Err(Problem::invalid_request(
+                "the Authorization header says Bearer but gives no token; send Bearer TOKEN",
+            )),
+            Bearer::Token(token) => self.check(token).ok_or_else(|| {
+                Problem::invalid_token("the token is not one of the configured tokens")
+            }),
+        }
     }
 
     /// Every token is compared, whichever matches.
@@ -64,13 +71,32 @@ impl Tokens {
     }
 }
 
-/// The token of an `Authorization: Bearer TOKEN` header. The scheme's name is case-insensitive
-/// and is followed by one or more spaces (RFC 9110, section 11.1 and 11.4: `credentials =
-/// auth-scheme [ 1*SP ( token68 / … ) ]`; RFC 6750, section 2.1, for `Bearer`).
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, token) = value.split_at_checked(b"Bearer ".len())?;
-    let token = token.trim_ascii();
-    (scheme.eq_ignore_ascii_case(b"Bearer ") && !token.is_empty()).then_some(token)
+/// What an `Authorization` header holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Bearer<'a> {
+    /// Another scheme, or none: the request "lacks any authentication information".
+    OtherScheme,
+    /// The `Bearer` scheme with no token after it.
+    Empty,
+    Token(&'a [u8]),
+}
+
+/// Reads an `Authorization: Bearer TOKEN` header. The scheme's name is case-insensitive and is
+/// followed by one or more spaces and the token (RFC 9110, sections 11.1 and 11.4:
+/// `credentials = auth-scheme [ 1*SP ( token68 / … ) ]`; RFC 6750, section 2.1, for `Bearer`,
+/// whose token is one character at least).
+fn bearer_token(value: &[u8]) -> Bearer<'_> {
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(space) => value.split_at(space),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"Bearer") {
+        return Bearer::OtherScheme;
+    }
+    match rest.trim_ascii() {
+        b"" => Bearer::Empty,
+        token => Bearer::Token(token),
+    }
 }
 
 #[cfg(test)]
@@ -118,14 +144,25 @@ mod tests {
             Some("Bearer realm=\"shipwatch\", error=\"invalid_token\"")
         );
         assert!(!unknown.detail.contains(A), "{}", unknown.detail);
+        // The bearer scheme with no token is a malformed request: 400 and `invalid_request`
+        // (RFC 6750, sections 2.1 and 3.1), so that a client whose token came out empty is
+        // told so rather than asked for one it believes it sent.
+        for empty in ["Bearer", "Bearer ", "bearer    "] {
+            let refused = tokens.caller(&headers(empty)).unwrap_err();
+            assert_eq!(refused.status, 400, "{empty}");
+            assert_eq!(
+                refused.challenge,
+                Some("Bearer realm=\"shipwatch\", error=\"invalid_request\""),
+                "{empty}"
+            );
+        }
         // No bearer token at all: the challenge names the scheme, with no error.
         for wrong in [
             format!("Basic {A}"),
             format!("Bearer{A}"),
             format!("Bearers {A}"),
-            "Bearer ".to_owned(),
-            "Bearer    ".to_owned(),
-            "Bearer".to_owned(),
+            "Basic ".to_owned(),
+            "Bearers".to_owned(),
             A.to_owned(),
         ] {
             let refused = tokens.caller(&headers(&wrong)).unwrap_err();

@@ -44,7 +44,7 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<FieldError>,
-    /// A 401's `WWW-Authenticate` challenge.
+    /// The `WWW-Authenticate` challenge of a refusal for want of a valid token.
     pub challenge: Option<&'static str>,
 }
 
@@ -99,6 +99,20 @@ impl Problem {
         Problem {
             challenge: Some("Bearer realm=\"shipwatch\", error=\"invalid_token\""),
             ..Problem::unauthorized(detail)
+        }
+    }
+
+    /// A request whose `Authorization` header names the bearer scheme but holds no token.
+    /// RFC 6750, section 3.1: a malformed request is `error="invalid_request"` with a 400.
+    pub fn invalid_request(detail: &str) -> Problem {
+        Problem {
+            challenge: Some("Bearer realm=\"shipwatch\", error=\"invalid_request\""),
+            ..Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "The Authorization header is malformed",
+                detail,
+            )
         }
     }
 

@@ -358,16 +358,23 @@ async fn only_a_configured_token_opens_the_api_and_refusals_are_counted() {
     let (app, mut daemon, api) = api_app().await;
     let wrong = "0000000000000000000000000000000000000000";
     // RFC 6750, section 3: the challenge names the scheme, and says `invalid_token` when the
-    // request brought a token that failed.
-    for (client, challenge) in [
-        (api.with_token(None), "Bearer realm=\"shipwatch\""),
+    // request brought a token that failed, `invalid_request` (with a 400) when the header says
+    // Bearer and brings none.
+    for (client, status, challenge) in [
+        (api.with_token(None), 401, "Bearer realm=\"shipwatch\""),
         (
             api.with_token(Some(wrong)),
+            401,
             "Bearer realm=\"shipwatch\", error=\"invalid_token\"",
+        ),
+        (
+            api.with_token(Some("")),
+            400,
+            "Bearer realm=\"shipwatch\", error=\"invalid_request\"",
         ),
     ] {
         let refused = client.get("/v1/shipments").await;
-        problem(&refused, 401);
+        problem(&refused, status);
         assert_eq!(
             refused.headers["www-authenticate"], challenge,
             "{refused:?}"
@@ -376,7 +383,8 @@ async fn only_a_configured_token_opens_the_api_and_refusals_are_counted() {
         let refused = client
             .post("/v1/shipments", &json!({"order_id": tid(1)}))
             .await;
-        problem(&refused, 401);
+        problem(&refused, status);
+        assert_eq!(refused.headers["www-authenticate"], challenge);
     }
     assert!(
         app.cli_ok(&["list"]).lines().count() <= 1,
@@ -410,6 +418,11 @@ async fn only_a_configured_token_opens_the_api_and_refusals_are_counted() {
     assert!(
         metrics
             .contains(r#"shipwatch_api_requests_total{route="GET /v1/shipments",status="401"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"shipwatch_api_requests_total{route="GET /v1/shipments",status="400"} 1"#),
         "{metrics}"
     );
     let log = daemon.log();
@@ -915,6 +928,13 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
                 .send(&method_upper, &path, body.as_ref())
                 .await;
             problem(&refused, 401);
+            // The bearer scheme with no token: a malformed request, documented as a 400.
+            assert!(responses.get("400").is_some(), "{what}: 400 undocumented");
+            let refused = api
+                .with_token(Some(""))
+                .send(&method_upper, &path, body.as_ref())
+                .await;
+            problem(&refused, 400);
         }
         if responses.get("404").is_some() {
             let refused = api.send(&method_upper, &missing, body.as_ref()).await;
