@@ -139,15 +139,20 @@ pub async fn take_over(db: &Db, receipts: Option<&Path>, now: Millis) -> Result<
 
 /// This machine's name, as `stats` shows a daemon's host.
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
+    host_name_from(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+        std::env::var("HOSTNAME").ok(),
+    )
+}
+
+/// The first of the kernel's name for the machine and `$HOSTNAME` that is not blank, trimmed;
+/// `localhost` when neither is.
+fn host_name_from(kernel: Option<String>, env: Option<String>) -> String {
+    [kernel, env]
+        .into_iter()
+        .flatten()
         .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::env::var("HOSTNAME")
-                .ok()
-                .filter(|name| !name.is_empty())
-        })
+        .find(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
@@ -460,12 +465,11 @@ impl Started {
         ));
         supervisor.ready(&summary(&this.db, &this.clock).await);
         let watchdog = tokio::spawn(supervisor.clone().run_watchdog(heartbeat, stop.clone()));
-        let status = tokio::spawn(report_status(
-            supervisor.clone(),
-            this.db.clone(),
-            this.clock.clone(),
-            stop.clone(),
-        ));
+        let (db, clock) = (this.db.clone(), this.clock.clone());
+        let status = tokio::spawn(report_status(supervisor.clone(), stop.clone(), move || {
+            let (db, clock) = (db.clone(), clock.clone());
+            async move { summary(&db, &clock).await }
+        }));
         shutdown.await;
         info!("shutting down: no new work; waiting for polls and deliveries in flight");
         supervisor.stopping();
@@ -520,11 +524,11 @@ async fn summary(db: &Db, clock: &SharedClock) -> String {
     }
 }
 
-async fn report_status(
+/// Tells systemd the [`summary`] every [`STATUS_EVERY`] until `stop`, when supervised.
+async fn report_status<F: Future<Output = String>>(
     supervisor: Supervisor,
-    db: Db,
-    clock: SharedClock,
     stop: CancellationToken,
+    mut summary: impl FnMut() -> F,
 ) {
     if !supervisor.is_enabled() {
         return;
@@ -532,12 +536,15 @@ async fn report_status(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                supervisor.status(&summary(&db, &clock).await);
+            _ = tokio::time::sleep(STATUS_EVERY) => {
+                supervisor.status(&summary().await);
             }
         }
     }
 }
+
+/// How often `systemctl status` gets a fresh summary.
+const STATUS_EVERY: Duration = Duration::from_secs(30);
 
 /// The first and the second SIGINT (Ctrl-C) or SIGTERM, as two futures: the first starts the
 /// graceful stop, the second cuts its grace short. The handlers are installed by this call, as
@@ -615,5 +622,99 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_is_the_kernels_name_else_hostname_else_localhost() {
+        let some = |name: &str| Some(name.to_owned());
+        assert_eq!(host_name_from(some("shop-1\n"), some("other")), "shop-1");
+        for blank in [None, some(""), some(" \n")] {
+            assert_eq!(host_name_from(blank.clone(), some("shop-2")), "shop-2");
+            assert_eq!(host_name_from(blank.clone(), some("")), "localhost");
+            assert_eq!(host_name_from(blank, None), "localhost");
+        }
+    }
+
+    #[test]
+    fn a_listener_refused_says_why_and_what_to_change() {
+        use std::io::{Error, ErrorKind};
+        let listen: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        let said = |kind: ErrorKind| cannot_listen(listen, &Error::new(kind, "the OS's words"));
+        assert_eq!(
+            said(ErrorKind::AddrInUse),
+            "address 0.0.0.0:80 is in use; free it or change [http] listen"
+        );
+        assert_eq!(
+            said(ErrorKind::AddrNotAvailable),
+            "address 0.0.0.0:80 is not an address of this machine; change [http] listen"
+        );
+        assert_eq!(
+            said(ErrorKind::PermissionDenied),
+            "not allowed to listen on 0.0.0.0:80 (ports below 1024 need privileges); change [http] listen"
+        );
+        assert_eq!(
+            said(ErrorKind::OutOfMemory),
+            "cannot listen on 0.0.0.0:80: the OS's words; change [http] listen"
+        );
+    }
+
+    /// `systemctl status` hears the summary every 30 s while supervised, and nothing after the
+    /// stop; unsupervised, nothing is reported and the task ends at once.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(start_paused = true)]
+    async fn the_status_is_told_every_thirty_seconds_while_supervised() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+        let name = format!("shipwatch-status-test-{}", std::process::id());
+        let systemd =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        systemd.set_nonblocking(true).unwrap();
+        let heard = || {
+            let mut buf = [0u8; 512];
+            let mut lines = Vec::new();
+            while let Ok(len) = systemd.recv(&mut buf) {
+                lines.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+            }
+            lines
+        };
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        let summary = move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move { format!("summary {n}") }
+        };
+        let stop = CancellationToken::new();
+        let reporting = tokio::spawn(report_status(
+            Supervisor::with_socket(format!("@{name}"), None),
+            stop.clone(),
+            summary.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(heard().is_empty());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(heard(), ["STATUS=summary 1\n"]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(heard(), ["STATUS=summary 2\n", "STATUS=summary 3\n"]);
+        stop.cancel();
+        reporting.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(heard().is_empty());
+
+        let unsupervised = tokio::time::timeout(
+            Duration::from_secs(3600),
+            report_status(Supervisor::disabled(), CancellationToken::new(), summary),
+        )
+        .await;
+        assert!(
+            unsupervised.is_ok(),
+            "an unsupervised daemon reports nothing"
+        );
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }

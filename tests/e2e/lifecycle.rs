@@ -170,47 +170,57 @@ async fn messages_claimed_ahead_and_never_attempted_spend_no_attempt_at_the_stop
     }
 }
 
-/// A listen address that is taken fails the start before the daemon says it started and before
-/// systemd hears READY: one error line naming the address and the fix, a non-zero exit.
+/// A listen address that is taken, or not this machine's, fails the start before the daemon
+/// says it started and before systemd hears READY: one error line naming the address and the
+/// fix, a non-zero exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listen_address_in_use_fails_the_start_before_it_is_announced() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = taken.local_addr().unwrap();
-    let app = TestApp::builder()
-        .provider(Provider::top())
-        .channel(Channel::webhook())
-        .section(&format!("[http]\nlisten = \"{address}\"\n"))
-        .start()
-        .await;
-    let socket_path = app.dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    notify.set_nonblocking(true).unwrap();
-    let mut daemon =
-        app.spawn_daemon_with(&[], &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
-    let status = daemon
-        .wait_exit(LIMIT)
-        .await
-        .unwrap_or_else(|| panic!("the daemon runs without its listener\n{}", daemon.log()));
-    assert!(!status.success());
-    let log = daemon.log();
-    assert!(!log.contains("shipwatch started"), "{log}");
-    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(
-        errors,
-        [format!(
-            "error: address {address} is in use; free it or change [http] listen"
-        )],
-        "{log}"
-    );
-    let mut buf = [0u8; 4096];
-    let mut told = Vec::new();
-    while let Ok(n) = notify.recv(&mut buf) {
-        told.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    let in_use = taken.local_addr().unwrap();
+    // TEST-NET-1 (RFC 5737): documentation only, never a machine's address.
+    let elsewhere: std::net::SocketAddr = "192.0.2.1:9464".parse().unwrap();
+    for (address, error) in [
+        (
+            in_use,
+            format!("error: address {in_use} is in use; free it or change [http] listen"),
+        ),
+        (
+            elsewhere,
+            format!(
+                "error: address {elsewhere} is not an address of this machine; change [http] listen"
+            ),
+        ),
+    ] {
+        let app = TestApp::builder()
+            .provider(Provider::top())
+            .channel(Channel::webhook())
+            .section(&format!("[http]\nlisten = \"{address}\"\n"))
+            .start()
+            .await;
+        let socket_path = app.dir.path().join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+        notify.set_nonblocking(true).unwrap();
+        let mut daemon =
+            app.spawn_daemon_with(&[], &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+        let status = daemon
+            .wait_exit(LIMIT)
+            .await
+            .unwrap_or_else(|| panic!("the daemon runs without its listener\n{}", daemon.log()));
+        assert!(!status.success());
+        let log = daemon.log();
+        assert!(!log.contains("shipwatch started"), "{log}");
+        let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors, [error], "{log}");
+        let mut buf = [0u8; 4096];
+        let mut told = Vec::new();
+        while let Ok(n) = notify.recv(&mut buf) {
+            told.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert!(
+            told.iter().all(|m| !m.contains("READY=1")),
+            "systemd heard READY: {told:?}"
+        );
     }
-    assert!(
-        told.iter().all(|m| !m.contains("READY=1")),
-        "systemd heard READY: {told:?}"
-    );
     drop(taken);
 }
 

@@ -531,6 +531,20 @@ async fn stats_shows_the_running_daemon_and_a_dead_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(alive, "the daemon's row shows: {}", daemon.log());
+    // Its host is this machine's name, as `uname -n` gives it.
+    let uname = std::process::Command::new("uname")
+        .arg("-n")
+        .output()
+        .unwrap();
+    let machine = String::from_utf8(uname.stdout).unwrap().trim().to_owned();
+    let stats: Value = serde_json::from_str(&app.cli_ok(&["stats", "--json"])).unwrap();
+    let ours = stats["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["pid"].as_i64() == Some(pid))
+        .unwrap();
+    assert_eq!(ours["host"], machine.as_str(), "{stats:#}");
     // A daemon that died long ago on another machine, as PostgreSQL mode would show it.
     let db = Db::open(&app.db, Synchronous::Normal).await.unwrap();
     let dead = DaemonIdentity::new("old-machine", 4242, "0.9.0", 1_000);
