@@ -2,7 +2,9 @@
 //! package's `initdb` in a temporary folder, a server on a free loopback port, one database per
 //! test. The tests of one process share the cluster while any of them holds a database; the last
 //! one to let go stops the server (`pg_ctl stop -m immediate`) and removes the folder, also when
-//! it panicked. Without PostgreSQL a test that asks for it fails, saying how to install it.
+//! it panicked. A process killed before that (a timeout, a signal) leaves its cluster running:
+//! the next cluster started stops and removes those whose process is gone ([`OWNER`]). Without
+//! PostgreSQL a test that asks for it fails, saying how to install it.
 
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,12 @@ use super::free_port;
 
 /// The cluster's superuser; local connections are trusted, so no password.
 const USER: &str = "shipwatch";
+
+/// The file in a cluster's folder that names the test process it belongs to.
+const OWNER: &str = "owner.pid";
+
+/// The prefix of a cluster's folder in the temporary folder.
+const PREFIX: &str = "shipwatch-pg-";
 
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,10 +134,13 @@ impl Cluster {
         let bin = postgres_bin()?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let as_postgres = unsafe { libc::geteuid() } == 0;
+        sweep_orphans(&bin, as_postgres);
         let dir = tempfile::Builder::new()
-            .prefix("shipwatch-pg-")
+            .prefix(PREFIX)
             .tempdir()
             .map_err(|e| format!("a temporary folder for PostgreSQL: {e}"))?;
+        std::fs::write(dir.path().join(OWNER), std::process::id().to_string())
+            .map_err(|e| format!("naming this process in the PostgreSQL folder: {e}"))?;
         std::fs::create_dir(dir.path().join("sock"))
             .map_err(|e| format!("a socket folder for PostgreSQL: {e}"))?;
         if as_postgres {
@@ -203,8 +214,10 @@ impl Cluster {
                 Ok(()) => break,
                 Err(_) if tries < 3 && read(&log).contains("could not bind") => continue,
                 Err(e) => {
-                    // Keep the folder: the message names the log.
+                    // Keep the folder: the message names the log. Without its owner, no later
+                    // sweep takes it.
                     if let Some(dir) = cluster.dir.take() {
+                        let _ = std::fs::remove_file(dir.path().join(OWNER));
                         let _ = dir.keep();
                     }
                     return Err(format!(
@@ -249,14 +262,7 @@ impl Cluster {
     /// Runs one of PostgreSQL's programs (as the postgres user under root), its output to `log`.
     fn run(&self, program: &str, args: &[&str], log: &Path) -> Result<(), String> {
         let program_path = self.bin.join(program);
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program_path);
-            command
-        } else {
-            Command::new(&program_path)
-        };
-        let output = command
+        let output = command(&self.bin, self.as_postgres, program)
             .args(args)
             .current_dir(self.path(""))
             .output()
@@ -289,6 +295,65 @@ impl Drop for Cluster {
         );
         // TempDir's own drop removes the folder.
     }
+}
+
+/// One of PostgreSQL's programs, run as the postgres user under root.
+fn command(bin: &Path, as_postgres: bool, program: &str) -> Command {
+    if as_postgres {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join(program));
+        command
+    } else {
+        Command::new(bin.join(program))
+    }
+}
+
+/// Stops and removes the clusters in the temporary folder whose test process is gone: killed
+/// before its clusters' drop could run. A folder that names no process (one being made, or kept
+/// for its log) is left alone, and so is one whose process still runs.
+fn sweep_orphans(bin: &Path, as_postgres: bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut swept = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let folder = entry.path();
+        let owner = read(&folder.join(OWNER))
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|&pid| pid > 0);
+        if owner.is_none_or(is_running) {
+            continue;
+        }
+        let _ = command(bin, as_postgres, "pg_ctl")
+            .args([
+                "-D",
+                path_str(&folder.join("data")),
+                "stop",
+                "-m",
+                "immediate",
+                "-w",
+            ])
+            .current_dir(&folder)
+            .output();
+        if std::fs::remove_dir_all(&folder).is_ok() {
+            swept += 1;
+        }
+    }
+    swept
+}
+
+/// Whether a process `pid` is running (or a zombie not yet reaped).
+fn is_running(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let answered = unsafe { libc::kill(pid, 0) };
+    answered == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The folder of `initdb`, `pg_ctl` and `postgres` in Debian's package: the newest
@@ -339,4 +404,29 @@ fn read(path: &Path) -> String {
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A cluster whose test process was killed (its drop never ran) is stopped and removed by the
+    /// next sweep; a cluster whose process runs is left alone.
+    #[test]
+    fn a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next() {
+        let orphan = super::Cluster::start().unwrap();
+        let ours = super::Cluster::start().unwrap();
+        let folder = orphan.path("");
+        let port = orphan.port;
+        // Above Linux's largest pid (2^22): a process that cannot be running.
+        std::fs::write(folder.join(super::OWNER), i32::MAX.to_string()).unwrap();
+        std::mem::forget(orphan);
+        let reachable = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        assert!(reachable(port));
+
+        let swept = super::sweep_orphans(&ours.bin, ours.as_postgres);
+        assert!(swept >= 1, "{swept}");
+        assert!(!folder.exists(), "{}", folder.display());
+        assert!(!reachable(port), "the orphan's server still answers");
+        assert!(ours.path("data").is_dir());
+        assert!(reachable(ours.port));
+    }
 }
