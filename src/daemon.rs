@@ -644,23 +644,27 @@ mod tests {
     fn a_listener_refused_says_why_and_what_to_change() {
         use std::io::{Error, ErrorKind};
         let listen: SocketAddr = "0.0.0.0:80".parse().unwrap();
-        let said = |kind: ErrorKind| cannot_listen(listen, &Error::new(kind, "the OS's words"));
-        assert_eq!(
-            said(ErrorKind::AddrInUse),
-            "address 0.0.0.0:80 is in use; free it or change [http] listen"
-        );
-        assert_eq!(
-            said(ErrorKind::AddrNotAvailable),
-            "address 0.0.0.0:80 is not an address of this machine; change [http] listen"
-        );
-        assert_eq!(
-            said(ErrorKind::PermissionDenied),
-            "not allowed to listen on 0.0.0.0:80 (ports below 1024 need privileges); change [http] listen"
-        );
-        assert_eq!(
-            said(ErrorKind::OutOfMemory),
-            "cannot listen on 0.0.0.0:80: the OS's words; change [http] listen"
-        );
+        for (kind, said) in [
+            (
+                ErrorKind::AddrInUse,
+                "address 0.0.0.0:80 is in use; free it or change [http] listen",
+            ),
+            (
+                ErrorKind::AddrNotAvailable,
+                "address 0.0.0.0:80 is not an address of this machine; change [http] listen",
+            ),
+            (
+                ErrorKind::PermissionDenied,
+                "not allowed to listen on 0.0.0.0:80 (ports below 1024 need privileges); change [http] listen",
+            ),
+            (
+                ErrorKind::OutOfMemory,
+                "cannot listen on 0.0.0.0:80: the OS's words; change [http] listen",
+            ),
+        ] {
+            let e = Error::new(kind, "the OS's words");
+            assert_eq!(cannot_listen(listen, &e), said, "{kind:?}");
+        }
     }
 
     /// `systemctl status` hears the summary every 30 s while supervised, and nothing after the
@@ -668,21 +672,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test(start_paused = true)]
     async fn the_status_is_told_every_thirty_seconds_while_supervised() {
-        use std::os::linux::net::SocketAddrExt;
-        use std::os::unix::net::{SocketAddr, UnixDatagram};
-
-        let name = format!("shipwatch-status-test-{}", std::process::id());
-        let systemd =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
-        systemd.set_nonblocking(true).unwrap();
-        let heard = || {
-            let mut buf = [0u8; 512];
-            let mut lines = Vec::new();
-            while let Ok(len) = systemd.recv(&mut buf) {
-                lines.push(String::from_utf8_lossy(&buf[..len]).into_owned());
-            }
-            lines
-        };
+        let systemd = crate::service::FakeSystemd::bind("status-test");
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = asked.clone();
         let summary = move || {
@@ -691,20 +681,23 @@ mod tests {
         };
         let stop = CancellationToken::new();
         let reporting = tokio::spawn(report_status(
-            Supervisor::with_socket(format!("@{name}"), None),
+            systemd.supervisor(None),
             stop.clone(),
             summary.clone(),
         ));
         tokio::time::sleep(Duration::from_secs(29)).await;
-        assert!(heard().is_empty());
+        assert!(systemd.heard().is_empty());
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(heard(), ["STATUS=summary 1\n"]);
+        assert_eq!(systemd.heard(), ["STATUS=summary 1\n"]);
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(heard(), ["STATUS=summary 2\n", "STATUS=summary 3\n"]);
+        assert_eq!(
+            systemd.heard(),
+            ["STATUS=summary 2\n", "STATUS=summary 3\n"]
+        );
         stop.cancel();
         reporting.await.unwrap();
         tokio::time::sleep(Duration::from_secs(120)).await;
-        assert!(heard().is_empty());
+        assert!(systemd.heard().is_empty());
 
         let unsupervised = tokio::time::timeout(
             Duration::from_secs(3600),

@@ -227,6 +227,43 @@ impl Heartbeat {
     }
 }
 
+/// systemd's end of a notify socket, for tests: an abstract socket (`@…`, which `sd_notify(3)`
+/// says `NOTIFY_SOCKET` may name), so that no file is left behind.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) struct FakeSystemd {
+    socket: std::os::unix::net::UnixDatagram,
+    name: String,
+}
+
+#[cfg(all(test, target_os = "linux"))]
+impl FakeSystemd {
+    /// Listens on a name of its own: `test` and this process's id.
+    pub fn bind(test: &str) -> FakeSystemd {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let name = format!("shipwatch-{test}-{}", std::process::id());
+        let socket =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        FakeSystemd { socket, name }
+    }
+
+    /// A supervisor that speaks to this listener.
+    pub fn supervisor(&self, watchdog: Option<Duration>) -> Supervisor {
+        Supervisor::with_socket(format!("@{}", self.name), watchdog)
+    }
+
+    /// The messages heard since the last call.
+    pub fn heard(&self) -> Vec<String> {
+        let mut buf = [0u8; 512];
+        let mut messages = Vec::new();
+        while let Ok(len) = self.socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+        }
+        messages
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,33 +297,27 @@ mod tests {
             .await;
     }
 
-    /// The watchdog as systemd hears it, on an abstract socket (`@…`, which `sd_notify(3)` says
-    /// `NOTIFY_SOCKET` may name): no ping before the dispatcher's first round, a ping each half
-    /// interval in which it completed one, none while it is stuck, and one warning per stall.
+    /// The watchdog as systemd hears it: no ping before the dispatcher's first round, a ping
+    /// each half interval in which it completed one, none while it is stuck, and one warning per
+    /// stall.
     #[cfg(target_os = "linux")]
     #[tokio::test(start_paused = true)]
     async fn the_watchdog_pings_after_rounds_only_and_warns_once_per_stall() {
-        use std::os::linux::net::SocketAddrExt;
-        use std::os::unix::net::{SocketAddr, UnixDatagram};
-
-        let name = format!("shipwatch-watchdog-test-{}", std::process::id());
-        let systemd =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
-        systemd.set_nonblocking(true).unwrap();
+        let systemd = FakeSystemd::bind("watchdog-test");
         let pings = || {
-            let mut buf = [0u8; 512];
-            let mut count = 0;
-            while let Ok(len) = systemd.recv(&mut buf) {
-                count += usize::from(buf[..len].starts_with(b"WATCHDOG=1"));
-            }
-            count
+            systemd
+                .heard()
+                .iter()
+                .filter(|m| m.starts_with("WATCHDOG=1"))
+                .count()
         };
         let (logs, _logging) = Logs::capture();
         let stalls = || logs.lines("WARN", "withholding pings");
         let heartbeat = Heartbeat::new();
         let stop = CancellationToken::new();
         let watchdog = tokio::spawn(
-            Supervisor::with_socket(format!("@{name}"), Some(Duration::from_millis(400)))
+            systemd
+                .supervisor(Some(Duration::from_millis(400)))
                 .run_watchdog(heartbeat.clone(), stop.clone()),
         );
 
