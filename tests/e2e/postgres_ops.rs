@@ -545,6 +545,19 @@ async fn stats_shows_the_running_daemon_and_a_dead_one() {
         .find(|d| d["pid"].as_i64() == Some(pid))
         .unwrap();
     assert_eq!(ours["host"], machine.as_str(), "{stats:#}");
+    // Its row is refreshed while it runs (every 5 s), not only written at its start.
+    let started = ours["started_at"].clone();
+    app.wait_until(
+        "the daemon's row is seen again after its start",
+        Duration::from_secs(30),
+        || {
+            let stats: Value = serde_json::from_str(&app.cli_ok(&["stats", "--json"])).unwrap();
+            stats["daemons"].as_array().unwrap().iter().any(|d| {
+                d["pid"].as_i64() == Some(pid) && d["seen_at"] != started && d["alive"] == true
+            })
+        },
+    )
+    .await;
     // A daemon that died long ago on another machine, as PostgreSQL mode would show it.
     let db = Db::open(&app.db, Synchronous::Normal).await.unwrap();
     let dead = DaemonIdentity::new("old-machine", 4242, "0.9.0", 1_000);
