@@ -19,7 +19,7 @@ use hyper_util::service::TowerToHyperService;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -287,7 +287,7 @@ async fn drain(mut body: axum::body::Body, bytes: usize) {
 /// (`[http] listen`, `[http] public_listen`).
 pub(crate) async fn serve_connections(
     name: &'static str,
-    listener: TcpListener,
+    mut listener: impl Accept,
     app: Router,
     stop: CancellationToken,
 ) {
@@ -296,10 +296,10 @@ pub(crate) async fn serve_connections(
     for id in 0u64.. {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.next() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok(stream) => stream,
             // The client gave up before we took its connection: nothing to do.
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
@@ -347,6 +347,18 @@ pub(crate) async fn serve_connections(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Where [`serve_connections`] takes its connections from: a listener, or in tests a script
+/// of accept errors.
+pub(crate) trait Accept: Send {
+    fn next(&mut self) -> impl Future<Output = std::io::Result<TcpStream>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn next(&mut self) -> std::io::Result<TcpStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

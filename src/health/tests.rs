@@ -299,3 +299,60 @@ fn a_connection_given_up_is_skipped_and_running_out_of_descriptors_is_not() {
         &std::io::ErrorKind::OutOfMemory.into()
     ));
 }
+
+/// Accept errors in the order given, then nothing more: keeps when each accept was asked for.
+struct Failing {
+    errors: std::collections::VecDeque<std::io::Error>,
+    asked: Arc<Mutex<Vec<tokio::time::Instant>>>,
+}
+
+impl Accept for Failing {
+    async fn next(&mut self) -> std::io::Result<TcpStream> {
+        lock(&self.asked).push(tokio::time::Instant::now());
+        match self.errors.pop_front() {
+            Some(error) => Err(error),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_given_up_is_passed_over_at_once_and_no_descriptor_left_waits_a_second() {
+    let (logs, _guard) = crate::test_logs::Logs::capture();
+    let asked = Arc::default();
+    let script = Failing {
+        errors: [
+            std::io::ErrorKind::ConnectionReset.into(),
+            std::io::Error::from_raw_os_error(24),
+            std::io::ErrorKind::ConnectionAborted.into(),
+            std::io::Error::from_raw_os_error(23),
+        ]
+        .into(),
+        asked: Arc::clone(&asked),
+    };
+    let start = tokio::time::Instant::now();
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(serve_connections(
+        "test",
+        script,
+        Router::new(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let seconds: Vec<u64> = lock(&asked)
+        .iter()
+        .map(|at| (*at - start).as_secs())
+        .collect();
+    // The client's reset is passed over at once; EMFILE and ENFILE wait a second each before
+    // accepting again rather than spinning on a backlog no descriptor can take.
+    assert_eq!(seconds, [0, 0, 1, 1, 2]);
+    assert_eq!(
+        logs.lines("WARN", "cannot accept a connection; trying again in 1s"),
+        2,
+        "{}",
+        logs.text()
+    );
+    stop.cancel();
+    serving.await.unwrap();
+}
