@@ -318,6 +318,39 @@ async fn list_filters_by_provider_status_tier_since_and_limit() {
     assert!(help.contains("[default: all]"), "{help}");
 }
 
+/// An admin command's answer is its printout: on stderr it logs only what asks for action
+/// (warnings and errors) unless `RUST_LOG` asks for more, as the daemon logs at info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_logs_only_warnings_unless_rust_log_asks_for_more() {
+    let app = TestApp::start().await;
+    let tid = 8_000_000_000_000_000_103u64;
+    app.top.journey(tid);
+    let tid = tid.to_string();
+    app.cli_ok(&["add", &tid]);
+
+    let quiet = app
+        .command(&["poll", &tid, "--apply"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert!(
+        stdout(&quiet).contains("info_received"),
+        "{}",
+        stdout(&quiet)
+    );
+    assert_eq!(stderr(&quiet), "", "no log line at the default level");
+
+    // The same command at info tells of the change it recorded: the default kept it quiet.
+    let told = app.cli_with_env(&["poll", &tid, "--apply"], &[("RUST_LOG", "info")]);
+    assert!(told.status.success(), "{}", stderr(&told));
+    assert!(
+        stderr(&told).contains("status changed"),
+        "{}",
+        stderr(&told)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_json_shows_the_answer_and_what_apply_did() {
     let app = TestApp::start().await;
