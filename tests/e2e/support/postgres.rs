@@ -331,18 +331,20 @@ fn sweep_orphans(bin: &Path, as_postgres: bool) -> usize {
         if owner.is_none_or(is_running) {
             continue;
         }
-        let _ = command(bin, as_postgres, "pg_ctl")
-            .args([
-                "-D",
-                path_str(&folder.join("data")),
-                "stop",
-                "-m",
-                "immediate",
-                "-w",
-            ])
-            .current_dir(&folder)
-            .output();
-        if std::fs::remove_dir_all(&folder).is_ok() {
+        let data = folder.join("data");
+        let pg_ctl = |args: &[&str]| {
+            command(bin, as_postgres, "pg_ctl")
+                .args(["-D", path_str(&data)])
+                .args(args)
+                .current_dir(&folder)
+                .output()
+        };
+        let _ = pg_ctl(&["stop", "-m", "immediate", "-w"]);
+        // `pg_ctl status` exits 3 when no server runs on the folder and 4 when it holds no
+        // cluster. A server that would not stop keeps its folder, for the next sweep to try
+        // again, rather than running on with its files gone.
+        let stopped = pg_ctl(&["status"]).is_ok_and(|out| matches!(out.status.code(), Some(3 | 4)));
+        if stopped && std::fs::remove_dir_all(&folder).is_ok() {
             swept += 1;
         }
     }
