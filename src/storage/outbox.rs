@@ -475,13 +475,9 @@ pub(crate) async fn insert_outbox(
     tx: &mut Transaction<'static, Sqlite>,
     shipment_id: i64,
     rows: &[OutboxRow],
-) -> Result<Vec<(ChannelKind, String)>> {
+) -> Result<()> {
     let rows: Vec<(i64, &OutboxRow)> = rows.iter().map(|row| (shipment_id, row)).collect();
-    Ok(insert_outbox_rows(tx, &rows)
-        .await?
-        .into_iter()
-        .map(|(_, channel, public_id)| (channel, public_id))
-        .collect())
+    insert_outbox_rows(tx, &rows).await.map(drop)
 }
 
 /// Inserts outbox rows (each with its shipment) in one statement, in the order given, so that
